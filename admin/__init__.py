@@ -1,0 +1,1 @@
+"""Admin plane: configuration model, command line, control endpoint and console."""

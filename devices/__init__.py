@@ -1,0 +1,1 @@
+"""Device handlers: SCSI device emulation (SBC disk, ...) over backing stores."""

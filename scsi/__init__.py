@@ -1,0 +1,1 @@
+"""SCSI vocabulary shared by every layer: status, sense, opcodes, CDB tables, pages."""

@@ -1,0 +1,170 @@
+"""The in-flight SCSI command and the two interfaces it crosses.
+
+A target driver (iSCSI today) builds a :class:`ScsiCommand` and submits it to a
+logical unit; the LU runs it as one Trio task under its own cancel scope. The
+command talks back to its transport only through :class:`Transport` (SCST's
+``rdy_to_xfer`` and ``xmit_response``), and a device handler sees the LU only
+through :class:`ExecContext`. Keeping both narrow is what lets fault injection,
+other transports and test doubles slot in without touching the middle.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING, Protocol
+
+import attrs
+
+if TYPE_CHECKING:
+    from scsi.sense import Asc, Sense, Status
+
+#: What a data-in handler may hand back: bytes-like, sent as is.
+Buffer = bytes | bytearray | memoryview
+
+
+class DataDirection(enum.IntEnum):
+    NONE = 0
+    READ = 1  # data-in: target -> initiator
+    WRITE = 2  # data-out: initiator -> target
+
+
+class TaskAttribute(enum.IntEnum):
+    """SAM task attributes, numbered as in the iSCSI ATTR field."""
+
+    UNTAGGED = 0
+    SIMPLE = 1
+    ORDERED = 2
+    HEAD_OF_QUEUE = 3
+    ACA = 4
+
+
+@attrs.frozen
+class Nexus:
+    """An I_T nexus: who is talking to which target port.
+
+    ``initiator_port`` and ``target_port`` are SAM port names (for iSCSI
+    ``iqn...,i,0x<ISID>`` and ``iqn...,t,0x<TPGT>``); ``initiator_name`` is what
+    LUN masking matches on; ``isid`` feeds persistent-reservation TransportIDs.
+    """
+
+    initiator_name: str
+    initiator_port: str
+    target_name: str
+    target_port: str
+    relative_port: int = 1
+    isid: int = 0
+
+    @classmethod
+    def iscsi(
+        cls, initiator_name: str, isid: int, target_name: str, tpgt: int, relative_port: int = 1
+    ) -> Nexus:
+        return cls(
+            initiator_name=initiator_name,
+            initiator_port=f"{initiator_name},i,0x{isid:012x}",
+            target_name=target_name,
+            target_port=f"{target_name},t,0x{tpgt:04x}",
+            relative_port=relative_port,
+            isid=isid,
+        )
+
+
+class Transport(Protocol):
+    """What a running command needs from the target driver that carried it."""
+
+    async def receive_data(self, cmd: ScsiCommand, length: int) -> memoryview:
+        """Fetch ``length`` bytes of data-out (immediate, unsolicited, then R2T).
+
+        Returns at most ``min(length, cmd.expected_length)`` bytes; the caller
+        checks the length it got. Cancellable: an aborted command stops asking.
+        """
+        ...
+
+    async def send_response(
+        self, cmd: ScsiCommand, status: Status, sense: bytes | None, data: Buffer | None
+    ) -> None:
+        """Deliver data-in (if any) then the status; computes residuals."""
+        ...
+
+
+class ScsiCommand:
+    """One command from arrival to response. Owned by the task that runs it."""
+
+    __slots__ = (
+        "attr",
+        "cdb",
+        "direction",
+        "expected_length",
+        "lun",
+        "nexus",
+        "tag",
+        "transfer_length",
+        "transport",
+        "transport_state",
+    )
+
+    def __init__(
+        self,
+        *,
+        cdb: bytes,
+        lun: int,
+        tag: int,
+        attr: TaskAttribute,
+        expected_length: int,
+        direction: DataDirection,
+        nexus: Nexus,
+        transport: Transport,
+        transport_state: object = None,
+    ) -> None:
+        self.cdb = cdb
+        self.lun = lun
+        self.tag = tag
+        self.attr = attr
+        self.expected_length = expected_length
+        self.direction = direction
+        self.nexus = nexus
+        self.transport = transport
+        #: private to the transport (e.g. the iSCSI Data-Out reassembly state)
+        self.transport_state = transport_state
+        #: bytes the CDB asks to move; set by the handler, used for residuals
+        self.transfer_length = 0
+
+    @property
+    def opcode(self) -> int:
+        return self.cdb[0]
+
+    async def receive_data(self, length: int) -> memoryview:
+        self.transfer_length = length
+        return await self.transport.receive_data(self, length)
+
+    def __repr__(self) -> str:
+        return f"<ScsiCommand tag={self.tag:#x} lun={self.lun} op={self.cdb[:1].hex()}>"
+
+
+class ExecContext(Protocol):
+    """What a device handler may ask of the logical unit running its command."""
+
+    @property
+    def nexus(self) -> Nexus: ...
+
+    @property
+    def lun(self) -> int:
+        """The LUN number the initiator addressed (for VPD, REPORT LUNS)."""
+        ...
+
+    @property
+    def read_only(self) -> bool:
+        """True when this initiator's mapping of the LU is read-only."""
+        ...
+
+    def take_sense(self) -> Sense | None:
+        """For REQUEST SENSE: pop this nexus' highest-priority pending UA (or None)."""
+        ...
+
+    def notify_others(self, asc: Asc) -> None:
+        """Queue a UNIT ATTENTION with ``asc`` for every *other* nexus of this LU
+        (e.g. MODE PARAMETERS CHANGED after MODE SELECT)."""
+        ...
+
+    def notify_all(self, asc: Asc) -> None:
+        """Queue a UNIT ATTENTION with ``asc`` for every nexus of this LU."""
+        ...

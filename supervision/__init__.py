@@ -1,0 +1,1 @@
+"""Supervision: actor base, supervisors with restart strategies, the daemon root."""

@@ -1,0 +1,1 @@
+"""Target drivers: the wire protocols that carry SCSI commands to the middle level."""
