@@ -85,6 +85,10 @@ class Transport(Protocol):
         """Deliver data-in (if any) then the status; computes residuals."""
         ...
 
+    def command_finished(self, cmd: ScsiCommand) -> None:
+        """The command left the task set (answered or aborted): free its resources."""
+        ...
+
 
 class ScsiCommand:
     """One command from arrival to response. Owned by the task that runs it."""

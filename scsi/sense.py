@@ -51,8 +51,10 @@ class Asc(tuple[int, int], enum.Enum):
 
     NO_ADDITIONAL_SENSE = (0x00, 0x00)
     LUN_NOT_READY_CAUSE_NOT_REPORTABLE = (0x04, 0x00)
+    LUN_NOT_READY_INITIALIZING_COMMAND_REQUIRED = (0x04, 0x02)
     LUN_NOT_READY_MANUAL_INTERVENTION = (0x04, 0x03)
     WRITE_ERROR = (0x0C, 0x00)
+    INVALID_FIELD_IN_INFORMATION_UNIT = (0x0E, 0x03)
     UNRECOVERED_READ_ERROR = (0x11, 0x00)
     MISCOMPARE_DURING_VERIFY = (0x1D, 0x00)
     PARAMETER_LIST_LENGTH_ERROR = (0x1A, 0x00)
@@ -65,6 +67,7 @@ class Asc(tuple[int, int], enum.Enum):
     PARAMETER_VALUE_INVALID = (0x26, 0x02)
     SAVING_PARAMETERS_NOT_SUPPORTED = (0x39, 0x00)
     WRITE_PROTECTED = (0x27, 0x00)
+    SPACE_ALLOCATION_FAILED_WRITE_PROTECT = (0x27, 0x07)
     NOT_READY_TO_READY_CHANGE = (0x28, 0x00)
     POWER_ON_RESET_OR_BUS_DEVICE_RESET = (0x29, 0x00)
     POWER_ON_OCCURRED = (0x29, 0x01)
@@ -215,7 +218,9 @@ class ScsiError(Exception):
     @classmethod
     def invalid_field_in_cdb(cls, byte: int, bit: int | None = None) -> ScsiError:
         return cls.check(
-            SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB, field_pointer=FieldPointer(byte, bit)
+            SenseKey.ILLEGAL_REQUEST,
+            Asc.INVALID_FIELD_IN_CDB,
+            field_pointer=FieldPointer(byte, bit),
         )
 
     @classmethod

@@ -1,0 +1,65 @@
+# pyscst developer entry points.
+#   make serve   run the daemon on etc/pyscst.toml (127.0.0.1:3260, state in ./var/)
+#   make test    tools + lint + every test (what CI runs: .ci/run)
+#   make lint    ruff + mypy only
+# The venv and tools are set up on demand; stamp files keep repeated runs quick.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CONFIG ?= etc/pyscst.toml
+PYTEST_ARGS ?=
+
+# binary -> Debian package that provides it (installed only if missing and root)
+TOOL_PACKAGES := iscsi-test-cu:libiscsi-bin qemu-img:qemu-utils tgtd:tgt
+
+.PHONY: serve test lint pytest tools venv clean
+
+serve: $(VENV)/.stamp-install
+	$(BIN)/pyscst serve --config $(CONFIG)
+
+test: tools lint pytest
+
+lint: $(VENV)/.stamp-test
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+pytest: $(VENV)/.stamp-test
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+venv: $(VENV)/.stamp-test
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.stamp-install: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
+	@touch $@
+
+$(VENV)/.stamp-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $(VENV)/.stamp-install $@
+
+# Debian tools the end-to-end tests drive: libiscsi's iscsi-test-cu, qemu-img with
+# its iscsi block driver (qemu-block-extra), tgt for benchmarks. Quiet when present;
+# without root, tests that need a missing tool skip and say why.
+tools:
+	@missing=""; \
+	for pair in $(TOOL_PACKAGES); do \
+		command -v "$${pair%%:*}" >/dev/null 2>&1 || PATH="$$PATH:/usr/sbin:/sbin" command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
+	done; \
+	if ! command -v qemu-img >/dev/null 2>&1 || ! qemu-img --help 2>/dev/null | grep -q ' iscsi'; then \
+		missing="$$missing qemu-utils qemu-block-extra"; \
+	fi; \
+	missing=$$(echo $$missing | tr ' ' '\n' | sort -u | xargs); \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing: $$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		else \
+			echo "warning: missing Debian packages: $$missing (not root: dependent tests will skip)"; \
+		fi; \
+	fi
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,101 @@
+"""Messages between actors, and the request/reply pattern over memory channels.
+
+Messages are small frozen attrs classes. A request that needs an answer
+carries nothing but its fields; :func:`call` pairs it with a one-shot reply
+channel so the receiving actor answers without sharing state with the caller.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Generic, TypeVar
+
+import attrs
+import trio
+
+from scsi.command import Nexus
+from scsi.sense import Asc
+
+R = TypeVar("R")
+
+
+class TmfResponse(enum.IntEnum):
+    """iSCSI Task Management Function Response codes (RFC 7143 11.6.1, RFC 7144)."""
+
+    COMPLETE = 0
+    TASK_DOES_NOT_EXIST = 1
+    LUN_DOES_NOT_EXIST = 2
+    TASK_STILL_ALLEGIANT = 3
+    REASSIGNMENT_NOT_SUPPORTED = 4
+    NOT_SUPPORTED = 5
+    AUTHORIZATION_FAILED = 6
+    SUCCEEDED = 7  # QUERY TASK / QUERY TASK SET: a task exists
+    REJECTED = 255
+
+
+@attrs.frozen
+class AbortTask:
+    nexus: Nexus
+    tag: int
+
+
+@attrs.frozen
+class QueryTask:
+    nexus: Nexus
+    tag: int
+
+
+@attrs.frozen
+class AbortTaskSet:
+    nexus: Nexus
+
+
+@attrs.frozen
+class QueryTaskSet:
+    nexus: Nexus
+
+
+@attrs.frozen
+class ClearTaskSet:
+    nexus: Nexus
+
+
+@attrs.frozen
+class ResetLogicalUnit:
+    """LOGICAL UNIT RESET (asc 29/03) or a target reset's share of it (29/02)."""
+
+    nexus: Nexus | None
+    asc: Asc = Asc.BUS_DEVICE_RESET_FUNCTION_OCCURRED
+
+
+@attrs.frozen
+class NexusLoss:
+    """An I_T nexus ended (logout, dropped connection, reinstatement) or was reset.
+
+    ``reset`` is True for I_T NEXUS RESET: the nexus lives on with a 29/07 UA.
+    """
+
+    nexus: Nexus
+    reset: bool = False
+
+
+@attrs.frozen
+class RaiseUnitAttention:
+    """Queue a UA for every nexus of the LU (capacity change, LUN map edits...)."""
+
+    asc: Asc
+    nexus: Nexus | None = None  # only this one, when set
+
+
+@attrs.frozen
+class Envelope(Generic[R]):
+    message: Any
+    reply: trio.MemorySendChannel[R]
+
+
+async def call(mailbox: trio.MemorySendChannel[Any], message: Any) -> Any:
+    """Send ``message`` and wait for the receiving actor's reply."""
+    reply_send, reply_recv = trio.open_memory_channel[Any](1)
+    async with reply_recv:
+        await mailbox.send(Envelope(message, reply_send))
+        return await reply_recv.receive()

@@ -1,0 +1,203 @@
+"""The session actor's transport-independent half: one I_T nexus and its LUN map.
+
+A target driver (iSCSI connection) owns the wire; this object owns what SAM
+says about the nexus: which LUNs this initiator sees (LUN masking), REPORT
+LUNS, the answers for LUNs it does not see, and routing of commands and task
+management to the logical units. It never touches an LU's state: commands go
+through ``LogicalUnit.submit`` and task management through LU mailboxes.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import attrs
+import trio
+
+from actors.lun import LogicalUnit
+from actors.messages import (
+    AbortTask,
+    AbortTaskSet,
+    ClearTaskSet,
+    NexusLoss,
+    QueryTask,
+    QueryTaskSet,
+    ResetLogicalUnit,
+    TmfResponse,
+    call,
+)
+from scsi.command import Nexus, ScsiCommand
+from scsi.lun import encode_lun
+from scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
+
+log = logging.getLogger(__name__)
+
+_INQUIRY = 0x12
+_REQUEST_SENSE = 0x03
+_REPORT_LUNS = 0xA0
+
+
+@attrs.frozen
+class LunMapping:
+    lu: LogicalUnit
+    read_only: bool = False
+
+
+#: TMF function codes (RFC 7143 11.5.1, RFC 7144)
+ABORT_TASK = 1
+ABORT_TASK_SET = 2
+CLEAR_ACA = 3
+CLEAR_TASK_SET = 4
+LOGICAL_UNIT_RESET = 5
+TARGET_WARM_RESET = 6
+TARGET_COLD_RESET = 7
+TASK_REASSIGN = 8
+QUERY_TASK = 9
+QUERY_TASK_SET = 10
+I_T_NEXUS_RESET = 11
+QUERY_ASYNC_EVENT = 12
+
+
+class Session:
+    """One I_T nexus, as the middle level sees it."""
+
+    def __init__(
+        self,
+        nexus: Nexus,
+        luns: Mapping[int, LunMapping],
+        spawn: Callable[[Callable[[], Awaitable[None]]], None],
+        target_reset: Callable[[Nexus, Asc], Awaitable[None]] | None = None,
+        report_luns_validator: Callable[[bytes], None] | None = None,
+    ) -> None:
+        self.nexus = nexus
+        self.luns = dict(luns)
+        self._spawn = spawn
+        self._target_reset = target_reset
+        self._validate_report_luns = report_luns_validator
+        self.closed = False
+
+    # -- commands -------------------------------------------------------------
+    def dispatch(self, cmd: ScsiCommand) -> None:
+        """Route one command (atomic: never awaits)."""
+        if cmd.cdb[0] == _REPORT_LUNS:
+            self._spawn(lambda: self._respond(cmd, self._report_luns))
+            return
+        mapping = self.luns.get(cmd.lun)
+        if mapping is None:
+            self._spawn(lambda: self._respond(cmd, self._no_such_lun))
+            return
+        try:
+            mapping.lu.submit(cmd, cmd.lun, mapping.read_only)
+        except ScsiError as exc:
+            error = exc
+            self._spawn(lambda: self._fail(cmd, error))
+
+    async def _respond(self, cmd: ScsiCommand, handler: Callable[[ScsiCommand], bytes]) -> None:
+        try:
+            data = handler(cmd)
+        except ScsiError as exc:
+            await self._fail(cmd, exc)
+            return
+        try:
+            await cmd.transport.send_response(cmd, Status.GOOD, None, data)
+        finally:
+            cmd.transport.command_finished(cmd)
+
+    async def _fail(self, cmd: ScsiCommand, exc: ScsiError) -> None:
+        sense = exc.sense.encode() if exc.sense is not None else None
+        try:
+            await cmd.transport.send_response(cmd, exc.status, sense, None)
+        finally:
+            cmd.transport.command_finished(cmd)
+
+    def _report_luns(self, cmd: ScsiCommand) -> bytes:
+        cdb = cmd.cdb
+        if self._validate_report_luns is not None:
+            self._validate_report_luns(cdb)
+        select = cdb[2]
+        if select not in (0x00, 0x01, 0x02, 0x10, 0x11, 0x12):
+            raise ScsiError.invalid_field_in_cdb(2)
+        alloc = struct.unpack_from(">I", cdb, 6)[0]
+        if alloc < 16:
+            raise ScsiError.invalid_field_in_cdb(6)
+        if select in (0x01, 0x10):  # well-known LUNs only: we have none
+            numbers: list[int] = []
+        elif select == 0x11 and cmd.lun != 0:
+            numbers = []
+        else:
+            numbers = sorted(self.luns)
+        body = b"".join(encode_lun(n) for n in numbers)
+        data = struct.pack(">II", len(body), 0) + body
+        return data[:alloc]
+
+    def _no_such_lun(self, cmd: ScsiCommand) -> bytes:
+        op = cmd.cdb[0]
+        if op == _INQUIRY:
+            cdb = cmd.cdb
+            if cdb[1] & 0x01 or cdb[2]:
+                raise ScsiError.lun_not_supported()
+            alloc = struct.unpack_from(">H", cdb, 3)[0]
+            data = bytearray(36)
+            data[0] = 0x7F  # peripheral qualifier 011b: no LU here; type 1Fh
+            data[2] = 0x06  # SPC-4
+            data[3] = 0x02
+            data[4] = 31
+            return bytes(data[:alloc])
+        if op == _REQUEST_SENSE:
+            desc = bool(cmd.cdb[1] & 0x01)
+            alloc = cmd.cdb[4]
+            sense = Sense.of(SenseKey.ILLEGAL_REQUEST, Asc.LOGICAL_UNIT_NOT_SUPPORTED)
+            return sense.encode(desc)[:alloc]
+        raise ScsiError.lun_not_supported()
+
+    # -- task management -----------------------------------------------------------
+    async def task_management(self, function: int, lun: int, tag: int) -> TmfResponse:
+        nexus = self.nexus
+        if function in (TARGET_WARM_RESET, TARGET_COLD_RESET):
+            if self._target_reset is None:
+                return TmfResponse.NOT_SUPPORTED
+            await self._target_reset(nexus, Asc.SCSI_BUS_RESET_OCCURRED)
+            return TmfResponse.COMPLETE
+        if function == I_T_NEXUS_RESET:
+            for each in self.luns.values():
+                await each.lu.mailbox.send(NexusLoss(nexus, reset=True))
+            return TmfResponse.COMPLETE
+        if function == TASK_REASSIGN:
+            return TmfResponse.REASSIGNMENT_NOT_SUPPORTED
+        if function == QUERY_ASYNC_EVENT:
+            known = lun in self.luns
+            return TmfResponse.COMPLETE if known else TmfResponse.LUN_DOES_NOT_EXIST
+        mapping = self.luns.get(lun)
+        if mapping is None:
+            return TmfResponse.LUN_DOES_NOT_EXIST
+        message: Any
+        if function == ABORT_TASK:
+            message = AbortTask(nexus, tag)
+        elif function == ABORT_TASK_SET:
+            message = AbortTaskSet(nexus)
+        elif function == CLEAR_TASK_SET:
+            message = ClearTaskSet(nexus)
+        elif function == LOGICAL_UNIT_RESET:
+            message = ResetLogicalUnit(nexus)
+        elif function == QUERY_TASK:
+            message = QueryTask(nexus, tag)
+        elif function == QUERY_TASK_SET:
+            message = QueryTaskSet(nexus)
+        elif function == CLEAR_ACA:
+            return TmfResponse.COMPLETE
+        else:
+            return TmfResponse.NOT_SUPPORTED
+        result: TmfResponse = await call(mapping.lu.mailbox, message)
+        return result
+
+    async def close(self) -> None:
+        """The nexus is gone: every LU drops its tasks and per-nexus state."""
+        if self.closed:
+            return
+        self.closed = True
+        with trio.CancelScope(shield=True):
+            for each in self.luns.values():
+                await each.lu.mailbox.send(NexusLoss(self.nexus))

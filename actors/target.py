@@ -1,0 +1,157 @@
+"""Targets: their initiator groups and LUN maps, and the sessions logged in to them.
+
+A target owns the answer to "which LUNs does this initiator see, and how"
+(LUN masking: ordered groups of exact names or glob patterns, then the default
+map), the registry of its sessions keyed by (InitiatorName, ISID) for session
+reinstatement, and target-wide resets. The directory maps target names to
+targets for login and SendTargets.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import itertools
+import logging
+from collections.abc import Iterator, Mapping
+from typing import Protocol
+
+import attrs
+import trio
+
+from actors.lun import LogicalUnit
+from actors.messages import ResetLogicalUnit, call
+from actors.session import LunMapping
+from scsi.command import Nexus
+from scsi.sense import Asc
+
+log = logging.getLogger(__name__)
+
+
+class SessionHandle(Protocol):
+    """What a target needs from a live session to end it (reinstatement, reset)."""
+
+    def abort(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
+
+
+@attrs.frozen
+class InitiatorGroup:
+    name: str
+    patterns: tuple[str, ...]
+    luns: Mapping[int, LunMapping]
+
+    def matches(self, initiator_name: str) -> bool:
+        lowered = initiator_name.lower()
+        return any(fnmatch.fnmatchcase(lowered, p.lower()) for p in self.patterns)
+
+
+class Target:
+    """One SCSI target device (an iSCSI target node)."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        portals: list[tuple[str, int]],
+        default_luns: Mapping[int, LunMapping],
+        groups: list[InitiatorGroup] | None = None,
+        alias: str | None = None,
+        portal_group_tag: int = 1,
+    ) -> None:
+        self.name = name
+        self.alias = alias
+        self.portals = list(portals)
+        self.portal_group_tag = portal_group_tag
+        self.default_luns = dict(default_luns)
+        self.groups = list(groups or [])
+        self.sessions: dict[tuple[str, int], SessionHandle] = {}
+
+    def lun_map_for(self, initiator_name: str) -> dict[int, LunMapping]:
+        for group in self.groups:
+            if group.matches(initiator_name):
+                return dict(group.luns)
+        return dict(self.default_luns)
+
+    def allows(self, initiator_name: str) -> bool:
+        return bool(self.lun_map_for(initiator_name))
+
+    def logical_units(self) -> list[LogicalUnit]:
+        seen: dict[int, LogicalUnit] = {}
+        for mapping in itertools.chain(
+            self.default_luns.values(), *(g.luns.values() for g in self.groups)
+        ):
+            seen.setdefault(id(mapping.lu), mapping.lu)
+        return list(seen.values())
+
+    async def admit(self, initiator_name: str, isid: int, handle: SessionHandle) -> None:
+        """Register a new session; an existing one with the same ISID is reinstated
+        (RFC 7143 6.3.5): it is closed before the new one proceeds."""
+        key = (initiator_name, isid)
+        old = self.sessions.get(key)
+        if old is not None and old is not handle:
+            log.info("%s: reinstating session of %s isid %#x", self.name, initiator_name, isid)
+            old.abort()
+            with trio.move_on_after(10):
+                await old.wait_closed()
+        self.sessions[key] = handle
+
+    def leave(self, initiator_name: str, isid: int, handle: SessionHandle) -> None:
+        key = (initiator_name, isid)
+        if self.sessions.get(key) is handle:
+            del self.sessions[key]
+
+    async def reset(self, nexus: Nexus | None, asc: Asc) -> None:
+        """TARGET WARM/COLD RESET: reset every LU of this target."""
+        async with trio.open_nursery() as nursery:
+            for lu in self.logical_units():
+                nursery.start_soon(call, lu.mailbox, ResetLogicalUnit(nexus, asc))
+
+
+class TargetDirectory:
+    """Target names -> targets, for login and discovery; TSIH allocation."""
+
+    def __init__(self) -> None:
+        self._targets: dict[str, Target] = {}
+        self._tsih = itertools.count(1)
+
+    def add(self, target: Target) -> None:
+        self._targets[target.name.lower()] = target
+
+    def remove(self, name: str) -> None:
+        self._targets.pop(name.lower(), None)
+
+    def get(self, name: str) -> Target | None:
+        return self._targets.get(name.lower())
+
+    def __iter__(self) -> Iterator[Target]:
+        return iter(list(self._targets.values()))
+
+    def allocate_tsih(self) -> int:
+        tsih = next(self._tsih) & 0xFFFF
+        if tsih == 0:
+            tsih = next(self._tsih) & 0xFFFF
+        return tsih
+
+    def send_targets(
+        self, initiator_name: str, which: str, current: str | None, local: tuple[str, int]
+    ) -> list[tuple[str, list[str]]]:
+        """SendTargets answer: targets this initiator may use, with their portals."""
+        if which == "All":
+            targets = [t for t in self if t.allows(initiator_name)]
+        elif which == "":
+            t = self.get(current or "")
+            targets = [t] if t is not None else []
+        else:
+            t = self.get(which)
+            targets = [t] if t is not None and t.allows(initiator_name) else []
+        result = []
+        for t in targets:
+            addresses = []
+            for host, port in t.portals:
+                shown = local[0] if host in ("0.0.0.0", "::") else host
+                if ":" in shown:
+                    shown = f"[{shown}]"
+                addresses.append(f"{shown}:{port},{t.portal_group_tag}")
+            result.append((t.name, addresses))
+        return result

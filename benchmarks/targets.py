@@ -1,0 +1,242 @@
+"""The targets under test: started, described and torn down the same way.
+
+Each target runs as its own process pinned to the same CPU, listens on a free
+loopback port and exports a disk LUN over a pre-filled 1 GiB tmpfs file plus a
+null LUN. Scenarios ask for a LUN by role ("disk"/"null") because tgt reserves
+LUN 0 for its controller while pyscst puts the disk there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import attrs
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+IMAGE_SIZE = 1 << 30
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 5.0
+
+
+class TargetError(RuntimeError):
+    """A target failed to start or to accept its configuration."""
+
+
+@attrs.frozen
+class Endpoint:
+    """A running target as the clients see it."""
+
+    label: str
+    kind: str  # "tgt" or "pyscst"
+    pid: int
+    portal: str  # "127.0.0.1:PORT"
+    iqn: str
+    luns: dict[str, int]  # role -> LUN number
+
+    def url(self, role: str) -> str:
+        return f"iscsi://{self.portal}/{self.iqn}/{self.luns[role]}"
+
+
+def free_port() -> int:
+    """An ephemeral loopback port that was free a moment ago (never 3260)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port != 3260:
+            return port
+
+
+def pin_prefix(cpu: int | None) -> list[str]:
+    """`taskset -c CPU` when pinning is on and possible."""
+    if cpu is None or shutil.which("taskset") is None:
+        return []
+    return ["taskset", "-c", str(cpu)]
+
+
+def fill_image(path: Path, size: int = IMAGE_SIZE) -> None:
+    """Write `size` bytes of incompressible data so reads hit real page-cache pages.
+
+    Sparse holes read faster than data, which would flatter whichever target
+    has more holes; one random MiB repeated is enough to defeat that cheaply.
+    """
+    chunk = random.Random(0x5C57).randbytes(1 << 20)
+    with open(path, "wb") as f:
+        for _ in range(size // len(chunk)):
+            f.write(chunk)
+        f.truncate(size)
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise TargetError(f"target exited with status {proc.returncode} during start")
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TargetError(f"nothing listening on 127.0.0.1:{port} after {timeout:.0f}s")
+
+
+def _stop(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM the target's process group, SIGKILL it if it lingers past `grace`."""
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, STOP_TIMEOUT)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _log_tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+@contextlib.contextmanager
+def _process(
+    argv: Sequence[str], log: Path, *, grace: float, cwd: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            start_new_session=True,  # Ctrl-C reaches us, and we stop it
+        )
+    try:
+        yield proc
+    finally:
+        _stop(proc, grace)
+
+
+def _tgt_control_port() -> int:
+    """A tgtd control-socket number no other tgtd instance on this host uses."""
+    rng = random.Random()
+    for _ in range(1000):
+        n = rng.randrange(1024, 32768)  # tgtd takes a signed short
+        if not os.path.exists(f"/var/run/tgtd/socket.{n}"):
+            return n
+    raise TargetError("no free tgtd control port")
+
+
+def _tgtadm(control: int, *args: str) -> None:
+    cmd = ["tgtadm", "-C", str(control), "--lld", "iscsi", *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=15, check=False)
+    if out.returncode != 0:
+        raise TargetError(f"{' '.join(cmd)}: {out.stderr.strip() or out.stdout.strip()}")
+
+
+@contextlib.contextmanager
+def run_tgt(label: str, workdir: Path, cpu: int | None) -> Iterator[Endpoint]:
+    """tgtd in the foreground with its own control port: disk LUN 1, null LUN 2."""
+    image = workdir / f"{label}.img"
+    fill_image(image)
+    port = free_port()
+    control = _tgt_control_port()
+    iqn = f"iqn.2026-11.org.pyscst:bench-{label}"
+    argv = [
+        *pin_prefix(cpu),
+        "tgtd", "-f", "-C", str(control), "--iscsi", f"portal=127.0.0.1:{port}",
+    ]  # fmt: skip
+    log = workdir / f"{label}.log"
+    # tgtd ignores SIGTERM while it has targets; it keeps no state worth a clean exit.
+    with _process(argv, log, grace=0.5) as proc:
+        try:
+            _wait_port(port, proc, START_TIMEOUT)
+            _tgtadm(control, "--op", "new", "--mode", "target", "--tid", "1", "-T", iqn)
+            _tgtadm(
+                control, "--op", "new", "--mode", "logicalunit", "--tid", "1",
+                "--lun", "1", "--backing-store", str(image),
+            )  # fmt: skip
+            _tgtadm(
+                control, "--op", "new", "--mode", "logicalunit", "--tid", "1",
+                "--lun", "2", "--bstype", "null", "--backing-store", f"{label}-null",
+            )  # fmt: skip
+            _tgtadm(control, "--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL")
+        except TargetError as e:
+            raise TargetError(f"{label}: {e}\n{_log_tail(log)}") from e
+        yield Endpoint(label, "tgt", proc.pid, f"127.0.0.1:{port}", iqn, {"disk": 1, "null": 2})
+
+
+def pyscst_command(config: Path) -> tuple[list[str], Path]:
+    """How to start the pyscst daemon: the venv's console script, else the module."""
+    script = Path(sys.executable).parent / "pyscst"
+    if script.exists():
+        return [str(script), "serve", "--config", str(config)], REPO_ROOT
+    return [sys.executable, "-m", "admin.cli", "serve", "--config", str(config)], REPO_ROOT
+
+
+def pyscst_config(state_dir: Path, image: Path, port: int, iqn: str) -> str:
+    """The daemon's TOML config: fileio disk at LUN 0, nullio at LUN 1."""
+    return (
+        f'state_dir = "{state_dir}"\n'
+        "[devices.disk0]\n"
+        'handler = "vdisk_fileio"\n'
+        f'path = "{image}"\n'
+        'size = "1GiB"\n'
+        "[devices.null0]\n"
+        'handler = "vdisk_nullio"\n'
+        'size = "1GiB"\n'
+        f'[targets."{iqn}"]\n'
+        f'portals = ["127.0.0.1:{port}"]\n'
+        'luns = [ { lun = 0, device = "disk0" }, { lun = 1, device = "null0" } ]\n'
+    )
+
+
+@contextlib.contextmanager
+def run_pyscst(
+    label: str, workdir: Path, cpu: int | None, command: Sequence[str] | None = None
+) -> Iterator[Endpoint]:
+    """`pyscst serve` on a generated config; `command` overrides the argv prefix."""
+    image = workdir / f"{label}.img"
+    fill_image(image)
+    state_dir = workdir / f"{label}-state"
+    state_dir.mkdir(exist_ok=True)
+    port = free_port()
+    iqn = f"iqn.2026-11.org.pyscst:bench-{label}"
+    config = workdir / f"{label}.toml"
+    config.write_text(pyscst_config(state_dir, image, port, iqn))
+    if command:
+        argv, cwd = [*command, str(config)], REPO_ROOT
+    else:
+        argv, cwd = pyscst_command(config)
+    log = workdir / f"{label}.log"
+    with _process([*pin_prefix(cpu), *argv], log, grace=STOP_TIMEOUT, cwd=cwd) as proc:
+        try:
+            _wait_port(port, proc, START_TIMEOUT)
+        except TargetError as e:
+            raise TargetError(f"{label}: {e}\n{_log_tail(log)}") from e
+        yield Endpoint(
+            label, "pyscst", proc.pid, f"127.0.0.1:{port}", iqn, {"disk": 0, "null": 1}
+        )
+
+
+def run_target(
+    kind: str, label: str, workdir: Path, cpu: int | None, pyscst_cmd: Sequence[str] | None
+) -> contextlib.AbstractContextManager[Endpoint]:
+    if kind == "tgt":
+        return run_tgt(label, workdir, cpu)
+    if kind == "pyscst":
+        return run_pyscst(label, workdir, cpu, pyscst_cmd)
+    raise ValueError(f"unknown target kind {kind!r}")

@@ -1,0 +1,188 @@
+"""The SBC disk device (SCST's vdisk_fileio / vdisk_nullio): state and policy.
+
+A :class:`DiskDevice` owns a backing store and the per-LU state SBC asks for:
+block geometry, mode pages, start/stop and medium presence, and the set of
+I_T nexuses preventing medium removal. Command handlers live in
+``disk_io.py`` (the data path) and ``disk_info.py`` (everything else); the
+class-level :attr:`DiskDevice.table` from ``disk_table.py`` maps CDBs to them.
+The logical-unit actor drives it through that table and the few reset hooks
+here; it never reaches into the handlers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import ClassVar
+
+from devices.disk_sense import medium_not_present, not_ready_stopped
+from devices.disk_table import SBC_TABLE
+from devices.stores import BackingStore
+from scsi.cdb import OpTable
+from scsi.command import Nexus
+from scsi.inquiry import StandardInquiry
+from scsi.mode import CACHING, CONTROL, ModePages, sbc_mode_pages
+from scsi.sense import ScsiError, Sense
+from scsi.vpd import VpdInfo, VpdPages
+
+#: default MAXIMUM TRANSFER LENGTH, in bytes (converted to blocks per device)
+DEFAULT_MAX_TRANSFER_BYTES = 8 * 1024 * 1024
+
+
+def _nexus_key(nexus: Nexus) -> tuple[str, str]:
+    return (nexus.initiator_port, nexus.target_port)
+
+
+class DiskDevice:
+    """One SBC direct-access block device over a :class:`BackingStore`."""
+
+    table: ClassVar[OpTable] = SBC_TABLE
+
+    def __init__(
+        self,
+        name: str,
+        store: BackingStore,
+        *,
+        block_size: int = 512,
+        read_only: bool = False,
+        write_cache: bool = True,
+        removable: bool = False,
+        serial: str | None = None,
+        device_id: str | None = None,
+        product: str = "pyscst disk",
+        revision: str = "0001",
+        lbppbe: int = 0,
+        max_transfer_bytes: int = DEFAULT_MAX_TRANSFER_BYTES,
+    ) -> None:
+        if block_size not in (512, 1024, 2048, 4096):
+            raise ValueError(f"unsupported block size {block_size}")
+        if store.size < block_size:
+            raise ValueError(f"{name}: store smaller than one block")
+        self.name = name
+        self.store = store
+        self.block_size = block_size
+        self.block_shift = block_size.bit_length() - 1
+        self.read_only = read_only or store.read_only
+        self.removable = removable
+        self.device_id = device_id or f"pyscst:{name}"
+        self.serial = serial or hashlib.sha256(self.device_id.encode()).hexdigest()[:16]
+        self.lbppbe = lbppbe
+        self.max_transfer_blocks = max(1, max_transfer_bytes // block_size)
+        self.inquiry = StandardInquiry(removable=removable, product=product, revision=revision)
+        self.vpd = VpdPages(
+            VpdInfo(
+                device_id=self.device_id,
+                serial=self.serial,
+                block_size=block_size,
+                max_transfer_blocks=self.max_transfer_blocks,
+                optimal_granularity=1 << lbppbe,
+            )
+        )
+        self.mode = sbc_mode_pages(write_cache)
+        self._write_cache_default = write_cache
+        #: False after START STOP UNIT with START=0 (non-removable devices)
+        self.started = True
+        #: False after an eject (removable devices)
+        self.medium_present = True
+        self._preventers: set[tuple[str, str]] = set()
+
+    # --- geometry ---------------------------------------------------------
+
+    @property
+    def blocks(self) -> int:
+        """Capacity in logical blocks."""
+        return self.store.size >> self.block_shift
+
+    async def resize(self, new_size: int) -> None:
+        """Change the capacity (bytes, rounded down to whole blocks).
+
+        The caller (the LU) raises CAPACITY DATA HAS CHANGED for every nexus.
+        """
+        size = new_size - new_size % self.block_size
+        if size < self.block_size:
+            raise ValueError("new size is smaller than one block")
+        await self.store.resize(size)
+
+    # --- mode-page backed state -------------------------------------------
+
+    @property
+    def descriptor_sense(self) -> bool:
+        """Control page D_SENSE: encode sense in descriptor format."""
+        return bool(self.mode.bits(CONTROL, 2, 0x04))
+
+    @property
+    def write_cache(self) -> bool:
+        """Caching page WCE."""
+        return bool(self.mode.bits(CACHING, 2, 0x04))
+
+    @property
+    def software_write_protect(self) -> bool:
+        """Control page SWP."""
+        return bool(self.mode.bits(CONTROL, 4, 0x08))
+
+    @property
+    def queue_algorithm_modifier(self) -> int:
+        """Control page QUEUE ALGORITHM MODIFIER (0 restricted, 1 unrestricted)."""
+        return self.mode.bits(CONTROL, 3, 0xF0) >> 4
+
+    @property
+    def tas(self) -> bool:
+        """Control page TAS: report TASK ABORTED to other nexuses' aborted tasks."""
+        return bool(self.mode.bits(CONTROL, 5, 0x40))
+
+    def write_protected(self, mapping_read_only: bool) -> bool:
+        return self.read_only or mapping_read_only or self.software_write_protect
+
+    # --- readiness --------------------------------------------------------
+
+    def check_ready(self, media_access: bool = True) -> None:
+        """NOT READY when the medium is absent or (for media access) stopped."""
+        if not self.medium_present:
+            raise medium_not_present()
+        if media_access and not self.started:
+            raise not_ready_stopped()
+
+    def not_ready_sense(self) -> Sense | None:
+        """The sense REQUEST SENSE reports for the current readiness condition."""
+        try:
+            self.check_ready()
+        except ScsiError as exc:
+            return exc.sense
+        return None
+
+    # --- medium removal ---------------------------------------------------
+
+    @property
+    def removal_prevented(self) -> bool:
+        return bool(self._preventers)
+
+    def set_prevent(self, nexus: Nexus, prevent: bool) -> None:
+        if prevent:
+            self._preventers.add(_nexus_key(nexus))
+        else:
+            self._preventers.discard(_nexus_key(nexus))
+
+    # --- hooks for the logical-unit actor ---------------------------------
+
+    def nexus_lost(self, nexus: Nexus) -> None:
+        """I_T nexus loss: its medium-removal prevention ends (SPC-4 6.13)."""
+        self._preventers.discard(_nexus_key(nexus))
+
+    def reset(self) -> None:
+        """Logical unit reset / hard reset: prevention ends."""
+        self._preventers.clear()
+
+    def power_on(self) -> None:
+        """Power-on defaults: mode pages, started, prevention cleared."""
+        self._preventers.clear()
+        self.mode.reset()
+        self.started = True
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    def __repr__(self) -> str:
+        return f"<DiskDevice {self.name} {self.blocks}x{self.block_size}>"
+
+
+
+__all__ = ["DiskDevice", "ModePages"]

@@ -1,0 +1,213 @@
+"""SBC data-path handlers: READ, WRITE, VERIFY, WRITE AND VERIFY, PRE-FETCH, SYNC.
+
+These run on every I/O, so each does the minimum: readiness, one range check,
+one store call. READ reads straight into a fresh bytearray that is handed to
+the transport as is (no further copies); ``bytearray(n)`` is calloc-backed, so
+large buffers cost page faults only. Write handlers take the data-out through
+``cmd.receive_data`` and refuse to write anything if the initiator sent less
+than the CDB describes.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from devices.disk_sense import io_error, miscompare, short_data_out
+from scsi.cdb import rw6, rw10, rw12, rw16
+from scsi.command import Buffer, ExecContext, ScsiCommand
+from scsi.sense import ScsiError
+
+if TYPE_CHECKING:
+    from devices.disk import DiskDevice
+
+#: where each CDB size keeps its TRANSFER LENGTH (for the field pointer)
+_LENGTH_BYTE = {6: 4, 10: 7, 12: 6, 16: 10}
+
+
+def _lba_and_length(cdb: bytes) -> tuple[int, int]:
+    op = cdb[0]
+    if op < 0x20:
+        return rw6(cdb)
+    if op < 0x80:
+        return rw10(cdb)
+    if op < 0xA0:
+        return rw16(cdb)
+    return rw12(cdb)
+
+
+def _cdb_size(op: int) -> int:
+    if op < 0x20:
+        return 6
+    if op < 0x80:
+        return 10
+    if op < 0xA0:
+        return 16
+    return 12
+
+
+def check_range(dev: DiskDevice, cdb: bytes, lba: int, n: int, limit: bool = True) -> None:
+    """MAXIMUM TRANSFER LENGTH (INVALID FIELD IN CDB) then LBA OUT OF RANGE."""
+    if limit and n > dev.max_transfer_blocks:
+        raise ScsiError.invalid_field_in_cdb(_LENGTH_BYTE[_cdb_size(cdb[0])])
+    blocks = dev.blocks
+    if lba >= blocks or lba + n > blocks:
+        raise ScsiError.lba_out_of_range()
+
+
+async def read_blocks(dev: DiskDevice, lba: int, n: int) -> bytearray:
+    buf = bytearray(n << dev.block_shift)
+    try:
+        await dev.store.readinto(lba << dev.block_shift, memoryview(buf))
+    except OSError as exc:
+        raise io_error(exc, lba, writing=False) from exc
+    return buf
+
+
+async def _receive(cmd: ScsiCommand, nbytes: int) -> memoryview:
+    data = await cmd.receive_data(nbytes)
+    if len(data) < nbytes:
+        raise short_data_out()
+    return data[:nbytes]
+
+
+def _check_writable(dev: DiskDevice, ctx: ExecContext) -> None:
+    if dev.write_protected(ctx.read_only):
+        raise ScsiError.write_protected()
+
+
+async def handle_read(dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | None:
+    """READ (6/10/12/16); DPO and FUA need nothing beyond the page cache."""
+    cdb = cmd.cdb
+    dev.check_ready()
+    lba, n = _lba_and_length(cdb)
+    check_range(dev, cdb, lba, n)
+    if n == 0:
+        return None
+    cmd.transfer_length = n << dev.block_shift
+    return await read_blocks(dev, lba, n)
+
+
+async def _write_checked(
+    dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext
+) -> tuple[int, int, memoryview | None]:
+    cdb = cmd.cdb
+    dev.check_ready()
+    _check_writable(dev, ctx)
+    lba, n = _lba_and_length(cdb)
+    check_range(dev, cdb, lba, n)
+    if n == 0:
+        return lba, 0, None
+    data = await _receive(cmd, n << dev.block_shift)
+    # FUA is byte 1 bit 3 where the table allows it (not READ/WRITE(6), where
+    # those bits are LBA, nor WRITE AND VERIFY, where the mask forbids it)
+    fua = cdb[0] >= 0x20 and bool(cdb[1] & 0x08)
+    try:
+        await dev.store.write(lba << dev.block_shift, data, fua=fua or not dev.write_cache)
+    except OSError as exc:
+        raise io_error(exc, lba, writing=True) from exc
+    return lba, n, data
+
+
+async def handle_write(dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | None:
+    """WRITE (6/10/12/16); FUA (or WCE=0) makes the write durable first."""
+    await _write_checked(dev, cmd, ctx)
+    return None
+
+
+def _first_difference(a: bytes | bytearray | memoryview, b: bytes | bytearray | memoryview) -> int:
+    """Offset of the first differing byte (a and b differ, equal lengths)."""
+    lo, hi = 0, len(a)
+    ma, mb = memoryview(a), memoryview(b)
+    # binary search over equal prefixes: O(log n) slice compares
+    while hi - lo > 64:
+        mid = (lo + hi) // 2
+        if ma[lo:mid] == mb[lo:mid]:
+            lo = mid
+        else:
+            hi = mid
+    for i in range(lo, hi):
+        if ma[i] != mb[i]:
+            return i
+    raise AssertionError("buffers are equal")
+
+
+async def handle_write_and_verify(
+    dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext
+) -> Buffer | None:
+    """WRITE AND VERIFY (10/12/16): write, then read back and compare."""
+    lba, n, data = await _write_checked(dev, cmd, ctx)
+    if n == 0 or data is None:
+        return None
+    back = await read_blocks(dev, lba, n)
+    if back != data:
+        raise miscompare(_first_difference(data, back))
+    return None
+
+
+async def handle_verify(dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | None:
+    """VERIFY (10/12/16): BYTCHK 00 checks the range, 01 compares, 11 compares
+    one block of data-out against every block of the range."""
+    cdb = cmd.cdb
+    bytchk = (cdb[1] >> 1) & 0x03
+    if bytchk == 0b10:
+        raise ScsiError.invalid_field_in_cdb(1, 2)
+    dev.check_ready()
+    lba, n = _lba_and_length(cdb)
+    check_range(dev, cdb, lba, n)
+    if n == 0:
+        return None
+    if bytchk == 0:
+        await read_blocks(dev, lba, n)  # the medium must be readable
+        return None
+    bs = dev.block_size
+    if bytchk == 0b01:
+        expected = await _receive(cmd, n * bs)
+    else:
+        one = bytes(await _receive(cmd, bs))
+        expected = memoryview(one * n)
+    medium = await read_blocks(dev, lba, n)
+    if medium != expected:
+        offset = _first_difference(expected, medium)
+        raise miscompare(offset if bytchk == 0b01 else offset % bs)
+    return None
+
+
+async def handle_prefetch(dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | None:
+    """PRE-FETCH (10/16): ask the kernel to read ahead; always GOOD.
+
+    CONDITION MET is not reported: the page cache gives no guarantee that the
+    blocks stay resident, which SBC allows by answering GOOD.
+    """
+    cdb = cmd.cdb
+    dev.check_ready()
+    lba, n = rw10(cdb) if cdb[0] == 0x34 else rw16(cdb)
+    check_range(dev, cdb, lba, n, limit=False)
+    fileno = getattr(dev.store, "fileno", None)
+    if isinstance(fileno, int) and hasattr(os, "posix_fadvise"):
+        bs = dev.block_size
+        length = n * bs if n else 0
+        try:
+            os.posix_fadvise(fileno, lba * bs, length, os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass
+    return None
+
+
+async def handle_synchronize_cache(
+    dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext
+) -> Buffer | None:
+    """SYNCHRONIZE CACHE (10/16): flush the whole store (a superset of the range).
+
+    IMMED is accepted; the flush still completes before status, which SBC
+    permits.
+    """
+    cdb = cmd.cdb
+    dev.check_ready()
+    lba, n = rw10(cdb) if cdb[0] == 0x35 else rw16(cdb)
+    check_range(dev, cdb, lba, n, limit=False)
+    try:
+        await dev.store.flush()
+    except OSError as exc:
+        raise io_error(exc, lba, writing=True) from exc
+    return None

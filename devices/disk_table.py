@@ -1,0 +1,130 @@
+"""The SBC disk's command table: every opcode the disk answers, in one place.
+
+Each row's mask is the CDB USAGE DATA RSOC reports and the set of bits the
+LU's field check lets through; e.g. READ(10)'s byte 1 mask 0x18 allows DPO and
+FUA (advertised by DPOFUA in MODE SENSE) and nothing of RDPROTECT, so a
+non-zero RDPROTECT is INVALID FIELD IN CDB at byte 1 bit 7 without handler code.
+Core SPC commands (REPORT LUNS, reservations, RSOC, ...) are the LU's and get
+merged in by it.
+"""
+
+from __future__ import annotations
+
+from devices import disk_info as info
+from devices import disk_io as io
+from scsi.cdb import OpFlags, OpSpec, OpTable, ResvClass, rw6, rw10, rw12, rw16
+from scsi.command import DataDirection
+from scsi.opcodes import Op, ServiceActionIn16
+
+F = OpFlags
+R = ResvClass
+IN = DataDirection.READ
+OUT = DataDirection.WRITE
+NONE = DataDirection.NONE
+
+_RW_TIMEOUTS = (30, 60)
+_SHORT_TIMEOUTS = (5, 10)
+_FLUSH_TIMEOUTS = (60, 120)
+
+
+def _mask(hexdigits: str) -> bytes:
+    return bytes.fromhex(hexdigits.replace(" ", ""))
+
+
+def _prevent_resv(cdb: bytes) -> ResvClass:
+    return R.ALLOWED if cdb[4] & 0x03 == 0 else R.WRITE
+
+
+def _start_stop_resv(cdb: bytes) -> ResvClass:
+    return R.PR_ALLOWED if cdb[4] & 0x01 and not cdb[4] >> 4 else R.WRITE
+
+
+def _specs() -> list[OpSpec]:
+    media = F.NEEDS_MEDIUM
+    writes = F.NEEDS_MEDIUM | F.WRITES_MEDIUM
+    s: list[OpSpec] = [
+        OpSpec(Op.TEST_UNIT_READY, None, "TEST UNIT READY", 6, _mask("00 00 00 00 00 00"),
+               NONE, info.handle_test_unit_ready, F.NEEDS_MEDIUM, R.PR_ALLOWED,
+               timeouts=_SHORT_TIMEOUTS),
+        OpSpec(Op.REQUEST_SENSE, None, "REQUEST SENSE", 6, _mask("03 01 00 00 ff 00"),
+               IN, info.handle_request_sense, F.UA_EXEMPT, R.ALLOWED, timeouts=_SHORT_TIMEOUTS),
+        OpSpec(Op.INQUIRY, None, "INQUIRY", 6, _mask("12 01 ff ff ff 00"),
+               IN, info.handle_inquiry, F.UA_EXEMPT, R.ALLOWED, timeouts=_SHORT_TIMEOUTS),
+        OpSpec(Op.MODE_SELECT_6, None, "MODE SELECT(6)", 6, _mask("15 10 00 00 ff 00"),
+               OUT, info.handle_mode_select, F.SERIALIZING, R.WRITE, timeouts=_SHORT_TIMEOUTS),
+        OpSpec(Op.MODE_SENSE_6, None, "MODE SENSE(6)", 6, _mask("1a 08 ff ff ff 00"),
+               IN, info.handle_mode_sense, F.NONE, R.READ, timeouts=_SHORT_TIMEOUTS),
+        OpSpec(Op.START_STOP_UNIT, None, "START STOP UNIT", 6, _mask("1b 01 00 0f f7 00"),
+               NONE, info.handle_start_stop_unit, F.SERIALIZING, R.WRITE,
+               timeouts=_FLUSH_TIMEOUTS, resv_of=_start_stop_resv),
+        OpSpec(Op.PREVENT_ALLOW_MEDIUM_REMOVAL, None, "PREVENT ALLOW MEDIUM REMOVAL", 6,
+               _mask("1e 00 00 00 03 00"), NONE, info.handle_prevent_allow, F.NONE, R.WRITE,
+               timeouts=_SHORT_TIMEOUTS, resv_of=_prevent_resv),
+        OpSpec(Op.READ_6, None, "READ(6)", 6, _mask("08 1f ff ff ff 00"),
+               IN, io.handle_read, media, R.READ, rw6, _RW_TIMEOUTS),
+        OpSpec(Op.WRITE_6, None, "WRITE(6)", 6, _mask("0a 1f ff ff ff 00"),
+               OUT, io.handle_write, writes, R.WRITE, rw6, _RW_TIMEOUTS),
+        OpSpec(Op.READ_CAPACITY_10, None, "READ CAPACITY(10)", 10,
+               _mask("25 00 ff ff ff ff 00 00 01 00"),
+               IN, info.handle_read_capacity_10, media, R.PR_ALLOWED, timeouts=_SHORT_TIMEOUTS),
+        OpSpec(Op.READ_10, None, "READ(10)", 10, _mask("28 18 ff ff ff ff 1f ff ff 00"),
+               IN, io.handle_read, media, R.READ, rw10, _RW_TIMEOUTS),
+        OpSpec(Op.WRITE_10, None, "WRITE(10)", 10, _mask("2a 18 ff ff ff ff 1f ff ff 00"),
+               OUT, io.handle_write, writes, R.WRITE, rw10, _RW_TIMEOUTS),
+        OpSpec(Op.WRITE_AND_VERIFY_10, None, "WRITE AND VERIFY(10)", 10,
+               _mask("2e 12 ff ff ff ff 1f ff ff 00"),
+               OUT, io.handle_write_and_verify, writes, R.WRITE, rw10, _RW_TIMEOUTS),
+        OpSpec(Op.VERIFY_10, None, "VERIFY(10)", 10, _mask("2f 16 ff ff ff ff 1f ff ff 00"),
+               OUT, io.handle_verify, media, R.READ, rw10, _RW_TIMEOUTS),
+        OpSpec(Op.PRE_FETCH_10, None, "PRE-FETCH(10)", 10, _mask("34 02 ff ff ff ff 1f ff ff 00"),
+               NONE, io.handle_prefetch, media, R.READ, rw10, _RW_TIMEOUTS),
+        OpSpec(Op.SYNCHRONIZE_CACHE_10, None, "SYNCHRONIZE CACHE(10)", 10,
+               _mask("35 06 ff ff ff ff 1f ff ff 00"),
+               NONE, io.handle_synchronize_cache, media, R.WRITE, rw10, _FLUSH_TIMEOUTS),
+        OpSpec(Op.READ_DEFECT_DATA_10, None, "READ DEFECT DATA(10)", 10,
+               _mask("37 00 1f 00 00 00 00 ff ff 00"),
+               IN, info.handle_read_defect_data, media, R.READ, timeouts=_SHORT_TIMEOUTS),
+        OpSpec(Op.MODE_SELECT_10, None, "MODE SELECT(10)", 10,
+               _mask("55 10 00 00 00 00 00 ff ff 00"),
+               OUT, info.handle_mode_select, F.SERIALIZING, R.WRITE, timeouts=_SHORT_TIMEOUTS),
+        OpSpec(Op.MODE_SENSE_10, None, "MODE SENSE(10)", 10,
+               _mask("5a 18 ff ff 00 00 00 ff ff 00"),
+               IN, info.handle_mode_sense, F.NONE, R.READ, timeouts=_SHORT_TIMEOUTS),
+        OpSpec(Op.READ_16, None, "READ(16)", 16,
+               _mask("88 18 ffffffffffffffff ffffffff 1f 00"),
+               IN, io.handle_read, media, R.READ, rw16, _RW_TIMEOUTS),
+        OpSpec(Op.WRITE_16, None, "WRITE(16)", 16,
+               _mask("8a 18 ffffffffffffffff ffffffff 1f 00"),
+               OUT, io.handle_write, writes, R.WRITE, rw16, _RW_TIMEOUTS),
+        OpSpec(Op.WRITE_AND_VERIFY_16, None, "WRITE AND VERIFY(16)", 16,
+               _mask("8e 12 ffffffffffffffff ffffffff 1f 00"),
+               OUT, io.handle_write_and_verify, writes, R.WRITE, rw16, _RW_TIMEOUTS),
+        OpSpec(Op.VERIFY_16, None, "VERIFY(16)", 16,
+               _mask("8f 16 ffffffffffffffff ffffffff 1f 00"),
+               OUT, io.handle_verify, media, R.READ, rw16, _RW_TIMEOUTS),
+        OpSpec(Op.PRE_FETCH_16, None, "PRE-FETCH(16)", 16,
+               _mask("90 02 ffffffffffffffff ffffffff 1f 00"),
+               NONE, io.handle_prefetch, media, R.READ, rw16, _RW_TIMEOUTS),
+        OpSpec(Op.SYNCHRONIZE_CACHE_16, None, "SYNCHRONIZE CACHE(16)", 16,
+               _mask("91 06 ffffffffffffffff ffffffff 1f 00"),
+               NONE, io.handle_synchronize_cache, media, R.WRITE, rw16, _FLUSH_TIMEOUTS),
+        OpSpec(Op.SERVICE_ACTION_IN_16, ServiceActionIn16.READ_CAPACITY_16, "READ CAPACITY(16)",
+               16, _mask("9e 10 0000000000000000 ffffffff 00 00"),
+               IN, info.handle_read_capacity_16, media, R.PR_ALLOWED, timeouts=_SHORT_TIMEOUTS),
+        OpSpec(Op.READ_12, None, "READ(12)", 12, _mask("a8 18 ffffffff ffffffff 1f 00"),
+               IN, io.handle_read, media, R.READ, rw12, _RW_TIMEOUTS),
+        OpSpec(Op.WRITE_12, None, "WRITE(12)", 12, _mask("aa 18 ffffffff ffffffff 1f 00"),
+               OUT, io.handle_write, writes, R.WRITE, rw12, _RW_TIMEOUTS),
+        OpSpec(Op.WRITE_AND_VERIFY_12, None, "WRITE AND VERIFY(12)", 12,
+               _mask("ae 12 ffffffff ffffffff 1f 00"),
+               OUT, io.handle_write_and_verify, writes, R.WRITE, rw12, _RW_TIMEOUTS),
+        OpSpec(Op.VERIFY_12, None, "VERIFY(12)", 12, _mask("af 16 ffffffff ffffffff 1f 00"),
+               OUT, io.handle_verify, media, R.READ, rw12, _RW_TIMEOUTS),
+        OpSpec(Op.READ_DEFECT_DATA_12, None, "READ DEFECT DATA(12)", 12,
+               _mask("b7 1f ffffffff ffffffff 00 00"),
+               IN, info.handle_read_defect_data, media, R.READ, timeouts=_SHORT_TIMEOUTS),
+    ]
+    return s
+
+
+SBC_TABLE = OpTable(_specs())

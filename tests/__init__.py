@@ -1,0 +1,1 @@
+"""pyscst test suite (a package so tests can share helpers such as tests.daemon)."""

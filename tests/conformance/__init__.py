@@ -1,0 +1,1 @@
+"""libiscsi conformance harness: run iscsi-test-cu, parse outcomes, compare with expectations."""

@@ -1,0 +1,152 @@
+"""Test doubles for the two narrow interfaces a command crosses.
+
+``FakeTransport`` hands out preloaded data-out (capped by the command's
+expected length, as a real transport would) and records every response;
+``FakeContext`` stands in for the logical unit (pending sense, UAs queued for
+other nexuses, read-only mapping). ``run_cdb`` pushes one CDB through a table
+and a device the way the LU actor does, so handler tests exercise the real
+lookup and field checks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from scsi.cdb import OpTable
+from scsi.command import Buffer, DataDirection, Nexus, ScsiCommand, TaskAttribute
+from scsi.sense import Asc, ScsiError, Sense, Status
+
+DEFAULT_NEXUS = Nexus.iscsi(
+    "iqn.2024-01.org.example:initiator", 0x23D000000001, "iqn.2024-01.org.pyscst:disk", 1
+)
+
+
+@attrs.frozen
+class Response:
+    status: Status
+    sense: bytes | None
+    data: bytes | None
+
+
+class FakeTransport:
+    """Data-out from a preloaded buffer; responses recorded in order."""
+
+    def __init__(self, data_out: bytes = b"") -> None:
+        self.data_out = data_out
+        self.requests: list[int] = []
+        self.responses: list[Response] = []
+        self.finished: list[ScsiCommand] = []
+
+    async def receive_data(self, cmd: ScsiCommand, length: int) -> memoryview:
+        self.requests.append(length)
+        n = min(length, cmd.expected_length, len(self.data_out))
+        return memoryview(self.data_out[:n])
+
+    async def send_response(
+        self, cmd: ScsiCommand, status: Status, sense: bytes | None, data: Buffer | None
+    ) -> None:
+        self.responses.append(Response(status, sense, None if data is None else bytes(data)))
+
+    def command_finished(self, cmd: ScsiCommand) -> None:
+        self.finished.append(cmd)
+
+
+class FakeContext:
+    """The ExecContext a logical unit would give a handler."""
+
+    def __init__(
+        self, nexus: Nexus = DEFAULT_NEXUS, lun: int = 0, read_only: bool = False
+    ) -> None:
+        self._nexus = nexus
+        self._lun = lun
+        self._read_only = read_only
+        self.pending: list[Sense] = []
+        self.notified_others: list[Asc] = []
+        self.notified_all: list[Asc] = []
+
+    @property
+    def nexus(self) -> Nexus:
+        return self._nexus
+
+    @property
+    def lun(self) -> int:
+        return self._lun
+
+    @property
+    def read_only(self) -> bool:
+        return self._read_only
+
+    def take_sense(self) -> Sense | None:
+        return self.pending.pop(0) if self.pending else None
+
+    def notify_others(self, asc: Asc) -> None:
+        self.notified_others.append(asc)
+
+    def notify_all(self, asc: Asc) -> None:
+        self.notified_all.append(asc)
+
+
+def make_cmd(
+    cdb: bytes,
+    transport: FakeTransport | None = None,
+    expected_length: int | None = None,
+    direction: DataDirection = DataDirection.NONE,
+    nexus: Nexus = DEFAULT_NEXUS,
+) -> ScsiCommand:
+    t = transport or FakeTransport()
+    if expected_length is None:
+        expected_length = max(len(t.data_out), 1 << 24)
+    return ScsiCommand(
+        cdb=cdb,
+        lun=0,
+        tag=1,
+        attr=TaskAttribute.SIMPLE,
+        expected_length=expected_length,
+        direction=direction,
+        nexus=nexus,
+        transport=t,
+    )
+
+
+@attrs.frozen
+class Outcome:
+    """What one command produced: data (GOOD) or the error it raised."""
+
+    data: bytes | None
+    error: ScsiError | None
+    cmd: ScsiCommand
+
+    @property
+    def status(self) -> Status:
+        return Status.GOOD if self.error is None else self.error.status
+
+    @property
+    def sense(self) -> Sense | None:
+        return None if self.error is None else self.error.sense
+
+
+async def run_cdb(
+    device: Any,
+    cdb: bytes,
+    *,
+    data_out: bytes = b"",
+    ctx: FakeContext | None = None,
+    table: OpTable | None = None,
+    expected_length: int | None = None,
+    nexus: Nexus | None = None,
+) -> Outcome:
+    """Look ``cdb`` up in the table and run its handler, as the LU would."""
+    context = ctx or FakeContext()
+    transport = FakeTransport(data_out)
+    cmd = make_cmd(
+        cdb, transport, expected_length=expected_length, nexus=nexus or context.nexus
+    )
+    tbl = table if table is not None else device.table
+    try:
+        spec = tbl.lookup(cdb)
+        data = await spec.handler(device, cmd, context)
+    except ScsiError as exc:
+        return Outcome(None, exc, cmd)
+    return Outcome(None if data is None else bytes(data), None, cmd)

@@ -1,0 +1,120 @@
+"""Run a private tgtd (the stgt C target) as a reference iSCSI target in tests.
+
+Each instance gets its own iSCSI port and its own management channel
+(``tgtd -C N`` / ``tgtadm -C N``) so it can neither collide with a system
+tgtd nor with other test runs; it is always killed on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+
+TARGET_NAME = "iqn.2026-11.org.pyscst:tgt-reference"
+
+
+def tgtd_unavailable() -> str | None:
+    """Why tgtd cannot be used here, or None."""
+    if shutil.which("tgtd") is None or shutil.which("tgtadm") is None:
+        return "tgtd/tgtadm not installed (apt-get install tgt)"
+    if os.geteuid() != 0:
+        return "tgtd needs root"
+    return None
+
+
+@attrs.frozen
+class TgtTarget:
+    host: str
+    port: int
+    target_name: str
+    lun: int
+    backing: Path
+    size: int
+    control_port: int
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        with socket.socket() as s, contextlib.suppress(OSError):
+            s.connect(("127.0.0.1", port))
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _tgtadm(control: int, *args: str) -> None:
+    subprocess.run(
+        ["tgtadm", "-C", str(control), "--lld", "iscsi", *args],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+
+
+@contextlib.contextmanager
+def running_tgtd(tmp: Path, size: int = 64 << 20, nop_interval: int = 1) -> Iterator[TgtTarget]:
+    """Start tgtd with one 512-byte-block disk at LUN 1, bound to everyone.
+
+    Digests are allowed (CRC32C,None) and tgtd sends a NOP-In ping every
+    ``nop_interval`` seconds, dropping initiators that miss three.
+    """
+    backing = tmp / "tgt-disk.img"
+    with backing.open("wb") as f:
+        f.truncate(size)
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        for _attempt in range(8):
+            control = random.randint(20000, 32000)
+            if Path(f"/var/run/tgtd/socket.{control}").exists():
+                continue
+            port = _free_port()
+            proc = subprocess.Popen(
+                ["tgtd", "-f", "-C", str(control), "--iscsi", f"portal=127.0.0.1:{port}"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            if _wait_listening(port, proc):
+                break
+            proc.kill()
+            proc.wait()
+            proc = None
+        if proc is None:
+            raise RuntimeError("could not start tgtd")
+        _tgtadm(control, "--mode", "target", "--op", "new", "--tid", "1",
+                "--targetname", TARGET_NAME)  # fmt: skip
+        for name, value in (
+            ("HeaderDigest", "CRC32C,None"),
+            ("DataDigest", "CRC32C,None"),
+            ("nop_interval", str(nop_interval)),  # tgtd pings idle initiators
+            ("nop_count", "3"),
+        ):
+            _tgtadm(control, "--mode", "target", "--op", "update", "--tid", "1",
+                    "--name", name, "--value", value)  # fmt: skip
+        _tgtadm(control, "--mode", "logicalunit", "--op", "new", "--tid", "1", "--lun", "1",
+                "--backing-store", str(backing))  # fmt: skip
+        _tgtadm(control, "--mode", "target", "--op", "bind", "--tid", "1",
+                "--initiator-address", "ALL")  # fmt: skip
+        yield TgtTarget("127.0.0.1", port, TARGET_NAME, 1, backing, size, control)
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,808 @@
+"""The Trio shell of the iSCSI target driver: one TCP connection, one session.
+
+Everything protocol-shaped is decided by the sans-I/O cores (PDU codec, login
+machine, CmdSN window); this module only moves bytes between them, the socket
+and the middle level. It is the session actor for its I_T nexus
+(MaxConnections=1): a reader task turns PDUs into commands for the logical
+units, one writer task batches every outgoing PDU into as few ``send_all``
+calls as possible, and it implements :class:`scsi.command.Transport` for the
+commands it carried (R2T-driven Data-Out, Data-In split by the initiator's
+MaxRecvDataSegmentLength with status collapsed into the last one, residuals).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import trio
+
+from actors.session import Session
+from scsi.command import Buffer, DataDirection, ScsiCommand, TaskAttribute
+from scsi.lun import decode_lun
+from scsi.sense import Status
+from transports.iscsi import pdu_types as P
+from transports.iscsi.cmdsn import CmdSNWindow, Rejected
+from transports.iscsi.digest import digest_bytes
+from transports.iscsi.login import (
+    LoginMachine,
+    LoginRequest,
+    LoginResult,
+    TargetPolicy,
+    answer_text,
+)
+from transports.iscsi.params import SessionParams
+from transports.iscsi.pdu_codec import PduReader, ProtocolError, encode_pdu
+from transports.iscsi.pdu_constants import RESERVED_TAG, RejectReason
+from transports.iscsi.textkeys import TextKeyError, decode_text, encode_text
+
+log = logging.getLogger(__name__)
+
+LOGIN_TIMEOUT = 30.0
+RECV_SIZE = 256 * 1024
+WRITE_BATCH = 512 * 1024
+LOGIN_MAX_RECV = 8192
+
+
+class IscsiHost(Protocol):
+    """What a connection needs from the target side (implemented by the portal)."""
+
+    def login_policy(self, local: tuple[str, int]) -> TargetPolicy: ...
+
+    def send_targets(
+        self, initiator_name: str, which: str, current: str | None, local: tuple[str, int]
+    ) -> list[tuple[str, list[str]]]: ...
+
+    async def open_session(self, result: LoginResult, conn: IscsiConnection) -> Session: ...
+
+    def close_session(self, result: LoginResult, conn: IscsiConnection) -> None: ...
+
+    @property
+    def queue_depth(self) -> int: ...
+
+
+class ConnectionClosed(Exception):
+    """The connection went away while a command still needed it."""
+
+
+class _Burst:
+    """One R2T's worth of solicited Data-Out."""
+
+    __slots__ = ("end", "event", "next_offset")
+
+    def __init__(self, offset: int, length: int) -> None:
+        self.next_offset = offset
+        self.end = offset + length
+        self.event = trio.Event()
+
+
+class _Xfer:
+    """Per-command transport state: data-out reassembly and bookkeeping."""
+
+    __slots__ = (
+        "aborted",
+        "buf",
+        "delivered",
+        "finished",
+        "itt",
+        "lun_raw",
+        "received",
+        "unsol_done",
+        "unsol_end",
+    )
+
+    def __init__(self, itt: int, lun_raw: int) -> None:
+        self.itt = itt
+        self.lun_raw = lun_raw
+        self.buf = bytearray()
+        self.received = 0
+        self.unsol_end = 0
+        self.unsol_done: trio.Event | None = None
+        self.delivered = False
+        self.finished = False
+        self.aborted = False
+
+
+class IscsiConnection:
+    """One iSCSI connection and (for normal sessions) its session."""
+
+    def __init__(self, stream: trio.SocketStream, host: IscsiHost, name: str = "iscsi") -> None:
+        self.name = name
+        self.stream = stream
+        self.host = host
+        self._reader = PduReader(max_recv_data_segment_length=LOGIN_MAX_RECV)
+        self._out_send, self._out_recv = trio.open_memory_channel[list[Buffer]](math.inf)
+        self._statsn = 0
+        self._itt: dict[int, ScsiCommand] = {}
+        self._bursts: dict[int, _Burst] = {}
+        self._ttt = itertools.count(1)
+        self._window: CmdSNWindow[Any] | None = None
+        self.session: Session | None = None
+        self.login: LoginResult | None = None
+        self.params: SessionParams | None = None
+        self._header_digest = False
+        self._data_digest = False
+        self._max_send = LOGIN_MAX_RECV
+        self._closed = trio.Event()
+        self._writer_done = trio.Event()
+        self._dead = False
+        self._scope = trio.CancelScope()
+        self._nursery: trio.Nursery | None = None
+        self._logout_requested = False
+        self.peer = _peer(stream)
+        self.local = _local(stream)
+        self.stats_commands = 0
+
+    # -- actor plumbing -------------------------------------------------
+    @property
+    def nursery(self) -> trio.Nursery:
+        assert self._nursery is not None
+        return self._nursery
+
+    def abort(self) -> None:
+        """Drop the connection (reinstatement, admin close, fatal error)."""
+        self._scope.cancel()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        try:
+            with self._scope:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    nursery.start_soon(self._writer)
+                    try:
+                        with trio.fail_after(LOGIN_TIMEOUT):
+                            result = await self._login()
+                        if result is not None:
+                            await self._full_feature(result)
+                    except trio.TooSlowError:
+                        log.info("%s: login timed out", self.peer)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+                        log.debug("%s: connection lost", self.peer)
+                    finally:
+                        await self._teardown()
+                        nursery.cancel_scope.cancel()
+        finally:
+            self._closed.set()
+            with trio.CancelScope(shield=True):
+                await self.stream.aclose()
+
+    async def _teardown(self) -> None:
+        with trio.CancelScope(shield=True):
+            if self.session is not None:
+                await self.session.close()
+                if self.login is not None:
+                    self.host.close_session(self.login, self)
+            # let queued responses (e.g. the Logout Response) reach the wire
+            self._dead = True
+            self._out_send.close()
+            with trio.move_on_after(2):
+                await self._writer_done.wait()
+            for cmd in self._itt.values():
+                st: _Xfer = cmd.transport_state  # type: ignore[assignment]
+                if st.unsol_done is not None:
+                    st.unsol_done.set()
+            for burst in self._bursts.values():
+                burst.event.set()
+
+    # -- byte movement -------------------------------------------------------
+    async def _writer(self) -> None:
+        recv = self._out_recv
+        send_all = self.stream.send_all
+        try:
+            async for first in recv:
+                batch = list(first)
+                size = sum(len(b) for b in batch)
+                while size < WRITE_BATCH:
+                    try:
+                        more = recv.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                    batch.extend(more)
+                    size += sum(len(b) for b in more)
+                await send_all(b"".join(batch))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+            self.abort()
+        finally:
+            self._writer_done.set()
+
+    def _queue(self, buffers: list[Buffer]) -> None:
+        try:
+            self._out_send.send_nowait(buffers)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+
+    def _frame(self, header: bytes, data: Buffer | None = None) -> list[Buffer]:
+        """Header (+digest) + data segment (+padding, +digest) as buffers."""
+        out: list[Buffer] = [header]
+        if self._header_digest:
+            out.append(digest_bytes(header))
+        if data is not None and len(data):
+            out.append(data)
+            pad = -len(data) & 3
+            padding = b"\x00" * pad
+            if pad:
+                out.append(padding)
+            if self._data_digest:
+                out.append(digest_bytes(data, padding))
+        return out
+
+    def _send_pdu(self, pdu: Any) -> None:
+        raw = encode_pdu(pdu)
+        if not self._header_digest and not self._data_digest:
+            self._queue([raw])
+            return
+        dlen = len(pdu.data) if getattr(pdu, "data", None) else 0
+        header_len = len(raw) - ((dlen + 3) & ~3)
+        header = raw[:header_len]
+        data = pdu.data if dlen else None
+        self._queue(self._frame(header, data))
+
+    async def _pdus(self) -> Any:
+        """Yield PDUs (and ProtocolError events) as they arrive."""
+        reader = self._reader
+        receive = self.stream.receive_some
+        while True:
+            for event in reader:
+                yield event
+            data = await receive(RECV_SIZE)
+            if not data:
+                return
+            reader.feed(data)
+
+    def _next_statsn(self) -> int:
+        sn = self._statsn
+        self._statsn = (sn + 1) & 0xFFFFFFFF
+        return sn
+
+    def _windows(self) -> tuple[int, int]:
+        w = self._window
+        assert w is not None
+        return w.exp_cmdsn, w.max_cmdsn
+
+    # -- login phase ---------------------------------------------------------
+    async def _login(self) -> LoginResult | None:
+        policy = self.host.login_policy(self.local)
+        machine = LoginMachine(policy)
+        first = True
+        async for event in self._pdus():
+            if isinstance(event, ProtocolError) or not isinstance(event, P.LoginRequest):
+                log.info("%s: not a login request during login: %r", self.peer, event)
+                return None
+            if first:
+                self._statsn = event.expstatsn
+                first = False
+            req = LoginRequest(
+                transit=event.transit,
+                cont=event.cont,
+                csg=event.csg,
+                nsg=event.nsg,
+                version_max=event.version_max,
+                version_min=event.version_min,
+                isid=event.isid,
+                tsih=event.tsih,
+                itt=event.itt,
+                cid=event.cid,
+                cmdsn=event.cmdsn,
+                expstatsn=event.expstatsn,
+                data=bytes(event.data),
+            )
+            reply = machine.receive(req)
+            if reply.done and not reply.failed and reply.result is not None:
+                result = reply.result
+                self.login = result
+                if result.session_type == "Normal":
+                    self.session = await self.host.open_session(result, self)
+            depth = self.host.queue_depth
+            resp = P.LoginResponse(
+                transit=reply.transit,
+                cont=reply.cont,
+                csg=reply.csg,
+                nsg=reply.nsg,
+                version_max=reply.version_max,
+                version_active=reply.version_active,
+                isid=reply.isid,
+                tsih=reply.tsih,
+                itt=reply.itt,
+                statsn=self._next_statsn(),
+                expcmdsn=event.cmdsn,
+                maxcmdsn=(event.cmdsn + depth - 1) & 0xFFFFFFFF,
+                status_class=reply.status_class,
+                status_detail=reply.status_detail,
+                data=reply.data,
+            )
+            self._send_pdu(resp)
+            if reply.done:
+                if reply.failed or reply.result is None:
+                    return None
+                self._window = CmdSNWindow(event.cmdsn, depth)
+                return reply.result
+        return None
+
+    # -- full feature phase -------------------------------------------------------
+    async def _full_feature(self, result: LoginResult) -> None:
+        params = result.params
+        self.params = params
+        self._header_digest = result.header_digest
+        self._data_digest = result.data_digest
+        self._max_send = params.initiator_max_recv_data_segment_length
+        reader = self._reader
+        reader.header_digest = self._header_digest
+        reader.data_digest = self._data_digest
+        reader.max_recv_data_segment_length = params.target_max_recv_data_segment_length
+        discovery = result.session_type == "Discovery"
+        log.info(
+            "%s: %s session for %s (isid %#x tsih %d)",
+            self.peer,
+            result.session_type,
+            result.initiator_name,
+            result.isid,
+            result.tsih,
+        )
+        debug = log.isEnabledFor(logging.DEBUG)
+        async for event in self._pdus():
+            if debug:
+                log.debug("%s: <- %r", self.peer, event)
+            if isinstance(event, ProtocolError):
+                self._reject(event.reject_reason, event.header)
+                if event.fatal:
+                    log.warning("%s: fatal protocol error: %s", self.peer, event.reason)
+                    return
+                continue
+            if isinstance(event, P.DataOut):
+                self._on_data_out(event)
+                continue
+            if isinstance(event, P.SnackRequest):
+                self._reject(RejectReason.COMMAND_NOT_SUPPORTED, encode_pdu(event)[:48])
+                continue
+            if discovery and isinstance(event, P.ScsiCommand | P.TaskManagementRequest):
+                self._reject(RejectReason.PROTOCOL_ERROR, encode_pdu(event)[:48])
+                continue
+            if not hasattr(event, "cmdsn"):
+                self._reject(RejectReason.PROTOCOL_ERROR, encode_pdu(event)[:48])
+                continue
+            if isinstance(event, P.ScsiCommand) and not self._admit_command(event):
+                continue
+            assert self._window is not None
+            ready = self._window.offer(event.cmdsn, event.immediate, event)
+            if isinstance(ready, Rejected):
+                log.debug("%s: CmdSN %d outside window: %s", self.peer, event.cmdsn, ready)
+                if isinstance(event, P.ScsiCommand):
+                    self._itt.pop(event.itt, None)
+                continue
+            for item in ready:
+                self._deliver(item)
+            if self._logout_requested:
+                return
+
+    def _deliver(self, pdu: Any) -> None:
+        if isinstance(pdu, P.ScsiCommand):
+            self._start_command(pdu)
+            return
+        immediate = pdu.immediate
+        if isinstance(pdu, P.NopOut):
+            if pdu.itt != RESERVED_TAG:
+                exp, mx = self._nop_window(immediate)
+                data = pdu.data[: self._max_send]
+                self._send_pdu(
+                    P.NopIn(
+                        lun=pdu.lun,
+                        itt=pdu.itt,
+                        ttt=RESERVED_TAG,
+                        statsn=self._next_statsn(),
+                        expcmdsn=exp,
+                        maxcmdsn=mx,
+                        data=data,
+                    )
+                )
+            elif not immediate:
+                self._complete_slot()
+        elif isinstance(pdu, P.TextRequest):
+            self._on_text(pdu)
+        elif isinstance(pdu, P.LogoutRequest):
+            self._on_logout(pdu)
+        elif isinstance(pdu, P.TaskManagementRequest):
+            assert self._nursery is not None
+            self._nursery.start_soon(self._on_tmf, pdu)
+        else:
+            self._reject(RejectReason.PROTOCOL_ERROR, encode_pdu(pdu)[:48])
+
+    def _nop_window(self, immediate: bool) -> tuple[int, int]:
+        if not immediate:
+            self._complete_slot()
+        return self._windows()
+
+    def _complete_slot(self) -> None:
+        assert self._window is not None
+        self._window.complete()
+
+    def _reject(self, reason: int, header: bytes | None) -> None:
+        exp, mx = self._windows() if self._window is not None else (0, 0)
+        self._send_pdu(
+            P.Reject(
+                reason=reason,
+                statsn=self._next_statsn(),
+                expcmdsn=exp,
+                maxcmdsn=mx,
+                datasn_r2tsn=0,
+                data=bytes(header or b""),
+            )
+        )
+
+    # -- SCSI commands -------------------------------------------------------------
+    def _admit_command(self, pdu: P.ScsiCommand) -> bool:
+        """Register a command at arrival (before CmdSN ordering) so unsolicited
+        Data-Out finds it; refuse malformed ones with a Reject."""
+        params = self.params
+        assert params is not None
+        dlen = len(pdu.data)
+        header = encode_pdu(pdu)[:48]
+        if pdu.itt == RESERVED_TAG or pdu.itt in self._itt:
+            self._reject(RejectReason.INVALID_PDU_FIELD, header)
+            return False
+        if dlen and (not pdu.write or not params.immediate_data):
+            self._reject(RejectReason.PROTOCOL_ERROR, header)
+            return False
+        if dlen > params.first_burst_length or dlen > pdu.expected_data_transfer_length:
+            self._reject(RejectReason.PROTOCOL_ERROR, header)
+            return False
+        direction = (
+            DataDirection.WRITE
+            if pdu.write
+            else DataDirection.READ
+            if pdu.read
+            else DataDirection.NONE
+        )
+        assert self.session is not None
+        lun = decode_lun(pdu.lun)
+        st = _Xfer(pdu.itt, pdu.lun)
+        if pdu.write:
+            edtl = pdu.expected_data_transfer_length
+            if pdu.final or params.initial_r2t:
+                st.unsol_end = dlen
+            else:
+                st.unsol_end = min(edtl, params.first_burst_length)
+            st.buf = bytearray(pdu.data) if dlen == st.unsol_end else bytearray(st.unsol_end)
+            if dlen != st.unsol_end and dlen:
+                st.buf[:dlen] = pdu.data
+            st.received = dlen
+            if st.received < st.unsol_end:
+                st.unsol_done = trio.Event()
+        cmd = ScsiCommand(
+            cdb=bytes(pdu.cdb),
+            lun=-1 if lun is None else lun,
+            tag=pdu.itt,
+            attr=_attr(pdu.attr),
+            expected_length=pdu.expected_data_transfer_length,
+            direction=direction,
+            nexus=self.session.nexus,
+            transport=self,
+            transport_state=st,
+        )
+        self._itt[pdu.itt] = cmd
+        return True
+
+    def _start_command(self, pdu: P.ScsiCommand) -> None:
+        cmd = self._itt.get(pdu.itt)
+        if cmd is None:
+            self._complete_slot_for(pdu)
+            return
+        st: _Xfer = cmd.transport_state  # type: ignore[assignment]
+        if st.aborted:
+            self._itt.pop(pdu.itt, None)
+            self._complete_slot_for(pdu)
+            return
+        st.delivered = True
+        self.stats_commands += 1
+        assert self.session is not None
+        self.session.dispatch(cmd)
+
+    def _complete_slot_for(self, pdu: P.ScsiCommand) -> None:
+        if not pdu.immediate:
+            self._complete_slot()
+
+    def _on_data_out(self, pdu: P.DataOut) -> None:
+        cmd = self._itt.get(pdu.itt)
+        if cmd is None:
+            log.debug("%s: Data-Out for unknown ITT %#x dropped", self.peer, pdu.itt)
+            return
+        st: _Xfer = cmd.transport_state  # type: ignore[assignment]
+        data = pdu.data
+        n = len(data)
+        off = pdu.buffer_offset
+        if pdu.ttt == RESERVED_TAG:
+            if off != st.received or off + n > st.unsol_end or st.unsol_done is None:
+                self._reject(RejectReason.PROTOCOL_ERROR, encode_pdu(pdu)[:48])
+                return
+            st.buf[off : off + n] = data
+            st.received = off + n
+            if st.received >= st.unsol_end or pdu.final:
+                st.unsol_done.set()
+            return
+        burst = self._bursts.get(pdu.ttt)
+        if burst is None or off != burst.next_offset or off + n > burst.end:
+            self._reject(RejectReason.PROTOCOL_ERROR, encode_pdu(pdu)[:48])
+            return
+        st.buf[off : off + n] = data
+        burst.next_offset = off + n
+        if burst.next_offset >= burst.end:
+            del self._bursts[pdu.ttt]
+            burst.event.set()
+
+    # Transport protocol -------------------------------------------------------------
+    async def receive_data(self, cmd: ScsiCommand, length: int) -> memoryview:
+        st: _Xfer = cmd.transport_state  # type: ignore[assignment]
+        params = self.params
+        assert params is not None
+        total = min(length, cmd.expected_length)
+        if st.unsol_done is not None:
+            await st.unsol_done.wait()
+        if self._dead:
+            raise ConnectionClosed()
+        if total > len(st.buf):
+            st.buf.extend(bytes(total - len(st.buf)))
+        offset = max(st.unsol_end, st.received)
+        if offset < total:
+            await self._solicit(cmd, st, offset, total, params)
+        return memoryview(st.buf)[:total]
+
+    async def _solicit(
+        self, cmd: ScsiCommand, st: _Xfer, offset: int, total: int, params: SessionParams
+    ) -> None:
+        max_burst = params.max_burst_length
+        outstanding: list[tuple[int, _Burst]] = []
+        r2tsn = 0
+        try:
+            while offset < total or outstanding:
+                while offset < total and len(outstanding) < params.max_outstanding_r2t:
+                    length = min(max_burst, total - offset)
+                    ttt = next(self._ttt) & 0x7FFFFFFF
+                    burst = _Burst(offset, length)
+                    self._bursts[ttt] = burst
+                    outstanding.append((ttt, burst))
+                    exp, mx = self._windows()
+                    self._send_pdu(
+                        P.R2T(
+                            lun=st.lun_raw,
+                            itt=st.itt,
+                            ttt=ttt,
+                            statsn=self._statsn,
+                            expcmdsn=exp,
+                            maxcmdsn=mx,
+                            r2tsn=r2tsn,
+                            buffer_offset=offset,
+                            desired_data_transfer_length=length,
+                        )
+                    )
+                    r2tsn += 1
+                    offset += length
+                ttt, burst = outstanding.pop(0)
+                await burst.event.wait()
+                if self._dead or burst.next_offset < burst.end:
+                    raise ConnectionClosed()
+            st.received = total
+        finally:
+            for ttt, _ in outstanding:
+                self._bursts.pop(ttt, None)
+
+    async def send_response(
+        self, cmd: ScsiCommand, status: Status, sense: bytes | None, data: Buffer | None
+    ) -> None:
+        st: _Xfer = cmd.transport_state  # type: ignore[assignment]
+        if st.finished:
+            return
+        if st.unsol_done is not None and not st.unsol_done.is_set():
+            await st.unsol_done.wait()
+        self._finish(cmd, st)
+        edtl = cmd.expected_length
+        exp, mx = self._windows()
+        itt = st.itt
+        if data is not None and cmd.direction is DataDirection.READ:
+            produced = len(data)
+        elif data is not None:
+            produced = len(data)
+            data = None  # initiator did not ask for data-in: nothing to send
+        else:
+            produced = cmd.transfer_length
+        overflow = produced > edtl
+        underflow = produced < edtl
+        residual = abs(edtl - produced) if (overflow or underflow) else 0
+        buffers: list[Buffer] = []
+        if data is not None and produced and edtl:
+            view = memoryview(data)[: min(produced, edtl)]
+            n = len(view)
+            seg = self._max_send
+            burst = self.params.max_burst_length if self.params else n
+            collapse = sense is None and status in (Status.GOOD, Status.CONDITION_MET)
+            datasn = 0
+            off = 0
+            while off < n:
+                end = min(off + seg, n)
+                # F at the end of each MaxBurstLength sequence and at the last PDU
+                last = end >= n
+                final = last or (end // burst) != (off // burst) or end % burst == 0
+                with_status = last and collapse
+                b1 = (0x80 if final else 0)
+                statsn = 0
+                if with_status:
+                    b1 |= 0x01 | (0x04 if overflow else 0) | (0x02 if underflow else 0)
+                    statsn = self._next_statsn()
+                header = P.BHS_STRUCT.pack(
+                    0x25, b1, 0, int(status) if with_status else 0, end - off, st.lun_raw,
+                    itt, RESERVED_TAG, statsn, exp, mx, datasn, off,
+                    residual if with_status else 0,
+                )  # fmt: skip
+                buffers.extend(self._frame(header, view[off:end]))
+                datasn += 1
+                off = end
+            if collapse:
+                self._queue(buffers)
+                return
+            expdatasn = datasn
+        else:
+            expdatasn = 0
+        segment = b""
+        if sense:
+            segment = len(sense).to_bytes(2, "big") + sense
+        b1 = 0x80 | (0x04 if overflow else 0) | (0x02 if underflow else 0)
+        header = P.BHS_STRUCT.pack(
+            0x21, b1, 0, int(status), len(segment), 0, itt, 0, self._next_statsn(), exp, mx,
+            expdatasn, 0, residual,
+        )  # fmt: skip
+        buffers.extend(self._frame(header, segment or None))
+        self._queue(buffers)
+
+    def command_finished(self, cmd: ScsiCommand) -> None:
+        st: _Xfer = cmd.transport_state  # type: ignore[assignment]
+        if not st.finished:
+            self._finish(cmd, st)
+
+    def _finish(self, cmd: ScsiCommand, st: _Xfer) -> None:
+        st.finished = True
+        if self._itt.get(st.itt) is cmd:
+            del self._itt[st.itt]
+        if self._window is not None:
+            self._window.complete()
+
+    # -- task management ---------------------------------------------------------------
+    async def _on_tmf(self, pdu: P.TaskManagementRequest) -> None:
+        session = self.session
+        assert session is not None
+        function = pdu.function
+        lun = decode_lun(pdu.lun)
+        response: int
+        if function == 1:  # ABORT TASK
+            response = await self._abort_task(pdu, -1 if lun is None else lun)
+        elif function in (2, 4, 5):  # ABORT TASK SET, CLEAR TASK SET, LUN RESET
+            self._drop_undelivered(lambda c: c.lun == lun)
+            response = await session.task_management(function, -1 if lun is None else lun, 0)
+        elif function in (6, 7):
+            self._drop_undelivered(lambda c: True)
+            response = await session.task_management(function, 0, 0)
+        else:
+            response = await session.task_management(
+                function, -1 if lun is None else lun, pdu.referenced_task_tag
+            )
+        if not pdu.immediate:
+            self._complete_slot()
+        exp, mx = self._windows()
+        self._send_pdu(
+            P.TaskManagementResponse(
+                response=int(response),
+                itt=pdu.itt,
+                statsn=self._next_statsn(),
+                expcmdsn=exp,
+                maxcmdsn=mx,
+            )
+        )
+        if function == 7 and response == 0:
+            self.abort()  # cold reset: the initiator must log in again
+
+    async def _abort_task(self, pdu: P.TaskManagementRequest, lun: int) -> int:
+        assert self.session is not None
+        cmd = self._itt.get(pdu.referenced_task_tag)
+        if cmd is not None:
+            st: _Xfer = cmd.transport_state  # type: ignore[assignment]
+            if not st.delivered:
+                st.aborted = True
+                if st.unsol_done is not None:
+                    st.unsol_done.set()
+                return 0
+            return int(await self.session.task_management(1, cmd.lun, cmd.tag))
+        # RFC 7143 4.2.3.3: a command not yet received whose CmdSN is in range
+        # counts as received-and-aborted.
+        assert self._window is not None
+        if self._window.covers(pdu.refcmdsn) and pdu.refcmdsn != pdu.cmdsn:
+            self._window.discard(pdu.refcmdsn)
+            return 0
+        return 1
+
+    def _drop_undelivered(self, match: Callable[[ScsiCommand], bool]) -> None:
+        for cmd in list(self._itt.values()):
+            st: _Xfer = cmd.transport_state  # type: ignore[assignment]
+            if not st.delivered and match(cmd):
+                st.aborted = True
+
+    # -- text and logout ------------------------------------------------------------
+    def _on_text(self, pdu: P.TextRequest) -> None:
+        if not pdu.immediate:
+            self._complete_slot()
+        exp, mx = self._windows()
+        try:
+            keys = decode_text(pdu.data)
+        except TextKeyError:
+            self._reject(RejectReason.PROTOCOL_ERROR, encode_pdu(pdu)[:48])
+            return
+        login = self.login
+        initiator = login.initiator_name if login else ""
+        current = login.target_name if login else None
+        answer = answer_text(
+            keys,
+            login.session_type if login else "Discovery",
+            lambda which: self.host.send_targets(initiator, which, current, self.local),
+        )
+        data = encode_text(answer)
+        if len(data) > self._max_send:
+            data = data[: self._max_send]  # TODO(issue 2): C-bit continuation
+        self._send_pdu(
+            P.TextResponse(
+                final=True,
+                cont=False,
+                lun=0,
+                itt=pdu.itt,
+                ttt=RESERVED_TAG,
+                statsn=self._next_statsn(),
+                expcmdsn=exp,
+                maxcmdsn=mx,
+                data=data,
+            )
+        )
+
+    def _on_logout(self, pdu: P.LogoutRequest) -> None:
+        if not pdu.immediate:
+            self._complete_slot()
+        exp, mx = self._windows()
+        response = 0 if pdu.reason_code in (0, 1) else 2
+        self._send_pdu(
+            P.LogoutResponse(
+                response=response,
+                itt=pdu.itt,
+                statsn=self._next_statsn(),
+                expcmdsn=exp,
+                maxcmdsn=mx,
+                time2wait=0,
+                time2retain=0,
+            )
+        )
+        if response == 0:
+            self._logout_requested = True
+
+
+def _attr(value: int) -> TaskAttribute:
+    try:
+        return TaskAttribute(value)
+    except ValueError:
+        return TaskAttribute.SIMPLE
+
+
+def _peer(stream: trio.SocketStream) -> str:
+    try:
+        addr = stream.socket.getpeername()
+        return f"{addr[0]}:{addr[1]}"
+    except OSError:
+        return "?"
+
+
+def _local(stream: trio.SocketStream) -> tuple[str, int]:
+    try:
+        addr = stream.socket.getsockname()
+        return (str(addr[0]), int(addr[1]))
+    except OSError:
+        return ("0.0.0.0", 0)
+

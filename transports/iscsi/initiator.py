@@ -1,0 +1,837 @@
+"""A small Trio iSCSI initiator for end-to-end tests and benchmarks.
+
+It speaks enough RFC 7143 to drive a real target: login (security phase with
+AuthMethod=None, or straight to operational), the usual operational keys,
+SendTargets discovery, SCSI commands with immediate / unsolicited / R2T
+solicited Data-Out and Data-In reassembly, many commands in flight within
+the target's CmdSN window, task management, NOP pings both ways and logout.
+It is *not* a general initiator: one connection per session, ErrorRecovery
+Level 0, no CHAP, no SNACK.
+
+Structure: login runs lockstep on the caller's task; afterwards one reader
+task decodes PDUs and completes tasks by ITT (answering target NOP-Ins and
+R2Ts itself), and one writer task owns the socket's send side, batching
+whatever PDUs are queued into a single ``send_all``. Everything that sends
+just queues bytes, synchronously, so CmdSN order is the queue order and no
+lock is needed.
+
+    async with await Initiator.connect("127.0.0.1", port, target_name=iqn) as ini:
+        r = await ini.execute(0, inquiry_cdb, read_length=96)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import deque
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any, Self
+
+import attrs
+import trio
+
+from scsi.command import TaskAttribute
+from scsi.lun import encode_lun
+from transports.iscsi import pdu
+from transports.iscsi.pdu import (
+    R2T,
+    RESERVED_TAG,
+    DataIn,
+    DataOut,
+    LoginRequest,
+    LoginResponse,
+    LogoutRequest,
+    LogoutResponse,
+    NopIn,
+    NopOut,
+    PduReader,
+    ProtocolError,
+    Reject,
+    ScsiCommand,
+    ScsiResponse,
+    TaskManagementRequest,
+    TaskManagementResponse,
+    TextRequest,
+    TextResponse,
+    sn_add,
+    sn_gt,
+    sn_lte,
+)
+from transports.iscsi.textkeys import decode_text, encode_text
+
+DEFAULT_INITIATOR_NAME = "iqn.2026-11.org.pyscst:test"
+#: our MaxRecvDataSegmentLength: what the target may put in one PDU to us
+DEFAULT_MAX_RECV = 262144
+_RECEIVE_SIZE = 1 << 18
+
+
+class InitiatorError(Exception):
+    """The target did something this initiator cannot go on with."""
+
+
+class LoginError(InitiatorError):
+    """Login rejected: Status-Class / Status-Detail as the target sent them."""
+
+    def __init__(self, status_class: int, status_detail: int) -> None:
+        super().__init__(f"login failed: class {status_class:#x} detail {status_detail:#x}")
+        self.status_class = status_class
+        self.status_detail = status_detail
+
+
+class CommandRejected(InitiatorError):
+    """The target answered a request with a Reject PDU."""
+
+    def __init__(self, reject: Reject) -> None:
+        super().__init__(f"rejected, reason {reject.reason:#x}")
+        self.reject = reject
+
+
+class ConnectionLost(InitiatorError):
+    """The connection closed (or failed) with the request still outstanding."""
+
+
+@attrs.frozen
+class Result:
+    """How a SCSI command ended."""
+
+    status: int
+    sense: bytes
+    data: bytes
+    response: int = 0
+    residual_overflow: bool = False
+    residual_underflow: bool = False
+    residual_count: int = 0
+
+
+@attrs.frozen
+class SessionParams:
+    """Operational values in force after login (RFC 7143 section 13)."""
+
+    header_digest: bool
+    data_digest: bool
+    #: the target's limit: our Data-Out / immediate data PDUs stay under it
+    target_max_recv_data_segment_length: int
+    #: ours: what the target may send us
+    max_recv_data_segment_length: int
+    max_burst_length: int
+    first_burst_length: int
+    initial_r2t: bool
+    immediate_data: bool
+
+
+def _random_isid() -> int:
+    """A 'random' format ISID (T=10b, RFC 7143 11.12.5)."""
+    return (0x80 << 40) | int.from_bytes(os.urandom(3), "big")
+
+
+@attrs.define
+class _Task:
+    """One outstanding request, owned by the reader task once sent."""
+
+    itt: int
+    kind: type
+    lun: int = 0
+    data_out: memoryview = attrs.field(factory=lambda: memoryview(b""))
+    read_buf: bytearray = attrs.field(factory=bytearray)
+    received: int = 0
+    done: trio.Event = attrs.field(factory=trio.Event)
+    result: Any = None
+    error: BaseException | None = None
+    #: Text Response continuation state
+    text: bytearray = attrs.field(factory=bytearray)
+
+    def finish(self, result: Any = None, error: BaseException | None = None) -> None:
+        if not self.done.is_set():
+            self.result = result
+            self.error = error
+            self.done.set()
+
+
+class Initiator:
+    """One logged-in iSCSI session over one TCP connection."""
+
+    def __init__(
+        self,
+        stream: trio.SocketStream,
+        reader: PduReader,
+        params: SessionParams,
+        negotiated: dict[str, str],
+        *,
+        isid: int,
+        tsih: int,
+        cmdsn: int,
+        expstatsn: int,
+        expcmdsn: int,
+        maxcmdsn: int,
+        discovery: bool,
+    ) -> None:
+        self.stream = stream
+        self.params = params
+        #: the target's answers and declarations during login
+        self.negotiated = negotiated
+        self.isid = isid
+        self.tsih = tsih
+        self.discovery = discovery
+        self.cmdsn = cmdsn
+        self.expstatsn = expstatsn
+        self.expcmdsn = expcmdsn
+        self.maxcmdsn = maxcmdsn
+        self._reader = reader
+        self._next_itt = 1
+        self._tasks: dict[int, _Task] = {}
+        #: built-but-unsent non-immediate requests waiting for the CmdSN window
+        self._pending: deque[tuple[_Task, Callable[[int], list[bytes]]]] = deque()
+        self._out_send, self._out_recv = trio.open_memory_channel[bytes](math.inf)
+        self._unsolicited_send, self._unsolicited_recv = trio.open_memory_channel[
+            pdu.Pdu | ProtocolError
+        ](math.inf)
+        self._nursery_cm: Any = None
+        self._nursery: trio.Nursery | None = None
+        self._closed = False
+        self._lost: BaseException | None = None
+        #: NOP-Ins from the target that asked for an answer (and got one)
+        self.nop_in_answered = 0
+
+    # ------------------------------------------------------------------ login
+
+    @classmethod
+    async def connect(
+        cls,
+        host: str,
+        port: int = 3260,
+        *,
+        initiator_name: str = DEFAULT_INITIATOR_NAME,
+        target_name: str | None = None,
+        isid: int | None = None,
+        tsih: int = 0,
+        cid: int = 0,
+        discovery: bool | None = None,
+        header_digest: bool = False,
+        data_digest: bool = False,
+        security_phase: bool = True,
+        max_recv_data_segment_length: int = DEFAULT_MAX_RECV,
+        max_burst_length: int = 262144,
+        first_burst_length: int = 65536,
+        initial_r2t: bool = False,
+        immediate_data: bool = True,
+        params: Mapping[str, str] | None = None,
+    ) -> Initiator:
+        """Connect and log in; use the result as ``async with``.
+
+        ``discovery`` defaults to True when no ``target_name`` is given.
+        ``params`` adds or overrides operational keys offered to the target.
+        """
+        if discovery is None:
+            discovery = target_name is None
+        if isid is None:
+            isid = _random_isid()
+        stream = await trio.open_tcp_stream(host, port)
+        try:
+            return await cls._login(
+                stream,
+                initiator_name=initiator_name,
+                target_name=target_name,
+                isid=isid,
+                tsih=tsih,
+                cid=cid,
+                discovery=discovery,
+                header_digest=header_digest,
+                data_digest=data_digest,
+                security_phase=security_phase,
+                max_recv=max_recv_data_segment_length,
+                max_burst=max_burst_length,
+                first_burst=first_burst_length,
+                initial_r2t=initial_r2t,
+                immediate_data=immediate_data,
+                extra=dict(params or {}),
+            )
+        except BaseException:
+            await stream.aclose()
+            raise
+
+    @classmethod
+    async def _login(
+        cls,
+        stream: trio.SocketStream,
+        *,
+        initiator_name: str,
+        target_name: str | None,
+        isid: int,
+        tsih: int,
+        cid: int,
+        discovery: bool,
+        header_digest: bool,
+        data_digest: bool,
+        security_phase: bool,
+        max_recv: int,
+        max_burst: int,
+        first_burst: int,
+        initial_r2t: bool,
+        immediate_data: bool,
+        extra: dict[str, str],
+    ) -> Initiator:
+        reader = PduReader(max_recv_data_segment_length=max(max_recv, 8192))
+        leading = [("InitiatorName", initiator_name)]
+        leading.append(("SessionType", "Discovery" if discovery else "Normal"))
+        if target_name is not None and not discovery:
+            leading.append(("TargetName", target_name))
+        operational = {
+            "HeaderDigest": "CRC32C" if header_digest else "None",
+            "DataDigest": "CRC32C" if data_digest else "None",
+            "MaxRecvDataSegmentLength": str(max_recv),
+        }
+        if not discovery:
+            operational.update(
+                {
+                    "InitialR2T": "Yes" if initial_r2t else "No",
+                    "ImmediateData": "Yes" if immediate_data else "No",
+                    "MaxBurstLength": str(max_burst),
+                    "FirstBurstLength": str(first_burst),
+                    "MaxConnections": "1",
+                    "ErrorRecoveryLevel": "0",
+                }
+            )
+        operational.update(extra)
+
+        negotiated: dict[str, str] = {}
+        cmdsn = 1
+        expstatsn = 0
+        itt = 0
+        stage = 0 if security_phase else 1
+        pairs: list[tuple[str, str]] = list(leading)
+        if security_phase:
+            pairs.append(("AuthMethod", "None"))
+        else:
+            pairs += list(operational.items())
+        offered = {k for k, _ in pairs}
+        response: LoginResponse | None = None
+        for _ in range(16):  # bounded: a target that never transits fails
+            next_stage = 1 if stage == 0 else 3
+            request = LoginRequest(
+                transit=True, cont=False, csg=stage, nsg=next_stage, version_max=0,
+                version_min=0, isid=isid, tsih=tsih, itt=itt, cid=cid, cmdsn=cmdsn,
+                expstatsn=expstatsn, data=encode_text(pairs),
+            )  # fmt: skip
+            await stream.send_all(pdu.encode_pdu(request))
+            event = await cls._receive_one(stream, reader)
+            if isinstance(event, ProtocolError):
+                raise InitiatorError(f"bad PDU during login: {event.reason}")
+            if not isinstance(event, LoginResponse):
+                raise InitiatorError(f"expected a Login Response, got {type(event).__name__}")
+            response = event
+            if response.status_class != 0:
+                raise LoginError(response.status_class, response.status_detail)
+            expstatsn = sn_add(response.statsn, 1)
+            tsih = response.tsih
+            answers = decode_text(response.data)
+            negotiated.update(answers)
+            # Keys the target proposed on its own get our agreement echoed back.
+            unanswered = [(k, v) for k, v in answers if k not in offered and not _declarative(k)]
+            if response.transit and response.nsg == 3:
+                break
+            if response.transit and response.nsg == 1 and stage == 0:
+                stage = 1
+                pairs = list(operational.items())
+                offered |= {k for k, _ in pairs}
+            else:
+                pairs = unanswered
+                offered |= {k for k, _ in pairs}
+        else:
+            raise InitiatorError("target never completed the login")
+        assert response is not None
+
+        def answer(key: str, default: str) -> str:
+            return negotiated.get(key, default)
+
+        params = SessionParams(
+            header_digest=answer("HeaderDigest", "None") == "CRC32C",
+            data_digest=answer("DataDigest", "None") == "CRC32C",
+            target_max_recv_data_segment_length=int(answer("MaxRecvDataSegmentLength", "8192")),
+            max_recv_data_segment_length=max_recv,
+            max_burst_length=int(answer("MaxBurstLength", "262144")),
+            first_burst_length=int(answer("FirstBurstLength", "65536")),
+            initial_r2t=answer("InitialR2T", "Yes") == "Yes",
+            immediate_data=answer("ImmediateData", "Yes") == "Yes",
+        )
+        reader.header_digest = params.header_digest
+        reader.data_digest = params.data_digest
+        reader.max_recv_data_segment_length = max_recv
+        return cls(
+            stream, reader, params, negotiated, isid=isid, tsih=tsih, cmdsn=cmdsn,
+            expstatsn=expstatsn, expcmdsn=response.expcmdsn, maxcmdsn=response.maxcmdsn,
+            discovery=discovery,
+        )  # fmt: skip
+
+    @staticmethod
+    async def _receive_one(stream: trio.SocketStream, reader: PduReader) -> pdu.Event:
+        while True:
+            event = reader.next_event()
+            if event is not None:
+                return event
+            data = await stream.receive_some(_RECEIVE_SIZE)
+            if not data:
+                raise ConnectionLost("connection closed during login")
+            reader.feed(data)
+
+    # ------------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> Self:
+        self._nursery_cm = trio.open_nursery()
+        self._nursery = await self._nursery_cm.__aenter__()
+        self._nursery.start_soon(self._reader_loop)
+        self._nursery.start_soon(self._writer_loop)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._nursery is not None
+        self._nursery.cancel_scope.cancel()
+        try:
+            # The body's own exception propagates as is, not wrapped in a group.
+            await self._nursery_cm.__aexit__(None, None, None)
+            return None
+        finally:
+            self._fail_all(ConnectionLost("initiator closed"))
+            with trio.CancelScope(shield=True):
+                await self.stream.aclose()
+
+    async def close(self) -> None:
+        """Drop the connection without logging out."""
+        self._closed = True
+        await self.stream.aclose()
+
+    # ------------------------------------------------------------ SCSI commands
+
+    def submit(
+        self,
+        lun: int,
+        cdb: bytes,
+        data_out: bytes | bytearray | memoryview = b"",
+        read_length: int = 0,
+        attr: int = TaskAttribute.SIMPLE,
+        immediate: bool = False,
+    ) -> int:
+        """Queue a SCSI command; returns its ITT for :meth:`wait`.
+
+        ``lun`` is a LUN number (0..16383). Commands go out in submission
+        order as the target's CmdSN window allows.
+        """
+        task = self._new_task(ScsiCommand, lun=lun)
+        task.data_out = memoryview(data_out).cast("B") if len(data_out) else memoryview(b"")
+        task.read_buf = bytearray(read_length)
+        lun_field = int.from_bytes(encode_lun(lun), "big")
+
+        def build(cmdsn: int) -> list[bytes]:
+            return self._build_command(task, lun_field, cdb, attr, immediate, cmdsn)
+
+        self._queue(task, build, immediate)
+        return task.itt
+
+    async def wait(self, itt: int) -> Result:
+        """Wait for a submitted command's status."""
+        task = self._tasks.get(itt)
+        if task is None:
+            raise KeyError(f"no outstanding task {itt:#x}")
+        result: Result = await self._await(task)
+        return result
+
+    async def execute(
+        self,
+        lun: int,
+        cdb: bytes,
+        data_out: bytes | bytearray | memoryview = b"",
+        read_length: int = 0,
+        attr: int = TaskAttribute.SIMPLE,
+        immediate: bool = False,
+    ) -> Result:
+        """Run one SCSI command to completion."""
+        return await self.wait(self.submit(lun, cdb, data_out, read_length, attr, immediate))
+
+    def _build_command(
+        self, task: _Task, lun_field: int, cdb: bytes, attr: int, immediate: bool, cmdsn: int
+    ) -> list[bytes]:
+        p = self.params
+        data = task.data_out
+        total = len(data)
+        unsolicited_limit = min(total, p.first_burst_length)
+        immediate_len = (
+            min(unsolicited_limit, p.target_max_recv_data_segment_length) if p.immediate_data else 0
+        )
+        read_length = len(task.read_buf)
+        command = ScsiCommand(
+            immediate=immediate,
+            final=total == 0 or immediate_len == total or p.initial_r2t
+            or immediate_len == unsolicited_limit,
+            read=read_length > 0,
+            write=total > 0,
+            attr=attr,
+            lun=lun_field,
+            itt=task.itt,
+            expected_data_transfer_length=total if total else read_length,
+            cmdsn=cmdsn,
+            expstatsn=self.expstatsn,
+            cdb=cdb,
+            data=data[:immediate_len],
+        )  # fmt: skip
+        if total and read_length:  # bidirectional: read length goes in an AHS
+            bidi = (5).to_bytes(2, "big") + bytes((2, 0)) + read_length.to_bytes(4, "big")
+            command = attrs.evolve(command, ahs=bidi)
+        out = [pdu.encode_pdu(command, p.header_digest, p.data_digest)]
+        if not p.initial_r2t and unsolicited_limit > immediate_len:
+            out += self._data_outs(task, RESERVED_TAG, immediate_len, unsolicited_limit)
+        return out
+
+    def _data_outs(self, task: _Task, ttt: int, start: int, end: int) -> list[bytes]:
+        """One Data-Out sequence for bytes [start, end) of the task's data."""
+        out: list[bytes] = []
+        step = self.params.target_max_recv_data_segment_length
+        lun_field = int.from_bytes(encode_lun(task.lun), "big")
+        datasn = 0
+        offset = start
+        while offset < end:
+            n = min(step, end - offset)
+            p = DataOut(
+                final=offset + n >= end, lun=lun_field, itt=task.itt, ttt=ttt,
+                expstatsn=self.expstatsn, datasn=datasn, buffer_offset=offset,
+                data=task.data_out[offset : offset + n],
+            )  # fmt: skip
+            out.append(pdu.encode_pdu(p, self.params.header_digest, self.params.data_digest))
+            datasn += 1
+            offset += n
+        return out
+
+    # ------------------------------------------------------- other requests
+
+    async def task_management(
+        self, function: int, lun: int = 0, referenced_task_tag: int = RESERVED_TAG,
+        refcmdsn: int | None = None,
+    ) -> int:  # fmt: skip
+        """Send a TMF request (immediate); returns the TMF response code."""
+        task = self._new_task(TaskManagementRequest, lun=lun)
+        lun_field = int.from_bytes(encode_lun(lun), "big")
+
+        def build(cmdsn: int) -> list[bytes]:
+            req = TaskManagementRequest(
+                immediate=True, function=function, lun=lun_field, itt=task.itt,
+                referenced_task_tag=referenced_task_tag, cmdsn=cmdsn, expstatsn=self.expstatsn,
+                refcmdsn=cmdsn if refcmdsn is None else refcmdsn,
+            )  # fmt: skip
+            return [self._encode(req)]
+
+        self._queue(task, build, True)
+        response: int = await self._await(task)
+        return response
+
+    async def nop(self, data: bytes = b"") -> bytes:
+        """NOP-Out ping (immediate); returns the NOP-In's echoed data."""
+        task = self._new_task(NopOut)
+
+        def build(cmdsn: int) -> list[bytes]:
+            ping = NopOut(
+                immediate=True, itt=task.itt, ttt=RESERVED_TAG, cmdsn=cmdsn,
+                expstatsn=self.expstatsn, data=data,
+            )  # fmt: skip
+            return [self._encode(ping)]
+
+        self._queue(task, build, True)
+        echoed: bytes = await self._await(task)
+        return echoed
+
+    async def text(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """A Text Request exchange (following C-bit continuations)."""
+        task = self._new_task(TextRequest)
+
+        def build(cmdsn: int) -> list[bytes]:
+            req = TextRequest(
+                final=True, itt=task.itt, ttt=RESERVED_TAG, cmdsn=cmdsn,
+                expstatsn=self.expstatsn, data=encode_text(pairs),
+            )  # fmt: skip
+            return [self._encode(req)]
+
+        self._queue(task, build, False)
+        answer: list[tuple[str, str]] = await self._await(task)
+        return answer
+
+    async def send_targets(self, which: str = "All") -> list[tuple[str, list[str]]]:
+        """SendTargets: [(TargetName, [TargetAddress, ...]), ...]."""
+        targets: list[tuple[str, list[str]]] = []
+        for key, value in await self.text([("SendTargets", which)]):
+            if key == "TargetName":
+                targets.append((value, []))
+            elif key == "TargetAddress" and targets:
+                targets[-1][1].append(value)
+        return targets
+
+    async def logout(self, reason_code: int = 0) -> LogoutResponse:
+        """Logout (close the session by default); the connection is then closed."""
+        task = self._new_task(LogoutRequest)
+
+        def build(cmdsn: int) -> list[bytes]:
+            req = LogoutRequest(
+                immediate=True, reason_code=reason_code, itt=task.itt, cid=0, cmdsn=cmdsn,
+                expstatsn=self.expstatsn,
+            )  # fmt: skip
+            return [self._encode(req)]
+
+        self._queue(task, build, True)
+        response: LogoutResponse = await self._await(task)
+        self._closed = True
+        await self.stream.aclose()
+        return response
+
+    # ---------------------------------------------------- raw access (hostile)
+
+    async def send_raw(self, data: bytes) -> None:
+        """Queue raw bytes on the wire as they are (no digests added)."""
+        self._out_send.send_nowait(data)
+
+    async def send_pdu(self, p: pdu.Pdu) -> None:
+        """Queue any PDU, encoded with the session's digests. CmdSN and
+        ExpStatSN are the caller's business (see ``cmdsn``/``expstatsn``)."""
+        self._out_send.send_nowait(self._encode(p))
+
+    async def recv_pdu(self) -> pdu.Pdu | ProtocolError:
+        """The next PDU no outstanding request claimed (Reject, Async, ...)."""
+        return await self._unsolicited_recv.receive()
+
+    def next_itt(self) -> int:
+        """Reserve an ITT for hand-built PDUs (responses go to recv_pdu)."""
+        return self._alloc_itt()
+
+    # --------------------------------------------------------------- plumbing
+
+    def _encode(self, p: pdu.Pdu) -> bytes:
+        return pdu.encode_pdu(p, self.params.header_digest, self.params.data_digest)
+
+    def _alloc_itt(self) -> int:
+        itt = self._next_itt
+        while itt in self._tasks or itt == RESERVED_TAG:
+            itt = (itt + 1) & 0xFFFFFFFF
+        self._next_itt = (itt + 1) & 0xFFFFFFFF
+        return itt
+
+    def _new_task(self, kind: type, lun: int = 0) -> _Task:
+        if self._lost is not None or self._closed:
+            raise ConnectionLost("connection is closed")
+        task = _Task(self._alloc_itt(), kind, lun)
+        self._tasks[task.itt] = task
+        return task
+
+    def _queue(self, task: _Task, build: Callable[[int], list[bytes]], immediate: bool) -> None:
+        if immediate:
+            for wire in build(self.cmdsn):
+                self._out_send.send_nowait(wire)
+        else:
+            self._pending.append((task, build))
+            self._pump()
+
+    def _pump(self) -> None:
+        """Send queued non-immediate requests while CmdSN <= MaxCmdSN."""
+        while self._pending and sn_lte(self.cmdsn, self.maxcmdsn):
+            task, build = self._pending.popleft()
+            if task.done.is_set():
+                continue
+            cmdsn = self.cmdsn
+            self.cmdsn = sn_add(cmdsn, 1)
+            for wire in build(cmdsn):
+                self._out_send.send_nowait(wire)
+
+    async def _await(self, task: _Task) -> Any:
+        try:
+            await task.done.wait()
+        finally:
+            if task.done.is_set():
+                self._tasks.pop(task.itt, None)
+        if task.error is not None:
+            raise task.error
+        return task.result
+
+    def _fail_all(self, error: BaseException) -> None:
+        for task in list(self._tasks.values()):
+            task.finish(error=error)
+        self._pending.clear()
+
+    async def _writer_loop(self) -> None:
+        try:
+            async for first in self._out_recv:
+                batch = [first]
+                while True:
+                    try:
+                        batch.append(self._out_recv.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                await self.stream.send_all(b"".join(batch) if len(batch) > 1 else first)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self._lost = exc
+            self._fail_all(ConnectionLost(f"send failed: {exc!r}"))
+
+    async def _reader_loop(self) -> None:
+        reader = self._reader
+        try:
+            while True:
+                for event in reader:
+                    self._dispatch(event)
+                data = await self.stream.receive_some(_RECEIVE_SIZE)
+                if not data:
+                    break
+                reader.feed(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self._lost = exc
+        self._lost = self._lost or ConnectionLost("connection closed by target")
+        self._fail_all(ConnectionLost("connection closed"))
+        self._unsolicited_send.close()
+
+    # ------------------------------------------------------------- dispatch
+
+    def _track(self, statsn: int | None, expcmdsn: int, maxcmdsn: int) -> None:
+        if statsn is not None and sn_lte(self.expstatsn, statsn):
+            self.expstatsn = sn_add(statsn, 1)
+        if sn_lte(sn_add(expcmdsn, -1), maxcmdsn):  # else: ignore (RFC 7143 4.2.2.1)
+            if sn_gt(maxcmdsn, self.maxcmdsn):
+                self.maxcmdsn = maxcmdsn
+            if sn_gt(expcmdsn, self.expcmdsn):
+                self.expcmdsn = expcmdsn
+        if self._pending:
+            self._pump()
+
+    def _dispatch(self, event: pdu.Pdu | ProtocolError) -> None:
+        if isinstance(event, DataIn):
+            self._track(event.statsn if event.status_present else None,
+                        event.expcmdsn, event.maxcmdsn)  # fmt: skip
+            self._on_data_in(event)
+        elif isinstance(event, ScsiResponse):
+            self._track(event.statsn, event.expcmdsn, event.maxcmdsn)
+            self._on_scsi_response(event)
+        elif isinstance(event, R2T):
+            self._track(None, event.expcmdsn, event.maxcmdsn)
+            self._on_r2t(event)
+        elif isinstance(event, NopIn):
+            self._track(None if event.itt == RESERVED_TAG else event.statsn,
+                        event.expcmdsn, event.maxcmdsn)  # fmt: skip
+            self._on_nop_in(event)
+        elif isinstance(event, TaskManagementResponse):
+            self._track(event.statsn, event.expcmdsn, event.maxcmdsn)
+            self._complete(event.itt, event, event.response)
+        elif isinstance(event, LogoutResponse):
+            self._track(event.statsn, event.expcmdsn, event.maxcmdsn)
+            self._complete(event.itt, event, event)
+        elif isinstance(event, TextResponse):
+            self._track(event.statsn, event.expcmdsn, event.maxcmdsn)
+            self._on_text_response(event)
+        elif isinstance(event, Reject):
+            self._track(event.statsn, event.expcmdsn, event.maxcmdsn)
+            self._on_reject(event)
+        else:
+            if isinstance(event, pdu.AsyncMessage):
+                self._track(event.statsn, event.expcmdsn, event.maxcmdsn)
+            self._unsolicited_send.send_nowait(event)
+
+    def _complete(self, itt: int, event: pdu.Pdu, result: Any) -> None:
+        task = self._tasks.get(itt)
+        if task is None:
+            self._unsolicited_send.send_nowait(event)
+        else:
+            task.finish(result)
+
+    def _on_data_in(self, p: DataIn) -> None:
+        task = self._tasks.get(p.itt)
+        if task is None or task.kind is not ScsiCommand:
+            self._unsolicited_send.send_nowait(p)
+            return
+        buf = task.read_buf
+        end = p.buffer_offset + len(p.data)
+        if end > len(buf):
+            task.finish(error=InitiatorError(f"Data-In past the buffer end ({end})"))
+            return
+        buf[p.buffer_offset : end] = p.data
+        task.received = max(task.received, end)
+        if p.status_present:
+            task.finish(
+                Result(
+                    status=p.status, sense=b"", data=bytes(buf[: task.received]),
+                    residual_overflow=p.overflow, residual_underflow=p.underflow,
+                    residual_count=p.residual_count,
+                )
+            )  # fmt: skip
+
+    def _on_scsi_response(self, p: ScsiResponse) -> None:
+        task = self._tasks.get(p.itt)
+        if task is None:
+            self._unsolicited_send.send_nowait(p)
+            return
+        task.finish(
+            Result(
+                status=p.status, sense=pdu.parse_sense_segment(p.data),
+                data=bytes(task.read_buf[: task.received]), response=p.response,
+                residual_overflow=p.overflow, residual_underflow=p.underflow,
+                residual_count=p.residual_count,
+            )
+        )  # fmt: skip
+
+    def _on_r2t(self, p: R2T) -> None:
+        task = self._tasks.get(p.itt)
+        if task is None:
+            self._unsolicited_send.send_nowait(p)
+            return
+        end = p.buffer_offset + p.desired_data_transfer_length
+        if end > len(task.data_out) or p.desired_data_transfer_length == 0:
+            task.finish(error=InitiatorError(f"R2T outside the data: {p}"))
+            return
+        for wire in self._data_outs(task, p.ttt, p.buffer_offset, end):
+            self._out_send.send_nowait(wire)
+
+    def _on_nop_in(self, p: NopIn) -> None:
+        if p.ttt != RESERVED_TAG:  # the target pings: answer with the same TTT
+            self.nop_in_answered += 1
+            answer = NopOut(
+                immediate=True, lun=p.lun, itt=RESERVED_TAG, ttt=p.ttt, cmdsn=self.cmdsn,
+                expstatsn=self.expstatsn, data=p.data,
+            )  # fmt: skip
+            self._out_send.send_nowait(self._encode(answer))
+            return
+        if p.itt != RESERVED_TAG:
+            self._complete(p.itt, p, bytes(p.data))
+
+    def _on_text_response(self, p: TextResponse) -> None:
+        task = self._tasks.get(p.itt)
+        if task is None:
+            self._unsolicited_send.send_nowait(p)
+            return
+        task.text += p.data
+        if p.cont or not p.final:  # ask for the rest with the target's TTT
+            more = TextRequest(
+                final=True, itt=p.itt, ttt=p.ttt, cmdsn=self.cmdsn, expstatsn=self.expstatsn
+            )
+            self._pending.appendleft((task, lambda cmdsn: [self._encode(attrs.evolve(
+                more, cmdsn=cmdsn, expstatsn=self.expstatsn))]))  # fmt: skip
+            self._pump()
+            return
+        try:
+            task.finish(decode_text(task.text))
+        except ValueError as exc:
+            task.finish(error=InitiatorError(f"bad text response: {exc}"))
+
+    def _on_reject(self, p: Reject) -> None:
+        itt = int.from_bytes(p.data[16:20], "big") if len(p.data) >= 48 else RESERVED_TAG
+        task = self._tasks.get(itt)
+        if task is None:
+            self._unsolicited_send.send_nowait(p)
+        else:
+            task.finish(error=CommandRejected(p))
+
+
+def _declarative(key: str) -> bool:
+    """Keys a target declares rather than negotiates (no answer expected)."""
+    return key in {
+        "TargetAlias",
+        "TargetPortalGroupTag",
+        "TargetAddress",
+        "MaxRecvDataSegmentLength",
+        "TargetName",
+        "InitiatorAlias",
+    }

@@ -1,0 +1,329 @@
+"""Sans-I/O iSCSI PDU stream parser: bytes in, PDU records or errors out.
+
+A connection hands whatever the socket gave it to :meth:`PduReader.feed` and
+iterates the reader for events: decoded PDU records, or
+:class:`ProtocolError` events for malformed input, which tell the caller
+which Reject reason to answer with and whether the stream is still framed.
+Parsing is lazy (one event per step), so digests and MaxRecvDataSegmentLength
+can be switched between two PDUs, e.g. right after the final Login Response.
+
+Memory is bounded: the reader keeps references to the chunks it was handed
+and at most one PDU part (a header, or one data segment no longer than
+``max_recv_data_segment_length``) of its own. A length field over the limit
+is reported before anything is buffered and its segment is skipped, not
+stored. Payloads are not copied when a PDU lies inside one fed chunk, and
+copied once when it straddles chunks.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from collections.abc import Iterator
+
+import attrs
+
+from transports.iscsi.digest import digest_ok
+from transports.iscsi.pdu_constants import (
+    BHS_LENGTH,
+    DEFAULT_MAX_RECV_DATA_SEGMENT_LENGTH,
+    Opcode,
+    RejectReason,
+)
+from transports.iscsi.pdu_types import (
+    BHS_STRUCT,
+    BULK_DATA_OPCODES,
+    CLASS_BY_OPCODE,
+    COMMAND_STRUCT,
+    Buffer,
+    Pdu,
+    PduFormatError,
+    ScsiCommand,
+    decode_pdu,
+)
+
+
+@attrs.frozen
+class ProtocolError:
+    """A malformed PDU on the stream.
+
+    ``header`` is the rejected BHS (the data segment of a Reject), None when
+    not even a BHS was read. ``fatal`` means the stream can no longer be
+    framed (bad header digest): the reader stops and the connection must be
+    dropped. Otherwise the offending PDU has been skipped and parsing goes on.
+    """
+
+    reason: str
+    header: bytes | None
+    reject_reason: int
+    fatal: bool = False
+
+
+Event = Pdu | ProtocolError
+
+_LENGTHS = struct.Struct(">B3xI")
+
+_BHS, _HEADER_TAIL, _DATA, _DISCARD, _BROKEN = range(5)
+
+
+def _pad4(n: int) -> int:
+    return (n + 3) & ~3
+
+
+class PduReader:
+    """Incremental parser; set the three attributes when login negotiates them."""
+
+    __slots__ = (
+        "_acc",
+        "_acc_fill",
+        "_bhs",
+        "_buffered",
+        "_data_length",
+        "_discard",
+        "_header",
+        "_inputs",
+        "_opcode",
+        "_state",
+        "_tail_length",
+        "data_digest",
+        "header_digest",
+        "max_recv_data_segment_length",
+    )
+
+    def __init__(
+        self,
+        *,
+        header_digest: bool = False,
+        data_digest: bool = False,
+        max_recv_data_segment_length: int = DEFAULT_MAX_RECV_DATA_SEGMENT_LENGTH,
+    ) -> None:
+        self.header_digest = header_digest
+        self.data_digest = data_digest
+        self.max_recv_data_segment_length = max_recv_data_segment_length
+        self._inputs: deque[memoryview] = deque()
+        self._buffered = 0
+        self._acc: bytearray | None = None
+        self._acc_fill = 0
+        self._state = _BHS
+        self._bhs: memoryview = memoryview(b"")
+        self._header: memoryview = memoryview(b"")
+        self._opcode = 0
+        self._tail_length = 0
+        self._data_length = 0
+        self._discard = 0
+
+    # ------------------------------------------------------------------ input
+
+    def feed(self, data: Buffer) -> None:
+        """Hand over received bytes. ``bytes`` are kept without copying;
+        mutable buffers are copied, since PDUs may keep views of them."""
+        if not data:
+            return
+        view = memoryview(data if isinstance(data, bytes) else bytes(data))
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+        self._inputs.append(view)
+        self._buffered += len(view)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes handed over and not yet consumed (excluding a partial part)."""
+        return self._buffered
+
+    @property
+    def in_pdu(self) -> bool:
+        """True when part of a PDU has been consumed: EOF now would truncate it."""
+        return self._state in (_HEADER_TAIL, _DATA, _DISCARD) or self._acc is not None
+
+    @property
+    def broken(self) -> bool:
+        """True after a fatal error: no more events will be produced."""
+        return self._state == _BROKEN
+
+    def __iter__(self) -> Iterator[Event]:
+        while (event := self.next_event()) is not None:
+            yield event
+
+    # ---------------------------------------------------------------- parsing
+
+    def next_event(self) -> Event | None:
+        """The next complete PDU or error, or None until more bytes are fed."""
+        if self._state == _BHS and self._acc is None and self._inputs:
+            # Fast path: a whole AHS-less PDU with good digests in the first
+            # chunk. Anything else (including a bad digest) takes the slow path.
+            head = self._inputs[0]
+            size = len(head)
+            if size >= BHS_LENGTH:
+                b0, lens = _LENGTHS.unpack_from(head)
+                cls = CLASS_BY_OPCODE.get(b0 & 0x3F)
+                hd = 4 if self.header_digest else 0
+                start = BHS_LENGTH + hd
+                end = start + ((lens + 3) & ~3)
+                dd = 4 if self.data_digest and lens else 0
+                if (
+                    lens <= self.max_recv_data_segment_length
+                    and lens < 0x1000000  # no AHS
+                    and cls is not None
+                    and size >= end + dd
+                    and (not hd or digest_ok(head[BHS_LENGTH:start], head[:BHS_LENGTH]))
+                    and (not dd or digest_ok(head[end : end + 4], head[start:end]))
+                ):
+                    end += dd
+                    if size == end:
+                        self._inputs.popleft()
+                    else:
+                        self._inputs[0] = head[end:]
+                    self._buffered -= end
+                    data: Buffer = head[start : start + lens]
+                    if cls is ScsiCommand:
+                        return cls.unpack(COMMAND_STRUCT.unpack_from(head), b"", data)
+                    if b0 & 0x3F not in BULK_DATA_OPCODES:
+                        data = bytes(data)
+                    return cls.unpack(BHS_STRUCT.unpack_from(head), b"", data)
+        while True:
+            state = self._state
+            if state == _BHS:
+                bhs = self._take(BHS_LENGTH)
+                if bhs is None:
+                    return None
+                self._bhs = bhs
+                self._opcode = bhs[0] & 0x3F
+                self._data_length = int.from_bytes(bhs[5:8], "big")
+                self._tail_length = bhs[4] * 4 + (4 if self.header_digest else 0)
+                if self._tail_length:
+                    self._state = _HEADER_TAIL
+                    continue
+                self._header = bhs
+                error = self._check_header()
+                if error is not None:
+                    return error
+            elif state == _HEADER_TAIL:
+                tail = self._take(self._tail_length)
+                if tail is None:
+                    return None
+                self._header = memoryview(bytes(self._bhs) + bytes(tail))
+                error = self._check_header()
+                if error is not None:
+                    return error
+            elif state == _DATA:
+                return self._finish_data()
+            elif state == _DISCARD:
+                if not self._skip():
+                    return None
+                self._state = _BHS
+            else:
+                return None
+
+    def _check_header(self) -> ProtocolError | None:
+        """Validate a complete header; set the state for what follows it."""
+        header = self._header
+        if self.header_digest:
+            cut = len(header) - 4
+            if not digest_ok(header[cut:], header[:cut]):
+                self._state = _BROKEN
+                return ProtocolError(
+                    "header digest error", bytes(self._bhs), RejectReason.DATA_DIGEST_ERROR, True
+                )
+        length = self._data_length
+        segment = _pad4(length) + (4 if self.data_digest and length else 0)
+        if self._opcode not in CLASS_BY_OPCODE:
+            return self._skip_segment(
+                segment,
+                f"unknown opcode {self._opcode:#04x}",
+                RejectReason.COMMAND_NOT_SUPPORTED,
+            )
+        if length > self.max_recv_data_segment_length:
+            return self._skip_segment(
+                segment,
+                f"data segment of {length} bytes exceeds MaxRecvDataSegmentLength "
+                f"{self.max_recv_data_segment_length}",
+                RejectReason.PROTOCOL_ERROR,
+            )
+        self._state = _DATA
+        self._discard = segment
+        return None
+
+    def _skip_segment(self, segment: int, reason: str, reject: int) -> ProtocolError:
+        self._discard = segment
+        self._state = _DISCARD if segment else _BHS
+        return ProtocolError(reason, bytes(self._bhs), reject)
+
+    def _finish_data(self) -> Event | None:
+        segment = self._discard
+        length = self._data_length
+        if segment:
+            body = self._take(segment)
+            if body is None:
+                return None
+        else:
+            body = memoryview(b"")
+        self._state = _BHS
+        data = body[:length]
+        if self.data_digest and length:
+            if not digest_ok(body[segment - 4 :], body[: segment - 4]):
+                return ProtocolError(
+                    "data digest error", bytes(self._bhs), RejectReason.DATA_DIGEST_ERROR
+                )
+        bhs = self._bhs
+        ahs = self._header[BHS_LENGTH : len(self._header) - (4 if self.header_digest else 0)]
+        try:
+            if self._opcode in BULK_DATA_OPCODES:
+                return decode_pdu(bhs, ahs, data)
+            return decode_pdu(bhs, ahs, bytes(data))
+        except PduFormatError as exc:
+            return ProtocolError(str(exc), bytes(bhs), exc.reject_reason)
+
+    # ------------------------------------------------------------ buffering
+
+    def _take(self, n: int) -> memoryview | None:
+        """Exactly ``n`` bytes, zero-copy when one chunk holds them; else None
+        after moving what is there into the part buffer."""
+        acc = self._acc
+        inputs = self._inputs
+        if acc is None:
+            if not inputs:
+                return None
+            head = inputs[0]
+            size = len(head)
+            if size >= n:
+                if size == n:
+                    inputs.popleft()
+                else:
+                    inputs[0] = head[n:]
+                self._buffered -= n
+                return head[:n]
+            acc = self._acc = bytearray(n)
+            self._acc_fill = 0
+        fill = self._acc_fill
+        while fill < n and inputs:
+            head = inputs[0]
+            k = min(len(head), n - fill)
+            acc[fill : fill + k] = head[:k]
+            fill += k
+            self._buffered -= k
+            if k == len(head):
+                inputs.popleft()
+            else:
+                inputs[0] = head[k:]
+        if fill < n:
+            self._acc_fill = fill
+            return None
+        self._acc = None
+        return memoryview(acc).toreadonly()
+
+    def _skip(self) -> bool:
+        """Drop ``_discard`` bytes as they arrive; True once all are gone."""
+        inputs = self._inputs
+        while self._discard and inputs:
+            head = inputs[0]
+            k = min(len(head), self._discard)
+            self._discard -= k
+            self._buffered -= k
+            if k == len(head):
+                inputs.popleft()
+            else:
+                inputs[0] = head[k:]
+        return self._discard == 0
+
+
+__all__ = ["Event", "Opcode", "PduReader", "ProtocolError"]
