@@ -319,8 +319,11 @@ class LogicalUnit:
                         Sense.of(SenseKey.HARDWARE_ERROR, Asc.INTERNAL_TARGET_FAILURE)
                     )
                     data = None
-                await transport.send_response(cmd, status, sense, data)
-            if task.scope.cancelled_caught and task.tas:
+                # An abort that landed after the last checkpoint still wins:
+                # the TMF answers "complete", so no status may follow.
+                if not task.scope.cancel_called:
+                    await transport.send_response(cmd, status, sense, data)
+            if task.scope.cancel_called and task.tas:
                 with trio.CancelScope(shield=True):
                     await transport.send_response(cmd, Status.TASK_ABORTED, None, None)
         finally:

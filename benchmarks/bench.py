@@ -25,6 +25,7 @@ from pathlib import Path
 from types import FrameType
 
 import attrs
+
 import chart
 import report
 import scenarios
@@ -102,13 +103,17 @@ def say(*parts: object) -> None:
     print(*parts, flush=True)
 
 
-def _interrupt_on_sigterm() -> None:
-    """Turn SIGTERM into KeyboardInterrupt so every target is torn down."""
+def _interrupt_on_signals() -> None:
+    """SIGINT and SIGTERM raise KeyboardInterrupt so every target is torn down.
+
+    SIGINT is set explicitly: a shell starting us in the background ignores it.
+    """
 
     def handler(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 class Bench:
@@ -264,7 +269,7 @@ def run(cfg: Settings, workdir: Path, pyscst_cmd: Sequence[str] | None) -> dict[
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = settings_from(args)
-    _interrupt_on_sigterm()
+    _interrupt_on_signals()
     try:
         tools.ensure_tools(install=not args.no_install)
     except (tools.ToolError, OSError) as e:

@@ -4,8 +4,10 @@ These run on every I/O, so each does the minimum: readiness, one range check,
 one store call. READ reads straight into a fresh bytearray that is handed to
 the transport as is (no further copies); ``bytearray(n)`` is calloc-backed, so
 large buffers cost page faults only. Write handlers take the data-out through
-``cmd.receive_data`` and refuse to write anything if the initiator sent less
-than the CDB describes.
+``cmd.receive_data``; when the initiator's expected transfer length is
+shorter than the CDB's, only the whole blocks it did send are written (the
+transport reports the overflow residual), as SCST and LIO do and libiscsi's
+residual tests expect; a partial block is INVALID FIELD IN INFORMATION UNIT.
 """
 
 from __future__ import annotations
@@ -98,7 +100,13 @@ async def _write_checked(
     check_range(dev, cdb, lba, n)
     if n == 0:
         return lba, 0, None
-    data = await _receive(cmd, n << dev.block_shift)
+    data = await cmd.receive_data(n << dev.block_shift)
+    if len(data) < n << dev.block_shift:
+        if len(data) & (dev.block_size - 1):
+            raise short_data_out()
+        n = len(data) >> dev.block_shift
+        if n == 0:
+            return lba, 0, None
     # FUA is byte 1 bit 3 where the table allows it (not READ/WRITE(6), where
     # those bits are LBA, nor WRITE AND VERIFY, where the mask forbids it)
     fua = cdb[0] >= 0x20 and bool(cdb[1] & 0x08)

@@ -137,16 +137,25 @@ async def test_dpo_fua_accepted() -> None:
         assert (await run_cdb(d, write10(0, 1, flags), data_out=bytes(BS))).status == Status.GOOD
 
 
-async def test_short_data_out_writes_nothing() -> None:
+async def test_short_data_out_writes_only_whole_blocks_sent() -> None:
     d = disk()
     store = d.store
     assert isinstance(store, MemoryStore)
     store.data[:BS * 2] = b"a" * (BS * 2)
-    for expected in (0, 200, BS):
-        out = await run_cdb(d, write10(0, 2), data_out=b"b" * (BS * 2), expected_length=expected)
-        assert_sense(out, SenseKey.ILLEGAL_REQUEST, (0x0E, 0x03))
-        assert out.cmd.transfer_length == 2 * BS  # the transport computes the overflow
+    # EDTL 0: nothing arrives, nothing is written, GOOD (overflow residual)
+    out = await run_cdb(d, write10(0, 2), data_out=b"b" * (BS * 2), expected_length=0)
+    assert out.status == Status.GOOD
+    assert out.cmd.transfer_length == 2 * BS  # the transport computes the overflow
     assert store.data[:BS * 2] == b"a" * (BS * 2)
+    # a partial block cannot be written: INVALID FIELD IN INFORMATION UNIT
+    out = await run_cdb(d, write10(0, 2), data_out=b"b" * (BS * 2), expected_length=200)
+    assert_sense(out, SenseKey.ILLEGAL_REQUEST, (0x0E, 0x03))
+    assert store.data[:BS * 2] == b"a" * (BS * 2)
+    # one whole block sent of two: exactly that block is written
+    out = await run_cdb(d, write10(0, 2), data_out=b"b" * (BS * 2), expected_length=BS)
+    assert out.status == Status.GOOD
+    assert store.data[:BS] == b"b" * BS
+    assert store.data[BS:BS * 2] == b"a" * BS
 
 
 async def test_write_protect_paths() -> None:

@@ -23,7 +23,7 @@ import trio
 from actors.session import Session
 from scsi.command import Buffer, DataDirection, ScsiCommand, TaskAttribute
 from scsi.lun import decode_lun
-from scsi.sense import Status
+from scsi.sense import Asc, ScsiError, SenseKey, Status
 from transports.iscsi import pdu_types as P
 from transports.iscsi.cmdsn import CmdSNWindow, Rejected
 from transports.iscsi.digest import digest_bytes
@@ -71,10 +71,12 @@ class ConnectionClosed(Exception):
 class _Burst:
     """One R2T's worth of solicited Data-Out."""
 
-    __slots__ = ("end", "event", "next_offset")
+    __slots__ = ("end", "event", "itt", "next_datasn", "next_offset")
 
-    def __init__(self, offset: int, length: int) -> None:
+    def __init__(self, itt: int, offset: int, length: int) -> None:
+        self.itt = itt
         self.next_offset = offset
+        self.next_datasn = 0
         self.end = offset + length
         self.event = trio.Event()
 
@@ -86,9 +88,11 @@ class _Xfer:
         "aborted",
         "buf",
         "delivered",
+        "failed",
         "finished",
         "itt",
         "lun_raw",
+        "next_datasn",
         "received",
         "unsol_done",
         "unsol_end",
@@ -99,9 +103,11 @@ class _Xfer:
         self.lun_raw = lun_raw
         self.buf = bytearray()
         self.received = 0
+        self.next_datasn = 0
         self.unsol_end = 0
         self.unsol_done: trio.Event | None = None
         self.delivered = False
+        self.failed = False
         self.finished = False
         self.aborted = False
 
@@ -513,27 +519,49 @@ class IscsiConnection:
             log.debug("%s: Data-Out for unknown ITT %#x dropped", self.peer, pdu.itt)
             return
         st: _Xfer = cmd.transport_state  # type: ignore[assignment]
+        if st.failed:
+            return  # the rest of a sequence already found broken
         data = pdu.data
         n = len(data)
         off = pdu.buffer_offset
         if pdu.ttt == RESERVED_TAG:
             if off != st.received or off + n > st.unsol_end or st.unsol_done is None:
-                self._reject(RejectReason.PROTOCOL_ERROR, encode_pdu(pdu)[:48])
-                return
-            st.buf[off : off + n] = data
-            st.received = off + n
-            if st.received >= st.unsol_end or pdu.final:
-                st.unsol_done.set()
+                self._data_out_error(pdu, st, "unsolicited Data-Out outside the first burst")
+            elif pdu.datasn != st.next_datasn:
+                self._data_out_error(pdu, st, f"DataSN {pdu.datasn}, expected {st.next_datasn}")
+            else:
+                st.next_datasn += 1
+                st.buf[off : off + n] = data
+                st.received = off + n
+                if st.received >= st.unsol_end or pdu.final:
+                    st.unsol_done.set()
             return
         burst = self._bursts.get(pdu.ttt)
         if burst is None or off != burst.next_offset or off + n > burst.end:
-            self._reject(RejectReason.PROTOCOL_ERROR, encode_pdu(pdu)[:48])
-            return
-        st.buf[off : off + n] = data
-        burst.next_offset = off + n
-        if burst.next_offset >= burst.end:
-            del self._bursts[pdu.ttt]
-            burst.event.set()
+            self._data_out_error(pdu, st, "Data-Out outside its R2T")
+        elif pdu.datasn != burst.next_datasn:
+            self._data_out_error(pdu, st, f"DataSN {pdu.datasn}, expected {burst.next_datasn}")
+        else:
+            burst.next_datasn += 1
+            st.buf[off : off + n] = data
+            burst.next_offset = off + n
+            if burst.next_offset >= burst.end:
+                del self._bursts[pdu.ttt]
+                burst.event.set()
+
+    def _data_out_error(self, pdu: P.DataOut, st: _Xfer, reason: str) -> None:
+        """A broken Data-Out sequence: Reject the PDU and end the command with
+        ABORTED COMMAND / DATA PHASE ERROR (no within-command recovery at
+        ErrorRecoveryLevel 0); the connection itself stays usable."""
+        log.warning("%s: ITT %#x: %s", self.peer, pdu.itt, reason)
+        self._reject(RejectReason.PROTOCOL_ERROR, encode_pdu(pdu)[:48])
+        st.failed = True
+        if st.unsol_done is not None:
+            st.unsol_done.set()
+        for ttt, burst in list(self._bursts.items()):
+            if burst.itt == st.itt:
+                del self._bursts[ttt]
+                burst.event.set()
 
     # Transport protocol -------------------------------------------------------------
     async def receive_data(self, cmd: ScsiCommand, length: int) -> memoryview:
@@ -545,6 +573,8 @@ class IscsiConnection:
             await st.unsol_done.wait()
         if self._dead:
             raise ConnectionClosed()
+        if st.failed:
+            raise _data_phase_error()
         if total > len(st.buf):
             st.buf.extend(bytes(total - len(st.buf)))
         offset = max(st.unsol_end, st.received)
@@ -563,7 +593,7 @@ class IscsiConnection:
                 while offset < total and len(outstanding) < params.max_outstanding_r2t:
                     length = min(max_burst, total - offset)
                     ttt = next(self._ttt) & 0x7FFFFFFF
-                    burst = _Burst(offset, length)
+                    burst = _Burst(st.itt, offset, length)
                     self._bursts[ttt] = burst
                     outstanding.append((ttt, burst))
                     exp, mx = self._windows()
@@ -584,6 +614,8 @@ class IscsiConnection:
                     offset += length
                 ttt, burst = outstanding.pop(0)
                 await burst.event.wait()
+                if st.failed:
+                    raise _data_phase_error()
                 if self._dead or burst.next_offset < burst.end:
                     raise ConnectionClosed()
             st.received = total
@@ -719,7 +751,8 @@ class IscsiConnection:
         # counts as received-and-aborted.
         assert self._window is not None
         if self._window.covers(pdu.refcmdsn) and pdu.refcmdsn != pdu.cmdsn:
-            self._window.discard(pdu.refcmdsn)
+            for item in self._window.discard(pdu.refcmdsn):
+                self._deliver(item)
             return 0
         return 1
 
@@ -782,6 +815,10 @@ class IscsiConnection:
         )
         if response == 0:
             self._logout_requested = True
+
+
+def _data_phase_error() -> ScsiError:
+    return ScsiError.check(SenseKey.ABORTED_COMMAND, Asc.DATA_PHASE_ERROR)
 
 
 def _attr(value: int) -> TaskAttribute:

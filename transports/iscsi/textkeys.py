@@ -37,7 +37,7 @@ def decode_text(data: bytes | bytearray | memoryview) -> list[tuple[str, str]]:
             v = value.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise TextKeyError(f"text item is not valid UTF-8: {chunk[:64]!r}") from exc
-        if not all(c.isalnum() or c in ".-+@_" for c in k):
+        if not all(c.isalnum() or c in ".-+@_#" for c in k):
             raise TextKeyError(f"bad characters in key {k!r}")
         pairs.append((k, v))
     return pairs

@@ -1,0 +1,168 @@
+"""Unit tests of the harness's parsing, arithmetic and login PDUs (no target needed)."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import report
+import scenarios
+import sessions
+from report import RunRecord, Spread
+
+PERF_OUTPUT = (
+    "iscsi-perf version 0.1\n\nconnected to iscsi://127.0.0.1:1/iqn.x/1\n"
+    "capacity is 2097152 blocks or 1073741824 byte (1024 MB)\n"
+    "performing RANDOM READ with 32 parallel requests\n"
+    "FIXED transfer size of 8 blocks (4096 byte)\nwill run for 2 seconds.\n\n"
+    "\r00:00:01 - lba 5, iops current 38845 (151 MB/s), iops average 38845 (151 MB/s), "
+    "in_flight 32, busy 0        "
+    "\riops average 36315 (141 MB/s)                        \n\nfinished.\n"
+)
+
+
+def test_iscsi_perf_takes_the_final_whole_run_average() -> None:
+    run = scenarios.parse_iscsi_perf(PERF_OUTPUT, 2, 4096)
+    assert run.commands == 2 * 36315
+    assert run.iops == pytest.approx(36315)
+    assert run.mbps == pytest.approx(36315 * 4096 / 1e6)
+
+
+def test_iscsi_perf_login_failure_is_an_error_with_the_reason() -> None:
+    out = "Login Failed. SENSE KEY:ILLEGAL_REQUEST(5) ASCQ:LOGICAL_UNIT_NOT_SUPPORTED\n"
+    with pytest.raises(scenarios.ClientError, match="LOGICAL_UNIT_NOT_SUPPORTED"):
+        scenarios.parse_iscsi_perf(out, 2, 4096)
+
+
+def test_iscsi_perf_killed_before_finishing_is_an_error() -> None:
+    truncated = PERF_OUTPUT.split("\riops average 36315")[0]
+    with pytest.raises(scenarios.ClientError):
+        scenarios.parse_iscsi_perf(truncated, 2, 4096)
+
+
+def test_qemu_bench_rate_is_count_over_loop_time() -> None:
+    out = ("Sending 50000 write requests, 4096 bytes each, 32 in parallel "
+           "(starting at offset 0, step size 4096)\nRun completed in 2.500 seconds.\n")
+    run = scenarios.parse_qemu_bench(out, 50000, 4096)
+    assert run.iops == pytest.approx(20000)
+    assert run.mbps == pytest.approx(20000 * 4096 / 1e6)
+    with pytest.raises(scenarios.ClientError):
+        scenarios.parse_qemu_bench("qemu-img: Could not open 'iscsi://...'", 50000, 4096)
+
+
+def test_client_argv_follow_the_scenario() -> None:
+    sc = scenarios.SCENARIOS_BY_KEY["rr4k_qd32"]
+    argv = scenarios.iscsi_perf_argv("iscsi://h/t/0", sc, 5, 512)
+    assert argv[argv.index("-m") + 1] == "32"
+    assert argv[argv.index("-b") + 1] == "8"
+    assert "-r" in argv and argv[-1] == "iscsi://h/t/0"
+    seq = scenarios.iscsi_perf_argv("u", scenarios.SCENARIOS_BY_KEY["sr128k_qd16"], 5, 4096)
+    assert seq[seq.index("-b") + 1] == "32" and "-r" not in seq
+    w = scenarios.qemu_bench_argv("u", scenarios.SCENARIOS_BY_KEY["sw128k_qd16"], 777)
+    assert w[w.index("-c") + 1] == "777" and w[w.index("-s") + 1] == str(128 * 1024)
+    assert "-w" in w and w[w.index("-d") + 1] == "16"
+
+
+def test_calibrated_count_is_bounded() -> None:
+    assert scenarios.calibrate_count(10_000, 5) == 50_000
+    assert scenarios.calibrate_count(1, 5) == 1000
+    assert scenarios.calibrate_count(1e9, 5) == 5_000_000
+
+
+def _rec(scenario: str, target: str, iops: float, cpu: float = 1.0) -> RunRecord:
+    return RunRecord(scenario, target, 1, int(iops * 5), 5.0, iops, iops * 4096 / 1e6, cpu, 1)
+
+
+def test_comparison_uses_medians_and_goal() -> None:
+    sc = scenarios.SCENARIOS_BY_KEY["rr4k_qd32"]  # goal 0.8 on IOPS
+    recs = [_rec(sc.key, "tgt", v) for v in (100, 300, 200)]
+    recs += [_rec(sc.key, "py", v) for v in (150, 170, 1000)]
+    (c,) = report.compare([sc], recs, "tgt", "py")
+    assert c.baseline == Spread(200, 100, 300, 3)
+    assert c.candidate is not None and c.candidate.median == 170
+    assert c.ratio == pytest.approx(0.85)
+    assert c.verdict == "pass"
+    recs[-2] = _rec(sc.key, "py", 10)
+    (c,) = report.compare([sc], recs, "tgt", "py")
+    assert c.ratio == pytest.approx(150 / 200)
+    assert c.verdict == "miss"
+
+
+def test_comparison_without_candidate_runs_is_not_a_pass() -> None:
+    sc = scenarios.SCENARIOS_BY_KEY["sr128k_qd16"]
+    (c,) = report.compare([sc], [_rec(sc.key, "tgt", 10)], "tgt", "py")
+    assert c.ratio is None and c.verdict == "n/a"
+    assert "-" in report.throughput_table([c], "tgt", "py")
+
+
+def test_cpu_per_100k_commands() -> None:
+    rec = _rec("x", "tgt", 20_000, cpu=2.0)  # 100k commands in 5 s, 2 CPU s
+    assert rec.cpu_per_100k == pytest.approx(2.0)
+
+
+def test_memory_goal_needs_all_sessions_up() -> None:
+    mib = 1024
+    ok = report.MemoryReport("py", 30 * mib, 100, 100, 100 * mib, 120 * mib, 40 * mib)
+    assert "pass" in report.memory_table([ok], "py")
+    dropped = report.MemoryReport("py", 30 * mib, 100, 90, 100 * mib, 120 * mib, 40 * mib)
+    assert "miss" in report.memory_table([dropped], "py")
+    fat = report.MemoryReport("py", 30 * mib, 100, 100, 151 * mib, 160 * mib, 40 * mib)
+    assert "miss" in report.memory_table([fat], "py")
+
+
+@given(st.dictionaries(st.from_regex(r"[A-Za-z][A-Za-z0-9.]{0,20}", fullmatch=True),
+                       st.from_regex(r"[A-Za-z0-9.:,-]{0,30}", fullmatch=True)))  # fmt: skip
+def test_text_keys_round_trip(pairs: dict[str, str]) -> None:
+    assert sessions.decode_keys(sessions.encode_keys(pairs)) == pairs
+
+
+def test_login_request_layout() -> None:
+    isid = bytes.fromhex("80005c570007")
+    pdu = sessions.login_request(isid=isid, csg=0, nsg=1, transit=True, itt=9, cmd_sn=1,
+                                 exp_stat_sn=0, keys={"AuthMethod": "None"})  # fmt: skip
+    data = b"AuthMethod=None\0"
+    assert len(pdu) == 48 + len(data) + (-len(data) % 4)
+    assert pdu[0] == 0x43  # immediate Login Request
+    assert pdu[1] == 0x81  # T=1, CSG=0, NSG=1
+    assert int.from_bytes(pdu[5:8], "big") == len(data)
+    assert pdu[8:14] == isid
+    assert struct.unpack(">I", pdu[16:20])[0] == 9
+    assert struct.unpack(">I", pdu[24:28])[0] == 1
+    assert pdu[48 : 48 + len(data)] == data
+
+
+def test_login_response_fields() -> None:
+    bhs = bytearray(48)
+    bhs[0] = 0x23
+    bhs[1] = 0x80 | (1 << 2) | 3
+    bhs[14:16] = (0x1234).to_bytes(2, "big")
+    bhs[24:28] = (77).to_bytes(4, "big")
+    rsp = sessions.parse_login_response(bytes(bhs), b"TargetPortalGroupTag=1\0")
+    assert rsp.transit and rsp.csg == 1 and rsp.nsg == 3
+    assert rsp.tsih == 0x1234 and rsp.stat_sn == 77 and rsp.status_class == 0
+    assert rsp.keys == {"TargetPortalGroupTag": "1"}
+    bhs[0] = 0x21
+    with pytest.raises(sessions.LoginError):
+        sessions.parse_login_response(bytes(bhs), b"")
+
+
+def test_nop_in_ping_gets_a_nop_out_echoing_its_tag() -> None:
+    session = sessions.Session(sock=None, tsih=1, cmd_sn=5, exp_stat_sn=9)  # type: ignore[arg-type]
+    ping = bytearray(48)
+    ping[0] = 0x20
+    ping[8:16] = bytes(range(8))
+    ping[16:20] = b"\xff\xff\xff\xff"
+    ping[20:24] = (0xABCD).to_bytes(4, "big")
+    reply = sessions.nop_out_reply(session, bytes(ping))
+    assert reply is not None and len(reply) == 48
+    assert reply[0] == 0x40 and reply[1] == 0x80
+    assert reply[8:16] == bytes(range(8))
+    assert reply[16:20] == b"\xff\xff\xff\xff"
+    assert int.from_bytes(reply[20:24], "big") == 0xABCD
+    assert int.from_bytes(reply[24:28], "big") == 5
+    assert int.from_bytes(reply[28:32], "big") == 9
+    ping[20:24] = b"\xff\xff\xff\xff"  # a NOP-In answering nothing wants no reply
+    assert sessions.nop_out_reply(session, bytes(ping)) is None
