@@ -91,12 +91,15 @@ class Task:
     __slots__ = (
         "cmd",
         "ctx",
+        "device",
         "done",
+        "error",
         "finished",
         "lba",
         "nblocks",
         "scope",
         "seq",
+        "spec",
         "state",
         "tas",
         "writes",
@@ -115,6 +118,9 @@ class Task:
         self.writes = False
         self.lba = -1
         self.nblocks = 0
+        self.spec: OpSpec | None = None
+        self.device: Any = None
+        self.error: ScsiError | None = None
 
     async def wait_done(self) -> None:
         if self.finished:
@@ -297,6 +303,7 @@ class LogicalUnit:
         if cmd.attr == TaskAttribute.ORDERED:
             self._ordered[task.seq] = task
         self.stats_commands += 1
+        self._prepare(task)
         self._nursery.start_soon(self._run_task, task)
 
     async def _run_task(self, task: Task) -> None:
@@ -348,28 +355,42 @@ class LogicalUnit:
         device = self._device_or_none()
         return sense.encode(bool(getattr(device, "descriptor_sense", False)))
 
-    async def _execute(self, task: Task) -> Buffer | None:
+    def _prepare(self, task: Task) -> None:
+        """Arrival-time checks, run synchronously by ``submit`` so they happen in
+        command order (Trio does not start spawned tasks in FIFO order): UA,
+        CDB, write protection, reservations, and the LBA range that ordering
+        needs. A failure is kept on the task and reported when it runs."""
         cmd = task.cmd
         cdb = cmd.cdb
-        op = cdb[0]
-        state = task.state
-        if state.ua and op not in (_INQUIRY, _REQUEST_SENSE, _REPORT_LUNS):
-            sense = state.ua.pop()
-            assert sense is not None
-            raise ScsiError(Status.CHECK_CONDITION, sense)
-        device = self._device_source()
-        spec: OpSpec = self.table(device).lookup(cdb)
-        flags = spec.flags
-        if flags & OpFlags.WRITES_MEDIUM and (task.ctx.read_only or device.read_only):
-            raise ScsiError.write_protected()
-        self.reservations.check(spec, cdb, cmd.nexus)
-        if spec.lba_range is not None:
-            task.lba, task.nblocks = spec.lba_range(cdb)
-            if flags & OpFlags.WRITES_MEDIUM:
-                task.writes = True
-                self._writes_active += 1
+        try:
+            state = task.state
+            if state.ua and cdb[0] not in (_INQUIRY, _REQUEST_SENSE, _REPORT_LUNS):
+                sense = state.ua.pop()
+                assert sense is not None
+                raise ScsiError(Status.CHECK_CONDITION, sense)
+            device = self._device_source()
+            spec: OpSpec = self.table(device).lookup(cdb)
+            flags = spec.flags
+            if flags & OpFlags.WRITES_MEDIUM and (task.ctx.read_only or device.read_only):
+                raise ScsiError.write_protected()
+            self.reservations.check(spec, cdb, cmd.nexus)
+            if spec.lba_range is not None:
+                task.lba, task.nblocks = spec.lba_range(cdb)
+                if flags & OpFlags.WRITES_MEDIUM:
+                    task.writes = True
+                    self._writes_active += 1
+            task.spec = spec
+            task.device = device
+        except ScsiError as exc:
+            task.error = exc
+
+    async def _execute(self, task: Task) -> Buffer | None:
+        if task.error is not None:
+            raise task.error
         await self._wait_turn(task)
-        return await spec.handler(device, cmd, task.ctx)
+        spec = task.spec
+        assert spec is not None
+        return await spec.handler(task.device, task.cmd, task.ctx)
 
     async def _wait_turn(self, task: Task) -> None:
         """Task attributes (SAM-5 8.6) and restricted reordering (QAM=0)."""

@@ -1,0 +1,238 @@
+"""The logical unit's task set: task attributes, reordering rules, aborts, UAs.
+
+These drive a real LogicalUnit actor and a real SBC DiskDevice over a store
+whose I/O can be held at a gate, so "this command is still running" is a
+state the test controls instead of a race it hopes to win.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+from actors.core_table import CORE_TABLE
+from actors.lun import LogicalUnit
+from actors.messages import AbortTask, ClearTaskSet, ResetLogicalUnit, TmfResponse, call
+from devices.disk import DiskDevice
+from devices.stores import MemoryStore
+from scsi.command import DataDirection, Nexus, ScsiCommand, TaskAttribute
+from scsi.sense import Status
+from tests.fakes import FakeTransport
+
+BS = 512
+NEXUS_A = Nexus.iscsi("iqn.2026-11.org.example:a", 1, "iqn.2026-11.org.pyscst:t", 1)
+NEXUS_B = Nexus.iscsi("iqn.2026-11.org.example:b", 2, "iqn.2026-11.org.pyscst:t", 1)
+
+
+class GatedStore(MemoryStore):
+    """A memory store where the next write to a gated LBA waits for the gate
+    (one-shot: later writes to that LBA go straight through)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.gates: dict[int, trio.Event] = {}
+        self.log: list[tuple[str, int]] = []
+
+    def gate(self, lba: int) -> trio.Event:
+        self.gates[lba] = trio.Event()
+        return self.gates[lba]
+
+    async def write(self, offset: int, data: object, fua: bool = False) -> None:
+        lba = offset // BS
+        gate = self.gates.pop(lba, None)
+        if gate is not None:
+            await gate.wait()
+        await super().write(offset, data, fua)  # type: ignore[arg-type]
+        self.log.append(("write", lba))
+
+    async def readinto(self, offset: int, buf: memoryview) -> None:
+        await super().readinto(offset, buf)
+        self.log.append(("read", offset // BS))
+
+
+class Recorder(FakeTransport):
+    """Records which tags answered, in order, with their status."""
+
+    def __init__(self, data_out: bytes = b"") -> None:
+        super().__init__(data_out)
+        self.answered: list[tuple[int, Status]] = []
+        self.sense_by_tag: dict[int, bytes | None] = {}
+
+    async def send_response(self, cmd, status, sense, data):  # type: ignore[no-untyped-def]
+        await super().send_response(cmd, status, sense, data)
+        self.answered.append((cmd.tag, status))
+        self.sense_by_tag[cmd.tag] = sense
+
+
+def write10(lba: int, blocks: int = 1) -> bytes:
+    return struct.pack(">BBIBHB", 0x2A, 0, lba, 0, blocks, 0)
+
+
+def read10(lba: int, blocks: int = 1) -> bytes:
+    return struct.pack(">BBIBHB", 0x28, 0, lba, 0, blocks, 0)
+
+
+TUR = bytes(6)
+
+
+def command(
+    transport: Recorder,
+    cdb: bytes,
+    tag: int,
+    attr: TaskAttribute = TaskAttribute.SIMPLE,
+    nexus: Nexus = NEXUS_A,
+) -> ScsiCommand:
+    direction = {0x2A: DataDirection.WRITE, 0x28: DataDirection.READ}.get(
+        cdb[0], DataDirection.NONE
+    )
+    return ScsiCommand(
+        cdb=cdb,
+        lun=0,
+        tag=tag,
+        attr=attr,
+        expected_length=1 << 20,
+        direction=direction,
+        nexus=nexus,
+        transport=transport,
+    )
+
+
+@asynccontextmanager
+async def running_lu() -> AsyncIterator[tuple[LogicalUnit, GatedStore]]:
+    store = GatedStore(1 << 20)
+    device = DiskDevice("d0", store, block_size=BS)
+    lu = LogicalUnit("d0", lambda: device, CORE_TABLE)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(lu.run)
+        yield lu, store
+        nursery.cancel_scope.cancel()
+
+
+async def clear_power_on_ua(lu: LogicalUnit, nexus: Nexus = NEXUS_A) -> None:
+    t = Recorder()
+    lu.submit(command(t, TUR, 900, nexus=nexus), 0, False)
+    await wait_answers(t, 1)
+    assert t.answered == [(900, Status.CHECK_CONDITION)]
+
+
+async def wait_answers(t: Recorder, n: int) -> None:
+    with trio.fail_after(5):
+        while len(t.answered) < n:
+            await trio.sleep(0.001)
+
+
+async def test_ordered_waits_for_older_simple_commands() -> None:
+    async with running_lu() as (lu, store):
+        await clear_power_on_ua(lu)
+        t = Recorder(b"x" * BS)
+        gate = store.gate(0)
+        lu.submit(command(t, write10(0), 1), 0, False)
+        lu.submit(command(t, write10(100), 2, TaskAttribute.ORDERED), 0, False)
+        await trio.sleep(0.05)
+        assert t.answered == []  # the ORDERED write is held behind the gated SIMPLE one
+        gate.set()
+        await wait_answers(t, 2)
+        assert t.answered == [(1, Status.GOOD), (2, Status.GOOD)]
+
+
+async def test_simple_after_ordered_waits_but_head_of_queue_overtakes() -> None:
+    async with running_lu() as (lu, store):
+        await clear_power_on_ua(lu)
+        t = Recorder(b"y" * BS)
+        gate = store.gate(5)
+        lu.submit(command(t, write10(5), 1, TaskAttribute.ORDERED), 0, False)
+        lu.submit(command(t, read10(50), 2), 0, False)
+        lu.submit(command(t, read10(60), 3, TaskAttribute.HEAD_OF_QUEUE), 0, False)
+        await wait_answers(t, 1)
+        await trio.sleep(0.05)
+        assert t.answered == [(3, Status.GOOD)]  # HoQ ran; SIMPLE waits for ORDERED
+        gate.set()
+        await wait_answers(t, 3)
+        assert [tag for tag, _ in t.answered] == [3, 1, 2]
+
+
+async def test_overlapping_writes_keep_their_order_disjoint_ones_do_not_wait() -> None:
+    async with running_lu() as (lu, store):
+        await clear_power_on_ua(lu)
+        first = Recorder(b"1" * BS)
+        second = Recorder(b"2" * BS)
+        disjoint = Recorder(b"3" * BS)
+        gate = store.gate(7)
+        lu.submit(command(first, write10(7), 1), 0, False)
+        lu.submit(command(second, write10(7), 2), 0, False)
+        lu.submit(command(disjoint, write10(200), 3), 0, False)
+        await wait_answers(disjoint, 1)
+        assert first.answered == [] and second.answered == []
+        gate.set()
+        await wait_answers(first, 1)
+        await wait_answers(second, 1)
+        # restricted reordering: the later overlapping write lands last
+        assert bytes(store.data[7 * BS : 8 * BS]) == b"2" * BS
+
+
+async def test_abort_task_cancels_a_running_command_without_response() -> None:
+    async with running_lu() as (lu, store):
+        await clear_power_on_ua(lu)
+        t = Recorder(b"z" * BS)
+        store.gate(9)  # never opened: the write hangs until aborted
+        lu.submit(command(t, write10(9), 41), 0, False)
+        await trio.sleep(0.02)
+        assert lu.task_count() == 1
+        with trio.fail_after(5):
+            result = await call(lu.mailbox, AbortTask(NEXUS_A, 41))
+        assert result == TmfResponse.COMPLETE
+        assert t.answered == []  # an aborted command sends no status
+        assert [c.tag for c in t.finished] == [41]  # but its transport state is freed
+        assert lu.task_count() == 0
+        assert bytes(store.data[9 * BS : 10 * BS]) == bytes(BS)  # old data, not torn
+        again = await call(lu.mailbox, AbortTask(NEXUS_A, 41))
+        assert again == TmfResponse.TASK_DOES_NOT_EXIST
+
+
+async def test_unit_attentions_are_per_nexus_and_exempt_commands_pass() -> None:
+    async with running_lu() as (lu, _store):
+        t = Recorder()
+        inquiry = bytes((0x12, 0, 0, 0, 36, 0))
+        lu.submit(command(t, inquiry, 1), 0, False)  # INQUIRY is not failed by the UA
+        await wait_answers(t, 1)
+        assert t.answered[-1] == (1, Status.GOOD)
+        lu.submit(command(t, TUR, 2), 0, False)
+        await wait_answers(t, 2)
+        assert t.answered[-1] == (2, Status.CHECK_CONDITION)
+        sense = t.sense_by_tag[2]
+        assert sense is not None and (sense[2] & 0x0F, sense[12], sense[13]) == (6, 0x29, 0x00)
+        lu.submit(command(t, TUR, 3), 0, False)  # reported once, then clear
+        await wait_answers(t, 3)
+        assert t.answered[-1] == (3, Status.GOOD)
+        # B is a different nexus: it gets its own power-on UA
+        tb = Recorder()
+        lu.submit(command(tb, TUR, 4, nexus=NEXUS_B), 0, False)
+        await wait_answers(tb, 1)
+        assert tb.answered == [(4, Status.CHECK_CONDITION)]
+        # a LUN reset from A raises 29/03 for every nexus
+        assert await call(lu.mailbox, ResetLogicalUnit(NEXUS_A)) == TmfResponse.COMPLETE
+        for rec, nexus, tag in ((t, NEXUS_A, 5), (tb, NEXUS_B, 6)):
+            lu.submit(command(rec, TUR, tag, nexus=nexus), 0, False)
+            await wait_answers(rec, len(rec.answered) + 1)
+            sense = rec.sense_by_tag[tag]
+            assert sense is not None and (sense[12], sense[13]) == (0x29, 0x03)
+
+
+async def test_clear_task_set_tells_the_other_initiator() -> None:
+    async with running_lu() as (lu, store):
+        await clear_power_on_ua(lu, NEXUS_A)
+        await clear_power_on_ua(lu, NEXUS_B)
+        tb = Recorder(b"b" * BS)
+        store.gate(11)
+        lu.submit(command(tb, write10(11), 7, nexus=NEXUS_B), 0, False)
+        await trio.sleep(0.02)
+        assert await call(lu.mailbox, ClearTaskSet(NEXUS_A)) == TmfResponse.COMPLETE
+        assert tb.answered == []  # TAS=0: no TASK ABORTED status ...
+        lu.submit(command(tb, TUR, 8, nexus=NEXUS_B), 0, False)
+        await wait_answers(tb, 1)
+        sense = tb.sense_by_tag[8]
+        # ... but COMMANDS CLEARED BY ANOTHER INITIATOR on B's next command
+        assert sense is not None and (sense[12], sense[13]) == (0x2F, 0x00)
