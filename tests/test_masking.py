@@ -1,0 +1,124 @@
+"""LUN masking and per-nexus unit attentions, seen from real iSCSI initiators.
+
+Three initiators log in to one daemon: one matched by an exact name, one by a
+glob pattern with a read-only view, and a stranger that the (empty) default
+group leaves with nothing to see. Each must see exactly its own LUN map in
+REPORT LUNS and discovery, its own power-on UA, and the errors SPC/SAM assign
+to LUNs it may not use.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+
+from scsi.lun import decode_lun
+from tests.daemon import running_daemon_async
+from transports.iscsi.initiator import Initiator, LoginError
+
+TARGET = "iqn.2026-11.org.pyscst:masking"
+ADMIN = "iqn.2026-11.org.example:admin"
+READER = "iqn.2026-11.org.example:reader-7"
+STRANGER = "iqn.2026-11.org.example:stranger"
+
+REPORT_LUNS = bytes((0xA0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0))
+TUR = bytes(6)
+
+
+def write10(lba: int, blocks: int) -> bytes:
+    return struct.pack(">BBIBHB", 0x2A, 0, lba, 0, blocks, 0)
+
+
+def sense_triplet(sense: bytes) -> tuple[int, int, int]:
+    return (sense[2] & 0x0F, sense[12], sense[13])
+
+
+def luns_of(data: bytes) -> list[int | None]:
+    length = struct.unpack_from(">I", data)[0]
+    return [decode_lun(data[8 + i : 16 + i]) for i in range(0, length, 8)]
+
+
+DEVICES = {
+    "disk0": {"handler": "vdisk_fileio", "size": "8MiB"},
+    "disk1": {"handler": "vdisk_fileio", "size": "8MiB"},
+}
+GROUPS = {
+    "admins": {
+        "initiators": [ADMIN],
+        "luns": [{"lun": 0, "device": "disk0"}, {"lun": 5, "device": "disk1"}],
+    },
+    "readers": {
+        "initiators": ["iqn.2026-11.org.example:reader-*"],
+        "luns": [{"lun": 3, "device": "disk1", "read_only": True}],
+    },
+}
+
+
+async def test_each_initiator_sees_its_own_lun_map(tmp_path: Path) -> None:
+    async with running_daemon_async(
+        tmp_path, target=TARGET, devices=DEVICES, luns=(), groups=GROUPS
+    ) as d:
+        async with await Initiator.connect(
+            d.host, d.port, initiator_name=ADMIN, target_name=TARGET
+        ) as admin:
+            r = await admin.execute(0, REPORT_LUNS, read_length=256)
+            assert r.status == 0
+            assert luns_of(r.data) == [0, 5]
+            # a LUN outside the map: LOGICAL UNIT NOT SUPPORTED
+            r = await admin.execute(3, TUR)
+            assert r.status == 2 and sense_triplet(r.sense) == (0x5, 0x25, 0x00)
+            # INQUIRY there answers with peripheral qualifier 011b instead
+            r = await admin.execute(3, bytes((0x12, 0, 0, 0, 36, 0)), read_length=36)
+            assert r.status == 0 and r.data[0] == 0x7F
+
+        async with await Initiator.connect(
+            d.host, d.port, initiator_name=READER, target_name=TARGET
+        ) as reader:
+            r = await reader.execute(0, REPORT_LUNS, read_length=256)
+            assert luns_of(r.data) == [3]
+            r = await reader.execute(3, TUR)  # first command of a new nexus
+            assert r.status == 2 and sense_triplet(r.sense) == (0x6, 0x29, 0x00)
+            r = await reader.execute(3, TUR)
+            assert r.status == 0
+            # the same device is writable through the admins' LUN 5, not here
+            r = await reader.execute(3, write10(0, 1), data_out=bytes(512))
+            assert r.status == 2 and sense_triplet(r.sense) == (0x7, 0x27, 0x00)
+
+        # the default group is empty: a stranger may neither log in nor discover
+        with pytest.raises(LoginError):
+            async with await Initiator.connect(
+                d.host, d.port, initiator_name=STRANGER, target_name=TARGET
+            ):
+                pass
+        async with await Initiator.connect(
+            d.host, d.port, initiator_name=STRANGER, discovery=True
+        ) as disco:
+            assert await disco.send_targets() == []
+        async with await Initiator.connect(
+            d.host, d.port, initiator_name=ADMIN, discovery=True
+        ) as disco:
+            found = await disco.send_targets()
+            assert [name for name, _ in found] == [TARGET]
+            assert found[0][1] == [f"{d.host}:{d.port},1"]
+
+
+async def test_unit_attention_is_reported_once_per_nexus(tmp_path: Path) -> None:
+    devices = {"disk0": {"handler": "vdisk_fileio", "size": "8MiB"}}
+    luns = ({"lun": 0, "device": "disk0"},)
+    async with running_daemon_async(tmp_path, target=TARGET, devices=devices, luns=luns) as d:
+        async with (
+            await Initiator.connect(d.host, d.port, initiator_name=ADMIN, target_name=TARGET) as a,
+            await Initiator.connect(d.host, d.port, initiator_name=READER, target_name=TARGET) as b,
+        ):
+            for ini in (a, b):
+                r = await ini.execute(0, TUR)
+                assert sense_triplet(r.sense) == (0x6, 0x29, 0x00)
+                assert (await ini.execute(0, TUR)).status == 0
+            # LUN RESET from A: both nexuses learn of it (29/03), once each
+            assert await a.task_management(5, 0, 0xFFFFFFFF) == 0
+            for ini in (a, b):
+                r = await ini.execute(0, TUR)
+                assert r.status == 2 and sense_triplet(r.sense) == (0x6, 0x29, 0x03)
+                assert (await ini.execute(0, TUR)).status == 0
