@@ -365,13 +365,13 @@ class IscsiConnection:
                 self._on_data_out(event)
                 continue
             if isinstance(event, P.SnackRequest):
-                self._reject(RejectReason.COMMAND_NOT_SUPPORTED, encode_pdu(event)[:48])
+                self._reject_pdu(RejectReason.COMMAND_NOT_SUPPORTED, event)
                 continue
             if discovery and isinstance(event, P.ScsiCommand | P.TaskManagementRequest):
-                self._reject(RejectReason.PROTOCOL_ERROR, encode_pdu(event)[:48])
+                self._reject_pdu(RejectReason.PROTOCOL_ERROR, event)
                 continue
             if not hasattr(event, "cmdsn"):
-                self._reject(RejectReason.PROTOCOL_ERROR, encode_pdu(event)[:48])
+                self._reject_pdu(RejectReason.PROTOCOL_ERROR, event)
                 continue
             if isinstance(event, P.ScsiCommand) and not self._admit_command(event):
                 continue
@@ -417,7 +417,7 @@ class IscsiConnection:
             assert self._nursery is not None
             self._nursery.start_soon(self._on_tmf, pdu)
         else:
-            self._reject(RejectReason.PROTOCOL_ERROR, encode_pdu(pdu)[:48])
+            self._reject_pdu(RejectReason.PROTOCOL_ERROR, pdu)
 
     def _nop_window(self, immediate: bool) -> tuple[int, int]:
         if not immediate:
@@ -427,6 +427,10 @@ class IscsiConnection:
     def _complete_slot(self) -> None:
         assert self._window is not None
         self._window.complete()
+
+    def _reject_pdu(self, reason: int, pdu: Any) -> None:
+        """Reject ``pdu``: the Reject carries its 48-byte header (RFC 7143 11.17)."""
+        self._reject(reason, encode_pdu(pdu)[:48])
 
     def _reject(self, reason: int, header: bytes | None) -> None:
         exp, mx = self._windows() if self._window is not None else (0, 0)
@@ -448,15 +452,14 @@ class IscsiConnection:
         params = self.params
         assert params is not None
         dlen = len(pdu.data)
-        header = encode_pdu(pdu)[:48]
         if pdu.itt == RESERVED_TAG or pdu.itt in self._itt:
-            self._reject(RejectReason.INVALID_PDU_FIELD, header)
+            self._reject_pdu(RejectReason.INVALID_PDU_FIELD, pdu)
             return False
         if dlen and (not pdu.write or not params.immediate_data):
-            self._reject(RejectReason.PROTOCOL_ERROR, header)
+            self._reject_pdu(RejectReason.PROTOCOL_ERROR, pdu)
             return False
         if dlen > params.first_burst_length or dlen > pdu.expected_data_transfer_length:
-            self._reject(RejectReason.PROTOCOL_ERROR, header)
+            self._reject_pdu(RejectReason.PROTOCOL_ERROR, pdu)
             return False
         direction = (
             DataDirection.WRITE
@@ -554,7 +557,7 @@ class IscsiConnection:
         ABORTED COMMAND / DATA PHASE ERROR (no within-command recovery at
         ErrorRecoveryLevel 0); the connection itself stays usable."""
         log.warning("%s: ITT %#x: %s", self.peer, pdu.itt, reason)
-        self._reject(RejectReason.PROTOCOL_ERROR, encode_pdu(pdu)[:48])
+        self._reject_pdu(RejectReason.PROTOCOL_ERROR, pdu)
         st.failed = True
         if st.unsol_done is not None:
             st.unsol_done.set()
@@ -770,7 +773,7 @@ class IscsiConnection:
         try:
             keys = decode_text(pdu.data)
         except TextKeyError:
-            self._reject(RejectReason.PROTOCOL_ERROR, encode_pdu(pdu)[:48])
+            self._reject_pdu(RejectReason.PROTOCOL_ERROR, pdu)
             return
         login = self.login
         initiator = login.initiator_name if login else ""
@@ -821,11 +824,12 @@ def _data_phase_error() -> ScsiError:
     return ScsiError.check(SenseKey.ABORTED_COMMAND, Asc.DATA_PHASE_ERROR)
 
 
+_ATTRS = tuple(TaskAttribute) + (TaskAttribute.SIMPLE,) * 3
+
+
 def _attr(value: int) -> TaskAttribute:
-    try:
-        return TaskAttribute(value)
-    except ValueError:
-        return TaskAttribute.SIMPLE
+    """The iSCSI ATTR field as a task attribute; reserved values act as SIMPLE."""
+    return _ATTRS[value & 7]
 
 
 def _peer(stream: trio.SocketStream) -> str:
