@@ -15,12 +15,13 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import trio
 
-from actors.session import Session
+from actors.session import LunMapping, Session
+from actors.target import SessionInfo
 from scsi.command import Buffer, DataDirection, ScsiCommand, TaskAttribute
 from scsi.lun import decode_lun
 from scsi.sense import Asc, ScsiError, SenseKey, Status
@@ -155,6 +156,25 @@ class IscsiConnection:
     async def wait_closed(self) -> None:
         await self._closed.wait()
 
+    def update_luns(self, luns: Mapping[int, LunMapping]) -> None:
+        """The target's LUN map for this session changed (live admin edit)."""
+        if self.session is not None:
+            self.session.update_luns(luns)
+
+    def info(self) -> SessionInfo | None:
+        """The admin plane's view of this session (None until logged in)."""
+        login, session = self.login, self.session
+        if login is None or session is None:
+            return None
+        return SessionInfo(
+            nexus=session.nexus,
+            initiator_name=login.initiator_name,
+            isid=login.isid,
+            tsih=login.tsih,
+            address=self.peer,
+            luns=dict(session.luns),
+        )
+
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         try:
@@ -276,6 +296,13 @@ class IscsiConnection:
     async def _login(self) -> LoginResult | None:
         policy = self.host.login_policy(self.local)
         machine = LoginMachine(policy)
+        # Whatever is not a Login Request from the first byte on (a port
+        # scanner, an HTTP client) is closed at once, not after the timeout.
+        opening = await self.stream.receive_some(RECV_SIZE)
+        if not opening or opening[0] & 0x3F != 0x03:
+            log.info("%s: not iSCSI (first byte %r); closing", self.peer, opening[:1])
+            return None
+        self._reader.feed(opening)
         first = True
         async for event in self._pdus():
             if isinstance(event, ProtocolError) or not isinstance(event, P.LoginRequest):
