@@ -104,7 +104,11 @@ def write_config(
         "log_level": log_level,
         "iscsi": dict(iscsi or {}),
         "devices": {name: dict(d) for name, d in devices.items()},
-        "targets": {target: target_table, **{k: dict(v) for k, v in (extra_targets or {}).items()}},
+        "targets": {
+            target: target_table,
+            # extra targets share the test portal unless they name their own
+            **{k: {"portals": [f"{host}:{port}"], **v} for k, v in (extra_targets or {}).items()},
+        },
     }
     path = workdir / "pyscst.toml"
     path.write_text(tomli_w.dumps(doc))
@@ -213,6 +217,7 @@ def running_daemon(
     groups: Mapping[str, Mapping[str, Any]] | None = None,
     iscsi: Mapping[str, Any] | None = None,
     log_level: str = "info",
+    extra_targets: Mapping[str, Mapping[str, Any]] | None = None,
     startup_timeout: float = 30.0,
     stop_timeout: float = 15.0,
 ) -> Iterator[RunningDaemon]:
@@ -225,7 +230,7 @@ def running_daemon(
     port = free_port(host)
     config_path = write_config(
         workdir, port=port, host=host, target=target, devices=devices, luns=luns,
-        groups=groups, iscsi=iscsi, log_level=log_level,
+        groups=groups, iscsi=iscsi, log_level=log_level, extra_targets=extra_targets,
     )
     proc, info = start_daemon(
         config_path, host=host, port=port, target=target, startup_timeout=startup_timeout

@@ -122,3 +122,26 @@ async def test_unit_attention_is_reported_once_per_nexus(tmp_path: Path) -> None
                 r = await ini.execute(0, TUR)
                 assert r.status == 2 and sense_triplet(r.sense) == (0x6, 0x29, 0x03)
                 assert (await ini.execute(0, TUR)).status == 0
+
+
+async def test_long_sendtargets_answer_arrives_in_continued_pieces(tmp_path: Path) -> None:
+    devices = {"disk0": {"handler": "vdisk_nullio", "size": "1MiB"}}
+    luns = ({"lun": 0, "device": "disk0"},)
+    extra = {
+        f"iqn.2026-11.org.pyscst:a-rather-long-target-name-for-continuation-{i:02d}": {
+            "luns": [{"lun": 0, "device": "disk0"}],
+        }
+        for i in range(12)
+    }
+    async with running_daemon_async(
+        tmp_path, target=TARGET, devices=devices, luns=luns, extra_targets=extra
+    ) as d:
+        # 512 bytes is the smallest MaxRecvDataSegmentLength an initiator may declare
+        async with await Initiator.connect(
+            d.host, d.port, initiator_name=ADMIN, discovery=True,
+            max_recv_data_segment_length=512,
+        ) as disco:  # fmt: skip
+            found = dict(await disco.send_targets())
+        assert len(found) == 13
+        assert found[TARGET] == [f"{d.host}:{d.port},1"]
+        assert all(name in found for name in extra)

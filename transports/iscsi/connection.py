@@ -34,6 +34,8 @@ from transports.iscsi.login import (
     LoginResult,
     TargetPolicy,
     answer_text,
+    split_text,
+    text_declarations,
 )
 from transports.iscsi.params import SessionParams
 from transports.iscsi.pdu_codec import PduReader, ProtocolError, encode_pdu
@@ -125,6 +127,7 @@ class IscsiConnection:
         self._statsn = 0
         self._itt: dict[int, ScsiCommand] = {}
         self._bursts: dict[int, _Burst] = {}
+        self._text_pending: dict[int, list[bytes]] = {}
         self._ttt = itertools.count(1)
         self._window: CmdSNWindow[Any] | None = None
         self.session: Session | None = None
@@ -794,14 +797,27 @@ class IscsiConnection:
 
     # -- text and logout ------------------------------------------------------------
     def _on_text(self, pdu: P.TextRequest) -> None:
+        """Text Request: SendTargets and declarations; long answers go out in
+        pieces with the C bit, each fetched by an empty request echoing our TTT."""
         if not pdu.immediate:
             self._complete_slot()
-        exp, mx = self._windows()
+        if pdu.ttt != RESERVED_TAG:
+            chunks = self._text_pending.pop(pdu.ttt, None)
+            if chunks is None:
+                self._reject_pdu(RejectReason.INVALID_PDU_FIELD, pdu)
+                return
+            self._send_text_chunk(pdu.itt, chunks)
+            return
+        self._text_pending.clear()  # a new request ends any unfinished one
         try:
             keys = decode_text(pdu.data)
         except TextKeyError:
             self._reject_pdu(RejectReason.PROTOCOL_ERROR, pdu)
             return
+        declared = text_declarations(keys)
+        mrdsl = declared.get("MaxRecvDataSegmentLength")
+        if isinstance(mrdsl, int):
+            self._max_send = mrdsl
         login = self.login
         initiator = login.initiator_name if login else ""
         current = login.target_name if login else None
@@ -810,16 +826,23 @@ class IscsiConnection:
             login.session_type if login else "Discovery",
             lambda which: self.host.send_targets(initiator, which, current, self.local),
         )
-        data = encode_text(answer)
-        if len(data) > self._max_send:
-            data = data[: self._max_send]  # TODO(issue 2): C-bit continuation
+        self._send_text_chunk(pdu.itt, split_text(encode_text(answer), self._max_send))
+
+    def _send_text_chunk(self, itt: int, chunks: list[bytes]) -> None:
+        data = chunks[0] if chunks else b""
+        rest = chunks[1:]
+        ttt = RESERVED_TAG
+        if rest:
+            ttt = next(self._ttt) & 0x7FFFFFFF
+            self._text_pending[ttt] = rest
+        exp, mx = self._windows()
         self._send_pdu(
             P.TextResponse(
-                final=True,
-                cont=False,
+                final=not rest,
+                cont=bool(rest),
                 lun=0,
-                itt=pdu.itt,
-                ttt=RESERVED_TAG,
+                itt=itt,
+                ttt=ttt,
                 statsn=self._next_statsn(),
                 expcmdsn=exp,
                 maxcmdsn=mx,
