@@ -2,6 +2,7 @@
 #   make serve   run the daemon on etc/pyscst.toml (127.0.0.1:3260, state in ./var/)
 #   make test    tools + lint + every test (what CI runs: .ci/run)
 #   make lint    ruff + mypy only
+#   make bench   pyscst vs tgt side by side (benchmarks/bench.py; BENCH_ARGS=--quick etc.)
 # The venv and tools are set up on demand; stamp files keep repeated runs quick.
 
 PYTHON ?= python3
@@ -13,7 +14,7 @@ PYTEST_ARGS ?=
 # binary -> Debian package that provides it (installed only if missing and root)
 TOOL_PACKAGES := iscsi-test-cu:libiscsi-bin qemu-img:qemu-utils tgtd:tgt
 
-.PHONY: serve test lint pytest tools venv clean
+.PHONY: serve test lint pytest tools venv clean bench
 
 serve: $(VENV)/.stamp-install
 	$(BIN)/pyscst serve --config $(CONFIG)
@@ -60,6 +61,13 @@ tools:
 			echo "warning: missing Debian packages: $$missing (not root: dependent tests will skip)"; \
 		fi; \
 	fi
+
+$(VENV)/.stamp-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	@touch $(VENV)/.stamp-install $(VENV)/.stamp-test $@
+
+bench: tools $(VENV)/.stamp-bench
+	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -32,7 +32,14 @@ import scenarios
 import sessions
 import targets
 import tools
-from procstat import RssSampler, busy_cpus, cpu_seconds, rss_kib
+from procstat import (
+    RssSampler,
+    busy_cpus,
+    children_cpu_seconds,
+    cpu_seconds,
+    machine_busy_seconds,
+    rss_kib,
+)
 from report import MemoryReport, RunRecord
 from scenarios import Scenario
 from targets import Endpoint
@@ -55,6 +62,7 @@ class Settings:
     sessions: int
     soak: float
     pin: bool
+    retry_noisy: int
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -73,6 +81,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sessions", type=int, default=100, help="idle sessions for RSS (100)")
     p.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
                    help="also load the candidate this long, sampling RSS")
+    p.add_argument("--retry-noisy", type=int, default=1, metavar="N",
+                   help="redo a run up to N times when other programs used more than "
+                        f"{report.NOISY_CPUS} CPU during it (default 1)")
     p.add_argument("--no-pin", action="store_true", help="do not taskset targets/clients")
     p.add_argument("--no-install", action="store_true", help="never apt-get missing tools")
     p.add_argument("--json", type=Path, help="JSON output (default bench-results/)")
@@ -96,7 +107,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         raise SystemExit("--rounds must be >= 1 and --duration within 1..120 s")
     pin = not args.no_pin and (os.cpu_count() or 1) >= 2
     return Settings(rounds, duration, warmup, chosen, args.candidate,
-                    max(0, args.sessions), max(0.0, args.soak), pin)  # fmt: skip
+                    max(0, args.sessions), max(0.0, args.soak), pin,
+                    max(0, args.retry_noisy))  # fmt: skip
 
 
 def say(*parts: object) -> None:
@@ -116,6 +128,19 @@ def _interrupt_on_signals() -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+@attrs.frozen
+class Outcome:
+    """Everything one run measured, before it is summarized."""
+
+    baseline: str
+    candidate: str
+    records: list[RunRecord]
+    failures: list[dict[str, object]]
+    discarded: list[RunRecord]
+    memory: list[MemoryReport]
+    soak: dict[str, object] | None
+
+
 class Bench:
     """One benchmark run: owns the endpoints' measurements until it returns."""
 
@@ -127,6 +152,9 @@ class Bench:
         self.counts: dict[tuple[str, str], int] = {}
         self.records: list[RunRecord] = []
         self.failures: list[dict[str, object]] = []
+        self.discarded: list[RunRecord] = []  # runs redone because of background load
+        # Redos may add at most a quarter to the planned time, however noisy the machine.
+        self.redos_left = cfg.rounds * len(cfg.scenarios) * len(endpoints) // 4
 
     def _check_alive(self, ep: Endpoint) -> None:
         if not os.path.exists(f"/proc/{ep.pid}"):
@@ -158,8 +186,29 @@ class Bench:
                 say(f"  warm-up {sc.key:<15} {ep.label:<7} {run.iops:>10,.0f} IOPS")
 
     def measure(self, sc: Scenario, ep: Endpoint, rnd: int) -> None:
+        """One measured run; a run disturbed by other load is redone (bounded)."""
+        for attempt in range(1 + self.cfg.retry_noisy):
+            rec = self._measure_once(sc, ep, rnd)
+            if rec is None:
+                return
+            per100k = rec.cpu_per_100k or 0.0
+            redo = (rec.background_cpus > report.NOISY_CPUS
+                    and attempt < self.cfg.retry_noisy and self.redos_left > 0)  # fmt: skip
+            say(f"  round {rnd} {sc.key:<15} {ep.label:<7} {rec.iops:>10,.0f} IOPS "
+                f"{rec.mbps:>8.1f} MB/s  cpu {per100k:5.2f} s/100k  "
+                f"rss {rec.rss_peak_kib / 1024:.1f} MiB  background {rec.background_cpus:.2f} CPU"
+                + ("  (noisy, redoing)" if redo else ""))
+            if not redo:
+                self.records.append(rec)
+                return
+            self.redos_left -= 1
+            self.discarded.append(rec)
+
+    def _measure_once(self, sc: Scenario, ep: Endpoint, rnd: int) -> RunRecord | None:
         self._check_alive(ep)
         before = cpu_seconds(ep.pid)
+        machine_before, client_before = machine_busy_seconds(), children_cpu_seconds()
+        started = time.monotonic()
         try:
             with RssSampler(ep.pid) as rss:
                 run = scenarios.run_client(
@@ -172,14 +221,14 @@ class Bench:
             self.failures.append({"scenario": sc.key, "target": ep.label, "round": rnd,
                                   "error": str(e)})  # fmt: skip
             say(f"  round {rnd} {sc.key:<15} {ep.label:<7} FAILED: {e}")
-            return
+            return None
         cpu = cpu_seconds(ep.pid) - before
-        rec = RunRecord(sc.key, ep.label, rnd, run.commands, run.seconds, run.iops, run.mbps,
-                        cpu, rss.peak_kib)  # fmt: skip
-        self.records.append(rec)
-        per100k = rec.cpu_per_100k or 0.0
-        say(f"  round {rnd} {sc.key:<15} {ep.label:<7} {run.iops:>10,.0f} IOPS "
-            f"{run.mbps:>8.1f} MB/s  cpu {per100k:5.2f} s/100k  rss {rss.peak_kib / 1024:.1f} MiB")
+        client = children_cpu_seconds() - client_before
+        window = time.monotonic() - started
+        others = machine_busy_seconds() - machine_before - cpu - client
+        background = max(0.0, others) / max(window, 1e-3)
+        return RunRecord(sc.key, ep.label, rnd, run.commands, run.seconds, run.iops, run.mbps,
+                         cpu, rss.peak_kib, client, background)  # fmt: skip
 
     def rounds(self) -> None:
         for rnd in range(1, self.cfg.rounds + 1):
@@ -200,24 +249,25 @@ class Bench:
                                        pin=self.client_pin)  # fmt: skip
         kib = [s.kib for s in rss.samples]
         tenth = max(1, len(kib) // 10)
+        start = statistics.median(kib[:tenth]) if kib else None
+        end = statistics.median(kib[-tenth:]) if kib else None
         result: dict[str, object] = {
             "target": ep.label,
             "seconds": self.cfg.soak,
             "iops": run.iops,
             "samples": [[round(s.at, 1), s.kib] for s in rss.samples],
-            "start_kib": statistics.median(kib[:tenth]) if kib else None,
-            "end_kib": statistics.median(kib[-tenth:]) if kib else None,
+            "start_kib": start,  # median of the first tenth of the samples
+            "end_kib": end,  # median of the last tenth
             "max_kib": max(kib, default=None),
         }
-        if kib:
-            growth = (result["end_kib"] or 0) - (result["start_kib"] or 0)  # type: ignore[operator]
+        if start is not None and end is not None:
             say(f"soak: RSS first {kib[0] / 1024:.1f} MiB, last {kib[-1] / 1024:.1f} MiB, "
-                f"max {max(kib) / 1024:.1f} MiB, growth {growth / 1024:+.1f} MiB "
+                f"max {max(kib) / 1024:.1f} MiB, growth {(end - start) / 1024:+.1f} MiB "
                 f"over {len(kib)} samples at {run.iops:,.0f} IOPS")  # fmt: skip
         return result
 
 
-def run(cfg: Settings, workdir: Path, pyscst_cmd: Sequence[str] | None) -> dict[str, object]:
+def run(cfg: Settings, workdir: Path, pyscst_cmd: Sequence[str] | None) -> Outcome:
     target_cpu = TARGET_CPU if cfg.pin else None
     candidate_label = "pyscst" if cfg.candidate == "pyscst" else "tgt-b"
     with contextlib.ExitStack() as stack:
@@ -256,14 +306,8 @@ def run(cfg: Settings, workdir: Path, pyscst_cmd: Sequence[str] | None) -> dict[
             )
             for ep in endpoints
         ]
-    return {
-        "baseline": base.label,
-        "candidate": cand.label,
-        "records": bench.records,
-        "failures": bench.failures,
-        "memory": memory,
-        "soak": soak,
-    }
+    return Outcome(base.label, cand.label, bench.records, bench.failures, bench.discarded,
+                   memory, soak)  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -305,15 +349,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     elapsed = time.monotonic() - started
 
-    base, cand = str(result["baseline"]), str(result["candidate"])
-    records: list[RunRecord] = result["records"]  # type: ignore[assignment]
-    memory: list[MemoryReport] = result["memory"]  # type: ignore[assignment]
+    base, cand, records, memory = result.baseline, result.candidate, result.records, result.memory
     comps = report.compare(cfg.scenarios, records, base, cand)
     say("")
     say(report.throughput_table(comps, base, cand))
-    note = report.latency_note(comps, base, cand)
-    if note:
-        say(note)
+    for note in (report.latency_note(comps, base, cand), report.background_note(records)):
+        if note:
+            say(note)
     say("")
     say(report.cpu_table(comps, base, cand))
     if cfg.sessions:
@@ -331,9 +373,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "comparisons": [report.comparison_json(c) for c in comps],
         "memory": [attrs.asdict(m) for m in memory],
         "rss_goal_mib": report.RSS_GOAL_MIB,
-        "soak": result["soak"],
+        "soak": result.soak,
         "runs": [attrs.asdict(r) for r in records],
-        "failures": result["failures"],
+        "failures": result.failures,
+        "discarded_noisy_runs": [attrs.asdict(r) for r in result.discarded],
     }  # fmt: skip
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(document, indent=2) + "\n")

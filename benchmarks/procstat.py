@@ -7,6 +7,7 @@ the whole thread group), so neither needs to cooperate with the harness.
 from __future__ import annotations
 
 import os
+import resource
 import threading
 import time
 from types import TracebackType
@@ -100,6 +101,17 @@ def _cpu_jiffies() -> tuple[int, int]:
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
     total = sum(fields[:8])  # guest time is already inside user/nice
     return total - idle, total
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot (all CPUs)."""
+    return _cpu_jiffies()[0] / _CLK_TCK
+
+
+def children_cpu_seconds() -> float:
+    """CPU seconds of our waited-for child processes (the load generators)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def busy_cpus(interval: float = 1.0) -> float:

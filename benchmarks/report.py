@@ -15,6 +15,7 @@ from scenarios import Scenario
 
 RSS_GOAL_MIB = 150.0  # pyscst RSS with RSS_GOAL_SESSIONS idle sessions
 RSS_GOAL_SESSIONS = 100
+NOISY_CPUS = 0.25  # background load that makes a run's numbers suspect
 
 
 @attrs.frozen
@@ -30,6 +31,10 @@ class RunRecord:
     mbps: float
     cpu_seconds: float
     rss_peak_kib: int
+    client_cpu_seconds: float = 0.0
+    # CPUs' worth of work the rest of the machine (neither target nor client)
+    # did during the run: a run with much of it was disturbed by something else.
+    background_cpus: float = 0.0
 
     def metric(self, name: str) -> float:
         return self.iops if name == "iops" else self.mbps
@@ -147,6 +152,17 @@ def cpu_table(comps: Sequence[Comparison], baseline: str, candidate: str) -> str
         ratio = f"{k.median / b.median:.2f}x" if b and k and b.median else "-"
         rows.append([c.scenario.title, fmt_spread(b), fmt_spread(k), ratio])
     return _table(["target CPU s / 100k commands", baseline, candidate, "ratio"], rows)
+
+
+def background_note(records: Sequence[RunRecord]) -> str | None:
+    """Warn when other programs used a noticeable CPU share during the runs."""
+    loads = [r.background_cpus for r in records]
+    if not loads:
+        return None
+    worst = max(loads)
+    text = (f"background load during runs: median {statistics.median(loads):.2f} CPU, "
+            f"max {worst:.2f}")
+    return text + (" -- noisy, rerun on an idle machine" if worst > NOISY_CPUS else "")
 
 
 def latency_note(comps: Sequence[Comparison], baseline: str, candidate: str) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -166,3 +167,12 @@ def test_nop_in_ping_gets_a_nop_out_echoing_its_tag() -> None:
     assert int.from_bytes(reply[28:32], "big") == 9
     ping[20:24] = b"\xff\xff\xff\xff"  # a NOP-In answering nothing wants no reply
     assert sessions.nop_out_reply(session, bytes(ping)) is None
+
+
+def test_background_note_flags_disturbed_runs() -> None:
+    quiet = [attrs.evolve(_rec("x", "tgt", 100), background_cpus=b) for b in (0.01, 0.02, 0.03)]
+    note = report.background_note(quiet)
+    assert note is not None and "0.02" in note and "noisy" not in note
+    loud = [*quiet, attrs.evolve(_rec("x", "tgt", 100), background_cpus=0.9)]
+    assert "noisy" in (report.background_note(loud) or "")
+    assert report.background_note([]) is None

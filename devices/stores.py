@@ -177,6 +177,21 @@ class FileStore:
                 self._nowait_reads = False
             if done == len(buf):
                 return
+        elif (
+            self.inline_writes
+            and len(buf) <= INLINE_WRITE_MAX
+            and time.monotonic() >= self._threads_until
+        ):
+            # No RWF_NOWAIT here (tmpfs, some network filesystems): read
+            # inline and time it, like buffered writes; a read that stalls the
+            # event loop sends the next second's reads to worker threads.
+            start = time.monotonic()
+            self._read_blocking(offset, buf)
+            elapsed = time.monotonic() - start
+            if elapsed > STALL_LIMIT:
+                self.stalls += 1
+                self._threads_until = start + elapsed + STALL_BACKOFF
+            return
         rest = buf[done:]
         await trio.to_thread.run_sync(self._read_blocking, offset + done, rest)
 
