@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from actors.pr_handlers import pr_specs
 from scsi.cdb import OpFlags, OpSpec, OpTable, ResvClass, build_report_tmf, build_rsoc
 from scsi.command import Buffer, DataDirection, ExecContext, ScsiCommand
 from scsi.opcodes import MaintenanceIn, Op
@@ -97,5 +98,6 @@ CORE_TABLE = OpTable(
             _mask(Op.RELEASE_10, 0, 0, 0, 0, 0, 0, 0, 0, 0),
             DataDirection.NONE, _release, OpFlags.NONE, ResvClass.ALLOWED,
         ),
+        *pr_specs(),
     ]
 )  # fmt: skip

@@ -12,11 +12,16 @@ cancels one scope, LUN RESET the whole task set.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import trio
 
+from actors.faults import FaultEngine
+from actors.faults_lu import run_with_faults
+from actors.lu_stats import IoStats, StatsSnapshot
 from actors.messages import (
     AbortTask,
     AbortTaskSet,
@@ -29,10 +34,13 @@ from actors.messages import (
     ResetLogicalUnit,
     TmfResponse,
 )
+from actors.persistent_reservations import PortResolver
+from actors.pr_state import Registrant
+from actors.pr_store import AptplStore
 from actors.reservations import Reservations
 from actors.unit_attention import UnitAttentionQueue
-from scsi.cdb import OpFlags, OpSpec, OpTable
-from scsi.command import Buffer, Nexus, ScsiCommand, TaskAttribute
+from scsi.cdb import NEEDS_AWAIT, OpFlags, OpSpec, OpTable
+from scsi.command import Buffer, DataDirection, Nexus, ScsiCommand, TaskAttribute
 from scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
 
 log = logging.getLogger(__name__)
@@ -47,11 +55,12 @@ MAILBOX_DEPTH = 64
 class NexusState:
     """What the LU keeps per I_T nexus: its UA queue and execution contexts."""
 
-    __slots__ = ("contexts", "nexus", "tasks", "ua")
+    __slots__ = ("contexts", "nexus", "stats", "tasks", "ua")
 
     def __init__(self, nexus: Nexus) -> None:
         self.nexus = nexus
         self.ua = UnitAttentionQueue()
+        self.stats = IoStats()
         self.tasks: dict[int, Task] = {}
         self.contexts: dict[tuple[int, bool], CommandContext] = {}
 
@@ -94,12 +103,14 @@ class Task:
         "device",
         "done",
         "error",
+        "failure",
         "finished",
         "lba",
         "nblocks",
         "scope",
         "seq",
         "spec",
+        "started_ns",
         "state",
         "tas",
         "writes",
@@ -121,6 +132,9 @@ class Task:
         self.spec: OpSpec | None = None
         self.device: Any = None
         self.error: ScsiError | None = None
+        self.started_ns = 0
+        #: sense to answer with when cancelled by a device crash (retryable)
+        self.failure: bytes | None = None
 
     async def wait_done(self) -> None:
         if self.finished:
@@ -141,8 +155,19 @@ class Task:
 class LogicalUnit:
     """Actor for one logical unit (one exported device)."""
 
-    def __init__(self, name: str, device_source: Callable[[], Any], core_table: OpTable) -> None:
+    def __init__(
+        self,
+        name: str,
+        device_source: Callable[[], Any],
+        core_table: OpTable,
+        faults: FaultEngine | None = None,
+        pr_path: Path | None = None,
+    ) -> None:
         self.name = name
+        #: APTPL file (state_dir/pr/<device>.json); loaded on the first start
+        self._pr_store = AptplStore(pr_path) if pr_path is not None else None
+        self._pr_lock = trio.Lock()
+        self._faults = faults
         self._device_source = device_source
         self._core_table = core_table
         self._table: OpTable | None = None
@@ -158,6 +183,7 @@ class LogicalUnit:
         self._seq = 0
         self.reservations = Reservations()
         self.stats_commands = 0
+        self._stats = IoStats()
 
     # -- actor plumbing -------------------------------------------------
     @property
@@ -165,6 +191,11 @@ class LogicalUnit:
         return self._mailbox_send
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        store = self._pr_store
+        if store is not None and not store.loaded:
+            saved = store.load()
+            if saved is not None:
+                self.reservations.commit(saved)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()
@@ -258,6 +289,18 @@ class LogicalUnit:
         else:
             self._nexuses.pop(key, None)
 
+    def device_lost(self) -> None:
+        """The device handler crashed (atomic): every command in flight ends with
+        ABORTED COMMAND (retryable) and every nexus gets DEVICE INTERNAL RESET."""
+        sense = Sense.of(SenseKey.ABORTED_COMMAND, Asc.INTERNAL_TARGET_FAILURE).encode()
+        for task in self._active.values():
+            if not task.finished:
+                task.failure = sense
+                task.scope.cancel()
+        self.raise_ua(Asc.DEVICE_INTERNAL_RESET)
+        log.warning("%s: device handler crashed; %d commands aborted", self.name,
+                    len(self._active))
+
     # -- unit attentions ----------------------------------------------------
     def raise_ua(self, asc: Asc, exclude: Nexus | None = None) -> None:
         for state in self._nexuses.values():
@@ -303,15 +346,86 @@ class LogicalUnit:
         if cmd.attr == TaskAttribute.ORDERED:
             self._ordered[task.seq] = task
         self.stats_commands += 1
+        task.started_ns = time.perf_counter_ns()
         self._prepare(task)
-        self._nursery.start_soon(self._run_task, task)
+        if not self._completed_now(task):
+            self._nursery.start_soon(self._run_task, task)
+
+    def _completed_now(self, task: Task) -> bool:
+        """Run ``task`` to completion right here if nothing makes it wait.
+
+        The common command (a page-cache read, a write whose data came as
+        immediate data, an error found on arrival) never needs to await, and a
+        spawned task costs more than the command itself. Such a command still
+        runs under its own cancel scope, in arrival order, and leaves the task
+        set before anything else runs, so no TMF can observe it half done.
+        Anything else (a wait for older tasks, a store that would block, data
+        still to come, fault rules armed) returns False and gets its task.
+        """
+        cmd = task.cmd
+        error = task.error
+        data: Buffer | None = None
+        if error is None:
+            spec = task.spec
+            assert spec is not None
+            fast = spec.fast
+            if fast is None or cmd.attr == TaskAttribute.ORDERED:
+                return False
+            faults = self._faults
+            if faults is not None and faults.command_armed:
+                return False
+            if (self._ordered or self._writes_active) and self._blockers(task):
+                return False
+            # No checkpoint runs in here, so nothing can cancel it: the command is
+            # atomic to every TMF and its scope is left unused for the task path.
+            try:
+                result = fast(task.device, cmd, task.ctx)
+            except ScsiError as exc:
+                error = exc
+            except Exception:
+                log.exception("%s: command %r failed", self.name, cmd)
+                error = ScsiError.check(SenseKey.HARDWARE_ERROR, Asc.INTERNAL_TARGET_FAILURE)
+            else:
+                if result is NEEDS_AWAIT:
+                    return False
+                data = result  # type: ignore[assignment]
+        if error is None:
+            status, sense = Status.GOOD, None
+        else:
+            status, sense = error.status, self._encode_sense(error.sense)
+        transport = cmd.transport
+        if not transport.respond_now(cmd, status, sense, data):
+            if error is not None and data is None:
+                return False  # not executed: the task path answers when it can
+            assert self._nursery is not None
+            self._nursery.start_soon(self._answer_later, task, status, sense, data)
+            return True
+        self._retire(task)
+        self._account(task, status, data)
+        transport.command_finished(cmd)
+        return True
+
+    async def _answer_later(
+        self, task: Task, status: Status, sense: bytes | None, data: Buffer | None
+    ) -> None:
+        """A command that executed synchronously but whose answer must wait for
+        the rest of its unsolicited data-out."""
+        cmd = task.cmd
+        try:
+            with task.scope:
+                await cmd.transport.send_response(cmd, status, sense, data)
+        finally:
+            self._retire(task)
+            self._account(task, status, data)
+            cmd.transport.command_finished(cmd)
 
     async def _run_task(self, task: Task) -> None:
         cmd = task.cmd
         transport = cmd.transport
+        status = Status.TASK_ABORTED  # what an abort before any answer counts as
+        data: Buffer | None = None
         try:
             with task.scope:
-                data: Buffer | None = None
                 try:
                     data = await self._execute(task)
                     status, sense = Status.GOOD, None
@@ -333,9 +447,23 @@ class LogicalUnit:
             if task.scope.cancel_called and task.tas:
                 with trio.CancelScope(shield=True):
                     await transport.send_response(cmd, Status.TASK_ABORTED, None, None)
+            elif task.scope.cancel_called and task.failure is not None:
+                with trio.CancelScope(shield=True):
+                    await transport.send_response(cmd, Status.CHECK_CONDITION, task.failure, None)
         finally:
             self._retire(task)
+            self._account(task, status, data)
             transport.command_finished(cmd)
+
+    def _account(self, task: Task, status: Status, data: Buffer | None) -> None:
+        """Statistics of one finished command: LU totals and its nexus' share."""
+        cmd = task.cmd
+        elapsed = time.perf_counter_ns() - task.started_ns
+        read = min(len(data), cmd.expected_length) if data is not None else 0
+        written = cmd.transfer_length if cmd.direction == DataDirection.WRITE else 0
+        error = status != Status.GOOD or task.scope.cancel_called
+        self._stats.record(elapsed, read, written, error)
+        task.state.stats.record(elapsed, read, written, error)
 
     def _retire(self, task: Task) -> None:
         task.finished = True
@@ -390,35 +518,112 @@ class LogicalUnit:
         await self._wait_turn(task)
         spec = task.spec
         assert spec is not None
+        faults = self._faults
+        if faults is not None and faults.command_armed:
+            return await run_with_faults(faults, self.name, task, spec)
         return await spec.handler(task.device, task.cmd, task.ctx)
 
-    async def _wait_turn(self, task: Task) -> None:
-        """Task attributes (SAM-5 8.6) and restricted reordering (QAM=0)."""
+    def _blockers(self, task: Task) -> list[Task]:
+        """The older tasks ``task`` must wait for: task attributes (SAM-5 8.6)
+        and restricted reordering of overlapping writes (QAM=0)."""
         attr = task.cmd.attr
         if attr == TaskAttribute.HEAD_OF_QUEUE:
-            return
+            return []
+        seq = task.seq
         if attr == TaskAttribute.ORDERED:
-            for other in [t for s, t in self._active.items() if s < task.seq]:
-                await other.wait_done()
-            return
-        if self._ordered:
-            for other in [t for s, t in self._ordered.items() if s < task.seq]:
-                await other.wait_done()
+            return [t for s, t in self._active.items() if s < seq]
+        blockers = [t for s, t in self._ordered.items() if s < seq] if self._ordered else []
         if self._writes_active and task.lba >= 0 and not self._unrestricted():
-            for other in [
+            blockers += [
                 t
                 for s, t in self._active.items()
-                if s < task.seq and (t.writes or task.writes) and t.overlaps(task)
-            ]:
-                await other.wait_done()
+                if s < seq and (t.writes or task.writes) and t.overlaps(task)
+            ]
+        return blockers
+
+    async def _wait_turn(self, task: Task) -> None:
+        for other in self._blockers(task):
+            await other.wait_done()
 
     def _unrestricted(self) -> bool:
         device = self._device_or_none()
         return getattr(device, "queue_algorithm_modifier", 0) == 1
 
+    # -- persistent reservations ------------------------------------------------
+    def persistent_reserve_in(self, cdb: bytes) -> bytes:
+        return self.reservations.read(cdb)
+
+    async def persistent_reserve_out(self, nexus: Nexus, cdb: bytes, params: bytes) -> None:
+        """One PROUT: plan, make durable (APTPL), commit, then raise UAs and abort."""
+        async with self._pr_lock:
+            outcome = self.reservations.plan_out(nexus, cdb, params, self._port_resolver(nexus))
+            if outcome.changed and self._pr_store is not None:
+                try:
+                    await self._pr_store.save(outcome.state)
+                except OSError as exc:
+                    log.error("%s: cannot save persistent reservations: %s", self.name, exc)
+                    raise ScsiError.check(
+                        SenseKey.ILLEGAL_REQUEST, Asc.INSUFFICIENT_REGISTRATION_RESOURCES
+                    ) from exc
+            self.reservations.commit(outcome.state)
+        for notice in outcome.notices:
+            for state in self._nexuses.values():
+                if state.nexus != nexus and notice.who.matches(state.nexus):
+                    state.ua.add(notice.asc)
+        if outcome.abort:
+            await self._abort_registrants(outcome.abort, nexus)
+
+    def _port_resolver(self, nexus: Nexus) -> PortResolver:
+        """RELATIVE TARGET PORT IDENTIFIER -> target port, among the ports seen here."""
+
+        def resolve(relative_port: int) -> str | None:
+            if nexus.relative_port == relative_port:
+                return nexus.target_port
+            for state in self._nexuses.values():
+                if state.nexus.relative_port == relative_port:
+                    return state.nexus.target_port
+            return None
+
+        return resolve
+
+    async def _abort_registrants(self, whos: tuple[Registrant, ...], by: Nexus) -> None:
+        """PREEMPT AND ABORT: cancel every task of the preempted nexuses, wait for them."""
+        tas = self._control_tas()
+        tasks: list[Task] = []
+        for state in self._nexuses.values():
+            if state.nexus == by or not any(w.matches(state.nexus) for w in whos):
+                continue
+            for task in state.tasks.values():
+                if tas:
+                    task.tas = True
+                else:
+                    state.ua.add(Asc.COMMANDS_CLEARED_BY_ANOTHER_INITIATOR)
+                tasks.append(task)
+        for task in tasks:
+            task.scope.cancel()
+        for task in tasks:
+            await task.wait_done()
+
     # -- introspection ----------------------------------------------------------
     def task_count(self) -> int:
         return len(self._active)
+
+    def stats(self) -> StatsSnapshot:
+        """Totals since start: commands, bytes, errors, latency histogram."""
+        return self._stats.snapshot()
+
+    def nexus_stats(self, nexus: Nexus) -> StatsSnapshot | None:
+        """One I_T_L nexus' share of :meth:`stats` (None if it never came here)."""
+        state = self._nexuses.get(_key(nexus))
+        return state.stats.snapshot() if state is not None else None
+
+    def unit_attention(self, asc: Asc, nexus: Nexus | None = None) -> None:
+        """Queue a UA for ``nexus`` (or every nexus) now (atomic: the admin plane
+        and sessions use it so the very next command already sees it)."""
+        if nexus is None:
+            self.raise_ua(asc)
+        else:
+            self._state_for(nexus).ua.add(asc)
 
     def nexus_count(self) -> int:
         return len(self._nexuses)

@@ -88,6 +88,24 @@ class RaiseUnitAttention:
 
 
 @attrs.frozen
+class ResizeDevice:
+    """Change a device's capacity to ``size`` bytes (admin ``device.resize``).
+
+    Replies None, or the exception that refused it."""
+
+    size: int
+
+
+@attrs.frozen
+class SetDeviceReadOnly:
+    """Write-protect a device for everyone, or lift it (admin ``device.set``).
+
+    Replies None, or the exception that refused it."""
+
+    read_only: bool
+
+
+@attrs.frozen
 class Envelope(Generic[R]):
     message: Any
     reply: trio.MemorySendChannel[R]

@@ -1,41 +1,122 @@
-"""Reservation state of one logical unit: SPC-2 RESERVE/RELEASE (PR to come).
+"""Reservation state of one logical unit: SPC-2 RESERVE/RELEASE and persistent reservations.
 
 The LU actor owns one instance and consults it for every command before the
 device handler runs: a command that conflicts with a reservation held through
 another I_T nexus ends in RESERVATION CONFLICT without touching the medium.
+The fast path (nothing reserved) is two attribute tests.
+
+Conflicts follow SPC-4 5.13.1 by the command's :class:`ResvClass`; the two
+reservation kinds meet as SPC-4 5.12.3 / SPC-2 5.5.1 say: while an SPC-2
+reservation exists every PERSISTENT RESERVE IN/OUT conflicts, and while any
+registration exists RESERVE/RELEASE conflict except from a reservation holder
+(or a registrant under a registrants-only/all-registrants type), where they
+complete with GOOD and change nothing.
 """
 
 from __future__ import annotations
 
+from actors.persistent_reservations import (
+    PortResolver,
+    ProutOutcome,
+    persistent_reserve_in,
+    persistent_reserve_out,
+)
+from actors.pr_state import PrState
 from scsi.cdb import OpSpec, ResvClass
 from scsi.command import Nexus
+from scsi.opcodes import Op
 from scsi.sense import ScsiError
+
+_PR_OPCODES = frozenset({Op.PERSISTENT_RESERVE_IN, Op.PERSISTENT_RESERVE_OUT})
+_ALWAYS = frozenset({ResvClass.ALLOWED, ResvClass.SPECIAL, ResvClass.PR_ALLOWED})
 
 
 class Reservations:
-    """SPC-2 reservation holder (a nexus or nobody)."""
+    """The SPC-2 reservation holder and the persistent reservation state."""
 
-    def __init__(self) -> None:
+    def __init__(self, state: PrState | None = None) -> None:
+        #: the I_T nexus holding an SPC-2 reservation, if any
         self.holder: Nexus | None = None
+        self._pr = state if state is not None else PrState()
 
+    @property
+    def pr(self) -> PrState:
+        return self._pr
+
+    # -- every command ------------------------------------------------------------
     def check(self, spec: OpSpec, cdb: bytes, nexus: Nexus) -> None:
         """RESERVATION CONFLICT unless ``nexus`` may run this command now."""
-        if self.holder is None or self.holder == nexus:
+        holder = self.holder
+        res = self._pr.reservation
+        if holder is None and res is None:
             return
-        if spec.reservation_class(cdb) is not ResvClass.ALLOWED:
-            raise ScsiError.reservation_conflict()
+        resv = spec.reservation_class(cdb)
+        if holder is not None:
+            if holder == nexus:
+                if cdb[0] in _PR_OPCODES:
+                    raise ScsiError.reservation_conflict()
+                return
+            if resv is not ResvClass.ALLOWED:
+                raise ScsiError.reservation_conflict()
+            return
+        assert res is not None
+        if resv in _ALWAYS:
+            return  # RESERVE and PROUT decide in their handlers
+        if resv is ResvClass.READ and not res.type.exclusive_access:
+            return
+        if res.type.registrants_have_access:
+            if self._pr.registration_of(nexus) is not None:
+                return
+        elif res.holder is not None and res.holder.matches(nexus):
+            return
+        raise ScsiError.reservation_conflict()
+
+    # -- SPC-2 -----------------------------------------------------------------------
+    def _pr_exempt(self, nexus: Nexus) -> bool:
+        """SPC-4 5.12.3: RESERVE/RELEASE complete with GOOD, and do nothing."""
+        pr = self._pr
+        res = pr.reservation
+        if res is None:
+            return False
+        if pr.is_holder(nexus):
+            return True
+        return res.type.registrants_have_access and pr.registration_of(nexus) is not None
 
     def reserve(self, nexus: Nexus) -> None:
+        if not self._pr.empty:
+            if self._pr_exempt(nexus):
+                return
+            raise ScsiError.reservation_conflict()
         if self.holder is not None and self.holder != nexus:
             raise ScsiError.reservation_conflict()
         self.holder = nexus
 
     def release(self, nexus: Nexus) -> None:
+        if not self._pr.empty:
+            if self._pr_exempt(nexus):
+                return
+            raise ScsiError.reservation_conflict()
         if self.holder == nexus:
             self.holder = None
 
     def reset(self) -> None:
+        """LOGICAL UNIT RESET / hard reset: SPC-2 reservations go, persistent ones stay."""
         self.holder = None
 
     def nexus_lost(self, nexus: Nexus) -> None:
-        self.release(nexus)
+        if self.holder == nexus:
+            self.holder = None
+
+    # -- persistent reservations ----------------------------------------------------------
+    def plan_out(
+        self, nexus: Nexus, cdb: bytes, params: bytes, resolve_port: PortResolver
+    ) -> ProutOutcome:
+        """What a PERSISTENT RESERVE OUT would do; nothing changes until :meth:`commit`."""
+        return persistent_reserve_out(self._pr, nexus, cdb, params, resolve_port)
+
+    def commit(self, state: PrState) -> None:
+        self._pr = state
+
+    def read(self, cdb: bytes) -> bytes:
+        """PERSISTENT RESERVE IN parameter data."""
+        return persistent_reserve_in(self._pr, cdb)

@@ -9,6 +9,7 @@ through ``LogicalUnit.submit`` and task management through LU mailboxes.
 
 from __future__ import annotations
 
+import functools
 import logging
 import struct
 from collections.abc import Awaitable, Callable, Mapping
@@ -152,6 +153,29 @@ class Session:
             sense = Sense.of(SenseKey.ILLEGAL_REQUEST, Asc.LOGICAL_UNIT_NOT_SUPPORTED)
             return sense.encode(desc)[:alloc]
         raise ScsiError.lun_not_supported()
+
+    # -- admin edits -----------------------------------------------------------------
+    def update_luns(self, luns: Mapping[int, LunMapping]) -> bool:
+        """Adopt a new LUN map (a live admin edit; atomic, never awaits).
+
+        When anything changed, every LU still mapped queues REPORTED LUNS DATA
+        HAS CHANGED (3F/0E) for this nexus, and LUs no longer mapped at all
+        forget the nexus (their tasks from it end). Returns whether it changed.
+        """
+        new = dict(luns)
+        if self.closed or new == self.luns:
+            return False
+        old, self.luns = self.luns, new
+        kept: dict[int, LogicalUnit] = {id(m.lu): m.lu for m in new.values()}
+        for lu in kept.values():
+            lu.unit_attention(Asc.REPORTED_LUNS_DATA_HAS_CHANGED, self.nexus)
+        gone: dict[int, LogicalUnit] = {
+            id(m.lu): m.lu for m in old.values() if id(m.lu) not in kept
+        }
+        nexus = self.nexus
+        for lu in gone.values():
+            self._spawn(functools.partial(lu.mailbox.send, NexusLoss(nexus)))
+        return True
 
     # -- task management -----------------------------------------------------------
     async def task_management(self, function: int, lun: int, tag: int) -> TmfResponse:

@@ -27,12 +27,29 @@ from scsi.sense import Asc
 log = logging.getLogger(__name__)
 
 
+@attrs.frozen
+class SessionInfo:
+    """What the admin plane shows of one session (an I_T nexus)."""
+
+    nexus: Nexus
+    initiator_name: str
+    isid: int
+    tsih: int
+    address: str  # the initiator's "host:port"
+    luns: Mapping[int, LunMapping]
+
+
 class SessionHandle(Protocol):
-    """What a target needs from a live session to end it (reinstatement, reset)."""
+    """What a target needs from a live session: end it (reinstatement, reset,
+    admin close), show it, and hand it a new LUN map after an admin edit."""
 
     def abort(self) -> None: ...
 
     async def wait_closed(self) -> None: ...
+
+    def update_luns(self, luns: Mapping[int, LunMapping]) -> None: ...
+
+    def info(self) -> SessionInfo | None: ...
 
 
 @attrs.frozen
@@ -68,6 +85,11 @@ class Target:
         self.sessions: dict[tuple[str, int], SessionHandle] = {}
 
     def lun_map_for(self, initiator_name: str) -> dict[int, LunMapping]:
+        """A group naming the initiator exactly wins, then the first matching glob."""
+        lowered = initiator_name.lower()
+        for group in self.groups:
+            if any(p.lower() == lowered for p in group.patterns):
+                return dict(group.luns)
         for group in self.groups:
             if group.matches(initiator_name):
                 return dict(group.luns)
@@ -100,6 +122,49 @@ class Target:
         key = (initiator_name, isid)
         if self.sessions.get(key) is handle:
             del self.sessions[key]
+
+    # -- live admin edits (atomic: never await) ------------------------------------
+    def reconfigure(
+        self, default_luns: Mapping[int, LunMapping], groups: list[InitiatorGroup]
+    ) -> int:
+        """Adopt new LUN maps and groups; every session gets its (possibly new)
+        map, which queues REPORTED LUNS DATA HAS CHANGED where it changed.
+        Returns how many sessions saw a change."""
+        self.default_luns = dict(default_luns)
+        self.groups = list(groups)
+        changed = 0
+        for (initiator, _isid), handle in list(self.sessions.items()):
+            luns = self.lun_map_for(initiator)
+            info = handle.info()
+            if info is not None and dict(info.luns) != luns:
+                changed += 1
+            handle.update_luns(luns)
+        return changed
+
+    def set_portals(self, portals: list[tuple[str, int]]) -> None:
+        self.portals = list(portals)
+
+    def set_alias(self, alias: str | None) -> None:
+        self.alias = alias
+
+    def session_infos(self) -> list[SessionInfo]:
+        return [i for h in list(self.sessions.values()) if (i := h.info()) is not None]
+
+    def session_by_tsih(self, tsih: int) -> SessionHandle | None:
+        for handle in list(self.sessions.values()):
+            info = handle.info()
+            if info is not None and info.tsih == tsih:
+                return handle
+        return None
+
+    async def close_all_sessions(self) -> None:
+        """End every session (target removed): abort, then wait for each to go."""
+        handles = list(self.sessions.values())
+        for handle in handles:
+            handle.abort()
+        with trio.move_on_after(10):
+            for handle in handles:
+                await handle.wait_closed()
 
     async def reset(self, nexus: Nexus | None, asc: Asc) -> None:
         """TARGET WARM/COLD RESET: reset every LU of this target."""

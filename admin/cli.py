@@ -12,10 +12,13 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 from importlib import metadata
+from pathlib import Path
 
 import trio
 
+from admin.admin_cli import add_admin_parser
 from admin.config import Config, ConfigError, load_config
 
 EXIT_OK = 0
@@ -77,7 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _version(), len(config.devices), len(config.targets), config.state_dir,
     )
     try:
-        trio.run(serve, config)
+        trio.run(partial(serve, config, config_path=Path(args.config).absolute()))
     except BaseException as exc:  # sorted below; anything else is re-raised
         startup = _first(exc, StartupError)
         if startup is not None:
@@ -109,6 +112,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_console(args: argparse.Namespace) -> int:
+    from admin.console import cmd_console as run  # prompt_toolkit loads in ~0.5 s: only here
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pyscst", description="A SCSI target middle level exporting disks over iSCSI."
@@ -126,6 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("path", metavar="PATH", help="TOML config file")
     check.set_defaults(func=cmd_check_config)
+
+    shell = sub.add_parser("console", help="interactive shell on a running daemon")
+    where = shell.add_mutually_exclusive_group()
+    where.add_argument("--socket", "-s", metavar="PATH", help="the daemon's control socket")
+    where.add_argument(
+        "--config", "-c", metavar="PATH", help="config file: use its control_socket"
+    )
+    shell.set_defaults(func=cmd_console)
+
+    add_admin_parser(sub)
     return parser
 
 

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import attrs
 import tomli_w
 
+from admin.config_faults import parse_faults, rule_to_dict
 from admin.config_model import (
     Config,
     DeviceConfig,
@@ -127,13 +128,20 @@ def parse_config(text: str, base_dir: str | os.PathLike[str], source: str | None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"TOML syntax error: {exc}"], source=source) from None
     problems: list[Problem] = []
-    raw, device_names = _structure(data, problems)
+    raw, device_names = _structure({k: v for k, v in data.items() if k != "faults"}, problems)
     resolver = _Resolver(Path(base_dir).absolute(), device_names)
     config = resolver.config(raw) if raw is not None else None
     problems.extend(resolver.problems)
+    targets = data.get("targets")
+    target_names = set(targets) if isinstance(targets, dict) else set()
+    faults = (
+        parse_faults(data["faults"], problems, device_names, target_names)
+        if "faults" in data
+        else ()
+    )
     if problems or config is None:
         raise ConfigError(problems, source=source)
-    return config
+    return attrs.evolve(config, faults=faults) if faults else config
 
 
 def _structure(data: dict[str, Any], problems: list[Problem]) -> tuple[RawConfig | None, set[str]]:
@@ -198,6 +206,8 @@ def dump_config(config: Config) -> str:
         "devices": {d.name: _dump_device(d) for d in config.devices},
         "targets": {t.name: _dump_target(t) for t in config.targets},
     }
+    if config.faults:
+        doc["faults"] = [rule_to_dict(rule) for rule in config.faults]
     return tomli_w.dumps(doc)
 
 

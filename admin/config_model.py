@@ -13,6 +13,7 @@ from pathlib import Path
 
 import attrs
 
+from actors.faults import FaultRule
 from admin.config_values import Portal, is_glob
 
 __all__ = [
@@ -169,6 +170,8 @@ class Config:
     iscsi: IscsiSettings = IscsiSettings()
     devices: tuple[DeviceConfig, ...] = ()
     targets: tuple[TargetConfig, ...] = ()
+    #: fault injection rules ([[faults]], admin/config_faults.py), in file order
+    faults: tuple[FaultRule, ...] = ()
 
     def device(self, name: str) -> DeviceConfig:
         """The device called ``name`` (KeyError if none)."""

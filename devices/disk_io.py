@@ -16,7 +16,7 @@ import os
 from typing import TYPE_CHECKING
 
 from devices.disk_sense import io_error, miscompare, short_data_out
-from scsi.cdb import rw6, rw10, rw12, rw16
+from scsi.cdb import NEEDS_AWAIT, NeedsAwait, rw6, rw10, rw12, rw16
 from scsi.command import Buffer, ExecContext, ScsiCommand
 from scsi.sense import ScsiError
 
@@ -88,6 +88,50 @@ async def handle_read(dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext) -> Bu
         return None
     cmd.transfer_length = n << dev.block_shift
     return await read_blocks(dev, lba, n)
+
+
+def read_now(dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | NeedsAwait | None:
+    """READ's fast path: the same checks, then a read that must not block."""
+    cdb = cmd.cdb
+    dev.check_ready()
+    lba, n = _lba_and_length(cdb)
+    check_range(dev, cdb, lba, n)
+    if n == 0:
+        return None
+    nbytes = n << dev.block_shift
+    buf = bytearray(nbytes)
+    try:
+        if not dev.store.read_now(lba << dev.block_shift, memoryview(buf)):
+            return NEEDS_AWAIT
+    except OSError as exc:
+        raise io_error(exc, lba, writing=False) from exc
+    cmd.transfer_length = nbytes
+    return buf
+
+
+def write_now(dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | NeedsAwait | None:
+    """WRITE's fast path: all data arrived as immediate data and the store
+    takes it into the cache without blocking; anything else (FUA, WCE off,
+    R2T needed, a short transfer) goes the awaiting way."""
+    cdb = cmd.cdb
+    if (cdb[0] >= 0x20 and cdb[1] & 0x08) or not dev.write_cache:
+        return NEEDS_AWAIT
+    dev.check_ready()
+    _check_writable(dev, ctx)
+    lba, n = _lba_and_length(cdb)
+    check_range(dev, cdb, lba, n)
+    if n == 0:
+        return None
+    nbytes = n << dev.block_shift
+    data = cmd.data_now(nbytes)
+    if data is None or len(data) < nbytes:
+        return NEEDS_AWAIT
+    try:
+        if not dev.store.write_now(lba << dev.block_shift, data[:nbytes]):
+            return NEEDS_AWAIT
+    except OSError as exc:
+        raise io_error(exc, lba, writing=True) from exc
+    return None
 
 
 async def _write_checked(

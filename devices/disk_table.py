@@ -10,6 +10,8 @@ merged in by it.
 
 from __future__ import annotations
 
+import attrs
+
 from devices import disk_info as info
 from devices import disk_io as io
 from scsi.cdb import OpFlags, OpSpec, OpTable, ResvClass, rw6, rw10, rw12, rw16
@@ -124,7 +126,9 @@ def _specs() -> list[OpSpec]:
                _mask("b7 1f ffffffff ffffffff 00 00"),
                IN, info.handle_read_defect_data, media, R.READ, timeouts=_SHORT_TIMEOUTS),
     ]
-    return s
+    fast = {io.handle_read: io.read_now, io.handle_write: io.write_now}
+    return [attrs.evolve(spec, fast=fast[spec.handler]) if spec.handler in fast else spec
+            for spec in s]  # fmt: skip
 
 
 SBC_TABLE = OpTable(_specs())

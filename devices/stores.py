@@ -58,6 +58,16 @@ class BackingStore(Protocol):
         """Write ``data`` at ``offset``; ``fua`` makes it durable before return."""
         ...
 
+    def read_now(self, offset: int, buf: memoryview) -> bool:
+        """Fill ``buf`` without blocking the event loop if that is possible now
+        (page-cache hit, memory); False means "use :meth:`readinto`"."""
+        ...
+
+    def write_now(self, offset: int, data: Buffer) -> bool:
+        """Write through the cache without blocking if possible now; False
+        means "use :meth:`write`" (which may then write the range again)."""
+        ...
+
     async def flush(self) -> None:
         """Make every completed write durable (SYNCHRONIZE CACHE)."""
         ...
@@ -164,78 +174,76 @@ class FileStore:
                 return
             done += n
 
-    async def readinto(self, offset: int, buf: memoryview) -> None:
-        done = 0
+    def _inline_ok(self, size: int) -> bool:
+        return (
+            self.inline_writes
+            and size <= INLINE_WRITE_MAX
+            and time.monotonic() >= self._threads_until
+        )
+
+    def _timed(self, start: float) -> None:
+        elapsed = time.monotonic() - start
+        if elapsed > STALL_LIMIT:
+            self.stalls += 1
+            self._threads_until = start + elapsed + STALL_BACKOFF
+
+    def read_now(self, offset: int, buf: memoryview) -> bool:
         if self._nowait_reads:
             try:
-                done = os.preadv(self._fd, [buf], offset, _NOWAIT)
+                return bool(os.preadv(self._fd, [buf], offset, _NOWAIT) == len(buf))
             except BlockingIOError:
-                done = 0
+                return False
             except OSError as exc:
                 if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
                     raise
                 self._nowait_reads = False
-            if done == len(buf):
-                return
-        elif (
-            self.inline_writes
-            and len(buf) <= INLINE_WRITE_MAX
-            and time.monotonic() >= self._threads_until
-        ):
+        if self._inline_ok(len(buf)):
             # No RWF_NOWAIT here (tmpfs, some network filesystems): read
             # inline and time it, like buffered writes; a read that stalls the
-            # event loop sends the next second's reads to worker threads.
+            # event loop sends the next second's I/O to worker threads.
             start = time.monotonic()
             self._read_blocking(offset, buf)
-            elapsed = time.monotonic() - start
-            if elapsed > STALL_LIMIT:
-                self.stalls += 1
-                self._threads_until = start + elapsed + STALL_BACKOFF
-            return
-        rest = buf[done:]
-        await trio.to_thread.run_sync(self._read_blocking, offset + done, rest)
+            self._timed(start)
+            return True
+        return False
+
+    async def readinto(self, offset: int, buf: memoryview) -> None:
+        if not self.read_now(offset, buf):
+            await trio.to_thread.run_sync(self._read_blocking, offset, buf)
 
     def _write_blocking(self, offset: int, data: memoryview, flags: int) -> None:
         done = 0
         while done < len(data):
             done += os.pwritev(self._fd, [data[done:]], offset + done, flags)
 
-    async def write(self, offset: int, data: Buffer, fua: bool = False) -> None:
+    def write_now(self, offset: int, data: Buffer) -> bool:
         if self._read_only:
             raise StoreReadOnlyError(errno.EROFS, "store is read-only", self.path)
         view = memoryview(data).cast("B")
-        done = 0
-        if self._nowait_writes and not fua:
+        if self._nowait_writes:
             try:
-                done = os.pwritev(self._fd, [view], offset, _NOWAIT)
+                return bool(os.pwritev(self._fd, [view], offset, _NOWAIT) == len(view))
             except BlockingIOError:
-                done = 0
+                return False
             except OSError as exc:
                 if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
                     raise
                 self._nowait_writes = False
-            if done == len(view):
-                return
-        elif (
-            not fua
-            and self.inline_writes
-            and len(view) <= INLINE_WRITE_MAX
-            and time.monotonic() >= self._threads_until
-        ):
+        if self._inline_ok(len(view)):
             start = time.monotonic()
             self._write_blocking(offset, view, 0)
-            elapsed = time.monotonic() - start
-            if elapsed > STALL_LIMIT:
-                self.stalls += 1
-                self._threads_until = start + elapsed + STALL_BACKOFF
+            self._timed(start)
+            return True
+        return False
+
+    async def write(self, offset: int, data: Buffer, fua: bool = False) -> None:
+        if not fua and self.write_now(offset, data):
             await trio.lowlevel.checkpoint()
             return
-        await trio.to_thread.run_sync(
-            self._write_blocking, offset + done, view[done:], _DSYNC if fua else 0
-        )
-        if fua and done:
-            # the inline part went through the page cache: make it durable too
-            await trio.to_thread.run_sync(os.fdatasync, self._fd)
+        if self._read_only:
+            raise StoreReadOnlyError(errno.EROFS, "store is read-only", self.path)
+        view = memoryview(data).cast("B")
+        await trio.to_thread.run_sync(self._write_blocking, offset, view, _DSYNC if fua else 0)
 
     async def flush(self) -> None:
         if not self._read_only:
@@ -280,16 +288,24 @@ class NullStore:
     def read_only(self) -> bool:
         return self._read_only
 
-    async def readinto(self, offset: int, buf: memoryview) -> None:
+    def read_now(self, offset: int, buf: memoryview) -> bool:
         n = len(buf)
         chunk = self._ZERO_CHUNK
         for start in range(0, n, chunk):
             end = min(n, start + chunk)
             buf[start:end] = self._zeros[: end - start]
+        return True
 
-    async def write(self, offset: int, data: Buffer, fua: bool = False) -> None:
+    async def readinto(self, offset: int, buf: memoryview) -> None:
+        self.read_now(offset, buf)
+
+    def write_now(self, offset: int, data: Buffer) -> bool:
         if self._read_only:
             raise StoreReadOnlyError(errno.EROFS, "store is read-only")
+        return True
+
+    async def write(self, offset: int, data: Buffer, fua: bool = False) -> None:
+        self.write_now(offset, data)
 
     async def flush(self) -> None:
         return None
@@ -320,14 +336,22 @@ class MemoryStore:
     def read_only(self) -> bool:
         return self._read_only
 
-    async def readinto(self, offset: int, buf: memoryview) -> None:
+    def read_now(self, offset: int, buf: memoryview) -> bool:
         buf[:] = memoryview(self.data)[offset : offset + len(buf)]
+        return True
 
-    async def write(self, offset: int, data: Buffer, fua: bool = False) -> None:
+    async def readinto(self, offset: int, buf: memoryview) -> None:
+        self.read_now(offset, buf)
+
+    def write_now(self, offset: int, data: Buffer) -> bool:
         if self._read_only:
             raise StoreReadOnlyError(errno.EROFS, "store is read-only")
         view = memoryview(data).cast("B")
         self.data[offset : offset + len(view)] = view
+        return True
+
+    async def write(self, offset: int, data: Buffer, fua: bool = False) -> None:
+        self.write_now(offset, data)
 
     async def flush(self) -> None:
         return None

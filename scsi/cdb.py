@@ -26,6 +26,22 @@ from scsi.sense import ScsiError
 Handler = Callable[[Any, ScsiCommand, ExecContext], Awaitable[Buffer | None]]
 
 
+class NeedsAwait:
+    """What a fast handler returns when it cannot finish without awaiting."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NEEDS_AWAIT"
+
+
+NEEDS_AWAIT = NeedsAwait()
+#: Synchronous twin of a handler for the common case (a page-cache hit, data
+#: that came as immediate data): the LU runs it inline, in arrival order, and
+#: only spawns a task when it answers NEEDS_AWAIT. Same checks, same results.
+FastHandler = Callable[[Any, ScsiCommand, ExecContext], "Buffer | NeedsAwait | None"]
+
+
 class OpFlags(enum.IntFlag):
     """What the middle level must know about a command before running it."""
 
@@ -86,6 +102,8 @@ class OpSpec:
     timeouts: tuple[int, int] | None = None
     #: when the reservation class depends on CDB fields (PREVENT, START)
     resv_of: Callable[[bytes], ResvClass] | None = None
+    #: optional synchronous fast path (see FastHandler)
+    fast: FastHandler | None = None
 
     def __attrs_post_init__(self) -> None:
         if len(self.mask) != self.cdb_length:

@@ -85,8 +85,25 @@ class Transport(Protocol):
         """Deliver data-in (if any) then the status; computes residuals."""
         ...
 
+    def data_now(self, cmd: ScsiCommand, length: int) -> memoryview | None:
+        """The data-out :meth:`receive_data` would return, if it has all arrived
+        already (immediate data); None when getting it needs to wait."""
+        ...
+
+    def respond_now(
+        self, cmd: ScsiCommand, status: Status, sense: bytes | None, data: Buffer | None
+    ) -> bool:
+        """:meth:`send_response` without waiting, for commands that finished
+        synchronously; False (nothing sent) if it would have to wait."""
+        ...
+
     def command_finished(self, cmd: ScsiCommand) -> None:
         """The command left the task set (answered or aborted): free its resources."""
+        ...
+
+    def drop(self, cmd: ScsiCommand, session: bool) -> None:
+        """Fault injection: drop the connection that carried ``cmd`` (``session``:
+        the whole session) without answering; the nexus loss aborts its commands."""
         ...
 
 
@@ -139,6 +156,10 @@ class ScsiCommand:
     async def receive_data(self, length: int) -> memoryview:
         self.transfer_length = length
         return await self.transport.receive_data(self, length)
+
+    def data_now(self, length: int) -> memoryview | None:
+        self.transfer_length = length
+        return self.transport.data_now(self, length)
 
     def __repr__(self) -> str:
         return f"<ScsiCommand tag={self.tag:#x} lun={self.lun} op={self.cdb[:1].hex()}>"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -18,11 +19,15 @@ import trio
 
 from actors.core_table import CORE_TABLE
 from actors.device import DeviceActor
+from actors.faults import FaultEngine
 from actors.lun import LogicalUnit
 from actors.session import LunMapping
 from actors.target import InitiatorGroup, Target, TargetDirectory
-from admin.config_model import Config, IscsiSettings
+from admin.config_model import Config, DeviceConfig, IscsiSettings
 from admin.config_model import LunMapping as LunMappingConfig
+from admin.control import ControlServer, OpHandler
+from admin.operations import Controller
+from admin.ops_faults import fault_operations
 from supervision.supervisor import Child, Restart, Supervisor
 from transports.iscsi.portal import IscsiPortal
 
@@ -45,6 +50,17 @@ class Daemon:
     portals: list[IscsiPortal]
     portal_children: list[Child] = attrs.field(factory=list)
     stop_requested: trio.Event = attrs.field(factory=trio.Event)
+    #: device name -> (device actor, logical unit) supervisor children
+    unit_children: dict[str, tuple[Child, Child]] = attrs.field(factory=dict)
+    #: configured address -> its listener (one per distinct host:port)
+    portal_index: dict[tuple[str, int], tuple[IscsiPortal, Child]] = attrs.field(factory=dict)
+    #: the control endpoint's op table (op name -> async handler); fault injection
+    #: and other planes register their ops here before or after start
+    control_ops: dict[str, OpHandler] = attrs.field(factory=dict)
+    #: the file the config came from (config.save / config.reload / SIGHUP)
+    config_path: Path | None = None
+    #: fault injection rules, consulted by every LU and connection (actors/faults.py)
+    faults: FaultEngine = attrs.field(factory=FaultEngine)
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -52,6 +68,50 @@ class Daemon:
 
     def stop(self) -> None:
         self.stop_requested.set()
+
+    async def add_device(self, dcfg: DeviceConfig) -> None:
+        """Start a device actor and its LU (OSError/ValueError: store would not open)."""
+        actor = DeviceActor(dcfg)
+        device_child = await self.root.start(actor, Restart.PERMANENT)
+        lu = LogicalUnit(
+            dcfg.name, actor.current, CORE_TABLE, faults=self.faults,
+            pr_path=self.config.state_dir / "pr" / f"{dcfg.name}.json",
+        )
+        lu_child = await self.root.start(lu, Restart.PERMANENT)
+        actor.on_crash(lu.device_lost)
+        self.faults.register_device(dcfg.name, actor.crash)
+        self.devices[dcfg.name] = actor
+        self.units[dcfg.name] = lu
+        self.unit_children[dcfg.name] = (device_child, lu_child)
+
+    async def remove_device(self, name: str) -> None:
+        """Stop a device's LU, then the device actor (which flushes and closes)."""
+        device_child, lu_child = self.unit_children.pop(name)
+        self.units.pop(name, None)
+        self.devices.pop(name, None)
+        for child in (lu_child, device_child):
+            child.stop()
+            await child.wait_stopped()
+
+    async def add_portal(self, host: str, port: int) -> IscsiPortal:
+        """Listen on one more address (OSError if it cannot)."""
+        iscsi = self.config.iscsi
+        portal = IscsiPortal(
+            host, port, self.directory, iscsi_limits(iscsi), iscsi.queue_depth, faults=self.faults
+        )
+        child = await self.root.start(portal, Restart.PERMANENT)
+        self.portals.append(portal)
+        self.portal_children.append(child)
+        self.portal_index[(host, port)] = (portal, child)
+        return portal
+
+    async def remove_portal(self, host: str, port: int) -> None:
+        """Stop listening on an address; its connections end."""
+        portal, child = self.portal_index.pop((host, port))
+        self.portals.remove(portal)
+        self.portal_children.remove(child)
+        child.stop()
+        await child.wait_stopped()
 
 
 def iscsi_limits(settings: IscsiSettings) -> dict[str, str]:
@@ -78,27 +138,27 @@ def iscsi_limits(settings: IscsiSettings) -> dict[str, str]:
     }
 
 
-async def start(config: Config, nursery: trio.Nursery) -> Daemon:
+async def start(
+    config: Config, nursery: trio.Nursery, config_path: Path | None = None
+) -> Daemon:
     """Build and start the actor tree in ``nursery``; raise StartupError on failure."""
     root = Supervisor("root")
     await nursery.start(root.run)
     devices: dict[str, DeviceActor] = {}
     units: dict[str, LogicalUnit] = {}
+    daemon = Daemon(config, root, devices, units, TargetDirectory(), [], config_path=config_path)
+    for rule in config.faults:
+        daemon.faults.add(rule, trio.current_time())
     for dcfg in config.devices:
-        actor = DeviceActor(dcfg)
         try:
-            await root.start(actor, Restart.PERMANENT)
+            await daemon.add_device(dcfg)
         except (OSError, ValueError) as exc:
             raise StartupError(f"device {dcfg.name}: cannot open backing store: {exc}") from exc
-        devices[dcfg.name] = actor
-        lu = LogicalUnit(dcfg.name, actor.current, CORE_TABLE)
-        await root.start(lu, Restart.PERMANENT)
-        units[dcfg.name] = lu
 
     def luns(entries: tuple[LunMappingConfig, ...]) -> dict[int, LunMapping]:
         return {e.lun: LunMapping(units[e.device], e.read_only) for e in entries}
 
-    directory = TargetDirectory()
+    directory = daemon.directory
     by_address: dict[tuple[str, int], list[Target]] = {}
     for tcfg in config.targets:
         target = Target(
@@ -112,23 +172,35 @@ async def start(config: Config, nursery: trio.Nursery) -> Daemon:
         for p in tcfg.portals:
             by_address.setdefault((p.host, p.port), []).append(target)
 
-    daemon = Daemon(config, root, devices, units, directory, [])
-    limits = iscsi_limits(config.iscsi)
     for (host, port), targets in by_address.items():
-        portal = IscsiPortal(host, port, directory, limits, config.iscsi.queue_depth)
         try:
-            child = await root.start(portal, Restart.PERMANENT)
+            portal = await daemon.add_portal(host, port)
         except OSError as exc:
             raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-        daemon.portals.append(portal)
-        daemon.portal_children.append(child)
         if port == 0:  # ephemeral (tests): publish the real port in SendTargets
             actual = portal.bound[0][1]
             for target in targets:
                 target.portals = [
                     (h, actual if (h, p) == (host, 0) else p) for h, p in target.portals
                 ]
+    daemon.control_ops.update(Controller(daemon).operations())
+    daemon.control_ops.update(fault_operations(daemon))
+    try:
+        await root.start(ControlServer(config.control_socket, daemon.control_ops))
+    except OSError as exc:
+        raise StartupError(f"cannot open the control socket: {exc}") from exc
     return daemon
+
+
+async def reload_on_signal(daemon: Daemon) -> None:
+    """SIGHUP: reload the config file like ``pyscst admin reload`` (never forced)."""
+    log.info("received SIGHUP, reloading %s", daemon.config_path)
+    try:
+        summary = await daemon.control_ops["config.reload"]({})
+    except Exception as exc:  # an OpError names the problem; nothing else may escape
+        log.error("reload failed, running configuration unchanged: %s", exc)
+    else:
+        log.info("reload applied: %s", summary)
 
 
 async def stop(daemon: Daemon) -> None:
@@ -141,12 +213,18 @@ async def stop(daemon: Daemon) -> None:
                 await child.wait_stopped()
 
 
-async def serve(config: Config, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    """Run the daemon until SIGINT/SIGTERM (or ``Daemon.stop()``)."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+async def serve(
+    config: Config,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+    *,
+    config_path: Path | None = None,
+) -> None:
+    """Run the daemon until SIGINT/SIGTERM (or ``Daemon.stop()``); SIGHUP reloads
+    ``config_path`` and applies the difference."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             try:
-                daemon = await start(config, nursery)
+                daemon = await start(config, nursery, config_path)
             except BaseExceptionGroup as group:
                 startup = group.subgroup(StartupError)
                 if startup is not None:
@@ -155,6 +233,9 @@ async def serve(config: Config, task_status: Any = trio.TASK_STATUS_IGNORED) -> 
 
             async def watch_signals() -> None:
                 async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        nursery.start_soon(reload_on_signal, daemon)
+                        continue
                     log.info("received %s, stopping", signal.Signals(signum).name)
                     daemon.stop()
                     return

@@ -38,19 +38,40 @@ class FakeTransport:
         self.requests: list[int] = []
         self.responses: list[Response] = []
         self.finished: list[ScsiCommand] = []
+        #: drop() calls: True for a session drop
+        self.dropped: list[bool] = []
 
     async def receive_data(self, cmd: ScsiCommand, length: int) -> memoryview:
         self.requests.append(length)
         n = min(length, cmd.expected_length, len(self.data_out))
         return memoryview(self.data_out[:n])
 
-    async def send_response(
+    def data_now(self, cmd: ScsiCommand, length: int) -> memoryview | None:
+        self.requests.append(length)
+        n = min(length, cmd.expected_length, len(self.data_out))
+        return memoryview(self.data_out[:n])
+
+    def record(
         self, cmd: ScsiCommand, status: Status, sense: bytes | None, data: Buffer | None
     ) -> None:
         self.responses.append(Response(status, sense, None if data is None else bytes(data)))
 
+    async def send_response(
+        self, cmd: ScsiCommand, status: Status, sense: bytes | None, data: Buffer | None
+    ) -> None:
+        self.record(cmd, status, sense, data)
+
+    def respond_now(
+        self, cmd: ScsiCommand, status: Status, sense: bytes | None, data: Buffer | None
+    ) -> bool:
+        self.record(cmd, status, sense, data)
+        return True
+
     def command_finished(self, cmd: ScsiCommand) -> None:
         self.finished.append(cmd)
+
+    def drop(self, cmd: ScsiCommand, session: bool) -> None:
+        self.dropped.append(session)
 
 
 class FakeContext:

@@ -179,6 +179,7 @@ def test_harness_against_reference_tgtd(tmp_path: Path) -> None:
     assert all(r.outcome is not Outcome.ERROR for r in results.values())
 
 
+@pytest.mark.timeout(900)
 def test_libiscsi_conformance(tmp_path: Path) -> None:
     tool = _tool_or_skip()
     out_dir = results_dir()

@@ -12,6 +12,7 @@ MaxRecvDataSegmentLength with status collapsed into the last one, residuals).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -20,6 +21,8 @@ from typing import Any, Protocol
 
 import trio
 
+from actors import faults_iscsi
+from actors.faults import ActionKind, FaultEngine
 from actors.session import LunMapping, Session
 from actors.target import SessionInfo
 from scsi.command import Buffer, DataDirection, ScsiCommand, TaskAttribute
@@ -118,8 +121,15 @@ class _Xfer:
 class IscsiConnection:
     """One iSCSI connection and (for normal sessions) its session."""
 
-    def __init__(self, stream: trio.SocketStream, host: IscsiHost, name: str = "iscsi") -> None:
+    def __init__(
+        self,
+        stream: trio.SocketStream,
+        host: IscsiHost,
+        name: str = "iscsi",
+        faults: FaultEngine | None = None,
+    ) -> None:
         self.name = name
+        self._faults = faults
         self.stream = stream
         self.host = host
         self._reader = PduReader(max_recv_data_segment_length=LOGIN_MAX_RECV)
@@ -242,6 +252,9 @@ class IscsiConnection:
             self._writer_done.set()
 
     def _queue(self, buffers: list[Buffer]) -> None:
+        faults = self._faults
+        if faults is not None and faults.pdu_armed and self._outgoing_fault(faults, buffers):
+            return
         try:
             self._out_send.send_nowait(buffers)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
@@ -332,6 +345,11 @@ class IscsiConnection:
             reply = machine.receive(req)
             if reply.done and not reply.failed and reply.result is not None:
                 result = reply.result
+                faults = self._faults
+                if faults is not None and faults.login_armed and self._refuse_login(
+                    faults, result, event, reply.version_max
+                ):
+                    return None
                 self.login = result
                 if result.session_type == "Normal":
                     self.session = await self.host.open_session(result, self)
@@ -382,9 +400,17 @@ class IscsiConnection:
             result.tsih,
         )
         debug = log.isEnabledFor(logging.DEBUG)
+        faults = self._faults
         async for event in self._pdus():
             if debug:
                 log.debug("%s: <- %r", self.peer, event)
+            if (
+                faults is not None
+                and faults.pdu_armed
+                and not isinstance(event, ProtocolError)
+                and await self._incoming_fault(faults, event)
+            ):
+                continue
             if isinstance(event, ProtocolError):
                 self._reject(event.reject_reason, event.header)
                 if event.fatal:
@@ -423,6 +449,10 @@ class IscsiConnection:
             return
         immediate = pdu.immediate
         if isinstance(pdu, P.NopOut):
+            faults = self._faults
+            if pdu.itt != RESERVED_TAG and faults is not None and faults.nop_armed:
+                if self._stall_nop(faults, pdu):
+                    return
             if pdu.itt != RESERVED_TAG:
                 exp, mx = self._nop_window(immediate)
                 data = pdu.data[: self._max_send]
@@ -656,6 +686,25 @@ class IscsiConnection:
             for ttt, _ in outstanding:
                 self._bursts.pop(ttt, None)
 
+    def data_now(self, cmd: ScsiCommand, length: int) -> memoryview | None:
+        st: _Xfer = cmd.transport_state  # type: ignore[assignment]
+        total = min(length, cmd.expected_length)
+        if st.failed or (st.unsol_done is not None and not st.unsol_done.is_set()):
+            return None
+        if st.received < total:
+            return None  # R2Ts needed
+        return memoryview(st.buf)[:total]
+
+    def respond_now(
+        self, cmd: ScsiCommand, status: Status, sense: bytes | None, data: Buffer | None
+    ) -> bool:
+        st: _Xfer = cmd.transport_state  # type: ignore[assignment]
+        if not st.finished:
+            if st.unsol_done is not None and not st.unsol_done.is_set():
+                return False  # unsolicited data still coming: answer after it
+            self._respond(cmd, st, status, sense, data)
+        return True
+
     async def send_response(
         self, cmd: ScsiCommand, status: Status, sense: bytes | None, data: Buffer | None
     ) -> None:
@@ -664,8 +713,38 @@ class IscsiConnection:
             return
         if st.unsol_done is not None and not st.unsol_done.is_set():
             await st.unsol_done.wait()
+        self._respond(cmd, st, status, sense, data)
+
+    def _respond(
+        self,
+        cmd: ScsiCommand,
+        st: _Xfer,
+        status: Status,
+        sense: bytes | None,
+        data: Buffer | None,
+    ) -> None:
+        """Queue Data-In and status for one command (never awaits)."""
         self._finish(cmd, st)
         edtl = cmd.expected_length
+        if (
+            data is not None
+            and sense is None
+            and status == 0
+            and len(data) == edtl
+            and 0 < edtl <= self._max_send
+            and cmd.direction is DataDirection.READ
+        ):
+            # the common read: one Data-In carrying the data and the status
+            exp, mx = self._windows()
+            header = P.BHS_STRUCT.pack(
+                0x25, 0x81, 0, 0, edtl, st.lun_raw, st.itt, RESERVED_TAG,
+                self._next_statsn(), exp, mx, 0, 0, 0,
+            )  # fmt: skip
+            if self._header_digest or self._data_digest or edtl & 3:
+                self._queue(self._frame(header, data))
+            else:
+                self._queue([header, data])
+            return
         exp, mx = self._windows()
         itt = st.itt
         if data is not None and cmd.direction is DataDirection.READ:
@@ -728,6 +807,103 @@ class IscsiConnection:
         if not st.finished:
             self._finish(cmd, st)
 
+    def drop(self, cmd: ScsiCommand, session: bool) -> None:
+        log.warning(
+            "%s: fault injection drops the %s (ITT %#x)",
+            self.peer, "session" if session else "connection", cmd.tag,
+        )  # fmt: skip
+        if not session:
+            self.abort()
+            return
+        # RFC 7143 11.9.1 AsyncEvent 3: the target drops all connections of the session
+        exp, mx = self._windows()
+        self._send_pdu(faults_iscsi.drop_session_message(self._next_statsn(), exp, mx))
+        self._out_send.close()  # the writer sends what is queued, then we go
+        self.nursery.start_soon(self._abort_when_flushed)
+
+    async def _abort_when_flushed(self) -> None:
+        with trio.move_on_after(2):
+            await self._writer_done.wait()
+        self.abort()
+
+    # -- fault injection hooks (the rules: actors/faults.py) ---------------------------
+    def _outgoing_fault(self, faults: FaultEngine, buffers: list[Buffer]) -> bool:
+        """Drop, delay or corrupt the digest of outgoing PDUs; True when handled."""
+        login = self.login
+        if login is None or not buffers:
+            return False
+        kind = buffers[0][0] & 0x3F
+        hit = faults.on_pdu(kind, login.initiator_name, login.target_name, trio.current_time())
+        if hit is None:
+            return False
+        action = hit.action.kind
+        if action is ActionKind.PDU_DROP:
+            return True
+        if action is ActionKind.PDU_DELAY:
+            self.nursery.start_soon(self._queue_later, buffers, hit.delay)
+            return True
+        bad = faults_iscsi.corrupt_digest(buffers, self._header_digest, self._data_digest)
+        if bad is None:
+            log.warning("%s: digest_error fault: no digest negotiated", self.peer)
+            return False
+        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
+            self._out_send.send_nowait(bad)
+        return True
+
+    async def _queue_later(self, buffers: list[Buffer], delay: float) -> None:
+        await trio.sleep(delay)
+        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
+            self._out_send.send_nowait(buffers)
+
+    async def _incoming_fault(self, faults: FaultEngine, pdu: Any) -> bool:
+        """Drop (True) or delay an incoming PDU; a delay holds back all that follow."""
+        login = self.login
+        assert login is not None
+        now = trio.current_time()
+        hit = faults.on_pdu(pdu.opcode, login.initiator_name, login.target_name, now)
+        if hit is None or hit.action.kind is ActionKind.DIGEST_ERROR:
+            return False
+        if hit.action.kind is ActionKind.PDU_DELAY:
+            await trio.sleep(hit.delay)
+            return False
+        return True
+
+    def _stall_nop(self, faults: FaultEngine, pdu: P.NopOut) -> bool:
+        """Withhold (or delay) the NOP-In answering a ping; True when withheld."""
+        login = self.login
+        assert login is not None
+        hit = faults.on_nop(login.initiator_name, login.target_name, trio.current_time())
+        if hit is None:
+            return False
+        if not pdu.immediate:
+            self._complete_slot()
+        if hit.delay > 0:
+
+            async def answer_late() -> None:
+                await trio.sleep(hit.delay)
+                exp, mx = self._windows()
+                self._send_pdu(
+                    P.NopIn(
+                        lun=pdu.lun, itt=pdu.itt, ttt=RESERVED_TAG, statsn=self._next_statsn(),
+                        expcmdsn=exp, maxcmdsn=mx, data=pdu.data[: self._max_send],
+                    )
+                )  # fmt: skip
+
+            self.nursery.start_soon(answer_late)
+        return True
+
+    def _refuse_login(
+        self, faults: FaultEngine, result: LoginResult, event: Any, version: int
+    ) -> bool:
+        """Answer a login that would succeed with 03/01 (service unavailable)."""
+        hit = faults.on_login(result.initiator_name, result.target_name, trio.current_time())
+        if hit is None:
+            return False
+        self._send_pdu(
+            faults_iscsi.login_refusal(event, version, self._next_statsn())
+        )
+        return True
+
     def _finish(self, cmd: ScsiCommand, st: _Xfer) -> None:
         st.finished = True
         if self._itt.get(st.itt) is cmd:
@@ -767,7 +943,9 @@ class IscsiConnection:
             )
         )
         if function == 7 and response == 0:
-            self.abort()  # cold reset: the initiator must log in again
+            # cold reset: the response reaches the wire, then the initiator logs in again
+            self._out_send.close()
+            self.nursery.start_soon(self._abort_when_flushed)
 
     async def _abort_task(self, pdu: P.TaskManagementRequest, lun: int) -> int:
         assert self.session is not None

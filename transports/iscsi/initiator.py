@@ -421,6 +421,8 @@ class Initiator:
         ``lun`` is a LUN number (0..16383). Commands go out in submission
         order as the target's CmdSN window allows.
         """
+        if self._nursery is None:
+            raise RuntimeError("Initiator.submit before `async with`: nothing would send it")
         task = self._new_task(ScsiCommand, lun=lun)
         task.data_out = memoryview(data_out).cast("B") if len(data_out) else memoryview(b"")
         task.read_buf = bytearray(read_length)

@@ -14,6 +14,7 @@ from typing import Any
 
 import trio
 
+from actors.faults import FaultEngine
 from actors.session import Session
 from actors.target import TargetDirectory
 from scsi.command import Nexus
@@ -34,8 +35,10 @@ class IscsiPortal:
         directory: TargetDirectory,
         limits: dict[str, str],
         queue_depth: int,
+        faults: FaultEngine | None = None,
     ) -> None:
         self.name = f"portal {host}:{port}"
+        self._faults = faults
         self.host = host
         self.port = port
         self.directory = directory
@@ -67,7 +70,7 @@ class IscsiPortal:
                     log.warning("%s: accept failed: %s", self.name, exc)
                     await trio.sleep(0.1)
                     continue
-                conn = IscsiConnection(stream, self)
+                conn = IscsiConnection(stream, self, faults=self._faults)
                 self.connections.start_soon(conn, Restart.TEMPORARY)
 
     # -- IscsiHost ------------------------------------------------------------

@@ -1,0 +1,153 @@
+"""Carrying out a SCSI-command fault inside the logical unit's command task.
+
+The logical unit calls :func:`run_with_faults` instead of the device handler
+while command rules are armed. It asks the engine (atomically, no await in
+between) whether this command is hit and then does what the injection says:
+fail it, delay it, never finish it, drop the initiator's connection, flip
+bits in the data it read, write only a prefix of it, or crash the device
+handler. Everything that waits does so inside the command's cancel scope, so
+ABORT TASK, LUN RESET and a lost nexus end an injected fault like any command.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+import trio
+
+from actors.faults import (
+    READ_OPCODES,
+    ActionKind,
+    CommandFacts,
+    FaultEngine,
+    Injection,
+    OpClass,
+    Phase,
+)
+from scsi.cdb import OpFlags, OpSpec
+from scsi.command import Buffer, ExecContext, ScsiCommand
+from scsi.sense import Asc, ScsiError, SenseKey
+
+log = logging.getLogger(__name__)
+
+
+class FaultTask(Protocol):
+    """What the logical unit's task offers (``actors.lun.Task``)."""
+
+    cmd: ScsiCommand
+    ctx: Any
+    lba: int
+    nblocks: int
+    device: Any
+
+
+def command_facts(device_name: str, task: FaultTask, spec: OpSpec) -> CommandFacts:
+    cmd = task.cmd
+    opcode = cmd.cdb[0]
+    if spec.flags & OpFlags.WRITES_MEDIUM:
+        op_class = OpClass.WRITE
+    elif opcode in READ_OPCODES:
+        op_class = OpClass.READ
+    else:
+        op_class = OpClass.OTHER
+    nexus = cmd.nexus
+    return CommandFacts(
+        initiator=nexus.initiator_name,
+        target=nexus.target_name,
+        device=device_name,
+        lun=task.ctx.lun,
+        opcode=opcode,
+        op_class=op_class,
+        direction=CommandFacts.direction_of(cmd.direction),
+        lba=task.lba,
+        nblocks=task.nblocks,
+        tag=cmd.tag,
+    )
+
+
+async def run_with_faults(
+    engine: FaultEngine, device_name: str, task: FaultTask, spec: OpSpec
+) -> Buffer | None:
+    """Run the command's handler, or the fault a rule injects instead / around it."""
+    facts = command_facts(device_name, task, spec)
+    injection = engine.on_command(facts, trio.current_time())
+    device, cmd, ctx = task.device, task.cmd, task.ctx
+    if injection is None:
+        return await spec.handler(device, cmd, ctx)
+    return await _inject(engine, injection, facts, spec, device, cmd, ctx)
+
+
+async def _inject(
+    engine: FaultEngine,
+    injection: Injection,
+    facts: CommandFacts,
+    spec: OpSpec,
+    device: Any,
+    cmd: ScsiCommand,
+    ctx: ExecContext,
+) -> Buffer | None:
+    action = injection.action
+    kind = action.kind
+    if kind is ActionKind.TORN_WRITE:
+        await _tear(device, cmd, facts, injection)
+        # _tear only returns when it could not tear: run the real write
+        return await spec.handler(device, cmd, ctx)
+    if injection.error is not None:
+        raise injection.error
+    if kind is ActionKind.DELAY:
+        if action.phase is Phase.BEFORE:
+            await trio.sleep(injection.delay)
+        data = await spec.handler(device, cmd, ctx)
+        if action.phase is Phase.AFTER:
+            await trio.sleep(injection.delay)
+        return data
+    if kind is ActionKind.HANG:
+        await trio.sleep_forever()
+    if kind in (ActionKind.DROP_CONNECTION, ActionKind.DROP_SESSION):
+        if action.phase is Phase.AFTER:
+            await spec.handler(device, cmd, ctx)  # executed; the answer is lost
+        cmd.transport.drop(cmd, session=kind is ActionKind.DROP_SESSION)
+        await trio.sleep_forever()  # the nexus loss that follows cancels this task
+    if kind is ActionKind.CORRUPT_READ:
+        data = await spec.handler(device, cmd, ctx)
+        return corrupt(data, injection.flips)
+    if kind is ActionKind.CRASH_DEVICE:
+        if not engine.crash_device(facts.device):
+            raise ScsiError.check(SenseKey.HARDWARE_ERROR, Asc.INTERNAL_TARGET_FAILURE)
+        # the logical unit ends every in-flight command when the device goes down
+        await trio.sleep_forever()
+    raise AssertionError(f"unhandled fault action {kind}")
+
+
+def corrupt(data: Buffer | None, flips: tuple[int, ...]) -> Buffer | None:
+    """Flip one bit per entry of ``flips`` (bit numbers, modulo the data's size)."""
+    if not data or not flips:
+        return data
+    buf = data if isinstance(data, bytearray) else bytearray(data)
+    nbits = len(buf) * 8
+    for flip in flips:
+        bit = flip % nbits
+        buf[bit >> 3] ^= 1 << (bit & 7)
+    return buf
+
+
+async def _tear(device: Any, cmd: ScsiCommand, facts: CommandFacts, injection: Injection) -> None:
+    """Write the first ``keep_blocks`` blocks of the data-out, then fail with
+    MEDIUM ERROR / WRITE ERROR (0C/00), INFORMATION = the first LBA not written.
+    Returns without writing when the command would fail anyway (range, not
+    ready): the real handler then reports that error."""
+    store = getattr(device, "store", None)
+    shift = getattr(device, "block_shift", None)
+    if store is None or shift is None or facts.lba + facts.nblocks > device.blocks:
+        return
+    try:
+        device.check_ready()
+    except ScsiError:
+        return
+    data = await cmd.receive_data(facts.nblocks << shift)
+    keep = min(injection.keep_blocks, len(data) >> shift)
+    if keep:
+        await store.write(facts.lba << shift, data[: keep << shift], fua=True)
+    assert injection.error is not None
+    raise injection.error

@@ -1,0 +1,176 @@
+"""The ``key=value`` attributes console commands accept, by object kind.
+
+One table says, for each kind of object, which attributes ``create`` takes
+(and which are required), which ``set`` can change live, how each value is
+parsed (sizes with units, booleans, numbers) and what the completer offers
+for it (handlers, booleans, device names). Parsing here means a typo is
+reported by the console with the attribute's name before any op is sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from admin.config_model import Handler
+from admin.config_values import parse_size
+from admin.console_model import Kind, Node
+
+TRUE_WORDS = frozenset({"true", "yes", "on", "1"})
+FALSE_WORDS = frozenset({"false", "no", "off", "0"})
+BOOLEAN_VALUES = ("true", "false")
+BLOCK_SIZES = ("512", "4096")
+
+
+class UsageError(ValueError):
+    """A command line the console can reject without asking the daemon."""
+
+
+def parse_bool(text: str) -> bool:
+    word = text.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ValueError(f'expected true or false, got "{text}"')
+
+
+def parse_int(text: str) -> int:
+    try:
+        return int(text.strip(), 0)
+    except ValueError:
+        raise ValueError(f'expected a whole number, got "{text}"') from None
+
+
+def parse_block_size(text: str) -> int:
+    value = parse_int(text)
+    if str(value) not in BLOCK_SIZES:
+        raise ValueError(f"expected 512 or 4096, got {value}")
+    return value
+
+
+def parse_handler(text: str) -> str:
+    names = [h.value for h in Handler]
+    if text not in names:
+        raise ValueError(f'unknown handler "{text}" (one of {", ".join(names)})')
+    return text
+
+
+def parse_text(text: str) -> str:
+    if not text:
+        raise ValueError("empty value")
+    return text
+
+
+def device_names(root: Node) -> list[str]:
+    devices = root.child("devices")
+    return [d.name for d in devices.children] if devices else []
+
+
+def parse_patterns(text: str) -> list[str]:
+    patterns = [p.strip() for p in text.split(",") if p.strip()]
+    if not patterns:
+        raise ValueError("expected one or more initiator names or globs, comma-separated")
+    return patterns
+
+
+def session_initiators(root: Node) -> list[str]:
+    """Initiator names of the live sessions: the likeliest members of a new group."""
+    sessions = root.child("sessions")
+    names = {
+        str(s.attributes["initiator"])
+        for t in (sessions.children if sessions else ())
+        for s in t.children
+        if "initiator" in s.attributes
+    }
+    return sorted(names)
+
+
+@attrs.frozen
+class Attr:
+    """One attribute: how to parse it and what to complete for it."""
+
+    name: str
+    parse: Callable[[str], Any]
+    help: str
+    required: bool = False
+    choices: Callable[[Node], list[str]] = attrs.field(default=lambda _root: [])
+
+
+def _fixed(*values: str) -> Callable[[Node], list[str]]:
+    return lambda _root: list(values)
+
+
+READ_ONLY = Attr("read_only", parse_bool, "write-protect", choices=_fixed(*BOOLEAN_VALUES))
+FORCE = Attr(
+    "force", parse_bool, "even if it changes what a logged-in initiator sees",
+    choices=_fixed(*BOOLEAN_VALUES),
+)
+
+#: what ``create`` accepts inside each container
+CREATE_ATTRS: Mapping[Kind, tuple[Attr, ...]] = {
+    Kind.DEVICES: (
+        Attr(
+            "handler", parse_handler, "device handler", required=True,
+            choices=_fixed(*(h.value for h in Handler)),
+        ),
+        Attr("size", parse_size, "bytes or 64M, 1G, 2GiB, 1GB", required=True),
+        Attr("path", parse_text, "backing file (vdisk_fileio), relative to state_dir"),
+        Attr("block_size", parse_block_size, "512 or 4096", choices=_fixed(*BLOCK_SIZES)),
+        READ_ONLY,
+        Attr(
+            "write_cache", parse_bool, "report a volatile write cache",
+            choices=_fixed(*BOOLEAN_VALUES),
+        ),
+    ),
+    Kind.TARGETS: (Attr("alias", parse_text, "TargetAlias sent at login"),),
+    Kind.PORTALS: (),
+    Kind.GROUPS: (
+        Attr(
+            "initiators", parse_patterns,
+            "initiator names or globs, comma-separated (a group needs at least one)",
+            choices=session_initiators,
+        ),
+        FORCE,
+    ),
+    Kind.INITIATORS: (FORCE,),
+    Kind.LUNS: (
+        Attr("device", parse_text, "the device to map", required=True, choices=device_names),
+        Attr("lun", parse_int, "LUN number (default: the lowest free one)"),
+        READ_ONLY,
+    ),
+}
+
+#: what ``set`` can change live on each kind of object
+SET_ATTRS: Mapping[Kind, tuple[Attr, ...]] = {
+    Kind.DEVICE: (READ_ONLY, Attr("size", parse_size, "resize (e.g. 2G)")),
+    Kind.LUN: (READ_ONLY,),
+}
+
+#: kinds whose removal takes ``force=true`` when in use
+FORCEABLE = frozenset({Kind.DEVICE, Kind.TARGET, Kind.GROUP, Kind.INITIATOR, Kind.LUN})
+
+
+def parse_options(
+    command: str, where: str, given: Mapping[str, str], allowed: tuple[Attr, ...]
+) -> dict[str, Any]:
+    """Parsed values; UsageError names the attribute, the command and the object."""
+    by_name = {a.name: a for a in allowed}
+    out: dict[str, Any] = {}
+    for key, text in given.items():
+        attr = by_name.get(key)
+        if attr is None:
+            known = ", ".join(by_name) or "none"
+            raise UsageError(f'{command}: unknown attribute "{key}" for {where} (known: {known})')
+        try:
+            out[key] = attr.parse(text)
+        except ValueError as exc:
+            raise UsageError(f"{command}: {key}: {exc}") from None
+    missing = [a.name for a in allowed if a.required and a.name not in out]
+    if missing:
+        raise UsageError(
+            f"{command}: {where} needs " + ", ".join(f"{m}=..." for m in missing)
+        )
+    return out

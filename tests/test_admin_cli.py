@@ -1,0 +1,291 @@
+"""``pyscst admin`` against a real daemon, with the effect checked from an initiator.
+
+Every operation runs as the operator would run it (the installed command in
+a subprocess, one-shot, ``--json`` where a script would parse the reply), and
+what it changed is observed the way an initiator observes it: a LUN added
+live appears in REPORT LUNS after REPORTED LUNS DATA HAS CHANGED, a resized
+device reports its new capacity after CAPACITY DATA HAS CHANGED, a closed
+session is gone, a read-only device refuses writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from scsi.lun import decode_lun
+from tests.daemon import REPO_ROOT, RunningDaemon, running_daemon_async
+from transports.iscsi.initiator import ConnectionLost, Initiator, InitiatorError
+
+TARGET = "iqn.2026-11.org.pyscst:admin"
+INITIATOR = "iqn.2026-11.org.example:host1"
+REPORT_LUNS = bytes((0xA0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0))
+READ_CAPACITY_10 = bytes((0x25,)) + bytes(9)
+TUR = bytes(6)
+DEVICES = {"disk0": {"handler": "vdisk_fileio", "size": "8MiB"}}
+LUNS = ({"lun": 0, "device": "disk0"},)
+
+
+def write10(lba: int, blocks: int) -> bytes:
+    return struct.pack(">BBIBHB", 0x2A, 0, lba, 0, blocks, 0)
+
+
+def sense_triplet(sense: bytes) -> tuple[int, int, int]:
+    return (sense[2] & 0x0F, sense[12], sense[13])
+
+
+def luns_of(data: bytes) -> list[int | None]:
+    length = struct.unpack_from(">I", data)[0]
+    return [decode_lun(data[8 + i : 16 + i]) for i in range(0, length, 8)]
+
+
+class Admin:
+    """Runs ``pyscst admin --socket ... ARGS`` and keeps the outcome."""
+
+    def __init__(self, socket: Path) -> None:
+        self.socket = socket
+
+    async def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        command = [sys.executable, "-m", "admin.cli", "admin", "--socket", str(self.socket), *args]
+        return await trio.to_thread.run_sync(
+            lambda: subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+        )
+
+    async def ok(self, *args: str) -> Any:
+        """Run with --json; insist on exit 0 and return the parsed reply."""
+        done = await self.run("--json", *args)
+        assert done.returncode == 0, f"admin {args}: exit {done.returncode}: {done.stderr}"
+        return json.loads(done.stdout)
+
+    async def fails(self, code: int, *args: str) -> str:
+        done = await self.run(*args)
+        assert done.returncode == code, f"admin {args}: exit {done.returncode}: {done.stderr}"
+        return done.stderr
+
+
+def admin_for(d: RunningDaemon) -> Admin:
+    return Admin(d.state_dir / "pyscst.sock")
+
+
+@asynccontextmanager
+async def login(d: RunningDaemon, name: str = INITIATOR) -> AsyncIterator[Initiator]:
+    connecting = Initiator.connect(d.host, d.port, initiator_name=name, target_name=TARGET)
+    async with await connecting as ini:
+        r = await ini.execute(0, TUR)  # consume the power-on UA
+        assert sense_triplet(r.sense) == (0x6, 0x29, 0x00)
+        yield ini
+
+
+async def test_lun_added_live_shows_up_after_the_unit_attention(tmp_path: Path) -> None:
+    async with running_daemon_async(tmp_path, target=TARGET, devices=DEVICES, luns=LUNS) as d:
+        admin = admin_for(d)
+        async with login(d) as ini:
+            await admin.ok("device", "add", "disk1", "--size", "4M")
+            reply = await admin.ok("lun", "add", TARGET, "1", "disk1")
+            assert reply["changes"]["targets_changed"] == [TARGET]
+            r = await ini.execute(0, TUR)
+            assert r.status == 2 and sense_triplet(r.sense) == (0x6, 0x3F, 0x0E)
+            r = await ini.execute(0, REPORT_LUNS, read_length=256)
+            assert luns_of(r.data) == [0, 1]
+            r = await ini.execute(1, READ_CAPACITY_10, read_length=8)
+            assert r.status == 0 or sense_triplet(r.sense)[0] == 0x6
+            tree = await admin.ok("tree")
+            assert [s["initiator"] for s in tree["sessions"]] == [INITIATOR]
+            assert [e["lun"] for e in tree["sessions"][0]["luns"]] == [0, 1]
+
+            # removing a LUN a session sees needs --force ...
+            stderr = await admin.fails(1, "lun", "remove", TARGET, "1")
+            assert "in use" in stderr and "LUN 1" in stderr
+            await admin.ok("lun", "remove", TARGET, "1", "--force")
+            r = await ini.execute(0, TUR)
+            assert sense_triplet(r.sense) == (0x6, 0x3F, 0x0E)
+            r = await ini.execute(0, REPORT_LUNS, read_length=256)
+            assert luns_of(r.data) == [0]
+            r = await ini.execute(1, TUR)
+            assert sense_triplet(r.sense) == (0x5, 0x25, 0x00)
+            await admin.ok("device", "remove", "disk1")
+            assert [x["name"] for x in (await admin.ok("tree"))["devices"]] == ["disk0"]
+
+
+async def test_resize_reports_new_capacity_and_read_only_refuses_writes(tmp_path: Path) -> None:
+    async with running_daemon_async(tmp_path, target=TARGET, devices=DEVICES, luns=LUNS) as d:
+        admin = admin_for(d)
+        async with login(d) as ini:
+            r = await ini.execute(0, READ_CAPACITY_10, read_length=8)
+            assert struct.unpack(">II", r.data) == (8 * 2048 - 1, 512)
+            await admin.ok("device", "resize", "disk0", "16M")
+            r = await ini.execute(0, READ_CAPACITY_10, read_length=8)
+            assert sense_triplet(r.sense) == (0x6, 0x2A, 0x09)
+            r = await ini.execute(0, READ_CAPACITY_10, read_length=8)
+            assert struct.unpack(">II", r.data) == (16 * 2048 - 1, 512)
+            assert (tmp_path / "state" / "disk0.img").stat().st_size == 16 << 20
+
+            await admin.ok("device", "set", "disk0", "--read-only")
+            r = await ini.execute(0, write10(0, 1), data_out=bytes(512))
+            assert sense_triplet(r.sense) == (0x7, 0x27, 0x00)
+            await admin.ok("device", "set", "disk0", "--writable")
+            r = await ini.execute(0, write10(0, 1), data_out=bytes(512))
+            assert r.status == 0
+
+            # mapping-level read-only, then statistics of what we did
+            await admin.ok("lun", "set", TARGET, "0", "--read-only")
+            r = await ini.execute(0, TUR)
+            assert sense_triplet(r.sense) == (0x6, 0x3F, 0x0E)
+            r = await ini.execute(0, write10(0, 1), data_out=bytes(512))
+            assert sense_triplet(r.sense) == (0x7, 0x27, 0x00)
+            stats = await admin.ok("stats", "--device", "disk0")
+            assert stats["commands"] >= 6 and stats["errors"] >= 3
+            assert stats["bytes_written"] == 512 and stats["bytes_read"] >= 24
+            assert 0 < stats["latency_us"]["p50"] <= stats["latency_us"]["max"]
+            tsih = ini.tsih
+            mine = await admin.ok("stats", "--target", TARGET, "--tsih", str(tsih))
+            assert mine["commands"] == stats["commands"]
+            assert mine["luns"][0]["lun"] == 0
+
+
+async def test_closed_session_is_gone_and_resets_raise_unit_attentions(tmp_path: Path) -> None:
+    async with running_daemon_async(tmp_path, target=TARGET, devices=DEVICES, luns=LUNS) as d:
+        admin = admin_for(d)
+        async with login(d) as ini, login(d, INITIATOR + "-b") as other:
+            await admin.ok("reset", "lun", "disk0")
+            assert sense_triplet((await ini.execute(0, TUR)).sense) == (0x6, 0x29, 0x03)
+            await admin.ok("reset", "target", TARGET)
+            assert sense_triplet((await other.execute(0, TUR)).sense)[:2] == (0x6, 0x29)
+
+            sessions = await admin.ok("session", "list", TARGET)
+            assert sorted(s["initiator"] for s in sessions) == [INITIATOR, INITIATOR + "-b"]
+            mine = next(s for s in sessions if s["initiator"] == INITIATOR)
+            assert mine["tsih"] == ini.tsih
+            assert mine["isid"] == f"0x{ini.isid:012x}"
+            assert mine["address"].startswith("127.0.0.1:")
+            assert mine["luns"][0]["commands"] >= 2
+            await admin.ok("session", "close", TARGET, str(ini.tsih))
+            with pytest.raises((InitiatorError, ConnectionLost, trio.BrokenResourceError)):
+                with trio.fail_after(10):
+                    await ini.execute(0, TUR)
+            left = await admin.ok("session", "list")
+            assert [s["initiator"] for s in left] == [INITIATOR + "-b"]
+            assert (await other.execute(0, TUR)).status == 0  # untouched
+            stderr = await admin.fails(1, "session", "close", TARGET, str(ini.tsih))
+            assert f"no session with TSIH {ini.tsih}" in stderr
+
+
+async def test_targets_portals_groups_and_initiators_live(tmp_path: Path) -> None:
+    second = "iqn.2026-11.org.pyscst:second"
+    async with running_daemon_async(tmp_path, target=TARGET, devices=DEVICES, luns=LUNS) as d:
+        admin = admin_for(d)
+        await admin.ok("target", "add", second, "--alias", "spare")
+        await admin.ok("lun", "add", second, "0", "disk0", "--read-only")
+        async with await Initiator.connect(
+            d.host, d.port, initiator_name=INITIATOR, target_name=second
+        ) as ini:
+            r = await ini.execute(0, TUR)
+            assert sense_triplet(r.sense) == (0x6, 0x29, 0x00)
+            # a group that matches this initiator takes over its view
+            await admin.ok("group", "add", second, "hosts", "iqn.2026-11.org.example:*")
+            await admin.ok("lun", "add", second, "7", "disk0", "--group", "hosts")
+            assert sense_triplet((await ini.execute(0, TUR)).sense) == (0x6, 0x3F, 0x0E)
+            r = await ini.execute(7, REPORT_LUNS, read_length=256)
+            assert luns_of(r.data) == [7]
+            await admin.ok("initiator", "add", second, "hosts", "iqn.2026-11.org.other:x")
+            await admin.ok("initiator", "remove", second, "hosts", "iqn.2026-11.org.other:x")
+            # losing the group's LUN 7 is a loss for this session: force needed
+            await admin.fails(1, "group", "remove", second, "hosts")
+            await admin.ok("group", "remove", second, "hosts", "--force")
+            r = await ini.execute(0, REPORT_LUNS, read_length=256)
+            assert luns_of(r.data) == [0]
+            await admin.fails(1, "target", "remove", second)
+            await admin.ok("target", "remove", second, "--force")
+            with pytest.raises((InitiatorError, ConnectionLost, trio.BrokenResourceError)):
+                with trio.fail_after(10):
+                    await ini.execute(0, TUR)
+
+        # a new portal listens at once; removing it stops the listener
+        from tests.daemon import free_port
+
+        port = free_port()
+        await admin.ok("portal", "add", TARGET, f"127.0.0.1:{port}")
+        async with await Initiator.connect(
+            d.host, port, initiator_name=INITIATOR, target_name=TARGET
+        ) as ini:
+            assert sense_triplet((await ini.execute(0, TUR)).sense) == (0x6, 0x29, 0x00)
+        await admin.ok("portal", "remove", TARGET, f"127.0.0.1:{port}")
+        with pytest.raises(OSError):
+            await trio.open_tcp_stream(d.host, port)
+
+
+async def test_errors_name_what_and_where_and_exit_codes(tmp_path: Path) -> None:
+    async with running_daemon_async(tmp_path, target=TARGET, devices=DEVICES, luns=LUNS) as d:
+        admin = admin_for(d)
+        done = await admin.run("--json", "device", "resize", "disk0", "1000")
+        assert done.returncode == 1
+        error = json.loads(done.stdout)["error"]
+        assert error["code"] == "invalid" and error["path"] == "devices.disk0.size"
+        assert "not a multiple of block_size 512" in error["message"]
+        assert "no device named" in await admin.fails(1, "lun", "add", TARGET, "3", "nope")
+        assert "already exists" in await admin.fails(1, "device", "add", "disk0", "--size", "1M")
+        assert "unknown handler" in await admin.fails(
+            1, "device", "add", "x", "--size", "1M", "--handler", "vdisk_blockio"
+        )
+        assert "unknown op" in await admin.fails(1, "call", "no.such.op")
+        assert "unknown argument" in await admin.fails(1, "call", "tree", '{"bogus": 1}')
+        await admin.fails(2, "lun", "add", TARGET, "notanumber", "disk0")
+        await admin.fails(2, "call", "tree", "[1]")
+        gone = Admin(tmp_path / "nothing.sock")
+        assert "cannot reach" in await gone.fails(3, "tree")
+        assert (await admin.ok("hello"))["version"] == 1
+
+
+async def test_save_and_reload_and_sighup(tmp_path: Path) -> None:
+    async with running_daemon_async(tmp_path, target=TARGET, devices=DEVICES, luns=LUNS) as d:
+        admin = admin_for(d)
+        config = d.config_path
+        config.write_text("# operator notes: keep me\n" + config.read_text())
+        async with login(d) as ini:
+            await admin.ok("device", "add", "disk1", "--size", "2M", "--handler", "vdisk_nullio")
+            await admin.ok("lun", "add", TARGET, "3", "disk1")
+            saved = await admin.ok("save")
+            assert saved["path"] == str(config)
+            text = config.read_text()
+            assert text.startswith("# operator notes: keep me\n")
+            assert "[devices.disk1]" in text
+            # nothing differs from the file now: reload changes nothing, no UA
+            assert sense_triplet((await ini.execute(0, TUR)).sense) == (0x6, 0x3F, 0x0E)
+            reply = await admin.ok("reload")
+            assert not any(v for k, v in reply["changes"].items() if k != "restart_required")
+            assert (await ini.execute(0, TUR)).status == 0
+
+            # an edit by hand, picked up on SIGHUP: unmap LUN 3 is refused (in use)...
+            config.write_text(text.replace('{lun = 3, device = "disk1"}', ""))
+            os.kill(d.pid, signal.SIGHUP)
+            await trio.sleep(1)
+            r = await ini.execute(0, REPORT_LUNS, read_length=256)
+            assert luns_of(r.data) == [0, 3]
+            assert "in use" in d.stderr_text()
+            # ... and applied with reload --force, leaving LUN 0 undisturbed
+            await admin.ok("reload", "--force")
+            assert sense_triplet((await ini.execute(0, TUR)).sense) == (0x6, 0x3F, 0x0E)
+            r = await ini.execute(0, REPORT_LUNS, read_length=256)
+            assert luns_of(r.data) == [0]
+            # an added device in the file comes up on SIGHUP without force
+            config.write_text(
+                config.read_text() + '\n[devices.disk9]\nhandler = "vdisk_nullio"\nsize = "1M"\n'
+            )
+            os.kill(d.pid, signal.SIGHUP)
+            with trio.fail_after(10):
+                while "disk9" not in [x["name"] for x in (await admin.ok("tree"))["devices"]]:
+                    await trio.sleep(0.2)
+            assert (await ini.execute(0, TUR)).status == 0  # nothing this session sees changed
