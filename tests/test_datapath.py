@@ -89,7 +89,8 @@ async def test_short_and_long_allocation_residuals_on_reads(tmp_path: Path) -> N
             await ini.execute(0, TUR)
             # EDTL smaller than the transfer: overflow, only EDTL bytes sent
             r = await ini.execute(0, read10(0, 2), read_length=BS)
-            assert r.status == 0 and r.residual_overflow and r.residual_count == BS and len(r.data) == BS
+            assert r.status == 0 and r.residual_overflow and r.residual_count == BS
+            assert len(r.data) == BS
             # EDTL larger: underflow
             r = await ini.execute(0, read10(0, 1), read_length=3 * BS)
             assert r.status == 0 and r.residual_underflow and r.residual_count == 2 * BS
