@@ -37,6 +37,32 @@ STALL_LIMIT = 0.002
 STALL_BACKOFF = 1.0
 #: writes larger than this never go inline without RWF_NOWAIT
 INLINE_WRITE_MAX = 256 * 1024
+#: filesystems whose pages live in memory: I/O on them never waits for a disk
+MEMORY_FILESYSTEMS = frozenset({"tmpfs", "ramfs", "hugetlbfs"})
+
+
+def filesystem_type(path: str, mountinfo: str = "/proc/self/mountinfo") -> str | None:
+    """The type of the filesystem holding ``path`` (longest mount point that
+    contains it, per /proc/self/mountinfo), or None if that cannot be told."""
+    real = os.path.realpath(path)
+    best, kind = "", None
+    try:
+        with open(mountinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.split()
+                if "-" not in fields:
+                    continue
+                dash = fields.index("-")
+                if len(fields) <= dash + 1 or len(fields) < 5:
+                    continue
+                # octal escapes (\040 for a space) in mount points
+                mount = fields[4].encode().decode("unicode_escape")
+                inside = real == mount or real.startswith(mount.rstrip("/") + "/")
+                if inside and len(mount) >= len(best):
+                    best, kind = mount, fields[dash + 1]
+    except OSError:
+        return None
+    return kind
 
 
 class BackingStore(Protocol):
@@ -105,6 +131,10 @@ class FileStore:
         self._nowait_reads = bool(_NOWAIT)
         #: plain inline pwrite allowed when RWF_NOWAIT is not (see module doc)
         self.inline_writes = inline_writes
+        #: tmpfs and friends: inline I/O copies memory and never stalls on a
+        #: disk, so loop-time spent there (preemption on a busy machine) must
+        #: not send I/O to threads
+        self.memory_backed = not block_device and filesystem_type(path) in MEMORY_FILESYSTEMS
         self._threads_until = 0.0
         self.stalls = 0
         self._closed = False
@@ -182,6 +212,8 @@ class FileStore:
         )
 
     def _timed(self, start: float) -> None:
+        if self.memory_backed:
+            return
         elapsed = time.monotonic() - start
         if elapsed > STALL_LIMIT:
             self.stalls += 1

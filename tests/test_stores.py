@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 import trio
 
-from devices.stores import FileStore, MemoryStore, NullStore, StoreReadOnlyError
+from devices.stores import (
+    FileStore,
+    MemoryStore,
+    NullStore,
+    StoreReadOnlyError,
+    filesystem_type,
+)
 
 
 async def test_filestore_creates_sparse_file_of_given_size(tmp_path: Path) -> None:
@@ -164,3 +170,41 @@ async def test_inline_write_stall_sends_writes_to_threads(
     await store.readinto(0, memoryview(buf))
     assert buf == b"a" * 4096 + b"b" * 4096
     await store.close()
+
+
+def test_filesystem_type_takes_the_longest_mount_point(tmp_path: Path) -> None:
+    info = tmp_path / "mountinfo"
+    info.write_text(
+        "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"
+        "23 22 0:20 / /dev/shm rw shared:2 - tmpfs tmpfs rw\n"
+        "24 22 0:21 / /srv/my\\040disks rw shared:3 - xfs /dev/sdb1 rw\n"
+        "25 22 0:22 / /dev/shmx rw shared:4 - nfs4 srv:/x rw\n"
+    )
+    assert filesystem_type("/dev/shm/pyscst/disk.img", str(info)) == "tmpfs"
+    assert filesystem_type("/dev/shmx/disk.img", str(info)) == "nfs4"
+    assert filesystem_type("/srv/my disks/a.img", str(info)) == "xfs"
+    assert filesystem_type("/var/lib/a.img", str(info)) == "ext4"
+    assert filesystem_type("/x", str(tmp_path / "missing")) is None
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="no /dev/shm on this machine")
+async def test_store_on_tmpfs_never_backs_off_to_threads(tmp_path: Path) -> None:
+    if filesystem_type("/dev/shm") != "tmpfs":
+        pytest.skip("/dev/shm is not tmpfs here")
+    path = Path("/dev/shm") / f"pyscst-test-{os.getpid()}.img"
+    store = await FileStore.open(path, size=1 << 20)
+    try:
+        assert store.memory_backed
+        store._timed(time.monotonic() - 1.0)  # a 1 s "stall" (preempted, say)
+        assert store.stalls == 0 and store.read_now(0, memoryview(bytearray(4096)))
+    finally:
+        await store.close()
+        path.unlink()
+    disk = await FileStore.open(tmp_path / "d.img", size=1 << 20)
+    try:
+        if filesystem_type(str(tmp_path)) not in ("tmpfs", "ramfs"):
+            assert not disk.memory_backed
+            disk._timed(time.monotonic() - 1.0)
+            assert disk.stalls == 1  # a real stall on a disk-backed file does back off
+    finally:
+        await disk.close()
