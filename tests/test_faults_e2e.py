@@ -22,6 +22,7 @@ import trio
 
 from admin.config import parse_config
 from admin.protocol import OpError
+from scsi.command import TaskAttribute
 from supervision.daemon import Daemon, start, stop
 from tests.daemon import free_port
 from transports.iscsi.initiator import ConnectionLost, Initiator, LoginError, Result
@@ -53,7 +54,12 @@ def sense_of(result: Result) -> tuple[int, int, int, int | None]:
 
 
 @asynccontextmanager
-async def daemon_with(tmp_path: Path, faults_toml: str = "") -> AsyncIterator[tuple[Daemon, int]]:
+async def daemon_with(
+    tmp_path: Path, faults_toml: str = "", luns: str = '{ lun = 0, device = "disk0" }',
+    extra: str = "",
+) -> AsyncIterator[tuple[Daemon, int]]:
+    """The daemon with ``disk0`` on ``TARGET`` (or ``luns``), ``extra`` config (``@PORT@``: the
+    portal port) and the ``[[faults]]`` text."""
     port = free_port()
     sockdir = tempfile.mkdtemp(prefix="pyscst-f", dir="/tmp")
     text = f"""
@@ -64,7 +70,8 @@ handler = "vdisk_fileio"
 size = "4MiB"
 [targets."{TARGET}"]
 portals = ["127.0.0.1:{port}"]
-luns = [{{ lun = 0, device = "disk0" }}]
+luns = [{luns}]
+{extra.replace("@PORT@", str(port))}
 {faults_toml}
 """
     config = parse_config(text, tmp_path)
@@ -105,6 +112,13 @@ async def healthy(port: int) -> None:
         assert (await ini.execute(0, write10(2000), data_out=b"h" * BS)).status == GOOD
         r = await ini.execute(0, read10(2000), read_length=BS)
         assert r.status == GOOD and r.data == b"h" * BS
+
+
+async def cleared_and_healthy(daemon: Daemon, port: int) -> None:
+    """Remove every rule, then a fresh session must read and write."""
+    for rule in await op(daemon, "fault.list", {}):
+        await op(daemon, "fault.remove", {"id": rule["id"]})
+    await healthy(port)
 
 
 async def op(daemon: Daemon, name: str, args: Mapping[str, Any]) -> Any:
@@ -158,6 +172,7 @@ async def test_hardware_error_on_one_initiator_only(tmp_path: Path) -> None:
             "127.0.0.1", port, initiator_name=other, target_name=TARGET
         ) as ini2:
             await settle(ini2)
+        await cleared_and_healthy(daemon, port)
 
 
 @pytest.mark.parametrize(
@@ -195,6 +210,32 @@ async def test_delay(tmp_path: Path, phase: str) -> None:
             assert (await ini.execute(0, read10(6), read_length=BS)).status == GOOD
             fast = trio.current_time() - t0
             assert 0.3 <= slow < 1.0 and fast < 0.2
+        await cleared_and_healthy(daemon, port)
+
+
+@pytest.mark.parametrize(("phase", "landed_early"), [("before", False), ("after", True)])
+async def test_delay_phase_decides_when_the_write_lands(
+    tmp_path: Path, phase: str, landed_early: bool
+) -> None:
+    """Delay before execution: nothing written while the initiator waits. Delay
+    before the response: the data is on the medium, only the status is late.
+    A HEAD OF QUEUE read (it may overtake the overlapping write) looks meanwhile."""
+    async with daemon_with(tmp_path) as (daemon, port):
+        async with login(port) as ini:
+            await op(daemon, "fault.add", {
+                "action": "delay", "delay": 0.6, "phase": phase, "direction": "write",
+            })  # fmt: skip
+            t0 = trio.current_time()
+            itt = ini.submit(0, write10(10), data_out=b"n" * BS)
+            await trio.sleep(0.3)
+            hoq = TaskAttribute.HEAD_OF_QUEUE
+            peek = await ini.execute(0, read10(10), read_length=BS, attr=hoq)
+            assert peek.status == GOOD and peek.data == (b"n" * BS if landed_early else bytes(BS))
+            assert (await ini.wait(itt)).status == GOOD
+            assert trio.current_time() - t0 >= 0.6
+            assert (await ini.execute(0, read10(10), read_length=BS)).data == b"n" * BS
+        await op(daemon, "fault.remove", {"id": "fault-1"})
+        await healthy(port)
 
 
 async def test_hang_until_abort_task(tmp_path: Path) -> None:
@@ -295,6 +336,7 @@ async def test_corrupt_read_flips_exactly_the_configured_bits(tmp_path: Path) ->
             })  # fmt: skip
             r = await ini.execute(0, read10(400, 8), read_length=len(pattern))
             assert int.from_bytes(r.data, "big") ^ int.from_bytes(pattern, "big") == seen[0]
+        await cleared_and_healthy(daemon, port)
 
 
 async def test_torn_write(tmp_path: Path) -> None:
@@ -331,6 +373,7 @@ lbas = [60, 64]
             assert (await ini.execute(0, read10(58, 8), read_length=8 * BS)).status == GOOD
         [listed] = await op(daemon, "fault.list", {})
         assert listed["bad_blocks"] == [] and listed["injections"] == 2
+        await cleared_and_healthy(daemon, port)
 
 
 async def test_bad_blocks_grow(tmp_path: Path) -> None:
@@ -347,6 +390,7 @@ async def test_bad_blocks_grow(tmp_path: Path) -> None:
         [listed] = await op(daemon, "fault.list", {})
         assert len(listed["bad_blocks"]) == 3
         assert all(0 <= lba <= 99 for lba in listed["bad_blocks"])
+        await cleared_and_healthy(daemon, port)
 
 
 # -- crashing the device handler --------------------------------------------------------
@@ -389,6 +433,7 @@ async def test_pdu_drop_loses_one_response(tmp_path: Path) -> None:
                 await ini.wait(itt)
             assert timeout.cancelled_caught
             assert (await ini.execute(0, TUR)).status == GOOD
+        await cleared_and_healthy(daemon, port)
 
 
 async def test_pdu_delay(tmp_path: Path) -> None:
@@ -402,6 +447,7 @@ async def test_pdu_delay(tmp_path: Path) -> None:
             t0 = trio.current_time()
             assert (await ini.execute(0, TUR)).status == GOOD  # no Data-In: not delayed
             assert trio.current_time() - t0 < 0.2
+        await cleared_and_healthy(daemon, port)
 
 
 async def test_incoming_pdu_delay(tmp_path: Path) -> None:
@@ -412,6 +458,7 @@ async def test_incoming_pdu_delay(tmp_path: Path) -> None:
             t0 = trio.current_time()
             assert (await ini.execute(0, TUR)).status == GOOD
             assert trio.current_time() - t0 >= 0.3
+        await cleared_and_healthy(daemon, port)
 
 
 async def test_digest_error(tmp_path: Path) -> None:
@@ -426,6 +473,7 @@ async def test_digest_error(tmp_path: Path) -> None:
             with trio.move_on_after(0.3):
                 await ini.wait(itt)  # its status rode on the PDU that was discarded
             assert (await ini.execute(0, read10(0), read_length=BS)).status == GOOD
+        await cleared_and_healthy(daemon, port)
 
 
 async def test_nop_stall(tmp_path: Path) -> None:
@@ -441,6 +489,7 @@ async def test_nop_stall(tmp_path: Path) -> None:
             assert await ini.nop(b"late") == b"late"
             assert trio.current_time() - t0 >= 0.3
             assert (await ini.execute(0, TUR)).status == GOOD
+        await cleared_and_healthy(daemon, port)
 
 
 async def test_refuse_logins_for_a_while(tmp_path: Path) -> None:
@@ -478,6 +527,7 @@ async def test_seeded_probability_replays(tmp_path: Path) -> None:
         await op(daemon, "fault.remove", {"id": "flaky"})
         await op(daemon, "fault.add", {**rule, "seed": 99})
         third = await failing_reads(daemon, port, 60)
+        await cleared_and_healthy(daemon, port)
     assert first == second
     assert 5 <= len(first) <= 35
     assert third != first
@@ -511,3 +561,4 @@ async def test_control_ops(tmp_path: Path) -> None:
         with pytest.raises(OpError) as unknown:
             await op(daemon, "fault.add", {"action": "hang", "device": "disk9"})
         assert unknown.value.path == "device"
+        await cleared_and_healthy(daemon, port)
