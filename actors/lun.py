@@ -460,8 +460,10 @@ class LogicalUnit:
         cmd = task.cmd
         elapsed = time.perf_counter_ns() - task.started_ns
         read = min(len(data), cmd.expected_length) if data is not None else 0
-        written = cmd.transfer_length if cmd.direction == DataDirection.WRITE else 0
         error = status != Status.GOOD or task.scope.cancel_called
+        # bytes that reached the device: a refused or failed write wrote nothing we vouch for
+        is_write = cmd.direction == DataDirection.WRITE and not error
+        written = cmd.transfer_length if is_write else 0
         self._stats.record(elapsed, read, written, error)
         task.state.stats.record(elapsed, read, written, error)
 

@@ -119,10 +119,12 @@ def add_admin_parser(sub: Any) -> None:
     grp = group("group", "add or remove initiator groups (LUN masking)")
     p = leaf(grp, "add", "add a group with its first initiator patterns",
              lambda a: ("group.add", {"target": a.target, "group": a.group,
-                                      "initiators": a.initiators}))
+                                      "initiators": a.initiators, "force": a.force}))
     p.add_argument("target")
     p.add_argument("group")
     p.add_argument("initiators", nargs="+", metavar="INITIATOR")
+    p.add_argument("--force", action="store_true",
+                   help="even if a logged-in initiator it matches loses LUNs by it")
     p = leaf(grp, "remove", "remove a group",
              lambda a: ("group.remove", {"target": a.target, "group": a.group, "force": a.force}))
     p.add_argument("target")
@@ -136,8 +138,8 @@ def add_admin_parser(sub: Any) -> None:
         p.add_argument("target")
         p.add_argument("group")
         p.add_argument("pattern")
-        if action == "remove":
-            p.add_argument("--force", action="store_true")
+        p.add_argument("--force", action="store_true",
+                       help="even if a logged-in initiator loses LUNs by it")
 
     lun = group("lun", "map, unmap or write-protect LUNs")
     p = leaf(lun, "add", "map a device as a LUN (default map, or --group's)",

@@ -110,9 +110,11 @@ class Controller:
             doc = config_document(old)
             if op == "target.add":
                 edit = functools.partial(ops_edit.target_add, default_portals=self._listening())
+            # any edit may take away a LUN a session sees (a group that now
+            # matches it, a pattern added): each accepts force, checked in apply
+            force = a.flag("force")
             message = edit(doc, a)
             new = validate_document(doc, old)
-            force = bool(args.get("force", False))
             summary = await self.apply(new, force)
         log.info("admin: %s", message)
         return {"message": message, "changes": summary}

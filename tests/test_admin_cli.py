@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -146,9 +147,12 @@ async def test_resize_reports_new_capacity_and_read_only_refuses_writes(tmp_path
             assert sense_triplet(r.sense) == (0x6, 0x3F, 0x0E)
             r = await ini.execute(0, write10(0, 1), data_out=bytes(512))
             assert sense_triplet(r.sense) == (0x7, 0x27, 0x00)
+            # 8 commands: TUR, 3 READ CAPACITY, 3 WRITE, TUR; 5 of them ended in
+            # CHECK CONDITION (3 unit attentions, 2 writes refused); 2 READ
+            # CAPACITY answers of 8 bytes each; one write of one block went through
             stats = await admin.ok("stats", "--device", "disk0")
-            assert stats["commands"] >= 6 and stats["errors"] >= 3
-            assert stats["bytes_written"] == 512 and stats["bytes_read"] >= 24
+            assert (stats["commands"], stats["errors"]) == (8, 5)
+            assert (stats["bytes_read"], stats["bytes_written"]) == (16, 512)
             assert 0 < stats["latency_us"]["p50"] <= stats["latency_us"]["max"]
             tsih = ini.tsih
             mine = await admin.ok("stats", "--target", TARGET, "--tsih", str(tsih))
@@ -194,14 +198,43 @@ async def test_targets_portals_groups_and_initiators_live(tmp_path: Path) -> Non
         ) as ini:
             r = await ini.execute(0, TUR)
             assert sense_triplet(r.sense) == (0x6, 0x29, 0x00)
-            # a group that matches this initiator takes over its view
-            await admin.ok("group", "add", second, "hosts", "iqn.2026-11.org.example:*")
+            # a group that matches no session changes no view: no force needed
+            await admin.ok("group", "add", second, "others", "iqn.2026-11.org.other:*")
+            assert (await ini.execute(0, TUR)).status == 0
+            # a group that matches this initiator takes over its view: its empty
+            # map takes LUN 0 away from the session, so force is needed
+            stderr = await admin.fails(
+                1, "group", "add", second, "hosts", "iqn.2026-11.org.example:*"
+            )
+            assert "in use" in stderr and "LUN 0" in stderr and INITIATOR in stderr
+            assert (await ini.execute(0, TUR)).status == 0  # refused: nothing changed
+            await admin.ok("group", "add", second, "hosts", "iqn.2026-11.org.example:*", "--force")
+            assert sense_triplet((await ini.execute(0, TUR)).sense) == (0x5, 0x25, 0x00)
+            assert luns_of((await ini.execute(0, REPORT_LUNS, read_length=256)).data) == []
+            # adding a LUN to a session's view needs no force
             await admin.ok("lun", "add", second, "7", "disk0", "--group", "hosts")
-            assert sense_triplet((await ini.execute(0, TUR)).sense) == (0x6, 0x3F, 0x0E)
+            # the LU forgot this nexus when the session lost it, so the nexus is
+            # new to it again: the power-on UA first, then the news of the LUN
+            assert sense_triplet((await ini.execute(7, TUR)).sense) == (0x6, 0x29, 0x00)
+            assert sense_triplet((await ini.execute(7, TUR)).sense) == (0x6, 0x3F, 0x0E)
             r = await ini.execute(7, REPORT_LUNS, read_length=256)
             assert luns_of(r.data) == [7]
             await admin.ok("initiator", "add", second, "hosts", "iqn.2026-11.org.other:x")
             await admin.ok("initiator", "remove", second, "hosts", "iqn.2026-11.org.other:x")
+            # naming this initiator exactly in "others" (LUN 0 only) moves it there:
+            # it would lose LUN 7, so force again
+            await admin.ok("lun", "add", second, "0", "disk0", "--group", "others")
+            assert (await ini.execute(7, TUR)).status == 0  # that group is not ours
+            stderr = await admin.fails(1, "initiator", "add", second, "others", INITIATOR)
+            assert "LUN 7" in stderr
+            await admin.ok("initiator", "add", second, "others", INITIATOR, "--force")
+            assert sense_triplet((await ini.execute(0, TUR)).sense) == (0x6, 0x3F, 0x0E)
+            r = await ini.execute(0, REPORT_LUNS, read_length=256)
+            assert luns_of(r.data) == [0]
+            await admin.ok("initiator", "remove", second, "others", INITIATOR, "--force")
+            assert sense_triplet((await ini.execute(7, TUR)).sense) == (0x6, 0x3F, 0x0E)
+            r = await ini.execute(7, REPORT_LUNS, read_length=256)
+            assert luns_of(r.data) == [7]
             # losing the group's LUN 7 is a loss for this session: force needed
             await admin.fails(1, "group", "remove", second, "hosts")
             await admin.ok("group", "remove", second, "hosts", "--force")
@@ -269,7 +302,9 @@ async def test_save_and_reload_and_sighup(tmp_path: Path) -> None:
             assert (await ini.execute(0, TUR)).status == 0
 
             # an edit by hand, picked up on SIGHUP: unmap LUN 3 is refused (in use)...
-            config.write_text(text.replace('{lun = 3, device = "disk1"}', ""))
+            edited = re.sub(r"\n\s*\{\s*lun = 3, device = \"disk1\"\s*\},?", "", text)
+            assert edited != text
+            config.write_text(edited)
             os.kill(d.pid, signal.SIGHUP)
             await trio.sleep(1)
             r = await ini.execute(0, REPORT_LUNS, read_length=256)
