@@ -619,6 +619,12 @@ class LogicalUnit:
         state = self._nexuses.get(_key(nexus))
         return state.stats.snapshot() if state is not None else None
 
+    def has_unit_attention(self, nexus: Nexus) -> bool:
+        """QUERY ASYNCHRONOUS EVENT: does a UA wait for ``nexus``? (A nexus not
+        seen yet has its power-on UA coming.)"""
+        state = self._nexuses.get(_key(nexus))
+        return state is None or bool(state.ua)
+
     def unit_attention(self, asc: Asc, nexus: Nexus | None = None) -> None:
         """Queue a UA for ``nexus`` (or every nexus) now (atomic: the admin plane
         and sessions use it so the very next command already sees it)."""

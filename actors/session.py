@@ -183,7 +183,14 @@ class Session:
         if function in (TARGET_WARM_RESET, TARGET_COLD_RESET):
             if self._target_reset is None:
                 return TmfResponse.NOT_SUPPORTED
-            await self._target_reset(nexus, Asc.SCSI_BUS_RESET_OCCURRED)
+            # SAM: a target reset is the old BUS DEVICE RESET (29/03); a cold
+            # reset is a power cycle as far as the initiators can tell (29/01).
+            asc = (
+                Asc.POWER_ON_OCCURRED
+                if function == TARGET_COLD_RESET
+                else Asc.BUS_DEVICE_RESET_FUNCTION_OCCURRED
+            )
+            await self._target_reset(nexus, asc)
             return TmfResponse.COMPLETE
         if function == I_T_NEXUS_RESET:
             for each in self.luns.values():
@@ -192,8 +199,13 @@ class Session:
         if function == TASK_REASSIGN:
             return TmfResponse.REASSIGNMENT_NOT_SUPPORTED
         if function == QUERY_ASYNC_EVENT:
-            known = lun in self.luns
-            return TmfResponse.COMPLETE if known else TmfResponse.LUN_DOES_NOT_EXIST
+            # SAM-5 7.8: "succeeded" when a UNIT ATTENTION (or deferred error,
+            # which we never have) waits for this I_T_L nexus
+            queried = self.luns.get(lun)
+            if queried is None:
+                return TmfResponse.LUN_DOES_NOT_EXIST
+            pending = queried.lu.has_unit_attention(nexus)
+            return TmfResponse.SUCCEEDED if pending else TmfResponse.COMPLETE
         mapping = self.luns.get(lun)
         if mapping is None:
             return TmfResponse.LUN_DOES_NOT_EXIST

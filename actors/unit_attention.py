@@ -2,30 +2,54 @@
 
 Each nexus of a logical unit has its own queue; a condition is reported once
 per nexus, on the first command that is not exempt (INQUIRY, REPORT LUNS,
-REQUEST SENSE report or skip it per SPC). A reset or power-on condition
-outranks and clears everything queued before it, because an initiator that
-learns of a reset re-discovers the device anyway; duplicates are dropped, and
-the queue is bounded so a storm of events cannot grow memory.
+REQUEST SENSE report or skip it per SPC). When several are pending the most
+important goes first, so an initiator hears of a reset before anything else:
+
+1. resets (29/xx): a reset also clears every older condition, because an
+   initiator that learns of a reset re-discovers the device anyway;
+2. what took something away from this nexus: commands cleared (2F/xx), its
+   reservation or registration preempted or released (2A/03..05), in
+   arrival order (a PREEMPT AND ABORT reports the preemption, then the
+   commands it cleared);
+3. everything else (mode parameters, capacity, INQUIRY or LUN inventory
+   changed), in arrival order.
+
+Conditions raised after a reset stay queued behind it (they are news even to
+an initiator that re-discovers). Duplicates are dropped, and the queue is
+bounded so a storm of events cannot grow memory: when full, the newest
+condition of the lowest priority gives way.
 """
 
 from __future__ import annotations
-
-from collections import deque
 
 from scsi.sense import Asc, Sense, SenseKey
 
 #: 29/xx conditions: a reset supersedes anything older.
 _RESET_CODE = 0x29
+_CLEARED_CODE = 0x2F
+_RESERVATION_CHANGES = frozenset(
+    {Asc.RESERVATIONS_PREEMPTED, Asc.RESERVATIONS_RELEASED, Asc.REGISTRATIONS_PREEMPTED}
+)
 MAX_QUEUED = 16
 
 
+def priority(asc: Asc) -> int:
+    """Reporting rank of a condition: lower goes first."""
+    if asc.code == _RESET_CODE:
+        return 0
+    if asc.code == _CLEARED_CODE or asc in _RESERVATION_CHANGES:
+        return 1
+    return 2
+
+
 class UnitAttentionQueue:
-    """Pending UNIT ATTENTION conditions of one I_T_L nexus, oldest first."""
+    """Pending UNIT ATTENTION conditions of one I_T_L nexus, most important first."""
 
     __slots__ = ("_pending",)
 
     def __init__(self) -> None:
-        self._pending: deque[Sense] = deque()
+        #: (rank, Sense), kept sorted by rank, arrival order within a rank
+        self._pending: list[tuple[int, Sense]] = []
 
     def __bool__(self) -> bool:
         return bool(self._pending)
@@ -35,24 +59,30 @@ class UnitAttentionQueue:
 
     def add(self, asc: Asc) -> None:
         sense = Sense.of(SenseKey.UNIT_ATTENTION, asc)
-        if asc.code == _RESET_CODE:
-            self._pending.clear()
-        elif any(p.asc == _RESET_CODE for p in self._pending):
-            return  # a pending reset already tells the initiator to look again
-        if sense in self._pending:
+        rank = priority(asc)
+        pending = self._pending
+        if rank == 0:
+            pending.clear()
+        elif any(s == sense for _, s in pending):
             return
-        if len(self._pending) >= MAX_QUEUED:
-            self._pending.popleft()
-        self._pending.append(sense)
+        if len(pending) >= MAX_QUEUED:
+            worst = max(range(len(pending)), key=lambda i: (pending[i][0], i))
+            if pending[worst][0] < rank:
+                return  # everything queued matters more than this
+            del pending[worst]
+        at = len(pending)
+        while at and pending[at - 1][0] > rank:
+            at -= 1
+        pending.insert(at, (rank, sense))
 
     def pop(self) -> Sense | None:
-        return self._pending.popleft() if self._pending else None
+        return self._pending.pop(0)[1] if self._pending else None
 
     def peek(self) -> Sense | None:
-        return self._pending[0] if self._pending else None
+        return self._pending[0][1] if self._pending else None
 
     def clear(self) -> None:
         self._pending.clear()
 
     def pending(self) -> list[Sense]:
-        return list(self._pending)
+        return [s for _, s in self._pending]

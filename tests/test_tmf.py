@@ -1,0 +1,321 @@
+"""Every iSCSI task management function, seen by two initiators of our own.
+
+The real daemon tree runs in-process (devices, LUs, portal) with two file-backed
+disks on one target. A command is kept "running" by a fault rule that hangs it
+(``hang`` sleeps until the task is cancelled), so each test controls exactly
+which commands are in the task set when the TMF arrives. The tests check the
+TMF response code (RFC 7143 11.6.1, RFC 7144), that aborted commands send no
+response (or TASK ABORTED when the control page's TAS asks for it), and the
+UNIT ATTENTION each nexus sees afterwards (29/xx after resets, 2F/00 for
+commands cleared by another initiator).
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from admin.config import parse_config
+from supervision.daemon import Daemon, start, stop
+from tests.daemon import free_port
+from transports.iscsi.initiator import ConnectionLost, Initiator, Result
+
+TARGET = "iqn.2026-11.org.pyscst:tmf"
+NAME_A = "iqn.2026-11.org.example:a"
+NAME_B = "iqn.2026-11.org.example:b"
+BS = 512
+GOOD, CHECK_CONDITION, TASK_ABORTED = 0x00, 0x02, 0x40
+UNIT_ATTENTION = 0x6
+TUR = bytes(6)
+
+# TMF function codes (RFC 7143 11.5.1, RFC 7144 4.1)
+ABORT_TASK, ABORT_TASK_SET, CLEAR_ACA, CLEAR_TASK_SET = 1, 2, 3, 4
+LUN_RESET, TARGET_WARM_RESET, TARGET_COLD_RESET, TASK_REASSIGN = 5, 6, 7, 8
+QUERY_TASK, QUERY_TASK_SET, I_T_NEXUS_RESET, QUERY_ASYNC_EVENT = 9, 10, 11, 12
+# TMF responses
+COMPLETE, NO_TASK, NO_LUN, REASSIGN_UNSUPPORTED, SUCCEEDED = 0, 1, 2, 4, 7
+
+
+def read10(lba: int, blocks: int = 1) -> bytes:
+    return struct.pack(">BBIBHB", 0x28, 0, lba, 0, blocks, 0)
+
+
+def ua_of(result: Result) -> tuple[int, int, int]:
+    assert result.status == CHECK_CONDITION, result
+    s = result.sense
+    return s[2] & 0x0F, s[12], s[13]
+
+
+@asynccontextmanager
+async def tmf_daemon(tmp_path: Path) -> AsyncIterator[tuple[Daemon, int]]:
+    """disk0 at LUN 0 and disk1 at LUN 1 of TARGET, for everyone."""
+    port = free_port()
+    sockdir = tempfile.mkdtemp(prefix="pyscst-t", dir="/tmp")
+    text = f"""
+state_dir = "{tmp_path}"
+control_socket = "{sockdir}/c.sock"
+[devices.disk0]
+handler = "vdisk_fileio"
+size = "4MiB"
+[devices.disk1]
+handler = "vdisk_fileio"
+size = "4MiB"
+[targets."{TARGET}"]
+portals = ["127.0.0.1:{port}"]
+luns = [{{ lun = 0, device = "disk0" }}, {{ lun = 1, device = "disk1" }}]
+"""
+    config = parse_config(text, tmp_path)
+    try:
+        async with trio.open_nursery() as nursery:
+            daemon = await start(config, nursery)
+            try:
+                yield daemon, port
+            finally:
+                await stop(daemon)
+                nursery.cancel_scope.cancel()
+    finally:
+        shutil.rmtree(sockdir, ignore_errors=True)
+
+
+async def connect(port: int, name: str) -> Initiator:
+    return await Initiator.connect("127.0.0.1", port, initiator_name=name, target_name=TARGET)
+
+
+async def settle(ini: Initiator, luns: tuple[int, ...] = (0, 1)) -> None:
+    """Consume the power-on unit attentions on ``luns``."""
+    for lun in luns:
+        for _ in range(5):
+            if (await ini.execute(lun, TUR)).status == GOOD:
+                break
+        else:
+            raise AssertionError(f"TEST UNIT READY never GOOD on LUN {lun}")
+
+
+async def hang(daemon: Daemon, **match: Any) -> None:
+    """Commands matching ``match`` hang until aborted."""
+    await daemon.control_ops["fault.add"]({"action": "hang", **match})
+
+
+async def running(ini: Initiator, lun: int, lba: int) -> int:
+    """Submit a READ that a hang rule holds; wait until the LU has it."""
+    itt = ini.submit(lun, read10(lba), read_length=BS)
+    with trio.fail_after(2):
+        while await ini.task_management(QUERY_TASK, lun, itt) != SUCCEEDED:
+            await trio.sleep(0.01)
+    return itt
+
+
+async def assert_silent(ini: Initiator, itt: int, wait: float = 0.2) -> None:
+    """No response ever comes for an aborted command."""
+    with trio.move_on_after(wait) as silent:
+        await ini.wait(itt)
+    assert silent.cancelled_caught, "an aborted command answered"
+
+
+async def mode_select_tas(ini: Initiator, lun: int, tas: bool) -> None:
+    """Set the control mode page's TAS bit through MODE SELECT(6)."""
+    sense = await ini.execute(lun, bytes((0x1A, 0x08, 0x0A, 0, 255, 0)), read_length=255)
+    assert sense.status == GOOD
+    data = sense.data
+    page = bytearray(data[4 + data[3] :][:12])
+    page[0] &= 0x3F  # PS is reserved in MODE SELECT
+    page[5] = (page[5] | 0x40) if tas else (page[5] & ~0x40)
+    params = bytes(4) + bytes(page)
+    r = await ini.execute(lun, bytes((0x15, 0x10, 0, 0, len(params), 0)), data_out=params)
+    assert r.status == GOOD, r
+
+
+# -- ABORT TASK, QUERY TASK ---------------------------------------------------------------
+
+
+async def test_abort_task_ends_one_command_silently(tmp_path: Path) -> None:
+    async with tmf_daemon(tmp_path) as (daemon, port):
+        await hang(daemon, lba=[42], times=1)
+        async with await connect(port, NAME_A) as a:
+            await settle(a)
+            held = await running(a, 0, 42)
+            other = a.submit(0, read10(7), read_length=BS)
+            assert (await a.wait(other)).status == GOOD  # the task set is not blocked
+            assert await a.task_management(ABORT_TASK, 0, held) == COMPLETE
+            await assert_silent(a, held)
+            assert await a.task_management(QUERY_TASK, 0, held) == COMPLETE  # gone
+            assert await a.task_management(ABORT_TASK, 0, 0x7777) == NO_TASK
+            r = await a.execute(0, TUR)
+            assert r.status == GOOD  # ABORT TASK raises no unit attention
+
+
+# -- ABORT TASK SET, QUERY TASK SET ---------------------------------------------------------
+
+
+async def test_abort_task_set_spares_other_initiators(tmp_path: Path) -> None:
+    async with tmf_daemon(tmp_path) as (daemon, port):
+        await hang(daemon, lba=[40, 49])
+        async with await connect(port, NAME_A) as a, await connect(port, NAME_B) as b:
+            await settle(a)
+            await settle(b)
+            mine = [await running(a, 0, 40), await running(a, 0, 41)]
+            theirs = await running(b, 0, 45)
+            assert await a.task_management(QUERY_TASK_SET, 0) == SUCCEEDED
+            assert await a.task_management(ABORT_TASK_SET, 0) == COMPLETE
+            for itt in mine:
+                await assert_silent(a, itt, 0.1)
+            assert await a.task_management(QUERY_TASK_SET, 0) == COMPLETE
+            assert await b.task_management(QUERY_TASK, 0, theirs) == SUCCEEDED
+            assert await b.task_management(QUERY_TASK_SET, 0) == SUCCEEDED
+            assert (await b.execute(0, TUR)).status == GOOD  # B hears nothing
+            assert (await a.execute(0, TUR)).status == GOOD
+            assert await b.task_management(ABORT_TASK_SET, 0) == COMPLETE
+            await assert_silent(b, theirs, 0.1)
+
+
+# -- CLEAR TASK SET and TAS -----------------------------------------------------------------------
+
+
+async def test_clear_task_set_tells_the_other_initiator_commands_cleared(tmp_path: Path) -> None:
+    async with tmf_daemon(tmp_path) as (daemon, port):
+        await hang(daemon, lba=[50])
+        async with await connect(port, NAME_A) as a, await connect(port, NAME_B) as b:
+            await settle(a)
+            await settle(b)
+            theirs = await running(b, 0, 50)
+            assert await a.task_management(CLEAR_TASK_SET, 0) == COMPLETE
+            await assert_silent(b, theirs)  # TAS=0: no status for the cleared command
+            assert ua_of(await b.execute(0, TUR)) == (UNIT_ATTENTION, 0x2F, 0x00)
+            assert (await b.execute(0, TUR)).status == GOOD
+            assert (await a.execute(0, TUR)).status == GOOD  # the issuer gets no UA
+            assert (await b.execute(1, TUR)).status == GOOD  # nor does another LU
+
+
+async def test_tas_answers_task_aborted_to_the_other_initiator(tmp_path: Path) -> None:
+    async with tmf_daemon(tmp_path) as (daemon, port):
+        await hang(daemon, lba=[60])
+        async with await connect(port, NAME_A) as a, await connect(port, NAME_B) as b:
+            await settle(a)
+            await settle(b)
+            await mode_select_tas(a, 0, True)
+            # the other nexus learns that the mode parameters changed; the issuer does not
+            assert ua_of(await b.execute(0, TUR)) == (UNIT_ATTENTION, 0x2A, 0x01)
+            assert (await a.execute(0, TUR)).status == GOOD
+            theirs = await running(b, 0, 60)
+            mine = await running(a, 0, 60)
+            assert await a.task_management(CLEAR_TASK_SET, 0) == COMPLETE
+            with trio.fail_after(2):
+                assert (await b.wait(theirs)).status == TASK_ABORTED
+            await assert_silent(a, mine)  # the issuer's own aborted task stays silent
+            assert (await b.execute(0, TUR)).status == GOOD  # TAS=1: no 2F/00 as well
+
+
+# -- resets -------------------------------------------------------------------------------------
+
+
+async def test_lun_reset_aborts_every_task_and_releases_reserve6(tmp_path: Path) -> None:
+    async with tmf_daemon(tmp_path) as (daemon, port):
+        await hang(daemon, lba=[70, 79])
+        async with await connect(port, NAME_A) as a, await connect(port, NAME_B) as b:
+            await settle(a)
+            await settle(b)
+            assert (await b.execute(0, bytes((0x16, 0, 0, 0, 0, 0)))).status == GOOD  # RESERVE(6)
+            assert (await a.execute(0, read10(1), read_length=BS)).status == 0x18  # conflict
+            held = [await running(b, 0, 70), await running(b, 1, 71)]
+            assert await a.task_management(LUN_RESET, 0) == COMPLETE
+            await assert_silent(b, held[0])
+            assert await b.task_management(QUERY_TASK, 1, held[1]) == SUCCEEDED  # LUN 1 untouched
+            for ini in (a, b):
+                assert ua_of(await ini.execute(0, TUR)) == (UNIT_ATTENTION, 0x29, 0x03)
+                assert (await ini.execute(1, TUR)).status == GOOD
+            assert (await a.execute(0, read10(1), read_length=BS)).status == GOOD  # released
+            assert await b.task_management(LUN_RESET, 1) == COMPLETE
+            await assert_silent(b, held[1])
+
+
+async def test_target_warm_reset_resets_every_lu_for_everyone(tmp_path: Path) -> None:
+    async with tmf_daemon(tmp_path) as (daemon, port):
+        await hang(daemon, lba=[80, 89])
+        async with await connect(port, NAME_A) as a, await connect(port, NAME_B) as b:
+            await settle(a)
+            await settle(b)
+            held = [await running(b, 0, 80), await running(b, 1, 81), await running(a, 1, 82)]
+            assert await a.task_management(TARGET_WARM_RESET, 0) == COMPLETE
+            await assert_silent(b, held[0], 0.1)
+            await assert_silent(b, held[1], 0.1)
+            await assert_silent(a, held[2], 0.1)
+            for ini in (a, b):
+                for lun in (0, 1):
+                    assert ua_of(await ini.execute(lun, TUR)) == (UNIT_ATTENTION, 0x29, 0x03)
+                    assert (await ini.execute(lun, TUR)).status == GOOD
+
+
+async def test_target_cold_reset_ends_the_session_and_looks_like_power_on(tmp_path: Path) -> None:
+    async with tmf_daemon(tmp_path) as (daemon, port):
+        await hang(daemon, lba=[90])
+        async with await connect(port, NAME_B) as b:
+            await settle(b)
+            theirs = await running(b, 0, 90)
+            async with await connect(port, NAME_A) as a:
+                await settle(a)
+                assert await a.task_management(TARGET_COLD_RESET, 0) == COMPLETE
+                with trio.fail_after(5), pytest.raises(ConnectionLost):  # the target hangs up
+                    while True:
+                        await a.execute(0, TUR)
+                        await trio.sleep(0.05)
+            await assert_silent(b, theirs)
+            for lun in (0, 1):
+                assert ua_of(await b.execute(lun, TUR)) == (UNIT_ATTENTION, 0x29, 0x01)
+        async with await connect(port, NAME_A) as again:  # a new nexus: power-on UA
+            assert ua_of(await again.execute(0, TUR)) == (UNIT_ATTENTION, 0x29, 0x00)
+            assert (await again.execute(0, TUR)).status == GOOD
+
+
+async def test_i_t_nexus_reset_touches_only_the_issuing_nexus(tmp_path: Path) -> None:
+    async with tmf_daemon(tmp_path) as (daemon, port):
+        await hang(daemon, lba=[100, 109])
+        async with await connect(port, NAME_A) as a, await connect(port, NAME_B) as b:
+            await settle(a)
+            await settle(b)
+            mine = [await running(a, 0, 100), await running(a, 1, 101)]
+            theirs = await running(b, 0, 102)
+            assert await a.task_management(I_T_NEXUS_RESET, 0) == COMPLETE
+            for itt in mine:
+                await assert_silent(a, itt, 0.1)
+            for lun in (0, 1):
+                assert ua_of(await a.execute(lun, TUR)) == (UNIT_ATTENTION, 0x29, 0x07)
+            assert await b.task_management(QUERY_TASK, 0, theirs) == SUCCEEDED
+            assert (await b.execute(0, TUR)).status == GOOD
+            assert (await b.execute(1, TUR)).status == GOOD
+
+
+# -- queries and the rest ----------------------------------------------------------------------
+
+
+async def test_query_async_event_reports_a_pending_unit_attention(tmp_path: Path) -> None:
+    async with tmf_daemon(tmp_path) as (_daemon, port):
+        async with await connect(port, NAME_A) as a, await connect(port, NAME_B) as b:
+            await settle(a)
+            await settle(b)
+            assert await b.task_management(QUERY_ASYNC_EVENT, 0) == COMPLETE
+            await mode_select_tas(a, 0, True)  # a change: raises 2A/01 for B
+            assert await b.task_management(QUERY_ASYNC_EVENT, 0) == SUCCEEDED
+            assert await b.task_management(QUERY_ASYNC_EVENT, 1) == COMPLETE  # per LU
+            assert await a.task_management(QUERY_ASYNC_EVENT, 0) == COMPLETE
+            assert ua_of(await b.execute(0, TUR)) == (UNIT_ATTENTION, 0x2A, 0x01)
+            assert await b.task_management(QUERY_ASYNC_EVENT, 0) == COMPLETE
+            assert await b.task_management(QUERY_ASYNC_EVENT, 5) == NO_LUN
+
+
+async def test_clear_aca_reassign_and_unknown_luns(tmp_path: Path) -> None:
+    async with tmf_daemon(tmp_path) as (_daemon, port):
+        async with await connect(port, NAME_A) as a:
+            await settle(a)
+            assert await a.task_management(CLEAR_ACA, 0) == COMPLETE  # no ACA: nothing to do
+            assert await a.task_management(TASK_REASSIGN, 0, 0x1234) == REASSIGN_UNSUPPORTED
+            for function in (ABORT_TASK_SET, CLEAR_TASK_SET, LUN_RESET, QUERY_TASK_SET):
+                assert await a.task_management(function, 9) == NO_LUN
+            assert (await a.execute(0, TUR)).status == GOOD  # the session goes on
