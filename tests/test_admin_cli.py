@@ -82,10 +82,10 @@ def admin_for(d: RunningDaemon) -> Admin:
 
 
 @asynccontextmanager
-async def login(d: RunningDaemon, name: str = INITIATOR) -> AsyncIterator[Initiator]:
+async def login(d: RunningDaemon, name: str = INITIATOR, lun: int = 0) -> AsyncIterator[Initiator]:
     connecting = Initiator.connect(d.host, d.port, initiator_name=name, target_name=TARGET)
     async with await connecting as ini:
-        r = await ini.execute(0, TUR)  # consume the power-on UA
+        r = await ini.execute(lun, TUR)  # consume the power-on UA
         assert sense_triplet(r.sense) == (0x6, 0x29, 0x00)
         yield ini
 
@@ -324,3 +324,86 @@ async def test_save_and_reload_and_sighup(tmp_path: Path) -> None:
                 while "disk9" not in [x["name"] for x in (await admin.ok("tree"))["devices"]]:
                     await trio.sleep(0.2)
             assert (await ini.execute(0, TUR)).status == 0  # nothing this session sees changed
+
+
+OTHER_TARGET = "iqn.2026-11.org.pyscst:other"
+GROUPED = "iqn.2026-11.org.example:grouped"
+
+
+async def test_tree_shows_everything_and_resize_reaches_every_nexus(tmp_path: Path) -> None:
+    devices = {**DEVICES, "nul": {"handler": "vdisk_nullio", "size": "1M", "block_size": 4096}}
+    groups = {"db": {"initiators": [GROUPED, "iqn.2026-11.org.db:*"],
+                     "luns": [{"lun": 5, "device": "disk0", "read_only": True}]}}
+    async with running_daemon_async(
+        tmp_path, target=TARGET, devices=devices, luns=LUNS, groups=groups
+    ) as d:
+        admin = admin_for(d)
+        async with login(d) as ini, login(d, GROUPED, lun=5) as grouped:
+            await ini.execute(0, READ_CAPACITY_10, read_length=8)
+            tree = await admin.ok("tree")
+            by_name = {x["name"]: x for x in tree["devices"]}
+            assert (by_name["disk0"]["handler"], by_name["disk0"]["size"]) == (
+                "vdisk_fileio", 8 << 20)
+            assert by_name["disk0"]["path"] == str(d.state_dir / "disk0.img")
+            assert (by_name["nul"]["handler"], by_name["nul"]["size"]) == ("vdisk_nullio", 1 << 20)
+            assert by_name["nul"]["block_size"] == 4096 and by_name["nul"]["path"] is None
+            (target,) = tree["targets"]
+            assert target["name"] == TARGET and target["portals"] == [d.portal]
+            assert target["luns"] == [{"lun": 0, "device": "disk0", "read_only": False}]
+            assert target["groups"] == [{
+                "name": "db", "initiators": [GROUPED, "iqn.2026-11.org.db:*"],
+                "luns": [{"lun": 5, "device": "disk0", "read_only": True}],
+            }]
+            sessions = {s["initiator"]: s for s in tree["sessions"]}
+            assert set(sessions) == {INITIATOR, GROUPED}
+            mine = sessions[INITIATOR]
+            assert (mine["target"], mine["tsih"], mine["isid"]) == (
+                TARGET, ini.tsih, f"0x{ini.isid:012x}")
+            assert mine["address"].startswith("127.0.0.1:")
+            # TUR at login and READ CAPACITY: 2 commands, 1 UA, 8 bytes read
+            assert mine["luns"] == [{"lun": 0, "device": "disk0", "read_only": False,
+                                     "commands": 2, "errors": 1, "bytes_read": 8,
+                                     "bytes_written": 0}]
+            assert [(e["lun"], e["read_only"]) for e in sessions[GROUPED]["luns"]] == [(5, True)]
+            # the human form names the same things
+            human = (await admin.run("tree")).stdout
+            for text in ("vdisk_nullio", TARGET, "group db", "5->disk0 (ro)", GROUPED):
+                assert text in human
+
+            # one resize: CAPACITY DATA HAS CHANGED on every nexus, whatever its LUN number
+            await admin.ok("device", "resize", "disk0", "12M")
+            for who, lun in ((ini, 0), (grouped, 5)):
+                r = await who.execute(lun, READ_CAPACITY_10, read_length=8)
+                assert sense_triplet(r.sense) == (0x6, 0x2A, 0x09)
+                r = await who.execute(lun, READ_CAPACITY_10, read_length=8)
+                assert struct.unpack(">II", r.data) == (12 * 2048 - 1, 512)
+            # shrinking below what a block size allows is refused, nothing changes
+            stderr = await admin.fails(1, "device", "resize", "nul", "6K")
+            assert "block_size 4096" in stderr
+            assert (await ini.execute(0, TUR)).status == 0
+
+
+async def test_device_remove_needs_force_and_spares_other_sessions(tmp_path: Path) -> None:
+    devices = {**DEVICES, "disk1": {"handler": "vdisk_nullio", "size": "1M"}}
+    luns = (*LUNS, {"lun": 1, "device": "disk1"})
+    extra = {OTHER_TARGET: {"luns": [{"lun": 0, "device": "disk0"}]}}
+    async with running_daemon_async(
+        tmp_path, target=TARGET, devices=devices, luns=luns, extra_targets=extra
+    ) as d:
+        admin = admin_for(d)
+        connecting = Initiator.connect(
+            d.host, d.port, initiator_name=INITIATOR, target_name=OTHER_TARGET)
+        async with login(d) as ini, await connecting as bystander:
+            assert sense_triplet((await bystander.execute(0, TUR)).sense)[:2] == (0x6, 0x29)
+            stderr = await admin.fails(1, "device", "remove", "disk1")
+            assert "mapped as LUN 1 of target" in stderr and "force" in stderr
+            assert sense_triplet((await ini.execute(1, TUR)).sense) == (0x6, 0x29, 0x00)
+            reply = await admin.ok("device", "remove", "disk1", "--force")
+            assert reply["changes"]["devices_removed"] == ["disk1"]
+            assert reply["changes"]["targets_changed"] == [TARGET]
+            assert sense_triplet((await ini.execute(0, TUR)).sense) == (0x6, 0x3F, 0x0E)
+            assert luns_of((await ini.execute(0, REPORT_LUNS, read_length=256)).data) == [0]
+            assert sense_triplet((await ini.execute(1, TUR)).sense) == (0x5, 0x25, 0x00)
+            # the session on the other target saw nothing of it
+            assert (await bystander.execute(0, TUR)).status == 0
+            assert [x["name"] for x in (await admin.ok("tree"))["devices"]] == ["disk0"]
