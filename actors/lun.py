@@ -498,6 +498,10 @@ class LogicalUnit:
                 sense = state.ua.pop()
                 assert sense is not None
                 raise ScsiError(Status.CHECK_CONDITION, sense)
+            if cmd.attr == TaskAttribute.ACA:
+                # SAM-5: an ACA task with no ACA condition established (never,
+                # here: NormACA=0, NACA=1 is refused) is a protocol error
+                raise ScsiError.check(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_MESSAGE_ERROR)
             device = self._device_source()
             spec: OpSpec = self.table(device).lookup(cdb)
             flags = spec.flags
