@@ -309,6 +309,21 @@ async def test_drop_session_announces_it(tmp_path: Path) -> None:
         await healthy(port)
 
 
+async def test_drop_session_after_execution(tmp_path: Path) -> None:
+    async with daemon_with(tmp_path) as (daemon, port):
+        await op(daemon, "fault.add", {
+            "action": "drop_session", "phase": "after", "lba": [302], "times": 1,
+        })  # fmt: skip
+        async with login(port) as ini:
+            with pytest.raises(ConnectionLost):
+                await ini.execute(0, write10(302), data_out=b"s" * BS)
+            event = await ini.recv_pdu()
+            assert isinstance(event, AsyncMessage) and event.async_event == 3
+        async with login(port) as ini:  # executed before the session went
+            assert (await ini.execute(0, read10(302), read_length=BS)).data == b"s" * BS
+        await cleared_and_healthy(daemon, port)
+
+
 # -- data faults -----------------------------------------------------------------------
 
 

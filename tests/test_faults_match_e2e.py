@@ -199,3 +199,37 @@ opcodes = [0x00]
             await op(daemon, "fault.disable", {"id": "second"})
             await settle(ini)
         await cleared_and_healthy(daemon, port)
+
+
+async def test_seeded_rule_from_config_replays_across_daemon_runs(tmp_path: Path) -> None:
+    """The same config and the same command sequence: the same commands fail, with
+    the same jittered delays, in a second daemon process tree."""
+    rules = """
+[[faults]]
+id = "flaky"
+action = "check_condition"
+op_class = "read"
+probability = 0.2
+seed = 2026
+[[faults]]
+id = "jittery"
+action = "delay"
+op_class = "write"
+jitter = 0.02
+probability = 0.5
+"""
+
+    async def run(n: int) -> tuple[list[int], list[tuple[int, float]]]:
+        async with daemon_with(tmp_path / str(n), rules) as (daemon, port):
+            async with login(port) as ini:
+                failed = []
+                for lba in range(40):
+                    await ini.execute(0, write10(lba), data_out=bytes(BS))
+                    if (await ini.execute(0, read10(lba), read_length=BS)).status != GOOD:
+                        failed.append(lba)
+            [stats] = await op(daemon, "fault.stats", {"id": "jittery"})
+            return failed, [(hit["lba"], hit["delay"]) for hit in stats["recent"]]
+
+    first, second = await run(1), await run(2)
+    assert first == second
+    assert 2 <= len(first[0]) <= 20 and 5 <= len(first[1]) <= 20
