@@ -167,10 +167,19 @@ class Target:
                 await handle.wait_closed()
 
     async def reset(self, nexus: Nexus | None, asc: Asc) -> None:
-        """TARGET WARM/COLD RESET: reset every LU of this target."""
+        """TARGET WARM/COLD RESET: reset every LU of this target.
+
+        A cold reset (reported as a power cycle, 29/01) also ends every other
+        session of the target (RFC 7143 11.5.1); the issuer's own connection
+        closes itself once its TMF response is on the wire."""
         async with trio.open_nursery() as nursery:
             for lu in self.logical_units():
                 nursery.start_soon(call, lu.mailbox, ResetLogicalUnit(nexus, asc))
+        if asc is Asc.POWER_ON_OCCURRED:
+            for handle in list(self.sessions.values()):
+                info = handle.info()
+                if info is None or info.nexus != nexus:
+                    handle.abort()
 
 
 class TargetDirectory:
