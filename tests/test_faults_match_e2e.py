@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -31,7 +32,7 @@ from tests.test_faults_e2e import (
     settle,
     write10,
 )
-from transports.iscsi.initiator import Initiator
+from transports.iscsi.initiator import ConnectionLost, Initiator, LoginError
 
 OTHER_TARGET = "iqn.2026-11.org.pyscst:other"
 TWO_LUNS = '{ lun = 0, device = "disk0" }, { lun = 1, device = "disk1" }'
@@ -233,3 +234,55 @@ probability = 0.5
     first, second = await run(1), await run(2)
     assert first == second
     assert 2 <= len(first[0]) <= 20 and 5 <= len(first[1]) <= 20
+
+
+async def lu_designators(ini: Initiator) -> list[bytes]:
+    """The logical unit's own designators in VPD page 83h (association 0): what
+    multipath tools group paths by."""
+    r = await ini.execute(0, bytes([0x12, 1, 0x83, 0, 255, 0]), read_length=255)
+    assert r.status == GOOD
+    page, out, off = r.data, [], 4
+    while off + 4 <= len(page):
+        length = page[off + 3]
+        if (page[off + 1] >> 4) & 3 == 0:
+            out.append(bytes(page[off : off + 4 + length]))
+        off += 4 + length
+    return out
+
+
+async def test_path_failure_for_multipath(tmp_path: Path) -> None:
+    """Two paths to one disk (two targets exporting disk0, as dm-multipath sees
+    them: same device identifier). Path B fails (its connection drops, logins to
+    it are refused) while path A keeps serving; removing the rules restores B,
+    which sees what was written through A meanwhile."""
+    path_b = "iqn.2026-11.org.pyscst:path-b"
+    extra = f"""
+[targets."{path_b}"]
+portals = ["127.0.0.1:@PORT@"]
+luns = [{{ lun = 0, device = "disk0" }}]
+"""
+
+    def connect(target: str) -> Any:
+        return Initiator.connect("127.0.0.1", port, initiator_name=INITIATOR, target_name=target)
+
+    async with daemon_with(tmp_path, extra=extra) as (daemon, port):
+        async with await connect(TARGET) as a, await connect(path_b) as b:
+            await settle(a)
+            await settle(b)
+            assert await lu_designators(a) == await lu_designators(b) != []
+            await op(daemon, "fault.add", {"id": "b-down", "action": "drop_connection",
+                                           "target": path_b, "times": 1})  # fmt: skip
+            await op(daemon, "fault.add", {"id": "b-refused", "action": "refuse_login",
+                                           "target": path_b})  # fmt: skip
+            with pytest.raises(ConnectionLost):
+                await b.execute(0, read10(0), read_length=BS)
+            with pytest.raises(LoginError):
+                async with await connect(path_b):
+                    pass
+            assert (await a.execute(0, write10(77), data_out=b"A" * BS)).status == GOOD
+            await op(daemon, "fault.remove", {"id": "b-refused"})
+            async with await connect(path_b) as b2:
+                await settle(b2)
+                r = await b2.execute(0, read10(77), read_length=BS)
+                assert r.status == GOOD and r.data == b"A" * BS
+        await cleared_and_healthy(daemon, port)
