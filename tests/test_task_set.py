@@ -90,7 +90,8 @@ def command(
     attr: TaskAttribute = TaskAttribute.SIMPLE,
     nexus: Nexus = NEXUS_A,
 ) -> ScsiCommand:
-    direction = {0x2A: DataDirection.WRITE, 0x28: DataDirection.READ}.get(
+    direction = {0x2A: DataDirection.WRITE, 0x28: DataDirection.READ,
+                 0x15: DataDirection.WRITE, 0x1A: DataDirection.READ}.get(
         cdb[0], DataDirection.NONE
     )
     return ScsiCommand(
@@ -242,3 +243,85 @@ async def test_clear_task_set_tells_the_other_initiator() -> None:
         sense = tb.sense_by_tag[8]
         # ... but COMMANDS CLEARED BY ANOTHER INITIATOR on B's next command
         assert sense is not None and (sense[12], sense[13]) == (0x2F, 0x00)
+
+
+async def set_control_page(lu: LogicalUnit, byte: int, mask: int, value: int) -> None:
+    """MODE SELECT(6) of the control page with ``byte``'s ``mask`` bits set to ``value``."""
+    t = Recorder()
+    lu.submit(command(t, bytes((0x1A, 0x08, 0x0A, 0, 255, 0)), 800), 0, False)
+    await wait_answers(t, 1)
+    data = t.responses[0].data
+    assert data is not None
+    page = bytearray(data[4 + data[3] :][:12])
+    page[0] &= 0x3F
+    page[byte] = (page[byte] & ~mask) | value
+    params = bytes(4) + bytes(page)
+    t = Recorder(params)
+    lu.submit(command(t, bytes((0x15, 0x10, 0, 0, len(params), 0)), 801), 0, False)
+    await wait_answers(t, 1)
+    assert t.answered == [(801, Status.GOOD)]
+
+
+async def clear_mode_ua(lu: LogicalUnit, nexus: Nexus) -> None:
+    """The other nexus' MODE PARAMETERS CHANGED (2A/01), seen and cleared."""
+    t = Recorder()
+    lu.submit(command(t, TUR, 802, nexus=nexus), 0, False)
+    await wait_answers(t, 1)
+    sense = t.sense_by_tag[802]
+    assert sense is not None and (sense[12], sense[13]) == (0x2A, 0x01)
+
+
+async def test_unrestricted_qam_lets_overlapping_writes_overtake() -> None:
+    async with running_lu() as (lu, store):
+        await clear_power_on_ua(lu)
+        await set_control_page(lu, 3, 0xF0, 0x10)  # QUEUE ALGORITHM MODIFIER = 1
+        first = Recorder(b"1" * BS)
+        second = Recorder(b"2" * BS)
+        gate = store.gate(7)
+        lu.submit(command(first, write10(7), 1), 0, False)
+        lu.submit(command(second, write10(7), 2), 0, False)
+        await wait_answers(second, 1)  # did not wait for the overlapping older write
+        assert first.answered == []
+        gate.set()
+        await wait_answers(first, 1)
+        assert bytes(store.data[7 * BS : 8 * BS]) == b"1" * BS  # the older one landed last
+
+
+async def test_aborting_an_ordered_task_releases_the_commands_behind_it() -> None:
+    async with running_lu() as (lu, store):
+        await clear_power_on_ua(lu)
+        t = Recorder(b"o" * BS)
+        store.gate(20)  # never opened
+        lu.submit(command(t, write10(20), 1), 0, False)
+        lu.submit(command(t, read10(21), 2, TaskAttribute.ORDERED), 0, False)
+        lu.submit(command(t, read10(22), 3), 0, False)
+        await trio.sleep(0.05)
+        assert t.answered == []
+        assert await call(lu.mailbox, AbortTask(NEXUS_A, 2)) == TmfResponse.COMPLETE
+        await wait_answers(t, 1)
+        assert t.answered == [(3, Status.GOOD)]  # the SIMPLE read no longer waits
+        assert await call(lu.mailbox, AbortTask(NEXUS_A, 1)) == TmfResponse.COMPLETE
+        assert t.answered == [(3, Status.GOOD)]  # the aborted ones never answered
+
+
+async def test_lun_reset_with_tas_answers_task_aborted_to_other_nexuses_only() -> None:
+    async with running_lu() as (lu, store):
+        await clear_power_on_ua(lu, NEXUS_A)
+        await clear_power_on_ua(lu, NEXUS_B)
+        await set_control_page(lu, 5, 0x40, 0x40)  # TAS = 1
+        await clear_mode_ua(lu, NEXUS_B)
+        ta, tb = Recorder(b"a" * BS), Recorder(b"b" * BS)
+        store.gate(30)
+        store.gate(31)
+        lu.submit(command(ta, write10(30), 1), 0, False)
+        lu.submit(command(tb, write10(31), 2, nexus=NEXUS_B), 0, False)
+        await trio.sleep(0.02)
+        assert await call(lu.mailbox, ResetLogicalUnit(NEXUS_A)) == TmfResponse.COMPLETE
+        assert ta.answered == []  # the issuer's own task: silent
+        assert tb.answered == [(2, Status.TASK_ABORTED)]
+        for rec, nexus, tag in ((ta, NEXUS_A, 3), (tb, NEXUS_B, 4)):
+            expected = len(rec.answered) + 1
+            lu.submit(command(rec, TUR, tag, nexus=nexus), 0, False)
+            await wait_answers(rec, expected)
+            sense = rec.sense_by_tag[tag]
+            assert sense is not None and (sense[12], sense[13]) == (0x29, 0x03)
