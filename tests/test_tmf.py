@@ -41,7 +41,7 @@ ABORT_TASK, ABORT_TASK_SET, CLEAR_ACA, CLEAR_TASK_SET = 1, 2, 3, 4
 LUN_RESET, TARGET_WARM_RESET, TARGET_COLD_RESET, TASK_REASSIGN = 5, 6, 7, 8
 QUERY_TASK, QUERY_TASK_SET, I_T_NEXUS_RESET, QUERY_ASYNC_EVENT = 9, 10, 11, 12
 # TMF responses
-COMPLETE, NO_TASK, NO_LUN, REASSIGN_UNSUPPORTED, SUCCEEDED = 0, 1, 2, 4, 7
+COMPLETE, NO_TASK, NO_LUN, REASSIGN_UNSUPPORTED, NOT_SUPPORTED, SUCCEEDED = 0, 1, 2, 4, 5, 7
 
 
 def read10(lba: int, blocks: int = 1) -> bytes:
@@ -311,7 +311,7 @@ async def test_query_async_event_reports_a_pending_unit_attention(tmp_path: Path
             assert await b.task_management(QUERY_ASYNC_EVENT, 5) == NO_LUN
 
 
-async def test_clear_aca_reassign_and_unknown_luns(tmp_path: Path) -> None:
+async def test_clear_aca_reassign_unknown_luns_and_functions(tmp_path: Path) -> None:
     async with tmf_daemon(tmp_path) as (_daemon, port):
         async with await connect(port, NAME_A) as a:
             await settle(a)
@@ -319,4 +319,6 @@ async def test_clear_aca_reassign_and_unknown_luns(tmp_path: Path) -> None:
             assert await a.task_management(TASK_REASSIGN, 0, 0x1234) == REASSIGN_UNSUPPORTED
             for function in (ABORT_TASK_SET, CLEAR_TASK_SET, LUN_RESET, QUERY_TASK_SET):
                 assert await a.task_management(function, 9) == NO_LUN
+            for function in (13, 0x7F):  # undefined function codes
+                assert await a.task_management(function, 0) == NOT_SUPPORTED
             assert (await a.execute(0, TUR)).status == GOOD  # the session goes on
