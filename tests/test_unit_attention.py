@@ -140,3 +140,19 @@ async def test_lu_raises_unit_attentions_per_nexus() -> None:
         assert await ua(lu, NEXUS_A) is None
         assert await ua(lu, NEXUS_B) == (0x3F, 0x0E)
         nursery.cancel_scope.cancel()
+
+
+async def test_inquiry_passes_a_unit_attention_and_request_sense_reports_it() -> None:
+    device = DiskDevice("d0", MemoryStore(1 << 20))
+    lu = LogicalUnit("d0", lambda: device, CORE_TABLE)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(lu.run)
+        inquiry = await run_cmd(lu, NEXUS_A, bytes((0x12, 0, 0, 0, 36, 0)))
+        assert inquiry.status == Status.GOOD  # INQUIRY neither fails nor clears it
+        assert lu.has_unit_attention(NEXUS_A)
+        sense = await run_cmd(lu, NEXUS_A, bytes((0x03, 0, 0, 0, 18, 0)))  # REQUEST SENSE
+        assert sense.status == Status.GOOD and sense.data is not None
+        assert (sense.data[2] & 0x0F, sense.data[12], sense.data[13]) == (0x6, 0x29, 0x00)
+        assert not lu.has_unit_attention(NEXUS_A)  # reported, so cleared
+        assert await ua(lu, NEXUS_A) is None
+        nursery.cancel_scope.cancel()
