@@ -145,3 +145,26 @@ async def test_long_sendtargets_answer_arrives_in_continued_pieces(tmp_path: Pat
         assert len(found) == 13
         assert found[TARGET] == [f"{d.host}:{d.port},1"]
         assert all(name in found for name in extra)
+
+
+async def test_task_management_reaches_only_mapped_logical_units(tmp_path: Path) -> None:
+    async with running_daemon_async(
+        tmp_path, target=TARGET, devices=DEVICES, luns=(), groups=GROUPS
+    ) as d:
+        async with (
+            await Initiator.connect(d.host, d.port, initiator_name=ADMIN, target_name=TARGET) as a,
+            await Initiator.connect(d.host, d.port, initiator_name=READER, target_name=TARGET) as r,
+        ):
+            for ini, luns in ((a, (0, 5)), (r, (3,))):
+                for lun in luns:
+                    assert sense_triplet((await ini.execute(lun, TUR)).sense)[1] == 0x29
+            # the reader cannot reach disk0 (LUN 0 is the admins'): LUN DOES NOT EXIST
+            for function in (2, 4, 5, 10, 12):  # task set, clear, LUN reset, queries
+                assert await r.task_management(function, 0) == 2
+            assert (await a.execute(0, TUR)).status == 0  # disk0 was not reset
+            # disk1 is shared (the reader's LUN 3, the admins' LUN 5): a reset there
+            # is a reset of that LU for everyone, whatever number each one uses
+            assert await r.task_management(5, 3) == 0
+            r5 = await a.execute(5, TUR)
+            assert r5.status == 2 and sense_triplet(r5.sense) == (0x6, 0x29, 0x03)
+            assert (await a.execute(0, TUR)).status == 0
