@@ -167,19 +167,31 @@ class Target:
                 await handle.wait_closed()
 
     async def reset(self, nexus: Nexus | None, asc: Asc) -> None:
-        """TARGET WARM/COLD RESET: reset every LU of this target.
+        """TARGET WARM/COLD RESET: reset every LU known to the issuer (RFC 7143
+        11.5.1: with LUN masking, an initiator cannot reset LUs it cannot see).
 
         A cold reset (reported as a power cycle, 29/01) also ends every other
         session of the target (RFC 7143 11.5.1); the issuer's own connection
         closes itself once its TMF response is on the wire."""
         async with trio.open_nursery() as nursery:
-            for lu in self.logical_units():
+            for lu in self._units_known_to(nexus):
                 nursery.start_soon(call, lu.mailbox, ResetLogicalUnit(nexus, asc))
         if asc is Asc.POWER_ON_OCCURRED:
             for handle in list(self.sessions.values()):
                 info = handle.info()
                 if info is None or info.nexus != nexus:
                     handle.abort()
+
+
+    def _units_known_to(self, nexus: Nexus | None) -> list[LogicalUnit]:
+        """The LUs in ``nexus``' LUN map (every LU when no session is named)."""
+        if nexus is not None:
+            for handle in list(self.sessions.values()):
+                info = handle.info()
+                if info is not None and info.nexus == nexus:
+                    seen = {id(m.lu): m.lu for m in info.luns.values()}
+                    return list(seen.values())
+        return self.logical_units()
 
 
 class TargetDirectory:

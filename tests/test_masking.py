@@ -168,3 +168,23 @@ async def test_task_management_reaches_only_mapped_logical_units(tmp_path: Path)
             r5 = await a.execute(5, TUR)
             assert r5.status == 2 and sense_triplet(r5.sense) == (0x6, 0x29, 0x03)
             assert (await a.execute(0, TUR)).status == 0
+
+
+async def test_target_reset_reaches_only_the_issuers_logical_units(tmp_path: Path) -> None:
+    """RFC 7143 11.5.1: a target reset cancels work "across all LUs known to the
+    issuing initiator" - with masking, not the LUs only other initiators see."""
+    async with running_daemon_async(
+        tmp_path, target=TARGET, devices=DEVICES, luns=(), groups=GROUPS
+    ) as d:
+        async with (
+            await Initiator.connect(d.host, d.port, initiator_name=ADMIN, target_name=TARGET) as a,
+            await Initiator.connect(d.host, d.port, initiator_name=READER, target_name=TARGET) as r,
+        ):
+            for ini, luns in ((a, (0, 5)), (r, (3,))):
+                for lun in luns:
+                    assert sense_triplet((await ini.execute(lun, TUR)).sense)[1] == 0x29
+            assert await r.task_management(6, 0) == 0  # TARGET WARM RESET from the reader
+            assert sense_triplet((await r.execute(3, TUR)).sense) == (0x6, 0x29, 0x03)
+            r5 = await a.execute(5, TUR)  # disk1: the reader's LUN 3 too
+            assert r5.status == 2 and sense_triplet(r5.sense) == (0x6, 0x29, 0x03)
+            assert (await a.execute(0, TUR)).status == 0  # disk0: unknown to the reader
