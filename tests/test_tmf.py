@@ -12,6 +12,7 @@ commands cleared by another initiator).
 
 from __future__ import annotations
 
+import random
 import shutil
 import struct
 import tempfile
@@ -322,3 +323,56 @@ async def test_clear_aca_reassign_unknown_luns_and_functions(tmp_path: Path) -> 
             for function in (13, 0x7F):  # undefined function codes
                 assert await a.task_management(function, 0) == NOT_SUPPORTED
             assert (await a.execute(0, TUR)).status == GOOD  # the session goes on
+
+
+# -- many commands, many aborts ------------------------------------------------------------
+
+
+async def test_aborts_and_resets_amid_traffic_leave_no_task_behind(tmp_path: Path) -> None:
+    """Two initiators keep commands in flight (every command delayed 20-80 ms)
+    while ABORT TASKs and a LUN RESET land at random points: each command is
+    answered or, if a TMF took it, silent; nothing is lost or left running."""
+    rng = random.Random(7)
+    async with tmf_daemon(tmp_path) as (daemon, port):
+        await daemon.control_ops["fault.add"]({"action": "delay", "delay": 0.02, "jitter": 0.06})
+        async with await connect(port, NAME_A) as a, await connect(port, NAME_B) as b:
+            await settle(a)
+            await settle(b)
+            answered: dict[tuple[str, int], int] = {}
+            issued: list[tuple[str, Initiator, int]] = []
+            aborted: set[tuple[str, int]] = set()
+
+            async def collect(name: str, ini: Initiator, itt: int) -> None:
+                answered[(name, itt)] = (await ini.wait(itt)).status
+
+            async with trio.open_nursery() as nursery:
+                for round_ in range(6):
+                    for name, ini in (("a", a), ("b", b)):
+                        for _ in range(8):
+                            lba = rng.randrange(0, 4096)
+                            if rng.random() < 0.5:
+                                itt = ini.submit(0, read10(lba), read_length=BS)
+                            else:
+                                cdb = struct.pack(">BBIBHB", 0x2A, 0, lba, 0, 1, 0)
+                                itt = ini.submit(0, cdb, data_out=bytes([round_]) * BS)
+                            issued.append((name, ini, itt))
+                            nursery.start_soon(collect, name, ini, itt)
+                    await trio.sleep(0.01)
+                    for name, ini, itt in rng.sample(issued[-16:], 3):
+                        response = await ini.task_management(ABORT_TASK, 0, itt)
+                        assert response in (COMPLETE, NO_TASK)
+                        if response == COMPLETE:
+                            aborted.add((name, itt))
+                    if round_ == 3:
+                        assert await b.task_management(LUN_RESET, 0) == COMPLETE
+                        aborted.update((n, i) for n, _, i in issued if (n, i) not in answered)
+                await trio.sleep(0.5)  # everything not aborted has long finished
+                nursery.cancel_scope.cancel()
+            silent = {(n, i) for n, _, i in issued} - set(answered)
+            assert silent <= aborted  # only aborted commands may stay unanswered
+            assert silent  # the reset did land on commands in flight
+            assert all(s in (GOOD, CHECK_CONDITION) for s in answered.values())
+            assert daemon.units["disk0"].task_count() == 0
+            # both sessions still work (after the reset's unit attention)
+            for ini in (a, b):
+                await settle(ini, (0,))
