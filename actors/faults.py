@@ -32,6 +32,13 @@ log = logging.getLogger(__name__)
 #: injections remembered per rule for ``fault.stats`` / ``fault.list``
 RECENT_INJECTIONS = 20
 
+#: crash_device: at most this many injected crashes per device within CRASH_PERIOD
+#: seconds. The device supervisor gives up (and the daemon stops) after 5 crashes in
+#: 10 s (supervision/supervisor.py); a rule must never get there, so it leaves room
+#: for genuine crashes too. A crash beyond the limit is not injected (not counted).
+CRASH_LIMIT = 3
+CRASH_PERIOD = 10.0
+
 #: READ(6/10/12/16) and VERIFY(10/12/16): the commands that read the medium
 READ_OPCODES = frozenset({0x08, 0x28, 0xA8, 0x88, 0x2F, 0xAF, 0x8F})
 
@@ -341,6 +348,7 @@ class FaultEngine:
         self._rules: dict[str, _RuleState] = {}
         self._by_hook: dict[Hook, list[_RuleState]] = {hook: [] for hook in Hook}
         self._crashers: dict[str, Callable[[], None]] = {}
+        self._crashes: dict[str, deque[float]] = {}  # injected crash times per device
         self.command_armed = False
         self.pdu_armed = False
         self.nop_armed = False
@@ -426,16 +434,34 @@ class FaultEngine:
         for state in self._by_hook[Hook.COMMAND]:
             if not state.rule.match.command_matches(f):
                 continue
-            if state.rule.action.kind is ActionKind.BAD_BLOCKS:
+            kind = state.rule.action.kind
+            if kind is ActionKind.BAD_BLOCKS:
                 injection = self._bad_blocks(state, f, now)
+            elif kind is ActionKind.CRASH_DEVICE and not self._may_crash(f.device, now):
+                continue
             elif state.fires(now):
                 injection = self._decide(state, f)
             else:
                 continue
             if injection is not None:
+                if kind is ActionKind.CRASH_DEVICE:
+                    self._crashes.setdefault(f.device, deque()).append(now)
                 self._record(state, injection, f.describe())
                 return injection
         return None
+
+    def _may_crash(self, device: str, now: float) -> bool:
+        """Whether one more injected crash keeps ``device`` within CRASH_LIMIT."""
+        recent = self._crashes.get(device)
+        if not recent:
+            return True
+        while recent and now - recent[0] >= CRASH_PERIOD:
+            recent.popleft()
+        if len(recent) < CRASH_LIMIT:
+            return True
+        log.debug("crash_device on %s held back: %d crashes in %.0f s", device, len(recent),
+                  CRASH_PERIOD)  # fmt: skip
+        return False
 
     def on_pdu(self, kind: int, initiator: str, target: str | None, now: float) -> Injection | None:
         """The fault (if any) for one PDU (``kind``: its opcode) in either direction."""

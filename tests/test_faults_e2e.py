@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import trio
 
+from actors.faults import CRASH_LIMIT
 from admin.config import parse_config
 from admin.protocol import OpError
 from scsi.command import TaskAttribute
@@ -432,6 +433,28 @@ async def test_crash_device_handler(tmp_path: Path) -> None:
             await op(daemon, "fault.remove", {"id": "fault-1"})
             assert (await ini.execute(0, read10(800), read_length=BS)).status == GOOD
         await healthy(port)
+
+
+async def test_unlimited_crash_rule_cannot_stop_the_daemon(tmp_path: Path) -> None:
+    """Without ``times`` a crash rule would crash the handler on every read; the
+    engine injects at most CRASH_LIMIT crashes per 10 s, below the supervisor's
+    restart limit, so the device keeps coming back and the daemon keeps running."""
+    async with daemon_with(tmp_path) as (daemon, port):
+        async with login(port) as ini:
+            await op(daemon, "fault.add", {"id": "storm", "action": "crash_device",
+                                           "op_class": "read"})  # fmt: skip
+            keys = []
+            with trio.fail_after(30):
+                for n in range(40):
+                    r = await ini.execute(0, read10(n), read_length=BS)
+                    keys.append(sense_of(r)[0] if r.sense else 0)
+                    await trio.sleep(0.03)
+            assert keys.count(ABORTED_COMMAND) == CRASH_LIMIT
+            assert keys[-5:] == [0] * 5  # held back now: the reads go through
+        [stats] = await op(daemon, "fault.stats", {"id": "storm"})
+        assert stats["injections"] == CRASH_LIMIT
+        assert daemon.unit_children["disk0"][0].restarts == CRASH_LIMIT
+        await cleared_and_healthy(daemon, port)
 
 
 # -- iSCSI transport faults ----------------------------------------------------------------

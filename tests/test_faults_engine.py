@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import pytest
 
 from actors.faults import (
+    CRASH_LIMIT,
+    CRASH_PERIOD,
     Action,
     ActionKind,
     CommandFacts,
@@ -25,6 +28,7 @@ from admin.config import ConfigError, dump_config, parse_config
 from admin.config_faults import parse_rule, rule_to_dict
 from admin.config_schema import Problem
 from scsi.sense import SenseKey, Status
+from supervision.supervisor import Supervisor
 
 
 def facts(lba: int = 0, n: int = 1, op: int = 0x28, initiator: str = "iqn.2026-11.org.x:a",
@@ -110,6 +114,17 @@ def test_torn_write_keeps_half_by_default() -> None:
     assert injection.error is not None and injection.error.sense is not None
     assert injection.error.sense.information == 14
     assert e.on_command(facts(lba=10, n=8), 0.0) is None  # reads are never torn
+
+
+def test_injected_crashes_stay_below_the_supervisor_restart_limit() -> None:
+    assert CRASH_LIMIT < Supervisor("x").max_restarts and CRASH_PERIOD >= Supervisor("x").period
+    e = engine(action=Action(ActionKind.CRASH_DEVICE))
+    times = [0.0, 1.0, 2.0, 3.0, 5.0, 9.5, 10.0, 10.5, 11.0, 12.0]
+    fired = [t for t in times if e.on_command(facts(), t) is not None]
+    assert fired == [0.0, 1.0, 2.0, 10.0, 11.0, 12.0]  # never more than 3 within 10 s
+    assert e.status()[0]["injections"] == 6
+    other = attrs.evolve(facts(), device="d1")  # another device has its own allowance
+    assert e.on_command(other, 12.5) is not None
 
 
 def test_admin_methods_and_armed_flags() -> None:
