@@ -41,6 +41,10 @@ from admin.config_values import check_initiator_pattern
 from scsi.lun import MAX_LUN
 from scsi.sense import SenseKey
 
+#: LBAs are 64 bits (READ(16)); seeds stay within a TOML integer
+MAX_LBA = 2**64 - 1
+MAX_SEED = 2**63 - 1
+
 
 @attrs.frozen
 class RawFault:
@@ -221,8 +225,14 @@ class _Checker:
             direction = Direction(name) if name else None
         lba: tuple[int, int] | None = None
         if raw.lba is not None:
-            if len(raw.lba) not in (1, 2) or min(raw.lba) < 0 or raw.lba[0] > raw.lba[-1]:
-                self.fail("lba", "expected [first] or [first, last] with 0 <= first <= last")
+            if (
+                len(raw.lba) not in (1, 2)
+                or min(raw.lba) < 0
+                or raw.lba[0] > raw.lba[-1]
+                or raw.lba[-1] > MAX_LBA
+            ):
+                self.fail("lba", "expected [first] or [first, last] with "
+                                 "0 <= first <= last < 2**64")  # fmt: skip
             else:
                 lba = (raw.lba[0], raw.lba[-1])
         for i, name in enumerate(raw.pdus):
@@ -246,6 +256,8 @@ class _Checker:
     def trigger(self, raw: RawFault) -> Trigger:
         if not 0.0 <= raw.probability <= 1.0:
             self.fail("probability", f"expected 0..1, got {raw.probability}")
+        if raw.seed is not None and not 0 <= raw.seed <= MAX_SEED:
+            self.fail("seed", f"expected 0..{MAX_SEED}, got {raw.seed}")
         if raw.every < 1:
             self.fail("every", f"expected 1 or more, got {raw.every}")
         if raw.after < 0:
@@ -283,8 +295,9 @@ class _Checker:
         if raw.blocks is not None and raw.blocks < 0:
             self.fail("blocks", f"expected 0 or more, got {raw.blocks}")
         for i, lba in enumerate(raw.lbas):
-            if lba < 0:
-                self.problems.append(Problem((*self.path, "lbas", i), f"negative LBA {lba}"))
+            if not 0 <= lba <= MAX_LBA:
+                self.problems.append(Problem((*self.path, "lbas", i), f"expected an LBA "
+                                                                      f"0..2**64-1, got {lba}"))
         if kind is ActionKind.BAD_BLOCKS and not raw.lbas and not raw.grow:
             self.fail("lbas", "a bad_blocks rule needs lbas, grow = true, or both")
         defaults = Action(kind)

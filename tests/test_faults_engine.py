@@ -160,12 +160,19 @@ def test_schema_errors_have_key_paths() -> None:
     assert problems == [
         "faults[0].bits: does not apply to action hang",
         "faults[0].device: no device named \"x\"",
-        "faults[0].lba: expected [first] or [first, last] with 0 <= first <= last",
+        "faults[0].lba: expected [first] or [first, last] with 0 <= first <= last < 2**64",
         "faults[0].probability: expected 0..1, got 2.0",
     ]
     _, problems = parse({"action": "pdu_drop", "pdus": ["scsi_resp"], "lba": [1]})
     assert problems[0] == "faults[0].lba: does not apply to action pdu_drop"
     assert problems[1].startswith('faults[0].pdus[0]: unknown PDU kind "scsi_resp"')
+    assert parse({"action": "hang", "seed": 2**63, "lba": [0, 2**64]})[1] == [
+        "faults[0].lba: expected [first] or [first, last] with 0 <= first <= last < 2**64",
+        f"faults[0].seed: expected 0..{2**63 - 1}, got {2**63}",
+    ]
+    assert parse({"action": "bad_blocks", "lbas": [2**64]})[1] == [
+        f"faults[0].lbas[0]: expected an LBA 0..2**64-1, got {2**64}"
+    ]
     assert parse({"action": "bad_blocks"})[1] == [
         "faults[0].lbas: a bad_blocks rule needs lbas, grow = true, or both"
     ]
