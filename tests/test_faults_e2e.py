@@ -355,18 +355,21 @@ async def test_corrupt_read_flips_exactly_the_configured_bits(tmp_path: Path) ->
         await cleared_and_healthy(daemon, port)
 
 
-async def test_torn_write(tmp_path: Path) -> None:
+@pytest.mark.parametrize("blocks", [8, 1024])  # immediate data; 512 KiB: R2Ts
+async def test_torn_write(tmp_path: Path, blocks: int) -> None:
     async with daemon_with(tmp_path) as (daemon, port):
         async with login(port) as ini:
-            await op(daemon, "fault.add", {"action": "torn_write", "blocks": 3, "times": 1})
-            data = b"".join(bytes([n]) * BS for n in range(1, 9))
-            r = await ini.execute(0, write10(500, 8), data_out=data)
+            keep = blocks * 3 // 8
+            await op(daemon, "fault.add", {"action": "torn_write", "blocks": keep, "times": 1})
+            data = b"".join(bytes([n % 251 + 1]) * BS for n in range(blocks))
+            r = await ini.execute(0, write10(500, blocks), data_out=data)
             assert r.status == CHECK_CONDITION
-            assert sense_of(r) == (MEDIUM_ERROR, 0x0C, 0x00, 503)
-            r = await ini.execute(0, read10(500, 8), read_length=len(data))
-            assert r.data == data[: 3 * BS] + bytes(5 * BS)
-            assert (await ini.execute(0, write10(500, 8), data_out=data)).status == GOOD
-            assert (await ini.execute(0, read10(500, 8), read_length=len(data))).data == data
+            assert sense_of(r) == (MEDIUM_ERROR, 0x0C, 0x00, 500 + keep)
+            r = await ini.execute(0, read10(500, blocks), read_length=len(data))
+            assert r.data == data[: keep * BS] + bytes((blocks - keep) * BS)
+            assert (await ini.execute(0, write10(500, blocks), data_out=data)).status == GOOD
+            r = await ini.execute(0, read10(500, blocks), read_length=len(data))
+            assert r.data == data
         await healthy(port)
 
 
@@ -511,6 +514,36 @@ async def test_digest_error(tmp_path: Path) -> None:
             with trio.move_on_after(0.3):
                 await ini.wait(itt)  # its status rode on the PDU that was discarded
             assert (await ini.execute(0, read10(0), read_length=BS)).status == GOOD
+        await cleared_and_healthy(daemon, port)
+
+
+async def test_header_digest_error(tmp_path: Path) -> None:
+    async with daemon_with(tmp_path) as (daemon, port):
+        async with login(port, header_digest=True) as ini:
+            await op(daemon, "fault.add", {"action": "digest_error", "pdus": ["scsi_response"],
+                                           "times": 1})  # fmt: skip
+            ini.submit(0, TUR)
+            with trio.fail_after(2):
+                event = await ini.recv_pdu()
+            assert isinstance(event, ProtocolError) and "header digest" in event.reason
+        await cleared_and_healthy(daemon, port)
+
+
+async def test_lost_command_pdu(tmp_path: Path) -> None:
+    """An incoming SCSI Command PDU vanishes: no answer for it (a CmdSN gap), and
+    the daemon serves the next session normally."""
+    async with daemon_with(tmp_path) as (daemon, port):
+        async with login(port) as ini:
+            await op(daemon, "fault.add", {"id": "lost", "action": "pdu_drop",
+                                           "pdus": ["scsi_command"], "times": 1})  # fmt: skip
+            itt = ini.submit(0, write10(600), data_out=b"L" * BS)
+            with trio.move_on_after(0.5) as timeout:
+                await ini.wait(itt)
+            assert timeout.cancelled_caught
+        [stats] = await op(daemon, "fault.stats", {"id": "lost"})
+        assert stats["recent"][0]["pdu"] == "scsi_command"
+        async with login(port) as ini:  # never executed
+            assert (await ini.execute(0, read10(600), read_length=BS)).data == bytes(BS)
         await cleared_and_healthy(daemon, port)
 
 
