@@ -234,6 +234,8 @@ probability = 0.5
     first, second = await run(1), await run(2)
     assert first == second
     assert 2 <= len(first[0]) <= 20 and 5 <= len(first[1]) <= 20
+    delays = [delay for _, delay in first[1]]
+    assert all(0 <= d <= 0.02 for d in delays) and len(set(delays)) == len(delays)  # uniform
 
 
 async def lu_designators(ini: Initiator) -> list[bytes]:
