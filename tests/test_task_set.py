@@ -279,6 +279,9 @@ async def test_unrestricted_qam_lets_overlapping_writes_overtake() -> None:
         second = Recorder(b"2" * BS)
         gate = store.gate(7)
         lu.submit(command(first, write10(7), 1), 0, False)
+        with trio.fail_after(2):
+            while 7 in store.gates:  # the first write holds the (one-shot) gate
+                await trio.sleep(0.001)
         lu.submit(command(second, write10(7), 2), 0, False)
         await wait_answers(second, 1)  # did not wait for the overlapping older write
         assert first.answered == []
