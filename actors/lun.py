@@ -246,6 +246,7 @@ class LogicalUnit:
         elif isinstance(msg, ResetLogicalUnit):
             tasks = self._abort_all(by=msg.nexus)
             self.reservations.reset()
+            self._device_hook("power_on" if msg.asc is Asc.POWER_ON_OCCURRED else "reset")
             self.raise_ua(msg.asc)
             self._nursery.start_soon(self._cancel_and_reply, tasks, TmfResponse.COMPLETE, reply)
         else:
@@ -263,6 +264,13 @@ class LogicalUnit:
                 else:
                     task.state.ua.add(Asc.COMMANDS_CLEARED_BY_ANOTHER_INITIATOR)
         return tasks
+
+    def _device_hook(self, name: str, *args: Any) -> None:
+        """Tell the device handler of a reset or nexus loss (its own state, e.g.
+        PREVENT ALLOW MEDIUM REMOVAL; a cold reset restores power-on defaults)."""
+        hook = getattr(self._device_or_none(), name, None)
+        if hook is not None:
+            hook(*args)
 
     def _control_tas(self) -> bool:
         device = self._device_or_none()
@@ -284,6 +292,7 @@ class LogicalUnit:
             for task in list(state.tasks.values()):
                 task.scope.cancel()
         self.reservations.nexus_lost(msg.nexus)
+        self._device_hook("nexus_lost", msg.nexus)
         if msg.reset:
             self._state_for(msg.nexus).ua.add(Asc.I_T_NEXUS_LOSS_OCCURRED)
         else:

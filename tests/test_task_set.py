@@ -15,11 +15,18 @@ import trio
 
 from actors.core_table import CORE_TABLE
 from actors.lun import LogicalUnit
-from actors.messages import AbortTask, ClearTaskSet, ResetLogicalUnit, TmfResponse, call
+from actors.messages import (
+    AbortTask,
+    ClearTaskSet,
+    NexusLoss,
+    ResetLogicalUnit,
+    TmfResponse,
+    call,
+)
 from devices.disk import DiskDevice
 from devices.stores import MemoryStore
 from scsi.command import DataDirection, Nexus, ScsiCommand, TaskAttribute
-from scsi.sense import Status
+from scsi.sense import Asc, Status
 from tests.fakes import FakeTransport
 
 BS = 512
@@ -328,3 +335,41 @@ async def test_lun_reset_with_tas_answers_task_aborted_to_other_nexuses_only() -
             await wait_answers(rec, expected)
             sense = rec.sense_by_tag[tag]
             assert sense is not None and (sense[12], sense[13]) == (0x29, 0x03)
+
+
+async def test_resets_and_nexus_loss_reach_the_device_handler() -> None:
+    """PREVENT ALLOW MEDIUM REMOVAL ends with a LUN reset or the preventing
+    nexus' loss; a cold reset (power on) also restores default mode pages."""
+    device = DiskDevice("r0", GatedStore(1 << 20), block_size=BS, removable=True)
+    lu = LogicalUnit("r0", lambda: device, CORE_TABLE)
+    prevent = bytes((0x1E, 0, 0, 0, 1, 0))
+    load = bytes((0x1B, 0, 0, 0, 0x03, 0))  # LOEJ=1 START=1: refused while prevented
+
+    async def answer(cdb: bytes, nexus: Nexus, tag: int) -> tuple[int, int] | None:
+        t = Recorder()
+        lu.submit(command(t, cdb, tag, nexus=nexus), 0, False)
+        await wait_answers(t, 1)
+        sense = t.sense_by_tag[tag]
+        return None if sense is None else (sense[12], sense[13])
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(lu.run)
+        await clear_power_on_ua(lu, NEXUS_A)
+        await clear_power_on_ua(lu, NEXUS_B)
+        assert await answer(prevent, NEXUS_A, 1) is None
+        assert await answer(load, NEXUS_B, 2) == (0x53, 0x02)  # MEDIUM REMOVAL PREVENTED
+        assert await call(lu.mailbox, ResetLogicalUnit(NEXUS_B)) == TmfResponse.COMPLETE
+        assert await answer(load, NEXUS_B, 3) == (0x29, 0x03)
+        assert await answer(load, NEXUS_B, 4) is None  # the reset ended the prevention
+        assert await answer(TUR, NEXUS_A, 5) == (0x29, 0x03)
+        assert await answer(prevent, NEXUS_A, 6) is None
+        await lu.mailbox.send(NexusLoss(NEXUS_A))
+        await trio.sleep(0.01)
+        assert await answer(load, NEXUS_B, 7) is None  # A's prevention went with A
+        await clear_power_on_ua(lu, NEXUS_A)  # A is a new nexus again
+        await set_control_page(lu, 5, 0x40, 0x40)  # TAS=1
+        assert device.tas
+        await call(lu.mailbox, ResetLogicalUnit(NEXUS_B, Asc.POWER_ON_OCCURRED))
+        assert await answer(TUR, NEXUS_B, 8) == (0x29, 0x01)
+        assert not device.tas  # power-on defaults
+        nursery.cancel_scope.cancel()
