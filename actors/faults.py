@@ -152,6 +152,8 @@ class Match:
     lba: tuple[int, int] | None = None  # first and last LBA, inclusive: overlap matches
     direction: Direction | None = None
     pdus: frozenset[str] = frozenset()  # transport rules: PDU kinds (PDU_NAMES)
+    #: command rules: the target portal ("host:port", fnmatch glob) the command came in on
+    portal: str | None = None
 
     def names_match(self, initiator: str, target: str | None) -> bool:
         if self.target is not None and (target is None or target.lower() != self.target.lower()):
@@ -172,6 +174,10 @@ class Match:
         if self.op_class is not None and f.op_class is not self.op_class:
             return False
         if self.direction is not None and f.direction is not self.direction:
+            return False
+        if self.portal is not None and (
+            f.portal is None or not fnmatch.fnmatchcase(f.portal, self.portal)
+        ):
             return False
         if self.lba is not None:
             first, last = self.lba
@@ -248,6 +254,7 @@ class CommandFacts:
     lba: int  # -1: the command addresses no LBA range
     nblocks: int
     tag: int
+    portal: str | None = None  # "host:port" (IPv6 host in brackets) it arrived on
 
     @staticmethod
     def direction_of(direction: DataDirection) -> Direction:
@@ -263,6 +270,7 @@ class CommandFacts:
             "lba": self.lba if self.lba >= 0 else None,
             "blocks": self.nblocks,
             "tag": self.tag,
+            "portal": self.portal,
         }
 
 

@@ -63,7 +63,17 @@ def command_facts(device_name: str, task: FaultTask, spec: OpSpec) -> CommandFac
         lba=task.lba,
         nblocks=task.nblocks,
         tag=cmd.tag,
+        portal=portal_of(cmd.transport),
     )
+
+
+def portal_of(transport: object) -> str | None:
+    """The target portal a command came in on: the connection's local address."""
+    local = getattr(transport, "local", None)
+    if not isinstance(local, tuple) or len(local) != 2:
+        return None
+    host, port = local
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
 async def run_with_faults(

@@ -19,7 +19,7 @@ from typing import Any
 LIST_KEYS = {"opcodes", "lba", "window", "pdus", "lbas"}
 #: keys that stay strings even when they look like numbers
 STRING_KEYS = {"id", "action", "target", "device", "initiator", "op_class", "direction",
-               "status", "phase"}  # fmt: skip
+               "status", "phase", "portal"}  # fmt: skip
 
 Leaf = Callable[[Any, str, str, Callable[[argparse.Namespace], tuple[str, dict[str, Any]]]],
                 argparse.ArgumentParser]  # fmt: skip

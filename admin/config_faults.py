@@ -62,6 +62,7 @@ class RawFault:
     op_class: str | None = None
     lba: list[int] | None = None
     direction: str | None = None
+    portal: str | None = None
     pdus: list[str] = attrs.field(factory=list)
     # trigger
     probability: float = 1.0
@@ -87,7 +88,7 @@ class RawFault:
 
 _COMMON = {"action", "id", "enabled", "probability", "seed", "every", "after", "times", "window"}
 _NAMES = {"target", "initiator"}
-_COMMAND_MATCH = {"device", "lun", "opcodes", "op_class", "lba", "direction"}
+_COMMAND_MATCH = {"device", "lun", "opcodes", "op_class", "lba", "direction", "portal"}
 _SENSE = {"sense_key", "asc", "ascq"}
 #: the action-specific keys each action accepts (besides _COMMON and its match keys)
 ACTION_KEYS: dict[ActionKind, set[str]] = {
@@ -212,6 +213,8 @@ class _Checker:
                 check_initiator_pattern(raw.initiator)
             except ValueError as exc:
                 self.fail("initiator", str(exc))
+        if raw.portal is not None and (not raw.portal or any(c.isspace() for c in raw.portal)):
+            self.fail("portal", 'expected "host:port" or a glob such as "*:3261"')
         for i, op in enumerate(raw.opcodes):
             if not 0 <= op <= 0xFF:
                 self.problems.append(Problem((*self.path, "opcodes", i), f"expected 0..255, "
@@ -251,6 +254,7 @@ class _Checker:
             lba=lba,
             direction=direction,
             pdus=frozenset(raw.pdus),
+            portal=raw.portal,
         )
 
     def trigger(self, raw: RawFault) -> Trigger:
@@ -341,6 +345,7 @@ def rule_to_dict(rule: FaultRule) -> dict[str, Any]:
         out["enabled"] = False
     optional = {
         "target": m.target, "initiator": m.initiator, "device": m.device, "lun": m.lun,
+        "portal": m.portal,
         "op_class": m.op_class.value if m.op_class else None,
         "direction": m.direction.value if m.direction else None,
         "seed": t.seed, "times": t.times,

@@ -57,7 +57,7 @@ def sense_of(result: Result) -> tuple[int, int, int, int | None]:
 @asynccontextmanager
 async def daemon_with(
     tmp_path: Path, faults_toml: str = "", luns: str = '{ lun = 0, device = "disk0" }',
-    extra: str = "",
+    extra: str = "", portals: str = '"127.0.0.1:@PORT@"',
 ) -> AsyncIterator[tuple[Daemon, int]]:
     """The daemon with ``disk0`` on ``TARGET`` (or ``luns``), ``extra`` config (``@PORT@``: the
     portal port) and the ``[[faults]]`` text."""
@@ -70,7 +70,7 @@ control_socket = "{sockdir}/c.sock"
 handler = "vdisk_fileio"
 size = "4MiB"
 [targets."{TARGET}"]
-portals = ["127.0.0.1:{port}"]
+portals = [{portals.replace("@PORT@", str(port))}]
 luns = [{luns}]
 {extra.replace("@PORT@", str(port))}
 {faults_toml}

@@ -60,6 +60,10 @@ def test_matching() -> None:
     assert m.command_matches(facts(lba=12, op_class=OpClass.WRITE)) is False
     assert Match(opcodes=frozenset({0x2A})).command_matches(facts()) is False
     assert Match(direction=Direction.READ).command_matches(facts()) is True
+    on_b = attrs.evolve(facts(), portal="10.0.0.2:3261")
+    assert Match(portal="*:3261").command_matches(on_b) is True
+    assert Match(portal="10.0.0.1:*").command_matches(on_b) is False
+    assert Match(portal="*:3261").command_matches(facts()) is False  # portal unknown
 
 
 def test_every_after_times_window() -> None:
@@ -163,6 +167,12 @@ def test_schema_errors_have_key_paths() -> None:
         "faults[0].lba: expected [first] or [first, last] with 0 <= first <= last < 2**64",
         "faults[0].probability: expected 0..1, got 2.0",
     ]
+    assert parse({"action": "refuse_login", "portal": "*:1"})[1] == [
+        "faults[0].portal: does not apply to action refuse_login"
+    ]
+    assert parse({"action": "hang", "portal": "a b"})[1] == [
+        'faults[0].portal: expected "host:port" or a glob such as "*:3261"'
+    ]
     _, problems = parse({"action": "pdu_drop", "pdus": ["scsi_resp"], "lba": [1]})
     assert problems[0] == "faults[0].lba: does not apply to action pdu_drop"
     assert problems[1].startswith('faults[0].pdus[0]: unknown PDU kind "scsi_resp"')
@@ -189,6 +199,7 @@ def test_schema_errors_have_key_paths() -> None:
         {"id": "d", "action": "pdu_delay", "pdus": ["data_in", "r2t"], "delay": 1.0,
          "target": "iqn.2026-11.org.x:t"},
         {"id": "e", "action": "status", "status": "aca_active", "opcodes": [0x28, 0x88]},
+        {"id": "f", "action": "drop_connection", "portal": "*:3261", "direction": "none"},
     ],
 )  # fmt: skip
 def test_rule_round_trip(data: dict[str, Any]) -> None:

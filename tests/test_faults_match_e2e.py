@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import trio
 
+from tests.daemon import free_port
 from tests.test_faults_e2e import (
     BS,
     CHECK_CONDITION,
@@ -287,4 +288,30 @@ luns = [{{ lun = 0, device = "disk0" }}]
                 await settle(b2)
                 r = await b2.execute(0, read10(77), read_length=BS)
                 assert r.status == GOOD and r.data == b"A" * BS
+        await cleared_and_healthy(daemon, port)
+
+
+async def test_portal_match_fails_one_path_of_a_target(tmp_path: Path) -> None:
+    """One target on two portals (two paths): commands arriving on the second
+    portal hang, the first portal's keep being served; the log names the portal."""
+    port_b = free_port()
+    portals = f'"127.0.0.1:@PORT@", "127.0.0.1:{port_b}"'
+    async with daemon_with(tmp_path, portals=portals) as (daemon, port):
+        await op(daemon, "fault.add", {"id": "b-hangs", "action": "hang",
+                                       "portal": f"*:{port_b}"})  # fmt: skip
+
+        def connect(on: int) -> Any:
+            return Initiator.connect("127.0.0.1", on, initiator_name=INITIATOR, target_name=TARGET)
+
+        async with await connect(port) as a, await connect(port_b) as b:
+            r = await b.execute(0, TUR)  # the power-on UA is reported before any fault
+            assert sense_of(r)[:2] == (0x6, 0x29)
+            itt = b.submit(0, read10(1), read_length=BS)
+            with trio.move_on_after(0.5) as stuck:
+                await b.wait(itt)
+            assert stuck.cancelled_caught
+            await settle(a)
+            assert (await a.execute(0, read10(1), read_length=BS)).status == GOOD
+        [stats] = await op(daemon, "fault.stats", {"id": "b-hangs"})
+        assert [hit["portal"] for hit in stats["recent"]] == [f"127.0.0.1:{port_b}"]
         await cleared_and_healthy(daemon, port)
