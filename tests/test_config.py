@@ -410,3 +410,120 @@ def test_load_dump_load_is_identity(doc: dict[str, Any]) -> None:
     assert second == first
     assert dump_config(second) == text
     assert isinstance(second, Config) and hash(second) == hash(first)
+
+
+# --- config.save: load -> save -> load, and an edit keeps the rest of the file ----------
+
+from admin import config_edit, ops_edit  # noqa: E402
+from admin.operations import config_document, validate_document  # noqa: E402
+from admin.ops_args import Args  # noqa: E402
+from admin.protocol import OpError  # noqa: E402
+
+
+@settings(max_examples=150, deadline=None)
+@given(raw_configs())
+def test_load_save_load_is_identity(doc: dict[str, Any]) -> None:
+    first = parse_config(tomli_w.dumps(doc), "/srv/etc")
+    text = config_edit.render(first)
+    second = parse_config(text, "/somewhere/else")
+    assert second == first
+    # saving over itself changes nothing
+    elsewhere = Path("/somewhere/else")
+    assert config_edit.render(second, text, elsewhere, elsewhere) == text
+
+
+def _annotated(doc: dict[str, Any]) -> str:
+    """The file as a person keeps it: a header comment, a comment in every table."""
+    lines = ["# operator header: keep me"]
+    for line in tomli_w.dumps(doc).split("\n"):  # not splitlines: an alias may hold U+0085
+        lines.append(line)
+        if line.startswith("[") and not line.startswith("[["):
+            lines.append(f"# note for {line.strip('[]')}")
+    return "\n".join(lines) + "\n"
+
+
+def _notes(text: str) -> list[str]:
+    return [line for line in text.split("\n") if line.startswith("# note for ")]
+
+
+@st.composite
+def edits(draw: st.DrawFn, model: Config) -> tuple[str, dict[str, Any]]:
+    """One admin edit that makes sense for ``model`` (it may still be refused)."""
+    devices = [d.name for d in model.devices]
+    targets = [t.name for t in model.targets]
+    choices = ["device.add", "device.resize", "device.set", "target.add"]
+    if devices:
+        choices += ["device.remove"]
+    if targets and devices:
+        choices += ["lun.add", "lun.remove", "group.add", "portal.add", "target.remove"]
+    op = draw(st.sampled_from(choices))
+    device = draw(st.sampled_from(devices)) if devices else "x"
+    target = draw(st.sampled_from(targets)) if targets else "x"
+    lun = draw(st.integers(0, 40))
+    args: dict[str, Any] = {
+        "device.add": {"name": draw(_device_names), "handler": "vdisk_nullio",
+                       "size": draw(st.sampled_from(["1M", "64M", 8192]))},
+        "device.resize": {"name": device, "size": draw(st.sampled_from(["2M", "1G", "4T"]))},
+        "device.set": {"name": device, "read_only": draw(st.booleans())},
+        "device.remove": {"name": device, "force": True},
+        "target.add": {"name": draw(_target_names), "portal": "127.0.0.1:3261",
+                       "alias": draw(st.none() | st.just("added"))},
+        "target.remove": {"name": target, "force": True},
+        "lun.add": {"target": target, "lun": lun, "device": device,
+                    "read_only": draw(st.booleans())},
+        "lun.remove": {"target": target, "lun": lun},
+        "group.add": {"target": target, "group": draw(_group_names),
+                      "initiators": ["iqn.2026-01.com.example:new"]},
+        "portal.add": {"target": target, "portal": draw(_portals)},
+    }[op]
+    return op, args
+
+
+_EDITS = {
+    "device.add": ops_edit.device_add, "device.resize": ops_edit.device_resize,
+    "device.set": ops_edit.device_set, "device.remove": ops_edit.device_remove,
+    "target.add": lambda doc, a: ops_edit.target_add(doc, a, default_portals=[]),
+    "target.remove": ops_edit.target_remove, "lun.add": ops_edit.lun_add,
+    "lun.remove": ops_edit.lun_remove, "group.add": ops_edit.group_add,
+    "portal.add": ops_edit.portal_add,
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_saving_an_edit_keeps_comments_and_order_it_did_not_touch(data: st.DataObject) -> None:
+    base = Path("/srv/etc")
+    original = _annotated(data.draw(raw_configs()))
+    before = parse_config(original, base)
+    edited = before
+    for _ in range(data.draw(st.integers(1, 3))):
+        op, args = data.draw(edits(edited))
+        doc = config_document(edited)
+        try:
+            _EDITS[op](doc, Args(op, args))
+            edited = validate_document(doc, edited)
+        except OpError:
+            continue  # refused (exists, not found, invalid): the model is unchanged
+    saved = config_edit.render(edited, original, base, base)
+    assert parse_config(saved, base) == edited
+    assert saved.startswith("# operator header: keep me\n")
+    # every table still there keeps its comment, in the original order
+    kept = [n for n in _notes(original) if _still_there(n, edited)]
+    assert _notes(saved) == kept
+
+
+def _still_there(note: str, model: Config) -> bool:
+    key = note.removeprefix("# note for ")
+    if key in ("iscsi", "devices", "targets"):  # top-level tables stay, even empty
+        return True
+    kind, _, rest = key.partition(".")
+    if kind == "devices":
+        return any(d.name == rest for d in model.devices)
+    name = rest.split('"')[1]
+    target = next((t for t in model.targets if t.name == name), None)
+    if target is None:
+        return False
+    if ".groups." in rest:
+        group = rest.rsplit(".groups.", 1)[1].strip('"')
+        return any(g.name == group for g in target.groups)
+    return True
