@@ -116,10 +116,16 @@ async def healthy(port: int) -> None:
 
 
 async def cleared_and_healthy(daemon: Daemon, port: int) -> None:
-    """Remove every rule, then a fresh session must read and write."""
+    """Remove every rule, then a fresh session must read and write, and once the
+    sessions are gone no logical unit may keep a task (hung, dropped, aborted)."""
     for rule in await op(daemon, "fault.list", {}):
         await op(daemon, "fault.remove", {"id": rule["id"]})
     await healthy(port)
+    units: list[Any] = [lu_child.actor for _, lu_child in daemon.unit_children.values()]
+    with trio.move_on_after(5):
+        while any(lu.task_count() for lu in units):
+            await trio.sleep(0.01)
+    assert {lu.name: lu.task_count() for lu in units if lu.task_count()} == {}
 
 
 async def op(daemon: Daemon, name: str, args: Mapping[str, Any]) -> Any:
