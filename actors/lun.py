@@ -285,18 +285,27 @@ class LogicalUnit:
             await task.wait_done()
         reply.send_nowait(response)
 
-    def _nexus_loss(self, msg: NexusLoss) -> None:
+    def _nexus_loss(self, msg: NexusLoss) -> list[Task]:
+        """End the nexus' tasks (silently) and what it held; returns those tasks."""
         key = _key(msg.nexus)
         state = self._nexuses.get(key)
-        if state is not None:
-            for task in list(state.tasks.values()):
-                task.scope.cancel()
+        tasks = list(state.tasks.values()) if state is not None else []
+        for task in tasks:
+            task.scope.cancel()
         self.reservations.nexus_lost(msg.nexus)
         self._device_hook("nexus_lost", msg.nexus)
         if msg.reset:
             self._state_for(msg.nexus).ua.add(Asc.I_T_NEXUS_LOSS_OCCURRED)
         else:
             self._nexuses.pop(key, None)
+        return tasks
+
+    async def reset_nexus(self, nexus: Nexus) -> None:
+        """I_T NEXUS RESET, called by the session. The state changes at once
+        (atomic, like ``submit``), so the very next command of the nexus sees
+        I_T NEXUS LOSS OCCURRED; returns when the nexus' tasks have left."""
+        for task in self._nexus_loss(NexusLoss(nexus, reset=True)):
+            await task.wait_done()
 
     def device_lost(self) -> None:
         """The device handler crashed (atomic): every command in flight ends with

@@ -193,8 +193,9 @@ class Session:
             await self._target_reset(nexus, asc)
             return TmfResponse.COMPLETE
         if function == I_T_NEXUS_RESET:
-            for each in self.luns.values():
-                await each.lu.mailbox.send(NexusLoss(nexus, reset=True))
+            units = {id(m.lu): m.lu for m in self.luns.values()}
+            for lu in units.values():
+                await lu.reset_nexus(nexus)
             return TmfResponse.COMPLETE
         if function == TASK_REASSIGN:
             return TmfResponse.REASSIGNMENT_NOT_SUPPORTED
