@@ -137,6 +137,9 @@ PDU_KINDS: dict[int, str] = {
     0x3F: "reject",
 }
 PDU_NAMES = frozenset(PDU_KINDS.values())
+#: opcodes from here up are sent by the target (RFC 7143 11.1.1)
+FIRST_TARGET_OPCODE = 0x20
+TARGET_PDU_NAMES = frozenset(n for k, n in PDU_KINDS.items() if k >= FIRST_TARGET_OPCODE)
 
 
 @attrs.frozen
@@ -478,6 +481,8 @@ class FaultEngine:
             m = state.rule.match
             if m.pdus and name not in m.pdus:
                 continue
+            if kind < FIRST_TARGET_OPCODE and state.rule.action.kind is ActionKind.DIGEST_ERROR:
+                continue  # only what the target sends gets a bad digest
             if m.names_match(initiator, target) and state.fires(now):
                 injection = Injection(state.rule.id, state.rule.action, delay=self._delay(state))
                 self._record(

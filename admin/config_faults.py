@@ -20,6 +20,7 @@ from actors.faults import (
     FAULT_STATUSES,
     HOOK_OF,
     PDU_NAMES,
+    TARGET_PDU_NAMES,
     Action,
     ActionKind,
     Direction,
@@ -195,12 +196,12 @@ class _Checker:
         return FaultRule(
             id=rule_id,
             action=self.action(kind, raw),
-            match=self.match(raw),
+            match=self.match(kind, raw),
             trigger=self.trigger(raw),
             enabled=raw.enabled,
         )
 
-    def match(self, raw: RawFault) -> Match:
+    def match(self, kind: ActionKind, raw: RawFault) -> Match:
         if raw.target is not None and self.targets is not None:
             if raw.target.lower() not in {t.lower() for t in self.targets}:
                 self.fail("target", f'no target named "{raw.target}"')
@@ -238,11 +239,13 @@ class _Checker:
                                  "0 <= first <= last < 2**64")  # fmt: skip
             else:
                 lba = (raw.lba[0], raw.lba[-1])
+        names = TARGET_PDU_NAMES if kind is ActionKind.DIGEST_ERROR else PDU_NAMES
         for i, name in enumerate(raw.pdus):
-            if name not in PDU_NAMES:
+            if name not in names:
+                what = "unknown PDU kind" if name not in PDU_NAMES else "not sent by the target:"
                 self.problems.append(Problem(
                     (*self.path, "pdus", i),
-                    f'unknown PDU kind "{name}" (one of {", ".join(sorted(PDU_NAMES))})',
+                    f'{what} "{name}" (one of {", ".join(sorted(names))})',
                 ))  # fmt: skip
         return Match(
             target=raw.target,

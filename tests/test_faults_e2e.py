@@ -523,11 +523,14 @@ async def test_digest_error(tmp_path: Path) -> None:
         await cleared_and_healthy(daemon, port)
 
 
-async def test_header_digest_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("pdus", [["scsi_response"], []])
+async def test_header_digest_error(tmp_path: Path, pdus: list[str]) -> None:
+    """Without ``pdus`` the rule must not spend its one injection on the incoming
+    SCSI Command (the target cannot break the digest of what it receives)."""
     async with daemon_with(tmp_path) as (daemon, port):
         async with login(port, header_digest=True) as ini:
-            await op(daemon, "fault.add", {"action": "digest_error", "pdus": ["scsi_response"],
-                                           "times": 1})  # fmt: skip
+            await op(daemon, "fault.add", {"action": "digest_error", "times": 1,
+                                           **({"pdus": pdus} if pdus else {})})  # fmt: skip
             ini.submit(0, TUR)
             with trio.fail_after(2):
                 event = await ini.recv_pdu()

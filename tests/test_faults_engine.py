@@ -131,6 +131,20 @@ def test_injected_crashes_stay_below_the_supervisor_restart_limit() -> None:
     assert e.on_command(other, 12.5) is not None
 
 
+def test_digest_errors_only_on_pdus_the_target_sends() -> None:
+    e = FaultEngine([FaultRule("d", Action(ActionKind.DIGEST_ERROR), trigger=Trigger(times=1))])
+    assert e.on_pdu(0x01, "iqn.2026-11.org.x:a", "t", 0.0) is None  # SCSI Command: incoming
+    assert e.on_pdu(0x05, "iqn.2026-11.org.x:a", "t", 0.0) is None  # Data-Out
+    assert e.on_pdu(0x21, "iqn.2026-11.org.x:a", "t", 0.0) is not None  # SCSI Response
+    assert e.status()[0]["matches"] == 1 and e.status()[0]["injections"] == 1
+    assert parse({"action": "digest_error", "pdus": ["data_in", "data_out"]})[1] == [
+        'faults[0].pdus[1]: not sent by the target: "data_out" (one of async_message, data_in, '
+        "login_response, logout_response, nop_in, r2t, reject, scsi_response, text_response, "
+        'tmf_response)'
+    ]
+    assert parse({"action": "pdu_drop", "pdus": ["data_out"]})[1] == []
+
+
 def test_admin_methods_and_armed_flags() -> None:
     e = FaultEngine()
     assert not (e.command_armed or e.pdu_armed or e.nop_armed or e.login_armed)
