@@ -49,7 +49,7 @@ def render(
     _iscsi(doc, before, model)
     _devices(doc, before, model)
     _targets(doc, before, model)
-    return tomlkit.dumps(doc)
+    return tomlkit.dumps(doc).rstrip() + "\n"
 
 
 def _relative(path: Path, base: Path) -> str:
@@ -114,12 +114,18 @@ def _device_values(d: DeviceConfig, state_dir: Path) -> dict[str, Any]:
     }
 
 
+def _spaced(table: Table) -> Table:
+    """End a new table with a blank line, as a person separates tables."""
+    table.add(tomlkit.nl())
+    return table
+
+
 def _new_device_table(d: DeviceConfig, state_dir: Path) -> Table:
     table = tomlkit.table()
     for key, value in _device_values(d, state_dir).items():
         if value is not None and _DEVICE_DEFAULTS.get(key, object()) != value:
             table[key] = value
-    return table
+    return _spaced(table)
 
 
 def _devices(doc: Any, before: Config | None, model: Config) -> None:
@@ -158,22 +164,55 @@ def _devices(doc: Any, before: Config | None, model: Config) -> None:
 def _luns_array(luns: tuple[LunMapping, ...]) -> Any:
     array = tomlkit.array()
     for m in luns:
-        entry = tomlkit.inline_table()
-        entry["lun"] = m.lun
-        entry["device"] = m.device
-        if m.read_only:
-            entry["read_only"] = True
-        array.append(entry)
+        array.append(_luns_entry(m))
     if len(luns) > 1:
         array.multiline(True)
     return array
+
+
+def _luns_entry(m: LunMapping) -> Any:
+    entry = tomlkit.inline_table()
+    entry["lun"] = m.lun
+    entry["device"] = m.device
+    if m.read_only:
+        entry["read_only"] = True
+    return entry
+
+
+def _edit_luns(table: Any, was: tuple[LunMapping, ...], now: tuple[LunMapping, ...]) -> None:
+    """Change the ``luns`` array of ``table`` in place, so the entries an edit
+    did not touch keep their text and comments; rewrite it if the order changed."""
+    array = table.get("luns")
+    if array is None or len(array) != len(was):
+        table["luns"] = _luns_array(now)
+        return
+    wanted = {m.lun: m for m in now}
+    for index in reversed(range(len(was))):
+        if was[index].lun not in wanted:
+            del array[index]
+    kept = [m for m in was if m.lun in wanted]
+    if [m.lun for m in kept] != [m.lun for m in now[: len(kept)]]:
+        table["luns"] = _luns_array(now)
+        return
+    for index, old in enumerate(kept):
+        new = wanted[old.lun]
+        if new == old:
+            continue
+        entry = array[index]
+        entry["device"] = new.device
+        if new.read_only:
+            entry["read_only"] = True
+        elif "read_only" in entry:
+            del entry["read_only"]
+    for m in now[len(kept) :]:
+        array.append(_luns_entry(m))
 
 
 def _new_group_table(g: InitiatorGroup) -> Table:
     table = tomlkit.table()
     table["initiators"] = list(g.initiators)
     table["luns"] = _luns_array(g.luns)
-    return table
+    return _spaced(table)
 
 
 def _new_target_table(t: TargetConfig) -> Table:
@@ -182,11 +221,13 @@ def _new_target_table(t: TargetConfig) -> Table:
     if t.alias is not None:
         table["alias"] = t.alias
     table["luns"] = _luns_array(t.luns)
-    if t.groups:
-        groups = tomlkit.table(is_super_table=True)
-        for g in t.groups:
-            groups[g.name] = _new_group_table(g)
-        table["groups"] = groups
+    if not t.groups:
+        return _spaced(table)
+    table.add(tomlkit.nl())
+    groups = tomlkit.table(is_super_table=True)
+    for g in t.groups:
+        groups[g.name] = _new_group_table(g)
+    table["groups"] = groups
     return table
 
 
@@ -230,7 +271,7 @@ def _edit_target(table: Any, was: TargetConfig, t: TargetConfig) -> None:
         else:
             table["alias"] = t.alias
     if was.luns != t.luns:
-        table["luns"] = _luns_array(t.luns)
+        _edit_luns(table, was.luns, t.luns)
     if was.groups == t.groups:
         return
     old_groups = {g.name: g for g in was.groups}
@@ -255,6 +296,6 @@ def _edit_target(table: Any, was: TargetConfig, t: TargetConfig) -> None:
         if old_groups[name].initiators != g.initiators:
             gtable["initiators"] = list(g.initiators)
         if old_groups[name].luns != g.luns:
-            gtable["luns"] = _luns_array(g.luns)
+            _edit_luns(gtable, old_groups[name].luns, g.luns)
     if not new_groups and not len(groups):
         del table["groups"]

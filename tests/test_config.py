@@ -435,11 +435,36 @@ def test_load_save_load_is_identity(doc: dict[str, Any]) -> None:
 def _annotated(doc: dict[str, Any]) -> str:
     """The file as a person keeps it: a header comment, a comment in every table."""
     lines = ["# operator header: keep me"]
+    header = ""
     for line in tomli_w.dumps(doc).split("\n"):  # not splitlines: an alias may hold U+0085
+        if line.startswith("    { lun = "):  # an entry of a multi-line LUN map
+            lun = int(line.split()[3].rstrip(","))
+            line += f"  # entry {lun} of {header}"
         lines.append(line)
         if line.startswith("[") and not line.startswith("[["):
-            lines.append(f"# note for {line.strip('[]')}")
+            header = line.strip("[]")
+            lines.append(f"# note for {header}")
     return "\n".join(lines) + "\n"
+
+
+def _entry_notes(text: str) -> list[str]:
+    return [line.split("  # ", 1)[1] for line in text.split("\n") if "  # entry " in line]
+
+
+def _entry_still_there(note: str, model: Config) -> bool:
+    lun_text, _, header = note.removeprefix("entry ").partition(" of ")
+    name = header.split('"')[1]
+    target = next((t for t in model.targets if t.name == name), None)
+    if target is None:
+        return False
+    luns = target.luns
+    if ".groups." in header:
+        group = header.rsplit(".groups.", 1)[1].strip('"')
+        found = next((g for g in target.groups if g.name == group), None)
+        if found is None:
+            return False
+        luns = found.luns
+    return any(m.lun == int(lun_text) for m in luns)
 
 
 def _notes(text: str) -> list[str]:
@@ -455,7 +480,8 @@ def edits(draw: st.DrawFn, model: Config) -> tuple[str, dict[str, Any]]:
     if devices:
         choices += ["device.remove"]
     if targets and devices:
-        choices += ["lun.add", "lun.remove", "group.add", "portal.add", "target.remove"]
+        choices += ["lun.add", "lun.remove", "lun.set", "group.add", "portal.add",
+                    "target.remove"]
     op = draw(st.sampled_from(choices))
     device = draw(st.sampled_from(devices)) if devices else "x"
     target = draw(st.sampled_from(targets)) if targets else "x"
@@ -472,6 +498,7 @@ def edits(draw: st.DrawFn, model: Config) -> tuple[str, dict[str, Any]]:
         "lun.add": {"target": target, "lun": lun, "device": device,
                     "read_only": draw(st.booleans())},
         "lun.remove": {"target": target, "lun": lun},
+        "lun.set": {"target": target, "lun": lun, "read_only": draw(st.booleans())},
         "group.add": {"target": target, "group": draw(_group_names),
                       "initiators": ["iqn.2026-01.com.example:new"]},
         "portal.add": {"target": target, "portal": draw(_portals)},
@@ -484,7 +511,8 @@ _EDITS = {
     "device.set": ops_edit.device_set, "device.remove": ops_edit.device_remove,
     "target.add": lambda doc, a: ops_edit.target_add(doc, a, default_portals=[]),
     "target.remove": ops_edit.target_remove, "lun.add": ops_edit.lun_add,
-    "lun.remove": ops_edit.lun_remove, "group.add": ops_edit.group_add,
+    "lun.remove": ops_edit.lun_remove, "lun.set": ops_edit.lun_set,
+    "group.add": ops_edit.group_add,
     "portal.add": ops_edit.portal_add,
 }
 
@@ -510,6 +538,9 @@ def test_saving_an_edit_keeps_comments_and_order_it_did_not_touch(data: st.DataO
     # every table still there keeps its comment, in the original order
     kept = [n for n in _notes(original) if _still_there(n, edited)]
     assert _notes(saved) == kept
+    # and so does every LUN map entry still mapped (edits change entries in place)
+    entries = [n for n in _entry_notes(original) if _entry_still_there(n, edited)]
+    assert _entry_notes(saved) == entries
 
 
 def _still_there(note: str, model: Config) -> bool:
