@@ -112,3 +112,88 @@ def test_completion_and_editing_in_a_terminal(
     assert fake.devices["disk1"]["handler"] == "vdisk_nullio"
     history = (tmp_path / ".pyscst_history").read_text()  # HOME is tmp_path here
     assert "+create disk1 handler=vdisk_nullio size=1G" in history
+
+
+REPORT_LUNS = bytes((0xA0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0))
+
+
+def _reported_luns(host: str, port: int, target: str) -> list[int]:
+    """REPORT LUNS as an initiator logging in now sees it (after its unit attentions)."""
+    import struct
+
+    import trio
+
+    from transports.iscsi.initiator import Initiator
+
+    async def ask() -> list[int]:
+        connecting = Initiator.connect(
+            host, port, initiator_name="iqn.2026-11.org.example:tmux", target_name=target
+        )
+        async with await connecting as ini:
+            for _ in range(3):
+                r = await ini.execute(0, REPORT_LUNS, read_length=256)
+                if r.status == 0:
+                    break
+            length = struct.unpack_from(">I", r.data)[0]
+            return [struct.unpack_from(">H", r.data, 8 + i)[0] & 0x3FFF
+                    for i in range(0, length, 8)]
+
+    return trio.run(ask)
+
+
+def test_edit_and_save_session_in_a_terminal_against_the_daemon(tmp_path: Path) -> None:
+    from admin.config import load_config
+    from tests.daemon import running_daemon
+
+    with running_daemon(tmp_path) as d:
+        config = d.config_path
+        config.write_text("# site notes: keep me\n" + config.read_text())
+        pane = Pane(f"pyscst-console-daemon-{os.getpid()}")
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TERM": "xterm"}
+        command = f"{sys.executable} -m admin.cli console --config {config}"
+        subprocess.run(
+            ["tmux", "-L", pane.server, "-f", "/dev/null", "new-session", "-d", "-s", "console",
+             "-x", "160", "-y", "45", "-c", str(REPO_ROOT), command],
+            env=env, check=True,
+        )
+        try:
+            pane.wait_for("pyscst:/>")
+            pane.keys("cd /dev", "Tab")
+            pane.wait_for("pyscst:/> cd /devices/")
+            pane.keys("Enter")
+            pane.keys("create disk1 handler=vdisk_n", "Tab")
+            pane.wait_for("handler=vdisk_nullio")
+            pane.keys(" size=16M", "Enter")
+            pane.wait_for("created device /devices/disk1")
+            pane.keys("cd /targets/", "Tab")  # one target: completed whole
+            pane.wait_for(f"cd /targets/{d.target}/")
+            pane.keys("luns", "Enter")
+            pane.wait_for(f"pyscst:/targets/{d.target}/luns>")
+            pane.keys("create device=disk", "Tab")  # disk0 and disk1: a menu
+            menu = pane.wait_for("disk0")  # not on the screen before the menu
+            assert menu.count("disk1") >= 2
+            pane.keys("1", "Enter")
+            pane.wait_for(f"created lun /targets/{d.target}/luns/1")
+            pane.keys("set 1 read_only=true", "Enter")
+            pane.keys("ls", "Enter")
+            pane.wait_for("1    disk1   true")
+            pane.keys("help resize", "Enter")
+            pane.wait_for("CAPACITY DATA HAS CHANGED")
+            pane.keys("save", "Enter")
+            pane.wait_for(f"saved the running configuration to {config}")
+            pane.keys("exit", "Enter")
+            deadline = time.monotonic() + 10
+            while pane.alive() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not pane.alive(), "the console did not exit"
+        finally:
+            pane.tmux("kill-server", check=False)
+        text = config.read_text()
+        assert text.startswith("# site notes: keep me\n")
+        model = load_config(config)
+        assert model.device("disk1").size == 16 << 20
+        luns = {m.lun: (m.device, m.read_only) for m in model.target(d.target).luns}
+        assert luns == {0: ("disk0", False), 1: ("disk1", True)}
+        assert _reported_luns(d.host, d.port, d.target) == [0, 1]
+        history = (d.state_dir / ".console_history").read_text()
+        assert "+create disk1 handler=vdisk_nullio size=16M" in history
