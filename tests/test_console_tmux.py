@@ -1,16 +1,18 @@
 """``pyscst console`` as a user meets it: a real process in a real terminal (tmux).
 
 The console runs in a tmux pane on its own tmux server; keys go in with
-``send-keys`` and the screen comes back with ``capture-pane``. The control
-socket is served by the in-memory fake (the real-daemon session lives in
-test_console_daemon.py), so this test is about the terminal: the prompt,
-the completion menu, colours off the screen, a clean exit.
+``send-keys`` and the screen comes back with ``capture-pane``. The first
+test serves the socket from the in-memory fake and is about the terminal:
+the prompt, the completion menu, a clean exit. The second is a whole
+edit-and-save session against the real daemon, checked in the saved file
+and from an initiator.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import time
@@ -18,9 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trio
 
+from admin.config import load_config
 from tests.console_fake import FakeBackend, fake_control_socket
-from tests.daemon import REPO_ROOT
+from tests.daemon import REPO_ROOT, running_daemon
+from transports.iscsi.initiator import Initiator
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 
@@ -119,11 +124,6 @@ REPORT_LUNS = bytes((0xA0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0))
 
 def _reported_luns(host: str, port: int, target: str) -> list[int]:
     """REPORT LUNS as an initiator logging in now sees it (after its unit attentions)."""
-    import struct
-
-    import trio
-
-    from transports.iscsi.initiator import Initiator
 
     async def ask() -> list[int]:
         connecting = Initiator.connect(
@@ -142,9 +142,6 @@ def _reported_luns(host: str, port: int, target: str) -> list[int]:
 
 
 def test_edit_and_save_session_in_a_terminal_against_the_daemon(tmp_path: Path) -> None:
-    from admin.config import load_config
-    from tests.daemon import running_daemon
-
     with running_daemon(tmp_path) as d:
         config = d.config_path
         config.write_text("# site notes: keep me\n" + config.read_text())
