@@ -31,6 +31,8 @@ from transports.iscsi.initiator import ConnectionLost, Initiator, InitiatorError
 
 TARGET = "iqn.2026-11.org.pyscst:admin"
 INITIATOR = "iqn.2026-11.org.example:host1"
+OTHER_TARGET = "iqn.2026-11.org.pyscst:other"
+GROUPED = "iqn.2026-11.org.example:grouped"
 REPORT_LUNS = bytes((0xA0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0))
 READ_CAPACITY_10 = bytes((0x25,)) + bytes(9)
 TUR = bytes(6)
@@ -283,11 +285,17 @@ async def test_errors_name_what_and_where_and_exit_codes(tmp_path: Path) -> None
 
 
 async def test_save_and_reload_and_sighup(tmp_path: Path) -> None:
-    async with running_daemon_async(tmp_path, target=TARGET, devices=DEVICES, luns=LUNS) as d:
+    extra = {OTHER_TARGET: {"luns": [{"lun": 0, "device": "disk0"}]}}
+    async with running_daemon_async(
+        tmp_path, target=TARGET, devices=DEVICES, luns=LUNS, extra_targets=extra
+    ) as d:
         admin = admin_for(d)
         config = d.config_path
         config.write_text("# operator notes: keep me\n" + config.read_text())
-        async with login(d) as ini:
+        connecting = Initiator.connect(
+            d.host, d.port, initiator_name=INITIATOR, target_name=OTHER_TARGET)
+        async with login(d) as ini, await connecting as bystander:
+            assert sense_triplet((await bystander.execute(0, TUR)).sense)[:2] == (0x6, 0x29)
             await admin.ok("device", "add", "disk1", "--size", "2M", "--handler", "vdisk_nullio")
             await admin.ok("lun", "add", TARGET, "3", "disk1")
             saved = await admin.ok("save")
@@ -324,10 +332,10 @@ async def test_save_and_reload_and_sighup(tmp_path: Path) -> None:
                 while "disk9" not in [x["name"] for x in (await admin.ok("tree"))["devices"]]:
                     await trio.sleep(0.2)
             assert (await ini.execute(0, TUR)).status == 0  # nothing this session sees changed
-
-
-OTHER_TARGET = "iqn.2026-11.org.pyscst:other"
-GROUPED = "iqn.2026-11.org.example:grouped"
+            # the other target's session went through every edit and reload untouched
+            assert (await bystander.execute(0, TUR)).status == 0
+            assert [s["tsih"] for s in await admin.ok("session", "list", OTHER_TARGET)] == [
+                bystander.tsih]
 
 
 async def test_tree_shows_everything_and_resize_reaches_every_nexus(tmp_path: Path) -> None:
