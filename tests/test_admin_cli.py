@@ -415,3 +415,41 @@ async def test_device_remove_needs_force_and_spares_other_sessions(tmp_path: Pat
             # the session on the other target saw nothing of it
             assert (await bystander.execute(0, TUR)).status == 0
             assert [x["name"] for x in (await admin.ok("tree"))["devices"]] == ["disk0"]
+
+
+INQUIRY_SERIAL = bytes((0x12, 0x01, 0x80, 0x00, 0xFF, 0x00))
+
+
+async def test_reload_replaces_a_changed_device_only_with_force(tmp_path: Path) -> None:
+    async with running_daemon_async(tmp_path, target=TARGET, devices=DEVICES, luns=LUNS) as d:
+        admin = admin_for(d)
+        config = d.config_path
+        async with login(d) as ini:
+            r = await ini.execute(0, INQUIRY_SERIAL, read_length=255)
+            old_serial = r.data[4 : 4 + r.data[3]].decode()
+            text = config.read_text()
+            edited = text.replace('size = "8MiB"', 'size = "8MiB"\nserial = "REPLACED1"')
+            assert edited != text
+            config.write_text(edited)
+            # a serial cannot change under a live LU: the device is replaced, which
+            # swaps the LU behind this session's LUN 0, so force is needed
+            stderr = await admin.fails(1, "reload")
+            assert "LUN 0 of target" in stderr and "in use" in stderr
+            assert (await ini.execute(0, TUR)).status == 0
+            reply = await admin.ok("reload", "--force")
+            assert reply["changes"]["devices_replaced"] == ["disk0"]
+            assert reply["changes"]["targets_changed"] == [TARGET]
+            r = await ini.execute(0, TUR)  # a new LU: the nexus is new to it
+            assert sense_triplet(r.sense) == (0x6, 0x29, 0x00)
+            r = await ini.execute(0, INQUIRY_SERIAL, read_length=255)
+            assert r.data[4 : 4 + r.data[3]].decode() == "REPLACED1" != old_serial
+            # a file that does not parse changes nothing, and says where it is wrong
+            config.write_text(edited + "\n[devices.bad\n")
+            stderr = await admin.fails(1, "reload")
+            assert "TOML syntax error" in stderr and "line" in stderr
+            os.kill(d.pid, signal.SIGHUP)
+            with trio.fail_after(10):
+                while "reload failed, running configuration unchanged" not in d.stderr_text():
+                    await trio.sleep(0.1)
+            r = await ini.execute(0, INQUIRY_SERIAL, read_length=255)
+            assert r.status == 0
