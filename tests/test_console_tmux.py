@@ -47,8 +47,9 @@ class Pane:
     def keys(self, *keys: str) -> None:
         self.tmux("send-keys", "-t", "console", *keys)
 
-    def screen(self) -> str:
-        return self.tmux("capture-pane", "-p", "-t", "console")
+    def screen(self, escapes: bool = False) -> str:
+        """The pane's text; with ``escapes``, its colour and style sequences too."""
+        return self.tmux("capture-pane", "-p", *(["-e"] if escapes else []), "-t", "console")
 
     def wait_for(self, text: str, timeout: float = 10.0) -> str:
         deadline = time.monotonic() + timeout
@@ -109,6 +110,11 @@ def test_completion_and_editing_in_a_terminal(
     assert "disk0   vdisk_fileio  64MiB" in screen
     pane.keys("frob", "Enter")
     pane.wait_for('error: unknown command "frob"')
+    coloured = pane.screen(escapes=True)
+    assert "\x1b[1;4mhandler" in coloured  # table headers bold and underlined
+    assert "\x1b[36mdisk1\x1b[39m" in coloured  # names cyan
+    assert "\x1b[33mtrue\x1b[39m" in coloured  # true values yellow
+    assert '\x1b[38;5;203merror: unknown command "frob"' in coloured  # errors red
     pane.keys("exit", "Enter")
     deadline = time.monotonic() + 10
     while pane.alive() and time.monotonic() < deadline:
