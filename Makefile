@@ -12,7 +12,7 @@ CONFIG ?= etc/pyscst.toml
 PYTEST_ARGS ?=
 
 # binary -> Debian package that provides it (installed only if missing and root)
-TOOL_PACKAGES := iscsi-test-cu:libiscsi-bin qemu-img:qemu-utils tgtd:tgt
+TOOL_PACKAGES := iscsi-test-cu:libiscsi-bin qemu-img:qemu-utils tgtd:tgt tmux:tmux
 
 .PHONY: serve test lint pytest tools venv clean bench
 
