@@ -20,6 +20,7 @@ import tomlkit
 from tomlkit.items import Table
 
 from admin.config import default_serial, parse_config
+from admin.config_faults import rule_to_dict
 from admin.config_model import Config, DeviceConfig, InitiatorGroup, LunMapping, TargetConfig
 from admin.config_values import format_size
 
@@ -49,7 +50,24 @@ def render(
     _iscsi(doc, before, model)
     _devices(doc, before, model)
     _targets(doc, before, model)
+    _faults(doc, before, model)
     return tomlkit.dumps(doc).rstrip() + "\n"
+
+
+def _faults(doc: Any, before: Config | None, model: Config) -> None:
+    """``[[faults]]`` rules: left as written unless the model's differ."""
+    if before is not None and before.faults == model.faults:
+        return
+    if not model.faults:
+        if "faults" in doc:
+            del doc["faults"]
+        return
+    rules = tomlkit.aot()
+    for rule in model.faults:
+        table = tomlkit.table()
+        table.update(rule_to_dict(rule))
+        rules.append(table)
+    doc["faults"] = rules
 
 
 def _relative(path: Path, base: Path) -> str:

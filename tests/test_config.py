@@ -414,6 +414,8 @@ def test_load_dump_load_is_identity(doc: dict[str, Any]) -> None:
 
 # --- config.save: load -> save -> load, and an edit keeps the rest of the file ----------
 
+import attrs  # noqa: E402
+
 from admin import config_edit, ops_edit  # noqa: E402
 from admin.operations import config_document, validate_document  # noqa: E402
 from admin.ops_args import Args  # noqa: E402
@@ -558,3 +560,19 @@ def _still_there(note: str, model: Config) -> bool:
         group = rest.rsplit(".groups.", 1)[1].strip('"')
         return any(g.name == group for g in target.groups)
     return True
+
+
+def test_save_keeps_fault_rules() -> None:
+    text = minimal() + (
+        '\n[[faults]]\nid = "flaky"\naction = "check_condition"\nop_class = "read"\n'
+        "lba = [100, 199]\nprobability = 0.5\nseed = 42\n"
+    )
+    model = parse_config(text, "/srv/etc")
+    assert [r.id for r in model.faults] == ["flaky"]
+    fresh = config_edit.render(model)
+    assert parse_config(fresh, "/srv/etc") == model
+    # an edit elsewhere leaves the rule's text as it was
+    edited = config_edit.render(attrs.evolve(model, log_level=LogLevel.DEBUG), text,
+                                Path("/srv/etc"), Path("/srv/etc"))
+    assert 'id = "flaky"\naction = "check_condition"\nop_class = "read"' in edited
+    assert parse_config(edited, "/srv/etc") == attrs.evolve(model, log_level=LogLevel.DEBUG)
