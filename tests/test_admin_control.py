@@ -22,11 +22,13 @@ from typing import Any
 
 import pytest
 import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from admin.client import AsyncClient, Client
 from admin.control import ControlServer, ControlSocketError, OpHandler, claim_socket_path
 from admin.protocol import MAX_LINE, VERSION, OpError
-from tests.daemon import REPO_ROOT, daemon_command, free_port, write_config
+from tests.daemon import REPO_ROOT, daemon_command, free_port, running_daemon, write_config
 
 
 async def _echo(args: Mapping[str, Any]) -> Any:
@@ -195,3 +197,68 @@ def test_blocking_client_raises_the_daemon_error(tmp_path: Path) -> None:
             await trio.to_thread.run_sync(blocking)
 
     trio.run(main)
+
+
+# -- whatever arguments arrive, the daemon answers with a specific error ---------------
+
+#: each op's arguments (plus "bogus" now and then)
+_OP_KEYS = {
+    "tree": [], "hello": [], "stats": ["device", "target", "tsih"],
+    "session.list": ["target"], "session.close": ["target", "tsih"],
+    "reset.lun": ["device"], "reset.target": ["target"],
+    "device.add": ["name", "handler", "size", "path", "block_size", "read_only",
+                   "write_cache", "serial", "rotational"],
+    "device.remove": ["name", "force"], "device.resize": ["name", "size"],
+    "device.set": ["name", "read_only"], "target.add": ["name", "alias", "portal"],
+    "target.remove": ["name", "force"], "portal.add": ["target", "portal"],
+    "portal.remove": ["target", "portal"], "group.add": ["target", "group", "initiators"],
+    "group.remove": ["target", "group", "force"],
+    "initiator.add": ["target", "group", "pattern", "force"],
+    "initiator.remove": ["target", "group", "pattern", "force"],
+    "lun.add": ["target", "group", "lun", "device", "read_only"],
+    "lun.remove": ["target", "group", "lun", "force"],
+    "lun.set": ["target", "group", "lun", "read_only"], "config.reload": ["force"],
+}
+_NAMES = ["disk0", "iqn.2026-11.org.pyscst:test", "hosts", "0", "127.0.0.1:1", "", "../x",
+          "vdisk_nullio", "1M", "iqn.2026-11.org.pyscst:new", "iqn.2026-11.org.example:*"]
+_values = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True),
+    st.sampled_from(_NAMES), st.text(max_size=20), st.lists(st.text(max_size=8), max_size=3),
+    st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
+)
+
+
+@st.composite
+def _requests(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
+    op = draw(st.sampled_from(sorted(_OP_KEYS)))
+    keys = [*_OP_KEYS[op], "bogus"] if draw(st.integers(0, 9)) == 0 else _OP_KEYS[op]
+    if not keys:
+        return op, {}
+    args = draw(st.dictionaries(st.sampled_from(keys), _values, max_size=len(keys)))
+    if keys and draw(st.booleans()):  # a full set of plausible names now and then
+        args.update({k: draw(st.sampled_from(_NAMES)) for k in keys if k not in args})
+    return op, args
+
+
+def test_random_arguments_never_crash_an_op(tmp_path: Path) -> None:
+    with running_daemon(tmp_path) as d:
+        sock = d.state_dir / "pyscst.sock"
+        seen: dict[str, int] = {}
+        with Client(sock) as client:
+
+            @settings(max_examples=300, deadline=None,
+                      suppress_health_check=list(HealthCheck))
+            @given(_requests())
+            def one(request: tuple[str, dict[str, Any]]) -> None:
+                op, args = request
+                try:
+                    client.call(op, **args)
+                    seen["ok"] = seen.get("ok", 0) + 1
+                except OpError as exc:
+                    assert str(exc.code) != "internal", f"{op} {args}: {exc}"
+                    seen[str(exc.code)] = seen.get(str(exc.code), 0) + 1
+
+            one()
+            assert client.call("hello")["version"] == VERSION
+        # the draw reached past argument checking: some ops worked, some found nothing
+        assert min(seen.get(k, 0) for k in ("ok", "invalid", "not_found")) > 0, seen
