@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import trio
 
+from admin.client import AsyncClient
 from scsi.lun import decode_lun
 from tests.daemon import REPO_ROOT, RunningDaemon, running_daemon_async
 from transports.iscsi.initiator import ConnectionLost, Initiator, InitiatorError
@@ -453,3 +454,23 @@ async def test_reload_replaces_a_changed_device_only_with_force(tmp_path: Path) 
                     await trio.sleep(0.1)
             r = await ini.execute(0, INQUIRY_SERIAL, read_length=255)
             assert r.status == 0
+
+
+async def test_concurrent_edits_are_serialised_not_lost(tmp_path: Path) -> None:
+    async with running_daemon_async(tmp_path, target=TARGET, devices=DEVICES, luns=LUNS) as d:
+        sock = d.state_dir / "pyscst.sock"
+
+        async def add(lun: int) -> None:  # starting a device awaits: edits overlap
+            async with await AsyncClient.connect(sock) as client:
+                await client.call("device.add", name=f"d{lun}", handler="vdisk_nullio", size=4096)
+                await client.call("lun.add", target=TARGET, lun=lun, device=f"d{lun}")
+
+        async with trio.open_nursery() as nursery:
+            for lun in range(1, 17):
+                nursery.start_soon(add, lun)
+        async with login(d) as ini:
+            r = await ini.execute(0, REPORT_LUNS, read_length=1024)
+            assert luns_of(r.data) == list(range(17))
+        tree = await admin_for(d).ok("tree")
+        assert sorted(e["lun"] for e in tree["targets"][0]["luns"]) == list(range(17))
+        assert len(tree["devices"]) == 17
