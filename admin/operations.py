@@ -132,4 +132,8 @@ class Controller:
         p = reconcile.plan(self.daemon, self.daemon.config, new)
         reconcile.check_in_use(p, force)
         await reconcile.apply(self.daemon, p, new)
+        if p.restart_required:
+            log.warning(
+                "changed %s: takes effect when the daemon restarts", ", ".join(p.restart_required)
+            )
         return p.summary()

@@ -442,8 +442,18 @@ async def test_reload_replaces_a_changed_device_only_with_force(tmp_path: Path) 
             assert reply["changes"]["targets_changed"] == [TARGET]
             r = await ini.execute(0, TUR)  # a new LU: the nexus is new to it
             assert sense_triplet(r.sense) == (0x6, 0x29, 0x00)
+            r = await ini.execute(0, TUR)  # and the LUN inventory changed under it
+            assert sense_triplet(r.sense) == (0x6, 0x3F, 0x0E)
             r = await ini.execute(0, INQUIRY_SERIAL, read_length=255)
             assert r.data[4 : 4 + r.data[3]].decode() == "REPLACED1" != old_serial
+            # login parameters are fixed at start: a reload says so instead of pretending
+            with_depth = edited.replace("[iscsi]\n", "[iscsi]\nqueue_depth = 64\n")
+            assert with_depth != edited
+            config.write_text(with_depth)
+            reply = await admin.ok("reload")
+            assert reply["changes"]["restart_required"] == ["iscsi"]
+            assert "changed iscsi: takes effect when the daemon restarts" in d.stderr_text()
+            assert (await ini.execute(0, TUR)).status == 0
             # a file that does not parse changes nothing, and says where it is wrong
             config.write_text(edited + "\n[devices.bad\n")
             stderr = await admin.fails(1, "reload")
