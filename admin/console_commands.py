@@ -515,6 +515,12 @@ def run_save(shell: ShellContext, inv: Invocation) -> Fragments:
 def run_reload(shell: ShellContext, inv: Invocation) -> Fragments:
     _no_options(inv)
     summary = shell.call("config.reload")
+    changes = summary.get("changes") if isinstance(summary, Mapping) else None
+    if isinstance(changes, Mapping):  # only what differed, not a list of empty kinds
+        differed = {k: v for k, v in changes.items() if v}
+        if not differed:
+            return _ok("reloaded the configuration file") + line("no differences", "class:dim")
+        return _ok("reloaded the configuration file") + render_value(differed)
     return _ok("reloaded the configuration file") + (
         render_value(summary) if summary else line("no differences", "class:dim")
     )

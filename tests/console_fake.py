@@ -34,6 +34,8 @@ class FakeBackend:
     sessions: list[dict[str, Any]] = attrs.field(factory=list)
     calls: list[tuple[str, dict[str, Any]]] = attrs.field(factory=list)
     closed: bool = False
+    #: what the next config.reload reports as changed (kind -> names), as the daemon does
+    reload_changes: dict[str, Any] = attrs.field(factory=dict)
 
     @classmethod
     def with_defaults(cls, save_path: Path) -> FakeBackend:
@@ -236,7 +238,13 @@ class FakeBackend:
         return {"path": str(target)}
 
     def op_config_reload(self) -> Any:
-        return {"added": [], "removed": [], "changed": []}
+        kinds = ("devices_added", "devices_removed", "devices_replaced", "devices_resized",
+                 "devices_read_only", "targets_added", "targets_removed", "targets_changed",
+                 "portals_added", "portals_removed", "restart_required")
+        changes: dict[str, Any] = {k: [] for k in kinds}
+        changes["log_level"] = None
+        changes.update(self.reload_changes)
+        return {"path": str(self.save_path), "changes": changes}
 
 
 @contextlib.contextmanager

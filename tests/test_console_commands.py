@@ -248,3 +248,13 @@ def test_script_mode_exit_status(fake: FakeBackend) -> None:
     assert out.getvalue().startswith("device  handler")
     assert err.getvalue() == 'error: unknown command "frob"; type help for the list\n'
     assert script(Shell(fake), io.StringIO("ls\n"), out, err) == 0
+
+
+def test_reload_shows_only_what_differed(fake: FakeBackend) -> None:
+    assert run(Shell(fake), "reload").splitlines() == [
+        "reloaded the configuration file", "no differences"]
+    fake.reload_changes = {"devices_added": ["disk9"], "restart_required": ["iscsi"]}
+    text = run(Shell(fake), "reload")
+    assert "disk9" in text and "restart_required" in text and "iscsi" in text
+    assert "targets_removed" not in text and "log_level" not in text
+    assert sent(fake) == [("config.reload", {}), ("config.reload", {})]
