@@ -16,6 +16,7 @@ import contextlib
 import itertools
 import logging
 import math
+import os
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 
 LOGIN_TIMEOUT = 30.0
 RECV_SIZE = 256 * 1024
+#: most buffers one writev takes (Linux UIO_MAXIOV)
+IOV_MAX = 1024
 WRITE_BATCH = 512 * 1024
 LOGIN_MAX_RECV = 8192
 
@@ -134,6 +137,11 @@ class IscsiConnection:
         self.host = host
         self._reader = PduReader(max_recv_data_segment_length=LOGIN_MAX_RECV)
         self._out_send, self._out_recv = trio.open_memory_channel[list[Buffer]](math.inf)
+        #: output produced while the reader handles one received chunk; the
+        #: reader sends it itself before it waits for more (see _flush_pending)
+        self._pending: list[Buffer] = []
+        self._batching = False
+        self._writer_busy = False
         self._statsn = 0
         self._itt: dict[int, ScsiCommand] = {}
         self._bursts: dict[int, _Burst] = {}
@@ -236,6 +244,7 @@ class IscsiConnection:
         send_all = self.stream.send_all
         try:
             async for first in recv:
+                self._writer_busy = True
                 batch = list(first)
                 size = sum(len(b) for b in batch)
                 while size < WRITE_BATCH:
@@ -246,6 +255,7 @@ class IscsiConnection:
                     batch.extend(more)
                     size += sum(len(b) for b in more)
                 await send_all(b"".join(batch))
+                self._writer_busy = False
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
             self.abort()
         finally:
@@ -255,10 +265,53 @@ class IscsiConnection:
         faults = self._faults
         if faults is not None and faults.pdu_armed and self._outgoing_fault(faults, buffers):
             return
+        if self._batching:
+            self._pending.extend(buffers)
+            return
         try:
             self._out_send.send_nowait(buffers)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass
+
+    def _flush_pending(self) -> None:
+        """Send what handling one received chunk produced, from the reader itself.
+
+        Answers made while the reader worked through a chunk (a cache-hit
+        READ's Data-In, R2Ts, NOP-Ins) go out in one ``writev`` before it waits
+        for more bytes: one system call for the lot and no hop to the writer
+        task. Only when the writer is idle with nothing queued, so order holds;
+        what the socket does not take now goes to the writer.
+        """
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
+        if self._writer_busy or self._out_send.statistics().current_buffer_used:
+            self._channel(pending)
+            return
+        try:
+            sent = os.writev(self.stream.socket.fileno(), pending[:IOV_MAX])
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.abort()
+            return
+        if len(pending) > IOV_MAX:
+            rest = b"".join(pending)[sent:]
+        else:
+            total = sum(len(b) for b in pending)
+            if sent == total:
+                return
+            rest = b"".join(pending)[sent:]
+        self._channel([rest])
+
+    def _end_batch(self) -> None:
+        self._batching = False
+        self._flush_pending()
+
+    def _channel(self, buffers: list[Buffer]) -> None:
+        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
+            self._out_send.send_nowait(buffers)
 
     def _frame(self, header: bytes, data: Buffer | None = None) -> list[Buffer]:
         """Header (+digest) + data segment (+padding, +digest) as buffers."""
@@ -291,8 +344,14 @@ class IscsiConnection:
         reader = self._reader
         receive = self.stream.receive_some
         while True:
+            # Output made while we work through what arrived waits in _pending
+            # and goes out in one write before we wait for more bytes. (No
+            # try/finally here: a generator left suspended must not flush at
+            # whatever moment it is collected; the consumers end the batch.)
+            self._batching = True
             for event in reader:
                 yield event
+            self._end_batch()
             data = await receive(RECV_SIZE)
             if not data:
                 return
@@ -320,63 +379,66 @@ class IscsiConnection:
             return None
         self._reader.feed(opening)
         first = True
-        async for event in self._pdus():
-            if isinstance(event, ProtocolError) or not isinstance(event, P.LoginRequest):
-                log.info("%s: not a login request during login: %r", self.peer, event)
-                return None
-            if first:
-                self._statsn = event.expstatsn
-                first = False
-            req = LoginRequest(
-                transit=event.transit,
-                cont=event.cont,
-                csg=event.csg,
-                nsg=event.nsg,
-                version_max=event.version_max,
-                version_min=event.version_min,
-                isid=event.isid,
-                tsih=event.tsih,
-                itt=event.itt,
-                cid=event.cid,
-                cmdsn=event.cmdsn,
-                expstatsn=event.expstatsn,
-                data=bytes(event.data),
-            )
-            reply = machine.receive(req)
-            if reply.done and not reply.failed and reply.result is not None:
-                result = reply.result
-                faults = self._faults
-                if faults is not None and faults.login_armed and self._refuse_login(
-                    faults, result, event, reply.version_max
-                ):
+        try:
+            async for event in self._pdus():
+                if isinstance(event, ProtocolError) or not isinstance(event, P.LoginRequest):
+                    log.info("%s: not a login request during login: %r", self.peer, event)
                     return None
-                self.login = result
-                if result.session_type == "Normal":
-                    self.session = await self.host.open_session(result, self)
-            depth = self.host.queue_depth
-            resp = P.LoginResponse(
-                transit=reply.transit,
-                cont=reply.cont,
-                csg=reply.csg,
-                nsg=reply.nsg,
-                version_max=reply.version_max,
-                version_active=reply.version_active,
-                isid=reply.isid,
-                tsih=reply.tsih,
-                itt=reply.itt,
-                statsn=self._next_statsn(),
-                expcmdsn=event.cmdsn,
-                maxcmdsn=(event.cmdsn + depth - 1) & 0xFFFFFFFF,
-                status_class=reply.status_class,
-                status_detail=reply.status_detail,
-                data=reply.data,
-            )
-            self._send_pdu(resp)
-            if reply.done:
-                if reply.failed or reply.result is None:
-                    return None
-                self._window = CmdSNWindow(event.cmdsn, depth)
-                return reply.result
+                if first:
+                    self._statsn = event.expstatsn
+                    first = False
+                req = LoginRequest(
+                    transit=event.transit,
+                    cont=event.cont,
+                    csg=event.csg,
+                    nsg=event.nsg,
+                    version_max=event.version_max,
+                    version_min=event.version_min,
+                    isid=event.isid,
+                    tsih=event.tsih,
+                    itt=event.itt,
+                    cid=event.cid,
+                    cmdsn=event.cmdsn,
+                    expstatsn=event.expstatsn,
+                    data=bytes(event.data),
+                )
+                reply = machine.receive(req)
+                if reply.done and not reply.failed and reply.result is not None:
+                    result = reply.result
+                    faults = self._faults
+                    if faults is not None and faults.login_armed and self._refuse_login(
+                        faults, result, event, reply.version_max
+                    ):
+                        return None
+                    self.login = result
+                    if result.session_type == "Normal":
+                        self.session = await self.host.open_session(result, self)
+                depth = self.host.queue_depth
+                resp = P.LoginResponse(
+                    transit=reply.transit,
+                    cont=reply.cont,
+                    csg=reply.csg,
+                    nsg=reply.nsg,
+                    version_max=reply.version_max,
+                    version_active=reply.version_active,
+                    isid=reply.isid,
+                    tsih=reply.tsih,
+                    itt=reply.itt,
+                    statsn=self._next_statsn(),
+                    expcmdsn=event.cmdsn,
+                    maxcmdsn=(event.cmdsn + depth - 1) & 0xFFFFFFFF,
+                    status_class=reply.status_class,
+                    status_detail=reply.status_detail,
+                    data=reply.data,
+                )
+                self._send_pdu(resp)
+                if reply.done:
+                    if reply.failed or reply.result is None:
+                        return None
+                    self._window = CmdSNWindow(event.cmdsn, depth)
+                    return reply.result
+        finally:
+            self._end_batch()  # the last Login Response goes out now
         return None
 
     # -- full feature phase -------------------------------------------------------
@@ -401,47 +463,53 @@ class IscsiConnection:
         )
         debug = log.isEnabledFor(logging.DEBUG)
         faults = self._faults
-        async for event in self._pdus():
-            if debug:
-                log.debug("%s: <- %r", self.peer, event)
-            if (
-                faults is not None
-                and faults.pdu_armed
-                and not isinstance(event, ProtocolError)
-                and await self._incoming_fault(faults, event)
-            ):
-                continue
-            if isinstance(event, ProtocolError):
-                self._reject(event.reject_reason, event.header)
-                if event.fatal:
-                    log.warning("%s: fatal protocol error: %s", self.peer, event.reason)
+        try:
+            async for event in self._pdus():
+                if debug:
+                    log.debug("%s: <- %r", self.peer, event)
+                if (
+                    faults is not None
+                    and faults.pdu_armed
+                    and not isinstance(event, ProtocolError)
+                    and await self._incoming_fault(faults, event)
+                ):
+                    continue
+                if isinstance(event, ProtocolError):
+                    self._reject(event.reject_reason, event.header)
+                    if event.fatal:
+                        log.warning("%s: fatal protocol error: %s", self.peer, event.reason)
+                        return
+                    continue
+                if isinstance(event, P.DataOut):
+                    self._on_data_out(event)
+                    continue
+                if isinstance(event, P.SnackRequest):
+                    self._reject_pdu(RejectReason.COMMAND_NOT_SUPPORTED, event)
+                    continue
+                if discovery and isinstance(event, P.ScsiCommand | P.TaskManagementRequest):
+                    self._reject_pdu(RejectReason.PROTOCOL_ERROR, event)
+                    continue
+                if not hasattr(event, "cmdsn"):
+                    self._reject_pdu(RejectReason.PROTOCOL_ERROR, event)
+                    continue
+                if isinstance(event, P.ScsiCommand) and not self._admit_command(event):
+                    continue
+                assert self._window is not None
+                ready = self._window.offer(event.cmdsn, event.immediate, event)
+                if isinstance(ready, Rejected):
+                    log.debug("%s: CmdSN %d outside window: %s", self.peer, event.cmdsn, ready)
+                    if isinstance(event, P.ScsiCommand):
+                        self._itt.pop(event.itt, None)
+                    continue
+                for item in ready:
+                    self._deliver(item)
+                if self._logout_requested:
                     return
-                continue
-            if isinstance(event, P.DataOut):
-                self._on_data_out(event)
-                continue
-            if isinstance(event, P.SnackRequest):
-                self._reject_pdu(RejectReason.COMMAND_NOT_SUPPORTED, event)
-                continue
-            if discovery and isinstance(event, P.ScsiCommand | P.TaskManagementRequest):
-                self._reject_pdu(RejectReason.PROTOCOL_ERROR, event)
-                continue
-            if not hasattr(event, "cmdsn"):
-                self._reject_pdu(RejectReason.PROTOCOL_ERROR, event)
-                continue
-            if isinstance(event, P.ScsiCommand) and not self._admit_command(event):
-                continue
-            assert self._window is not None
-            ready = self._window.offer(event.cmdsn, event.immediate, event)
-            if isinstance(ready, Rejected):
-                log.debug("%s: CmdSN %d outside window: %s", self.peer, event.cmdsn, ready)
-                if isinstance(event, P.ScsiCommand):
-                    self._itt.pop(event.itt, None)
-                continue
-            for item in ready:
-                self._deliver(item)
-            if self._logout_requested:
-                return
+        finally:
+            # a return (logout, fatal error) leaves the generator suspended:
+            # what the last chunk produced (the Logout Response) still goes out
+            self._end_batch()
+
 
     def _deliver(self, pdu: Any) -> None:
         if isinstance(pdu, P.ScsiCommand):
@@ -864,7 +932,10 @@ class IscsiConnection:
         if hit is None or hit.action.kind is ActionKind.DIGEST_ERROR:
             return False
         if hit.action.kind is ActionKind.PDU_DELAY:
+            self._batching = False  # what is answered so far goes out meanwhile
+            self._flush_pending()
             await trio.sleep(hit.delay)
+            self._batching = True
             return False
         return True
 
