@@ -83,7 +83,8 @@ def bind_socket(path: Path) -> socket.socket:
         raise
     finally:
         os.umask(old_umask)
-    os.chmod(path, 0o600)
+    if stat.S_ISSOCK(os.lstat(path).st_mode):  # never chmod what a swapped-in symlink names
+        os.chmod(path, 0o600)
     sock.listen(16)
     return sock
 
