@@ -179,6 +179,12 @@ async def test_closed_session_is_gone_and_resets_raise_unit_attentions(tmp_path:
             assert mine["isid"] == f"0x{ini.isid:012x}"
             assert mine["address"].startswith("127.0.0.1:")
             assert mine["luns"][0]["commands"] >= 2
+            everything = await admin.ok("stats")
+            assert sorted(s["initiator"] for s in everything["sessions"]) == [
+                INITIATOR, INITIATOR + "-b"]
+            (device,) = everything["devices"]
+            assert device["device"] == "disk0"
+            assert device["commands"] == sum(s["commands"] for s in everything["sessions"])
             await admin.ok("session", "close", TARGET, str(ini.tsih))
             with pytest.raises((InitiatorError, ConnectionLost, trio.BrokenResourceError)):
                 with trio.fail_after(10):
