@@ -39,7 +39,7 @@ from actors.pr_state import Registrant
 from actors.pr_store import AptplStore
 from actors.reservations import Reservations
 from actors.unit_attention import UnitAttentionQueue
-from scsi.cdb import NEEDS_AWAIT, OpFlags, OpSpec, OpTable
+from scsi.cdb import NEEDS_AWAIT, OpSpec, OpTable
 from scsi.command import Buffer, DataDirection, Nexus, ScsiCommand, TaskAttribute
 from scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
 
@@ -522,13 +522,13 @@ class LogicalUnit:
                 raise ScsiError.check(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_MESSAGE_ERROR)
             device = self._device_source()
             spec: OpSpec = self.table(device).lookup(cdb)
-            flags = spec.flags
-            if flags & OpFlags.WRITES_MEDIUM and (task.ctx.read_only or device.read_only):
+            writes = spec.writes_medium
+            if writes and (task.ctx.read_only or device.read_only):
                 raise ScsiError.write_protected()
             self.reservations.check(spec, cdb, cmd.nexus)
             if spec.lba_range is not None:
                 task.lba, task.nblocks = spec.lba_range(cdb)
-                if flags & OpFlags.WRITES_MEDIUM:
+                if writes:
                     task.writes = True
                     self._writes_active += 1
             task.spec = spec

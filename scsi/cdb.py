@@ -104,8 +104,12 @@ class OpSpec:
     resv_of: Callable[[bytes], ResvClass] | None = None
     #: optional synchronous fast path (see FastHandler)
     fast: FastHandler | None = None
+    #: ``flags & WRITES_MEDIUM`` once, as a plain bool (enum flag arithmetic
+    #: costs microseconds on the per-command path)
+    writes_medium: bool = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "writes_medium", bool(self.flags & OpFlags.WRITES_MEDIUM))
         if len(self.mask) != self.cdb_length:
             raise ValueError(f"{self.name}: mask is {len(self.mask)} bytes, CDB {self.cdb_length}")
         if self.mask[0] != self.opcode:
