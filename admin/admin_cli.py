@@ -115,6 +115,9 @@ def add_admin_parser(sub: Any) -> None:
         p = leaf(por, action, f"{action} a portal (host:port)", _portal_builder(f"portal.{action}"))
         p.add_argument("target")
         p.add_argument("portal")
+        if action == "remove":
+            p.add_argument("--force", action="store_true",
+                           help="even if sessions are connected through it (they end)")
 
     grp = group("group", "add or remove initiator groups (LUN masking)")
     p = leaf(grp, "add", "add a group with its first initiator patterns",
@@ -201,7 +204,8 @@ def add_admin_parser(sub: Any) -> None:
 
 
 def _portal_builder(op: str) -> Builder:
-    return lambda a: (op, {"target": a.target, "portal": a.portal})
+    return lambda a: (op, {"target": a.target, "portal": a.portal,
+                           "force": getattr(a, "force", False) or None})
 
 
 def _initiator_builder(op: str) -> Builder:

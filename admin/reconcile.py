@@ -125,6 +125,8 @@ def plan(daemon: Daemon, old: Config, new: Config) -> Plan:
         if k in old_targets
         and (old_targets[k] != t or _maps_device(t, replaced_names))
     )
+    portals_removed = tuple(sorted(_addresses(old) - _addresses(new)))
+    losses = _losses(daemon, new, replaced_names) + _cut_off(daemon, portals_removed)
     restart = []
     for key in ("iscsi", "state_dir", "control_socket"):
         if getattr(old, key) != getattr(new, key):
@@ -139,11 +141,28 @@ def plan(daemon: Daemon, old: Config, new: Config) -> Plan:
         targets_removed=t_removed,
         targets_changed=t_changed,
         portals_added=tuple(sorted(_addresses(new) - _addresses(old))),
-        portals_removed=tuple(sorted(_addresses(old) - _addresses(new))),
+        portals_removed=portals_removed,
         restart_required=tuple(restart),
         log_level=new.log_level.value if new.log_level != old.log_level else None,
-        in_use=tuple(_losses(daemon, new, replaced_names)),
+        in_use=tuple(losses),
     )
+
+
+def _cut_off(daemon: Daemon, removed: tuple[tuple[str, int], ...]) -> list[str]:
+    """Sessions logged in through a listener that is to stop (their connections end)."""
+    losses: list[str] = []
+    for address in removed:
+        entry = daemon.portal_index.get(address)
+        if entry is None:
+            continue
+        for child in list(entry[0].connections.children):
+            info = getattr(child.actor, "info", lambda: None)()
+            if info is not None:
+                losses.append(
+                    f"portal {_address(address)} carries session {info.tsih} "
+                    f"({info.initiator_name} from {info.address})"
+                )
+    return losses
 
 
 def _maps_device(target: TargetConfig, names: set[str]) -> bool:

@@ -264,9 +264,17 @@ async def test_targets_portals_groups_and_initiators_live(tmp_path: Path) -> Non
             d.host, port, initiator_name=INITIATOR, target_name=TARGET
         ) as ini:
             assert sense_triplet((await ini.execute(0, TUR)).sense) == (0x6, 0x29, 0x00)
-        await admin.ok("portal", "remove", TARGET, f"127.0.0.1:{port}")
+            # stopping the listener would end this session: force needed
+            stderr = await admin.fails(1, "portal", "remove", TARGET, f"127.0.0.1:{port}")
+            assert f"portal 127.0.0.1:{port} carries session {ini.tsih}" in stderr
+            assert (await ini.execute(0, TUR)).status == 0
+            await admin.ok("portal", "remove", TARGET, f"127.0.0.1:{port}", "--force")
+            with pytest.raises((InitiatorError, ConnectionLost, trio.BrokenResourceError)):
+                with trio.fail_after(10):
+                    await ini.execute(0, TUR)
         with pytest.raises(OSError):
             await trio.open_tcp_stream(d.host, port)
+        assert [p["portals"] for p in (await admin.ok("tree"))["targets"]] == [[d.portal]]
 
 
 async def test_errors_name_what_and_where_and_exit_codes(tmp_path: Path) -> None:
