@@ -15,6 +15,7 @@ import struct
 from pathlib import Path
 
 import pytest
+import trio
 
 from tests.daemon import running_daemon_async
 from transports.iscsi.initiator import Initiator
@@ -94,3 +95,35 @@ async def test_short_and_long_allocation_residuals_on_reads(tmp_path: Path) -> N
             # EDTL larger: underflow
             r = await ini.execute(0, read10(0, 1), read_length=3 * BS)
             assert r.status == 0 and r.residual_underflow and r.residual_count == 2 * BS
+
+
+async def test_large_reads_from_many_workers_keep_the_stream_in_order(tmp_path: Path) -> None:
+    """32 x 128 KiB outstanding is more than a loopback socket buffer holds:
+    the reader's direct write goes out in part and the writer task sends the
+    rest, and nothing written later may overtake it."""
+    size = 8 << 20
+    image = os.urandom(size)
+    devices = {"disk0": {"handler": "vdisk_fileio", "size": size}}
+    chunk = 128 * 1024
+    async with running_daemon_async(tmp_path, devices=devices) as d:
+        async with await Initiator.connect(
+            d.host, d.port, target_name=d.target, max_recv_data_segment_length=262144
+        ) as ini:
+            await ini.execute(0, TUR)
+            for off in range(0, size, 1 << 20):
+                blocks = (1 << 20) // BS
+                r = await ini.execute(0, write10(off // BS, blocks), image[off : off + (1 << 20)])
+                assert r.status == 0
+            # iscsi-perf's shape: 16 workers, each sends its next read as soon
+            # as the last one is answered, so commands keep arriving while
+            # earlier answers still sit in the writer
+            async def worker(n: int) -> None:
+                for i in range(12):
+                    off = ((n * 12 + i) * 7 % (size // chunk)) * chunk
+                    r = await ini.execute(0, read10(off // BS, chunk // BS), read_length=chunk)
+                    assert r.status == 0 and bytes(r.data) == image[off : off + chunk]
+
+            with trio.fail_after(30):
+                async with trio.open_nursery() as nursery:
+                    for n in range(16):
+                        nursery.start_soon(worker, n)

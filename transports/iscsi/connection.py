@@ -141,6 +141,9 @@ class IscsiConnection:
         #: reader sends it itself before it waits for more (see _flush_pending)
         self._pending: list[Buffer] = []
         self._batching = False
+        #: the writer holds or is about to get bytes: direct writes must not
+        #: overtake them (set when anything enters the channel, cleared by the
+        #: writer once it has sent everything)
         self._writer_busy = False
         self._statsn = 0
         self._itt: dict[int, ScsiCommand] = {}
@@ -244,7 +247,6 @@ class IscsiConnection:
         send_all = self.stream.send_all
         try:
             async for first in recv:
-                self._writer_busy = True
                 batch = list(first)
                 size = sum(len(b) for b in batch)
                 while size < WRITE_BATCH:
@@ -255,7 +257,8 @@ class IscsiConnection:
                     batch.extend(more)
                     size += sum(len(b) for b in more)
                 await send_all(b"".join(batch))
-                self._writer_busy = False
+                if not recv.statistics().current_buffer_used:
+                    self._writer_busy = False
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
             self.abort()
         finally:
@@ -268,10 +271,7 @@ class IscsiConnection:
         if self._batching:
             self._pending.extend(buffers)
             return
-        try:
-            self._out_send.send_nowait(buffers)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pass
+        self._channel(buffers)
 
     def _flush_pending(self) -> None:
         """Send what handling one received chunk produced, from the reader itself.
@@ -286,7 +286,7 @@ class IscsiConnection:
         if not pending:
             return
         self._pending = []
-        if self._writer_busy or self._out_send.statistics().current_buffer_used:
+        if self._writer_busy:
             self._channel(pending)
             return
         try:
@@ -310,6 +310,8 @@ class IscsiConnection:
         self._flush_pending()
 
     def _channel(self, buffers: list[Buffer]) -> None:
+        """Hand bytes to the writer task (they go out after all before them)."""
+        self._writer_busy = True
         with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
             self._out_send.send_nowait(buffers)
 
@@ -914,14 +916,12 @@ class IscsiConnection:
         if bad is None:
             log.warning("%s: digest_error fault: no digest negotiated", self.peer)
             return False
-        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
-            self._out_send.send_nowait(bad)
+        self._channel(bad)
         return True
 
     async def _queue_later(self, buffers: list[Buffer], delay: float) -> None:
         await trio.sleep(delay)
-        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
-            self._out_send.send_nowait(buffers)
+        self._channel(buffers)
 
     async def _incoming_fault(self, faults: FaultEngine, pdu: Any) -> bool:
         """Drop (True) or delay an incoming PDU; a delay holds back all that follow."""
