@@ -61,6 +61,18 @@ class Pane:
                 raise AssertionError(f"{text!r} never appeared; the screen:\n{screen}")
             time.sleep(0.05)
 
+    def wait_prompt(self, timeout: float = 10.0) -> str:
+        """Wait until the console is ready for the next line (its prompt is last)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            screen = self.screen()
+            lines = [line for line in screen.splitlines() if line.strip()]
+            if lines and lines[-1].startswith("pyscst:") and lines[-1].rstrip().endswith(">"):
+                return screen
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no prompt to type at; the screen:\n{screen}")
+            time.sleep(0.05)
+
     def alive(self) -> bool:
         return subprocess.run(
             ["tmux", "-L", self.server, "has-session", "-t", "console"],
@@ -105,11 +117,14 @@ def test_completion_and_editing_in_a_terminal(
     pane.wait_for("handler=vdisk_nullio")
     pane.keys(" size=1G", "Enter")
     pane.wait_for("created device /devices/disk1")
+    pane.wait_prompt()
     pane.keys("ls", "Enter")
     screen = pane.wait_for("disk1   vdisk_nullio  1GiB")
     assert "disk0   vdisk_fileio  64MiB" in screen
+    pane.wait_prompt()
     pane.keys("frob", "Enter")
     pane.wait_for('error: unknown command "frob"')
+    pane.wait_prompt()
     coloured = pane.screen(escapes=True)
     assert "\x1b[1;4mhandler" in coloured  # table headers bold and underlined
     assert "\x1b[36mdisk1\x1b[39m" in coloured  # names cyan
@@ -164,10 +179,12 @@ def test_edit_and_save_session_in_a_terminal_against_the_daemon(tmp_path: Path) 
             pane.keys("cd /dev", "Tab")
             pane.wait_for("pyscst:/> cd /devices/")
             pane.keys("Enter")
+            pane.wait_for("pyscst:/devices>")  # keys typed before the prompt echo twice
             pane.keys("create disk1 handler=vdisk_n", "Tab")
             pane.wait_for("handler=vdisk_nullio")
             pane.keys(" size=16M", "Enter")
             pane.wait_for("created device /devices/disk1")
+            pane.wait_prompt()
             pane.keys("cd /targets/", "Tab")  # one target: completed whole
             pane.wait_for(f"cd /targets/{d.target}/")
             pane.keys("luns", "Enter")
@@ -177,11 +194,16 @@ def test_edit_and_save_session_in_a_terminal_against_the_daemon(tmp_path: Path) 
             assert menu.count("disk1") >= 2
             pane.keys("1", "Enter")
             pane.wait_for(f"created lun /targets/{d.target}/luns/1")
+            pane.wait_prompt()
             pane.keys("set 1 read_only=true", "Enter")
+            pane.wait_for("read_only = true")
+            pane.wait_prompt()
             pane.keys("ls", "Enter")
             pane.wait_for("1    disk1   true")
+            pane.wait_prompt()
             pane.keys("help resize", "Enter")
             pane.wait_for("CAPACITY DATA HAS CHANGED")
+            pane.wait_prompt()
             pane.keys("save", "Enter")
             pane.wait_for(f"saved the running configuration to {config}")
             pane.keys("exit", "Enter")
