@@ -329,10 +329,12 @@ async def test_save_and_reload_and_sighup(tmp_path: Path) -> None:
             assert edited != text
             config.write_text(edited)
             os.kill(d.pid, signal.SIGHUP)
-            await trio.sleep(1)
+            with trio.fail_after(10):
+                while "reload failed" not in d.stderr_text():
+                    await trio.sleep(0.1)
+            assert "in use" in d.stderr_text()
             r = await ini.execute(0, REPORT_LUNS, read_length=256)
             assert luns_of(r.data) == [0, 3]
-            assert "in use" in d.stderr_text()
             # ... and applied with reload --force, leaving LUN 0 undisturbed
             await admin.ok("reload", "--force")
             assert sense_triplet((await ini.execute(0, TUR)).sense) == (0x6, 0x3F, 0x0E)
