@@ -206,7 +206,8 @@ _OP_KEYS = {
     "tree": [], "hello": [], "stats": ["device", "target", "tsih"],
     "session.list": ["target"], "session.close": ["target", "tsih"],
     "reset.lun": ["device"], "reset.target": ["target"],
-    "device.add": ["name", "handler", "size", "path", "block_size", "read_only",
+    # no "path": a random absolute path would have the daemon create files anywhere
+    "device.add": ["name", "handler", "size", "block_size", "read_only",
                    "write_cache", "serial", "rotational"],
     "device.remove": ["name", "force"], "device.resize": ["name", "size"],
     "device.set": ["name", "read_only"], "target.add": ["name", "alias", "portal"],
