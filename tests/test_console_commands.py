@@ -14,6 +14,7 @@ import pytest
 
 from admin.console import script
 from admin.console_backend import UNREACHABLE, BackendError
+from admin.console_commands import ALIASES, COMMANDS
 from admin.console_render import plain
 from admin.console_shell import Shell
 from tests.console_fake import TARGET, FakeBackend
@@ -258,3 +259,16 @@ def test_reload_shows_only_what_differed(fake: FakeBackend) -> None:
     assert "disk9" in text and "restart_required" in text and "iscsi" in text
     assert "targets_removed" not in text and "log_level" not in text
     assert sent(fake) == [("config.reload", {}), ("config.reload", {})]
+
+
+def test_every_command_and_alias_has_its_own_help(fake: FakeBackend) -> None:
+    shell = Shell(fake)
+    listing = run(shell, "help")
+    for name, command in COMMANDS.items():
+        text = run(shell, f"help {name}")
+        assert text.startswith(f"usage: {command.usage}\n{command.summary}\n"), name
+        assert len(text.splitlines()) >= 4, f"help {name} explains nothing more"
+        assert command.usage in listing
+    for alias, command in ALIASES.items():
+        assert run(shell, f"help {alias}") == run(shell, f"help {command.name}")
+    assert 'did you mean "resize"' in run(shell, "help resise", ok=False)
