@@ -215,15 +215,23 @@ async def apply(daemon: Daemon, p: Plan, new: Config) -> None:
     old_units = {}
     for dcfg in p.devices_replaced:
         old_units[dcfg.name] = daemon.unit_children.pop(dcfg.name)
+    opened: list[str] = []
     for dcfg in (*p.devices_added, *p.devices_replaced):
         try:
             await daemon.add_device(dcfg)
         except (OSError, ValueError) as exc:
+            # undo this step and step 1: the running tree stays as it was
+            for name in opened:
+                await daemon.remove_device(name)
+            _restore(daemon, old_units)
+            for addr in started:
+                await daemon.remove_portal(*addr)
             raise OpError(
                 ErrorCode.INVALID,
                 f"device {dcfg.name}: cannot open backing store: {exc}",
                 f"devices.{dcfg.name}",
             ) from None
+        opened.append(dcfg.name)
     # 3. live device changes: messages to the device actors, then the LU's UA
     for name, size in p.devices_resized:
         await _device_request(daemon, name, ResizeDevice(size))
@@ -259,6 +267,14 @@ async def apply(daemon: Daemon, p: Plan, new: Config) -> None:
             await daemon.remove_portal(host, port)
     if p.log_level is not None:
         logging.getLogger().setLevel(new.log_level.as_logging_level)
+
+
+def _restore(daemon: Daemon, old_units: dict[str, Any]) -> None:
+    """Put back the device actors and LUs a failed replacement took out."""
+    for name, (device_child, lu_child) in old_units.items():
+        daemon.unit_children[name] = (device_child, lu_child)
+        daemon.devices[name] = device_child.actor
+        daemon.units[name] = lu_child.actor
 
 
 async def _device_request(daemon: Daemon, name: str, message: Any) -> None:

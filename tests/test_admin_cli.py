@@ -480,6 +480,15 @@ async def test_reload_replaces_a_changed_device_only_with_force(tmp_path: Path) 
                     await trio.sleep(0.1)
             r = await ini.execute(0, INQUIRY_SERIAL, read_length=255)
             assert r.status == 0
+            # two new devices, the second cannot open: neither is left running
+            config.write_text(
+                with_depth + '\n[devices.aa]\nhandler = "vdisk_nullio"\nsize = "1M"\n'
+                '\n[devices.zz]\nhandler = "vdisk_fileio"\nsize = "1M"\npath = "."\n'
+            )
+            stderr = await admin.fails(1, "reload")
+            assert "device zz: cannot open backing store" in stderr
+            assert [x["device"] for x in (await admin.ok("stats"))["devices"]] == ["disk0"]
+            assert [x["name"] for x in (await admin.ok("tree"))["devices"]] == ["disk0"]
 
 
 async def test_concurrent_edits_are_serialised_not_lost(tmp_path: Path) -> None:
