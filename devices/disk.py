@@ -26,6 +26,10 @@ from scsi.vpd import VpdInfo, VpdPages
 
 #: default MAXIMUM TRANSFER LENGTH, in bytes (converted to blocks per device)
 DEFAULT_MAX_TRANSFER_BYTES = 8 * 1024 * 1024
+#: Block Limits VPD: UNMAP and WRITE SAME bounds (the whole LBA range is thin)
+MAX_UNMAP_BLOCKS = 1 << 20
+MAX_UNMAP_DESCRIPTORS = 256
+MAX_WRITE_SAME_BLOCKS = 0xFFFF
 
 
 def _nexus_key(nexus: Nexus) -> tuple[str, str]:
@@ -75,6 +79,13 @@ class DiskDevice:
                 block_size=block_size,
                 max_transfer_blocks=self.max_transfer_blocks,
                 optimal_granularity=1 << lbppbe,
+                lbpu=True,
+                lbpws=True,
+                lbpws10=True,
+                max_unmap_blocks=MAX_UNMAP_BLOCKS,
+                max_unmap_descriptors=MAX_UNMAP_DESCRIPTORS,
+                max_write_same_blocks=MAX_WRITE_SAME_BLOCKS,
+                max_compare_write_blocks=min(255, self.max_transfer_blocks),
             )
         )
         self.mode = sbc_mode_pages(write_cache)

@@ -14,6 +14,7 @@ import attrs
 
 from devices import disk_info as info
 from devices import disk_io as io
+from devices import disk_write_ext as wx
 from scsi.cdb import OpFlags, OpSpec, OpTable, ResvClass, rw6, rw10, rw12, rw16
 from scsi.command import DataDirection
 from scsi.opcodes import Op, ServiceActionIn16
@@ -27,6 +28,8 @@ NONE = DataDirection.NONE
 _RW_TIMEOUTS = (30, 60)
 _SHORT_TIMEOUTS = (5, 10)
 _FLUSH_TIMEOUTS = (60, 120)
+#: ORWRITE(16); not in the shared Op enum
+ORWRITE_16 = 0x8B
 
 
 def _mask(hexdigits: str) -> bytes:
@@ -86,6 +89,10 @@ def _specs() -> list[OpSpec]:
         OpSpec(Op.READ_DEFECT_DATA_10, None, "READ DEFECT DATA(10)", 10,
                _mask("37 00 1f 00 00 00 00 ff ff 00"),
                IN, info.handle_read_defect_data, media, R.READ, timeouts=_SHORT_TIMEOUTS),
+        OpSpec(Op.WRITE_SAME_10, None, "WRITE SAME(10)", 10, _mask("41 08 ff ff ff ff 1f ff ff 00"),
+               OUT, wx.handle_write_same, writes, R.WRITE, wx.write_same_range, _RW_TIMEOUTS),
+        OpSpec(Op.UNMAP, None, "UNMAP", 10, _mask("42 00 00 00 00 00 1f ff ff 00"),
+               OUT, wx.handle_unmap, writes, R.WRITE, timeouts=_RW_TIMEOUTS),
         OpSpec(Op.MODE_SELECT_10, None, "MODE SELECT(10)", 10,
                _mask("55 10 00 00 00 00 00 ff ff 00"),
                OUT, info.handle_mode_select, F.SERIALIZING, R.WRITE, timeouts=_SHORT_TIMEOUTS),
@@ -95,6 +102,12 @@ def _specs() -> list[OpSpec]:
         OpSpec(Op.READ_16, None, "READ(16)", 16,
                _mask("88 18 ffffffffffffffff ffffffff 1f 00"),
                IN, io.handle_read, media, R.READ, rw16, _RW_TIMEOUTS),
+        OpSpec(Op.COMPARE_AND_WRITE, None, "COMPARE AND WRITE", 16,
+               _mask("89 18 ffffffffffffffff 000000 ff 1f 00"),
+               OUT, wx.handle_compare_and_write, writes, R.WRITE, wx.compare_and_write_range,
+               _RW_TIMEOUTS),
+        OpSpec(ORWRITE_16, None, "ORWRITE(16)", 16, _mask("8b 18 ffffffffffffffff ffffffff 1f 00"),
+               OUT, wx.handle_orwrite, writes, R.WRITE, rw16, _RW_TIMEOUTS),
         OpSpec(Op.WRITE_16, None, "WRITE(16)", 16,
                _mask("8a 18 ffffffffffffffff ffffffff 1f 00"),
                OUT, io.handle_write, writes, R.WRITE, rw16, _RW_TIMEOUTS),
@@ -110,6 +123,9 @@ def _specs() -> list[OpSpec]:
         OpSpec(Op.SYNCHRONIZE_CACHE_16, None, "SYNCHRONIZE CACHE(16)", 16,
                _mask("91 06 ffffffffffffffff ffffffff 1f 00"),
                NONE, io.handle_synchronize_cache, media, R.WRITE, rw16, _FLUSH_TIMEOUTS),
+        OpSpec(Op.WRITE_SAME_16, None, "WRITE SAME(16)", 16,
+               _mask("93 09 ffffffffffffffff ffffffff 1f 00"),
+               OUT, wx.handle_write_same, writes, R.WRITE, wx.write_same_range, _RW_TIMEOUTS),
         OpSpec(Op.SERVICE_ACTION_IN_16, ServiceActionIn16.READ_CAPACITY_16, "READ CAPACITY(16)",
                16, _mask("9e 10 0000000000000000 ffffffff 00 00"),
                IN, info.handle_read_capacity_16, media, R.PR_ALLOWED, timeouts=_SHORT_TIMEOUTS),

@@ -18,10 +18,13 @@ throttling under heavy write load) sends all writes to threads for
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
 import os
 import stat
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 import trio
@@ -39,6 +42,39 @@ STALL_BACKOFF = 1.0
 INLINE_WRITE_MAX = 256 * 1024
 #: filesystems whose pages live in memory: I/O on them never waits for a disk
 MEMORY_FILESYSTEMS = frozenset({"tmpfs", "ramfs", "hugetlbfs"})
+#: fallocate(2) modes: deallocate a range, keep the file size
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+#: zeros written per call when a store cannot punch holes
+ZERO_CHUNK = 1 << 20
+
+
+def _load_fallocate() -> Callable[[int, int, int, int], int] | None:
+    """libc's fallocate(2) (os has only posix_fallocate), or None."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        func = libc.fallocate
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+    func.restype = ctypes.c_int
+    result: Callable[[int, int, int, int], int] = func
+    return result
+
+
+_FALLOCATE = _load_fallocate()
+
+
+def punch_hole(fd: int, offset: int, length: int) -> None:
+    """Deallocate ``length`` bytes at ``offset``; they then read as zeros.
+
+    Raises OSError (EOPNOTSUPP when the filesystem or libc cannot do it)."""
+    if _FALLOCATE is None:
+        raise OSError(errno.EOPNOTSUPP, "fallocate unavailable")
+    mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+    if _FALLOCATE(fd, mode, offset, length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
 
 
 def filesystem_type(path: str, mountinfo: str = "/proc/self/mountinfo") -> str | None:
@@ -96,6 +132,11 @@ class BackingStore(Protocol):
 
     async def flush(self) -> None:
         """Make every completed write durable (SYNCHRONIZE CACHE)."""
+        ...
+
+    async def discard(self, offset: int, length: int) -> None:
+        """Unmap a range (UNMAP, WRITE SAME with UNMAP): afterwards it reads
+        as zeros; stores that cannot deallocate write zeros instead."""
         ...
 
     async def resize(self, size: int) -> None:
@@ -281,6 +322,31 @@ class FileStore:
         if not self._read_only:
             await trio.to_thread.run_sync(os.fdatasync, self._fd)
 
+    #: False once fallocate refused to punch holes in this store
+    can_punch = True
+
+    def _discard_blocking(self, offset: int, length: int) -> None:
+        if self.can_punch:
+            try:
+                punch_hole(self._fd, offset, length)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, errno.ENODEV):
+                    raise
+                self.can_punch = False
+        zeros = memoryview(bytes(min(length, ZERO_CHUNK)))
+        done = 0
+        while done < length:
+            n = min(length - done, len(zeros))
+            self._write_blocking(offset + done, zeros[:n], 0)
+            done += n
+
+    async def discard(self, offset: int, length: int) -> None:
+        if self._read_only:
+            raise StoreReadOnlyError(errno.EROFS, "store is read-only", self.path)
+        if length > 0:
+            await trio.to_thread.run_sync(self._discard_blocking, offset, length)
+
     async def resize(self, size: int) -> None:
         if size <= 0:
             raise ValueError("size must be positive")
@@ -342,6 +408,10 @@ class NullStore:
     async def flush(self) -> None:
         return None
 
+    async def discard(self, offset: int, length: int) -> None:
+        if self._read_only:
+            raise StoreReadOnlyError(errno.EROFS, "store is read-only")
+
     async def resize(self, size: int) -> None:
         if size <= 0:
             raise ValueError("size must be positive")
@@ -387,6 +457,11 @@ class MemoryStore:
 
     async def flush(self) -> None:
         return None
+
+    async def discard(self, offset: int, length: int) -> None:
+        if self._read_only:
+            raise StoreReadOnlyError(errno.EROFS, "store is read-only")
+        self.data[offset : offset + length] = bytes(length)
 
     async def resize(self, size: int) -> None:
         if size <= 0:

@@ -160,6 +160,7 @@ def test_flags_mark_medium_writers() -> None:
     assert writers == {
         "WRITE(6)", "WRITE(10)", "WRITE(12)", "WRITE(16)",
         "WRITE AND VERIFY(10)", "WRITE AND VERIFY(12)", "WRITE AND VERIFY(16)",
+        "WRITE SAME(10)", "WRITE SAME(16)", "UNMAP", "COMPARE AND WRITE", "ORWRITE(16)",
     }
     exempt = {s.name for s in FULL if s.flags & OpFlags.UA_EXEMPT}
     assert exempt == {"INQUIRY", "REQUEST SENSE", "REPORT LUNS"}

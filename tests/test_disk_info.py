@@ -89,8 +89,7 @@ async def test_supported_vpd_pages_all_answer_and_are_sorted() -> None:
     assert data is not None
     pages = list(data[4 : 4 + struct.unpack_from(">H", data, 2)[0]])
     assert pages == sorted(pages)
-    assert {0x00, 0x80, 0x83, 0x86, 0xB0, 0xB1}.issubset(pages)
-    assert 0xB2 not in pages  # no UNMAP/WRITE SAME in the table
+    assert {0x00, 0x80, 0x83, 0x86, 0xB0, 0xB1, 0xB2}.issubset(pages)
     for page in pages:
         got = await run_cdb(d, inquiry(1, page, 255))
         assert got.data is not None and got.data[1] == page
@@ -134,7 +133,12 @@ async def test_block_limits_and_characteristics() -> None:
     b0 = (await run_cdb(d, inquiry(1, 0xB0, 255))).data
     assert b0 is not None and b0[3] == 0x3C and len(b0) == 64
     assert struct.unpack_from(">I", b0, 8)[0] == 2048 == d.max_transfer_blocks
-    assert struct.unpack_from(">II", b0, 20) == (0, 0)  # no UNMAP
+    assert b0[5] == 255  # MAXIMUM COMPARE AND WRITE LENGTH
+    # MAXIMUM UNMAP LBA COUNT, MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT
+    assert struct.unpack_from(">II", b0, 20) == (1 << 20, 256)
+    assert struct.unpack_from(">Q", b0, 36)[0] == 0xFFFF  # MAXIMUM WRITE SAME LENGTH
+    b2 = (await run_cdb(d, inquiry(1, 0xB2, 255))).data
+    assert b2 is not None and b2[5] & 0xE0 == 0xE0  # LBPU, LBPWS, LBPWS10
     b1 = (await run_cdb(d, inquiry(1, 0xB1, 255))).data
     assert b1 is not None and struct.unpack_from(">H", b1, 4)[0] == 1
     ext = (await run_cdb(d, inquiry(1, 0x86, 255))).data
@@ -148,7 +152,8 @@ async def test_read_capacity_10_and_16() -> None:
     rc16 = (await run_cdb(d, struct.pack(">BBQIBB", 0x9E, 0x10, 0, 32, 0, 0))).data
     assert rc16 is not None and len(rc16) == 32
     last, size, prot, exp, lbp = struct.unpack_from(">QIBBH", rc16)
-    assert (last, size, prot, exp & 0x0F, lbp & 0x8000) == (BLOCKS - 1, BS, 0, 3, 0)
+    # LBPME and LBPRZ: thin provisioned, unmapped blocks read as zeros
+    assert (last, size, prot, exp & 0x0F, lbp & 0xC000) == (BLOCKS - 1, BS, 0, 3, 0xC000)
     for alloc in range(16):
         out = await run_cdb(d, struct.pack(">BBQIBB", 0x9E, 0x10, 0, alloc, 0, 0))
         assert out.status == Status.GOOD and out.data == rc16[:alloc]
