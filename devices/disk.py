@@ -82,6 +82,7 @@ class DiskDevice:
                 lbpu=True,
                 lbpws=True,
                 lbpws10=True,
+                lbprz=True,
                 max_unmap_blocks=MAX_UNMAP_BLOCKS,
                 max_unmap_descriptors=MAX_UNMAP_DESCRIPTORS,
                 max_write_same_blocks=MAX_WRITE_SAME_BLOCKS,

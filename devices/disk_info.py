@@ -69,7 +69,8 @@ async def handle_read_capacity_16(
     allocation = alloc_len(cmd.cdb, 10, 4)
     dev.check_ready(media_access=False)
     # LBPME, and LBPRZ: an unmapped block reads as zeros
-    lbpme = 0xC0 if dev.vpd.info.provisioning else 0
+    info = dev.vpd.info
+    lbpme = (0x80 if info.provisioning else 0) | (0x40 if info.lbprz else 0)
     data = struct.pack(
         ">QIBBH", dev.blocks - 1, dev.block_size, 0, dev.lbppbe & 0x0F, lbpme << 8
     ) + bytes(16)

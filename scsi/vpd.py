@@ -91,6 +91,8 @@ class VpdInfo:
     max_write_same_blocks: int = 0
     max_compare_write_blocks: int = 0
     non_rotating: bool = True
+    #: an unmapped block reads as zeros (B2 LBPRZ, thin provisioning type)
+    lbprz: bool = False
 
     @property
     def provisioning(self) -> bool:
@@ -202,5 +204,6 @@ class VpdPages:
         body = bytearray(4)
         body[1] = (0x80 if info.lbpu else 0) | (0x40 if info.lbpws else 0) | (
             0x20 if info.lbpws10 else 0
-        )
+        ) | (0x04 if info.lbprz else 0)
+        body[2] = 0x02 if info.lbprz else 0  # PROVISIONING TYPE: thin
         return _page(LOGICAL_BLOCK_PROVISIONING, bytes(body))

@@ -138,7 +138,8 @@ async def test_block_limits_and_characteristics() -> None:
     assert struct.unpack_from(">II", b0, 20) == (1 << 20, 256)
     assert struct.unpack_from(">Q", b0, 36)[0] == 0xFFFF  # MAXIMUM WRITE SAME LENGTH
     b2 = (await run_cdb(d, inquiry(1, 0xB2, 255))).data
-    assert b2 is not None and b2[5] & 0xE0 == 0xE0  # LBPU, LBPWS, LBPWS10
+    # LBPU, LBPWS, LBPWS10, LBPRZ (as READ CAPACITY(16) says); thin provisioned
+    assert b2 is not None and b2[5] & 0xE4 == 0xE4 and b2[6] & 0x07 == 0x02
     b1 = (await run_cdb(d, inquiry(1, 0xB1, 255))).data
     assert b1 is not None and struct.unpack_from(">H", b1, 4)[0] == 1
     ext = (await run_cdb(d, inquiry(1, 0x86, 255))).data
