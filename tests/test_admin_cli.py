@@ -26,7 +26,7 @@ import pytest
 import trio
 
 from admin.client import AsyncClient
-from scsi.lun import decode_lun
+from tests.cdbs import READ_CAPACITY_10, REPORT_LUNS, TUR, luns_of, sense_triplet, write10
 from tests.daemon import REPO_ROOT, RunningDaemon, running_daemon_async
 from transports.iscsi.initiator import ConnectionLost, Initiator, InitiatorError
 
@@ -34,24 +34,8 @@ TARGET = "iqn.2026-11.org.pyscst:admin"
 INITIATOR = "iqn.2026-11.org.example:host1"
 OTHER_TARGET = "iqn.2026-11.org.pyscst:other"
 GROUPED = "iqn.2026-11.org.example:grouped"
-REPORT_LUNS = bytes((0xA0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0))
-READ_CAPACITY_10 = bytes((0x25,)) + bytes(9)
-TUR = bytes(6)
 DEVICES = {"disk0": {"handler": "vdisk_fileio", "size": "8MiB"}}
 LUNS = ({"lun": 0, "device": "disk0"},)
-
-
-def write10(lba: int, blocks: int) -> bytes:
-    return struct.pack(">BBIBHB", 0x2A, 0, lba, 0, blocks, 0)
-
-
-def sense_triplet(sense: bytes) -> tuple[int, int, int]:
-    return (sense[2] & 0x0F, sense[12], sense[13])
-
-
-def luns_of(data: bytes) -> list[int | None]:
-    length = struct.unpack_from(">I", data)[0]
-    return [decode_lun(data[8 + i : 16 + i]) for i in range(0, length, 8)]
 
 
 class Admin:

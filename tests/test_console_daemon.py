@@ -7,7 +7,6 @@ as a process reading a script, checked from an iSCSI initiator.
 
 from __future__ import annotations
 
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -18,18 +17,12 @@ from prompt_toolkit.history import InMemoryHistory
 from admin.config import load_config
 from admin.console_backend import ClientBackend
 from admin.console_shell import Shell
-from scsi.lun import decode_lun
+from tests.cdbs import REPORT_LUNS, luns_of
 from tests.daemon import REPO_ROOT, running_daemon, running_daemon_async
 from tests.test_console_session import drive
 from transports.iscsi.initiator import ConnectionLost, Initiator
 
-REPORT_LUNS = bytes((0xA0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0))
 INITIATOR = "iqn.2026-11.org.example:console-test"
-
-
-def luns_of(data: bytes) -> list[int | None]:
-    length = struct.unpack_from(">I", data)[0]
-    return [decode_lun(data[8 + i : 16 + i]) for i in range(0, length, 8)]
 
 
 def test_interactive_edit_and_save_session(tmp_path: Path) -> None:

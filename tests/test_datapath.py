@@ -11,26 +11,17 @@ the same bytes.
 from __future__ import annotations
 
 import os
-import struct
 from pathlib import Path
 
 import pytest
 import trio
 
+from tests.cdbs import TUR, read10, write10
 from tests.daemon import running_daemon_async
 from transports.iscsi.initiator import Initiator
 
 BS = 512
 DEVICES = {"disk0": {"handler": "vdisk_fileio", "size": "4MiB"}}
-TUR = bytes(6)
-
-
-def read10(lba: int, blocks: int) -> bytes:
-    return struct.pack(">BBIBHB", 0x28, 0, lba, 0, blocks, 0)
-
-
-def write10(lba: int, blocks: int, fua: bool = False) -> bytes:
-    return struct.pack(">BBIBHB", 0x2A, 0x08 if fua else 0, lba, 0, blocks, 0)
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from tests.cdbs import TUR, read10
 from tests.daemon import free_port, start_daemon, stop_daemon, write_config
 from tests.test_admin_cli import Admin
 from transports.iscsi.initiator import Initiator
@@ -23,11 +24,6 @@ from transports.iscsi.initiator import Initiator
 TARGET = "iqn.2026-11.org.pyscst:faultcli"
 INITIATOR = "iqn.2026-11.org.example:host1"
 BS = 512
-TUR = bytes(6)
-
-
-def read10(lba: int, blocks: int = 1) -> bytes:
-    return struct.pack(">BBIBHB", 0x28, 0, lba, 0, blocks, 0)
 
 
 async def session_reads(port: int, lbas: list[int]) -> list[tuple[int, int, int]]:

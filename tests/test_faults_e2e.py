@@ -25,6 +25,7 @@ from admin.config import parse_config
 from admin.protocol import OpError
 from scsi.command import TaskAttribute
 from supervision.daemon import Daemon, start, stop
+from tests.cdbs import TUR, read10, write10
 from tests.daemon import free_port
 from transports.iscsi.initiator import ConnectionLost, Initiator, LoginError, Result
 from transports.iscsi.pdu import AsyncMessage, ProtocolError
@@ -34,17 +35,6 @@ INITIATOR = "iqn.2026-11.org.example:host1"
 BS = 512
 GOOD, CHECK_CONDITION = 0x00, 0x02
 MEDIUM_ERROR, HARDWARE_ERROR, ABORTED_COMMAND, UNIT_ATTENTION = 0x3, 0x4, 0xB, 0x6
-
-
-def read10(lba: int, blocks: int = 1) -> bytes:
-    return struct.pack(">BBIBHB", 0x28, 0, lba, 0, blocks, 0)
-
-
-def write10(lba: int, blocks: int = 1) -> bytes:
-    return struct.pack(">BBIBHB", 0x2A, 0, lba, 0, blocks, 0)
-
-
-TUR = bytes(6)
 
 
 def sense_of(result: Result) -> tuple[int, int, int, int | None]:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import trio
 
+from tests.cdbs import read10, write10
 from tests.helpers_tgt import TgtTarget, running_tgtd, tgtd_unavailable
 from transports.iscsi.initiator import ConnectionLost, Initiator
 from transports.iscsi.pdu import NopIn, NopOut, TmfFunction, TmfResponse, encode_pdu
@@ -38,14 +39,6 @@ def inquiry(length: int = 96) -> bytes:
 
 def read_capacity10() -> bytes:
     return bytes((0x25,)) + bytes(9)
-
-
-def read10(lba: int, blocks: int) -> bytes:
-    return struct.pack(">BBIBHB", 0x28, 0, lba, 0, blocks, 0)
-
-
-def write10(lba: int, blocks: int) -> bytes:
-    return struct.pack(">BBIBHB", 0x2A, 0, lba, 0, blocks, 0)
 
 
 async def login(tgt: TgtTarget, **kwargs: Any) -> Initiator:

@@ -9,12 +9,11 @@ to LUNs it may not use.
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import pytest
 
-from scsi.lun import decode_lun
+from tests.cdbs import REPORT_LUNS, TUR, luns_of, sense_triplet, write10
 from tests.daemon import running_daemon_async
 from transports.iscsi.initiator import Initiator, LoginError
 
@@ -22,22 +21,6 @@ TARGET = "iqn.2026-11.org.pyscst:masking"
 ADMIN = "iqn.2026-11.org.example:admin"
 READER = "iqn.2026-11.org.example:reader-7"
 STRANGER = "iqn.2026-11.org.example:stranger"
-
-REPORT_LUNS = bytes((0xA0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0))
-TUR = bytes(6)
-
-
-def write10(lba: int, blocks: int) -> bytes:
-    return struct.pack(">BBIBHB", 0x2A, 0, lba, 0, blocks, 0)
-
-
-def sense_triplet(sense: bytes) -> tuple[int, int, int]:
-    return (sense[2] & 0x0F, sense[12], sense[13])
-
-
-def luns_of(data: bytes) -> list[int | None]:
-    length = struct.unpack_from(">I", data)[0]
-    return [decode_lun(data[8 + i : 16 + i]) for i in range(0, length, 8)]
 
 
 DEVICES = {

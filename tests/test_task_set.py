@@ -7,7 +7,6 @@ state the test controls instead of a race it hopes to win.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -27,6 +26,7 @@ from devices.disk import DiskDevice
 from devices.stores import MemoryStore
 from scsi.command import DataDirection, Nexus, ScsiCommand, TaskAttribute
 from scsi.sense import Asc, Status
+from tests.cdbs import TUR, read10, write10
 from tests.fakes import FakeTransport
 
 BS = 512
@@ -77,17 +77,6 @@ class Recorder(FakeTransport):
         super().record(cmd, status, sense, data)
         self.answered.append((cmd.tag, status))
         self.sense_by_tag[cmd.tag] = sense
-
-
-def write10(lba: int, blocks: int = 1) -> bytes:
-    return struct.pack(">BBIBHB", 0x2A, 0, lba, 0, blocks, 0)
-
-
-def read10(lba: int, blocks: int = 1) -> bytes:
-    return struct.pack(">BBIBHB", 0x28, 0, lba, 0, blocks, 0)
-
-
-TUR = bytes(6)
 
 
 def command(

@@ -26,6 +26,7 @@ import trio
 
 from admin.config import parse_config
 from supervision.daemon import Daemon, start, stop
+from tests.cdbs import TUR, read10
 from tests.daemon import free_port
 from transports.iscsi.initiator import ConnectionLost, Initiator, Result
 
@@ -35,7 +36,6 @@ NAME_B = "iqn.2026-11.org.example:b"
 BS = 512
 GOOD, CHECK_CONDITION, TASK_ABORTED = 0x00, 0x02, 0x40
 UNIT_ATTENTION = 0x6
-TUR = bytes(6)
 
 # TMF function codes (RFC 7143 11.5.1, RFC 7144 4.1)
 ABORT_TASK, ABORT_TASK_SET, CLEAR_ACA, CLEAR_TASK_SET = 1, 2, 3, 4
@@ -43,10 +43,6 @@ LUN_RESET, TARGET_WARM_RESET, TARGET_COLD_RESET, TASK_REASSIGN = 5, 6, 7, 8
 QUERY_TASK, QUERY_TASK_SET, I_T_NEXUS_RESET, QUERY_ASYNC_EVENT = 9, 10, 11, 12
 # TMF responses
 COMPLETE, NO_TASK, NO_LUN, REASSIGN_UNSUPPORTED, NOT_SUPPORTED, SUCCEEDED = 0, 1, 2, 4, 5, 7
-
-
-def read10(lba: int, blocks: int = 1) -> bytes:
-    return struct.pack(">BBIBHB", 0x28, 0, lba, 0, blocks, 0)
 
 
 def ua_of(result: Result) -> tuple[int, int, int]:
