@@ -10,7 +10,8 @@ its parameter list, so COMPARE AND WRITE also avoids awaiting between its
 read and its write whenever the store allows it).
 
 The device thin-provisions its whole LBA range: an unmapped block reads as
-zeros (LBPRZ=1), so unmapping is a hole punched in the backing file.
+zeros (LBPRZ=1), so unmapping is a hole punched in the backing file, and GET
+LBA STATUS reports the file's holes as deallocated runs.
 """
 
 from __future__ import annotations
@@ -245,3 +246,45 @@ async def handle_orwrite(dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext) ->
     except OSError as exc:
         raise io_error(exc, lba, writing=True) from exc
     return None
+
+
+#: GET LBA STATUS PROVISIONING STATUS values
+_MAPPED, _DEALLOCATED = 0x0, 0x1
+_GLS_HEADER = 8
+_GLS_DESCRIPTOR = 16
+#: descriptors one GET LBA STATUS reports at most (the initiator asks again)
+_GLS_MAX_DESCRIPTORS = 64
+
+
+async def handle_get_lba_status(
+    dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext
+) -> Buffer | None:
+    """GET LBA STATUS: mapped / deallocated runs from the STARTING LBA, as
+    the backing file's holes say (a hole reads as zeros: LBPRZ)."""
+    cdb = cmd.cdb
+    dev.check_ready()
+    lba = struct.unpack_from(">Q", cdb, 2)[0]
+    allocation = alloc_len(cdb, 10, 4)
+    if lba >= dev.blocks:
+        raise ScsiError.lba_out_of_range()
+    limit = min(_GLS_MAX_DESCRIPTORS, max(1, (allocation - _GLS_HEADER) // _GLS_DESCRIPTOR))
+    shift = dev.block_shift
+    # a descriptor counts at most 2^32 - 1 blocks; ask for no more than it can hold
+    span = min(dev.blocks - lba, limit * 0xFFFFFFFF)
+    try:
+        runs = await dev.store.extents(lba << shift, span << shift, limit)
+    except OSError as exc:
+        raise io_error(exc, lba, writing=False) from exc
+    body = bytearray()
+    start = lba
+    for offset, length, mapped in runs:
+        # a block only partly in a hole still holds data: it counts as mapped
+        end_byte = offset + length
+        end = -(-end_byte >> shift) if mapped else end_byte >> shift
+        end = min(end, dev.blocks)
+        while start < end and len(body) < limit * _GLS_DESCRIPTOR:
+            count = min(end - start, 0xFFFFFFFF)
+            body += struct.pack(">QIB3x", start, count, _MAPPED if mapped else _DEALLOCATED)
+            start += count
+    data = struct.pack(">II", len(body) + 4, 0) + bytes(body)
+    return data[:allocation]

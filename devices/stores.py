@@ -47,6 +47,8 @@ FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
 #: zeros written per call when a store cannot punch holes
 ZERO_CHUNK = 1 << 20
+#: (byte offset, byte length, mapped): one run of a store's allocation map
+Extent = tuple[int, int, bool]
 
 
 def _load_fallocate() -> Callable[[int, int, int, int], int] | None:
@@ -137,6 +139,11 @@ class BackingStore(Protocol):
     async def discard(self, offset: int, length: int) -> None:
         """Unmap a range (UNMAP, WRITE SAME with UNMAP): afterwards it reads
         as zeros; stores that cannot deallocate write zeros instead."""
+        ...
+
+    async def extents(self, offset: int, length: int, limit: int) -> list[Extent]:
+        """At most ``limit`` (offset, length, mapped) runs from ``offset``,
+        in order, none past ``offset + length`` (GET LBA STATUS)."""
         ...
 
     async def resize(self, size: int) -> None:
@@ -347,6 +354,36 @@ class FileStore:
         if length > 0:
             await trio.to_thread.run_sync(self._discard_blocking, offset, length)
 
+    def _extents_blocking(self, offset: int, length: int, limit: int) -> list[Extent]:
+        end = offset + length
+        runs: list[Extent] = []
+        pos = offset
+        while pos < end and len(runs) < limit:
+            try:
+                data = os.lseek(self._fd, pos, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:  # ENXIO: only a hole up to EOF
+                    raise
+                data = end
+            if data > pos:
+                runs.append((pos, min(data, end) - pos, False))
+                pos = min(data, end)
+                continue
+            hole = os.lseek(self._fd, pos, os.SEEK_HOLE)
+            runs.append((pos, min(hole, end) - pos, True))
+            pos = min(hole, end)
+        return runs
+
+    async def extents(self, offset: int, length: int, limit: int) -> list[Extent]:
+        if self.block_device or not hasattr(os, "SEEK_DATA"):
+            return [(offset, length, True)]
+        try:
+            return await trio.to_thread.run_sync(self._extents_blocking, offset, length, limit)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            return [(offset, length, True)]  # no hole reporting: all mapped
+
     async def resize(self, size: int) -> None:
         if size <= 0:
             raise ValueError("size must be positive")
@@ -412,6 +449,9 @@ class NullStore:
         if self._read_only:
             raise StoreReadOnlyError(errno.EROFS, "store is read-only")
 
+    async def extents(self, offset: int, length: int, limit: int) -> list[Extent]:
+        return [(offset, length, True)]
+
     async def resize(self, size: int) -> None:
         if size <= 0:
             raise ValueError("size must be positive")
@@ -462,6 +502,9 @@ class MemoryStore:
         if self._read_only:
             raise StoreReadOnlyError(errno.EROFS, "store is read-only")
         self.data[offset : offset + length] = bytes(length)
+
+    async def extents(self, offset: int, length: int, limit: int) -> list[Extent]:
+        return [(offset, length, True)]
 
     async def resize(self, size: int) -> None:
         if size <= 0:

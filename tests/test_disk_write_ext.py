@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 from pathlib import Path
@@ -302,3 +303,52 @@ async def test_store_discard_zeroes_ranges(tmp_path: Path) -> None:
     ro = MemoryStore(BS, read_only=True)
     with pytest.raises(OSError):
         await ro.discard(0, BS)
+
+
+# --- GET LBA STATUS -------------------------------------------------------------
+
+
+def get_lba_status(lba: int, alloc: int) -> bytes:
+    return struct.pack(">BBQIBB", 0x9E, 0x12, lba, alloc, 0, 0)
+
+
+def lba_status(data: bytes) -> list[tuple[int, int, int]]:
+    length = struct.unpack_from(">I", data)[0]
+    assert length + 4 == len(data)
+    return [struct.unpack_from(">QIB", data, off) for off in range(8, len(data), 16)]
+
+
+async def test_get_lba_status_reports_holes_of_the_file(tmp_path: Path) -> None:
+    store = await FileStore.open(tmp_path / "gls.img", size=BLOCKS * BS)
+    d = DiskDevice("f", store)
+    try:
+        await fill(d, 0, os.urandom(256 * BS))
+        out = await run_cdb(d, get_lba_status(0, 1024))
+        assert out.status == Status.GOOD and out.data is not None
+        runs = lba_status(out.data)
+        assert runs[0] == (0, 256, 0) and runs[-1][0] + runs[-1][1] == BLOCKS
+        assert all(status == 1 for _, _, status in runs[1:])  # never written: a hole
+        params = unmap_params((64, 64))
+        assert (await run_cdb(d, unmap(len(params)), data_out=params)).status == Status.GOOD
+        out = await run_cdb(d, get_lba_status(8, 1024))
+        assert out.data is not None
+        runs = lba_status(out.data)
+        assert runs[:3] == [(8, 56, 0), (64, 64, 1), (128, 128, 0)]
+        # descriptors are contiguous from the starting LBA
+        assert all(a[0] + a[1] == b[0] for a, b in itertools.pairwise(runs))
+        # the allocation length truncates; a 24-byte answer has the first run
+        out = await run_cdb(d, get_lba_status(70, 24))
+        assert out.data is not None and len(out.data) == 24
+        assert struct.unpack_from(">QIB", out.data, 8) == (70, 58, 1)
+    finally:
+        await d.close()
+
+
+async def test_get_lba_status_memory_and_errors() -> None:
+    d = disk()
+    out = await run_cdb(d, get_lba_status(BLOCKS - 2, 64))
+    assert out.data is not None and lba_status(out.data) == [(BLOCKS - 2, 2, 0)]
+    assert_sense(await run_cdb(d, get_lba_status(BLOCKS, 64)), SenseKey.ILLEGAL_REQUEST,
+                 Asc.LBA_OUT_OF_RANGE.value)
+    out = await run_cdb(d, get_lba_status(0, 0))
+    assert out.status == Status.GOOD and out.data == b""
