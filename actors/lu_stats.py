@@ -64,6 +64,15 @@ class IoStats:
             self.max_ns = ns
         self.histogram[bucket_of(ns)] += 1
 
+    def merge(self, other: IoStats) -> None:
+        """Add ``other``'s counts to these (a nexus that went away)."""
+        self.commands += other.commands
+        self.errors += other.errors
+        self.bytes_read += other.bytes_read
+        self.bytes_written += other.bytes_written
+        self.max_ns = max(self.max_ns, other.max_ns)
+        self.histogram = [a + b for a, b in zip(self.histogram, other.histogram, strict=True)]
+
     def snapshot(self) -> StatsSnapshot:
         return StatsSnapshot(
             commands=self.commands,

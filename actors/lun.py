@@ -55,12 +55,16 @@ MAILBOX_DEPTH = 64
 class NexusState:
     """What the LU keeps per I_T nexus: its UA queue and execution contexts."""
 
-    __slots__ = ("contexts", "nexus", "stats", "tasks", "ua")
+    __slots__ = ("contexts", "gone", "nexus", "stats", "tasks", "ua")
 
     def __init__(self, nexus: Nexus) -> None:
         self.nexus = nexus
         self.ua = UnitAttentionQueue()
+        #: this nexus' share of the LU's statistics (the LU adds them up)
         self.stats = IoStats()
+        #: the nexus is gone: its stats were folded into the LU's, and its
+        #: last commands (cancelled, finishing late) count there too
+        self.gone = False
         self.tasks: dict[int, Task] = {}
         self.contexts: dict[tuple[int, bool], CommandContext] = {}
 
@@ -297,7 +301,10 @@ class LogicalUnit:
         if msg.reset:
             self._state_for(msg.nexus).ua.add(Asc.I_T_NEXUS_LOSS_OCCURRED)
         else:
-            self._nexuses.pop(key, None)
+            gone = self._nexuses.pop(key, None)
+            if gone is not None:
+                gone.gone = True
+                self._stats.merge(gone.stats)
         return tasks
 
     async def reset_nexus(self, nexus: Nexus) -> None:
@@ -482,8 +489,8 @@ class LogicalUnit:
         # bytes that reached the device: a refused or failed write wrote nothing we vouch for
         is_write = cmd.direction == DataDirection.WRITE and not error
         written = cmd.transfer_length if is_write else 0
-        self._stats.record(elapsed, read, written, error)
-        task.state.stats.record(elapsed, read, written, error)
+        state = task.state
+        (self._stats if state.gone else state.stats).record(elapsed, read, written, error)
 
     def _retire(self, task: Task) -> None:
         task.finished = True
@@ -633,8 +640,12 @@ class LogicalUnit:
         return len(self._active)
 
     def stats(self) -> StatsSnapshot:
-        """Totals since start: commands, bytes, errors, latency histogram."""
-        return self._stats.snapshot()
+        """Totals since start: commands, bytes, errors, latency histogram.
+        (Each command is counted once, in its nexus' share; the LU keeps what
+        nexuses that are gone had counted.)"""
+        return StatsSnapshot.total(
+            [self._stats.snapshot(), *(s.stats.snapshot() for s in self._nexuses.values())]
+        )
 
     def nexus_stats(self, nexus: Nexus) -> StatsSnapshot | None:
         """One I_T_L nexus' share of :meth:`stats` (None if it never came here)."""

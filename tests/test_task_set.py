@@ -362,3 +362,33 @@ async def test_resets_and_nexus_loss_reach_the_device_handler() -> None:
         assert await answer(TUR, NEXUS_B, 8) == (0x29, 0x01)
         assert not device.tas  # power-on defaults
         nursery.cancel_scope.cancel()
+
+
+async def test_statistics_count_each_command_once_and_outlive_the_nexus() -> None:
+    async with running_lu() as (lu, store):
+        await clear_power_on_ua(lu, NEXUS_A)  # 1 command, an error (the UA)
+        await clear_power_on_ua(lu, NEXUS_B)
+        ta, tb = Recorder(b"a" * BS), Recorder(b"b" * BS)
+        lu.submit(command(ta, write10(3), 1), 0, False)
+        lu.submit(command(tb, read10(3), 2, nexus=NEXUS_B), 0, False)
+        await wait_answers(ta, 1)
+        await wait_answers(tb, 1)
+        a = lu.nexus_stats(NEXUS_A)
+        assert a is not None and (a.commands, a.errors, a.bytes_written) == (2, 1, BS)
+        total = lu.stats()
+        assert (total.commands, total.errors, total.bytes_read, total.bytes_written) == (
+            4, 2, BS, BS,
+        )  # fmt: skip
+        # A held a write in flight when it went away: aborted, counted as an error,
+        # and everything A did still counts in the LU's totals
+        store.gate(9)
+        lu.submit(command(ta, write10(9), 3), 0, False)
+        await trio.sleep(0.01)
+        await lu.mailbox.send(NexusLoss(NEXUS_A))
+        with trio.fail_after(5):
+            while lu.task_count():
+                await trio.sleep(0.001)
+        assert lu.nexus_stats(NEXUS_A) is None
+        total = lu.stats()
+        assert (total.commands, total.errors, total.bytes_written) == (5, 3, BS)
+        assert sum(total.histogram) == 5
