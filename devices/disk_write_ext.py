@@ -197,24 +197,21 @@ async def handle_compare_and_write(
     offset = lba << dev.block_shift
     current = bytearray(nbytes)
     store = dev.store
+    fua = bool(cdb[1] & 0x08) or not dev.write_cache
+    # read, compare and write without a checkpoint when the store allows: no
+    # other command can touch the range in between (the LU also holds back
+    # overlapping writes, through the table's lba_range)
     try:
-        # read, compare and write without a checkpoint when the store allows:
-        # no other command can touch the range in between
-        if store.read_now(offset, memoryview(current)):
-            if current != verify:
-                raise miscompare(_first_difference(verify, memoryview(current)))
-            fua = bool(cdb[1] & 0x08) or not dev.write_cache
-            if not fua and store.write_now(offset, new):
-                return None
-            await store.write(offset, new, fua=fua)
-            return None
+        cached = store.read_now(offset, memoryview(current))
     except OSError as exc:
         raise io_error(exc, lba, writing=False) from exc
-    current = await read_blocks(dev, lba, n)
+    if not cached:
+        current = await read_blocks(dev, lba, n)
     if current != verify:
         raise miscompare(_first_difference(verify, memoryview(current)))
     try:
-        await store.write(offset, new, fua=bool(cdb[1] & 0x08) or not dev.write_cache)
+        if fua or not store.write_now(offset, new):
+            await store.write(offset, new, fua=fua)
     except OSError as exc:
         raise io_error(exc, lba, writing=True) from exc
     return None
