@@ -78,12 +78,18 @@ def _check_writable(dev: DiskDevice, ctx: ExecContext) -> None:
         raise ScsiError.write_protected()
 
 
-async def handle_read(dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | None:
-    """READ (6/10/12/16); DPO and FUA need nothing beyond the page cache."""
+def _read_extent(dev: DiskDevice, cmd: ScsiCommand) -> tuple[int, int]:
+    """A READ's checks, the same on both paths: ready, LBA range."""
     cdb = cmd.cdb
     dev.check_ready()
     lba, n = _lba_and_length(cdb)
     check_range(dev, cdb, lba, n)
+    return lba, n
+
+
+async def handle_read(dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | None:
+    """READ (6/10/12/16); DPO and FUA need nothing beyond the page cache."""
+    lba, n = _read_extent(dev, cmd)
     if n == 0:
         return None
     cmd.transfer_length = n << dev.block_shift
@@ -92,10 +98,7 @@ async def handle_read(dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext) -> Bu
 
 def read_now(dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | NeedsAwait | None:
     """READ's fast path: the same checks, then a read that must not block."""
-    cdb = cmd.cdb
-    dev.check_ready()
-    lba, n = _lba_and_length(cdb)
-    check_range(dev, cdb, lba, n)
+    lba, n = _read_extent(dev, cmd)
     if n == 0:
         return None
     nbytes = n << dev.block_shift
