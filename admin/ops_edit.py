@@ -206,17 +206,23 @@ def portal_add(doc: Doc, a: Args) -> str:
     return f"target {target} now also listens on {portal}"
 
 
+def _remove_listed(items: list[Any], item: str, missing: str, path: str) -> None:
+    """Take ``item`` out of a TOML array, or say it was not there (and where)."""
+    if item not in items:
+        raise _not_found(missing, path)
+    items.remove(item)
+
+
 def portal_remove(doc: Doc, a: Args) -> str:
     target = a.text("target")
     portal = _portal_text(a, "portal")
     a.done()
     portals = target_table(doc, target).setdefault("portals", [])
-    if portal not in portals:
-        raise _not_found(
-            f"target {target} has no portal {portal} (portals: {', '.join(portals)})",
-            f'targets."{target}".portals',
-        )
-    portals.remove(portal)
+    _remove_listed(
+        portals, portal,
+        f"target {target} has no portal {portal} (portals: {', '.join(portals)})",
+        f'targets."{target}".portals',
+    )  # fmt: skip
     return f"target {target} no longer listens on {portal}"
 
 
@@ -275,12 +281,11 @@ def initiator_remove(doc: Doc, a: Args) -> str:
     a.flag("force")
     a.done()
     patterns = group_table(doc, target, group).setdefault("initiators", [])
-    if pattern not in patterns:
-        raise _not_found(
-            f'group {group} of target {target} has no initiator "{pattern}"',
-            f'targets."{target}".groups.{group}.initiators',
-        )
-    patterns.remove(pattern)
+    _remove_listed(
+        patterns, pattern,
+        f'group {group} of target {target} has no initiator "{pattern}"',
+        f'targets."{target}".groups.{group}.initiators',
+    )  # fmt: skip
     return f'removed "{pattern}" from group {group} of target {target}'
 
 
