@@ -118,3 +118,38 @@ async def test_large_reads_from_many_workers_keep_the_stream_in_order(tmp_path: 
                 async with trio.open_nursery() as nursery:
                     for n in range(16):
                         nursery.start_soon(worker, n)
+
+
+async def test_a_busy_connection_does_not_starve_another(tmp_path: Path) -> None:
+    """The reader reads its socket directly while bytes keep coming and yields
+    only every few reads: a second session must still be served promptly."""
+    devices = {"null0": {"handler": "vdisk_nullio", "size": "64MiB"}}
+    luns = ({"lun": 0, "device": "null0"},)
+    async with running_daemon_async(tmp_path, devices=devices, luns=luns) as d:
+        async with (
+            await Initiator.connect(d.host, d.port, target_name=d.target) as busy,
+            await Initiator.connect(d.host, d.port, target_name=d.target) as quiet,
+        ):
+            await busy.execute(0, TUR)
+            await quiet.execute(0, TUR)
+            stop = trio.Event()
+
+            async def flood(n: int) -> None:
+                while not stop.is_set():
+                    r = await busy.execute(0, read10(n * 8, 8), read_length=8 * BS)
+                    assert r.status == 0
+
+            async with trio.open_nursery() as nursery:
+                for n in range(32):
+                    nursery.start_soon(flood, n)
+                await trio.sleep(0.3)
+                worst = 0.0
+                for _ in range(20):
+                    start = trio.current_time()
+                    with trio.fail_after(5):
+                        r = await quiet.execute(0, TUR)
+                    assert r.status == 0
+                    worst = max(worst, trio.current_time() - start)
+                stop.set()
+            # served in turn with the flood, not after it: far below the 5 s cap
+            assert worst < 1.0, f"a TUR waited {worst:.2f} s behind a busy connection"
