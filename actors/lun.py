@@ -102,6 +102,7 @@ class Task:
     """One command in the task set."""
 
     __slots__ = (
+        "_scope",
         "cmd",
         "ctx",
         "device",
@@ -111,7 +112,6 @@ class Task:
         "finished",
         "lba",
         "nblocks",
-        "scope",
         "seq",
         "spec",
         "started_ns",
@@ -125,7 +125,8 @@ class Task:
         self.state = state
         self.ctx = ctx
         self.seq = seq
-        self.scope = trio.CancelScope()
+        #: made on first use: a command done on the fast path never needs one
+        self._scope: trio.CancelScope | None = None
         self.done: trio.Event | None = None
         self.finished = False
         #: set when aborted by another nexus with TAS=1: answer TASK ABORTED
@@ -139,6 +140,18 @@ class Task:
         self.started_ns = 0
         #: sense to answer with when cancelled by a device crash (retryable)
         self.failure: bytes | None = None
+
+    @property
+    def scope(self) -> trio.CancelScope:
+        """The command's cancel scope (TMFs cancel it; its task runs inside)."""
+        scope = self._scope
+        if scope is None:
+            scope = self._scope = trio.CancelScope()
+        return scope
+
+    @property
+    def cancelled(self) -> bool:
+        return self._scope is not None and self._scope.cancel_called
 
     async def wait_done(self) -> None:
         if self.finished:
@@ -485,7 +498,7 @@ class LogicalUnit:
         cmd = task.cmd
         elapsed = time.perf_counter_ns() - task.started_ns
         read = min(len(data), cmd.expected_length) if data is not None else 0
-        error = status != Status.GOOD or task.scope.cancel_called
+        error = status != Status.GOOD or task.cancelled
         # bytes that reached the device: a refused or failed write wrote nothing we vouch for
         is_write = cmd.direction == DataDirection.WRITE and not error
         written = cmd.transfer_length if is_write else 0
