@@ -394,9 +394,10 @@ class LogicalUnit:
 
         The common command (a page-cache read, a write whose data came as
         immediate data, an error found on arrival) never needs to await, and a
-        spawned task costs more than the command itself. Such a command still
-        runs under its own cancel scope, in arrival order, and leaves the task
-        set before anything else runs, so no TMF can observe it half done.
+        spawned task costs more than the command itself. Such a command runs
+        in arrival order with no checkpoint, so it needs no cancel scope: it
+        leaves the task set before anything else runs and no TMF can observe
+        it half done.
         Anything else (a wait for older tasks, a store that would block, data
         still to come, fault rules armed) returns False and gets its task.
         """
@@ -415,7 +416,7 @@ class LogicalUnit:
             if (self._ordered or self._writes_active) and self._blockers(task):
                 return False
             # No checkpoint runs in here, so nothing can cancel it: the command is
-            # atomic to every TMF and its scope is left unused for the task path.
+            # atomic to every TMF (its scope is only made if it needs its task).
             try:
                 result = fast(task.device, cmd, task.ctx)
             except ScsiError as exc:
