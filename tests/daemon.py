@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -25,7 +27,8 @@ import attrs
 import tomli_w
 import trio
 
-from admin.config import load_config
+from admin.config import load_config, parse_config
+from supervision.daemon import Daemon, start, stop
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TARGET = "iqn.2026-11.org.pyscst:test"
@@ -266,3 +269,28 @@ async def running_daemon_async(workdir: Path, **kwargs: Any) -> AsyncIterator[Ru
     else:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(manager.__exit__, None, None, None)
+
+
+@contextlib.asynccontextmanager
+async def in_process_daemon(tmp_path: Path, body: str) -> AsyncIterator[tuple[Daemon, int]]:
+    """The daemon in this test's own Trio run (so a test can reach its actors),
+    on a free port: ``body`` is the TOML after ``state_dir``/``control_socket``,
+    with ``@PORT@`` standing for the port. Yields (Daemon, port)."""
+    port = free_port()
+    # a short directory: Unix socket paths are limited to 108 bytes
+    sockdir = tempfile.mkdtemp(prefix="pyscst-", dir="/tmp")
+    text = (
+        f'state_dir = "{tmp_path}"\ncontrol_socket = "{sockdir}/c.sock"\n'
+        + body.replace("@PORT@", str(port))
+    )
+    config = parse_config(text, tmp_path)
+    try:
+        async with trio.open_nursery() as nursery:
+            daemon = await start(config, nursery)
+            try:
+                yield daemon, port
+            finally:
+                await stop(daemon)
+                nursery.cancel_scope.cancel()
+    finally:
+        shutil.rmtree(sockdir, ignore_errors=True)

@@ -9,9 +9,7 @@ fresh or the same session must succeed.
 
 from __future__ import annotations
 
-import shutil
 import struct
-import tempfile
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,12 +19,11 @@ import pytest
 import trio
 
 from actors.faults import CRASH_LIMIT
-from admin.config import parse_config
 from admin.protocol import OpError
 from scsi.command import TaskAttribute
-from supervision.daemon import Daemon, start, stop
+from supervision.daemon import Daemon
 from tests.cdbs import TUR, read10, write10
-from tests.daemon import free_port
+from tests.daemon import in_process_daemon
 from transports.iscsi.initiator import ConnectionLost, Initiator, LoginError, Result
 from transports.iscsi.pdu import AsyncMessage, ProtocolError
 
@@ -51,31 +48,18 @@ async def daemon_with(
 ) -> AsyncIterator[tuple[Daemon, int]]:
     """The daemon with ``disk0`` on ``TARGET`` (or ``luns``), ``extra`` config (``@PORT@``: the
     portal port) and the ``[[faults]]`` text."""
-    port = free_port()
-    sockdir = tempfile.mkdtemp(prefix="pyscst-f", dir="/tmp")
-    text = f"""
-state_dir = "{tmp_path}"
-control_socket = "{sockdir}/c.sock"
+    body = f"""
 [devices.disk0]
 handler = "vdisk_fileio"
 size = "4MiB"
 [targets."{TARGET}"]
-portals = [{portals.replace("@PORT@", str(port))}]
+portals = [{portals}]
 luns = [{luns}]
-{extra.replace("@PORT@", str(port))}
+{extra}
 {faults_toml}
 """
-    config = parse_config(text, tmp_path)
-    try:
-        async with trio.open_nursery() as nursery:
-            daemon = await start(config, nursery)
-            try:
-                yield daemon, port
-            finally:
-                await stop(daemon)
-                nursery.cancel_scope.cancel()
-    finally:
-        shutil.rmtree(sockdir, ignore_errors=True)
+    async with in_process_daemon(tmp_path, body) as running:
+        yield running
 
 
 @asynccontextmanager

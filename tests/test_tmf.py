@@ -13,9 +13,7 @@ commands cleared by another initiator).
 from __future__ import annotations
 
 import random
-import shutil
 import struct
-import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,10 +22,9 @@ from typing import Any
 import pytest
 import trio
 
-from admin.config import parse_config
-from supervision.daemon import Daemon, start, stop
+from supervision.daemon import Daemon
 from tests.cdbs import TUR, read10
-from tests.daemon import free_port
+from tests.daemon import in_process_daemon
 from transports.iscsi.initiator import ConnectionLost, Initiator, Result
 
 TARGET = "iqn.2026-11.org.pyscst:tmf"
@@ -54,11 +51,7 @@ def ua_of(result: Result) -> tuple[int, int, int]:
 @asynccontextmanager
 async def tmf_daemon(tmp_path: Path) -> AsyncIterator[tuple[Daemon, int]]:
     """disk0 at LUN 0 and disk1 at LUN 1 of TARGET, for everyone."""
-    port = free_port()
-    sockdir = tempfile.mkdtemp(prefix="pyscst-t", dir="/tmp")
-    text = f"""
-state_dir = "{tmp_path}"
-control_socket = "{sockdir}/c.sock"
+    body = f"""
 [devices.disk0]
 handler = "vdisk_fileio"
 size = "4MiB"
@@ -66,20 +59,11 @@ size = "4MiB"
 handler = "vdisk_fileio"
 size = "4MiB"
 [targets."{TARGET}"]
-portals = ["127.0.0.1:{port}"]
+portals = ["127.0.0.1:@PORT@"]
 luns = [{{ lun = 0, device = "disk0" }}, {{ lun = 1, device = "disk1" }}]
 """
-    config = parse_config(text, tmp_path)
-    try:
-        async with trio.open_nursery() as nursery:
-            daemon = await start(config, nursery)
-            try:
-                yield daemon, port
-            finally:
-                await stop(daemon)
-                nursery.cancel_scope.cancel()
-    finally:
-        shutil.rmtree(sockdir, ignore_errors=True)
+    async with in_process_daemon(tmp_path, body) as running:
+        yield running
 
 
 async def connect(port: int, name: str) -> Initiator:
