@@ -10,10 +10,17 @@ lookup and field checks.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
+import trio
 
+from actors.core_table import CORE_TABLE
+from actors.lun import LogicalUnit
+from devices.disk import DiskDevice
+from devices.stores import MemoryStore
 from scsi.cdb import OpTable
 from scsi.command import Buffer, DataDirection, Nexus, ScsiCommand, TaskAttribute
 from scsi.sense import Asc, ScsiError, Sense, Status
@@ -171,3 +178,14 @@ async def run_cdb(
     except ScsiError as exc:
         return Outcome(None, exc, cmd)
     return Outcome(None if data is None else bytes(data), None, cmd)
+
+
+@asynccontextmanager
+async def lu_on(store: MemoryStore, block_size: int = 512) -> AsyncIterator[LogicalUnit]:
+    """A running LogicalUnit over an SBC disk on ``store`` (LU-level tests)."""
+    device = DiskDevice("d0", store, block_size=block_size)
+    lu = LogicalUnit("d0", lambda: device, CORE_TABLE)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(lu.run)
+        yield lu
+        nursery.cancel_scope.cancel()

@@ -15,13 +15,11 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from actors.core_table import CORE_TABLE
 from actors.lun import LogicalUnit
-from devices.disk import DiskDevice
 from devices.stores import MemoryStore
 from scsi.command import DataDirection, Nexus, ScsiCommand, TaskAttribute
 from scsi.sense import Status
-from tests.fakes import FakeTransport
+from tests.fakes import FakeTransport, lu_on
 
 BS = 512
 TARGET = "iqn.2026-11.org.pyscst:t"
@@ -52,12 +50,8 @@ class GatedStore(MemoryStore):
 @asynccontextmanager
 async def running_lu() -> AsyncIterator[tuple[LogicalUnit, GatedStore]]:
     store = GatedStore(1 << 20)
-    device = DiskDevice("d0", store, block_size=BS)
-    lu = LogicalUnit("d0", lambda: device, CORE_TABLE)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(lu.run)
+    async with lu_on(store, BS) as lu:
         yield lu, store
-        nursery.cancel_scope.cancel()
 
 
 async def run(lu: LogicalUnit, nexus: Nexus, cdb: bytes, data: bytes = b"") -> FakeTransport:

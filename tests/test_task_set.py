@@ -27,7 +27,7 @@ from devices.stores import MemoryStore
 from scsi.command import DataDirection, Nexus, ScsiCommand, TaskAttribute
 from scsi.sense import Asc, Status
 from tests.cdbs import TUR, read10, write10
-from tests.fakes import FakeTransport
+from tests.fakes import FakeTransport, lu_on
 
 BS = 512
 NEXUS_A = Nexus.iscsi("iqn.2026-11.org.example:a", 1, "iqn.2026-11.org.pyscst:t", 1)
@@ -105,12 +105,8 @@ def command(
 @asynccontextmanager
 async def running_lu() -> AsyncIterator[tuple[LogicalUnit, GatedStore]]:
     store = GatedStore(1 << 20)
-    device = DiskDevice("d0", store, block_size=BS)
-    lu = LogicalUnit("d0", lambda: device, CORE_TABLE)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(lu.run)
+    async with lu_on(store, BS) as lu:
         yield lu, store
-        nursery.cancel_scope.cancel()
 
 
 async def clear_power_on_ua(lu: LogicalUnit, nexus: Nexus = NEXUS_A) -> None:
