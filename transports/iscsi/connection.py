@@ -299,14 +299,8 @@ class IscsiConnection:
         except OSError:
             self.abort()
             return
-        if len(pending) > IOV_MAX:
-            rest = b"".join(pending)[sent:]
-        else:
-            total = sum(len(b) for b in pending)
-            if sent == total:
-                return
-            rest = b"".join(pending)[sent:]
-        self._channel([rest])
+        if sent < sum(len(b) for b in pending):
+            self._channel([b"".join(pending)[sent:]])
 
     def _end_batch(self) -> None:
         self._batching = False
