@@ -439,9 +439,7 @@ class LogicalUnit:
             assert self._nursery is not None
             self._nursery.start_soon(self._answer_later, task, status, sense, data)
             return True
-        self._retire(task)
-        self._account(task, status, data)
-        transport.command_finished(cmd)
+        self._leave(task, status, data)
         return True
 
     async def _answer_later(
@@ -454,9 +452,7 @@ class LogicalUnit:
             with task.scope:
                 await cmd.transport.send_response(cmd, status, sense, data)
         finally:
-            self._retire(task)
-            self._account(task, status, data)
-            cmd.transport.command_finished(cmd)
+            self._leave(task, status, data)
 
     async def _run_task(self, task: Task) -> None:
         cmd = task.cmd
@@ -490,9 +486,7 @@ class LogicalUnit:
                 with trio.CancelScope(shield=True):
                     await transport.send_response(cmd, Status.CHECK_CONDITION, task.failure, None)
         finally:
-            self._retire(task)
-            self._account(task, status, data)
-            transport.command_finished(cmd)
+            self._leave(task, status, data)
 
     def _account(self, task: Task, status: Status, data: Buffer | None) -> None:
         """Statistics of one finished command: LU totals and its nexus' share."""
@@ -505,6 +499,13 @@ class LogicalUnit:
         written = cmd.transfer_length if is_write else 0
         state = task.state
         (self._stats if state.gone else state.stats).record(elapsed, read, written, error)
+
+    def _leave(self, task: Task, status: Status, data: Buffer | None) -> None:
+        """A command is done (answered or aborted): out of the task set, counted,
+        and its transport resources freed."""
+        self._retire(task)
+        self._account(task, status, data)
+        task.cmd.transport.command_finished(task.cmd)
 
     def _retire(self, task: Task) -> None:
         task.finished = True
