@@ -118,6 +118,11 @@ class CmdSNWindow(Generic[T]):
             if not 0 <= sn_diff(cmdsn, self._exp) <= self._depth - self._outstanding:
                 self.odd_immediates += 1
             return [item]
+        if cmdsn == self._exp and not self._held and self._outstanding < self._depth:
+            # the usual arrival: next in order, nothing waiting on a gap
+            self._exp = (cmdsn + 1) % SERIAL_MOD
+            self._outstanding += 1
+            return [item]
         if sn_lt(cmdsn, self._exp):
             self.dropped_stale += 1
             return Rejected(cmdsn, DropReason.STALE)

@@ -13,11 +13,12 @@ MaxRecvDataSegmentLength with status collapsed into the last one, residuals).
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Protocol
 
 import trio
@@ -165,7 +166,8 @@ class IscsiConnection:
         self._dead = False
         self._scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
-        self._logout_requested = False
+        #: set by a Logout or a fatal protocol error: read no further PDUs
+        self._stop_reading = False
         self.peer = _peer(stream)
         self.local = _local(stream)
         self.stats_commands = 0
@@ -338,8 +340,13 @@ class IscsiConnection:
         data = pdu.data if dlen else None
         self._queue(self._frame(header, data))
 
-    async def _pdus(self) -> Any:
-        """Yield PDUs (and ProtocolError events) as they arrive."""
+    async def _chunks(self) -> AsyncIterator[PduReader]:
+        """Yield the reader once per received chunk; iterate it for the PDUs
+        (and ProtocolError events) that chunk completed.
+
+        One async-generator step per chunk rather than per PDU: at depth 32 a
+        chunk holds a dozen commands or more.
+        """
         reader = self._reader
         receive = self._receive
         while True:
@@ -348,8 +355,7 @@ class IscsiConnection:
             # try/finally here: a generator left suspended must not flush at
             # whatever moment it is collected; the consumers end the batch.)
             self._batching = True
-            for event in reader:
-                yield event
+            yield reader
             self._end_batch()
             data = await receive(RECV_SIZE)
             if not data:
@@ -397,63 +403,64 @@ class IscsiConnection:
         self._reader.feed(opening)
         first = True
         try:
-            async for event in self._pdus():
-                if isinstance(event, ProtocolError) or not isinstance(event, P.LoginRequest):
-                    log.info("%s: not a login request during login: %r", self.peer, event)
-                    return None
-                if first:
-                    self._statsn = event.expstatsn
-                    first = False
-                req = LoginRequest(
-                    transit=event.transit,
-                    cont=event.cont,
-                    csg=event.csg,
-                    nsg=event.nsg,
-                    version_max=event.version_max,
-                    version_min=event.version_min,
-                    isid=event.isid,
-                    tsih=event.tsih,
-                    itt=event.itt,
-                    cid=event.cid,
-                    cmdsn=event.cmdsn,
-                    expstatsn=event.expstatsn,
-                    data=bytes(event.data),
-                )
-                reply = machine.receive(req)
-                if reply.done and not reply.failed and reply.result is not None:
-                    result = reply.result
-                    faults = self._faults
-                    if faults is not None and faults.login_armed and self._refuse_login(
-                        faults, result, event, reply.version_max
-                    ):
+            async for chunk in self._chunks():
+                for event in chunk:
+                    if isinstance(event, ProtocolError) or not isinstance(event, P.LoginRequest):
+                        log.info("%s: not a login request during login: %r", self.peer, event)
                         return None
-                    self.login = result
-                    if result.session_type == "Normal":
-                        self.session = await self.host.open_session(result, self)
-                depth = self.host.queue_depth
-                resp = P.LoginResponse(
-                    transit=reply.transit,
-                    cont=reply.cont,
-                    csg=reply.csg,
-                    nsg=reply.nsg,
-                    version_max=reply.version_max,
-                    version_active=reply.version_active,
-                    isid=reply.isid,
-                    tsih=reply.tsih,
-                    itt=reply.itt,
-                    statsn=self._next_statsn(),
-                    expcmdsn=event.cmdsn,
-                    maxcmdsn=(event.cmdsn + depth - 1) & 0xFFFFFFFF,
-                    status_class=reply.status_class,
-                    status_detail=reply.status_detail,
-                    data=reply.data,
-                )
-                self._send_pdu(resp)
-                if reply.done:
-                    if reply.failed or reply.result is None:
-                        return None
-                    self._window = CmdSNWindow(event.cmdsn, depth)
-                    return reply.result
+                    if first:
+                        self._statsn = event.expstatsn
+                        first = False
+                    req = LoginRequest(
+                        transit=event.transit,
+                        cont=event.cont,
+                        csg=event.csg,
+                        nsg=event.nsg,
+                        version_max=event.version_max,
+                        version_min=event.version_min,
+                        isid=event.isid,
+                        tsih=event.tsih,
+                        itt=event.itt,
+                        cid=event.cid,
+                        cmdsn=event.cmdsn,
+                        expstatsn=event.expstatsn,
+                        data=bytes(event.data),
+                    )
+                    reply = machine.receive(req)
+                    if reply.done and not reply.failed and reply.result is not None:
+                        result = reply.result
+                        faults = self._faults
+                        if faults is not None and faults.login_armed and self._refuse_login(
+                            faults, result, event, reply.version_max
+                        ):
+                            return None
+                        self.login = result
+                        if result.session_type == "Normal":
+                            self.session = await self.host.open_session(result, self)
+                    depth = self.host.queue_depth
+                    resp = P.LoginResponse(
+                        transit=reply.transit,
+                        cont=reply.cont,
+                        csg=reply.csg,
+                        nsg=reply.nsg,
+                        version_max=reply.version_max,
+                        version_active=reply.version_active,
+                        isid=reply.isid,
+                        tsih=reply.tsih,
+                        itt=reply.itt,
+                        statsn=self._next_statsn(),
+                        expcmdsn=event.cmdsn,
+                        maxcmdsn=(event.cmdsn + depth - 1) & 0xFFFFFFFF,
+                        status_class=reply.status_class,
+                        status_detail=reply.status_detail,
+                        data=reply.data,
+                    )
+                    self._send_pdu(resp)
+                    if reply.done:
+                        if reply.failed or reply.result is None:
+                            return None
+                        self._window = CmdSNWindow(event.cmdsn, depth)
+                        return reply.result
         finally:
             self._end_batch()  # the last Login Response goes out now
         return None
@@ -480,53 +487,71 @@ class IscsiConnection:
         )
         debug = log.isEnabledFor(logging.DEBUG)
         faults = self._faults
+        window = self._window
+        assert window is not None
+        command_pdu = P.ScsiCommand
+        admit = self._admit_command
+        deliver = self._deliver
+        ready: list[Any] | Rejected | None
         try:
-            async for event in self._pdus():
-                if debug:
-                    log.debug("%s: <- %r", self.peer, event)
-                if (
-                    faults is not None
-                    and faults.pdu_armed
-                    and not isinstance(event, ProtocolError)
-                    and await self._incoming_fault(faults, event)
-                ):
-                    continue
-                if isinstance(event, ProtocolError):
-                    self._reject(event.reject_reason, event.header)
-                    if event.fatal:
-                        log.warning("%s: fatal protocol error: %s", self.peer, event.reason)
+            async for chunk in self._chunks():
+                for event in chunk:
+                    if debug:
+                        log.debug("%s: <- %r", self.peer, event)
+                    if (
+                        faults is not None
+                        and faults.pdu_armed
+                        and not isinstance(event, ProtocolError)
+                        and await self._incoming_fault(faults, event)
+                    ):
+                        continue
+                    if type(event) is command_pdu and not discovery:
+                        # the hot path: one SCSI command, usually next in CmdSN order
+                        if not admit(event):
+                            continue
+                        ready = window.offer(event.cmdsn, event.immediate, event)
+                    else:
+                        ready = self._arrival(event, discovery)
+                        if ready is None:
+                            continue
+                    if isinstance(ready, Rejected):
+                        log.debug("%s: CmdSN outside window: %s", self.peer, ready)
+                        if isinstance(event, P.ScsiCommand):
+                            self._itt.pop(event.itt, None)
+                        continue
+                    for item in ready:
+                        deliver(item)
+                    if self._stop_reading:
                         return
-                    continue
-                if isinstance(event, P.DataOut):
-                    self._on_data_out(event)
-                    continue
-                if isinstance(event, P.SnackRequest):
-                    self._reject_pdu(RejectReason.COMMAND_NOT_SUPPORTED, event)
-                    continue
-                if discovery and isinstance(event, P.ScsiCommand | P.TaskManagementRequest):
-                    self._reject_pdu(RejectReason.PROTOCOL_ERROR, event)
-                    continue
-                if not hasattr(event, "cmdsn"):
-                    self._reject_pdu(RejectReason.PROTOCOL_ERROR, event)
-                    continue
-                if isinstance(event, P.ScsiCommand) and not self._admit_command(event):
-                    continue
-                assert self._window is not None
-                ready = self._window.offer(event.cmdsn, event.immediate, event)
-                if isinstance(ready, Rejected):
-                    log.debug("%s: CmdSN %d outside window: %s", self.peer, event.cmdsn, ready)
-                    if isinstance(event, P.ScsiCommand):
-                        self._itt.pop(event.itt, None)
-                    continue
-                for item in ready:
-                    self._deliver(item)
-                if self._logout_requested:
-                    return
         finally:
             # a return (logout, fatal error) leaves the generator suspended:
             # what the last chunk produced (the Logout Response) still goes out
             self._end_batch()
 
+    def _arrival(self, event: Any, discovery: bool) -> list[Any] | Rejected | None:
+        """Any PDU but a SCSI command in a normal session: handle it now, or
+        offer it to the CmdSN window (what that returns); None when done."""
+        if isinstance(event, ProtocolError):
+            self._reject(event.reject_reason, event.header)
+            if event.fatal:
+                log.warning("%s: fatal protocol error: %s", self.peer, event.reason)
+                self._stop_reading = True
+                return []
+            return None
+        if isinstance(event, P.DataOut):
+            self._on_data_out(event)
+            return None
+        if isinstance(event, P.SnackRequest):
+            self._reject_pdu(RejectReason.COMMAND_NOT_SUPPORTED, event)
+            return None
+        if discovery and isinstance(event, P.ScsiCommand | P.TaskManagementRequest):
+            self._reject_pdu(RejectReason.PROTOCOL_ERROR, event)
+            return None
+        if not hasattr(event, "cmdsn"):
+            self._reject_pdu(RejectReason.PROTOCOL_ERROR, event)
+            return None
+        assert self._window is not None
+        return self._window.offer(event.cmdsn, event.immediate, event)
 
     def _deliver(self, pdu: Any) -> None:
         if isinstance(pdu, P.ScsiCommand):
@@ -594,52 +619,52 @@ class IscsiConnection:
     def _admit_command(self, pdu: P.ScsiCommand) -> bool:
         """Register a command at arrival (before CmdSN ordering) so unsolicited
         Data-Out finds it; refuse malformed ones with a Reject."""
-        params = self.params
-        assert params is not None
-        dlen = len(pdu.data)
-        if pdu.itt == RESERVED_TAG or pdu.itt in self._itt:
+        itt = pdu.itt
+        if itt == RESERVED_TAG or itt in self._itt:
             self._reject_pdu(RejectReason.INVALID_PDU_FIELD, pdu)
             return False
-        if dlen and (not pdu.write or not params.immediate_data):
+        data = pdu.data
+        dlen = len(data)
+        edtl = pdu.expected_data_transfer_length
+        params = self.params
+        assert params is not None
+        if dlen and (
+            not pdu.write
+            or not params.immediate_data
+            or dlen > params.first_burst_length
+            or dlen > edtl
+        ):
             self._reject_pdu(RejectReason.PROTOCOL_ERROR, pdu)
             return False
-        if dlen > params.first_burst_length or dlen > pdu.expected_data_transfer_length:
-            self._reject_pdu(RejectReason.PROTOCOL_ERROR, pdu)
-            return False
-        direction = (
-            DataDirection.WRITE
-            if pdu.write
-            else DataDirection.READ
-            if pdu.read
-            else DataDirection.NONE
-        )
-        assert self.session is not None
-        lun = decode_lun(pdu.lun)
-        st = _Xfer(pdu.itt, pdu.lun)
+        lun_raw = pdu.lun
+        st = _Xfer(itt, lun_raw)
         if pdu.write:
-            edtl = pdu.expected_data_transfer_length
+            direction = DataDirection.WRITE
             if pdu.final or params.initial_r2t:
                 st.unsol_end = dlen
             else:
                 st.unsol_end = min(edtl, params.first_burst_length)
-            st.buf = bytearray(pdu.data) if dlen == st.unsol_end else bytearray(st.unsol_end)
+            st.buf = bytearray(data) if dlen == st.unsol_end else bytearray(st.unsol_end)
             if dlen != st.unsol_end and dlen:
-                st.buf[:dlen] = pdu.data
+                st.buf[:dlen] = data
             st.received = dlen
-            if st.received < st.unsol_end:
+            if dlen < st.unsol_end:
                 st.unsol_done = trio.Event()
-        cmd = ScsiCommand(
-            cdb=bytes(pdu.cdb),
+        else:
+            direction = DataDirection.READ if pdu.read else DataDirection.NONE
+        lun = _lun_number(lun_raw)
+        assert self.session is not None
+        self._itt[itt] = ScsiCommand(
+            cdb=pdu.cdb,
             lun=-1 if lun is None else lun,
-            tag=pdu.itt,
-            attr=_attr(pdu.attr),
-            expected_length=pdu.expected_data_transfer_length,
+            tag=itt,
+            attr=_ATTRS[pdu.attr & 7],
+            expected_length=edtl,
             direction=direction,
             nexus=self.session.nexus,
             transport=self,
             transport_state=st,
         )
-        self._itt[pdu.itt] = cmd
         return True
 
     def _start_command(self, pdu: P.ScsiCommand) -> None:
@@ -649,7 +674,7 @@ class IscsiConnection:
             return
         st: _Xfer = cmd.transport_state  # type: ignore[assignment]
         if st.aborted:
-            self._itt.pop(pdu.itt, None)
+            del self._itt[pdu.itt]
             self._complete_slot_for(pdu)
             return
         st.delivered = True
@@ -1131,19 +1156,22 @@ class IscsiConnection:
             )
         )
         if response == 0:
-            self._logout_requested = True
+            self._stop_reading = True
 
 
 def _data_phase_error() -> ScsiError:
     return ScsiError.check(SenseKey.ABORTED_COMMAND, Asc.DATA_PHASE_ERROR)
 
 
+#: the iSCSI ATTR field (3 bits) as a task attribute; reserved values act as SIMPLE
 _ATTRS = tuple(TaskAttribute) + (TaskAttribute.SIMPLE,) * 3
 
 
-def _attr(value: int) -> TaskAttribute:
-    """The iSCSI ATTR field as a task attribute; reserved values act as SIMPLE."""
-    return _ATTRS[value & 7]
+@functools.lru_cache(maxsize=256)
+def _lun_number(raw: int) -> int | None:
+    """The LUN number of a LUN field (None: not one we can address); cached,
+    since a session uses a handful of LUN fields for all its commands."""
+    return decode_lun(raw)
 
 
 def _peer(stream: trio.SocketStream) -> str:

@@ -1,4 +1,4 @@
-"""One frozen record per iSCSI PDU type, each knowing its 48-byte BHS layout.
+"""One record per iSCSI PDU type, each knowing its 48-byte BHS layout.
 
 Field names are the RFC 7143 field names in snake_case (section 11). Every
 BHS is read and written with one precompiled ``struct`` call: the generic
@@ -12,6 +12,11 @@ read, as the RFC asks.
 for every PDU except the bulk-data carriers (SCSI Command immediate data,
 Data-Out, Data-In), where it hands a read-only ``memoryview`` so a payload is
 never copied twice; the encoder accepts any bytes-like object everywhere.
+
+Records are read-only by convention (build a new one with ``attrs.evolve``)
+but not ``attrs.frozen``: a frozen class sets each field through
+``object.__setattr__``, which made decoding one SCSI Command PDU cost 2 µs
+more, about 4 % of a whole command's CPU time.
 """
 
 from __future__ import annotations
@@ -71,7 +76,7 @@ def _pad4(n: int) -> int:
 # --------------------------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.define
 class NopOut:
     """NOP-Out (0x00, RFC 7143 11.18): ping, or the answer to a NOP-In."""
 
@@ -96,7 +101,7 @@ class NopOut:
         return cls(bool(f[0] & _I), f[5], f[6], f[7], f[8], f[9], bytes(data))
 
 
-@attrs.frozen
+@attrs.define
 class ScsiCommand:
     """SCSI Command (0x01, RFC 7143 11.3).
 
@@ -179,7 +184,7 @@ def split_extended_cdb(ahs: bytes) -> tuple[bytes, bytes]:
     return ext, bytes(rest)
 
 
-@attrs.frozen
+@attrs.define
 class TaskManagementRequest:
     """Task Management Function Request (0x02, RFC 7143 11.5)."""
 
@@ -207,7 +212,7 @@ class TaskManagementRequest:
         return cls(bool(f[0] & _I), f[1] & 0x7F, f[5], f[6], f[7], f[8], f[9], f[10], f[11])
 
 
-@attrs.frozen
+@attrs.define
 class LoginRequest:
     """Login Request (0x03, RFC 7143 11.12); always immediate."""
 
@@ -248,7 +253,7 @@ class LoginRequest:
         )  # fmt: skip
 
 
-@attrs.frozen
+@attrs.define
 class TextRequest:
     """Text Request (0x04, RFC 7143 11.10)."""
 
@@ -280,7 +285,7 @@ class TextRequest:
         )  # fmt: skip
 
 
-@attrs.frozen
+@attrs.define
 class DataOut:
     """SCSI Data-Out (0x05, RFC 7143 11.7)."""
 
@@ -305,7 +310,7 @@ class DataOut:
         return cls(bool(f[1] & _F), f[5], f[6], f[7], f[9], f[11], f[12], data)
 
 
-@attrs.frozen
+@attrs.define
 class LogoutRequest:
     """Logout Request (0x06, RFC 7143 11.14)."""
 
@@ -329,7 +334,7 @@ class LogoutRequest:
         return cls(bool(f[0] & _I), f[1] & 0x7F, f[6], f[7] >> 16, f[8], f[9])
 
 
-@attrs.frozen
+@attrs.define
 class SnackRequest:
     """SNACK Request (0x10, RFC 7143 11.16); ``ttt`` is the TTT or SNACK Tag."""
 
@@ -358,7 +363,7 @@ class SnackRequest:
 # --------------------------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.define
 class NopIn:
     """NOP-In (0x20, RFC 7143 11.19); TTT != 0xffffffff asks for a NOP-Out."""
 
@@ -382,7 +387,7 @@ class NopIn:
         return cls(f[5], f[6], f[7], f[8], f[9], f[10], bytes(data))
 
 
-@attrs.frozen
+@attrs.define
 class ScsiResponse:
     """SCSI Response (0x21, RFC 7143 11.4).
 
@@ -430,7 +435,7 @@ class ScsiResponse:
         )  # fmt: skip
 
 
-@attrs.frozen
+@attrs.define
 class TaskManagementResponse:
     """Task Management Function Response (0x22, RFC 7143 11.6)."""
 
@@ -452,7 +457,7 @@ class TaskManagementResponse:
         return cls(f[2], f[6], f[8], f[9], f[10])
 
 
-@attrs.frozen
+@attrs.define
 class LoginResponse:
     """Login Response (0x23, RFC 7143 11.13)."""
 
@@ -496,7 +501,7 @@ class LoginResponse:
         )  # fmt: skip
 
 
-@attrs.frozen
+@attrs.define
 class TextResponse:
     """Text Response (0x24, RFC 7143 11.11)."""
 
@@ -524,7 +529,7 @@ class TextResponse:
         return cls(bool(b1 & _F), bool(b1 & 0x40), f[5], f[6], f[7], f[8], f[9], f[10], bytes(data))
 
 
-@attrs.frozen
+@attrs.define
 class DataIn:
     """SCSI Data-In (0x25, RFC 7143 11.7); may carry status (S bit)."""
 
@@ -569,7 +574,7 @@ class DataIn:
         )  # fmt: skip
 
 
-@attrs.frozen
+@attrs.define
 class LogoutResponse:
     """Logout Response (0x26, RFC 7143 11.15)."""
 
@@ -593,7 +598,7 @@ class LogoutResponse:
         return cls(f[2], f[6], f[8], f[9], f[10], f[12] >> 16, f[12] & _M16)
 
 
-@attrs.frozen
+@attrs.define
 class R2T:
     """Ready To Transfer (0x31, RFC 7143 11.8)."""
 
@@ -620,7 +625,7 @@ class R2T:
         return cls(f[5], f[6], f[7], f[8], f[9], f[10], f[11], f[12], f[13])
 
 
-@attrs.frozen
+@attrs.define
 class AsyncMessage:
     """Asynchronous Message (0x32, RFC 7143 11.9); ITT is always 0xffffffff."""
 
@@ -653,7 +658,7 @@ class AsyncMessage:
         )  # fmt: skip
 
 
-@attrs.frozen
+@attrs.define
 class Reject:
     """Reject (0x3F, RFC 7143 11.17); ``data`` is the rejected PDU's header."""
 
