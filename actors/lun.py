@@ -368,7 +368,10 @@ class LogicalUnit:
 
     def submit(self, cmd: ScsiCommand, lun: int, read_only: bool) -> None:
         """Accept one command into the task set (atomic; never awaits)."""
-        state = self._state_for(cmd.nexus)
+        nexus = cmd.nexus
+        state = self._nexuses.get((nexus.initiator_port, nexus.target_port))
+        if state is None:
+            state = self._state_for(nexus)
         ctx = state.contexts.get((lun, read_only))
         if ctx is None:
             ctx = state.contexts[(lun, read_only)] = CommandContext(self, state, lun, read_only)
@@ -493,7 +496,8 @@ class LogicalUnit:
         cmd = task.cmd
         elapsed = time.perf_counter_ns() - task.started_ns
         read = min(len(data), cmd.expected_length) if data is not None else 0
-        error = status != Status.GOOD or task.cancelled
+        scope = task._scope  # (task.cancelled, without a property call per command)
+        error = status != Status.GOOD or (scope is not None and scope.cancel_called)
         # bytes that reached the device: a refused or failed write wrote nothing we vouch for
         is_write = cmd.direction == DataDirection.WRITE and not error
         written = cmd.transfer_length if is_write else 0
@@ -543,7 +547,9 @@ class LogicalUnit:
                 # here: NormACA=0, NACA=1 is refused) is a protocol error
                 raise ScsiError.check(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_MESSAGE_ERROR)
             device = self._device_source()
-            spec: OpSpec = self.table(device).lookup(cdb)
+            table = self._table if device is self._table_device else self.table(device)
+            assert table is not None
+            spec: OpSpec = table.lookup(cdb)
             writes = spec.writes_medium
             if writes and (task.ctx.read_only or device.read_only):
                 raise ScsiError.write_protected()

@@ -177,12 +177,13 @@ class FileStore:
         #: False once the kernel refused RWF_NOWAIT on buffered writes
         self._nowait_writes = bool(_NOWAIT)
         self._nowait_reads = bool(_NOWAIT)
-        #: plain inline pwrite allowed when RWF_NOWAIT is not (see module doc)
-        self.inline_writes = inline_writes
+        self._inline_writes = inline_writes
         #: tmpfs and friends: inline I/O copies memory and never stalls on a
         #: disk, so loop-time spent there (preemption on a busy machine) must
         #: not send I/O to threads
         self.memory_backed = not block_device and filesystem_type(path) in MEMORY_FILESYSTEMS
+        #: memory-backed and inline allowed: no RWF_NOWAIT try, no timing
+        self._memory_inline = self.memory_backed and inline_writes
         self._threads_until = 0.0
         self.stalls = 0
         self._closed = False
@@ -240,6 +241,16 @@ class FileStore:
         return self._read_only
 
     @property
+    def inline_writes(self) -> bool:
+        """Plain inline I/O allowed when RWF_NOWAIT is not (see module doc)."""
+        return self._inline_writes
+
+    @inline_writes.setter
+    def inline_writes(self, value: bool) -> None:
+        self._inline_writes = value
+        self._memory_inline = self.memory_backed and value
+
+    @property
     def fileno(self) -> int:
         return self._fd
 
@@ -254,7 +265,7 @@ class FileStore:
 
     def _inline_ok(self, size: int) -> bool:
         return (
-            self.inline_writes
+            self._inline_writes
             and size <= INLINE_WRITE_MAX
             and time.monotonic() >= self._threads_until
         )
@@ -268,6 +279,9 @@ class FileStore:
             self._threads_until = start + elapsed + STALL_BACKOFF
 
     def read_now(self, offset: int, buf: memoryview) -> bool:
+        if self._memory_inline and len(buf) <= INLINE_WRITE_MAX:
+            self._read_blocking(offset, buf)
+            return True
         if self._nowait_reads:
             try:
                 return bool(os.preadv(self._fd, [buf], offset, _NOWAIT) == len(buf))
@@ -300,6 +314,9 @@ class FileStore:
         if self._read_only:
             raise StoreReadOnlyError(errno.EROFS, "store is read-only", self.path)
         view = memoryview(data).cast("B")
+        if self._memory_inline and len(view) <= INLINE_WRITE_MAX:
+            self._write_blocking(offset, view, 0)
+            return True
         if self._nowait_writes:
             try:
                 return bool(os.pwritev(self._fd, [view], offset, _NOWAIT) == len(view))

@@ -93,7 +93,12 @@ class CmdSNWindow(Generic[T]):
 
     @property
     def max_cmdsn(self) -> int:
-        return sn_add(self._exp, self._depth - self._outstanding - 1)
+        return self.edges()[1]
+
+    def edges(self) -> tuple[int, int]:
+        """(ExpCmdSN, MaxCmdSN) as every response advertises them."""
+        exp = self._exp
+        return exp, (exp + self._depth - self._outstanding - 1) % SERIAL_MOD
 
     @property
     def outstanding(self) -> int:

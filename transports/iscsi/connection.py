@@ -301,7 +301,7 @@ class IscsiConnection:
         except OSError:
             self.abort()
             return
-        if sent < sum(len(b) for b in pending):
+        if sent < sum(map(len, pending)):
             self._channel([b"".join(pending)[sent:]])
 
     def _end_batch(self) -> None:
@@ -388,7 +388,7 @@ class IscsiConnection:
     def _windows(self) -> tuple[int, int]:
         w = self._window
         assert w is not None
-        return w.exp_cmdsn, w.max_cmdsn
+        return w.edges()
 
     # -- login phase ---------------------------------------------------------
     async def _login(self) -> LoginResult | None:
@@ -845,10 +845,12 @@ class IscsiConnection:
             and cmd.direction is DataDirection.READ
         ):
             # the common read: one Data-In carrying the data and the status
-            exp, mx = self._windows()
+            assert self._window is not None
+            exp, mx = self._window.edges()
+            statsn = self._statsn
+            self._statsn = (statsn + 1) & 0xFFFFFFFF
             header = P.BHS_STRUCT.pack(
-                0x25, 0x81, 0, 0, edtl, st.lun_raw, st.itt, RESERVED_TAG,
-                self._next_statsn(), exp, mx, 0, 0, 0,
+                0x25, 0x81, 0, 0, edtl, st.lun_raw, st.itt, RESERVED_TAG, statsn, exp, mx, 0, 0, 0,
             )  # fmt: skip
             if self._header_digest or self._data_digest or edtl & 3:
                 self._queue(self._frame(header, data))
