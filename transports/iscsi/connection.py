@@ -275,6 +275,10 @@ class IscsiConnection:
             return
         if self._batching:
             self._pending.extend(buffers)
+            if not self._reader.buffered:
+                # nothing more to work through: answer now, and do the rest of
+                # this command's bookkeeping while the initiator reads it
+                self._flush_pending()
             return
         self._channel(buffers)
 
@@ -355,20 +359,26 @@ class IscsiConnection:
             # try/finally here: a generator left suspended must not flush at
             # whatever moment it is collected; the consumers end the batch.)
             self._batching = True
+            before = self.stats_commands
             yield reader
             self._end_batch()
-            data = await receive(RECV_SIZE)
+            # One command or none in that chunk: a queue-depth-1 initiator has
+            # sent nothing since, so wait for bytes before trying to read them.
+            data = await receive(RECV_SIZE, self.stats_commands - before > 1)
             if not data:
                 return
             reader.feed(data)
 
-    async def _receive(self, size: int) -> bytes:
+    async def _receive(self, size: int, eager: bool = True) -> bytes:
         """``receive_some`` without its two scheduler passes when bytes are
         already waiting (the common case under load): read the socket directly
-        and park in ``wait_readable`` only when it is empty. Every
-        ``EAGER_READS`` reads in a row that found data, yield once, so a busy
-        connection cannot starve the others."""
+        and park in ``wait_readable`` only when it is empty (or, not ``eager``,
+        likely to be). Every ``EAGER_READS`` reads in a row that found data,
+        yield once, so a busy connection cannot starve the others."""
         fd = self.stream.socket.fileno()
+        if not eager:
+            self._eager = 0
+            await trio.lowlevel.wait_readable(fd)
         self._eager += 1
         if self._eager >= EAGER_READS:
             self._eager = 0
