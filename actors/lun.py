@@ -416,7 +416,12 @@ class LogicalUnit:
             faults = self._faults
             if faults is not None and faults.command_armed:
                 return False
-            if (self._ordered or self._writes_active) and self._blockers(task):
+            # (blockers are older tasks: with only this one active there are none)
+            if (
+                (self._ordered or self._writes_active)
+                and len(self._active) > 1
+                and self._blockers(task)
+            ):
                 return False
             # No checkpoint runs in here, so nothing can cancel it: the command is
             # atomic to every TMF (its scope is only made if it needs its task).

@@ -113,7 +113,9 @@ class _Xfer:
     def __init__(self, itt: int, lun_raw: int) -> None:
         self.itt = itt
         self.lun_raw = lun_raw
-        self.buf = bytearray()
+        #: the data-out: the immediate data itself when it is all the data,
+        #: else a buffer the Data-Outs fill
+        self.buf: bytearray | memoryview = bytearray()
         self.received = 0
         self.next_datasn = 0
         self.unsol_end = 0
@@ -654,8 +656,10 @@ class IscsiConnection:
                 st.unsol_end = dlen
             else:
                 st.unsol_end = min(edtl, params.first_burst_length)
-            st.buf = bytearray(data) if dlen == st.unsol_end else bytearray(st.unsol_end)
-            if dlen != st.unsol_end and dlen:
+            if dlen == edtl:
+                st.buf = memoryview(data)  # the received bytes themselves: no copy
+            else:
+                st.buf = bytearray(st.unsol_end)
                 st.buf[:dlen] = data
             st.received = dlen
             if dlen < st.unsol_end:
@@ -759,7 +763,9 @@ class IscsiConnection:
         if st.failed:
             raise _data_phase_error()
         if total > len(st.buf):
-            st.buf.extend(bytes(total - len(st.buf)))
+            grown = bytearray(total)
+            grown[: len(st.buf)] = st.buf
+            st.buf = grown
         offset = max(st.unsol_end, st.received)
         if offset < total:
             await self._solicit(cmd, st, offset, total, params)
