@@ -73,8 +73,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(logging.DEBUG if args.verbose else config.log_level.as_logging_level)
     try:
         from supervision.daemon import StartupError, serve
+        from supervision.malloc_tuning import tune_malloc
     except ImportError as exc:
         return _fail(f"the daemon is not available: {exc}", EXIT_FAILURE)
+    tune_malloc()  # this process is the daemon: its allocator serves the datapath
     log.info(
         "starting pyscst %s: %d device(s), %d target(s), state in %s",
         _version(), len(config.devices), len(config.targets), config.state_dir,
