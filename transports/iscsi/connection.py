@@ -139,6 +139,8 @@ class IscsiConnection:
         self.name = name
         self._faults = faults
         self.stream = stream
+        #: the socket's descriptor, for the reader's direct read and writev
+        self._fd = stream.socket.fileno()
         self.host = host
         self._reader = PduReader(max_recv_data_segment_length=LOGIN_MAX_RECV)
         self._out_send, self._out_recv = trio.open_memory_channel[list[Buffer]](math.inf)
@@ -297,11 +299,13 @@ class IscsiConnection:
         if not pending:
             return
         self._pending = []
-        if self._writer_busy:
+        if self._writer_busy or self._dead:
+            # (after teardown the descriptor may be closed and reused: never
+            # write to it; the closed writer channel drops the bytes)
             self._channel(pending)
             return
         try:
-            sent = os.writev(self.stream.socket.fileno(), pending[:IOV_MAX])
+            sent = os.writev(self._fd, pending[:IOV_MAX])
         except BlockingIOError:
             sent = 0
         except OSError:
@@ -377,7 +381,7 @@ class IscsiConnection:
         and park in ``wait_readable`` only when it is empty (or, not ``eager``,
         likely to be). Every ``EAGER_READS`` reads in a row that found data,
         yield once, so a busy connection cannot starve the others."""
-        fd = self.stream.socket.fileno()
+        fd = self._fd
         if not eager:
             self._eager = 0
             await trio.lowlevel.wait_readable(fd)
