@@ -660,8 +660,11 @@ class IscsiConnection:
                 st.unsol_end = dlen
             else:
                 st.unsol_end = min(edtl, params.first_burst_length)
-            if dlen == edtl:
-                st.buf = memoryview(data)  # the received bytes themselves: no copy
+            if dlen == st.unsol_end:
+                # no unsolicited Data-Out to come: the received bytes themselves,
+                # uncopied (whatever R2Ts bring later is copied once, in
+                # receive_data, into a buffer of the validated length)
+                st.buf = memoryview(data)
             else:
                 st.buf = bytearray(st.unsol_end)
                 st.buf[:dlen] = data
