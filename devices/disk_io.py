@@ -156,9 +156,13 @@ async def _write_checked(
             return lba, 0, None
     # FUA is byte 1 bit 3 where the table allows it (not READ/WRITE(6), where
     # those bits are LBA, nor WRITE AND VERIFY, where the mask forbids it)
-    fua = cdb[0] >= 0x20 and bool(cdb[1] & 0x08)
+    fua = (cdb[0] >= 0x20 and bool(cdb[1] & 0x08)) or not dev.write_cache
+    offset = lba << dev.block_shift
     try:
-        await dev.store.write(lba << dev.block_shift, data, fua=fua or not dev.write_cache)
+        # the data just arrived (an await): take it into the cache without
+        # another trip through the scheduler when the store can
+        if fua or not dev.store.write_now(offset, data):
+            await dev.store.write(offset, data, fua=fua)
     except OSError as exc:
         raise io_error(exc, lba, writing=True) from exc
     return lba, n, data

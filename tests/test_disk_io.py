@@ -243,9 +243,22 @@ async def test_fua_and_write_through_reach_store() -> None:
     seen: list[bool] = []
 
     class Spy(MemoryStore):
+        """Records how each write reached it: True only for a durable write."""
+
+        inside_write = False
+
         async def write(self, offset: int, data: Buffer, fua: bool = False) -> None:
             seen.append(fua)
-            await super().write(offset, data, fua)
+            self.inside_write = True
+            try:
+                await super().write(offset, data, fua)
+            finally:
+                self.inside_write = False
+
+        def write_now(self, offset: int, data: Buffer) -> bool:
+            if not self.inside_write:
+                seen.append(False)  # into the cache: never durable
+            return super().write_now(offset, data)
 
     d = DiskDevice("s", Spy(BLOCKS * BS))
     await run_cdb(d, write10(0, 1), data_out=bytes(BS))
