@@ -28,7 +28,7 @@ def bucket_of(ns: int) -> int:
         return max(ns, 0)
     bits = ns.bit_length()
     index = (bits - SUB_BITS) << SUB_BITS | (ns >> (bits - 1 - SUB_BITS)) & ((1 << SUB_BITS) - 1)
-    return min(index, BUCKETS - 1)
+    return index if index < BUCKETS else BUCKETS - 1
 
 
 def bucket_upper_ns(index: int) -> int:

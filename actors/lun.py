@@ -500,7 +500,11 @@ class LogicalUnit:
         """Statistics of one finished command: LU totals and its nexus' share."""
         cmd = task.cmd
         elapsed = time.perf_counter_ns() - task.started_ns
-        read = min(len(data), cmd.expected_length) if data is not None else 0
+        read = 0
+        if data is not None:
+            read = len(data)
+            if read > cmd.expected_length:
+                read = cmd.expected_length
         scope = task._scope  # (task.cancelled, without a property call per command)
         error = status != Status.GOOD or (scope is not None and scope.cancel_called)
         # bytes that reached the device: a refused or failed write wrote nothing we vouch for
@@ -519,7 +523,8 @@ class LogicalUnit:
     def _retire(self, task: Task) -> None:
         task.finished = True
         self._active.pop(task.seq, None)
-        self._ordered.pop(task.seq, None)
+        if self._ordered:
+            self._ordered.pop(task.seq, None)
         if task.writes:
             self._writes_active -= 1
         tasks = task.state.tasks

@@ -508,10 +508,11 @@ class IscsiConnection:
         command_pdu = P.ScsiCommand
         admit = self._admit_command
         deliver = self._deliver
+        next_event = self._reader.next_event
         ready: list[Any] | Rejected | None
         try:
-            async for chunk in self._chunks():
-                for event in chunk:
+            async for _chunk in self._chunks():
+                while (event := next_event()) is not None:
                     if debug:
                         log.debug("%s: <- %r", self.peer, event)
                     if (
