@@ -142,7 +142,8 @@ def _port_open(host: str, port: int) -> bool:
 def start_daemon(
     config_path: Path, *, host: str, port: int, target: str, startup_timeout: float = 30.0
 ) -> tuple[subprocess.Popen[bytes], RunningDaemon]:
-    """Start ``pyscst serve`` and wait for its portal; DaemonError if it never comes up."""
+    """Start ``pyscst serve`` and wait for its portal and control socket (opened
+    last, just after the portals); DaemonError if they never come up."""
     config = load_config(config_path)
     stderr_path = config_path.parent / "daemon.stderr"
     env = dict(os.environ)
@@ -166,7 +167,7 @@ def start_daemon(
         pid=proc.pid,
     )
     deadline = time.monotonic() + startup_timeout
-    while not _port_open(host, port):
+    while not (_port_open(host, port) and config.control_socket.exists()):
         code = proc.poll()
         if code is not None:
             raise DaemonError(
@@ -176,7 +177,8 @@ def start_daemon(
         if time.monotonic() > deadline:
             _kill(proc)
             raise DaemonError(
-                f"pyscst serve did not listen on {host}:{port} within {startup_timeout:.0f}s; "
+                f"pyscst serve did not open {host}:{port} and its control socket "
+                f"within {startup_timeout:.0f}s; "
                 f"stderr ({stderr_path}):\n{_tail(info.stderr_text())}"
             )
         time.sleep(0.05)
