@@ -881,6 +881,22 @@ class IscsiConnection:
             else:
                 self._queue([header, data])
             return
+        if (
+            data is None
+            and sense is None
+            and status == 0
+            and cmd.transfer_length == edtl
+            and not self._header_digest
+        ):
+            # the common write (or a no-data command): GOOD, nothing left over
+            assert self._window is not None
+            exp, mx = self._window.edges()
+            statsn = self._statsn
+            self._statsn = (statsn + 1) & 0xFFFFFFFF
+            self._queue(
+                [P.BHS_STRUCT.pack(0x21, 0x80, 0, 0, 0, 0, st.itt, 0, statsn, exp, mx, 0, 0, 0)]
+            )
+            return
         exp, mx = self._windows()
         itt = st.itt
         if data is not None and cmd.direction is DataDirection.READ:
