@@ -274,6 +274,36 @@ async def test_i_t_nexus_reset_touches_only_the_issuing_nexus(tmp_path: Path) ->
             assert (await b.execute(1, TUR)).status == GOOD
 
 
+async def test_commands_held_for_cmdsn_order_are_tasks_too(tmp_path: Path) -> None:
+    """A command received but held behind a CmdSN gap has not reached its LU, yet
+    it is a task of the nexus: QUERY TASK and QUERY TASK SET find it, and
+    I_T NEXUS RESET aborts it, so it never runs once the gap is filled."""
+    async with tmf_daemon(tmp_path) as (daemon, port):
+        async with await connect(port, NAME_A) as a:
+            await settle(a)
+            await daemon.control_ops["fault.add"](
+                {"action": "pdu_drop", "pdus": ["scsi_command"], "times": 1}
+            )
+            lost_cmdsn = a.cmdsn
+            lost = a.submit(0, read10(1), read_length=BS)  # dropped: a CmdSN gap
+            held = a.submit(0, read10(2), read_length=BS)  # arrives, waits behind the gap
+            with trio.fail_after(2):
+                while await a.task_management(QUERY_TASK, 0, held) != SUCCEEDED:
+                    await trio.sleep(0.01)
+            assert await a.task_management(QUERY_TASK_SET, 0) == SUCCEEDED
+            assert await a.task_management(QUERY_TASK, 1, held) == COMPLETE  # not that LUN
+            assert await a.task_management(QUERY_TASK, 0, lost) == COMPLETE  # never received
+            assert await a.task_management(I_T_NEXUS_RESET, 0) == COMPLETE
+            assert await a.task_management(QUERY_TASK, 0, held) == COMPLETE  # gone
+            assert await a.task_management(QUERY_TASK_SET, 0) == COMPLETE
+            # ABORT TASK of the lost command fills the gap (RFC 7143 4.2.3.3):
+            # the held one is released and must not run
+            assert await a.task_management(ABORT_TASK, 0, lost, refcmdsn=lost_cmdsn) == COMPLETE
+            await assert_silent(a, held)
+            assert ua_of(await a.execute(0, TUR)) == (UNIT_ATTENTION, 0x29, 0x07)
+            assert (await a.execute(0, TUR)).status == GOOD
+
+
 # -- queries and the rest ----------------------------------------------------------------------
 
 

@@ -1076,9 +1076,15 @@ class IscsiConnection:
         elif function in (2, 4, 5):  # ABORT TASK SET, CLEAR TASK SET, LUN RESET
             self._drop_undelivered(lambda c: c.lun == lun)
             response = await session.task_management(function, -1 if lun is None else lun, 0)
-        elif function in (6, 7):
+        elif function in (6, 7, 11):  # TARGET WARM/COLD RESET, I_T NEXUS RESET
             self._drop_undelivered(lambda c: True)
             response = await session.task_management(function, 0, 0)
+        elif function in (9, 10) and lun in session.luns and self._undelivered(
+            lambda c: c.lun == lun and (function == 10 or c.tag == pdu.referenced_task_tag)
+        ):
+            # QUERY TASK / QUERY TASK SET: a command received and waiting for
+            # its CmdSN turn is a task of this nexus too
+            response = 7
         else:
             response = await session.task_management(
                 function, -1 if lun is None else lun, pdu.referenced_task_tag
@@ -1120,11 +1126,19 @@ class IscsiConnection:
             return 0
         return 1
 
-    def _drop_undelivered(self, match: Callable[[ScsiCommand], bool]) -> None:
-        for cmd in list(self._itt.values()):
+    def _undelivered(self, match: Callable[[ScsiCommand], bool]) -> list[ScsiCommand]:
+        """Commands received on this connection and still held for CmdSN order
+        (the LU has not seen them): TMFs must count them too."""
+        found = []
+        for cmd in self._itt.values():
             st: _Xfer = cmd.transport_state  # type: ignore[assignment]
-            if not st.delivered and match(cmd):
-                st.aborted = True
+            if not st.delivered and not st.aborted and match(cmd):
+                found.append(cmd)
+        return found
+
+    def _drop_undelivered(self, match: Callable[[ScsiCommand], bool]) -> None:
+        for cmd in self._undelivered(match):
+            cmd.transport_state.aborted = True  # type: ignore[attr-defined]
 
     # -- text and logout ------------------------------------------------------------
     def _on_text(self, pdu: P.TextRequest) -> None:
