@@ -359,6 +359,7 @@ class IscsiConnection:
         """
         reader = self._reader
         receive = self._receive
+        full = True
         while True:
             # Output made while we work through what arrived waits in _pending
             # and goes out in one write before we wait for more bytes. (No
@@ -368,11 +369,12 @@ class IscsiConnection:
             before = self.stats_commands
             yield reader
             self._end_batch()
-            # One command or none in that chunk: a queue-depth-1 initiator has
-            # sent nothing since, so wait for bytes before trying to read them.
-            data = await receive(RECV_SIZE, self.stats_commands - before > 1)
+            # A short chunk with one command or none: a queue-depth-1 initiator
+            # has sent nothing since, so wait for bytes before trying to read.
+            data = await receive(RECV_SIZE, full or self.stats_commands - before > 1)
             if not data:
                 return
+            full = len(data) == RECV_SIZE
             reader.feed(data)
 
     async def _receive(self, size: int, eager: bool = True) -> bytes:
