@@ -18,7 +18,7 @@ import itertools
 import logging
 import math
 import os
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import trio
@@ -172,6 +172,8 @@ class IscsiConnection:
         self._nursery: trio.Nursery | None = None
         #: set by a Logout or a fatal protocol error: read no further PDUs
         self._stop_reading = False
+        #: the last read filled its buffer: more is probably waiting
+        self._last_full = True
         self.peer = _peer(stream)
         self.local = _local(stream)
         self.stats_commands = 0
@@ -350,32 +352,24 @@ class IscsiConnection:
         data = pdu.data if dlen else None
         self._queue(self._frame(header, data))
 
-    async def _chunks(self) -> AsyncIterator[PduReader]:
-        """Yield the reader once per received chunk; iterate it for the PDUs
-        (and ProtocolError events) that chunk completed.
-
-        One async-generator step per chunk rather than per PDU: at depth 32 a
-        chunk holds a dozen commands or more.
-        """
-        reader = self._reader
-        receive = self._receive
-        full = True
-        while True:
-            # Output made while we work through what arrived waits in _pending
-            # and goes out in one write before we wait for more bytes. (No
-            # try/finally here: a generator left suspended must not flush at
-            # whatever moment it is collected; the consumers end the batch.)
-            self._batching = True
-            before = self.stats_commands
-            yield reader
-            self._end_batch()
-            # A short chunk with one command or none: a queue-depth-1 initiator
-            # has sent nothing since, so wait for bytes before trying to read.
-            data = await receive(RECV_SIZE, full or self.stats_commands - before > 1)
-            if not data:
-                return
-            full = len(data) == RECV_SIZE
-            reader.feed(data)
+    async def _refill(self, commands_before: int) -> bool:
+        """Send what the last chunk produced, then wait for and take in the next
+        one; False at end of stream. The readers call it each time the
+        ``PduReader`` has no complete PDU left (no async generator in between:
+        at queue depth 1 every layer is paid once per command)."""
+        self._end_batch()
+        # A short chunk with one command or none: a queue-depth-1 initiator
+        # has sent nothing since, so wait for bytes before trying to read.
+        eager = self._last_full or self.stats_commands - commands_before > 1
+        data = await self._receive(RECV_SIZE, eager)
+        if not data:
+            return False
+        self._last_full = len(data) == RECV_SIZE
+        self._reader.feed(data)
+        # Output made while we work through what arrived waits in _pending
+        # and goes out in one write before we wait for more bytes.
+        self._batching = True
+        return True
 
     async def _receive(self, size: int, eager: bool = True) -> bytes:
         """``receive_some`` without its two scheduler passes when bytes are
@@ -420,9 +414,12 @@ class IscsiConnection:
             return None
         self._reader.feed(opening)
         first = True
+        next_event = self._reader.next_event
+        self._batching = True
         try:
-            async for chunk in self._chunks():
-                for event in chunk:
+            while True:
+                before = self.stats_commands
+                while (event := next_event()) is not None:
                     if isinstance(event, ProtocolError) or not isinstance(event, P.LoginRequest):
                         log.info("%s: not a login request during login: %r", self.peer, event)
                         return None
@@ -479,9 +476,10 @@ class IscsiConnection:
                             return None
                         self._window = CmdSNWindow(event.cmdsn, depth)
                         return reply.result
+                if not await self._refill(before):
+                    return None
         finally:
             self._end_batch()  # the last Login Response goes out now
-        return None
 
     # -- full feature phase -------------------------------------------------------
     async def _full_feature(self, result: LoginResult) -> None:
@@ -512,8 +510,10 @@ class IscsiConnection:
         deliver = self._deliver
         next_event = self._reader.next_event
         ready: list[Any] | Rejected | None
+        self._batching = True
         try:
-            async for _chunk in self._chunks():
+            while True:
+                before = self.stats_commands
                 while (event := next_event()) is not None:
                     if debug:
                         log.debug("%s: <- %r", self.peer, event)
@@ -542,9 +542,11 @@ class IscsiConnection:
                         deliver(item)
                     if self._stop_reading:
                         return
+                if not await self._refill(before):
+                    return
         finally:
-            # a return (logout, fatal error) leaves the generator suspended:
-            # what the last chunk produced (the Logout Response) still goes out
+            # a return (logout, fatal error): what the last chunk produced (the
+            # Logout Response) still goes out
             self._end_batch()
 
     def _arrival(self, event: Any, discovery: bool) -> list[Any] | Rejected | None:
