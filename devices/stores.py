@@ -255,7 +255,7 @@ class FileStore:
         return self._fd
 
     def _read_blocking(self, offset: int, buf: memoryview) -> None:
-        done = 0
+        done = os.preadv(self._fd, [buf], offset)  # (all of it, nearly always)
         while done < len(buf):
             n = os.preadv(self._fd, [buf[done:]], offset + done)
             if n == 0:  # past EOF of a shrunk file: the rest reads as zeros
