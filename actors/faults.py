@@ -155,14 +155,19 @@ class Match:
     lba: tuple[int, int] | None = None  # first and last LBA, inclusive: overlap matches
     direction: Direction | None = None
     pdus: frozenset[str] = frozenset()  # transport rules: PDU kinds (PDU_NAMES)
-    #: command rules: the target portal ("host:port", fnmatch glob) the command came in on
+    #: the target portal ("host:port", fnmatch glob) the command or PDU came in on
     portal: str | None = None
 
-    def names_match(self, initiator: str, target: str | None) -> bool:
+    def names_match(self, initiator: str, target: str | None, portal: str | None) -> bool:
+        """Where it happens: target, initiator and portal (every rule has these)."""
         if self.target is not None and (target is None or target.lower() != self.target.lower()):
             return False
         if self.initiator is not None and not fnmatch.fnmatchcase(
             initiator.lower(), self.initiator.lower()
+        ):
+            return False
+        if self.portal is not None and (
+            portal is None or not fnmatch.fnmatchcase(portal, self.portal)
         ):
             return False
         return True
@@ -178,15 +183,11 @@ class Match:
             return False
         if self.direction is not None and f.direction is not self.direction:
             return False
-        if self.portal is not None and (
-            f.portal is None or not fnmatch.fnmatchcase(f.portal, self.portal)
-        ):
-            return False
         if self.lba is not None:
             first, last = self.lba
             if f.nblocks <= 0 or f.lba > last or f.lba + f.nblocks - 1 < first:
                 return False
-        return self.names_match(f.initiator, f.target)
+        return self.names_match(f.initiator, f.target, f.portal)
 
 
 @attrs.frozen
@@ -474,7 +475,9 @@ class FaultEngine:
                   CRASH_PERIOD)  # fmt: skip
         return False
 
-    def on_pdu(self, kind: int, initiator: str, target: str | None, now: float) -> Injection | None:
+    def on_pdu(
+        self, kind: int, initiator: str, target: str | None, portal: str | None, now: float
+    ) -> Injection | None:
         """The fault (if any) for one PDU (``kind``: its opcode) in either direction."""
         name = PDU_KINDS.get(kind)
         for state in self._by_hook[Hook.PDU]:
@@ -483,29 +486,33 @@ class FaultEngine:
                 continue
             if kind < FIRST_TARGET_OPCODE and state.rule.action.kind is ActionKind.DIGEST_ERROR:
                 continue  # only what the target sends gets a bad digest
-            if m.names_match(initiator, target) and state.fires(now):
+            if m.names_match(initiator, target, portal) and state.fires(now):
                 injection = Injection(state.rule.id, state.rule.action, delay=self._delay(state))
-                self._record(
-                    state, injection, {"initiator": initiator, "target": target, "pdu": name}
-                )
+                where = {"initiator": initiator, "target": target, "portal": portal}
+                self._record(state, injection, {**where, "pdu": name})
                 return injection
         return None
 
-    def on_nop(self, initiator: str, target: str | None, now: float) -> Injection | None:
+    def on_nop(
+        self, initiator: str, target: str | None, portal: str | None, now: float
+    ) -> Injection | None:
         """Whether (and how long) to withhold the NOP-In answering a NOP-Out ping."""
-        return self._simple(Hook.NOP, initiator, target, now)
+        return self._simple(Hook.NOP, initiator, target, portal, now)
 
-    def on_login(self, initiator: str, target: str | None, now: float) -> Injection | None:
+    def on_login(
+        self, initiator: str, target: str | None, portal: str | None, now: float
+    ) -> Injection | None:
         """Whether to refuse a login that would otherwise succeed."""
-        return self._simple(Hook.LOGIN, initiator, target, now)
+        return self._simple(Hook.LOGIN, initiator, target, portal, now)
 
     def _simple(
-        self, hook: Hook, initiator: str, target: str | None, now: float
+        self, hook: Hook, initiator: str, target: str | None, portal: str | None, now: float
     ) -> Injection | None:
         for state in self._by_hook[hook]:
-            if state.rule.match.names_match(initiator, target) and state.fires(now):
+            if state.rule.match.names_match(initiator, target, portal) and state.fires(now):
                 injection = Injection(state.rule.id, state.rule.action, delay=self._delay(state))
-                self._record(state, injection, {"initiator": initiator, "target": target})
+                where = {"initiator": initiator, "target": target, "portal": portal}
+                self._record(state, injection, where)
                 return injection
         return None
 

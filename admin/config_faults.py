@@ -88,8 +88,8 @@ class RawFault:
 
 
 _COMMON = {"action", "id", "enabled", "probability", "seed", "every", "after", "times", "window"}
-_NAMES = {"target", "initiator"}
-_COMMAND_MATCH = {"device", "lun", "opcodes", "op_class", "lba", "direction", "portal"}
+_NAMES = {"target", "initiator", "portal"}
+_COMMAND_MATCH = {"device", "lun", "opcodes", "op_class", "lba", "direction"}
 _SENSE = {"sense_key", "asc", "ascq"}
 #: the action-specific keys each action accepts (besides _COMMON and its match keys)
 ACTION_KEYS: dict[ActionKind, set[str]] = {

@@ -133,9 +133,9 @@ def test_injected_crashes_stay_below_the_supervisor_restart_limit() -> None:
 
 def test_digest_errors_only_on_pdus_the_target_sends() -> None:
     e = FaultEngine([FaultRule("d", Action(ActionKind.DIGEST_ERROR), trigger=Trigger(times=1))])
-    assert e.on_pdu(0x01, "iqn.2026-11.org.x:a", "t", 0.0) is None  # SCSI Command: incoming
-    assert e.on_pdu(0x05, "iqn.2026-11.org.x:a", "t", 0.0) is None  # Data-Out
-    assert e.on_pdu(0x21, "iqn.2026-11.org.x:a", "t", 0.0) is not None  # SCSI Response
+    assert e.on_pdu(0x01, "iqn.2026-11.org.x:a", "t", None, 0.0) is None  # SCSI Command: incoming
+    assert e.on_pdu(0x05, "iqn.2026-11.org.x:a", "t", None, 0.0) is None  # Data-Out
+    assert e.on_pdu(0x21, "iqn.2026-11.org.x:a", "t", None, 0.0) is not None  # SCSI Response
     assert e.status()[0]["matches"] == 1 and e.status()[0]["injections"] == 1
     assert parse({"action": "digest_error", "pdus": ["data_in", "data_out"]})[1] == [
         'faults[0].pdus[1]: not sent by the target: "data_out" (one of async_message, data_in, '
@@ -181,8 +181,9 @@ def test_schema_errors_have_key_paths() -> None:
         "faults[0].lba: expected [first] or [first, last] with 0 <= first <= last < 2**64",
         "faults[0].probability: expected 0..1, got 2.0",
     ]
-    assert parse({"action": "refuse_login", "portal": "*:1"})[1] == [
-        "faults[0].portal: does not apply to action refuse_login"
+    assert parse({"action": "refuse_login", "portal": "*:1"})[1] == []  # any rule has one
+    assert parse({"action": "refuse_login", "lun": 0})[1] == [
+        "faults[0].lun: does not apply to action refuse_login"
     ]
     assert parse({"action": "hang", "portal": "a b"})[1] == [
         'faults[0].portal: expected "host:port" or a glob such as "*:3261"'

@@ -291,6 +291,36 @@ luns = [{{ lun = 0, device = "disk0" }}]
         await cleared_and_healthy(daemon, port)
 
 
+async def test_transport_rules_match_one_portal(tmp_path: Path) -> None:
+    """Transport rules take ``portal`` too: one path of a two-portal target
+    refuses logins and leaves pings unanswered while the other path works."""
+    port_b = free_port()
+    portals = f'"127.0.0.1:@PORT@", "127.0.0.1:{port_b}"'
+    async with daemon_with(tmp_path, portals=portals) as (daemon, port):
+
+        def connect(on: int) -> Any:
+            return Initiator.connect("127.0.0.1", on, initiator_name=INITIATOR, target_name=TARGET)
+
+        async with await connect(port) as a, await connect(port_b) as b:
+            await op(daemon, "fault.add", {"id": "b-mute", "action": "nop_stall",
+                                           "portal": f"*:{port_b}"})  # fmt: skip
+            await op(daemon, "fault.add", {"id": "b-refused", "action": "refuse_login",
+                                           "portal": f"127.0.0.1:{port_b}"})  # fmt: skip
+            assert await a.nop(b"a") == b"a"
+            with trio.move_on_after(0.5) as stuck:
+                await b.nop(b"b")
+            assert stuck.cancelled_caught
+        with pytest.raises(LoginError):
+            async with await connect(port_b):
+                pass
+        async with await connect(port) as again:
+            assert await again.nop(b"still") == b"still"
+        for rule in ("b-mute", "b-refused"):
+            [stats] = await op(daemon, "fault.stats", {"id": rule})
+            assert [hit["portal"] for hit in stats["recent"]] == [f"127.0.0.1:{port_b}"]
+        await cleared_and_healthy(daemon, port)
+
+
 async def test_portal_match_fails_one_path_of_a_target(tmp_path: Path) -> None:
     """One target on two portals (two paths): commands arriving on the second
     portal hang, the first portal's keep being served; the log names the portal."""

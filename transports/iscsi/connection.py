@@ -25,6 +25,7 @@ import trio
 
 from actors import faults_iscsi
 from actors.faults import ActionKind, FaultEngine
+from actors.faults_lu import portal_of
 from actors.session import LunMapping, Session
 from actors.target import SessionInfo
 from scsi.command import Buffer, DataDirection, ScsiCommand, TaskAttribute
@@ -176,6 +177,8 @@ class IscsiConnection:
         self._last_full = True
         self.peer = _peer(stream)
         self.local = _local(stream)
+        #: the target portal this connection came in on, as fault rules name it
+        self.portal = portal_of(self)
         self.stats_commands = 0
 
     # -- actor plumbing -------------------------------------------------
@@ -989,7 +992,9 @@ class IscsiConnection:
         if login is None or not buffers:
             return False
         kind = buffers[0][0] & 0x3F
-        hit = faults.on_pdu(kind, login.initiator_name, login.target_name, trio.current_time())
+        hit = faults.on_pdu(
+            kind, login.initiator_name, login.target_name, self.portal, trio.current_time()
+        )
         if hit is None:
             return False
         action = hit.action.kind
@@ -1014,7 +1019,7 @@ class IscsiConnection:
         login = self.login
         assert login is not None
         now = trio.current_time()
-        hit = faults.on_pdu(pdu.opcode, login.initiator_name, login.target_name, now)
+        hit = faults.on_pdu(pdu.opcode, login.initiator_name, login.target_name, self.portal, now)
         if hit is None or hit.action.kind is ActionKind.DIGEST_ERROR:
             return False
         if hit.action.kind is ActionKind.PDU_DELAY:
@@ -1029,7 +1034,9 @@ class IscsiConnection:
         """Withhold (or delay) the NOP-In answering a ping; True when withheld."""
         login = self.login
         assert login is not None
-        hit = faults.on_nop(login.initiator_name, login.target_name, trio.current_time())
+        hit = faults.on_nop(
+            login.initiator_name, login.target_name, self.portal, trio.current_time()
+        )
         if hit is None:
             return False
         if not pdu.immediate:
@@ -1053,7 +1060,9 @@ class IscsiConnection:
         self, faults: FaultEngine, result: LoginResult, event: Any, version: int
     ) -> bool:
         """Answer a login that would succeed with 03/01 (service unavailable)."""
-        hit = faults.on_login(result.initiator_name, result.target_name, trio.current_time())
+        hit = faults.on_login(
+            result.initiator_name, result.target_name, self.portal, trio.current_time()
+        )
         if hit is None:
             return False
         self._send_pdu(
