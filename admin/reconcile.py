@@ -54,6 +54,9 @@ class Plan:
     portals_added: tuple[tuple[str, int], ...] = ()
     portals_removed: tuple[tuple[str, int], ...] = ()
     restart_required: tuple[str, ...] = ()
+    #: the [iscsi] table changed: what the portals offer to new logins (sessions
+    #: already logged in keep what they negotiated, as RFC 7143 has it)
+    iscsi_changed: bool = False
     log_level: str | None = None
     in_use: tuple[str, ...] = ()  # what live sessions would lose
 
@@ -77,6 +80,7 @@ class Plan:
             "portals_added": [_address(a) for a in self.portals_added],
             "portals_removed": [_address(a) for a in self.portals_removed],
             "restart_required": list(self.restart_required),
+            "iscsi_changed": self.iscsi_changed,
             "log_level": self.log_level,
         }
 
@@ -128,7 +132,7 @@ def plan(daemon: Daemon, old: Config, new: Config) -> Plan:
     portals_removed = tuple(sorted(_addresses(old) - _addresses(new)))
     losses = _losses(daemon, new, replaced_names) + _cut_off(daemon, portals_removed)
     restart = []
-    for key in ("iscsi", "state_dir", "control_socket"):
+    for key in ("state_dir", "control_socket"):
         if getattr(old, key) != getattr(new, key):
             restart.append(key)
     return Plan(
@@ -143,6 +147,7 @@ def plan(daemon: Daemon, old: Config, new: Config) -> Plan:
         portals_added=tuple(sorted(_addresses(new) - _addresses(old))),
         portals_removed=portals_removed,
         restart_required=tuple(restart),
+        iscsi_changed=old.iscsi != new.iscsi,
         log_level=new.log_level.value if new.log_level != old.log_level else None,
         in_use=tuple(losses),
     )
@@ -265,6 +270,8 @@ async def apply(daemon: Daemon, p: Plan, new: Config) -> None:
     for host, port in p.portals_removed:
         if (host, port) in daemon.portal_index:
             await daemon.remove_portal(host, port)
+    if p.iscsi_changed:
+        daemon.offer_iscsi_settings()
     if p.log_level is not None:
         logging.getLogger().setLevel(new.log_level.as_logging_level)
 

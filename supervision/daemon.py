@@ -105,6 +105,12 @@ class Daemon:
         self.portal_index[(host, port)] = (portal, child)
         return portal
 
+    def offer_iscsi_settings(self) -> None:
+        """Every portal negotiates new logins from ``config.iscsi`` (after a reload)."""
+        iscsi = self.config.iscsi
+        for portal in self.portals:
+            portal.offer(iscsi_limits(iscsi), iscsi.queue_depth)
+
     async def remove_portal(self, host: str, port: int) -> None:
         """Stop listening on an address; its connections end."""
         portal, child = self.portal_index.pop((host, port))

@@ -26,7 +26,15 @@ import pytest
 import trio
 
 from admin.client import AsyncClient
-from tests.cdbs import READ_CAPACITY_10, REPORT_LUNS, TUR, luns_of, sense_triplet, write10
+from tests.cdbs import (
+    READ_CAPACITY_10,
+    REPORT_LUNS,
+    TUR,
+    luns_of,
+    read10,
+    sense_triplet,
+    write10,
+)
 from tests.daemon import REPO_ROOT, RunningDaemon, running_daemon_async
 from transports.iscsi.initiator import ConnectionLost, Initiator, InitiatorError
 
@@ -421,6 +429,35 @@ async def test_device_remove_needs_force_and_spares_other_sessions(tmp_path: Pat
 INQUIRY_SERIAL = bytes((0x12, 0x01, 0x80, 0x00, 0xFF, 0x00))
 
 
+async def test_reload_offers_new_iscsi_settings_to_new_logins(tmp_path: Path) -> None:
+    """A changed [iscsi] table applies on reload, no restart: new logins negotiate
+    from it, sessions already logged in keep what they negotiated."""
+    async with running_daemon_async(tmp_path, target=TARGET, devices=DEVICES, luns=LUNS) as d:
+        admin = admin_for(d)
+        async with login(d) as before:
+            assert before.negotiated["MaxBurstLength"] == "262144"  # what we offered
+            assert before.maxcmdsn - before.expcmdsn + 1 == 128
+            text = d.config_path.read_text()
+            edited = text.replace(
+                "[iscsi]\n",
+                "[iscsi]\nmax_burst_length = 65536\nfirst_burst_length = 65536\nqueue_depth = 16\n",
+            )
+            assert edited != text
+            d.config_path.write_text(edited)
+            reply = await admin.ok("reload")
+            assert reply["changes"]["iscsi_changed"] is True
+            assert reply["changes"]["restart_required"] == []
+            async with login(d) as after:
+                assert after.negotiated["MaxBurstLength"] == "65536"
+                assert after.maxcmdsn - after.expcmdsn + 1 == 16
+                data = os.urandom(256 * 1024)  # several bursts of the new length
+                r = await after.execute(0, write10(0, len(data) // 512), data_out=data)
+                assert r.status == 0
+            r = await before.execute(0, read10(0, 512), read_length=len(data))
+            assert r.status == 0 and r.data == data
+            assert (await before.execute(0, TUR)).status == 0
+
+
 async def test_reload_replaces_a_changed_device_only_with_force(tmp_path: Path) -> None:
     async with running_daemon_async(tmp_path, target=TARGET, devices=DEVICES, luns=LUNS) as d:
         admin = admin_for(d)
@@ -446,13 +483,14 @@ async def test_reload_replaces_a_changed_device_only_with_force(tmp_path: Path) 
             assert sense_triplet(r.sense) == (0x6, 0x3F, 0x0E)
             r = await ini.execute(0, INQUIRY_SERIAL, read_length=255)
             assert r.data[4 : 4 + r.data[3]].decode() == "REPLACED1" != old_serial
-            # login parameters are fixed at start: a reload says so instead of pretending
-            with_depth = edited.replace("[iscsi]\n", "[iscsi]\nqueue_depth = 64\n")
-            assert with_depth != edited
-            config.write_text(with_depth)
+            # the control socket is fixed at start: a reload says so instead of pretending
+            moved = f'control_socket = "{d.state_dir / "other.sock"}"\n' + edited
+            config.write_text(moved)
             reply = await admin.ok("reload")
-            assert reply["changes"]["restart_required"] == ["iscsi"]
-            assert "changed iscsi: takes effect when the daemon restarts" in d.stderr_text()
+            assert reply["changes"]["restart_required"] == ["control_socket"]
+            assert "changed control_socket: takes effect when the daemon restarts" in (
+                d.stderr_text()
+            )
             assert (await ini.execute(0, TUR)).status == 0
             # a file that does not parse changes nothing, and says where it is wrong
             config.write_text(edited + "\n[devices.bad\n")
@@ -466,7 +504,7 @@ async def test_reload_replaces_a_changed_device_only_with_force(tmp_path: Path) 
             assert r.status == 0
             # two new devices, the second cannot open: neither is left running
             config.write_text(
-                with_depth + '\n[devices.aa]\nhandler = "vdisk_nullio"\nsize = "1M"\n'
+                moved + '\n[devices.aa]\nhandler = "vdisk_nullio"\nsize = "1M"\n'
                 '\n[devices.zz]\nhandler = "vdisk_fileio"\nsize = "1M"\npath = "."\n'
             )
             stderr = await admin.fails(1, "reload")

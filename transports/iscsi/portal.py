@@ -51,6 +51,12 @@ class IscsiPortal:
     def queue_depth(self) -> int:
         return self._queue_depth
 
+    def offer(self, limits: dict[str, str], queue_depth: int) -> None:
+        """What logins from now on negotiate from (a reload of the [iscsi] table);
+        sessions already logged in keep their values."""
+        self.limits = limits
+        self._queue_depth = queue_depth
+
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(self.port, host=self.host)
         self.bound = [_sockname(lst) for lst in listeners]
