@@ -368,10 +368,7 @@ class LogicalUnit:
 
     def submit(self, cmd: ScsiCommand, lun: int, read_only: bool) -> None:
         """Accept one command into the task set (atomic; never awaits)."""
-        nexus = cmd.nexus
-        state = self._nexuses.get((nexus.initiator_port, nexus.target_port))
-        if state is None:
-            state = self._state_for(nexus)
+        state = self._state_for(cmd.nexus)
         ctx = state.contexts.get((lun, read_only))
         if ctx is None:
             ctx = state.contexts[(lun, read_only)] = CommandContext(self, state, lun, read_only)
@@ -500,13 +497,8 @@ class LogicalUnit:
         """Statistics of one finished command: LU totals and its nexus' share."""
         cmd = task.cmd
         elapsed = time.perf_counter_ns() - task.started_ns
-        read = 0
-        if data is not None:
-            read = len(data)
-            if read > cmd.expected_length:
-                read = cmd.expected_length
-        scope = task._scope  # (task.cancelled, without a property call per command)
-        error = status != Status.GOOD or (scope is not None and scope.cancel_called)
+        read = min(len(data), cmd.expected_length) if data is not None else 0
+        error = status != Status.GOOD or task.cancelled
         # bytes that reached the device: a refused or failed write wrote nothing we vouch for
         is_write = cmd.direction == DataDirection.WRITE and not error
         written = cmd.transfer_length if is_write else 0
@@ -557,9 +549,7 @@ class LogicalUnit:
                 # here: NormACA=0, NACA=1 is refused) is a protocol error
                 raise ScsiError.check(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_MESSAGE_ERROR)
             device = self._device_source()
-            table = self._table if device is self._table_device else self.table(device)
-            assert table is not None
-            spec: OpSpec = table.lookup(cdb)
+            spec: OpSpec = self.table(device).lookup(cdb)
             writes = spec.writes_medium
             if writes and (task.ctx.read_only or device.read_only):
                 raise ScsiError.write_protected()

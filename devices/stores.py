@@ -177,13 +177,12 @@ class FileStore:
         #: False once the kernel refused RWF_NOWAIT on buffered writes
         self._nowait_writes = bool(_NOWAIT)
         self._nowait_reads = bool(_NOWAIT)
-        self._inline_writes = inline_writes
+        #: plain inline pwrite allowed when RWF_NOWAIT is not (see module doc)
+        self.inline_writes = inline_writes
         #: tmpfs and friends: inline I/O copies memory and never stalls on a
         #: disk, so loop-time spent there (preemption on a busy machine) must
         #: not send I/O to threads
         self.memory_backed = not block_device and filesystem_type(path) in MEMORY_FILESYSTEMS
-        #: memory-backed and inline allowed: no RWF_NOWAIT try, no timing
-        self._memory_inline = self.memory_backed and inline_writes
         self._threads_until = 0.0
         self.stalls = 0
         self._closed = False
@@ -241,16 +240,6 @@ class FileStore:
         return self._read_only
 
     @property
-    def inline_writes(self) -> bool:
-        """Plain inline I/O allowed when RWF_NOWAIT is not (see module doc)."""
-        return self._inline_writes
-
-    @inline_writes.setter
-    def inline_writes(self, value: bool) -> None:
-        self._inline_writes = value
-        self._memory_inline = self.memory_backed and value
-
-    @property
     def fileno(self) -> int:
         return self._fd
 
@@ -265,7 +254,7 @@ class FileStore:
 
     def _inline_ok(self, size: int) -> bool:
         return (
-            self._inline_writes
+            self.inline_writes
             and size <= INLINE_WRITE_MAX
             and time.monotonic() >= self._threads_until
         )
@@ -278,8 +267,12 @@ class FileStore:
             self.stalls += 1
             self._threads_until = start + elapsed + STALL_BACKOFF
 
+    def _memory_inline(self, size: int) -> bool:
+        """Memory-backed and inline allowed: no RWF_NOWAIT try, no timing."""
+        return self.memory_backed and self.inline_writes and size <= INLINE_WRITE_MAX
+
     def read_now(self, offset: int, buf: memoryview) -> bool:
-        if self._memory_inline and len(buf) <= INLINE_WRITE_MAX:
+        if self._memory_inline(len(buf)):
             self._read_blocking(offset, buf)
             return True
         if self._nowait_reads:
@@ -314,7 +307,7 @@ class FileStore:
         if self._read_only:
             raise StoreReadOnlyError(errno.EROFS, "store is read-only", self.path)
         view = memoryview(data).cast("B")
-        if self._memory_inline and len(view) <= INLINE_WRITE_MAX:
+        if self._memory_inline(len(view)):
             self._write_blocking(offset, view, 0)
             return True
         if self._nowait_writes:

@@ -405,6 +405,10 @@ class IscsiConnection:
         assert w is not None
         return w.edges()
 
+    def _status_numbers(self) -> tuple[int, int, int]:
+        """StatSN (taken), ExpCmdSN, MaxCmdSN for one status-bearing PDU."""
+        return (self._next_statsn(), *self._windows())
+
     # -- login phase ---------------------------------------------------------
     async def _login(self) -> LoginResult | None:
         policy = self.host.login_policy(self.local)
@@ -876,10 +880,7 @@ class IscsiConnection:
             and cmd.direction is DataDirection.READ
         ):
             # the common read: one Data-In carrying the data and the status
-            assert self._window is not None
-            exp, mx = self._window.edges()
-            statsn = self._statsn
-            self._statsn = (statsn + 1) & 0xFFFFFFFF
+            statsn, exp, mx = self._status_numbers()
             header = P.BHS_STRUCT.pack(
                 0x25, 0x81, 0, 0, edtl, st.lun_raw, st.itt, RESERVED_TAG, statsn, exp, mx, 0, 0, 0,
             )  # fmt: skip
@@ -896,10 +897,7 @@ class IscsiConnection:
             and not self._header_digest
         ):
             # the common write (or a no-data command): GOOD, nothing left over
-            assert self._window is not None
-            exp, mx = self._window.edges()
-            statsn = self._statsn
-            self._statsn = (statsn + 1) & 0xFFFFFFFF
+            statsn, exp, mx = self._status_numbers()
             self._queue(
                 [P.BHS_STRUCT.pack(0x21, 0x80, 0, 0, 0, 0, st.itt, 0, statsn, exp, mx, 0, 0, 0)]
             )
@@ -1139,19 +1137,19 @@ class IscsiConnection:
             return 0
         return 1
 
-    def _undelivered(self, match: Callable[[ScsiCommand], bool]) -> list[ScsiCommand]:
-        """Commands received on this connection and still held for CmdSN order
-        (the LU has not seen them): TMFs must count them too."""
+    def _undelivered(self, match: Callable[[ScsiCommand], bool]) -> list[_Xfer]:
+        """The state of commands received on this connection and still held for
+        CmdSN order (the LU has not seen them): TMFs must count them too."""
         found = []
         for cmd in self._itt.values():
             st: _Xfer = cmd.transport_state  # type: ignore[assignment]
             if not st.delivered and not st.aborted and match(cmd):
-                found.append(cmd)
+                found.append(st)
         return found
 
     def _drop_undelivered(self, match: Callable[[ScsiCommand], bool]) -> None:
-        for cmd in self._undelivered(match):
-            cmd.transport_state.aborted = True  # type: ignore[attr-defined]
+        for st in self._undelivered(match):
+            st.aborted = True
 
     # -- text and logout ------------------------------------------------------------
     def _on_text(self, pdu: P.TextRequest) -> None:

@@ -119,12 +119,8 @@ class PduReader:
         mutable buffers are copied, since PDUs may keep views of them."""
         if not data:
             return
-        if type(data) is bytes:
-            view = memoryview(data)  # (a bytes view is always flat unsigned bytes)
-        else:
-            view = memoryview(data if isinstance(data, bytes) else bytes(data))
-            if view.format != "B" or view.ndim != 1:
-                view = view.cast("B")
+        # (a view of bytes is always flat unsigned bytes: no cast needed)
+        view = memoryview(data if isinstance(data, bytes) else bytes(data))
         self._inputs.append(view)
         self._buffered += len(view)
 
