@@ -291,6 +291,11 @@ luns = [{{ lun = 0, device = "disk0" }}]
         await cleared_and_healthy(daemon, port)
 
 
+def connect_on(port: int) -> Any:
+    """A session with TARGET through the portal listening on ``port``."""
+    return Initiator.connect("127.0.0.1", port, initiator_name=INITIATOR, target_name=TARGET)
+
+
 async def test_transport_rules_match_one_portal(tmp_path: Path) -> None:
     """Transport rules take ``portal`` too: one path of a two-portal target
     refuses logins and leaves pings unanswered while the other path works."""
@@ -298,10 +303,7 @@ async def test_transport_rules_match_one_portal(tmp_path: Path) -> None:
     portals = f'"127.0.0.1:@PORT@", "127.0.0.1:{port_b}"'
     async with daemon_with(tmp_path, portals=portals) as (daemon, port):
 
-        def connect(on: int) -> Any:
-            return Initiator.connect("127.0.0.1", on, initiator_name=INITIATOR, target_name=TARGET)
-
-        async with await connect(port) as a, await connect(port_b) as b:
+        async with await connect_on(port) as a, await connect_on(port_b) as b:
             await op(daemon, "fault.add", {"id": "b-mute", "action": "nop_stall",
                                            "portal": f"*:{port_b}"})  # fmt: skip
             await op(daemon, "fault.add", {"id": "b-refused", "action": "refuse_login",
@@ -311,9 +313,9 @@ async def test_transport_rules_match_one_portal(tmp_path: Path) -> None:
                 await b.nop(b"b")
             assert stuck.cancelled_caught
         with pytest.raises(LoginError):
-            async with await connect(port_b):
+            async with await connect_on(port_b):
                 pass
-        async with await connect(port) as again:
+        async with await connect_on(port) as again:
             assert await again.nop(b"still") == b"still"
         for rule in ("b-mute", "b-refused"):
             [stats] = await op(daemon, "fault.stats", {"id": rule})
@@ -330,10 +332,7 @@ async def test_portal_match_fails_one_path_of_a_target(tmp_path: Path) -> None:
         await op(daemon, "fault.add", {"id": "b-hangs", "action": "hang",
                                        "portal": f"*:{port_b}"})  # fmt: skip
 
-        def connect(on: int) -> Any:
-            return Initiator.connect("127.0.0.1", on, initiator_name=INITIATOR, target_name=TARGET)
-
-        async with await connect(port) as a, await connect(port_b) as b:
+        async with await connect_on(port) as a, await connect_on(port_b) as b:
             r = await b.execute(0, TUR)  # the power-on UA is reported before any fault
             assert sense_of(r)[:2] == (0x6, 0x29)
             itt = b.submit(0, read10(1), read_length=BS)
