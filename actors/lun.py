@@ -372,22 +372,30 @@ class LogicalUnit:
         ctx = state.contexts.get((lun, read_only))
         if ctx is None:
             ctx = state.contexts[(lun, read_only)] = CommandContext(self, state, lun, read_only)
-        self._seq += 1
-        task = Task(cmd, state, ctx, self._seq)
         if self._nursery is None:
             raise ScsiError.check(SenseKey.NOT_READY, Asc.LUN_NOT_READY_CAUSE_NOT_REPORTABLE)
         if cmd.tag in state.tasks:
             # an overlapped tag: SAM-5 says abort the task set of the nexus
             log.warning("%s: overlapped tag %#x from %s", self.name, cmd.tag, cmd.nexus)
-        state.tasks[cmd.tag] = task
-        self._active[task.seq] = task
-        if cmd.attr == TaskAttribute.ORDERED:
-            self._ordered[task.seq] = task
+        self._seq += 1
+        task = Task(cmd, state, ctx, self._seq)
         self.stats_commands += 1
         task.started_ns = time.perf_counter_ns()
         self._prepare(task)
         if not self._completed_now(task):
+            self._enter(task)
             self._nursery.start_soon(self._run_task, task)
+
+    def _enter(self, task: Task) -> None:
+        """Put ``task`` in the task set, where TMFs and ordering see it. A
+        command finished inside ``submit`` never gets here: nothing could
+        observe it between arrival and answer."""
+        self._active[task.seq] = task
+        task.state.tasks[task.cmd.tag] = task
+        if task.cmd.attr == TaskAttribute.ORDERED:
+            self._ordered[task.seq] = task
+        if task.writes:
+            self._writes_active += 1
 
     def _completed_now(self, task: Task) -> bool:
         """Run ``task`` to completion right here if nothing makes it wait.
@@ -413,10 +421,10 @@ class LogicalUnit:
             faults = self._faults
             if faults is not None and faults.command_armed:
                 return False
-            # (blockers are older tasks: with only this one active there are none)
+            # (blockers are older tasks in the task set: with none there, none)
             if (
-                (self._ordered or self._writes_active)
-                and len(self._active) > 1
+                (self._ordered or self._writes_active or task.writes)
+                and self._active
                 and self._blockers(task)
             ):
                 return False
@@ -442,9 +450,12 @@ class LogicalUnit:
             if error is not None and data is None:
                 return False  # not executed: the task path answers when it can
             assert self._nursery is not None
+            self._enter(task)
             self._nursery.start_soon(self._answer_later, task, status, sense, data)
             return True
-        self._leave(task, status, data)
+        task.finished = True
+        self._account(task, status, data)
+        transport.command_finished(cmd)
         return True
 
     async def _answer_later(
@@ -556,9 +567,7 @@ class LogicalUnit:
             self.reservations.check(spec, cdb, cmd.nexus)
             if spec.lba_range is not None:
                 task.lba, task.nblocks = spec.lba_range(cdb)
-                if writes:
-                    task.writes = True
-                    self._writes_active += 1
+                task.writes = writes
             task.spec = spec
             task.device = device
         except ScsiError as exc:
@@ -585,7 +594,7 @@ class LogicalUnit:
         if attr == TaskAttribute.ORDERED:
             return [t for s, t in self._active.items() if s < seq]
         blockers = [t for s, t in self._ordered.items() if s < seq] if self._ordered else []
-        if self._writes_active and task.lba >= 0 and not self._unrestricted():
+        if (self._writes_active or task.writes) and task.lba >= 0 and not self._unrestricted():
             blockers += [
                 t
                 for s, t in self._active.items()

@@ -108,7 +108,10 @@ class Transport(Protocol):
 
 
 class ScsiCommand:
-    """One command from arrival to response. Owned by the task that runs it."""
+    """One command from arrival to response. Owned by the task that runs it.
+
+    A transport that keeps per-command state of its own subclasses it (the
+    iSCSI connection's ``IscsiCommand``), so a command stays one object."""
 
     __slots__ = (
         "attr",
@@ -120,7 +123,6 @@ class ScsiCommand:
         "tag",
         "transfer_length",
         "transport",
-        "transport_state",
     )
 
     def __init__(
@@ -134,7 +136,6 @@ class ScsiCommand:
         direction: DataDirection,
         nexus: Nexus,
         transport: Transport,
-        transport_state: object = None,
     ) -> None:
         self.cdb = cdb
         self.lun = lun
@@ -144,8 +145,6 @@ class ScsiCommand:
         self.direction = direction
         self.nexus = nexus
         self.transport = transport
-        #: private to the transport (e.g. the iSCSI Data-Out reassembly state)
-        self.transport_state = transport_state
         #: bytes the CDB asks to move; set by the handler, used for residuals
         self.transfer_length = 0
 

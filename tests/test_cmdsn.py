@@ -194,6 +194,46 @@ def test_never_more_than_depth_in_flight_and_never_out_of_window(
     assert len(set(delivered)) == len(delivered)
 
 
+@given(
+    start=serials,
+    depth=st.integers(min_value=1, max_value=16),
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("offer"), st.integers(min_value=-20, max_value=20)),
+            st.tuples(st.just("complete"), st.just(0)),
+        ),
+        max_size=80,
+    ),
+)
+def test_accept_next_then_offer_is_the_same_window_as_offer_alone(
+    start: int, depth: int, ops: list[tuple[str, int]]
+) -> None:
+    """The hot path asks ``accept_next`` first and falls back to ``offer``: the
+    two windows must deliver, hold, drop and advertise exactly alike."""
+    plain: CmdSNWindow[int] = CmdSNWindow(start, depth)
+    fast: CmdSNWindow[int] = CmdSNWindow(start, depth)
+    accepted = 0
+    for op, offset in ops:
+        if op == "complete":
+            if plain.outstanding:
+                plain.complete()
+                fast.complete()
+        else:
+            sn = sn_add(plain.exp_cmdsn, offset)
+            want = plain.offer(sn, False, sn)
+            if fast.accept_next(sn):
+                accepted += 1
+                got: list[int] | Rejected = [sn]
+            else:
+                got = fast.offer(sn, False, sn)
+            assert got == want
+        assert fast.edges() == plain.edges()
+        assert (fast.outstanding, fast.held) == (plain.outstanding, plain.held)
+    # (the in-order arrival, the common case, is what accept_next takes)
+    if ops and ops[0] == ("offer", 0):
+        assert accepted >= 1
+
+
 # -- StatSN -------------------------------------------------------------------------
 
 

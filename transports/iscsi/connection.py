@@ -28,7 +28,7 @@ from actors.faults import ActionKind, FaultEngine
 from actors.faults_lu import portal_of
 from actors.session import LunMapping, Session
 from actors.target import SessionInfo
-from scsi.command import Buffer, DataDirection, ScsiCommand, TaskAttribute
+from scsi.command import Buffer, DataDirection, Nexus, ScsiCommand, TaskAttribute, Transport
 from scsi.lun import decode_lun
 from scsi.sense import Asc, ScsiError, SenseKey, Status
 from transports.iscsi import pdu_types as P
@@ -94,8 +94,10 @@ class _Burst:
         self.event = trio.Event()
 
 
-class _Xfer:
-    """Per-command transport state: data-out reassembly and bookkeeping."""
+class IscsiCommand(ScsiCommand):
+    """A SCSI command as this connection carries it: the middle level's view
+    plus the iSCSI transfer state (Data-Out reassembly, answer bookkeeping).
+    One object per command, so the hot path makes and follows no second one."""
 
     __slots__ = (
         "aborted",
@@ -103,7 +105,6 @@ class _Xfer:
         "delivered",
         "failed",
         "finished",
-        "itt",
         "lun_raw",
         "next_datasn",
         "received",
@@ -111,8 +112,23 @@ class _Xfer:
         "unsol_end",
     )
 
-    def __init__(self, itt: int, lun_raw: int) -> None:
-        self.itt = itt
+    def __init__(
+        self,
+        itt: int,
+        lun_raw: int,
+        *,
+        cdb: bytes,
+        lun: int,
+        attr: TaskAttribute,
+        expected_length: int,
+        direction: DataDirection,
+        nexus: Nexus,
+        transport: Transport,
+    ) -> None:
+        super().__init__(
+            cdb=cdb, lun=lun, tag=itt, attr=attr, expected_length=expected_length,
+            direction=direction, nexus=nexus, transport=transport,
+        )  # fmt: skip
         self.lun_raw = lun_raw
         #: the data-out: the immediate data itself when it is all the data,
         #: else a buffer the Data-Outs fill
@@ -155,7 +171,7 @@ class IscsiConnection:
         #: writer once it has sent everything)
         self._writer_busy = False
         self._statsn = 0
-        self._itt: dict[int, ScsiCommand] = {}
+        self._itt: dict[int, IscsiCommand] = {}
         self._bursts: dict[int, _Burst] = {}
         self._text_pending: dict[int, list[bytes]] = {}
         self._ttt = itertools.count(1)
@@ -249,9 +265,8 @@ class IscsiConnection:
             with trio.move_on_after(2):
                 await self._writer_done.wait()
             for cmd in self._itt.values():
-                st: _Xfer = cmd.transport_state  # type: ignore[assignment]
-                if st.unsol_done is not None:
-                    st.unsol_done.set()
+                if cmd.unsol_done is not None:
+                    cmd.unsol_done.set()
             for burst in self._bursts.values():
                 burst.event.set()
 
@@ -358,30 +373,20 @@ class IscsiConnection:
     async def _refill(self, commands_before: int) -> bool:
         """Send what the last chunk produced, then wait for and take in the next
         one; False at end of stream. The readers call it each time the
-        ``PduReader`` has no complete PDU left (no async generator in between:
-        at queue depth 1 every layer is paid once per command)."""
-        self._end_batch()
-        # A short chunk with one command or none: a queue-depth-1 initiator
-        # has sent nothing since, so wait for bytes before trying to read.
-        eager = self._last_full or self.stats_commands - commands_before > 1
-        data = await self._receive(RECV_SIZE, eager)
-        if not data:
-            return False
-        self._last_full = len(data) == RECV_SIZE
-        self._reader.feed(data)
-        # Output made while we work through what arrived waits in _pending
-        # and goes out in one write before we wait for more bytes.
-        self._batching = True
-        return True
+        ``PduReader`` has no complete PDU left (no async generator and no
+        further coroutine in between: at queue depth 1 every layer is paid
+        once per command).
 
-    async def _receive(self, size: int, eager: bool = True) -> bytes:
-        """``receive_some`` without its two scheduler passes when bytes are
-        already waiting (the common case under load): read the socket directly
-        and park in ``wait_readable`` only when it is empty (or, not ``eager``,
-        likely to be). Every ``EAGER_READS`` reads in a row that found data,
-        yield once, so a busy connection cannot starve the others."""
+        The socket is read directly, without ``receive_some``'s two scheduler
+        passes when bytes are already waiting (the common case under load); we
+        park in ``wait_readable`` only when it is empty or likely to be: after
+        a short chunk with one command or none, a queue-depth-1 initiator has
+        sent nothing since. Every ``EAGER_READS`` reads in a row that found
+        data, we yield once, so a busy connection cannot starve the others.
+        """
+        self._end_batch()
         fd = self._fd
-        if not eager:
+        if not self._last_full and self.stats_commands - commands_before <= 1:
             self._eager = 0
             await trio.lowlevel.wait_readable(fd)
         self._eager += 1
@@ -390,10 +395,19 @@ class IscsiConnection:
             await trio.lowlevel.checkpoint()
         while True:
             try:
-                return os.read(fd, size)
+                data = os.read(fd, RECV_SIZE)
+                break
             except BlockingIOError:
                 self._eager = 0
                 await trio.lowlevel.wait_readable(fd)
+        if not data:
+            return False
+        self._last_full = len(data) == RECV_SIZE
+        self._reader.feed(data)
+        # Output made while we work through what arrived waits in _pending
+        # and goes out in one write before we wait for more bytes.
+        self._batching = True
+        return True
 
     def _next_statsn(self) -> int:
         sn = self._statsn
@@ -514,6 +528,7 @@ class IscsiConnection:
         assert window is not None
         command_pdu = P.ScsiCommand
         admit = self._admit_command
+        start = self._start_command
         deliver = self._deliver
         next_event = self._reader.next_event
         ready: list[Any] | Rejected | None
@@ -534,6 +549,9 @@ class IscsiConnection:
                     if type(event) is command_pdu and not discovery:
                         # the hot path: one SCSI command, usually next in CmdSN order
                         if not admit(event):
+                            continue
+                        if not event.immediate and window.accept_next(event.cmdsn):
+                            start(event)
                             continue
                         ready = window.offer(event.cmdsn, event.immediate, event)
                     else:
@@ -664,10 +682,25 @@ class IscsiConnection:
         ):
             self._reject_pdu(RejectReason.PROTOCOL_ERROR, pdu)
             return False
-        lun_raw = pdu.lun
-        st = _Xfer(itt, lun_raw)
         if pdu.write:
             direction = DataDirection.WRITE
+        else:
+            direction = DataDirection.READ if pdu.read else DataDirection.NONE
+        lun_raw = pdu.lun
+        lun = _lun_number(lun_raw)
+        assert self.session is not None
+        st = self._itt[itt] = IscsiCommand(
+            itt,
+            lun_raw,
+            cdb=pdu.cdb,
+            lun=-1 if lun is None else lun,
+            attr=_ATTRS[pdu.attr & 7],
+            expected_length=edtl,
+            direction=direction,
+            nexus=self.session.nexus,
+            transport=self,
+        )
+        if pdu.write:
             if pdu.final or params.initial_r2t:
                 st.unsol_end = dlen
             else:
@@ -683,21 +716,6 @@ class IscsiConnection:
             st.received = dlen
             if dlen < st.unsol_end:
                 st.unsol_done = trio.Event()
-        else:
-            direction = DataDirection.READ if pdu.read else DataDirection.NONE
-        lun = _lun_number(lun_raw)
-        assert self.session is not None
-        self._itt[itt] = ScsiCommand(
-            cdb=pdu.cdb,
-            lun=-1 if lun is None else lun,
-            tag=itt,
-            attr=_ATTRS[pdu.attr & 7],
-            expected_length=edtl,
-            direction=direction,
-            nexus=self.session.nexus,
-            transport=self,
-            transport_state=st,
-        )
         return True
 
     def _start_command(self, pdu: P.ScsiCommand) -> None:
@@ -705,12 +723,11 @@ class IscsiConnection:
         if cmd is None:
             self._complete_slot_for(pdu)
             return
-        st: _Xfer = cmd.transport_state  # type: ignore[assignment]
-        if st.aborted:
+        if cmd.aborted:
             del self._itt[pdu.itt]
             self._complete_slot_for(pdu)
             return
-        st.delivered = True
+        cmd.delivered = True
         self.stats_commands += 1
         assert self.session is not None
         self.session.dispatch(cmd)
@@ -720,11 +737,10 @@ class IscsiConnection:
             self._complete_slot()
 
     def _on_data_out(self, pdu: P.DataOut) -> None:
-        cmd = self._itt.get(pdu.itt)
-        if cmd is None:
+        st = self._itt.get(pdu.itt)
+        if st is None:
             log.debug("%s: Data-Out for unknown ITT %#x dropped", self.peer, pdu.itt)
             return
-        st: _Xfer = cmd.transport_state  # type: ignore[assignment]
         if st.failed:
             return  # the rest of a sequence already found broken
         data = pdu.data
@@ -755,7 +771,7 @@ class IscsiConnection:
                 del self._bursts[pdu.ttt]
                 burst.event.set()
 
-    def _data_out_error(self, pdu: P.DataOut, st: _Xfer, reason: str) -> None:
+    def _data_out_error(self, pdu: P.DataOut, st: IscsiCommand, reason: str) -> None:
         """A broken Data-Out sequence: Reject the PDU and end the command with
         ABORTED COMMAND / DATA PHASE ERROR (no within-command recovery at
         ErrorRecoveryLevel 0); the connection itself stays usable."""
@@ -765,13 +781,13 @@ class IscsiConnection:
         if st.unsol_done is not None:
             st.unsol_done.set()
         for ttt, burst in list(self._bursts.items()):
-            if burst.itt == st.itt:
+            if burst.itt == st.tag:
                 del self._bursts[ttt]
                 burst.event.set()
 
     # Transport protocol -------------------------------------------------------------
     async def receive_data(self, cmd: ScsiCommand, length: int) -> memoryview:
-        st: _Xfer = cmd.transport_state  # type: ignore[assignment]
+        st: IscsiCommand = cmd  # type: ignore[assignment]
         params = self.params
         assert params is not None
         total = min(length, cmd.expected_length)
@@ -787,11 +803,11 @@ class IscsiConnection:
             st.buf = grown
         offset = max(st.unsol_end, st.received)
         if offset < total:
-            await self._solicit(cmd, st, offset, total, params)
+            await self._solicit(st, offset, total, params)
         return memoryview(st.buf)[:total]
 
     async def _solicit(
-        self, cmd: ScsiCommand, st: _Xfer, offset: int, total: int, params: SessionParams
+        self, st: IscsiCommand, offset: int, total: int, params: SessionParams
     ) -> None:
         max_burst = params.max_burst_length
         outstanding: list[tuple[int, _Burst]] = []
@@ -801,14 +817,14 @@ class IscsiConnection:
                 while offset < total and len(outstanding) < params.max_outstanding_r2t:
                     length = min(max_burst, total - offset)
                     ttt = next(self._ttt) & 0x7FFFFFFF
-                    burst = _Burst(st.itt, offset, length)
+                    burst = _Burst(st.tag, offset, length)
                     self._bursts[ttt] = burst
                     outstanding.append((ttt, burst))
                     exp, mx = self._windows()
                     self._send_pdu(
                         P.R2T(
                             lun=st.lun_raw,
-                            itt=st.itt,
+                            itt=st.tag,
                             ttt=ttt,
                             statsn=self._statsn,
                             expcmdsn=exp,
@@ -832,7 +848,7 @@ class IscsiConnection:
                 self._bursts.pop(ttt, None)
 
     def data_now(self, cmd: ScsiCommand, length: int) -> memoryview | None:
-        st: _Xfer = cmd.transport_state  # type: ignore[assignment]
+        st: IscsiCommand = cmd  # type: ignore[assignment]
         total = min(length, cmd.expected_length)
         if st.failed or (st.unsol_done is not None and not st.unsol_done.is_set()):
             return None
@@ -843,33 +859,32 @@ class IscsiConnection:
     def respond_now(
         self, cmd: ScsiCommand, status: Status, sense: bytes | None, data: Buffer | None
     ) -> bool:
-        st: _Xfer = cmd.transport_state  # type: ignore[assignment]
+        st: IscsiCommand = cmd  # type: ignore[assignment]
         if not st.finished:
             if st.unsol_done is not None and not st.unsol_done.is_set():
                 return False  # unsolicited data still coming: answer after it
-            self._respond(cmd, st, status, sense, data)
+            self._respond(st, status, sense, data)
         return True
 
     async def send_response(
         self, cmd: ScsiCommand, status: Status, sense: bytes | None, data: Buffer | None
     ) -> None:
-        st: _Xfer = cmd.transport_state  # type: ignore[assignment]
+        st: IscsiCommand = cmd  # type: ignore[assignment]
         if st.finished:
             return
         if st.unsol_done is not None and not st.unsol_done.is_set():
             await st.unsol_done.wait()
-        self._respond(cmd, st, status, sense, data)
+        self._respond(st, status, sense, data)
 
     def _respond(
         self,
-        cmd: ScsiCommand,
-        st: _Xfer,
+        cmd: IscsiCommand,
         status: Status,
         sense: bytes | None,
         data: Buffer | None,
     ) -> None:
         """Queue Data-In and status for one command (never awaits)."""
-        self._finish(cmd, st)
+        self._finish(cmd)
         edtl = cmd.expected_length
         if (
             data is not None
@@ -882,7 +897,8 @@ class IscsiConnection:
             # the common read: one Data-In carrying the data and the status
             statsn, exp, mx = self._status_numbers()
             header = P.BHS_STRUCT.pack(
-                0x25, 0x81, 0, 0, edtl, st.lun_raw, st.itt, RESERVED_TAG, statsn, exp, mx, 0, 0, 0,
+                0x25, 0x81, 0, 0, edtl, cmd.lun_raw, cmd.tag, RESERVED_TAG, statsn, exp, mx,
+                0, 0, 0,
             )  # fmt: skip
             if self._header_digest or self._data_digest or edtl & 3:
                 self._queue(self._frame(header, data))
@@ -899,11 +915,11 @@ class IscsiConnection:
             # the common write (or a no-data command): GOOD, nothing left over
             statsn, exp, mx = self._status_numbers()
             self._queue(
-                [P.BHS_STRUCT.pack(0x21, 0x80, 0, 0, 0, 0, st.itt, 0, statsn, exp, mx, 0, 0, 0)]
+                [P.BHS_STRUCT.pack(0x21, 0x80, 0, 0, 0, 0, cmd.tag, 0, statsn, exp, mx, 0, 0, 0)]
             )
             return
         exp, mx = self._windows()
-        itt = st.itt
+        itt = cmd.tag
         if data is not None and cmd.direction is DataDirection.READ:
             produced = len(data)
         elif data is not None:
@@ -935,7 +951,7 @@ class IscsiConnection:
                     b1 |= 0x01 | (0x04 if overflow else 0) | (0x02 if underflow else 0)
                     statsn = self._next_statsn()
                 header = P.BHS_STRUCT.pack(
-                    0x25, b1, 0, int(status) if with_status else 0, end - off, st.lun_raw,
+                    0x25, b1, 0, int(status) if with_status else 0, end - off, cmd.lun_raw,
                     itt, RESERVED_TAG, statsn, exp, mx, datasn, off,
                     residual if with_status else 0,
                 )  # fmt: skip
@@ -960,9 +976,9 @@ class IscsiConnection:
         self._queue(buffers)
 
     def command_finished(self, cmd: ScsiCommand) -> None:
-        st: _Xfer = cmd.transport_state  # type: ignore[assignment]
+        st: IscsiCommand = cmd  # type: ignore[assignment]
         if not st.finished:
-            self._finish(cmd, st)
+            self._finish(st)
 
     def drop(self, cmd: ScsiCommand, session: bool) -> None:
         log.warning(
@@ -1068,10 +1084,10 @@ class IscsiConnection:
         )
         return True
 
-    def _finish(self, cmd: ScsiCommand, st: _Xfer) -> None:
+    def _finish(self, st: IscsiCommand) -> None:
         st.finished = True
-        if self._itt.get(st.itt) is cmd:
-            del self._itt[st.itt]
+        if self._itt.get(st.tag) is st:
+            del self._itt[st.tag]
         if self._window is not None:
             self._window.complete()
 
@@ -1121,11 +1137,10 @@ class IscsiConnection:
         assert self.session is not None
         cmd = self._itt.get(pdu.referenced_task_tag)
         if cmd is not None:
-            st: _Xfer = cmd.transport_state  # type: ignore[assignment]
-            if not st.delivered:
-                st.aborted = True
-                if st.unsol_done is not None:
-                    st.unsol_done.set()
+            if not cmd.delivered:
+                cmd.aborted = True
+                if cmd.unsol_done is not None:
+                    cmd.unsol_done.set()
                 return 0
             return int(await self.session.task_management(1, cmd.lun, cmd.tag))
         # RFC 7143 4.2.3.3: a command not yet received whose CmdSN is in range
@@ -1137,19 +1152,18 @@ class IscsiConnection:
             return 0
         return 1
 
-    def _undelivered(self, match: Callable[[ScsiCommand], bool]) -> list[_Xfer]:
-        """The state of commands received on this connection and still held for
-        CmdSN order (the LU has not seen them): TMFs must count them too."""
-        found = []
-        for cmd in self._itt.values():
-            st: _Xfer = cmd.transport_state  # type: ignore[assignment]
-            if not st.delivered and not st.aborted and match(cmd):
-                found.append(st)
-        return found
+    def _undelivered(self, match: Callable[[ScsiCommand], bool]) -> list[IscsiCommand]:
+        """The commands received on this connection and still held for CmdSN
+        order (the LU has not seen them): TMFs must count them too."""
+        return [
+            cmd
+            for cmd in self._itt.values()
+            if not cmd.delivered and not cmd.aborted and match(cmd)
+        ]
 
     def _drop_undelivered(self, match: Callable[[ScsiCommand], bool]) -> None:
-        for st in self._undelivered(match):
-            st.aborted = True
+        for cmd in self._undelivered(match):
+            cmd.aborted = True
 
     # -- text and logout ------------------------------------------------------------
     def _on_text(self, pdu: P.TextRequest) -> None:

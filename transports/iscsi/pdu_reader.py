@@ -147,38 +147,39 @@ class PduReader:
 
     def next_event(self) -> Event | None:
         """The next complete PDU or error, or None until more bytes are fed."""
-        if self._state == _BHS and self._acc is None and self._inputs:
+        if self._state == _BHS and self._acc is None:
+            inputs = self._inputs
+            if not inputs:
+                return None
             # Fast path: a whole AHS-less PDU with good digests in the first
             # chunk. Anything else (including a bad digest) takes the slow path.
-            head = self._inputs[0]
+            head = inputs[0]
             size = len(head)
             if size >= BHS_LENGTH:
                 b0, lens = _LENGTHS.unpack_from(head)
                 cls = CLASS_BY_OPCODE.get(b0 & 0x3F)
-                hd = 4 if self.header_digest else 0
-                start = BHS_LENGTH + hd
-                end = start + ((lens + 3) & ~3)
-                dd = 4 if self.data_digest and lens else 0
-                if (
-                    lens <= self.max_recv_data_segment_length
-                    and lens < 0x1000000  # no AHS
-                    and cls is not None
-                    and size >= end + dd
-                    and (not hd or digest_ok(head[BHS_LENGTH:start], head[:BHS_LENGTH]))
-                    and (not dd or digest_ok(head[end : end + 4], head[start:end]))
-                ):
-                    end += dd
-                    if size == end:
-                        self._inputs.popleft()
+                # (lens < 2**24: TotalAHSLength, its top byte, is 0)
+                if cls is not None and lens <= self.max_recv_data_segment_length < 0x1000000:
+                    if self.header_digest or self.data_digest:
+                        end = self._digested_end(head, lens)
+                        start = BHS_LENGTH + 4 if self.header_digest else BHS_LENGTH
                     else:
-                        self._inputs[0] = head[end:]
-                    self._buffered -= end
-                    data: Buffer = head[start : start + lens]
-                    if cls is ScsiCommand:
-                        return cls.unpack(COMMAND_STRUCT.unpack_from(head), b"", data)
-                    if b0 & 0x3F not in BULK_DATA_OPCODES:
-                        data = bytes(data)
-                    return cls.unpack(BHS_STRUCT.unpack_from(head), b"", data)
+                        start = BHS_LENGTH
+                        end = BHS_LENGTH + ((lens + 3) & ~3)
+                        if size < end:
+                            end = 0
+                    if end:
+                        if size == end:
+                            inputs.popleft()
+                        else:
+                            inputs[0] = head[end:]
+                        self._buffered -= end
+                        data: Buffer = head[start : start + lens]
+                        if cls is ScsiCommand:
+                            return cls.unpack(COMMAND_STRUCT.unpack_from(head), b"", data)
+                        if b0 & 0x3F not in BULK_DATA_OPCODES:
+                            data = bytes(data)
+                        return cls.unpack(BHS_STRUCT.unpack_from(head), b"", data)
         while True:
             state = self._state
             if state == _BHS:
@@ -212,6 +213,21 @@ class PduReader:
                 self._state = _BHS
             else:
                 return None
+
+    def _digested_end(self, head: memoryview, lens: int) -> int:
+        """Where a PDU with digests ends in ``head``, if it is all there and
+        both digests are good; else 0 (the slow path reports what is wrong)."""
+        hd = 4 if self.header_digest else 0
+        start = BHS_LENGTH + hd
+        end = start + ((lens + 3) & ~3)
+        dd = 4 if self.data_digest and lens else 0
+        if (
+            len(head) >= end + dd
+            and (not hd or digest_ok(head[BHS_LENGTH:start], head[:BHS_LENGTH]))
+            and (not dd or digest_ok(head[end : end + 4], head[start:end]))
+        ):
+            return end + dd
+        return 0
 
     def _check_header(self) -> ProtocolError | None:
         """Validate a complete header; set the state for what follows it."""
