@@ -22,13 +22,18 @@ SUB_BITS = 2
 BUCKETS = (48 + 1) << SUB_BITS
 
 
+_SUB_COUNT = 1 << SUB_BITS
+_SUB_MASK = _SUB_COUNT - 1
+_LAST = BUCKETS - 1
+
+
 def bucket_of(ns: int) -> int:
     """Histogram bucket of a latency in nanoseconds (monotone in ``ns``)."""
-    if ns < (1 << SUB_BITS):
+    if ns < _SUB_COUNT:
         return max(ns, 0)
     bits = ns.bit_length()
-    index = (bits - SUB_BITS) << SUB_BITS | (ns >> (bits - 1 - SUB_BITS)) & ((1 << SUB_BITS) - 1)
-    return index if index < BUCKETS else BUCKETS - 1
+    index = (bits - SUB_BITS) << SUB_BITS | (ns >> (bits - 1 - SUB_BITS)) & _SUB_MASK
+    return index if index < BUCKETS else _LAST
 
 
 def bucket_upper_ns(index: int) -> int:

@@ -508,11 +508,14 @@ class LogicalUnit:
         """Statistics of one finished command: LU totals and its nexus' share."""
         cmd = task.cmd
         elapsed = time.perf_counter_ns() - task.started_ns
-        read = min(len(data), cmd.expected_length) if data is not None else 0
         error = status != Status.GOOD or task.cancelled
-        # bytes that reached the device: a refused or failed write wrote nothing we vouch for
-        is_write = cmd.direction == DataDirection.WRITE and not error
-        written = cmd.transfer_length if is_write else 0
+        read = written = 0
+        if data is not None:
+            read = min(len(data), cmd.expected_length)
+        if not error and cmd.direction == DataDirection.WRITE:
+            # bytes that reached the device: a refused or failed write wrote
+            # nothing we vouch for
+            written = cmd.transfer_length
         state = task.state
         (self._stats if state.gone else state.stats).record(elapsed, read, written, error)
 

@@ -127,7 +127,6 @@ class ScsiCommand:
 
     def __init__(
         self,
-        *,
         cdb: bytes,
         lun: int,
         tag: int,

@@ -125,10 +125,7 @@ class IscsiCommand(ScsiCommand):
         nexus: Nexus,
         transport: Transport,
     ) -> None:
-        super().__init__(
-            cdb=cdb, lun=lun, tag=itt, attr=attr, expected_length=expected_length,
-            direction=direction, nexus=nexus, transport=transport,
-        )  # fmt: skip
+        super().__init__(cdb, lun, itt, attr, expected_length, direction, nexus, transport)
         self.lun_raw = lun_raw
         #: the data-out: the immediate data itself when it is all the data,
         #: else a buffer the Data-Outs fill
@@ -421,7 +418,9 @@ class IscsiConnection:
 
     def _status_numbers(self) -> tuple[int, int, int]:
         """StatSN (taken), ExpCmdSN, MaxCmdSN for one status-bearing PDU."""
-        return (self._next_statsn(), *self._windows())
+        w = self._window
+        assert w is not None
+        return (self._next_statsn(), *w.edges())
 
     # -- login phase ---------------------------------------------------------
     async def _login(self) -> LoginResult | None:

@@ -157,7 +157,7 @@ class ScsiCommand:
             cdb += ext
         b1 = f[1]
         return cls(
-            bool(f[0] & _I), bool(b1 & _F), bool(b1 & 0x40), bool(b1 & 0x20), b1 & 0x07,
+            f[0] & _I != 0, b1 & _F != 0, b1 & 0x40 != 0, b1 & 0x20 != 0, b1 & 0x07,
             f[5], f[6], f[7], f[8], f[9], cdb, data, rest,
         )  # fmt: skip
 
