@@ -202,6 +202,7 @@ def dump_config(config: Config) -> str:
             "queue_depth": iscsi.queue_depth,
             "nop_interval": iscsi.nop_interval,
             "nop_timeout": iscsi.nop_timeout,
+            "poll_us": iscsi.poll_us,
         },
         "devices": {d.name: _dump_device(d) for d in config.devices},
         "targets": {t.name: _dump_target(t) for t in config.targets},
@@ -310,6 +311,7 @@ class _Resolver:
             "queue_depth": (1, 65536),
             "nop_interval": (0, 3600),
             "nop_timeout": (1, 3600),
+            "poll_us": (0, 1000),
         }
         for key, (low, high) in ranges.items():
             error = _in_range(getattr(raw, key), low, high)
@@ -335,6 +337,7 @@ class _Resolver:
             queue_depth=raw.queue_depth,
             nop_interval=float(raw.nop_interval),
             nop_timeout=float(raw.nop_timeout),
+            poll_us=raw.poll_us,
         )
 
     def digests(self, path: KeyPath, values: list[str]) -> tuple[Digest, ...]:

@@ -58,6 +58,7 @@ class RawIscsi:
     queue_depth: int = 128
     nop_interval: float = 0.0
     nop_timeout: float = 30.0
+    poll_us: int = 50
 
 
 @attrs.frozen

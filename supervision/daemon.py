@@ -97,8 +97,9 @@ class Daemon:
         """Listen on one more address (OSError if it cannot)."""
         iscsi = self.config.iscsi
         portal = IscsiPortal(
-            host, port, self.directory, iscsi_limits(iscsi), iscsi.queue_depth, faults=self.faults
-        )
+            host, port, self.directory, iscsi_limits(iscsi), iscsi.queue_depth,
+            faults=self.faults, poll_us=iscsi.poll_us,
+        )  # fmt: skip
         child = await self.root.start(portal, Restart.PERMANENT)
         self.portals.append(portal)
         self.portal_children.append(child)
@@ -109,7 +110,7 @@ class Daemon:
         """Every portal negotiates new logins from ``config.iscsi`` (after a reload)."""
         iscsi = self.config.iscsi
         for portal in self.portals:
-            portal.offer(iscsi_limits(iscsi), iscsi.queue_depth)
+            portal.offer(iscsi_limits(iscsi), iscsi.queue_depth, iscsi.poll_us)
 
     async def remove_portal(self, host: str, port: int) -> None:
         """Stop listening on an address; its connections end."""

@@ -84,6 +84,7 @@ def test_example_resolves_paths_and_values() -> None:
     assert config.log_level is LogLevel.INFO
     assert config.iscsi.queue_depth == 64
     assert config.iscsi.data_digest == (Digest.NONE, Digest.CRC32C)  # default
+    assert config.iscsi.poll_us == 50  # default
     disk = config.device("disk0")
     assert disk.handler is Handler.VDISK_FILEIO
     assert disk.path == Path("/srv/pyscst/var/disk0.img")
@@ -227,6 +228,8 @@ initiators = ["not-a-name"]
         ("[iscsi]\ninitial_r2t = 1", "iscsi.initial_r2t: expected true or false, got integer 1"),
         ("[iscsi]\nqueue_depth = true", "iscsi.queue_depth: expected an integer, got boolean true"),
         ("[iscsi]\nqueue_depth = 0", "iscsi.queue_depth: expected 1..65536, got 0"),
+        ("[iscsi]\npoll_us = 1001", "iscsi.poll_us: expected 0..1000, got 1001"),
+        ("[iscsi]\npoll_us = -1", "iscsi.poll_us: expected 0..1000, got -1"),
         ('[iscsi]\ndata_digest = "CRC32C"', 'iscsi.data_digest: expected an array, got string'),
         ("[iscsi]\ndata_digest = []", "iscsi.data_digest: empty list"),
         ("iscsi = 3", "iscsi: expected a table, got integer 3"),
@@ -396,6 +399,7 @@ def raw_configs(draw: st.DrawFn) -> dict[str, Any]:
             "queue_depth": draw(st.integers(1, 65536)),
             "header_digest": draw(st.sampled_from([["None"], ["CRC32C", "None"]])),
             "nop_interval": draw(st.sampled_from([0, 5, 2.5])),
+            "poll_us": draw(st.integers(0, 1000)),
         },
     }
     return doc

@@ -32,6 +32,7 @@ from scsi.command import Buffer, DataDirection, Nexus, ScsiCommand, TaskAttribut
 from scsi.lun import decode_lun
 from scsi.sense import Asc, ScsiError, SenseKey, Status
 from transports.iscsi import pdu_types as P
+from transports.iscsi.busy_poll import BusyPoll
 from transports.iscsi.cmdsn import CmdSNWindow, Rejected
 from transports.iscsi.digest import digest_bytes
 from transports.iscsi.login import (
@@ -75,6 +76,11 @@ class IscsiHost(Protocol):
 
     @property
     def queue_depth(self) -> int: ...
+
+    @property
+    def poll_us(self) -> int:
+        """Busy-poll budget of a depth-1 reader, µs (0: always park)."""
+        ...
 
 
 class ConnectionClosed(Exception):
@@ -193,6 +199,8 @@ class IscsiConnection:
         #: the target portal this connection came in on, as fault rules name it
         self.portal = portal_of(self)
         self.stats_commands = 0
+        #: how the reader waits for a depth-1 initiator (set at full feature)
+        self._busy = BusyPoll(self._fd, 0)
 
     # -- actor plumbing -------------------------------------------------
     @property
@@ -376,16 +384,19 @@ class IscsiConnection:
 
         The socket is read directly, without ``receive_some``'s two scheduler
         passes when bytes are already waiting (the common case under load); we
-        park in ``wait_readable`` only when it is empty or likely to be: after
-        a short chunk with one command or none, a queue-depth-1 initiator has
-        sent nothing since. Every ``EAGER_READS`` reads in a row that found
-        data, we yield once, so a busy connection cannot starve the others.
+        wait first only when it is empty or likely to be: after a short chunk
+        with one command or none, a queue-depth-1 initiator has sent nothing
+        since. That wait is a short busy-poll when nothing else needs the loop
+        (see busy_poll.py), else a park in ``wait_readable``. Every
+        ``EAGER_READS`` reads in a row that found data, we yield once, so a
+        busy connection cannot starve the others.
         """
         self._end_batch()
         fd = self._fd
         if not self._last_full and self.stats_commands - commands_before <= 1:
             self._eager = 0
-            await trio.lowlevel.wait_readable(fd)
+            if not self._busy.ready():
+                await trio.lowlevel.wait_readable(fd)
         self._eager += 1
         if self._eager >= EAGER_READS:
             self._eager = 0
@@ -513,6 +524,8 @@ class IscsiConnection:
         reader.data_digest = self._data_digest
         reader.max_recv_data_segment_length = params.target_max_recv_data_segment_length
         discovery = result.session_type == "Discovery"
+        if not discovery:
+            self._busy = BusyPoll(self._fd, self.host.poll_us)
         log.info(
             "%s: %s session for %s (isid %#x tsih %d)",
             self.peer,

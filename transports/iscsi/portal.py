@@ -36,6 +36,7 @@ class IscsiPortal:
         limits: dict[str, str],
         queue_depth: int,
         faults: FaultEngine | None = None,
+        poll_us: int = 0,
     ) -> None:
         self.name = f"portal {host}:{port}"
         self._faults = faults
@@ -44,6 +45,7 @@ class IscsiPortal:
         self.directory = directory
         self.limits = limits
         self._queue_depth = queue_depth
+        self._poll_us = poll_us
         self.connections = Supervisor(f"connections@{host}:{port}")
         self.bound: list[tuple[str, int]] = []
 
@@ -51,11 +53,16 @@ class IscsiPortal:
     def queue_depth(self) -> int:
         return self._queue_depth
 
-    def offer(self, limits: dict[str, str], queue_depth: int) -> None:
+    @property
+    def poll_us(self) -> int:
+        return self._poll_us
+
+    def offer(self, limits: dict[str, str], queue_depth: int, poll_us: int) -> None:
         """What logins from now on negotiate from (a reload of the [iscsi] table);
         sessions already logged in keep their values."""
         self.limits = limits
         self._queue_depth = queue_depth
+        self._poll_us = poll_us
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(self.port, host=self.host)

@@ -1,0 +1,118 @@
+"""The depth-1 busy-poll: it sees the socket's next bytes, gives way to any other
+work Trio has, stays within its budget and backs off while it does not pay."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+import trio
+import trio.testing
+
+from transports.iscsi.busy_poll import BACKOFF, BusyPoll, trio_epoll_fd
+
+# budgets far beyond anything a test needs: a poller that failed to stop for
+# other work would hang the test until pytest-timeout, not pass slowly
+LONG_US = 1000
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    yield a, b
+    a.close()
+    b.close()
+
+
+async def test_the_installed_trio_lets_us_find_its_epoll_set() -> None:
+    # if a Trio upgrade moves this, polling silently turns off: fail loudly instead
+    fd = trio_epoll_fd()
+    assert fd is not None and fd >= 0
+
+
+async def test_bytes_already_waiting_are_seen(pair: tuple[socket.socket, socket.socket]) -> None:
+    ours, peer = pair
+    peer.send(b"x" * 48)
+    poller = BusyPoll(ours.fileno(), LONG_US)
+    assert poller.ready()
+    assert ours.recv(100) == b"x" * 48
+    assert (poller.hits, poller.misses) == (1, 0)
+
+
+async def test_bytes_arriving_during_the_poll_are_seen(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, peer = pair
+    poller = BusyPoll(ours.fileno(), 2_000_000)  # two seconds: ample for the thread below
+    # a plain thread writes while the poll runs (the poll never yields to Trio)
+    writer = threading.Timer(0.002, peer.send, args=(b"y",))
+    writer.start()
+    try:
+        assert poller.ready()
+    finally:
+        writer.join()
+    assert ours.recv(10) == b"y"
+    assert poller.hits == 1
+
+
+async def test_nothing_coming_gives_up_and_backs_off(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, _ = pair
+    poller = BusyPoll(ours.fileno(), 20)
+    assert not poller.ready()
+    assert poller.misses == 1
+    # the next BACKOFF waits park at once, without polling (no miss counted)
+    for _ in range(BACKOFF):
+        assert not poller.ready()
+    assert poller.misses == 1
+    assert not poller.ready()  # polling again after the back-off
+    assert poller.misses == 2
+
+
+async def test_other_ready_io_stops_the_poll_at_once(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, _ = pair
+    other_a, other_b = socket.socketpair()
+    other_a.setblocking(False)
+    woke = []
+
+    async def other_reader() -> None:
+        await trio.lowlevel.wait_readable(other_a)
+        woke.append(other_a.recv(10))
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(other_reader)
+            await trio.testing.wait_all_tasks_blocked()  # parked in Trio's epoll set
+            other_b.send(b"z")
+            poller = BusyPoll(ours.fileno(), LONG_US * 1000)  # a whole second
+            with trio.fail_after(0.5):
+                assert not poller.ready()  # gave way instead of spending the budget
+            assert poller.misses == 1
+        assert woke == [b"z"]  # and the other connection's bytes were served
+    finally:
+        other_a.close()
+        other_b.close()
+
+
+async def test_a_runnable_task_means_no_poll(pair: tuple[socket.socket, socket.socket]) -> None:
+    ours, _ = pair
+    poller = BusyPoll(ours.fileno(), LONG_US * 1000)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.sleep, 0)  # runnable, not yet run
+        with trio.fail_after(0.5):
+            assert not poller.ready()
+    assert (poller.hits, poller.misses) == (0, 0)
+
+
+async def test_no_budget_never_polls(pair: tuple[socket.socket, socket.socket]) -> None:
+    ours, peer = pair
+    peer.send(b"x")
+    poller = BusyPoll(ours.fileno(), 0)
+    assert not poller.ready()  # even with bytes waiting: the caller parks as usual
+    assert (poller.hits, poller.misses) == (0, 0)
