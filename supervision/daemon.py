@@ -29,6 +29,7 @@ from admin.control import ControlServer, OpHandler
 from admin.operations import Controller
 from admin.ops_faults import fault_operations
 from supervision.supervisor import Child, Restart, Supervisor
+from transports.iscsi.connection import ConnectionSettings
 from transports.iscsi.portal import IscsiPortal
 
 log = logging.getLogger(__name__)
@@ -97,8 +98,8 @@ class Daemon:
         """Listen on one more address (OSError if it cannot)."""
         iscsi = self.config.iscsi
         portal = IscsiPortal(
-            host, port, self.directory, iscsi_limits(iscsi), iscsi.queue_depth,
-            faults=self.faults, poll_us=iscsi.poll_us,
+            host, port, self.directory, iscsi_limits(iscsi), connection_settings(iscsi),
+            faults=self.faults,
         )  # fmt: skip
         child = await self.root.start(portal, Restart.PERMANENT)
         self.portals.append(portal)
@@ -110,7 +111,7 @@ class Daemon:
         """Every portal negotiates new logins from ``config.iscsi`` (after a reload)."""
         iscsi = self.config.iscsi
         for portal in self.portals:
-            portal.offer(iscsi_limits(iscsi), iscsi.queue_depth, iscsi.poll_us)
+            portal.offer(iscsi_limits(iscsi), connection_settings(iscsi))
 
     async def remove_portal(self, host: str, port: int) -> None:
         """Stop listening on an address; its connections end."""
@@ -119,6 +120,16 @@ class Daemon:
         self.portal_children.remove(child)
         child.stop()
         await child.wait_stopped()
+
+
+def connection_settings(settings: IscsiSettings) -> ConnectionSettings:
+    """How connections run, from the [iscsi] table (beyond login keys)."""
+    return ConnectionSettings(
+        queue_depth=settings.queue_depth,
+        poll_us=settings.poll_us,
+        nop_interval=settings.nop_interval,
+        nop_timeout=settings.nop_timeout,
+    )
 
 
 def iscsi_limits(settings: IscsiSettings) -> dict[str, str]:

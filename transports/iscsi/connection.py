@@ -21,6 +21,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+import attrs
 import trio
 
 from actors import faults_iscsi
@@ -75,12 +76,20 @@ class IscsiHost(Protocol):
     def close_session(self, result: LoginResult, conn: IscsiConnection) -> None: ...
 
     @property
-    def queue_depth(self) -> int: ...
+    def settings(self) -> ConnectionSettings: ...
 
-    @property
-    def poll_us(self) -> int:
-        """Busy-poll budget of a depth-1 reader, µs (0: always park)."""
-        ...
+
+@attrs.frozen
+class ConnectionSettings:
+    """How a connection runs, beyond what login negotiates (the [iscsi] table)."""
+
+    #: commands outstanding per session: the CmdSN window
+    queue_depth: int = 128
+    #: busy-poll budget of a depth-1 reader, µs (0: always park in Trio)
+    poll_us: int = 0
+    #: seconds between NOP-In pings (0: none), and how long one may go unanswered
+    nop_interval: float = 0.0
+    nop_timeout: float = 30.0
 
 
 class ConnectionClosed(Exception):
@@ -201,6 +210,9 @@ class IscsiConnection:
         self.stats_commands = 0
         #: how the reader waits for a depth-1 initiator (set at full feature)
         self._busy = BusyPoll(self._fd, 0)
+        #: the TTT of our NOP-In ping awaiting its NOP-Out, and its answer
+        self._ping_ttt = RESERVED_TAG
+        self._ping_answered = trio.Event()
 
     # -- actor plumbing -------------------------------------------------
     @property
@@ -483,7 +495,7 @@ class IscsiConnection:
                         self.login = result
                         if result.session_type == "Normal":
                             self.session = await self.host.open_session(result, self)
-                    depth = self.host.queue_depth
+                    depth = self.host.settings.queue_depth
                     resp = P.LoginResponse(
                         transit=reply.transit,
                         cont=reply.cont,
@@ -524,8 +536,11 @@ class IscsiConnection:
         reader.data_digest = self._data_digest
         reader.max_recv_data_segment_length = params.target_max_recv_data_segment_length
         discovery = result.session_type == "Discovery"
+        settings = self.host.settings
         if not discovery:
-            self._busy = BusyPoll(self._fd, self.host.poll_us)
+            self._busy = BusyPoll(self._fd, settings.poll_us)
+        if settings.nop_interval > 0:
+            self.nursery.start_soon(self._ping, settings.nop_interval, settings.nop_timeout)
         log.info(
             "%s: %s session for %s (isid %#x tsih %d)",
             self.peer,
@@ -635,8 +650,11 @@ class IscsiConnection:
                         data=data,
                     )
                 )
-            elif not immediate:
-                self._complete_slot()
+            else:
+                if pdu.ttt == self._ping_ttt and pdu.ttt != RESERVED_TAG:
+                    self._ping_answered.set()  # the answer to our ping
+                if not immediate:
+                    self._complete_slot()
         elif isinstance(pdu, P.TextRequest):
             self._on_text(pdu)
         elif isinstance(pdu, P.LogoutRequest):
@@ -646,6 +664,36 @@ class IscsiConnection:
             self._nursery.start_soon(self._on_tmf, pdu)
         else:
             self._reject_pdu(RejectReason.PROTOCOL_ERROR, pdu)
+
+    async def _ping(self, interval: float, timeout: float) -> None:
+        """NOP-In pings (RFC 7143 11.19), one every ``interval`` seconds: each
+        asks for a NOP-Out echoing its TTT. A ping unanswered for ``timeout``
+        seconds means the initiator or the path is gone: the connection is
+        dropped, which ends the session's commands (nexus loss) instead of
+        leaving them hanging on a dead socket."""
+        while True:
+            await trio.sleep(interval)
+            ttt = next(self._ttt) & 0x7FFFFFFF
+            answered = self._ping_answered = trio.Event()
+            self._ping_ttt = ttt
+            exp, mx = self._windows()
+            # (ITT reserved: StatSN is the next one, not taken)
+            self._send_pdu(
+                P.NopIn(
+                    lun=0, itt=RESERVED_TAG, ttt=ttt, statsn=self._statsn, expcmdsn=exp,
+                    maxcmdsn=mx,
+                )
+            )  # fmt: skip
+            with trio.move_on_after(timeout):
+                await answered.wait()
+            self._ping_ttt = RESERVED_TAG
+            if not answered.is_set():
+                log.warning(
+                    "%s: NOP-In ping unanswered for %gs: dropping the connection",
+                    self.peer, timeout,
+                )  # fmt: skip
+                self.abort()
+                return
 
     def _nop_window(self, immediate: bool) -> tuple[int, int]:
         if not immediate:

@@ -192,6 +192,8 @@ class Initiator:
         self._lost: BaseException | None = None
         #: NOP-Ins from the target that asked for an answer (and got one)
         self.nop_in_answered = 0
+        #: False plays a hung initiator: target pings go unanswered
+        self.answer_pings = True
 
     # ------------------------------------------------------------------ login
 
@@ -789,6 +791,8 @@ class Initiator:
 
     def _on_nop_in(self, p: NopIn) -> None:
         if p.ttt != RESERVED_TAG:  # the target pings: answer with the same TTT
+            if not self.answer_pings:
+                return
             self.nop_in_answered += 1
             answer = NopOut(
                 immediate=True, lun=p.lun, itt=RESERVED_TAG, ttt=p.ttt, cmdsn=self.cmdsn,

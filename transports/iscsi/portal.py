@@ -19,7 +19,7 @@ from actors.session import Session
 from actors.target import TargetDirectory
 from scsi.command import Nexus
 from supervision.supervisor import Restart, Supervisor
-from transports.iscsi.connection import IscsiConnection
+from transports.iscsi.connection import ConnectionSettings, IscsiConnection
 from transports.iscsi.login import LoginResult, TargetPolicy
 
 log = logging.getLogger(__name__)
@@ -34,9 +34,8 @@ class IscsiPortal:
         port: int,
         directory: TargetDirectory,
         limits: dict[str, str],
-        queue_depth: int,
+        settings: ConnectionSettings,
         faults: FaultEngine | None = None,
-        poll_us: int = 0,
     ) -> None:
         self.name = f"portal {host}:{port}"
         self._faults = faults
@@ -44,25 +43,19 @@ class IscsiPortal:
         self.port = port
         self.directory = directory
         self.limits = limits
-        self._queue_depth = queue_depth
-        self._poll_us = poll_us
+        self._settings = settings
         self.connections = Supervisor(f"connections@{host}:{port}")
         self.bound: list[tuple[str, int]] = []
 
     @property
-    def queue_depth(self) -> int:
-        return self._queue_depth
+    def settings(self) -> ConnectionSettings:
+        return self._settings
 
-    @property
-    def poll_us(self) -> int:
-        return self._poll_us
-
-    def offer(self, limits: dict[str, str], queue_depth: int, poll_us: int) -> None:
-        """What logins from now on negotiate from (a reload of the [iscsi] table);
-        sessions already logged in keep their values."""
+    def offer(self, limits: dict[str, str], settings: ConnectionSettings) -> None:
+        """What logins from now on negotiate from and run with (a reload of the
+        [iscsi] table); sessions already logged in keep their values."""
         self.limits = limits
-        self._queue_depth = queue_depth
-        self._poll_us = poll_us
+        self._settings = settings
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(self.port, host=self.host)
