@@ -41,6 +41,11 @@ CRASH_PERIOD = 10.0
 
 #: READ(6/10/12/16) and VERIFY(10/12/16): the commands that read the medium
 READ_OPCODES = frozenset({0x08, 0x28, 0xA8, 0x88, 0x2F, 0xAF, 0x8F})
+#: WRITE(6/10/12/16) and WRITE AND VERIFY(10/12/16): the writes whose data-out goes
+#: to the medium as it is, so a torn_write can write a prefix of it. COMPARE AND
+#: WRITE, WRITE SAME and ORWRITE store something else (a half, a repeated block, an
+#: OR): a prefix of their data-out would be data no real device could leave behind.
+TEARABLE_OPCODES = frozenset({0x0A, 0x2A, 0xAA, 0x8A, 0x2E, 0xAE, 0x8E})
 
 
 class OpClass(enum.StrEnum):
@@ -535,7 +540,7 @@ class FaultEngine:
             flips = tuple(state.rng.getrandbits(48) for _ in range(a.bits))
             return Injection(rule.id, a, flips=flips)
         if kind is ActionKind.TORN_WRITE:
-            if f.op_class is not OpClass.WRITE or f.nblocks <= 0:
+            if f.opcode not in TEARABLE_OPCODES or f.nblocks <= 0:
                 return None
             keep = f.nblocks // 2 if a.blocks is None else min(a.blocks, f.nblocks)
             sense = Sense(SenseKey.MEDIUM_ERROR, 0x0C, 0x00, information=f.lba + keep)

@@ -118,6 +118,12 @@ def test_torn_write_keeps_half_by_default() -> None:
     assert injection.error is not None and injection.error.sense is not None
     assert injection.error.sense.information == 14
     assert e.on_command(facts(lba=10, n=8), 0.0) is None  # reads are never torn
+    # writes whose data-out is not what lands on the medium are not torn either:
+    # COMPARE AND WRITE, WRITE SAME(10/16), ORWRITE(16)
+    for op in (0x89, 0x41, 0x93, 0x8B):
+        assert e.on_command(facts(lba=10, n=8, op=op, op_class=OpClass.WRITE), 0.0) is None
+    for op in (0x0A, 0xAA, 0x8A, 0x2E):  # the plain writes are
+        assert e.on_command(facts(lba=10, n=8, op=op, op_class=OpClass.WRITE), 0.0) is not None
 
 
 def test_injected_crashes_stay_below_the_supervisor_restart_limit() -> None:
