@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from transports.iscsi.busy_poll import BACKOFF, BusyPoll, trio_epoll_fd
+from transports.iscsi.busy_poll import BACKOFF, BusyPoll, loop_handles
 
 # budgets far beyond anything a test needs: a poller that failed to stop for
 # other work would hang the test until pytest-timeout, not pass slowly
@@ -27,10 +27,14 @@ def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     b.close()
 
 
-async def test_the_installed_trio_lets_us_find_its_epoll_set() -> None:
-    # if a Trio upgrade moves this, polling silently turns off: fail loudly instead
-    fd = trio_epoll_fd()
-    assert fd is not None and fd >= 0
+async def test_the_installed_trio_lets_us_find_its_epoll_set_and_run_queue() -> None:
+    # if a Trio upgrade moves these, polling silently turns off: fail loudly instead
+    handles = loop_handles()
+    assert handles is not None and handles.epoll_fd >= 0
+    assert len(handles.runq) == 0  # (only this task, and it is running)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.sleep, 0)
+        assert len(handles.runq) == 1  # the very queue Trio runs tasks from
 
 
 async def test_bytes_already_waiting_are_seen(pair: tuple[socket.socket, socket.socket]) -> None:

@@ -19,15 +19,18 @@ It never works at anyone else's expense:
   arriving) turns polling off for the next ``BACKOFF`` waits, so a busy
   target with many connections, or an idle one, parks every time.
 
-Trio has no public way to name its epoll descriptor; ``trio_epoll_fd`` reaches
-for it and, where it is not found (another Trio version, another platform),
-polling is simply off. A test checks it is found on the Trio we install.
+Trio has no public way to name its epoll descriptor or (cheaply) its run
+queue; ``loop_handles`` reaches for them and, where they are not found
+(another Trio version, another platform), polling is simply off. A test checks
+they are found on the Trio we install.
 """
 
 from __future__ import annotations
 
 import select
 import time
+from collections.abc import Sized
+from typing import NamedTuple
 
 import trio
 
@@ -35,25 +38,41 @@ import trio
 BACKOFF = 32
 
 
-def trio_epoll_fd() -> int | None:
-    """The descriptor of the running Trio loop's epoll set, or None."""
+class LoopHandles(NamedTuple):
+    """What the poller watches of the running Trio loop."""
+
+    epoll_fd: int  # its epoll set: readable when another descriptor is ready
+    runq: Sized  # its runnable tasks
+
+
+def loop_handles() -> LoopHandles | None:
+    """The running Trio loop's epoll descriptor and run queue, or None.
+
+    (``trio.lowlevel.current_statistics()`` counts runnable tasks too, but walks
+    every registered descriptor to fill in its I/O figures: O(connections) per
+    command. The run queue's length is the one figure needed.)
+    """
     try:
         runner = trio._core._run.GLOBAL_RUN_CONTEXT.runner
-        return int(runner.io_manager._epoll.fileno())
-    except (AttributeError, ValueError, OSError):
+        epoll_fd = int(runner.io_manager._epoll.fileno())
+        runq = runner.runq
+        len(runq)
+    except (AttributeError, TypeError, ValueError, OSError):
         return None
+    return LoopHandles(epoll_fd, runq)
 
 
 class BusyPoll:
     """One connection's poller; owned by its reader task, used inside Trio."""
 
-    __slots__ = ("_budget_ns", "_fd", "_loop_fd", "_poll", "_skip", "hits", "misses")
+    __slots__ = ("_budget_ns", "_fd", "_loop_fd", "_poll", "_runq", "_skip", "hits", "misses")
 
     def __init__(self, fd: int, budget_us: int) -> None:
         self._fd = fd
         self._budget_ns = budget_us * 1000
         self._poll: select.poll | None = None
         self._loop_fd = -1
+        self._runq: Sized = ()
         self._skip = 0
         #: waits polling covered, and those it gave up on (for tests and stats)
         self.hits = 0
@@ -68,18 +87,19 @@ class BusyPoll:
         if self._skip:
             self._skip -= 1
             return False
-        if trio.lowlevel.current_statistics().tasks_runnable:
-            return False
         poll = self._poll
         if poll is None:
-            loop_fd = trio_epoll_fd()
-            if loop_fd is None:
+            handles = loop_handles()
+            if handles is None:
                 self._budget_ns = 0
                 return False
             poll = self._poll = select.poll()
             poll.register(self._fd, select.POLLIN)
-            poll.register(loop_fd, select.POLLIN)
-            self._loop_fd = loop_fd
+            poll.register(handles.epoll_fd, select.POLLIN)
+            self._loop_fd = handles.epoll_fd
+            self._runq = handles.runq
+        if len(self._runq):
+            return False  # a task is ready to run: it goes first
         deadline = time.perf_counter_ns() + self._budget_ns
         while True:
             events = poll.poll(0)
