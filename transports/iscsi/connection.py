@@ -539,8 +539,8 @@ class IscsiConnection:
         settings = self.host.settings
         if not discovery:
             self._busy = BusyPoll(self._fd, settings.poll_us)
-        if settings.nop_interval > 0:
-            self.nursery.start_soon(self._ping, settings.nop_interval, settings.nop_timeout)
+            if settings.nop_interval > 0:
+                self.nursery.start_soon(self._ping, settings.nop_interval, settings.nop_timeout)
         log.info(
             "%s: %s session for %s (isid %#x tsih %d)",
             self.peer,
