@@ -159,8 +159,10 @@ class Session:
         """Adopt a new LUN map (a live admin edit; atomic, never awaits).
 
         When anything changed, every LU still mapped queues REPORTED LUNS DATA
-        HAS CHANGED (3F/0E) for this nexus, and LUs no longer mapped at all
-        forget the nexus (their tasks from it end). Returns whether it changed.
+        HAS CHANGED (3F/0E) for this nexus, one whose mapping turned read-only
+        or writable also MODE PARAMETERS CHANGED (2A/01: the WP bit MODE SENSE
+        reports), and LUs no longer mapped at all forget the nexus (their tasks
+        from it end). Returns whether it changed.
         """
         new = dict(luns)
         if self.closed or new == self.luns:
@@ -169,6 +171,11 @@ class Session:
         kept: dict[int, LogicalUnit] = {id(m.lu): m.lu for m in new.values()}
         for lu in kept.values():
             lu.unit_attention(Asc.REPORTED_LUNS_DATA_HAS_CHANGED, self.nexus)
+        for number, mapping in new.items():
+            before = old.get(number)
+            if before is not None and before.lu is mapping.lu:
+                if before.read_only != mapping.read_only:
+                    mapping.lu.unit_attention(Asc.MODE_PARAMETERS_CHANGED, self.nexus)
         gone: dict[int, LogicalUnit] = {
             id(m.lu): m.lu for m in old.values() if id(m.lu) not in kept
         }

@@ -17,12 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from actors.messages import (
-    RaiseUnitAttention,
-    ResizeDevice,
-    SetDeviceReadOnly,
-    call,
-)
+from actors.messages import ResizeDevice, SetDeviceReadOnly, call
 from actors.session import LunMapping
 from actors.target import InitiatorGroup, Target
 from admin.config_model import Config, DeviceConfig, TargetConfig
@@ -240,9 +235,12 @@ async def apply(daemon: Daemon, p: Plan, new: Config) -> None:
     # 3. live device changes: messages to the device actors, then the LU's UA
     for name, size in p.devices_resized:
         await _device_request(daemon, name, ResizeDevice(size))
-        await daemon.units[name].mailbox.send(RaiseUnitAttention(Asc.CAPACITY_DATA_HAS_CHANGED))
+        # (atomic: the very next command of every nexus already sees it)
+        daemon.units[name].unit_attention(Asc.CAPACITY_DATA_HAS_CHANGED)
     for name, flag in p.devices_read_only:
         await _device_request(daemon, name, SetDeviceReadOnly(flag))
+        # the WP bit of MODE SENSE's header changed: a mode parameter (SPC-4 6.11)
+        daemon.units[name].unit_attention(Asc.MODE_PARAMETERS_CHANGED)
     daemon.config = new
     # 4. targets: removed ones end their sessions; changed ones get new maps
     for name in p.targets_removed:

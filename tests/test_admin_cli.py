@@ -129,10 +129,16 @@ async def test_resize_reports_new_capacity_and_read_only_refuses_writes(tmp_path
             assert struct.unpack(">II", r.data) == (16 * 2048 - 1, 512)
             assert (tmp_path / "state" / "disk0.img").stat().st_size == 16 << 20
 
+            # the WP bit MODE SENSE reports is a mode parameter: each toggle
+            # is MODE PARAMETERS CHANGED (2A/01) first
             await admin.ok("device", "set", "disk0", "--read-only")
+            r = await ini.execute(0, write10(0, 1), data_out=bytes(512))
+            assert sense_triplet(r.sense) == (0x6, 0x2A, 0x01)
             r = await ini.execute(0, write10(0, 1), data_out=bytes(512))
             assert sense_triplet(r.sense) == (0x7, 0x27, 0x00)
             await admin.ok("device", "set", "disk0", "--writable")
+            r = await ini.execute(0, write10(0, 1), data_out=bytes(512))
+            assert sense_triplet(r.sense) == (0x6, 0x2A, 0x01)
             r = await ini.execute(0, write10(0, 1), data_out=bytes(512))
             assert r.status == 0
 
@@ -141,12 +147,14 @@ async def test_resize_reports_new_capacity_and_read_only_refuses_writes(tmp_path
             r = await ini.execute(0, TUR)
             assert sense_triplet(r.sense) == (0x6, 0x3F, 0x0E)
             r = await ini.execute(0, write10(0, 1), data_out=bytes(512))
+            assert sense_triplet(r.sense) == (0x6, 0x2A, 0x01)
+            r = await ini.execute(0, write10(0, 1), data_out=bytes(512))
             assert sense_triplet(r.sense) == (0x7, 0x27, 0x00)
-            # 8 commands: TUR, 3 READ CAPACITY, 3 WRITE, TUR; 5 of them ended in
-            # CHECK CONDITION (3 unit attentions, 2 writes refused); 2 READ
+            # 11 commands: TUR, 3 READ CAPACITY, 6 WRITE, TUR; 8 of them ended in
+            # CHECK CONDITION (6 unit attentions, 2 writes refused); 2 READ
             # CAPACITY answers of 8 bytes each; one write of one block went through
             stats = await admin.ok("stats", "--device", "disk0")
-            assert (stats["commands"], stats["errors"]) == (8, 5)
+            assert (stats["commands"], stats["errors"]) == (11, 8)
             assert (stats["bytes_read"], stats["bytes_written"]) == (16, 512)
             assert 0 < stats["latency_us"]["p50"] <= stats["latency_us"]["max"]
             tsih = ini.tsih
