@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -13,8 +14,7 @@ import trio.testing
 
 from transports.iscsi.busy_poll import BACKOFF, BusyPoll, loop_handles
 
-# budgets far beyond anything a test needs: a poller that failed to stop for
-# other work would hang the test until pytest-timeout, not pass slowly
+#: the largest budget the config allows
 LONG_US = 1000
 
 
@@ -94,9 +94,12 @@ async def test_other_ready_io_stops_the_poll_at_once(
             nursery.start_soon(other_reader)
             await trio.testing.wait_all_tasks_blocked()  # parked in Trio's epoll set
             other_b.send(b"z")
-            poller = BusyPoll(ours.fileno(), LONG_US * 1000)  # a whole second
-            with trio.fail_after(0.5):
-                assert not poller.ready()  # gave way instead of spending the budget
+            poller = BusyPoll(ours.fileno(), 10_000_000)  # ten seconds
+            started = time.monotonic()
+            assert not poller.ready()
+            # gave way at once instead of spending the budget (nothing in the
+            # poll yields, so only the clock can tell)
+            assert time.monotonic() - started < 5
             assert poller.misses == 1
         assert woke == [b"z"]  # and the other connection's bytes were served
     finally:
@@ -109,9 +112,8 @@ async def test_a_runnable_task_means_no_poll(pair: tuple[socket.socket, socket.s
     poller = BusyPoll(ours.fileno(), LONG_US * 1000)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(trio.sleep, 0)  # runnable, not yet run
-        with trio.fail_after(0.5):
-            assert not poller.ready()
-    assert (poller.hits, poller.misses) == (0, 0)
+        assert not poller.ready()
+    assert (poller.hits, poller.misses) == (0, 0)  # a poll that ran would count a miss
 
 
 async def test_no_budget_never_polls(pair: tuple[socket.socket, socket.socket]) -> None:
