@@ -21,6 +21,18 @@ from transports.iscsi.cmdsn import (
 serials = st.integers(min_value=0, max_value=SERIAL_MOD - 1)
 
 
+def window_ops(span: int) -> st.SearchStrategy[list[tuple[str, int]]]:
+    """Up to 80 steps: an offer at ExpCmdSN + offset (|offset| <= span), or
+    the completion of one delivered command."""
+    return st.lists(
+        st.one_of(
+            st.tuples(st.just("offer"), st.integers(min_value=-span, max_value=span)),
+            st.tuples(st.just("complete"), st.just(0)),
+        ),
+        max_size=80,
+    )
+
+
 # -- serial arithmetic -------------------------------------------------------------
 
 
@@ -160,13 +172,7 @@ def test_any_permutation_delivers_in_order_exactly_once(
 @given(
     start=serials,
     depth=st.integers(min_value=1, max_value=16),
-    ops=st.lists(
-        st.one_of(
-            st.tuples(st.just("offer"), st.integers(min_value=-40, max_value=40)),
-            st.tuples(st.just("complete"), st.just(0)),
-        ),
-        max_size=80,
-    ),
+    ops=window_ops(40),
 )
 def test_never_more_than_depth_in_flight_and_never_out_of_window(
     start: int, depth: int, ops: list[tuple[str, int]]
@@ -197,13 +203,7 @@ def test_never_more_than_depth_in_flight_and_never_out_of_window(
 @given(
     start=serials,
     depth=st.integers(min_value=1, max_value=16),
-    ops=st.lists(
-        st.one_of(
-            st.tuples(st.just("offer"), st.integers(min_value=-20, max_value=20)),
-            st.tuples(st.just("complete"), st.just(0)),
-        ),
-        max_size=80,
-    ),
+    ops=window_ops(20),
 )
 def test_accept_next_then_offer_is_the_same_window_as_offer_alone(
     start: int, depth: int, ops: list[tuple[str, int]]

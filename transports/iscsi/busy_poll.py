@@ -65,16 +65,15 @@ def loop_handles() -> LoopHandles | None:
 class BusyPoll:
     """One connection's poller; owned by its reader task, used inside Trio."""
 
-    __slots__ = ("_budget_ns", "_fd", "_loop_fd", "_poll", "_runq", "_skip", "hits", "misses")
+    __slots__ = ("_budget_ns", "_fd", "_poll", "_runq", "_skip", "hits", "misses")
 
     def __init__(self, fd: int, budget_us: int) -> None:
         self._fd = fd
         self._budget_ns = budget_us * 1000
         self._poll: select.poll | None = None
-        self._loop_fd = -1
         self._runq: Sized = ()
         self._skip = 0
-        #: waits polling covered, and those it gave up on (for tests and stats)
+        #: waits polling covered, and those it gave up on
         self.hits = 0
         self.misses = 0
 
@@ -96,7 +95,6 @@ class BusyPoll:
             poll = self._poll = select.poll()
             poll.register(self._fd, select.POLLIN)
             poll.register(handles.epoll_fd, select.POLLIN)
-            self._loop_fd = handles.epoll_fd
             self._runq = handles.runq
         if len(self._runq):
             return False  # a task is ready to run: it goes first

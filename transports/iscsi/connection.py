@@ -84,12 +84,12 @@ class ConnectionSettings:
     """How a connection runs, beyond what login negotiates (the [iscsi] table)."""
 
     #: commands outstanding per session: the CmdSN window
-    queue_depth: int = 128
+    queue_depth: int
     #: busy-poll budget of a depth-1 reader, µs (0: always park in Trio)
-    poll_us: int = 0
+    poll_us: int
     #: seconds between NOP-In pings (0: none), and how long one may go unanswered
-    nop_interval: float = 0.0
-    nop_timeout: float = 30.0
+    nop_interval: float
+    nop_timeout: float
 
 
 class ConnectionClosed(Exception):
@@ -441,9 +441,7 @@ class IscsiConnection:
 
     def _status_numbers(self) -> tuple[int, int, int]:
         """StatSN (taken), ExpCmdSN, MaxCmdSN for one status-bearing PDU."""
-        w = self._window
-        assert w is not None
-        return (self._next_statsn(), *w.edges())
+        return (self._next_statsn(), *self._windows())
 
     # -- login phase ---------------------------------------------------------
     async def _login(self) -> LoginResult | None:
