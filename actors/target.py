@@ -83,6 +83,9 @@ class Target:
         self.default_luns = dict(default_luns)
         self.groups = list(groups or [])
         self.sessions: dict[tuple[str, int], SessionHandle] = {}
+        #: who may log in at all ([targets."IQN".auth] initiators): exact names or
+        #: globs, case-insensitive; None lets anyone in. Groups mask LUNs on top.
+        self.initiators: tuple[str, ...] | None = None
 
     def lun_map_for(self, initiator_name: str) -> dict[int, LunMapping]:
         """A group naming the initiator exactly wins, then the first matching glob."""
@@ -96,7 +99,16 @@ class Target:
         return dict(self.default_luns)
 
     def allows(self, initiator_name: str) -> bool:
+        """May this initiator log in (and see the target in SendTargets)?"""
+        if self.initiators is not None:
+            lowered = initiator_name.lower()
+            if not any(fnmatch.fnmatchcase(lowered, p.lower()) for p in self.initiators):
+                return False
         return bool(self.lun_map_for(initiator_name))
+
+    def set_initiators(self, patterns: tuple[str, ...] | None) -> None:
+        """A new access list; it applies to logins from now on."""
+        self.initiators = patterns
 
     def logical_units(self) -> list[LogicalUnit]:
         seen: dict[int, LogicalUnit] = {}
@@ -227,7 +239,7 @@ class TargetDirectory:
             targets = [t for t in self if t.allows(initiator_name)]
         elif which == "":
             t = self.get(current or "")
-            targets = [t] if t is not None else []
+            targets = [t] if t is not None and t.allows(initiator_name) else []
         else:
             t = self.get(which)
             targets = [t] if t is not None and t.allows(initiator_name) else []

@@ -22,8 +22,10 @@ from typing import Any, TypeVar
 import attrs
 import tomli_w
 
+from admin.config_auth import auth_to_dict, resolve_auth
 from admin.config_faults import parse_faults, rule_to_dict
 from admin.config_model import (
+    AuthConfig,
     Config,
     DeviceConfig,
     Digest,
@@ -207,6 +209,8 @@ def dump_config(config: Config) -> str:
         "devices": {d.name: _dump_device(d) for d in config.devices},
         "targets": {t.name: _dump_target(t) for t in config.targets},
     }
+    if config.discovery_auth != AuthConfig():
+        doc["discovery_auth"] = auth_to_dict(config.discovery_auth, discovery=True)
     if config.faults:
         doc["faults"] = [rule_to_dict(rule) for rule in config.faults]
     return tomli_w.dumps(doc)
@@ -241,6 +245,8 @@ def _dump_target(target: TargetConfig) -> dict[str, Any]:
             g.name: {"initiators": list(g.initiators), "luns": _dump_luns(g.luns)}
             for g in target.groups
         }
+    if target.auth != AuthConfig():
+        out["auth"] = auth_to_dict(target.auth)
     return out
 
 
@@ -257,6 +263,7 @@ class _Resolver:
         self.base_dir = base_dir
         self.device_names = device_names  # declared, even if malformed
         self.problems: list[Problem] = []
+        self.state_dir = base_dir  # secret files resolve here (set in config())
 
     def fail(self, path: KeyPath, message: str) -> None:
         self.problems.append(Problem(path, message))
@@ -271,6 +278,7 @@ class _Resolver:
 
     def config(self, raw: RawConfig) -> Config:
         state_dir = _absolute(self.base_dir, raw.state_dir)
+        self.state_dir = state_dir
         level_name = raw.log_level.lower()
         if level_name in LogLevel._value2member_map_:
             log_level = LogLevel(level_name)
@@ -290,6 +298,11 @@ class _Resolver:
             for name, raw_t in raw.targets.items()
             if (t := self.target(("targets", name), name, raw_t, known)) is not None
         )
+        discovery_auth = AuthConfig()
+        if raw.discovery_auth is not None:
+            discovery_auth = resolve_auth(
+                ("discovery_auth",), raw.discovery_auth, state_dir, self.problems
+            )
         return Config(
             state_dir=state_dir,
             control_socket=_absolute(state_dir, raw.control_socket),
@@ -297,6 +310,7 @@ class _Resolver:
             iscsi=iscsi,
             devices=devices,
             targets=targets,
+            discovery_auth=discovery_auth,
         )
 
     def iscsi(self, path: KeyPath, raw: RawIscsi) -> IscsiSettings:
@@ -469,11 +483,15 @@ class _Resolver:
                         f'"{pattern}" is already in group "{owner[key]}"',
                     )
                 owner.setdefault(key, group.name)
+        auth = AuthConfig()
+        if raw.auth is not None:
+            auth = resolve_auth((*path, "auth"), raw.auth, self.state_dir, self.problems)
         if len(self.problems) > before:
             return None
         return TargetConfig(
-            name=name, portals=tuple(portals), luns=luns, groups=groups, alias=raw.alias
-        )
+            name=name, portals=tuple(portals), luns=luns, groups=groups, alias=raw.alias,
+            auth=auth,
+        )  # fmt: skip
 
 
 def _absolute(base: Path, path: str) -> Path:

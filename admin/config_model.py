@@ -17,6 +17,8 @@ from actors.faults import FaultRule
 from admin.config_values import Portal, is_glob
 
 __all__ = [
+    "AuthConfig",
+    "ChapUser",
     "Config",
     "DeviceConfig",
     "Digest",
@@ -132,6 +134,46 @@ class InitiatorGroup:
 
 
 @attrs.frozen
+class ChapUser:
+    """A CHAP name and secret ([targets."IQN".auth] chap / mutual).
+
+    ``secret_file`` is the reference as the file wrote it (None for an inline
+    ``secret``): what ``save`` writes back. The secret itself is never shown.
+    """
+
+    user: str
+    secret: bytes = attrs.field(repr=False)
+    secret_file: str | None = None
+
+    def public(self) -> dict[str, str]:
+        """What the console, ``--json`` and logs may show."""
+        if self.secret_file is not None:
+            return {"user": self.user, "secret_file": self.secret_file}
+        return {"user": self.user, "secret": "(inline, hidden)"}
+
+
+@attrs.frozen
+class AuthConfig:
+    """Who may log in to a target (or discover), and how they authenticate."""
+
+    initiators: tuple[str, ...] | None = None  # None: anyone
+    chap: tuple[ChapUser, ...] = ()
+    mutual: ChapUser | None = None
+
+    def allows(self, initiator_name: str) -> bool:
+        if self.initiators is None:
+            return True
+        return any(InitiatorGroup._match(p, initiator_name) for p in self.initiators)
+
+    def public(self) -> dict[str, object]:
+        return {
+            "initiators": None if self.initiators is None else list(self.initiators),
+            "chap": [c.public() for c in self.chap],
+            "mutual": None if self.mutual is None else self.mutual.public(),
+        }
+
+
+@attrs.frozen
 class TargetConfig:
     """One iSCSI target ([targets."iqn..."])."""
 
@@ -140,6 +182,7 @@ class TargetConfig:
     luns: tuple[LunMapping, ...] = ()  # the default group
     groups: tuple[InitiatorGroup, ...] = ()
     alias: str | None = None
+    auth: AuthConfig = AuthConfig()
 
     def group_for(self, initiator_name: str) -> InitiatorGroup | None:
         """The group whose LUN map an initiator sees; None means the default map.
@@ -173,6 +216,8 @@ class Config:
     targets: tuple[TargetConfig, ...] = ()
     #: fault injection rules ([[faults]], admin/config_faults.py), in file order
     faults: tuple[FaultRule, ...] = ()
+    #: [discovery_auth]: CHAP for discovery sessions (initiators is always None)
+    discovery_auth: AuthConfig = AuthConfig()
 
     def device(self, name: str) -> DeviceConfig:
         """The device called ``name`` (KeyError if none)."""

@@ -87,11 +87,32 @@ class RawGroup:
 
 
 @attrs.frozen
+class RawChap:
+    user: str
+    secret: str | None = None
+    secret_file: str | None = None
+
+
+@attrs.frozen
+class RawDiscoveryAuth:
+    chap: list[RawChap] = attrs.field(factory=list)
+    mutual: RawChap | None = None
+
+
+@attrs.frozen
+class RawAuth:
+    initiators: list[str] | None = None
+    chap: list[RawChap] = attrs.field(factory=list)
+    mutual: RawChap | None = None
+
+
+@attrs.frozen
 class RawTarget:
     portals: list[str]
     alias: str | None = None
     luns: list[RawLun] = attrs.field(factory=list)
     groups: dict[str, RawGroup] = attrs.field(factory=dict)
+    auth: RawAuth | None = None
 
 
 @attrs.frozen
@@ -102,6 +123,7 @@ class RawConfig:
     iscsi: RawIscsi = attrs.field(factory=RawIscsi)
     devices: dict[str, RawDevice] = attrs.field(factory=dict)
     targets: dict[str, RawTarget] = attrs.field(factory=dict)
+    discovery_auth: RawDiscoveryAuth | None = None
 
 
 def describe_value(value: object) -> str:

@@ -52,6 +52,8 @@ class Plan:
     #: the [iscsi] table changed: what the portals offer to new logins (sessions
     #: already logged in keep what they negotiated, as RFC 7143 has it)
     iscsi_changed: bool = False
+    #: an access list or CHAP credential changed (applies to new logins)
+    auth_changed: bool = False
     log_level: str | None = None
     in_use: tuple[str, ...] = ()  # what live sessions would lose
 
@@ -76,6 +78,7 @@ class Plan:
             "portals_removed": [_address(a) for a in self.portals_removed],
             "restart_required": list(self.restart_required),
             "iscsi_changed": self.iscsi_changed,
+            "auth_changed": self.auth_changed,
             "log_level": self.log_level,
         }
 
@@ -143,6 +146,9 @@ def plan(daemon: Daemon, old: Config, new: Config) -> Plan:
         portals_removed=portals_removed,
         restart_required=tuple(restart),
         iscsi_changed=old.iscsi != new.iscsi,
+        auth_changed=old.discovery_auth != new.discovery_auth
+        or {t.name.lower(): t.auth for t in old.targets}
+        != {t.name.lower(): t.auth for t in new.targets},
         log_level=new.log_level.value if new.log_level != old.log_level else None,
         in_use=tuple(losses),
     )
@@ -268,6 +274,7 @@ async def apply(daemon: Daemon, p: Plan, new: Config) -> None:
     for host, port in p.portals_removed:
         if (host, port) in daemon.portal_index:
             await daemon.remove_portal(host, port)
+    daemon.apply_auth()  # access lists and CHAP: cheap, and new logins only
     if p.iscsi_changed:
         daemon.offer_iscsi_settings()
     if p.log_level is not None:

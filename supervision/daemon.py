@@ -23,12 +23,14 @@ from actors.faults import FaultEngine
 from actors.lun import LogicalUnit
 from actors.session import LunMapping
 from actors.target import InitiatorGroup, Target, TargetDirectory
-from admin.config_model import Config, DeviceConfig, IscsiSettings
+from admin.config_model import AuthConfig, Config, DeviceConfig, IscsiSettings
 from admin.config_model import LunMapping as LunMappingConfig
 from admin.control import ControlServer, OpHandler
 from admin.operations import Controller
 from admin.ops_faults import fault_operations
 from supervision.supervisor import Child, Restart, Supervisor
+from transports.iscsi.auth import AuthRegistry
+from transports.iscsi.chap import ChapSettings, Credential
 from transports.iscsi.connection import ConnectionSettings
 from transports.iscsi.portal import IscsiPortal
 
@@ -62,6 +64,8 @@ class Daemon:
     config_path: Path | None = None
     #: fault injection rules, consulted by every LU and connection (actors/faults.py)
     faults: FaultEngine = attrs.field(factory=FaultEngine)
+    #: CHAP credentials per target and for discovery, read by every portal per login
+    auth: AuthRegistry = attrs.field(factory=AuthRegistry)
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -99,13 +103,25 @@ class Daemon:
         iscsi = self.config.iscsi
         portal = IscsiPortal(
             host, port, self.directory, iscsi_limits(iscsi), connection_settings(iscsi),
-            faults=self.faults,
+            faults=self.faults, auth=self.auth,
         )  # fmt: skip
         child = await self.root.start(portal, Restart.PERMANENT)
         self.portals.append(portal)
         self.portal_children.append(child)
         self.portal_index[(host, port)] = (portal, child)
         return portal
+
+    def apply_auth(self) -> None:
+        """Access lists and CHAP credentials from ``config`` (start, edits,
+        reloads): they apply to logins from now on."""
+        for tcfg in self.config.targets:
+            target = self.directory.get(tcfg.name)
+            if target is not None:
+                target.set_initiators(tcfg.auth.initiators)
+        self.auth.replace(
+            {t.name: s for t in self.config.targets if (s := chap_settings(t.auth))},
+            chap_settings(self.config.discovery_auth),
+        )
 
     def offer_iscsi_settings(self) -> None:
         """Every portal negotiates new logins from ``config.iscsi`` (after a reload)."""
@@ -120,6 +136,17 @@ class Daemon:
         self.portal_children.remove(child)
         child.stop()
         await child.wait_stopped()
+
+
+def chap_settings(auth: AuthConfig) -> ChapSettings | None:
+    """The login core's view of an auth table (None: no CHAP demanded)."""
+    if not auth.chap:
+        return None
+    mutual = auth.mutual
+    return ChapSettings(
+        tuple(Credential(u.user, u.secret) for u in auth.chap),
+        Credential(mutual.user, mutual.secret) if mutual is not None else None,
+    )
 
 
 def connection_settings(settings: IscsiSettings) -> ConnectionSettings:
@@ -189,6 +216,7 @@ async def start(
         directory.add(target)
         for p in tcfg.portals:
             by_address.setdefault((p.host, p.port), []).append(target)
+    daemon.apply_auth()
 
     for (host, port), targets in by_address.items():
         try:

@@ -92,6 +92,8 @@ def write_config(
     iscsi: Mapping[str, Any] | None = None,
     log_level: str = "info",
     extra_targets: Mapping[str, Mapping[str, Any]] | None = None,
+    auth: Mapping[str, Any] | None = None,
+    discovery_auth: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``workdir/pyscst.toml`` with state under ``workdir/state``; validate it."""
     state_dir = workdir / "state"
@@ -102,6 +104,8 @@ def write_config(
     }
     if groups:
         target_table["groups"] = {name: dict(g) for name, g in groups.items()}
+    if auth is not None:
+        target_table["auth"] = dict(auth)
     doc: dict[str, Any] = {
         "state_dir": str(state_dir),
         "log_level": log_level,
@@ -113,6 +117,8 @@ def write_config(
             **{k: {"portals": [f"{host}:{port}"], **v} for k, v in (extra_targets or {}).items()},
         },
     }
+    if discovery_auth is not None:
+        doc["discovery_auth"] = dict(discovery_auth)
     path = workdir / "pyscst.toml"
     path.write_text(tomli_w.dumps(doc))
     load_config(path)  # a bad test config should fail here, not as a daemon crash
@@ -223,6 +229,8 @@ def running_daemon(
     iscsi: Mapping[str, Any] | None = None,
     log_level: str = "info",
     extra_targets: Mapping[str, Mapping[str, Any]] | None = None,
+    auth: Mapping[str, Any] | None = None,
+    discovery_auth: Mapping[str, Any] | None = None,
     startup_timeout: float = 30.0,
     stop_timeout: float = 15.0,
 ) -> Iterator[RunningDaemon]:
@@ -236,6 +244,7 @@ def running_daemon(
     config_path = write_config(
         workdir, port=port, host=host, target=target, devices=devices, luns=luns,
         groups=groups, iscsi=iscsi, log_level=log_level, extra_targets=extra_targets,
+        auth=auth, discovery_auth=discovery_auth,
     )
     proc, info = start_daemon(
         config_path, host=host, port=port, target=target, startup_timeout=startup_timeout

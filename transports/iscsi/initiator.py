@@ -1,12 +1,13 @@
 """A small Trio iSCSI initiator for end-to-end tests and benchmarks.
 
 It speaks enough RFC 7143 to drive a real target: login (security phase with
-AuthMethod=None, or straight to operational), the usual operational keys,
+AuthMethod=None or CHAP, one-way or mutual, or straight to operational), the
+usual operational keys,
 SendTargets discovery, SCSI commands with immediate / unsolicited / R2T
 solicited Data-Out and Data-In reassembly, many commands in flight within
 the target's CmdSN window, task management, NOP pings both ways and logout.
 It is *not* a general initiator: one connection per session, ErrorRecovery
-Level 0, no CHAP, no SNACK.
+Level 0, no SNACK.
 
 Structure: login runs lockstep on the caller's task; afterwards one reader
 task decodes PDUs and completes tasks by ITT (answering target NOP-Ins and
@@ -34,6 +35,13 @@ import trio
 from scsi.command import TaskAttribute
 from scsi.lun import encode_lun
 from transports.iscsi import pdu
+from transports.iscsi.chap import (
+    ChapError,
+    InitiatorAnswer,
+    InitiatorChap,
+    initiator_answer,
+    verify_target,
+)
 from transports.iscsi.pdu import (
     R2T,
     RESERVED_TAG,
@@ -218,11 +226,14 @@ class Initiator:
         initial_r2t: bool = False,
         immediate_data: bool = True,
         params: Mapping[str, str] | None = None,
+        chap: InitiatorChap | None = None,
     ) -> Initiator:
         """Connect and log in; use the result as ``async with``.
 
         ``discovery`` defaults to True when no ``target_name`` is given.
         ``params`` adds or overrides operational keys offered to the target.
+        ``chap`` offers AuthMethod=CHAP (mutual when it holds a target secret:
+        then a target that does not prove itself fails the login).
         """
         if discovery is None:
             discovery = target_name is None
@@ -247,6 +258,7 @@ class Initiator:
                 initial_r2t=initial_r2t,
                 immediate_data=immediate_data,
                 extra=dict(params or {}),
+                chap=chap,
             )
         except BaseException:
             await stream.aclose()
@@ -272,6 +284,7 @@ class Initiator:
         initial_r2t: bool,
         immediate_data: bool,
         extra: dict[str, str],
+        chap: InitiatorChap | None = None,
     ) -> Initiator:
         reader = PduReader(max_recv_data_segment_length=max(max_recv, 8192))
         leading = [("InitiatorName", initiator_name)]
@@ -302,7 +315,13 @@ class Initiator:
         itt = 0
         stage = 0 if security_phase else 1
         pairs: list[tuple[str, str]] = list(leading)
-        if security_phase:
+        transit = True
+        chap_state: str | None = None  # method -> algorithm -> response
+        chap_answer: InitiatorAnswer | None = None
+        if security_phase and chap is not None:
+            pairs.append(("AuthMethod", "CHAP,None"))
+            transit, chap_state = False, "method"
+        elif security_phase:
             pairs.append(("AuthMethod", "None"))
         else:
             pairs += list(operational.items())
@@ -311,7 +330,8 @@ class Initiator:
         for _ in range(16):  # bounded: a target that never transits fails
             next_stage = 1 if stage == 0 else 3
             request = LoginRequest(
-                transit=True, cont=False, csg=stage, nsg=next_stage, version_max=0,
+                transit=transit, cont=False, csg=stage, nsg=next_stage if transit else 0,
+                version_max=0,
                 version_min=0, isid=isid, tsih=tsih, itt=itt, cid=cid, cmdsn=cmdsn,
                 expstatsn=expstatsn, data=encode_text(pairs),
             )  # fmt: skip
@@ -328,6 +348,27 @@ class Initiator:
             tsih = response.tsih
             answers = decode_text(response.data)
             negotiated.update(answers)
+            if chap_state is not None and chap is not None:
+                got = dict(answers)
+                try:
+                    if chap_state == "method":
+                        if got.get("AuthMethod") == "CHAP":
+                            algorithms = ",".join(str(int(a)) for a in chap.algorithms)
+                            pairs, chap_state = [("CHAP_A", algorithms)], "algorithm"
+                            continue
+                        if chap.mutual:
+                            raise InitiatorError("target refused CHAP: it cannot authenticate")
+                        chap_state, transit, pairs = None, True, []
+                        continue
+                    if chap_state == "algorithm":
+                        chap_answer = initiator_answer(chap, got)
+                        pairs, chap_state, transit = list(chap_answer.pairs), "response", True
+                        continue
+                    if chap.mutual and chap_answer is not None:
+                        verify_target(chap, chap_answer, got)
+                    chap_state = None
+                except ChapError as exc:
+                    raise InitiatorError(f"CHAP: {exc}") from exc
             # Keys the target proposed on its own get our agreement echoed back.
             unanswered = [(k, v) for k, v in answers if k not in offered and not _declarative(k)]
             if response.transit and response.nsg == 3:

@@ -7,7 +7,8 @@ back; nothing here touches sockets, clocks or session tables, so every rule of
 the dialogue (stages, the T and C bits, key negotiation, identity checks,
 pending target offers) can be exercised by plain unit tests. What the target
 offers and who may log in comes from a :class:`TargetPolicy`; authentication
-is a pluggable :class:`Authenticator` (only ``AuthMethod=None`` ships).
+is a pluggable :class:`Authenticator` (``AuthMethod=None`` here, CHAP in
+``auth.py``/``chap.py``).
 """
 
 from __future__ import annotations
@@ -251,6 +252,10 @@ class TargetPolicy:
     #: TSIH != 0 logins: return a LoginStatus (0 to accept the connection).
     join_session: Callable[[ConnectionJoin], int] = _no_sessions
     authenticator: Callable[[], Authenticator] = NoAuthentication
+    #: When set, replaces ``authenticator`` once the first request has named the
+    #: initiator, the target (None for discovery) and the session type: each
+    #: target (and discovery) may demand its own method and credentials.
+    auth_for: Callable[[str, str | None, str], Authenticator] | None = None
     #: Upper bound on one login's accumulated (C-bit) request text.
     max_text_bytes: int = 65536
     #: Split response text into chunks of at most this many bytes.
@@ -447,6 +452,8 @@ class LoginMachine:
             )
             if status:
                 raise LoginFailed(LoginStatus(status), f"cannot join session {req.tsih:#x}")
+        if self._policy.auth_for is not None:
+            self._auth = self._policy.auth_for(name, self._target_name, session_type)
         if req.csg == OPERATIONAL_STAGE and "None" not in self._auth.methods():
             raise LoginFailed(
                 LoginStatus.AUTHENTICATION_FAILURE, "authentication required: security skipped"

@@ -19,6 +19,7 @@ from actors.session import Session
 from actors.target import TargetDirectory
 from scsi.command import Nexus
 from supervision.supervisor import Restart, Supervisor
+from transports.iscsi.auth import AuthRegistry
 from transports.iscsi.connection import ConnectionSettings, IscsiConnection
 from transports.iscsi.login import LoginResult, TargetPolicy
 
@@ -36,8 +37,10 @@ class IscsiPortal:
         limits: dict[str, str],
         settings: ConnectionSettings,
         faults: FaultEngine | None = None,
+        auth: AuthRegistry | None = None,
     ) -> None:
         self.name = f"portal {host}:{port}"
+        self.auth = auth if auth is not None else AuthRegistry()
         self._faults = faults
         self.host = host
         self.port = port
@@ -101,6 +104,7 @@ class IscsiPortal:
             allocate_tsih=directory.allocate_tsih,
             limits=self.limits,
             target_alias=alias,
+            auth_for=self.auth.authenticator,
         )
 
     def send_targets(
