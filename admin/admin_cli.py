@@ -144,6 +144,9 @@ def add_admin_parser(sub: Any) -> None:
         p.add_argument("--force", action="store_true",
                        help="even if a logged-in initiator loses LUNs by it")
 
+    _add_auth_commands(group("auth", "who may log in to a target (or discover: target "
+                             "\"discovery\") and with which CHAP credentials"), leaf)
+
     lun = group("lun", "map, unmap or write-protect LUNs")
     p = leaf(lun, "add", "map a device as a LUN (default map, or --group's)",
              lambda a: ("lun.add", {"target": a.target, "group": a.group, "lun": a.lun,
@@ -201,6 +204,45 @@ def add_admin_parser(sub: Any) -> None:
     p = leaf(verbs, "reload", "re-read the config file and apply the difference",
              lambda a: ("config.reload", {"force": a.force or None}))
     p.add_argument("--force", action="store_true")
+
+
+def _add_auth_commands(auth: Any, leaf: Callable[..., argparse.ArgumentParser]) -> None:
+    def secret_args(p: argparse.ArgumentParser) -> None:
+        which = p.add_mutually_exclusive_group(required=True)
+        which.add_argument("--secret-file", metavar="PATH",
+                           help="a file (mode 0600, ours) holding the secret; relative to "
+                                "state_dir")
+        which.add_argument("--secret", help="the secret itself (visible to ps: prefer "
+                                             "--secret-file)")
+
+    def credential(op: str) -> Builder:
+        return lambda a: (op, {"target": a.target, "user": a.user, "secret": a.secret,
+                               "secret_file": a.secret_file})
+
+    p = leaf(auth, "chap-add", "add a CHAP user initiators may log in as",
+             credential("auth.chap_add"))
+    p.add_argument("target", help='an IQN, or "discovery"')
+    p.add_argument("user")
+    secret_args(p)
+    p = leaf(auth, "chap-remove", "remove a CHAP user",
+             lambda a: ("auth.chap_remove", {"target": a.target, "user": a.user}))
+    p.add_argument("target")
+    p.add_argument("user")
+    p = leaf(auth, "mutual-set", "the name and secret the target proves itself with",
+             credential("auth.mutual_set"))
+    p.add_argument("target")
+    p.add_argument("user")
+    secret_args(p)
+    p = leaf(auth, "mutual-clear", "no mutual CHAP",
+             lambda a: ("auth.mutual_clear", {"target": a.target}))
+    p.add_argument("target")
+    p = leaf(auth, "initiators", "who may log in (names or globs); --anyone lifts the list",
+             lambda a: ("auth.initiators_set", {
+                 "target": a.target, "anyone": a.anyone or None,
+                 "initiators": None if a.anyone else a.initiators}))
+    p.add_argument("target")
+    p.add_argument("initiators", nargs="*", metavar="INITIATOR")
+    p.add_argument("--anyone", action="store_true")
 
 
 def _portal_builder(op: str) -> Builder:
@@ -339,9 +381,27 @@ def render_tree(tree: dict[str, Any]) -> str:
         for g in t["groups"]:
             out.append(f"    group {g['name']}: {', '.join(g['initiators'])}")
             out.append(f"      luns: {_luns(g['luns'])}")
+        if t.get("auth"):
+            out.append(f"    auth: {_auth_line(t['auth'])}")
+    if tree.get("discovery_auth"):
+        out.append(f"discovery auth: {_auth_line(tree['discovery_auth'])}")
     out.append("sessions:")
     out.append(_indent(render_sessions(tree["sessions"])))
     return "\n".join(out)
+
+
+def _auth_line(auth: dict[str, Any]) -> str:
+    """Access list and CHAP users (names and secret files only)."""
+    def who(c: dict[str, Any]) -> str:
+        return f"{c['user']} ({c.get('secret_file') or 'inline secret'})"
+
+    initiators = auth.get("initiators")
+    parts = ["initiators " + (", ".join(initiators) if initiators is not None else "any")]
+    if auth.get("chap"):
+        parts.append("chap " + ", ".join(who(c) for c in auth["chap"]))
+    if auth.get("mutual"):
+        parts.append("mutual " + who(auth["mutual"]))
+    return "; ".join(parts)
 
 
 def _indent(text: str) -> str:

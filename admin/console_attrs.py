@@ -76,6 +76,13 @@ def parse_patterns(text: str) -> list[str]:
     return patterns
 
 
+def parse_initiator_list(text: str) -> list[str] | None:
+    """``any`` (None: anyone may log in) or comma-separated names/globs."""
+    if text.strip().lower() == "any":
+        return None
+    return parse_patterns(text)
+
+
 def session_initiators(root: Node) -> list[str]:
     """Initiator names of the live sessions: the likeliest members of a new group."""
     sessions = root.child("sessions")
@@ -136,6 +143,11 @@ CREATE_ATTRS: Mapping[Kind, tuple[Attr, ...]] = {
         FORCE,
     ),
     Kind.INITIATORS: (FORCE,),
+    Kind.CHAP_USERS: (
+        Attr("secret_file", parse_text, "file holding the secret (mode 0600), relative to "
+             "state_dir"),
+        Attr("secret", parse_text, "the secret itself (prefer secret_file)"),
+    ),
     Kind.LUNS: (
         Attr("device", parse_text, "the device to map", required=True, choices=device_names),
         Attr("lun", parse_int, "LUN number (default: the lowest free one)"),
@@ -147,6 +159,15 @@ CREATE_ATTRS: Mapping[Kind, tuple[Attr, ...]] = {
 SET_ATTRS: Mapping[Kind, tuple[Attr, ...]] = {
     Kind.DEVICE: (READ_ONLY, Attr("size", parse_size, "resize (e.g. 2G)")),
     Kind.LUN: (READ_ONLY,),
+    Kind.AUTH: (
+        Attr("initiators", parse_initiator_list,
+             "who may log in: names or globs, comma-separated, or any",
+             choices=session_initiators),
+        Attr("mutual", parse_text, "CHAP name the target answers with (none: no mutual "
+             "CHAP); give secret_file or secret with it"),
+        Attr("secret_file", parse_text, "the mutual secret's file (mode 0600)"),
+        Attr("secret", parse_text, "the mutual secret itself (prefer secret_file)"),
+    ),
 }
 
 #: kinds whose removal takes ``force=true`` when in use

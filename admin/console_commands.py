@@ -133,6 +133,7 @@ def _describe(node: Node) -> str:
         Kind.INITIATOR: "initiator pattern",
         Kind.LUN: "LUN",
         Kind.SESSION: "session",
+        Kind.CHAP_USER: "CHAP user",
     }
     return f"{names.get(node.kind, node.kind.value)} {node.name} ({node.text_path})"
 
@@ -337,6 +338,8 @@ def _create_op(
     if kind is Kind.TARGETS:
         return "target.add", {"name": name, **values}
     target, group = target_and_group(container)
+    if kind is Kind.CHAP_USERS:
+        return "auth.chap_add", {"target": target, "user": name, **values}
     if kind is Kind.PORTALS:
         return "portal.add", {"target": target, "portal": name}
     if kind is Kind.GROUPS:
@@ -391,6 +394,8 @@ def _delete_op(node: Node) -> tuple[str, dict[str, Any]]:
         return "session.close", _session_args(node)
     if kind is Kind.LUN:
         return "lun.remove", _lun_args(node)
+    if kind is Kind.CHAP_USER:
+        return "auth.chap_remove", {"target": target_and_group(node)[0], "user": node.name}
     if kind not in (Kind.PORTAL, Kind.GROUP, Kind.INITIATOR):
         raise UsageError(
             f"delete: {node.text_path} is a {kind.value}, not something that can be deleted"
@@ -423,6 +428,8 @@ def run_set(shell: ShellContext, inv: Invocation) -> Fragments:
         names = ", ".join(f"{a.name}=..." for a in allowed)
         raise UsageError(f"set: give attribute=value for {_describe(node)} ({names})")
     values = parse_options("set", _describe(node), inv.options, allowed)
+    if node.kind is Kind.AUTH:
+        return _set_auth(shell, node, values)
     out: Fragments = []
     for key, value in values.items():
         if node.kind is Kind.DEVICE and key == "size":
@@ -432,6 +439,30 @@ def run_set(shell: ShellContext, inv: Invocation) -> Fragments:
         else:
             shell.call("lun.set", **_lun_args(node), **{key: value})
         out += _ok(f"{node.text_path}: {key} = {show(key, value)}")
+    return out
+
+
+def _set_auth(shell: ShellContext, node: Node, values: dict[str, Any]) -> Fragments:
+    """``set auth initiators=...`` and ``set auth mutual=USER secret_file=F``."""
+    target = target_and_group(node)[0]
+    out: Fragments = []
+    secrets = {k: values.pop(k) for k in ("secret", "secret_file") if k in values}
+    if secrets and "mutual" not in values:
+        raise UsageError("set: secret and secret_file go with mutual=USER")
+    if "initiators" in values:
+        patterns = values.pop("initiators")
+        if patterns is None:
+            shell.call("auth.initiators_set", target=target, anyone=True)
+        else:
+            shell.call("auth.initiators_set", target=target, initiators=patterns)
+        out += _ok(f"{node.text_path}: initiators = {', '.join(patterns or ['any'])}")
+    if "mutual" in values:
+        user = values.pop("mutual")
+        if user.lower() == "none":
+            shell.call("auth.mutual_clear", target=target)
+        else:
+            shell.call("auth.mutual_set", target=target, user=user, **secrets)
+        out += _ok(f"{node.text_path}: mutual = {user}")
     return out
 
 

@@ -39,6 +39,9 @@ class Kind(enum.StrEnum):
     SESSIONS = "sessions"
     SESSION_TARGET = "session target"
     SESSION = "session"
+    AUTH = "auth"
+    CHAP_USERS = "chap users"
+    CHAP_USER = "chap user"
 
 
 #: container kind -> the kind of object it holds
@@ -51,6 +54,7 @@ CHILD_KIND: Mapping[Kind, Kind] = {
     Kind.LUNS: Kind.LUN,
     Kind.SESSIONS: Kind.SESSION_TARGET,
     Kind.SESSION_TARGET: Kind.SESSION,
+    Kind.CHAP_USERS: Kind.CHAP_USER,
 }
 
 Path = tuple[str, ...]
@@ -192,7 +196,7 @@ def _target(name: str, body: Mapping[str, Any]) -> Node:
         Node(p, Kind.PORTAL, (*base, "portals", p)) for p in _portal_names(body.get("portals"))
     )
     groups = tuple(_group(base, g, gbody) for g, gbody in _named(body.get("groups")))
-    attributes = _scalars(body, skip=("portals", "luns", "groups", "sessions"))
+    attributes = _scalars(body, skip=("portals", "luns", "groups", "sessions", "auth"))
     return Node(
         name,
         Kind.TARGET,
@@ -202,8 +206,34 @@ def _target(name: str, body: Mapping[str, Any]) -> Node:
             Node("portals", Kind.PORTALS, (*base, "portals"), children=portals),
             _luns_node((*base, "luns"), body.get("luns")),
             Node("groups", Kind.GROUPS, (*base, "groups"), children=groups),
+            _auth_node((*base, "auth"), body.get("auth")),
         ),
     )
+
+
+def _auth_node(path: Path, value: Any) -> Node:
+    """``auth/``: initiators and mutual as attributes, ``chap/`` the CHAP users
+    (names and secret files only: the tree never carries a secret)."""
+    body = value if isinstance(value, Mapping) else {}
+    initiators = body.get("initiators")
+    mutual = body.get("mutual")
+    attributes: dict[str, Any] = {
+        "initiators": list(initiators) if isinstance(initiators, list) else "any",
+        "mutual": _credential_text(mutual) if isinstance(mutual, Mapping) else None,
+    }
+    chap = body.get("chap")
+    users = tuple(
+        Node(str(u.get("user")), Kind.CHAP_USER, (*path, "chap", str(u.get("user"))),
+             _scalars(u, skip=("user",)))
+        for u in (chap if isinstance(chap, list) else [])
+        if isinstance(u, Mapping)
+    )
+    return Node("auth", Kind.AUTH, path, attributes,
+                children=(Node("chap", Kind.CHAP_USERS, (*path, "chap"), children=users),))
+
+
+def _credential_text(cred: Mapping[str, Any]) -> str:
+    return f"{cred.get('user')} ({cred.get('secret_file') or 'inline secret'})"
 
 
 def _portal_names(value: Any) -> Iterator[str]:

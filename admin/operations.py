@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import tomli_w
 import trio
 
-from admin import ops_config, ops_edit, ops_runtime, reconcile
+from admin import ops_auth, ops_config, ops_edit, ops_runtime, reconcile
 from admin.config import Config, ConfigError, dump_config, parse_config
 from admin.control import OpHandler
 from admin.ops_args import Args
@@ -90,6 +90,11 @@ class Controller:
             "lun.add": ops_edit.lun_add,
             "lun.remove": ops_edit.lun_remove,
             "lun.set": ops_edit.lun_set,
+            "auth.chap_add": ops_auth.chap_add,
+            "auth.chap_remove": ops_auth.chap_remove,
+            "auth.mutual_set": ops_auth.mutual_set,
+            "auth.mutual_clear": ops_auth.mutual_clear,
+            "auth.initiators_set": ops_auth.initiators_set,
         }
         for name, edit in edits.items():
             ops[name] = functools.partial(self.edit, name, edit)

@@ -166,6 +166,7 @@ def target_dict(t: TargetConfig) -> dict[str, Any]:
             {"name": g.name, "initiators": list(g.initiators), "luns": luns(g.luns)}
             for g in t.groups
         ],
+        "auth": t.auth.public(),  # user names and secret files, never a secret
     }
 
 
@@ -213,5 +214,6 @@ def build_tree(daemon: Daemon) -> dict[str, Any]:
     return {
         "devices": [device_dict(d) for d in config.devices],
         "targets": [target_dict(t) for t in config.targets],
+        "discovery_auth": config.discovery_auth.public(),
         "sessions": [session_dict(t, i) for t in daemon.directory for i in t.session_infos()],
     }
