@@ -20,8 +20,16 @@ import tomlkit
 from tomlkit.items import Table
 
 from admin.config import default_serial, parse_config
+from admin.config_auth import auth_to_dict
 from admin.config_faults import rule_to_dict
-from admin.config_model import Config, DeviceConfig, InitiatorGroup, LunMapping, TargetConfig
+from admin.config_model import (
+    AuthConfig,
+    Config,
+    DeviceConfig,
+    InitiatorGroup,
+    LunMapping,
+    TargetConfig,
+)
 from admin.config_values import format_size
 
 _DEVICE_DEFAULTS = {"block_size": 512, "read_only": False, "write_cache": True, "rotational": False}
@@ -50,8 +58,41 @@ def render(
     _iscsi(doc, before, model)
     _devices(doc, before, model)
     _targets(doc, before, model)
+    _discovery_auth(doc, before, model)
     _faults(doc, before, model)
     return tomlkit.dumps(doc).rstrip() + "\n"
+
+
+def _auth_table(auth: AuthConfig, discovery: bool = False) -> Table:
+    """An auth table as a person writes it: secret files by the name the file
+    gave them, inline secrets as written (never a secret read from a file)."""
+    table = tomlkit.table()
+    def inline(entry: Any) -> Any:
+        item = tomlkit.inline_table()
+        item.update(dict(entry))
+        return item
+
+    for key, value in auth_to_dict(auth, discovery).items():
+        if key == "chap":
+            array = tomlkit.array()
+            for entry in value:  # type: ignore[attr-defined]
+                array.append(inline(entry))
+            table[key] = array
+        elif key == "mutual":
+            table[key] = inline(value)
+        else:
+            table[key] = value
+    return table
+
+
+def _discovery_auth(doc: Any, before: Config | None, model: Config) -> None:
+    old = before.discovery_auth if before is not None else AuthConfig()
+    if old == model.discovery_auth:
+        return
+    if model.discovery_auth == AuthConfig():
+        doc.pop("discovery_auth", None)
+        return
+    doc["discovery_auth"] = _auth_table(model.discovery_auth, discovery=True)
 
 
 def _faults(doc: Any, before: Config | None, model: Config) -> None:
@@ -239,6 +280,8 @@ def _new_target_table(t: TargetConfig) -> Table:
     if t.alias is not None:
         table["alias"] = t.alias
     table["luns"] = _luns_array(t.luns)
+    if t.auth != AuthConfig():
+        table["auth"] = _auth_table(t.auth)
     if not t.groups:
         return _spaced(table)
     table.add(tomlkit.nl())
@@ -290,6 +333,11 @@ def _edit_target(table: Any, was: TargetConfig, t: TargetConfig) -> None:
             table["alias"] = t.alias
     if was.luns != t.luns:
         _edit_luns(table, was.luns, t.luns)
+    if was.auth != t.auth:
+        if t.auth == AuthConfig():
+            table.pop("auth", None)
+        else:
+            table["auth"] = _auth_table(t.auth)
     if was.groups == t.groups:
         return
     old_groups = {g.name: g for g in was.groups}
