@@ -191,3 +191,63 @@ def test_libiscsi_conformance(tmp_path: Path) -> None:
     summary = ex.report(comparison, totals(results), results_path)
     print(summary)
     assert comparison.ok, summary
+
+
+# --- the same run on a CHAP-protected target -----------------------------------
+
+CHAP_SECRET = "conformance-secret-1"
+CHAP_TARGET_SECRET = "conformance-target-2"
+CHAP_TARGET_USER = "iqn.2026-11.org.pyscst:conformance"
+#: ``make test`` runs these families with CHAP (the ones that log in, out and again,
+#: with two initiator names and sessions); PYSCST_CONFORMANCE_CHAP=full runs them all.
+CHAP_SUBSET = (
+    Run("chap-tmf", "ALL.iSCSITMF", lun=0),
+    Run("chap-cmdsn", "ALL.iSCSIcmdsn", lun=0),
+    Run("chap-reserve6", "ALL.Reserve6", lun=0),
+    Run("chap-prout-register", "ALL.ProutRegister", lun=0),
+    Run("chap-readonly", "ALL.ReadOnly", lun=1, suffix="[readonly]"),
+    Run("chap-multipath", "ALL.MultipathIO", lun=0, suffix="[multipath]", multipath=True),
+)
+
+
+def _chap_runs() -> tuple[Run, ...]:
+    if os.environ.get("PYSCST_CONFORMANCE_CHAP") == "full":
+        return tuple(Run(f"chap-{r.label}", r.pattern, r.lun, r.suffix, r.multipath) for r in RUNS)
+    return CHAP_SUBSET
+
+
+@pytest.mark.timeout(1800)
+def test_libiscsi_conformance_with_mutual_chap(tmp_path: Path) -> None:
+    """The same expectations hold when every login does mutual CHAP and only
+    libiscsi's two initiator names may log in."""
+    tool = _tool_or_skip()
+    out_dir = results_dir()
+    state = tmp_path / "state"
+    state.mkdir()
+    fd = os.open(state / "tgt.secret", os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, CHAP_TARGET_SECRET.encode())
+    os.close(fd)
+    auth = {
+        "initiators": ["iqn.2007-10.com.github:sahlberg:libiscsi:*"],
+        "chap": [{"user": "alice", "secret": CHAP_SECRET}],
+        "mutual": {"user": CHAP_TARGET_USER, "secret_file": "tgt.secret"},
+    }
+    runs = _chap_runs()
+    with running_daemon(tmp_path, devices=CONFORMANCE_DEVICES, luns=CONFORMANCE_LUNS,
+                        auth=auth, discovery_auth={"chap": auth["chap"]}) as daemon:
+        def url(lun: int) -> str:
+            return (f"iscsi://alice%{CHAP_SECRET}@{daemon.host}:{daemon.port}/{daemon.target}/"
+                    f"{lun}?target_user={CHAP_TARGET_USER}&target_password={CHAP_TARGET_SECRET}")
+
+        results = run_suite(tool, url, out_dir, runs=runs)
+        log = daemon.stderr_text()
+    results_path = out_dir / "results-chap.txt"
+    results_path.write_text(ex.format_results(results.values()))
+    listed = {n + run.suffix for run in runs for n in list_tests(tool, run.pattern)}
+    expected = {k: v for k, v in ex.read_outcomes(ex.EXPECTED_PATH).items() if k in listed}
+    comparison = ex.compare(expected, results)
+    summary = ex.report(comparison, totals(results), results_path)
+    print(summary)
+    assert comparison.ok, summary
+    assert "CHAP refused" not in log  # every login authenticated
+    assert CHAP_SECRET not in log and CHAP_TARGET_SECRET not in log
