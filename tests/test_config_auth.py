@@ -60,7 +60,8 @@ def test_full_auth_table(tmp_path: Path) -> None:
     secret_file(tmp_path, "tgt.secret", "target-secret-99")
     config = parse_config(config_text(tmp_path, '''
 initiators = ["iqn.1994-05.com.redhat:*"]
-chap = [{ user = "alice", secret_file = "alice.secret" }, { user = "bob", secret = "bob-inline-secret" }]
+chap = [{ user = "alice", secret_file = "alice.secret" },
+        { user = "bob", secret = "bob-inline-secret" }]
 mutual = { user = "iqn.2026-11.org.pyscst:default", secret_file = "tgt.secret" }''', '''
 [discovery_auth]
 chap = [{ user = "alice", secret_file = "alice.secret" }]'''), tmp_path)
