@@ -51,6 +51,8 @@ def read_secret_file(path: Path) -> bytes:
         data = data[:-2]
     elif data.endswith(b"\n"):
         data = data[:-1]
+    if b"\n" in data or b"\r" in data:
+        raise ValueError(f"{path} holds more than one line (the secret is the only line)")
     return data
 
 

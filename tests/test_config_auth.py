@@ -125,6 +125,9 @@ def test_secret_file_symlink_directory_missing_foreign(tmp_path: Path) -> None:
 
 def test_secret_rules(tmp_path: Path) -> None:
     secret_file(tmp_path, "short", "eleven-byte")
+    secret_file(tmp_path, "two-lines", "long-enough-secret\nsecond line")
+    assert "more than one line" in problems(
+        tmp_path, 'chap = [{ user = "a", secret_file = "two-lines" }]')[0]
     found = problems(tmp_path, '''
 chap = [{ user = "a", secret = "short" }, { user = "b", secret_file = "short" },
         { user = "c" }, { user = "d", secret = "long-enough-secret", secret_file = "short" },

@@ -198,8 +198,9 @@ def test_libiscsi_conformance(tmp_path: Path) -> None:
 CHAP_SECRET = "conformance-secret-1"
 CHAP_TARGET_SECRET = "conformance-target-2"
 CHAP_TARGET_USER = "iqn.2026-11.org.pyscst:conformance"
-#: ``make test`` runs these families with CHAP (the ones that log in, out and again,
-#: with two initiator names and sessions); PYSCST_CONFORMANCE_CHAP=full runs them all.
+#: PYSCST_CONFORMANCE_CHAP=subset runs only these families with CHAP (the ones that
+#: log in, out and again, with two initiator names and sessions): 29 s instead of the
+#: full run's 68 s (measured on the 2-vCPU development VM; the full run is the default).
 CHAP_SUBSET = (
     Run("chap-tmf", "ALL.iSCSITMF", lun=0),
     Run("chap-cmdsn", "ALL.iSCSIcmdsn", lun=0),
@@ -211,9 +212,9 @@ CHAP_SUBSET = (
 
 
 def _chap_runs() -> tuple[Run, ...]:
-    if os.environ.get("PYSCST_CONFORMANCE_CHAP") == "full":
-        return tuple(Run(f"chap-{r.label}", r.pattern, r.lun, r.suffix, r.multipath) for r in RUNS)
-    return CHAP_SUBSET
+    if os.environ.get("PYSCST_CONFORMANCE_CHAP") == "subset":
+        return CHAP_SUBSET
+    return tuple(Run(f"chap-{r.label}", r.pattern, r.lun, r.suffix, r.multipath) for r in RUNS)
 
 
 @pytest.mark.timeout(1800)

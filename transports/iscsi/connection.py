@@ -483,6 +483,9 @@ class IscsiConnection:
                         data=bytes(event.data),
                     )
                     reply = machine.receive(req)
+                    if reply.failed:  # e.g. 02/01 CHAP, 02/02 not on the access list
+                        log.info("%s: login refused %02x/%02x: %s", self.peer,
+                                 reply.status_class, reply.status_detail, reply.reason[:200])
                     if reply.done and not reply.failed and reply.result is not None:
                         result = reply.result
                         faults = self._faults
