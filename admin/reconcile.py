@@ -248,6 +248,9 @@ async def apply(daemon: Daemon, p: Plan, new: Config) -> None:
         # the WP bit of MODE SENSE's header changed: a mode parameter (SPC-4 6.11)
         daemon.units[name].unit_attention(Asc.MODE_PARAMETERS_CHANGED)
     daemon.config = new
+    # credentials and access lists first: a target added below never takes a
+    # login without them (they apply to logins from now on)
+    daemon.apply_auth()
     # 4. targets: removed ones end their sessions; changed ones get new maps
     for name in p.targets_removed:
         target = daemon.directory.get(name)
@@ -274,7 +277,6 @@ async def apply(daemon: Daemon, p: Plan, new: Config) -> None:
     for host, port in p.portals_removed:
         if (host, port) in daemon.portal_index:
             await daemon.remove_portal(host, port)
-    daemon.apply_auth()  # access lists and CHAP: cheap, and new logins only
     if p.iscsi_changed:
         daemon.offer_iscsi_settings()
     if p.log_level is not None:
@@ -320,10 +322,12 @@ def _published(daemon: Daemon, tcfg: TargetConfig) -> list[tuple[str, int]]:
 
 def _build_target(daemon: Daemon, tcfg: TargetConfig) -> Target:
     default_luns, groups = _maps(daemon, tcfg)
-    return Target(
+    target = Target(
         tcfg.name,
         portals=_published(daemon, tcfg),
         default_luns=default_luns,
         groups=groups,
         alias=tcfg.alias,
     )
+    target.set_initiators(tcfg.auth.initiators)
+    return target
