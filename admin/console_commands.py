@@ -222,6 +222,9 @@ def _object_table(node: Node, root: Node) -> Fragments:
         row += [value_cell(c, child.attributes.get(c)) for c in columns]
         for sub in sub_dirs:
             entry = child.child(sub)
+            if entry is not None and entry.kind is Kind.AUTH:
+                row.append(_auth_cell(entry))
+                continue
             row.append(str(len(entry.children)) if entry else "0")
         if kind is Kind.TARGET:
             per_target = sessions.child(child.name) if sessions else None
@@ -232,6 +235,15 @@ def _object_table(node: Node, root: Node) -> Fragments:
     if kind is Kind.SESSION_TARGET:
         headers.append("sessions")
     return table(headers, rows)
+
+
+def _auth_cell(auth: Node) -> str:
+    """A target's auth in one word or two: CHAP users, an access list, or open."""
+    chap = auth.child("chap")
+    users = len(chap.children) if chap else 0
+    listed = auth.attributes.get("initiators") not in (None, "any")
+    parts = ([f"chap:{users}"] if users else []) + (["list"] if listed else [])
+    return ",".join(parts) or "open"
 
 
 def run_tree(shell: ShellContext, inv: Invocation) -> Fragments:

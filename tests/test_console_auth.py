@@ -66,6 +66,7 @@ def test_console_auth_paths(tmp_path: Path) -> None:
     assert "alice" in listing and "alice.secret" in listing and "bob-inline" not in listing
     run(shell, f"set {AUTH} initiators=iqn.1994-05.com.redhat:*,iqn.2026-11.org.x:y")
     run(shell, f"set {AUTH} mutual=tgt secret_file=tgt.secret")
+    assert "chap:2,list" in run(shell, "ls /targets")
     info = run(shell, f"info {AUTH}")
     assert "iqn.1994-05.com.redhat:*" in info and "tgt (tgt.secret)" in info
     run(shell, f"delete {AUTH}/chap/bob")
