@@ -381,13 +381,17 @@ def render_tree(tree: dict[str, Any]) -> str:
         for g in t["groups"]:
             out.append(f"    group {g['name']}: {', '.join(g['initiators'])}")
             out.append(f"      luns: {_luns(g['luns'])}")
-        if t.get("auth"):
+        if _auth_configured(t.get("auth")):
             out.append(f"    auth: {_auth_line(t['auth'])}")
-    if tree.get("discovery_auth"):
+    if _auth_configured(tree.get("discovery_auth")):
         out.append(f"discovery auth: {_auth_line(tree['discovery_auth'])}")
     out.append("sessions:")
     out.append(_indent(render_sessions(tree["sessions"])))
     return "\n".join(out)
+
+
+def _auth_configured(auth: Any) -> bool:
+    return isinstance(auth, dict) and bool(auth.get("chap") or auth.get("initiators") is not None)
 
 
 def _auth_line(auth: dict[str, Any]) -> str:

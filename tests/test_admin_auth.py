@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from admin.admin_cli import render_tree
 from admin.protocol import OpError
 from tests.daemon import in_process_daemon
 from transports.iscsi.chap import InitiatorChap
@@ -94,6 +95,10 @@ async def test_auth_ops_change_new_logins(tmp_path: Path) -> None:
         # the tree and its JSON show names and files, never a secret
         tree = json.dumps(await ops["tree"]({}))
         assert "alice.secret" in tree and SECRET not in tree and "target-secret" not in tree
+        text = render_tree(await ops["tree"]({}))
+        assert ("auth: initiators iqn.2026-11.org.example:*; chap alice (alice.secret); "
+                "mutual tgt (inline secret)") in text
+        assert "discovery auth" not in text and "target-secret" not in text
 
         # discovery CHAP: "discovery" stands for [discovery_auth]
         await op("auth.chap_add", target="discovery", user="alice", secret_file="alice.secret")
