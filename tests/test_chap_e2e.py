@@ -8,6 +8,7 @@ does CHAP too (MD5, SHA-256, SHA3-256). A live reload changes who gets in.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -116,6 +117,15 @@ def test_qemu_img_chap_login(tmp_path: Path) -> None:
         assert ok.returncode == 0 and "virtual size: 64 MiB" in ok.stdout, ok.stderr
         bad = info("wrong-secret-999")
         assert bad.returncode != 0
+        spec = json.dumps({
+            "driver": "iscsi", "transport": "tcp", "portal": f"{d.host}:{d.port}",
+            "target": d.target, "lun": 0, "user": "alice", "password-secret": "sec1",
+            "initiator-name": ALLOWED,
+        })
+        as_json = run(["qemu-img", "info", "--object", f"secret,id=sec1,data={ALICE_SECRET}",
+                       f"json:{spec}"])
+        assert as_json.returncode == 0 and "virtual size: 64 MiB" in as_json.stdout, (
+            as_json.stderr)
 
 
 async def test_own_initiator_chap(tmp_path: Path) -> None:
@@ -179,6 +189,29 @@ async def test_reload_changes_who_gets_in(tmp_path: Path) -> None:
             await ini.execute(0, bytes(6))  # the power-on unit attention
             r = await ini.execute(0, bytes(6))
             assert r.status == 0  # the session logged in before the change keeps going
+
+            # the same through `pyscst admin auth`
+            only = await trio.to_thread.run_sync(
+                run, [*admin(d), "auth", "initiators", d.target, "iqn.1994-05.com.other:*"])
+            assert only.returncode == 0, only.stderr
+            with pytest.raises(LoginError) as failed:
+                await Initiator.connect(d.host, d.port, initiator_name=ALLOWED,
+                                        target_name=d.target, chap=fresh)
+            assert (failed.value.status_class, failed.value.status_detail) == (2, 2)
+            anyone = await trio.to_thread.run_sync(
+                run, [*admin(d), "auth", "initiators", d.target, "--anyone"])
+            assert anyone.returncode == 0, anyone.stderr
+            added = await trio.to_thread.run_sync(
+                run, [*admin(d), "--json", "auth", "chap-add", d.target, "bob",
+                      "--secret", "bob-secret-12345"])
+            assert added.returncode == 0 and "bob-secret" not in added.stdout, added.stderr
+            async with await Initiator.connect(
+                d.host, d.port, initiator_name=STRANGER, target_name=d.target,
+                chap=InitiatorChap("bob", b"bob-secret-12345"),
+            ):
+                pass
+            tree = await trio.to_thread.run_sync(run, [*admin(d), "--json", "tree"])
+            assert "bob" in tree.stdout and "bob-secret" not in tree.stdout
 
 
 def admin(d: RunningDaemon) -> list[str]:
