@@ -226,6 +226,13 @@ def test_half_mutual_and_missing_response() -> None:
     refused(target, [("CHAP_N", "alice")])
 
 
+def test_unencodable_name_is_a_failure_not_an_exception() -> None:
+    target = ChapTarget(ONE_WAY)
+    pairs = answer_pairs(offer(target))
+    pairs["CHAP_N"] = "alice\udcff"
+    refused(target, list(pairs.items()))
+
+
 def test_nothing_after_completion_or_failure() -> None:
     target = ChapTarget(ONE_WAY)
     pairs = list(answer_pairs(offer(target)).items())

@@ -176,8 +176,8 @@ class ChapTarget:
     def receive(self, pairs: list[tuple[str, str]]) -> ChapStep:
         try:
             step = self._receive(dict(pairs), [k for k, _ in pairs])
-        except ChapError as exc:
-            step = ChapStep(failure=str(exc))
+        except ValueError as exc:  # ChapError, and e.g. a str that cannot be encoded
+            step = ChapStep(failure=str(exc)[:200])
         if step.failure is not None:
             self._state = _State.FAILED
         return step
