@@ -189,6 +189,9 @@ async def test_pr_state_never_writes_through_a_planted_symlink(
     (state / "pr").mkdir()
     planted = state / "pr" / "disk0.json"
     planted.symlink_to(outside / "victim")
+    # the temp files it writes first (the old fixed name, and today's with the pid)
+    for tmp in (".disk0.json.tmp", f".disk0.json.tmp{os.getpid()}"):
+        (state / "pr" / tmp).symlink_to(outside / "victim")
     store = AptplStore(planted)
     assert store.load() is None  # a symlink is not read either
     await store.save(STATE)
