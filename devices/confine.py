@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = [
+    "OutsideRootsError",
     "SymlinkRefusedError",
     "confining_root",
     "dir_beneath",
@@ -53,6 +54,16 @@ FILE_MODE = 0o600
 
 class SymlinkRefusedError(OSError):
     """A path component below a confining root is a symlink (or is not what it should be)."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)  # the message names the path already
+
+
+class OutsideRootsError(PermissionError):
+    """A path that lies below none of the confining roots."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 def lexical(base: Path, path: str | os.PathLike[str]) -> Path:
@@ -128,7 +139,7 @@ def _split(path: Path, roots: Sequence[Path]) -> tuple[Path, tuple[str, ...]]:
     root = confining_root(path, roots)
     if root is None:
         allowed = ", ".join(str(r) for r in roots) or "nothing"
-        raise PermissionError(errno.EACCES, f"{path} is outside {allowed}", str(path))
+        raise OutsideRootsError(errno.EACCES, f"{path} is outside {allowed}", str(path))
     return root, path.relative_to(root).parts
 
 
