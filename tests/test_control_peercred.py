@@ -168,17 +168,24 @@ async def test_control_group_members_get_in_and_others_do_not(open_dir: Path) ->
 
 
 @needs_root
-async def test_pyscst_admin_prints_the_refusal_and_exits_1(open_dir: Path) -> None:
+@pytest.mark.parametrize("command", ["admin", "console"])
+async def test_pyscst_admin_and_console_print_the_refusal_and_exit_1(
+    open_dir: Path, command: str
+) -> None:
     sock = open_dir / "c.sock"
     async with serving(sock):
         os.chmod(sock, 0o666)
         env = {"PYTHONPATH": os.pathsep.join([str(REPO_ROOT), *_site_packages()]),
                "PATH": os.environ.get("PATH", ""), "PYTHONDONTWRITEBYTECODE": "1"}
-        argv = [python_for_nobody(), "-m", "admin.cli", "admin", "--socket", str(sock), "hello"]
+        argv = [python_for_nobody(), "-m", "admin.cli", command, "--socket", str(sock)]
+        if command == "admin":
+            argv.append("hello")
         done = await trio.to_thread.run_sync(run_as, argv, NOBODY, NOGROUP, [], env)
     assert done.returncode == 1, (done.stdout, done.stderr)
-    assert "pyscst admin: hello: permission denied: uid 65534" in done.stderr
-    assert "(forbidden)" in done.stderr
+    prefix = "pyscst admin: hello: " if command == "admin" else "pyscst console: "
+    assert f"{prefix}permission denied: uid 65534" in done.stderr
+    if command == "admin":
+        assert "(forbidden)" in done.stderr
 
 
 def test_policy_admits_root_own_user_and_group_members() -> None:
