@@ -12,7 +12,8 @@ it remembers them so a restart reopens the store as last configured.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -28,20 +29,36 @@ from scsi.sense import Asc, ScsiError, SenseKey
 log = logging.getLogger(__name__)
 
 
-async def open_store(cfg: DeviceConfig) -> BackingStore:
+async def open_store(
+    cfg: DeviceConfig, roots: Sequence[Path] | None = None, grow: bool = True
+) -> BackingStore:
+    """The device's store; a file path must lie below ``roots`` (state_dir and
+    allowed_dirs) and is opened without following symlinks (devices.confine)."""
     if cfg.handler is Handler.VDISK_NULLIO:
         return NullStore(cfg.size, read_only=cfg.read_only)
     assert cfg.path is not None
-    cfg.path.parent.mkdir(parents=True, exist_ok=True)
-    return await FileStore.open(cfg.path, size=cfg.size, read_only=cfg.read_only)
+    return await FileStore.open(
+        cfg.path,
+        size=cfg.size,
+        read_only=cfg.read_only,
+        roots=roots if roots is not None else (cfg.path.parent,),
+        grow=grow,
+    )
 
 
 class DeviceActor:
     """Supervised owner of one device's backing store."""
 
-    def __init__(self, cfg: DeviceConfig) -> None:
+    def __init__(
+        self, cfg: DeviceConfig, roots: Sequence[Path] | None = None, grow: bool = True
+    ) -> None:
         self.name = f"device {cfg.name}"
         self.cfg = cfg
+        #: where the backing file may be (state_dir and allowed_dirs)
+        self._roots = tuple(roots) if roots is not None else None
+        #: may the first open extend an existing, smaller file? (no for admin
+        #: adds without --grow); later opens restore the size it already had
+        self._grow = grow
         self._device: DiskDevice | None = None
         self._store: BackingStore | None = None
         self._mailbox_send, self._mailbox_recv = trio.open_memory_channel[Envelope[Any]](16)
@@ -71,7 +88,8 @@ class DeviceActor:
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.cfg
-        store = self._store = await open_store(cfg)
+        store = self._store = await open_store(cfg, self._roots, self._grow)
+        self._grow = True
         try:
             self._device = DiskDevice(
                 cfg.name,
@@ -126,7 +144,7 @@ class DeviceActor:
             assert store is not None
             if not message.read_only and store.read_only:
                 # the store was opened read-only: reopen it writable first
-                writable = await open_store(attrs.evolve(self.cfg, read_only=False))
+                writable = await open_store(attrs.evolve(self.cfg, read_only=False), self._roots)
                 device.store, self._store = writable, writable
                 with trio.CancelScope(shield=True):
                     await store.close()

@@ -4,20 +4,23 @@ While the last REGISTER said APTPL=1, every change of a logical unit's PR
 state is written to ``<state_dir>/pr/<device>.json`` before the PERSISTENT
 RESERVE OUT that made it completes: a temp file, fsync, rename, fsync of the
 directory, so a crash leaves the old or the new state, never a torn one.
-APTPL=0 removes the file. The LU loads it when it first starts.
+APTPL=0 removes the file. The LU loads it when it first starts. No symlink
+below ``state_dir`` is followed (devices.confine): a link planted as
+``pr/NAME.json``, its temp file or ``pr`` itself is refused or replaced,
+never written through.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from actors.pr_state import PrState, PrType, Registrant, Registration, Reservation
+from devices.confine import read_beneath, unlink_beneath, write_beneath
 
 log = logging.getLogger(__name__)
 
@@ -84,33 +87,19 @@ def from_json(doc: dict[str, Any]) -> PrState:
     )
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: temp file, fsync, rename, fsync the directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def write_atomically(path: Path, data: bytes, root: Path | None = None) -> None:
+    """Replace ``path`` with ``data``: temp file, fsync, rename, fsync the directory;
+    nothing below ``root`` (default: the file's directory) may be a symlink."""
+    write_beneath(path, (root or path.parent,), data)
 
 
 class AptplStore:
     """The APTPL file of one logical unit."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, root: Path | None = None) -> None:
         self.path = path
+        #: no symlink below this is followed: state_dir for state_dir/pr/NAME.json
+        self.root = root if root is not None else path.parent.parent
         #: :meth:`load` ran (the LU loads once: a supervisor restart keeps memory)
         self.loaded = False
         #: a file may exist: APTPL=0 must remove it
@@ -120,11 +109,11 @@ class AptplStore:
         """The saved state, or None (no file, or one that cannot be read: logged)."""
         self.loaded = True
         try:
-            text = self.path.read_text()
+            text = read_beneath(self.path, (self.root,)).decode()
         except FileNotFoundError:
             self._present = False
             return None
-        except OSError as exc:
+        except (OSError, UnicodeDecodeError) as exc:
             log.error("%s: cannot read persistent reservations: %s", self.path, exc)
             return None
         try:
@@ -144,15 +133,11 @@ class AptplStore:
         """Write ``state`` if APTPL is on, else remove any saved state. Raises OSError."""
         if state.aptpl:
             data = json.dumps(to_json(state), indent=1).encode()
-            await trio.to_thread.run_sync(write_atomically, self.path, data)
+            await trio.to_thread.run_sync(write_atomically, self.path, data, self.root)
             self._present = True
         elif self._present:
             await trio.to_thread.run_sync(self._remove)
             self._present = False
 
     def _remove(self) -> None:
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            return
-        _fsync_dir(self.path.parent)
+        unlink_beneath(self.path, (self.root,))

@@ -74,11 +74,13 @@ def add_admin_parser(sub: Any) -> None:
         "name": a.name, "handler": a.handler, "size": _size(a.size), "path": a.path,
         "block_size": a.block_size, "read_only": a.read_only or None,
         "write_cache": False if a.no_write_cache else None, "serial": a.serial,
-        "rotational": a.rotational or None}))
+        "rotational": a.rotational or None, "grow": a.grow or None}))
     p.add_argument("name")
     p.add_argument("--handler", default="vdisk_fileio", help="vdisk_fileio or vdisk_nullio")
     p.add_argument("--size", required=True, help='bytes, or e.g. "1G"')
-    p.add_argument("--path")
+    p.add_argument("--path", help="backing file, relative to state_dir (or below allowed_dirs)")
+    p.add_argument("--grow", action="store_true",
+                   help="extend an existing backing file smaller than --size (else refused)")
     p.add_argument("--block-size", type=int)
     p.add_argument("--read-only", action="store_true")
     p.add_argument("--no-write-cache", action="store_true")
@@ -199,7 +201,7 @@ def add_admin_parser(sub: Any) -> None:
     p.add_argument("--target")
     p.add_argument("--tsih", type=int)
     p = leaf(verbs, "save", "write the running configuration to the config file (or PATH)",
-             lambda a: ("config.save", {"path": a.path}))
+             lambda a: ("config.save", {"path": _abspath(a.path)}))
     p.add_argument("path", nargs="?")
     p = leaf(verbs, "reload", "re-read the config file and apply the difference",
              lambda a: ("config.reload", {"force": a.force or None}))
@@ -267,6 +269,11 @@ def _json_object(text: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise UsageError("arguments must be a JSON object")
     return value
+
+
+def _abspath(path: str | None) -> str | None:
+    """The daemon has its own working directory: send the path the user means."""
+    return os.path.abspath(os.path.expanduser(path)) if path else None
 
 
 def _size(text: str) -> int | str:

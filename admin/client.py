@@ -2,7 +2,8 @@
 and a blocking one (for the one-shot ``pyscst admin``).
 
 Both send :class:`admin.protocol.Request` lines and return the result of each
-reply, raising :class:`admin.protocol.OpError` for error replies and
+reply, raising :class:`admin.protocol.OpError` for error replies (including
+the one ``forbidden`` line a daemon sends a peer it refuses) and
 :class:`Unreachable` when there is no daemon to talk to, so callers can map
 those to distinct exit codes.
 """
@@ -96,7 +97,10 @@ class Client:
     def call(self, op: str, **args: Any) -> Any:
         request = Request(next(self._ids), op, {k: v for k, v in args.items() if v is not None})
         try:
-            self._sock.sendall(request.encode())
+            try:
+                self._sock.sendall(request.encode())
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # it may have hung up after saying why (a refused peer): read that
             while (line := self._framer.next_line()) is None:
                 data = self._sock.recv(65536)
                 if not data:
@@ -145,7 +149,10 @@ class AsyncClient:
         request = Request(next(self._ids), op, {k: v for k, v in args.items() if v is not None})
         async with self._lock:
             try:
-                await self._stream.send_all(request.encode())
+                try:
+                    await self._stream.send_all(request.encode())
+                except trio.BrokenResourceError:
+                    pass  # it may have hung up after saying why (a refused peer): read that
                 while (line := self._framer.next_line()) is None:
                     data = await self._stream.receive_some(65536)
                     if not data:

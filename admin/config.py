@@ -10,6 +10,7 @@ file in one round instead of one error per restart.
 from __future__ import annotations
 
 import difflib
+import grp
 import hashlib
 import os
 import re
@@ -58,6 +59,7 @@ from admin.config_values import (
     parse_portal,
     parse_size,
 )
+from devices.confine import lexical, outside_roots
 from scsi.lun import MAX_LUN
 
 if sys.version_info >= (3, 11):  # noqa: UP036 - pyproject still lists tomli for <3.11
@@ -189,6 +191,8 @@ def dump_config(config: Config) -> str:
         "state_dir": str(config.state_dir),
         "control_socket": str(config.control_socket),
         "log_level": config.log_level.value,
+        **({"allowed_dirs": [str(p) for p in config.allowed_dirs]} if config.allowed_dirs else {}),
+        **({"control_group": config.control_group} if config.control_group else {}),
         "iscsi": {
             "max_recv_data_segment_length": iscsi.max_recv_data_segment_length,
             "max_burst_length": iscsi.max_burst_length,
@@ -262,6 +266,7 @@ class _Resolver:
     def __init__(self, base_dir: Path, device_names: set[str]) -> None:
         self.base_dir = base_dir
         self.device_names = device_names  # declared, even if malformed
+        self.roots: tuple[Path, ...] = ()  # state_dir and allowed_dirs, once known
         self.problems: list[Problem] = []
         self.state_dir = base_dir  # secret files resolve here (set in config())
 
@@ -287,6 +292,10 @@ class _Resolver:
             self.fail(("log_level",), f'expected one of {choices}, got "{raw.log_level}"')
             log_level = LogLevel.INFO
         iscsi = self.iscsi(("iscsi",), raw.iscsi)
+        allowed = self.allowed_dirs(("allowed_dirs",), raw.allowed_dirs)
+        self.roots = (state_dir, *allowed)
+        if raw.control_group is not None:
+            self.check(("control_group",), partial(check_group, raw.control_group))
         devices = tuple(
             d
             for name, raw_dev in raw.devices.items()
@@ -311,7 +320,20 @@ class _Resolver:
             devices=devices,
             targets=targets,
             discovery_auth=discovery_auth,
+            allowed_dirs=allowed,
+            control_group=raw.control_group,
         )
+
+    def allowed_dirs(self, path: KeyPath, values: list[str]) -> tuple[Path, ...]:
+        out: list[Path] = []
+        for i, value in enumerate(values):
+            if not value.strip():
+                self.fail((*path, i), "empty path")
+                continue
+            resolved = _absolute(self.base_dir, value)
+            if resolved not in out:
+                out.append(resolved)
+        return tuple(out)
 
     def iscsi(self, path: KeyPath, raw: RawIscsi) -> IscsiSettings:
         ranges: dict[str, tuple[float, float]] = {
@@ -397,7 +419,10 @@ class _Resolver:
         elif handler is Handler.VDISK_FILEIO:
             if raw.path is not None and not raw.path.strip():
                 self.fail((*path, "path"), "empty path")
-            file = _absolute(state_dir, raw.path if raw.path is not None else f"{name}.img")
+            written = raw.path if raw.path is not None else f"{name}.img"
+            file = _absolute(state_dir, written)
+            if outside_roots(file, self.roots):
+                self.fail((*path, "path"), outside_message(written, file, self.roots))
         serial = raw.serial if raw.serial is not None else default_serial(name)
         if not 1 <= len(serial) <= 32 or not all(0x21 <= ord(c) <= 0x7E for c in serial):
             self.fail((*path, "serial"), "expected 1-32 printable ASCII characters, no spaces")
@@ -496,4 +521,21 @@ class _Resolver:
 
 def _absolute(base: Path, path: str) -> Path:
     """``path`` made absolute against ``base`` (``~`` expanded), normalised lexically."""
-    return Path(os.path.normpath(base / Path(path).expanduser()))
+    return lexical(base, path)
+
+
+def outside_message(written: str, resolved: Path, roots: Iterable[Path]) -> str:
+    """Why a path is refused: what was written, where it leads, where it may be."""
+    where = "" if written == str(resolved) else f" (= {resolved})"
+    dirs = ", ".join(str(r) for r in roots)
+    return f'"{written}"{where} is outside state_dir and allowed_dirs ({dirs})'
+
+
+def check_group(name: str) -> None:
+    """``control_group`` must name a group of this system (ValueError if not)."""
+    if not name:
+        raise ValueError("empty group name")
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        raise ValueError(f'no group named "{name}" on this system') from None

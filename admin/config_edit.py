@@ -130,6 +130,19 @@ def _top(doc: Any, before: Config | None, model: Config, absolute_state_dir: boo
     old_level = before.log_level.value if before is not None else "info"
     if old_level != model.log_level.value:
         doc["log_level"] = model.log_level.value
+    # confinement keys: written absolute when the file moves (they resolve against it)
+    old_dirs = before.allowed_dirs if before is not None else ()
+    if old_dirs != model.allowed_dirs or (absolute_state_dir and model.allowed_dirs):
+        if model.allowed_dirs:
+            doc["allowed_dirs"] = [str(p) for p in model.allowed_dirs]
+        elif "allowed_dirs" in doc:
+            del doc["allowed_dirs"]
+    old_group = before.control_group if before is not None else None
+    if old_group != model.control_group:
+        if model.control_group is not None:
+            doc["control_group"] = model.control_group
+        elif "control_group" in doc:
+            del doc["control_group"]
 
 
 def _iscsi_value(value: Any) -> Any:

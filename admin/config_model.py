@@ -218,6 +218,15 @@ class Config:
     faults: tuple[FaultRule, ...] = ()
     #: [discovery_auth]: CHAP for discovery sessions (initiators is always None)
     discovery_auth: AuthConfig = AuthConfig()
+    #: directories besides state_dir where backing files and saved configs may be
+    allowed_dirs: tuple[Path, ...] = ()
+    #: a group whose members may use the control socket (besides root and our user)
+    control_group: str | None = None
+
+    @property
+    def confined_roots(self) -> tuple[Path, ...]:
+        """Where backing files (and PR state) may live: state_dir and allowed_dirs."""
+        return (self.state_dir, *self.allowed_dirs)
 
     def device(self, name: str) -> DeviceConfig:
         """The device called ``name`` (KeyError if none)."""

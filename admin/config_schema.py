@@ -120,6 +120,8 @@ class RawConfig:
     state_dir: str = "."
     control_socket: str = "pyscst.sock"
     log_level: str = "info"
+    allowed_dirs: list[str] = attrs.field(factory=list)
+    control_group: str | None = None
     iscsi: RawIscsi = attrs.field(factory=RawIscsi)
     devices: dict[str, RawDevice] = attrs.field(factory=dict)
     targets: dict[str, RawTarget] = attrs.field(factory=dict)

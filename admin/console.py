@@ -140,7 +140,8 @@ def cmd_console(args: argparse.Namespace) -> int:
             emit(error(exc.message))
         else:
             print(f"pyscst console: {exc.message}", file=sys.stderr)
-        return EXIT_UNREACHABLE
+        # a daemon that refused us (SO_PEERCRED) answered: that is a refusal, not absence
+        return EXIT_FAILED if str(exc.code) == "forbidden" else EXIT_UNREACHABLE
     shell = Shell(backend)
     try:
         if not tty:

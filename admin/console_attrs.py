@@ -131,6 +131,10 @@ CREATE_ATTRS: Mapping[Kind, tuple[Attr, ...]] = {
             "write_cache", parse_bool, "report a volatile write cache",
             choices=_fixed(*BOOLEAN_VALUES),
         ),
+        Attr(
+            "grow", parse_bool, "extend an existing backing file smaller than size",
+            choices=_fixed(*BOOLEAN_VALUES),
+        ),
     ),
     Kind.TARGETS: (Attr("alias", parse_text, "TargetAlias sent at login"),),
     Kind.PORTALS: (),

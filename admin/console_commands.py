@@ -640,7 +640,8 @@ For a session this includes its per-LUN counters.""", run_info, aliases=("show",
 Where you create decides what you create:
   /devices                     create disk1 handler=vdisk_fileio size=1G
                                [path=FILE] [block_size=512|4096] [read_only=false]
-                               [write_cache=true]
+                               [write_cache=true] [grow=true: extend an existing
+                               smaller FILE; without it that is refused]
   /targets                     create iqn.2026-11.org.example:disk [alias=NAME]
   /targets/T/portals           create 0.0.0.0:3260
   /targets/T/groups            create GROUP initiators=NAME[,GLOB...]
@@ -675,7 +676,8 @@ Of a device (or the device behind a LUN), a target, or a session; at / or
 /devices every device. Latency percentiles are in microseconds.""", run_stats),
     Command("save", "save [FILE]", "write the running configuration to TOML", """
 Without FILE the daemon's own config file is rewritten (comments kept where
-possible). A relative FILE is relative to the console's directory.""", run_save,
+possible). A relative FILE is relative to the console's directory; it must lie
+below the config file's directory, state_dir or allowed_dirs.""", run_save,
             args="file"),
     Command("reload", "reload", "re-read the config file and apply the differences", """
 Only what changed is applied; sessions the change does not touch continue.""",

@@ -2,7 +2,11 @@
 
 A supervised actor in the daemon's tree. It claims the socket path safely
 (refusing a symlink, a non-socket or another live daemon's socket; a stale
-socket is replaced), creates it mode 0600, serves each client in its own task,
+socket is replaced), creates it mode 0600 (0660 and group ``control_group``
+when one is configured), checks every connecting process's kernel
+credentials (:mod:`admin.peercred`: root, the daemon's user or a group
+member; anyone else gets one ``forbidden`` line and is hung up on, and a
+WARNING is logged), serves each admitted client in its own task,
 and turns every request into a call of the op table it was given (op name ->
 async handler). Nothing a client sends can crash it: bad lines get
 ``bad_request``, unknown ops ``unsupported``, a failing op ``internal``.
@@ -22,6 +26,7 @@ from typing import Any
 import trio
 
 from admin.client import socket_address
+from admin.peercred import PeerPolicy, peer_credentials
 from admin.protocol import (
     MAX_LINE,
     ErrorCode,
@@ -69,8 +74,9 @@ def claim_socket_path(path: Path) -> None:
     raise ControlSocketError(f"control socket {path} is in use by another process")
 
 
-def bind_socket(path: Path) -> socket.socket:
-    """A listening Unix socket at ``path``, mode 0600 from the start."""
+def bind_socket(path: Path, gid: int | None = None) -> socket.socket:
+    """A listening Unix socket at ``path``, mode 0600 from the start; with ``gid``
+    it then gets that group and mode 0660 (never more than the owner and group)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     claim_socket_path(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -83,25 +89,55 @@ def bind_socket(path: Path) -> socket.socket:
         raise
     finally:
         os.umask(old_umask)
-    if stat.S_ISSOCK(os.lstat(path).st_mode):  # never chmod what a swapped-in symlink names
-        os.chmod(path, 0o600)
+    try:
+        if gid is not None:
+            os.chown(path, -1, gid, follow_symlinks=False)
+        if stat.S_ISSOCK(os.lstat(path).st_mode):  # never chmod what a swapped-in symlink names
+            os.chmod(path, 0o600 if gid is None else 0o660)
+    except OSError:
+        sock.close()
+        raise
     sock.listen(16)
     return sock
+
+
+def _warn_unreachable(path: Path, policy: PeerPolicy) -> None:
+    """control_group members need search permission on the socket's directory."""
+    st = os.stat(path.parent)
+    group_ok = st.st_gid == policy.gid and st.st_mode & stat.S_IXGRP
+    if not (group_ok or st.st_mode & stat.S_IXOTH):
+        log.warning(
+            'control socket %s: members of control_group "%s" cannot reach it: '
+            "its directory is mode %o, group %d",
+            path, policy.group, stat.S_IMODE(st.st_mode), st.st_gid,
+        )
 
 
 class ControlServer:
     """Actor serving the control protocol on a Unix socket."""
 
-    def __init__(self, path: Path, ops: MutableMapping[str, OpHandler]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        ops: MutableMapping[str, OpHandler],
+        group: str | None = None,
+        policy: PeerPolicy | None = None,
+    ) -> None:
         self.name = f"control {path}"
         self.path = path
         self._ops = ops  # read at every request: others may register ops later
         self._clients = 0
+        try:
+            self.policy = policy or PeerPolicy.for_group(os.geteuid(), group)
+        except KeyError:
+            raise ControlSocketError(f'control_group "{group}": no such group') from None
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        raw = bind_socket(self.path)
+        raw = bind_socket(self.path, self.policy.gid)
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(raw))
         inode = os.stat(self.path).st_ino
+        if self.policy.gid is not None:
+            _warn_unreachable(self.path, self.policy)
         try:
             async with trio.open_nursery() as nursery:
                 log.info("control socket listening on %s", self.path)
@@ -125,10 +161,30 @@ class ControlServer:
             except OSError:
                 pass
 
+    def _refusal(self, stream: trio.SocketStream) -> str | None:
+        """Why this peer may not use the socket (logged at WARNING), or None."""
+        try:
+            peer = peer_credentials(stream.socket)
+        except OSError as exc:
+            log.warning("control: refused a client whose credentials are unknown: %s", exc)
+            return f"permission denied: cannot tell who you are ({exc})"
+        why = self.policy.refusal(peer)
+        if why is not None:
+            log.warning(
+                "control: refused pid %d uid %d gid %d: %s", peer.pid, peer.uid, peer.gid, why
+            )
+        return why
+
     async def _client(self, stream: trio.SocketStream) -> None:
         self._clients += 1
         try:
             async with stream:
+                why = self._refusal(stream)
+                if why is not None:
+                    with trio.move_on_after(1):  # one line, then hang up
+                        await self._send(stream, Reply.failure(None, OpError(
+                            ErrorCode.FORBIDDEN, why)))
+                    return
                 buffer = bytearray()
                 while True:
                     try:

@@ -118,9 +118,12 @@ class Controller:
             # any edit may take away a LUN a session sees (a group that now
             # matches it, a pattern added): each accepts force, checked in apply
             force = a.flag("force")
+            # device.add: an existing backing file smaller than the size is
+            # extended only when asked (--grow), never silently
+            grow = a.flag("grow") if op == "device.add" else False
             message = edit(doc, a)
             new = validate_document(doc, old)
-            summary = await self.apply(new, force)
+            summary = await self.apply(new, force, grow=grow)
         log.info("admin: %s", message)
         return {"message": message, "changes": summary}
 
@@ -132,11 +135,11 @@ class Controller:
                     seen.append(str(portal))
         return seen
 
-    async def apply(self, new: Config, force: bool) -> dict[str, Any]:
+    async def apply(self, new: Config, force: bool, grow: bool = True) -> dict[str, Any]:
         """Make the running tree match ``new`` (call with the lock held)."""
         p = reconcile.plan(self.daemon, self.daemon.config, new)
         reconcile.check_in_use(p, force)
-        await reconcile.apply(self.daemon, p, new)
+        await reconcile.apply(self.daemon, p, new, grow=grow)
         if p.restart_required:
             log.warning(
                 "changed %s: takes effect when the daemon restarts", ", ".join(p.restart_required)

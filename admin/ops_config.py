@@ -1,15 +1,17 @@
 """``config.save`` and ``config.reload``: the TOML file as the saved truth.
 
 Save writes the running model over the daemon's config file (or another
-path), as an edit of that file so comments and order survive
-(:mod:`admin.config_edit`); it writes a temporary file and renames it, so a
-crash never leaves half a config. Reload reads the file, validates it like a
-start would, and applies only the difference through :mod:`admin.reconcile`.
+path below the config file's directory, ``state_dir`` or ``allowed_dirs``: the
+daemon is usually root, so a control-socket user must not pick any file to
+overwrite; no symlink below those is followed, see devices.confine), as an
+edit of that file so comments and order survive (:mod:`admin.config_edit`);
+it writes a temporary file and renames it, so a crash never leaves half a
+config. Reload reads the file, validates it like a start would, and applies
+only the difference through :mod:`admin.reconcile`.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,10 +19,11 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from admin import config_edit
-from admin.config import ConfigError, load_config
+from admin.config import Config, ConfigError, load_config
 from admin.control import OpHandler
 from admin.ops_args import Args
 from admin.protocol import ErrorCode, OpError
+from devices.confine import lexical, outside_roots, write_beneath
 
 if TYPE_CHECKING:
     from admin.operations import Controller
@@ -40,8 +43,15 @@ def operations(controller: Controller) -> dict[str, OpHandler]:
                 "the daemon was not started from a file: give a path to save to",
                 "args.path",
             )
-        target = Path(path_arg).expanduser().absolute() if path_arg else source
-        assert target is not None
+        model = daemon.config
+        roots = save_roots(model, source)
+        if path_arg:  # relative to the config file's directory (else state_dir)
+            target = lexical(source.parent if source is not None else model.state_dir, path_arg)
+            if outside_roots(target, roots):
+                raise OpError(ErrorCode.INVALID, save_refusal(path_arg, target, roots), "args.path")
+        else:
+            assert source is not None
+            target = source
         async with controller.lock:
             model = daemon.config
             original: str | None = None
@@ -60,7 +70,7 @@ def operations(controller: Controller) -> dict[str, OpHandler]:
             except ConfigError:  # the file on disk no longer parses: write it afresh
                 text = config_edit.render(model)
             try:
-                await trio.to_thread.run_sync(_write_atomically, target, text)
+                await trio.to_thread.run_sync(_write_atomically, target, text, roots)
             except OSError as exc:
                 raise OpError(
                     ErrorCode.INVALID, f"cannot write {target}: {exc.strerror or exc}", "args.path"
@@ -85,16 +95,19 @@ def operations(controller: Controller) -> dict[str, OpHandler]:
     return {"config.save": save, "config.reload": reload}
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        if path.exists():
-            os.chmod(tmp, path.stat().st_mode & 0o777)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def save_roots(model: Config, source: Path | None) -> tuple[Path, ...]:
+    """Where ``config.save`` may write: the config file's directory, state_dir, allowed_dirs."""
+    return (*((source.parent,) if source is not None else ()), *model.confined_roots)
+
+
+def save_refusal(written: str, target: Path, roots: tuple[Path, ...]) -> str:
+    where = "" if written == str(target) else f" (= {target})"
+    dirs = ", ".join(str(r) for r in roots)
+    return (
+        f'"{written}"{where} is outside the config file\'s directory, state_dir and '
+        f"allowed_dirs ({dirs})"
+    )
+
+
+def _write_atomically(path: Path, text: str, roots: tuple[Path, ...]) -> None:
+    write_beneath(path, roots, text.encode("utf-8"), keep_mode=True)

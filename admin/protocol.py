@@ -27,6 +27,7 @@ class ErrorCode(enum.StrEnum):
     IN_USE = "in_use"  # refused without force: a session uses it
     INVALID = "invalid"  # arguments or the resulting configuration are invalid
     UNSUPPORTED = "unsupported"  # unknown op, or a change that cannot be applied live
+    FORBIDDEN = "forbidden"  # the peer may not use the control socket (SO_PEERCRED)
     INTERNAL = "internal"  # a failure inside the daemon (logged there)
 
 

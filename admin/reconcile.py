@@ -130,7 +130,7 @@ def plan(daemon: Daemon, old: Config, new: Config) -> Plan:
     portals_removed = tuple(sorted(_addresses(old) - _addresses(new)))
     losses = _losses(daemon, new, replaced_names) + _cut_off(daemon, portals_removed)
     restart = []
-    for key in ("state_dir", "control_socket"):
+    for key in ("state_dir", "control_socket", "control_group"):
         if getattr(old, key) != getattr(new, key):
             restart.append(key)
     return Plan(
@@ -201,8 +201,11 @@ def check_in_use(p: Plan, force: bool) -> None:
         raise OpError(ErrorCode.IN_USE, f"{first}{more}; pass force to do it anyway")
 
 
-async def apply(daemon: Daemon, p: Plan, new: Config) -> None:
-    """Carry out ``p``; ``daemon.config`` becomes ``new`` (raises OpError on failure)."""
+async def apply(daemon: Daemon, p: Plan, new: Config, grow: bool = True) -> None:
+    """Carry out ``p``; ``daemon.config`` becomes ``new`` (raises OpError on failure).
+
+    ``grow``: new devices may extend an existing backing file smaller than
+    their size (a reload: the file says so; an admin add only with --grow)."""
     # 1. new listeners first: if an address is taken, nothing else has changed yet
     started: list[tuple[str, int]] = []
     for host, port in p.portals_added:
@@ -224,7 +227,7 @@ async def apply(daemon: Daemon, p: Plan, new: Config) -> None:
     opened: list[str] = []
     for dcfg in (*p.devices_added, *p.devices_replaced):
         try:
-            await daemon.add_device(dcfg)
+            await daemon.add_device(dcfg, config=new, grow=grow)
         except (OSError, ValueError) as exc:
             # undo this step and step 1: the running tree stays as it was
             for name in opened:

@@ -191,6 +191,7 @@ def pyscst_config(state_dir: Path, image: Path, port: int, iqn: str) -> str:
     """The daemon's TOML config: fileio disk at LUN 0, nullio at LUN 1."""
     return (
         f'state_dir = "{state_dir}"\n'
+        f'allowed_dirs = ["{image.parent}"]\n'  # the image lives beside state_dir
         "[devices.disk0]\n"
         'handler = "vdisk_fileio"\n'
         f'path = "{image}"\n'

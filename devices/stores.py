@@ -24,11 +24,13 @@ import errno
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Protocol
 
 import trio
 
+from devices.confine import open_beneath
 from scsi.command import Buffer
 
 _NOWAIT = getattr(os, "RWF_NOWAIT", 0)
@@ -195,22 +197,33 @@ class FileStore:
         read_only: bool = False,
         create: bool = True,
         inline_writes: bool = True,
+        *,
+        roots: Sequence[Path] | None = None,
+        grow: bool = False,
     ) -> FileStore:
         """Open (and if missing and ``create``, make sparse at ``size``) a store.
 
-        For an existing regular file a larger ``size`` grows it; ``size=None``
-        takes the current size. Block devices always report their own size.
+        The path must lie below one of ``roots`` (default: its own directory)
+        and is opened without following a symlink anywhere below that root
+        (:mod:`devices.confine`); a new file is created ``O_EXCL``, mode 0600.
+        Only a regular file or a block device is served. An existing regular
+        file smaller than ``size`` is grown only with ``grow``; otherwise
+        ValueError names both sizes. ``size=None`` takes the current size.
+        Block devices always report their own size.
         """
-        p = os.fspath(path)
+        p = Path(os.path.abspath(path))
+        confined = tuple(roots) if roots is not None else (p.parent,)
 
         def _open() -> FileStore:
             flags = os.O_RDONLY if read_only else os.O_RDWR
-            if create and not read_only:
-                flags |= os.O_CREAT
-            fd = os.open(p, flags | os.O_CLOEXEC, 0o600)
+            fd, created = open_beneath(
+                p, confined, flags, create=create and not read_only, make_dirs=roots is not None
+            )
             try:
                 st = os.fstat(fd)
                 block = stat.S_ISBLK(st.st_mode)
+                if not block and not stat.S_ISREG(st.st_mode):
+                    raise ValueError(f"{p}: not a regular file or block device")
                 if block:
                     actual = os.lseek(fd, 0, os.SEEK_END)
                 else:
@@ -218,15 +231,23 @@ class FileStore:
                     if size is not None and size > actual:
                         if read_only:
                             raise ValueError(f"{p}: is {actual} bytes, smaller than {size}")
+                        if not (grow or created):
+                            raise ValueError(
+                                f"{p}: the existing file is {actual} bytes, smaller than the "
+                                f"configured size {size}; not extending it without grow "
+                                "(pyscst admin device add --grow)"
+                            )
                         os.ftruncate(fd, size)
                         actual = size
                     elif size is not None:
                         actual = size
                 if actual <= 0:
                     raise ValueError(f"{p}: empty backing store (give a size)")
-                return cls(fd, actual, read_only, p, block, inline_writes)
+                return cls(fd, actual, read_only, str(p), block, inline_writes)
             except BaseException:
                 os.close(fd)
+                if created:  # leave nothing behind a refused open
+                    p.unlink(missing_ok=True)
                 raise
 
         return await trio.to_thread.run_sync(_open)

@@ -74,9 +74,16 @@ class Daemon:
     def stop(self) -> None:
         self.stop_requested.set()
 
-    async def add_device(self, dcfg: DeviceConfig) -> None:
-        """Start a device actor and its LU (OSError/ValueError: store would not open)."""
-        actor = DeviceActor(dcfg)
+    async def add_device(
+        self, dcfg: DeviceConfig, *, config: Config | None = None, grow: bool = True
+    ) -> None:
+        """Start a device actor and its LU (OSError/ValueError: store would not open).
+
+        Its backing file must lie below ``config``'s (default: the running
+        one's) state_dir or allowed_dirs; ``grow`` lets it extend an existing
+        smaller file (the config file says so; the admin plane needs --grow)."""
+        roots = (config or self.config).confined_roots
+        actor = DeviceActor(dcfg, roots=roots, grow=grow)
         device_child = await self.root.start(actor, Restart.PERMANENT)
         lu = LogicalUnit(
             dcfg.name, actor.current, CORE_TABLE, faults=self.faults,
@@ -232,7 +239,9 @@ async def start(
     daemon.control_ops.update(Controller(daemon).operations())
     daemon.control_ops.update(fault_operations(daemon))
     try:
-        await root.start(ControlServer(config.control_socket, daemon.control_ops))
+        await root.start(
+            ControlServer(config.control_socket, daemon.control_ops, group=config.control_group)
+        )
     except OSError as exc:
         raise StartupError(f"cannot open the control socket: {exc}") from exc
     return daemon

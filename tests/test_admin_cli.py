@@ -511,9 +511,10 @@ async def test_reload_replaces_a_changed_device_only_with_force(tmp_path: Path) 
             r = await ini.execute(0, INQUIRY_SERIAL, read_length=255)
             assert r.status == 0
             # two new devices, the second cannot open: neither is left running
+            (d.state_dir / "adir").mkdir()  # (state_dir itself, ".", is refused as no file)
             config.write_text(
                 moved + '\n[devices.aa]\nhandler = "vdisk_nullio"\nsize = "1M"\n'
-                '\n[devices.zz]\nhandler = "vdisk_fileio"\nsize = "1M"\npath = "."\n'
+                '\n[devices.zz]\nhandler = "vdisk_fileio"\nsize = "1M"\npath = "adir"\n'
             )
             stderr = await admin.fails(1, "reload")
             assert "device zz: cannot open backing store" in stderr

@@ -206,8 +206,8 @@ _OP_KEYS = {
     "tree": [], "hello": [], "stats": ["device", "target", "tsih"],
     "session.list": ["target"], "session.close": ["target", "tsih"],
     "reset.lun": ["device"], "reset.target": ["target"],
-    # no "path": a random absolute path would have the daemon create files anywhere
-    "device.add": ["name", "handler", "size", "block_size", "read_only",
+    # "path" is confined to state_dir (a random one is refused or lands there)
+    "device.add": ["name", "handler", "size", "path", "grow", "block_size", "read_only",
                    "write_cache", "serial", "rotational"],
     "device.remove": ["name", "force"], "device.resize": ["name", "size"],
     "device.set": ["name", "read_only"], "target.add": ["name", "alias", "portal"],
@@ -221,6 +221,7 @@ _OP_KEYS = {
     "lun.set": ["target", "group", "lun", "read_only"], "config.reload": ["force"],
 }
 _NAMES = ["disk0", "iqn.2026-11.org.pyscst:test", "hosts", "0", "127.0.0.1:1", "", "../x",
+          "/etc/passwd", "disk0.img", "sub/new.img",
           "vdisk_nullio", "1M", "iqn.2026-11.org.pyscst:new", "iqn.2026-11.org.example:*"]
 _values = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True),
@@ -263,3 +264,6 @@ def test_random_arguments_never_crash_an_op(tmp_path: Path) -> None:
             assert client.call("hello")["version"] == VERSION
         # the draw reached past argument checking: some ops worked, some found nothing
         assert min(seen.get(k, 0) for k in ("ok", "invalid", "not_found")) > 0, seen
+        # and no path led outside state_dir
+        names = sorted(p.name for p in tmp_path.iterdir())
+        assert names == ["daemon.stderr", "pyscst.toml", "state"]

@@ -392,6 +392,9 @@ def raw_configs(draw: st.DrawFn) -> dict[str, Any]:
         targets[tname] = target
     doc: dict[str, Any] = {
         "state_dir": draw(st.sampled_from([".", "../var", "/var/lib/pyscst", "~/pyscst"])),
+        # a block device under /dev must be allowed explicitly
+        "allowed_dirs": ["/dev", *draw(st.lists(st.sampled_from(["imgs", "/srv/images"]),
+                                                max_size=2, unique=True))],
         "log_level": draw(st.sampled_from([lvl.value for lvl in LogLevel])),
         "devices": devices,
         "targets": targets,
@@ -402,6 +405,8 @@ def raw_configs(draw: st.DrawFn) -> dict[str, Any]:
             "poll_us": draw(st.integers(0, 1000)),
         },
     }
+    if draw(st.booleans()):
+        doc["control_group"] = "root"  # a group every system has
     return doc
 
 

@@ -51,10 +51,10 @@ def test_paths_absolute_and_relative(shell: Shell) -> None:
 def test_create_offers_the_attributes_of_the_directory(shell: Shell) -> None:
     shell.run_line("cd /devices")
     assert complete(shell, "create disk2 ") == [
-        "handler=", "size=", "path=", "block_size=", "read_only=", "write_cache="
+        "handler=", "size=", "path=", "block_size=", "read_only=", "write_cache=", "grow="
     ]
     assert complete(shell, "create disk2 handler=vdisk_nullio ") == [
-        "size=", "path=", "block_size=", "read_only=", "write_cache="
+        "size=", "path=", "block_size=", "read_only=", "write_cache=", "grow="
     ]
     assert complete(shell, "create disk2 handler=") == ["handler=vdisk_fileio",
                                                         "handler=vdisk_nullio"]

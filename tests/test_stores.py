@@ -73,7 +73,11 @@ async def test_filestore_existing_file_keeps_size_and_grows(tmp_path: Path) -> N
     await store.resize(16384)
     assert store.size == 16384 and os.path.getsize(path) == 16384
     await store.close()
-    store = await FileStore.open(path, size=32768)
+    # a larger configured size extends an existing file only when asked
+    with pytest.raises(ValueError, match="16384 bytes, smaller than the configured size 32768"):
+        await FileStore.open(path, size=32768)
+    assert os.path.getsize(path) == 16384
+    store = await FileStore.open(path, size=32768, grow=True)
     assert store.size == 32768
     await store.close()
 
