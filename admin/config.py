@@ -32,6 +32,7 @@ from admin.config_model import (
     IscsiSettings,
     LogLevel,
     LunMapping,
+    MetricsSettings,
     TargetConfig,
 )
 from admin.config_schema import (
@@ -42,6 +43,7 @@ from admin.config_schema import (
     RawGroup,
     RawIscsi,
     RawLun,
+    RawMetrics,
     RawTarget,
     describe_structure_error,
     describe_value,
@@ -74,6 +76,7 @@ __all__ = [
     "IscsiSettings",
     "LogLevel",
     "LunMapping",
+    "MetricsSettings",
     "Portal",
     "Problem",
     "TargetConfig",
@@ -209,6 +212,8 @@ def dump_config(config: Config) -> str:
     }
     if config.faults:
         doc["faults"] = [rule_to_dict(rule) for rule in config.faults]
+    if config.metrics.listen is not None:
+        doc["metrics"] = {"listen": str(config.metrics.listen)}
     return tomli_w.dumps(doc)
 
 
@@ -297,7 +302,17 @@ class _Resolver:
             iscsi=iscsi,
             devices=devices,
             targets=targets,
+            metrics=self.metrics(("metrics",), raw.metrics),
         )
+
+    def metrics(self, path: KeyPath, raw: RawMetrics) -> MetricsSettings:
+        if raw.listen is None:
+            return MetricsSettings()
+        listen = self.check((*path, "listen"), partial(parse_portal, raw.listen))
+        if listen is not None and not re.search(r":[0-9]+$", raw.listen.strip()):
+            self.fail((*path, "listen"), f'"{raw.listen}": give the port, e.g. "127.0.0.1:9119"')
+            listen = None
+        return MetricsSettings(listen=listen)
 
     def iscsi(self, path: KeyPath, raw: RawIscsi) -> IscsiSettings:
         ranges: dict[str, tuple[float, float]] = {

@@ -25,6 +25,7 @@ __all__ = [
     "IscsiSettings",
     "LogLevel",
     "LunMapping",
+    "MetricsSettings",
     "Portal",
     "TargetConfig",
 ]
@@ -77,6 +78,13 @@ class IscsiSettings:
     nop_interval: float = 0.0
     nop_timeout: float = 30.0
     poll_us: int = 50
+
+
+@attrs.frozen
+class MetricsSettings:
+    """The Prometheus endpoint ([metrics]); ``listen`` None means off (the default)."""
+
+    listen: Portal | None = None
 
 
 @attrs.frozen
@@ -173,6 +181,8 @@ class Config:
     targets: tuple[TargetConfig, ...] = ()
     #: fault injection rules ([[faults]], admin/config_faults.py), in file order
     faults: tuple[FaultRule, ...] = ()
+    #: the Prometheus endpoint ([metrics], supervision/metrics.py); off by default
+    metrics: MetricsSettings = MetricsSettings()
 
     def device(self, name: str) -> DeviceConfig:
         """The device called ``name`` (KeyError if none)."""

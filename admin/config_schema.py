@@ -95,11 +95,17 @@ class RawTarget:
 
 
 @attrs.frozen
+class RawMetrics:
+    listen: str | None = None
+
+
+@attrs.frozen
 class RawConfig:
     state_dir: str = "."
     control_socket: str = "pyscst.sock"
     log_level: str = "info"
     iscsi: RawIscsi = attrs.field(factory=RawIscsi)
+    metrics: RawMetrics = attrs.field(factory=RawMetrics)
     devices: dict[str, RawDevice] = attrs.field(factory=dict)
     targets: dict[str, RawTarget] = attrs.field(factory=dict)
 
