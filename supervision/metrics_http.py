@@ -56,6 +56,8 @@ class MetricsServer:
                     await self._answer(stream)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 pass  # the client went away: nothing to answer
+            except Exception:  # no request may take the daemon down
+                log.exception("metrics: request failed")
             finally:
                 self._slots.release()
 

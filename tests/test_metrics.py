@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
@@ -27,6 +28,7 @@ from actors.lu_stats import IoStats
 from admin.config import ConfigError, dump_config, parse_config
 from admin.config_values import Portal
 from supervision.metrics import latency_buckets
+from supervision.metrics_http import MAX_CLIENTS, REQUEST_TIMEOUT
 from tests.cdbs import read10, sense_triplet, write10
 from tests.daemon import (
     DEFAULT_TARGET,
@@ -219,7 +221,32 @@ async def test_metrics_endpoint_answers_hostile_requests(tmp_path: Path) -> None
             assert info.value.code == 404
             assert value(scrape(mport), "pyscst_lu_commands_total", device="disk0") == 0
 
+        def crowd() -> None:
+            """MAX_CLIENTS silent clients hold every slot: one more is closed
+            unanswered; once they are gone, scrapes work again."""
+            silent = [socket.create_connection(("127.0.0.1", mport)) for _ in range(MAX_CLIENTS)]
+            try:
+                # (until the daemon has accepted all of them, one more may still be served)
+                deadline = time.monotonic() + 20
+                while raw_http(mport, b"GET /metrics HTTP/1.1\r\n\r\n") != b"":
+                    assert time.monotonic() < deadline, "an extra client was always served"
+                # a silent client is dropped after REQUEST_TIMEOUT, unanswered
+                silent[0].settimeout(REQUEST_TIMEOUT + 20)
+                assert silent[0].recv(100) == b""
+            finally:
+                for sock in silent:
+                    sock.close()
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    scrape(mport)
+                    return
+                except (OSError, urllib.error.URLError):
+                    if time.monotonic() > deadline:
+                        raise
+
         await trio.to_thread.run_sync(probes)
+        await trio.to_thread.run_sync(crowd)
 
 
 def test_busy_metrics_port_stops_the_start(tmp_path: Path) -> None:
