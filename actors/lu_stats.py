@@ -49,7 +49,9 @@ def bucket_upper_ns(index: int) -> int:
 class IoStats:
     """Mutable counters of one LU or one I_T_L nexus; owned by the LU actor."""
 
-    __slots__ = ("bytes_read", "bytes_written", "commands", "errors", "histogram", "max_ns")
+    __slots__ = (
+        "bytes_read", "bytes_written", "commands", "errors", "histogram", "max_ns", "total_ns",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.commands = 0
@@ -57,6 +59,7 @@ class IoStats:
         self.bytes_read = 0
         self.bytes_written = 0
         self.max_ns = 0
+        self.total_ns = 0  # the latency sum (Prometheus histograms' _sum)
         self.histogram = [0] * BUCKETS
 
     def record(self, ns: int, read: int, written: int, error: bool) -> None:
@@ -67,6 +70,7 @@ class IoStats:
             self.errors += 1
         if ns > self.max_ns:
             self.max_ns = ns
+        self.total_ns += ns
         self.histogram[bucket_of(ns)] += 1
 
     def merge(self, other: IoStats) -> None:
@@ -76,6 +80,7 @@ class IoStats:
         self.bytes_read += other.bytes_read
         self.bytes_written += other.bytes_written
         self.max_ns = max(self.max_ns, other.max_ns)
+        self.total_ns += other.total_ns
         self.histogram = [a + b for a, b in zip(self.histogram, other.histogram, strict=True)]
 
     def snapshot(self) -> StatsSnapshot:
@@ -86,6 +91,7 @@ class IoStats:
             bytes_written=self.bytes_written,
             max_ns=self.max_ns,
             histogram=tuple(self.histogram),
+            total_ns=self.total_ns,
         )
 
 
@@ -99,6 +105,7 @@ class StatsSnapshot:
     bytes_written: int = 0
     max_ns: int = 0
     histogram: tuple[int, ...] = (0,) * BUCKETS
+    total_ns: int = 0
 
     @staticmethod
     def total(parts: Iterable[StatsSnapshot]) -> StatsSnapshot:
@@ -111,6 +118,7 @@ class StatsSnapshot:
                 bytes_written=out.bytes_written + part.bytes_written,
                 max_ns=max(out.max_ns, part.max_ns),
                 histogram=tuple(a + b for a, b in zip(out.histogram, part.histogram, strict=True)),
+                total_ns=out.total_ns + part.total_ns,
             )
         return out
 

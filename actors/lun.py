@@ -201,6 +201,8 @@ class LogicalUnit:
         self.reservations = Reservations()
         self.stats_commands = 0
         self._stats = IoStats()
+        #: CHECK CONDITIONs sent, by sense key (errors only: the good path pays nothing)
+        self.sense_key_counts: dict[int, int] = {}
 
     # -- actor plumbing -------------------------------------------------
     @property
@@ -542,6 +544,8 @@ class LogicalUnit:
     def _encode_sense(self, sense: Sense | None) -> bytes | None:
         if sense is None:
             return None
+        counts = self.sense_key_counts
+        counts[sense.key] = counts.get(sense.key, 0) + 1
         device = self._device_or_none()
         return sense.encode(bool(getattr(device, "descriptor_sense", False)))
 
@@ -671,6 +675,10 @@ class LogicalUnit:
     # -- introspection ----------------------------------------------------------
     def task_count(self) -> int:
         return len(self._active)
+
+    def unit_attentions_queued(self) -> int:
+        """UNIT ATTENTION conditions waiting, summed over this LU's nexuses."""
+        return sum(len(state.ua) for state in self._nexuses.values())
 
     def stats(self) -> StatsSnapshot:
         """Totals since start: commands, bytes, errors, latency histogram.

@@ -35,6 +35,7 @@ from admin.config_model import (
     IscsiSettings,
     LogLevel,
     LunMapping,
+    MetricsSettings,
     TargetConfig,
 )
 from admin.config_schema import (
@@ -45,6 +46,7 @@ from admin.config_schema import (
     RawGroup,
     RawIscsi,
     RawLun,
+    RawMetrics,
     RawTarget,
     describe_structure_error,
     describe_value,
@@ -78,6 +80,7 @@ __all__ = [
     "IscsiSettings",
     "LogLevel",
     "LunMapping",
+    "MetricsSettings",
     "Portal",
     "Problem",
     "TargetConfig",
@@ -217,6 +220,8 @@ def dump_config(config: Config) -> str:
         doc["discovery_auth"] = auth_to_dict(config.discovery_auth, discovery=True)
     if config.faults:
         doc["faults"] = [rule_to_dict(rule) for rule in config.faults]
+    if config.metrics.listen is not None:
+        doc["metrics"] = {"listen": str(config.metrics.listen)}
     return tomli_w.dumps(doc)
 
 
@@ -322,6 +327,7 @@ class _Resolver:
             discovery_auth=discovery_auth,
             allowed_dirs=allowed,
             control_group=raw.control_group,
+            metrics=self.metrics(("metrics",), raw.metrics),
         )
 
     def allowed_dirs(self, path: KeyPath, values: list[str]) -> tuple[Path, ...]:
@@ -334,6 +340,15 @@ class _Resolver:
             if resolved not in out:
                 out.append(resolved)
         return tuple(out)
+
+    def metrics(self, path: KeyPath, raw: RawMetrics) -> MetricsSettings:
+        if raw.listen is None:
+            return MetricsSettings()
+        listen = self.check((*path, "listen"), partial(parse_portal, raw.listen))
+        if listen is not None and not re.search(r":[0-9]+$", raw.listen.strip()):
+            self.fail((*path, "listen"), f'"{raw.listen}": give the port, e.g. "127.0.0.1:9119"')
+            listen = None
+        return MetricsSettings(listen=listen)
 
     def iscsi(self, path: KeyPath, raw: RawIscsi) -> IscsiSettings:
         ranges: dict[str, tuple[float, float]] = {

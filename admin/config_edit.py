@@ -60,6 +60,7 @@ def render(
     _targets(doc, before, model)
     _discovery_auth(doc, before, model)
     _faults(doc, before, model)
+    _metrics(doc, before, model)
     return tomlkit.dumps(doc).rstrip() + "\n"
 
 
@@ -109,6 +110,17 @@ def _faults(doc: Any, before: Config | None, model: Config) -> None:
         table.update(rule_to_dict(rule))
         rules.append(table)
     doc["faults"] = rules
+
+
+def _metrics(doc: Any, before: Config | None, model: Config) -> None:
+    """``[metrics]``: left as written unless the model's differs."""
+    if before is not None and before.metrics == model.metrics:
+        return
+    if model.metrics.listen is None:
+        if "metrics" in doc:
+            del doc["metrics"]
+        return
+    doc["metrics"] = {"listen": str(model.metrics.listen)}
 
 
 def _relative(path: Path, base: Path) -> str:

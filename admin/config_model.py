@@ -27,6 +27,7 @@ __all__ = [
     "IscsiSettings",
     "LogLevel",
     "LunMapping",
+    "MetricsSettings",
     "Portal",
     "TargetConfig",
 ]
@@ -79,6 +80,13 @@ class IscsiSettings:
     nop_interval: float = 0.0
     nop_timeout: float = 30.0
     poll_us: int = 50
+
+
+@attrs.frozen
+class MetricsSettings:
+    """The Prometheus endpoint ([metrics]); ``listen`` None means off (the default)."""
+
+    listen: Portal | None = None
 
 
 @attrs.frozen
@@ -227,6 +235,8 @@ class Config:
     def confined_roots(self) -> tuple[Path, ...]:
         """Where backing files (and PR state) may live: state_dir and allowed_dirs."""
         return (self.state_dir, *self.allowed_dirs)
+    #: the Prometheus endpoint ([metrics], supervision/metrics.py); off by default
+    metrics: MetricsSettings = MetricsSettings()
 
     def device(self, name: str) -> DeviceConfig:
         """The device called ``name`` (KeyError if none)."""

@@ -116,6 +116,11 @@ class RawTarget:
 
 
 @attrs.frozen
+class RawMetrics:
+    listen: str | None = None
+
+
+@attrs.frozen
 class RawConfig:
     state_dir: str = "."
     control_socket: str = "pyscst.sock"
@@ -123,6 +128,7 @@ class RawConfig:
     allowed_dirs: list[str] = attrs.field(factory=list)
     control_group: str | None = None
     iscsi: RawIscsi = attrs.field(factory=RawIscsi)
+    metrics: RawMetrics = attrs.field(factory=RawMetrics)
     devices: dict[str, RawDevice] = attrs.field(factory=dict)
     targets: dict[str, RawTarget] = attrs.field(factory=dict)
     discovery_auth: RawDiscoveryAuth | None = None

@@ -14,6 +14,9 @@ from typing import Any
 
 import attrs
 
+from actors.faults import FAULT_STATUSES, PDU_NAMES, ActionKind, Direction, OpClass, Phase
+from admin.cli_faults import parse_value
+from admin.config_faults import RawFault
 from admin.config_model import Handler
 from admin.config_values import parse_size
 from admin.console_model import Kind, Node
@@ -159,6 +162,44 @@ CREATE_ATTRS: Mapping[Kind, tuple[Attr, ...]] = {
     ),
 }
 
+def target_names(root: Node) -> list[str]:
+    targets = root.child("targets")
+    return [t.name for t in targets.children] if targets else []
+
+
+def _fault_attr(name: str) -> Attr:
+    """One ``[[faults]]`` key as a ``create`` attribute in /faults: typed like
+    ``pyscst admin fault add`` (lists as a,b,c; lba and window as a-b); the
+    daemon checks the rule with the config file's code."""
+    fixed: dict[str, tuple[str, ...]] = {
+        "action": tuple(k.value for k in ActionKind),
+        "op_class": tuple(c.value for c in OpClass),
+        "direction": tuple(d.value for d in Direction),
+        "phase": tuple(p.value for p in Phase),
+        "status": tuple(sorted(FAULT_STATUSES)),
+        "sense_key": ("medium_error", "hardware_error", "not_ready", "illegal_request",
+                      "aborted_command", "unit_attention", "data_protect"),
+        "pdus": tuple(sorted(PDU_NAMES)),
+        "enabled": BOOLEAN_VALUES, "information": BOOLEAN_VALUES, "grow": BOOLEAN_VALUES,
+    }  # fmt: skip
+    choices: Callable[[Node], list[str]] = _fixed(*fixed.get(name, ()))
+    if name == "device":
+        choices = device_names
+    elif name == "target":
+        choices = target_names
+    parse: Callable[[str], Any] = lambda text: parse_value(name, parse_text(text))  # noqa: E731
+    if fixed.get(name) == BOOLEAN_VALUES:
+        parse = parse_bool
+    what = "required: what goes wrong" if name == "action" else "a [[faults]] key"
+    return Attr(name, parse, what, required=name == "action", choices=choices)
+
+
+#: ``create`` in /faults: every [[faults]] key but the id (the new entry's name)
+FAULT_ATTRS: tuple[Attr, ...] = tuple(
+    _fault_attr(f.name) for f in attrs.fields(RawFault) if f.name != "id"
+)
+CREATE_ATTRS = {**CREATE_ATTRS, Kind.FAULTS: FAULT_ATTRS}
+
 #: what ``set`` can change live on each kind of object
 SET_ATTRS: Mapping[Kind, tuple[Attr, ...]] = {
     Kind.DEVICE: (READ_ONLY, Attr("size", parse_size, "resize (e.g. 2G)")),
@@ -171,6 +212,9 @@ SET_ATTRS: Mapping[Kind, tuple[Attr, ...]] = {
              "CHAP); give secret_file or secret with it"),
         Attr("secret_file", parse_text, "the mutual secret's file (mode 0600)"),
         Attr("secret", parse_text, "the mutual secret itself (prefer secret_file)"),
+    ),
+    Kind.FAULT: (
+        Attr("enabled", parse_bool, "arm or disarm the rule", choices=_fixed(*BOOLEAN_VALUES)),
     ),
 }
 

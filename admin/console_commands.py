@@ -134,6 +134,7 @@ def _describe(node: Node) -> str:
         Kind.LUN: "LUN",
         Kind.SESSION: "session",
         Kind.CHAP_USER: "CHAP user",
+        Kind.FAULT: "fault rule",
     }
     return f"{names.get(node.kind, node.kind.value)} {node.name} ({node.text_path})"
 
@@ -163,11 +164,12 @@ PREFERRED_COLUMNS: Mapping[Kind, tuple[str, ...]] = {
     Kind.DEVICE: ("handler", "size", "block_size", "read_only", "write_cache", "path"),
     Kind.LUN: ("device", "read_only"),
     Kind.SESSION: ("initiator", "isid", "address"),
+    Kind.FAULT: ("enabled", "action", "matches", "injections", "seed"),
 }
 
 
 #: kinds whose tables show only the preferred columns (they carry many attributes)
-WIDE_KINDS = frozenset({Kind.DEVICE, Kind.SESSION})
+WIDE_KINDS = frozenset({Kind.DEVICE, Kind.SESSION, Kind.FAULT})
 
 
 def listing(node: Node, root: Node) -> Fragments:
@@ -280,6 +282,9 @@ def _summary(node: Node) -> str:
         return " ".join(str(a[k]) for k in ("initiator", "address") if k in a)
     if node.kind is Kind.TARGET and a.get("alias"):
         return f"alias {a['alias']}"
+    if node.kind is Kind.FAULT:
+        state = "on" if a.get("enabled") else "off"
+        return f"{a.get('action', '?')} {state}, {a.get('injections', 0)} injections"
     return ""
 
 
@@ -309,7 +314,9 @@ def run_create(shell: ShellContext, inv: Invocation) -> Fragments:
     values = parse_options("create", f"a new {CHILD_KIND[container.kind].value}",
                            inv.options, attrs_allowed)
     op, args = _create_op(container, name, values)
-    shell.call(op, **args)
+    result = shell.call(op, **args)
+    if container.kind is Kind.FAULTS and isinstance(result, Mapping):
+        name = str(result.get("id", name))  # the daemon names an unnamed rule
     created = (*container.path, str(args.get("lun", name)))
     return _ok(f"created {CHILD_KIND[container.kind].value} {format_path(created)}")
 
@@ -332,7 +339,7 @@ def _cannot_create_here(node: Node) -> str:
         return f"create: cannot create inside {_describe(node)}; name a directory: {hint}"
     return (
         f"create: nothing can be created in {node.text_path} ({node.kind.value}); "
-        "cd to /devices, /targets or a target's portals, luns, groups or initiators"
+        "cd to /devices, /targets, /faults or a target's portals, luns, groups or initiators"
     )
 
 
@@ -342,6 +349,8 @@ def _create_op(
     kind = container.kind
     if kind is Kind.LUNS:
         return "lun.add", _lun_create_args(container, name, values)
+    if kind is Kind.FAULTS:  # without a name the daemon picks one
+        return "fault.add", {**values, **({"id": name} if name is not None else {})}
     if name is None:
         noun = CHILD_KIND[kind].value
         raise UsageError(f"create: name the new {noun} (create NAME ...) in {container.text_path}")
@@ -408,6 +417,8 @@ def _delete_op(node: Node) -> tuple[str, dict[str, Any]]:
         return "lun.remove", _lun_args(node)
     if kind is Kind.CHAP_USER:
         return "auth.chap_remove", {"target": target_and_group(node)[0], "user": node.name}
+    if kind is Kind.FAULT:
+        return "fault.remove", {"id": node.name}
     if kind not in (Kind.PORTAL, Kind.GROUP, Kind.INITIATOR):
         raise UsageError(
             f"delete: {node.text_path} is a {kind.value}, not something that can be deleted"
@@ -434,7 +445,8 @@ def run_set(shell: ShellContext, inv: Invocation) -> Fragments:
     if allowed is None:
         raise UsageError(
             f"set: nothing can be changed on {node.text_path} ({node.kind.value}); "
-            "settable: read_only and size of a device, read_only of a LUN"
+            "settable: read_only and size of a device, read_only of a LUN, "
+            "enabled of a fault rule"
         )
     if not inv.options:
         names = ", ".join(f"{a.name}=..." for a in allowed)
@@ -444,7 +456,9 @@ def run_set(shell: ShellContext, inv: Invocation) -> Fragments:
         return _set_auth(shell, node, values)
     out: Fragments = []
     for key, value in values.items():
-        if node.kind is Kind.DEVICE and key == "size":
+        if node.kind is Kind.FAULT:
+            shell.call("fault.enable" if value else "fault.disable", id=node.name)
+        elif node.kind is Kind.DEVICE and key == "size":
             shell.call("device.resize", name=node.name, size=value)
         elif node.kind is Kind.DEVICE:
             shell.call("device.set", name=node.name, **{key: value})
@@ -528,6 +542,11 @@ def run_close(shell: ShellContext, inv: Invocation) -> Fragments:
 def run_stats(shell: ShellContext, inv: Invocation) -> Fragments:
     _no_options(inv)
     node = shell.resolve(_one_path(inv))
+    if node.kind in (Kind.FAULT, Kind.FAULTS):
+        from admin.cli_faults import render_faults
+
+        which = {"id": node.name} if node.kind is Kind.FAULT else {}
+        return line(render_faults("fault.stats", shell.call("fault.stats", **which)))
     args: dict[str, Any]
     if node.kind is Kind.DEVICE:
         args = {"device": node.name}
@@ -601,7 +620,7 @@ def run_help(shell: ShellContext, inv: Invocation) -> Fragments:
     rows: list[list[Cell]] = [[("class:name", c.usage), c.summary] for c in COMMANDS.values()]
     return table(["command", "does"], rows) + line(
         "Paths: /devices/NAME, /targets/IQN/{portals,luns,groups/G/{initiators,luns}}, "
-        "/sessions/TARGET/TSIH. Tab completes commands, paths and values; "
+        "/sessions/TARGET/TSIH, /faults/ID. Tab completes commands, paths and values; "
         "help COMMAND for details.",
         "class:dim",
     )
@@ -649,18 +668,22 @@ Where you create decides what you create:
   /targets/T/luns (or a group's luns)
                                create [LUN] device=disk1 [read_only=true]
                                (without LUN: the lowest free number)
+  /faults                      create [ID] action=check_condition [op_class=read]
+                               [lba=100-199] [probability=0.1] [seed=7] ...
+                               (every [[faults]] key; see docs/faults.md)
 From elsewhere, put the directory in front of the name:
-  create /targets/T/luns/3 device=disk1""", run_create, args="container",
-            takes_options=True, aliases=("mk",)),
+  create /targets/T/luns/3 device=disk1""", run_create,
+            args="container", takes_options=True, aliases=("mk",)),
     Command("delete", "delete PATH [force=true]", "remove an object", """
-Removes a device, target, portal, group, initiator pattern or LUN mapping, or
-closes a session. A device, target or LUN still in use needs force=true
+Removes a device, target, portal, group, initiator pattern, LUN mapping or
+fault rule, or closes a session. A device, target or LUN still in use needs force=true
 (or --force); initiators that lose a LUN get REPORTED LUNS DATA HAS CHANGED.
   delete /targets/T/luns/3 force=true""", run_delete, takes_options=True,
             aliases=("rm",)),
     Command("set", "set [PATH] key=value ...", "change attributes live", """
 On a device: read_only=true|false, size=SIZE (a resize). On a LUN mapping:
-read_only=true|false. PATH defaults to the current directory.
+read_only=true|false. On a fault rule: enabled=true|false (arm, disarm).
+PATH defaults to the current directory.
   set /devices/disk0 read_only=true
   set /targets/T/luns/0 read_only=false""", run_set, takes_options=True),
     Command("resize", "resize [PATH] SIZE", "grow or shrink a device", """
@@ -673,7 +696,8 @@ attention); on a target: every logical unit it maps.""", run_reset),
   close /sessions/iqn.2026-11.org.pyscst:test/1""", run_close),
     Command("stats", "stats [PATH]", "commands, bytes, errors and latency", """
 Of a device (or the device behind a LUN), a target, or a session; at / or
-/devices every device. Latency percentiles are in microseconds.""", run_stats),
+/devices every device. Latency percentiles are in microseconds. Of a fault
+rule (or /faults: every rule): its counters and latest injections.""", run_stats),
     Command("save", "save [FILE]", "write the running configuration to TOML", """
 Without FILE the daemon's own config file is rewritten (comments kept where
 possible). A relative FILE is relative to the console's directory; it must lie

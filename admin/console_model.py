@@ -4,7 +4,7 @@ Operators move around the running configuration like a file system
 (targetcli-style): ``/devices/<name>``, ``/targets/<iqn>/portals/<addr>``,
 ``/targets/<iqn>/luns/<n>`` (the default LUN map),
 ``/targets/<iqn>/groups/<g>/{initiators,luns}/...`` and
-``/sessions/<target>/<tsih>``. This module turns one ``tree`` result into
+``/sessions/<target>/<tsih>`` and ``/faults/<rule id>``. This module turns one ``tree`` result into
 immutable :class:`Node` records and resolves typed paths against them, so
 every command and the completer see the same picture. The reply is read
 leniently (objects keyed by name or lists of objects with a ``name``), since
@@ -42,6 +42,8 @@ class Kind(enum.StrEnum):
     AUTH = "auth"
     CHAP_USERS = "chap users"
     CHAP_USER = "chap user"
+    FAULTS = "faults"
+    FAULT = "fault rule"
 
 
 #: container kind -> the kind of object it holds
@@ -55,6 +57,7 @@ CHILD_KIND: Mapping[Kind, Kind] = {
     Kind.SESSIONS: Kind.SESSION_TARGET,
     Kind.SESSION_TARGET: Kind.SESSION,
     Kind.CHAP_USERS: Kind.CHAP_USER,
+    Kind.FAULTS: Kind.FAULT,
 }
 
 Path = tuple[str, ...]
@@ -156,6 +159,7 @@ def build_tree(data: Any) -> Node:
                 children=tuple(_target(name, body) for name, body in targets),
             ),
             _sessions_node(sessions),
+            _faults_node(data.get("faults")),
         ),
     )
 
@@ -325,6 +329,21 @@ def _sessions_node(sessions: list[Mapping[str, Any]]) -> Node:
             for t, nodes in sorted(by_target.items())
         ),
     )
+
+
+def _faults_node(value: Any) -> Node:
+    """``/faults``: one node per rule, its counters and its ``[[faults]]`` keys."""
+    rules = []
+    for item in value if isinstance(value, list) else []:
+        if not isinstance(item, Mapping) or "id" not in item:
+            continue
+        name = str(item["id"])
+        rule = item.get("rule")
+        attributes = _scalars(item, skip=("id", "rule"))
+        if isinstance(rule, Mapping):
+            attributes.update(_scalars(rule, skip=("id", *attributes)))
+        rules.append(Node(name, Kind.FAULT, ("faults", name), attributes))
+    return Node("faults", Kind.FAULTS, ("faults",), children=tuple(rules))
 
 
 def raw_session(data: Any, target: str, tsih: str) -> Mapping[str, Any]:

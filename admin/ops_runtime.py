@@ -17,6 +17,7 @@ import trio
 from actors.lu_stats import StatsSnapshot
 from actors.messages import ResetLogicalUnit, call
 from actors.target import SessionInfo, Target
+from admin.config_faults import rule_to_dict
 from admin.config_model import DeviceConfig, TargetConfig
 from admin.control import OpHandler
 from admin.ops_args import Args
@@ -216,4 +217,8 @@ def build_tree(daemon: Daemon) -> dict[str, Any]:
         "targets": [target_dict(t) for t in config.targets],
         "discovery_auth": config.discovery_auth.public(),
         "sessions": [session_dict(t, i) for t in daemon.directory for i in t.session_infos()],
+        "faults": [
+            {**s, "rule": rule_to_dict(daemon.faults.rule(s["id"]))}
+            for s in daemon.faults.status()
+        ],
     }

@@ -28,6 +28,7 @@ from admin.config_model import LunMapping as LunMappingConfig
 from admin.control import ControlServer, OpHandler
 from admin.operations import Controller
 from admin.ops_faults import fault_operations
+from supervision.host import run_host_services
 from supervision.supervisor import Child, Restart, Supervisor
 from transports.iscsi.auth import AuthRegistry
 from transports.iscsi.chap import ChapSettings, Credential
@@ -280,6 +281,8 @@ async def serve(
         async with trio.open_nursery() as nursery:
             try:
                 daemon = await start(config, nursery, config_path)
+                # metrics endpoint, then systemd READY/STATUS/WATCHDOG/STOPPING
+                await nursery.start(run_host_services, daemon)
             except BaseExceptionGroup as group:
                 startup = group.subgroup(StartupError)
                 if startup is not None:

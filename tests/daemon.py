@@ -94,6 +94,7 @@ def write_config(
     extra_targets: Mapping[str, Mapping[str, Any]] | None = None,
     auth: Mapping[str, Any] | None = None,
     discovery_auth: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``workdir/pyscst.toml`` with state under ``workdir/state``; validate it."""
     state_dir = workdir / "state"
@@ -119,6 +120,7 @@ def write_config(
     }
     if discovery_auth is not None:
         doc["discovery_auth"] = dict(discovery_auth)
+    doc.update(extra or {})  # more top-level tables, e.g. {"metrics": {...}}
     path = workdir / "pyscst.toml"
     path.write_text(tomli_w.dumps(doc))
     load_config(path)  # a bad test config should fail here, not as a daemon crash
@@ -146,19 +148,27 @@ def _port_open(host: str, port: int) -> bool:
 
 
 def start_daemon(
-    config_path: Path, *, host: str, port: int, target: str, startup_timeout: float = 30.0
+    config_path: Path,
+    *,
+    host: str,
+    port: int,
+    target: str,
+    startup_timeout: float = 30.0,
+    env: Mapping[str, str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], RunningDaemon]:
     """Start ``pyscst serve`` and wait for its portal and control socket (opened
     last, just after the portals); DaemonError if they never come up."""
     config = load_config(config_path)
     stderr_path = config_path.parent / "daemon.stderr"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    environ = {**os.environ, **(env or {})}
+    environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(REPO_ROOT), environ.get("PYTHONPATH")])
+    )
     with stderr_path.open("wb") as err:
         proc = subprocess.Popen(
             daemon_command(config_path),
             cwd=REPO_ROOT,
-            env=env,
+            env=environ,
             stdin=subprocess.DEVNULL,
             stdout=err,
             stderr=subprocess.STDOUT,
@@ -233,6 +243,8 @@ def running_daemon(
     discovery_auth: Mapping[str, Any] | None = None,
     startup_timeout: float = 30.0,
     stop_timeout: float = 15.0,
+    extra: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[RunningDaemon]:
     """Run a daemon for the duration of the block (``workdir``: e.g. pytest's tmp_path).
 
@@ -244,10 +256,11 @@ def running_daemon(
     config_path = write_config(
         workdir, port=port, host=host, target=target, devices=devices, luns=luns,
         groups=groups, iscsi=iscsi, log_level=log_level, extra_targets=extra_targets,
-        auth=auth, discovery_auth=discovery_auth,
+        auth=auth, discovery_auth=discovery_auth, extra=extra,
     )
     proc, info = start_daemon(
-        config_path, host=host, port=port, target=target, startup_timeout=startup_timeout
+        config_path, host=host, port=port, target=target, startup_timeout=startup_timeout,
+        env=env,
     )
     try:
         yield info

@@ -50,7 +50,8 @@ def test_ls_shows_devices_as_a_table(fake: FakeBackend) -> None:
 def test_ls_root_and_target_count_their_entries(fake: FakeBackend) -> None:
     shell = Shell(fake)
     assert run(shell, "ls").splitlines()[1:] == [
-        "devices/   1 device", "targets/   1 target", "sessions/  1 session"
+        "devices/   1 device", "targets/   1 target", "sessions/  1 session",
+        "faults/    0 fault rules",
     ]
     run(shell, f"cd /targets/{TARGET}")
     assert "luns/     1 LUN" in run(shell, "ls")

@@ -82,7 +82,7 @@ def test_full_edit_and_save_session(tmp_path: Path) -> None:
         "save\r",
         "\x04",  # Ctrl-D leaves
     ], FileHistory(str(history)))
-    assert 'error: no "nope" in / (it holds devices, targets, sessions)' in output
+    assert 'error: no "nope" in / (it holds devices, targets, sessions, faults)' in output
     assert "lun  device  read_only\n0    data    true" in output.replace("\r", "")
     assert f"saved the running configuration to {tmp_path / 'pyscst.toml'}" in output
     saved = tomllib.loads((tmp_path / "pyscst.toml").read_text())
