@@ -179,8 +179,13 @@ class LogicalUnit:
         core_table: OpTable,
         faults: FaultEngine | None = None,
         pr_path: Path | None = None,
+        standby: Callable[[], Any] | None = None,
     ) -> None:
         self.name = name
+        #: while ``device_source`` raises (the device is down): the device that
+        #: still answers INQUIRY and REQUEST SENSE (SPC: those work on an LU
+        #: that is not ready), or None
+        self._standby = standby
         #: APTPL file (state_dir/pr/<device>.json); loaded on the first start
         self._pr_store = AptplStore(pr_path) if pr_path is not None else None
         self._pr_lock = trio.Lock()
@@ -373,6 +378,7 @@ class LogicalUnit:
         if ctx is None:
             ctx = state.contexts[(lun, read_only)] = CommandContext(self, state, lun, read_only)
         if self._nursery is None:
+            self._device_source()  # the device's own reason (offline), if it has one
             raise ScsiError.check(SenseKey.NOT_READY, Asc.LUN_NOT_READY_CAUSE_NOT_REPORTABLE)
         if cmd.tag in state.tasks:
             # an overlapped tag: SAM-5 says abort the task set of the nexus
@@ -562,7 +568,14 @@ class LogicalUnit:
                 # SAM-5: an ACA task with no ACA condition established (never,
                 # here: NormACA=0, NACA=1 is refused) is a protocol error
                 raise ScsiError.check(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_MESSAGE_ERROR)
-            device = self._device_source()
+            try:
+                device = self._device_source()
+            except ScsiError:
+                if cdb[0] not in (_INQUIRY, _REQUEST_SENSE) or self._standby is None:
+                    raise
+                device = self._standby()
+                if device is None:
+                    raise
             spec: OpSpec = self.table(device).lookup(cdb)
             writes = spec.writes_medium
             if writes and (task.ctx.read_only or device.read_only):
@@ -669,6 +682,10 @@ class LogicalUnit:
             await task.wait_done()
 
     # -- introspection ----------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._nursery is not None
+
     def task_count(self) -> int:
         return len(self._active)
 
