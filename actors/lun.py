@@ -332,17 +332,22 @@ class LogicalUnit:
         for task in self._nexus_loss(NexusLoss(nexus, reset=True)):
             await task.wait_done()
 
-    def device_lost(self) -> None:
+    def device_lost(self, reason: Sense | None = None) -> None:
         """The device handler crashed (atomic): every command in flight ends with
-        ABORTED COMMAND (retryable) and every nexus gets DEVICE INTERNAL RESET."""
-        sense = Sense.of(SenseKey.ABORTED_COMMAND, Asc.INTERNAL_TARGET_FAILURE).encode()
+        ABORTED COMMAND (retryable) and every nexus gets DEVICE INTERNAL RESET.
+        With ``reason`` (the device was taken offline) they end with that sense
+        instead, and no unit attention: becoming not ready raises none (SPC-4)."""
+        failure = reason or Sense.of(SenseKey.ABORTED_COMMAND, Asc.INTERNAL_TARGET_FAILURE)
+        sense = failure.encode()
         for task in self._active.values():
             if not task.finished:
                 task.failure = sense
                 task.scope.cancel()
-        self.raise_ua(Asc.DEVICE_INTERNAL_RESET)
-        log.warning("%s: device handler crashed; %d commands aborted", self.name,
-                    len(self._active))
+        if reason is None:
+            self.raise_ua(Asc.DEVICE_INTERNAL_RESET)
+        log.warning("%s: device %s; %d commands aborted", self.name,
+                    "handler crashed" if reason is None else "taken offline",
+                    len(self._active))  # fmt: skip
 
     # -- unit attentions ----------------------------------------------------
     def raise_ua(self, asc: Asc, exclude: Nexus | None = None) -> None:

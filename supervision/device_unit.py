@@ -155,7 +155,7 @@ class DeviceUnit:
         child = self._children.get("device")
         if child is not None and not child.stopped.is_set():
             if self.device.running:
-                self.lu.device_lost()  # commands in flight end (retryable); 29/04
+                self.lu.device_lost(OFFLINE_SENSE)  # commands in flight end with it
             child.stop()
 
     def _note(self, text: str) -> None:

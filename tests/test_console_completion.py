@@ -34,7 +34,7 @@ def complete(shell: Shell, text: str) -> list[str]:
 def test_commands(shell: Shell) -> None:
     assert complete(shell, "cr") == ["create"]
     assert {"cd", "ls", "tree", "help", "exit", "quit", "rm"} <= set(complete(shell, ""))
-    assert complete(shell, "help re") == ["reload", "reset", "resize"]
+    assert complete(shell, "help re") == ["reload", "reset", "resize", "restart"]
 
 
 def test_paths_absolute_and_relative(shell: Shell) -> None:
