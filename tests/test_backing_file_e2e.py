@@ -51,10 +51,14 @@ async def connect(host: str, port: int) -> AsyncIterator[Initiator]:
         yield ini
 
 
-async def until_offline(ini: Initiator, cdb: bytes, data_out: bytes = b"",
-                        read_length: int = 0) -> list[tuple[int, tuple[int, int, int] | None, bytes]]:
+Answer = tuple[int, tuple[int, int, int] | None, bytes]
+
+
+async def until_offline(
+    ini: Initiator, cdb: bytes, data_out: bytes = b"", read_length: int = 0
+) -> list[Answer]:
     """Repeat a command until it answers 04/03; every answer on the way."""
-    seen = []
+    seen: list[Answer] = []
     with trio.fail_after(15):
         while True:
             r = await ini.execute(0, cdb, data_out=data_out, read_length=read_length)
