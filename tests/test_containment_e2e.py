@@ -75,7 +75,7 @@ async def test_crash_loop_takes_one_device_offline_and_spares_the_other(tmp_path
             await settle(busy, 1)
             await settle(victim, 0)
             assert (await victim.execute(0, write10(7), data_out=b"k" * BS)).status == GOOD
-            stop, errors, rounds = trio.Event(), [], [0]
+            stop, errors, rounds = trio.Event(), list[str](), [0]
             nursery.start_soon(verified_io, busy, 1, stop, errors, rounds)
 
             await admin.ok("fault", "add", "id=storm", "action=crash_device", "device=disk0")

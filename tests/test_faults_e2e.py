@@ -94,7 +94,7 @@ async def cleared_and_healthy(daemon: Daemon, port: int) -> None:
     for rule in await op(daemon, "fault.list", {}):
         await op(daemon, "fault.remove", {"id": rule["id"]})
     await healthy(port)
-    units: list[Any] = [child.actor.lu for child in daemon.unit_children.values()]
+    units: list[Any] = [daemon.units[name] for name in daemon.unit_children]
     with trio.move_on_after(5):
         while any(lu.task_count() for lu in units):
             await trio.sleep(0.01)
