@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: what a device being restarted answers (its supervisor brings it back soon)
 RESTARTING = Sense.of(SenseKey.NOT_READY, Asc.LUN_NOT_READY_CAUSE_NOT_REPORTABLE)
+#: how long an admin request waits for the actor's answer (seconds)
+REQUEST_TIMEOUT = 30.0
 
 
 async def open_store(cfg: DeviceConfig) -> BackingStore:
@@ -121,8 +123,12 @@ class DeviceActor:
             return None
         reply_send, reply_recv = trio.open_memory_channel[Any](1)
         await self._mailbox_send.send(Envelope(message, reply_send))
-        result: Exception | None = await reply_recv.receive()
-        return result
+        # (an actor that crashes or goes offline before it gets to the request
+        # must not hang the admin plane, which holds its edit lock meanwhile)
+        with trio.move_on_after(REQUEST_TIMEOUT):
+            result: Exception | None = await reply_recv.receive()
+            return result
+        return TimeoutError(f"{self.name} did not answer within {REQUEST_TIMEOUT:g} s")
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.cfg
@@ -225,6 +231,8 @@ class DeviceActor:
             if not message.read_only and store.read_only:
                 # the store was opened read-only: reopen it writable first
                 writable = await open_store(attrs.evolve(self.cfg, read_only=False))
+                if isinstance(writable, FileStore):
+                    writable.label = self.name
                 device.store, self._store = writable, writable
                 with trio.CancelScope(shield=True):
                     await store.close()
