@@ -206,6 +206,7 @@ _OP_KEYS = {
     "tree": [], "hello": [], "stats": ["device", "target", "tsih"],
     "session.list": ["target"], "session.close": ["target", "tsih"],
     "reset.lun": ["device"], "reset.target": ["target"],
+    "device.list": [], "device.show": ["name"], "device.restart": ["name"],
     # no "path": a random absolute path would have the daemon create files anywhere
     "device.add": ["name", "handler", "size", "block_size", "read_only",
                    "write_cache", "serial", "rotational"],

@@ -113,10 +113,21 @@ async def test_deleted_backing_file_goes_offline_before_writes_can_vanish(
             assert r.status == CHECK and sense_triplet(r.sense) == OFFLINE
             shown = await admin.ok("device", "show", "disk0")
             assert shown["state"] == "offline" and "deleted" in shown["last_error"]
+            # a restart that cannot open the store says so and leaves it offline
+            path.mkdir()
+            stderr = await admin.fails(1, "device", "restart", "disk0")
+            assert "cannot open backing store" in stderr and "Is a directory" in stderr
+            shown = await admin.ok("device", "show", "disk0")
+            assert shown["state"] == "offline" and "restart failed" in shown["last_error"]
+            r = await ini.execute(0, TUR)
+            assert sense_triplet(r.sense) == OFFLINE
+            path.rmdir()
             # the operator restores a file and restarts: served again, a power-on UA first
             path.write_bytes(b"r" * BS * 16)
             os.truncate(path, 8 * MiB)
             assert (await admin.ok("device", "restart", "disk0"))["state"] == "online"
+            reply = await admin.ok("device", "restart", "disk0")  # online: nothing to do
+            assert reply["message"] == "device disk0 is online; nothing to restart"
             r = await ini.execute(0, TUR)
             assert sense_triplet(r.sense) == (0x6, 0x29, 0x00)
             r = await ini.execute(0, read10(1), read_length=BS)
