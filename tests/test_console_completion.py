@@ -81,7 +81,7 @@ def test_set_and_delete_offer_what_the_object_takes(shell: Shell) -> None:
 
 
 def test_call_completes_op_names(shell: Shell) -> None:
-    assert complete(shell, "call device.re") == ["device.remove", "device.resize"]
+    assert complete(shell, "call device.re") == ["device.remove", "device.resize", "device.restart"]
 
 
 def test_nothing_when_the_daemon_is_gone(shell: Shell, tmp_path: Path) -> None:
