@@ -1,7 +1,7 @@
 """The supervisor's restart budget, giving up without escalating, and the root
 that never gives up (supervision/supervisor.py).
 
-Runs under Trio's autojump clock: restarts pause (backoff) without the test
+Runs under pytest-trio's ``autojump_clock``: restarts pause (backoff) without the test
 waiting for real time, and nothing here asserts a duration.
 """
 
@@ -53,11 +53,6 @@ class Steady:
         self.runs += 1
         task_status.started()
         await trio.sleep_forever()
-
-
-@pytest.fixture
-def autojump_clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0)
 
 
 async def settle() -> None:
