@@ -4,14 +4,21 @@ It opens the store when it starts (creating a sparse file on first start),
 and flushes and closes it when it stops, whatever the reason, so a clean
 shutdown or a supervisor restart never loses acknowledged writes. Commands
 reach the device through the LU, which asks ``current()`` for it; while the
-actor is down that answers NOT READY instead of touching a closed file.
+actor is down that answers NOT READY instead of touching a closed file
+(04/00 while its supervisor restarts it, ``offline`` once it has retired it:
+supervision/device_unit.py). INQUIRY and REQUEST SENSE keep working while it
+is down through ``standby()``: the last device, which still knows its
+identity and why it is not ready.
 Live admin edits (resize, read-only) arrive as messages on its mailbox, and
 it remembers them so a restart reopens the store as last configured.
+While it runs it checks once a second that its backing file is still the
+file it serves (devices/store_health.py); ``on_trouble`` hears when not.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,10 +30,16 @@ from actors.faults import CrashDevice, DeviceCrashed
 from actors.messages import Envelope, ResizeDevice, SetDeviceReadOnly
 from admin.config_model import DeviceConfig, Handler
 from devices.disk import DiskDevice
+from devices.store_health import CHECK_INTERVAL
 from devices.stores import BackingStore, FileStore, NullStore
-from scsi.sense import Asc, ScsiError, SenseKey
+from scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
 
 log = logging.getLogger(__name__)
+
+#: what a device being restarted answers (its supervisor brings it back soon)
+RESTARTING = Sense.of(SenseKey.NOT_READY, Asc.LUN_NOT_READY_CAUSE_NOT_REPORTABLE)
+#: how long an admin request waits for the actor's answer (seconds)
+REQUEST_TIMEOUT = 30.0
 
 
 async def open_store(
@@ -60,36 +73,88 @@ class DeviceActor:
         #: adds without --grow); later opens restore the size it already had
         self._grow = grow
         self._device: DiskDevice | None = None
+        self._standby: DiskDevice | None = None
         self._store: BackingStore | None = None
         self._mailbox_send, self._mailbox_recv = trio.open_memory_channel[Envelope[Any]](16)
         self._crash_listeners: list[Callable[[], None]] = []
+        self._crash_pending = False
+        #: the sense commands get while the actor is down and retired (offline);
+        #: None while it runs or is being restarted
+        self.offline: Sense | None = None
+        #: told (atomically) what is wrong with the backing file when a check finds it
+        self.on_trouble: Callable[[str], None] | None = None
+        #: the size the backing file had when last served (a reopen that finds
+        #: it shorter says so: the missing tail comes back as zeros)
+        self._served_size = 0
 
     @property
     def mailbox(self) -> trio.MemorySendChannel[Envelope[Any]]:
         return self._mailbox_send
 
+    @property
+    def running(self) -> bool:
+        return self._device is not None
+
     def on_crash(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` (atomically, no await) whenever this actor crashes."""
         self._crash_listeners.append(listener)
 
-    def crash(self) -> None:
-        """Fault injection: make the actor fail so its supervisor restarts it."""
+    def crash(self) -> bool:
+        """Fault injection: make the actor fail so its supervisor restarts it.
+        False when it is not running (nothing to crash)."""
+        if self._crash_pending:
+            return True  # one crash is on its way: every command hitting it ends with it
+        if self._device is None:
+            return False
         reply, _ = trio.open_memory_channel[Any](1)
         try:
             self._mailbox_send.send_nowait(Envelope(CrashDevice(), reply))
         except trio.WouldBlock:
             log.warning("%s: mailbox full, crash not injected", self.name)
+            return False
+        self._crash_pending = True
+        return True
 
     def current(self) -> DiskDevice:
         device = self._device
         if device is None:
-            raise ScsiError.check(SenseKey.NOT_READY, Asc.LUN_NOT_READY_CAUSE_NOT_REPORTABLE)
+            raise ScsiError(Status.CHECK_CONDITION, self.offline or RESTARTING)
         return device
+
+    def standby(self) -> DiskDevice | None:
+        """While down: the last device, for INQUIRY and REQUEST SENSE (which
+        then reports why it is not ready). None if it never started."""
+        device = self._standby
+        if device is not None:
+            device.unavailable = self.offline or RESTARTING
+        return device
+
+    async def request(self, message: Any) -> Exception | None:
+        """An admin edit (resize, read-only): to the running actor's mailbox, or,
+        while it is down, kept in the configuration it will reopen with."""
+        if self._device is None:
+            if isinstance(message, ResizeDevice):
+                self.cfg = attrs.evolve(self.cfg, size=message.size)
+            elif isinstance(message, SetDeviceReadOnly):
+                self.cfg = attrs.evolve(self.cfg, read_only=message.read_only)
+            return None
+        reply_send, reply_recv = trio.open_memory_channel[Any](1)
+        await self._mailbox_send.send(Envelope(message, reply_send))
+        # (an actor that crashes or goes offline before it gets to the request
+        # must not hang the admin plane, which holds its edit lock meanwhile)
+        with trio.move_on_after(REQUEST_TIMEOUT):
+            result: Exception | None = await reply_recv.receive()
+            return result
+        return TimeoutError(f"{self.name} did not answer within {REQUEST_TIMEOUT:g} s")
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.cfg
+        self._warn_if_shrunk(cfg)
         store = self._store = await open_store(cfg, self._roots, self._grow)
+        if isinstance(store, FileStore):
+            store.label = self.name
         self._grow = True
+        self._crash_pending = False
         try:
             self._device = DiskDevice(
                 cfg.name,
@@ -99,6 +164,7 @@ class DeviceActor:
                 write_cache=cfg.write_cache,
                 serial=cfg.serial or None,
             )
+            self._served_size = store.size
             log.info(
                 "%s: %s, %d bytes, block size %d%s",
                 self.name,
@@ -108,29 +174,67 @@ class DeviceActor:
                 " (read-only)" if cfg.read_only else "",
             )
             task_status.started()
-            async for envelope in self._mailbox_recv:
-                if isinstance(envelope.message, CrashDevice):
-                    raise DeviceCrashed(f"{self.name}: crash injected")
-                try:
-                    await self._handle(envelope.message)
-                except Exception as exc:  # the requester reports it; the device lives on
-                    log.warning("%s: %r refused: %s", self.name, envelope.message, exc)
-                    envelope.reply.send_nowait(exc)
-                else:
-                    envelope.reply.send_nowait(None)
+            crashed = False
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch_backing_file)
+                async for envelope in self._mailbox_recv:
+                    if isinstance(envelope.message, CrashDevice):
+                        crashed = True
+                        break
+                    try:
+                        await self._handle(envelope.message)
+                    except Exception as exc:  # the requester reports it; the device lives on
+                        log.warning("%s: %r refused: %s", self.name, envelope.message, exc)
+                        envelope.reply.send_nowait(exc)
+                    else:
+                        envelope.reply.send_nowait(None)
+                nursery.cancel_scope.cancel()
+            if crashed:
+                raise DeviceCrashed(f"{self.name}: crash injected")
         except Exception:
             for listener in self._crash_listeners:
                 listener()
             raise
         finally:
+            self._standby = self._device
             self._device = None
             store = self._store or store
             self._store = None
             with trio.CancelScope(shield=True):
                 try:
                     await store.flush()
+                except OSError as exc:  # e.g. the file went away: the rest still closes
+                    log.warning("%s: flush on close failed: %s", self.name, exc)
                 finally:
                     await store.close()
+
+    def _warn_if_shrunk(self, cfg: DeviceConfig) -> None:
+        """A reopen after the backing file was truncated grows it back with
+        zeros (the blocks are gone either way): say so, once, loudly."""
+        if not self._served_size or cfg.path is None or cfg.handler is Handler.VDISK_NULLIO:
+            return
+        try:
+            actual = os.stat(cfg.path).st_size
+        except OSError:
+            actual = 0
+        if actual < min(self._served_size, cfg.size):
+            log.warning(
+                "%s: backing file %s holds %d bytes, it held %d when last served: "
+                "the missing blocks now read as zeros",
+                self.name, cfg.path, actual, self._served_size,
+            )  # fmt: skip
+
+    async def _watch_backing_file(self) -> None:
+        """Once a second, one fstat: is the backing file truncated or unlinked?"""
+        while True:
+            await trio.sleep(CHECK_INTERVAL)
+            store = self._store
+            problem = store.problem() if isinstance(store, FileStore) else None
+            if problem is not None:
+                log.warning("%s: %s", self.name, problem)
+                if self.on_trouble is not None:
+                    self.on_trouble(problem)
+                return
 
     async def _handle(self, message: Any) -> None:
         device = self._device
@@ -145,6 +249,8 @@ class DeviceActor:
             if not message.read_only and store.read_only:
                 # the store was opened read-only: reopen it writable first
                 writable = await open_store(attrs.evolve(self.cfg, read_only=False), self._roots)
+                if isinstance(writable, FileStore):
+                    writable.label = self.name
                 device.store, self._store = writable, writable
                 with trio.CancelScope(shield=True):
                     await store.close()

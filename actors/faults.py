@@ -32,13 +32,6 @@ log = logging.getLogger(__name__)
 #: injections remembered per rule for ``fault.stats`` / ``fault.list``
 RECENT_INJECTIONS = 20
 
-#: crash_device: at most this many injected crashes per device within CRASH_PERIOD
-#: seconds. The device supervisor gives up (and the daemon stops) after 5 crashes in
-#: 10 s (supervision/supervisor.py); a rule must never get there, so it leaves room
-#: for genuine crashes too. A crash beyond the limit is not injected (not counted).
-CRASH_LIMIT = 3
-CRASH_PERIOD = 10.0
-
 #: READ(6/10/12/16) and VERIFY(10/12/16): the commands that read the medium
 READ_OPCODES = frozenset({0x08, 0x28, 0xA8, 0x88, 0x2F, 0xAF, 0x8F})
 #: WRITE(6/10/12/16) and WRITE AND VERIFY(10/12/16): the writes whose data-out goes
@@ -364,8 +357,7 @@ class FaultEngine:
     def __init__(self, rules: Iterable[FaultRule] = (), now: float = 0.0) -> None:
         self._rules: dict[str, _RuleState] = {}
         self._by_hook: dict[Hook, list[_RuleState]] = {hook: [] for hook in Hook}
-        self._crashers: dict[str, Callable[[], None]] = {}
-        self._crashes: dict[str, deque[float]] = {}  # injected crash times per device
+        self._crashers: dict[str, Callable[[], bool]] = {}
         self.command_armed = False
         self.pdu_armed = False
         self.nop_armed = False
@@ -418,16 +410,17 @@ class FaultEngine:
             n += 1
         return f"fault-{n}"
 
-    def register_device(self, name: str, crash: Callable[[], None]) -> None:
-        """How to crash the handler of device ``name`` (crash_device)."""
+    def register_device(self, name: str, crash: Callable[[], bool]) -> None:
+        """How to crash the handler of device ``name`` (crash_device). A crash
+        rule is not rate-limited here: the device's own supervisor decides how
+        many crashes it takes and retires (offlines) the device beyond its
+        budget, which contains it (supervision/device_unit.py)."""
         self._crashers[name] = crash
 
     def crash_device(self, name: str) -> bool:
+        """Crash the handler of ``name``; False if there is none running."""
         crash = self._crashers.get(name)
-        if crash is None:
-            return False
-        crash()
-        return True
+        return crash is not None and crash()
 
     def _state(self, rule_id: str) -> _RuleState:
         state = self._rules.get(rule_id)
@@ -454,31 +447,14 @@ class FaultEngine:
             kind = state.rule.action.kind
             if kind is ActionKind.BAD_BLOCKS:
                 injection = self._bad_blocks(state, f, now)
-            elif kind is ActionKind.CRASH_DEVICE and not self._may_crash(f.device, now):
-                continue
             elif state.fires(now):
                 injection = self._decide(state, f)
             else:
                 continue
             if injection is not None:
-                if kind is ActionKind.CRASH_DEVICE:
-                    self._crashes.setdefault(f.device, deque()).append(now)
                 self._record(state, injection, f.describe())
                 return injection
         return None
-
-    def _may_crash(self, device: str, now: float) -> bool:
-        """Whether one more injected crash keeps ``device`` within CRASH_LIMIT."""
-        recent = self._crashes.get(device)
-        if not recent:
-            return True
-        while recent and now - recent[0] >= CRASH_PERIOD:
-            recent.popleft()
-        if len(recent) < CRASH_LIMIT:
-            return True
-        log.debug("crash_device on %s held back: %d crashes in %.0f s", device, len(recent),
-                  CRASH_PERIOD)  # fmt: skip
-        return False
 
     def on_pdu(
         self, kind: int, initiator: str, target: str | None, portal: str | None, now: float

@@ -179,8 +179,13 @@ class LogicalUnit:
         core_table: OpTable,
         faults: FaultEngine | None = None,
         pr_path: Path | None = None,
+        standby: Callable[[], Any] | None = None,
     ) -> None:
         self.name = name
+        #: while ``device_source`` raises (the device is down): the device that
+        #: still answers INQUIRY and REQUEST SENSE (SPC: those work on an LU
+        #: that is not ready), or None
+        self._standby = standby
         #: APTPL file (state_dir/pr/<device>.json); loaded on the first start
         self._pr_store = AptplStore(pr_path) if pr_path is not None else None
         self._pr_lock = trio.Lock()
@@ -329,17 +334,22 @@ class LogicalUnit:
         for task in self._nexus_loss(NexusLoss(nexus, reset=True)):
             await task.wait_done()
 
-    def device_lost(self) -> None:
+    def device_lost(self, reason: Sense | None = None) -> None:
         """The device handler crashed (atomic): every command in flight ends with
-        ABORTED COMMAND (retryable) and every nexus gets DEVICE INTERNAL RESET."""
-        sense = Sense.of(SenseKey.ABORTED_COMMAND, Asc.INTERNAL_TARGET_FAILURE).encode()
+        ABORTED COMMAND (retryable) and every nexus gets DEVICE INTERNAL RESET.
+        With ``reason`` (the device was taken offline) they end with that sense
+        instead, and no unit attention: becoming not ready raises none (SPC-4)."""
+        failure = reason or Sense.of(SenseKey.ABORTED_COMMAND, Asc.INTERNAL_TARGET_FAILURE)
+        sense = failure.encode()
         for task in self._active.values():
             if not task.finished:
                 task.failure = sense
                 task.scope.cancel()
-        self.raise_ua(Asc.DEVICE_INTERNAL_RESET)
-        log.warning("%s: device handler crashed; %d commands aborted", self.name,
-                    len(self._active))
+        if reason is None:
+            self.raise_ua(Asc.DEVICE_INTERNAL_RESET)
+        log.warning("%s: device %s; %d commands aborted", self.name,
+                    "handler crashed" if reason is None else "taken offline",
+                    len(self._active))  # fmt: skip
 
     # -- unit attentions ----------------------------------------------------
     def raise_ua(self, asc: Asc, exclude: Nexus | None = None) -> None:
@@ -375,6 +385,7 @@ class LogicalUnit:
         if ctx is None:
             ctx = state.contexts[(lun, read_only)] = CommandContext(self, state, lun, read_only)
         if self._nursery is None:
+            self._device_source()  # the device's own reason (offline), if it has one
             raise ScsiError.check(SenseKey.NOT_READY, Asc.LUN_NOT_READY_CAUSE_NOT_REPORTABLE)
         if cmd.tag in state.tasks:
             # an overlapped tag: SAM-5 says abort the task set of the nexus
@@ -566,7 +577,14 @@ class LogicalUnit:
                 # SAM-5: an ACA task with no ACA condition established (never,
                 # here: NormACA=0, NACA=1 is refused) is a protocol error
                 raise ScsiError.check(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_MESSAGE_ERROR)
-            device = self._device_source()
+            try:
+                device = self._device_source()
+            except ScsiError:
+                if cdb[0] not in (_INQUIRY, _REQUEST_SENSE) or self._standby is None:
+                    raise
+                device = self._standby()
+                if device is None:
+                    raise
             spec: OpSpec = self.table(device).lookup(cdb)
             writes = spec.writes_medium
             if writes and (task.ctx.read_only or device.read_only):
@@ -673,6 +691,10 @@ class LogicalUnit:
             await task.wait_done()
 
     # -- introspection ----------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._nursery is not None
+
     def task_count(self) -> int:
         return len(self._active)
 

@@ -69,7 +69,15 @@ def add_admin_parser(sub: Any) -> None:
     p.add_argument("op")
     p.add_argument("args", nargs="?", default="{}", help="a JSON object")
 
-    dev = group("device", "add, remove, resize or write-protect devices")
+    dev = group("device", "add, remove, resize, write-protect, list or restart devices")
+    leaf(dev, "list", "every device with its state (online, restarting, offline)",
+         lambda a: ("device.list", {}))
+    p = leaf(dev, "show", "one device: configuration, state, last error",
+             lambda a: ("device.show", {"name": a.name}))
+    p.add_argument("name")
+    p = leaf(dev, "restart", "bring an offline device back (initiators get a power-on UA)",
+             lambda a: ("device.restart", {"name": a.name}))
+    p.add_argument("name")
     p = leaf(dev, "add", "add a device", lambda a: ("device.add", {
         "name": a.name, "handler": a.handler, "size": _size(a.size), "path": a.path,
         "block_size": a.block_size, "read_only": a.read_only or None,
@@ -354,6 +362,10 @@ def render(op: str, result: Any) -> str:
         return render_tree(result)
     if op == "session.list":
         return render_sessions(result)
+    if op == "device.list":
+        return render_devices(result)
+    if op == "device.show":
+        return "\n".join(f"{k}: {_cell(v)}" for k, v in result.items())
     if op == "stats":
         return render_stats(result)
     if op == "hello":
@@ -375,9 +387,9 @@ def render(op: str, result: Any) -> str:
 def render_tree(tree: dict[str, Any]) -> str:
     out = ["devices:"]
     out.append(_indent(table(
-        ["NAME", "HANDLER", "SIZE", "BLOCK", "RO", "PATH"],
-        [[d["name"], d["handler"], d["size"], d["block_size"], d["read_only"], d["path"]]
-         for d in tree["devices"]],
+        ["NAME", "HANDLER", "SIZE", "BLOCK", "RO", "PATH", "STATE"],
+        [[d["name"], d["handler"], d["size"], d["block_size"], d["read_only"], d["path"],
+          d.get("state")] for d in tree["devices"]],
     )))
     out.append("targets:")
     for t in tree["targets"]:
@@ -413,6 +425,14 @@ def _auth_line(auth: dict[str, Any]) -> str:
     if auth.get("mutual"):
         parts.append("mutual " + who(auth["mutual"]))
     return "; ".join(parts)
+
+
+def render_devices(devices: Sequence[dict[str, Any]]) -> str:
+    return table(
+        ["NAME", "STATE", "HANDLER", "SIZE", "PATH", "LAST ERROR"],
+        [[d["name"], d["state"], d["handler"], d["size"], d["path"], d.get("last_error")]
+         for d in devices],
+    )
 
 
 def _indent(text: str) -> str:

@@ -236,6 +236,8 @@ def _dump_device(device: DeviceConfig) -> dict[str, Any]:
         write_cache=device.write_cache,
         serial=device.serial,
         rotational=device.rotational,
+        max_restarts=device.max_restarts,
+        restart_period=device.restart_period,
     )
     return out
 
@@ -441,6 +443,10 @@ class _Resolver:
         serial = raw.serial if raw.serial is not None else default_serial(name)
         if not 1 <= len(serial) <= 32 or not all(0x21 <= ord(c) <= 0x7E for c in serial):
             self.fail((*path, "serial"), "expected 1-32 printable ASCII characters, no spaces")
+        for key, (low, high) in {"max_restarts": (0, 1000), "restart_period": (1, 86400)}.items():
+            error = _in_range(getattr(raw, key), low, high)
+            if error:
+                self.fail((*path, key), error)
         if len(self.problems) > before or handler is None or size is None:
             return None
         return DeviceConfig(
@@ -453,6 +459,8 @@ class _Resolver:
             write_cache=raw.write_cache,
             serial=serial,
             rotational=raw.rotational,
+            max_restarts=raw.max_restarts,
+            restart_period=float(raw.restart_period),
         )
 
     def lun_map(

@@ -32,7 +32,10 @@ from admin.config_model import (
 )
 from admin.config_values import format_size
 
-_DEVICE_DEFAULTS = {"block_size": 512, "read_only": False, "write_cache": True, "rotational": False}
+_DEVICE_DEFAULTS = {
+    "block_size": 512, "read_only": False, "write_cache": True, "rotational": False,
+    "max_restarts": 5, "restart_period": 60.0,
+}
 
 
 def render(
@@ -195,6 +198,8 @@ def _device_values(d: DeviceConfig, state_dir: Path) -> dict[str, Any]:
         "write_cache": d.write_cache,
         "serial": None if d.serial == default_serial(d.name) else d.serial,
         "rotational": d.rotational,
+        "max_restarts": d.max_restarts,
+        "restart_period": d.restart_period,
     }
 
 

@@ -102,6 +102,10 @@ class DeviceConfig:
     write_cache: bool = True
     serial: str = ""
     rotational: bool = False
+    #: the device's restart budget: more crashes than this within
+    #: ``restart_period`` seconds and it goes offline (supervision/device_unit.py)
+    max_restarts: int = 5
+    restart_period: float = 60.0
 
     @property
     def block_count(self) -> int:

@@ -71,6 +71,8 @@ class RawDevice:
     write_cache: bool = True
     serial: str | None = None
     rotational: bool = False
+    max_restarts: int = 5
+    restart_period: float = 60.0
 
 
 @attrs.frozen

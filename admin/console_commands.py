@@ -161,7 +161,7 @@ def run_ls(shell: ShellContext, inv: Invocation) -> Fragments:
 
 
 PREFERRED_COLUMNS: Mapping[Kind, tuple[str, ...]] = {
-    Kind.DEVICE: ("handler", "size", "block_size", "read_only", "write_cache", "path"),
+    Kind.DEVICE: ("handler", "size", "block_size", "read_only", "write_cache", "path", "state"),
     Kind.LUN: ("device", "read_only"),
     Kind.SESSION: ("initiator", "isid", "address"),
     Kind.FAULT: ("enabled", "action", "matches", "injections", "seed"),
@@ -275,7 +275,9 @@ def _summary(node: Node) -> str:
     a = node.attributes
     ro = " read-only" if a.get("read_only") else ""
     if node.kind is Kind.DEVICE:
-        return f"{a.get('handler', '?')} {show('size', a.get('size'))}{ro}"
+        state = a.get("state")
+        down = f" {state}" if state not in (None, "online") else ""
+        return f"{a.get('handler', '?')} {show('size', a.get('size'))}{ro}{down}"
     if node.kind is Kind.LUN:
         return f"-> {a.get('device', '?')}{ro}"
     if node.kind is Kind.SESSION:
@@ -527,6 +529,19 @@ def run_reset(shell: ShellContext, inv: Invocation) -> Fragments:
     )
 
 
+def run_restart(shell: ShellContext, inv: Invocation) -> Fragments:
+    _no_options(inv)
+    node = shell.resolve(_one_path(inv))
+    if node.kind is Kind.LUN:
+        name = str(node.attributes.get("device", ""))
+    elif node.kind is Kind.DEVICE:
+        name = node.name
+    else:
+        raise UsageError(f"restart: {node.text_path} is a {node.kind.value}; restart a device")
+    reply = shell.call("device.restart", name=name)
+    return _ok(str(reply.get("message", f"restarted {name}")))
+
+
 def run_close(shell: ShellContext, inv: Invocation) -> Fragments:
     _no_options(inv)
     node = shell.resolve(_one_path(inv))
@@ -692,6 +707,11 @@ Initiators get CAPACITY DATA HAS CHANGED. SIZE is bytes or 512M, 2G, 1TiB, 10GB.
     Command("reset", "reset [PATH]", "reset a device's logical unit or a whole target", """
 On a device or LUN: LOGICAL UNIT RESET (aborts its commands, raises a unit
 attention); on a target: every logical unit it maps.""", run_reset),
+    Command("restart", "restart [PATH]", "bring an offline device back", """
+A device whose handler crashed beyond its restart budget, or whose backing file
+was truncated or deleted, is offline (its state in ls, info and tree).
+restart reopens it with a fresh budget; initiators get POWER ON OCCURRED.
+  restart /devices/disk0""", run_restart),
     Command("close", "close [PATH]", "close a session", """
   close /sessions/iqn.2026-11.org.pyscst:test/1""", run_close),
     Command("stats", "stats [PATH]", "commands, bytes, errors and latency", """

@@ -23,6 +23,7 @@ from admin.control import OpHandler
 from admin.ops_args import Args
 from admin.protocol import ErrorCode, OpError
 from scsi.sense import Asc
+from supervision.device_unit import RestartFailed
 
 if TYPE_CHECKING:
     from admin.operations import Controller
@@ -73,6 +74,32 @@ def operations(controller: Controller) -> dict[str, OpHandler]:
         await target.reset(None, Asc.SCSI_BUS_RESET_OCCURRED)
         return {"message": f"reset every logical unit of target {target.name}"}
 
+    async def device_list(args: Mapping[str, Any]) -> list[dict[str, Any]]:
+        Args("device.list", args).done()
+        return [device_view(daemon, d) for d in daemon.config.devices]
+
+    async def device_show(args: Mapping[str, Any]) -> dict[str, Any]:
+        a = Args("device.show", args)
+        name = a.text("name")
+        a.done()
+        for d in daemon.config.devices:
+            if d.name == name:
+                return device_view(daemon, d)
+        raise _no_device(daemon, name)
+
+    async def device_restart(args: Mapping[str, Any]) -> dict[str, Any]:
+        a = Args("device.restart", args)
+        name = a.text("name")
+        a.done()
+        unit = daemon.device_unit(name)
+        if unit is None:
+            raise _no_device(daemon, name)
+        try:
+            message = await unit.restart()
+        except RestartFailed as exc:
+            raise OpError(ErrorCode.INVALID, str(exc), f"devices.{name}") from None
+        return {"message": message, **unit.status()}
+
     async def stats(args: Mapping[str, Any]) -> dict[str, Any]:
         a = Args("stats", args)
         device, tname, tsih = a.opt_text("device"), a.opt_text("target"), a.opt_integer("tsih")
@@ -81,7 +108,7 @@ def operations(controller: Controller) -> dict[str, OpHandler]:
             lu = daemon.units.get(device)
             if lu is None:
                 raise _no_device(daemon, device)
-            return {"device": device, **lu.stats().as_dict()}
+            return {"device": device, **_service(daemon, device), **lu.stats().as_dict()}
         if tsih is not None and tname is None:
             raise OpError(ErrorCode.INVALID, "stats: tsih needs target", "args.tsih")
         targets = [_target(daemon, tname)] if tname is not None else list(daemon.directory)
@@ -97,12 +124,16 @@ def operations(controller: Controller) -> dict[str, OpHandler]:
         result: dict[str, Any] = {"sessions": sessions}
         if tname is None:
             result["devices"] = [
-                {"device": name, **lu.stats().as_dict()} for name, lu in daemon.units.items()
+                {"device": name, **_service(daemon, name), **lu.stats().as_dict()}
+                for name, lu in daemon.units.items()
             ]
         return result
 
     return {
         "tree": tree,
+        "device.list": device_list,
+        "device.show": device_show,
+        "device.restart": device_restart,
         "session.list": session_list,
         "session.close": session_close,
         "reset.lun": reset_lun,
@@ -128,6 +159,21 @@ def _no_device(daemon: Daemon, name: str) -> OpError:
     )
 
 
+def _service(daemon: Daemon, name: str) -> dict[str, Any]:
+    """A device's service state: online / restarting / offline, and why."""
+    unit = daemon.device_unit(name)
+    if unit is None:
+        return {"state": "removed", "last_error": None}
+    return {"state": unit.state.value, "last_error": unit.last_error}
+
+
+def device_view(daemon: Daemon, d: DeviceConfig) -> dict[str, Any]:
+    """A device's configuration with its live service state (device.list/show)."""
+    unit = daemon.device_unit(d.name)
+    status = unit.status() if unit is not None else {"state": "removed", "last_error": None}
+    return {**device_dict(d), **status}
+
+
 def _no_session(target: Target, tsih: int) -> OpError:
     known = ", ".join(str(i.tsih) for i in target.session_infos()) or "none"
     return OpError(
@@ -151,6 +197,8 @@ def device_dict(d: DeviceConfig) -> dict[str, Any]:
         "write_cache": d.write_cache,
         "serial": d.serial,
         "rotational": d.rotational,
+        "max_restarts": d.max_restarts,
+        "restart_period": d.restart_period,
     }
 
 
@@ -213,7 +261,9 @@ def session_stats(target: Target, info: SessionInfo) -> dict[str, Any]:
 def build_tree(daemon: Daemon) -> dict[str, Any]:
     config = daemon.config
     return {
-        "devices": [device_dict(d) for d in config.devices],
+        "devices": [
+            {**device_dict(d), **_service(daemon, d.name)} for d in config.devices
+        ],
         "targets": [target_dict(t) for t in config.targets],
         "discovery_auth": config.discovery_auth.public(),
         "sessions": [session_dict(t, i) for t in daemon.directory for i in t.session_infos()],

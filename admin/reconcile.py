@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from actors.messages import ResizeDevice, SetDeviceReadOnly, call
+from actors.messages import ResizeDevice, SetDeviceReadOnly
 from actors.session import LunMapping
 from actors.target import InitiatorGroup, Target
 from admin.config_model import Config, DeviceConfig, TargetConfig
 from admin.config_model import LunMapping as LunMappingConfig
 from admin.protocol import ErrorCode, OpError
 from scsi.sense import Asc
+from supervision.device_unit import stop_unit
 
 if TYPE_CHECKING:
     from supervision.daemon import Daemon
@@ -271,10 +272,8 @@ async def apply(daemon: Daemon, p: Plan, new: Config, grow: bool = True) -> None
         target.set_portals(_published(daemon, tcfg))
         target.reconfigure(default_luns, groups)
     # 5. removals last: nothing refers to them any more
-    for dchild, lchild in old_units.values():
-        for child in (lchild, dchild):
-            child.stop()
-            await child.wait_stopped()
+    for child in old_units.values():
+        await stop_unit(child)
     for name in p.devices_removed:
         await daemon.remove_device(name)
     for host, port in p.portals_removed:
@@ -288,14 +287,15 @@ async def apply(daemon: Daemon, p: Plan, new: Config, grow: bool = True) -> None
 
 def _restore(daemon: Daemon, old_units: dict[str, Any]) -> None:
     """Put back the device actors and LUs a failed replacement took out."""
-    for name, (device_child, lu_child) in old_units.items():
-        daemon.unit_children[name] = (device_child, lu_child)
-        daemon.devices[name] = device_child.actor
-        daemon.units[name] = lu_child.actor
+    for name, child in old_units.items():
+        daemon.unit_children[name] = child
+        daemon.devices[name] = child.actor.device
+        daemon.units[name] = child.actor.lu
 
 
 async def _device_request(daemon: Daemon, name: str, message: Any) -> None:
-    failure = await call(daemon.devices[name].mailbox, message)
+    # (a device that is down keeps the change for when it reopens)
+    failure = await daemon.devices[name].request(message)
     if isinstance(failure, Exception):
         raise OpError(ErrorCode.INVALID, f"device {name}: {failure}", f"devices.{name}")
 

@@ -96,6 +96,10 @@ class DiskDevice:
         #: False after an eject (removable devices)
         self.medium_present = True
         self._preventers: set[tuple[str, str]] = set()
+        #: set by the device actor while this device is down (restarting or
+        #: offline): what REQUEST SENSE reports then (only INQUIRY and REQUEST
+        #: SENSE reach a device that is down)
+        self.unavailable: Sense | None = None
 
     # --- geometry ---------------------------------------------------------
 
@@ -155,6 +159,8 @@ class DiskDevice:
 
     def not_ready_sense(self) -> Sense | None:
         """The sense REQUEST SENSE reports for the current readiness condition."""
+        if self.unavailable is not None:
+            return self.unavailable
         try:
             self.check_ready()
         except ScsiError as exc:

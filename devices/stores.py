@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import logging
 import os
 import stat
 import time
@@ -31,7 +32,10 @@ from typing import Protocol
 import trio
 
 from devices.confine import open_beneath
+from devices.store_health import RateLimitedWarning, file_problem
 from scsi.command import Buffer
+
+log = logging.getLogger(__name__)
 
 _NOWAIT = getattr(os, "RWF_NOWAIT", 0)
 _DSYNC = getattr(os, "RWF_DSYNC", 0)
@@ -159,6 +163,14 @@ class StoreReadOnlyError(OSError):
     """A write reached a store opened read-only (the device should have refused)."""
 
 
+class StoreTruncatedError(OSError):
+    """A read reached past the end of a backing file that shrank while served.
+
+    Raised instead of handing out zeros: the blocks are gone, and zeros with
+    GOOD status would be silent corruption. The device actor's next health
+    check takes the device offline (devices/store_health.py)."""
+
+
 class FileStore:
     """FILEIO: a regular file or block device, through the page cache."""
 
@@ -188,6 +200,9 @@ class FileStore:
         self._threads_until = 0.0
         self.stalls = 0
         self._closed = False
+        #: who this store serves, for log lines (the device actor sets its name)
+        self.label = path
+        self._nospace = RateLimitedWarning(log)
 
     @classmethod
     async def open(
@@ -268,9 +283,10 @@ class FileStore:
         done = os.preadv(self._fd, [buf], offset)  # (all of it, nearly always)
         while done < len(buf):
             n = os.preadv(self._fd, [buf[done:]], offset + done)
-            if n == 0:  # past EOF of a shrunk file: the rest reads as zeros
-                buf[done:] = bytes(len(buf) - done)
-                return
+            if n == 0:  # past EOF: the file shrank under us; never serve zeros
+                raise StoreTruncatedError(
+                    errno.EIO, f"backing file ends at byte {offset + done}", self.path
+                )
             done += n
 
     def _inline_ok(self, size: int) -> bool:
@@ -328,23 +344,27 @@ class FileStore:
         if self._read_only:
             raise StoreReadOnlyError(errno.EROFS, "store is read-only", self.path)
         view = memoryview(data).cast("B")
-        if self._memory_inline(len(view)):
-            self._write_blocking(offset, view, 0)
-            return True
-        if self._nowait_writes:
-            try:
-                return bool(os.pwritev(self._fd, [view], offset, _NOWAIT) == len(view))
-            except BlockingIOError:
-                return False
-            except OSError as exc:
-                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-                    raise
-                self._nowait_writes = False
-        if self._inline_ok(len(view)):
-            start = time.monotonic()
-            self._write_blocking(offset, view, 0)
-            self._timed(start)
-            return True
+        try:  # (free unless it raises)
+            if self._memory_inline(len(view)):
+                self._write_blocking(offset, view, 0)
+                return True
+            if self._nowait_writes:
+                try:
+                    return bool(os.pwritev(self._fd, [view], offset, _NOWAIT) == len(view))
+                except BlockingIOError:
+                    return False
+                except OSError as exc:
+                    if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                        raise
+                    self._nowait_writes = False
+            if self._inline_ok(len(view)):
+                start = time.monotonic()
+                self._write_blocking(offset, view, 0)
+                self._timed(start)
+                return True
+        except OSError as exc:
+            self.failed(exc)
+            raise
         return False
 
     async def write(self, offset: int, data: Buffer, fua: bool = False) -> None:
@@ -354,7 +374,28 @@ class FileStore:
         if self._read_only:
             raise StoreReadOnlyError(errno.EROFS, "store is read-only", self.path)
         view = memoryview(data).cast("B")
-        await trio.to_thread.run_sync(self._write_blocking, offset, view, _DSYNC if fua else 0)
+        try:
+            await trio.to_thread.run_sync(self._write_blocking, offset, view, _DSYNC if fua else 0)
+        except OSError as exc:
+            self.failed(exc)
+            raise
+
+    def failed(self, exc: OSError) -> None:
+        """Say in the log what the initiator learns from sense: a full filesystem
+        (DATA PROTECT 27/07) is an operator's problem, so it gets a WARNING
+        (at most one per device every few seconds)."""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            self._nospace.warn(
+                "%s: no space left for backing file %s (%s): writes fail with "
+                "DATA PROTECT, SPACE ALLOCATION FAILED WRITE PROTECT",
+                self.label, self.path, exc.strerror or exc,
+            )
+
+    def problem(self) -> str | None:
+        """What is wrong with the backing file now (truncated, unlinked), or None."""
+        if self._closed:
+            return None
+        return file_problem(self._fd, self.path, self._size)
 
     async def flush(self) -> None:
         if not self._read_only:
@@ -383,7 +424,11 @@ class FileStore:
         if self._read_only:
             raise StoreReadOnlyError(errno.EROFS, "store is read-only", self.path)
         if length > 0:
-            await trio.to_thread.run_sync(self._discard_blocking, offset, length)
+            try:
+                await trio.to_thread.run_sync(self._discard_blocking, offset, length)
+            except OSError as exc:
+                self.failed(exc)
+                raise
 
     def _extents_blocking(self, offset: int, length: int, limit: int) -> list[Extent]:
         end = offset + length

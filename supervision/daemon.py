@@ -28,8 +28,9 @@ from admin.config_model import LunMapping as LunMappingConfig
 from admin.control import ControlServer, OpHandler
 from admin.operations import Controller
 from admin.ops_faults import fault_operations
+from supervision.device_unit import DeviceUnit, stop_unit
 from supervision.host import run_host_services
-from supervision.supervisor import Child, Restart, Supervisor
+from supervision.supervisor import Budget, Child, Restart, Supervisor
 from transports.iscsi.auth import AuthRegistry
 from transports.iscsi.chap import ChapSettings, Credential
 from transports.iscsi.connection import ConnectionSettings
@@ -52,10 +53,16 @@ class Daemon:
     units: dict[str, LogicalUnit]
     directory: TargetDirectory
     portals: list[IscsiPortal]
+    #: the listeners' own supervisor (a portal that keeps crashing stops
+    #: listening; the rest of the daemon does not notice)
+    portal_supervisor: Supervisor = attrs.field(
+        factory=lambda: Supervisor("portals", budget=Budget(5, 10.0), on_give_up=_portal_retired)
+    )
     portal_children: list[Child] = attrs.field(factory=list)
     stop_requested: trio.Event = attrs.field(factory=trio.Event)
-    #: device name -> (device actor, logical unit) supervisor children
-    unit_children: dict[str, tuple[Child, Child]] = attrs.field(factory=dict)
+    #: device name -> the root's child running its DeviceUnit (device actor + LU
+    #: under the device's own supervisor: supervision/device_unit.py)
+    unit_children: dict[str, Child] = attrs.field(factory=dict)
     #: configured address -> its listener (one per distinct host:port)
     portal_index: dict[tuple[str, int], tuple[IscsiPortal, Child]] = attrs.field(factory=dict)
     #: the control endpoint's op table (op name -> async handler); fault injection
@@ -78,33 +85,36 @@ class Daemon:
     async def add_device(
         self, dcfg: DeviceConfig, *, config: Config | None = None, grow: bool = True
     ) -> None:
-        """Start a device actor and its LU (OSError/ValueError: store would not open).
+        """Start a device actor and its LU under the device's own supervisor
+        (OSError/ValueError: store would not open).
 
         Its backing file must lie below ``config``'s (default: the running
         one's) state_dir or allowed_dirs; ``grow`` lets it extend an existing
         smaller file (the config file says so; the admin plane needs --grow)."""
         roots = (config or self.config).confined_roots
         actor = DeviceActor(dcfg, roots=roots, grow=grow)
-        device_child = await self.root.start(actor, Restart.PERMANENT)
         lu = LogicalUnit(
             dcfg.name, actor.current, CORE_TABLE, faults=self.faults,
             pr_path=self.config.state_dir / "pr" / f"{dcfg.name}.json",
+            standby=actor.standby,
         )
-        lu_child = await self.root.start(lu, Restart.PERMANENT)
-        actor.on_crash(lu.device_lost)
+        unit = DeviceUnit(actor, lu, Budget(dcfg.max_restarts, dcfg.restart_period))
+        child = await self.root.start(unit, Restart.PERMANENT)
         self.faults.register_device(dcfg.name, actor.crash)
         self.devices[dcfg.name] = actor
         self.units[dcfg.name] = lu
-        self.unit_children[dcfg.name] = (device_child, lu_child)
+        self.unit_children[dcfg.name] = child
+
+    def device_unit(self, name: str) -> DeviceUnit | None:
+        child = self.unit_children.get(name)
+        return child.actor if child is not None else None  # type: ignore[return-value]
 
     async def remove_device(self, name: str) -> None:
         """Stop a device's LU, then the device actor (which flushes and closes)."""
-        device_child, lu_child = self.unit_children.pop(name)
+        child = self.unit_children.pop(name)
         self.units.pop(name, None)
         self.devices.pop(name, None)
-        for child in (lu_child, device_child):
-            child.stop()
-            await child.wait_stopped()
+        await stop_unit(child)
 
     async def add_portal(self, host: str, port: int) -> IscsiPortal:
         """Listen on one more address (OSError if it cannot)."""
@@ -113,7 +123,7 @@ class Daemon:
             host, port, self.directory, iscsi_limits(iscsi), connection_settings(iscsi),
             faults=self.faults, auth=self.auth,
         )  # fmt: skip
-        child = await self.root.start(portal, Restart.PERMANENT)
+        child = await self.portal_supervisor.start(portal, Restart.PERMANENT)
         self.portals.append(portal)
         self.portal_children.append(child)
         self.portal_index[(host, port)] = (portal, child)
@@ -157,6 +167,10 @@ def chap_settings(auth: AuthConfig) -> ChapSettings | None:
     )
 
 
+def _portal_retired(child: Child, reason: str) -> None:
+    log.error("%s stopped listening: %s", child.actor.name, reason)
+
+
 def connection_settings(settings: IscsiSettings) -> ConnectionSettings:
     """How connections run, from the [iscsi] table (beyond login keys)."""
     return ConnectionSettings(
@@ -195,7 +209,10 @@ async def start(
     config: Config, nursery: trio.Nursery, config_path: Path | None = None
 ) -> Daemon:
     """Build and start the actor tree in ``nursery``; raise StartupError on failure."""
-    root = Supervisor("root")
+    # the root never gives up: each of its children contains its own failures
+    # (a device goes offline, a portal stops listening); a child that still
+    # crashes is restarted after a pause that grows with its crashes
+    root = Supervisor("root", budget=None)
     await nursery.start(root.run)
     devices: dict[str, DeviceActor] = {}
     units: dict[str, LogicalUnit] = {}
@@ -211,6 +228,7 @@ async def start(
     def luns(entries: tuple[LunMappingConfig, ...]) -> dict[int, LunMapping]:
         return {e.lun: LunMapping(units[e.device], e.read_only) for e in entries}
 
+    await root.start(daemon.portal_supervisor)
     directory = daemon.directory
     by_address: dict[tuple[str, int], list[Target]] = {}
     for tcfg in config.targets:

@@ -3,10 +3,22 @@
 An actor is anything with ``async def run(self, task_status)``; it reports
 readiness through ``task_status.started()``. A supervisor runs each child in
 its own cancel scope (so one child can be stopped alone), catches a child's
-crash so siblings live on, and applies the child's restart policy with an
-intensity limit (Erlang's one_for_one): more than ``max_restarts`` crashes
-within ``period`` seconds and the supervisor gives up on that child and
-escalates by failing itself, so its own supervisor decides.
+crash so siblings live on, and applies the child's restart policy with a
+restart budget, as Erlang/OTP's one_for_one does: more than
+``budget.max_restarts`` restarts (of all its children together) within
+``budget.period`` seconds and the supervisor gives up on the child that
+crashed last. What giving up means is the supervisor's owner's choice:
+with ``on_give_up`` the child stays down and the owner decides what that
+means (a device goes offline, a portal stops listening); without it the
+supervisor escalates by failing itself, so its own supervisor decides. A
+supervisor with no budget (``budget=None``: the daemon's root) never gives
+up; repeated crashes only lengthen the pause before each restart
+(``backoff`` doubling per recent crash, at most ``MAX_BACKOFF``), so a child
+in a crash loop cannot spin the CPU.
+
+Nothing here keeps an exception object once its crash is handled: a kept
+exception holds its traceback and every frame in it alive. ``on_crash``
+receives the exception while it is being handled; keep text, not it.
 """
 
 from __future__ import annotations
@@ -23,10 +35,12 @@ import trio
 
 log = logging.getLogger(__name__)
 
+#: the longest pause before a restart, however often a child crashed (seconds)
+MAX_BACKOFF = 5.0
+
 
 class Restart(enum.Enum):
     PERMANENT = "permanent"  # always restarted after a crash (device handlers, LUs)
-    TRANSIENT = "transient"  # restarted after a crash, not after a normal return
     TEMPORARY = "temporary"  # never restarted (sessions: the initiator reconnects)
 
 
@@ -37,7 +51,15 @@ class Actor(Protocol):
 
 
 class SupervisorGaveUp(Exception):
-    """A child crashed more often than the restart intensity allows."""
+    """A child crashed more often than the restart budget allows."""
+
+
+@attrs.frozen
+class Budget:
+    """At most ``max_restarts`` restarts within ``period`` seconds."""
+
+    max_restarts: int = 5
+    period: float = 10.0
 
 
 @attrs.define(eq=False)
@@ -47,9 +69,7 @@ class Child:
     actor: Actor
     restart: Restart
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
-    crashes: deque[float] = attrs.field(factory=deque)
     stopped: trio.Event = attrs.field(factory=trio.Event)
-    last_error: BaseException | None = None
     restarts: int = 0
 
     def stop(self) -> None:
@@ -60,6 +80,14 @@ class Child:
         await self.stopped.wait()
 
 
+def describe(exc: BaseException) -> str:
+    """One line naming a crash (what ``last_error`` fields keep instead of the exception)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]  # a nursery's wrapping says nothing
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 class Supervisor:
     """One_for_one supervision of a dynamic set of children in one nursery."""
 
@@ -67,18 +95,22 @@ class Supervisor:
         self,
         name: str,
         *,
-        max_restarts: int = 5,
-        period: float = 10.0,
+        budget: Budget | None = Budget(),
         backoff: float = 0.1,
         on_exit: Callable[[Child], None] | None = None,
+        on_crash: Callable[[Child, Exception], None] | None = None,
+        on_give_up: Callable[[Child, str], None] | None = None,
     ) -> None:
         self.name = name
-        self.max_restarts = max_restarts
-        self.period = period
+        self.budget = budget
         self.backoff = backoff
         self.children: set[Child] = set()
         self._nursery: trio.Nursery | None = None
         self._on_exit = on_exit
+        self._on_crash = on_crash
+        self._on_give_up = on_give_up
+        #: when recent restarts happened (all children: the budget is the supervisor's)
+        self._restarts: deque[float] = deque()
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Hold the nursery the children run in; returns when cancelled."""
@@ -105,45 +137,70 @@ class Supervisor:
         self._nursery.start_soon(self._supervise, child)
         return child
 
+    def forget_restarts(self) -> None:
+        """Start the budget afresh (an operator brought a retired child back)."""
+        self._restarts.clear()
+
     async def _supervise(self, child: Child, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         status = _StartedFlag(task_status)
         try:
             with child.scope:
                 while True:
+                    given_up: str | None = None
                     try:
                         await child.actor.run(task_status=status)
                     except Exception as exc:
-                        child.last_error = exc
                         if not status.started_once:
                             raise  # a child that cannot start fails its starter
                         log.exception("%s: child %s crashed", self.name, child.actor.name)
+                        if self._on_crash is not None:
+                            self._on_crash(child, exc)
                         if child.restart is Restart.TEMPORARY:
                             return
-                        if not self._may_restart(child):
-                            raise SupervisorGaveUp(
-                                f"{self.name}: {child.actor.name} crashed more than "
-                                f"{self.max_restarts} times in {self.period:.0f}s"
-                            ) from exc
-                        child.restarts += 1
-                        await trio.sleep(self.backoff)
-                        log.info("%s: restarting %s", self.name, child.actor.name)
-                        continue
-                    if child.restart is not Restart.PERMANENT:
+                        if not self._may_restart():
+                            given_up = self._gave_up_text(child, exc)
+                            if self._on_give_up is None:
+                                raise SupervisorGaveUp(given_up) from exc
+                    else:
+                        if child.restart is not Restart.PERMANENT:
+                            return
+                    if given_up is not None:
+                        # outside the except block: nothing keeps the exception alive
+                        log.error("%s: giving up: %s", self.name, given_up)
+                        assert self._on_give_up is not None
+                        self._on_give_up(child, given_up)
                         return
-                    # a permanent child that returned on its own is restarted
-                    await trio.sleep(self.backoff)
+                    # a crashed permanent child, or one that returned on its own
+                    child.restarts += 1
+                    await trio.sleep(self._pause())
+                    log.info("%s: restarting %s", self.name, child.actor.name)
         finally:
             self.children.discard(child)
             child.stopped.set()
             if self._on_exit is not None:
                 self._on_exit(child)
 
-    def _may_restart(self, child: Child) -> bool:
+    def _gave_up_text(self, child: Child, exc: Exception) -> str:
+        budget = self.budget
+        assert budget is not None
+        return (
+            f"{child.actor.name} crashed more than {budget.max_restarts} times in "
+            f"{budget.period:g}s (last: {describe(exc)})"
+        )
+
+    def _may_restart(self) -> bool:
         now = trio.current_time()
-        child.crashes.append(now)
-        while child.crashes and now - child.crashes[0] > self.period:
-            child.crashes.popleft()
-        return len(child.crashes) <= self.max_restarts
+        recent = self._restarts
+        recent.append(now)
+        budget = self.budget
+        period = budget.period if budget is not None else 60.0
+        while recent and now - recent[0] > period:
+            recent.popleft()
+        return budget is None or len(recent) <= budget.max_restarts
+
+    def _pause(self) -> float:
+        """The wait before a restart: ``backoff``, doubled per other recent restart."""
+        return float(min(self.backoff * 2 ** max(len(self._restarts) - 1, 0), MAX_BACKOFF))
 
 
 class _StartedFlag:

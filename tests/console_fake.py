@@ -148,6 +148,11 @@ class FakeBackend:
     def op_device_set(self, name: str, read_only: bool) -> Any:
         self._device(name)["read_only"] = read_only
 
+    def op_device_restart(self, name: str) -> Any:
+        device = self._device(name)
+        device["state"] = "online"
+        return {"message": f"device {name} restarted: online", "state": "online"}
+
     def op_target_add(self, name: str, alias: str | None = None) -> Any:
         if not name.startswith(("iqn.", "eui.", "naa.")):
             raise OpError(ErrorCode.INVALID, f'"{name}" is not an iSCSI name', "args.name")

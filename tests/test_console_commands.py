@@ -47,6 +47,19 @@ def test_ls_shows_devices_as_a_table(fake: FakeBackend) -> None:
     assert row.split() == ["disk0", "vdisk_fileio", "64MiB", "512", "false", "true", "disk0.img"]
 
 
+def test_offline_device_shows_its_state_and_restart_brings_it_back(fake: FakeBackend) -> None:
+    fake.devices["disk0"].update(state="offline", last_error="device disk0 crashed ...")
+    shell = Shell(fake)
+    assert "vdisk_fileio 64MiB offline" in run(shell, "tree /devices")
+    header, row = run(shell, "ls /devices").splitlines()
+    assert header.split()[-1] == "state" and row.split()[-1] == "offline"
+    assert "device disk0 crashed" in run(shell, "info /devices/disk0")
+    assert "restarted: online" in run(shell, "restart /devices/disk0")
+    assert sent(fake) == [("device.restart", {"name": "disk0"})]
+    assert "offline" not in run(shell, "tree /devices")
+    assert "restart a device" in run(shell, f"restart /targets/{TARGET}", ok=False)
+
+
 def test_ls_root_and_target_count_their_entries(fake: FakeBackend) -> None:
     shell = Shell(fake)
     assert run(shell, "ls").splitlines()[1:] == [

@@ -34,7 +34,7 @@ def complete(shell: Shell, text: str) -> list[str]:
 def test_commands(shell: Shell) -> None:
     assert complete(shell, "cr") == ["create"]
     assert {"cd", "ls", "tree", "help", "exit", "quit", "rm"} <= set(complete(shell, ""))
-    assert complete(shell, "help re") == ["reload", "reset", "resize"]
+    assert complete(shell, "help re") == ["reload", "reset", "resize", "restart"]
 
 
 def test_paths_absolute_and_relative(shell: Shell) -> None:
@@ -81,7 +81,7 @@ def test_set_and_delete_offer_what_the_object_takes(shell: Shell) -> None:
 
 
 def test_call_completes_op_names(shell: Shell) -> None:
-    assert complete(shell, "call device.re") == ["device.remove", "device.resize"]
+    assert complete(shell, "call device.re") == ["device.remove", "device.resize", "device.restart"]
 
 
 def test_nothing_when_the_daemon_is_gone(shell: Shell, tmp_path: Path) -> None:

@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 import trio
 
-from actors.faults import CRASH_LIMIT
 from admin.protocol import OpError
 from scsi.command import TaskAttribute
 from supervision.daemon import Daemon
@@ -95,7 +94,7 @@ async def cleared_and_healthy(daemon: Daemon, port: int) -> None:
     for rule in await op(daemon, "fault.list", {}):
         await op(daemon, "fault.remove", {"id": rule["id"]})
     await healthy(port)
-    units: list[Any] = [lu_child.actor for _, lu_child in daemon.unit_children.values()]
+    units: list[Any] = [daemon.units[name] for name in daemon.unit_children]
     with trio.move_on_after(5):
         while any(lu.task_count() for lu in units):
             await trio.sleep(0.01)
@@ -411,32 +410,41 @@ async def test_crash_device_handler(tmp_path: Path) -> None:
             with trio.fail_after(5):  # NOT READY until the supervisor restarted it
                 while (await ini.execute(0, TUR)).status != GOOD:
                     await trio.sleep(0.05)
-            device_child, _ = daemon.unit_children["disk0"]
-            assert device_child.restarts == 1
+            unit = daemon.device_unit("disk0")
+            assert unit is not None and unit.crashes == 1 and unit.state.value == "online"
             await op(daemon, "fault.remove", {"id": "fault-1"})
             assert (await ini.execute(0, read10(800), read_length=BS)).status == GOOD
         await healthy(port)
 
 
-async def test_unlimited_crash_rule_cannot_stop_the_daemon(tmp_path: Path) -> None:
-    """Without ``times`` a crash rule would crash the handler on every read; the
-    engine injects at most CRASH_LIMIT crashes per 10 s, below the supervisor's
-    restart limit, so the device keeps coming back and the daemon keeps running."""
+async def test_unlimited_crash_rule_takes_the_device_offline_not_the_daemon(
+    tmp_path: Path,
+) -> None:
+    """Without ``times`` a crash rule crashes the handler on every read: the engine
+    no longer holds crashes back; the device's supervisor gives up beyond its
+    budget and the device goes offline (NOT READY, MANUAL INTERVENTION REQUIRED)
+    while the daemon keeps running; ``device.restart`` brings it back."""
     async with daemon_with(tmp_path) as (daemon, port):
+        unit = daemon.device_unit("disk0")
+        assert unit is not None
         async with login(port) as ini:
             await op(daemon, "fault.add", {"id": "storm", "action": "crash_device",
                                            "op_class": "read"})  # fmt: skip
-            keys = []
             with trio.fail_after(30):
-                for n in range(40):
-                    r = await ini.execute(0, read10(n), read_length=BS)
-                    keys.append(sense_of(r)[0] if r.sense else 0)
-                    await trio.sleep(0.03)
-            assert keys.count(ABORTED_COMMAND) == CRASH_LIMIT
-            assert keys[-5:] == [0] * 5  # held back now: the reads go through
-        [stats] = await op(daemon, "fault.stats", {"id": "storm"})
-        assert stats["injections"] == CRASH_LIMIT
-        assert daemon.unit_children["disk0"][0].restarts == CRASH_LIMIT
+                while unit.state.value != "offline":
+                    await ini.execute(0, read10(1), read_length=BS)
+                    await trio.sleep(0.02)
+            assert unit.crashes == unit.budget.max_restarts + 1
+            await op(daemon, "fault.remove", {"id": "storm"})
+            r = await ini.execute(0, TUR)
+            while r.status == CHECK_CONDITION and sense_of(r)[0] == UNIT_ATTENTION:
+                r = await ini.execute(0, TUR)
+            assert sense_of(r)[:3] == (0x2, 0x04, 0x03)
+            reply = await op(daemon, "device.restart", {"name": "disk0"})
+            assert "online" in reply["message"]
+            r = await ini.execute(0, TUR)
+            assert sense_of(r)[:3] == (UNIT_ATTENTION, 0x29, 0x00)
+            assert (await ini.execute(0, TUR)).status == GOOD
         await cleared_and_healthy(daemon, port)
 
 
