@@ -19,7 +19,7 @@ import attrs
 import trio
 
 from actors.faults import CrashDevice, DeviceCrashed
-from actors.messages import Envelope, ResizeDevice, SetDeviceReadOnly
+from actors.messages import Envelope, ResizeDevice, SetDeviceReadOnly, reply_to
 from admin.config_model import DeviceConfig, Handler
 from devices.disk import DiskDevice
 from devices.stores import BackingStore, FileStore, NullStore
@@ -97,9 +97,9 @@ class DeviceActor:
                     await self._handle(envelope.message)
                 except Exception as exc:  # the requester reports it; the device lives on
                     log.warning("%s: %r refused: %s", self.name, envelope.message, exc)
-                    envelope.reply.send_nowait(exc)
+                    reply_to(envelope.reply, exc)
                 else:
-                    envelope.reply.send_nowait(None)
+                    reply_to(envelope.reply, None)
         except Exception:
             for listener in self._crash_listeners:
                 listener()
