@@ -50,6 +50,10 @@ class Wire:
         self.expcmdsn = ini.expcmdsn
         self.maxcmdsn = ini.maxcmdsn
         self._itt = 0x100
+        #: Data-In payloads received, by ITT (offset order)
+        self.data_in: dict[int, bytearray] = {}
+        #: PDUs received while waiting for another task's, by ITT
+        self._stash: dict[int, list[Any]] = {}
 
     @classmethod
     async def login(cls, host: str, port: int, target: str, **kwargs: Any) -> Wire:
@@ -132,16 +136,29 @@ class Wire:
                 self.reader.feed(data)
 
     async def recv_for(self, itt: int, timeout: float = 5.0) -> Any:
-        """The next PDU about ``itt`` (others are skipped)."""
+        """The next PDU about ``itt``; those about other tasks wait their turn
+        (for their own ``recv_for``)."""
+        stash = self._stash.get(itt)
+        if stash:
+            return stash.pop(0)
         with trio.fail_after(timeout):
             while True:
                 event = await self.recv(timeout)
-                if getattr(event, "itt", None) == itt:
+                other = getattr(event, "itt", None)
+                if other == itt:
                     return event
+                if other is not None:
+                    self._stash.setdefault(other, []).append(event)
 
     def _track(self, event: Any) -> None:
         if isinstance(event, ProtocolError):
             return
+        if isinstance(event, P.DataIn):
+            buf = self.data_in.setdefault(event.itt, bytearray())
+            end = event.buffer_offset + len(event.data)
+            if len(buf) < end:
+                buf.extend(bytes(end - len(buf)))
+            buf[event.buffer_offset : end] = event.data
         statsn = getattr(event, "statsn", None)
         numbered = not isinstance(event, P.R2T | P.DataIn) or (
             isinstance(event, P.DataIn) and event.status_present
