@@ -19,6 +19,7 @@ from tests.daemon import RunningDaemon, running_daemon_async
 from tests.wire import GOOD, Wire, wire
 from transports.iscsi import pdu_types as P
 from transports.iscsi.initiator import Initiator
+from transports.iscsi.pdu_codec import parse_sense_segment
 from transports.iscsi.pdu_constants import RejectReason
 
 TARGET = "iqn.2026-11.org.pyscst:crash"
@@ -175,6 +176,40 @@ async def test_login_request_in_a_discovery_session_is_rejected(tmp_path: Path) 
             assert isinstance(answer, P.TextResponse) and TARGET.encode() in answer.data
         finally:
             await w.aclose()
+        await still_serving(d)
+
+
+# -- found in the fuzzing audit: a Data-Out naming another task's R2T -------------------
+
+
+async def test_data_out_with_the_ttt_of_another_tasks_r2t(tmp_path: Path) -> None:
+    """It wrote into the other command's buffer (or crashed the connection on a
+    read-only one); now it is a Reject and a data phase error for its own task."""
+    async with running_daemon_async(tmp_path, target=TARGET) as d:
+        async with wire(d.host, d.port, TARGET) as w:
+            await w.settle()
+            solicited = w.command(write10(0, 8), write=8 * BS)  # needs an R2T
+            held = w.command(write10(0, 1), write=BS, data=b"h" * BS)  # waits behind it
+            await w.send(solicited, held)
+            r2t = await w.recv_for(solicited.itt)
+            assert isinstance(r2t, P.R2T)
+            stray = P.DataOut(
+                final=True, itt=held.itt, ttt=r2t.ttt, expstatsn=w.expstatsn,
+                buffer_offset=0, data=b"x" * BS,
+            )  # fmt: skip
+            await w.send(stray)
+            reject = await rejected(w, held.itt)
+            assert reject.reason == RejectReason.PROTOCOL_ERROR
+            # the R2T's own task gets its data and completes
+            await w.send(w.data_out(r2t, b"s" * 8 * BS))
+            assert (await w.recv_for(solicited.itt)).status == GOOD
+            failed = await w.recv_for(held.itt)
+            assert failed.status == 2
+            sense = parse_sense_segment(failed.data)
+            assert (sense[2] & 0x0F, sense[12], sense[13]) == (0x0B, 0x4B, 0x00)  # data phase
+            read = w.command(bytes((0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0)), read=8 * BS)
+            assert (await w.execute(read)).status == GOOD
+            assert bytes(w.data_in[read.itt]) == b"s" * 8 * BS  # nothing of "x" landed
         await still_serving(d)
 
 

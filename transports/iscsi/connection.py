@@ -840,7 +840,10 @@ class IscsiConnection:
                     st.unsol_done.set()
             return
         burst = self._bursts.get(pdu.ttt)
-        if burst is None or off != burst.next_offset or off + n > burst.end:
+        if burst is None or burst.itt != pdu.itt:
+            # (a TTT of another task's R2T must not write into this one)
+            self._data_out_error(pdu, st, f"Data-Out for TTT {pdu.ttt:#x}, not an R2T of its task")
+        elif off != burst.next_offset or off + n > burst.end:
             self._data_out_error(pdu, st, "Data-Out outside its R2T")
         elif pdu.datasn != burst.next_datasn:
             self._data_out_error(pdu, st, f"DataSN {pdu.datasn}, expected {burst.next_datasn}")
