@@ -34,7 +34,7 @@ BS = 512
 CHECK_CONDITION = 0x02
 DEPTH = 4
 ABORT_TASK, QUERY_TASK = 1, 9
-COMPLETE, SUCCEEDED = 0, 7
+COMPLETE, NO_TASK, SUCCEEDED = 0, 1, 7
 SYNC_CACHE_10 = bytes((0x35,)) + bytes(9)
 
 
@@ -163,6 +163,14 @@ async def test_abort_and_query_of_an_immediate_command(daemon: RunningDaemon) ->
         query = w.tmf(QUERY_TASK, ref=write.itt)
         await w.send(query)
         assert (await w.recv_for(query.itt)).response == COMPLETE  # gone
+        # aborting it again: no such task; its RefCmdSN (the TMF's own CmdSN, as
+        # an immediate command carries the next number) or one beyond must not
+        # be taken as a lost numbered command and consumed
+        for refcmdsn in (write.cmdsn, sn_add(write.cmdsn, 1)):
+            again = w.tmf(ABORT_TASK, ref=write.itt, refcmdsn=refcmdsn)
+            await w.send(again)
+            answer = await w.recv_for(again.itt)
+            assert answer.response == NO_TASK and answer.expcmdsn == window[0]
         # no status ever comes for the aborted write; the session carries on
         assert (await numbered(w, w.command(TUR))).status == GOOD
         assert (await immediate(w, w.command(TUR, immediate=True))).status == GOOD

@@ -42,7 +42,7 @@ from scsi.lun import decode_lun
 from scsi.sense import Asc, ScsiError, SenseKey, Status
 from transports.iscsi import pdu_types as P
 from transports.iscsi.busy_poll import BusyPoll
-from transports.iscsi.cmdsn import CmdSNWindow, Rejected
+from transports.iscsi.cmdsn import CmdSNWindow, Rejected, sn_lt
 from transports.iscsi.digest import digest_bytes
 from transports.iscsi.login import (
     LoginMachine,
@@ -1228,9 +1228,11 @@ class IscsiConnection:
                 return 0
             return int(await self.session.task_management(1, cmd.lun, cmd.tag))
         # RFC 7143 4.2.3.3: a command not yet received whose CmdSN is in range
-        # counts as received-and-aborted.
+        # and below the TMF's own counts as received-and-aborted. (Not one at or
+        # beyond it: an immediate command's RefCmdSN is the TMF's CmdSN, and
+        # a number the initiator has not used yet must stay usable.)
         assert self._window is not None
-        if self._window.covers(pdu.refcmdsn) and pdu.refcmdsn != pdu.cmdsn:
+        if self._window.covers(pdu.refcmdsn) and sn_lt(pdu.refcmdsn, pdu.cmdsn):
             for item in self._window.discard(pdu.refcmdsn):
                 self._deliver(item)
             return 0
