@@ -27,7 +27,7 @@ import attrs
 import trio
 
 from actors.faults import CrashDevice, DeviceCrashed
-from actors.messages import Envelope, ResizeDevice, SetDeviceReadOnly
+from actors.messages import Envelope, ResizeDevice, SetDeviceReadOnly, reply_to
 from admin.config_model import DeviceConfig, Handler
 from devices.disk import DiskDevice
 from devices.store_health import CHECK_INTERVAL
@@ -185,9 +185,9 @@ class DeviceActor:
                         await self._handle(envelope.message)
                     except Exception as exc:  # the requester reports it; the device lives on
                         log.warning("%s: %r refused: %s", self.name, envelope.message, exc)
-                        envelope.reply.send_nowait(exc)
+                        reply_to(envelope.reply, exc)
                     else:
-                        envelope.reply.send_nowait(None)
+                        reply_to(envelope.reply, None)
                 nursery.cancel_scope.cancel()
             if crashed:
                 raise DeviceCrashed(f"{self.name}: crash injected")

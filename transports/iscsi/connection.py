@@ -29,12 +29,20 @@ from actors.faults import ActionKind, FaultEngine
 from actors.faults_lu import portal_of
 from actors.session import LunMapping, Session
 from actors.target import SessionInfo
-from scsi.command import Buffer, DataDirection, Nexus, ScsiCommand, TaskAttribute, Transport
+from scsi.command import (
+    Buffer,
+    DataDirection,
+    Nexus,
+    ScsiCommand,
+    TaskAttribute,
+    Transport,
+    TransportGone,
+)
 from scsi.lun import decode_lun
 from scsi.sense import Asc, ScsiError, SenseKey, Status
 from transports.iscsi import pdu_types as P
 from transports.iscsi.busy_poll import BusyPoll
-from transports.iscsi.cmdsn import CmdSNWindow, Rejected
+from transports.iscsi.cmdsn import CmdSNWindow, Rejected, sn_lt
 from transports.iscsi.digest import digest_bytes
 from transports.iscsi.login import (
     LoginMachine,
@@ -47,7 +55,7 @@ from transports.iscsi.login import (
 )
 from transports.iscsi.params import SessionParams
 from transports.iscsi.pdu_codec import PduReader, ProtocolError, encode_pdu
-from transports.iscsi.pdu_constants import RESERVED_TAG, RejectReason
+from transports.iscsi.pdu_constants import RESERVED_TAG, Opcode, RejectReason
 from transports.iscsi.textkeys import TextKeyError, decode_text, encode_text
 
 log = logging.getLogger(__name__)
@@ -92,7 +100,7 @@ class ConnectionSettings:
     nop_timeout: float
 
 
-class ConnectionClosed(Exception):
+class ConnectionClosed(TransportGone):
     """The connection went away while a command still needed it."""
 
 
@@ -120,6 +128,7 @@ class IscsiCommand(ScsiCommand):
         "delivered",
         "failed",
         "finished",
+        "immediate",
         "lun_raw",
         "next_datasn",
         "received",
@@ -153,6 +162,8 @@ class IscsiCommand(ScsiCommand):
         self.failed = False
         self.finished = False
         self.aborted = False
+        #: sent with the I bit: runs outside the CmdSN window (no slot to free)
+        self.immediate = False
 
 
 class IscsiConnection:
@@ -536,6 +547,9 @@ class IscsiConnection:
         reader.header_digest = self._header_digest
         reader.data_digest = self._data_digest
         reader.max_recv_data_segment_length = params.target_max_recv_data_segment_length
+        # a Login Request now, or a PDU only targets send, is a protocol error:
+        # the reader refuses it with the header as it came (RFC 7143 11.17)
+        reader.expect(_FULL_FEATURE_OPCODES)
         discovery = result.session_type == "Discovery"
         settings = self.host.settings
         if not discovery:
@@ -618,10 +632,11 @@ class IscsiConnection:
         if isinstance(event, P.SnackRequest):
             self._reject_pdu(RejectReason.COMMAND_NOT_SUPPORTED, event)
             return None
-        if discovery and isinstance(event, P.ScsiCommand | P.TaskManagementRequest):
-            self._reject_pdu(RejectReason.PROTOCOL_ERROR, event)
-            return None
-        if not hasattr(event, "cmdsn"):
+        if not isinstance(event, _NUMBERED_REQUESTS) or (
+            discovery and isinstance(event, P.ScsiCommand | P.TaskManagementRequest)
+        ):
+            # a Login Request after login, a target-only PDU from the
+            # initiator, or a command a discovery session may not send
             self._reject_pdu(RejectReason.PROTOCOL_ERROR, event)
             return None
         assert self._window is not None
@@ -743,6 +758,14 @@ class IscsiConnection:
         ):
             self._reject_pdu(RejectReason.PROTOCOL_ERROR, pdu)
             return False
+        if pdu.immediate:
+            # RFC 7143 3.2.2.1: immediate commands take no CmdSN slot, and
+            # may be refused for lack of resources
+            window = self._window
+            assert window is not None
+            if not window.take_immediate():
+                self._reject_pdu(RejectReason.IMMEDIATE_COMMAND_REJECT, pdu)
+                return False
         if pdu.write:
             direction = DataDirection.WRITE
         else:
@@ -761,6 +784,7 @@ class IscsiConnection:
             nexus=self.session.nexus,
             transport=self,
         )
+        st.immediate = pdu.immediate
         if pdu.write:
             if pdu.final or params.initial_r2t:
                 st.unsol_end = dlen
@@ -785,8 +809,7 @@ class IscsiConnection:
             self._complete_slot_for(pdu)
             return
         if cmd.aborted:
-            del self._itt[pdu.itt]
-            self._complete_slot_for(pdu)
+            self._finish(cmd)
             return
         cmd.delivered = True
         self.stats_commands += 1
@@ -820,7 +843,10 @@ class IscsiConnection:
                     st.unsol_done.set()
             return
         burst = self._bursts.get(pdu.ttt)
-        if burst is None or off != burst.next_offset or off + n > burst.end:
+        if burst is None or burst.itt != pdu.itt:
+            # (a TTT of another task's R2T must not write into this one)
+            self._data_out_error(pdu, st, f"Data-Out for TTT {pdu.ttt:#x}, not an R2T of its task")
+        elif off != burst.next_offset or off + n > burst.end:
             self._data_out_error(pdu, st, "Data-Out outside its R2T")
         elif pdu.datasn != burst.next_datasn:
             self._data_out_error(pdu, st, f"DataSN {pdu.datasn}, expected {burst.next_datasn}")
@@ -1150,7 +1176,7 @@ class IscsiConnection:
         if self._itt.get(st.tag) is st:
             del self._itt[st.tag]
         if self._window is not None:
-            self._window.complete()
+            self._window.complete(st.immediate)
 
     # -- task management ---------------------------------------------------------------
     async def _on_tmf(self, pdu: P.TaskManagementRequest) -> None:
@@ -1205,9 +1231,11 @@ class IscsiConnection:
                 return 0
             return int(await self.session.task_management(1, cmd.lun, cmd.tag))
         # RFC 7143 4.2.3.3: a command not yet received whose CmdSN is in range
-        # counts as received-and-aborted.
+        # and below the TMF's own counts as received-and-aborted. (Not one at or
+        # beyond it: an immediate command's RefCmdSN is the TMF's CmdSN, and
+        # a number the initiator has not used yet must stay usable.)
         assert self._window is not None
-        if self._window.covers(pdu.refcmdsn) and pdu.refcmdsn != pdu.cmdsn:
+        if self._window.covers(pdu.refcmdsn) and sn_lt(pdu.refcmdsn, pdu.cmdsn):
             for item in self._window.discard(pdu.refcmdsn):
                 self._deliver(item)
             return 0
@@ -1304,6 +1332,29 @@ class IscsiConnection:
 def _data_phase_error() -> ScsiError:
     return ScsiError.check(SenseKey.ABORTED_COMMAND, Asc.DATA_PHASE_ERROR)
 
+
+#: the requests an initiator may number with CmdSN in full feature phase
+#: (RFC 7143 11.2.1.2); any other decoded PDU there is refused
+_NUMBERED_REQUESTS = (
+    P.NopOut,
+    P.ScsiCommand,
+    P.TaskManagementRequest,
+    P.TextRequest,
+    P.LogoutRequest,
+)
+
+#: the opcodes an initiator may send in full feature phase (RFC 7143 11.2.1.2)
+_FULL_FEATURE_OPCODES = frozenset(
+    {
+        Opcode.NOP_OUT,
+        Opcode.SCSI_COMMAND,
+        Opcode.TASK_MANAGEMENT_REQUEST,
+        Opcode.TEXT_REQUEST,
+        Opcode.DATA_OUT,
+        Opcode.LOGOUT_REQUEST,
+        Opcode.SNACK_REQUEST,
+    }
+)
 
 #: the iSCSI ATTR field (3 bits) as a task attribute; reserved values act as SIMPLE
 _ATTRS = tuple(TaskAttribute) + (TaskAttribute.SIMPLE,) * 3
