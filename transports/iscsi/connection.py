@@ -24,7 +24,6 @@ from typing import Any, Protocol
 import attrs
 import trio
 
-from actors import faults_iscsi
 from actors.faults import ActionKind, FaultEngine
 from actors.faults_lu import portal_of
 from actors.session import LunMapping, Session
@@ -40,6 +39,7 @@ from scsi.command import (
 )
 from scsi.lun import decode_lun
 from scsi.sense import Asc, ScsiError, SenseKey, Status
+from transports.iscsi import faults_iscsi
 from transports.iscsi import pdu_types as P
 from transports.iscsi.busy_poll import BusyPoll
 from transports.iscsi.cmdsn import CmdSNWindow, Rejected, sn_lt
