@@ -28,7 +28,7 @@ import trio
 
 from actors.faults import CrashDevice, DeviceCrashed
 from actors.messages import Envelope, ResizeDevice, SetDeviceReadOnly, reply_to
-from admin.config_model import DeviceConfig, Handler
+from devices.device_config import DeviceConfig, Handler
 from devices.disk import DiskDevice
 from devices.store_health import CHECK_INTERVAL
 from devices.stores import BackingStore, FileStore, NullStore
