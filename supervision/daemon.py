@@ -22,6 +22,7 @@ from actors.device import DeviceActor
 from actors.faults import FaultEngine
 from actors.lun import LogicalUnit
 from actors.session import LunMapping
+from actors.supervisor import Budget, Child, Restart, Supervisor
 from actors.target import InitiatorGroup, Target, TargetDirectory
 from admin.config_model import AuthConfig, Config, DeviceConfig, IscsiSettings
 from admin.config_model import LunMapping as LunMappingConfig
@@ -30,7 +31,6 @@ from admin.operations import Controller
 from admin.ops_faults import fault_operations
 from supervision.device_unit import DeviceUnit, stop_unit
 from supervision.host import run_host_services
-from supervision.supervisor import Budget, Child, Restart, Supervisor
 from transports.iscsi.auth import AuthRegistry
 from transports.iscsi.chap import ChapSettings, Credential
 from transports.iscsi.connection import ConnectionSettings

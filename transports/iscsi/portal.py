@@ -16,9 +16,9 @@ import trio
 
 from actors.faults import FaultEngine
 from actors.session import Session
+from actors.supervisor import Restart, Supervisor
 from actors.target import TargetDirectory
 from scsi.command import Nexus
-from supervision.supervisor import Restart, Supervisor
 from transports.iscsi.auth import AuthRegistry
 from transports.iscsi.connection import ConnectionSettings, IscsiConnection
 from transports.iscsi.login import LoginResult, TargetPolicy
