@@ -26,8 +26,8 @@ from scsi.sense import Asc
 from supervision.device_unit import RestartFailed
 
 if TYPE_CHECKING:
+    from admin.daemon_api import DaemonApi as Daemon
     from admin.operations import Controller
-    from supervision.daemon import Daemon
 
 
 def operations(controller: Controller) -> dict[str, OpHandler]:

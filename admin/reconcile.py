@@ -27,7 +27,7 @@ from scsi.sense import Asc
 from supervision.device_unit import stop_unit
 
 if TYPE_CHECKING:
-    from supervision.daemon import Daemon
+    from admin.daemon_api import DaemonApi as Daemon
 
 log = logging.getLogger(__name__)
 
