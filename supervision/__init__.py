@@ -1,1 +1,2 @@
-"""Supervision: the daemon root, which builds the actor tree, runs and stops it."""
+"""Supervision: the daemon root, which builds the actor tree, runs and stops it, and
+the ``pyscst`` command (``cli.py``) that starts it."""

@@ -129,7 +129,7 @@ def write_config(
 
 def daemon_command(config_path: Path) -> list[str]:
     """The command line that starts the daemon (the venv's interpreter, module form)."""
-    return [sys.executable, "-m", "admin.cli", "serve", "--config", str(config_path)]
+    return [sys.executable, "-m", "supervision.cli", "serve", "--config", str(config_path)]
 
 
 def _tail(text: str) -> str:
