@@ -1,7 +1,7 @@
 # pyscst developer entry points.
 #   make serve   run the daemon on etc/pyscst.toml (127.0.0.1:3260, state in ./var/)
 #   make test    tools + lint + every test (what CI runs: .ci/run)
-#   make lint    ruff + mypy only
+#   make lint    ruff + mypy + the import-linter layer contract
 #   make bench   pyscst vs tgt side by side (benchmarks/bench.py; BENCH_ARGS=--quick etc.)
 # The venv and tools are set up on demand; stamp files keep repeated runs quick.
 
@@ -23,7 +23,31 @@ test: tools lint pytest
 
 lint: $(VENV)/.stamp-test
 	$(BIN)/ruff check .
+	@$(BIN)/python -c "$$VIEW_PY"
 	$(BIN)/mypy
+	cd build/view && $(abspath $(BIN))/lint-imports --no-logo $(CURDIR)/pyproject.toml
+
+# mypy and import-linter read files and cannot follow an editable install's import
+# hook, which is how setuptools' [tool.setuptools.package-dir] maps pyscst.<package>
+# to ./<package>. They read build/view instead: the installed layout as symlinks
+# (import-linter runs there: it puts its working directory first on the path).
+define VIEW_PY
+import pathlib, shutil, tomllib
+view = pathlib.Path("build/view")
+shutil.rmtree(view, ignore_errors=True)
+view.mkdir(parents=True)
+setup = tomllib.loads(pathlib.Path("pyproject.toml").read_text())["tool"]["setuptools"]
+for name, src in sorted(setup.get("package-dir", {}).items()):
+    dest = view.joinpath(*name.split("."))
+    if "." in name:
+        dest.symlink_to(pathlib.Path(src).resolve(), target_is_directory=True)
+    else:  # the root package: link its files, its subpackages go beside them
+        dest.mkdir(parents=True)
+        for f in pathlib.Path(src).iterdir():
+            if f.name != "__pycache__":
+                (dest / f.name).symlink_to(f.resolve())
+endef
+export VIEW_PY
 
 pytest: $(VENV)/.stamp-test
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -70,4 +94,4 @@ bench: tools $(VENV)/.stamp-bench
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 
 clean:
-	rm -rf build .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache .hypothesis .import_linter_cache
