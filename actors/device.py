@@ -6,7 +6,7 @@ shutdown or a supervisor restart never loses acknowledged writes. Commands
 reach the device through the LU, which asks ``current()`` for it; while the
 actor is down that answers NOT READY instead of touching a closed file
 (04/00 while its supervisor restarts it, ``offline`` once it has retired it:
-supervision/device_unit.py). INQUIRY and REQUEST SENSE keep working while it
+actors/device_unit.py). INQUIRY and REQUEST SENSE keep working while it
 is down through ``standby()``: the last device, which still knows its
 identity and why it is not ready.
 Live admin edits (resize, read-only) arrive as messages on its mailbox, and

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from actors.device import DeviceActor
+from actors.device_unit import DeviceUnit
 from actors.faults import FaultEngine
 from actors.lun import LogicalUnit
 from actors.supervisor import Child
@@ -32,12 +33,18 @@ class DaemonApi(Protocol):
     directory: TargetDirectory
     faults: FaultEngine
     control_ops: dict[str, OpHandler]
-    #: device name -> (device actor, logical unit) supervisor children
-    unit_children: dict[str, tuple[Child, Child]]
+    #: device name -> the supervisor child running its DeviceUnit
+    unit_children: dict[str, Child]
     #: configured address -> its listener
     portal_index: dict[tuple[str, int], tuple[IscsiPortal, Child]]
 
-    async def add_device(self, dcfg: DeviceConfig) -> None: ...
+    async def add_device(
+        self, dcfg: DeviceConfig, *, config: Config | None = None, grow: bool = True
+    ) -> None: ...
+
+    def device_unit(self, name: str) -> DeviceUnit | None: ...
+
+    def apply_auth(self) -> None: ...
 
     async def remove_device(self, name: str) -> None: ...
 

@@ -37,7 +37,7 @@ class DeviceConfig:
     serial: str = ""
     rotational: bool = False
     #: the device's restart budget: more crashes than this within
-    #: ``restart_period`` seconds and it goes offline (supervision/device_unit.py)
+    #: ``restart_period`` seconds and it goes offline (actors/device_unit.py)
     max_restarts: int = 5
     restart_period: float = 60.0
 

@@ -19,6 +19,7 @@ import trio
 
 from actors.core_table import CORE_TABLE
 from actors.device import DeviceActor
+from actors.device_unit import DeviceUnit, stop_unit
 from actors.faults import FaultEngine
 from actors.lun import LogicalUnit
 from actors.session import LunMapping
@@ -29,7 +30,6 @@ from admin.config_model import LunMapping as LunMappingConfig
 from admin.control import ControlServer, OpHandler
 from admin.operations import Controller
 from admin.ops_faults import fault_operations
-from supervision.device_unit import DeviceUnit, stop_unit
 from supervision.host import run_host_services
 from transports.iscsi.auth import AuthRegistry
 from transports.iscsi.chap import ChapSettings, Credential
@@ -61,7 +61,7 @@ class Daemon:
     portal_children: list[Child] = attrs.field(factory=list)
     stop_requested: trio.Event = attrs.field(factory=trio.Event)
     #: device name -> the root's child running its DeviceUnit (device actor + LU
-    #: under the device's own supervisor: supervision/device_unit.py)
+    #: under the device's own supervisor: actors/device_unit.py)
     unit_children: dict[str, Child] = attrs.field(factory=dict)
     #: configured address -> its listener (one per distinct host:port)
     portal_index: dict[tuple[str, int], tuple[IscsiPortal, Child]] = attrs.field(factory=dict)
