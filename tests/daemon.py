@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -140,10 +140,17 @@ def _port_open(host: str, port: int) -> bool:
 
 
 def start_daemon(
-    config_path: Path, *, host: str, port: int, target: str, startup_timeout: float = 30.0
+    config_path: Path,
+    *,
+    host: str,
+    port: int,
+    target: str,
+    startup_timeout: float = 30.0,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> tuple[subprocess.Popen[bytes], RunningDaemon]:
     """Start ``pyscst serve`` and wait for its portal and control socket (opened
-    last, just after the portals); DaemonError if they never come up."""
+    last, just after the portals); DaemonError if they never come up.
+    ``preexec_fn`` runs in the child before exec (e.g. to lower an rlimit)."""
     config = load_config(config_path)
     stderr_path = config_path.parent / "daemon.stderr"
     env = dict(os.environ)
@@ -156,6 +163,7 @@ def start_daemon(
             stdin=subprocess.DEVNULL,
             stdout=err,
             stderr=subprocess.STDOUT,
+            preexec_fn=preexec_fn,
         )
     info = RunningDaemon(
         host=host,
@@ -225,6 +233,7 @@ def running_daemon(
     extra_targets: Mapping[str, Mapping[str, Any]] | None = None,
     startup_timeout: float = 30.0,
     stop_timeout: float = 15.0,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> Iterator[RunningDaemon]:
     """Run a daemon for the duration of the block (``workdir``: e.g. pytest's tmp_path).
 
@@ -238,7 +247,8 @@ def running_daemon(
         groups=groups, iscsi=iscsi, log_level=log_level, extra_targets=extra_targets,
     )
     proc, info = start_daemon(
-        config_path, host=host, port=port, target=target, startup_timeout=startup_timeout
+        config_path, host=host, port=port, target=target, startup_timeout=startup_timeout,
+        preexec_fn=preexec_fn,
     )
     try:
         yield info

@@ -2,13 +2,15 @@
 
 The portal listens, hands each accepted socket to a new connection actor (a
 temporary child of its supervisor: a crashed connection is logged and gone,
-the initiator reconnects), and answers the connection's questions about
-targets: the login policy built from the config, SendTargets, and turning a
-successful login into a middle-level :class:`actors.session.Session`.
+the initiator reconnects) once its pre-login admission gate lets it in (a
+bound per source address and in total, see admission.py), and answers the
+connection's questions about targets: the login policy built from the config,
+SendTargets, and turning a successful login into a middle-level :class:`actors.session.Session`.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
@@ -19,6 +21,7 @@ from actors.session import Session
 from actors.target import TargetDirectory
 from scsi.command import Nexus
 from supervision.supervisor import Restart, Supervisor
+from transports.iscsi.admission import PreloginGate, Verdict
 from transports.iscsi.connection import ConnectionSettings, IscsiConnection
 from transports.iscsi.login import LoginResult, TargetPolicy
 
@@ -46,6 +49,8 @@ class IscsiPortal:
         self._settings = settings
         self.connections = Supervisor(f"connections@{host}:{port}")
         self.bound: list[tuple[str, int]] = []
+        #: connections accepted and not yet logged in
+        self.gate = PreloginGate()
 
     @property
     def settings(self) -> ConnectionSettings:
@@ -72,12 +77,51 @@ class IscsiPortal:
             while True:
                 try:
                     stream = await listener.accept()
-                except OSError as exc:  # e.g. EMFILE: back off, keep serving
+                except OSError as exc:  # e.g. EMFILE: make room if we can, back off
                     log.warning("%s: accept failed: %s", self.name, exc)
+                    if exc.errno in (errno.EMFILE, errno.ENFILE):
+                        self._evict_one()
                     await trio.sleep(0.1)
                     continue
-                conn = IscsiConnection(stream, self, faults=self._faults)
-                self.connections.start_soon(conn, Restart.TEMPORARY)
+                conn = IscsiConnection(stream, self, faults=self._faults, gate=self.gate)
+                if self._admit(conn):
+                    self.connections.start_soon(conn, Restart.TEMPORARY)
+                else:
+                    await stream.aclose()
+
+    def _admit(self, conn: IscsiConnection) -> bool:
+        """Ask the gate; abort the connection it evicts to make room."""
+        settings = self._settings
+        address = conn.peer.rpartition(":")[0]
+        answer = self.gate.admit(
+            conn, address, settings.max_prelogin_connections, settings.max_prelogin_per_address
+        )
+        if answer.verdict is not Verdict.ADMIT:
+            _log_counted(
+                f"{self.name}: refused a connection from {address}: "
+                + (
+                    f"{settings.max_prelogin_per_address} from that address not logged in yet"
+                    if answer.verdict is Verdict.REFUSE_ADDRESS
+                    else f"{settings.max_prelogin_connections} connections logging in"
+                ),
+                self.gate.refused,
+            )
+            return False
+        if isinstance(answer.evict, IscsiConnection):
+            _log_counted(
+                f"{self.name}: {settings.max_prelogin_connections} connections not logged in: "
+                f"evicting the oldest idle one ({answer.evict.peer})",
+                self.gate.evicted,
+            )
+            answer.evict.abort()
+        return True
+
+    def _evict_one(self) -> None:
+        """Out of descriptors: drop the oldest pre-login connection with no progress."""
+        victim = self.gate.oldest_idle()
+        if isinstance(victim, IscsiConnection):
+            self.gate.leave(victim)
+            victim.abort()
 
     # -- IscsiHost ------------------------------------------------------------
     def login_policy(self, local: tuple[str, int]) -> TargetPolicy:
@@ -128,6 +172,12 @@ class IscsiPortal:
         target = self.directory.get(result.target_name or "")
         if target is not None:
             target.leave(result.initiator_name, result.isid, conn)
+
+
+def _log_counted(message: str, count: int) -> None:
+    """Log the 1st, 10th, 100th, ... occurrence (a flood must not flood the log)."""
+    if count >= 1 and str(count).rstrip("0") == "1":
+        log.warning("%s (%d so far)", message, count)
 
 
 def _sockname(listener: trio.SocketListener) -> tuple[str, int]:
