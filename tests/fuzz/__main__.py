@@ -48,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, help="stop after this many seconds")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", type=Path, help="keep the daemon's files here")
+    parser.add_argument(
+        "--avoid-known", action="store_true",
+        help="send no immediate SCSI command, Login or TMF in full feature phase "
+        "(the known D1-D3 triggers), to find what hides behind them",
+    )  # fmt: skip
     parser.add_argument("--no-stall", action="store_true", help="skip the stalled-login check")
     args = parser.parse_args(argv)
     if args.pdus is None and args.seconds is None:
@@ -55,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="pyscst-fuzz-"))
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"fuzzing a real daemon (seed {args.seed}; files in {workdir})", flush=True)
-    figures = Campaign(workdir / "fuzz", seed=args.seed).run(args.pdus, args.seconds)
+    campaign = Campaign(workdir / "fuzz", seed=args.seed, avoid_known=args.avoid_known)
+    figures = campaign.run(args.pdus, args.seconds)
     print(figures.report(), flush=True)
     ok = figures.exits == 0 and figures.tracebacks == 0
     if not args.no_stall:

@@ -36,7 +36,8 @@ from transports.iscsi.textkeys import encode_text
 
 RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} ")
 FRAME = re.compile(r'File "([^"]+)", line \d+, in (\S+)')
-EXC = re.compile(r"^[\s|+\-]*((?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception|Group|Exit))\b")
+#: an exception line: optional module path, a CamelCase name, then ":" or the end
+EXC = re.compile(r"^[\s|+\-]*((?:[a-z_]\w*\.)*[A-Z]\w*)(?::|$)")
 
 
 @attrs.define
@@ -76,7 +77,8 @@ class Figures:
 
 
 def classify(text: str) -> list[str]:
-    """One class per log record carrying a traceback: "ExcType in func (file)"."""
+    """One class per log record carrying a traceback: "ExcType in func (file)",
+    the innermost frame of our own code (not of a library it called)."""
     out: list[str] = []
     record: list[str] = []
 
@@ -86,10 +88,10 @@ def classify(text: str) -> list[str]:
         exc, where = "?", "?"
         for line in record:
             frame = FRAME.search(line)
-            if frame:
+            if frame and ("site-packages" not in line or where == "?"):
                 where = f"{frame.group(2)} ({Path(frame.group(1)).name})"
             match = EXC.match(line)
-            if match and "Traceback" not in line:
+            if match and "Traceback" not in line and "Group" not in match.group(1):
                 exc = match.group(1)
         out.append(f"{exc} in {where}")
 
@@ -222,11 +224,14 @@ class Client:
 
 
 class Campaign:
-    def __init__(self, workdir: Path, seed: int = 1) -> None:
+    def __init__(self, workdir: Path, seed: int = 1, avoid_known: bool = False) -> None:
+        #: steer clear of the known D1-D3 triggers (see Mutator.ffp_wire)
+        self.avoid_known = avoid_known
         self.rng = random.Random(seed)
         self.mutator = Mutator(self.rng)
         self.target = Target(workdir)
         self.figures = Figures()
+        self._last_class = "no traceback"
 
     def run(self, pdus: int | None = None, seconds: float | None = None) -> Figures:
         figures = self.figures
@@ -262,8 +267,7 @@ class Campaign:
         classes = self.account(target.new_log())
         if not target.alive():
             figures.exits += 1
-            last = classes[-1] if classes else "no traceback"
-            figures.classes[f"exit: {last}"] += 1
+            figures.classes[f"exit: {self._last_class}"] += 1
             target.start()
             figures.restarts += 1
 
@@ -271,6 +275,8 @@ class Campaign:
         classes = classify(text)
         self.figures.tracebacks += len(classes)
         self.figures.classes.update(classes)
+        if classes:
+            self._last_class = classes[-1]
         return classes
 
     # -- one connection ----------------------------------------------------------------
@@ -355,10 +361,7 @@ class Campaign:
                     pdu, "immediate", False
                 ):
                     cmdsn = (cmdsn + 1) & 0xFFFFFFFF
-                if rng.random() < 0.6:
-                    batch.append(mut.mutated(pdu, hd, dd))
-                else:
-                    batch.append(mut.valid(pdu, hd, dd))
+                batch.append(mut.ffp_wire(pdu, hd, dd, rng.random() < 0.6, self.avoid_known))
             if not self._sent(client, b"".join(batch), len(batch)):
                 return
             client.drain()

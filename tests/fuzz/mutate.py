@@ -253,3 +253,23 @@ class Mutator:
 
     def valid(self, pdu: P.Pdu, header_digest: bool, data_digest: bool) -> bytes:
         return encode_pdu(pdu, header_digest, data_digest)
+
+    def ffp_wire(
+        self, pdu: P.Pdu, header_digest: bool, data_digest: bool, mutate: bool, tame: bool
+    ) -> bytes:
+        """A full-feature-phase PDU, mutated or not; ``tame`` keeps clear of the
+        crash triggers already known (issue 11 D1-D3), so that a campaign can
+        look for what hides behind them: no SCSI command with the Immediate bit,
+        no Login Request, no task management."""
+        header, data = self.encode(pdu)
+        out_header, out_data = self.mutate(header, data) if mutate else (bytes(header), data)
+        if tame:
+            fixed = bytearray(out_header)
+            opcode = fixed[0] & 0x3F
+            if opcode == 0x01:
+                fixed[0] &= 0xBF
+            elif opcode in (0x02, 0x03):
+                fixed[0] = (fixed[0] & 0xC0) | 0x00  # a NOP-Out instead
+            out_header = bytes(fixed)
+        bad = mutate and self.rng.random() < 0.02
+        return frame(out_header, out_data, header_digest, data_digest, bad)
