@@ -264,7 +264,7 @@ class Campaign:
         if rss:
             figures.rss_last_kib = rss
             figures.rss_max_kib = max(figures.rss_max_kib, rss)
-        classes = self.account(target.new_log())
+        self.account(target.new_log())
         if not target.alive():
             figures.exits += 1
             figures.classes[f"exit: {self._last_class}"] += 1
