@@ -81,9 +81,7 @@ async def test_2000_stalled_connections_do_not_lock_out_a_login(
     tmp_path: Path, sources: list[str]
 ) -> None:
     raise_own_fd_limit(4096)
-    async with running_daemon_async(
-        tmp_path, target=TARGET, preexec_fn=fd_soft_limit(1024)
-    ) as d:
+    async with running_daemon_async(tmp_path, target=TARGET, preexec_fn=fd_soft_limit(1024)) as d:
         staller = Staller(d.host, d.port, 2000, sources)
         await trio.to_thread.run_sync(staller.start)
         try:

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"fuzzing a real daemon (seed {args.seed}; files in {workdir})", flush=True)
     campaign = Campaign(workdir / "fuzz", seed=args.seed, avoid_known=args.avoid_known)
-    figures = campaign.run(args.pdus, args.seconds)
+    figures = campaign.run(args.pdus, args.seconds, progress=50_000)
     print(figures.report(), flush=True)
     ok = figures.exits == 0 and figures.tracebacks == 0
     if not args.no_stall:

@@ -233,7 +233,12 @@ class Campaign:
         self.figures = Figures()
         self._last_class = "no traceback"
 
-    def run(self, pdus: int | None = None, seconds: float | None = None) -> Figures:
+    def run(
+        self, pdus: int | None = None, seconds: float | None = None, progress: int = 0
+    ) -> Figures:
+        """Fuzz until ``pdus`` sent or ``seconds`` passed; a line of figures
+        every ``progress`` PDUs (0: none)."""
+        next_report = progress
         figures = self.figures
         target = self.target
         target.start()
@@ -250,6 +255,13 @@ class Campaign:
                 figures.connections += 1
                 if figures.connections % 16 == 0 or not target.alive():
                     self.check()
+                if progress and figures.pdus >= next_report:
+                    next_report += progress
+                    print(
+                        f"  {figures.pdus:,} PDUs, {time.monotonic() - start:.0f}s, "
+                        f"{figures.exits} exits, {figures.tracebacks} tracebacks, "
+                        f"RSS {figures.rss_last_kib / 1024:.1f} MiB", flush=True,
+                    )  # fmt: skip
         finally:
             figures.seconds = time.monotonic() - start
             self.check()
@@ -313,9 +325,20 @@ class Campaign:
                 wire = mut.mutated(mut.login(), False, False)
                 if rng.random() < 0.2:
                     wire = wire[: rng.randrange(len(wire) + 1)]  # and then close mid-PDU
-            if not self._sent(client, wire):
+            if not self._sent(client, wire) or self._logged_in(client):
                 return
+
+    def _logged_in(self, client: Client) -> bool:
+        """Drain replies; in avoid-known mode, wait for the Login Response and
+        say whether it took us to full feature phase (where one more Login
+        Request would be the known D3 trigger)."""
+        if not self.avoid_known:
             client.drain()
+            return client.closed
+        bhs = client.recv_pdu(timeout=0.5)
+        if bhs is None:
+            return True
+        return bhs[0] & 0x3F == 0x23 and bhs[36] == 0 and bhs[1] & 0x83 == 0x83
 
     def in_login(self, client: Client) -> None:
         rng, mut = self.rng, self.mutator
@@ -324,7 +347,7 @@ class Campaign:
             transit=False, csg=0, nsg=0, isid=isid, itt=1, cmdsn=1,
             data=encode_text([*login_keys(False, False), ("AuthMethod", "None")]),
         )  # fmt: skip
-        if not self._sent(client, mut.valid(first, False, False)):
+        if not self._sent(client, mut.valid(first, False, False)) or self._logged_in(client):
             return
         for i in range(rng.randrange(1, 8)):
             pdu = P.LoginRequest(
@@ -332,12 +355,13 @@ class Campaign:
                 nsg=rng.choice([1, 3]), isid=isid, itt=1, cmdsn=1, expstatsn=i + 1,
                 data=mut.text(),
             )  # fmt: skip
-            wire = mut.mutated(pdu, False, False) if rng.random() < 0.5 else mut.valid(
-                pdu, False, False
+            wire = (
+                mut.mutated(pdu, False, False)
+                if rng.random() < 0.5
+                else mut.valid(pdu, False, False)
             )
-            if not self._sent(client, wire):
+            if not self._sent(client, wire) or self._logged_in(client):
                 return
-            client.drain()
 
     def full_feature(self, client: Client) -> None:
         rng, mut = self.rng, self.mutator

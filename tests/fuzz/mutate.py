@@ -260,11 +260,14 @@ class Mutator:
         """A full-feature-phase PDU, mutated or not; ``tame`` keeps clear of the
         crash triggers already known (issue 11 D1-D3), so that a campaign can
         look for what hides behind them: no SCSI command with the Immediate bit,
-        no Login Request, no task management."""
+        no Login Request, no task management, and lengths that match the bytes
+        (a desynchronised stream would make any of those out of data bytes)."""
         header, data = self.encode(pdu)
         out_header, out_data = self.mutate(header, data) if mutate else (bytes(header), data)
         if tame:
             fixed = bytearray(out_header)
+            fixed[4] = (len(fixed) - 48) // 4
+            fixed[5:8] = len(out_data).to_bytes(3, "big")
             opcode = fixed[0] & 0x3F
             if opcode == 0x01:
                 fixed[0] &= 0xBF
