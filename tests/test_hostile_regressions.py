@@ -241,8 +241,9 @@ async def test_close_mid_tmf(tmp_path: Path) -> None:
     async with running_daemon_async(
         tmp_path, target=TARGET, iscsi={"initial_r2t": True, "immediate_data": False}
     ) as d:
-        for function in (2, 5, 2, 5, 2, 5, 2, 5):
-            ini = await Initiator.connect(d.host, d.port, target_name=TARGET)
+        for function, delay in [(f, d) for d in (0, 0.001, 0.003, 0.01) for f in (2, 5)] * 3:
+            with trio.fail_after(10):  # (a daemon that died refuses the next connect)
+                ini = await Initiator.connect(d.host, d.port, target_name=TARGET)
             async with ini:
                 while (await ini.execute(0, bytes(6))).status != 0:
                     pass
@@ -258,7 +259,7 @@ async def test_close_mid_tmf(tmp_path: Path) -> None:
                     cmdsn=ini.cmdsn, expstatsn=ini.expstatsn,
                 )  # fmt: skip
                 await ini.send_raw(encode_pdu(write) + encode_pdu(tmf))
-                await trio.sleep(0.01)
+                await trio.sleep(delay)
                 ini.stream.socket.setsockopt(1, 13, struct.pack("ii", 1, 0))
         await trio.sleep(0.5)
         await still_serving(d)
