@@ -165,3 +165,22 @@ def test_per_address_bound_closes_excess_at_once(tmp_path: Path) -> None:
                 await timed_login(d.host, d.port, TARGET)
 
     trio.run(main)
+
+
+def test_reader_counts_pdu_parts_so_a_stall_is_told_from_progress() -> None:
+    """The connection times one PDU part (header, data segment) at a time:
+    the reader's ``parts`` moves whenever one completes, and only then."""
+    from transports.iscsi import pdu_types as P
+    from transports.iscsi.pdu_codec import encode_pdu
+    from transports.iscsi.pdu_reader import PduReader
+
+    wire = encode_pdu(P.NopOut(immediate=True, itt=1, data=b"x" * 1000))
+    reader = PduReader()
+    reader.feed(wire)  # whole: the fast path, one part
+    assert reader.next_event() is not None and reader.parts == 1 and not reader.in_pdu
+    reader.feed(wire[:20])  # half a header
+    assert reader.next_event() is None and reader.in_pdu and reader.parts == 1
+    reader.feed(wire[20:100])  # header done, data begun
+    assert reader.next_event() is None and reader.in_pdu and reader.parts == 2
+    reader.feed(wire[100:])
+    assert reader.next_event() is not None and reader.parts == 3 and not reader.in_pdu
