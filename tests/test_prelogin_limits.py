@@ -34,10 +34,11 @@ def test_gate_refuses_beyond_the_per_address_bound() -> None:
     for i in range(3):
         assert gate.admit(("a", i), "10.0.0.1", total=100, per_address=3).verdict is Verdict.ADMIT
     assert gate.admit("x", "10.0.0.1", 100, 3).verdict is Verdict.REFUSE_ADDRESS
+    assert gate.address_full("10.0.0.1", 3) and not gate.address_full("10.0.0.2", 3)
     assert gate.admit("y", "10.0.0.2", 100, 3).verdict is Verdict.ADMIT  # others unaffected
     gate.leave(("a", 0))
     assert gate.admit("x", "10.0.0.1", 100, 3).verdict is Verdict.ADMIT
-    assert gate.refused == 1
+    assert gate.refused == 2
 
 
 def test_gate_full_evicts_the_oldest_idle_connection_not_the_newcomer() -> None:

@@ -63,6 +63,14 @@ class PreloginGate:
     def count(self, address: str) -> int:
         return self._per_address.get(address, 0)
 
+    def address_full(self, address: str, per_address: int) -> bool:
+        """True (and counted as a refusal) when ``address`` may open no more:
+        asked before a connection actor is even built for the newcomer."""
+        if self._per_address.get(address, 0) < per_address:
+            return False
+        self.refused += 1
+        return True
+
     def admit(self, conn: Hashable, address: str, total: int, per_address: int) -> Admission:
         """Take ``conn`` (from ``address``) in, or say why not; an evicted
         connection is already off the table when this returns."""

@@ -83,16 +83,29 @@ class IscsiPortal:
                         self._evict_one()
                     await trio.sleep(0.1)
                     continue
-                conn = IscsiConnection(stream, self, faults=self._faults, gate=self.gate)
-                if self._admit(conn):
+                conn = self._admit(stream)
+                if conn is not None:
                     self.connections.start_soon(conn, Restart.TEMPORARY)
                 else:
                     await stream.aclose()
 
-    def _admit(self, conn: IscsiConnection) -> bool:
-        """Ask the gate; abort the connection it evicts to make room."""
+    def _admit(self, stream: trio.SocketStream) -> IscsiConnection | None:
+        """A connection actor for ``stream`` if the gate lets it in (aborting
+        the one it evicts to make room); None: close it."""
         settings = self._settings
-        address = conn.peer.rpartition(":")[0]
+        try:
+            address = str(stream.socket.getpeername()[0])
+        except OSError:  # already reset by the peer
+            return None
+        if self.gate.address_full(address, settings.max_prelogin_per_address):
+            # (the cheap refusal first: a flood from one address costs no actor)
+            _log_counted(
+                f"{self.name}: refused a connection from {address}: "
+                f"{settings.max_prelogin_per_address} from that address not logged in yet",
+                self.gate.refused,
+            )
+            return None
+        conn = IscsiConnection(stream, self, faults=self._faults, gate=self.gate)
         answer = self.gate.admit(
             conn, address, settings.max_prelogin_connections, settings.max_prelogin_per_address
         )
@@ -106,7 +119,7 @@ class IscsiPortal:
                 ),
                 self.gate.refused,
             )
-            return False
+            return None
         if isinstance(answer.evict, IscsiConnection):
             _log_counted(
                 f"{self.name}: {settings.max_prelogin_connections} connections not logged in: "
@@ -114,7 +127,7 @@ class IscsiPortal:
                 self.gate.evicted,
             )
             answer.evict.abort()
-        return True
+        return conn
 
     def _evict_one(self) -> None:
         """Out of descriptors: drop the oldest pre-login connection with no progress."""
