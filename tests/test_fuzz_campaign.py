@@ -95,6 +95,22 @@ def test_short_fuzz_run_clear_of_known_triggers(tmp_path: Path) -> None:
     assert (figures.exits, figures.tracebacks) == (0, 0), figures.report()
 
 
+def test_kill_9_check_sees_a_lost_and_a_torn_block(tmp_path: Path) -> None:
+    """The check itself: an acknowledged block zeroed and another half
+    overwritten while the daemon is down are reported as lost and torn."""
+
+    def tamper(image: Path, ledger: Ledger) -> None:
+        lost, torn = sorted(ledger.acked)[:2]
+        with image.open("r+b") as f:
+            f.seek(lost * BLOCK)
+            f.write(bytes(BLOCK))
+            f.seek(torn * BLOCK + BLOCK // 2)
+            f.write(bytes(range(256)) * (BLOCK // 512))
+
+    [result] = run_trials(tmp_path, trials=1, seed=6, tamper=tamper)
+    assert (result.lost, result.torn) == (1, 1), result
+
+
 def test_kill_9_loses_no_acknowledged_write(tmp_path: Path) -> None:
     results = run_trials(tmp_path, trials=3, seed=5)
     assert all(r.writes_acked > 0 for r in results), results

@@ -3,8 +3,9 @@
 Runs the PDU fuzz campaign for a PDU count or a time budget and prints its
 figures, then (unless ``--no-stall``) measures a legitimate login under 2,000
 stalled connections against a daemon with the fd soft limit at 1024: from one
-source address (asserting the issue's 2 s bound), and from 250 (reported). Exit status 0 only with no daemon exit, no
-unhandled traceback and the login in time. The kill -9 durability trials are
+source address (asserting the issue's 2 s bound), and from 250 (reported).
+Exit status 0 only with no daemon exit, no unhandled traceback and the login
+in time. The kill -9 durability trials are
 ``python -m tests.fuzz.durability`` (``make soak``).
 """
 

@@ -26,6 +26,7 @@ import signal
 import struct
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -174,8 +175,15 @@ async def _verify(host: str, port: int, ledger: Ledger) -> tuple[int, dict[str, 
     return REGION, bad
 
 
-def run_trials(workdir: Path, trials: int, seed: int = 1) -> list[TrialResult]:
-    """``trials`` kill -9 rounds on one backing file, each verified after restart."""
+def run_trials(
+    workdir: Path,
+    trials: int,
+    seed: int = 1,
+    tamper: Callable[[Path, Ledger], None] | None = None,
+) -> list[TrialResult]:
+    """``trials`` kill -9 rounds on one backing file, each verified after restart.
+    ``tamper`` (tests of the check itself) edits the backing file while the
+    daemon is down."""
     rng = random.Random(seed)
     port = free_port()
     config = write_config(
@@ -190,6 +198,8 @@ def run_trials(workdir: Path, trials: int, seed: int = 1) -> list[TrialResult]:
         before = ledger.writes_acked
         trio.run(_write_until_killed, info.host, port, proc.pid, ledger, rng, kill_after)
         proc.wait(10)
+        if tamper is not None:
+            tamper(config.parent / "state" / "disk0.img", ledger)
         proc, info = start_daemon(config, host="127.0.0.1", port=port, target=TARGET)
         try:
             checked, bad = trio.run(_verify, info.host, port, ledger)
