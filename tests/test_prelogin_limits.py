@@ -148,7 +148,9 @@ def test_per_address_bound_closes_excess_at_once(tmp_path: Path) -> None:
                 s = socket.socket()
                 s.bind(("127.0.0.3", 0))
                 s.connect((d.host, d.port))
+                s.sendall(HALF_HEADER)  # (silent ones wait in the kernel: TCP_DEFER_ACCEPT)
                 socks.append(s)
+                time.sleep(0.05)  # accepted in this order
             deadline = time.monotonic() + 10
             closed: set[int] = set()
             while len(closed) < 4 and time.monotonic() < deadline:
@@ -185,3 +187,24 @@ def test_reader_counts_pdu_parts_so_a_stall_is_told_from_progress() -> None:
     assert reader.next_event() is None and reader.in_pdu and reader.parts == 2
     reader.feed(wire[100:])
     assert reader.next_event() is not None and reader.parts == 3 and not reader.in_pdu
+
+
+async def test_silent_connections_take_no_descriptor(tmp_path: Path) -> None:
+    """TCP_DEFER_ACCEPT: a connection that sends nothing waits in the kernel,
+    not as one of the daemon's descriptors (an initiator always speaks first)."""
+    import os
+
+    async with running_daemon_async(tmp_path, target=TARGET) as d:
+        before = len(os.listdir(f"/proc/{d.pid}/fd"))
+        socks = []
+        for _ in range(200):
+            s = socket.socket()
+            s.bind(("127.0.0.4", 0))
+            s.connect((d.host, d.port))
+            socks.append(s)
+        await trio.sleep(0.5)
+        assert len(os.listdir(f"/proc/{d.pid}/fd")) - before < 20
+        with trio.fail_after(10):
+            await timed_login(d.host, d.port, TARGET)
+        for s in socks:
+            s.close()

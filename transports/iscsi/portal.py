@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import socket
 from typing import Any
 
 import trio
@@ -65,6 +66,8 @@ class IscsiPortal:
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(self.port, host=self.host)
         self.bound = [_sockname(lst) for lst in listeners]
+        for listener in listeners:
+            _defer_accept(listener, self._settings.login_timeout)
         async with trio.open_nursery() as nursery:
             await nursery.start(self.connections.run)
             for listener in listeners:
@@ -185,6 +188,21 @@ class IscsiPortal:
         target = self.directory.get(result.target_name or "")
         if target is not None:
             target.leave(result.initiator_name, result.isid, conn)
+
+
+def _defer_accept(listener: trio.SocketListener, seconds: float) -> None:
+    """An initiator speaks first (its Login Request): with TCP_DEFER_ACCEPT the
+    kernel hands us a connection only once its first bytes arrive (or after
+    about ``seconds``), so sockets that send nothing queue in the kernel's SYN
+    backlog instead of taking a descriptor and an actor, and a real login is
+    not stuck behind them in the accept queue. Linux only; elsewhere a no-op."""
+    option = getattr(socket, "TCP_DEFER_ACCEPT", None)
+    if option is None:
+        return
+    try:
+        listener.socket.setsockopt(socket.IPPROTO_TCP, option, max(1, int(seconds)))
+    except OSError as exc:
+        log.debug("TCP_DEFER_ACCEPT not set: %s", exc)
 
 
 def _log_counted(message: str, count: int) -> None:
