@@ -258,9 +258,10 @@ class Mutator:
         self, pdu: P.Pdu, header_digest: bool, data_digest: bool, mutate: bool, tame: bool
     ) -> bytes:
         """A full-feature-phase PDU, mutated or not; ``tame`` keeps clear of the
-        crash triggers already known (issue 11 D1-D3), so that a campaign can
-        look for what hides behind them: no SCSI command with the Immediate bit,
-        no Login Request, no task management, and lengths that match the bytes
+        crash triggers already known (issue 11 D1-D3, D5), so that a campaign
+        can look for what hides behind them: no SCSI command with the Immediate
+        bit, no Login Request, no task management, no WRITE left waiting for
+        Data-Out (all its data is immediate), and lengths that match the bytes
         (a desynchronised stream would make any of those out of data bytes)."""
         header, data = self.encode(pdu)
         out_header, out_data = self.mutate(header, data) if mutate else (bytes(header), data)
@@ -271,6 +272,9 @@ class Mutator:
             opcode = fixed[0] & 0x3F
             if opcode == 0x01:
                 fixed[0] &= 0xBF
+                if fixed[1] & 0x20:  # a write: all its data is here
+                    fixed[1] |= 0x80
+                    fixed[20:24] = len(out_data).to_bytes(4, "big")
             elif opcode in (0x02, 0x03):
                 fixed[0] = (fixed[0] & 0xC0) | 0x00  # a NOP-Out instead
             out_header = bytes(fixed)
