@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="keep the daemon's files here")
     parser.add_argument(
         "--avoid-known", action="store_true",
-        help="send no immediate SCSI command, Login, TMF or WRITE waiting for Data-Out in "
-        "full feature phase (the known D1-D3, D5 triggers), to find what hides behind them",
+        help="send no immediate SCSI command, Login or TMF in full feature phase "
+        "(the known D1-D3 triggers), to find what hides behind them",
     )  # fmt: skip
     parser.add_argument("--no-stall", action="store_true", help="skip the stalled-login check")
     args = parser.parse_args(argv)

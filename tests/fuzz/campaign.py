@@ -225,7 +225,7 @@ class Client:
 
 class Campaign:
     def __init__(self, workdir: Path, seed: int = 1, avoid_known: bool = False) -> None:
-        #: steer clear of the known D1-D3, D5 triggers (see Mutator.ffp_wire)
+        #: steer clear of the known D1-D3 triggers (see Mutator.ffp_wire)
         self.avoid_known = avoid_known
         self.rng = random.Random(seed)
         self.mutator = Mutator(self.rng)

@@ -46,12 +46,6 @@ CDBS = [
     bytes([0x5F, 0, 0, 0, 0, 0, 0, 0, 24, 0]),
 ]
 
-#: CDB opcodes that carry data to the target (the tame mode gives them EDTL = data)
-DATA_OUT_OPCODES = frozenset(
-    {0x04, 0x07, 0x0A, 0x15, 0x1D, 0x2A, 0x2E, 0x3B, 0x3F, 0x41, 0x42, 0x4C, 0x55, 0x5F, 0x7F,
-     0x83, 0x89, 0x8A, 0x8E, 0x93, 0x9F, 0xA4, 0xAA, 0xAE, 0xB6}
-)  # fmt: skip
-
 LOGIN_KEYS = [
     ("HeaderDigest", "None"),
     ("DataDigest", "None"),
@@ -264,10 +258,9 @@ class Mutator:
         self, pdu: P.Pdu, header_digest: bool, data_digest: bool, mutate: bool, tame: bool
     ) -> bytes:
         """A full-feature-phase PDU, mutated or not; ``tame`` keeps clear of the
-        crash triggers already known (issue 11 D1-D3, D5), so that a campaign
-        can look for what hides behind them: no SCSI command with the Immediate
-        bit, no Login Request, no task management, no WRITE left waiting for
-        Data-Out (all its data is immediate), and lengths that match the bytes
+        crash triggers already known (issue 11 D1-D3), so that a campaign can
+        look for what hides behind them: no SCSI command with the Immediate bit,
+        no Login Request, no task management, and lengths that match the bytes
         (a desynchronised stream would make any of those out of data bytes)."""
         header, data = self.encode(pdu)
         out_header, out_data = self.mutate(header, data) if mutate else (bytes(header), data)
@@ -278,10 +271,6 @@ class Mutator:
             opcode = fixed[0] & 0x3F
             if opcode == 0x01:
                 fixed[0] &= 0xBF
-                if fixed[1] & 0x20 or out_data or fixed[32] in DATA_OUT_OPCODES:
-                    # whatever may want Data-Out gets exactly the data it carries
-                    fixed[1] |= 0xA0
-                    fixed[20:24] = len(out_data).to_bytes(4, "big")
             elif opcode in (0x02, 0x03):
                 fixed[0] = (fixed[0] & 0xC0) | 0x00  # a NOP-Out instead
             out_header = bytes(fixed)
