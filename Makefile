@@ -3,6 +3,8 @@
 #   make test    tools + lint + every test (what CI runs: .ci/run)
 #   make lint    ruff + mypy + the import-linter layer contract
 #   make bench   pyscst vs tgt side by side (benchmarks/bench.py; BENCH_ARGS=--quick etc.)
+#   make fuzz    long hostile-input campaign against a real daemon (FUZZ_ARGS, see tests/fuzz)
+#   make soak    kill -9 durability trials against a real daemon (SOAK_ARGS)
 # The venv and tools are set up on demand; stamp files keep repeated runs quick.
 
 PYTHON ?= python3
@@ -10,11 +12,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= etc/pyscst.toml
 PYTEST_ARGS ?=
+FUZZ_ARGS ?= --pdus 1000000
+SOAK_ARGS ?= --trials 20
 
 # binary -> Debian package that provides it (installed only if missing and root)
 TOOL_PACKAGES := iscsi-test-cu:libiscsi-bin qemu-img:qemu-utils tgtd:tgt tmux:tmux
 
-.PHONY: serve test lint pytest tools venv clean bench
+.PHONY: serve test lint pytest tools venv clean bench fuzz soak
 
 serve: $(VENV)/.stamp-install
 	$(BIN)/pyscst serve --config $(CONFIG)
@@ -92,6 +96,14 @@ $(VENV)/.stamp-bench: pyproject.toml | $(BIN)/python
 
 bench: tools $(VENV)/.stamp-bench
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+
+# The long runs (tests/fuzz): figures on stdout, exit 1 on any daemon exit,
+# unhandled traceback, late login or lost/torn write.
+fuzz: $(VENV)/.stamp-test
+	PYTHONPATH=. $(BIN)/python -m tests.fuzz $(FUZZ_ARGS)
+
+soak: $(VENV)/.stamp-test
+	PYTHONPATH=. $(BIN)/python -m tests.fuzz.durability $(SOAK_ARGS)
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache .hypothesis .import_linter_cache

@@ -74,6 +74,13 @@ class IscsiSettings:
     nop_interval: float = 0.0
     nop_timeout: float = 30.0
     poll_us: int = 50
+    #: seconds from accept to the final Login Response
+    login_timeout: float = 10.0
+    #: seconds one part of a PDU (header, data segment) may take to arrive once begun
+    pdu_timeout: float = 30.0
+    #: connections not yet logged in, in total (per portal) and per source address
+    max_prelogin_connections: int = 256
+    max_prelogin_per_address: int = 32
 
 
 @attrs.frozen

@@ -10,6 +10,7 @@ orderly stop and ``serve`` returns normally (exit code 0).
 from __future__ import annotations
 
 import logging
+import resource
 import signal
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,10 @@ def connection_settings(settings: IscsiSettings) -> ConnectionSettings:
         poll_us=settings.poll_us,
         nop_interval=settings.nop_interval,
         nop_timeout=settings.nop_timeout,
+        login_timeout=settings.login_timeout,
+        pdu_timeout=settings.pdu_timeout,
+        max_prelogin_connections=settings.max_prelogin_connections,
+        max_prelogin_per_address=settings.max_prelogin_per_address,
     )
 
 
@@ -287,6 +292,28 @@ async def stop(daemon: Daemon) -> None:
                 await child.wait_stopped()
 
 
+def raise_fd_limit() -> tuple[int, int]:
+    """Raise the open-file soft limit to the hard limit (logged): every
+    connection costs a descriptor, and the usual soft default of 1024 would let
+    a thousand idle sockets lock real initiators out. Returns (before, after)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard
+    if want == resource.RLIM_INFINITY:  # NOFILE cannot be unlimited: the kernel's cap
+        try:
+            want = int(Path("/proc/sys/fs/nr_open").read_text())
+        except (OSError, ValueError):
+            want = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft >= want:
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (OSError, ValueError) as exc:
+        log.warning("cannot raise the open-file limit from %d to %d: %s", soft, want, exc)
+        return soft, soft
+    log.info("raised the open-file limit (RLIMIT_NOFILE soft) from %d to %d", soft, want)
+    return soft, want
+
+
 async def serve(
     config: Config,
     task_status: Any = trio.TASK_STATUS_IGNORED,
@@ -295,6 +322,7 @@ async def serve(
 ) -> None:
     """Run the daemon until SIGINT/SIGTERM (or ``Daemon.stop()``); SIGHUP reloads
     ``config_path`` and applies the difference."""
+    raise_fd_limit()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             try:

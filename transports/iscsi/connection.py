@@ -41,6 +41,7 @@ from scsi.lun import decode_lun
 from scsi.sense import Asc, ScsiError, SenseKey, Status
 from transports.iscsi import faults_iscsi
 from transports.iscsi import pdu_types as P
+from transports.iscsi.admission import PreloginGate
 from transports.iscsi.busy_poll import BusyPoll
 from transports.iscsi.cmdsn import CmdSNWindow, Rejected, sn_lt
 from transports.iscsi.digest import digest_bytes
@@ -60,7 +61,6 @@ from transports.iscsi.textkeys import TextKeyError, decode_text, encode_text
 
 log = logging.getLogger(__name__)
 
-LOGIN_TIMEOUT = 30.0
 RECV_SIZE = 256 * 1024
 #: most buffers one writev takes (Linux UIO_MAXIOV)
 IOV_MAX = 1024
@@ -98,6 +98,13 @@ class ConnectionSettings:
     #: seconds between NOP-In pings (0: none), and how long one may go unanswered
     nop_interval: float
     nop_timeout: float
+    #: seconds from accept to the final Login Response
+    login_timeout: float
+    #: seconds one part of a PDU (header, data segment) may take once begun
+    pdu_timeout: float
+    #: pre-login connections per portal, in total and per source address
+    max_prelogin_connections: int
+    max_prelogin_per_address: int
 
 
 class ConnectionClosed(TransportGone):
@@ -175,9 +182,15 @@ class IscsiConnection:
         host: IscsiHost,
         name: str = "iscsi",
         faults: FaultEngine | None = None,
+        gate: PreloginGate | None = None,
     ) -> None:
         self.name = name
         self._faults = faults
+        #: the portal's pre-login admission table (we report progress and leave it)
+        self._gate = gate
+        #: the reader's part count when the current partial PDU part began, and when
+        self._partial_mark = -1
+        self._partial_since = 0.0
         self.stream = stream
         #: the socket's descriptor, for the reader's direct read and writev
         self._fd = stream.socket.fileno()
@@ -265,8 +278,10 @@ class IscsiConnection:
                     self._nursery = nursery
                     nursery.start_soon(self._writer)
                     try:
-                        with trio.fail_after(LOGIN_TIMEOUT):
+                        with trio.fail_after(self.host.settings.login_timeout):
                             result = await self._login()
+                        if self._gate is not None:
+                            self._gate.leave(self)
                         if result is not None:
                             await self._full_feature(result)
                     except trio.TooSlowError:
@@ -277,6 +292,8 @@ class IscsiConnection:
                         await self._teardown()
                         nursery.cancel_scope.cancel()
         finally:
+            if self._gate is not None:
+                self._gate.leave(self)
             self._closed.set()
             with trio.CancelScope(shield=True):
                 await self.stream.aclose()
@@ -398,7 +415,7 @@ class IscsiConnection:
         data = pdu.data if dlen else None
         self._queue(self._frame(header, data))
 
-    async def _refill(self, commands_before: int) -> bool:
+    async def _refill(self, commands_before: int, bounded: bool = False) -> bool:
         """Send what the last chunk produced, then wait for and take in the next
         one; False at end of stream. The readers call it each time the
         ``PduReader`` has no complete PDU left (no async generator and no
@@ -413,7 +430,11 @@ class IscsiConnection:
         (see busy_poll.py), else a park in ``wait_readable``. Every
         ``EAGER_READS`` reads in a row that found data, we yield once, so a
         busy connection cannot starve the others.
+
+        In the middle of a PDU the wait is bounded (see ``_refill_partial``).
         """
+        if not bounded and self._reader.in_pdu:
+            return await self._refill_partial(commands_before)
         self._end_batch()
         fd = self._fd
         if not self._last_full and self.stats_commands - commands_before <= 1:
@@ -439,6 +460,24 @@ class IscsiConnection:
         # and goes out in one write before we wait for more bytes.
         self._batching = True
         return True
+
+    async def _refill_partial(self, commands_before: int) -> bool:
+        """``_refill`` while a PDU part (header or data segment) is incomplete:
+        that part must complete within ``pdu_timeout`` seconds of its first
+        byte, else the peer is stalling (a slow-loris holding a descriptor and
+        a task forever) and the connection is dropped, as at end of stream."""
+        mark = self._reader.parts
+        now = trio.current_time()
+        if mark != self._partial_mark:
+            self._partial_mark = mark
+            self._partial_since = now
+        timeout = self.host.settings.pdu_timeout
+        with trio.CancelScope(deadline=self._partial_since + timeout):
+            return await self._refill(commands_before, True)
+        log.warning(
+            "%s: a PDU stalled incomplete for %gs: dropping the connection", self.peer, timeout
+        )
+        return False
 
     def _next_statsn(self) -> int:
         sn = self._statsn
@@ -475,6 +514,8 @@ class IscsiConnection:
                     if isinstance(event, ProtocolError) or not isinstance(event, P.LoginRequest):
                         log.info("%s: not a login request during login: %r", self.peer, event)
                         return None
+                    if self._gate is not None:
+                        self._gate.progress(self)
                     if first:
                         self._statsn = event.expstatsn
                         first = False

@@ -95,6 +95,7 @@ class PduReader:
         "data_digest",
         "header_digest",
         "max_recv_data_segment_length",
+        "parts",
     )
 
     def __init__(
@@ -118,6 +119,9 @@ class PduReader:
         self._tail_length = 0
         self._data_length = 0
         self._discard = 0
+        #: PDU parts (headers, data segments, whole PDUs) completed so far: a
+        #: connection tells a stalled part from steady progress by it
+        self.parts = 0
         #: the opcodes decoded (the rest are refused): all, until ``expect``
         self._classes = CLASS_BY_OPCODE
 
@@ -190,6 +194,7 @@ class PduReader:
                         else:
                             inputs[0] = head[end:]
                         self._buffered -= end
+                        self.parts += 1
                         data: Buffer = head[start : start + lens]
                         if cls is ScsiCommand:
                             return cls.unpack(COMMAND_STRUCT.unpack_from(head), b"", data)
@@ -328,6 +333,7 @@ class PduReader:
                 else:
                     inputs[0] = head[n:]
                 self._buffered -= n
+                self.parts += 1
                 return head[:n]
             acc = self._acc = bytearray(n)
             self._acc_fill = 0
@@ -346,6 +352,7 @@ class PduReader:
             self._acc_fill = fill
             return None
         self._acc = None
+        self.parts += 1
         return memoryview(acc).toreadonly()
 
     def _skip(self) -> bool:
@@ -360,7 +367,10 @@ class PduReader:
                 inputs.popleft()
             else:
                 inputs[0] = head[k:]
-        return self._discard == 0
+        if self._discard:
+            return False
+        self.parts += 1
+        return True
 
 
 __all__ = ["Event", "Opcode", "PduReader", "ProtocolError"]
