@@ -29,7 +29,6 @@ import trio
 from pyscst.admin.config import ConfigError, parse_config
 from pyscst.admin.control import ControlServer, ControlSocketError, OpHandler
 from pyscst.admin.peercred import PeerCredentials, PeerPolicy
-from tests.daemon import REPO_ROOT
 
 NOBODY = 65534
 NOGROUP = 65534
@@ -118,6 +117,12 @@ def python_for_nobody() -> str:
     pytest.skip("no Python interpreter that uid 65534 may execute")
 
 
+_RUN_PYSCST = (
+    "import runpy, site, sys; site.addsitedir(sys.argv.pop(1)); "
+    "runpy.run_module('pyscst', run_name='__main__', alter_sys=True)"
+)
+
+
 def _site_packages() -> list[str]:
     import attrs
 
@@ -175,9 +180,11 @@ async def test_pyscst_admin_and_console_print_the_refusal_and_exit_1(
     sock = open_dir / "c.sock"
     async with serving(sock):
         os.chmod(sock, 0o666)
-        env = {"PYTHONPATH": os.pathsep.join([str(REPO_ROOT), *_site_packages()]),
-               "PATH": os.environ.get("PATH", ""), "PYTHONDONTWRITEBYTECODE": "1"}
-        argv = [python_for_nobody(), "-m", "pyscst", command, "--socket", str(sock)]
+        env = {"PATH": os.environ.get("PATH", ""), "PYTHONDONTWRITEBYTECODE": "1"}
+        # the venv's site directory, processed as a site dir so the editable
+        # install's finder (a .pth hook) maps pyscst.* to the repository
+        argv = [python_for_nobody(), "-c", _RUN_PYSCST, *_site_packages(),
+                command, "--socket", str(sock)]
         if command == "admin":
             argv.append("hello")
         done = await trio.to_thread.run_sync(run_as, argv, NOBODY, NOGROUP, [], env)
