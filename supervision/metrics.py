@@ -28,6 +28,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from pyscst.actors.device_unit import DeviceState
 from pyscst.actors.lu_stats import SUB_BITS, StatsSnapshot
 from pyscst.scsi.sense import SenseKey
 
@@ -126,6 +127,28 @@ class DaemonCollector(Collector):
             tasks.add_metric([name], lu.task_count())
             uas.add_metric([name], lu.unit_attentions_queued())
         yield from (commands, errors, read, written, sense, latency, tasks, uas)
+        yield from self._device_states()
+
+    def _device_states(self) -> Iterator[Metric]:
+        """Each device's service state (online / restarting / offline) as a state
+        set, and its crashes: what an alert on an offline device needs."""
+        state = GaugeMetricFamily(
+            "pyscst_device_state",
+            "1 for the device's current service state, 0 for the others",
+            labels=["device", "state"],
+        )
+        crashes = CounterMetricFamily(
+            "pyscst_device_crashes", "crashes of the device's actor or LU", labels=["device"]
+        )
+        for name in sorted(self.daemon.units):
+            unit = self.daemon.device_unit(name)
+            if unit is None:
+                continue
+            now = unit.state
+            for each in DeviceState:
+                state.add_metric([name, each.value], 1.0 if each is now else 0.0)
+            crashes.add_metric([name], unit.crashes)
+        yield from (state, crashes)
 
     def _sessions(self) -> Iterator[Metric]:
         sessions = GaugeMetricFamily(

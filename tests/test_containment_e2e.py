@@ -18,8 +18,9 @@ import trio
 
 from pyscst.transports.iscsi.initiator import Initiator
 from tests.cdbs import READ_CAPACITY_10, REPORT_LUNS, TUR, luns_of, read10, sense_triplet, write10
-from tests.daemon import running_daemon_async
+from tests.daemon import free_port
 from tests.test_admin_cli import admin_for
+from tests.test_metrics import metrics_daemon, scrape, value
 
 TARGET = "iqn.2026-11.org.pyscst:contain"
 DEVICES = {
@@ -63,7 +64,10 @@ async def verified_io(
 
 
 async def test_crash_loop_takes_one_device_offline_and_spares_the_other(tmp_path: Path) -> None:
-    async with running_daemon_async(tmp_path, target=TARGET, devices=DEVICES, luns=LUNS) as d:
+    mport = free_port()
+    async with metrics_daemon(
+        tmp_path, mport, faults=False, target=TARGET, devices=DEVICES, luns=LUNS
+    ) as d:
         admin = admin_for(d)
         busy = await Initiator.connect(
             d.host, d.port, initiator_name="iqn.2026-11.org.example:busy", target_name=TARGET
@@ -104,6 +108,11 @@ async def test_crash_loop_takes_one_device_offline_and_spares_the_other(tmp_path
             assert {x["name"]: x["state"] for x in tree["devices"]} == listed
             table = (await admin.run("device", "list")).stdout
             assert "offline" in table and "disk1" in table
+            metrics = await trio.to_thread.run_sync(scrape, mport)
+            assert value(metrics, "pyscst_device_state", device="disk0", state="offline") == 1
+            assert value(metrics, "pyscst_device_state", device="disk0", state="online") == 0
+            assert value(metrics, "pyscst_device_state", device="disk1", state="online") == 1
+            assert value(metrics, "pyscst_device_crashes_total", device="disk0") == 3
 
             # offline: every command gets 04/03, except INQUIRY, REPORT LUNS, REQUEST SENSE
             for cdb, length in ((TUR, 0), (read10(7), BS), (READ_CAPACITY_10, 8)):
@@ -127,6 +136,8 @@ async def test_crash_loop_takes_one_device_offline_and_spares_the_other(tmp_path
             r = await victim.execute(0, read10(7), read_length=BS)
             assert r.status == GOOD and r.data == b"k" * BS  # nothing acknowledged was lost
             assert (await admin.ok("device", "show", "disk0"))["state"] == "online"
+            metrics = await trio.to_thread.run_sync(scrape, mport)
+            assert value(metrics, "pyscst_device_state", device="disk0", state="online") == 1
 
             with trio.fail_after(30):
                 while rounds[0] < before + 20:  # it went on all along, and still does
