@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ import pytest
 
 import pyscst
 from pyscst.admin.config import load_config
-from tests.daemon import REPO_ROOT, free_port, write_config
+from tests.daemon import REPO_ROOT, _port_open, free_port, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -92,14 +91,6 @@ def test_no_generic_top_level_modules(installed: Path, tmp_path: Path) -> None:
         assert done.returncode != 0 and f"No module named '{name}'" in done.stderr, (name, done)
         done = _run([python, "-c", f"import pyscst.{name}"], tmp_path)
         assert done.returncode == 0, done.stderr
-
-
-def _port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def test_serve_starts_and_stops(installed: Path, tmp_path: Path) -> None:
