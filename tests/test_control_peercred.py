@@ -26,10 +26,9 @@ from typing import Any
 import pytest
 import trio
 
-from pyscst.admin.config import ConfigError, parse_config
-from pyscst.admin.control import ControlServer, ControlSocketError, OpHandler
-from pyscst.admin.peercred import PeerCredentials, PeerPolicy
-from tests.daemon import REPO_ROOT
+from pyscst.admin.config.files import ConfigError, parse_config
+from pyscst.admin.control.peercred import PeerCredentials, PeerPolicy
+from pyscst.admin.control.server import ControlServer, ControlSocketError, OpHandler
 
 NOBODY = 65534
 NOGROUP = 65534
@@ -138,7 +137,7 @@ async def test_another_uid_is_refused_even_when_the_socket_mode_lets_it_in(
     sock = open_dir / "c.sock"
     async with serving(sock):
         os.chmod(sock, 0o666)  # the file mode alone would let anyone in
-        with caplog.at_level(logging.WARNING, logger="pyscst.admin.control"):
+        with caplog.at_level(logging.WARNING, logger="pyscst.admin.control.server"):
             reply = await client_as(sock, NOBODY, NOGROUP, [])
         assert reply["ok"] is False and reply["id"] is None
         assert reply["error"]["code"] == "forbidden"
@@ -175,9 +174,13 @@ async def test_pyscst_admin_and_console_print_the_refusal_and_exit_1(
     sock = open_dir / "c.sock"
     async with serving(sock):
         os.chmod(sock, 0o666)
-        env = {"PYTHONPATH": os.pathsep.join([str(REPO_ROOT), *_site_packages()]),
-               "PATH": os.environ.get("PATH", ""), "PYTHONDONTWRITEBYTECODE": "1"}
-        argv = [python_for_nobody(), "-m", "pyscst", command, "--socket", str(sock)]
+        env = {"PATH": os.environ.get("PATH", ""), "PYTHONDONTWRITEBYTECODE": "1"}
+        # addsitedir, not PYTHONPATH: the editable install maps pyscst.<package>
+        # to the repository's folders from a .pth file, which PYTHONPATH skips
+        boot = ("import runpy, site, sys; [site.addsitedir(d) for d in sys.argv.pop(1).split(':')];"
+                " runpy.run_module('pyscst', run_name='__main__', alter_sys=True)")
+        argv = [python_for_nobody(), "-c", boot, ":".join(_site_packages()),
+                command, "--socket", str(sock)]
         if command == "admin":
             argv.append("hello")
         done = await trio.to_thread.run_sync(run_as, argv, NOBODY, NOGROUP, [], env)
