@@ -24,7 +24,7 @@ from pyscst.admin.config.files import (
 )
 from pyscst.admin.config.values import check_iscsi_name, format_size, parse_portal, parse_size
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[3]
 TARGET = "iqn.2026-11.org.pyscst:default"
 
 EXAMPLE = f"""

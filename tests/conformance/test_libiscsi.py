@@ -31,7 +31,7 @@ from tests.conformance.runner import (
 from tests.conformance.update import main as update_main
 from tests.daemon import running_daemon
 
-HERE = Path(__file__).resolve().parent / "conformance"
+HERE = Path(__file__).resolve().parent
 SAMPLE_ALL = (HERE / "sample-tgt-all.log").read_text()
 SAMPLE_READONLY = (HERE / "sample-tgt-readonly.log").read_text()
 

@@ -19,7 +19,7 @@ from pyscst.admin.config.faults import parse_rule
 from pyscst.admin.config.files import parse_config
 from pyscst.admin.config.schema import Problem
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 BASE = """
 state_dir = "{state}"
 [devices.disk0]
