@@ -243,7 +243,7 @@ def _requests(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
     if not keys:
         return op, {}
     args = draw(st.dictionaries(st.sampled_from(keys), _values, max_size=len(keys)))
-    if keys and draw(st.booleans()):  # a full set of plausible names now and then
+    if draw(st.booleans()):  # (keys is not empty here) a full set of plausible names now and then
         args.update({k: draw(st.sampled_from(_NAMES)) for k in keys if k not in args})
     return op, args
 

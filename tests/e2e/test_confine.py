@@ -137,7 +137,8 @@ async def test_only_regular_files_and_block_devices_are_served(state: Path) -> N
 
 
 async def test_a_block_device_under_dev_is_reachable_when_allowed() -> None:
-    sized, empty = [], []
+    sized: list[Path] = []
+    empty: list[Path] = []
     for dev in sorted(Path("/dev").iterdir()):
         if dev.is_symlink() or not dev.is_block_device():
             continue

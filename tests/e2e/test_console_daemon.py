@@ -7,7 +7,6 @@ as a process reading a script, checked from an iSCSI initiator.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -92,10 +91,11 @@ async def test_script_session_seen_by_an_initiator(tmp_path: Path) -> None:
                 raise AssertionError("the closed session still answers")
             except ConnectionLost:
                 pass
-        failed = subprocess.run(
-            command, input="delete /devices/disk1\nls /devices/nope\n", text=True,
-            capture_output=True, check=False, cwd=REPO_ROOT,
+        failed = await trio.run_process(
+            command, stdin=b"delete /devices/disk1\nls /devices/nope\n",
+            capture_stdout=True, capture_stderr=True, check=False, cwd=REPO_ROOT,
         )
+        stderr = failed.stderr.decode()
         assert failed.returncode == 1
-        assert "error: " in failed.stderr and "disk1" in failed.stderr
-        assert 'error: no device "nope" in /devices' in failed.stderr
+        assert "error: " in stderr and "disk1" in stderr
+        assert 'error: no device "nope" in /devices' in stderr

@@ -24,7 +24,7 @@ from tests.daemon import running_daemon_async
 
 
 def text_of(outcome: Outcome) -> str:
-    return "".join(text for _style, text in outcome.output)
+    return "".join(fragment[1] for fragment in outcome.output)
 
 
 def complete(shell: Shell, text: str) -> list[str]:

@@ -123,7 +123,8 @@ async def _start(
     environ = {**inherited, **env}
     environ["PYTHONPATH"] = str(REPO_ROOT)
     log = (workdir / "daemon.stderr").open("wb")
-    proc = subprocess.Popen(
+    # a Popen the tests stop by signal and wait() on at exit; started once, never blocks
+    proc = subprocess.Popen(  # noqa: ASYNC220
         daemon_command(config_path), cwd=REPO_ROOT, env=environ,
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip

@@ -150,7 +150,7 @@ def test_per_address_bound_closes_excess_at_once(tmp_path: Path) -> None:
                 s.connect((d.host, d.port))
                 s.sendall(HALF_HEADER)  # (silent ones wait in the kernel: TCP_DEFER_ACCEPT)
                 socks.append(s)
-                time.sleep(0.05)  # accepted in this order
+                await trio.sleep(0.05)  # accepted in this order
             deadline = time.monotonic() + 10
             closed: set[int] = set()
             while len(closed) < 4 and time.monotonic() < deadline:

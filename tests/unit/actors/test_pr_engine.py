@@ -8,6 +8,7 @@ nexuses PREEMPT AND ABORT must abort, plus the PRIN encodings.
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import pytest
 
@@ -65,7 +66,7 @@ def out(
     return persistent_reserve_out(state, nexus, cdb_out(sa, ptype, scope, len(p)), p, resolve)
 
 
-def register(state: PrState, nexus: Nexus, key: int, **kw: bool) -> PrState:
+def register(state: PrState, nexus: Nexus, key: int, **kw: Any) -> PrState:
     return out(state, nexus, Out.REGISTER_AND_IGNORE_EXISTING_KEY, params(0, key, **kw)).state
 
 

@@ -498,7 +498,7 @@ def edits(draw: st.DrawFn, model: Config) -> tuple[str, dict[str, Any]]:
     device = draw(st.sampled_from(devices)) if devices else "x"
     target = draw(st.sampled_from(targets)) if targets else "x"
     lun = draw(st.integers(0, 40))
-    args: dict[str, Any] = {
+    table: dict[str, dict[str, Any]] = {
         "device.add": {"name": draw(_device_names), "handler": "vdisk_nullio",
                        "size": draw(st.sampled_from(["1M", "64M", 8192]))},
         "device.resize": {"name": device, "size": draw(st.sampled_from(["2M", "1G", "4T"]))},
@@ -514,7 +514,8 @@ def edits(draw: st.DrawFn, model: Config) -> tuple[str, dict[str, Any]]:
         "group.add": {"target": target, "group": draw(_group_names),
                       "initiators": ["iqn.2026-01.com.example:new"]},
         "portal.add": {"target": target, "portal": draw(_portals)},
-    }[op]
+    }
+    args = table[op]
     return op, args
 
 

@@ -15,7 +15,7 @@ import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
-from prompt_toolkit.history import FileHistory
+from prompt_toolkit.history import FileHistory, History
 from prompt_toolkit.input import PipeInput, create_pipe_input
 from prompt_toolkit.output.plain_text import PlainTextOutput
 
@@ -26,7 +26,7 @@ from tests.console_fake import TARGET, FakeBackend
 TAB_PAUSE = 0.3  # seconds for an asynchronous completion to land
 
 
-def drive(shell: Shell, keys: Sequence[str], history: FileHistory) -> str:
+def drive(shell: Shell, keys: Sequence[str], history: History) -> str:
     """Type ``keys`` (each chunk sent after the previous one was handled); the output."""
     out = io.StringIO()
     with create_pipe_input() as pipe:
