@@ -102,9 +102,6 @@ class CommandContext:
     def notify_others(self, asc: Asc) -> None:
         self._lu.raise_ua(asc, exclude=self._state.nexus)
 
-    def notify_all(self, asc: Asc) -> None:
-        self._lu.raise_ua(asc)
-
 
 class Task:
     """One command in the task set."""
@@ -752,9 +749,6 @@ class LogicalUnit:
             self.raise_ua(asc)
         else:
             self._state_for(nexus).ua.add(asc)
-
-    def nexus_count(self) -> int:
-        return len(self._nexuses)
 
 
 def _key(nexus: Nexus) -> tuple[str, str]:

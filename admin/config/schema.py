@@ -23,6 +23,8 @@ from cattrs.errors import (
 )
 from cattrs.gen import make_dict_structure_fn
 
+from pyscst.admin.config.model import IscsiSettings
+
 #: A key path inside the file: table keys (str) and array indexes (int).
 KeyPath = tuple[str | int, ...]
 
@@ -42,27 +44,33 @@ class Problem:
         return f"{where}: {self.message}"
 
 
+#: The [iscsi] defaults live once, in the model; the raw record takes them from there.
+_ISCSI = IscsiSettings()
+
+
 @attrs.frozen
 class RawIscsi:
-    max_recv_data_segment_length: int = 262144
-    max_burst_length: int = 1048576
-    first_burst_length: int = 65536
-    initial_r2t: bool = False
-    immediate_data: bool = True
-    max_outstanding_r2t: int = 1
-    max_connections: int = 1
-    default_time2wait: int = 2
-    default_time2retain: int = 20
-    header_digest: list[str] = attrs.field(factory=lambda: ["None", "CRC32C"])
-    data_digest: list[str] = attrs.field(factory=lambda: ["None", "CRC32C"])
-    queue_depth: int = 128
-    nop_interval: float = 0.0
-    nop_timeout: float = 30.0
-    poll_us: int = 50
-    login_timeout: float = 10.0
-    pdu_timeout: float = 30.0
-    max_prelogin_connections: int = 256
-    max_prelogin_per_address: int = 32
+    max_recv_data_segment_length: int = _ISCSI.max_recv_data_segment_length
+    max_burst_length: int = _ISCSI.max_burst_length
+    first_burst_length: int = _ISCSI.first_burst_length
+    initial_r2t: bool = _ISCSI.initial_r2t
+    immediate_data: bool = _ISCSI.immediate_data
+    max_outstanding_r2t: int = _ISCSI.max_outstanding_r2t
+    max_connections: int = _ISCSI.max_connections
+    default_time2wait: int = _ISCSI.default_time2wait
+    default_time2retain: int = _ISCSI.default_time2retain
+    header_digest: list[str] = attrs.field(
+        factory=lambda: [d.value for d in _ISCSI.header_digest]
+    )
+    data_digest: list[str] = attrs.field(factory=lambda: [d.value for d in _ISCSI.data_digest])
+    queue_depth: int = _ISCSI.queue_depth
+    nop_interval: float = _ISCSI.nop_interval
+    nop_timeout: float = _ISCSI.nop_timeout
+    poll_us: int = _ISCSI.poll_us
+    login_timeout: float = _ISCSI.login_timeout
+    pdu_timeout: float = _ISCSI.pdu_timeout
+    max_prelogin_connections: int = _ISCSI.max_prelogin_connections
+    max_prelogin_per_address: int = _ISCSI.max_prelogin_per_address
 
 
 @attrs.frozen

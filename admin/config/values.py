@@ -129,10 +129,6 @@ class Portal:
             return f"[{self.host}]:{self.port}"
         return f"{self.host}:{self.port}"
 
-    @property
-    def is_ipv6(self) -> bool:
-        return ":" in self.host
-
 
 def parse_portal(text: str) -> Portal:
     """Parse ``host[:port]`` / ``[v6][:port]``; the port defaults to 3260."""

@@ -9,7 +9,7 @@ disk, and its errors carry the same key paths (``devices.disk1.size: ...``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from pyscst.admin.config.values import parse_portal
@@ -17,7 +17,6 @@ from pyscst.admin.control.ops.args import Args
 from pyscst.admin.control.protocol import ErrorCode, OpError
 
 Doc = dict[str, Any]
-Edit = Callable[[Doc, Args], str]
 
 
 def _not_found(what: str, path: str) -> OpError:

@@ -66,7 +66,7 @@ LIBISCSI_OPERATIONAL = [
 def make_policy(**overrides: object) -> TargetPolicy:
     tsihs = iter(range(0x10, 0x1000))
     fields: dict[str, object] = {
-        "portal_group_tag": 1,
+        "portal_group_tag": lambda name: 1,
         "target_exists": lambda name: name == TARGET,
         "initiator_allowed": lambda ini, tgt: ini == INITIATOR,
         "allocate_tsih": lambda: next(tsihs),
@@ -256,6 +256,14 @@ def test_straight_to_ffp_like_libiscsi() -> None:
     assert p.initiator_max_recv_data_segment_length == 262144
     assert p.target_max_recv_data_segment_length == int(DEFAULT_LIMITS["MaxRecvDataSegmentLength"])
     assert m.finished
+
+
+def test_the_login_sends_the_named_targets_portal_group_tag() -> None:
+    """The tag at login is the target's own, as SendTargets reports it (``addr,TPGT``)."""
+    tags = {TARGET: 7}
+    m = LoginMachine(make_policy(portal_group_tag=lambda name: tags[name]))
+    first = m.receive(req([*identity(), ("AuthMethod", "None")], csg=0, nsg=1))
+    assert keys_of(first)["TargetPortalGroupTag"] == "7"
 
 
 def test_security_then_operational() -> None:
