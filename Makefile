@@ -2,6 +2,7 @@
 #   make serve   run the daemon on etc/pyscst.toml (127.0.0.1:3260, state in ./var/)
 #   make test    tools + lint + every test (what CI runs: .ci/run)
 #   make lint    ruff + mypy + the import-linter layer contract
+#   make test-unit / test-e2e / test-conformance   one kind of test (pytest -m KIND)
 #   make bench   pyscst vs tgt side by side (benchmarks/bench.py; BENCH_ARGS=--quick etc.)
 #   make fuzz    long hostile-input campaign against a real daemon (FUZZ_ARGS, see tests/fuzz)
 #   make soak    kill -9 durability trials against a real daemon (SOAK_ARGS)
@@ -18,7 +19,7 @@ SOAK_ARGS ?= --trials 20
 # binary -> Debian package that provides it (installed only if missing and root)
 TOOL_PACKAGES := iscsi-test-cu:libiscsi-bin qemu-img:qemu-utils tgtd:tgt tmux:tmux
 
-.PHONY: serve test lint pytest tools venv clean bench fuzz soak
+.PHONY: serve test lint pytest tools venv clean bench fuzz soak test-unit test-e2e test-conformance
 
 serve: $(VENV)/.stamp-install
 	$(BIN)/pyscst serve --config $(CONFIG)
@@ -55,6 +56,10 @@ export VIEW_PY
 
 pytest: $(VENV)/.stamp-test
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# one kind of test, marked by directory in tests/conftest.py (no lint, no tools)
+test-unit test-e2e test-conformance: test-%: $(VENV)/.stamp-test
+	$(BIN)/pytest -m $* $(PYTEST_ARGS)
 
 venv: $(VENV)/.stamp-test
 

@@ -102,9 +102,6 @@ class CommandContext:
     def notify_others(self, asc: Asc) -> None:
         self._lu.raise_ua(asc, exclude=self._state.nexus)
 
-    def notify_all(self, asc: Asc) -> None:
-        self._lu.raise_ua(asc)
-
 
 class Task:
     """One command in the task set."""
@@ -396,7 +393,10 @@ class LogicalUnit:
             self._device_source()  # the device's own reason (offline), if it has one
             raise ScsiError.check(SenseKey.NOT_READY, Asc.LUN_NOT_READY_CAUSE_NOT_REPORTABLE)
         if cmd.tag in state.tasks:
-            # an overlapped tag: SAM-5 says abort the task set of the nexus
+            # An overlapped tag. SAM-5 5.11 would abort the nexus' task set and
+            # answer OVERLAPPED COMMANDS ATTEMPTED; this LU does not: it logs, the
+            # newer task takes the tag (TMFs naming it reach that one) and the older
+            # one still runs to its answer, leaving the tag to the newer when done.
             log.warning("%s: overlapped tag %#x from %s", self.name, cmd.tag, cmd.nexus)
         self._seq += 1
         task = Task(cmd, state, ctx, self._seq)
@@ -752,9 +752,6 @@ class LogicalUnit:
             self.raise_ua(asc)
         else:
             self._state_for(nexus).ua.add(asc)
-
-    def nexus_count(self) -> int:
-        return len(self._nexuses)
 
 
 def _key(nexus: Nexus) -> tuple[str, str]:

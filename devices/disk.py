@@ -90,7 +90,6 @@ class DiskDevice:
             )
         )
         self.mode = sbc_mode_pages(write_cache)
-        self._write_cache_default = write_cache
         #: False after START STOP UNIT with START=0 (non-removable devices)
         self.started = True
         #: False after an eject (removable devices)

@@ -1,23 +1,19 @@
 """Sense conditions specific to the SBC disk, named as SBC/SPC name them.
 
-Several of these ASC/ASCQ pairs are not in the shared ``Asc`` enum, so they
-are built here once instead of as raw numbers at each call site.
+One function per condition the disk reports, built from the shared ``Asc``
+names, so a call site says which condition it means and not how to encode it.
 """
 
 from __future__ import annotations
 
 import errno
 
-from pyscst.scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
-
-
-def _check(key: SenseKey, asc: int, ascq: int) -> ScsiError:
-    return ScsiError(Status.CHECK_CONDITION, Sense(key, asc, ascq))
+from pyscst.scsi.sense import Asc, ScsiError, SenseKey
 
 
 def not_ready_stopped() -> ScsiError:
     """NOT READY, LOGICAL UNIT NOT READY, INITIALIZING COMMAND REQUIRED (04/02)."""
-    return _check(SenseKey.NOT_READY, 0x04, 0x02)
+    return ScsiError.check(SenseKey.NOT_READY, Asc.LUN_NOT_READY_INITIALIZING_COMMAND_REQUIRED)
 
 
 def medium_not_present() -> ScsiError:
@@ -36,7 +32,7 @@ def short_data_out() -> ScsiError:
     Used when the initiator's expected data transfer length is shorter than
     the data the CDB describes: nothing is written (FCP-4 / libiscsi option b).
     """
-    return _check(SenseKey.ILLEGAL_REQUEST, 0x0E, 0x03)
+    return ScsiError.check(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_INFORMATION_UNIT)
 
 
 def miscompare(offset: int) -> ScsiError:
@@ -47,8 +43,7 @@ def miscompare(offset: int) -> ScsiError:
 def io_error(exc: OSError, lba: int, writing: bool) -> ScsiError:
     """Map a store failure to sense: ENOSPC on a thin file is a space problem."""
     if exc.errno == errno.ENOSPC:
-        # DATA PROTECT, SPACE ALLOCATION FAILED WRITE PROTECT (27/07)
-        return _check(SenseKey.DATA_PROTECT, 0x27, 0x07)
+        return ScsiError.check(SenseKey.DATA_PROTECT, Asc.SPACE_ALLOCATION_FAILED_WRITE_PROTECT)
     if exc.errno == errno.EROFS:
         return ScsiError.write_protected()
     asc = Asc.WRITE_ERROR if writing else Asc.UNRECOVERED_READ_ERROR

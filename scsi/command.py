@@ -194,7 +194,3 @@ class ExecContext(Protocol):
         """Queue a UNIT ATTENTION with ``asc`` for every *other* nexus of this LU
         (e.g. MODE PARAMETERS CHANGED after MODE SELECT)."""
         ...
-
-    def notify_all(self, asc: Asc) -> None:
-        """Queue a UNIT ATTENTION with ``asc`` for every nexus of this LU."""
-        ...

@@ -92,7 +92,6 @@ class FakeContext:
         self._read_only = read_only
         self.pending: list[Sense] = []
         self.notified_others: list[Asc] = []
-        self.notified_all: list[Asc] = []
 
     @property
     def nexus(self) -> Nexus:
@@ -111,9 +110,6 @@ class FakeContext:
 
     def notify_others(self, asc: Asc) -> None:
         self.notified_others.append(asc)
-
-    def notify_all(self, asc: Asc) -> None:
-        self.notified_all.append(asc)
 
 
 def make_cmd(

@@ -1,4 +1,7 @@
-"""A small Trio iSCSI initiator for end-to-end tests and benchmarks.
+"""A small Trio iSCSI initiator for the end-to-end tests and the fuzz harness.
+
+(The benchmarks do not use it: they measure with libiscsi's tools and log in
+idle sessions with their own few PDUs, benchmarks/sessions.py.)
 
 It speaks enough RFC 7143 to drive a real target: login (security phase with
 AuthMethod=None or CHAP, one-way or mutual, or straight to operational), the

@@ -242,7 +242,8 @@ def _no_sessions(join: ConnectionJoin) -> int:
 class TargetPolicy:
     """What the target offers and whom it admits; supplied by the lead."""
 
-    portal_group_tag: int
+    #: the named target's portal group tag: the same one SendTargets reports for it
+    portal_group_tag: Callable[[str], int]
     target_exists: Callable[[str], bool]
     initiator_allowed: Callable[[str, str], bool]
     allocate_tsih: Callable[[], int]
@@ -595,7 +596,8 @@ class LoginMachine:
         if self._extras_sent or self._session_type != "Normal" or not self._leading:
             return []
         self._extras_sent = True
-        extras = [("TargetPortalGroupTag", str(self._policy.portal_group_tag))]
+        tag = self._policy.portal_group_tag(self._target_name or "")
+        extras = [("TargetPortalGroupTag", str(tag))]
         alias = self._policy.target_alias(self._target_name or "")
         if alias:
             extras.append(("TargetAlias", alias))

@@ -158,8 +158,12 @@ class IscsiPortal:
             target = directory.get(target_name)
             return target.alias if target is not None else None
 
+        def tag(target_name: str) -> int:  # login checked it exists; 1 if it left since
+            target = directory.get(target_name)
+            return target.portal_group_tag if target is not None else 1
+
         return TargetPolicy(
-            portal_group_tag=1,
+            portal_group_tag=tag,
             target_exists=exists,
             initiator_allowed=allowed,
             allocate_tsih=directory.allocate_tsih,

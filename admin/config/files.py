@@ -1,0 +1,576 @@
+"""Load, validate and write pyscst configuration files (TOML).
+
+A config file is parsed with ``tomllib``, shaped by cattrs into the ``Raw*``
+records of ``pyscst.admin.config.schema``, then checked and resolved here into the
+frozen :class:`Config` the daemon runs from. Every problem found is collected
+with its key path and raised as ONE :class:`ConfigError`, so a user fixes a
+file in one round instead of one error per restart.
+"""
+
+from __future__ import annotations
+
+import difflib
+import grp
+import hashlib
+import os
+import re
+import sys
+from collections.abc import Callable, Iterable
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+import tomli_w
+
+from pyscst.admin.config.auth import auth_to_dict, resolve_auth
+from pyscst.admin.config.faults import parse_faults, rule_to_dict
+from pyscst.admin.config.model import (
+    AuthConfig,
+    Config,
+    DeviceConfig,
+    Digest,
+    Handler,
+    InitiatorGroup,
+    IscsiSettings,
+    LogLevel,
+    LunMapping,
+    MetricsSettings,
+    TargetConfig,
+)
+from pyscst.admin.config.schema import (
+    KeyPath,
+    Problem,
+    RawConfig,
+    RawDevice,
+    RawGroup,
+    RawIscsi,
+    RawLun,
+    RawMetrics,
+    RawTarget,
+    describe_structure_error,
+    describe_value,
+    make_converter,
+)
+from pyscst.admin.config.values import (
+    Portal,
+    check_initiator_pattern,
+    check_iscsi_name,
+    format_size,
+    is_glob,
+    parse_portal,
+    parse_size,
+)
+from pyscst.devices.confine import lexical, outside_roots
+from pyscst.scsi.lun import MAX_LUN
+
+if sys.version_info >= (3, 11):  # noqa: UP036 - pyproject still lists tomli for <3.11
+    import tomllib
+else:  # pragma: no cover - pyproject pins tomli for older interpreters
+    import tomli as tomllib
+
+__all__ = [
+    "BLOCK_SIZES",
+    "Config",
+    "ConfigError",
+    "DeviceConfig",
+    "Digest",
+    "Handler",
+    "InitiatorGroup",
+    "IscsiSettings",
+    "LogLevel",
+    "LunMapping",
+    "MetricsSettings",
+    "Portal",
+    "Problem",
+    "TargetConfig",
+    "default_serial",
+    "dump_config",
+    "load_config",
+    "parse_config",
+]
+
+BLOCK_SIZES = (512, 4096)
+MAX_DATA_SEGMENT = 2**24 - 1  # RFC 7143: 512..2^24-1 for the three length keys
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_T = TypeVar("_T")
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used; ``problems`` lists each reason."""
+
+    def __init__(self, problems: Iterable[Problem | str], source: str | None = None) -> None:
+        self.problems: tuple[Problem | str, ...] = tuple(problems)
+        self.source = source
+        lines = [str(p) for p in self.problems]
+        prefix = f"{source}: " if source else ""
+        if len(lines) == 1:
+            message = prefix + lines[0]
+        else:
+            message = f"{prefix}{len(lines)} problems:\n" + "\n".join(f"  {ln}" for ln in lines)
+        super().__init__(message)
+
+
+def default_serial(device_name: str) -> str:
+    """A stable unit serial number (VPD page 0x80) derived from the device name."""
+    return hashlib.blake2s(device_name.encode(), digest_size=8).hexdigest()
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a config file; relative paths resolve against its directory."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"cannot read: {exc.strerror or exc}"], source=str(file)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"not UTF-8 text: {exc}"], source=str(file)) from None
+    return parse_config(text, file.absolute().parent, source=str(file))
+
+
+def parse_config(text: str, base_dir: str | os.PathLike[str], source: str | None = None) -> Config:
+    """Validate config text; ``base_dir`` stands for the file's directory."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"TOML syntax error: {exc}"], source=source) from None
+    problems: list[Problem] = []
+    raw, device_names = _structure({k: v for k, v in data.items() if k != "faults"}, problems)
+    resolver = _Resolver(Path(base_dir).absolute(), device_names)
+    config = resolver.config(raw) if raw is not None else None
+    problems.extend(resolver.problems)
+    targets = data.get("targets")
+    target_names = set(targets) if isinstance(targets, dict) else set()
+    faults = (
+        parse_faults(data["faults"], problems, device_names, target_names)
+        if "faults" in data
+        else ()
+    )
+    if problems or config is None:
+        raise ConfigError(problems, source=source)
+    return attrs.evolve(config, faults=faults) if faults else config
+
+
+def _structure(data: dict[str, Any], problems: list[Problem]) -> tuple[RawConfig | None, set[str]]:
+    """Shape the TOML document piece by piece, so one bad device or target does
+    not hide the problems of the others; returns every device name declared."""
+    converter = make_converter()
+
+    def part(value: object, cls: type[_T], path: KeyPath) -> _T | None:
+        try:
+            return converter.structure(value, cls)
+        except Exception as exc:  # cattrs raises a group of every shape/type error
+            problems.extend(describe_structure_error(exc, path))
+            return None
+
+    tables = {key: data.get(key) for key in ("devices", "targets")}
+    top = part({k: v for k, v in data.items() if k not in tables}, RawConfig, ())
+    pieces: dict[str, dict[str, Any]] = {}
+    for key, cls in (("devices", RawDevice), ("targets", RawTarget)):
+        value = tables[key]
+        pieces[key] = {}
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            problems.append(Problem((key,), f"expected a table, got {describe_value(value)}"))
+            continue
+        for name, body in value.items():
+            item = part(body, cls, (key, name))
+            if item is not None:
+                pieces[key][name] = item
+    declared = set(tables["devices"]) if isinstance(tables["devices"], dict) else set()
+    if top is None:
+        return None, declared
+    return attrs.evolve(top, devices=pieces["devices"], targets=pieces["targets"]), declared
+
+
+def dump_config(config: Config) -> str:
+    """TOML text that :func:`parse_config` turns back into an equal ``Config``.
+
+    Paths are written absolute, so the text means the same from any directory.
+    """
+    iscsi = config.iscsi
+    doc: dict[str, Any] = {
+        "state_dir": str(config.state_dir),
+        "control_socket": str(config.control_socket),
+        "log_level": config.log_level.value,
+        **({"allowed_dirs": [str(p) for p in config.allowed_dirs]} if config.allowed_dirs else {}),
+        **({"control_group": config.control_group} if config.control_group else {}),
+        "iscsi": {
+            "max_recv_data_segment_length": iscsi.max_recv_data_segment_length,
+            "max_burst_length": iscsi.max_burst_length,
+            "first_burst_length": iscsi.first_burst_length,
+            "initial_r2t": iscsi.initial_r2t,
+            "immediate_data": iscsi.immediate_data,
+            "max_outstanding_r2t": iscsi.max_outstanding_r2t,
+            "max_connections": iscsi.max_connections,
+            "default_time2wait": iscsi.default_time2wait,
+            "default_time2retain": iscsi.default_time2retain,
+            "header_digest": [d.value for d in iscsi.header_digest],
+            "data_digest": [d.value for d in iscsi.data_digest],
+            "queue_depth": iscsi.queue_depth,
+            "nop_interval": iscsi.nop_interval,
+            "nop_timeout": iscsi.nop_timeout,
+            "poll_us": iscsi.poll_us,
+            "login_timeout": iscsi.login_timeout,
+            "pdu_timeout": iscsi.pdu_timeout,
+            "max_prelogin_connections": iscsi.max_prelogin_connections,
+            "max_prelogin_per_address": iscsi.max_prelogin_per_address,
+        },
+        "devices": {d.name: _dump_device(d) for d in config.devices},
+        "targets": {t.name: _dump_target(t) for t in config.targets},
+    }
+    if config.discovery_auth != AuthConfig():
+        doc["discovery_auth"] = auth_to_dict(config.discovery_auth, discovery=True)
+    if config.faults:
+        doc["faults"] = [rule_to_dict(rule) for rule in config.faults]
+    if config.metrics.listen is not None:
+        doc["metrics"] = {"listen": str(config.metrics.listen)}
+    return tomli_w.dumps(doc)
+
+
+def _dump_device(device: DeviceConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {"handler": device.handler.value}
+    if device.path is not None:
+        out["path"] = str(device.path)
+    out.update(
+        size=format_size(device.size),
+        block_size=device.block_size,
+        read_only=device.read_only,
+        write_cache=device.write_cache,
+        serial=device.serial,
+        rotational=device.rotational,
+        max_restarts=device.max_restarts,
+        restart_period=device.restart_period,
+    )
+    return out
+
+
+def _dump_luns(luns: Iterable[LunMapping]) -> list[dict[str, Any]]:
+    return [{"lun": m.lun, "device": m.device, "read_only": m.read_only} for m in luns]
+
+
+def _dump_target(target: TargetConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {"portals": [str(p) for p in target.portals]}
+    if target.alias is not None:
+        out["alias"] = target.alias
+    out["luns"] = _dump_luns(target.luns)
+    if target.groups:
+        out["groups"] = {
+            g.name: {"initiators": list(g.initiators), "luns": _dump_luns(g.luns)}
+            for g in target.groups
+        }
+    if target.auth != AuthConfig():
+        out["auth"] = auth_to_dict(target.auth)
+    return out
+
+
+def _in_range(value: float, low: float, high: float) -> str | None:
+    if low <= value <= high:
+        return None
+    return f"expected {low}..{high}, got {value}"
+
+
+class _Resolver:
+    """Checks raw records and builds the model, collecting every problem."""
+
+    def __init__(self, base_dir: Path, device_names: set[str]) -> None:
+        self.base_dir = base_dir
+        self.device_names = device_names  # declared, even if malformed
+        self.roots: tuple[Path, ...] = ()  # state_dir and allowed_dirs, once known
+        self.problems: list[Problem] = []
+        self.state_dir = base_dir  # secret files resolve here (set in config())
+
+    def fail(self, path: KeyPath, message: str) -> None:
+        self.problems.append(Problem(path, message))
+
+    def check(self, path: KeyPath, parse: Callable[[], _T]) -> _T | None:
+        """Run a parser, recording its ValueError at ``path``."""
+        try:
+            return parse()
+        except ValueError as exc:
+            self.fail(path, str(exc))
+            return None
+
+    def config(self, raw: RawConfig) -> Config:
+        state_dir = _absolute(self.base_dir, raw.state_dir)
+        self.state_dir = state_dir
+        level_name = raw.log_level.lower()
+        if level_name in LogLevel._value2member_map_:
+            log_level = LogLevel(level_name)
+        else:
+            choices = ", ".join(level.value for level in LogLevel)
+            self.fail(("log_level",), f'expected one of {choices}, got "{raw.log_level}"')
+            log_level = LogLevel.INFO
+        iscsi = self.iscsi(("iscsi",), raw.iscsi)
+        allowed = self.allowed_dirs(("allowed_dirs",), raw.allowed_dirs)
+        self.roots = (state_dir, *allowed)
+        if raw.control_group is not None:
+            self.check(("control_group",), partial(check_group, raw.control_group))
+        devices = tuple(
+            d
+            for name, raw_dev in raw.devices.items()
+            if (d := self.device(("devices", name), name, raw_dev, state_dir)) is not None
+        )
+        known = self.device_names | set(raw.devices)
+        targets = tuple(
+            t
+            for name, raw_t in raw.targets.items()
+            if (t := self.target(("targets", name), name, raw_t, known)) is not None
+        )
+        discovery_auth = AuthConfig()
+        if raw.discovery_auth is not None:
+            discovery_auth = resolve_auth(
+                ("discovery_auth",), raw.discovery_auth, state_dir, self.problems
+            )
+        return Config(
+            state_dir=state_dir,
+            control_socket=_absolute(state_dir, raw.control_socket),
+            log_level=log_level,
+            iscsi=iscsi,
+            devices=devices,
+            targets=targets,
+            discovery_auth=discovery_auth,
+            allowed_dirs=allowed,
+            control_group=raw.control_group,
+            metrics=self.metrics(("metrics",), raw.metrics),
+        )
+
+    def allowed_dirs(self, path: KeyPath, values: list[str]) -> tuple[Path, ...]:
+        out: list[Path] = []
+        for i, value in enumerate(values):
+            if not value.strip():
+                self.fail((*path, i), "empty path")
+                continue
+            resolved = _absolute(self.base_dir, value)
+            if resolved not in out:
+                out.append(resolved)
+        return tuple(out)
+
+    def metrics(self, path: KeyPath, raw: RawMetrics) -> MetricsSettings:
+        if raw.listen is None:
+            return MetricsSettings()
+        listen = self.check((*path, "listen"), partial(parse_portal, raw.listen))
+        if listen is not None and not re.search(r":[0-9]+$", raw.listen.strip()):
+            self.fail((*path, "listen"), f'"{raw.listen}": give the port, e.g. "127.0.0.1:9119"')
+            listen = None
+        return MetricsSettings(listen=listen)
+
+    def iscsi(self, path: KeyPath, raw: RawIscsi) -> IscsiSettings:
+        ranges: dict[str, tuple[float, float]] = {
+            "max_recv_data_segment_length": (512, MAX_DATA_SEGMENT),
+            "max_burst_length": (512, MAX_DATA_SEGMENT),
+            "first_burst_length": (512, MAX_DATA_SEGMENT),
+            "max_outstanding_r2t": (1, 65535),
+            "max_connections": (1, 65535),
+            "default_time2wait": (0, 3600),
+            "default_time2retain": (0, 3600),
+            "queue_depth": (1, 65536),
+            "nop_interval": (0, 3600),
+            "nop_timeout": (1, 3600),
+            "poll_us": (0, 1000),
+            "login_timeout": (1, 3600),
+            "pdu_timeout": (1, 3600),
+            "max_prelogin_connections": (1, 65535),
+            "max_prelogin_per_address": (1, 65535),
+        }
+        for key, (low, high) in ranges.items():
+            error = _in_range(getattr(raw, key), low, high)
+            if error:
+                self.fail((*path, key), error)
+        if raw.first_burst_length > raw.max_burst_length:
+            self.fail(
+                (*path, "first_burst_length"),
+                f"{raw.first_burst_length} exceeds max_burst_length {raw.max_burst_length}",
+            )
+        return IscsiSettings(
+            max_recv_data_segment_length=raw.max_recv_data_segment_length,
+            max_burst_length=raw.max_burst_length,
+            first_burst_length=raw.first_burst_length,
+            initial_r2t=raw.initial_r2t,
+            immediate_data=raw.immediate_data,
+            max_outstanding_r2t=raw.max_outstanding_r2t,
+            max_connections=raw.max_connections,
+            default_time2wait=raw.default_time2wait,
+            default_time2retain=raw.default_time2retain,
+            header_digest=self.digests((*path, "header_digest"), raw.header_digest),
+            data_digest=self.digests((*path, "data_digest"), raw.data_digest),
+            queue_depth=raw.queue_depth,
+            nop_interval=float(raw.nop_interval),
+            nop_timeout=float(raw.nop_timeout),
+            poll_us=raw.poll_us,
+            login_timeout=float(raw.login_timeout),
+            pdu_timeout=float(raw.pdu_timeout),
+            max_prelogin_connections=raw.max_prelogin_connections,
+            max_prelogin_per_address=raw.max_prelogin_per_address,
+        )
+
+    def digests(self, path: KeyPath, values: list[str]) -> tuple[Digest, ...]:
+        if not values:
+            self.fail(path, 'empty list (use ["None"] to refuse digests)')
+        out: list[Digest] = []
+        by_name = {d.value.lower(): d for d in Digest}
+        for i, value in enumerate(values):
+            digest = by_name.get(value.lower())
+            if digest is None:
+                self.fail((*path, i), f'expected "None" or "CRC32C", got "{value}"')
+            elif digest in out:
+                self.fail((*path, i), f'"{value}" listed twice')
+            else:
+                out.append(digest)
+        return tuple(out)
+
+    def device(
+        self, path: KeyPath, name: str, raw: RawDevice, state_dir: Path
+    ) -> DeviceConfig | None:
+        before = len(self.problems)
+        if _NAME_RE.match(name) is None:
+            self.fail(path, "device names are 1-64 of A-Z a-z 0-9 _ . - (not starting with . _ -)")
+        handler: Handler | None = None
+        try:
+            handler = Handler(raw.handler)
+        except ValueError:
+            names = [h.value for h in Handler]
+            close = difflib.get_close_matches(raw.handler, names, n=1)
+            hint = f' (did you mean "{close[0]}"?)' if close else f" (one of {', '.join(names)})"
+            self.fail((*path, "handler"), f'unknown handler "{raw.handler}"{hint}')
+        if raw.block_size not in BLOCK_SIZES:
+            self.fail((*path, "block_size"), f"expected 512 or 4096, got {raw.block_size}")
+        size = self.check((*path, "size"), lambda: parse_size(raw.size))
+        if size is not None and raw.block_size in BLOCK_SIZES and size % raw.block_size:
+            self.fail(
+                (*path, "size"),
+                f"{size} bytes is not a multiple of block_size {raw.block_size}",
+            )
+        file: Path | None = None
+        if handler is Handler.VDISK_NULLIO and raw.path is not None:
+            self.fail((*path, "path"), "vdisk_nullio has no backing file; remove path")
+        elif handler is Handler.VDISK_FILEIO:
+            if raw.path is not None and not raw.path.strip():
+                self.fail((*path, "path"), "empty path")
+            written = raw.path if raw.path is not None else f"{name}.img"
+            file = _absolute(state_dir, written)
+            if outside_roots(file, self.roots):
+                self.fail((*path, "path"), outside_message(written, file, self.roots))
+        serial = raw.serial if raw.serial is not None else default_serial(name)
+        if not 1 <= len(serial) <= 32 or not all(0x21 <= ord(c) <= 0x7E for c in serial):
+            self.fail((*path, "serial"), "expected 1-32 printable ASCII characters, no spaces")
+        for key, (low, high) in {"max_restarts": (0, 1000), "restart_period": (1, 86400)}.items():
+            error = _in_range(getattr(raw, key), low, high)
+            if error:
+                self.fail((*path, key), error)
+        if len(self.problems) > before or handler is None or size is None:
+            return None
+        return DeviceConfig(
+            name=name,
+            handler=handler,
+            size=size,
+            block_size=raw.block_size,
+            path=file,
+            read_only=raw.read_only,
+            write_cache=raw.write_cache,
+            serial=serial,
+            rotational=raw.rotational,
+            max_restarts=raw.max_restarts,
+            restart_period=float(raw.restart_period),
+        )
+
+    def lun_map(
+        self, path: KeyPath, raw: list[RawLun], devices: set[str]
+    ) -> tuple[LunMapping, ...]:
+        seen: dict[int, int] = {}
+        out: list[LunMapping] = []
+        for i, entry in enumerate(raw):
+            where = (*path, i)
+            if not 0 <= entry.lun <= MAX_LUN:
+                self.fail((*where, "lun"), f"expected 0..{MAX_LUN}, got {entry.lun}")
+            elif entry.lun in seen:
+                self.fail(
+                    (*where, "lun"), f"LUN {entry.lun} already mapped at index {seen[entry.lun]}"
+                )
+            else:
+                seen[entry.lun] = i
+            if entry.device not in devices:
+                self.fail((*where, "device"), f'no device named "{entry.device}"')
+            out.append(LunMapping(lun=entry.lun, device=entry.device, read_only=entry.read_only))
+        return tuple(out)
+
+    def group(
+        self, path: KeyPath, name: str, raw: RawGroup, devices: set[str]
+    ) -> InitiatorGroup:
+        if _NAME_RE.match(name) is None:
+            self.fail(path, "group names are 1-64 of A-Z a-z 0-9 _ . - (not starting with . _ -)")
+        if not raw.initiators:
+            self.fail((*path, "initiators"), "empty list: the group would match no initiator")
+        for i, pattern in enumerate(raw.initiators):
+            self.check((*path, "initiators", i), partial(check_initiator_pattern, pattern))
+        return InitiatorGroup(
+            name=name,
+            initiators=tuple(raw.initiators),
+            luns=self.lun_map((*path, "luns"), raw.luns, devices),
+        )
+
+    def target(
+        self, path: KeyPath, name: str, raw: RawTarget, devices: set[str]
+    ) -> TargetConfig | None:
+        before = len(self.problems)
+        self.check(path, lambda: check_iscsi_name(name))
+        if not raw.portals:
+            self.fail((*path, "portals"), "empty list: the target would be unreachable")
+        portals: list[Portal] = []
+        for i, text in enumerate(raw.portals):
+            portal = self.check((*path, "portals", i), partial(parse_portal, text))
+            if portal is not None:
+                if portal in portals:
+                    self.fail((*path, "portals", i), f"{portal} listed twice")
+                else:
+                    portals.append(portal)
+        if raw.alias is not None and not 1 <= len(raw.alias.encode()) <= 255:
+            self.fail((*path, "alias"), "expected 1-255 bytes")
+        luns = self.lun_map((*path, "luns"), raw.luns, devices)
+        groups = tuple(
+            self.group((*path, "groups", g), g, raw_g, devices) for g, raw_g in raw.groups.items()
+        )
+        owner: dict[str, str] = {}
+        for group in groups:
+            for i, pattern in enumerate(group.initiators):
+                key = pattern.lower()
+                if is_glob(pattern):
+                    continue
+                if key in owner and owner[key] != group.name:
+                    self.fail(
+                        (*path, "groups", group.name, "initiators", i),
+                        f'"{pattern}" is already in group "{owner[key]}"',
+                    )
+                owner.setdefault(key, group.name)
+        auth = AuthConfig()
+        if raw.auth is not None:
+            auth = resolve_auth((*path, "auth"), raw.auth, self.state_dir, self.problems)
+        if len(self.problems) > before:
+            return None
+        return TargetConfig(
+            name=name, portals=tuple(portals), luns=luns, groups=groups, alias=raw.alias,
+            auth=auth,
+        )  # fmt: skip
+
+
+def _absolute(base: Path, path: str) -> Path:
+    """``path`` made absolute against ``base`` (``~`` expanded), normalised lexically."""
+    return lexical(base, path)
+
+
+def outside_message(written: str, resolved: Path, roots: Iterable[Path]) -> str:
+    """Why a path is refused: what was written, where it leads, where it may be."""
+    where = "" if written == str(resolved) else f" (= {resolved})"
+    dirs = ", ".join(str(r) for r in roots)
+    return f'"{written}"{where} is outside state_dir and allowed_dirs ({dirs})'
+
+
+def check_group(name: str) -> None:
+    """``control_group`` must name a group of this system (ValueError if not)."""
+    if not name:
+        raise ValueError("empty group name")
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        raise ValueError(f'no group named "{name}" on this system') from None
