@@ -19,6 +19,7 @@ import trio
 
 from actors.core_table import CORE_TABLE
 from actors.lun import LogicalUnit
+from devices.device_type import check_ready_for
 from devices.disk import DiskDevice
 from devices.stores import MemoryStore
 from scsi.cdb import OpTable
@@ -174,6 +175,7 @@ async def run_cdb(
     tbl = table if table is not None else device.table
     try:
         spec = tbl.lookup(cdb)
+        check_ready_for(device, spec)
         data = await spec.handler(device, cmd, context)
     except ScsiError as exc:
         return Outcome(None, exc, cmd)
