@@ -28,10 +28,11 @@ import trio
 
 from actors.faults import CrashDevice, DeviceCrashed
 from actors.messages import Envelope, ResizeDevice, SetDeviceReadOnly
-from admin.config_model import DeviceConfig, Handler
-from devices.disk import DiskDevice
+from admin.config_model import DeviceConfig
+from devices.device_type import DeviceType
+from devices.registry import HANDLERS
 from devices.store_health import CHECK_INTERVAL
-from devices.stores import BackingStore, FileStore, NullStore
+from devices.stores import BackingStore, FileStore
 from scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
 
 log = logging.getLogger(__name__)
@@ -45,18 +46,10 @@ REQUEST_TIMEOUT = 30.0
 async def open_store(
     cfg: DeviceConfig, roots: Sequence[Path] | None = None, grow: bool = True
 ) -> BackingStore:
-    """The device's store; a file path must lie below ``roots`` (state_dir and
-    allowed_dirs) and is opened without following symlinks (devices.confine)."""
-    if cfg.handler is Handler.VDISK_NULLIO:
-        return NullStore(cfg.size, read_only=cfg.read_only)
-    assert cfg.path is not None
-    return await FileStore.open(
-        cfg.path,
-        size=cfg.size,
-        read_only=cfg.read_only,
-        roots=roots if roots is not None else (cfg.path.parent,),
-        grow=grow,
-    )
+    """The device's store, as its handler's registration opens it; a file
+    path must lie below ``roots`` (state_dir and allowed_dirs) and is opened
+    without following symlinks (devices.confine)."""
+    return await HANDLERS[cfg.handler].open_store(cfg, roots, grow)
 
 
 class DeviceActor:
@@ -72,8 +65,8 @@ class DeviceActor:
         #: may the first open extend an existing, smaller file? (no for admin
         #: adds without --grow); later opens restore the size it already had
         self._grow = grow
-        self._device: DiskDevice | None = None
-        self._standby: DiskDevice | None = None
+        self._device: DeviceType | None = None
+        self._standby: DeviceType | None = None
         self._store: BackingStore | None = None
         self._mailbox_send, self._mailbox_recv = trio.open_memory_channel[Envelope[Any]](16)
         self._crash_listeners: list[Callable[[], None]] = []
@@ -115,13 +108,13 @@ class DeviceActor:
         self._crash_pending = True
         return True
 
-    def current(self) -> DiskDevice:
+    def current(self) -> DeviceType:
         device = self._device
         if device is None:
             raise ScsiError(Status.CHECK_CONDITION, self.offline or RESTARTING)
         return device
 
-    def standby(self) -> DiskDevice | None:
+    def standby(self) -> DeviceType | None:
         """While down: the last device, for INQUIRY and REQUEST SENSE (which
         then reports why it is not ready). None if it never started."""
         device = self._standby
@@ -156,19 +149,12 @@ class DeviceActor:
         self._grow = True
         self._crash_pending = False
         try:
-            self._device = DiskDevice(
-                cfg.name,
-                store,
-                block_size=cfg.block_size,
-                read_only=cfg.read_only,
-                write_cache=cfg.write_cache,
-                serial=cfg.serial or None,
-            )
+            self._device = HANDLERS[cfg.handler].build(cfg, store)
             self._served_size = store.size
             log.info(
                 "%s: %s, %d bytes, block size %d%s",
                 self.name,
-                cfg.handler.value,
+                cfg.handler,
                 store.size,
                 cfg.block_size,
                 " (read-only)" if cfg.read_only else "",
@@ -211,7 +197,7 @@ class DeviceActor:
     def _warn_if_shrunk(self, cfg: DeviceConfig) -> None:
         """A reopen after the backing file was truncated grows it back with
         zeros (the blocks are gone either way): say so, once, loudly."""
-        if not self._served_size or cfg.path is None or cfg.handler is Handler.VDISK_NULLIO:
+        if not self._served_size or cfg.path is None or not HANDLERS[cfg.handler].file_backed:
             return
         try:
             actual = os.stat(cfg.path).st_size

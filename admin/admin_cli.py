@@ -19,6 +19,7 @@ from typing import Any
 from admin.cli_faults import add_fault_commands, render_faults
 from admin.client import Client, Unreachable
 from admin.protocol import OpError
+from devices.registry import HANDLERS
 
 EXIT_OK = 0
 EXIT_OP_ERROR = 1
@@ -82,9 +83,11 @@ def add_admin_parser(sub: Any) -> None:
         "name": a.name, "handler": a.handler, "size": _size(a.size), "path": a.path,
         "block_size": a.block_size, "read_only": a.read_only or None,
         "write_cache": False if a.no_write_cache else None, "serial": a.serial,
-        "rotational": a.rotational or None, "grow": a.grow or None}))
+        "rotational": a.rotational or None, "grow": a.grow or None,
+        "removable": a.removable or None, "physical_block_size": a.physical_block_size}))
     p.add_argument("name")
-    p.add_argument("--handler", default="vdisk_fileio", help="vdisk_fileio or vdisk_nullio")
+    p.add_argument("--handler", default="vdisk_fileio",
+                   help="; ".join(f"{h.name}: {h.summary}" for h in HANDLERS.values()))
     p.add_argument("--size", required=True, help='bytes, or e.g. "1G"')
     p.add_argument("--path", help="backing file, relative to state_dir (or below allowed_dirs)")
     p.add_argument("--grow", action="store_true",
@@ -94,6 +97,10 @@ def add_admin_parser(sub: Any) -> None:
     p.add_argument("--no-write-cache", action="store_true")
     p.add_argument("--serial")
     p.add_argument("--rotational", action="store_true")
+    p.add_argument("--removable", action="store_true",
+                   help="removable medium (eject/load, START STOP UNIT LOEJ)")
+    p.add_argument("--physical-block-size", type=int,
+                   help="bytes per physical block, e.g. 4096 over 512-byte blocks")
     p = leaf(dev, "remove", "remove a device (--force also unmaps it)",
              lambda a: ("device.remove", {"name": a.name, "force": a.force}))
     p.add_argument("name")

@@ -30,7 +30,6 @@ from admin.config_model import (
     Config,
     DeviceConfig,
     Digest,
-    Handler,
     InitiatorGroup,
     IscsiSettings,
     LogLevel,
@@ -62,6 +61,7 @@ from admin.config_values import (
     parse_size,
 )
 from devices.confine import lexical, outside_roots
+from devices.registry import HANDLERS, PathRule
 from scsi.lun import MAX_LUN
 
 if sys.version_info >= (3, 11):  # noqa: UP036 - pyproject still lists tomli for <3.11
@@ -75,7 +75,6 @@ __all__ = [
     "ConfigError",
     "DeviceConfig",
     "Digest",
-    "Handler",
     "InitiatorGroup",
     "IscsiSettings",
     "LogLevel",
@@ -226,7 +225,7 @@ def dump_config(config: Config) -> str:
 
 
 def _dump_device(device: DeviceConfig) -> dict[str, Any]:
-    out: dict[str, Any] = {"handler": device.handler.value}
+    out: dict[str, Any] = {"handler": device.handler}
     if device.path is not None:
         out["path"] = str(device.path)
     out.update(
@@ -239,6 +238,10 @@ def _dump_device(device: DeviceConfig) -> dict[str, Any]:
         max_restarts=device.max_restarts,
         restart_period=device.restart_period,
     )
+    if device.removable:
+        out["removable"] = True
+    if device.physical_block_size:
+        out["physical_block_size"] = device.physical_block_size
     return out
 
 
@@ -414,16 +417,23 @@ class _Resolver:
         before = len(self.problems)
         if _NAME_RE.match(name) is None:
             self.fail(path, "device names are 1-64 of A-Z a-z 0-9 _ . - (not starting with . _ -)")
-        handler: Handler | None = None
-        try:
-            handler = Handler(raw.handler)
-        except ValueError:
-            names = [h.value for h in Handler]
+        handler = HANDLERS.get(raw.handler)
+        if handler is None:
+            names = list(HANDLERS)
             close = difflib.get_close_matches(raw.handler, names, n=1)
             hint = f' (did you mean "{close[0]}"?)' if close else f" (one of {', '.join(names)})"
             self.fail((*path, "handler"), f'unknown handler "{raw.handler}"{hint}')
         if raw.block_size not in BLOCK_SIZES:
             self.fail((*path, "block_size"), f"expected 512 or 4096, got {raw.block_size}")
+        physical = raw.physical_block_size or 0
+        if raw.physical_block_size is not None and raw.block_size in BLOCK_SIZES:
+            ratio = physical // raw.block_size
+            if physical % raw.block_size or ratio & (ratio - 1) or not 1 <= ratio <= 2**15:
+                self.fail(
+                    (*path, "physical_block_size"),
+                    f"expected block_size ({raw.block_size}) times a power of two, "
+                    f"got {raw.physical_block_size}",
+                )
         size = self.check((*path, "size"), lambda: parse_size(raw.size))
         if size is not None and raw.block_size in BLOCK_SIZES and size % raw.block_size:
             self.fail(
@@ -431,9 +441,9 @@ class _Resolver:
                 f"{size} bytes is not a multiple of block_size {raw.block_size}",
             )
         file: Path | None = None
-        if handler is Handler.VDISK_NULLIO and raw.path is not None:
-            self.fail((*path, "path"), "vdisk_nullio has no backing file; remove path")
-        elif handler is Handler.VDISK_FILEIO:
+        if handler is not None and handler.path is PathRule.NONE and raw.path is not None:
+            self.fail((*path, "path"), f"{handler.name} has no backing file; remove path")
+        elif handler is not None and handler.path is PathRule.FILE:
             if raw.path is not None and not raw.path.strip():
                 self.fail((*path, "path"), "empty path")
             written = raw.path if raw.path is not None else f"{name}.img"
@@ -451,7 +461,7 @@ class _Resolver:
             return None
         return DeviceConfig(
             name=name,
-            handler=handler,
+            handler=handler.name,
             size=size,
             block_size=raw.block_size,
             path=file,
@@ -459,6 +469,8 @@ class _Resolver:
             write_cache=raw.write_cache,
             serial=serial,
             rotational=raw.rotational,
+            removable=raw.removable,
+            physical_block_size=physical,
             max_restarts=raw.max_restarts,
             restart_period=float(raw.restart_period),
         )

@@ -22,7 +22,6 @@ __all__ = [
     "Config",
     "DeviceConfig",
     "Digest",
-    "Handler",
     "InitiatorGroup",
     "IscsiSettings",
     "LogLevel",
@@ -31,13 +30,6 @@ __all__ = [
     "Portal",
     "TargetConfig",
 ]
-
-
-class Handler(enum.StrEnum):
-    """Device handlers (SCST dev handler names)."""
-
-    VDISK_FILEIO = "vdisk_fileio"  # a regular file or block device
-    VDISK_NULLIO = "vdisk_nullio"  # no storage: reads return zeros, writes vanish
 
 
 class Digest(enum.StrEnum):
@@ -94,7 +86,8 @@ class DeviceConfig:
     """One exported device ([devices.NAME])."""
 
     name: str
-    handler: Handler
+    #: a name registered in devices/registry.py (vdisk_fileio, vdisk_nullio, ...)
+    handler: str
     size: int  # bytes, a multiple of block_size
     block_size: int = 512
     path: Path | None = None  # absolute; None for vdisk_nullio
@@ -102,6 +95,10 @@ class DeviceConfig:
     write_cache: bool = True
     serial: str = ""
     rotational: bool = False
+    #: RMB: initiators (START STOP UNIT LOEJ) and the operator may eject/load
+    removable: bool = False
+    #: bytes per physical block (a power-of-two multiple of block_size); 0: block_size
+    physical_block_size: int = 0
     #: the device's restart budget: more crashes than this within
     #: ``restart_period`` seconds and it goes offline (supervision/device_unit.py)
     max_restarts: int = 5

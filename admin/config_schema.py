@@ -71,6 +71,8 @@ class RawDevice:
     write_cache: bool = True
     serial: str | None = None
     rotational: bool = False
+    removable: bool = False
+    physical_block_size: int | None = None
     max_restarts: int = 5
     restart_period: float = 60.0
 

@@ -17,9 +17,9 @@ import attrs
 from actors.faults import FAULT_STATUSES, PDU_NAMES, ActionKind, Direction, OpClass, Phase
 from admin.cli_faults import parse_value
 from admin.config_faults import RawFault
-from admin.config_model import Handler
 from admin.config_values import parse_size
 from admin.console_model import Kind, Node
+from devices.registry import HANDLERS
 
 TRUE_WORDS = frozenset({"true", "yes", "on", "1"})
 FALSE_WORDS = frozenset({"false", "no", "off", "0"})
@@ -55,7 +55,7 @@ def parse_block_size(text: str) -> int:
 
 
 def parse_handler(text: str) -> str:
-    names = [h.value for h in Handler]
+    names = list(HANDLERS)
     if text not in names:
         raise ValueError(f'unknown handler "{text}" (one of {", ".join(names)})')
     return text
@@ -124,7 +124,7 @@ CREATE_ATTRS: Mapping[Kind, tuple[Attr, ...]] = {
     Kind.DEVICES: (
         Attr(
             "handler", parse_handler, "device handler", required=True,
-            choices=_fixed(*(h.value for h in Handler)),
+            choices=_fixed(*HANDLERS),
         ),
         Attr("size", parse_size, "bytes or 64M, 1G, 2GiB, 1GB", required=True),
         Attr("path", parse_text, "backing file (vdisk_fileio), relative to state_dir"),
@@ -133,6 +133,14 @@ CREATE_ATTRS: Mapping[Kind, tuple[Attr, ...]] = {
         Attr(
             "write_cache", parse_bool, "report a volatile write cache",
             choices=_fixed(*BOOLEAN_VALUES),
+        ),
+        Attr(
+            "removable", parse_bool, "removable medium: initiators and eject/load may remove it",
+            choices=_fixed(*BOOLEAN_VALUES),
+        ),
+        Attr(
+            "physical_block_size", parse_int, "bytes per physical block (e.g. 4096 over 512)",
+            choices=_fixed("4096"),
         ),
         Attr(
             "grow", parse_bool, "extend an existing backing file smaller than size",

@@ -98,6 +98,8 @@ def device_add(doc: Doc, a: Args) -> str:
         ("write_cache", a.opt_flag("write_cache")),
         ("serial", a.opt_text("serial")),
         ("rotational", a.opt_flag("rotational")),
+        ("removable", a.opt_flag("removable")),
+        ("physical_block_size", a.opt_integer("physical_block_size")),
     ):
         if value is not None:
             table[key] = value

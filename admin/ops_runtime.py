@@ -189,7 +189,7 @@ def _no_session(target: Target, tsih: int) -> OpError:
 def device_dict(d: DeviceConfig) -> dict[str, Any]:
     return {
         "name": d.name,
-        "handler": d.handler.value,
+        "handler": d.handler,
         "size": d.size,
         "block_size": d.block_size,
         "read_only": d.read_only,
@@ -197,6 +197,8 @@ def device_dict(d: DeviceConfig) -> dict[str, Any]:
         "write_cache": d.write_cache,
         "serial": d.serial,
         "rotational": d.rotational,
+        "removable": d.removable,
+        "physical_block_size": d.physical_block_size or d.block_size,
         "max_restarts": d.max_restarts,
         "restart_period": d.restart_period,
     }

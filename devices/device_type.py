@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import ClassVar, Protocol, runtime_checkable
 
 from devices.medium import Medium
+from devices.stores import BackingStore
 from scsi.cdb import OpSpec, OpTable, Readiness
 from scsi.command import Nexus
 from scsi.inquiry import StandardInquiry
@@ -37,6 +38,8 @@ class DeviceType(Protocol):
     mode: ModePages
     #: the medium (a fixed disk's is always present; PREVENT locks it)
     medium: Medium
+    #: where the blocks live (the device actor opens, swaps and closes it)
+    store: BackingStore
     #: the device refuses every command that writes the medium
     read_only: bool
     #: set by the device actor while the device is down: what REQUEST SENSE says
@@ -69,6 +72,20 @@ class DeviceType(Protocol):
     def mode_parameters(self, read_only: bool) -> tuple[int, int, int]:
         """MODE SENSE/SELECT: (device-specific parameter, blocks, block size)
         for the header and block descriptor, as seen through a mapping."""
+        ...
+
+    async def resize(self, new_size: int) -> None:
+        """Change the capacity (an admin edit); ValueError if the type cannot."""
+        ...
+
+    def eject(self) -> bool:
+        """The operator's eject: True if a medium was there. ValueError for a
+        type or device without removable medium, MediumLocked while prevented."""
+        ...
+
+    def load(self) -> bool:
+        """The operator's load: True if the drive was empty (then every nexus
+        must hear NOT READY TO READY CHANGE). Same refusals as ``eject``."""
         ...
 
     def reset(self) -> None:

@@ -14,7 +14,6 @@ from admin.config import (
     Config,
     ConfigError,
     Digest,
-    Handler,
     LogLevel,
     Portal,
     default_serial,
@@ -86,7 +85,7 @@ def test_example_resolves_paths_and_values() -> None:
     assert config.iscsi.data_digest == (Digest.NONE, Digest.CRC32C)  # default
     assert config.iscsi.poll_us == 50  # default
     disk = config.device("disk0")
-    assert disk.handler is Handler.VDISK_FILEIO
+    assert disk.handler == "vdisk_fileio"
     assert disk.path == Path("/srv/pyscst/var/disk0.img")
     assert disk.size == 2**30 and disk.block_count == 2**21
     assert disk.serial == default_serial("disk0") != default_serial("null")
@@ -119,7 +118,7 @@ def test_embedded_default_config() -> None:
     assert target.name == TARGET and target.portals == (Portal("127.0.0.1", 3260),)
     (lun0,) = target.luns
     disk = config.device(lun0.device)
-    assert lun0.lun == 0 and disk.size == 2**30 and disk.handler is Handler.VDISK_FILEIO
+    assert lun0.lun == 0 and disk.size == 2**30 and disk.handler == "vdisk_fileio"
     assert disk.path is not None and disk.path.parent == REPO_ROOT / "var"
 
 
