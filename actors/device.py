@@ -27,7 +27,7 @@ import attrs
 import trio
 
 from actors.faults import CrashDevice, DeviceCrashed
-from actors.messages import Envelope, ResizeDevice, SetDeviceReadOnly
+from actors.messages import ChangeMedium, Envelope, ResizeDevice, SetDeviceReadOnly
 from admin.config_model import DeviceConfig
 from devices.device_type import DeviceType
 from devices.registry import HANDLERS
@@ -168,12 +168,12 @@ class DeviceActor:
                         crashed = True
                         break
                     try:
-                        await self._handle(envelope.message)
+                        result = await self._handle(envelope.message)
                     except Exception as exc:  # the requester reports it; the device lives on
                         log.warning("%s: %r refused: %s", self.name, envelope.message, exc)
                         envelope.reply.send_nowait(exc)
                     else:
-                        envelope.reply.send_nowait(None)
+                        envelope.reply.send_nowait(result)
                 nursery.cancel_scope.cancel()
             if crashed:
                 raise DeviceCrashed(f"{self.name}: crash injected")
@@ -222,9 +222,34 @@ class DeviceActor:
                     self.on_trouble(problem)
                 return
 
-    async def _handle(self, message: Any) -> None:
+    def medium_present(self) -> bool | None:
+        """Is there a medium in the device (None: it never ran)?"""
+        device = self._device or self._standby
+        return None if device is None else device.medium.present
+
+    async def change_medium(self, load: bool) -> bool:
+        """Eject or load (the operator's): True if the medium's presence changed.
+        Raises what refused it: ValueError (not removable, device down) or
+        MediumLocked (an initiator holds PREVENT ALLOW MEDIUM REMOVAL)."""
+        if self._device is None:
+            raise ValueError(f"{self.name} is not running")
+        reply_send, reply_recv = trio.open_memory_channel[Any](1)
+        await self._mailbox_send.send(Envelope(ChangeMedium(load), reply_send))
+        with trio.move_on_after(REQUEST_TIMEOUT):
+            result = await reply_recv.receive()
+            if isinstance(result, Exception):
+                raise result
+            return bool(result)
+        raise ValueError(f"{self.name} did not answer within {REQUEST_TIMEOUT:g} s")
+
+    async def _handle(self, message: Any) -> object:
         device = self._device
         assert device is not None
+        if isinstance(message, ChangeMedium):
+            changed = device.load() if message.load else device.eject()
+            if changed:
+                log.info("%s: medium %s", self.name, "loaded" if message.load else "ejected")
+            return changed
         if isinstance(message, ResizeDevice):
             await device.resize(message.size)
             self.cfg = attrs.evolve(self.cfg, size=device.store.size)
@@ -245,3 +270,4 @@ class DeviceActor:
             log.info("%s: %s", self.name, "read-only" if message.read_only else "writable")
         else:
             raise ValueError(f"unknown request {message!r}")
+        return None

@@ -97,6 +97,17 @@ class ResizeDevice:
 
 
 @attrs.frozen
+class ChangeMedium:
+    """Eject (``load`` False) or load the medium of a removable device
+    (admin ``device.eject`` / ``device.load``).
+
+    Replies True if the medium's presence changed, False if it already was
+    so, or the exception that refused it (not removable, PREVENT held)."""
+
+    load: bool
+
+
+@attrs.frozen
 class SetDeviceReadOnly:
     """Write-protect a device for everyone, or lift it (admin ``device.set``).
 

@@ -70,7 +70,8 @@ def add_admin_parser(sub: Any) -> None:
     p.add_argument("op")
     p.add_argument("args", nargs="?", default="{}", help="a JSON object")
 
-    dev = group("device", "add, remove, resize, write-protect, list or restart devices")
+    dev = group("device", "add, remove, resize, write-protect, list, restart, eject or load "
+                "devices")
     leaf(dev, "list", "every device with its state (online, restarting, offline)",
          lambda a: ("device.list", {}))
     p = leaf(dev, "show", "one device: configuration, state, last error",
@@ -78,6 +79,12 @@ def add_admin_parser(sub: Any) -> None:
     p.add_argument("name")
     p = leaf(dev, "restart", "bring an offline device back (initiators get a power-on UA)",
              lambda a: ("device.restart", {"name": a.name}))
+    p.add_argument("name")
+    p = leaf(dev, "eject", "take out a removable device's medium (initiators: 3A/00)",
+             lambda a: ("device.eject", {"name": a.name}))
+    p.add_argument("name")
+    p = leaf(dev, "load", "load a removable device's medium (initiators: 28/00)",
+             lambda a: ("device.load", {"name": a.name}))
     p.add_argument("name")
     p = leaf(dev, "add", "add a device", lambda a: ("device.add", {
         "name": a.name, "handler": a.handler, "size": _size(a.size), "path": a.path,

@@ -542,6 +542,27 @@ def run_restart(shell: ShellContext, inv: Invocation) -> Fragments:
     return _ok(str(reply.get("message", f"restarted {name}")))
 
 
+def _run_medium(shell: ShellContext, inv: Invocation, verb: str) -> Fragments:
+    _no_options(inv)
+    node = shell.resolve(_one_path(inv))
+    if node.kind is Kind.LUN:
+        name = str(node.attributes.get("device", ""))
+    elif node.kind is Kind.DEVICE:
+        name = node.name
+    else:
+        raise UsageError(f"{verb}: {node.text_path} is a {node.kind.value}; {verb} a device")
+    reply = shell.call(f"device.{verb}", name=name)
+    return _ok(str(reply.get("message", f"{verb} {name}")))
+
+
+def run_eject(shell: ShellContext, inv: Invocation) -> Fragments:
+    return _run_medium(shell, inv, "eject")
+
+
+def run_load(shell: ShellContext, inv: Invocation) -> Fragments:
+    return _run_medium(shell, inv, "load")
+
+
 def run_close(shell: ShellContext, inv: Invocation) -> Fragments:
     _no_options(inv)
     node = shell.resolve(_one_path(inv))
@@ -712,6 +733,14 @@ A device whose handler crashed beyond its restart budget, or whose backing file
 was truncated or deleted, is offline (its state in ls, info and tree).
 restart reopens it with a fresh budget; initiators get POWER ON OCCURRED.
   restart /devices/disk0""", run_restart),
+    Command("eject", "eject [PATH]", "take the medium out of a removable device", """
+Initiators then get NOT READY, MEDIUM NOT PRESENT (3A/00). Refused while an
+initiator holds PREVENT ALLOW MEDIUM REMOVAL, and on a device without
+removable = true.
+  eject /devices/disk0""", run_eject),
+    Command("load", "load [PATH]", "put the medium back into a removable device", """
+Every initiator gets NOT READY TO READY CHANGE, MEDIUM MAY HAVE CHANGED (28/00).
+  load /devices/disk0""", run_load),
     Command("close", "close [PATH]", "close a session", """
   close /sessions/iqn.2026-11.org.pyscst:test/1""", run_close),
     Command("stats", "stats [PATH]", "commands, bytes, errors and latency", """
