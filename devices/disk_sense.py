@@ -39,6 +39,13 @@ def short_data_out() -> ScsiError:
     return _check(SenseKey.ILLEGAL_REQUEST, 0x0E, 0x03)
 
 
+def data_out_length_mismatch() -> ScsiError:
+    """ILLEGAL REQUEST, INVALID FIELD IN INFORMATION UNIT (0E/03), for a
+    command whose data-out must be exactly what the CDB describes (WRITE
+    SAME: one block; COMPARE AND WRITE: twice the blocks) and is longer."""
+    return _check(SenseKey.ILLEGAL_REQUEST, 0x0E, 0x03)
+
+
 def miscompare(offset: int) -> ScsiError:
     """MISCOMPARE, MISCOMPARE DURING VERIFY OPERATION; INFORMATION = byte offset."""
     return ScsiError.check(SenseKey.MISCOMPARE, Asc.MISCOMPARE_DURING_VERIFY, information=offset)

@@ -20,7 +20,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from devices.disk_io import read_blocks
-from devices.disk_sense import io_error, miscompare, short_data_out
+from devices.disk_sense import data_out_length_mismatch, io_error, miscompare, short_data_out
 from scsi.cdb import alloc_len, rw10, rw16
 from scsi.command import Buffer, ExecContext, ScsiCommand
 from scsi.sense import ScsiError
@@ -106,6 +106,8 @@ async def handle_write_same(dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext)
     ndob = ws16 and bool(cdb[1] & 0x01)
     if ndob:
         block = memoryview(bytes(dev.block_size))
+    elif cmd.expected_length > dev.block_size:
+        raise data_out_length_mismatch()  # the data-out is one block, no more
     else:
         data = await cmd.receive_data(dev.block_size)
         if len(data) < dev.block_size:
@@ -187,6 +189,8 @@ async def handle_compare_and_write(
             raise ScsiError.invalid_field_in_cdb(13)
         return None
     nbytes = n << dev.block_shift
+    if cmd.expected_length > 2 * nbytes:
+        raise data_out_length_mismatch()  # verify + write data, exactly
     data = await cmd.receive_data(2 * nbytes)
     if len(data) < 2 * nbytes:
         raise short_data_out()

@@ -126,7 +126,8 @@ def make_cmd(
 ) -> ScsiCommand:
     t = transport or FakeTransport()
     if expected_length is None:
-        expected_length = max(len(t.data_out), 1 << 24)
+        # data-out: what the initiator sends is what it announced; data-in: room
+        expected_length = len(t.data_out) if t.data_out else 1 << 24
     return ScsiCommand(
         cdb=cdb,
         lun=0,
