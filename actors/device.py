@@ -30,7 +30,7 @@ from actors.faults import CrashDevice, DeviceCrashed
 from actors.messages import ChangeMedium, Envelope, ResizeDevice, SetDeviceReadOnly
 from admin.config_model import DeviceConfig
 from devices.device_type import DeviceType
-from devices.registry import HANDLERS
+from devices.registry import HANDLERS, PathRule
 from devices.store_health import CHECK_INTERVAL
 from devices.stores import BackingStore, FileStore
 from scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
@@ -210,6 +210,29 @@ class DeviceActor:
                 self.name, cfg.path, actual, self._served_size,
             )  # fmt: skip
 
+    async def _load_image(self, device: DeviceType, path: Path) -> bool:
+        """The operator loads another image: open it (confined like any
+        backing file), hand it to the device, close the one it replaces."""
+        if HANDLERS[self.cfg.handler].path is not PathRule.IMAGE:
+            raise ValueError(f"{self.cfg.handler}: the medium is the backing file; no path")
+        cfg = attrs.evolve(self.cfg, path=path)
+        image = await open_store(cfg, self._roots, grow=False)
+        if isinstance(image, FileStore):
+            image.label = self.name
+        old = self._store
+        try:
+            changed = device.load(image)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await image.close()
+            raise
+        self._store, self.cfg = image, cfg
+        if old is not None and old is not image:
+            with trio.CancelScope(shield=True):
+                await old.close()
+        log.info("%s: image %s loaded", self.name, path)
+        return changed
+
     async def _watch_backing_file(self) -> None:
         """Once a second, one fstat: is the backing file truncated or unlinked?"""
         while True:
@@ -227,14 +250,14 @@ class DeviceActor:
         device = self._device or self._standby
         return None if device is None else device.medium.present
 
-    async def change_medium(self, load: bool) -> bool:
+    async def change_medium(self, load: bool, path: Path | None = None) -> bool:
         """Eject or load (the operator's): True if the medium's presence changed.
         Raises what refused it: ValueError (not removable, device down) or
         MediumLocked (an initiator holds PREVENT ALLOW MEDIUM REMOVAL)."""
         if self._device is None:
             raise ValueError(f"{self.name} is not running")
         reply_send, reply_recv = trio.open_memory_channel[Any](1)
-        await self._mailbox_send.send(Envelope(ChangeMedium(load), reply_send))
+        await self._mailbox_send.send(Envelope(ChangeMedium(load, path), reply_send))
         with trio.move_on_after(REQUEST_TIMEOUT):
             result = await reply_recv.receive()
             if isinstance(result, Exception):
@@ -246,6 +269,8 @@ class DeviceActor:
         device = self._device
         assert device is not None
         if isinstance(message, ChangeMedium):
+            if message.path is not None:
+                return await self._load_image(device, message.path)
             changed = device.load() if message.load else device.eject()
             if changed:
                 log.info("%s: medium %s", self.name, "loaded" if message.load else "ejected")
@@ -255,6 +280,8 @@ class DeviceActor:
             self.cfg = attrs.evolve(self.cfg, size=device.store.size)
             log.info("%s: resized to %d bytes", self.name, device.store.size)
         elif isinstance(message, SetDeviceReadOnly):
+            if not message.read_only and not HANDLERS[self.cfg.handler].writable:
+                raise ValueError(f"{self.cfg.handler} devices are always read-only")
             store = self._store
             assert store is not None
             if not message.read_only and store.read_only:

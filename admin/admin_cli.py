@@ -84,10 +84,12 @@ def add_admin_parser(sub: Any) -> None:
              lambda a: ("device.eject", {"name": a.name}))
     p.add_argument("name")
     p = leaf(dev, "load", "load a removable device's medium (initiators: 28/00)",
-             lambda a: ("device.load", {"name": a.name}))
+             lambda a: ("device.load", {"name": a.name, "path": a.path}))
+    p.add_argument("--path", help="a CD-ROM: this ISO image instead (relative to state_dir)")
     p.add_argument("name")
     p = leaf(dev, "add", "add a device", lambda a: ("device.add", {
-        "name": a.name, "handler": a.handler, "size": _size(a.size), "path": a.path,
+        "name": a.name, "handler": a.handler, "size": a.size and _size(a.size),
+        "path": a.path,
         "block_size": a.block_size, "read_only": a.read_only or None,
         "write_cache": False if a.no_write_cache else None, "serial": a.serial,
         "rotational": a.rotational or None, "grow": a.grow or None,
@@ -95,7 +97,7 @@ def add_admin_parser(sub: Any) -> None:
     p.add_argument("name")
     p.add_argument("--handler", default="vdisk_fileio",
                    help="; ".join(f"{h.name}: {h.summary}" for h in HANDLERS.values()))
-    p.add_argument("--size", required=True, help='bytes, or e.g. "1G"')
+    p.add_argument("--size", help='bytes, or e.g. "1G" (required but for vcdrom)')
     p.add_argument("--path", help="backing file, relative to state_dir (or below allowed_dirs)")
     p.add_argument("--grow", action="store_true",
                    help="extend an existing backing file smaller than --size (else refused)")

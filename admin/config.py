@@ -228,8 +228,9 @@ def _dump_device(device: DeviceConfig) -> dict[str, Any]:
     out: dict[str, Any] = {"handler": device.handler}
     if device.path is not None:
         out["path"] = str(device.path)
+    if HANDLERS[device.handler].path is not PathRule.IMAGE:
+        out["size"] = format_size(device.size)
     out.update(
-        size=format_size(device.size),
         block_size=device.block_size,
         read_only=device.read_only,
         write_cache=device.write_cache,
@@ -423,26 +424,45 @@ class _Resolver:
             close = difflib.get_close_matches(raw.handler, names, n=1)
             hint = f' (did you mean "{close[0]}"?)' if close else f" (one of {', '.join(names)})"
             self.fail((*path, "handler"), f'unknown handler "{raw.handler}"{hint}')
-        if raw.block_size not in BLOCK_SIZES:
-            self.fail((*path, "block_size"), f"expected 512 or 4096, got {raw.block_size}")
+        sizes = handler.block_sizes if handler is not None else BLOCK_SIZES
+        block_size = raw.block_size if raw.block_size is not None else sizes[0]
+        if block_size not in sizes:
+            self.fail(
+                (*path, "block_size"),
+                f"expected {' or '.join(map(str, sizes))}, got {block_size}",
+            )
         physical = raw.physical_block_size or 0
-        if raw.physical_block_size is not None and raw.block_size in BLOCK_SIZES:
-            ratio = physical // raw.block_size
-            if physical % raw.block_size or ratio & (ratio - 1) or not 1 <= ratio <= 2**15:
+        if raw.physical_block_size is not None and block_size in sizes:
+            ratio = physical // block_size
+            if physical % block_size or ratio & (ratio - 1) or not 1 <= ratio <= 2**15:
                 self.fail(
                     (*path, "physical_block_size"),
-                    f"expected block_size ({raw.block_size}) times a power of two, "
+                    f"expected block_size ({block_size}) times a power of two, "
                     f"got {raw.physical_block_size}",
                 )
-        size = self.check((*path, "size"), lambda: parse_size(raw.size))
-        if size is not None and raw.block_size in BLOCK_SIZES and size % raw.block_size:
-            self.fail(
-                (*path, "size"),
-                f"{size} bytes is not a multiple of block_size {raw.block_size}",
-            )
+        size: int | None = 0
+        if handler is not None and handler.path is PathRule.IMAGE:
+            if raw.size is not None:
+                self.fail((*path, "size"), f"{handler.name} takes its size from the image; "
+                          "remove size")
+        elif raw.size is None:
+            self.fail((*path, "size"), "required key missing")
+        else:
+            written_size = raw.size
+            size = self.check((*path, "size"), lambda: parse_size(written_size))
+            if size is not None and block_size in sizes and size % block_size:
+                self.fail(
+                    (*path, "size"),
+                    f"{size} bytes is not a multiple of block_size {block_size}",
+                )
         file: Path | None = None
         if handler is not None and handler.path is PathRule.NONE and raw.path is not None:
             self.fail((*path, "path"), f"{handler.name} has no backing file; remove path")
+        elif handler is not None and handler.path is PathRule.IMAGE:
+            if raw.path is not None and raw.path.strip():  # empty: an empty drive
+                file = _absolute(state_dir, raw.path)
+                if outside_roots(file, self.roots):
+                    self.fail((*path, "path"), outside_message(raw.path, file, self.roots))
         elif handler is not None and handler.path is PathRule.FILE:
             if raw.path is not None and not raw.path.strip():
                 self.fail((*path, "path"), "empty path")
@@ -463,9 +483,9 @@ class _Resolver:
             name=name,
             handler=handler.name,
             size=size,
-            block_size=raw.block_size,
+            block_size=block_size,
             path=file,
-            read_only=raw.read_only,
+            read_only=raw.read_only or not handler.writable,
             write_cache=raw.write_cache,
             serial=serial,
             rotational=raw.rotational,

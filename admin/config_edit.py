@@ -192,7 +192,7 @@ def _device_values(d: DeviceConfig, state_dir: Path) -> dict[str, Any]:
     default_path = state_dir / f"{d.name}.img"
     return {
         "handler": d.handler,
-        "size": format_size(d.size),
+        "size": format_size(d.size) if d.size else None,  # (a CD-ROM: its image's)
         "path": None if d.path is None or d.path == default_path else _relative(d.path, state_dir),
         "block_size": d.block_size,
         "read_only": d.read_only,

@@ -64,9 +64,11 @@ class RawIscsi:
 @attrs.frozen
 class RawDevice:
     handler: str
-    size: int | str
+    #: required for disks; a CD-ROM's size is its image's
+    size: int | str | None = None
     path: str | None = None
-    block_size: int = 512
+    #: default: the handler's first block size (512 for disks, 2048 for vcdrom)
+    block_size: int | None = None
     read_only: bool = False
     write_cache: bool = True
     serial: str | None = None
@@ -178,6 +180,10 @@ def make_converter() -> cattrs.Converter:
     )
     conv.register_structure_hook(
         int | str,
+        _strict("an integer or a string", lambda v: _is_int(v) or isinstance(v, str)),
+    )
+    conv.register_structure_hook(
+        int | str | None,
         _strict("an integer or a string", lambda v: _is_int(v) or isinstance(v, str)),
     )
 

@@ -126,8 +126,9 @@ CREATE_ATTRS: Mapping[Kind, tuple[Attr, ...]] = {
             "handler", parse_handler, "device handler", required=True,
             choices=_fixed(*HANDLERS),
         ),
-        Attr("size", parse_size, "bytes or 64M, 1G, 2GiB, 1GB", required=True),
-        Attr("path", parse_text, "backing file (vdisk_fileio), relative to state_dir"),
+        Attr("size", parse_size, "bytes or 64M, 1G, 2GiB, 1GB (not for vcdrom)"),
+        Attr("path", parse_text, "backing file (vdisk_fileio) or ISO image (vcdrom), "
+             "relative to state_dir"),
         Attr("block_size", parse_block_size, "512 or 4096", choices=_fixed(*BLOCK_SIZES)),
         READ_ONLY,
         Attr(

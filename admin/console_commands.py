@@ -543,7 +543,12 @@ def run_restart(shell: ShellContext, inv: Invocation) -> Fragments:
 
 
 def _run_medium(shell: ShellContext, inv: Invocation, verb: str) -> Fragments:
-    _no_options(inv)
+    extra: dict[str, str] = {}
+    if verb == "load" and set(inv.options) <= {"image"}:
+        if "image" in inv.options:
+            extra = {"path": str(inv.options["image"])}
+    else:
+        _no_options(inv)
     node = shell.resolve(_one_path(inv))
     if node.kind is Kind.LUN:
         name = str(node.attributes.get("device", ""))
@@ -551,7 +556,7 @@ def _run_medium(shell: ShellContext, inv: Invocation, verb: str) -> Fragments:
         name = node.name
     else:
         raise UsageError(f"{verb}: {node.text_path} is a {node.kind.value}; {verb} a device")
-    reply = shell.call(f"device.{verb}", name=name)
+    reply = shell.call(f"device.{verb}", name=name, **extra)
     return _ok(str(reply.get("message", f"{verb} {name}")))
 
 
@@ -738,9 +743,12 @@ Initiators then get NOT READY, MEDIUM NOT PRESENT (3A/00). Refused while an
 initiator holds PREVENT ALLOW MEDIUM REMOVAL, and on a device without
 removable = true.
   eject /devices/disk0""", run_eject),
-    Command("load", "load [PATH]", "put the medium back into a removable device", """
+    Command("load", "load [PATH] [image=FILE]", "load a removable device's medium", """
 Every initiator gets NOT READY TO READY CHANGE, MEDIUM MAY HAVE CHANGED (28/00).
-  load /devices/disk0""", run_load),
+A CD-ROM (vcdrom) takes image=FILE to load another ISO image (relative to
+state_dir, below state_dir or allowed_dirs); without it, the last one.
+  load /devices/disk0
+  load /devices/cd0 image=debian.iso""", run_load, takes_options=True),
     Command("close", "close [PATH]", "close a session", """
   close /sessions/iqn.2026-11.org.pyscst:test/1""", run_close),
     Command("stats", "stats [PATH]", "commands, bytes, errors and latency", """

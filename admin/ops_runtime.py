@@ -22,7 +22,9 @@ from admin.config_model import DeviceConfig, TargetConfig
 from admin.control import OpHandler
 from admin.ops_args import Args
 from admin.protocol import ErrorCode, OpError
+from devices.confine import lexical
 from devices.medium import MediumLocked
+from devices.registry import HANDLERS
 from scsi.sense import Asc
 from supervision.device_unit import RestartFailed
 
@@ -104,12 +106,14 @@ def operations(controller: Controller) -> dict[str, OpHandler]:
     async def change_medium(op: str, args: Mapping[str, Any], load: bool) -> dict[str, Any]:
         a = Args(op, args)
         name = a.text("name")
+        written = a.opt_text("path") if load else None
         a.done()
         unit = daemon.device_unit(name)
         if unit is None:
             raise _no_device(daemon, name)
+        path = lexical(daemon.config.state_dir, written) if written else None
         try:
-            changed = await unit.device.change_medium(load)
+            changed = await unit.device.change_medium(load, path)
         except MediumLocked:
             raise OpError(
                 ErrorCode.INVALID,
@@ -117,8 +121,9 @@ def operations(controller: Controller) -> dict[str, OpHandler]:
                 "REMOVAL); it must allow removal first",
                 f"devices.{name}",
             ) from None
-        except ValueError as exc:
-            raise OpError(ErrorCode.INVALID, f"device {name}: {exc}", f"devices.{name}") from None
+        except (ValueError, OSError) as exc:
+            raise OpError(ErrorCode.INVALID, f"device {name}: {exc}",
+                          "args.path" if path is not None else f"devices.{name}") from None
         if changed and load:
             # the medium may have changed: every nexus hears it (SPC-4 / MMC)
             unit.lu.unit_attention(Asc.NOT_READY_TO_READY_CHANGE)
@@ -207,7 +212,7 @@ def device_view(daemon: Daemon, d: DeviceConfig) -> dict[str, Any]:
     unit = daemon.device_unit(d.name)
     status = unit.status() if unit is not None else {"state": "removed", "last_error": None}
     view = {**device_dict(d), **status}
-    if d.removable and unit is not None:
+    if (d.removable or HANDLERS[d.handler].removable_medium) and unit is not None:
         present = unit.device.medium_present()
         view["medium"] = None if present is None else ("present" if present else "absent")
     return view

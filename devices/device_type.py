@@ -83,9 +83,11 @@ class DeviceType(Protocol):
         type or device without removable medium, MediumLocked while prevented."""
         ...
 
-    def load(self) -> bool:
-        """The operator's load: True if the drive was empty (then every nexus
-        must hear NOT READY TO READY CHANGE). Same refusals as ``eject``."""
+    def load(self, image: BackingStore | None = None) -> bool:
+        """The operator's load (with ``image``: a different medium, for types
+        whose medium is not their backing store): True if the medium changed
+        (then every nexus must hear NOT READY TO READY CHANGE). Same refusals
+        as ``eject``; ValueError for an ``image`` the type cannot take."""
         ...
 
     def reset(self) -> None:

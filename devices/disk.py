@@ -184,10 +184,12 @@ class DiskDevice:
             raise ValueError(f"{self.name} is not removable")
         return self.medium.eject()
 
-    def load(self) -> bool:
+    def load(self, image: BackingStore | None = None) -> bool:
         """The operator's load: the backing store is the medium again."""
         if not self.removable:
             raise ValueError(f"{self.name} is not removable")
+        if image is not None:
+            raise ValueError(f"{self.name}: a disk's medium is its backing file; no path")
         self.started = True
         return self.medium.load()
 

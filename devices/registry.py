@@ -22,6 +22,7 @@ from typing import Protocol
 
 import attrs
 
+from devices.cdrom import CdromDevice, empty_tray
 from devices.device_type import DeviceType
 from devices.disk import DiskDevice
 from devices.stores import BackingStore, FileStore, NullStore
@@ -59,6 +60,9 @@ class PathRule(enum.Enum):
     FILE = "file"
     #: no backing file: ``path`` is an error
     NONE = "none"
+    #: a read-only image that may be absent (empty or no ``path``: an empty
+    #: drive); the size is the image's, and the operator may load another
+    IMAGE = "image"
 
 
 StoreOpener = Callable[[DeviceSettings, Sequence[Path] | None, bool], Awaitable[BackingStore]]
@@ -81,6 +85,10 @@ class HandlerInfo:
     build: DeviceBuilder
     #: the store is a file the device actor should watch and may grow
     file_backed: bool
+    #: the device may be writable (False: always read-only, e.g. a CD-ROM)
+    writable: bool = True
+    #: the medium is always removable (a CD-ROM); else only with ``removable``
+    removable_medium: bool = False
 
 
 async def _open_file(
@@ -122,6 +130,26 @@ def _disk(cfg: DeviceSettings, store: BackingStore) -> DeviceType:
     )
 
 
+async def _open_image(
+    cfg: DeviceSettings, roots: Sequence[Path] | None, grow: bool
+) -> BackingStore:
+    if cfg.path is None:
+        return empty_tray()
+    return await FileStore.open(
+        cfg.path,
+        size=None,
+        read_only=True,
+        create=False,
+        roots=roots if roots is not None else (cfg.path.parent,),
+    )
+
+
+def _cdrom(cfg: DeviceSettings, store: BackingStore) -> DeviceType:
+    return CdromDevice(
+        cfg.name, store if cfg.path is not None else None, serial=cfg.serial or None
+    )
+
+
 def _registry(*infos: HandlerInfo) -> Mapping[str, HandlerInfo]:
     table: dict[str, HandlerInfo] = {}
     for info in infos:
@@ -142,6 +170,11 @@ HANDLERS: Mapping[str, HandlerInfo] = _registry(
     HandlerInfo(
         "vdisk_nullio", "SBC disk with no storage: reads return zeros, writes vanish",
         "disk", PathRule.NONE, DISK_BLOCK_SIZES, _open_null, _disk, file_backed=False,
+    ),
+    HandlerInfo(
+        "vcdrom", "CD/DVD-ROM drive with an ISO image (read-only; eject and load live)",
+        "cdrom", PathRule.IMAGE, (2048,), _open_image, _cdrom, file_backed=True,
+        writable=False, removable_medium=True,
     ),
 )  # fmt: skip
 

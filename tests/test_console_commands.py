@@ -88,7 +88,7 @@ def test_create_device_parses_size_and_sends_device_add(fake: FakeBackend) -> No
          'error: create: size: expected bytes or a number with a K/M/G/T/P(i)B suffix, got "12x"'),
         ("create disk1 handler=vdisk_fileo size=1G",
          'error: create: handler: unknown handler "vdisk_fileo" (one of vdisk_fileio, '
-         "vdisk_nullio)"),
+         "vdisk_nullio, vcdrom)"),
         ("create disk1 size=1G", "error: create: a new device needs handler=..."),
         ("create disk1 handler=vdisk_nullio size=1G colour=red",
          'error: create: unknown attribute "colour" for a new device (known: handler, size, '

@@ -59,7 +59,7 @@ def test_create_offers_the_attributes_of_the_directory(shell: Shell) -> None:
         "removable=", "physical_block_size=", "grow=",
     ]
     assert complete(shell, "create disk2 handler=") == ["handler=vdisk_fileio",
-                                                        "handler=vdisk_nullio"]
+                                                        "handler=vdisk_nullio", "handler=vcdrom"]
     assert complete(shell, "create disk2 block_size=") == ["block_size=512", "block_size=4096"]
     # a path in front of the name decides, not the current directory
     assert complete(shell, f"create /targets/{TARGET}/luns/3 ") == ["device=", "lun=",
