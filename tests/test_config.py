@@ -240,6 +240,26 @@ initiators = ["not-a-name"]
          "devices.d.serial: expected 1-32 printable ASCII"),
         ("[devices.d]\nhandler = 'vdisk_nullio'\nsize = 512\nsizes = 1",
          'unknown key devices.d.sizes (did you mean "size"?)'),
+        ("[devices.d]\nhandler = 'vdisk_nullio'", "devices.d.size: required key missing"),
+        ("[devices.d]\nhandler = 'vdisk_nullio'\nsize = 4096\nphysical_block_size = 1000",
+         "devices.d.physical_block_size: expected block_size (512) times a power of two, "
+         "got 1000"),
+        ("[devices.d]\nhandler = 'vdisk_nullio'\nsize = 4096\nphysical_block_size = 1536",
+         "devices.d.physical_block_size: expected block_size (512) times a power of two"),
+        ("[devices.d]\nhandler = 'vdisk_nullio'\nsize = 4096\nphysical_block_size = 256",
+         "devices.d.physical_block_size: expected block_size (512) times a power of two"),
+        ("[devices.d]\nhandler = 'vdisk_nullio'\nsize = 8192\nblock_size = 4096\n"
+         "physical_block_size = 512",
+         "devices.d.physical_block_size: expected block_size (4096) times a power of two"),
+        ("[devices.d]\nhandler = 'vdisk_nullio'\nsize = 4096\nremovable = 'yes'",
+         "devices.d.removable: expected true or false, got string"),
+        ("[devices.d]\nhandler = 'vcdrom'\nsize = '1G'",
+         "devices.d.size: vcdrom takes its size from the image; remove size"),
+        ("[devices.d]\nhandler = 'vcdrom'\nblock_size = 512",
+         "devices.d.block_size: expected 2048, got 512"),
+        ("[devices.d]\nhandler = 'vcdrom'\npath = '/etc/passwd'", "devices.d.path: "),
+        ("[devices.d]\nhandler = 'vdisk_nullio'\nsize = 4096\nblock_size = 2048",
+         "devices.d.block_size: expected 512 or 4096, got 2048"),
         ("[targets.'eui.0123456789ABCDEF']\nportals = []", "targets.\"eui.0123456789ABCDEF\""
          ".portals: empty list"),
         ("[targets.'naa.0123']\nportals = ['h']",
@@ -584,3 +604,31 @@ def test_save_keeps_fault_rules() -> None:
                                 Path("/srv/etc"), Path("/srv/etc"))
     assert 'id = "flaky"\naction = "check_condition"\nop_class = "read"' in edited
     assert parse_config(edited, "/srv/etc") == attrs.evolve(model, log_level=LogLevel.DEBUG)
+
+
+def test_device_type_keys_round_trip_and_cdrom_defaults(tmp_path: Path) -> None:
+    """removable / physical_block_size survive dump and load; a vcdrom defaults
+    to 2048-byte blocks, is read-only, and an empty path is an empty drive."""
+    text = """
+state_dir = "/srv"
+[devices.r]
+handler = "vdisk_nullio"
+size = "1M"
+removable = true
+physical_block_size = 4096
+[devices.cd]
+handler = "vcdrom"
+path = "disc.iso"
+[devices.empty]
+handler = "vcdrom"
+path = ""
+"""
+    config = parse_config(text, "/etc")
+    by_name = {d.name: d for d in config.devices}
+    r, cd, empty = by_name["r"], by_name["cd"], by_name["empty"]
+    assert (r.removable, r.physical_block_size) == (True, 4096)
+    assert (cd.block_size, cd.read_only, cd.size, cd.path) == (
+        2048, True, 0, Path("/srv/disc.iso"))
+    assert empty.path is None
+    again = parse_config(dump_config(config), "/etc")
+    assert again.devices == config.devices
