@@ -157,8 +157,9 @@ class DiskDevice:
 
     def check_ready(self, readiness: Readiness = Readiness.READY) -> None:
         """NOT READY when the medium is absent or (for media access) stopped."""
-        self.medium.check_present()
-        if readiness is Readiness.READY and not self.started:
+        if not self.medium.present:
+            self.medium.check_present()
+        if not self.started and readiness is Readiness.READY:
             raise not_ready_stopped()
 
     def not_ready_sense(self) -> Sense | None:

@@ -29,14 +29,12 @@ class Medium:
     """The medium of one removable-medium device."""
 
     def __init__(self, present: bool = True) -> None:
-        self._present = present
+        #: a medium is in the drive (read it; change it through eject/load).
+        #: A plain attribute: readiness reads it on every command
+        self.present = present
         self._preventers: set[tuple[str, str]] = set()
 
     # --- state ------------------------------------------------------------
-
-    @property
-    def present(self) -> bool:
-        return self._present
 
     @property
     def locked(self) -> bool:
@@ -45,7 +43,7 @@ class Medium:
 
     def check_present(self) -> None:
         """NOT READY, MEDIUM NOT PRESENT (3A/00) without a medium."""
-        if not self._present:
+        if not self.present:
             raise ScsiError.check(SenseKey.NOT_READY, Asc.MEDIUM_NOT_PRESENT)
 
     # --- eject and load ---------------------------------------------------
@@ -54,8 +52,8 @@ class Medium:
         """Take the medium out; True if one was there. Refused while locked."""
         if self._preventers:
             raise MediumLocked("an initiator prevents medium removal")
-        changed = self._present
-        self._present = False
+        changed = self.present
+        self.present = False
         return changed
 
     def load(self) -> bool:
@@ -63,8 +61,8 @@ class Medium:
         (the tray stays shut while an initiator holds PREVENT)."""
         if self._preventers:
             raise MediumLocked("an initiator prevents medium removal")
-        changed = not self._present
-        self._present = True
+        changed = not self.present
+        self.present = True
         return changed
 
     # --- PREVENT ALLOW MEDIUM REMOVAL, per I_T nexus -----------------------

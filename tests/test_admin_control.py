@@ -207,7 +207,7 @@ _OP_KEYS = {
     "session.list": ["target"], "session.close": ["target", "tsih"],
     "reset.lun": ["device"], "reset.target": ["target"],
     "device.list": [], "device.show": ["name"], "device.restart": ["name"],
-    "device.eject": ["name"], "device.load": ["name"],
+    "device.eject": ["name"], "device.load": ["name", "path"],
     # "path" is confined to state_dir (a random one is refused or lands there)
     "device.add": ["name", "handler", "size", "path", "grow", "block_size", "read_only",
                    "write_cache", "serial", "rotational", "removable",
