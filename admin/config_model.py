@@ -15,6 +15,7 @@ import attrs
 
 from actors.faults import FaultRule
 from admin.config_values import Portal, is_glob
+from devices.device_config import DeviceConfig
 
 __all__ = [
     "AuthConfig",
@@ -72,6 +73,13 @@ class IscsiSettings:
     nop_interval: float = 0.0
     nop_timeout: float = 30.0
     poll_us: int = 50
+    #: seconds from accept to the final Login Response
+    login_timeout: float = 10.0
+    #: seconds one part of a PDU (header, data segment) may take to arrive once begun
+    pdu_timeout: float = 30.0
+    #: connections not yet logged in, in total (per portal) and per source address
+    max_prelogin_connections: int = 256
+    max_prelogin_per_address: int = 32
 
 
 @attrs.frozen
@@ -79,34 +87,6 @@ class MetricsSettings:
     """The Prometheus endpoint ([metrics]); ``listen`` None means off (the default)."""
 
     listen: Portal | None = None
-
-
-@attrs.frozen
-class DeviceConfig:
-    """One exported device ([devices.NAME])."""
-
-    name: str
-    #: a name registered in devices/registry.py (vdisk_fileio, vdisk_nullio, ...)
-    handler: str
-    size: int  # bytes, a multiple of block_size
-    block_size: int = 512
-    path: Path | None = None  # absolute; None for vdisk_nullio
-    read_only: bool = False
-    write_cache: bool = True
-    serial: str = ""
-    rotational: bool = False
-    #: RMB: initiators (START STOP UNIT LOEJ) and the operator may eject/load
-    removable: bool = False
-    #: bytes per physical block (a power-of-two multiple of block_size); 0: block_size
-    physical_block_size: int = 0
-    #: the device's restart budget: more crashes than this within
-    #: ``restart_period`` seconds and it goes offline (supervision/device_unit.py)
-    max_restarts: int = 5
-    restart_period: float = 60.0
-
-    @property
-    def block_count(self) -> int:
-        return self.size // self.block_size
 
 
 @attrs.frozen
