@@ -60,6 +60,22 @@ def test_offline_device_shows_its_state_and_restart_brings_it_back(fake: FakeBac
     assert "restart a device" in run(shell, f"restart /targets/{TARGET}", ok=False)
 
 
+def test_eject_and_load_send_their_ops(fake: FakeBackend) -> None:
+    shell = Shell(fake)
+    assert "medium ejected" in run(shell, "eject /devices/disk0")
+    assert "medium loaded" in run(shell, "load /devices/disk0")
+    assert "medium loaded" in run(shell, "load /devices/disk0 image=cd.iso")
+    assert sent(fake) == [
+        ("device.eject", {"name": "disk0"}),
+        ("device.load", {"name": "disk0"}),
+        ("device.load", {"name": "disk0", "path": "cd.iso"}),
+    ]
+    assert "takes no key=value" in run(shell, "eject /devices/disk0 image=x", ok=False)
+    assert "takes no key=value" in run(shell, "load /devices/disk0 colour=red", ok=False)
+    assert "eject a device" in run(shell, f"eject /targets/{TARGET}", ok=False)
+    assert len(sent(fake)) == 3  # refused lines send nothing
+
+
 def test_ls_root_and_target_count_their_entries(fake: FakeBackend) -> None:
     shell = Shell(fake)
     assert run(shell, "ls").splitlines()[1:] == [
