@@ -26,14 +26,14 @@ from typing import Any
 import attrs
 import trio
 
-from actors.faults import CrashDevice, DeviceCrashed
-from actors.messages import ChangeMedium, Envelope, ResizeDevice, SetDeviceReadOnly, reply_to
-from devices.device_config import DeviceConfig
-from devices.device_type import DeviceType
-from devices.registry import HANDLERS, PathRule
-from devices.store_health import CHECK_INTERVAL
-from devices.stores import BackingStore, FileStore
-from scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
+from pyscst.actors.faults import CrashDevice, DeviceCrashed
+from pyscst.actors.messages import ChangeMedium, Envelope, ResizeDevice, SetDeviceReadOnly, reply_to
+from pyscst.devices.device_config import DeviceConfig
+from pyscst.devices.device_type import DeviceType
+from pyscst.devices.registry import HANDLERS, PathRule
+from pyscst.devices.store_health import CHECK_INTERVAL
+from pyscst.devices.stores import BackingStore, FileStore
+from pyscst.scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
 
 log = logging.getLogger(__name__)
 

@@ -17,16 +17,16 @@ from typing import ClassVar
 
 import attrs
 
-from devices.disk import DEFAULT_MAX_TRANSFER_BYTES
-from devices.medium import Medium
-from devices.mmc import MMC_TABLE
-from devices.stores import BackingStore, NullStore
-from scsi.cdb import OpTable, Readiness
-from scsi.command import Nexus
-from scsi.inquiry import VERSION_ISCSI, VERSION_SAM5, VERSION_SPC4, StandardInquiry
-from scsi.mode import CONTROL, ModePages, PageDef, spc_mode_page_defs
-from scsi.sense import ScsiError, Sense
-from scsi.vpd import VpdInfo, VpdPages
+from pyscst.devices.disk import DEFAULT_MAX_TRANSFER_BYTES
+from pyscst.devices.medium import Medium
+from pyscst.devices.mmc import MMC_TABLE
+from pyscst.devices.stores import BackingStore, NullStore
+from pyscst.scsi.cdb import OpTable, Readiness
+from pyscst.scsi.command import Nexus
+from pyscst.scsi.inquiry import VERSION_ISCSI, VERSION_SAM5, VERSION_SPC4, StandardInquiry
+from pyscst.scsi.mode import CONTROL, ModePages, PageDef, spc_mode_page_defs
+from pyscst.scsi.sense import ScsiError, Sense
+from pyscst.scsi.vpd import VpdInfo, VpdPages
 
 PERIPHERAL_CD_DVD = 0x05
 BLOCK_SIZE = 2048

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from typing import ClassVar, Protocol, runtime_checkable
 
-from devices.medium import Medium
-from devices.stores import BackingStore
-from scsi.cdb import OpSpec, OpTable, Readiness
-from scsi.command import Nexus
-from scsi.inquiry import StandardInquiry
-from scsi.mode import ModePages
-from scsi.sense import Sense
-from scsi.vpd import VpdPages
+from pyscst.devices.medium import Medium
+from pyscst.devices.stores import BackingStore
+from pyscst.scsi.cdb import OpSpec, OpTable, Readiness
+from pyscst.scsi.command import Nexus
+from pyscst.scsi.inquiry import StandardInquiry
+from pyscst.scsi.mode import ModePages
+from pyscst.scsi.sense import Sense
+from pyscst.scsi.vpd import VpdPages
 
 
 @runtime_checkable

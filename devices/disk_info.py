@@ -12,14 +12,14 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from devices.disk_sense import removal_prevented
-from devices.medium import MediumLocked
-from scsi.cdb import alloc_len
-from scsi.command import Buffer, ExecContext, ScsiCommand
-from scsi.sense import Asc, ScsiError
+from pyscst.devices.disk_sense import removal_prevented
+from pyscst.devices.medium import MediumLocked
+from pyscst.scsi.cdb import alloc_len
+from pyscst.scsi.command import Buffer, ExecContext, ScsiCommand
+from pyscst.scsi.sense import Asc, ScsiError
 
 if TYPE_CHECKING:
-    from devices.disk import DiskDevice
+    from pyscst.devices.disk import DiskDevice
 
 
 async def handle_read_capacity_10(

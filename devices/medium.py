@@ -13,8 +13,8 @@ is the caller's business: the medium only says whether anything changed.
 
 from __future__ import annotations
 
-from scsi.command import Nexus
-from scsi.sense import Asc, ScsiError, SenseKey
+from pyscst.scsi.command import Nexus
+from pyscst.scsi.sense import Asc, ScsiError, SenseKey
 
 
 class MediumLocked(Exception):

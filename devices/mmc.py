@@ -13,17 +13,17 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from devices import disk_info, disk_io
-from devices.disk_sense import removal_prevented
-from devices.medium import MediumLocked
-from devices.spc import mask, type_table
-from scsi.cdb import OpFlags, OpSpec, ResvClass, alloc_len, rw10, rw12
-from scsi.command import Buffer, DataDirection, ExecContext, ScsiCommand
-from scsi.opcodes import Op
-from scsi.sense import Asc, ScsiError, SenseKey
+from pyscst.devices import disk_info, disk_io
+from pyscst.devices.disk_sense import removal_prevented
+from pyscst.devices.medium import MediumLocked
+from pyscst.devices.spc import mask, type_table
+from pyscst.scsi.cdb import OpFlags, OpSpec, ResvClass, alloc_len, rw10, rw12
+from pyscst.scsi.command import Buffer, DataDirection, ExecContext, ScsiCommand
+from pyscst.scsi.opcodes import Op
+from pyscst.scsi.sense import Asc, ScsiError, SenseKey
 
 if TYPE_CHECKING:
-    from devices.cdrom import CdromDevice
+    from pyscst.devices.cdrom import CdromDevice
 
 F = OpFlags
 R = ResvClass

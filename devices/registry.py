@@ -22,10 +22,10 @@ from typing import Protocol
 
 import attrs
 
-from devices.cdrom import CdromDevice, empty_tray
-from devices.device_type import DeviceType
-from devices.disk import DiskDevice
-from devices.stores import BackingStore, FileStore, NullStore
+from pyscst.devices.cdrom import CdromDevice, empty_tray
+from pyscst.devices.device_type import DeviceType
+from pyscst.devices.disk import DiskDevice
+from pyscst.devices.stores import BackingStore, FileStore, NullStore
 
 
 class DeviceSettings(Protocol):

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from devices.device_type import DeviceType
-from devices.disk_sense import short_data_out
-from scsi.cdb import OpFlags, OpSpec, OpTable, ResvClass, alloc_len
-from scsi.command import Buffer, DataDirection, ExecContext, ScsiCommand
-from scsi.mode import build_mode_sense, parse_mode_select
-from scsi.opcodes import Op
-from scsi.sense import Asc, ScsiError, Sense, SenseKey
+from pyscst.devices.device_type import DeviceType
+from pyscst.devices.disk_sense import short_data_out
+from pyscst.scsi.cdb import OpFlags, OpSpec, OpTable, ResvClass, alloc_len
+from pyscst.scsi.command import Buffer, DataDirection, ExecContext, ScsiCommand
+from pyscst.scsi.mode import build_mode_sense, parse_mode_select
+from pyscst.scsi.opcodes import Op
+from pyscst.scsi.sense import Asc, ScsiError, Sense, SenseKey
 
 F = OpFlags
 R = ResvClass

@@ -13,8 +13,8 @@ import struct
 
 import attrs
 
-from scsi.command import Nexus
-from scsi.vpd import PageBuilder, page
+from pyscst.scsi.command import Nexus
+from pyscst.scsi.vpd import PageBuilder, page
 
 BLOCK_LIMITS = 0xB0
 BLOCK_DEVICE_CHARACTERISTICS = 0xB1

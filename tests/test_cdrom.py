@@ -7,10 +7,10 @@ import struct
 
 import pytest
 
-from devices.cdrom import EVENT_MEDIA_REMOVAL, EVENT_NEW_MEDIA, CdromDevice
-from devices.medium import MediumLocked
-from devices.stores import MemoryStore
-from scsi.sense import Asc, SenseKey, Status
+from pyscst.devices.cdrom import EVENT_MEDIA_REMOVAL, EVENT_NEW_MEDIA, CdromDevice
+from pyscst.devices.medium import MediumLocked
+from pyscst.devices.stores import MemoryStore
+from pyscst.scsi.sense import Asc, SenseKey, Status
 from tests.fakes import DEFAULT_NEXUS, FakeContext, run_cdb
 
 SECTOR = 2048

@@ -17,21 +17,21 @@ import pytest
 import trio
 import trio.testing
 
-from actors.core_table import CORE_TABLE
-from actors.lun import LogicalUnit
-from devices import spc
-from devices.device_type import DeviceType
-from devices.disk import DiskDevice
-from devices.disk_table import SBC_TABLE
-from devices.medium import Medium, MediumLocked
-from devices.registry import HANDLERS
-from devices.stores import MemoryStore, NullStore
-from scsi.cdb import OpFlags, OpSpec, OpTable, Readiness, ResvClass
-from scsi.command import Buffer, DataDirection, ExecContext, Nexus, ScsiCommand
-from scsi.inquiry import StandardInquiry
-from scsi.mode import ModePages, spc_mode_page_defs
-from scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
-from scsi.vpd import VpdInfo, VpdPages
+from pyscst.actors.core_table import CORE_TABLE
+from pyscst.actors.lun import LogicalUnit
+from pyscst.devices import spc
+from pyscst.devices.device_type import DeviceType
+from pyscst.devices.disk import DiskDevice
+from pyscst.devices.disk_table import SBC_TABLE
+from pyscst.devices.medium import Medium, MediumLocked
+from pyscst.devices.registry import HANDLERS
+from pyscst.devices.stores import MemoryStore, NullStore
+from pyscst.scsi.cdb import OpFlags, OpSpec, OpTable, Readiness, ResvClass
+from pyscst.scsi.command import Buffer, DataDirection, ExecContext, Nexus, ScsiCommand
+from pyscst.scsi.inquiry import StandardInquiry
+from pyscst.scsi.mode import ModePages, spc_mode_page_defs
+from pyscst.scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
+from pyscst.scsi.vpd import VpdInfo, VpdPages
 from tests.cdbs import TUR, sense_triplet
 from tests.fakes import run_cdb
 from tests.test_task_set import NEXUS_A, NEXUS_B, Recorder, command, wait_answers
@@ -272,7 +272,7 @@ async def test_serializing_command_waits_for_older_and_holds_back_younger() -> N
 
 
 async def test_reset_and_nexus_loss_reach_the_type_through_the_protocol() -> None:
-    from actors.messages import NexusLoss, ResetLogicalUnit, call
+    from pyscst.actors.messages import NexusLoss, ResetLogicalUnit, call
 
     probe = Probe()
     async with trio.open_nursery() as nursery:

@@ -15,10 +15,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from pyscst.transports.iscsi.initiator import Initiator
 from tests.cdbs import TUR, read10, sense_triplet
 from tests.daemon import RunningDaemon, running_daemon_async
 from tests.test_admin_cli import admin_for
-from transports.iscsi.initiator import Initiator
 
 TARGET = "iqn.2026-11.org.pyscst:removable"
 LUNS = ({"lun": 0, "device": "rdisk"}, {"lun": 1, "device": "fixed"})
