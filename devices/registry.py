@@ -3,7 +3,7 @@
 SCST names a device by its handler (``vdisk_fileio``, ``vdisk_nullio``, ...);
 here each name is one :class:`HandlerInfo` row that says which device type
 it builds, over which store, and what its configuration may say. Config
-validation (admin/config.py), console completion (admin/console_attrs.py),
+validation (admin/config/files.py), console completion (admin/client/console/attrs.py),
 ``pyscst admin`` help and the README's handler table all read this table,
 and the device actor builds devices through it, so adding a handler (a new
 store under the disk, or a new device type) is one :func:`_register` call
