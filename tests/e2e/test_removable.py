@@ -18,7 +18,7 @@ from pathlib import Path
 from pyscst.transports.iscsi.initiator import Initiator
 from tests.cdbs import TUR, read10, sense_triplet
 from tests.daemon import RunningDaemon, running_daemon_async
-from tests.test_admin_cli import admin_for
+from tests.e2e.test_admin_cli import admin_for
 
 TARGET = "iqn.2026-11.org.pyscst:removable"
 LUNS = ({"lun": 0, "device": "rdisk"}, {"lun": 1, "device": "fixed"})

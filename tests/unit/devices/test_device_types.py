@@ -34,7 +34,7 @@ from pyscst.scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
 from pyscst.scsi.vpd import VpdInfo, VpdPages
 from tests.cdbs import TUR, sense_triplet
 from tests.fakes import run_cdb
-from tests.test_task_set import NEXUS_A, NEXUS_B, Recorder, command, wait_answers
+from tests.unit.actors.test_task_set import NEXUS_A, NEXUS_B, Recorder, command, wait_answers
 
 REPO = Path(__file__).resolve().parents[1]
 PROBE_OP = 0xC0  # vendor-specific: the probe type's own command

@@ -20,8 +20,8 @@ import trio
 from pyscst.transports.iscsi.initiator import Initiator
 from tests.cdbs import TUR, read10, sense_triplet, write10
 from tests.daemon import RunningDaemon, running_daemon_async
-from tests.test_admin_cli import admin_for
-from tests.test_qemu_img import _qemu_img_with_iscsi
+from tests.e2e.test_admin_cli import admin_for
+from tests.conformance.test_qemu_img import _qemu_img_with_iscsi
 
 TARGET = "iqn.2026-11.org.pyscst:cdrom"
 LUNS = ({"lun": 0, "device": "cd0"}, {"lun": 1, "device": "cd1"})
