@@ -27,11 +27,12 @@ import attrs
 import trio
 
 from pyscst.actors.faults import CrashDevice, DeviceCrashed
-from pyscst.actors.messages import Envelope, ResizeDevice, SetDeviceReadOnly, reply_to
-from pyscst.devices.device_config import DeviceConfig, Handler
-from pyscst.devices.disk import DiskDevice
+from pyscst.actors.messages import ChangeMedium, Envelope, ResizeDevice, SetDeviceReadOnly, reply_to
+from pyscst.devices.device_config import DeviceConfig
+from pyscst.devices.device_type import DeviceType
+from pyscst.devices.registry import HANDLERS, PathRule
 from pyscst.devices.store_health import CHECK_INTERVAL
-from pyscst.devices.stores import BackingStore, FileStore, NullStore
+from pyscst.devices.stores import BackingStore, FileStore
 from pyscst.scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
 
 log = logging.getLogger(__name__)
@@ -45,18 +46,10 @@ REQUEST_TIMEOUT = 30.0
 async def open_store(
     cfg: DeviceConfig, roots: Sequence[Path] | None = None, grow: bool = True
 ) -> BackingStore:
-    """The device's store; a file path must lie below ``roots`` (state_dir and
-    allowed_dirs) and is opened without following symlinks (devices.confine)."""
-    if cfg.handler is Handler.VDISK_NULLIO:
-        return NullStore(cfg.size, read_only=cfg.read_only)
-    assert cfg.path is not None
-    return await FileStore.open(
-        cfg.path,
-        size=cfg.size,
-        read_only=cfg.read_only,
-        roots=roots if roots is not None else (cfg.path.parent,),
-        grow=grow,
-    )
+    """The device's store, as its handler's registration opens it; a file
+    path must lie below ``roots`` (state_dir and allowed_dirs) and is opened
+    without following symlinks (devices.confine)."""
+    return await HANDLERS[cfg.handler].open_store(cfg, roots, grow)
 
 
 class DeviceActor:
@@ -72,8 +65,8 @@ class DeviceActor:
         #: may the first open extend an existing, smaller file? (no for admin
         #: adds without --grow); later opens restore the size it already had
         self._grow = grow
-        self._device: DiskDevice | None = None
-        self._standby: DiskDevice | None = None
+        self._device: DeviceType | None = None
+        self._standby: DeviceType | None = None
         self._store: BackingStore | None = None
         self._mailbox_send, self._mailbox_recv = trio.open_memory_channel[Envelope[Any]](16)
         self._crash_listeners: list[Callable[[], None]] = []
@@ -115,13 +108,13 @@ class DeviceActor:
         self._crash_pending = True
         return True
 
-    def current(self) -> DiskDevice:
+    def current(self) -> DeviceType:
         device = self._device
         if device is None:
             raise ScsiError(Status.CHECK_CONDITION, self.offline or RESTARTING)
         return device
 
-    def standby(self) -> DiskDevice | None:
+    def standby(self) -> DeviceType | None:
         """While down: the last device, for INQUIRY and REQUEST SENSE (which
         then reports why it is not ready). None if it never started."""
         device = self._standby
@@ -156,19 +149,12 @@ class DeviceActor:
         self._grow = True
         self._crash_pending = False
         try:
-            self._device = DiskDevice(
-                cfg.name,
-                store,
-                block_size=cfg.block_size,
-                read_only=cfg.read_only,
-                write_cache=cfg.write_cache,
-                serial=cfg.serial or None,
-            )
+            self._device = HANDLERS[cfg.handler].build(cfg, store)
             self._served_size = store.size
             log.info(
                 "%s: %s, %d bytes, block size %d%s",
                 self.name,
-                cfg.handler.value,
+                cfg.handler,
                 store.size,
                 cfg.block_size,
                 " (read-only)" if cfg.read_only else "",
@@ -182,12 +168,12 @@ class DeviceActor:
                         crashed = True
                         break
                     try:
-                        await self._handle(envelope.message)
+                        result = await self._handle(envelope.message)
                     except Exception as exc:  # the requester reports it; the device lives on
                         log.warning("%s: %r refused: %s", self.name, envelope.message, exc)
                         reply_to(envelope.reply, exc)
                     else:
-                        reply_to(envelope.reply, None)
+                        reply_to(envelope.reply, result)
                 nursery.cancel_scope.cancel()
             if crashed:
                 raise DeviceCrashed(f"{self.name}: crash injected")
@@ -211,7 +197,7 @@ class DeviceActor:
     def _warn_if_shrunk(self, cfg: DeviceConfig) -> None:
         """A reopen after the backing file was truncated grows it back with
         zeros (the blocks are gone either way): say so, once, loudly."""
-        if not self._served_size or cfg.path is None or cfg.handler is Handler.VDISK_NULLIO:
+        if not self._served_size or cfg.path is None or not HANDLERS[cfg.handler].file_backed:
             return
         try:
             actual = os.stat(cfg.path).st_size
@@ -223,6 +209,29 @@ class DeviceActor:
                 "the missing blocks now read as zeros",
                 self.name, cfg.path, actual, self._served_size,
             )  # fmt: skip
+
+    async def _load_image(self, device: DeviceType, path: Path) -> bool:
+        """The operator loads another image: open it (confined like any
+        backing file), hand it to the device, close the one it replaces."""
+        if HANDLERS[self.cfg.handler].path is not PathRule.IMAGE:
+            raise ValueError(f"{self.cfg.handler}: the medium is the backing file; no path")
+        cfg = attrs.evolve(self.cfg, path=path)
+        image = await open_store(cfg, self._roots, grow=False)
+        if isinstance(image, FileStore):
+            image.label = self.name
+        old = self._store
+        try:
+            changed = device.load(image)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await image.close()
+            raise
+        self._store, self.cfg = image, cfg
+        if old is not None and old is not image:
+            with trio.CancelScope(shield=True):
+                await old.close()
+        log.info("%s: image %s loaded", self.name, path)
+        return changed
 
     async def _watch_backing_file(self) -> None:
         """Once a second, one fstat: is the backing file truncated or unlinked?"""
@@ -236,14 +245,43 @@ class DeviceActor:
                     self.on_trouble(problem)
                 return
 
-    async def _handle(self, message: Any) -> None:
+    def medium_present(self) -> bool | None:
+        """Is there a medium in the device (None: it never ran)?"""
+        device = self._device or self._standby
+        return None if device is None else device.medium.present
+
+    async def change_medium(self, load: bool, path: Path | None = None) -> bool:
+        """Eject or load (the operator's): True if the medium's presence changed.
+        Raises what refused it: ValueError (not removable, device down) or
+        MediumLocked (an initiator holds PREVENT ALLOW MEDIUM REMOVAL)."""
+        if self._device is None:
+            raise ValueError(f"{self.name} is not running")
+        reply_send, reply_recv = trio.open_memory_channel[Any](1)
+        await self._mailbox_send.send(Envelope(ChangeMedium(load, path), reply_send))
+        with trio.move_on_after(REQUEST_TIMEOUT):
+            result = await reply_recv.receive()
+            if isinstance(result, Exception):
+                raise result
+            return bool(result)
+        raise ValueError(f"{self.name} did not answer within {REQUEST_TIMEOUT:g} s")
+
+    async def _handle(self, message: Any) -> object:
         device = self._device
         assert device is not None
+        if isinstance(message, ChangeMedium):
+            if message.path is not None:
+                return await self._load_image(device, message.path)
+            changed = device.load() if message.load else device.eject()
+            if changed:
+                log.info("%s: medium %s", self.name, "loaded" if message.load else "ejected")
+            return changed
         if isinstance(message, ResizeDevice):
             await device.resize(message.size)
             self.cfg = attrs.evolve(self.cfg, size=device.store.size)
             log.info("%s: resized to %d bytes", self.name, device.store.size)
         elif isinstance(message, SetDeviceReadOnly):
+            if not message.read_only and not HANDLERS[self.cfg.handler].writable:
+                raise ValueError(f"{self.cfg.handler} devices are always read-only")
             store = self._store
             assert store is not None
             if not message.read_only and store.read_only:
@@ -259,3 +297,4 @@ class DeviceActor:
             log.info("%s: %s", self.name, "read-only" if message.read_only else "writable")
         else:
             raise ValueError(f"unknown request {message!r}")
+        return None

@@ -40,6 +40,8 @@ from pyscst.actors.pr_state import Registrant
 from pyscst.actors.pr_store import AptplStore
 from pyscst.actors.reservations import Reservations
 from pyscst.actors.unit_attention import UnitAttentionQueue
+from pyscst.devices.device_type import DeviceType, check_ready_for
+from pyscst.devices.spc import SPC_TABLE
 from pyscst.scsi.cdb import NEEDS_AWAIT, OpSpec, OpTable
 from pyscst.scsi.command import (
     Buffer,
@@ -55,7 +57,6 @@ log = logging.getLogger(__name__)
 
 _INQUIRY = 0x12
 _REQUEST_SENSE = 0x03
-_REPORT_LUNS = 0xA0
 
 MAILBOX_DEPTH = 64
 
@@ -117,6 +118,7 @@ class Task:
         "finished",
         "lba",
         "nblocks",
+        "ordered",
         "seq",
         "spec",
         "started_ns",
@@ -137,10 +139,13 @@ class Task:
         #: set when aborted by another nexus with TAS=1: answer TASK ABORTED
         self.tas = False
         self.writes = False
+        #: waits for every older task and holds back younger ones: an ORDERED
+        #: task, or a SERIALIZING command (MODE SELECT, START STOP UNIT, ...)
+        self.ordered = cmd.attr == TaskAttribute.ORDERED
         self.lba = -1
         self.nblocks = 0
         self.spec: OpSpec | None = None
-        self.device: Any = None
+        self.device: DeviceType | None = None
         self.error: ScsiError | None = None
         self.started_ns = 0
         #: sense to answer with when cancelled by a device crash (retryable)
@@ -180,11 +185,11 @@ class LogicalUnit:
     def __init__(
         self,
         name: str,
-        device_source: Callable[[], Any],
+        device_source: Callable[[], DeviceType],
         core_table: OpTable,
         faults: FaultEngine | None = None,
         pr_path: Path | None = None,
-        standby: Callable[[], Any] | None = None,
+        standby: Callable[[], DeviceType | None] | None = None,
     ) -> None:
         self.name = name
         #: while ``device_source`` raises (the device is down): the device that
@@ -198,7 +203,9 @@ class LogicalUnit:
         self._device_source = device_source
         self._core_table = core_table
         self._table: OpTable | None = None
-        self._table_device: Any = None
+        self._table_device: DeviceType | None = None
+        #: what decides UA exemption while no device answers (it is down)
+        self._spc_table = core_table.merged(SPC_TABLE)
         self._nursery: trio.Nursery | None = None
         self._mailbox_send, self._mailbox_recv = trio.open_memory_channel[Envelope[Any] | Any](
             MAILBOX_DEPTH
@@ -275,7 +282,12 @@ class LogicalUnit:
         elif isinstance(msg, ResetLogicalUnit):
             tasks = self._abort_all(by=msg.nexus)
             self.reservations.reset()
-            self._device_hook("power_on" if msg.asc is Asc.POWER_ON_OCCURRED else "reset")
+            device = self._device_or_none()
+            if device is not None:
+                if msg.asc is Asc.POWER_ON_OCCURRED:
+                    device.power_on()
+                else:
+                    device.reset()
             self.raise_ua(msg.asc)
             self._nursery.start_soon(self._cancel_and_reply, tasks, TmfResponse.COMPLETE, reply)
         else:
@@ -294,16 +306,9 @@ class LogicalUnit:
                     task.state.ua.add(Asc.COMMANDS_CLEARED_BY_ANOTHER_INITIATOR)
         return tasks
 
-    def _device_hook(self, name: str, *args: Any) -> None:
-        """Tell the device handler of a reset or nexus loss (its own state, e.g.
-        PREVENT ALLOW MEDIUM REMOVAL; a cold reset restores power-on defaults)."""
-        hook = getattr(self._device_or_none(), name, None)
-        if hook is not None:
-            hook(*args)
-
     def _control_tas(self) -> bool:
         device = self._device_or_none()
-        return bool(getattr(device, "tas", False))
+        return device is not None and device.tas
 
     async def _cancel_and_reply(
         self, tasks: list[Task], response: TmfResponse, reply: trio.MemorySendChannel[Any]
@@ -322,7 +327,9 @@ class LogicalUnit:
         for task in tasks:
             task.scope.cancel()
         self.reservations.nexus_lost(msg.nexus)
-        self._device_hook("nexus_lost", msg.nexus)
+        device = self._device_or_none()
+        if device is not None:
+            device.nexus_lost(msg.nexus)
         if msg.reset:
             self._state_for(msg.nexus).ua.add(Asc.I_T_NEXUS_LOSS_OCCURRED)
         else:
@@ -371,13 +378,13 @@ class LogicalUnit:
         return state
 
     # -- the command path ---------------------------------------------------
-    def _device_or_none(self) -> Any:
+    def _device_or_none(self) -> DeviceType | None:
         try:
             return self._device_source()
         except ScsiError:
             return None
 
-    def table(self, device: Any) -> OpTable:
+    def table(self, device: DeviceType) -> OpTable:
         if self._table is None or self._table_device is not device:
             self._table = self._core_table.merged(device.table)
             self._table_device = device
@@ -413,7 +420,7 @@ class LogicalUnit:
         observe it between arrival and answer."""
         self._active[task.seq] = task
         task.state.tasks[task.cmd.tag] = task
-        if task.cmd.attr == TaskAttribute.ORDERED:
+        if task.ordered:
             self._ordered[task.seq] = task
         if task.writes:
             self._writes_active += 1
@@ -437,7 +444,7 @@ class LogicalUnit:
             spec = task.spec
             assert spec is not None
             fast = spec.fast
-            if fast is None or cmd.attr == TaskAttribute.ORDERED:
+            if fast is None or task.ordered:
                 return False
             faults = self._faults
             if faults is not None and faults.command_armed:
@@ -451,8 +458,12 @@ class LogicalUnit:
                 return False
             # No checkpoint runs in here, so nothing can cancel it: the command is
             # atomic to every TMF (its scope is only made if it needs its task).
+            device = task.device
+            assert device is not None
             try:
-                result = fast(task.device, cmd, task.ctx)
+                if spec.readiness:
+                    device.check_ready(spec.readiness)
+                result = fast(device, cmd, task.ctx)
             except ScsiError as exc:
                 error = exc
             except Exception:
@@ -582,7 +593,7 @@ class LogicalUnit:
         counts = self.sense_key_counts
         counts[sense.key] = counts.get(sense.key, 0) + 1
         device = self._device_or_none()
-        return sense.encode(bool(getattr(device, "descriptor_sense", False)))
+        return sense.encode(device is not None and device.descriptor_sense)
 
     def _prepare(self, task: Task) -> None:
         """Arrival-time checks, run synchronously by ``submit`` so they happen in
@@ -593,7 +604,7 @@ class LogicalUnit:
         cdb = cmd.cdb
         try:
             state = task.state
-            if state.ua and cdb[0] not in (_INQUIRY, _REQUEST_SENSE, _REPORT_LUNS):
+            if state.ua and not self._ua_exempt(cdb):
                 sense = state.ua.pop()
                 assert sense is not None
                 raise ScsiError(Status.CHECK_CONDITION, sense)
@@ -601,6 +612,7 @@ class LogicalUnit:
                 # SAM-5: an ACA task with no ACA condition established (never,
                 # here: NormACA=0, NACA=1 is refused) is a protocol error
                 raise ScsiError.check(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_MESSAGE_ERROR)
+            device: DeviceType | None
             try:
                 device = self._device_source()
             except ScsiError:
@@ -617,6 +629,8 @@ class LogicalUnit:
             if spec.lba_range is not None:
                 task.lba, task.nblocks = spec.lba_range(cdb)
                 task.writes = writes
+            if spec.serializing:
+                task.ordered = True
             task.spec = spec
             task.device = device
         except ScsiError as exc:
@@ -628,10 +642,15 @@ class LogicalUnit:
         await self._wait_turn(task)
         spec = task.spec
         assert spec is not None
+        device = task.device
+        assert device is not None
+        # the one readiness check, at execution time (an older START STOP UNIT
+        # or eject may have changed it since arrival), as the row's flags ask
+        check_ready_for(device, spec)
         faults = self._faults
         if faults is not None and faults.command_armed:
             return await run_with_faults(faults, self.name, task, spec)
-        return await spec.handler(task.device, task.cmd, task.ctx)
+        return await spec.handler(device, task.cmd, task.ctx)
 
     def _blockers(self, task: Task) -> list[Task]:
         """The older tasks ``task`` must wait for: task attributes (SAM-5 8.6)
@@ -640,7 +659,7 @@ class LogicalUnit:
         if attr == TaskAttribute.HEAD_OF_QUEUE:
             return []
         seq = task.seq
-        if attr == TaskAttribute.ORDERED:
+        if task.ordered:
             return [t for s, t in self._active.items() if s < seq]
         blockers = [t for s, t in self._ordered.items() if s < seq] if self._ordered else []
         if (self._writes_active or task.writes) and task.lba >= 0 and not self._unrestricted():
@@ -657,7 +676,16 @@ class LogicalUnit:
 
     def _unrestricted(self) -> bool:
         device = self._device_or_none()
-        return getattr(device, "queue_algorithm_modifier", 0) == 1
+        return device is not None and device.queue_algorithm_modifier == 1
+
+    def _ua_exempt(self, cdb: bytes) -> bool:
+        """Does the command's row say a pending UNIT ATTENTION lets it run
+        (INQUIRY, REPORT LUNS, REQUEST SENSE: the UA_EXEMPT flag)? Decided
+        before the CDB is checked: a UA outranks a bad field."""
+        device = self._device_or_none()
+        table = self.table(device) if device is not None else self._spc_table
+        spec = table.peek(cdb)
+        return spec is not None and spec.ua_exempt
 
     # -- persistent reservations ------------------------------------------------
     def persistent_reserve_in(self, cdb: bytes) -> bytes:

@@ -8,6 +8,7 @@ channel so the receiving actor answers without sharing state with the caller.
 from __future__ import annotations
 
 import enum
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import attrs
@@ -94,6 +95,20 @@ class ResizeDevice:
     Replies None, or the exception that refused it."""
 
     size: int
+
+
+@attrs.frozen
+class ChangeMedium:
+    """Eject (``load`` False) or load the medium of a removable device
+    (admin ``device.eject`` / ``device.load``).
+
+    Replies True if the medium changed, False if it already was so, or the
+    exception that refused it (not removable, PREVENT held, an image that
+    cannot be opened). ``path``: load this image instead (a CD-ROM's).
+    """
+
+    load: bool
+    path: Path | None = None
 
 
 @attrs.frozen

@@ -8,19 +8,11 @@ from TOML and re-exports them.
 
 from __future__ import annotations
 
-import enum
 from pathlib import Path
 
 import attrs
 
-__all__ = ["DeviceConfig", "Handler"]
-
-
-class Handler(enum.StrEnum):
-    """Device handlers (SCST dev handler names)."""
-
-    VDISK_FILEIO = "vdisk_fileio"  # a regular file or block device
-    VDISK_NULLIO = "vdisk_nullio"  # no storage: reads return zeros, writes vanish
+__all__ = ["DeviceConfig"]
 
 
 @attrs.frozen
@@ -28,14 +20,19 @@ class DeviceConfig:
     """One exported device ([devices.NAME])."""
 
     name: str
-    handler: Handler
-    size: int  # bytes, a multiple of block_size
+    #: a name registered in devices/registry.py (vdisk_fileio, vdisk_nullio, vcdrom)
+    handler: str
+    size: int  # bytes, a multiple of block_size (0 for vcdrom: its image's)
     block_size: int = 512
     path: Path | None = None  # absolute; None for vdisk_nullio
     read_only: bool = False
     write_cache: bool = True
     serial: str = ""
     rotational: bool = False
+    #: RMB: initiators (START STOP UNIT LOEJ) and the operator may eject/load
+    removable: bool = False
+    #: bytes per physical block (a power-of-two multiple of block_size); 0: block_size
+    physical_block_size: int = 0
     #: the device's restart budget: more crashes than this within
     #: ``restart_period`` seconds and it goes offline (actors/device_unit.py)
     max_restarts: int = 5

@@ -1,12 +1,13 @@
-"""The SBC disk device (SCST's vdisk_fileio / vdisk_nullio): state and policy.
+"""The SBC disk device type (SCST's vdisk_fileio / vdisk_nullio): state and policy.
 
 A :class:`DiskDevice` owns a backing store and the per-LU state SBC asks for:
-block geometry, mode pages, start/stop and medium presence, and the set of
-I_T nexuses preventing medium removal. Command handlers live in
-``disk_io.py`` (the data path) and ``disk_info.py`` (everything else); the
-class-level :attr:`DiskDevice.table` from ``disk_table.py`` maps CDBs to them.
-The logical-unit actor drives it through that table and the few reset hooks
-here; it never reaches into the handlers.
+block geometry, mode pages, start/stop, and its :class:`Medium` (present or
+ejected when removable; locked by PREVENT ALLOW MEDIUM REMOVAL per I_T
+nexus). Command handlers live in ``disk_io.py`` (the data path),
+``disk_info.py`` and the shared SPC layer (``spc.py``); the class-level
+:attr:`DiskDevice.table` from ``disk_table.py`` maps CDBs to them. The
+logical-unit actor drives it through the :class:`DeviceType` protocol
+(devices/device_type.py); it never reaches into the handlers.
 """
 
 from __future__ import annotations
@@ -14,15 +15,17 @@ from __future__ import annotations
 import hashlib
 from typing import ClassVar
 
-from pyscst.devices.disk_sense import medium_not_present, not_ready_stopped
+from pyscst.devices.disk_sense import not_ready_stopped
 from pyscst.devices.disk_table import SBC_TABLE
+from pyscst.devices.medium import Medium
 from pyscst.devices.stores import BackingStore
-from pyscst.scsi.cdb import OpTable
+from pyscst.scsi.cdb import OpTable, Readiness
 from pyscst.scsi.command import Nexus
 from pyscst.scsi.inquiry import StandardInquiry
 from pyscst.scsi.mode import CACHING, CONTROL, ModePages, sbc_mode_pages
 from pyscst.scsi.sense import ScsiError, Sense
 from pyscst.scsi.vpd import VpdInfo, VpdPages
+from pyscst.scsi.vpd_sbc import SbcVpdInfo, sbc_vpd_pages
 
 #: default MAXIMUM TRANSFER LENGTH, in bytes (converted to blocks per device)
 DEFAULT_MAX_TRANSFER_BYTES = 8 * 1024 * 1024
@@ -30,10 +33,6 @@ DEFAULT_MAX_TRANSFER_BYTES = 8 * 1024 * 1024
 MAX_UNMAP_BLOCKS = 1 << 20
 MAX_UNMAP_DESCRIPTORS = 256
 MAX_WRITE_SAME_BLOCKS = 0xFFFF
-
-
-def _nexus_key(nexus: Nexus) -> tuple[str, str]:
-    return (nexus.initiator_port, nexus.target_port)
 
 
 class DiskDevice:
@@ -55,6 +54,7 @@ class DiskDevice:
         product: str = "pyscst disk",
         revision: str = "0001",
         lbppbe: int = 0,
+        rotational: bool = False,
         max_transfer_bytes: int = DEFAULT_MAX_TRANSFER_BYTES,
     ) -> None:
         if block_size not in (512, 1024, 2048, 4096):
@@ -72,29 +72,29 @@ class DiskDevice:
         self.lbppbe = lbppbe
         self.max_transfer_blocks = max(1, max_transfer_bytes // block_size)
         self.inquiry = StandardInquiry(removable=removable, product=product, revision=revision)
+        #: what the SBC VPD pages advertise and the handlers enforce
+        self.limits = SbcVpdInfo(
+            block_size=block_size,
+            max_transfer_blocks=self.max_transfer_blocks,
+            optimal_granularity=1 << lbppbe,
+            lbpu=True,
+            lbpws=True,
+            lbpws10=True,
+            lbprz=True,
+            max_unmap_blocks=MAX_UNMAP_BLOCKS,
+            max_unmap_descriptors=MAX_UNMAP_DESCRIPTORS,
+            max_write_same_blocks=MAX_WRITE_SAME_BLOCKS,
+            max_compare_write_blocks=min(255, self.max_transfer_blocks),
+            non_rotating=not rotational,
+        )
         self.vpd = VpdPages(
-            VpdInfo(
-                device_id=self.device_id,
-                serial=self.serial,
-                block_size=block_size,
-                max_transfer_blocks=self.max_transfer_blocks,
-                optimal_granularity=1 << lbppbe,
-                lbpu=True,
-                lbpws=True,
-                lbpws10=True,
-                lbprz=True,
-                max_unmap_blocks=MAX_UNMAP_BLOCKS,
-                max_unmap_descriptors=MAX_UNMAP_DESCRIPTORS,
-                max_write_same_blocks=MAX_WRITE_SAME_BLOCKS,
-                max_compare_write_blocks=min(255, self.max_transfer_blocks),
-            )
+            VpdInfo(device_id=self.device_id, serial=self.serial), sbc_vpd_pages(self.limits)
         )
         self.mode = sbc_mode_pages(write_cache)
         #: False after START STOP UNIT with START=0 (non-removable devices)
         self.started = True
-        #: False after an eject (removable devices)
-        self.medium_present = True
-        self._preventers: set[tuple[str, str]] = set()
+        #: ejected and loaded only when removable; locked by PREVENT either way
+        self.medium = Medium()
         #: set by the device actor while this device is down (restarting or
         #: offline): what REQUEST SENSE reports then (only INQUIRY and REQUEST
         #: SENSE reach a device that is down)
@@ -147,13 +147,18 @@ class DiskDevice:
     def write_protected(self, mapping_read_only: bool) -> bool:
         return self.read_only or mapping_read_only or self.software_write_protect
 
+    def mode_parameters(self, read_only: bool) -> tuple[int, int, int]:
+        """MODE SENSE header and block descriptor: WP (per mapping) and DPOFUA."""
+        specific = (0x80 if self.write_protected(read_only) else 0) | 0x10
+        return specific, self.blocks, self.block_size
+
     # --- readiness --------------------------------------------------------
 
-    def check_ready(self, media_access: bool = True) -> None:
+    def check_ready(self, readiness: Readiness = Readiness.READY) -> None:
         """NOT READY when the medium is absent or (for media access) stopped."""
-        if not self.medium_present:
-            raise medium_not_present()
-        if media_access and not self.started:
+        if not self.medium.present:
+            self.medium.check_present()
+        if not self.started and readiness is Readiness.READY:
             raise not_ready_stopped()
 
     def not_ready_sense(self) -> Sense | None:
@@ -170,27 +175,37 @@ class DiskDevice:
 
     @property
     def removal_prevented(self) -> bool:
-        return bool(self._preventers)
+        return self.medium.locked
 
-    def set_prevent(self, nexus: Nexus, prevent: bool) -> None:
-        if prevent:
-            self._preventers.add(_nexus_key(nexus))
-        else:
-            self._preventers.discard(_nexus_key(nexus))
+    def eject(self) -> bool:
+        """The operator's eject (console, ``pyscst admin``); True if a medium
+        was there. ValueError on a fixed disk; MediumLocked while prevented."""
+        if not self.removable:
+            raise ValueError(f"{self.name} is not removable")
+        return self.medium.eject()
+
+    def load(self, image: BackingStore | None = None) -> bool:
+        """The operator's load: the backing store is the medium again."""
+        if not self.removable:
+            raise ValueError(f"{self.name} is not removable")
+        if image is not None:
+            raise ValueError(f"{self.name}: a disk's medium is its backing file; no path")
+        self.started = True
+        return self.medium.load()
 
     # --- hooks for the logical-unit actor ---------------------------------
 
     def nexus_lost(self, nexus: Nexus) -> None:
         """I_T nexus loss: its medium-removal prevention ends (SPC-4 6.13)."""
-        self._preventers.discard(_nexus_key(nexus))
+        self.medium.nexus_lost(nexus)
 
     def reset(self) -> None:
         """Logical unit reset / hard reset: prevention ends."""
-        self._preventers.clear()
+        self.medium.unlock_all()
 
     def power_on(self) -> None:
         """Power-on defaults: mode pages, started, prevention cleared."""
-        self._preventers.clear()
+        self.medium.unlock_all()
         self.mode.reset()
         self.started = True
 

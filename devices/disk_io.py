@@ -81,7 +81,6 @@ def _check_writable(dev: DiskDevice, ctx: ExecContext) -> None:
 def _read_extent(dev: DiskDevice, cmd: ScsiCommand) -> tuple[int, int]:
     """A READ's checks, the same on both paths: ready, LBA range."""
     cdb = cmd.cdb
-    dev.check_ready()
     lba, n = _lba_and_length(cdb)
     check_range(dev, cdb, lba, n)
     return lba, n
@@ -119,7 +118,6 @@ def write_now(dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | N
     cdb = cmd.cdb
     if (cdb[0] >= 0x20 and cdb[1] & 0x08) or not dev.write_cache:
         return NEEDS_AWAIT
-    dev.check_ready()
     _check_writable(dev, ctx)
     lba, n = _lba_and_length(cdb)
     check_range(dev, cdb, lba, n)
@@ -141,7 +139,6 @@ async def _write_checked(
     dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext
 ) -> tuple[int, int, memoryview | None]:
     cdb = cmd.cdb
-    dev.check_ready()
     _check_writable(dev, ctx)
     lba, n = _lba_and_length(cdb)
     check_range(dev, cdb, lba, n)
@@ -211,7 +208,6 @@ async def handle_verify(dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext) -> 
     bytchk = (cdb[1] >> 1) & 0x03
     if bytchk == 0b10:
         raise ScsiError.invalid_field_in_cdb(1, 2)
-    dev.check_ready()
     lba, n = _lba_and_length(cdb)
     check_range(dev, cdb, lba, n)
     if n == 0:
@@ -239,7 +235,6 @@ async def handle_prefetch(dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext) -
     blocks stay resident, which SBC allows by answering GOOD.
     """
     cdb = cmd.cdb
-    dev.check_ready()
     lba, n = rw10(cdb) if cdb[0] == 0x34 else rw16(cdb)
     check_range(dev, cdb, lba, n, limit=False)
     fileno = getattr(dev.store, "fileno", None)
@@ -262,7 +257,6 @@ async def handle_synchronize_cache(
     permits.
     """
     cdb = cmd.cdb
-    dev.check_ready()
     lba, n = rw10(cdb) if cdb[0] == 0x35 else rw16(cdb)
     check_range(dev, cdb, lba, n, limit=False)
     try:

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import errno
 
-from pyscst.scsi.sense import Asc, ScsiError, SenseKey
+from pyscst.scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
+
+
+def _check(key: SenseKey, asc: int, ascq: int) -> ScsiError:
+    return ScsiError(Status.CHECK_CONDITION, Sense(key, asc, ascq))
 
 
 def not_ready_stopped() -> ScsiError:
@@ -33,6 +37,13 @@ def short_data_out() -> ScsiError:
     the data the CDB describes: nothing is written (FCP-4 / libiscsi option b).
     """
     return ScsiError.check(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_INFORMATION_UNIT)
+
+
+def data_out_length_mismatch() -> ScsiError:
+    """ILLEGAL REQUEST, INVALID FIELD IN INFORMATION UNIT (0E/03), for a
+    command whose data-out must be exactly what the CDB describes (WRITE
+    SAME: one block; COMPARE AND WRITE: twice the blocks) and is longer."""
+    return _check(SenseKey.ILLEGAL_REQUEST, 0x0E, 0x03)
 
 
 def miscompare(offset: int) -> ScsiError:

@@ -4,8 +4,10 @@ Each row's mask is the CDB USAGE DATA RSOC reports and the set of bits the
 LU's field check lets through; e.g. READ(10)'s byte 1 mask 0x18 allows DPO and
 FUA (advertised by DPOFUA in MODE SENSE) and nothing of RDPROTECT, so a
 non-zero RDPROTECT is INVALID FIELD IN CDB at byte 1 bit 7 without handler code.
-Core SPC commands (REPORT LUNS, reservations, RSOC, ...) are the LU's and get
-merged in by it.
+The rows every device type shares (INQUIRY, REQUEST SENSE, TEST UNIT READY,
+MODE SENSE/SELECT, PREVENT ALLOW MEDIUM REMOVAL) come from the SPC layer
+(devices/spc.py) that this table overlays; REPORT LUNS, reservations and
+RSOC are the LU's (actors/core_table.py) and get merged in by it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import attrs
 from pyscst.devices import disk_info as info
 from pyscst.devices import disk_io as io
 from pyscst.devices import disk_write_ext as wx
-from pyscst.scsi.cdb import OpFlags, OpSpec, OpTable, ResvClass, rw6, rw10, rw12, rw16
+from pyscst.devices.spc import type_table
+from pyscst.scsi.cdb import OpFlags, OpSpec, ResvClass, rw6, rw10, rw12, rw16
 from pyscst.scsi.command import DataDirection
 from pyscst.scsi.opcodes import Op, ServiceActionIn16
 
@@ -36,42 +39,25 @@ def _mask(hexdigits: str) -> bytes:
     return bytes.fromhex(hexdigits.replace(" ", ""))
 
 
-def _prevent_resv(cdb: bytes) -> ResvClass:
-    return R.ALLOWED if cdb[4] & 0x03 == 0 else R.WRITE
-
-
 def _start_stop_resv(cdb: bytes) -> ResvClass:
     return R.PR_ALLOWED if cdb[4] & 0x01 and not cdb[4] >> 4 else R.WRITE
 
 
 def _specs() -> list[OpSpec]:
     media = F.NEEDS_MEDIUM
+    present = F.NEEDS_PRESENT
     writes = F.NEEDS_MEDIUM | F.WRITES_MEDIUM
     s: list[OpSpec] = [
-        OpSpec(Op.TEST_UNIT_READY, None, "TEST UNIT READY", 6, _mask("00 00 00 00 00 00"),
-               NONE, info.handle_test_unit_ready, F.NEEDS_MEDIUM, R.PR_ALLOWED,
-               timeouts=_SHORT_TIMEOUTS),
-        OpSpec(Op.REQUEST_SENSE, None, "REQUEST SENSE", 6, _mask("03 01 00 00 ff 00"),
-               IN, info.handle_request_sense, F.UA_EXEMPT, R.ALLOWED, timeouts=_SHORT_TIMEOUTS),
-        OpSpec(Op.INQUIRY, None, "INQUIRY", 6, _mask("12 01 ff ff ff 00"),
-               IN, info.handle_inquiry, F.UA_EXEMPT, R.ALLOWED, timeouts=_SHORT_TIMEOUTS),
-        OpSpec(Op.MODE_SELECT_6, None, "MODE SELECT(6)", 6, _mask("15 10 00 00 ff 00"),
-               OUT, info.handle_mode_select, F.SERIALIZING, R.WRITE, timeouts=_SHORT_TIMEOUTS),
-        OpSpec(Op.MODE_SENSE_6, None, "MODE SENSE(6)", 6, _mask("1a 08 ff ff ff 00"),
-               IN, info.handle_mode_sense, F.NONE, R.READ, timeouts=_SHORT_TIMEOUTS),
         OpSpec(Op.START_STOP_UNIT, None, "START STOP UNIT", 6, _mask("1b 01 00 0f f7 00"),
                NONE, info.handle_start_stop_unit, F.SERIALIZING, R.WRITE,
                timeouts=_FLUSH_TIMEOUTS, resv_of=_start_stop_resv),
-        OpSpec(Op.PREVENT_ALLOW_MEDIUM_REMOVAL, None, "PREVENT ALLOW MEDIUM REMOVAL", 6,
-               _mask("1e 00 00 00 03 00"), NONE, info.handle_prevent_allow, F.NONE, R.WRITE,
-               timeouts=_SHORT_TIMEOUTS, resv_of=_prevent_resv),
         OpSpec(Op.READ_6, None, "READ(6)", 6, _mask("08 1f ff ff ff 00"),
                IN, io.handle_read, media, R.READ, rw6, _RW_TIMEOUTS),
         OpSpec(Op.WRITE_6, None, "WRITE(6)", 6, _mask("0a 1f ff ff ff 00"),
                OUT, io.handle_write, writes, R.WRITE, rw6, _RW_TIMEOUTS),
         OpSpec(Op.READ_CAPACITY_10, None, "READ CAPACITY(10)", 10,
                _mask("25 00 ff ff ff ff 00 00 01 00"),
-               IN, info.handle_read_capacity_10, media, R.PR_ALLOWED, timeouts=_SHORT_TIMEOUTS),
+               IN, info.handle_read_capacity_10, present, R.PR_ALLOWED, timeouts=_SHORT_TIMEOUTS),
         OpSpec(Op.READ_10, None, "READ(10)", 10, _mask("28 18 ff ff ff ff 1f ff ff 00"),
                IN, io.handle_read, media, R.READ, rw10, _RW_TIMEOUTS),
         OpSpec(Op.WRITE_10, None, "WRITE(10)", 10, _mask("2a 18 ff ff ff ff 1f ff ff 00"),
@@ -88,17 +74,11 @@ def _specs() -> list[OpSpec]:
                NONE, io.handle_synchronize_cache, media, R.WRITE, rw10, _FLUSH_TIMEOUTS),
         OpSpec(Op.READ_DEFECT_DATA_10, None, "READ DEFECT DATA(10)", 10,
                _mask("37 00 1f 00 00 00 00 ff ff 00"),
-               IN, info.handle_read_defect_data, media, R.READ, timeouts=_SHORT_TIMEOUTS),
+               IN, info.handle_read_defect_data, present, R.READ, timeouts=_SHORT_TIMEOUTS),
         OpSpec(Op.WRITE_SAME_10, None, "WRITE SAME(10)", 10, _mask("41 08 ff ff ff ff 1f ff ff 00"),
                OUT, wx.handle_write_same, writes, R.WRITE, wx.write_same_range, _RW_TIMEOUTS),
         OpSpec(Op.UNMAP, None, "UNMAP", 10, _mask("42 00 00 00 00 00 1f ff ff 00"),
                OUT, wx.handle_unmap, writes, R.WRITE, timeouts=_RW_TIMEOUTS),
-        OpSpec(Op.MODE_SELECT_10, None, "MODE SELECT(10)", 10,
-               _mask("55 10 00 00 00 00 00 ff ff 00"),
-               OUT, info.handle_mode_select, F.SERIALIZING, R.WRITE, timeouts=_SHORT_TIMEOUTS),
-        OpSpec(Op.MODE_SENSE_10, None, "MODE SENSE(10)", 10,
-               _mask("5a 18 ff ff 00 00 00 ff ff 00"),
-               IN, info.handle_mode_sense, F.NONE, R.READ, timeouts=_SHORT_TIMEOUTS),
         OpSpec(Op.READ_16, None, "READ(16)", 16,
                _mask("88 18 ffffffffffffffff ffffffff 1f 00"),
                IN, io.handle_read, media, R.READ, rw16, _RW_TIMEOUTS),
@@ -128,7 +108,7 @@ def _specs() -> list[OpSpec]:
                OUT, wx.handle_write_same, writes, R.WRITE, wx.write_same_range, _RW_TIMEOUTS),
         OpSpec(Op.SERVICE_ACTION_IN_16, ServiceActionIn16.READ_CAPACITY_16, "READ CAPACITY(16)",
                16, _mask("9e 10 0000000000000000 ffffffff 00 00"),
-               IN, info.handle_read_capacity_16, media, R.PR_ALLOWED, timeouts=_SHORT_TIMEOUTS),
+               IN, info.handle_read_capacity_16, present, R.PR_ALLOWED, timeouts=_SHORT_TIMEOUTS),
         OpSpec(Op.SERVICE_ACTION_IN_16, ServiceActionIn16.GET_LBA_STATUS, "GET LBA STATUS",
                16, _mask("9e 12 ffffffffffffffff ffffffff 00 00"),
                IN, wx.handle_get_lba_status, media, R.READ, timeouts=_SHORT_TIMEOUTS),
@@ -143,11 +123,11 @@ def _specs() -> list[OpSpec]:
                OUT, io.handle_verify, media, R.READ, rw12, _RW_TIMEOUTS),
         OpSpec(Op.READ_DEFECT_DATA_12, None, "READ DEFECT DATA(12)", 12,
                _mask("b7 1f ffffffff ffffffff 00 00"),
-               IN, info.handle_read_defect_data, media, R.READ, timeouts=_SHORT_TIMEOUTS),
+               IN, info.handle_read_defect_data, present, R.READ, timeouts=_SHORT_TIMEOUTS),
     ]
     fast = {io.handle_read: io.read_now, io.handle_write: io.write_now}
     return [attrs.evolve(spec, fast=fast[spec.handler]) if spec.handler in fast else spec
             for spec in s]  # fmt: skip
 
 
-SBC_TABLE = OpTable(_specs())
+SBC_TABLE = type_table(_specs())

@@ -20,7 +20,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from pyscst.devices.disk_io import read_blocks
-from pyscst.devices.disk_sense import io_error, miscompare, short_data_out
+from pyscst.devices.disk_sense import data_out_length_mismatch, io_error, miscompare, short_data_out
 from pyscst.scsi.cdb import alloc_len, rw10, rw16
 from pyscst.scsi.command import Buffer, ExecContext, ScsiCommand
 from pyscst.scsi.sense import ScsiError
@@ -90,29 +90,30 @@ async def handle_write_same(dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext)
     bounded by MAXIMUM WRITE SAME LENGTH."""
     cdb = cmd.cdb
     ws16 = cdb[0] == 0x93
-    dev.check_ready()
     _check_writable(dev, ctx)
     lba, n = rw16(cdb) if ws16 else rw10(cdb)
     length_byte = 10 if ws16 else 7
-    if n > dev.vpd.info.max_write_same_blocks:
+    if n > dev.limits.max_write_same_blocks:
         raise ScsiError.invalid_field_in_cdb(length_byte)
     if lba >= dev.blocks:
         raise ScsiError.lba_out_of_range()
     if n == 0:
         n = dev.blocks - lba
-        if n > dev.vpd.info.max_write_same_blocks:
+        if n > dev.limits.max_write_same_blocks:
             raise ScsiError.invalid_field_in_cdb(length_byte)
     _check_lbas(dev, lba, n)
     unmap = bool(cdb[1] & 0x08)
     ndob = ws16 and bool(cdb[1] & 0x01)
     if ndob:
         block = memoryview(bytes(dev.block_size))
+    elif cmd.expected_length > dev.block_size:
+        raise data_out_length_mismatch()  # the data-out is one block, no more
     else:
         data = await cmd.receive_data(dev.block_size)
         if len(data) < dev.block_size:
             raise short_data_out()
         block = data[: dev.block_size]
-    provisioning = dev.vpd.info.lbpws if ws16 else dev.vpd.info.lbpws10
+    provisioning = dev.limits.lbpws if ws16 else dev.limits.lbpws10
     if unmap and provisioning:
         await _unmap_range(dev, lba, n)
         return None
@@ -127,7 +128,7 @@ def _unmap_descriptors(dev: DiskDevice, params: memoryview) -> list[tuple[int, i
     desc_length = struct.unpack_from(">H", params, 2)[0]
     # a partial descriptor, or descriptors past the parameter list, are ignored
     count = min(desc_length, len(params) - _UNMAP_HEADER) // _UNMAP_DESCRIPTOR
-    info = dev.vpd.info
+    info = dev.limits
     if count > info.max_unmap_descriptors:
         raise ScsiError.invalid_field_in_parameter_list(2)
     ranges = []
@@ -147,7 +148,6 @@ def _unmap_descriptors(dev: DiskDevice, params: memoryview) -> list[tuple[int, i
 async def handle_unmap(dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | None:
     """UNMAP: every block descriptor is checked before any range is unmapped."""
     cdb = cmd.cdb
-    dev.check_ready()
     _check_writable(dev, ctx)
     length = alloc_len(cdb, 7, 2)
     if length == 0:
@@ -177,10 +177,9 @@ async def handle_compare_and_write(
     write happens only when the medium equals the verify data, else MISCOMPARE
     with INFORMATION = offset of the first differing byte."""
     cdb = cmd.cdb
-    dev.check_ready()
     _check_writable(dev, ctx)
     lba, n = compare_and_write_range(cdb)
-    if n > dev.vpd.info.max_compare_write_blocks:
+    if n > dev.limits.max_compare_write_blocks:
         raise ScsiError.invalid_field_in_cdb(13)
     _check_lbas(dev, lba, max(n, 1))
     if n == 0:
@@ -190,6 +189,8 @@ async def handle_compare_and_write(
             raise ScsiError.invalid_field_in_cdb(13)
         return None
     nbytes = n << dev.block_shift
+    if cmd.expected_length > 2 * nbytes:
+        raise data_out_length_mismatch()  # verify + write data, exactly
     data = await cmd.receive_data(2 * nbytes)
     if len(data) < 2 * nbytes:
         raise short_data_out()
@@ -220,7 +221,6 @@ async def handle_compare_and_write(
 async def handle_orwrite(dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | None:
     """ORWRITE(16): each block becomes (medium OR data-out)."""
     cdb = cmd.cdb
-    dev.check_ready()
     _check_writable(dev, ctx)
     lba, n = rw16(cdb)
     if n > dev.max_transfer_blocks:
@@ -259,7 +259,6 @@ async def handle_get_lba_status(
     """GET LBA STATUS: mapped / deallocated runs from the STARTING LBA, as
     the backing file's holes say (a hole reads as zeros: LBPRZ)."""
     cdb = cmd.cdb
-    dev.check_ready()
     lba = struct.unpack_from(">Q", cdb, 2)[0]
     allocation = alloc_len(cdb, 10, 4)
     if lba >= dev.blocks:

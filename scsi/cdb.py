@@ -54,6 +54,24 @@ class OpFlags(enum.IntFlag):
     NEEDS_MEDIUM = 4
     #: reports or changes LU-wide state; runs as if ORDERED (MODE SELECT, ...)
     SERIALIZING = 8
+    #: describes the medium without reading it (READ CAPACITY): NOT READY only
+    #: while no medium is present (a stopped unit still answers)
+    NEEDS_PRESENT = 16
+
+
+class Readiness(enum.IntEnum):
+    """What a command needs of the unit before it may run (from its flags).
+
+    The LU checks it once, just before the handler runs, through the device
+    type's ``check_ready``: handlers never check readiness themselves.
+    """
+
+    #: runs whatever the medium's state (INQUIRY, REQUEST SENSE, MODE SENSE, ...)
+    ANY = 0
+    #: a medium must be present (READ CAPACITY, READ DEFECT DATA)
+    PRESENT = 1
+    #: the medium must be present and the unit started (READ, WRITE, TUR, ...)
+    READY = 2
 
 
 class ResvClass(enum.Enum):
@@ -107,9 +125,23 @@ class OpSpec:
     #: ``flags & WRITES_MEDIUM`` once, as a plain bool (enum flag arithmetic
     #: costs microseconds on the per-command path)
     writes_medium: bool = attrs.field(init=False)
+    #: the flags the dispatcher reads per command, precomputed the same way
+    ua_exempt: bool = attrs.field(init=False)
+    serializing: bool = attrs.field(init=False)
+    readiness: Readiness = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        object.__setattr__(self, "writes_medium", bool(self.flags & OpFlags.WRITES_MEDIUM))
+        flags = self.flags
+        object.__setattr__(self, "writes_medium", bool(flags & OpFlags.WRITES_MEDIUM))
+        object.__setattr__(self, "ua_exempt", bool(flags & OpFlags.UA_EXEMPT))
+        object.__setattr__(self, "serializing", bool(flags & OpFlags.SERIALIZING))
+        if flags & OpFlags.NEEDS_MEDIUM:
+            readiness = Readiness.READY
+        elif flags & OpFlags.NEEDS_PRESENT:
+            readiness = Readiness.PRESENT
+        else:
+            readiness = Readiness.ANY
+        object.__setattr__(self, "readiness", readiness)
         if len(self.mask) != self.cdb_length:
             raise ValueError(f"{self.name}: mask is {len(self.mask)} bytes, CDB {self.cdb_length}")
         if self.mask[0] != self.opcode:
@@ -178,6 +210,18 @@ class OpTable:
         """A table holding both tables' commands (duplicates are an error)."""
         return OpTable((*self._specs, *other._specs))
 
+    def overlaid(self, rows: Iterable[OpSpec]) -> OpTable:
+        """This table with ``rows`` added; a row for an opcode (and service
+        action) this table already has replaces it. How a device type's table
+        builds on the shared SPC layer: it adds its command set and overrides
+        what it answers differently."""
+        extra = list(rows)
+        replaced = {(s.opcode, s.service_action) for s in extra}
+        if len(replaced) != len(extra):
+            raise ValueError("duplicate rows in a table overlay")
+        kept = [s for s in self._specs if (s.opcode, s.service_action) not in replaced]
+        return OpTable((*kept, *extra))
+
     def lookup(self, cdb: bytes) -> OpSpec:
         """The spec for ``cdb``, after checking every field bit against the mask.
 
@@ -214,6 +258,15 @@ class OpTable:
             check = entry.get(service_action)
             return None if check is None else check.spec
         return entry.spec
+
+    def peek(self, cdb: bytes) -> OpSpec | None:
+        """The row ``cdb`` would run, without checking its fields (None if
+        none): for decisions taken before the CDB is checked (UA exemption)."""
+        entry = self._by_op.get(cdb[0])
+        if isinstance(entry, dict):
+            found = entry.get(cdb[1] & 0x1F) if len(cdb) > 1 else None
+            return None if found is None else found.spec
+        return None if entry is None else entry.spec
 
     def has_service_actions(self, opcode: int) -> bool:
         return isinstance(self._by_op.get(opcode), dict)

@@ -165,14 +165,8 @@ class ModePages:
         return changed
 
 
-def sbc_mode_pages(write_cache: bool = True) -> ModePages:
-    """The mode pages of an SBC disk."""
-    rw_recovery = bytes((RW_ERROR_RECOVERY, 0x0A, 0xC0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
-    caching = bytearray(20)
-    caching[0], caching[1] = CACHING, 0x12
-    caching[2] = 0x04 if write_cache else 0x00  # WCE
-    caching_mask = bytearray(20)
-    caching_mask[2] = 0x05  # WCE, RCD
+def spc_mode_page_defs() -> list[PageDef]:
+    """The pages every device type has: Control and Informational Exceptions."""
     control = bytearray(12)
     control[0], control[1] = CONTROL, 0x0A
     control[2] = 0x02  # GLTSD: we do not save log parameters
@@ -183,14 +177,29 @@ def sbc_mode_pages(write_cache: bool = True) -> ModePages:
     control_mask[4] = 0x08  # SWP
     control_mask[5] = 0x40  # TAS
     iec = bytes((INFORMATIONAL_EXCEPTIONS, 0x0A, 0x08, 0, 0, 0, 0, 0, 0, 0, 0, 0))  # DEXCPT
-    return ModePages(
-        [
-            PageDef(RW_ERROR_RECOVERY, 0, rw_recovery, bytes(12)),
-            PageDef(CACHING, 0, bytes(caching), bytes(caching_mask)),
-            PageDef(CONTROL, 0, bytes(control), bytes(control_mask)),
-            PageDef(INFORMATIONAL_EXCEPTIONS, 0, iec, bytes(12)),
-        ]
-    )
+    return [
+        PageDef(CONTROL, 0, bytes(control), bytes(control_mask)),
+        PageDef(INFORMATIONAL_EXCEPTIONS, 0, iec, bytes(12)),
+    ]
+
+
+def sbc_mode_page_defs(write_cache: bool = True) -> list[PageDef]:
+    """A disk's own pages: Read-Write Error Recovery and Caching."""
+    rw_recovery = bytes((RW_ERROR_RECOVERY, 0x0A, 0xC0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+    caching = bytearray(20)
+    caching[0], caching[1] = CACHING, 0x12
+    caching[2] = 0x04 if write_cache else 0x00  # WCE
+    caching_mask = bytearray(20)
+    caching_mask[2] = 0x05  # WCE, RCD
+    return [
+        PageDef(RW_ERROR_RECOVERY, 0, rw_recovery, bytes(12)),
+        PageDef(CACHING, 0, bytes(caching), bytes(caching_mask)),
+    ]
+
+
+def sbc_mode_pages(write_cache: bool = True) -> ModePages:
+    """The mode pages of an SBC disk: the SPC pages plus its own."""
+    return ModePages([*spc_mode_page_defs(), *sbc_mode_page_defs(write_cache)])
 
 
 def block_descriptor(blocks: int, block_size: int, long_lba: bool) -> bytes:

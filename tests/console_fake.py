@@ -153,6 +153,14 @@ class FakeBackend:
         device["state"] = "online"
         return {"message": f"device {name} restarted: online", "state": "online"}
 
+    def op_device_eject(self, name: str) -> Any:
+        self._device(name)["medium"] = "absent"
+        return {"message": f"device {name}: medium ejected", "medium": "absent"}
+
+    def op_device_load(self, name: str, path: str | None = None) -> Any:
+        self._device(name)["medium"] = "present"
+        return {"message": f"device {name}: medium loaded", "medium": "present"}
+
     def op_target_add(self, name: str, alias: str | None = None) -> Any:
         if not name.startswith(("iqn.", "eui.", "naa.")):
             raise OpError(ErrorCode.INVALID, f'"{name}" is not an iSCSI name', "args.name")

@@ -19,6 +19,7 @@ import trio
 
 from pyscst.actors.core_table import CORE_TABLE
 from pyscst.actors.lun import LogicalUnit
+from pyscst.devices.device_type import check_ready_for
 from pyscst.devices.disk import DiskDevice
 from pyscst.devices.stores import MemoryStore
 from pyscst.scsi.cdb import OpTable
@@ -121,7 +122,8 @@ def make_cmd(
 ) -> ScsiCommand:
     t = transport or FakeTransport()
     if expected_length is None:
-        expected_length = max(len(t.data_out), 1 << 24)
+        # data-out: what the initiator sends is what it announced; data-in: room
+        expected_length = len(t.data_out) if t.data_out else 1 << 24
     return ScsiCommand(
         cdb=cdb,
         lun=0,
@@ -170,6 +172,7 @@ async def run_cdb(
     tbl = table if table is not None else device.table
     try:
         spec = tbl.lookup(cdb)
+        check_ready_for(device, spec)
         data = await spec.handler(device, cmd, context)
     except ScsiError as exc:
         return Outcome(None, exc, cmd)

@@ -19,6 +19,7 @@ from typing import Any
 from pyscst.admin.client.connection import Client, Unreachable
 from pyscst.admin.client.faults import add_fault_commands, render_faults
 from pyscst.admin.control.protocol import OpError
+from pyscst.devices.registry import HANDLERS
 
 EXIT_OK = 0
 EXIT_OP_ERROR = 1
@@ -69,7 +70,8 @@ def add_admin_parser(sub: Any) -> None:
     p.add_argument("op")
     p.add_argument("args", nargs="?", default="{}", help="a JSON object")
 
-    dev = group("device", "add, remove, resize, write-protect, list or restart devices")
+    dev = group("device", "add, remove, resize, write-protect, list, restart, eject or load "
+                "devices")
     leaf(dev, "list", "every device with its state (online, restarting, offline)",
          lambda a: ("device.list", {}))
     p = leaf(dev, "show", "one device: configuration, state, last error",
@@ -78,14 +80,24 @@ def add_admin_parser(sub: Any) -> None:
     p = leaf(dev, "restart", "bring an offline device back (initiators get a power-on UA)",
              lambda a: ("device.restart", {"name": a.name}))
     p.add_argument("name")
+    p = leaf(dev, "eject", "take out a removable device's medium (initiators: 3A/00)",
+             lambda a: ("device.eject", {"name": a.name}))
+    p.add_argument("name")
+    p = leaf(dev, "load", "load a removable device's medium (initiators: 28/00)",
+             lambda a: ("device.load", {"name": a.name, "path": a.path}))
+    p.add_argument("--path", help="a CD-ROM: this ISO image instead (relative to state_dir)")
+    p.add_argument("name")
     p = leaf(dev, "add", "add a device", lambda a: ("device.add", {
-        "name": a.name, "handler": a.handler, "size": _size(a.size), "path": a.path,
+        "name": a.name, "handler": a.handler, "size": a.size and _size(a.size),
+        "path": a.path,
         "block_size": a.block_size, "read_only": a.read_only or None,
         "write_cache": False if a.no_write_cache else None, "serial": a.serial,
-        "rotational": a.rotational or None, "grow": a.grow or None}))
+        "rotational": a.rotational or None, "grow": a.grow or None,
+        "removable": a.removable or None, "physical_block_size": a.physical_block_size}))
     p.add_argument("name")
-    p.add_argument("--handler", default="vdisk_fileio", help="vdisk_fileio or vdisk_nullio")
-    p.add_argument("--size", required=True, help='bytes, or e.g. "1G"')
+    p.add_argument("--handler", default="vdisk_fileio",
+                   help="; ".join(f"{h.name}: {h.summary}" for h in HANDLERS.values()))
+    p.add_argument("--size", help='bytes, or e.g. "1G" (required but for vcdrom)')
     p.add_argument("--path", help="backing file, relative to state_dir (or below allowed_dirs)")
     p.add_argument("--grow", action="store_true",
                    help="extend an existing backing file smaller than --size (else refused)")
@@ -94,6 +106,10 @@ def add_admin_parser(sub: Any) -> None:
     p.add_argument("--no-write-cache", action="store_true")
     p.add_argument("--serial")
     p.add_argument("--rotational", action="store_true")
+    p.add_argument("--removable", action="store_true",
+                   help="removable medium (eject/load, START STOP UNIT LOEJ)")
+    p.add_argument("--physical-block-size", type=int,
+                   help="bytes per physical block, e.g. 4096 over 512-byte blocks")
     p = leaf(dev, "remove", "remove a device (--force also unmaps it)",
              lambda a: ("device.remove", {"name": a.name, "force": a.force}))
     p.add_argument("name")

@@ -34,6 +34,7 @@ from pyscst.admin.config.values import format_size
 
 _DEVICE_DEFAULTS = {
     "block_size": 512, "read_only": False, "write_cache": True, "rotational": False,
+    "removable": False, "physical_block_size": 0,
     "max_restarts": 5, "restart_period": 60.0,
 }
 
@@ -190,14 +191,16 @@ def _device_values(d: DeviceConfig, state_dir: Path) -> dict[str, Any]:
     """Every key of a device, as it would be written (defaults included)."""
     default_path = state_dir / f"{d.name}.img"
     return {
-        "handler": d.handler.value,
-        "size": format_size(d.size),
+        "handler": d.handler,
+        "size": format_size(d.size) if d.size else None,  # (a CD-ROM: its image's)
         "path": None if d.path is None or d.path == default_path else _relative(d.path, state_dir),
         "block_size": d.block_size,
         "read_only": d.read_only,
         "write_cache": d.write_cache,
         "serial": None if d.serial == default_serial(d.name) else d.serial,
         "rotational": d.rotational,
+        "removable": d.removable,
+        "physical_block_size": d.physical_block_size,
         "max_restarts": d.max_restarts,
         "restart_period": d.restart_period,
     }

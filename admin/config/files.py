@@ -30,7 +30,6 @@ from pyscst.admin.config.model import (
     Config,
     DeviceConfig,
     Digest,
-    Handler,
     InitiatorGroup,
     IscsiSettings,
     LogLevel,
@@ -62,6 +61,7 @@ from pyscst.admin.config.values import (
     parse_size,
 )
 from pyscst.devices.confine import lexical, outside_roots
+from pyscst.devices.registry import HANDLERS, PathRule
 from pyscst.scsi.lun import MAX_LUN
 
 if sys.version_info >= (3, 11):  # noqa: UP036 - pyproject still lists tomli for <3.11
@@ -75,7 +75,6 @@ __all__ = [
     "ConfigError",
     "DeviceConfig",
     "Digest",
-    "Handler",
     "InitiatorGroup",
     "IscsiSettings",
     "LogLevel",
@@ -230,11 +229,12 @@ def dump_config(config: Config) -> str:
 
 
 def _dump_device(device: DeviceConfig) -> dict[str, Any]:
-    out: dict[str, Any] = {"handler": device.handler.value}
+    out: dict[str, Any] = {"handler": device.handler}
     if device.path is not None:
         out["path"] = str(device.path)
+    if HANDLERS[device.handler].path is not PathRule.IMAGE:
+        out["size"] = format_size(device.size)
     out.update(
-        size=format_size(device.size),
         block_size=device.block_size,
         read_only=device.read_only,
         write_cache=device.write_cache,
@@ -243,6 +243,10 @@ def _dump_device(device: DeviceConfig) -> dict[str, Any]:
         max_restarts=device.max_restarts,
         restart_period=device.restart_period,
     )
+    if device.removable:
+        out["removable"] = True
+    if device.physical_block_size:
+        out["physical_block_size"] = device.physical_block_size
     return out
 
 
@@ -426,26 +430,52 @@ class _Resolver:
         before = len(self.problems)
         if _NAME_RE.match(name) is None:
             self.fail(path, "device names are 1-64 of A-Z a-z 0-9 _ . - (not starting with . _ -)")
-        handler: Handler | None = None
-        try:
-            handler = Handler(raw.handler)
-        except ValueError:
-            names = [h.value for h in Handler]
+        handler = HANDLERS.get(raw.handler)
+        if handler is None:
+            names = list(HANDLERS)
             close = difflib.get_close_matches(raw.handler, names, n=1)
             hint = f' (did you mean "{close[0]}"?)' if close else f" (one of {', '.join(names)})"
             self.fail((*path, "handler"), f'unknown handler "{raw.handler}"{hint}')
-        if raw.block_size not in BLOCK_SIZES:
-            self.fail((*path, "block_size"), f"expected 512 or 4096, got {raw.block_size}")
-        size = self.check((*path, "size"), lambda: parse_size(raw.size))
-        if size is not None and raw.block_size in BLOCK_SIZES and size % raw.block_size:
+        sizes = handler.block_sizes if handler is not None else BLOCK_SIZES
+        block_size = raw.block_size if raw.block_size is not None else sizes[0]
+        if block_size not in sizes:
             self.fail(
-                (*path, "size"),
-                f"{size} bytes is not a multiple of block_size {raw.block_size}",
+                (*path, "block_size"),
+                f"expected {' or '.join(map(str, sizes))}, got {block_size}",
             )
+        physical = raw.physical_block_size or 0
+        if raw.physical_block_size is not None and block_size in sizes:
+            ratio = physical // block_size
+            if physical % block_size or ratio & (ratio - 1) or not 1 <= ratio <= 2**15:
+                self.fail(
+                    (*path, "physical_block_size"),
+                    f"expected block_size ({block_size}) times a power of two, "
+                    f"got {raw.physical_block_size}",
+                )
+        size: int | None = 0
+        if handler is not None and handler.path is PathRule.IMAGE:
+            if raw.size is not None:
+                self.fail((*path, "size"), f"{handler.name} takes its size from the image; "
+                          "remove size")
+        elif raw.size is None:
+            self.fail((*path, "size"), "required key missing")
+        else:
+            written_size = raw.size
+            size = self.check((*path, "size"), lambda: parse_size(written_size))
+            if size is not None and block_size in sizes and size % block_size:
+                self.fail(
+                    (*path, "size"),
+                    f"{size} bytes is not a multiple of block_size {block_size}",
+                )
         file: Path | None = None
-        if handler is Handler.VDISK_NULLIO and raw.path is not None:
-            self.fail((*path, "path"), "vdisk_nullio has no backing file; remove path")
-        elif handler is Handler.VDISK_FILEIO:
+        if handler is not None and handler.path is PathRule.NONE and raw.path is not None:
+            self.fail((*path, "path"), f"{handler.name} has no backing file; remove path")
+        elif handler is not None and handler.path is PathRule.IMAGE:
+            if raw.path is not None and raw.path.strip():  # empty: an empty drive
+                file = _absolute(state_dir, raw.path)
+                if outside_roots(file, self.roots):
+                    self.fail((*path, "path"), outside_message(raw.path, file, self.roots))
+        elif handler is not None and handler.path is PathRule.FILE:
             if raw.path is not None and not raw.path.strip():
                 self.fail((*path, "path"), "empty path")
             written = raw.path if raw.path is not None else f"{name}.img"
@@ -463,14 +493,16 @@ class _Resolver:
             return None
         return DeviceConfig(
             name=name,
-            handler=handler,
+            handler=handler.name,
             size=size,
-            block_size=raw.block_size,
+            block_size=block_size,
             path=file,
-            read_only=raw.read_only,
+            read_only=raw.read_only or not handler.writable,
             write_cache=raw.write_cache,
             serial=serial,
             rotational=raw.rotational,
+            removable=raw.removable,
+            physical_block_size=physical,
             max_restarts=raw.max_restarts,
             restart_period=float(raw.restart_period),
         )

@@ -15,7 +15,7 @@ import attrs
 
 from pyscst.actors.faults import FaultRule
 from pyscst.admin.config.values import Portal, is_glob
-from pyscst.devices.device_config import DeviceConfig, Handler
+from pyscst.devices.device_config import DeviceConfig
 
 __all__ = [
     "AuthConfig",
@@ -23,7 +23,6 @@ __all__ = [
     "Config",
     "DeviceConfig",
     "Digest",
-    "Handler",
     "InitiatorGroup",
     "IscsiSettings",
     "LogLevel",

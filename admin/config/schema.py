@@ -76,13 +76,17 @@ class RawIscsi:
 @attrs.frozen
 class RawDevice:
     handler: str
-    size: int | str
+    #: required for disks; a CD-ROM's size is its image's
+    size: int | str | None = None
     path: str | None = None
-    block_size: int = 512
+    #: default: the handler's first block size (512 for disks, 2048 for vcdrom)
+    block_size: int | None = None
     read_only: bool = False
     write_cache: bool = True
     serial: str | None = None
     rotational: bool = False
+    removable: bool = False
+    physical_block_size: int | None = None
     max_restarts: int = 5
     restart_period: float = 60.0
 
@@ -188,6 +192,10 @@ def make_converter() -> cattrs.Converter:
     )
     conv.register_structure_hook(
         int | str,
+        _strict("an integer or a string", lambda v: _is_int(v) or isinstance(v, str)),
+    )
+    conv.register_structure_hook(
+        int | str | None,
         _strict("an integer or a string", lambda v: _is_int(v) or isinstance(v, str)),
     )
 

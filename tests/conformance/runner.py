@@ -44,7 +44,18 @@ class Run:
 RUN_ALL = Run("all", "ALL", lun=0)
 RUN_READONLY = Run("readonly", "ALL.ReadOnly", lun=1, suffix="[readonly]")
 RUN_MULTIPATH = Run("multipath", "ALL.MultipathIO", lun=0, suffix="[multipath]", multipath=True)
-RUNS = (RUN_ALL, RUN_READONLY, RUN_MULTIPATH)
+#: the tests ALL skips on a fixed disk ("not removable") run on a removable LUN
+RUNS_REMOVABLE = (
+    Run("removable-prevent", "ALL.PreventAllow", lun=2, suffix="[removable]"),
+    Run("removable-startstop", "ALL.StartStopUnit", lun=2, suffix="[removable]"),
+)
+#: and those it skips for LBPPB < 2 on a LUN with 4096-byte physical blocks
+RUNS_4K_PHYSICAL = (
+    Run("4k-physical-caw", "ALL.CompareAndWrite", lun=3, suffix="[4k-physical]"),
+    Run("4k-physical-ws10", "ALL.WriteSame10", lun=3, suffix="[4k-physical]"),
+    Run("4k-physical-ws16", "ALL.WriteSame16", lun=3, suffix="[4k-physical]"),
+)
+RUNS = (RUN_ALL, RUN_READONLY, RUN_MULTIPATH, *RUNS_REMOVABLE, *RUNS_4K_PHYSICAL)
 
 
 @attrs.frozen

@@ -1,8 +1,10 @@
 """libiscsi conformance: the real daemon against iscsi-test-cu, held to expectations.
 
 The end-to-end test runs the whole ``ALL`` family on a writable LUN,
-``ALL.ReadOnly`` on a LUN mapped read-only and ``ALL.MultipathIO`` over two
-sessions, then fails on any test that did
+``ALL.ReadOnly`` on a LUN mapped read-only, ``ALL.MultipathIO`` over two
+sessions, the PREVENT ALLOW / START STOP UNIT families on a removable disk and
+the WRITE SAME / COMPARE AND WRITE families on a disk with 4096-byte physical
+blocks (what ``ALL`` skips on the plain disk), then fails on any test that did
 worse than tests/conformance/libiscsi-expected.txt says. The other tests pin
 down the harness itself (output parsing, comparison, the update rule) on real
 iscsi-test-cu output captured from tgtd, and, where tgtd can run, live.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,13 +38,17 @@ HERE = Path(__file__).resolve().parent
 SAMPLE_ALL = (HERE / "sample-tgt-all.log").read_text()
 SAMPLE_READONLY = (HERE / "sample-tgt-readonly.log").read_text()
 
-CONFORMANCE_DEVICES = {
+CONFORMANCE_DEVICES: dict[str, dict[str, Any]] = {
     "disk0": {"handler": "vdisk_fileio", "size": "128MiB"},
     "disk1": {"handler": "vdisk_fileio", "size": "16MiB"},
+    "rdisk": {"handler": "vdisk_fileio", "size": "16MiB", "removable": True},
+    "pdisk": {"handler": "vdisk_fileio", "size": "64MiB", "physical_block_size": 4096},
 }
 CONFORMANCE_LUNS = (
     {"lun": 0, "device": "disk0"},
     {"lun": 1, "device": "disk1", "read_only": True},
+    {"lun": 2, "device": "rdisk"},
+    {"lun": 3, "device": "pdisk"},
 )
 
 

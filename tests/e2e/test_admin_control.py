@@ -212,9 +212,11 @@ _OP_KEYS = {
     "session.list": ["target"], "session.close": ["target", "tsih"],
     "reset.lun": ["device"], "reset.target": ["target"],
     "device.list": [], "device.show": ["name"], "device.restart": ["name"],
+    "device.eject": ["name"], "device.load": ["name", "path"],
     # "path" is confined to state_dir (a random one is refused or lands there)
     "device.add": ["name", "handler", "size", "path", "grow", "block_size", "read_only",
-                   "write_cache", "serial", "rotational"],
+                   "write_cache", "serial", "rotational", "removable",
+                   "physical_block_size"],
     "device.remove": ["name", "force"], "device.resize": ["name", "size"],
     "device.set": ["name", "read_only"], "target.add": ["name", "alias", "portal"],
     "target.remove": ["name", "force"], "portal.add": ["target", "portal"],

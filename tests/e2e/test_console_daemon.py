@@ -49,7 +49,7 @@ def test_interactive_edit_and_save_session(tmp_path: Path) -> None:
         assert f"saved the running configuration to {saved}" in text
         model = load_config(saved)
         disk1 = model.device("disk1")
-        assert (disk1.handler.value, disk1.size, disk1.path) == ("vdisk_nullio", 16 << 20, None)
+        assert (disk1.handler, disk1.size, disk1.path) == ("vdisk_nullio", 16 << 20, None)
         luns = {m.lun: (m.device, m.read_only) for m in model.target(d.target).luns}
         assert luns == {0: ("disk0", False), 1: ("disk1", True)}
 

@@ -18,8 +18,8 @@ from pyscst.actors.faults import FAULT_STATUSES, PDU_NAMES, ActionKind, Directio
 from pyscst.admin.client.console.model import Kind, Node
 from pyscst.admin.client.faults import parse_value
 from pyscst.admin.config.faults import RawFault
-from pyscst.admin.config.model import Handler
 from pyscst.admin.config.values import parse_size
+from pyscst.devices.registry import HANDLERS
 
 TRUE_WORDS = frozenset({"true", "yes", "on", "1"})
 FALSE_WORDS = frozenset({"false", "no", "off", "0"})
@@ -55,7 +55,7 @@ def parse_block_size(text: str) -> int:
 
 
 def parse_handler(text: str) -> str:
-    names = [h.value for h in Handler]
+    names = list(HANDLERS)
     if text not in names:
         raise ValueError(f'unknown handler "{text}" (one of {", ".join(names)})')
     return text
@@ -124,15 +124,24 @@ CREATE_ATTRS: Mapping[Kind, tuple[Attr, ...]] = {
     Kind.DEVICES: (
         Attr(
             "handler", parse_handler, "device handler", required=True,
-            choices=_fixed(*(h.value for h in Handler)),
+            choices=_fixed(*HANDLERS),
         ),
-        Attr("size", parse_size, "bytes or 64M, 1G, 2GiB, 1GB", required=True),
-        Attr("path", parse_text, "backing file (vdisk_fileio), relative to state_dir"),
+        Attr("size", parse_size, "bytes or 64M, 1G, 2GiB, 1GB (not for vcdrom)"),
+        Attr("path", parse_text, "backing file (vdisk_fileio) or ISO image (vcdrom), "
+             "relative to state_dir"),
         Attr("block_size", parse_block_size, "512 or 4096", choices=_fixed(*BLOCK_SIZES)),
         READ_ONLY,
         Attr(
             "write_cache", parse_bool, "report a volatile write cache",
             choices=_fixed(*BOOLEAN_VALUES),
+        ),
+        Attr(
+            "removable", parse_bool, "removable medium: initiators and eject/load may remove it",
+            choices=_fixed(*BOOLEAN_VALUES),
+        ),
+        Attr(
+            "physical_block_size", parse_int, "bytes per physical block (e.g. 4096 over 512)",
+            choices=_fixed("4096"),
         ),
         Attr(
             "grow", parse_bool, "extend an existing backing file smaller than size",

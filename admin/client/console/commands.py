@@ -542,6 +542,32 @@ def run_restart(shell: ShellContext, inv: Invocation) -> Fragments:
     return _ok(str(reply.get("message", f"restarted {name}")))
 
 
+def _run_medium(shell: ShellContext, inv: Invocation, verb: str) -> Fragments:
+    extra: dict[str, str] = {}
+    if verb == "load" and set(inv.options) <= {"image"}:
+        if "image" in inv.options:
+            extra = {"path": str(inv.options["image"])}
+    else:
+        _no_options(inv)
+    node = shell.resolve(_one_path(inv))
+    if node.kind is Kind.LUN:
+        name = str(node.attributes.get("device", ""))
+    elif node.kind is Kind.DEVICE:
+        name = node.name
+    else:
+        raise UsageError(f"{verb}: {node.text_path} is a {node.kind.value}; {verb} a device")
+    reply = shell.call(f"device.{verb}", name=name, **extra)
+    return _ok(str(reply.get("message", f"{verb} {name}")))
+
+
+def run_eject(shell: ShellContext, inv: Invocation) -> Fragments:
+    return _run_medium(shell, inv, "eject")
+
+
+def run_load(shell: ShellContext, inv: Invocation) -> Fragments:
+    return _run_medium(shell, inv, "load")
+
+
 def run_close(shell: ShellContext, inv: Invocation) -> Fragments:
     _no_options(inv)
     node = shell.resolve(_one_path(inv))
@@ -712,6 +738,17 @@ A device whose handler crashed beyond its restart budget, or whose backing file
 was truncated or deleted, is offline (its state in ls, info and tree).
 restart reopens it with a fresh budget; initiators get POWER ON OCCURRED.
   restart /devices/disk0""", run_restart),
+    Command("eject", "eject [PATH]", "take the medium out of a removable device", """
+Initiators then get NOT READY, MEDIUM NOT PRESENT (3A/00). Refused while an
+initiator holds PREVENT ALLOW MEDIUM REMOVAL, and on a device without
+removable = true.
+  eject /devices/disk0""", run_eject),
+    Command("load", "load [PATH] [image=FILE]", "load a removable device's medium", """
+Every initiator gets NOT READY TO READY CHANGE, MEDIUM MAY HAVE CHANGED (28/00).
+A CD-ROM (vcdrom) takes image=FILE to load another ISO image (relative to
+state_dir, below state_dir or allowed_dirs); without it, the last one.
+  load /devices/disk0
+  load /devices/cd0 image=debian.iso""", run_load, takes_options=True),
     Command("close", "close [PATH]", "close a session", """
   close /sessions/iqn.2026-11.org.pyscst:test/1""", run_close),
     Command("stats", "stats [PATH]", "commands, bytes, errors and latency", """

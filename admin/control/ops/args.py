@@ -81,6 +81,13 @@ class Args:
             raise self._wrong(key, "a list of strings", value)
         return value
 
+    def opt_size(self, key: str) -> int | str | None:
+        """:meth:`size`, or None when absent."""
+        if self._args.get(key) is None:
+            self._used.add(key)
+            return None
+        return self.size(key)
+
     def size(self, key: str) -> int | str:
         """A size: bytes as an integer, or a string such as ``"1G"`` (checked later)."""
         value = self._get(key, True)

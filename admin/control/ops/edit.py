@@ -89,14 +89,17 @@ def describe_mapping(target: str, group: str | None, lun: int) -> str:
 
 def device_add(doc: Doc, a: Args) -> str:
     name = a.text("name")
-    table: dict[str, Any] = {"handler": a.text("handler"), "size": a.size("size")}
+    table: dict[str, Any] = {"handler": a.text("handler")}
     for key, value in (
+        ("size", a.opt_size("size")),  # (a CD-ROM's is its image's)
         ("path", a.opt_text("path")),
         ("block_size", a.opt_integer("block_size")),
         ("read_only", a.opt_flag("read_only")),
         ("write_cache", a.opt_flag("write_cache")),
         ("serial", a.opt_text("serial")),
         ("rotational", a.opt_flag("rotational")),
+        ("removable", a.opt_flag("removable")),
+        ("physical_block_size", a.opt_integer("physical_block_size")),
     ):
         if value is not None:
             table[key] = value

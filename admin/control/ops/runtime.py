@@ -23,6 +23,9 @@ from pyscst.admin.config.model import DeviceConfig, TargetConfig
 from pyscst.admin.control.ops.args import Args
 from pyscst.admin.control.protocol import ErrorCode, OpError
 from pyscst.admin.control.server import OpHandler
+from pyscst.devices.confine import lexical
+from pyscst.devices.medium import MediumLocked
+from pyscst.devices.registry import HANDLERS
 from pyscst.scsi.sense import Asc
 
 if TYPE_CHECKING:
@@ -100,6 +103,41 @@ def operations(controller: Controller) -> dict[str, OpHandler]:
             raise OpError(ErrorCode.INVALID, str(exc), f"devices.{name}") from None
         return {"message": message, **unit.status()}
 
+    async def change_medium(op: str, args: Mapping[str, Any], load: bool) -> dict[str, Any]:
+        a = Args(op, args)
+        name = a.text("name")
+        written = a.opt_text("path") if load else None
+        a.done()
+        unit = daemon.device_unit(name)
+        if unit is None:
+            raise _no_device(daemon, name)
+        path = lexical(daemon.config.state_dir, written) if written else None
+        try:
+            changed = await unit.device.change_medium(load, path)
+        except MediumLocked:
+            raise OpError(
+                ErrorCode.INVALID,
+                f"device {name}: an initiator prevents medium removal (PREVENT ALLOW MEDIUM "
+                "REMOVAL); it must allow removal first",
+                f"devices.{name}",
+            ) from None
+        except (ValueError, OSError) as exc:
+            raise OpError(ErrorCode.INVALID, f"device {name}: {exc}",
+                          "args.path" if path is not None else f"devices.{name}") from None
+        if changed and load:
+            # the medium may have changed: every nexus hears it (SPC-4 / MMC)
+            unit.lu.unit_attention(Asc.NOT_READY_TO_READY_CHANGE)
+        state = "loaded" if load else "ejected"
+        message = f"device {name}: medium {state}" if changed else (
+            f"device {name}: medium already {state}")
+        return {"message": message, "medium": "present" if load else "absent"}
+
+    async def device_eject(args: Mapping[str, Any]) -> dict[str, Any]:
+        return await change_medium("device.eject", args, load=False)
+
+    async def device_load(args: Mapping[str, Any]) -> dict[str, Any]:
+        return await change_medium("device.load", args, load=True)
+
     async def stats(args: Mapping[str, Any]) -> dict[str, Any]:
         a = Args("stats", args)
         device, tname, tsih = a.opt_text("device"), a.opt_text("target"), a.opt_integer("tsih")
@@ -134,6 +172,8 @@ def operations(controller: Controller) -> dict[str, OpHandler]:
         "device.list": device_list,
         "device.show": device_show,
         "device.restart": device_restart,
+        "device.eject": device_eject,
+        "device.load": device_load,
         "session.list": session_list,
         "session.close": session_close,
         "reset.lun": reset_lun,
@@ -171,7 +211,11 @@ def device_view(daemon: Daemon, d: DeviceConfig) -> dict[str, Any]:
     """A device's configuration with its live service state (device.list/show)."""
     unit = daemon.device_unit(d.name)
     status = unit.status() if unit is not None else {"state": "removed", "last_error": None}
-    return {**device_dict(d), **status}
+    view = {**device_dict(d), **status}
+    if (d.removable or HANDLERS[d.handler].removable_medium) and unit is not None:
+        present = unit.device.medium_present()
+        view["medium"] = None if present is None else ("present" if present else "absent")
+    return view
 
 
 def _no_session(target: Target, tsih: int) -> OpError:
@@ -189,7 +233,7 @@ def _no_session(target: Target, tsih: int) -> OpError:
 def device_dict(d: DeviceConfig) -> dict[str, Any]:
     return {
         "name": d.name,
-        "handler": d.handler.value,
+        "handler": d.handler,
         "size": d.size,
         "block_size": d.block_size,
         "read_only": d.read_only,
@@ -197,6 +241,8 @@ def device_dict(d: DeviceConfig) -> dict[str, Any]:
         "write_cache": d.write_cache,
         "serial": d.serial,
         "rotational": d.rotational,
+        "removable": d.removable,
+        "physical_block_size": d.physical_block_size or d.block_size,
         "max_restarts": d.max_restarts,
         "restart_period": d.restart_period,
     }

@@ -14,7 +14,6 @@ from pyscst.admin.config.files import (
     Config,
     ConfigError,
     Digest,
-    Handler,
     LogLevel,
     Portal,
     default_serial,
@@ -86,7 +85,7 @@ def test_example_resolves_paths_and_values() -> None:
     assert config.iscsi.data_digest == (Digest.NONE, Digest.CRC32C)  # default
     assert config.iscsi.poll_us == 50  # default
     disk = config.device("disk0")
-    assert disk.handler is Handler.VDISK_FILEIO
+    assert disk.handler == "vdisk_fileio"
     assert disk.path == Path("/srv/pyscst/var/disk0.img")
     assert disk.size == 2**30 and disk.block_count == 2**21
     assert disk.serial == default_serial("disk0") != default_serial("null")
@@ -119,7 +118,7 @@ def test_embedded_default_config() -> None:
     assert target.name == TARGET and target.portals == (Portal("127.0.0.1", 3260),)
     (lun0,) = target.luns
     disk = config.device(lun0.device)
-    assert lun0.lun == 0 and disk.size == 2**30 and disk.handler is Handler.VDISK_FILEIO
+    assert lun0.lun == 0 and disk.size == 2**30 and disk.handler == "vdisk_fileio"
     assert disk.path is not None and disk.path.parent == REPO_ROOT / "var"
 
 
@@ -241,6 +240,26 @@ initiators = ["not-a-name"]
          "devices.d.serial: expected 1-32 printable ASCII"),
         ("[devices.d]\nhandler = 'vdisk_nullio'\nsize = 512\nsizes = 1",
          'unknown key devices.d.sizes (did you mean "size"?)'),
+        ("[devices.d]\nhandler = 'vdisk_nullio'", "devices.d.size: required key missing"),
+        ("[devices.d]\nhandler = 'vdisk_nullio'\nsize = 4096\nphysical_block_size = 1000",
+         "devices.d.physical_block_size: expected block_size (512) times a power of two, "
+         "got 1000"),
+        ("[devices.d]\nhandler = 'vdisk_nullio'\nsize = 4096\nphysical_block_size = 1536",
+         "devices.d.physical_block_size: expected block_size (512) times a power of two"),
+        ("[devices.d]\nhandler = 'vdisk_nullio'\nsize = 4096\nphysical_block_size = 256",
+         "devices.d.physical_block_size: expected block_size (512) times a power of two"),
+        ("[devices.d]\nhandler = 'vdisk_nullio'\nsize = 8192\nblock_size = 4096\n"
+         "physical_block_size = 512",
+         "devices.d.physical_block_size: expected block_size (4096) times a power of two"),
+        ("[devices.d]\nhandler = 'vdisk_nullio'\nsize = 4096\nremovable = 'yes'",
+         "devices.d.removable: expected true or false, got string"),
+        ("[devices.d]\nhandler = 'vcdrom'\nsize = '1G'",
+         "devices.d.size: vcdrom takes its size from the image; remove size"),
+        ("[devices.d]\nhandler = 'vcdrom'\nblock_size = 512",
+         "devices.d.block_size: expected 2048, got 512"),
+        ("[devices.d]\nhandler = 'vcdrom'\npath = '/etc/passwd'", "devices.d.path: "),
+        ("[devices.d]\nhandler = 'vdisk_nullio'\nsize = 4096\nblock_size = 2048",
+         "devices.d.block_size: expected 512 or 4096, got 2048"),
         ("[targets.'eui.0123456789ABCDEF']\nportals = []", "targets.\"eui.0123456789ABCDEF\""
          ".portals: empty list"),
         ("[targets.'naa.0123']\nportals = ['h']",
@@ -587,3 +606,31 @@ def test_save_keeps_fault_rules() -> None:
                                 Path("/srv/etc"), Path("/srv/etc"))
     assert 'id = "flaky"\naction = "check_condition"\nop_class = "read"' in edited
     assert parse_config(edited, "/srv/etc") == attrs.evolve(model, log_level=LogLevel.DEBUG)
+
+
+def test_device_type_keys_round_trip_and_cdrom_defaults(tmp_path: Path) -> None:
+    """removable / physical_block_size survive dump and load; a vcdrom defaults
+    to 2048-byte blocks, is read-only, and an empty path is an empty drive."""
+    text = """
+state_dir = "/srv"
+[devices.r]
+handler = "vdisk_nullio"
+size = "1M"
+removable = true
+physical_block_size = 4096
+[devices.cd]
+handler = "vcdrom"
+path = "disc.iso"
+[devices.empty]
+handler = "vcdrom"
+path = ""
+"""
+    config = parse_config(text, "/etc")
+    by_name = {d.name: d for d in config.devices}
+    r, cd, empty = by_name["r"], by_name["cd"], by_name["empty"]
+    assert (r.removable, r.physical_block_size) == (True, 4096)
+    assert (cd.block_size, cd.read_only, cd.size, cd.path) == (
+        2048, True, 0, Path("/srv/disc.iso"))
+    assert empty.path is None
+    again = parse_config(dump_config(config), "/etc")
+    assert again.devices == config.devices

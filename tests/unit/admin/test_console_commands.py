@@ -60,6 +60,22 @@ def test_offline_device_shows_its_state_and_restart_brings_it_back(fake: FakeBac
     assert "restart a device" in run(shell, f"restart /targets/{TARGET}", ok=False)
 
 
+def test_eject_and_load_send_their_ops(fake: FakeBackend) -> None:
+    shell = Shell(fake)
+    assert "medium ejected" in run(shell, "eject /devices/disk0")
+    assert "medium loaded" in run(shell, "load /devices/disk0")
+    assert "medium loaded" in run(shell, "load /devices/disk0 image=cd.iso")
+    assert sent(fake) == [
+        ("device.eject", {"name": "disk0"}),
+        ("device.load", {"name": "disk0"}),
+        ("device.load", {"name": "disk0", "path": "cd.iso"}),
+    ]
+    assert "takes no key=value" in run(shell, "eject /devices/disk0 image=x", ok=False)
+    assert "takes no key=value" in run(shell, "load /devices/disk0 colour=red", ok=False)
+    assert "eject a device" in run(shell, f"eject /targets/{TARGET}", ok=False)
+    assert len(sent(fake)) == 3  # refused lines send nothing
+
+
 def test_ls_root_and_target_count_their_entries(fake: FakeBackend) -> None:
     shell = Shell(fake)
     assert run(shell, "ls").splitlines()[1:] == [
@@ -88,11 +104,11 @@ def test_create_device_parses_size_and_sends_device_add(fake: FakeBackend) -> No
          'error: create: size: expected bytes or a number with a K/M/G/T/P(i)B suffix, got "12x"'),
         ("create disk1 handler=vdisk_fileo size=1G",
          'error: create: handler: unknown handler "vdisk_fileo" (one of vdisk_fileio, '
-         "vdisk_nullio)"),
+         "vdisk_nullio, vcdrom)"),
         ("create disk1 size=1G", "error: create: a new device needs handler=..."),
         ("create disk1 handler=vdisk_nullio size=1G colour=red",
          'error: create: unknown attribute "colour" for a new device (known: handler, size, '
-         "path, block_size, read_only, write_cache, grow)"),
+         "path, block_size, read_only, write_cache, removable, physical_block_size, grow)"),
         ("create disk1 handler=vdisk_nullio size=1G block_size=520",
          "error: create: block_size: expected 512 or 4096, got 520"),
     ],

@@ -51,13 +51,15 @@ def test_paths_absolute_and_relative(shell: Shell) -> None:
 def test_create_offers_the_attributes_of_the_directory(shell: Shell) -> None:
     shell.run_line("cd /devices")
     assert complete(shell, "create disk2 ") == [
-        "handler=", "size=", "path=", "block_size=", "read_only=", "write_cache=", "grow="
+        "handler=", "size=", "path=", "block_size=", "read_only=", "write_cache=",
+        "removable=", "physical_block_size=", "grow=",
     ]
     assert complete(shell, "create disk2 handler=vdisk_nullio ") == [
-        "size=", "path=", "block_size=", "read_only=", "write_cache=", "grow="
+        "size=", "path=", "block_size=", "read_only=", "write_cache=",
+        "removable=", "physical_block_size=", "grow=",
     ]
     assert complete(shell, "create disk2 handler=") == ["handler=vdisk_fileio",
-                                                        "handler=vdisk_nullio"]
+                                                        "handler=vdisk_nullio", "handler=vcdrom"]
     assert complete(shell, "create disk2 block_size=") == ["block_size=512", "block_size=4096"]
     # a path in front of the name decides, not the current directory
     assert complete(shell, f"create /targets/{TARGET}/luns/3 ") == ["device=", "lun=",

@@ -163,7 +163,7 @@ async def test_unmap_parameter_errors_change_nothing() -> None:
     out = await run_cdb(d, unmap(len(too_many)), data_out=too_many)
     assert_sense(out, SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_PARAMETER_LIST.value)
     big = DiskDevice("big", NullStore(BS << 32))
-    limit = big.vpd.info.max_unmap_blocks
+    limit = big.limits.max_unmap_blocks
     params = unmap_params((0, limit), (limit, 1))
     out = await run_cdb(big, unmap(len(params)), data_out=params)
     assert_sense(out, SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_PARAMETER_LIST.value)
