@@ -56,6 +56,7 @@ async def open_store(
         read_only=cfg.read_only,
         roots=roots if roots is not None else (cfg.path.parent,),
         grow=grow,
+        io_engine=cfg.io_engine,
     )
 
 
@@ -153,6 +154,9 @@ class DeviceActor:
         store = self._store = await open_store(cfg, self._roots, self._grow)
         if isinstance(store, FileStore):
             store.label = self.name
+            if store.engine is not None:
+                store.engine.label = self.name
+            log.info("%s: io engine %s", self.name, store.engine_note)
         self._grow = True
         self._crash_pending = False
         try:

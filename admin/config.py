@@ -62,6 +62,7 @@ from admin.config_values import (
     parse_size,
 )
 from devices.confine import lexical, outside_roots
+from devices.stores import IO_ENGINES
 from scsi.lun import MAX_LUN
 
 if sys.version_info >= (3, 11):  # noqa: UP036 - pyproject still lists tomli for <3.11
@@ -239,6 +240,8 @@ def _dump_device(device: DeviceConfig) -> dict[str, Any]:
         max_restarts=device.max_restarts,
         restart_period=device.restart_period,
     )
+    if device.io_engine != "auto":
+        out["io_engine"] = device.io_engine
     return out
 
 
@@ -447,6 +450,11 @@ class _Resolver:
             error = _in_range(getattr(raw, key), low, high)
             if error:
                 self.fail((*path, key), error)
+        if raw.io_engine not in IO_ENGINES:
+            self.fail(
+                (*path, "io_engine"),
+                f'expected one of {", ".join(IO_ENGINES)}, got "{raw.io_engine}"',
+            )
         if len(self.problems) > before or handler is None or size is None:
             return None
         return DeviceConfig(
@@ -461,6 +469,7 @@ class _Resolver:
             rotational=raw.rotational,
             max_restarts=raw.max_restarts,
             restart_period=float(raw.restart_period),
+            io_engine=raw.io_engine,
         )
 
     def lun_map(

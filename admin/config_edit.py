@@ -34,7 +34,7 @@ from admin.config_values import format_size
 
 _DEVICE_DEFAULTS = {
     "block_size": 512, "read_only": False, "write_cache": True, "rotational": False,
-    "max_restarts": 5, "restart_period": 60.0,
+    "max_restarts": 5, "restart_period": 60.0, "io_engine": "auto",
 }
 
 
@@ -200,6 +200,7 @@ def _device_values(d: DeviceConfig, state_dir: Path) -> dict[str, Any]:
         "rotational": d.rotational,
         "max_restarts": d.max_restarts,
         "restart_period": d.restart_period,
+        "io_engine": d.io_engine,
     }
 
 

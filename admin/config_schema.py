@@ -73,6 +73,7 @@ class RawDevice:
     rotational: bool = False
     max_restarts: int = 5
     restart_period: float = 60.0
+    io_engine: str = "auto"
 
 
 @attrs.frozen

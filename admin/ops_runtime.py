@@ -199,6 +199,7 @@ def device_dict(d: DeviceConfig) -> dict[str, Any]:
         "rotational": d.rotational,
         "max_restarts": d.max_restarts,
         "restart_period": d.restart_period,
+        "io_engine": d.io_engine,
     }
 
 

@@ -168,26 +168,6 @@ class BackingStore(Protocol):
         """Make every completed write durable (SYNCHRONIZE CACHE)."""
         ...
 
-    async def _punch_uring(self, offset: int, length: int) -> bool:
-        """Punch the hole through io_uring; False: do it the thread way
-        (no engine, or the filesystem cannot punch: then zeros are written)."""
-        engine = self.engine
-        if engine is None or not self.can_punch:
-            return False
-        try:
-            await engine.fallocate(
-                self._fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length
-            )
-        except EngineFailedError:
-            self._engine_failed()
-            return False
-        except OSError as exc:
-            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, errno.ENODEV):
-                raise
-            self.can_punch = False
-            return False
-        return True
-
     async def discard(self, offset: int, length: int) -> None:
         """Unmap a range (UNMAP, WRITE SAME with UNMAP): afterwards it reads
         as zeros; stores that cannot deallocate write zeros instead."""
@@ -644,26 +624,6 @@ class NullStore:
     async def flush(self) -> None:
         return None
 
-    async def _punch_uring(self, offset: int, length: int) -> bool:
-        """Punch the hole through io_uring; False: do it the thread way
-        (no engine, or the filesystem cannot punch: then zeros are written)."""
-        engine = self.engine
-        if engine is None or not self.can_punch:
-            return False
-        try:
-            await engine.fallocate(
-                self._fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length
-            )
-        except EngineFailedError:
-            self._engine_failed()
-            return False
-        except OSError as exc:
-            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, errno.ENODEV):
-                raise
-            self.can_punch = False
-            return False
-        return True
-
     async def discard(self, offset: int, length: int) -> None:
         if self._read_only:
             raise StoreReadOnlyError(errno.EROFS, "store is read-only")
@@ -716,26 +676,6 @@ class MemoryStore:
 
     async def flush(self) -> None:
         return None
-
-    async def _punch_uring(self, offset: int, length: int) -> bool:
-        """Punch the hole through io_uring; False: do it the thread way
-        (no engine, or the filesystem cannot punch: then zeros are written)."""
-        engine = self.engine
-        if engine is None or not self.can_punch:
-            return False
-        try:
-            await engine.fallocate(
-                self._fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length
-            )
-        except EngineFailedError:
-            self._engine_failed()
-            return False
-        except OSError as exc:
-            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, errno.ENODEV):
-                raise
-            self.can_punch = False
-            return False
-        return True
 
     async def discard(self, offset: int, length: int) -> None:
         if self._read_only:
