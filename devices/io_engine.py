@@ -139,8 +139,8 @@ class UringEngine:
         key = self._next_key
         self._next_key = key + 1
         op = _Op(key, pin)
-        self._ops[key] = op
         ring.push(opcode, fd, off, addr, length, flags, key)
+        self._ops[key] = op
         self._unsubmitted.append(op)
         self.requests += 1
         self._want_flush()

@@ -43,9 +43,11 @@ OP_WRITE = 23
 FSYNC_DATASYNC = 1
 #: io_uring_enter flag: wait for completions
 _ENTER_GETEVENTS = 1
-#: io_uring_register opcode: signal an eventfd only for completions that did
-#: not finish inline in io_uring_enter (those the caller reaps right away)
-_REGISTER_EVENTFD_ASYNC = 7
+#: io_uring_register opcode: signal an eventfd on every completion. (Not
+#: EVENTFD_ASYNC: that one signals only for io-wq completions, and a buffered
+#: cold read completes through task_work in our own thread: it would never
+#: wake the loop.)
+_REGISTER_EVENTFD = 4
 #: mmap offsets of the three shared regions
 _OFF_SQ_RING, _OFF_CQ_RING, _OFF_SQES = 0, 0x8000000, 0x10000000
 #: features: one mmap for both rings; no dropped completions
@@ -60,6 +62,8 @@ SQE = struct.Struct("<BBHiQQIIQHHiQQ")
 #: struct io_uring_cqe (16 bytes): user_data, res, flags
 _CQE = struct.Struct("<QiI")
 _U32 = struct.Struct("<I")
+#: an offset of -1 ("the file position", for pipes) as the u64 the kernel reads
+_U64_MASK = (1 << 64) - 1
 
 
 class UringUnavailableError(OSError):
@@ -157,7 +161,8 @@ class Ring:
         tail = self._tail
         SQE.pack_into(
             self._sqes, (tail & self._sq_mask) * 64,
-            opcode, 0, 0, fd, off, addr, length, op_flags, user_data, 0, 0, 0, 0, 0,
+            opcode, 0, 0, fd, off & _U64_MASK, addr, length, op_flags, user_data,
+            0, 0, 0, 0, 0,
         )  # fmt: skip
         self._tail = tail = (tail + 1) & 0xFFFFFFFF
         # (the store is ordered after the SQE writes: Python's pack_into is a
@@ -201,14 +206,14 @@ class Ring:
         return out
 
     def register_eventfd(self) -> int:
-        """An eventfd the kernel signals when a completion arrives asynchronously."""
+        """An eventfd the kernel signals whenever a completion is posted."""
         efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         arg = ctypes.c_int(efd)
         try:
             _check(
-                _syscall(_SYS_REGISTER, self.fd, ctypes.c_uint(_REGISTER_EVENTFD_ASYNC),
+                _syscall(_SYS_REGISTER, self.fd, ctypes.c_uint(_REGISTER_EVENTFD),
                          ctypes.byref(arg), ctypes.c_uint(1)),
-                "io_uring_register(EVENTFD_ASYNC)",
+                "io_uring_register(EVENTFD)",
             )  # fmt: skip
         except BaseException:
             os.close(efd)
