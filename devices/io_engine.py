@@ -105,9 +105,11 @@ class UringEngine:
         addr, pin = uring.buffer_address(buf)
         return await self._run(uring.OP_WRITE, fd, offset, addr, len(buf), flags, pin)
 
-    async def fsync(self, fd: int, datasync: bool = True) -> None:
+    async def fsync(self, fd: int, datasync: bool = True, offset: int = 0, length: int = 0) -> None:
+        """fdatasync (or fsync); with ``length``, of that range only (as
+        sync_file_range cannot: this one also flushes the device cache)."""
         flags = uring.FSYNC_DATASYNC if datasync else 0
-        await self._run(uring.OP_FSYNC, fd, 0, 0, 0, flags, None)
+        await self._run(uring.OP_FSYNC, fd, offset, 0, length, flags, None)
 
     async def fallocate(self, fd: int, mode: int, offset: int, length: int) -> None:
         # (FALLOCATE carries the length in addr and the mode in len)

@@ -54,6 +54,10 @@ FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
 #: zeros written per call when a store cannot punch holes
 ZERO_CHUNK = 1 << 20
+#: this many page-cache misses in a row make a store with io_uring skip the
+#: inline RWF_NOWAIT read try, except one read in COLD_PROBE (see read_now)
+COLD_STREAK = 8
+COLD_PROBE = 16
 #: (byte offset, byte length, mapped): one run of a store's allocation map
 Extent = tuple[int, int, bool]
 #: ``[devices.NAME] io_engine`` values: how a store does I/O that would block
@@ -230,6 +234,10 @@ class FileStore:
         #: not send I/O to threads
         self.memory_backed = not block_device and filesystem_type(path) in MEMORY_FILESYSTEMS
         self._threads_until = 0.0
+        #: inline reads that missed the page cache in a row (capped), and a
+        #: counter for the probes made while they are skipped
+        self._read_misses = 0
+        self._cold_probe = 0
         self.stalls = 0
         self._closed = False
         #: who this store serves, for log lines (the device actor sets its name)
@@ -343,19 +351,35 @@ class FileStore:
         """Memory-backed and inline allowed: no RWF_NOWAIT try, no timing."""
         return self.memory_backed and self.inline_writes and size <= INLINE_WRITE_MAX
 
+    def _skip_nowait(self) -> bool:
+        """Cold streak with io_uring: skip the inline RWF_NOWAIT try (a miss
+        there starts the disk read in our thread, one device kick per command;
+        the ring submits a whole tick's reads under one plug). Every
+        ``COLD_PROBE``-th read still tries, so a workload turning warm is seen."""
+        self._cold_probe += 1
+        return self._cold_probe % COLD_PROBE != 0
+
     def read_now(self, offset: int, buf: memoryview) -> bool:
         if self._memory_inline(len(buf)):
             self._read_blocking(offset, buf)
             return True
         if self._nowait_reads:
-            try:
-                return bool(os.preadv(self._fd, [buf], offset, _NOWAIT) == len(buf))
-            except BlockingIOError:
+            if self._read_misses >= COLD_STREAK and self.engine is not None and self._skip_nowait():
                 return False
+            try:
+                done = os.preadv(self._fd, [buf], offset, _NOWAIT) == len(buf)
+            except BlockingIOError:
+                done = False
             except OSError as exc:
                 if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
                     raise
                 self._nowait_reads = False
+            else:
+                if done:
+                    self._read_misses = 0
+                elif self._read_misses < COLD_STREAK:
+                    self._read_misses += 1
+                return done
         if self._inline_ok(len(buf)):
             # No RWF_NOWAIT here (tmpfs, some network filesystems): read
             # inline and time it, like buffered writes; a read that stalls the
@@ -440,9 +464,16 @@ class FileStore:
             engine = self.engine
             if engine is not None:
                 try:
-                    done = 0
-                    while done < len(view):
-                        done += await engine.write(self._fd, view[done:], offset + done, flags)
+                    # FUA: a cache write, then a ranged fdatasync. Not
+                    # RWF_DSYNC: io_uring serializes buffered writes to one
+                    # file in its workers, so DSYNC writes would go one by one,
+                    # while concurrent fdatasyncs share journal commits.
+                    if not (fua and self.write_now(offset, view)):
+                        done = 0
+                        while done < len(view):
+                            done += await engine.write(self._fd, view[done:], offset + done)
+                    if fua:
+                        await engine.fsync(self._fd, True, offset, len(view))
                     return
                 except EngineFailedError:
                     self._engine_failed()  # (rewriting what was written is harmless)
