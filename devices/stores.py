@@ -14,6 +14,10 @@ page-cache ``pwrite``, so by default such small writes are done inline anyway
 and timed: one that stalls the loop longer than ``STALL_LIMIT`` (dirty-page
 throttling under heavy write load) sends all writes to threads for
 ``STALL_BACKOFF`` seconds. ``inline_writes=False`` turns this off.
+
+Where io_uring works, "a worker thread" above is instead a request on the
+store's ring (devices/io_engine.py): no thread hop, submissions batched per
+event-loop tick. ``io_engine`` ("auto", "uring", "threads") chooses.
 """
 
 from __future__ import annotations
@@ -374,7 +378,8 @@ class FileStore:
                 if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
                     raise
                 self._nowait_reads = False
-            else:
+                done = None
+            if done is not None:
                 if done:
                     self._read_misses = 0
                 elif self._read_misses < COLD_STREAK:

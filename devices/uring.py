@@ -54,6 +54,12 @@ _OFF_SQ_RING, _OFF_CQ_RING, _OFF_SQES = 0, 0x8000000, 0x10000000
 _FEAT_SINGLE_MMAP = 1 << 0
 _FEAT_NODROP = 1 << 1
 
+#: io_uring_setup flags: COOP_TASKRUN. A completion (e.g. a cold buffered read
+#: whose page arrived) is finished by task_work in our thread; by default the
+#: kernel interrupts the thread with an IPI for it, a VM exit on a guest. With
+#: this flag it only marks the thread (waking it if it sleeps in epoll_wait)
+#: and the work runs at its next syscall, which the event loop makes anyway.
+SETUP_FLAGS = 1 << 8
 #: struct io_uring_params: 10 u32, sq offsets (7 u32 + u32 + u64), cq offsets (same)
 _PARAMS = struct.Struct("<10I 7I I Q 8I Q")
 #: struct io_uring_sqe (64 bytes): opcode, flags, ioprio, fd, off, addr, len,
@@ -100,8 +106,13 @@ class Ring:
         disabled = _read_disabled()
         if disabled == 2:
             raise UringUnavailableError(errno.EPERM, "kernel.io_uring_disabled = 2")
-        params = ctypes.create_string_buffer(_PARAMS.size)
-        fd = _syscall(_SYS_SETUP, ctypes.c_uint(entries), params)
+        fd = -1
+        for flags in (SETUP_FLAGS, 0):  # (5.19+; older kernels say EINVAL)
+            params = ctypes.create_string_buffer(_PARAMS.size)
+            struct.pack_into("<I", params, 8, flags)
+            fd = _syscall(_SYS_SETUP, ctypes.c_uint(entries), params)
+            if fd >= 0 or ctypes.get_errno() != errno.EINVAL:
+                break
         if fd < 0:
             err = ctypes.get_errno()
             raise UringUnavailableError(err, f"io_uring_setup: {os.strerror(err)}")

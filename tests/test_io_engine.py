@@ -287,3 +287,41 @@ def test_uring_store_matches_a_model(tmp_path: Path, ops: list[tuple[str, int, i
             await store.close()
 
     trio.run(run)
+
+
+@needs_uring
+async def test_a_cold_streak_skips_the_inline_try_but_probes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After COLD_STREAK misses in a row, read_now stops trying RWF_NOWAIT
+    (each miss would start a disk read from the loop) except every
+    COLD_PROBE-th time; one hit makes it try every time again."""
+    import devices.stores as stores
+
+    store = await FileStore.open(tmp_path / "d", size=1 << 20, io_engine="uring")
+    tries: list[int] = []
+    hit = False
+    real = os.preadv
+
+    def fake(fd: int, bufs: list[memoryview], offset: int, flags: int = 0) -> int:
+        if fd == store.fileno and flags:
+            tries.append(offset)
+            if not hit:
+                raise BlockingIOError(errno.EAGAIN, "would block")
+        return real(fd, bufs, offset, flags)
+
+    monkeypatch.setattr(stores.os, "preadv", fake)
+    buf = memoryview(bytearray(512))
+    for _ in range(stores.COLD_STREAK):
+        assert not store.read_now(0, buf)
+    assert len(tries) == stores.COLD_STREAK
+    for _ in range(stores.COLD_PROBE * 2):
+        assert not store.read_now(0, buf)
+    assert len(tries) == stores.COLD_STREAK + 2  # two probes in 32 reads
+    hit = True
+    while not store.read_now(0, buf):  # until the next probe finds the page
+        pass
+    before = len(tries)
+    assert store.read_now(0, buf) and store.read_now(0, buf)
+    assert len(tries) == before + 2  # warm again: every read tries inline
+    await store.close()
