@@ -1,8 +1,10 @@
 # pyscst developer entry points.
 #   make serve   run the daemon on etc/pyscst.toml (127.0.0.1:3260, state in ./var/)
 #   make test    tools + lint + every test (what CI runs: .ci/run)
-#   make lint    ruff + mypy only
+#   make lint    ruff + mypy + the import-linter layer contract
 #   make bench   pyscst vs tgt side by side (benchmarks/bench.py; BENCH_ARGS=--quick etc.)
+#   make fuzz    long hostile-input campaign against a real daemon (FUZZ_ARGS, see tests/fuzz)
+#   make soak    kill -9 durability trials against a real daemon (SOAK_ARGS)
 # The venv and tools are set up on demand; stamp files keep repeated runs quick.
 
 PYTHON ?= python3
@@ -10,11 +12,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= etc/pyscst.toml
 PYTEST_ARGS ?=
+FUZZ_ARGS ?= --pdus 1000000
+SOAK_ARGS ?= --trials 20
 
 # binary -> Debian package that provides it (installed only if missing and root)
 TOOL_PACKAGES := iscsi-test-cu:libiscsi-bin qemu-img:qemu-utils tgtd:tgt tmux:tmux
 
-.PHONY: serve test lint pytest tools venv clean bench
+.PHONY: serve test lint pytest tools venv clean bench fuzz soak
 
 serve: $(VENV)/.stamp-install
 	$(BIN)/pyscst serve --config $(CONFIG)
@@ -23,7 +27,31 @@ test: tools lint pytest
 
 lint: $(VENV)/.stamp-test
 	$(BIN)/ruff check .
+	@$(BIN)/python -c "$$VIEW_PY"
 	$(BIN)/mypy
+	cd build/view && $(abspath $(BIN))/lint-imports --no-logo $(CURDIR)/pyproject.toml
+
+# mypy and import-linter read files and cannot follow an editable install's import
+# hook, which is how setuptools' [tool.setuptools.package-dir] maps pyscst.<package>
+# to ./<package>. They read build/view instead: the installed layout as symlinks
+# (import-linter runs there: it puts its working directory first on the path).
+define VIEW_PY
+import pathlib, shutil, tomllib
+view = pathlib.Path("build/view")
+shutil.rmtree(view, ignore_errors=True)
+view.mkdir(parents=True)
+setup = tomllib.loads(pathlib.Path("pyproject.toml").read_text())["tool"]["setuptools"]
+for name, src in sorted(setup.get("package-dir", {}).items()):
+    dest = view.joinpath(*name.split("."))
+    if "." in name:
+        dest.symlink_to(pathlib.Path(src).resolve(), target_is_directory=True)
+    else:  # the root package: link its files, its subpackages go beside them
+        dest.mkdir(parents=True)
+        for f in pathlib.Path(src).iterdir():
+            if f.name != "__pycache__":
+                (dest / f.name).symlink_to(f.resolve())
+endef
+export VIEW_PY
 
 pytest: $(VENV)/.stamp-test
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -69,5 +97,13 @@ $(VENV)/.stamp-bench: pyproject.toml | $(BIN)/python
 bench: tools $(VENV)/.stamp-bench
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 
+# The long runs (tests/fuzz): figures on stdout, exit 1 on any daemon exit,
+# unhandled traceback, late login or lost/torn write.
+fuzz: $(VENV)/.stamp-test
+	PYTHONPATH=. $(BIN)/python -m tests.fuzz $(FUZZ_ARGS)
+
+soak: $(VENV)/.stamp-test
+	PYTHONPATH=. $(BIN)/python -m tests.fuzz.durability $(SOAK_ARGS)
+
 clean:
-	rm -rf build .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache .hypothesis .import_linter_cache

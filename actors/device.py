@@ -6,7 +6,7 @@ shutdown or a supervisor restart never loses acknowledged writes. Commands
 reach the device through the LU, which asks ``current()`` for it; while the
 actor is down that answers NOT READY instead of touching a closed file
 (04/00 while its supervisor restarts it, ``offline`` once it has retired it:
-supervision/device_unit.py). INQUIRY and REQUEST SENSE keep working while it
+actors/device_unit.py). INQUIRY and REQUEST SENSE keep working while it
 is down through ``standby()``: the last device, which still knows its
 identity and why it is not ready.
 Live admin edits (resize, read-only) arrive as messages on its mailbox, and
@@ -27,8 +27,8 @@ import attrs
 import trio
 
 from actors.faults import CrashDevice, DeviceCrashed
-from actors.messages import Envelope, ResizeDevice, SetDeviceReadOnly
-from admin.config_model import DeviceConfig, Handler
+from actors.messages import Envelope, ResizeDevice, SetDeviceReadOnly, reply_to
+from devices.device_config import DeviceConfig, Handler
 from devices.disk import DiskDevice
 from devices.store_health import CHECK_INTERVAL
 from devices.stores import BackingStore, FileStore, NullStore
@@ -189,9 +189,9 @@ class DeviceActor:
                         await self._handle(envelope.message)
                     except Exception as exc:  # the requester reports it; the device lives on
                         log.warning("%s: %r refused: %s", self.name, envelope.message, exc)
-                        envelope.reply.send_nowait(exc)
+                        reply_to(envelope.reply, exc)
                     else:
-                        envelope.reply.send_nowait(None)
+                        reply_to(envelope.reply, None)
                 nursery.cancel_scope.cancel()
             if crashed:
                 raise DeviceCrashed(f"{self.name}: crash injected")

@@ -414,7 +414,7 @@ class FaultEngine:
         """How to crash the handler of device ``name`` (crash_device). A crash
         rule is not rate-limited here: the device's own supervisor decides how
         many crashes it takes and retires (offlines) the device beyond its
-        budget, which contains it (supervision/device_unit.py)."""
+        budget, which contains it (actors/device_unit.py)."""
         self._crashers[name] = crash
 
     def crash_device(self, name: str) -> bool:

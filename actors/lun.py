@@ -33,6 +33,7 @@ from actors.messages import (
     RaiseUnitAttention,
     ResetLogicalUnit,
     TmfResponse,
+    reply_to,
 )
 from actors.persistent_reservations import PortResolver
 from actors.pr_state import Registrant
@@ -40,7 +41,14 @@ from actors.pr_store import AptplStore
 from actors.reservations import Reservations
 from actors.unit_attention import UnitAttentionQueue
 from scsi.cdb import NEEDS_AWAIT, OpSpec, OpTable
-from scsi.command import Buffer, DataDirection, Nexus, ScsiCommand, TaskAttribute
+from scsi.command import (
+    Buffer,
+    DataDirection,
+    Nexus,
+    ScsiCommand,
+    TaskAttribute,
+    TransportGone,
+)
 from scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
 
 log = logging.getLogger(__name__)
@@ -249,17 +257,17 @@ class LogicalUnit:
             state = self._nexuses.get(_key(msg.nexus))
             task = state.tasks.get(msg.tag) if state else None
             if task is None:
-                reply.send_nowait(TmfResponse.TASK_DOES_NOT_EXIST)
+                reply_to(reply, TmfResponse.TASK_DOES_NOT_EXIST)
                 return
             self._nursery.start_soon(self._cancel_and_reply, [task], TmfResponse.COMPLETE, reply)
         elif isinstance(msg, QueryTask):
             state = self._nexuses.get(_key(msg.nexus))
             found = state is not None and msg.tag in state.tasks
-            reply.send_nowait(TmfResponse.SUCCEEDED if found else TmfResponse.COMPLETE)
+            reply_to(reply, TmfResponse.SUCCEEDED if found else TmfResponse.COMPLETE)
         elif isinstance(msg, QueryTaskSet):
             state = self._nexuses.get(_key(msg.nexus))
             found = state is not None and bool(state.tasks)
-            reply.send_nowait(TmfResponse.SUCCEEDED if found else TmfResponse.COMPLETE)
+            reply_to(reply, TmfResponse.SUCCEEDED if found else TmfResponse.COMPLETE)
         elif isinstance(msg, AbortTaskSet):
             state = self._nexuses.get(_key(msg.nexus))
             tasks = list(state.tasks.values()) if state else []
@@ -275,7 +283,7 @@ class LogicalUnit:
             self._nursery.start_soon(self._cancel_and_reply, tasks, TmfResponse.COMPLETE, reply)
         else:
             log.error("%s: unknown request %r", self.name, msg)
-            reply.send_nowait(TmfResponse.REJECTED)
+            reply_to(reply, TmfResponse.REJECTED)
 
     def _abort_all(self, by: Nexus | None) -> list[Task]:
         """Mark every task for abort; other nexuses learn of it per TAS."""
@@ -307,7 +315,7 @@ class LogicalUnit:
             task.scope.cancel()
         for task in tasks:
             await task.wait_done()
-        reply.send_nowait(response)
+        reply_to(reply, response)
 
     def _nexus_loss(self, msg: NexusLoss) -> list[Task]:
         """End the nexus' tasks (silently) and what it held; returns those tasks."""
@@ -477,19 +485,23 @@ class LogicalUnit:
         """A command that executed synchronously but whose answer must wait for
         the rest of its unsolicited data-out."""
         cmd = task.cmd
+        answered: Status | None = None
         try:
             with task.scope:
                 await cmd.transport.send_response(cmd, status, sense, data)
+                answered = status
         finally:
-            self._leave(task, status, data)
+            self._leave(task, answered, data)
 
     async def _run_task(self, task: Task) -> None:
         cmd = task.cmd
         transport = cmd.transport
-        status = Status.TASK_ABORTED  # what an abort before any answer counts as
+        #: the status the initiator got; None: aborted, nothing was answered
+        answered: Status | None = None
         data: Buffer | None = None
         try:
             with task.scope:
+                gone = False
                 try:
                     data = await self._execute(task)
                     status, sense = Status.GOOD, None
@@ -497,6 +509,11 @@ class LogicalUnit:
                     status = exc.status
                     sense = self._encode_sense(exc.sense)
                     data = None
+                except TransportGone:
+                    # the connection dropped while the command waited for it
+                    # (its data-out): an aborted task, not a device failure
+                    log.debug("%s: command %r aborted: its connection is gone", self.name, cmd)
+                    gone = True
                 except Exception:
                     log.exception("%s: command %r failed", self.name, cmd)
                     status = Status.CHECK_CONDITION
@@ -506,33 +523,40 @@ class LogicalUnit:
                     data = None
                 # An abort that landed after the last checkpoint still wins:
                 # the TMF answers "complete", so no status may follow.
-                if not task.scope.cancel_called:
+                if not task.scope.cancel_called and not gone:
                     await transport.send_response(cmd, status, sense, data)
+                    answered = status
             if task.scope.cancel_called and task.tas:
                 with trio.CancelScope(shield=True):
                     await transport.send_response(cmd, Status.TASK_ABORTED, None, None)
+                answered = Status.TASK_ABORTED
             elif task.scope.cancel_called and task.failure is not None:
                 with trio.CancelScope(shield=True):
                     await transport.send_response(cmd, Status.CHECK_CONDITION, task.failure, None)
+                answered = Status.CHECK_CONDITION
         finally:
-            self._leave(task, status, data)
+            self._leave(task, answered, data)
 
-    def _account(self, task: Task, status: Status, data: Buffer | None) -> None:
-        """Statistics of one finished command: LU totals and its nexus' share."""
+    def _account(self, task: Task, status: Status | None, data: Buffer | None) -> None:
+        """Statistics of one finished command: LU totals and its nexus' share.
+
+        ``status`` is what the initiator was answered; None for a command
+        aborted without an answer (TMF, nexus or connection loss), which
+        counts as a command but not as an error, and moved no bytes."""
         cmd = task.cmd
         elapsed = time.perf_counter_ns() - task.started_ns
-        error = status != Status.GOOD or task.cancelled
+        error = status is not None and status != Status.GOOD
         read = written = 0
-        if data is not None:
+        if data is not None and status is not None:
             read = min(len(data), cmd.expected_length)
-        if not error and cmd.direction == DataDirection.WRITE:
+        if status == Status.GOOD and cmd.direction == DataDirection.WRITE:
             # bytes that reached the device: a refused or failed write wrote
             # nothing we vouch for
             written = cmd.transfer_length
         state = task.state
         (self._stats if state.gone else state.stats).record(elapsed, read, written, error)
 
-    def _leave(self, task: Task, status: Status, data: Buffer | None) -> None:
+    def _leave(self, task: Task, status: Status | None, data: Buffer | None) -> None:
         """A command is done (answered or aborted): out of the task set, counted,
         and its transport resources freed."""
         self._retire(task)

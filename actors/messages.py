@@ -111,6 +111,22 @@ class Envelope(Generic[R]):
     reply: trio.MemorySendChannel[R]
 
 
+def reply_to(reply: trio.MemorySendChannel[R], answer: R) -> bool:
+    """Answer a request; False when the requester went away.
+
+    The caller of :func:`call` may be gone by the time the answer is ready:
+    cancelled with its connection (a TCP reset right after a LUN RESET), or
+    its session closed. Its end of the reply channel is closed then, and the
+    answer is dropped: an actor never fails because someone stopped
+    listening. Every actor answers through this one function.
+    """
+    try:
+        reply.send_nowait(answer)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return False
+    return True
+
+
 async def call(mailbox: trio.MemorySendChannel[Any], message: Any) -> Any:
     """Send ``message`` and wait for the receiving actor's reply."""
     reply_send, reply_recv = trio.open_memory_channel[Any](1)

@@ -213,6 +213,10 @@ def dump_config(config: Config) -> str:
             "nop_interval": iscsi.nop_interval,
             "nop_timeout": iscsi.nop_timeout,
             "poll_us": iscsi.poll_us,
+            "login_timeout": iscsi.login_timeout,
+            "pdu_timeout": iscsi.pdu_timeout,
+            "max_prelogin_connections": iscsi.max_prelogin_connections,
+            "max_prelogin_per_address": iscsi.max_prelogin_per_address,
         },
         "devices": {d.name: _dump_device(d) for d in config.devices},
         "targets": {t.name: _dump_target(t) for t in config.targets},
@@ -368,6 +372,10 @@ class _Resolver:
             "nop_interval": (0, 3600),
             "nop_timeout": (1, 3600),
             "poll_us": (0, 1000),
+            "login_timeout": (1, 3600),
+            "pdu_timeout": (1, 3600),
+            "max_prelogin_connections": (1, 65535),
+            "max_prelogin_per_address": (1, 65535),
         }
         for key, (low, high) in ranges.items():
             error = _in_range(getattr(raw, key), low, high)
@@ -394,6 +402,10 @@ class _Resolver:
             nop_interval=float(raw.nop_interval),
             nop_timeout=float(raw.nop_timeout),
             poll_us=raw.poll_us,
+            login_timeout=float(raw.login_timeout),
+            pdu_timeout=float(raw.pdu_timeout),
+            max_prelogin_connections=raw.max_prelogin_connections,
+            max_prelogin_per_address=raw.max_prelogin_per_address,
         )
 
     def digests(self, path: KeyPath, values: list[str]) -> tuple[Digest, ...]:

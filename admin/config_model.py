@@ -15,6 +15,7 @@ import attrs
 
 from actors.faults import FaultRule
 from admin.config_values import Portal, is_glob
+from devices.device_config import DeviceConfig, Handler
 
 __all__ = [
     "AuthConfig",
@@ -31,13 +32,6 @@ __all__ = [
     "Portal",
     "TargetConfig",
 ]
-
-
-class Handler(enum.StrEnum):
-    """Device handlers (SCST dev handler names)."""
-
-    VDISK_FILEIO = "vdisk_fileio"  # a regular file or block device
-    VDISK_NULLIO = "vdisk_nullio"  # no storage: reads return zeros, writes vanish
 
 
 class Digest(enum.StrEnum):
@@ -80,6 +74,13 @@ class IscsiSettings:
     nop_interval: float = 0.0
     nop_timeout: float = 30.0
     poll_us: int = 50
+    #: seconds from accept to the final Login Response
+    login_timeout: float = 10.0
+    #: seconds one part of a PDU (header, data segment) may take to arrive once begun
+    pdu_timeout: float = 30.0
+    #: connections not yet logged in, in total (per portal) and per source address
+    max_prelogin_connections: int = 256
+    max_prelogin_per_address: int = 32
 
 
 @attrs.frozen
@@ -87,32 +88,6 @@ class MetricsSettings:
     """The Prometheus endpoint ([metrics]); ``listen`` None means off (the default)."""
 
     listen: Portal | None = None
-
-
-@attrs.frozen
-class DeviceConfig:
-    """One exported device ([devices.NAME])."""
-
-    name: str
-    handler: Handler
-    size: int  # bytes, a multiple of block_size
-    block_size: int = 512
-    path: Path | None = None  # absolute; None for vdisk_nullio
-    read_only: bool = False
-    write_cache: bool = True
-    serial: str = ""
-    rotational: bool = False
-    #: the device's restart budget: more crashes than this within
-    #: ``restart_period`` seconds and it goes offline (supervision/device_unit.py)
-    max_restarts: int = 5
-    restart_period: float = 60.0
-    #: how blocking I/O is done: "auto" (io_uring if it works, else worker
-    #: threads), "uring" (io_uring or refuse to start), "threads"
-    io_engine: str = "auto"
-
-    @property
-    def block_count(self) -> int:
-        return self.size // self.block_size
 
 
 @attrs.frozen

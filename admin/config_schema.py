@@ -59,6 +59,10 @@ class RawIscsi:
     nop_interval: float = 0.0
     nop_timeout: float = 30.0
     poll_us: int = 50
+    login_timeout: float = 10.0
+    pdu_timeout: float = 30.0
+    max_prelogin_connections: int = 256
+    max_prelogin_per_address: int = 32
 
 
 @attrs.frozen

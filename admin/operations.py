@@ -34,7 +34,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 if TYPE_CHECKING:
-    from supervision.daemon import Daemon
+    from admin.daemon_api import DaemonApi as Daemon
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from actors.device_unit import RestartFailed
 from actors.lu_stats import StatsSnapshot
 from actors.messages import ResetLogicalUnit, call
 from actors.target import SessionInfo, Target
@@ -23,11 +24,10 @@ from admin.control import OpHandler
 from admin.ops_args import Args
 from admin.protocol import ErrorCode, OpError
 from scsi.sense import Asc
-from supervision.device_unit import RestartFailed
 
 if TYPE_CHECKING:
+    from admin.daemon_api import DaemonApi as Daemon
     from admin.operations import Controller
-    from supervision.daemon import Daemon
 
 
 def operations(controller: Controller) -> dict[str, OpHandler]:

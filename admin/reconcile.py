@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from actors.device_unit import stop_unit
 from actors.messages import ResizeDevice, SetDeviceReadOnly
 from actors.session import LunMapping
 from actors.target import InitiatorGroup, Target
@@ -24,10 +25,9 @@ from admin.config_model import Config, DeviceConfig, TargetConfig
 from admin.config_model import LunMapping as LunMappingConfig
 from admin.protocol import ErrorCode, OpError
 from scsi.sense import Asc
-from supervision.device_unit import stop_unit
 
 if TYPE_CHECKING:
-    from supervision.daemon import Daemon
+    from admin.daemon_api import DaemonApi as Daemon
 
 log = logging.getLogger(__name__)
 

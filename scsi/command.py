@@ -68,6 +68,12 @@ class Nexus:
         )
 
 
+class TransportGone(Exception):
+    """The transport that carried a command went away while the command still
+    needed it (e.g. its data-out): the command is aborted, nothing more. The
+    LU answers nothing and counts no error."""
+
+
 class Transport(Protocol):
     """What a running command needs from the target driver that carried it."""
 
@@ -76,6 +82,7 @@ class Transport(Protocol):
 
         Returns at most ``min(length, cmd.expected_length)`` bytes; the caller
         checks the length it got. Cancellable: an aborted command stops asking.
+        Raises :class:`TransportGone` when the connection dropped meanwhile.
         """
         ...
 

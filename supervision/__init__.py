@@ -1,1 +1,2 @@
-"""Supervision: actor base, supervisors with restart strategies, the daemon root."""
+"""Supervision: the daemon root, which builds the actor tree, runs and stops it, and
+the ``pyscst`` command (``cli.py``) that starts it."""

@@ -10,6 +10,7 @@ orderly stop and ``serve`` returns normally (exit code 0).
 from __future__ import annotations
 
 import logging
+import resource
 import signal
 from pathlib import Path
 from typing import Any
@@ -19,18 +20,18 @@ import trio
 
 from actors.core_table import CORE_TABLE
 from actors.device import DeviceActor
+from actors.device_unit import DeviceUnit, stop_unit
 from actors.faults import FaultEngine
 from actors.lun import LogicalUnit
 from actors.session import LunMapping
+from actors.supervisor import Budget, Child, Restart, Supervisor
 from actors.target import InitiatorGroup, Target, TargetDirectory
 from admin.config_model import AuthConfig, Config, DeviceConfig, IscsiSettings
 from admin.config_model import LunMapping as LunMappingConfig
 from admin.control import ControlServer, OpHandler
 from admin.operations import Controller
 from admin.ops_faults import fault_operations
-from supervision.device_unit import DeviceUnit, stop_unit
 from supervision.host import run_host_services
-from supervision.supervisor import Budget, Child, Restart, Supervisor
 from transports.iscsi.auth import AuthRegistry
 from transports.iscsi.chap import ChapSettings, Credential
 from transports.iscsi.connection import ConnectionSettings
@@ -61,7 +62,7 @@ class Daemon:
     portal_children: list[Child] = attrs.field(factory=list)
     stop_requested: trio.Event = attrs.field(factory=trio.Event)
     #: device name -> the root's child running its DeviceUnit (device actor + LU
-    #: under the device's own supervisor: supervision/device_unit.py)
+    #: under the device's own supervisor: actors/device_unit.py)
     unit_children: dict[str, Child] = attrs.field(factory=dict)
     #: configured address -> its listener (one per distinct host:port)
     portal_index: dict[tuple[str, int], tuple[IscsiPortal, Child]] = attrs.field(factory=dict)
@@ -178,6 +179,10 @@ def connection_settings(settings: IscsiSettings) -> ConnectionSettings:
         poll_us=settings.poll_us,
         nop_interval=settings.nop_interval,
         nop_timeout=settings.nop_timeout,
+        login_timeout=settings.login_timeout,
+        pdu_timeout=settings.pdu_timeout,
+        max_prelogin_connections=settings.max_prelogin_connections,
+        max_prelogin_per_address=settings.max_prelogin_per_address,
     )
 
 
@@ -287,6 +292,28 @@ async def stop(daemon: Daemon) -> None:
                 await child.wait_stopped()
 
 
+def raise_fd_limit() -> tuple[int, int]:
+    """Raise the open-file soft limit to the hard limit (logged): every
+    connection costs a descriptor, and the usual soft default of 1024 would let
+    a thousand idle sockets lock real initiators out. Returns (before, after)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard
+    if want == resource.RLIM_INFINITY:  # NOFILE cannot be unlimited: the kernel's cap
+        try:
+            want = int(Path("/proc/sys/fs/nr_open").read_text())
+        except (OSError, ValueError):
+            want = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft >= want:
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (OSError, ValueError) as exc:
+        log.warning("cannot raise the open-file limit from %d to %d: %s", soft, want, exc)
+        return soft, soft
+    log.info("raised the open-file limit (RLIMIT_NOFILE soft) from %d to %d", soft, want)
+    return soft, want
+
+
 async def serve(
     config: Config,
     task_status: Any = trio.TASK_STATUS_IGNORED,
@@ -295,6 +322,7 @@ async def serve(
 ) -> None:
     """Run the daemon until SIGINT/SIGTERM (or ``Daemon.stop()``); SIGHUP reloads
     ``config_path`` and applies the difference."""
+    raise_fd_limit()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             try:

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +129,7 @@ def write_config(
 
 def daemon_command(config_path: Path) -> list[str]:
     """The command line that starts the daemon (the venv's interpreter, module form)."""
-    return [sys.executable, "-m", "admin.cli", "serve", "--config", str(config_path)]
+    return [sys.executable, "-m", "supervision.cli", "serve", "--config", str(config_path)]
 
 
 def _tail(text: str) -> str:
@@ -155,9 +155,11 @@ def start_daemon(
     target: str,
     startup_timeout: float = 30.0,
     env: Mapping[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> tuple[subprocess.Popen[bytes], RunningDaemon]:
     """Start ``pyscst serve`` and wait for its portal and control socket (opened
-    last, just after the portals); DaemonError if they never come up."""
+    last, just after the portals); DaemonError if they never come up.
+    ``preexec_fn`` runs in the child before exec (e.g. to lower an rlimit)."""
     config = load_config(config_path)
     stderr_path = config_path.parent / "daemon.stderr"
     environ = {**os.environ, **(env or {})}
@@ -172,6 +174,7 @@ def start_daemon(
             stdin=subprocess.DEVNULL,
             stdout=err,
             stderr=subprocess.STDOUT,
+            preexec_fn=preexec_fn,
         )
     info = RunningDaemon(
         host=host,
@@ -245,6 +248,7 @@ def running_daemon(
     stop_timeout: float = 15.0,
     extra: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> Iterator[RunningDaemon]:
     """Run a daemon for the duration of the block (``workdir``: e.g. pytest's tmp_path).
 
@@ -261,6 +265,7 @@ def running_daemon(
     proc, info = start_daemon(
         config_path, host=host, port=port, target=target, startup_timeout=startup_timeout,
         env=env,
+        preexec_fn=preexec_fn,
     )
     try:
         yield info

@@ -55,7 +55,8 @@ class Admin:
     async def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-        command = [sys.executable, "-m", "admin.cli", "admin", "--socket", str(self.socket), *args]
+        command = [sys.executable, "-m", "supervision.cli", "admin", "--socket", str(self.socket),
+                   *args]  # fmt: skip
         return await trio.to_thread.run_sync(
             lambda: subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
         )

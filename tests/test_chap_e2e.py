@@ -217,4 +217,4 @@ async def test_reload_changes_who_gets_in(tmp_path: Path) -> None:
 def admin(d: RunningDaemon) -> list[str]:
     import sys
 
-    return [sys.executable, "-m", "admin.cli", "admin", "--config", str(d.config_path)]
+    return [sys.executable, "-m", "supervision.cli", "admin", "--config", str(d.config_path)]

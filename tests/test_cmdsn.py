@@ -107,6 +107,25 @@ def test_immediate_delivered_at_once_without_consuming_a_number() -> None:
     assert w.odd_immediates == 1
 
 
+def test_immediate_commands_take_no_slot_and_have_their_own_budget() -> None:
+    w: CmdSNWindow[str] = CmdSNWindow(50, depth=2, immediate_limit=2)
+    edges = w.edges()
+    assert w.take_immediate() and w.offer(50, True, "tur") == ["tur"]
+    assert w.take_immediate() and w.offer(50, True, "read") == ["read"]
+    assert w.edges() == edges and w.outstanding == 0 and w.immediate == 2
+    assert not w.take_immediate()  # the third is refused (Reject 0x06) ...
+    assert w.refused_immediates == 1 and w.immediate == 2
+    assert w.offer(50, False, "a") == ["a"]  # ... while numbered commands flow
+    w.complete(immediate=True)  # an immediate finishing reopens no CmdSN slot
+    assert w.edges() == (51, 51) and w.immediate == 1
+    w.complete()
+    assert w.edges() == (51, 52)
+    w.complete(immediate=True)
+    with pytest.raises(RuntimeError):
+        w.complete(immediate=True)
+    assert w.edges() == (51, 52) and (w.outstanding, w.immediate) == (0, 0)
+
+
 def test_window_closes_when_lu_is_slow_and_reopens_on_complete() -> None:
     w: CmdSNWindow[int] = CmdSNWindow(0, depth=2)
     assert w.offer(0, False, 0) == [0]
@@ -232,6 +251,64 @@ def test_accept_next_then_offer_is_the_same_window_as_offer_alone(
     # (the in-order arrival, the common case, is what accept_next takes)
     if ops and ops[0] == ("offer", 0):
         assert accepted >= 1
+
+
+@given(
+    start=serials,
+    depth=st.integers(min_value=1, max_value=16),
+    limit=st.integers(min_value=1, max_value=8),
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("offer"), st.integers(min_value=-20, max_value=20)),
+            st.tuples(st.just("immediate"), st.integers(min_value=-(2**31), max_value=2**31)),
+            st.tuples(st.just("complete"), st.integers(min_value=0, max_value=64)),
+        ),
+        max_size=100,
+    ),
+)
+def test_immediate_commands_interleaved_never_move_the_window(
+    start: int, depth: int, limit: int, ops: list[tuple[str, int]]
+) -> None:
+    """Immediate commands (any CmdSN at all) delivered among numbered ones:
+    each is delivered at once or refused for lack of room, none changes
+    ExpCmdSN or MaxCmdSN, none takes or frees a CmdSN slot, and finishing
+    every delivered request exactly once (either kind, any order) never
+    trips the window's bookkeeping."""
+    w: CmdSNWindow[tuple[bool, int]] = CmdSNWindow(start, depth, immediate_limit=limit)
+    running: list[tuple[bool, int]] = []  # delivered, not completed
+    numbered: list[int] = []
+    last_max = w.max_cmdsn
+    for op, arg in ops:
+        edges = w.edges()
+        slots = (w.outstanding, w.held)
+        if op == "immediate":
+            sn = sn_add(w.exp_cmdsn, arg)
+            if w.take_immediate():
+                assert w.offer(sn, True, (True, sn)) == [(True, sn)]
+                running.append((True, sn))
+            else:
+                assert w.immediate == limit
+            assert w.edges() == edges and (w.outstanding, w.held) == slots
+        elif op == "offer":
+            sn = sn_add(w.exp_cmdsn, arg)
+            got = w.offer(sn, False, (False, sn))
+            if not isinstance(got, Rejected):
+                running.extend(got)
+                numbered.extend(n for _, n in got)
+        elif running:
+            immediate, _ = running.pop(arg % len(running))
+            w.complete(immediate)
+            if immediate:
+                assert w.edges() == edges and (w.outstanding, w.held) == slots
+        assert w.immediate == sum(1 for imm, _ in running if imm) <= limit
+        assert w.outstanding == sum(1 for imm, _ in running if not imm)
+        assert w.outstanding + w.held <= depth
+        assert sn_lte(last_max, w.max_cmdsn)
+        last_max = w.max_cmdsn
+    assert numbered == [sn_add(start, i) for i in range(len(numbered))]
+    for immediate, _ in running:
+        w.complete(immediate)
+    assert (w.outstanding, w.immediate) == (0, 0)
 
 
 # -- StatSN -------------------------------------------------------------------------

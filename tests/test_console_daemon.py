@@ -57,7 +57,8 @@ def test_interactive_edit_and_save_session(tmp_path: Path) -> None:
 
 async def test_script_session_seen_by_an_initiator(tmp_path: Path) -> None:
     async with running_daemon_async(tmp_path) as d:
-        command = [sys.executable, "-m", "admin.cli", "console", "--config", str(d.config_path)]
+        command = [sys.executable, "-m", "supervision.cli", "console", "--config",
+                   str(d.config_path)]  # fmt: skip
         async with await Initiator.connect(
             d.host, d.port, initiator_name=INITIATOR, target_name=d.target
         ) as session:

@@ -177,7 +177,7 @@ async def test_pyscst_admin_and_console_print_the_refusal_and_exit_1(
         os.chmod(sock, 0o666)
         env = {"PYTHONPATH": os.pathsep.join([str(REPO_ROOT), *_site_packages()]),
                "PATH": os.environ.get("PATH", ""), "PYTHONDONTWRITEBYTECODE": "1"}
-        argv = [python_for_nobody(), "-m", "admin.cli", command, "--socket", str(sock)]
+        argv = [python_for_nobody(), "-m", "supervision.cli", command, "--socket", str(sock)]
         if command == "admin":
             argv.append("hello")
         done = await trio.to_thread.run_sync(run_as, argv, NOBODY, NOGROUP, [], env)

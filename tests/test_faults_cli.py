@@ -132,7 +132,7 @@ def test_check_config_names_the_bad_rule_key(tmp_path: Path) -> None:
         f.write('\n[[faults]]\naction = "hang"\n[[faults]]\naction = "delay"\n'
                 'delay = -1\nbits = 2\ndevice = "disk9"\n')  # fmt: skip
     done = subprocess.run(
-        [sys.executable, "-m", "admin.cli", "check-config", str(config)],
+        [sys.executable, "-m", "supervision.cli", "check-config", str(config)],
         capture_output=True, text=True, timeout=60, cwd=Path(__file__).parent.parent,
     )  # fmt: skip
     assert done.returncode == 2

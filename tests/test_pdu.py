@@ -418,3 +418,31 @@ def test_serial_number_wrap() -> None:
     assert pdu.sn_lt(0xFFFFFFF0, 5)
     assert not pdu.sn_lt(5, 0xFFFFFFF0)
     assert not pdu.sn_lt(0, 1 << 31) and not pdu.sn_lt(1 << 31, 0)  # undefined: neither
+
+
+# -- what a reader expects (full feature phase) ----------------------------------
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one-chunk", "byte-by-byte"])
+def test_reader_refuses_opcodes_it_does_not_expect_with_the_header_as_sent(split: bool) -> None:
+    from transports.iscsi.pdu_codec import PduReader, ProtocolError, encode_pdu
+
+    login = encode_pdu(pdu.LoginRequest(transit=True, csg=1, nsg=3, itt=5, data=b"A=B\x00"))
+    nop_in = encode_pdu(pdu.NopIn(itt=6, statsn=1))
+    unknown = bytes([0x1C]) + bytes(3) + (8).to_bytes(4, "big") + bytes(40) + bytes(8)
+    nop = encode_pdu(pdu.NopOut(immediate=True, itt=7, data=b"ping"))
+    reader = PduReader()
+    reader.expect({0x00, 0x01})
+    wire = login + nop_in + unknown + nop
+    events: list[Any] = []
+    for chunk in ([bytes([b]) for b in wire] if split else [wire]):
+        reader.feed(chunk)
+        events.extend(reader)
+    assert [type(e) for e in events] == [ProtocolError, ProtocolError, ProtocolError, pdu.NopOut]
+    assert [e.reject_reason for e in events[:3]] == [0x04, 0x04, 0x05]
+    assert [e.header for e in events[:3]] == [login[:48], nop_in[:48], unknown[:48]]
+    assert not any(e.fatal for e in events[:3])
+    assert events[3].data == b"ping"  # the segments were skipped: still framed
+    reader.expect(None)
+    reader.feed(login)
+    assert isinstance(reader.next_event(), pdu.LoginRequest)

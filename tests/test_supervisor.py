@@ -1,5 +1,5 @@
 """The supervisor's restart budget, giving up without escalating, and the root
-that never gives up (supervision/supervisor.py).
+that never gives up (actors/supervisor.py).
 
 Runs under pytest-trio's ``autojump_clock``: restarts pause (backoff) without the test
 waiting for real time, and nothing here asserts a duration.
@@ -16,7 +16,7 @@ import pytest
 import trio
 import trio.testing
 
-from supervision.supervisor import Budget, Child, Supervisor, SupervisorGaveUp
+from actors.supervisor import Budget, Child, Supervisor, SupervisorGaveUp
 
 
 class Boom(RuntimeError):
@@ -181,7 +181,7 @@ async def test_no_crash_is_kept_alive_after_it_was_handled(
     """A kept exception keeps its traceback and every frame in it alive (the
     old ``Child.last_error``): once handled, nothing may refer to it."""
     # (pytest's log capture keeps each record's exc_info: keep the log out of it)
-    monkeypatch.setattr(logging.getLogger("supervision.supervisor"), "propagate", False)
+    monkeypatch.setattr(logging.getLogger("actors.supervisor"), "propagate", False)
     sup = Supervisor("dev", budget=Budget(1, 60.0), on_give_up=lambda c, r: None)
     async with trio.open_nursery() as nursery:
         await nursery.start(sup.run)

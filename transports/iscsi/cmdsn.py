@@ -12,7 +12,15 @@ Immediate requests (the I bit) carry the CmdSN the next non-immediate request
 will use and do not consume a number (RFC 7143 3.2.2.1). They are delivered at
 once whatever their CmdSN; one outside [ExpCmdSN, MaxCmdSN + 1] is counted in
 ``odd_immediates`` for diagnostics but still delivered, as the RFC does not ask
-targets to police it.
+targets to police it. They never take a CmdSN slot, so finishing one reopens
+nothing: ExpCmdSN and MaxCmdSN do not move for them.
+
+The RFC does not limit how many immediate commands an initiator sends, but
+lets the target refuse them for lack of resources (Reject reason 0x06). An
+immediate SCSI command runs as a task like any other, so the window also keeps
+a separate budget of ``immediate_limit`` of those in execution:
+:meth:`CmdSNWindow.take_immediate` reserves one, ``complete(immediate=True)``
+returns it.
 """
 
 from __future__ import annotations
@@ -73,12 +81,16 @@ class CmdSNWindow(Generic[T]):
     MaxCmdSN = ExpCmdSN - 1. MaxCmdSN never moves backwards.
     """
 
-    def __init__(self, exp_cmdsn: int, depth: int) -> None:
+    def __init__(self, exp_cmdsn: int, depth: int, immediate_limit: int | None = None) -> None:
         if depth < 1:
             raise ValueError("depth must be at least 1")
         self._exp = exp_cmdsn % SERIAL_MOD
         self._depth = depth
         self._outstanding = 0  # delivered, not completed
+        #: immediate commands in execution, and how many may be
+        self._immediate = 0
+        self._immediate_limit = depth if immediate_limit is None else immediate_limit
+        self.refused_immediates = 0
         self._held: dict[int, T | None] = {}  # early arrivals (None: discarded by abort)
         self.dropped_stale = 0
         self.dropped_out_of_window = 0
@@ -104,6 +116,11 @@ class CmdSNWindow(Generic[T]):
     def outstanding(self) -> int:
         """Delivered non-immediate requests not yet completed."""
         return self._outstanding
+
+    @property
+    def immediate(self) -> int:
+        """Immediate commands taken (:meth:`take_immediate`) and not completed."""
+        return self._immediate
 
     @property
     def held(self) -> int:
@@ -163,8 +180,26 @@ class CmdSNWindow(Generic[T]):
         self._held[cmdsn] = None
         return self._drain()
 
-    def complete(self) -> None:
-        """One delivered non-immediate request finished: reopen one slot."""
+    def take_immediate(self) -> bool:
+        """Reserve execution room for one immediate command (then :meth:`offer`
+        delivers it at once); False, counted, when ``immediate_limit`` are
+        already running: the caller refuses it (Reject 0x06). Numbering and
+        the advertised window are untouched either way."""
+        if self._immediate >= self._immediate_limit:
+            self.refused_immediates += 1
+            return False
+        self._immediate += 1
+        return True
+
+    def complete(self, immediate: bool = False) -> None:
+        """One delivered request finished. A non-immediate one reopens its
+        CmdSN slot (MaxCmdSN moves); an immediate one returns what
+        :meth:`take_immediate` reserved and reopens nothing."""
+        if immediate:
+            if self._immediate == 0:
+                raise RuntimeError("complete(immediate=True) without an immediate command")
+            self._immediate -= 1
+            return
         if self._outstanding == 0:
             raise RuntimeError("complete() without an outstanding command")
         self._outstanding -= 1

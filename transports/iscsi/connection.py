@@ -24,17 +24,26 @@ from typing import Any, Protocol
 import attrs
 import trio
 
-from actors import faults_iscsi
 from actors.faults import ActionKind, FaultEngine
 from actors.faults_lu import portal_of
 from actors.session import LunMapping, Session
 from actors.target import SessionInfo
-from scsi.command import Buffer, DataDirection, Nexus, ScsiCommand, TaskAttribute, Transport
+from scsi.command import (
+    Buffer,
+    DataDirection,
+    Nexus,
+    ScsiCommand,
+    TaskAttribute,
+    Transport,
+    TransportGone,
+)
 from scsi.lun import decode_lun
 from scsi.sense import Asc, ScsiError, SenseKey, Status
+from transports.iscsi import faults_iscsi
 from transports.iscsi import pdu_types as P
+from transports.iscsi.admission import PreloginGate
 from transports.iscsi.busy_poll import BusyPoll
-from transports.iscsi.cmdsn import CmdSNWindow, Rejected
+from transports.iscsi.cmdsn import CmdSNWindow, Rejected, sn_lt
 from transports.iscsi.digest import digest_bytes
 from transports.iscsi.login import (
     LoginMachine,
@@ -47,12 +56,11 @@ from transports.iscsi.login import (
 )
 from transports.iscsi.params import SessionParams
 from transports.iscsi.pdu_codec import PduReader, ProtocolError, encode_pdu
-from transports.iscsi.pdu_constants import RESERVED_TAG, RejectReason
+from transports.iscsi.pdu_constants import RESERVED_TAG, Opcode, RejectReason
 from transports.iscsi.textkeys import TextKeyError, decode_text, encode_text
 
 log = logging.getLogger(__name__)
 
-LOGIN_TIMEOUT = 30.0
 RECV_SIZE = 256 * 1024
 #: most buffers one writev takes (Linux UIO_MAXIOV)
 IOV_MAX = 1024
@@ -90,9 +98,16 @@ class ConnectionSettings:
     #: seconds between NOP-In pings (0: none), and how long one may go unanswered
     nop_interval: float
     nop_timeout: float
+    #: seconds from accept to the final Login Response
+    login_timeout: float
+    #: seconds one part of a PDU (header, data segment) may take once begun
+    pdu_timeout: float
+    #: pre-login connections per portal, in total and per source address
+    max_prelogin_connections: int
+    max_prelogin_per_address: int
 
 
-class ConnectionClosed(Exception):
+class ConnectionClosed(TransportGone):
     """The connection went away while a command still needed it."""
 
 
@@ -120,6 +135,7 @@ class IscsiCommand(ScsiCommand):
         "delivered",
         "failed",
         "finished",
+        "immediate",
         "lun_raw",
         "next_datasn",
         "received",
@@ -153,6 +169,8 @@ class IscsiCommand(ScsiCommand):
         self.failed = False
         self.finished = False
         self.aborted = False
+        #: sent with the I bit: runs outside the CmdSN window (no slot to free)
+        self.immediate = False
 
 
 class IscsiConnection:
@@ -164,9 +182,15 @@ class IscsiConnection:
         host: IscsiHost,
         name: str = "iscsi",
         faults: FaultEngine | None = None,
+        gate: PreloginGate | None = None,
     ) -> None:
         self.name = name
         self._faults = faults
+        #: the portal's pre-login admission table (we report progress and leave it)
+        self._gate = gate
+        #: the reader's part count when the current partial PDU part began, and when
+        self._partial_mark = -1
+        self._partial_since = 0.0
         self.stream = stream
         #: the socket's descriptor, for the reader's direct read and writev
         self._fd = stream.socket.fileno()
@@ -254,8 +278,10 @@ class IscsiConnection:
                     self._nursery = nursery
                     nursery.start_soon(self._writer)
                     try:
-                        with trio.fail_after(LOGIN_TIMEOUT):
+                        with trio.fail_after(self.host.settings.login_timeout):
                             result = await self._login()
+                        if self._gate is not None:
+                            self._gate.leave(self)
                         if result is not None:
                             await self._full_feature(result)
                     except trio.TooSlowError:
@@ -266,6 +292,8 @@ class IscsiConnection:
                         await self._teardown()
                         nursery.cancel_scope.cancel()
         finally:
+            if self._gate is not None:
+                self._gate.leave(self)
             self._closed.set()
             with trio.CancelScope(shield=True):
                 await self.stream.aclose()
@@ -387,7 +415,7 @@ class IscsiConnection:
         data = pdu.data if dlen else None
         self._queue(self._frame(header, data))
 
-    async def _refill(self, commands_before: int) -> bool:
+    async def _refill(self, commands_before: int, bounded: bool = False) -> bool:
         """Send what the last chunk produced, then wait for and take in the next
         one; False at end of stream. The readers call it each time the
         ``PduReader`` has no complete PDU left (no async generator and no
@@ -402,7 +430,11 @@ class IscsiConnection:
         (see busy_poll.py), else a park in ``wait_readable``. Every
         ``EAGER_READS`` reads in a row that found data, we yield once, so a
         busy connection cannot starve the others.
+
+        In the middle of a PDU the wait is bounded (see ``_refill_partial``).
         """
+        if not bounded and self._reader.in_pdu:
+            return await self._refill_partial(commands_before)
         self._end_batch()
         fd = self._fd
         if not self._last_full and self.stats_commands - commands_before <= 1:
@@ -428,6 +460,24 @@ class IscsiConnection:
         # and goes out in one write before we wait for more bytes.
         self._batching = True
         return True
+
+    async def _refill_partial(self, commands_before: int) -> bool:
+        """``_refill`` while a PDU part (header or data segment) is incomplete:
+        that part must complete within ``pdu_timeout`` seconds of its first
+        byte, else the peer is stalling (a slow-loris holding a descriptor and
+        a task forever) and the connection is dropped, as at end of stream."""
+        mark = self._reader.parts
+        now = trio.current_time()
+        if mark != self._partial_mark:
+            self._partial_mark = mark
+            self._partial_since = now
+        timeout = self.host.settings.pdu_timeout
+        with trio.CancelScope(deadline=self._partial_since + timeout):
+            return await self._refill(commands_before, True)
+        log.warning(
+            "%s: a PDU stalled incomplete for %gs: dropping the connection", self.peer, timeout
+        )
+        return False
 
     def _next_statsn(self) -> int:
         sn = self._statsn
@@ -464,6 +514,8 @@ class IscsiConnection:
                     if isinstance(event, ProtocolError) or not isinstance(event, P.LoginRequest):
                         log.info("%s: not a login request during login: %r", self.peer, event)
                         return None
+                    if self._gate is not None:
+                        self._gate.progress(self)
                     if first:
                         self._statsn = event.expstatsn
                         first = False
@@ -536,6 +588,9 @@ class IscsiConnection:
         reader.header_digest = self._header_digest
         reader.data_digest = self._data_digest
         reader.max_recv_data_segment_length = params.target_max_recv_data_segment_length
+        # a Login Request now, or a PDU only targets send, is a protocol error:
+        # the reader refuses it with the header as it came (RFC 7143 11.17)
+        reader.expect(_FULL_FEATURE_OPCODES)
         discovery = result.session_type == "Discovery"
         settings = self.host.settings
         if not discovery:
@@ -618,10 +673,11 @@ class IscsiConnection:
         if isinstance(event, P.SnackRequest):
             self._reject_pdu(RejectReason.COMMAND_NOT_SUPPORTED, event)
             return None
-        if discovery and isinstance(event, P.ScsiCommand | P.TaskManagementRequest):
-            self._reject_pdu(RejectReason.PROTOCOL_ERROR, event)
-            return None
-        if not hasattr(event, "cmdsn"):
+        if not isinstance(event, _NUMBERED_REQUESTS) or (
+            discovery and isinstance(event, P.ScsiCommand | P.TaskManagementRequest)
+        ):
+            # a Login Request after login, a target-only PDU from the
+            # initiator, or a command a discovery session may not send
             self._reject_pdu(RejectReason.PROTOCOL_ERROR, event)
             return None
         assert self._window is not None
@@ -743,6 +799,14 @@ class IscsiConnection:
         ):
             self._reject_pdu(RejectReason.PROTOCOL_ERROR, pdu)
             return False
+        if pdu.immediate:
+            # RFC 7143 3.2.2.1: immediate commands take no CmdSN slot, and
+            # may be refused for lack of resources
+            window = self._window
+            assert window is not None
+            if not window.take_immediate():
+                self._reject_pdu(RejectReason.IMMEDIATE_COMMAND_REJECT, pdu)
+                return False
         if pdu.write:
             direction = DataDirection.WRITE
         else:
@@ -761,6 +825,7 @@ class IscsiConnection:
             nexus=self.session.nexus,
             transport=self,
         )
+        st.immediate = pdu.immediate
         if pdu.write:
             if pdu.final or params.initial_r2t:
                 st.unsol_end = dlen
@@ -785,8 +850,7 @@ class IscsiConnection:
             self._complete_slot_for(pdu)
             return
         if cmd.aborted:
-            del self._itt[pdu.itt]
-            self._complete_slot_for(pdu)
+            self._finish(cmd)
             return
         cmd.delivered = True
         self.stats_commands += 1
@@ -820,7 +884,10 @@ class IscsiConnection:
                     st.unsol_done.set()
             return
         burst = self._bursts.get(pdu.ttt)
-        if burst is None or off != burst.next_offset or off + n > burst.end:
+        if burst is None or burst.itt != pdu.itt:
+            # (a TTT of another task's R2T must not write into this one)
+            self._data_out_error(pdu, st, f"Data-Out for TTT {pdu.ttt:#x}, not an R2T of its task")
+        elif off != burst.next_offset or off + n > burst.end:
             self._data_out_error(pdu, st, "Data-Out outside its R2T")
         elif pdu.datasn != burst.next_datasn:
             self._data_out_error(pdu, st, f"DataSN {pdu.datasn}, expected {burst.next_datasn}")
@@ -1150,7 +1217,7 @@ class IscsiConnection:
         if self._itt.get(st.tag) is st:
             del self._itt[st.tag]
         if self._window is not None:
-            self._window.complete()
+            self._window.complete(st.immediate)
 
     # -- task management ---------------------------------------------------------------
     async def _on_tmf(self, pdu: P.TaskManagementRequest) -> None:
@@ -1205,9 +1272,11 @@ class IscsiConnection:
                 return 0
             return int(await self.session.task_management(1, cmd.lun, cmd.tag))
         # RFC 7143 4.2.3.3: a command not yet received whose CmdSN is in range
-        # counts as received-and-aborted.
+        # and below the TMF's own counts as received-and-aborted. (Not one at or
+        # beyond it: an immediate command's RefCmdSN is the TMF's CmdSN, and
+        # a number the initiator has not used yet must stay usable.)
         assert self._window is not None
-        if self._window.covers(pdu.refcmdsn) and pdu.refcmdsn != pdu.cmdsn:
+        if self._window.covers(pdu.refcmdsn) and sn_lt(pdu.refcmdsn, pdu.cmdsn):
             for item in self._window.discard(pdu.refcmdsn):
                 self._deliver(item)
             return 0
@@ -1304,6 +1373,29 @@ class IscsiConnection:
 def _data_phase_error() -> ScsiError:
     return ScsiError.check(SenseKey.ABORTED_COMMAND, Asc.DATA_PHASE_ERROR)
 
+
+#: the requests an initiator may number with CmdSN in full feature phase
+#: (RFC 7143 11.2.1.2); any other decoded PDU there is refused
+_NUMBERED_REQUESTS = (
+    P.NopOut,
+    P.ScsiCommand,
+    P.TaskManagementRequest,
+    P.TextRequest,
+    P.LogoutRequest,
+)
+
+#: the opcodes an initiator may send in full feature phase (RFC 7143 11.2.1.2)
+_FULL_FEATURE_OPCODES = frozenset(
+    {
+        Opcode.NOP_OUT,
+        Opcode.SCSI_COMMAND,
+        Opcode.TASK_MANAGEMENT_REQUEST,
+        Opcode.TEXT_REQUEST,
+        Opcode.DATA_OUT,
+        Opcode.LOGOUT_REQUEST,
+        Opcode.SNACK_REQUEST,
+    }
+)
 
 #: the iSCSI ATTR field (3 bits) as a task attribute; reserved values act as SIMPLE
 _ATTRS = tuple(TaskAttribute) + (TaskAttribute.SIMPLE,) * 3

@@ -13,13 +13,19 @@ and at most one PDU part (a header, or one data segment no longer than
 is reported before anything is buffered and its segment is skipped, not
 stored. Payloads are not copied when a PDU lies inside one fed chunk, and
 copied once when it straddles chunks.
+
+What may arrive depends on the side and the phase: :meth:`PduReader.expect`
+narrows the opcodes decoded (a target in full feature phase takes no Login
+Request and nothing only targets send). Any other known opcode is reported
+as a ProtocolError (Reject reason Protocol Error) carrying the header as it
+came, its segment skipped; an unknown opcode as Command not supported.
 """
 
 from __future__ import annotations
 
 import struct
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import attrs
 
@@ -78,6 +84,7 @@ class PduReader:
         "_acc_fill",
         "_bhs",
         "_buffered",
+        "_classes",
         "_data_length",
         "_discard",
         "_header",
@@ -88,6 +95,7 @@ class PduReader:
         "data_digest",
         "header_digest",
         "max_recv_data_segment_length",
+        "parts",
     )
 
     def __init__(
@@ -111,6 +119,18 @@ class PduReader:
         self._tail_length = 0
         self._data_length = 0
         self._discard = 0
+        #: PDU parts (headers, data segments, whole PDUs) completed so far: a
+        #: connection tells a stalled part from steady progress by it
+        self.parts = 0
+        #: the opcodes decoded (the rest are refused): all, until ``expect``
+        self._classes = CLASS_BY_OPCODE
+
+    def expect(self, opcodes: Iterable[int] | None) -> None:
+        """Decode only these opcodes from now on (None: every known one)."""
+        if opcodes is None:
+            self._classes = CLASS_BY_OPCODE
+        else:
+            self._classes = {op: CLASS_BY_OPCODE[op] for op in opcodes}
 
     # ------------------------------------------------------------------ input
 
@@ -157,7 +177,7 @@ class PduReader:
             size = len(head)
             if size >= BHS_LENGTH:
                 b0, lens = _LENGTHS.unpack_from(head)
-                cls = CLASS_BY_OPCODE.get(b0 & 0x3F)
+                cls = self._classes.get(b0 & 0x3F)
                 # (lens < 2**24: TotalAHSLength, its top byte, is 0)
                 if cls is not None and lens <= self.max_recv_data_segment_length < 0x1000000:
                     if self.header_digest or self.data_digest:
@@ -174,6 +194,7 @@ class PduReader:
                         else:
                             inputs[0] = head[end:]
                         self._buffered -= end
+                        self.parts += 1
                         data: Buffer = head[start : start + lens]
                         if cls is ScsiCommand:
                             return cls.unpack(COMMAND_STRUCT.unpack_from(head), b"", data)
@@ -241,7 +262,13 @@ class PduReader:
                 )
         length = self._data_length
         segment = _pad4(length) + (4 if self.data_digest and length else 0)
-        if self._opcode not in CLASS_BY_OPCODE:
+        if self._opcode not in self._classes:
+            if self._opcode in CLASS_BY_OPCODE:
+                return self._skip_segment(
+                    segment,
+                    f"opcode {self._opcode:#04x} is not expected here",
+                    RejectReason.PROTOCOL_ERROR,
+                )
             return self._skip_segment(
                 segment,
                 f"unknown opcode {self._opcode:#04x}",
@@ -306,6 +333,7 @@ class PduReader:
                 else:
                     inputs[0] = head[n:]
                 self._buffered -= n
+                self.parts += 1
                 return head[:n]
             acc = self._acc = bytearray(n)
             self._acc_fill = 0
@@ -324,6 +352,7 @@ class PduReader:
             self._acc_fill = fill
             return None
         self._acc = None
+        self.parts += 1
         return memoryview(acc).toreadonly()
 
     def _skip(self) -> bool:
@@ -338,7 +367,10 @@ class PduReader:
                 inputs.popleft()
             else:
                 inputs[0] = head[k:]
-        return self._discard == 0
+        if self._discard:
+            return False
+        self.parts += 1
+        return True
 
 
 __all__ = ["Event", "Opcode", "PduReader", "ProtocolError"]

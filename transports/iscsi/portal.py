@@ -2,23 +2,27 @@
 
 The portal listens, hands each accepted socket to a new connection actor (a
 temporary child of its supervisor: a crashed connection is logged and gone,
-the initiator reconnects), and answers the connection's questions about
-targets: the login policy built from the config, SendTargets, and turning a
-successful login into a middle-level :class:`actors.session.Session`.
+the initiator reconnects) once its pre-login admission gate lets it in (a
+bound per source address and in total, see admission.py), and answers the
+connection's questions about targets: the login policy built from the config,
+SendTargets, and turning a successful login into a middle-level :class:`actors.session.Session`.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 from typing import Any
 
 import trio
 
 from actors.faults import FaultEngine
 from actors.session import Session
+from actors.supervisor import Restart, Supervisor
 from actors.target import TargetDirectory
 from scsi.command import Nexus
-from supervision.supervisor import Restart, Supervisor
+from transports.iscsi.admission import PreloginGate, Verdict
 from transports.iscsi.auth import AuthRegistry
 from transports.iscsi.connection import ConnectionSettings, IscsiConnection
 from transports.iscsi.login import LoginResult, TargetPolicy
@@ -49,6 +53,8 @@ class IscsiPortal:
         self._settings = settings
         self.connections = Supervisor(f"connections@{host}:{port}")
         self.bound: list[tuple[str, int]] = []
+        #: connections accepted and not yet logged in
+        self.gate = PreloginGate()
 
     @property
     def settings(self) -> ConnectionSettings:
@@ -63,6 +69,8 @@ class IscsiPortal:
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(self.port, host=self.host)
         self.bound = [_sockname(lst) for lst in listeners]
+        for listener in listeners:
+            _defer_accept(listener, self._settings.login_timeout)
         async with trio.open_nursery() as nursery:
             await nursery.start(self.connections.run)
             for listener in listeners:
@@ -75,12 +83,64 @@ class IscsiPortal:
             while True:
                 try:
                     stream = await listener.accept()
-                except OSError as exc:  # e.g. EMFILE: back off, keep serving
+                except OSError as exc:  # e.g. EMFILE: make room if we can, back off
                     log.warning("%s: accept failed: %s", self.name, exc)
+                    if exc.errno in (errno.EMFILE, errno.ENFILE):
+                        self._evict_one()
                     await trio.sleep(0.1)
                     continue
-                conn = IscsiConnection(stream, self, faults=self._faults)
-                self.connections.start_soon(conn, Restart.TEMPORARY)
+                conn = self._admit(stream)
+                if conn is not None:
+                    self.connections.start_soon(conn, Restart.TEMPORARY)
+                else:
+                    await stream.aclose()
+
+    def _admit(self, stream: trio.SocketStream) -> IscsiConnection | None:
+        """A connection actor for ``stream`` if the gate lets it in (aborting
+        the one it evicts to make room); None: close it."""
+        settings = self._settings
+        try:
+            address = str(stream.socket.getpeername()[0])
+        except OSError:  # already reset by the peer
+            return None
+        if self.gate.address_full(address, settings.max_prelogin_per_address):
+            # (the cheap refusal first: a flood from one address costs no actor)
+            _log_counted(
+                f"{self.name}: refused a connection from {address}: "
+                f"{settings.max_prelogin_per_address} from that address not logged in yet",
+                self.gate.refused,
+            )
+            return None
+        conn = IscsiConnection(stream, self, faults=self._faults, gate=self.gate)
+        answer = self.gate.admit(
+            conn, address, settings.max_prelogin_connections, settings.max_prelogin_per_address
+        )
+        if answer.verdict is not Verdict.ADMIT:
+            _log_counted(
+                f"{self.name}: refused a connection from {address}: "
+                + (
+                    f"{settings.max_prelogin_per_address} from that address not logged in yet"
+                    if answer.verdict is Verdict.REFUSE_ADDRESS
+                    else f"{settings.max_prelogin_connections} connections logging in"
+                ),
+                self.gate.refused,
+            )
+            return None
+        if isinstance(answer.evict, IscsiConnection):
+            _log_counted(
+                f"{self.name}: {settings.max_prelogin_connections} connections not logged in: "
+                f"evicting the oldest idle one ({answer.evict.peer})",
+                self.gate.evicted,
+            )
+            answer.evict.abort()
+        return conn
+
+    def _evict_one(self) -> None:
+        """Out of descriptors: drop the oldest pre-login connection with no progress."""
+        victim = self.gate.oldest_idle()
+        if isinstance(victim, IscsiConnection):
+            self.gate.leave(victim)
+            victim.abort()
 
     # -- IscsiHost ------------------------------------------------------------
     def login_policy(self, local: tuple[str, int]) -> TargetPolicy:
@@ -132,6 +192,27 @@ class IscsiPortal:
         target = self.directory.get(result.target_name or "")
         if target is not None:
             target.leave(result.initiator_name, result.isid, conn)
+
+
+def _defer_accept(listener: trio.SocketListener, seconds: float) -> None:
+    """An initiator speaks first (its Login Request): with TCP_DEFER_ACCEPT the
+    kernel hands us a connection only once its first bytes arrive (or after
+    about ``seconds``), so sockets that send nothing queue in the kernel's SYN
+    backlog instead of taking a descriptor and an actor, and a real login is
+    not stuck behind them in the accept queue. Linux only; elsewhere a no-op."""
+    option = getattr(socket, "TCP_DEFER_ACCEPT", None)
+    if option is None:
+        return
+    try:
+        listener.socket.setsockopt(socket.IPPROTO_TCP, option, max(1, int(seconds)))
+    except OSError as exc:
+        log.debug("TCP_DEFER_ACCEPT not set: %s", exc)
+
+
+def _log_counted(message: str, count: int) -> None:
+    """Log the 1st, 10th, 100th, ... occurrence (a flood must not flood the log)."""
+    if count >= 1 and str(count).rstrip("0") == "1":
+        log.warning("%s (%d so far)", message, count)
 
 
 def _sockname(listener: trio.SocketListener) -> tuple[str, int]:

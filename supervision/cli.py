@@ -4,6 +4,7 @@
 without touching anything. Later jobs (console, admin, bench) add a
 subcommand in :func:`build_parser`. Exit codes: 0 success or clean stop,
 1 runtime failure (e.g. a busy port), 2 bad usage or bad configuration.
+It lives with the daemon, above the admin plane, because ``serve`` runs the daemon.
 """
 
 from __future__ import annotations

@@ -34,8 +34,8 @@ import trio
 
 from actors.device import DeviceActor
 from actors.lun import LogicalUnit
+from actors.supervisor import Budget, Child, Restart, Supervisor, describe
 from scsi.sense import Asc, Sense, SenseKey
-from supervision.supervisor import Budget, Child, Restart, Supervisor, describe
 
 log = logging.getLogger(__name__)
 
