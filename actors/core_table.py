@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors.pr_handlers import pr_specs
-from scsi.cdb import OpFlags, OpSpec, OpTable, ResvClass, build_report_tmf, build_rsoc
-from scsi.command import Buffer, DataDirection, ExecContext, ScsiCommand
-from scsi.opcodes import MaintenanceIn, Op
+from pyscst.actors.pr_handlers import pr_specs
+from pyscst.scsi.cdb import OpFlags, OpSpec, OpTable, ResvClass, build_report_tmf, build_rsoc
+from pyscst.scsi.command import Buffer, DataDirection, ExecContext, ScsiCommand
+from pyscst.scsi.opcodes import MaintenanceIn, Op
 
 #: task management functions the session and LU implement (actors/session.py)
 SUPPORTED_TMFS = {

@@ -26,13 +26,13 @@ from typing import Any
 import attrs
 import trio
 
-from actors.faults import CrashDevice, DeviceCrashed
-from actors.messages import Envelope, ResizeDevice, SetDeviceReadOnly, reply_to
-from devices.device_config import DeviceConfig, Handler
-from devices.disk import DiskDevice
-from devices.store_health import CHECK_INTERVAL
-from devices.stores import BackingStore, FileStore, NullStore
-from scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
+from pyscst.actors.faults import CrashDevice, DeviceCrashed
+from pyscst.actors.messages import Envelope, ResizeDevice, SetDeviceReadOnly, reply_to
+from pyscst.devices.device_config import DeviceConfig, Handler
+from pyscst.devices.disk import DiskDevice
+from pyscst.devices.store_health import CHECK_INTERVAL
+from pyscst.devices.stores import BackingStore, FileStore, NullStore
+from pyscst.scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
 
 log = logging.getLogger(__name__)
 

@@ -32,10 +32,10 @@ from typing import Any
 
 import trio
 
-from actors.device import DeviceActor
-from actors.lun import LogicalUnit
-from actors.supervisor import Budget, Child, Restart, Supervisor, describe
-from scsi.sense import Asc, Sense, SenseKey
+from pyscst.actors.device import DeviceActor
+from pyscst.actors.lun import LogicalUnit
+from pyscst.actors.supervisor import Budget, Child, Restart, Supervisor, describe
+from pyscst.scsi.sense import Asc, Sense, SenseKey
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import attrs
 
-from scsi.command import DataDirection
-from scsi.sense import ScsiError, Sense, SenseKey, Status
+from pyscst.scsi.command import DataDirection
+from pyscst.scsi.sense import ScsiError, Sense, SenseKey, Status
 
 log = logging.getLogger(__name__)
 

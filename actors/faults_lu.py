@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import trio
 
-from actors.faults import (
+from pyscst.actors.faults import (
     READ_OPCODES,
     ActionKind,
     CommandFacts,
@@ -25,15 +25,15 @@ from actors.faults import (
     OpClass,
     Phase,
 )
-from scsi.cdb import OpFlags, OpSpec
-from scsi.command import Buffer, ExecContext, ScsiCommand
-from scsi.sense import Asc, ScsiError, SenseKey
+from pyscst.scsi.cdb import OpFlags, OpSpec
+from pyscst.scsi.command import Buffer, ExecContext, ScsiCommand
+from pyscst.scsi.sense import Asc, ScsiError, SenseKey
 
 log = logging.getLogger(__name__)
 
 
 class FaultTask(Protocol):
-    """What the logical unit's task offers (``actors.lun.Task``)."""
+    """What the logical unit's task offers (``pyscst.actors.lun.Task``)."""
 
     cmd: ScsiCommand
     ctx: Any

@@ -19,10 +19,10 @@ from typing import Any
 
 import trio
 
-from actors.faults import FaultEngine
-from actors.faults_lu import run_with_faults
-from actors.lu_stats import IoStats, StatsSnapshot
-from actors.messages import (
+from pyscst.actors.faults import FaultEngine
+from pyscst.actors.faults_lu import run_with_faults
+from pyscst.actors.lu_stats import IoStats, StatsSnapshot
+from pyscst.actors.messages import (
     AbortTask,
     AbortTaskSet,
     ClearTaskSet,
@@ -35,13 +35,13 @@ from actors.messages import (
     TmfResponse,
     reply_to,
 )
-from actors.persistent_reservations import PortResolver
-from actors.pr_state import Registrant
-from actors.pr_store import AptplStore
-from actors.reservations import Reservations
-from actors.unit_attention import UnitAttentionQueue
-from scsi.cdb import NEEDS_AWAIT, OpSpec, OpTable
-from scsi.command import (
+from pyscst.actors.persistent_reservations import PortResolver
+from pyscst.actors.pr_state import Registrant
+from pyscst.actors.pr_store import AptplStore
+from pyscst.actors.reservations import Reservations
+from pyscst.actors.unit_attention import UnitAttentionQueue
+from pyscst.scsi.cdb import NEEDS_AWAIT, OpSpec, OpTable
+from pyscst.scsi.command import (
     Buffer,
     DataDirection,
     Nexus,
@@ -49,7 +49,7 @@ from scsi.command import (
     TaskAttribute,
     TransportGone,
 )
-from scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
+from pyscst.scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class NexusState:
 
 
 class CommandContext:
-    """The :class:`scsi.command.ExecContext` a device handler sees (one per mapping)."""
+    """The :class:`pyscst.scsi.command.ExecContext` a device handler sees (one per mapping)."""
 
     __slots__ = ("_lu", "_state", "lun", "read_only")
 

@@ -13,8 +13,8 @@ from typing import Any, Generic, TypeVar
 import attrs
 import trio
 
-from scsi.command import Nexus
-from scsi.sense import Asc
+from pyscst.scsi.command import Nexus
+from pyscst.scsi.sense import Asc
 
 R = TypeVar("R")
 

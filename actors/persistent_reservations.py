@@ -15,12 +15,12 @@ from collections.abc import Callable
 
 import attrs
 
-from actors import pr_transport_id as tid
-from actors.pr_state import LU_SCOPE, PrState, PrType, Registrant, Registration, Reservation
-from scsi.command import Nexus
-from scsi.opcodes import PersistentReserveIn as In
-from scsi.opcodes import PersistentReserveOut as Out
-from scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
+from pyscst.actors import pr_transport_id as tid
+from pyscst.actors.pr_state import LU_SCOPE, PrState, PrType, Registrant, Registration, Reservation
+from pyscst.scsi.command import Nexus
+from pyscst.scsi.opcodes import PersistentReserveIn as In
+from pyscst.scsi.opcodes import PersistentReserveOut as Out
+from pyscst.scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
 
 #: REPORT CAPABILITIES: TEST UNIT READY passes Exclusive Access, and MODE SENSE,
 #: READ DEFECT DATA, RSOC, ... pass Write Exclusive (SPC-4 table 169, 011b)

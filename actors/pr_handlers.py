@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from scsi.cdb import OpFlags, OpSpec, ResvClass, alloc_len
-from scsi.command import Buffer, DataDirection, ExecContext, ScsiCommand
-from scsi.opcodes import Op, PersistentReserveIn, PersistentReserveOut
-from scsi.sense import Asc, ScsiError, SenseKey
+from pyscst.scsi.cdb import OpFlags, OpSpec, ResvClass, alloc_len
+from pyscst.scsi.command import Buffer, DataDirection, ExecContext, ScsiCommand
+from pyscst.scsi.opcodes import Op, PersistentReserveIn, PersistentReserveOut
+from pyscst.scsi.sense import Asc, ScsiError, SenseKey
 
 #: a parameter list longer than this is refused (SPEC_I_PT lists are small)
 MAX_PARAMETER_LIST = 1 << 20

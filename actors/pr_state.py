@@ -13,7 +13,7 @@ import enum
 
 import attrs
 
-from scsi.command import Nexus
+from pyscst.scsi.command import Nexus
 
 
 class PrType(enum.IntEnum):

@@ -19,8 +19,8 @@ from typing import Any
 
 import trio
 
-from actors.pr_state import PrState, PrType, Registrant, Registration, Reservation
-from devices.confine import read_beneath, unlink_beneath, write_beneath
+from pyscst.actors.pr_state import PrState, PrType, Registrant, Registration, Reservation
+from pyscst.devices.confine import read_beneath, unlink_beneath, write_beneath
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import struct
 
 import attrs
 
-from scsi.sense import ScsiError
+from pyscst.scsi.sense import ScsiError
 
 PROTOCOL_ISCSI = 0x5
 FORMAT_NAME = 0b00

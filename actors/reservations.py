@@ -15,17 +15,17 @@ complete with GOOD and change nothing.
 
 from __future__ import annotations
 
-from actors.persistent_reservations import (
+from pyscst.actors.persistent_reservations import (
     PortResolver,
     ProutOutcome,
     persistent_reserve_in,
     persistent_reserve_out,
 )
-from actors.pr_state import PrState
-from scsi.cdb import OpSpec, ResvClass
-from scsi.command import Nexus
-from scsi.opcodes import Op
-from scsi.sense import ScsiError
+from pyscst.actors.pr_state import PrState
+from pyscst.scsi.cdb import OpSpec, ResvClass
+from pyscst.scsi.command import Nexus
+from pyscst.scsi.opcodes import Op
+from pyscst.scsi.sense import ScsiError
 
 _PR_OPCODES = frozenset({Op.PERSISTENT_RESERVE_IN, Op.PERSISTENT_RESERVE_OUT})
 _ALWAYS = frozenset({ResvClass.ALLOWED, ResvClass.SPECIAL, ResvClass.PR_ALLOWED})

@@ -18,8 +18,8 @@ from typing import Any
 import attrs
 import trio
 
-from actors.lun import LogicalUnit
-from actors.messages import (
+from pyscst.actors.lun import LogicalUnit
+from pyscst.actors.messages import (
     AbortTask,
     AbortTaskSet,
     ClearTaskSet,
@@ -30,9 +30,9 @@ from actors.messages import (
     TmfResponse,
     call,
 )
-from scsi.command import Nexus, ScsiCommand
-from scsi.lun import encode_lun
-from scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
+from pyscst.scsi.command import Nexus, ScsiCommand
+from pyscst.scsi.lun import encode_lun
+from pyscst.scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ from typing import Protocol
 import attrs
 import trio
 
-from actors.lun import LogicalUnit
-from actors.messages import ResetLogicalUnit, call
-from actors.session import LunMapping
-from scsi.command import Nexus
-from scsi.sense import Asc
+from pyscst.actors.lun import LogicalUnit
+from pyscst.actors.messages import ResetLogicalUnit, call
+from pyscst.actors.session import LunMapping
+from pyscst.scsi.command import Nexus
+from pyscst.scsi.sense import Asc
 
 log = logging.getLogger(__name__)
 

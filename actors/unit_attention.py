@@ -22,7 +22,7 @@ condition of the lowest priority gives way.
 
 from __future__ import annotations
 
-from scsi.sense import Asc, Sense, SenseKey
+from pyscst.scsi.sense import Asc, Sense, SenseKey
 
 #: 29/xx conditions: a reset supersedes anything older.
 _RESET_CODE = 0x29

@@ -19,10 +19,10 @@ import attrs
 import tomlkit
 from tomlkit.items import Table
 
-from admin.config import default_serial, parse_config
-from admin.config_auth import auth_to_dict
-from admin.config_faults import rule_to_dict
-from admin.config_model import (
+from pyscst.admin.config import default_serial, parse_config
+from pyscst.admin.config_auth import auth_to_dict
+from pyscst.admin.config_faults import rule_to_dict
+from pyscst.admin.config_model import (
     AuthConfig,
     Config,
     DeviceConfig,
@@ -30,7 +30,7 @@ from admin.config_model import (
     LunMapping,
     TargetConfig,
 )
-from admin.config_values import format_size
+from pyscst.admin.config_values import format_size
 
 _DEVICE_DEFAULTS = {
     "block_size": 512, "read_only": False, "write_cache": True, "rotational": False,

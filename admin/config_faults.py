@@ -1,5 +1,5 @@
 """The ``[[faults]]`` tables of a config file (and ``fault.add`` arguments): one flat
-table per rule, shaped by cattrs and checked into :class:`actors.faults.FaultRule`.
+table per rule, shaped by cattrs and checked into :class:`pyscst.actors.faults.FaultRule`.
 
 A rule is written flat, because people type them on a command line too
 (``pyscst admin fault add action=check_condition lba=100-199 probability=0.1``):
@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from actors.faults import (
+from pyscst.actors.faults import (
     FAULT_STATUSES,
     HOOK_OF,
     PDU_NAMES,
@@ -31,16 +31,16 @@ from actors.faults import (
     Phase,
     Trigger,
 )
-from admin.config_schema import (
+from pyscst.admin.config_schema import (
     KeyPath,
     Problem,
     describe_structure_error,
     describe_value,
     make_converter,
 )
-from admin.config_values import check_initiator_pattern
-from scsi.lun import MAX_LUN
-from scsi.sense import SenseKey
+from pyscst.admin.config_values import check_initiator_pattern
+from pyscst.scsi.lun import MAX_LUN
+from pyscst.scsi.sense import SenseKey
 
 #: LBAs are 64 bits (READ(16)); seeds stay within a TOML integer
 MAX_LBA = 2**64 - 1

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import attrs
 
-from actors.faults import FaultRule
-from admin.config_values import Portal, is_glob
-from devices.device_config import DeviceConfig, Handler
+from pyscst.actors.faults import FaultRule
+from pyscst.admin.config_values import Portal, is_glob
+from pyscst.devices.device_config import DeviceConfig, Handler
 
 __all__ = [
     "AuthConfig",

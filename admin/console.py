@@ -22,10 +22,10 @@ from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.input import Input
 from prompt_toolkit.output import Output
 
-from admin.console_backend import Backend, BackendError, ClientBackend
-from admin.console_complete import ConsoleCompleter
-from admin.console_render import STYLE, Fragments, error, plain
-from admin.console_shell import Shell
+from pyscst.admin.console_backend import Backend, BackendError, ClientBackend
+from pyscst.admin.console_complete import ConsoleCompleter
+from pyscst.admin.console_render import STYLE, Fragments, error, plain
+from pyscst.admin.console_shell import Shell
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # script mode: at least one command failed
@@ -114,7 +114,7 @@ def socket_and_state(args: argparse.Namespace) -> tuple[str, Path | None] | str:
     if args.socket:
         return args.socket, None
     if args.config:
-        from admin.config import ConfigError, load_config
+        from pyscst.admin.config import ConfigError, load_config
 
         try:
             config = load_config(args.config)

@@ -14,12 +14,12 @@ from typing import Any
 
 import attrs
 
-from actors.faults import FAULT_STATUSES, PDU_NAMES, ActionKind, Direction, OpClass, Phase
-from admin.cli_faults import parse_value
-from admin.config_faults import RawFault
-from admin.config_model import Handler
-from admin.config_values import parse_size
-from admin.console_model import Kind, Node
+from pyscst.actors.faults import FAULT_STATUSES, PDU_NAMES, ActionKind, Direction, OpClass, Phase
+from pyscst.admin.cli_faults import parse_value
+from pyscst.admin.config_faults import RawFault
+from pyscst.admin.config_model import Handler
+from pyscst.admin.config_values import parse_size
+from pyscst.admin.console_model import Kind, Node
 
 TRUE_WORDS = frozenset({"true", "yes", "on", "1"})
 FALSE_WORDS = frozenset({"false", "no", "off", "0"})

@@ -17,11 +17,19 @@ from typing import Any
 
 import attrs
 
-from admin.console_attrs import UsageError
-from admin.console_backend import Backend, BackendError
-from admin.console_commands import ExitRequest, Invocation, find_command
-from admin.console_model import Node, Path, PathError, build_tree, format_path, resolve, split_path
-from admin.console_render import Fragments, error
+from pyscst.admin.console_attrs import UsageError
+from pyscst.admin.console_backend import Backend, BackendError
+from pyscst.admin.console_commands import ExitRequest, Invocation, find_command
+from pyscst.admin.console_model import (
+    Node,
+    Path,
+    PathError,
+    build_tree,
+    format_path,
+    resolve,
+    split_path,
+)
+from pyscst.admin.console_render import Fragments, error
 
 log = logging.getLogger(__name__)
 

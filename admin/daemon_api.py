@@ -12,15 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from actors.device import DeviceActor
-from actors.device_unit import DeviceUnit
-from actors.faults import FaultEngine
-from actors.lun import LogicalUnit
-from actors.supervisor import Child
-from actors.target import TargetDirectory
-from admin.config_model import Config, DeviceConfig
-from admin.control import OpHandler
-from transports.iscsi.portal import IscsiPortal
+from pyscst.actors.device import DeviceActor
+from pyscst.actors.device_unit import DeviceUnit
+from pyscst.actors.faults import FaultEngine
+from pyscst.actors.lun import LogicalUnit
+from pyscst.actors.supervisor import Child
+from pyscst.actors.target import TargetDirectory
+from pyscst.admin.config_model import Config, DeviceConfig
+from pyscst.admin.control import OpHandler
+from pyscst.transports.iscsi.portal import IscsiPortal
 
 
 class DaemonApi(Protocol):

@@ -2,12 +2,12 @@
 
 :class:`Controller` builds the op table the control endpoint serves (op name
 -> async handler). Configuration edits change a copy of the running model's
-document (``admin.ops_edit``), which is validated exactly like a config file,
+document (``pyscst.admin.ops_edit``), which is validated exactly like a config file,
 checked against live sessions (losing a LUN in use needs ``force``) and then
-applied by :mod:`admin.reconcile`. One lock serialises edits, so two operators
+applied by :mod:`pyscst.admin.reconcile`. One lock serialises edits, so two operators
 never interleave half-applied changes. Runtime ops (sessions, resets,
-statistics) are in ``admin.ops_runtime``; saving and reloading the file in
-``admin.ops_config``.
+statistics) are in ``pyscst.admin.ops_runtime``; saving and reloading the file in
+``pyscst.admin.ops_config``.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 import tomli_w
 import trio
 
-from admin import ops_auth, ops_config, ops_edit, ops_runtime, reconcile
-from admin.config import Config, ConfigError, dump_config, parse_config
-from admin.control import OpHandler
-from admin.ops_args import Args
-from admin.protocol import VERSION, ErrorCode, OpError
+from pyscst.admin import ops_auth, ops_config, ops_edit, ops_runtime, reconcile
+from pyscst.admin.config import Config, ConfigError, dump_config, parse_config
+from pyscst.admin.control import OpHandler
+from pyscst.admin.ops_args import Args
+from pyscst.admin.protocol import VERSION, ErrorCode, OpError
 
 if sys.version_info >= (3, 11):  # noqa: UP036 - matches admin.config
     import tomllib
@@ -34,7 +34,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 if TYPE_CHECKING:
-    from admin.daemon_api import DaemonApi as Daemon
+    from pyscst.admin.daemon_api import DaemonApi as Daemon
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from admin.config_values import parse_portal
-from admin.ops_args import Args
-from admin.protocol import ErrorCode, OpError
+from pyscst.admin.config_values import parse_portal
+from pyscst.admin.ops_args import Args
+from pyscst.admin.protocol import ErrorCode, OpError
 
 Doc = dict[str, Any]
 Edit = Callable[[Doc, Args], str]

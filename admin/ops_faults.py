@@ -14,10 +14,10 @@ from typing import Any, Protocol
 
 import trio
 
-from actors.faults import FaultEngine, UnknownRule
-from admin.config_faults import parse_rule, rule_to_dict
-from admin.config_schema import Problem, format_key_path
-from admin.protocol import ErrorCode, OpError
+from pyscst.actors.faults import FaultEngine, UnknownRule
+from pyscst.admin.config_faults import parse_rule, rule_to_dict
+from pyscst.admin.config_schema import Problem, format_key_path
+from pyscst.admin.protocol import ErrorCode, OpError
 
 FaultOp = Callable[[Mapping[str, Any]], Awaitable[Any]]
 
@@ -27,7 +27,7 @@ class _Named(Protocol):
 
 
 class FaultHost(Protocol):
-    """What the ops need of the daemon (``supervision.daemon.Daemon``)."""
+    """What the ops need of the daemon (``pyscst.supervision.daemon.Daemon``)."""
 
     faults: FaultEngine
 

@@ -14,20 +14,20 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from actors.device_unit import RestartFailed
-from actors.lu_stats import StatsSnapshot
-from actors.messages import ResetLogicalUnit, call
-from actors.target import SessionInfo, Target
-from admin.config_faults import rule_to_dict
-from admin.config_model import DeviceConfig, TargetConfig
-from admin.control import OpHandler
-from admin.ops_args import Args
-from admin.protocol import ErrorCode, OpError
-from scsi.sense import Asc
+from pyscst.actors.device_unit import RestartFailed
+from pyscst.actors.lu_stats import StatsSnapshot
+from pyscst.actors.messages import ResetLogicalUnit, call
+from pyscst.actors.target import SessionInfo, Target
+from pyscst.admin.config_faults import rule_to_dict
+from pyscst.admin.config_model import DeviceConfig, TargetConfig
+from pyscst.admin.control import OpHandler
+from pyscst.admin.ops_args import Args
+from pyscst.admin.protocol import ErrorCode, OpError
+from pyscst.scsi.sense import Asc
 
 if TYPE_CHECKING:
-    from admin.daemon_api import DaemonApi as Daemon
-    from admin.operations import Controller
+    from pyscst.admin.daemon_api import DaemonApi as Daemon
+    from pyscst.admin.operations import Controller
 
 
 def operations(controller: Controller) -> dict[str, OpHandler]:

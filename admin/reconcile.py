@@ -17,17 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from actors.device_unit import stop_unit
-from actors.messages import ResizeDevice, SetDeviceReadOnly
-from actors.session import LunMapping
-from actors.target import InitiatorGroup, Target
-from admin.config_model import Config, DeviceConfig, TargetConfig
-from admin.config_model import LunMapping as LunMappingConfig
-from admin.protocol import ErrorCode, OpError
-from scsi.sense import Asc
+from pyscst.actors.device_unit import stop_unit
+from pyscst.actors.messages import ResizeDevice, SetDeviceReadOnly
+from pyscst.actors.session import LunMapping
+from pyscst.actors.target import InitiatorGroup, Target
+from pyscst.admin.config_model import Config, DeviceConfig, TargetConfig
+from pyscst.admin.config_model import LunMapping as LunMappingConfig
+from pyscst.admin.protocol import ErrorCode, OpError
+from pyscst.scsi.sense import Asc
 
 if TYPE_CHECKING:
-    from admin.daemon_api import DaemonApi as Daemon
+    from pyscst.admin.daemon_api import DaemonApi as Daemon
 
 log = logging.getLogger(__name__)
 

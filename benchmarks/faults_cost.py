@@ -18,13 +18,14 @@ import time
 from typing import Any
 
 import trio
-from actors.core_table import CORE_TABLE
-from actors.faults import Action, ActionKind, FaultEngine, FaultRule, Match
-from actors.lun import LogicalUnit
-from devices.disk import DiskDevice
-from devices.stores import MemoryStore
-from scsi.command import Buffer, DataDirection, Nexus, ScsiCommand, TaskAttribute
-from scsi.sense import Status
+
+from pyscst.actors.core_table import CORE_TABLE
+from pyscst.actors.faults import Action, ActionKind, FaultEngine, FaultRule, Match
+from pyscst.actors.lun import LogicalUnit
+from pyscst.devices.disk import DiskDevice
+from pyscst.devices.stores import MemoryStore
+from pyscst.scsi.command import Buffer, DataDirection, Nexus, ScsiCommand, TaskAttribute
+from pyscst.scsi.sense import Status
 
 BS = 512
 NEXUS = Nexus.iscsi("iqn.2026-11.org.example:bench", 1, "iqn.2026-11.org.pyscst:bench", 1)

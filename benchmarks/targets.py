@@ -217,7 +217,7 @@ def pyscst_command(config: Path) -> tuple[list[str], Path]:
     script = Path(sys.executable).parent / "pyscst"
     if script.exists():
         return [str(script), "serve", "--config", str(config)], REPO_ROOT
-    return [sys.executable, "-m", "supervision.cli", "serve", "--config", str(config)], REPO_ROOT
+    return [sys.executable, "-m", "pyscst", "serve", "--config", str(config)], REPO_ROOT
 
 
 def pyscst_config(

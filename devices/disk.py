@@ -14,15 +14,15 @@ from __future__ import annotations
 import hashlib
 from typing import ClassVar
 
-from devices.disk_sense import medium_not_present, not_ready_stopped
-from devices.disk_table import SBC_TABLE
-from devices.stores import BackingStore
-from scsi.cdb import OpTable
-from scsi.command import Nexus
-from scsi.inquiry import StandardInquiry
-from scsi.mode import CACHING, CONTROL, ModePages, sbc_mode_pages
-from scsi.sense import ScsiError, Sense
-from scsi.vpd import VpdInfo, VpdPages
+from pyscst.devices.disk_sense import medium_not_present, not_ready_stopped
+from pyscst.devices.disk_table import SBC_TABLE
+from pyscst.devices.stores import BackingStore
+from pyscst.scsi.cdb import OpTable
+from pyscst.scsi.command import Nexus
+from pyscst.scsi.inquiry import StandardInquiry
+from pyscst.scsi.mode import CACHING, CONTROL, ModePages, sbc_mode_pages
+from pyscst.scsi.sense import ScsiError, Sense
+from pyscst.scsi.vpd import VpdInfo, VpdPages
 
 #: default MAXIMUM TRANSFER LENGTH, in bytes (converted to blocks per device)
 DEFAULT_MAX_TRANSFER_BYTES = 8 * 1024 * 1024

@@ -11,14 +11,14 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from devices.disk_sense import removal_prevented, short_data_out
-from scsi.cdb import alloc_len
-from scsi.command import Buffer, ExecContext, ScsiCommand
-from scsi.mode import build_mode_sense, parse_mode_select
-from scsi.sense import Asc, ScsiError, Sense, SenseKey
+from pyscst.devices.disk_sense import removal_prevented, short_data_out
+from pyscst.scsi.cdb import alloc_len
+from pyscst.scsi.command import Buffer, ExecContext, ScsiCommand
+from pyscst.scsi.mode import build_mode_sense, parse_mode_select
+from pyscst.scsi.sense import Asc, ScsiError, Sense, SenseKey
 
 if TYPE_CHECKING:
-    from devices.disk import DiskDevice
+    from pyscst.devices.disk import DiskDevice
 
 _NO_SENSE = Sense.of(SenseKey.NO_SENSE, Asc.NO_ADDITIONAL_SENSE)
 

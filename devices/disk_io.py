@@ -15,13 +15,13 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from devices.disk_sense import io_error, miscompare, short_data_out
-from scsi.cdb import NEEDS_AWAIT, NeedsAwait, rw6, rw10, rw12, rw16
-from scsi.command import Buffer, ExecContext, ScsiCommand
-from scsi.sense import ScsiError
+from pyscst.devices.disk_sense import io_error, miscompare, short_data_out
+from pyscst.scsi.cdb import NEEDS_AWAIT, NeedsAwait, rw6, rw10, rw12, rw16
+from pyscst.scsi.command import Buffer, ExecContext, ScsiCommand
+from pyscst.scsi.sense import ScsiError
 
 if TYPE_CHECKING:
-    from devices.disk import DiskDevice
+    from pyscst.devices.disk import DiskDevice
 
 #: where each CDB size keeps its TRANSFER LENGTH (for the field pointer)
 _LENGTH_BYTE = {6: 4, 10: 7, 12: 6, 16: 10}

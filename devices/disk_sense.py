@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import errno
 
-from scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
+from pyscst.scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
 
 
 def _check(key: SenseKey, asc: int, ascq: int) -> ScsiError:

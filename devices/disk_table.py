@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import attrs
 
-from devices import disk_info as info
-from devices import disk_io as io
-from devices import disk_write_ext as wx
-from scsi.cdb import OpFlags, OpSpec, OpTable, ResvClass, rw6, rw10, rw12, rw16
-from scsi.command import DataDirection
-from scsi.opcodes import Op, ServiceActionIn16
+from pyscst.devices import disk_info as info
+from pyscst.devices import disk_io as io
+from pyscst.devices import disk_write_ext as wx
+from pyscst.scsi.cdb import OpFlags, OpSpec, OpTable, ResvClass, rw6, rw10, rw12, rw16
+from pyscst.scsi.command import DataDirection
+from pyscst.scsi.opcodes import Op, ServiceActionIn16
 
 F = OpFlags
 R = ResvClass

@@ -19,14 +19,14 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from devices.disk_io import read_blocks
-from devices.disk_sense import io_error, miscompare, short_data_out
-from scsi.cdb import alloc_len, rw10, rw16
-from scsi.command import Buffer, ExecContext, ScsiCommand
-from scsi.sense import ScsiError
+from pyscst.devices.disk_io import read_blocks
+from pyscst.devices.disk_sense import io_error, miscompare, short_data_out
+from pyscst.scsi.cdb import alloc_len, rw10, rw16
+from pyscst.scsi.command import Buffer, ExecContext, ScsiCommand
+from pyscst.scsi.sense import ScsiError
 
 if TYPE_CHECKING:
-    from devices.disk import DiskDevice
+    from pyscst.devices.disk import DiskDevice
 
 #: WRITE SAME writes its block replicated into buffers of about this size
 _SAME_CHUNK = 1 << 20

@@ -34,7 +34,7 @@ import attrs
 import outcome
 import trio
 
-from devices import uring
+from pyscst.devices import uring
 
 log = logging.getLogger(__name__)
 

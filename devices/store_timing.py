@@ -2,7 +2,7 @@
 
 The store design rests on one number: how much a worker-thread round trip
 costs compared with a page-cache copy done inline. Run
-``python -m devices.store_timing [path]`` to see it on this machine.
+``python -m pyscst.devices.store_timing [path]`` to see it on this machine.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 
 import trio
 
-from devices.stores import FileStore
+from pyscst.devices.stores import FileStore
 
 SIZE = 64 << 20
 IO = 4096

@@ -35,10 +35,10 @@ from typing import Protocol
 
 import trio
 
-from devices.confine import open_beneath
-from devices.io_engine import EngineFailedError, UringEngine
-from devices.store_health import RateLimitedWarning, file_problem
-from scsi.command import Buffer
+from pyscst.devices.confine import open_beneath
+from pyscst.devices.io_engine import EngineFailedError, UringEngine
+from pyscst.devices.store_health import RateLimitedWarning, file_problem
+from pyscst.scsi.command import Buffer
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +265,7 @@ class FileStore:
 
         The path must lie below one of ``roots`` (default: its own directory)
         and is opened without following a symlink anywhere below that root
-        (:mod:`devices.confine`); a new file is created ``O_EXCL``, mode 0600.
+        (:mod:`pyscst.devices.confine`); a new file is created ``O_EXCL``, mode 0600.
         Only a regular file or a block device is served. An existing regular
         file smaller than ``size`` is grown only with ``grow``; otherwise
         ValueError names both sizes. ``size=None`` takes the current size.

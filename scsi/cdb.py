@@ -19,9 +19,9 @@ from typing import Any
 
 import attrs
 
-from scsi.command import Buffer, DataDirection, ExecContext, ScsiCommand
-from scsi.opcodes import SERVICE_ACTION_OPCODES
-from scsi.sense import ScsiError
+from pyscst.scsi.command import Buffer, DataDirection, ExecContext, ScsiCommand
+from pyscst.scsi.opcodes import SERVICE_ACTION_OPCODES
+from pyscst.scsi.sense import ScsiError
 
 Handler = Callable[[Any, ScsiCommand, ExecContext], Awaitable[Buffer | None]]
 

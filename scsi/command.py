@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 import attrs
 
 if TYPE_CHECKING:
-    from scsi.sense import Asc, Sense, Status
+    from pyscst.scsi.sense import Asc, Sense, Status
 
 #: What a data-in handler may hand back: bytes-like, sent as is.
 Buffer = bytes | bytearray | memoryview

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 import attrs
 
-from scsi.sense import Asc, FieldPointer, ScsiError, SenseKey
+from pyscst.scsi.sense import Asc, FieldPointer, ScsiError, SenseKey
 
 PC_CURRENT = 0
 PC_CHANGEABLE = 1

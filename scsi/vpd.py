@@ -16,9 +16,9 @@ from collections.abc import Callable
 
 import attrs
 
-from scsi.command import Nexus
-from scsi.inquiry import T10_VENDOR, ascii_field
-from scsi.sense import ScsiError
+from pyscst.scsi.command import Nexus
+from pyscst.scsi.inquiry import T10_VENDOR, ascii_field
+from pyscst.scsi.sense import ScsiError
 
 SUPPORTED_PAGES = 0x00
 UNIT_SERIAL_NUMBER = 0x80

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import trio
 
-from admin.admin_cli import add_admin_parser
-from admin.config import Config, ConfigError, load_config
+from pyscst.admin.admin_cli import add_admin_parser
+from pyscst.admin.config import Config, ConfigError, load_config
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -73,8 +73,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = loaded
     setup_logging(logging.DEBUG if args.verbose else config.log_level.as_logging_level)
     try:
-        from supervision.daemon import StartupError, serve
-        from supervision.malloc_tuning import tune_malloc
+        from pyscst.supervision.daemon import StartupError, serve
+        from pyscst.supervision.malloc_tuning import tune_malloc
     except ImportError as exc:
         return _fail(f"the daemon is not available: {exc}", EXIT_FAILURE)
     tune_malloc()  # this process is the daemon: its allocator serves the datapath
@@ -116,7 +116,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_console(args: argparse.Namespace) -> int:
-    from admin.console import cmd_console as run  # prompt_toolkit loads in ~0.5 s: only here
+    from pyscst.admin.console import cmd_console as run  # prompt_toolkit loads in ~0.5 s: only here
 
     return run(args)
 

@@ -18,24 +18,24 @@ from typing import Any
 import attrs
 import trio
 
-from actors.core_table import CORE_TABLE
-from actors.device import DeviceActor
-from actors.device_unit import DeviceUnit, stop_unit
-from actors.faults import FaultEngine
-from actors.lun import LogicalUnit
-from actors.session import LunMapping
-from actors.supervisor import Budget, Child, Restart, Supervisor
-from actors.target import InitiatorGroup, Target, TargetDirectory
-from admin.config_model import AuthConfig, Config, DeviceConfig, IscsiSettings
-from admin.config_model import LunMapping as LunMappingConfig
-from admin.control import ControlServer, OpHandler
-from admin.operations import Controller
-from admin.ops_faults import fault_operations
-from supervision.host import run_host_services
-from transports.iscsi.auth import AuthRegistry
-from transports.iscsi.chap import ChapSettings, Credential
-from transports.iscsi.connection import ConnectionSettings
-from transports.iscsi.portal import IscsiPortal
+from pyscst.actors.core_table import CORE_TABLE
+from pyscst.actors.device import DeviceActor
+from pyscst.actors.device_unit import DeviceUnit, stop_unit
+from pyscst.actors.faults import FaultEngine
+from pyscst.actors.lun import LogicalUnit
+from pyscst.actors.session import LunMapping
+from pyscst.actors.supervisor import Budget, Child, Restart, Supervisor
+from pyscst.actors.target import InitiatorGroup, Target, TargetDirectory
+from pyscst.admin.config_model import AuthConfig, Config, DeviceConfig, IscsiSettings
+from pyscst.admin.config_model import LunMapping as LunMappingConfig
+from pyscst.admin.control import ControlServer, OpHandler
+from pyscst.admin.operations import Controller
+from pyscst.admin.ops_faults import fault_operations
+from pyscst.supervision.host import run_host_services
+from pyscst.transports.iscsi.auth import AuthRegistry
+from pyscst.transports.iscsi.chap import ChapSettings, Credential
+from pyscst.transports.iscsi.connection import ConnectionSettings
+from pyscst.transports.iscsi.portal import IscsiPortal
 
 log = logging.getLogger(__name__)
 

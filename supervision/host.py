@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any
 import trio
 from prometheus_client.registry import CollectorRegistry
 
-from supervision.metrics import DaemonCollector
-from supervision.metrics_http import MetricsServer
-from supervision.sd_notify import Notifier, watchdog_interval
+from pyscst.supervision.metrics import DaemonCollector
+from pyscst.supervision.metrics_http import MetricsServer
+from pyscst.supervision.sd_notify import Notifier, watchdog_interval
 
 if TYPE_CHECKING:
-    from supervision.daemon import Daemon
+    from pyscst.supervision.daemon import Daemon
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def status_line(daemon: Daemon, sessions: int) -> str:
 
 async def start_metrics(daemon: Daemon, nursery: trio.Nursery) -> MetricsServer | None:
     """Listen on ``[metrics] listen`` (None when off); StartupError if it cannot."""
-    from supervision.daemon import StartupError  # daemon imports this module
+    from pyscst.supervision.daemon import StartupError  # daemon imports this module
 
     listen = daemon.config.metrics.listen
     if listen is None:

@@ -28,11 +28,11 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from actors.lu_stats import SUB_BITS, StatsSnapshot
-from scsi.sense import SenseKey
+from pyscst.actors.lu_stats import SUB_BITS, StatsSnapshot
+from pyscst.scsi.sense import SenseKey
 
 if TYPE_CHECKING:
-    from supervision.daemon import Daemon
+    from pyscst.supervision.daemon import Daemon
 
 #: powers of two of nanoseconds used as ``le`` bounds: 2**10 ns .. 2**34 ns
 _LE_EXPONENTS = range(10, 35)

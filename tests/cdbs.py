@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 
-from scsi.lun import decode_lun
+from pyscst.scsi.lun import decode_lun
 
 TUR = bytes(6)
 REPORT_LUNS = bytes((0xA0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0))  # allocation length 256

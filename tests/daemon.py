@@ -27,8 +27,8 @@ import attrs
 import tomli_w
 import trio
 
-from admin.config import load_config, parse_config
-from supervision.daemon import Daemon, start, stop
+from pyscst.admin.config import load_config, parse_config
+from pyscst.supervision.daemon import Daemon, start, stop
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TARGET = "iqn.2026-11.org.pyscst:test"
@@ -129,7 +129,7 @@ def write_config(
 
 def daemon_command(config_path: Path) -> list[str]:
     """The command line that starts the daemon (the venv's interpreter, module form)."""
-    return [sys.executable, "-m", "supervision.cli", "serve", "--config", str(config_path)]
+    return [sys.executable, "-m", "pyscst", "serve", "--config", str(config_path)]
 
 
 def _tail(text: str) -> str:

@@ -17,13 +17,13 @@ from typing import Any
 import attrs
 import trio
 
-from actors.core_table import CORE_TABLE
-from actors.lun import LogicalUnit
-from devices.disk import DiskDevice
-from devices.stores import MemoryStore
-from scsi.cdb import OpTable
-from scsi.command import Buffer, DataDirection, Nexus, ScsiCommand, TaskAttribute
-from scsi.sense import Asc, ScsiError, Sense, Status
+from pyscst.actors.core_table import CORE_TABLE
+from pyscst.actors.lun import LogicalUnit
+from pyscst.devices.disk import DiskDevice
+from pyscst.devices.stores import MemoryStore
+from pyscst.scsi.cdb import OpTable
+from pyscst.scsi.command import Buffer, DataDirection, Nexus, ScsiCommand, TaskAttribute
+from pyscst.scsi.sense import Asc, ScsiError, Sense, Status
 
 DEFAULT_NEXUS = Nexus.iscsi(
     "iqn.2024-01.org.example:initiator", 0x23D000000001, "iqn.2024-01.org.pyscst:disk", 1

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from admin.admin_cli import render_tree
-from admin.protocol import OpError
+from pyscst.admin.admin_cli import render_tree
+from pyscst.admin.protocol import OpError
+from pyscst.transports.iscsi.chap import InitiatorChap
+from pyscst.transports.iscsi.initiator import Initiator, LoginError
 from tests.daemon import in_process_daemon
-from transports.iscsi.chap import InitiatorChap
-from transports.iscsi.initiator import Initiator, LoginError
 
 IQN = "iqn.2026-11.org.pyscst:auth"
 HOST = "iqn.2026-11.org.example:host"

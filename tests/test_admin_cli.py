@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 import trio
 
-from admin.client import AsyncClient
+from pyscst.admin.client import AsyncClient
+from pyscst.transports.iscsi.initiator import ConnectionLost, Initiator, InitiatorError
 from tests.cdbs import (
     READ_CAPACITY_10,
     REPORT_LUNS,
@@ -36,7 +37,6 @@ from tests.cdbs import (
     write10,
 )
 from tests.daemon import REPO_ROOT, RunningDaemon, running_daemon_async
-from transports.iscsi.initiator import ConnectionLost, Initiator, InitiatorError
 
 TARGET = "iqn.2026-11.org.pyscst:admin"
 INITIATOR = "iqn.2026-11.org.example:host1"
@@ -55,7 +55,7 @@ class Admin:
     async def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-        command = [sys.executable, "-m", "supervision.cli", "admin", "--socket", str(self.socket),
+        command = [sys.executable, "-m", "pyscst", "admin", "--socket", str(self.socket),
                    *args]  # fmt: skip
         return await trio.to_thread.run_sync(
             lambda: subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)

@@ -12,7 +12,7 @@ import pytest
 import trio
 import trio.testing
 
-from transports.iscsi.busy_poll import BACKOFF, BusyPoll, loop_handles
+from pyscst.transports.iscsi.busy_poll import BACKOFF, BusyPoll, loop_handles
 
 #: the largest budget the config allows
 LONG_US = 1000

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from devices.disk import DiskDevice
-from scsi.cdb import (
+from pyscst.devices.disk import DiskDevice
+from pyscst.scsi.cdb import (
     OpFlags,
     OpSpec,
     OpTable,
@@ -20,8 +20,8 @@ from scsi.cdb import (
     rw12,
     rw16,
 )
-from scsi.command import Buffer, DataDirection, ExecContext, ScsiCommand
-from scsi.sense import Asc, FieldPointer, ScsiError, SenseKey
+from pyscst.scsi.command import Buffer, DataDirection, ExecContext, ScsiCommand
+from pyscst.scsi.sense import Asc, FieldPointer, ScsiError, SenseKey
 
 SBC = DiskDevice.table
 

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from transports.iscsi.chap import (
+from pyscst.transports.iscsi.chap import (
     MAX_CHALLENGE,
     ChapAlgorithm,
     ChapError,

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import trio
 
+from pyscst.transports.iscsi.chap import ChapAlgorithm, InitiatorChap
+from pyscst.transports.iscsi.initiator import Initiator, InitiatorError, LoginError
 from tests.daemon import RunningDaemon, running_daemon, running_daemon_async
-from transports.iscsi.chap import ChapAlgorithm, InitiatorChap
-from transports.iscsi.initiator import Initiator, InitiatorError, LoginError
 
 ALICE_SECRET = "alice-secret-1234"
 TARGET_USER = "iqn.2026-11.org.pyscst:default"
@@ -217,4 +217,4 @@ async def test_reload_changes_who_gets_in(tmp_path: Path) -> None:
 def admin(d: RunningDaemon) -> list[str]:
     import sys
 
-    return [sys.executable, "-m", "supervision.cli", "admin", "--config", str(d.config_path)]
+    return [sys.executable, "-m", "pyscst", "admin", "--config", str(d.config_path)]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from supervision.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
+from pyscst.supervision.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
 from tests.daemon import (
     REPO_ROOT,
     daemon_command,

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from transports.iscsi.cmdsn import (
+from pyscst.transports.iscsi.cmdsn import (
     SERIAL_MOD,
     CmdSNWindow,
     DropReason,

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from actors.pr_state import PrState, Registrant, Registration
-from actors.pr_store import AptplStore
-from admin.config import ConfigError, parse_config
-from devices.confine import SymlinkRefusedError, open_beneath, outside_roots
-from devices.stores import FileStore
+from pyscst.actors.pr_state import PrState, Registrant, Registration
+from pyscst.actors.pr_store import AptplStore
+from pyscst.admin.config import ConfigError, parse_config
+from pyscst.devices.confine import SymlinkRefusedError, open_beneath, outside_roots
+from pyscst.devices.stores import FileStore
 from tests.daemon import running_daemon_async
 from tests.test_admin_cli import admin_for
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import attrs
 
-from admin.console_render import plain
-from admin.console_shell import Shell
+from pyscst.admin.console_render import plain
+from pyscst.admin.console_shell import Shell
 from tests.console_fake import TARGET, FakeBackend
 
 AUTH = f"/targets/{TARGET}/auth"

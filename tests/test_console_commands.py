@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from admin.console import script
-from admin.console_backend import UNREACHABLE, BackendError
-from admin.console_commands import ALIASES, COMMANDS
-from admin.console_render import plain
-from admin.console_shell import Shell
+from pyscst.admin.console import script
+from pyscst.admin.console_backend import UNREACHABLE, BackendError
+from pyscst.admin.console_commands import ALIASES, COMMANDS
+from pyscst.admin.console_render import plain
+from pyscst.admin.console_shell import Shell
 from tests.console_fake import TARGET, FakeBackend
 
 LUNS = f"/targets/{TARGET}/luns"

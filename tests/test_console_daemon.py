@@ -14,13 +14,13 @@ from pathlib import Path
 import trio
 from prompt_toolkit.history import InMemoryHistory
 
-from admin.config import load_config
-from admin.console_backend import ClientBackend
-from admin.console_shell import Shell
+from pyscst.admin.config import load_config
+from pyscst.admin.console_backend import ClientBackend
+from pyscst.admin.console_shell import Shell
+from pyscst.transports.iscsi.initiator import ConnectionLost, Initiator
 from tests.cdbs import REPORT_LUNS, luns_of
 from tests.daemon import REPO_ROOT, running_daemon, running_daemon_async
 from tests.test_console_session import drive
-from transports.iscsi.initiator import ConnectionLost, Initiator
 
 INITIATOR = "iqn.2026-11.org.example:console-test"
 
@@ -57,7 +57,7 @@ def test_interactive_edit_and_save_session(tmp_path: Path) -> None:
 
 async def test_script_session_seen_by_an_initiator(tmp_path: Path) -> None:
     async with running_daemon_async(tmp_path) as d:
-        command = [sys.executable, "-m", "supervision.cli", "console", "--config",
+        command = [sys.executable, "-m", "pyscst", "console", "--config",
                    str(d.config_path)]  # fmt: skip
         async with await Initiator.connect(
             d.host, d.port, initiator_name=INITIATOR, target_name=d.target

@@ -14,13 +14,13 @@ import trio
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
-from admin.config import load_config
-from admin.console_backend import ClientBackend
-from admin.console_complete import ConsoleCompleter
-from admin.console_shell import Outcome, Shell
+from pyscst.admin.config import load_config
+from pyscst.admin.console_backend import ClientBackend
+from pyscst.admin.console_complete import ConsoleCompleter
+from pyscst.admin.console_shell import Outcome, Shell
+from pyscst.transports.iscsi.initiator import Initiator
 from tests.cdbs import read10, sense_triplet
 from tests.daemon import running_daemon_async
-from transports.iscsi.initiator import Initiator
 
 
 def text_of(outcome: Outcome) -> str:

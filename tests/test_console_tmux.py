@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from admin.config import load_config
+from pyscst.admin.config import load_config
+from pyscst.transports.iscsi.initiator import Initiator
 from tests.console_fake import FakeBackend, fake_control_socket
 from tests.daemon import REPO_ROOT, running_daemon
-from transports.iscsi.initiator import Initiator
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 
@@ -86,7 +86,7 @@ def console(tmp_path: Path) -> Iterator[tuple[Pane, FakeBackend]]:
     sock = tmp_path / "c.sock"
     pane = Pane(f"pyscst-console-test-{os.getpid()}")
     env = {**os.environ, "HOME": str(tmp_path), "PYTHONPATH": str(REPO_ROOT), "TERM": "xterm"}
-    command = f"{sys.executable} -m supervision.cli console --socket {sock}"
+    command = f"{sys.executable} -m pyscst console --socket {sock}"
     with fake_control_socket(fake, sock):
         subprocess.run(
             ["tmux", "-L", pane.server, "-f", "/dev/null", "new-session", "-d", "-s", "console",
@@ -168,7 +168,7 @@ def test_edit_and_save_session_in_a_terminal_against_the_daemon(tmp_path: Path) 
         config.write_text("# site notes: keep me\n" + config.read_text())
         pane = Pane(f"pyscst-console-daemon-{os.getpid()}")
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TERM": "xterm"}
-        command = f"{sys.executable} -m supervision.cli console --config {config}"
+        command = f"{sys.executable} -m pyscst console --config {config}"
         subprocess.run(
             ["tmux", "-L", pane.server, "-f", "/dev/null", "new-session", "-d", "-s", "console",
              "-x", "160", "-y", "45", "-c", str(REPO_ROOT), command],

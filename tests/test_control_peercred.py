@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 import trio
 
-from admin.config import ConfigError, parse_config
-from admin.control import ControlServer, ControlSocketError, OpHandler
-from admin.peercred import PeerCredentials, PeerPolicy
+from pyscst.admin.config import ConfigError, parse_config
+from pyscst.admin.control import ControlServer, ControlSocketError, OpHandler
+from pyscst.admin.peercred import PeerCredentials, PeerPolicy
 from tests.daemon import REPO_ROOT
 
 NOBODY = 65534
@@ -138,7 +138,7 @@ async def test_another_uid_is_refused_even_when_the_socket_mode_lets_it_in(
     sock = open_dir / "c.sock"
     async with serving(sock):
         os.chmod(sock, 0o666)  # the file mode alone would let anyone in
-        with caplog.at_level(logging.WARNING, logger="admin.control"):
+        with caplog.at_level(logging.WARNING, logger="pyscst.admin.control"):
             reply = await client_as(sock, NOBODY, NOGROUP, [])
         assert reply["ok"] is False and reply["id"] is None
         assert reply["error"]["code"] == "forbidden"
@@ -177,7 +177,7 @@ async def test_pyscst_admin_and_console_print_the_refusal_and_exit_1(
         os.chmod(sock, 0o666)
         env = {"PYTHONPATH": os.pathsep.join([str(REPO_ROOT), *_site_packages()]),
                "PATH": os.environ.get("PATH", ""), "PYTHONDONTWRITEBYTECODE": "1"}
-        argv = [python_for_nobody(), "-m", "supervision.cli", command, "--socket", str(sock)]
+        argv = [python_for_nobody(), "-m", "pyscst", command, "--socket", str(sock)]
         if command == "admin":
             argv.append("hello")
         done = await trio.to_thread.run_sync(run_as, argv, NOBODY, NOGROUP, [], env)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import trio
 
-from actors.messages import (
+from pyscst.actors.messages import (
     AbortTask,
     AbortTaskSet,
     ClearTaskSet,
@@ -26,8 +26,8 @@ from actors.messages import (
     TmfResponse,
     call,
 )
-from scsi.command import ScsiCommand, TransportGone
-from scsi.sense import Status
+from pyscst.scsi.command import ScsiCommand, TransportGone
+from pyscst.scsi.sense import Status
 from tests.cdbs import TUR, write10
 from tests.test_task_set import (
     BS,
@@ -104,7 +104,7 @@ async def test_write_whose_connection_dropped_is_an_aborted_task(
         await clear_power_on_ua(lu)  # one command, one error (the power-on UA)
         before = lu.stats()
         t = GoneTransport()
-        caplog.set_level(logging.DEBUG, logger="actors.lun")
+        caplog.set_level(logging.DEBUG, logger="pyscst.actors.lun")
         lu.submit(command(t, write10(3), 5), 0, False)
         await until(lambda: len(t.finished) == 1)
         assert t.answered == []  # no HARDWARE ERROR, no status at all

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 import trio
 
-from admin.client import AsyncClient
+from pyscst.admin.client import AsyncClient
+from pyscst.transports.iscsi import pdu_types as P
+from pyscst.transports.iscsi.initiator import Initiator
+from pyscst.transports.iscsi.pdu_codec import parse_sense_segment
+from pyscst.transports.iscsi.pdu_constants import RejectReason
 from tests.cdbs import TUR, write10
 from tests.daemon import RunningDaemon, running_daemon_async
 from tests.wire import GOOD, Wire, wire
-from transports.iscsi import pdu_types as P
-from transports.iscsi.initiator import Initiator
-from transports.iscsi.pdu_codec import parse_sense_segment
-from transports.iscsi.pdu_constants import RejectReason
 
 TARGET = "iqn.2026-11.org.pyscst:crash"
 TARGET2 = "iqn.2026-11.org.pyscst:crash2"

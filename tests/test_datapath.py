@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import trio
 
+from pyscst.transports.iscsi.initiator import Initiator
 from tests.cdbs import TUR, read10, write10
 from tests.daemon import running_daemon_async
-from transports.iscsi.initiator import Initiator
 
 BS = 512
 DEVICES = {"disk0": {"handler": "vdisk_fileio", "size": "4MiB"}}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from transports.iscsi.digest import crc32c, digest_bytes, digest_ok, digest_value
+from pyscst.transports.iscsi.digest import crc32c, digest_bytes, digest_ok, digest_value
 
 # RFC 3720 B.4: input and the CRC bytes as printed (wire order).
 RFC_VECTORS = [

@@ -6,11 +6,11 @@ import struct
 
 import pytest
 
-from devices.disk import DiskDevice
-from devices.stores import MemoryStore, NullStore
-from scsi.cdb import OpFlags
-from scsi.command import Nexus
-from scsi.sense import Asc, FieldPointer, Sense, SenseKey, Status
+from pyscst.devices.disk import DiskDevice
+from pyscst.devices.stores import MemoryStore, NullStore
+from pyscst.scsi.cdb import OpFlags
+from pyscst.scsi.command import Nexus
+from pyscst.scsi.sense import Asc, FieldPointer, Sense, SenseKey, Status
 from tests.fakes import DEFAULT_NEXUS, FakeContext, run_cdb
 from tests.test_disk_io import assert_sense, read10
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from devices.disk import DiskDevice
-from devices.stores import FileStore, MemoryStore
-from scsi.command import Buffer
-from scsi.sense import Asc, FieldPointer, SenseKey, Status
+from pyscst.devices.disk import DiskDevice
+from pyscst.devices.stores import FileStore, MemoryStore
+from pyscst.scsi.command import Buffer
+from pyscst.scsi.sense import Asc, FieldPointer, SenseKey, Status
 from tests.fakes import FakeContext, Outcome, run_cdb
 
 BS = 512

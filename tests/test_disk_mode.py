@@ -6,9 +6,9 @@ import struct
 
 import pytest
 
-from devices.disk import DiskDevice
-from devices.stores import MemoryStore
-from scsi.sense import Asc, FieldPointer, SenseKey, Status
+from pyscst.devices.disk import DiskDevice
+from pyscst.devices.stores import MemoryStore
+from pyscst.scsi.sense import Asc, FieldPointer, SenseKey, Status
 from tests.fakes import FakeContext, Outcome, run_cdb
 from tests.test_disk_io import assert_sense, write10
 

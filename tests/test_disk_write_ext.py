@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from devices.disk import MAX_UNMAP_DESCRIPTORS, MAX_WRITE_SAME_BLOCKS, DiskDevice
-from devices.stores import FileStore, MemoryStore, NullStore
-from scsi.sense import Asc, FieldPointer, SenseKey, Status
+from pyscst.devices.disk import MAX_UNMAP_DESCRIPTORS, MAX_WRITE_SAME_BLOCKS, DiskDevice
+from pyscst.devices.stores import FileStore, MemoryStore, NullStore
+from pyscst.scsi.sense import Asc, FieldPointer, SenseKey, Status
 from tests.fakes import FakeContext, run_cdb
 from tests.test_disk_io import BLOCKS, BS, assert_sense, cdb16, disk, read10, write10
 

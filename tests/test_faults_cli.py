@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import trio
 
+from pyscst.transports.iscsi.initiator import Initiator
 from tests.cdbs import TUR, read10
 from tests.daemon import free_port, start_daemon, stop_daemon, write_config
 from tests.test_admin_cli import Admin
-from transports.iscsi.initiator import Initiator
 
 TARGET = "iqn.2026-11.org.pyscst:faultcli"
 INITIATOR = "iqn.2026-11.org.example:host1"
@@ -132,7 +132,7 @@ def test_check_config_names_the_bad_rule_key(tmp_path: Path) -> None:
         f.write('\n[[faults]]\naction = "hang"\n[[faults]]\naction = "delay"\n'
                 'delay = -1\nbits = 2\ndevice = "disk9"\n')  # fmt: skip
     done = subprocess.run(
-        [sys.executable, "-m", "supervision.cli", "check-config", str(config)],
+        [sys.executable, "-m", "pyscst", "check-config", str(config)],
         capture_output=True, text=True, timeout=60, cwd=Path(__file__).parent.parent,
     )  # fmt: skip
     assert done.returncode == 2

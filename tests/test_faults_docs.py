@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from admin.cli_faults import parse_assignments
-from admin.config import parse_config
-from admin.config_faults import parse_rule
-from admin.config_schema import Problem
+from pyscst.admin.cli_faults import parse_assignments
+from pyscst.admin.config import parse_config
+from pyscst.admin.config_faults import parse_rule
+from pyscst.admin.config_schema import Problem
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = """

@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 import trio
 
-from admin.protocol import OpError
-from scsi.command import TaskAttribute
-from supervision.daemon import Daemon
+from pyscst.admin.protocol import OpError
+from pyscst.scsi.command import TaskAttribute
+from pyscst.supervision.daemon import Daemon
+from pyscst.transports.iscsi.initiator import ConnectionLost, Initiator, LoginError, Result
+from pyscst.transports.iscsi.pdu import AsyncMessage, ProtocolError
 from tests.cdbs import TUR, read10, write10
 from tests.daemon import in_process_daemon
-from transports.iscsi.initiator import ConnectionLost, Initiator, LoginError, Result
-from transports.iscsi.pdu import AsyncMessage, ProtocolError
 
 TARGET = "iqn.2026-11.org.pyscst:faults"
 INITIATOR = "iqn.2026-11.org.example:host1"

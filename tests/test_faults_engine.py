@@ -11,7 +11,7 @@ from typing import Any
 import attrs
 import pytest
 
-from actors.faults import (
+from pyscst.actors.faults import (
     Action,
     ActionKind,
     CommandFacts,
@@ -22,10 +22,10 @@ from actors.faults import (
     OpClass,
     Trigger,
 )
-from admin.config import ConfigError, dump_config, parse_config
-from admin.config_faults import parse_rule, rule_to_dict
-from admin.config_schema import Problem
-from scsi.sense import SenseKey, Status
+from pyscst.admin.config import ConfigError, dump_config, parse_config
+from pyscst.admin.config_faults import parse_rule, rule_to_dict
+from pyscst.admin.config_schema import Problem
+from pyscst.scsi.sense import SenseKey, Status
 
 
 def facts(lba: int = 0, n: int = 1, op: int = 0x28, initiator: str = "iqn.2026-11.org.x:a",

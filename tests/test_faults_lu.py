@@ -12,13 +12,13 @@ import struct
 
 import trio
 
-from actors.core_table import CORE_TABLE
-from actors.faults import Action, ActionKind, FaultEngine, FaultRule, Match
-from actors.lun import LogicalUnit
-from devices.disk import DiskDevice
-from devices.stores import MemoryStore
-from scsi.command import DataDirection, Nexus, ScsiCommand, TaskAttribute
-from scsi.sense import Status
+from pyscst.actors.core_table import CORE_TABLE
+from pyscst.actors.faults import Action, ActionKind, FaultEngine, FaultRule, Match
+from pyscst.actors.lun import LogicalUnit
+from pyscst.devices.disk import DiskDevice
+from pyscst.devices.stores import MemoryStore
+from pyscst.scsi.command import DataDirection, Nexus, ScsiCommand, TaskAttribute
+from pyscst.scsi.sense import Status
 from tests.fakes import FakeTransport
 
 NEXUS = Nexus.iscsi("iqn.2026-11.org.example:a", 1, "iqn.2026-11.org.pyscst:t", 1)

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import trio
 
+from pyscst.transports.iscsi.initiator import ConnectionLost, Initiator, LoginError
 from tests.daemon import free_port
 from tests.test_faults_e2e import (
     BS,
@@ -33,7 +34,6 @@ from tests.test_faults_e2e import (
     settle,
     write10,
 )
-from transports.iscsi.initiator import ConnectionLost, Initiator, LoginError
 
 OTHER_TARGET = "iqn.2026-11.org.pyscst:other"
 TWO_LUNS = '{ lun = 0, device = "disk0" }, { lun = 1, device = "disk1" }'
@@ -158,7 +158,7 @@ async def test_time_window(tmp_path: Path) -> None:
 async def test_every_injection_is_logged_with_its_command(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="actors.faults")
+    caplog.set_level(logging.WARNING, logger="pyscst.actors.faults")
     async with daemon_with(tmp_path) as (daemon, port):
         async with login(port) as ini:
             await op(daemon, "fault.add", {"id": "logged", "action": "check_condition",

@@ -12,10 +12,10 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from pyscst.transports.iscsi import pdu_types as P
 from tests.fuzz.campaign import Campaign, classify
 from tests.fuzz.durability import BLOCK, Ledger, block, read_stamp, run_trials
 from tests.fuzz.mutate import Mutator
-from transports.iscsi import pdu_types as P
 
 SHORT_RUN = 20_000
 

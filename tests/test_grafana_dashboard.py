@@ -16,9 +16,9 @@ from typing import Any
 
 import trio
 
+from pyscst.transports.iscsi.initiator import Initiator
 from tests.daemon import DEFAULT_TARGET, REPO_ROOT, free_port
 from tests.test_metrics import metrics_daemon, scrape
-from transports.iscsi.initiator import Initiator
 
 DASHBOARD = REPO_ROOT / "etc" / "pyscst-grafana.json"
 _METRIC = re.compile(r"\bpyscst_[a-z_]+\b")

@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from admin.config import load_config
-from supervision.sd_notify import Notifier, notify_address, watchdog_interval
+from pyscst.admin.config import load_config
+from pyscst.supervision.sd_notify import Notifier, notify_address, watchdog_interval
+from pyscst.transports.iscsi.initiator import Initiator
 from tests.daemon import (
     DEFAULT_TARGET,
     REPO_ROOT,
@@ -32,7 +33,6 @@ from tests.daemon import (
     free_port,
     write_config,
 )
-from transports.iscsi.initiator import Initiator
 
 UNIT = REPO_ROOT / "etc" / "pyscst.service"
 RECV_TIMEOUT = 30.0

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import trio
 
+from pyscst.transports.iscsi import pdu_types as P
+from pyscst.transports.iscsi.initiator import Initiator
+from pyscst.transports.iscsi.pdu_codec import encode_pdu
+from pyscst.transports.iscsi.pdu_constants import RejectReason
 from tests.daemon import RunningDaemon, running_daemon_async
-from transports.iscsi import pdu_types as P
-from transports.iscsi.initiator import Initiator
-from transports.iscsi.pdu_codec import encode_pdu
-from transports.iscsi.pdu_constants import RejectReason
 
 TARGET = "iqn.2026-11.org.pyscst:hostile"
 TUR = bytes(6)

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import trio
 
+from pyscst.transports.iscsi import pdu_types as P
+from pyscst.transports.iscsi.initiator import Initiator
+from pyscst.transports.iscsi.pdu_codec import encode_pdu
+from pyscst.transports.iscsi.textkeys import encode_text
 from tests.daemon import RunningDaemon, running_daemon_async
-from transports.iscsi import pdu_types as P
-from transports.iscsi.initiator import Initiator
-from transports.iscsi.pdu_codec import encode_pdu
-from transports.iscsi.textkeys import encode_text
 
 TARGET = "iqn.2026-11.org.pyscst:regress"
 INITIATOR = "iqn.2026-11.org.pyscst:regress-initiator"

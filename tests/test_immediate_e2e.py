@@ -21,13 +21,13 @@ from typing import Any
 import pytest
 import trio
 
+from pyscst.transports.iscsi import pdu_types as P
+from pyscst.transports.iscsi.cmdsn import sn_add
+from pyscst.transports.iscsi.pdu_codec import parse_sense_segment
+from pyscst.transports.iscsi.pdu_constants import RejectReason
 from tests.cdbs import REPORT_LUNS, TUR, luns_of, read10, sense_triplet, write10
 from tests.daemon import RunningDaemon, running_daemon_async
 from tests.wire import GOOD, Wire, wire
-from transports.iscsi import pdu_types as P
-from transports.iscsi.cmdsn import sn_add
-from transports.iscsi.pdu_codec import parse_sense_segment
-from transports.iscsi.pdu_constants import RejectReason
 
 TARGET = "iqn.2026-11.org.pyscst:immediate"
 BS = 512

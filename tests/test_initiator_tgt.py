@@ -2,7 +2,7 @@
 
 tgtd is an independent RFC 7143 implementation, so these tests check that
 login, negotiation, digests, R2T/Data-Out, Data-In reassembly, queueing and
-task management of ``transports.iscsi.initiator`` interoperate with it; the
+task management of ``pyscst.transports.iscsi.initiator`` interoperate with it; the
 data written is checked in tgtd's backing file too.
 """
 
@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import trio
 
+from pyscst.transports.iscsi.initiator import ConnectionLost, Initiator
+from pyscst.transports.iscsi.pdu import NopIn, NopOut, TmfFunction, TmfResponse, encode_pdu
 from tests.cdbs import read10, write10
 from tests.helpers_tgt import TgtTarget, running_tgtd, tgtd_unavailable
-from transports.iscsi.initiator import ConnectionLost, Initiator
-from transports.iscsi.pdu import NopIn, NopOut, TmfFunction, TmfResponse, encode_pdu
 
 pytestmark = pytest.mark.skipif(tgtd_unavailable() is not None, reason=str(tgtd_unavailable()))
 

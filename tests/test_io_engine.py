@@ -20,9 +20,9 @@ import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
 
-import devices.uring as uring
-from devices.io_engine import EngineFailedError, UringEngine
-from devices.stores import IO_ENGINE_ENV, FileStore, StoreTruncatedError, make_engine
+import pyscst.devices.uring as uring
+from pyscst.devices.io_engine import EngineFailedError, UringEngine
+from pyscst.devices.stores import IO_ENGINE_ENV, FileStore, StoreTruncatedError, make_engine
 
 UNAVAILABLE = uring.probe()
 needs_uring = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"io_uring: {UNAVAILABLE}")
@@ -296,7 +296,7 @@ async def test_a_cold_streak_skips_the_inline_try_but_probes(
     """After COLD_STREAK misses in a row, read_now stops trying RWF_NOWAIT
     (each miss would start a disk read from the loop) except every
     COLD_PROBE-th time; one hit makes it try every time again."""
-    import devices.stores as stores
+    import pyscst.devices.stores as stores
 
     store = await FileStore.open(tmp_path / "d", size=1 << 20, io_engine="uring")
     tries: list[int] = []

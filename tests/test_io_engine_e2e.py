@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import trio
 
-from devices import uring
+from pyscst.devices import uring
+from pyscst.transports.iscsi.initiator import Initiator
 from tests.cdbs import TUR, read10, write10
 from tests.daemon import running_daemon_async
 from tests.test_disk_write_ext import unmap, unmap_params
-from transports.iscsi.initiator import Initiator
 
 BS = 512
 BLOCKS = 8192  # 4 MiB

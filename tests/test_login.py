@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from transports.iscsi.login import (
+from pyscst.transports.iscsi.login import (
     DEFAULT_LIMITS,
     AuthStep,
     ConnectionJoin,
@@ -22,7 +22,7 @@ from transports.iscsi.login import (
     split_text,
     text_declarations,
 )
-from transports.iscsi.params import (
+from pyscst.transports.iscsi.params import (
     KEYS,
     REJECT,
     Kind,
@@ -34,7 +34,7 @@ from transports.iscsi.params import (
     parse_number,
     respond,
 )
-from transports.iscsi.textkeys import decode_text, encode_text
+from pyscst.transports.iscsi.textkeys import decode_text, encode_text
 
 TARGET = "iqn.2024-01.org.pyscst:disk1"
 INITIATOR = "iqn.2024-01.org.test:host"

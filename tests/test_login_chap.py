@@ -9,6 +9,16 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pyscst.transports.iscsi.auth import AuthRegistry
+from pyscst.transports.iscsi.chap import (
+    MAX_CHALLENGE,
+    ChapAlgorithm,
+    ChapSettings,
+    Credential,
+    decode_binary,
+    encode_hex,
+)
+from pyscst.transports.iscsi.login import LoginMachine, LoginReply, LoginStatus
 from tests.test_login import (
     INITIATOR,
     TARGET,
@@ -18,16 +28,6 @@ from tests.test_login import (
     make_policy,
     req,
 )
-from transports.iscsi.auth import AuthRegistry
-from transports.iscsi.chap import (
-    MAX_CHALLENGE,
-    ChapAlgorithm,
-    ChapSettings,
-    Credential,
-    decode_binary,
-    encode_hex,
-)
-from transports.iscsi.login import LoginMachine, LoginReply, LoginStatus
 
 ALICE = Credential("alice", b"alice-secret-1234")
 MUTUAL_CRED = Credential("tgt", b"target-secret-99")

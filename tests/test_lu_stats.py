@@ -12,7 +12,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.lu_stats import BUCKETS, IoStats, StatsSnapshot, bucket_of, bucket_upper_ns
+from pyscst.actors.lu_stats import BUCKETS, IoStats, StatsSnapshot, bucket_of, bucket_upper_ns
 
 _ns = st.integers(0, 2**47)
 

@@ -14,13 +14,13 @@ import textwrap
 
 import pytest
 
-from supervision.malloc_tuning import tune_malloc
+from pyscst.supervision.malloc_tuning import tune_malloc
 
 CHURN = textwrap.dedent(
     """
     import resource, sys
     if sys.argv[1] == "tuned":
-        from supervision.malloc_tuning import tune_malloc
+        from pyscst.supervision.malloc_tuning import tune_malloc
         assert tune_malloc()
     def churn():
         for n in (300_000, 1_000_000, 2_000_000, 3_000_000, 200_000):

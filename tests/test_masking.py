@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from pyscst.transports.iscsi.initiator import Initiator, LoginError
 from tests.cdbs import REPORT_LUNS, TUR, luns_of, sense_triplet, write10
 from tests.daemon import running_daemon_async
-from transports.iscsi.initiator import Initiator, LoginError
 
 TARGET = "iqn.2026-11.org.pyscst:masking"
 ADMIN = "iqn.2026-11.org.example:admin"

@@ -24,11 +24,12 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from actors.lu_stats import IoStats
-from admin.config import ConfigError, dump_config, parse_config
-from admin.config_values import Portal
-from supervision.metrics import latency_buckets
-from supervision.metrics_http import MAX_CLIENTS, REQUEST_TIMEOUT
+from pyscst.actors.lu_stats import IoStats
+from pyscst.admin.config import ConfigError, dump_config, parse_config
+from pyscst.admin.config_values import Portal
+from pyscst.supervision.metrics import latency_buckets
+from pyscst.supervision.metrics_http import MAX_CLIENTS, REQUEST_TIMEOUT
+from pyscst.transports.iscsi.initiator import Initiator
 from tests.cdbs import read10, sense_triplet, write10
 from tests.daemon import (
     DEFAULT_TARGET,
@@ -40,7 +41,6 @@ from tests.daemon import (
     running_daemon_async,
     write_config,
 )
-from transports.iscsi.initiator import Initiator
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import trio
 
+from pyscst.transports.iscsi.initiator import ConnectionLost, Initiator
 from tests.cdbs import TUR
 from tests.daemon import running_daemon_async
-from transports.iscsi.initiator import ConnectionLost, Initiator
 
 
 async def test_answered_pings_keep_the_session(tmp_path: Path) -> None:

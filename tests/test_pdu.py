@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transports.iscsi import pdu
-from transports.iscsi.digest import digest_bytes
-from transports.iscsi.pdu import (
+from pyscst.transports.iscsi import pdu
+from pyscst.transports.iscsi.digest import digest_bytes
+from pyscst.transports.iscsi.pdu import (
     R2T,
     DataIn,
     DataOut,
@@ -425,7 +425,7 @@ def test_serial_number_wrap() -> None:
 
 @pytest.mark.parametrize("split", [False, True], ids=["one-chunk", "byte-by-byte"])
 def test_reader_refuses_opcodes_it_does_not_expect_with_the_header_as_sent(split: bool) -> None:
-    from transports.iscsi.pdu_codec import PduReader, ProtocolError, encode_pdu
+    from pyscst.transports.iscsi.pdu_codec import PduReader, ProtocolError, encode_pdu
 
     login = encode_pdu(pdu.LoginRequest(transit=True, csg=1, nsg=3, itt=5, data=b"A=B\x00"))
     nop_in = encode_pdu(pdu.NopIn(itt=6, statsn=1))

@@ -11,17 +11,17 @@ import struct
 
 import pytest
 
-from actors import pr_transport_id as tid
-from actors.persistent_reservations import (
+from pyscst.actors import pr_transport_id as tid
+from pyscst.actors.persistent_reservations import (
     ProutOutcome,
     persistent_reserve_in,
     persistent_reserve_out,
 )
-from actors.pr_state import PrState, PrType, Registrant
-from scsi.command import Nexus
-from scsi.opcodes import PersistentReserveIn as In
-from scsi.opcodes import PersistentReserveOut as Out
-from scsi.sense import Asc, ScsiError, Status
+from pyscst.actors.pr_state import PrState, PrType, Registrant
+from pyscst.scsi.command import Nexus
+from pyscst.scsi.opcodes import PersistentReserveIn as In
+from pyscst.scsi.opcodes import PersistentReserveOut as Out
+from pyscst.scsi.sense import Asc, ScsiError, Status
 
 TARGET = "iqn.2026-11.org.pyscst:t"
 A = Nexus.iscsi("iqn.2026-11.org.example:a", 0x400001, TARGET, 1)

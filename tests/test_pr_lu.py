@@ -15,10 +15,10 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from actors.lun import LogicalUnit
-from devices.stores import MemoryStore
-from scsi.command import DataDirection, Nexus, ScsiCommand, TaskAttribute
-from scsi.sense import Status
+from pyscst.actors.lun import LogicalUnit
+from pyscst.devices.stores import MemoryStore
+from pyscst.scsi.command import DataDirection, Nexus, ScsiCommand, TaskAttribute
+from pyscst.scsi.sense import Status
 from tests.fakes import FakeTransport, lu_on
 
 BS = 512

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from actors.pr_state import PrState, PrType, Registrant, Registration, Reservation
-from actors.pr_store import AptplStore, from_json, to_json
+from pyscst.actors.pr_state import PrState, PrType, Registrant, Registration, Reservation
+from pyscst.actors.pr_store import AptplStore, from_json, to_json
 
 A = Registrant("iqn.2026-11.org.example:a", 0x400001, "iqn.2026-11.org.pyscst:t,t,0x0001", 1)
 B = Registrant("iqn.2026-11.org.example:b", None, None, 1)

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import trio
 
+from pyscst.transports.iscsi.admission import PreloginGate, Verdict
+from pyscst.transports.iscsi.initiator import Initiator
 from tests.daemon import running_daemon_async
 from tests.fuzz.stall import HALF_HEADER, Staller, fd_soft_limit, raise_own_fd_limit, timed_login
-from transports.iscsi.admission import PreloginGate, Verdict
-from transports.iscsi.initiator import Initiator
 
 TARGET = "iqn.2026-11.org.pyscst:prelogin"
 
@@ -173,9 +173,9 @@ def test_per_address_bound_closes_excess_at_once(tmp_path: Path) -> None:
 def test_reader_counts_pdu_parts_so_a_stall_is_told_from_progress() -> None:
     """The connection times one PDU part (header, data segment) at a time:
     the reader's ``parts`` moves whenever one completes, and only then."""
-    from transports.iscsi import pdu_types as P
-    from transports.iscsi.pdu_codec import encode_pdu
-    from transports.iscsi.pdu_reader import PduReader
+    from pyscst.transports.iscsi import pdu_types as P
+    from pyscst.transports.iscsi.pdu_codec import encode_pdu
+    from pyscst.transports.iscsi.pdu_reader import PduReader
 
     wire = encode_pdu(P.NopOut(immediate=True, itt=1, data=b"x" * 1000))
     reader = PduReader()

@@ -14,14 +14,14 @@ import struct
 
 import pytest
 
-from actors.core_table import CORE_TABLE
-from actors.pr_state import PrState, PrType, Registrant, Registration, Reservation
-from actors.reservations import Reservations
-from devices.disk_table import SBC_TABLE
-from scsi.cdb import OpSpec, ResvClass
-from scsi.command import Nexus
-from scsi.opcodes import Op
-from scsi.sense import ScsiError, Status
+from pyscst.actors.core_table import CORE_TABLE
+from pyscst.actors.pr_state import PrState, PrType, Registrant, Registration, Reservation
+from pyscst.actors.reservations import Reservations
+from pyscst.devices.disk_table import SBC_TABLE
+from pyscst.scsi.cdb import OpSpec, ResvClass
+from pyscst.scsi.command import Nexus
+from pyscst.scsi.opcodes import Op
+from pyscst.scsi.sense import ScsiError, Status
 
 TABLE = CORE_TABLE.merged(SBC_TABLE)
 TARGET = "iqn.2026-11.org.pyscst:t"

@@ -17,10 +17,10 @@ from typing import Any
 
 import trio
 
-from actors import pr_transport_id as tid
-from scsi.sense import Status
+from pyscst.actors import pr_transport_id as tid
+from pyscst.scsi.sense import Status
+from pyscst.transports.iscsi.initiator import Initiator, Result
 from tests.daemon import RunningDaemon, free_port, start_daemon, stop_daemon, write_config
-from transports.iscsi.initiator import Initiator, Result
 
 HOST = "127.0.0.1"
 TARGET = "iqn.2026-11.org.pyscst:pr"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from devices.stores import (
+from pyscst.devices.stores import (
     FileStore,
     MemoryStore,
     NullStore,
@@ -153,7 +153,7 @@ async def test_memorystore_roundtrip_and_resize() -> None:
 async def test_inline_write_stall_sends_writes_to_threads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import devices.stores as stores
+    import pyscst.devices.stores as stores
 
     store = await FileStore.open(tmp_path / "d", size=1 << 20, io_engine="threads")
     store._nowait_writes = False  # as on ext4

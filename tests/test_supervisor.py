@@ -16,7 +16,7 @@ import pytest
 import trio
 import trio.testing
 
-from actors.supervisor import Budget, Child, Supervisor, SupervisorGaveUp
+from pyscst.actors.supervisor import Budget, Child, Supervisor, SupervisorGaveUp
 
 
 class Boom(RuntimeError):
@@ -181,7 +181,7 @@ async def test_no_crash_is_kept_alive_after_it_was_handled(
     """A kept exception keeps its traceback and every frame in it alive (the
     old ``Child.last_error``): once handled, nothing may refer to it."""
     # (pytest's log capture keeps each record's exc_info: keep the log out of it)
-    monkeypatch.setattr(logging.getLogger("actors.supervisor"), "propagate", False)
+    monkeypatch.setattr(logging.getLogger("pyscst.actors.supervisor"), "propagate", False)
     sup = Supervisor("dev", budget=Budget(1, 60.0), on_give_up=lambda c, r: None)
     async with trio.open_nursery() as nursery:
         await nursery.start(sup.run)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import trio
 
-from scsi.command import TaskAttribute
+from pyscst.scsi.command import TaskAttribute
+from pyscst.transports.iscsi.initiator import Initiator
 from tests.test_tmf import (
     ABORT_TASK,
     BS,
@@ -32,7 +33,6 @@ from tests.test_tmf import (
     settle,
     tmf_daemon,
 )
-from transports.iscsi.initiator import Initiator
 
 ILLEGAL_REQUEST, CHECK_CONDITION = 0x5, 0x02
 

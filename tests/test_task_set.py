@@ -12,9 +12,9 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from actors.core_table import CORE_TABLE
-from actors.lun import LogicalUnit
-from actors.messages import (
+from pyscst.actors.core_table import CORE_TABLE
+from pyscst.actors.lun import LogicalUnit
+from pyscst.actors.messages import (
     AbortTask,
     ClearTaskSet,
     NexusLoss,
@@ -22,10 +22,10 @@ from actors.messages import (
     TmfResponse,
     call,
 )
-from devices.disk import DiskDevice
-from devices.stores import MemoryStore
-from scsi.command import DataDirection, Nexus, ScsiCommand, TaskAttribute
-from scsi.sense import Asc, Status
+from pyscst.devices.disk import DiskDevice
+from pyscst.devices.stores import MemoryStore
+from pyscst.scsi.command import DataDirection, Nexus, ScsiCommand, TaskAttribute
+from pyscst.scsi.sense import Asc, Status
 from tests.cdbs import TUR, read10, write10
 from tests.fakes import FakeTransport, lu_on
 

@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 import trio
 
-from supervision.daemon import Daemon
+from pyscst.supervision.daemon import Daemon
+from pyscst.transports.iscsi.initiator import ConnectionLost, Initiator, Result
 from tests.cdbs import TUR, read10
 from tests.daemon import in_process_daemon
-from transports.iscsi.initiator import ConnectionLost, Initiator, Result
 
 TARGET = "iqn.2026-11.org.pyscst:tmf"
 NAME_A = "iqn.2026-11.org.example:a"

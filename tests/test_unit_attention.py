@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import trio
 
-from actors.core_table import CORE_TABLE
-from actors.lun import LogicalUnit
-from actors.messages import RaiseUnitAttention, ResetLogicalUnit, TmfResponse, call
-from actors.unit_attention import MAX_QUEUED, UnitAttentionQueue
-from devices.disk import DiskDevice
-from devices.stores import MemoryStore
-from scsi.command import DataDirection, Nexus, ScsiCommand, TaskAttribute
-from scsi.sense import Asc, SenseKey, Status
+from pyscst.actors.core_table import CORE_TABLE
+from pyscst.actors.lun import LogicalUnit
+from pyscst.actors.messages import RaiseUnitAttention, ResetLogicalUnit, TmfResponse, call
+from pyscst.actors.unit_attention import MAX_QUEUED, UnitAttentionQueue
+from pyscst.devices.disk import DiskDevice
+from pyscst.devices.stores import MemoryStore
+from pyscst.scsi.command import DataDirection, Nexus, ScsiCommand, TaskAttribute
+from pyscst.scsi.sense import Asc, SenseKey, Status
 from tests.fakes import FakeTransport, Response
 
 NEXUS_A = Nexus.iscsi("iqn.2026-11.org.example:a", 1, "iqn.2026-11.org.pyscst:t", 1)

@@ -1,6 +1,6 @@
 """One logged-in iSCSI connection driven PDU by PDU, for hostile end-to-end tests.
 
-:class:`transports.iscsi.initiator.Initiator` runs reader and writer tasks and
+:class:`pyscst.transports.iscsi.initiator.Initiator` runs reader and writer tasks and
 numbers requests itself, which is what a well-behaved initiator does. Tests
 that send what a well-behaved initiator never would (an immediate READ, a
 Login Request after login, a TCP reset right after a TMF) need each PDU on
@@ -18,14 +18,14 @@ from typing import Any
 
 import trio
 
-from scsi.lun import encode_lun
+from pyscst.scsi.lun import encode_lun
+from pyscst.transports.iscsi import pdu_types as P
+from pyscst.transports.iscsi.cmdsn import sn_add
+from pyscst.transports.iscsi.digest import digest_bytes
+from pyscst.transports.iscsi.initiator import Initiator
+from pyscst.transports.iscsi.pdu_codec import PduReader, ProtocolError, encode_pdu
+from pyscst.transports.iscsi.pdu_constants import RESERVED_TAG
 from tests.cdbs import TUR
-from transports.iscsi import pdu_types as P
-from transports.iscsi.cmdsn import sn_add
-from transports.iscsi.digest import digest_bytes
-from transports.iscsi.initiator import Initiator
-from transports.iscsi.pdu_codec import PduReader, ProtocolError, encode_pdu
-from transports.iscsi.pdu_constants import RESERVED_TAG
 
 GOOD = 0x00
 

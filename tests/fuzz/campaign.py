@@ -29,10 +29,10 @@ from pathlib import Path
 
 import attrs
 
+from pyscst.transports.iscsi import pdu_types as P
+from pyscst.transports.iscsi.textkeys import encode_text
 from tests.daemon import RunningDaemon, free_port, start_daemon, stop_daemon, write_config
 from tests.fuzz.mutate import TARGET, Mutator, login_keys
-from transports.iscsi import pdu_types as P
-from transports.iscsi.textkeys import encode_text
 
 RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} ")
 FRAME = re.compile(r'File "([^"]+)", line \d+, in (\S+)')

@@ -32,8 +32,8 @@ from pathlib import Path
 import attrs
 import trio
 
+from pyscst.transports.iscsi.initiator import Initiator
 from tests.daemon import free_port, start_daemon, stop_daemon, write_config
-from transports.iscsi.initiator import Initiator
 
 TARGET = "iqn.2026-11.org.pyscst:durability"
 BLOCK = 512

@@ -17,10 +17,10 @@ from __future__ import annotations
 import random
 import struct
 
-from transports.iscsi import pdu_types as P
-from transports.iscsi.digest import digest_bytes
-from transports.iscsi.pdu_codec import encode_pdu
-from transports.iscsi.textkeys import encode_text
+from pyscst.transports.iscsi import pdu_types as P
+from pyscst.transports.iscsi.digest import digest_bytes
+from pyscst.transports.iscsi.pdu_codec import encode_pdu
+from pyscst.transports.iscsi.textkeys import encode_text
 
 TARGET = "iqn.2026-11.org.pyscst:fuzz"
 INITIATOR = "iqn.2026-11.org.pyscst:fuzzer"

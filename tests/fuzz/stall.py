@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from transports.iscsi.initiator import Initiator
+from pyscst.transports.iscsi.initiator import Initiator
 
 #: the first 20 bytes of a Login Request header: a PDU begun and never finished
 HALF_HEADER = struct.pack(">BBBBI", 0x43, 0x87, 0, 0, 0) + bytes(12)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 
-from transports.iscsi.chap import ChapSettings, ChapTarget
-from transports.iscsi.login import AuthStep, LoginStatus, NoAuthentication
+from pyscst.transports.iscsi.chap import ChapSettings, ChapTarget
+from pyscst.transports.iscsi.login import AuthStep, LoginStatus, NoAuthentication
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ machine, CmdSN window); this module only moves bytes between them, the socket
 and the middle level. It is the session actor for its I_T nexus
 (MaxConnections=1): a reader task turns PDUs into commands for the logical
 units, one writer task batches every outgoing PDU into as few ``send_all``
-calls as possible, and it implements :class:`scsi.command.Transport` for the
+calls as possible, and it implements :class:`pyscst.scsi.command.Transport` for the
 commands it carried (R2T-driven Data-Out, Data-In split by the initiator's
 MaxRecvDataSegmentLength with status collapsed into the last one, residuals).
 """
@@ -24,11 +24,11 @@ from typing import Any, Protocol
 import attrs
 import trio
 
-from actors.faults import ActionKind, FaultEngine
-from actors.faults_lu import portal_of
-from actors.session import LunMapping, Session
-from actors.target import SessionInfo
-from scsi.command import (
+from pyscst.actors.faults import ActionKind, FaultEngine
+from pyscst.actors.faults_lu import portal_of
+from pyscst.actors.session import LunMapping, Session
+from pyscst.actors.target import SessionInfo
+from pyscst.scsi.command import (
     Buffer,
     DataDirection,
     Nexus,
@@ -37,15 +37,15 @@ from scsi.command import (
     Transport,
     TransportGone,
 )
-from scsi.lun import decode_lun
-from scsi.sense import Asc, ScsiError, SenseKey, Status
-from transports.iscsi import faults_iscsi
-from transports.iscsi import pdu_types as P
-from transports.iscsi.admission import PreloginGate
-from transports.iscsi.busy_poll import BusyPoll
-from transports.iscsi.cmdsn import CmdSNWindow, Rejected, sn_lt
-from transports.iscsi.digest import digest_bytes
-from transports.iscsi.login import (
+from pyscst.scsi.lun import decode_lun
+from pyscst.scsi.sense import Asc, ScsiError, SenseKey, Status
+from pyscst.transports.iscsi import faults_iscsi
+from pyscst.transports.iscsi import pdu_types as P
+from pyscst.transports.iscsi.admission import PreloginGate
+from pyscst.transports.iscsi.busy_poll import BusyPoll
+from pyscst.transports.iscsi.cmdsn import CmdSNWindow, Rejected, sn_lt
+from pyscst.transports.iscsi.digest import digest_bytes
+from pyscst.transports.iscsi.login import (
     LoginMachine,
     LoginRequest,
     LoginResult,
@@ -54,10 +54,10 @@ from transports.iscsi.login import (
     split_text,
     text_declarations,
 )
-from transports.iscsi.params import SessionParams
-from transports.iscsi.pdu_codec import PduReader, ProtocolError, encode_pdu
-from transports.iscsi.pdu_constants import RESERVED_TAG, Opcode, RejectReason
-from transports.iscsi.textkeys import TextKeyError, decode_text, encode_text
+from pyscst.transports.iscsi.params import SessionParams
+from pyscst.transports.iscsi.pdu_codec import PduReader, ProtocolError, encode_pdu
+from pyscst.transports.iscsi.pdu_constants import RESERVED_TAG, Opcode, RejectReason
+from pyscst.transports.iscsi.textkeys import TextKeyError, decode_text, encode_text
 
 log = logging.getLogger(__name__)
 

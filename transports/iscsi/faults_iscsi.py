@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from scsi.command import Buffer
-from transports.iscsi import pdu_types as P
+from pyscst.scsi.command import Buffer
+from pyscst.transports.iscsi import pdu_types as P
 
 #: RFC 7143 11.13.5: Status-Class 3 (target error), detail 1: service unavailable
 LOGIN_SERVICE_UNAVAILABLE = (0x03, 0x01)

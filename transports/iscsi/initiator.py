@@ -32,17 +32,17 @@ from typing import Any, Self
 import attrs
 import trio
 
-from scsi.command import TaskAttribute
-from scsi.lun import encode_lun
-from transports.iscsi import pdu
-from transports.iscsi.chap import (
+from pyscst.scsi.command import TaskAttribute
+from pyscst.scsi.lun import encode_lun
+from pyscst.transports.iscsi import pdu
+from pyscst.transports.iscsi.chap import (
     ChapError,
     InitiatorAnswer,
     InitiatorChap,
     initiator_answer,
     verify_target,
 )
-from transports.iscsi.pdu import (
+from pyscst.transports.iscsi.pdu import (
     R2T,
     RESERVED_TAG,
     DataIn,
@@ -66,7 +66,7 @@ from transports.iscsi.pdu import (
     sn_gt,
     sn_lte,
 )
-from transports.iscsi.textkeys import decode_text, encode_text
+from pyscst.transports.iscsi.textkeys import decode_text, encode_text
 
 DEFAULT_INITIATOR_NAME = "iqn.2026-11.org.pyscst:test"
 #: our MaxRecvDataSegmentLength: what the target may put in one PDU to us

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import attrs
 
-from transports.iscsi.params import (
+from pyscst.transports.iscsi.params import (
     IRRELEVANT,
     ISER_KEYS,
     KEYS,
@@ -41,7 +41,7 @@ from transports.iscsi.params import (
     parse_number,
     respond,
 )
-from transports.iscsi.textkeys import TextKeyError, decode_text, encode_text
+from pyscst.transports.iscsi.textkeys import TextKeyError, decode_text, encode_text
 
 SECURITY_STAGE = 0
 OPERATIONAL_STAGE = 1

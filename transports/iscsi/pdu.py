@@ -9,7 +9,7 @@ fuzz tests share exactly the same framing code.
 
 from __future__ import annotations
 
-from transports.iscsi.pdu_codec import (
+from pyscst.transports.iscsi.pdu_codec import (
     decode_bhs,
     decode_pdu,
     encode_data_in_header,
@@ -21,7 +21,7 @@ from transports.iscsi.pdu_codec import (
     padding,
     parse_sense_segment,
 )
-from transports.iscsi.pdu_constants import (
+from pyscst.transports.iscsi.pdu_constants import (
     BHS_LENGTH,
     DEFAULT_MAX_RECV_DATA_SEGMENT_LENGTH,
     MAX_DATA_SEGMENT_LENGTH,
@@ -38,9 +38,9 @@ from transports.iscsi.pdu_constants import (
     TmfFunction,
     TmfResponse,
 )
-from transports.iscsi.pdu_reader import Event, PduReader, ProtocolError
-from transports.iscsi.pdu_serial import sn_add, sn_diff, sn_gt, sn_gte, sn_lt, sn_lte
-from transports.iscsi.pdu_types import (
+from pyscst.transports.iscsi.pdu_reader import Event, PduReader, ProtocolError
+from pyscst.transports.iscsi.pdu_serial import sn_add, sn_diff, sn_gt, sn_gte, sn_lt, sn_lte
+from pyscst.transports.iscsi.pdu_types import (
     CLASS_BY_OPCODE,
     PDU_CLASSES,
     R2T,

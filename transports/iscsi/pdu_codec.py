@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import struct
 
-from transports.iscsi.digest import digest_bytes
-from transports.iscsi.pdu_constants import (
+from pyscst.transports.iscsi.digest import digest_bytes
+from pyscst.transports.iscsi.pdu_constants import (
     MAX_DATA_SEGMENT_LENGTH,
     RESERVED_TAG,
     Opcode,
 )
-from transports.iscsi.pdu_reader import PduReader, ProtocolError
-from transports.iscsi.pdu_types import (
+from pyscst.transports.iscsi.pdu_reader import PduReader, ProtocolError
+from pyscst.transports.iscsi.pdu_types import (
     BHS_STRUCT,
     MAX_TOTAL_AHS_LENGTH,
     Buffer,

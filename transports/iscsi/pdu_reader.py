@@ -29,14 +29,14 @@ from collections.abc import Iterable, Iterator
 
 import attrs
 
-from transports.iscsi.digest import digest_ok
-from transports.iscsi.pdu_constants import (
+from pyscst.transports.iscsi.digest import digest_ok
+from pyscst.transports.iscsi.pdu_constants import (
     BHS_LENGTH,
     DEFAULT_MAX_RECV_DATA_SEGMENT_LENGTH,
     Opcode,
     RejectReason,
 )
-from transports.iscsi.pdu_types import (
+from pyscst.transports.iscsi.pdu_types import (
     BHS_STRUCT,
     BULK_DATA_OPCODES,
     CLASS_BY_OPCODE,

@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Self
 
 import attrs
 
-from transports.iscsi.pdu_constants import BHS_LENGTH, RESERVED_TAG, Opcode, RejectReason
+from pyscst.transports.iscsi.pdu_constants import BHS_LENGTH, RESERVED_TAG, Opcode, RejectReason
 
 #: bytes-like payloads accepted by the encoder
 Buffer = bytes | bytearray | memoryview
@@ -392,7 +392,7 @@ class ScsiResponse:
     """SCSI Response (0x21, RFC 7143 11.4).
 
     ``data`` is SenseLength (2 bytes) + sense data (+ response data); see
-    :func:`transports.iscsi.pdu_codec.encode_sense_segment`.
+    :func:`pyscst.transports.iscsi.pdu_codec.encode_sense_segment`.
     """
 
     opcode: ClassVar[int] = Opcode.SCSI_RESPONSE

@@ -5,7 +5,8 @@ temporary child of its supervisor: a crashed connection is logged and gone,
 the initiator reconnects) once its pre-login admission gate lets it in (a
 bound per source address and in total, see admission.py), and answers the
 connection's questions about targets: the login policy built from the config,
-SendTargets, and turning a successful login into a middle-level :class:`actors.session.Session`.
+SendTargets, and turning a successful login into a middle-level
+:class:`pyscst.actors.session.Session`.
 """
 
 from __future__ import annotations
@@ -17,15 +18,15 @@ from typing import Any
 
 import trio
 
-from actors.faults import FaultEngine
-from actors.session import Session
-from actors.supervisor import Restart, Supervisor
-from actors.target import TargetDirectory
-from scsi.command import Nexus
-from transports.iscsi.admission import PreloginGate, Verdict
-from transports.iscsi.auth import AuthRegistry
-from transports.iscsi.connection import ConnectionSettings, IscsiConnection
-from transports.iscsi.login import LoginResult, TargetPolicy
+from pyscst.actors.faults import FaultEngine
+from pyscst.actors.session import Session
+from pyscst.actors.supervisor import Restart, Supervisor
+from pyscst.actors.target import TargetDirectory
+from pyscst.scsi.command import Nexus
+from pyscst.transports.iscsi.admission import PreloginGate, Verdict
+from pyscst.transports.iscsi.auth import AuthRegistry
+from pyscst.transports.iscsi.connection import ConnectionSettings, IscsiConnection
+from pyscst.transports.iscsi.login import LoginResult, TargetPolicy
 
 log = logging.getLogger(__name__)
 

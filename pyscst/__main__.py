@@ -1,0 +1,7 @@
+"""``python -m pyscst``: the ``pyscst`` command."""
+
+import sys
+
+from pyscst.supervision.cli import main
+
+sys.exit(main())
