@@ -21,7 +21,7 @@ from pyscst.devices import uring
 from pyscst.transports.iscsi.initiator import Initiator
 from tests.cdbs import TUR, read10, write10
 from tests.daemon import running_daemon_async
-from tests.test_disk_write_ext import unmap, unmap_params
+from tests.unit.devices.test_disk_write_ext import unmap, unmap_params
 
 BS = 512
 BLOCKS = 8192  # 4 MiB
