@@ -146,6 +146,9 @@ class DeviceActor:
         store = self._store = await open_store(cfg, self._roots, self._grow)
         if isinstance(store, FileStore):
             store.label = self.name
+            if store.engine is not None:
+                store.engine.label = self.name
+            log.info("%s: io engine %s", self.name, store.engine_note)
         self._grow = True
         self._crash_pending = False
         try:

@@ -48,6 +48,8 @@ TARGET_CPU = 1
 CLIENT_CPU = 0
 SETTLE_S = 1.0
 BUSY_WARN_CPUS = 0.15  # background load above this makes ratios noisy
+#: where the cold rows' images go: a disk filesystem, never tmpfs
+COLD_DIR = Path(os.environ.get("PYSCST_BENCH_COLD_DIR", "/var/tmp"))
 
 
 @attrs.frozen
@@ -162,7 +164,7 @@ class Bench:
 
     def probe(self) -> None:
         for ep in self.endpoints:
-            for role in sorted({s.role for s in self.cfg.scenarios}):
+            for role in sorted({s.role for s in self.cfg.scenarios} & set(ep.luns)):
                 bs = scenarios.read_block_size(ep.url(role), self.client_pin)
                 self.block_size[ep.label, role] = bs
                 say(f"  {ep.label}: {ep.url(role)} block size {bs}")
@@ -177,6 +179,8 @@ class Bench:
     def warm_up(self) -> None:
         for sc in self.cfg.scenarios:
             for ep in self.endpoints:
+                if sc.cold and ep.cold_image is not None:
+                    targets.drop_cache(ep.cold_image)
                 run = scenarios.warm_up(sc, ep.url(sc.role), seconds=self.cfg.warmup,
                                         block_size=self.block_size[ep.label, sc.role],
                                         pin=self.client_pin)  # fmt: skip
@@ -206,6 +210,8 @@ class Bench:
 
     def _measure_once(self, sc: Scenario, ep: Endpoint, rnd: int) -> RunRecord | None:
         self._check_alive(ep)
+        if sc.cold and ep.cold_image is not None:
+            targets.drop_cache(ep.cold_image)  # (before the clocks start)
         before = cpu_seconds(ep.pid)
         machine_before, client_before = machine_busy_seconds(), children_cpu_seconds()
         started = time.monotonic()
@@ -270,11 +276,21 @@ class Bench:
 def run(cfg: Settings, workdir: Path, pyscst_cmd: Sequence[str] | None) -> Outcome:
     target_cpu = TARGET_CPU if cfg.pin else None
     candidate_label = "pyscst" if cfg.candidate == "pyscst" else "tgt-b"
+    cold_dir = None
+    if any(sc.cold for sc in cfg.scenarios):
+        cold_dir = COLD_DIR / workdir.name
+        cold_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
+        if cold_dir is not None:
+            stack.callback(shutil.rmtree, cold_dir, ignore_errors=True)
+            say(f"cold rows: 1 GiB data-filled image each in {cold_dir}, page cache "
+                "dropped (POSIX_FADV_DONTNEED) before every run")  # fmt: skip
         say(f"starting targets in {workdir} (1 GiB pre-filled tmpfs image each)")
-        base = stack.enter_context(targets.run_tgt("tgt", workdir, target_cpu))
+        base = stack.enter_context(targets.run_tgt("tgt", workdir, target_cpu, cold_dir))
         cand = stack.enter_context(
-            targets.run_target(cfg.candidate, candidate_label, workdir, target_cpu, pyscst_cmd)
+            targets.run_target(
+                cfg.candidate, candidate_label, workdir, target_cpu, pyscst_cmd, cold_dir
+            )
         )
         endpoints = [base, cand]
         for ep in endpoints:

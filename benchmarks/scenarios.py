@@ -35,6 +35,13 @@ class Scenario:
     write: bool
     metric: str  # "iops" or "MB/s": what the ratio is computed on
     goal: float | None  # minimal pyscst/tgt ratio, None when informational
+    #: qemu-img cache mode; "writethrough" makes every write FUA
+    cache: str = "none"
+
+    @property
+    def cold(self) -> bool:
+        """Runs on the disk-backed image with its page cache dropped first."""
+        return self.role == "cold"
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -52,6 +59,16 @@ SCENARIOS: tuple[Scenario, ...] = (
              True, "MB/s", 0.9),
     Scenario("rr4k_qd32_null", "4K rand read QD32 nullio", "iscsi-perf", "null", 4 * KIB, 32,
              True, False, "iops", None),
+    # issue 17: a data-filled image on a disk filesystem, page cache dropped
+    # before every run (and warm-up): every read misses, every write is FUA
+    Scenario("cold_rr4k_qd1", "cold 4K rand read QD1", "iscsi-perf", "cold", 4 * KIB, 1,
+             True, False, "iops", 1.0),
+    Scenario("cold_rr4k_qd32", "cold 4K rand read QD32", "iscsi-perf", "cold", 4 * KIB, 32,
+             True, False, "iops", 1.0),
+    Scenario("cold_sr128k_qd16", "cold 128K seq read QD16", "iscsi-perf", "cold", 128 * KIB,
+             16, False, False, "MB/s", 1.0),
+    Scenario("cold_fw4k_qd32", "cold 4K FUA write QD32", "qemu-img", "cold", 4 * KIB, 32,
+             False, True, "iops", 1.0, cache="writethrough"),
 )  # fmt: skip
 
 SCENARIOS_BY_KEY = {s.key: s for s in SCENARIOS}
@@ -135,7 +152,7 @@ def iscsi_perf_argv(url: str, scenario: Scenario, seconds: int, block_size: int)
 
 
 def qemu_bench_argv(url: str, scenario: Scenario, count: int) -> list[str]:
-    argv = ["qemu-img", "bench", "-f", "raw", "-t", "none", "-c", str(count),
+    argv = ["qemu-img", "bench", "-f", "raw", "-t", scenario.cache, "-c", str(count),
             "-d", str(scenario.depth), "-s", str(scenario.size)]  # fmt: skip
     if scenario.write:
         argv.append("-w")

@@ -24,6 +24,7 @@ import attrs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 IMAGE_SIZE = 1 << 30
+COLD_IMAGE_SIZE = 1 << 30
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
 
@@ -42,6 +43,8 @@ class Endpoint:
     portal: str  # "127.0.0.1:PORT"
     iqn: str
     luns: dict[str, int]  # role -> LUN number
+    #: the disk-backed image of the "cold" role (None when not set up)
+    cold_image: Path | None = None
 
     def url(self, role: str) -> str:
         return f"iscsi://{self.portal}/{self.iqn}/{self.luns[role]}"
@@ -75,6 +78,26 @@ def fill_image(path: Path, size: int = IMAGE_SIZE) -> None:
         for _ in range(size // len(chunk)):
             f.write(chunk)
         f.truncate(size)
+
+
+def cold_image(cold_dir: Path | None, label: str) -> Path | None:
+    """A data-filled image for the cold rows, on a disk filesystem (not tmpfs)."""
+    if cold_dir is None:
+        return None
+    image = cold_dir / f"{label}-cold.img"
+    fill_image(image, COLD_IMAGE_SIZE)
+    return image
+
+
+def drop_cache(image: Path) -> None:
+    """Evict ``image``'s pages from the page cache (dirty ones are written
+    first): POSIX_FADV_DONTNEED needs no root and leaves other files alone."""
+    fd = os.open(image, os.O_RDONLY)
+    try:
+        os.fdatasync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
@@ -148,10 +171,14 @@ def _tgtadm(control: int, *args: str) -> None:
 
 
 @contextlib.contextmanager
-def run_tgt(label: str, workdir: Path, cpu: int | None) -> Iterator[Endpoint]:
-    """tgtd in the foreground with its own control port: disk LUN 1, null LUN 2."""
+def run_tgt(
+    label: str, workdir: Path, cpu: int | None, cold_dir: Path | None = None
+) -> Iterator[Endpoint]:
+    """tgtd in the foreground with its own control port: disk LUN 1, null LUN 2,
+    the cold image LUN 3 (rdwr: buffered I/O in tgt's worker threads)."""
     image = workdir / f"{label}.img"
     fill_image(image)
+    cold = cold_image(cold_dir, label)
     port = free_port()
     control = _tgt_control_port()
     iqn = f"iqn.2026-11.org.pyscst:bench-{label}"
@@ -173,10 +200,16 @@ def run_tgt(label: str, workdir: Path, cpu: int | None) -> Iterator[Endpoint]:
                 control, "--op", "new", "--mode", "logicalunit", "--tid", "1",
                 "--lun", "2", "--bstype", "null", "--backing-store", f"{label}-null",
             )  # fmt: skip
+            if cold is not None:
+                _tgtadm(
+                    control, "--op", "new", "--mode", "logicalunit", "--tid", "1",
+                    "--lun", "3", "--backing-store", str(cold),
+                )  # fmt: skip
             _tgtadm(control, "--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL")
         except TargetError as e:
             raise TargetError(f"{label}: {e}\n{_log_tail(log)}") from e
-        yield Endpoint(label, "tgt", proc.pid, f"127.0.0.1:{port}", iqn, {"disk": 1, "null": 2})
+        luns = {"disk": 1, "null": 2, **({"cold": 3} if cold else {})}
+        yield Endpoint(label, "tgt", proc.pid, f"127.0.0.1:{port}", iqn, luns, cold)
 
 
 def pyscst_command(config: Path) -> tuple[list[str], Path]:
@@ -187,11 +220,20 @@ def pyscst_command(config: Path) -> tuple[list[str], Path]:
     return [sys.executable, "-m", "pyscst", "serve", "--config", str(config)], REPO_ROOT
 
 
-def pyscst_config(state_dir: Path, image: Path, port: int, iqn: str) -> str:
-    """The daemon's TOML config: fileio disk at LUN 0, nullio at LUN 1."""
+def pyscst_config(
+    state_dir: Path, image: Path, port: int, iqn: str, cold: Path | None = None
+) -> str:
+    """The daemon's TOML config: fileio disk at LUN 0, nullio at LUN 1, the
+    cold image at LUN 2 (io_engine "auto"; PYSCST_IO_ENGINE overrides)."""
+    dirs = ", ".join(f'"{d}"' for d in [image.parent, *([cold.parent] if cold else [])])
+    cold_device = (
+        f'[devices.cold0]\nhandler = "vdisk_fileio"\npath = "{cold}"\nsize = "1GiB"\n'
+        if cold else ""
+    )  # fmt: skip
+    cold_lun = ', { lun = 2, device = "cold0" }' if cold else ""
     return (
         f'state_dir = "{state_dir}"\n'
-        f'allowed_dirs = ["{image.parent}"]\n'  # the image lives beside state_dir
+        f"allowed_dirs = [{dirs}]\n"  # the images live beside state_dir
         "[devices.disk0]\n"
         'handler = "vdisk_fileio"\n'
         f'path = "{image}"\n'
@@ -199,25 +241,33 @@ def pyscst_config(state_dir: Path, image: Path, port: int, iqn: str) -> str:
         "[devices.null0]\n"
         'handler = "vdisk_nullio"\n'
         'size = "1GiB"\n'
-        f'[targets."{iqn}"]\n'
+        + cold_device
+        + f'[targets."{iqn}"]\n'
         f'portals = ["127.0.0.1:{port}"]\n'
-        'luns = [ { lun = 0, device = "disk0" }, { lun = 1, device = "null0" } ]\n'
+        'luns = [ { lun = 0, device = "disk0" }, { lun = 1, device = "null0" }'
+        + cold_lun
+        + " ]\n"
     )
 
 
 @contextlib.contextmanager
 def run_pyscst(
-    label: str, workdir: Path, cpu: int | None, command: Sequence[str] | None = None
+    label: str,
+    workdir: Path,
+    cpu: int | None,
+    command: Sequence[str] | None = None,
+    cold_dir: Path | None = None,
 ) -> Iterator[Endpoint]:
     """`pyscst serve` on a generated config; `command` overrides the argv prefix."""
     image = workdir / f"{label}.img"
     fill_image(image)
+    cold = cold_image(cold_dir, label)
     state_dir = workdir / f"{label}-state"
     state_dir.mkdir(exist_ok=True)
     port = free_port()
     iqn = f"iqn.2026-11.org.pyscst:bench-{label}"
     config = workdir / f"{label}.toml"
-    config.write_text(pyscst_config(state_dir, image, port, iqn))
+    config.write_text(pyscst_config(state_dir, image, port, iqn, cold))
     if command:
         argv, cwd = [*command, str(config)], REPO_ROOT
     else:
@@ -228,16 +278,20 @@ def run_pyscst(
             _wait_port(port, proc, START_TIMEOUT)
         except TargetError as e:
             raise TargetError(f"{label}: {e}\n{_log_tail(log)}") from e
-        yield Endpoint(
-            label, "pyscst", proc.pid, f"127.0.0.1:{port}", iqn, {"disk": 0, "null": 1}
-        )
+        luns = {"disk": 0, "null": 1, **({"cold": 2} if cold else {})}
+        yield Endpoint(label, "pyscst", proc.pid, f"127.0.0.1:{port}", iqn, luns, cold)
 
 
 def run_target(
-    kind: str, label: str, workdir: Path, cpu: int | None, pyscst_cmd: Sequence[str] | None
+    kind: str,
+    label: str,
+    workdir: Path,
+    cpu: int | None,
+    pyscst_cmd: Sequence[str] | None,
+    cold_dir: Path | None = None,
 ) -> contextlib.AbstractContextManager[Endpoint]:
     if kind == "tgt":
-        return run_tgt(label, workdir, cpu)
+        return run_tgt(label, workdir, cpu, cold_dir)
     if kind == "pyscst":
-        return run_pyscst(label, workdir, cpu, pyscst_cmd)
+        return run_pyscst(label, workdir, cpu, pyscst_cmd, cold_dir)
     raise ValueError(f"unknown target kind {kind!r}")

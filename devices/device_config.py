@@ -37,6 +37,9 @@ class DeviceConfig:
     #: ``restart_period`` seconds and it goes offline (actors/device_unit.py)
     max_restarts: int = 5
     restart_period: float = 60.0
+    #: how blocking I/O is done: "auto" (io_uring if it works, else worker
+    #: threads), "uring" (io_uring or refuse to start), "threads"
+    io_engine: str = "auto"
 
     @property
     def block_count(self) -> int:

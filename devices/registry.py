@@ -51,6 +51,8 @@ class DeviceSettings(Protocol):
     def removable(self) -> bool: ...
     @property
     def physical_block_size(self) -> int: ...
+    @property
+    def io_engine(self) -> str: ...
 
 
 class PathRule(enum.Enum):
@@ -101,6 +103,7 @@ async def _open_file(
         read_only=cfg.read_only,
         roots=roots if roots is not None else (cfg.path.parent,),
         grow=grow,
+        io_engine=cfg.io_engine,
     )
 
 
@@ -141,6 +144,7 @@ async def _open_image(
         read_only=True,
         create=False,
         roots=roots if roots is not None else (cfg.path.parent,),
+        io_engine=cfg.io_engine,
     )
 
 

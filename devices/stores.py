@@ -14,6 +14,10 @@ page-cache ``pwrite``, so by default such small writes are done inline anyway
 and timed: one that stalls the loop longer than ``STALL_LIMIT`` (dirty-page
 throttling under heavy write load) sends all writes to threads for
 ``STALL_BACKOFF`` seconds. ``inline_writes=False`` turns this off.
+
+Where io_uring works, "a worker thread" above is instead a request on the
+store's ring (devices/io_engine.py): no thread hop, submissions batched per
+event-loop tick. ``io_engine`` ("auto", "uring", "threads") chooses.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Protocol
 import trio
 
 from pyscst.devices.confine import open_beneath
+from pyscst.devices.io_engine import EngineFailedError, UringEngine
 from pyscst.devices.store_health import RateLimitedWarning, file_problem
 from pyscst.scsi.command import Buffer
 
@@ -53,8 +58,37 @@ FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
 #: zeros written per call when a store cannot punch holes
 ZERO_CHUNK = 1 << 20
+#: this many page-cache misses in a row make a store with io_uring skip the
+#: inline RWF_NOWAIT read try, except one read in COLD_PROBE (see read_now)
+COLD_STREAK = 8
+COLD_PROBE = 16
 #: (byte offset, byte length, mapped): one run of a store's allocation map
 Extent = tuple[int, int, bool]
+#: ``[devices.NAME] io_engine`` values: how a store does I/O that would block
+IO_ENGINES = ("auto", "uring", "threads")
+#: environment override of every store's io_engine (operators, tests)
+IO_ENGINE_ENV = "PYSCST_IO_ENGINE"
+
+
+def make_engine(choice: str, label: str) -> tuple[UringEngine | None, str]:
+    """The engine for a store and how to describe it in the log.
+
+    ``threads``: worker threads (no io_uring). ``uring``: io_uring or an
+    OSError saying why not. ``auto``: io_uring when it works here, else
+    threads (and why). ``PYSCST_IO_ENGINE`` overrides the configured choice.
+    """
+    choice = os.environ.get(IO_ENGINE_ENV) or choice
+    if choice not in IO_ENGINES:
+        raise ValueError(f"io_engine: expected one of {', '.join(IO_ENGINES)}, got {choice!r}")
+    if choice == "threads":
+        return None, "threads (configured)"
+    try:
+        engine = UringEngine.create(label)
+    except OSError as exc:
+        if choice == "uring":
+            raise OSError(exc.errno, f"io_engine = \"uring\": {exc.strerror or exc}") from exc
+        return None, f"threads (io_uring unavailable: {exc.strerror or exc})"
+    return engine, "io_uring"
 
 
 def _load_fallocate() -> Callable[[int, int, int, int], int] | None:
@@ -182,8 +216,14 @@ class FileStore:
         path: str,
         block_device: bool,
         inline_writes: bool = True,
+        engine: UringEngine | None = None,
+        engine_note: str = "threads",
     ) -> None:
         self._fd = fd
+        #: io_uring for I/O that would block, or None: worker threads
+        self.engine = engine
+        #: which engine serves this store and why (logged at start)
+        self.engine_note = engine_note
         self._size = size
         self._read_only = read_only
         self.path = path
@@ -198,6 +238,10 @@ class FileStore:
         #: not send I/O to threads
         self.memory_backed = not block_device and filesystem_type(path) in MEMORY_FILESYSTEMS
         self._threads_until = 0.0
+        #: inline reads that missed the page cache in a row (capped), and a
+        #: counter for the probes made while they are skipped
+        self._read_misses = 0
+        self._cold_probe = 0
         self.stalls = 0
         self._closed = False
         #: who this store serves, for log lines (the device actor sets its name)
@@ -215,6 +259,7 @@ class FileStore:
         *,
         roots: Sequence[Path] | None = None,
         grow: bool = False,
+        io_engine: str = "auto",
     ) -> FileStore:
         """Open (and if missing and ``create``, make sparse at ``size``) a store.
 
@@ -224,7 +269,8 @@ class FileStore:
         Only a regular file or a block device is served. An existing regular
         file smaller than ``size`` is grown only with ``grow``; otherwise
         ValueError names both sizes. ``size=None`` takes the current size.
-        Block devices always report their own size.
+        Block devices always report their own size. ``io_engine`` picks how
+        I/O that would block is done (:func:`make_engine`).
         """
         p = Path(os.path.abspath(path))
         confined = tuple(roots) if roots is not None else (p.parent,)
@@ -258,7 +304,8 @@ class FileStore:
                         actual = size
                 if actual <= 0:
                     raise ValueError(f"{p}: empty backing store (give a size)")
-                return cls(fd, actual, read_only, str(p), block, inline_writes)
+                engine, note = make_engine(io_engine, str(p))
+                return cls(fd, actual, read_only, str(p), block, inline_writes, engine, note)
             except BaseException:
                 os.close(fd)
                 if created:  # leave nothing behind a refused open
@@ -308,19 +355,36 @@ class FileStore:
         """Memory-backed and inline allowed: no RWF_NOWAIT try, no timing."""
         return self.memory_backed and self.inline_writes and size <= INLINE_WRITE_MAX
 
+    def _skip_nowait(self) -> bool:
+        """Cold streak with io_uring: skip the inline RWF_NOWAIT try (a miss
+        there starts the disk read in our thread, one device kick per command;
+        the ring submits a whole tick's reads under one plug). Every
+        ``COLD_PROBE``-th read still tries, so a workload turning warm is seen."""
+        self._cold_probe += 1
+        return self._cold_probe % COLD_PROBE != 0
+
     def read_now(self, offset: int, buf: memoryview) -> bool:
         if self._memory_inline(len(buf)):
             self._read_blocking(offset, buf)
             return True
         if self._nowait_reads:
-            try:
-                return bool(os.preadv(self._fd, [buf], offset, _NOWAIT) == len(buf))
-            except BlockingIOError:
+            if self._read_misses >= COLD_STREAK and self.engine is not None and self._skip_nowait():
                 return False
+            try:
+                done = os.preadv(self._fd, [buf], offset, _NOWAIT) == len(buf)
+            except BlockingIOError:
+                done = False
             except OSError as exc:
                 if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
                     raise
                 self._nowait_reads = False
+                done = None
+            if done is not None:
+                if done:
+                    self._read_misses = 0
+                elif self._read_misses < COLD_STREAK:
+                    self._read_misses += 1
+                return done
         if self._inline_ok(len(buf)):
             # No RWF_NOWAIT here (tmpfs, some network filesystems): read
             # inline and time it, like buffered writes; a read that stalls the
@@ -331,7 +395,33 @@ class FileStore:
             return True
         return False
 
+    def _engine_failed(self) -> None:
+        """The ring broke (devices/io_engine.py logged why): threads from now on."""
+        engine = self.engine
+        if engine is not None:
+            self.engine = None
+            self.engine_note = f"threads (io_uring failed: {engine.broken})"
+
+    async def _read_uring(self, engine: UringEngine, offset: int, buf: memoryview) -> None:
+        done = 0
+        while done < len(buf):
+            n = await engine.read(self._fd, buf[done:], offset + done)
+            if n == 0:  # past EOF: the file shrank under us; never serve zeros
+                raise StoreTruncatedError(
+                    errno.EIO, f"backing file ends at byte {offset + done}", self.path
+                )
+            done += n
+
     async def readinto(self, offset: int, buf: memoryview) -> None:
+        engine = self.engine
+        if engine is not None:
+            # (the fast path already tried RWF_NOWAIT: a cached range
+            # completes inline in io_uring_enter anyway)
+            try:
+                await self._read_uring(engine, offset, buf)
+                return
+            except EngineFailedError:
+                self._engine_failed()
         if not self.read_now(offset, buf):
             await trio.to_thread.run_sync(self._read_blocking, offset, buf)
 
@@ -374,8 +464,25 @@ class FileStore:
         if self._read_only:
             raise StoreReadOnlyError(errno.EROFS, "store is read-only", self.path)
         view = memoryview(data).cast("B")
+        flags = _DSYNC if fua else 0
         try:
-            await trio.to_thread.run_sync(self._write_blocking, offset, view, _DSYNC if fua else 0)
+            engine = self.engine
+            if engine is not None:
+                try:
+                    # FUA: a cache write, then a ranged fdatasync. Not
+                    # RWF_DSYNC: io_uring serializes buffered writes to one
+                    # file in its workers, so DSYNC writes would go one by one,
+                    # while concurrent fdatasyncs share journal commits.
+                    if not (fua and self.write_now(offset, view)):
+                        done = 0
+                        while done < len(view):
+                            done += await engine.write(self._fd, view[done:], offset + done)
+                    if fua:
+                        await engine.fsync(self._fd, True, offset, len(view))
+                    return
+                except EngineFailedError:
+                    self._engine_failed()  # (rewriting what was written is harmless)
+            await trio.to_thread.run_sync(self._write_blocking, offset, view, flags)
         except OSError as exc:
             self.failed(exc)
             raise
@@ -399,6 +506,13 @@ class FileStore:
 
     async def flush(self) -> None:
         if not self._read_only:
+            engine = self.engine
+            if engine is not None:
+                try:
+                    await engine.fsync(self._fd, datasync=True)
+                    return
+                except EngineFailedError:
+                    self._engine_failed()
             await trio.to_thread.run_sync(os.fdatasync, self._fd)
 
     #: False once fallocate refused to punch holes in this store
@@ -420,11 +534,33 @@ class FileStore:
             self._write_blocking(offset + done, zeros[:n], 0)
             done += n
 
+    async def _punch_uring(self, offset: int, length: int) -> bool:
+        """Punch the hole through io_uring; False: do it the thread way
+        (no engine, or the filesystem cannot punch: then zeros are written)."""
+        engine = self.engine
+        if engine is None or not self.can_punch:
+            return False
+        try:
+            await engine.fallocate(
+                self._fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length
+            )
+        except EngineFailedError:
+            self._engine_failed()
+            return False
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, errno.ENODEV):
+                raise
+            self.can_punch = False
+            return False
+        return True
+
     async def discard(self, offset: int, length: int) -> None:
         if self._read_only:
             raise StoreReadOnlyError(errno.EROFS, "store is read-only", self.path)
         if length > 0:
             try:
+                if await self._punch_uring(offset, length):
+                    return
                 await trio.to_thread.run_sync(self._discard_blocking, offset, length)
             except OSError as exc:
                 self.failed(exc)
@@ -476,6 +612,9 @@ class FileStore:
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
+            engine, self.engine = self.engine, None
+            if engine is not None:
+                await engine.aclose()
             os.close(self._fd)
 
 

@@ -35,7 +35,7 @@ from pyscst.admin.config.values import format_size
 _DEVICE_DEFAULTS = {
     "block_size": 512, "read_only": False, "write_cache": True, "rotational": False,
     "removable": False, "physical_block_size": 0,
-    "max_restarts": 5, "restart_period": 60.0,
+    "max_restarts": 5, "restart_period": 60.0, "io_engine": "auto",
 }
 
 
@@ -203,6 +203,7 @@ def _device_values(d: DeviceConfig, state_dir: Path) -> dict[str, Any]:
         "physical_block_size": d.physical_block_size,
         "max_restarts": d.max_restarts,
         "restart_period": d.restart_period,
+        "io_engine": d.io_engine,
     }
 
 

@@ -62,6 +62,7 @@ from pyscst.admin.config.values import (
 )
 from pyscst.devices.confine import lexical, outside_roots
 from pyscst.devices.registry import HANDLERS, PathRule
+from pyscst.devices.stores import IO_ENGINES
 from pyscst.scsi.lun import MAX_LUN
 
 if sys.version_info >= (3, 11):  # noqa: UP036 - pyproject still lists tomli for <3.11
@@ -247,6 +248,8 @@ def _dump_device(device: DeviceConfig) -> dict[str, Any]:
         out["removable"] = True
     if device.physical_block_size:
         out["physical_block_size"] = device.physical_block_size
+    if device.io_engine != "auto":
+        out["io_engine"] = device.io_engine
     return out
 
 
@@ -489,6 +492,11 @@ class _Resolver:
             error = _in_range(getattr(raw, key), low, high)
             if error:
                 self.fail((*path, key), error)
+        if raw.io_engine not in IO_ENGINES:
+            self.fail(
+                (*path, "io_engine"),
+                f'expected one of {", ".join(IO_ENGINES)}, got "{raw.io_engine}"',
+            )
         if len(self.problems) > before or handler is None or size is None:
             return None
         return DeviceConfig(
@@ -505,6 +513,7 @@ class _Resolver:
             physical_block_size=physical,
             max_restarts=raw.max_restarts,
             restart_period=float(raw.restart_period),
+            io_engine=raw.io_engine,
         )
 
     def lun_map(

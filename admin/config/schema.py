@@ -89,6 +89,7 @@ class RawDevice:
     physical_block_size: int | None = None
     max_restarts: int = 5
     restart_period: float = 60.0
+    io_engine: str = "auto"
 
 
 @attrs.frozen

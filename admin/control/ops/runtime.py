@@ -245,6 +245,7 @@ def device_dict(d: DeviceConfig) -> dict[str, Any]:
         "physical_block_size": d.physical_block_size or d.block_size,
         "max_restarts": d.max_restarts,
         "restart_period": d.restart_period,
+        "io_engine": d.io_engine,
     }
 
 

@@ -155,7 +155,7 @@ async def test_inline_write_stall_sends_writes_to_threads(
 ) -> None:
     import pyscst.devices.stores as stores
 
-    store = await FileStore.open(tmp_path / "d", size=1 << 20)
+    store = await FileStore.open(tmp_path / "d", size=1 << 20, io_engine="threads")
     store._nowait_writes = False  # as on ext4
     monkeypatch.setattr(stores, "STALL_LIMIT", -1.0)  # every inline write "stalls"
     calls: list[int] = []

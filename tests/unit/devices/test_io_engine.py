@@ -1,0 +1,327 @@
+"""The io_uring engine (devices/io_engine.py, devices/uring.py) and its fallback.
+
+Each store-level behaviour is checked with both engines, so the io_uring path
+answers exactly as the thread path does: data, short reads at EOF, errors (the
+same OSError errno, hence the same sense), punch holes, FUA. Engine-level
+tests cover batching, kernel-side cancellation (a cancelled request's task
+leaves only after its completion, so no buffer is released under the kernel),
+a ring that breaks at run time (the store carries on with threads), and the
+choice of engine (config, environment, io_uring unavailable).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import hypothesis.strategies as st
+import pytest
+import trio
+from hypothesis import HealthCheck, given, settings
+
+import pyscst.devices.uring as uring
+from pyscst.devices.io_engine import EngineFailedError, UringEngine
+from pyscst.devices.stores import IO_ENGINE_ENV, FileStore, StoreTruncatedError, make_engine
+
+UNAVAILABLE = uring.probe()
+needs_uring = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"io_uring: {UNAVAILABLE}")
+ENGINES = [pytest.param("uring", marks=needs_uring), "threads"]
+
+
+def _drop_cache(store: FileStore) -> None:
+    os.posix_fadvise(store.fileno, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_round_trip_fua_flush_punch(tmp_path: Path, engine: str) -> None:
+    store = await FileStore.open(tmp_path / "d", size=4 << 20, io_engine=engine)
+    assert (store.engine is not None) == (engine == "uring")
+    data = os.urandom(64 << 10)
+    await store.write(8192, data, fua=True)
+    await store.write(1 << 20, bytearray(b"w" * 4096))
+    await store.flush()
+    _drop_cache(store)
+    buf = bytearray(len(data))
+    await store.readinto(8192, memoryview(buf))  # cold: the engine's path
+    assert buf == data
+    await store.discard(8192, 16384)
+    await store.readinto(8192, memoryview(buf))
+    assert buf[:16384] == bytes(16384) and buf[16384:] == data[16384:]
+    with open(tmp_path / "d", "rb") as f:  # really on the file, not just in our view
+        f.seek(1 << 20)
+        assert f.read(4096) == b"w" * 4096
+    if store.engine is not None:
+        assert store.engine.requests > 0
+    await store.close()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_read_past_a_shrunk_file_is_an_error_not_zeros(tmp_path: Path, engine: str) -> None:
+    store = await FileStore.open(tmp_path / "d", size=1 << 20, io_engine=engine)
+    await store.write(0, b"x" * 8192)
+    os.truncate(tmp_path / "d", 4096 + 512)  # a short read, then EOF
+    buf = bytearray(8192)
+    with pytest.raises(StoreTruncatedError):
+        await store.readinto(0, memoryview(buf))
+    await store.close()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_errors_carry_the_same_errno(tmp_path: Path, engine: str) -> None:
+    """A failing syscall gives the OSError the thread path gives (so the
+    same sense: devices/disk_sense.py maps errno)."""
+    store = await FileStore.open(tmp_path / "d", size=1 << 20, io_engine=engine)
+    os.close(store._fd)
+    store._fd = os.open(tmp_path / "d", os.O_WRONLY)  # reads now fail with EBADF
+    store._nowait_reads = False
+    store.inline_writes = False
+    with pytest.raises(OSError) as info:
+        await store.readinto(0, memoryview(bytearray(512)))
+    assert info.value.errno == errno.EBADF
+    await store.close()
+
+
+@needs_uring
+async def test_submissions_are_batched_per_tick(tmp_path: Path) -> None:
+    store = await FileStore.open(tmp_path / "d", size=1 << 20, io_engine="uring")
+    engine = store.engine
+    assert engine is not None
+    await store.write(0, os.urandom(1 << 20))
+    results: dict[int, bytes] = {}
+
+    async def one(i: int) -> None:
+        buf = bytearray(4096)
+        await store.readinto(i * 4096, memoryview(buf))
+        results[i] = bytes(buf)
+
+    before = engine.submits
+    async with trio.open_nursery() as nursery:
+        for i in range(32):
+            nursery.start_soon(one, i)
+    with open(tmp_path / "d", "rb") as f:
+        whole = f.read()
+    assert all(results[i] == whole[i * 4096 : (i + 1) * 4096] for i in range(32))
+    assert engine.submits - before < 8  # 32 requests, a few io_uring_enter calls
+    await store.close()
+
+
+@needs_uring
+async def test_a_cancelled_read_is_cancelled_in_the_kernel_and_waited_for() -> None:
+    """A read that would never complete (an empty pipe): the abort cancels it
+    in the kernel, and the task leaves only once its completion arrived."""
+    engine = UringEngine.create("t")
+    r, w = os.pipe()
+    try:
+        buf = bytearray(4096)
+        with trio.move_on_after(0.05) as scope:
+            await engine.read(r, memoryview(buf), -1)
+        assert scope.cancelled_caught
+        assert engine.in_flight == 0  # the CQE was consumed before the task left
+        os.write(w, b"late")  # nobody reads it into the old buffer any more
+        await trio.sleep(0.01)
+        assert buf == bytes(4096)
+    finally:
+        await engine.aclose()
+        os.close(r)
+        os.close(w)
+
+
+@needs_uring
+async def test_a_cancelled_write_waits_for_its_completion() -> None:
+    engine = UringEngine.create("t")
+    r, w = os.pipe()
+    try:
+        os.set_blocking(w, False)
+        try:
+            while True:
+                os.write(w, b"\0" * 65536)
+        except BlockingIOError:
+            pass
+        os.set_blocking(w, True)
+        data = bytearray(b"d" * 4096)
+        with trio.move_on_after(0.05) as scope:
+            await engine.write(w, memoryview(data), -1)  # the pipe is full: blocks
+        assert scope.cancelled_caught and engine.in_flight == 0
+        os.set_blocking(r, False)
+        drained = b""
+        try:
+            while chunk := os.read(r, 65536):
+                drained += chunk
+        except BlockingIOError:
+            pass
+        assert b"d" not in drained  # cancelled in the kernel, not written late
+    finally:
+        await engine.aclose()
+        os.close(r)
+        os.close(w)
+
+
+@needs_uring
+async def test_close_with_requests_in_flight_cancels_them() -> None:
+    engine = UringEngine.create("t")
+    r, w = os.pipe()
+    results: list[BaseException | int] = []
+
+    async def reader() -> None:
+        try:
+            results.append(await engine.read(r, memoryview(bytearray(16)), -1))
+        except OSError as exc:
+            results.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        await trio.sleep(0.02)
+        await engine.aclose()
+    assert engine.in_flight == 0
+    assert len(results) == 1 and isinstance(results[0], OSError)
+    os.close(r)
+    os.close(w)
+
+
+@needs_uring
+async def test_a_ring_that_breaks_falls_back_to_threads(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = await FileStore.open(tmp_path / "d", size=1 << 20, io_engine="uring")
+    engine = store.engine
+    assert engine is not None
+    await store.write(0, b"a" * 4096, fua=True)
+
+    def broken(wait: int = 0) -> int:
+        raise OSError(errno.EIO, "injected")
+
+    engine._ring.submit = broken  # type: ignore[method-assign]
+    await store.write(4096, b"b" * 4096, fua=True)  # redone through a thread
+    _drop_cache(store)
+    buf = bytearray(8192)
+    await store.readinto(0, memoryview(buf))
+    assert buf == b"a" * 4096 + b"b" * 4096
+    assert store.engine is None and "io_uring failed" in store.engine_note
+    assert "io_uring failed" in caplog.text
+    with pytest.raises(EngineFailedError):
+        await engine.fsync(store.fileno)
+    await store.flush()
+    await store.close()
+    await engine.aclose()
+
+
+def test_engine_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(IO_ENGINE_ENV, raising=False)
+    engine, note = make_engine("threads", "x")
+    assert engine is None and note == "threads (configured)"
+    monkeypatch.setenv(IO_ENGINE_ENV, "threads")
+    assert make_engine("uring", "x") == (None, "threads (configured)")
+    monkeypatch.setenv(IO_ENGINE_ENV, "bogus")
+    with pytest.raises(ValueError, match="io_engine"):
+        make_engine("auto", "x")
+
+
+def test_io_uring_disabled_by_sysctl(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kernel.io_uring_disabled = 2 (or seccomp, ENOSYS): auto says why and
+    uses threads; uring refuses to open the store."""
+    monkeypatch.delenv(IO_ENGINE_ENV, raising=False)
+    monkeypatch.setattr(uring, "_read_disabled", lambda: 2)
+    engine, note = make_engine("auto", "x")
+    assert engine is None
+    assert note == "threads (io_uring unavailable: kernel.io_uring_disabled = 2)"
+    with pytest.raises(OSError, match='io_engine = "uring"'):
+        make_engine("uring", "x")
+    assert uring.probe() == "kernel.io_uring_disabled = 2"
+
+
+def test_setup_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """io_uring_setup failing (EPERM from seccomp, ENOSYS) is "unavailable"."""
+    monkeypatch.delenv(IO_ENGINE_ENV, raising=False)
+    monkeypatch.setattr(uring, "_SYS_SETUP", -1)  # syscall(-1): ENOSYS
+    engine, note = make_engine("auto", "x")
+    assert engine is None and note.startswith("threads (io_uring unavailable: ")
+
+
+@needs_uring
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["w", "wf", "r", "d", "drop"]),
+            st.integers(0, 63),
+            st.integers(1, 8),
+        ),
+        max_size=30,
+    )
+)
+def test_uring_store_matches_a_model(tmp_path: Path, ops: list[tuple[str, int, int]]) -> None:
+    """Random writes, FUA writes, reads, punches and cache drops: the store
+    always reads what a bytearray model holds."""
+    size = 64 * 4096
+
+    async def run() -> None:
+        path = tmp_path / "m"
+        path.unlink(missing_ok=True)
+        store = await FileStore.open(path, size=size, io_engine="uring")
+        store.inline_writes = False  # every write through the ring
+        store._nowait_writes = store._nowait_reads = False
+        model = bytearray(size)
+        try:
+            for i, (kind, block, count) in enumerate(ops):
+                off, n = block * 4096, min(count, 64 - block) * 4096
+                if kind in ("w", "wf"):
+                    data = bytes([i + 1]) * n
+                    await store.write(off, data, fua=kind == "wf")
+                    model[off : off + n] = data
+                elif kind == "d":
+                    await store.discard(off, n)
+                    model[off : off + n] = bytes(n)
+                elif kind == "drop":
+                    _drop_cache(store)
+                else:
+                    buf = bytearray(n)
+                    await store.readinto(off, memoryview(buf))
+                    assert buf == model[off : off + n]
+            whole = bytearray(size)
+            await store.readinto(0, memoryview(whole))
+            assert whole == model
+        finally:
+            await store.close()
+
+    trio.run(run)
+
+
+@needs_uring
+async def test_a_cold_streak_skips_the_inline_try_but_probes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After COLD_STREAK misses in a row, read_now stops trying RWF_NOWAIT
+    (each miss would start a disk read from the loop) except every
+    COLD_PROBE-th time; one hit makes it try every time again."""
+    import pyscst.devices.stores as stores
+
+    store = await FileStore.open(tmp_path / "d", size=1 << 20, io_engine="uring")
+    tries: list[int] = []
+    hit = False
+    real = os.preadv
+
+    def fake(fd: int, bufs: list[memoryview], offset: int, flags: int = 0) -> int:
+        if fd == store.fileno and flags:
+            tries.append(offset)
+            if not hit:
+                raise BlockingIOError(errno.EAGAIN, "would block")
+        return real(fd, bufs, offset, flags)
+
+    monkeypatch.setattr(stores.os, "preadv", fake)
+    buf = memoryview(bytearray(512))
+    for _ in range(stores.COLD_STREAK):
+        assert not store.read_now(0, buf)
+    assert len(tries) == stores.COLD_STREAK
+    for _ in range(stores.COLD_PROBE * 2):
+        assert not store.read_now(0, buf)
+    assert len(tries) == stores.COLD_STREAK + 2  # two probes in 32 reads
+    hit = True
+    while not store.read_now(0, buf):  # until the next probe finds the page
+        pass
+    before = len(tries)
+    assert store.read_now(0, buf) and store.read_now(0, buf)
+    assert len(tries) == before + 2  # warm again: every read tries inline
+    await store.close()
