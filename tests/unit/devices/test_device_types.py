@@ -172,6 +172,7 @@ class _Settings:
         self.rotational = False
         self.removable = True
         self.physical_block_size = 4096
+        self.io_engine = "auto"
 
 
 # --- the medium --------------------------------------------------------------------
