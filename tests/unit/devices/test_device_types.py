@@ -36,7 +36,7 @@ from tests.cdbs import TUR, sense_triplet
 from tests.fakes import run_cdb
 from tests.unit.actors.test_task_set import NEXUS_A, NEXUS_B, Recorder, command, wait_answers
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 PROBE_OP = 0xC0  # vendor-specific: the probe type's own command
 MODE_SELECT_6 = bytes((0x15, 0x10, 0, 0, 0, 0))
 MEDIUM_NOT_PRESENT = (0x2, 0x3A, 0x00)
