@@ -313,3 +313,18 @@ def test_unsolicited_data_out_continues_in_order_within_the_first_burst(
     error = unsolicited_error(offset, n, datasn, received, unsol_end, next_datasn)
     fits = offset == received and offset + n <= unsol_end and datasn == next_datasn
     assert (error is None) == fits
+
+
+def test_r2t_header_is_the_records_encoding() -> None:
+    """The connection sends R2Ts through the header encoder, not a record:
+    the same bytes."""
+    from pyscst.transports.iscsi.pdu_codec import encode_r2t_header
+
+    record = pdu.R2T(
+        lun=LUN_RAW, itt=ITT, ttt=9, statsn=STATSN, expcmdsn=EXP, maxcmdsn=MX, r2tsn=2,
+        buffer_offset=65536, desired_data_transfer_length=8192,
+    )  # fmt: skip
+    header = encode_r2t_header(
+        ITT, 9, 2, 65536, 8192, lun=LUN_RAW, statsn=STATSN, expcmdsn=EXP, maxcmdsn=MX
+    )
+    assert pdu.encode_pdu(record) == header
