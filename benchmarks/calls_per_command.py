@@ -9,9 +9,11 @@ connection shell or its sans-I/O cores (``transports/iscsi/connection.py``,
 ``transfer.py``, ``requests.py``), per command. ``poll_us = 0`` keeps the
 depth-1 reader from busy-polling, so at depth 1 the count is exact; at depth
 32 it depends a little on how commands batch into reads. Also prints all
-calls in the process per command (initiator included) for scale::
+calls in the process per command (initiator included) for scale. With ``--time``
+it counts nothing and prints the process CPU time per command instead
+(initiator included: compare trees, not absolute numbers)::
 
-    .venv/bin/python benchmarks/calls_per_command.py [--commands N]
+    .venv/bin/python benchmarks/calls_per_command.py [--commands N] [--time]
 
 Run it against another tree (e.g. the commit before a change) by putting that
 tree's ``pyscst`` namespace first on PYTHONPATH.
@@ -26,6 +28,7 @@ import socket
 import struct
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +110,7 @@ async def scenario(ini: Initiator, write: bool, depth: int, commands: int, size:
         done += depth
 
 
-async def main(commands: int) -> None:
+async def main(commands: int, timed: bool) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="pyscst-calls-", dir="/dev/shm"))
     port = free_port()
     text = f"""
@@ -136,14 +139,20 @@ luns = [{{ lun = 0, device = "disk0" }}]
                     await ini.execute(0, bytes(6))
                     for write, depth, size in SCENARIOS:
                         await scenario(ini, write, depth, 256, size)  # warm: cache, buffers
+                        kind = "WRITE" if write else "READ "
+                        name = f"{kind} {size // 1024:>3}K QD{depth:<2}"
+                        if timed:
+                            began = time.process_time()
+                            await scenario(ini, write, depth, commands, size)
+                            spent = time.process_time() - began
+                            print(f"{name}: {spent / commands * 1e6:7.1f} µs CPU/cmd")
+                            continue
                         counter = Counter()
                         sys.setprofile(counter)
                         try:
                             await scenario(ini, write, depth, commands, size)
                         finally:
                             sys.setprofile(None)
-                        kind = "WRITE" if write else "READ "
-                        name = f"{kind} {size // 1024:>3}K QD{depth:<2}"
                         top = ", ".join(f"{k} {v / commands:.2f}" for k, v in
                                         counter.by_name.most_common(8))  # fmt: skip
                         print(
@@ -160,4 +169,6 @@ luns = [{{ lun = 0, device = "disk0" }}]
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--commands", type=int, default=2048)
-    trio.run(main, parser.parse_args().commands)
+    parser.add_argument("--time", action="store_true", help="CPU time per command, no counts")
+    args = parser.parse_args()
+    trio.run(main, args.commands, args.time)
