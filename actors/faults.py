@@ -205,7 +205,7 @@ class Trigger:
 
 @attrs.frozen
 class Action:
-    """What goes wrong. Only the fields of ``kind`` matter (admin/config_faults.py
+    """What goes wrong. Only the fields of ``kind`` matter (admin/config/faults.py
     rejects the others)."""
 
     kind: ActionKind

@@ -35,7 +35,7 @@ from typing import Any
 import trio
 
 import pyscst.transports.iscsi.connection as connection_module
-from pyscst.admin.config import parse_config
+from pyscst.admin.config.files import parse_config
 from pyscst.supervision.daemon import start, stop
 from pyscst.transports.iscsi.initiator import Initiator
 

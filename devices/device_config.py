@@ -2,7 +2,7 @@
 
 The device actor (``actors/device.py``) opens its backing store from this
 record, so it lives below the middle level: the actors never import the admin
-plane. The configuration model (``admin/config_model.py``) builds these records
+plane. The configuration model (``admin/config/model.py``) builds these records
 from TOML and re-exports them.
 """
 

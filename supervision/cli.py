@@ -19,8 +19,8 @@ from pathlib import Path
 
 import trio
 
-from pyscst.admin.admin_cli import add_admin_parser
-from pyscst.admin.config import Config, ConfigError, load_config
+from pyscst.admin.client.cli import add_admin_parser
+from pyscst.admin.config.files import Config, ConfigError, load_config
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -116,7 +116,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_console(args: argparse.Namespace) -> int:
-    from pyscst.admin.console import cmd_console as run  # prompt_toolkit loads in ~0.5 s: only here
+    from pyscst.admin.client.console.app import cmd_console as run  # prompt_toolkit loads in ~0.5 s: only here
 
     return run(args)
 

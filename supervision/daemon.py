@@ -26,11 +26,11 @@ from pyscst.actors.lun import LogicalUnit
 from pyscst.actors.session import LunMapping
 from pyscst.actors.supervisor import Budget, Child, Restart, Supervisor
 from pyscst.actors.target import InitiatorGroup, Target, TargetDirectory
-from pyscst.admin.config_model import AuthConfig, Config, DeviceConfig, IscsiSettings
-from pyscst.admin.config_model import LunMapping as LunMappingConfig
-from pyscst.admin.control import ControlServer, OpHandler
-from pyscst.admin.operations import Controller
-from pyscst.admin.ops_faults import fault_operations
+from pyscst.admin.config.model import AuthConfig, Config, DeviceConfig, IscsiSettings
+from pyscst.admin.config.model import LunMapping as LunMappingConfig
+from pyscst.admin.control.server import ControlServer, OpHandler
+from pyscst.admin.control.operations import Controller
+from pyscst.admin.control.ops.faults import fault_operations
 from pyscst.supervision.host import run_host_services
 from pyscst.transports.iscsi.auth import AuthRegistry
 from pyscst.transports.iscsi.chap import ChapSettings, Credential

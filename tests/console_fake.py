@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 import tomli_w
 
-from pyscst.admin.protocol import ErrorCode, OpError, Reply, decode_request, request_id_of
+from pyscst.admin.control.protocol import ErrorCode, OpError, Reply, decode_request, request_id_of
 
 TARGET = "iqn.2026-11.org.pyscst:test"
 

@@ -27,7 +27,7 @@ import attrs
 import tomli_w
 import trio
 
-from pyscst.admin.config import load_config, parse_config
+from pyscst.admin.config.files import load_config, parse_config
 from pyscst.supervision.daemon import Daemon, start, stop
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

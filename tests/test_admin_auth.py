@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from pyscst.admin.admin_cli import render_tree
-from pyscst.admin.protocol import OpError
+from pyscst.admin.client.cli import render_tree
+from pyscst.admin.control.protocol import OpError
 from pyscst.transports.iscsi.chap import InitiatorChap
 from pyscst.transports.iscsi.initiator import Initiator, LoginError
 from tests.daemon import in_process_daemon

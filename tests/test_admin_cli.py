@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import trio
 
-from pyscst.admin.client import AsyncClient
+from pyscst.admin.client.connection import AsyncClient
 from pyscst.transports.iscsi.initiator import ConnectionLost, Initiator, InitiatorError
 from tests.cdbs import (
     READ_CAPACITY_10,

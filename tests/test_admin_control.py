@@ -25,9 +25,9 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pyscst.admin.client import AsyncClient, Client
-from pyscst.admin.control import ControlServer, ControlSocketError, OpHandler, claim_socket_path
-from pyscst.admin.protocol import MAX_LINE, VERSION, OpError
+from pyscst.admin.client.connection import AsyncClient, Client
+from pyscst.admin.control.server import ControlServer, ControlSocketError, OpHandler, claim_socket_path
+from pyscst.admin.control.protocol import MAX_LINE, VERSION, OpError
 from tests.daemon import REPO_ROOT, daemon_command, free_port, running_daemon, write_config
 
 

@@ -10,7 +10,7 @@ import tomli_w
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyscst.admin.config import (
+from pyscst.admin.config.files import (
     Config,
     ConfigError,
     Digest,
@@ -22,7 +22,7 @@ from pyscst.admin.config import (
     load_config,
     parse_config,
 )
-from pyscst.admin.config_values import check_iscsi_name, format_size, parse_portal, parse_size
+from pyscst.admin.config.values import check_iscsi_name, format_size, parse_portal, parse_size
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TARGET = "iqn.2026-11.org.pyscst:default"
@@ -425,10 +425,11 @@ def test_load_dump_load_is_identity(doc: dict[str, Any]) -> None:
 
 import attrs  # noqa: E402
 
-from pyscst.admin import config_edit, ops_edit  # noqa: E402
-from pyscst.admin.operations import config_document, validate_document  # noqa: E402
-from pyscst.admin.ops_args import Args  # noqa: E402
-from pyscst.admin.protocol import OpError  # noqa: E402
+from pyscst.admin.config import edit as config_edit  # noqa: E402
+from pyscst.admin.control.ops import edit as ops_edit  # noqa: E402
+from pyscst.admin.control.operations import config_document, validate_document  # noqa: E402
+from pyscst.admin.control.ops.args import Args  # noqa: E402
+from pyscst.admin.control.protocol import OpError  # noqa: E402
 
 
 @settings(max_examples=150, deadline=None)

@@ -14,9 +14,9 @@ from pathlib import Path
 import attrs
 import pytest
 
-from pyscst.admin.config import ConfigError, dump_config, parse_config
-from pyscst.admin.config_edit import render
-from pyscst.admin.config_model import AuthConfig, ChapUser
+from pyscst.admin.config.files import ConfigError, dump_config, parse_config
+from pyscst.admin.config.edit import render
+from pyscst.admin.config.model import AuthConfig, ChapUser
 
 IQN = "iqn.2026-11.org.pyscst:a"
 SECRET = "alice-secret-1234"

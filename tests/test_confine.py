@@ -21,7 +21,7 @@ import tomli_w
 
 from pyscst.actors.pr_state import PrState, Registrant, Registration
 from pyscst.actors.pr_store import AptplStore
-from pyscst.admin.config import ConfigError, parse_config
+from pyscst.admin.config.files import ConfigError, parse_config
 from pyscst.devices.confine import SymlinkRefusedError, open_beneath, outside_roots
 from pyscst.devices.stores import FileStore
 from tests.daemon import running_daemon_async

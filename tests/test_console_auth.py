@@ -7,8 +7,8 @@ from typing import Any
 
 import attrs
 
-from pyscst.admin.console_render import plain
-from pyscst.admin.console_shell import Shell
+from pyscst.admin.client.console.render import plain
+from pyscst.admin.client.console.shell import Shell
 from tests.console_fake import TARGET, FakeBackend
 
 AUTH = f"/targets/{TARGET}/auth"

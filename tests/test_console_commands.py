@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from pyscst.admin.console import script
-from pyscst.admin.console_backend import UNREACHABLE, BackendError
-from pyscst.admin.console_commands import ALIASES, COMMANDS
-from pyscst.admin.console_render import plain
-from pyscst.admin.console_shell import Shell
+from pyscst.admin.client.console.app import script
+from pyscst.admin.client.console.backend import UNREACHABLE, BackendError
+from pyscst.admin.client.console.commands import ALIASES, COMMANDS
+from pyscst.admin.client.console.render import plain
+from pyscst.admin.client.console.shell import Shell
 from tests.console_fake import TARGET, FakeBackend
 
 LUNS = f"/targets/{TARGET}/luns"

@@ -8,8 +8,8 @@ import pytest
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
-from pyscst.admin.console_complete import ConsoleCompleter
-from pyscst.admin.console_shell import Shell
+from pyscst.admin.client.console.complete import ConsoleCompleter
+from pyscst.admin.client.console.shell import Shell
 from tests.console_fake import TARGET, FakeBackend
 
 
@@ -87,7 +87,7 @@ def test_call_completes_op_names(shell: Shell) -> None:
 def test_nothing_when_the_daemon_is_gone(shell: Shell, tmp_path: Path) -> None:
     class Gone:
         def call(self, op: str, **args: object) -> object:
-            from pyscst.admin.console_backend import UNREACHABLE, BackendError
+            from pyscst.admin.client.console.backend import UNREACHABLE, BackendError
 
             raise BackendError(UNREACHABLE, "gone")
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import trio
 from prompt_toolkit.history import InMemoryHistory
 
-from pyscst.admin.config import load_config
-from pyscst.admin.console_backend import ClientBackend
-from pyscst.admin.console_shell import Shell
+from pyscst.admin.config.files import load_config
+from pyscst.admin.client.console.backend import ClientBackend
+from pyscst.admin.client.console.shell import Shell
 from pyscst.transports.iscsi.initiator import ConnectionLost, Initiator
 from tests.cdbs import REPORT_LUNS, luns_of
 from tests.daemon import REPO_ROOT, running_daemon, running_daemon_async

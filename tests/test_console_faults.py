@@ -14,10 +14,10 @@ import trio
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
-from pyscst.admin.config import load_config
-from pyscst.admin.console_backend import ClientBackend
-from pyscst.admin.console_complete import ConsoleCompleter
-from pyscst.admin.console_shell import Outcome, Shell
+from pyscst.admin.config.files import load_config
+from pyscst.admin.client.console.backend import ClientBackend
+from pyscst.admin.client.console.complete import ConsoleCompleter
+from pyscst.admin.client.console.shell import Outcome, Shell
 from pyscst.transports.iscsi.initiator import Initiator
 from tests.cdbs import read10, sense_triplet
 from tests.daemon import running_daemon_async

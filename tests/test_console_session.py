@@ -19,8 +19,8 @@ from prompt_toolkit.history import FileHistory
 from prompt_toolkit.input import PipeInput, create_pipe_input
 from prompt_toolkit.output.plain_text import PlainTextOutput
 
-from pyscst.admin.console import interactive
-from pyscst.admin.console_shell import Shell
+from pyscst.admin.client.console.app import interactive
+from pyscst.admin.client.console.shell import Shell
 from tests.console_fake import TARGET, FakeBackend
 
 TAB_PAUSE = 0.3  # seconds for an asynchronous completion to land

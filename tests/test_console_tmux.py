@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from pyscst.admin.config import load_config
+from pyscst.admin.config.files import load_config
 from pyscst.transports.iscsi.initiator import Initiator
 from tests.console_fake import FakeBackend, fake_control_socket
 from tests.daemon import REPO_ROOT, running_daemon

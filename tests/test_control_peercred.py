@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 import trio
 
-from pyscst.admin.config import ConfigError, parse_config
-from pyscst.admin.control import ControlServer, ControlSocketError, OpHandler
-from pyscst.admin.peercred import PeerCredentials, PeerPolicy
+from pyscst.admin.config.files import ConfigError, parse_config
+from pyscst.admin.control.server import ControlServer, ControlSocketError, OpHandler
+from pyscst.admin.control.peercred import PeerCredentials, PeerPolicy
 from tests.daemon import REPO_ROOT
 
 NOBODY = 65534
@@ -138,7 +138,7 @@ async def test_another_uid_is_refused_even_when_the_socket_mode_lets_it_in(
     sock = open_dir / "c.sock"
     async with serving(sock):
         os.chmod(sock, 0o666)  # the file mode alone would let anyone in
-        with caplog.at_level(logging.WARNING, logger="pyscst.admin.control"):
+        with caplog.at_level(logging.WARNING, logger="pyscst.admin.control.server"):
             reply = await client_as(sock, NOBODY, NOGROUP, [])
         assert reply["ok"] is False and reply["id"] is None
         assert reply["error"]["code"] == "forbidden"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from pyscst.admin.client import AsyncClient
+from pyscst.admin.client.connection import AsyncClient
 from pyscst.transports.iscsi import pdu_types as P
 from pyscst.transports.iscsi.initiator import Initiator
 from pyscst.transports.iscsi.pdu_codec import parse_sense_segment

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from pyscst.admin.cli_faults import parse_assignments
-from pyscst.admin.config import parse_config
-from pyscst.admin.config_faults import parse_rule
-from pyscst.admin.config_schema import Problem
+from pyscst.admin.client.faults import parse_assignments
+from pyscst.admin.config.files import parse_config
+from pyscst.admin.config.faults import parse_rule
+from pyscst.admin.config.schema import Problem
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = """

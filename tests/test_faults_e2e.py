@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import trio
 
-from pyscst.admin.protocol import OpError
+from pyscst.admin.control.protocol import OpError
 from pyscst.scsi.command import TaskAttribute
 from pyscst.supervision.daemon import Daemon
 from pyscst.transports.iscsi.initiator import ConnectionLost, Initiator, LoginError, Result

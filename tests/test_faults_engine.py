@@ -22,9 +22,9 @@ from pyscst.actors.faults import (
     OpClass,
     Trigger,
 )
-from pyscst.admin.config import ConfigError, dump_config, parse_config
-from pyscst.admin.config_faults import parse_rule, rule_to_dict
-from pyscst.admin.config_schema import Problem
+from pyscst.admin.config.files import ConfigError, dump_config, parse_config
+from pyscst.admin.config.faults import parse_rule, rule_to_dict
+from pyscst.admin.config.schema import Problem
 from pyscst.scsi.sense import SenseKey, Status
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from pyscst.admin.config import load_config
+from pyscst.admin.config.files import load_config
 from pyscst.supervision.sd_notify import Notifier, notify_address, watchdog_interval
 from pyscst.transports.iscsi.initiator import Initiator
 from tests.daemon import (

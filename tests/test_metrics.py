@@ -25,8 +25,8 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from pyscst.actors.lu_stats import IoStats
-from pyscst.admin.config import ConfigError, dump_config, parse_config
-from pyscst.admin.config_values import Portal
+from pyscst.admin.config.files import ConfigError, dump_config, parse_config
+from pyscst.admin.config.values import Portal
 from pyscst.supervision.metrics import latency_buckets
 from pyscst.supervision.metrics_http import MAX_CLIENTS, REQUEST_TIMEOUT
 from pyscst.transports.iscsi.initiator import Initiator

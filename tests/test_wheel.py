@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 import pyscst
-from pyscst.admin.config import load_config
+from pyscst.admin.config.files import load_config
 from tests.daemon import REPO_ROOT, free_port, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

@@ -1,10 +1,10 @@
-"""The control endpoint: a Unix socket speaking :mod:`pyscst.admin.protocol` to operators.
+"""The control endpoint: a Unix socket speaking :mod:`pyscst.admin.control.protocol` to operators.
 
 A supervised actor in the daemon's tree. It claims the socket path safely
 (refusing a symlink, a non-socket or another live daemon's socket; a stale
 socket is replaced), creates it mode 0600 (0660 and group ``control_group``
 when one is configured), checks every connecting process's kernel
-credentials (:mod:`pyscst.admin.peercred`: root, the daemon's user or a group
+credentials (:mod:`pyscst.admin.control.peercred`: root, the daemon's user or a group
 member; anyone else gets one ``forbidden`` line and is hung up on, and a
 WARNING is logged), serves each admitted client in its own task,
 and turns every request into a call of the op table it was given (op name ->
@@ -25,9 +25,9 @@ from typing import Any
 
 import trio
 
-from pyscst.admin.client import socket_address
-from pyscst.admin.peercred import PeerPolicy, peer_credentials
-from pyscst.admin.protocol import (
+from pyscst.admin.client.connection import socket_address
+from pyscst.admin.control.peercred import PeerPolicy, peer_credentials
+from pyscst.admin.control.protocol import (
     MAX_LINE,
     ErrorCode,
     OpError,

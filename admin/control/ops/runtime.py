@@ -18,16 +18,16 @@ from pyscst.actors.device_unit import RestartFailed
 from pyscst.actors.lu_stats import StatsSnapshot
 from pyscst.actors.messages import ResetLogicalUnit, call
 from pyscst.actors.target import SessionInfo, Target
-from pyscst.admin.config_faults import rule_to_dict
-from pyscst.admin.config_model import DeviceConfig, TargetConfig
-from pyscst.admin.control import OpHandler
-from pyscst.admin.ops_args import Args
-from pyscst.admin.protocol import ErrorCode, OpError
+from pyscst.admin.config.faults import rule_to_dict
+from pyscst.admin.config.model import DeviceConfig, TargetConfig
+from pyscst.admin.control.server import OpHandler
+from pyscst.admin.control.ops.args import Args
+from pyscst.admin.control.protocol import ErrorCode, OpError
 from pyscst.scsi.sense import Asc
 
 if TYPE_CHECKING:
-    from pyscst.admin.daemon_api import DaemonApi as Daemon
-    from pyscst.admin.operations import Controller
+    from pyscst.admin.control.daemon_api import DaemonApi as Daemon
+    from pyscst.admin.control.operations import Controller
 
 
 def operations(controller: Controller) -> dict[str, OpHandler]:

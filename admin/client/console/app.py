@@ -1,7 +1,7 @@
 """``pyscst console``: an interactive shell over the daemon's control socket.
 
 A prompt_toolkit prompt with history, tab completion and colours in front of
-:class:`~admin.console_shell.Shell`, which does the actual work. When stdin is
+:class:`~admin.client.console.shell.Shell`, which does the actual work. When stdin is
 not a terminal the same shell reads commands line by line (``pyscst console
 < script``) and exits non-zero if any of them failed, so a console session can
 be replayed. The socket comes from ``--socket`` or from a config file's
@@ -22,10 +22,10 @@ from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.input import Input
 from prompt_toolkit.output import Output
 
-from pyscst.admin.console_backend import Backend, BackendError, ClientBackend
-from pyscst.admin.console_complete import ConsoleCompleter
-from pyscst.admin.console_render import STYLE, Fragments, error, plain
-from pyscst.admin.console_shell import Shell
+from pyscst.admin.client.console.backend import Backend, BackendError, ClientBackend
+from pyscst.admin.client.console.complete import ConsoleCompleter
+from pyscst.admin.client.console.render import STYLE, Fragments, error, plain
+from pyscst.admin.client.console.shell import Shell
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # script mode: at least one command failed
@@ -114,7 +114,7 @@ def socket_and_state(args: argparse.Namespace) -> tuple[str, Path | None] | str:
     if args.socket:
         return args.socket, None
     if args.config:
-        from pyscst.admin.config import ConfigError, load_config
+        from pyscst.admin.config.files import ConfigError, load_config
 
         try:
             config = load_config(args.config)

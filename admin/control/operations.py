@@ -2,12 +2,12 @@
 
 :class:`Controller` builds the op table the control endpoint serves (op name
 -> async handler). Configuration edits change a copy of the running model's
-document (``pyscst.admin.ops_edit``), which is validated exactly like a config file,
+document (``pyscst.admin.control.ops.edit``), which is validated exactly like a config file,
 checked against live sessions (losing a LUN in use needs ``force``) and then
-applied by :mod:`pyscst.admin.reconcile`. One lock serialises edits, so two operators
+applied by :mod:`pyscst.admin.control.reconcile`. One lock serialises edits, so two operators
 never interleave half-applied changes. Runtime ops (sessions, resets,
-statistics) are in ``pyscst.admin.ops_runtime``; saving and reloading the file in
-``pyscst.admin.ops_config``.
+statistics) are in ``pyscst.admin.control.ops.runtime``; saving and reloading the file in
+``pyscst.admin.control.ops.config``.
 """
 
 from __future__ import annotations
@@ -22,19 +22,23 @@ from typing import TYPE_CHECKING, Any
 import tomli_w
 import trio
 
-from pyscst.admin import ops_auth, ops_config, ops_edit, ops_runtime, reconcile
-from pyscst.admin.config import Config, ConfigError, dump_config, parse_config
-from pyscst.admin.control import OpHandler
-from pyscst.admin.ops_args import Args
-from pyscst.admin.protocol import VERSION, ErrorCode, OpError
+from pyscst.admin.control.ops import auth as ops_auth
+from pyscst.admin.control.ops import config as ops_config
+from pyscst.admin.control.ops import edit as ops_edit
+from pyscst.admin.control.ops import runtime as ops_runtime
+from pyscst.admin.control import reconcile
+from pyscst.admin.config.files import Config, ConfigError, dump_config, parse_config
+from pyscst.admin.control.server import OpHandler
+from pyscst.admin.control.ops.args import Args
+from pyscst.admin.control.protocol import VERSION, ErrorCode, OpError
 
-if sys.version_info >= (3, 11):  # noqa: UP036 - matches admin.config
+if sys.version_info >= (3, 11):  # noqa: UP036 - matches admin.config.files
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
 if TYPE_CHECKING:
-    from pyscst.admin.daemon_api import DaemonApi as Daemon
+    from pyscst.admin.control.daemon_api import DaemonApi as Daemon
 
 log = logging.getLogger(__name__)
 

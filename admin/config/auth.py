@@ -14,9 +14,9 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from pyscst.admin.config_model import AuthConfig, ChapUser
-from pyscst.admin.config_schema import KeyPath, Problem, RawAuth, RawChap, RawDiscoveryAuth
-from pyscst.admin.config_values import check_initiator_pattern
+from pyscst.admin.config.model import AuthConfig, ChapUser
+from pyscst.admin.config.schema import KeyPath, Problem, RawAuth, RawChap, RawDiscoveryAuth
+from pyscst.admin.config.values import check_initiator_pattern
 
 #: RFC 7143 12.1.3: secrets of at least 96 bits; more than 255 bytes is a mistake.
 MIN_SECRET = 12

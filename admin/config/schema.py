@@ -2,7 +2,7 @@
 
 These ``Raw*`` records mirror the file key for key (so cattrs can reject
 unknown keys, missing keys and wrong types in one pass); semantics (names,
-sizes, cross references) are checked afterwards in ``pyscst.admin.config``. cattrs
+sizes, cross references) are checked afterwards in ``pyscst.admin.config.files``. cattrs
 reports problems as nested exception groups; :func:`describe_structure_error`
 flattens them into ``(key path, message)`` pairs.
 """

@@ -21,13 +21,13 @@ from pyscst.actors.device_unit import stop_unit
 from pyscst.actors.messages import ResizeDevice, SetDeviceReadOnly
 from pyscst.actors.session import LunMapping
 from pyscst.actors.target import InitiatorGroup, Target
-from pyscst.admin.config_model import Config, DeviceConfig, TargetConfig
-from pyscst.admin.config_model import LunMapping as LunMappingConfig
-from pyscst.admin.protocol import ErrorCode, OpError
+from pyscst.admin.config.model import Config, DeviceConfig, TargetConfig
+from pyscst.admin.config.model import LunMapping as LunMappingConfig
+from pyscst.admin.control.protocol import ErrorCode, OpError
 from pyscst.scsi.sense import Asc
 
 if TYPE_CHECKING:
-    from pyscst.admin.daemon_api import DaemonApi as Daemon
+    from pyscst.admin.control.daemon_api import DaemonApi as Daemon
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pyscst.admin.protocol import ErrorCode, OpError
+from pyscst.admin.control.protocol import ErrorCode, OpError
 
 
 class Args:

@@ -16,9 +16,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pyscst.admin.cli_faults import add_fault_commands, render_faults
-from pyscst.admin.client import Client, Unreachable
-from pyscst.admin.protocol import OpError
+from pyscst.admin.client.faults import add_fault_commands, render_faults
+from pyscst.admin.client.connection import Client, Unreachable
+from pyscst.admin.control.protocol import OpError
 
 EXIT_OK = 0
 EXIT_OP_ERROR = 1
@@ -292,7 +292,7 @@ def socket_path(args: argparse.Namespace) -> str:
     if args.socket:
         return str(args.socket)
     if args.config:
-        from pyscst.admin.config import ConfigError, load_config
+        from pyscst.admin.config.files import ConfigError, load_config
 
         try:
             return str(load_config(args.config).control_socket)

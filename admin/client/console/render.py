@@ -15,7 +15,7 @@ from typing import Any
 from prompt_toolkit.formatted_text import StyleAndTextTuples, to_plain_text
 from prompt_toolkit.styles import Style
 
-from pyscst.admin.config_values import format_size
+from pyscst.admin.config.values import format_size
 
 Fragments = StyleAndTextTuples
 #: a table cell: plain text, or (style class, text)

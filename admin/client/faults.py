@@ -48,7 +48,7 @@ def parse_assignments(pairs: Sequence[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, text = pair.partition("=")
         if not sep or not key:
-            from pyscst.admin.admin_cli import UsageError  # late: admin_cli imports this module
+            from pyscst.admin.client.cli import UsageError  # late: admin_cli imports this module
 
             raise UsageError(f'expected KEY=VALUE, got "{pair}"')
         out[key] = parse_value(key, text)

@@ -1,8 +1,8 @@
 """Clients of the control socket: an async one (Trio, for the console and tests)
 and a blocking one (for the one-shot ``pyscst admin``).
 
-Both send :class:`pyscst.admin.protocol.Request` lines and return the result of each
-reply, raising :class:`pyscst.admin.protocol.OpError` for error replies (including
+Both send :class:`pyscst.admin.control.protocol.Request` lines and return the result of each
+reply, raising :class:`pyscst.admin.control.protocol.OpError` for error replies (including
 the one ``forbidden`` line a daemon sends a peer it refuses) and
 :class:`Unreachable` when there is no daemon to talk to, so callers can map
 those to distinct exit codes.
@@ -21,7 +21,7 @@ from typing import Any
 
 import trio
 
-from pyscst.admin.protocol import MAX_LINE, Reply, Request, decode_reply
+from pyscst.admin.control.protocol import MAX_LINE, Reply, Request, decode_reply
 
 
 class Unreachable(ConnectionError):

@@ -1,7 +1,7 @@
 """Load, validate and write pyscst configuration files (TOML).
 
 A config file is parsed with ``tomllib``, shaped by cattrs into the ``Raw*``
-records of ``pyscst.admin.config_schema``, then checked and resolved here into the
+records of ``pyscst.admin.config.schema``, then checked and resolved here into the
 frozen :class:`Config` the daemon runs from. Every problem found is collected
 with its key path and raised as ONE :class:`ConfigError`, so a user fixes a
 file in one round instead of one error per restart.
@@ -23,9 +23,9 @@ from typing import Any, TypeVar
 import attrs
 import tomli_w
 
-from pyscst.admin.config_auth import auth_to_dict, resolve_auth
-from pyscst.admin.config_faults import parse_faults, rule_to_dict
-from pyscst.admin.config_model import (
+from pyscst.admin.config.auth import auth_to_dict, resolve_auth
+from pyscst.admin.config.faults import parse_faults, rule_to_dict
+from pyscst.admin.config.model import (
     AuthConfig,
     Config,
     DeviceConfig,
@@ -38,7 +38,7 @@ from pyscst.admin.config_model import (
     MetricsSettings,
     TargetConfig,
 )
-from pyscst.admin.config_schema import (
+from pyscst.admin.config.schema import (
     KeyPath,
     Problem,
     RawConfig,
@@ -52,7 +52,7 @@ from pyscst.admin.config_schema import (
     describe_value,
     make_converter,
 )
-from pyscst.admin.config_values import (
+from pyscst.admin.config.values import (
     Portal,
     check_initiator_pattern,
     check_iscsi_name,

@@ -15,11 +15,11 @@ from typing import Any
 import attrs
 
 from pyscst.actors.faults import FAULT_STATUSES, PDU_NAMES, ActionKind, Direction, OpClass, Phase
-from pyscst.admin.cli_faults import parse_value
-from pyscst.admin.config_faults import RawFault
-from pyscst.admin.config_model import Handler
-from pyscst.admin.config_values import parse_size
-from pyscst.admin.console_model import Kind, Node
+from pyscst.admin.client.faults import parse_value
+from pyscst.admin.config.faults import RawFault
+from pyscst.admin.config.model import Handler
+from pyscst.admin.config.values import parse_size
+from pyscst.admin.client.console.model import Kind, Node
 
 TRUE_WORDS = frozenset({"true", "yes", "on", "1"})
 FALSE_WORDS = frozenset({"false", "no", "off", "0"})

@@ -15,9 +15,9 @@ from typing import Any, Protocol
 import trio
 
 from pyscst.actors.faults import FaultEngine, UnknownRule
-from pyscst.admin.config_faults import parse_rule, rule_to_dict
-from pyscst.admin.config_schema import Problem, format_key_path
-from pyscst.admin.protocol import ErrorCode, OpError
+from pyscst.admin.config.faults import parse_rule, rule_to_dict
+from pyscst.admin.config.schema import Problem, format_key_path
+from pyscst.admin.control.protocol import ErrorCode, OpError
 
 FaultOp = Callable[[Mapping[str, Any]], Awaitable[Any]]
 

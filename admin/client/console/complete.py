@@ -14,11 +14,11 @@ from collections.abc import Iterable, Iterator
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter
 from prompt_toolkit.document import Document
 
-from pyscst.admin.console_attrs import CREATE_ATTRS, FORCE, FORCEABLE, SET_ATTRS, Attr
-from pyscst.admin.console_backend import BackendError
-from pyscst.admin.console_commands import ALIASES, COMMANDS, Command, next_free_lun
-from pyscst.admin.console_model import CHILD_KIND, Kind, Node, PathError, resolve, split_path
-from pyscst.admin.console_shell import Shell
+from pyscst.admin.client.console.attrs import CREATE_ATTRS, FORCE, FORCEABLE, SET_ATTRS, Attr
+from pyscst.admin.client.console.backend import BackendError
+from pyscst.admin.client.console.commands import ALIASES, COMMANDS, Command, next_free_lun
+from pyscst.admin.client.console.model import CHILD_KIND, Kind, Node, PathError, resolve, split_path
+from pyscst.admin.client.console.shell import Shell
 
 
 class ConsoleCompleter(Completer):

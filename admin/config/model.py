@@ -14,7 +14,7 @@ from pathlib import Path
 import attrs
 
 from pyscst.actors.faults import FaultRule
-from pyscst.admin.config_values import Portal, is_glob
+from pyscst.admin.config.values import Portal, is_glob
 from pyscst.devices.device_config import DeviceConfig, Handler
 
 __all__ = [
@@ -204,7 +204,7 @@ class Config:
     iscsi: IscsiSettings = IscsiSettings()
     devices: tuple[DeviceConfig, ...] = ()
     targets: tuple[TargetConfig, ...] = ()
-    #: fault injection rules ([[faults]], admin/config_faults.py), in file order
+    #: fault injection rules ([[faults]], admin/config/faults.py), in file order
     faults: tuple[FaultRule, ...] = ()
     #: [discovery_auth]: CHAP for discovery sessions (initiators is always None)
     discovery_auth: AuthConfig = AuthConfig()

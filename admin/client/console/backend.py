@@ -4,7 +4,7 @@ The console sits between two event loops that do not mix: prompt_toolkit runs
 on asyncio, the daemon on Trio. A blocking request/reply call keeps the shell
 free of both: the same command code serves the interactive prompt, the tests
 (with an in-memory fake backend) and the real daemon behind its control socket
-(:class:`ClientBackend`, over the protocol's blocking :class:`pyscst.admin.client.Client`).
+(:class:`ClientBackend`, over the protocol's blocking :class:`pyscst.admin.client.connection.Client`).
 Every failure, whether the daemon refused an op or could not be reached,
 arrives as one :class:`BackendError` (the protocol's ``OpError``) carrying the
 error code, a message naming what and where, and optionally the object path.
@@ -15,8 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
-from pyscst.admin.client import Client, Unreachable
-from pyscst.admin.protocol import OpError
+from pyscst.admin.client.connection import Client, Unreachable
+from pyscst.admin.control.protocol import OpError
 
 BackendError = OpError
 UNREACHABLE = "unreachable"  # the console's own code: no daemon answers on the socket

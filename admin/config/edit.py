@@ -19,10 +19,10 @@ import attrs
 import tomlkit
 from tomlkit.items import Table
 
-from pyscst.admin.config import default_serial, parse_config
-from pyscst.admin.config_auth import auth_to_dict
-from pyscst.admin.config_faults import rule_to_dict
-from pyscst.admin.config_model import (
+from pyscst.admin.config.files import default_serial, parse_config
+from pyscst.admin.config.auth import auth_to_dict
+from pyscst.admin.config.faults import rule_to_dict
+from pyscst.admin.config.model import (
     AuthConfig,
     Config,
     DeviceConfig,
@@ -30,7 +30,7 @@ from pyscst.admin.config_model import (
     LunMapping,
     TargetConfig,
 )
-from pyscst.admin.config_values import format_size
+from pyscst.admin.config.values import format_size
 
 _DEVICE_DEFAULTS = {
     "block_size": 512, "read_only": False, "write_cache": True, "rotational": False,

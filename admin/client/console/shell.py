@@ -17,10 +17,10 @@ from typing import Any
 
 import attrs
 
-from pyscst.admin.console_attrs import UsageError
-from pyscst.admin.console_backend import Backend, BackendError
-from pyscst.admin.console_commands import ExitRequest, Invocation, find_command
-from pyscst.admin.console_model import (
+from pyscst.admin.client.console.attrs import UsageError
+from pyscst.admin.client.console.backend import Backend, BackendError
+from pyscst.admin.client.console.commands import ExitRequest, Invocation, find_command
+from pyscst.admin.client.console.model import (
     Node,
     Path,
     PathError,
@@ -29,7 +29,7 @@ from pyscst.admin.console_model import (
     resolve,
     split_path,
 )
-from pyscst.admin.console_render import Fragments, error
+from pyscst.admin.client.console.render import Fragments, error
 
 log = logging.getLogger(__name__)
 

@@ -4,10 +4,10 @@ Save writes the running model over the daemon's config file (or another
 path below the config file's directory, ``state_dir`` or ``allowed_dirs``: the
 daemon is usually root, so a control-socket user must not pick any file to
 overwrite; no symlink below those is followed, see devices.confine), as an
-edit of that file so comments and order survive (:mod:`pyscst.admin.config_edit`);
+edit of that file so comments and order survive (:mod:`pyscst.admin.config.edit`);
 it writes a temporary file and renames it, so a crash never leaves half a
 config. Reload reads the file, validates it like a start would, and applies
-only the difference through :mod:`pyscst.admin.reconcile`.
+only the difference through :mod:`pyscst.admin.control.reconcile`.
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from pyscst.admin import config_edit
-from pyscst.admin.config import Config, ConfigError, load_config
-from pyscst.admin.control import OpHandler
-from pyscst.admin.ops_args import Args
-from pyscst.admin.protocol import ErrorCode, OpError
+from pyscst.admin.config import edit as config_edit
+from pyscst.admin.config.files import Config, ConfigError, load_config
+from pyscst.admin.control.server import OpHandler
+from pyscst.admin.control.ops.args import Args
+from pyscst.admin.control.protocol import ErrorCode, OpError
 from pyscst.devices.confine import lexical, outside_roots, write_beneath
 
 if TYPE_CHECKING:
-    from pyscst.admin.operations import Controller
+    from pyscst.admin.control.operations import Controller
 
 
 def operations(controller: Controller) -> dict[str, OpHandler]:

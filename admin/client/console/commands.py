@@ -16,8 +16,8 @@ from typing import Any, Protocol
 
 import attrs
 
-from pyscst.admin.config_values import parse_size
-from pyscst.admin.console_attrs import (
+from pyscst.admin.config.values import parse_size
+from pyscst.admin.client.console.attrs import (
     CREATE_ATTRS,
     FORCE,
     FORCEABLE,
@@ -26,8 +26,8 @@ from pyscst.admin.console_attrs import (
     parse_int,
     parse_options,
 )
-from pyscst.admin.console_model import CHILD_KIND, Kind, Node, Path, format_path
-from pyscst.admin.console_render import (
+from pyscst.admin.client.console.model import CHILD_KIND, Kind, Node, Path, format_path
+from pyscst.admin.client.console.render import (
     Cell,
     Fragments,
     key_values,
@@ -295,7 +295,7 @@ def run_info(shell: ShellContext, inv: Invocation) -> Fragments:
     node = shell.resolve(_one_path(inv))
     out: Fragments = [("class:dir", node.text_path), ("class:dim", f"  ({node.kind.value})\n")]
     if node.kind is Kind.SESSION:
-        from pyscst.admin.console_model import raw_session
+        from pyscst.admin.client.console.model import raw_session
 
         record = raw_session(shell.raw_tree(), node.path[1], node.name)
         return out + render_value(dict(record) or dict(node.attributes))
@@ -558,7 +558,7 @@ def run_stats(shell: ShellContext, inv: Invocation) -> Fragments:
     _no_options(inv)
     node = shell.resolve(_one_path(inv))
     if node.kind in (Kind.FAULT, Kind.FAULTS):
-        from pyscst.admin.cli_faults import render_faults
+        from pyscst.admin.client.faults import render_faults
 
         which = {"id": node.name} if node.kind is Kind.FAULT else {}
         return line(render_faults("fault.stats", shell.call("fault.stats", **which)))

@@ -31,14 +31,14 @@ from pyscst.actors.faults import (
     Phase,
     Trigger,
 )
-from pyscst.admin.config_schema import (
+from pyscst.admin.config.schema import (
     KeyPath,
     Problem,
     describe_structure_error,
     describe_value,
     make_converter,
 )
-from pyscst.admin.config_values import check_initiator_pattern
+from pyscst.admin.config.values import check_initiator_pattern
 from pyscst.scsi.lun import MAX_LUN
 from pyscst.scsi.sense import SenseKey
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyscst.admin.ops_args import Args
-from pyscst.admin.ops_edit import Doc, target_key, target_table
-from pyscst.admin.protocol import ErrorCode, OpError
+from pyscst.admin.control.ops.args import Args
+from pyscst.admin.control.ops.edit import Doc, target_key, target_table
+from pyscst.admin.control.protocol import ErrorCode, OpError
 
 DISCOVERY = "discovery"
 

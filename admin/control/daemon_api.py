@@ -18,8 +18,8 @@ from pyscst.actors.faults import FaultEngine
 from pyscst.actors.lun import LogicalUnit
 from pyscst.actors.supervisor import Child
 from pyscst.actors.target import TargetDirectory
-from pyscst.admin.config_model import Config, DeviceConfig
-from pyscst.admin.control import OpHandler
+from pyscst.admin.config.model import Config, DeviceConfig
+from pyscst.admin.control.server import OpHandler
 from pyscst.transports.iscsi.portal import IscsiPortal
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pyscst.admin.config_values import parse_portal
-from pyscst.admin.ops_args import Args
-from pyscst.admin.protocol import ErrorCode, OpError
+from pyscst.admin.config.values import parse_portal
+from pyscst.admin.control.ops.args import Args
+from pyscst.admin.control.protocol import ErrorCode, OpError
 
 Doc = dict[str, Any]
 Edit = Callable[[Doc, Args], str]

@@ -1,0 +1,3 @@
+"""``pyscst console``: the interactive shell over the control socket (prompt,
+completion, the object tree as directories, rendering).
+"""
