@@ -4,7 +4,7 @@ Operators ask "how busy is this disk, how slow, how many errors" (issue 4:
 per-device and per-session statistics). Recording one command costs a few
 integer adds and one list-index increment: latencies go into a fixed-size
 log-linear histogram (four sub-buckets per power of two of nanoseconds, so a
-percentile is never below the truth and at most 25% above it; tests/test_lu_stats.py)
+percentile is never below the truth and at most 25% above it; tests/unit/actors/test_lu_stats.py)
 instead of a growing list of samples.
 The owning actor keeps the mutable :class:`IoStats`; everyone else gets a
 frozen :class:`StatsSnapshot` copy.

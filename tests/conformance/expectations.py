@@ -23,7 +23,7 @@ EXPECTED_HEADER = """\
 # minimum accepted; FAIL means "not yet passing"). Names ending in [readonly]
 # come from the ALL.ReadOnly run against a LUN mapped read-only, [multipath]
 # from the ALL.MultipathIO run with two sessions to LUN 0.
-# Checked by tests/test_conformance_libiscsi.py; never edit by hand to a lower
+# Checked by tests/conformance/test_libiscsi.py; never edit by hand to a lower
 # outcome. Record improvements with: python -m tests.conformance.update
 """
 

@@ -1,6 +1,6 @@
 """Record conformance improvements: ``python -m tests.conformance.update [RESULTS]``.
 
-Reads a results file written by tests/test_conformance_libiscsi.py (default:
+Reads a results file written by tests/conformance/test_libiscsi.py (default:
 the latest, under build/conformance/) and moves each expectation in
 libiscsi-expected.txt up to the outcome achieved. It refuses, changing
 nothing, if any test did worse than expected: expectations never go back.

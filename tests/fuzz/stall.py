@@ -6,7 +6,7 @@ pre-login gate the daemon's descriptors (soft limit 1024) ran out and no real
 initiator could log in for as long as that went on. :class:`Staller` plays the
 attacker from a thread (plain sockets bound to a source address before
 connect); :func:`timed_login` is the legitimate initiator, from 127.0.0.1.
-Used by tests/test_prelogin_limits.py (relaxed) and ``make fuzz`` (the 2 s
+Used by tests/e2e/test_prelogin_limits.py (relaxed) and ``make fuzz`` (the 2 s
 figure).
 """
 

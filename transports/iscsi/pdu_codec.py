@@ -10,7 +10,7 @@ plain ints, so the target (``transfer.py``, the connection's R2Ts) puts a
 48-byte header in front of a memoryview of the payload and never builds a
 record per PDU. (The connection inlines the two commonest headers, a whole
 read's Data-In with status and GOOD without data, as one ``BHS_STRUCT.pack``
-each; ``tests/test_iscsi_transfer.py`` checks they are these encoders' bytes.)
+each; ``tests/unit/transports/test_iscsi_transfer.py`` checks they are these encoders' bytes.)
 """
 
 from __future__ import annotations

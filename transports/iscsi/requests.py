@@ -5,7 +5,7 @@ yet handed to a logical unit (waiting for their CmdSN turn); a TMF must count
 those too, and what it does to them depends only on its function code. The
 text exchange hands out a long answer in pieces, each fetched with the TTT of
 the one before. Both are decisions, so they live here as plain objects the
-shell asks, tested alone (``tests/test_iscsi_requests.py``).
+shell asks, tested alone (``tests/unit/transports/test_iscsi_requests.py``).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The Trio shell (``connection.py``) owns the socket, the tasks and the tables of
 commands; what it sends and what it accepts is decided here, by plain functions
 and small objects that take numbers and return PDUs or verdicts, as h11's
 ``_connection.py`` is to its users. So every rule can be tested alone, by
-property tests over all sizes (``tests/test_iscsi_transfer.py``), not only
+property tests over all sizes (``tests/unit/transports/test_iscsi_transfer.py``), not only
 through a daemon:
 
 - :func:`response_frames`: Data-In split by the initiator's

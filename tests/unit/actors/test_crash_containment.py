@@ -29,7 +29,7 @@ from pyscst.actors.messages import (
 from pyscst.scsi.command import ScsiCommand, TransportGone
 from pyscst.scsi.sense import Status
 from tests.cdbs import TUR, write10
-from tests.test_task_set import (
+from tests.unit.actors.test_task_set import (
     BS,
     NEXUS_A,
     Recorder,

@@ -19,7 +19,7 @@ from pyscst.transports.iscsi.chap import (
     encode_hex,
 )
 from pyscst.transports.iscsi.login import LoginMachine, LoginReply, LoginStatus
-from tests.test_login import (
+from tests.unit.transports.test_login import (
     INITIATOR,
     TARGET,
     assert_failed,

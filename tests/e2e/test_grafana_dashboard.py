@@ -18,7 +18,7 @@ import trio
 
 from pyscst.transports.iscsi.initiator import Initiator
 from tests.daemon import DEFAULT_TARGET, REPO_ROOT, free_port
-from tests.test_metrics import metrics_daemon, scrape
+from tests.e2e.test_metrics import metrics_daemon, scrape
 
 DASHBOARD = REPO_ROOT / "etc" / "pyscst-grafana.json"
 _METRIC = re.compile(r"\bpyscst_[a-z_]+\b")

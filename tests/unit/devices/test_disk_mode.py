@@ -10,7 +10,7 @@ from pyscst.devices.disk import DiskDevice
 from pyscst.devices.stores import MemoryStore
 from pyscst.scsi.sense import Asc, FieldPointer, SenseKey, Status
 from tests.fakes import FakeContext, Outcome, run_cdb
-from tests.test_disk_io import assert_sense, write10
+from tests.unit.devices.test_disk_io import assert_sense, write10
 
 BS = 512
 BLOCKS = 1000

@@ -16,7 +16,7 @@ import trio
 
 from pyscst.scsi.command import TaskAttribute
 from pyscst.transports.iscsi.initiator import Initiator
-from tests.test_tmf import (
+from tests.e2e.test_tmf import (
     ABORT_TASK,
     BS,
     COMPLETE,

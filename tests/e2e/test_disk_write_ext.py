@@ -16,7 +16,7 @@ import trio
 
 from pyscst.transports.iscsi.initiator import Initiator
 from tests.daemon import running_daemon_async
-from tests.test_disk_write_ext import caw, unmap, unmap_params, ws16
+from tests.unit.devices.test_disk_write_ext import caw, unmap, unmap_params, ws16
 
 BS = 512
 DEVICES = {"disk0": {"handler": "vdisk_fileio", "size": "16MiB"}}

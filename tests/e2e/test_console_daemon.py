@@ -20,7 +20,7 @@ from pyscst.admin.client.console.shell import Shell
 from pyscst.transports.iscsi.initiator import ConnectionLost, Initiator
 from tests.cdbs import REPORT_LUNS, luns_of
 from tests.daemon import REPO_ROOT, running_daemon, running_daemon_async
-from tests.test_console_session import drive
+from tests.unit.admin.test_console_session import drive
 
 INITIATOR = "iqn.2026-11.org.example:console-test"
 

@@ -19,7 +19,7 @@ import trio
 from pyscst.transports.iscsi.initiator import Initiator
 from tests.cdbs import READ_CAPACITY_10, REPORT_LUNS, TUR, luns_of, read10, sense_triplet, write10
 from tests.daemon import running_daemon_async
-from tests.test_admin_cli import admin_for
+from tests.e2e.test_admin_cli import admin_for
 
 TARGET = "iqn.2026-11.org.pyscst:contain"
 DEVICES = {

@@ -19,7 +19,7 @@ import trio
 from pyscst.transports.iscsi.initiator import Initiator
 from tests.cdbs import TUR, read10
 from tests.daemon import free_port, start_daemon, stop_daemon, write_config
-from tests.test_admin_cli import Admin
+from tests.e2e.test_admin_cli import Admin
 
 TARGET = "iqn.2026-11.org.pyscst:faultcli"
 INITIATOR = "iqn.2026-11.org.example:host1"

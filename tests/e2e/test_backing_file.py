@@ -27,7 +27,7 @@ import trio
 from pyscst.transports.iscsi.initiator import Initiator
 from tests.cdbs import TUR, read10, sense_triplet, write10
 from tests.daemon import running_daemon_async
-from tests.test_admin_cli import admin_for
+from tests.e2e.test_admin_cli import admin_for
 
 TARGET = "iqn.2026-11.org.pyscst:d6"
 LUNS = ({"lun": 0, "device": "disk0"},)

@@ -12,7 +12,7 @@ from pyscst.scsi.cdb import OpFlags
 from pyscst.scsi.command import Nexus
 from pyscst.scsi.sense import Asc, FieldPointer, Sense, SenseKey, Status
 from tests.fakes import DEFAULT_NEXUS, FakeContext, run_cdb
-from tests.test_disk_io import assert_sense, read10
+from tests.unit.devices.test_disk_io import assert_sense, read10
 
 BS = 512
 BLOCKS = 4096

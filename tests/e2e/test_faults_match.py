@@ -18,7 +18,7 @@ import trio
 
 from pyscst.transports.iscsi.initiator import ConnectionLost, Initiator, LoginError
 from tests.daemon import free_port
-from tests.test_faults_e2e import (
+from tests.e2e.test_faults import (
     BS,
     CHECK_CONDITION,
     GOOD,

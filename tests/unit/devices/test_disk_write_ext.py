@@ -13,7 +13,7 @@ from pyscst.devices.disk import MAX_UNMAP_DESCRIPTORS, MAX_WRITE_SAME_BLOCKS, Di
 from pyscst.devices.stores import FileStore, MemoryStore, NullStore
 from pyscst.scsi.sense import Asc, FieldPointer, SenseKey, Status
 from tests.fakes import FakeContext, run_cdb
-from tests.test_disk_io import BLOCKS, BS, assert_sense, cdb16, disk, read10, write10
+from tests.unit.devices.test_disk_io import BLOCKS, BS, assert_sense, cdb16, disk, read10, write10
 
 
 def ws10(lba: int, n: int, flags: int = 0) -> bytes:

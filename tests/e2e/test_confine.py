@@ -25,7 +25,7 @@ from pyscst.admin.config.files import ConfigError, parse_config
 from pyscst.devices.confine import SymlinkRefusedError, open_beneath, outside_roots
 from pyscst.devices.stores import FileStore
 from tests.daemon import running_daemon_async
-from tests.test_admin_cli import admin_for
+from tests.e2e.test_admin_cli import admin_for
 
 SECRET = b"root:the-real-secret\n"
 
