@@ -20,6 +20,24 @@ from pyscst.scsi.sense import Asc
 R = TypeVar("R")
 
 
+class TmfFunction(enum.IntEnum):
+    """iSCSI Task Management Function Request codes (RFC 7143 11.5.1, RFC 7144 4.1):
+    the numbers ``Session.task_management`` takes, whatever the transport."""
+
+    ABORT_TASK = 1
+    ABORT_TASK_SET = 2
+    CLEAR_ACA = 3
+    CLEAR_TASK_SET = 4
+    LOGICAL_UNIT_RESET = 5
+    TARGET_WARM_RESET = 6
+    TARGET_COLD_RESET = 7
+    TASK_REASSIGN = 8
+    QUERY_TASK = 9
+    QUERY_TASK_SET = 10
+    I_T_NEXUS_RESET = 11
+    QUERY_ASYNC_EVENT = 12
+
+
 class TmfResponse(enum.IntEnum):
     """iSCSI Task Management Function Response codes (RFC 7143 11.6.1, RFC 7144)."""
 

@@ -27,6 +27,7 @@ from pyscst.actors.messages import (
     QueryTask,
     QueryTaskSet,
     ResetLogicalUnit,
+    TmfFunction,
     TmfResponse,
     call,
 )
@@ -45,21 +46,6 @@ _REPORT_LUNS = 0xA0
 class LunMapping:
     lu: LogicalUnit
     read_only: bool = False
-
-
-#: TMF function codes (RFC 7143 11.5.1, RFC 7144)
-ABORT_TASK = 1
-ABORT_TASK_SET = 2
-CLEAR_ACA = 3
-CLEAR_TASK_SET = 4
-LOGICAL_UNIT_RESET = 5
-TARGET_WARM_RESET = 6
-TARGET_COLD_RESET = 7
-TASK_REASSIGN = 8
-QUERY_TASK = 9
-QUERY_TASK_SET = 10
-I_T_NEXUS_RESET = 11
-QUERY_ASYNC_EVENT = 12
 
 
 class Session:
@@ -187,26 +173,26 @@ class Session:
     # -- task management -----------------------------------------------------------
     async def task_management(self, function: int, lun: int, tag: int) -> TmfResponse:
         nexus = self.nexus
-        if function in (TARGET_WARM_RESET, TARGET_COLD_RESET):
+        if function in (TmfFunction.TARGET_WARM_RESET, TmfFunction.TARGET_COLD_RESET):
             if self._target_reset is None:
                 return TmfResponse.NOT_SUPPORTED
             # SAM: a target reset is the old BUS DEVICE RESET (29/03); a cold
             # reset is a power cycle as far as the initiators can tell (29/01).
             asc = (
                 Asc.POWER_ON_OCCURRED
-                if function == TARGET_COLD_RESET
+                if function == TmfFunction.TARGET_COLD_RESET
                 else Asc.BUS_DEVICE_RESET_FUNCTION_OCCURRED
             )
             await self._target_reset(nexus, asc)
             return TmfResponse.COMPLETE
-        if function == I_T_NEXUS_RESET:
+        if function == TmfFunction.I_T_NEXUS_RESET:
             units = {id(m.lu): m.lu for m in self.luns.values()}
             for lu in units.values():
                 await lu.reset_nexus(nexus)
             return TmfResponse.COMPLETE
-        if function == TASK_REASSIGN:
+        if function == TmfFunction.TASK_REASSIGN:
             return TmfResponse.REASSIGNMENT_NOT_SUPPORTED
-        if function == QUERY_ASYNC_EVENT:
+        if function == TmfFunction.QUERY_ASYNC_EVENT:
             # SAM-5 7.8: "succeeded" when a UNIT ATTENTION (or deferred error,
             # which we never have) waits for this I_T_L nexus
             queried = self.luns.get(lun)
@@ -218,19 +204,19 @@ class Session:
         if mapping is None:
             return TmfResponse.LUN_DOES_NOT_EXIST
         message: Any
-        if function == ABORT_TASK:
+        if function == TmfFunction.ABORT_TASK:
             message = AbortTask(nexus, tag)
-        elif function == ABORT_TASK_SET:
+        elif function == TmfFunction.ABORT_TASK_SET:
             message = AbortTaskSet(nexus)
-        elif function == CLEAR_TASK_SET:
+        elif function == TmfFunction.CLEAR_TASK_SET:
             message = ClearTaskSet(nexus)
-        elif function == LOGICAL_UNIT_RESET:
+        elif function == TmfFunction.LOGICAL_UNIT_RESET:
             message = ResetLogicalUnit(nexus)
-        elif function == QUERY_TASK:
+        elif function == TmfFunction.QUERY_TASK:
             message = QueryTask(nexus, tag)
-        elif function == QUERY_TASK_SET:
+        elif function == TmfFunction.QUERY_TASK_SET:
             message = QueryTaskSet(nexus)
-        elif function == CLEAR_ACA:
+        elif function == TmfFunction.CLEAR_ACA:
             return TmfResponse.COMPLETE
         else:
             return TmfResponse.NOT_SUPPORTED

@@ -6,7 +6,9 @@ ordering and flow control as a sans-I/O object: feed it every numbered request
 as it arrives, deliver what it hands back, and call :meth:`CmdSNWindow.complete`
 when a delivered non-immediate request has finished, which is the only thing
 that reopens the window. All comparisons use 32-bit serial arithmetic, so the
-window works across the 2**32 wrap.
+window works across the 2**32 wrap; the ``sn_*`` functions here are that
+arithmetic for every iSCSI sequence number (CmdSN, StatSN, DataSN, R2TSN), in
+the target and the initiator alike: plain ``<`` is wrong near the wrap.
 
 Immediate requests (the I bit) carry the CmdSN the next non-immediate request
 will use and do not consume a number (RFC 7143 3.2.2.1). They are delivered at
@@ -56,6 +58,15 @@ def sn_lt(a: int, b: int) -> bool:
 
 def sn_lte(a: int, b: int) -> bool:
     return a == b or sn_lt(a, b)
+
+
+def sn_gt(a: int, b: int) -> bool:
+    """RFC 1982 ``a > b``: ``b`` precedes ``a``."""
+    return sn_lt(b, a)
+
+
+def sn_gte(a: int, b: int) -> bool:
+    return a == b or sn_lt(b, a)
 
 
 class DropReason(enum.Enum):

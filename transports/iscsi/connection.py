@@ -1,13 +1,18 @@
 """The Trio shell of the iSCSI target driver: one TCP connection, one session.
 
-Everything protocol-shaped is decided by the sans-I/O cores (PDU codec, login
-machine, CmdSN window); this module only moves bytes between them, the socket
-and the middle level. It is the session actor for its I_T nexus
-(MaxConnections=1): a reader task turns PDUs into commands for the logical
-units, one writer task batches every outgoing PDU into as few ``send_all``
-calls as possible, and it implements :class:`pyscst.scsi.command.Transport` for the
-commands it carried (R2T-driven Data-Out, Data-In split by the initiator's
-MaxRecvDataSegmentLength with status collapsed into the last one, residuals).
+The protocol's decisions are made by sans-I/O cores: the PDU codec, the login
+machine, the CmdSN window, ``transfer.py`` (Data-In segmentation and residuals,
+R2T planning, Data-Out acceptance) and ``requests.py`` (what a TMF does, text
+answers in pieces). This module moves bytes between them, the socket and the
+middle level, and keeps the state they decide on: the commands of the session
+by ITT, the open R2T bursts, StatSN. Two answers are still built here, inline,
+because they are the hot path: a whole read in one Data-In with the status,
+and GOOD without data (the same bytes ``transfer.response_frames`` gives).
+
+It is the session actor for its I_T nexus (MaxConnections=1): a reader task
+turns PDUs into commands for the logical units, one writer task batches every
+outgoing PDU into as few ``send_all`` calls as possible, and it implements
+:class:`pyscst.scsi.command.Transport` for the commands it carried.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import trio
 
 from pyscst.actors.faults import ActionKind, FaultEngine
 from pyscst.actors.faults_lu import portal_of
+from pyscst.actors.messages import TmfFunction, TmfResponse
 from pyscst.actors.session import LunMapping, Session
 from pyscst.actors.target import SessionInfo
 from pyscst.scsi.command import (
@@ -55,9 +61,22 @@ from pyscst.transports.iscsi.login import (
     text_declarations,
 )
 from pyscst.transports.iscsi.params import SessionParams
-from pyscst.transports.iscsi.pdu_codec import PduReader, ProtocolError, encode_pdu
+from pyscst.transports.iscsi.pdu_codec import (
+    PduReader,
+    ProtocolError,
+    encode_pdu,
+    encode_r2t_header,
+)
 from pyscst.transports.iscsi.pdu_constants import RESERVED_TAG, Opcode, RejectReason
+from pyscst.transports.iscsi.requests import Held, TextExchange, TextPiece, plan_tmf
 from pyscst.transports.iscsi.textkeys import TextKeyError, decode_text, encode_text
+from pyscst.transports.iscsi.transfer import (
+    DataOutBurst,
+    R2TPlan,
+    response_frames,
+    solicited_error,
+    unsolicited_error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -111,16 +130,13 @@ class ConnectionClosed(TransportGone):
     """The connection went away while a command still needed it."""
 
 
-class _Burst:
-    """One R2T's worth of solicited Data-Out."""
+class _Burst(DataOutBurst):
+    """One R2T's worth of solicited Data-Out, and the event its task waits on."""
 
-    __slots__ = ("end", "event", "itt", "next_datasn", "next_offset")
+    __slots__ = ("event",)
 
     def __init__(self, itt: int, offset: int, length: int) -> None:
-        self.itt = itt
-        self.next_offset = offset
-        self.next_datasn = 0
-        self.end = offset + length
+        super().__init__(itt, offset, length)
         self.event = trio.Event()
 
 
@@ -209,8 +225,8 @@ class IscsiConnection:
         self._statsn = 0
         self._itt: dict[int, IscsiCommand] = {}
         self._bursts: dict[int, _Burst] = {}
-        self._text_pending: dict[int, list[bytes]] = {}
         self._ttt = itertools.count(1)
+        self._text = TextExchange(lambda: next(self._ttt) & 0x7FFFFFFF)
         self._window: CmdSNWindow[Any] | None = None
         self.session: Session | None = None
         self.login: LoginResult | None = None
@@ -218,6 +234,9 @@ class IscsiConnection:
         self._header_digest = False
         self._data_digest = False
         self._max_send = LOGIN_MAX_RECV
+        #: the longest read answered in one Data-In: MaxRecvDataSegmentLength,
+        #: and never longer than a Data-In sequence may be (MaxBurstLength)
+        self._whole_read = LOGIN_MAX_RECV
         self._closed = trio.Event()
         self._writer_done = trio.Event()
         self._dead = False
@@ -584,6 +603,7 @@ class IscsiConnection:
         self._header_digest = result.header_digest
         self._data_digest = result.data_digest
         self._max_send = params.initiator_max_recv_data_segment_length
+        self._whole_read = min(self._max_send, params.max_burst_length)
         reader = self._reader
         reader.header_digest = self._header_digest
         reader.data_digest = self._data_digest
@@ -871,35 +891,36 @@ class IscsiConnection:
         data = pdu.data
         n = len(data)
         off = pdu.buffer_offset
-        if pdu.ttt == RESERVED_TAG:
-            if off != st.received or off + n > st.unsol_end or st.unsol_done is None:
-                self._data_out_error(pdu, st, "unsolicited Data-Out outside the first burst")
-            elif pdu.datasn != st.next_datasn:
-                self._data_out_error(pdu, st, f"DataSN {pdu.datasn}, expected {st.next_datasn}")
-            else:
-                st.next_datasn += 1
-                st.buf[off : off + n] = data
-                st.received = off + n
-                if st.received >= st.unsol_end or pdu.final:
-                    st.unsol_done.set()
-            return
-        burst = self._bursts.get(pdu.ttt)
-        if burst is None or burst.itt != pdu.itt:
-            # (a TTT of another task's R2T must not write into this one)
-            self._data_out_error(pdu, st, f"Data-Out for TTT {pdu.ttt:#x}, not an R2T of its task")
-        elif off != burst.next_offset or off + n > burst.end:
-            self._data_out_error(pdu, st, "Data-Out outside its R2T")
-        elif pdu.datasn != burst.next_datasn:
-            self._data_out_error(pdu, st, f"DataSN {pdu.datasn}, expected {burst.next_datasn}")
-        else:
-            burst.next_datasn += 1
+        ttt = pdu.ttt
+        if ttt == RESERVED_TAG:
+            unsol_done = st.unsol_done
+            error = (
+                "unsolicited Data-Out outside the first burst"
+                if unsol_done is None
+                else unsolicited_error(
+                    off, n, pdu.datasn, st.received, st.unsol_end, st.next_datasn
+                )
+            )
+            if error is not None or unsol_done is None:
+                self._data_out_error(pdu, st, error)
+                return
+            st.next_datasn += 1
             st.buf[off : off + n] = data
-            burst.next_offset = off + n
-            if burst.next_offset >= burst.end:
-                del self._bursts[pdu.ttt]
-                burst.event.set()
+            st.received = off + n
+            if st.received >= st.unsol_end or pdu.final:
+                unsol_done.set()
+            return
+        burst = self._bursts.get(ttt)
+        error = solicited_error(burst, ttt, pdu.itt, pdu.datasn, off, n)
+        if error is not None or burst is None:
+            self._data_out_error(pdu, st, error)
+            return
+        st.buf[off : off + n] = data
+        if burst.next_offset >= burst.end:
+            del self._bursts[ttt]
+            burst.event.set()
 
-    def _data_out_error(self, pdu: P.DataOut, st: IscsiCommand, reason: str) -> None:
+    def _data_out_error(self, pdu: P.DataOut, st: IscsiCommand, reason: str | None) -> None:
         """A broken Data-Out sequence: Reject the PDU and end the command with
         ABORTED COMMAND / DATA PHASE ERROR (no within-command recovery at
         ErrorRecoveryLevel 0); the connection itself stays usable."""
@@ -937,39 +958,28 @@ class IscsiConnection:
     async def _solicit(
         self, st: IscsiCommand, offset: int, total: int, params: SessionParams
     ) -> None:
-        max_burst = params.max_burst_length
+        plan = R2TPlan(offset, total, params.max_burst_length, params.max_outstanding_r2t)
         outstanding: list[tuple[int, _Burst]] = []
-        r2tsn = 0
         try:
-            while offset < total or outstanding:
-                while offset < total and len(outstanding) < params.max_outstanding_r2t:
-                    length = min(max_burst, total - offset)
+            while not plan.done:
+                for r2tsn, start, length in plan.issue():
                     ttt = next(self._ttt) & 0x7FFFFFFF
-                    burst = _Burst(st.tag, offset, length)
+                    burst = _Burst(st.tag, start, length)
                     self._bursts[ttt] = burst
                     outstanding.append((ttt, burst))
                     exp, mx = self._windows()
-                    self._send_pdu(
-                        P.R2T(
-                            lun=st.lun_raw,
-                            itt=st.tag,
-                            ttt=ttt,
-                            statsn=self._statsn,
-                            expcmdsn=exp,
-                            maxcmdsn=mx,
-                            r2tsn=r2tsn,
-                            buffer_offset=offset,
-                            desired_data_transfer_length=length,
-                        )
-                    )
-                    r2tsn += 1
-                    offset += length
+                    header = encode_r2t_header(
+                        st.tag, ttt, r2tsn, start, length, lun=st.lun_raw,
+                        statsn=self._statsn, expcmdsn=exp, maxcmdsn=mx,
+                    )  # fmt: skip
+                    self._queue(self._frame(header))
                 ttt, burst = outstanding.pop(0)
                 await burst.event.wait()
                 if st.failed:
                     raise _data_phase_error()
-                if self._dead or burst.next_offset < burst.end:
+                if self._dead or not burst.complete:
                     raise ConnectionClosed()
+                plan.completed()
             st.received = total
         finally:
             for ttt, _ in outstanding:
@@ -1019,7 +1029,7 @@ class IscsiConnection:
             and sense is None
             and status == 0
             and len(data) == edtl
-            and 0 < edtl <= self._max_send
+            and 0 < edtl <= self._whole_read
             and cmd.direction is DataDirection.READ
         ):
             # the common read: one Data-In carrying the data and the status
@@ -1046,61 +1056,26 @@ class IscsiConnection:
                 [P.BHS_STRUCT.pack(0x21, 0x80, 0, 0, 0, 0, cmd.tag, 0, statsn, exp, mx, 0, 0, 0)]
             )
             return
+        # everything else: split Data-In, residuals, sense (transfer.py decides)
         exp, mx = self._windows()
-        itt = cmd.tag
-        if data is not None and cmd.direction is DataDirection.READ:
-            produced = len(data)
-        elif data is not None:
-            produced = len(data)
-            data = None  # initiator did not ask for data-in: nothing to send
-        else:
-            produced = cmd.transfer_length
-        overflow = produced > edtl
-        underflow = produced < edtl
-        residual = abs(edtl - produced) if (overflow or underflow) else 0
+        frames = response_frames(
+            itt=cmd.tag,
+            lun_raw=cmd.lun_raw,
+            status=status,
+            sense=sense,
+            data=data,
+            read=cmd.direction is DataDirection.READ,
+            transfer_length=cmd.transfer_length,
+            expected_length=edtl,
+            mrdsl=self._max_send,
+            max_burst=self.params.max_burst_length if self.params else len(data or b""),
+            statsn=self._next_statsn(),
+            expcmdsn=exp,
+            maxcmdsn=mx,
+        )
         buffers: list[Buffer] = []
-        if data is not None and produced and edtl:
-            view = memoryview(data)[: min(produced, edtl)]
-            n = len(view)
-            seg = self._max_send
-            burst = self.params.max_burst_length if self.params else n
-            collapse = sense is None and status in (Status.GOOD, Status.CONDITION_MET)
-            datasn = 0
-            off = 0
-            while off < n:
-                end = min(off + seg, n)
-                # F at the end of each MaxBurstLength sequence and at the last PDU
-                last = end >= n
-                final = last or (end // burst) != (off // burst) or end % burst == 0
-                with_status = last and collapse
-                b1 = (0x80 if final else 0)
-                statsn = 0
-                if with_status:
-                    b1 |= 0x01 | (0x04 if overflow else 0) | (0x02 if underflow else 0)
-                    statsn = self._next_statsn()
-                header = P.BHS_STRUCT.pack(
-                    0x25, b1, 0, int(status) if with_status else 0, end - off, cmd.lun_raw,
-                    itt, RESERVED_TAG, statsn, exp, mx, datasn, off,
-                    residual if with_status else 0,
-                )  # fmt: skip
-                buffers.extend(self._frame(header, view[off:end]))
-                datasn += 1
-                off = end
-            if collapse:
-                self._queue(buffers)
-                return
-            expdatasn = datasn
-        else:
-            expdatasn = 0
-        segment = b""
-        if sense:
-            segment = len(sense).to_bytes(2, "big") + sense
-        b1 = 0x80 | (0x04 if overflow else 0) | (0x02 if underflow else 0)
-        header = P.BHS_STRUCT.pack(
-            0x21, b1, 0, int(status), len(segment), 0, itt, 0, self._next_statsn(), exp, mx,
-            expdatasn, 0, residual,
-        )  # fmt: skip
-        buffers.extend(self._frame(header, segment or None))
+        for header, segment in frames:
+            buffers.extend(self._frame(header, segment))
         self._queue(buffers)
 
     def command_finished(self, cmd: ScsiCommand) -> None:
@@ -1223,27 +1198,19 @@ class IscsiConnection:
     async def _on_tmf(self, pdu: P.TaskManagementRequest) -> None:
         session = self.session
         assert session is not None
-        function = pdu.function
-        lun = decode_lun(pdu.lun)
+        plan = plan_tmf(pdu.function, decode_lun(pdu.lun), pdu.referenced_task_tag)
+        held = plan.held
         response: int
-        if function == 1:  # ABORT TASK
-            response = await self._abort_task(pdu, -1 if lun is None else lun)
-        elif function in (2, 4, 5):  # ABORT TASK SET, CLEAR TASK SET, LUN RESET
-            self._drop_undelivered(lambda c: c.lun == lun)
-            response = await session.task_management(function, -1 if lun is None else lun, 0)
-        elif function in (6, 7, 11):  # TARGET WARM/COLD RESET, I_T NEXUS RESET
-            self._drop_undelivered(lambda c: True)
-            response = await session.task_management(function, 0, 0)
-        elif function in (9, 10) and lun in session.luns and self._undelivered(
-            lambda c: c.lun == lun and (function == 10 or c.tag == pdu.referenced_task_tag)
-        ):
+        if held is Held.ABORT_TASK:
+            response = await self._abort_task(pdu, plan.lun)
+        elif held is Held.QUERY and plan.lun in session.luns and self._undelivered(plan.holds):
             # QUERY TASK / QUERY TASK SET: a command received and waiting for
             # its CmdSN turn is a task of this nexus too
-            response = 7
+            response = TmfResponse.SUCCEEDED
         else:
-            response = await session.task_management(
-                function, -1 if lun is None else lun, pdu.referenced_task_tag
-            )
+            if held is Held.ABORT:
+                self._drop_undelivered(plan.holds)
+            response = await session.task_management(plan.function, plan.lun, plan.tag)
         if not pdu.immediate:
             self._complete_slot()
         exp, mx = self._windows()
@@ -1256,7 +1223,7 @@ class IscsiConnection:
                 maxcmdsn=mx,
             )
         )
-        if function == 7 and response == 0:
+        if plan.ends_connection and response == TmfResponse.COMPLETE:
             # cold reset: the response reaches the wire, then the initiator logs in again
             self._out_send.close()
             self.nursery.start_soon(self._abort_when_flushed)
@@ -1269,8 +1236,10 @@ class IscsiConnection:
                 cmd.aborted = True
                 if cmd.unsol_done is not None:
                     cmd.unsol_done.set()
-                return 0
-            return int(await self.session.task_management(1, cmd.lun, cmd.tag))
+                return TmfResponse.COMPLETE
+            return int(
+                await self.session.task_management(TmfFunction.ABORT_TASK, cmd.lun, cmd.tag)
+            )
         # RFC 7143 4.2.3.3: a command not yet received whose CmdSN is in range
         # and below the TMF's own counts as received-and-aborted. (Not one at or
         # beyond it: an immediate command's RefCmdSN is the TMF's CmdSN, and
@@ -1279,19 +1248,20 @@ class IscsiConnection:
         if self._window.covers(pdu.refcmdsn) and sn_lt(pdu.refcmdsn, pdu.cmdsn):
             for item in self._window.discard(pdu.refcmdsn):
                 self._deliver(item)
-            return 0
-        return 1
+            return TmfResponse.COMPLETE
+        return TmfResponse.TASK_DOES_NOT_EXIST
 
-    def _undelivered(self, match: Callable[[ScsiCommand], bool]) -> list[IscsiCommand]:
+    def _undelivered(self, match: Callable[[int, int], bool]) -> list[IscsiCommand]:
         """The commands received on this connection and still held for CmdSN
-        order (the LU has not seen them): TMFs must count them too."""
+        order (the LU has not seen them): TMFs must count them too. ``match``
+        takes a command's LUN number and tag."""
         return [
             cmd
             for cmd in self._itt.values()
-            if not cmd.delivered and not cmd.aborted and match(cmd)
+            if not cmd.delivered and not cmd.aborted and match(cmd.lun, cmd.tag)
         ]
 
-    def _drop_undelivered(self, match: Callable[[ScsiCommand], bool]) -> None:
+    def _drop_undelivered(self, match: Callable[[int, int], bool]) -> None:
         for cmd in self._undelivered(match):
             cmd.aborted = True
 
@@ -1302,13 +1272,13 @@ class IscsiConnection:
         if not pdu.immediate:
             self._complete_slot()
         if pdu.ttt != RESERVED_TAG:
-            chunks = self._text_pending.pop(pdu.ttt, None)
-            if chunks is None:
+            piece = self._text.resume(pdu.ttt)
+            if piece is None:
                 self._reject_pdu(RejectReason.INVALID_PDU_FIELD, pdu)
                 return
-            self._send_text_chunk(pdu.itt, chunks)
+            self._send_text_piece(pdu.itt, piece)
             return
-        self._text_pending.clear()  # a new request ends any unfinished one
+        self._text.abandon()  # a new request ends any unfinished one
         try:
             keys = decode_text(pdu.data)
         except TextKeyError:
@@ -1318,6 +1288,8 @@ class IscsiConnection:
         mrdsl = declared.get("MaxRecvDataSegmentLength")
         if isinstance(mrdsl, int):
             self._max_send = mrdsl
+            if self.params is not None:
+                self._whole_read = min(mrdsl, self.params.max_burst_length)
         login = self.login
         initiator = login.initiator_name if login else ""
         current = login.target_name if login else None
@@ -1326,27 +1298,22 @@ class IscsiConnection:
             login.session_type if login else "Discovery",
             lambda which: self.host.send_targets(initiator, which, current, self.local),
         )
-        self._send_text_chunk(pdu.itt, split_text(encode_text(answer), self._max_send))
+        piece = self._text.start(split_text(encode_text(answer), self._max_send))
+        self._send_text_piece(pdu.itt, piece)
 
-    def _send_text_chunk(self, itt: int, chunks: list[bytes]) -> None:
-        data = chunks[0] if chunks else b""
-        rest = chunks[1:]
-        ttt = RESERVED_TAG
-        if rest:
-            ttt = next(self._ttt) & 0x7FFFFFFF
-            self._text_pending[ttt] = rest
+    def _send_text_piece(self, itt: int, piece: TextPiece) -> None:
         exp, mx = self._windows()
         self._send_pdu(
             P.TextResponse(
-                final=not rest,
-                cont=bool(rest),
+                final=piece.final,
+                cont=not piece.final,
                 lun=0,
                 itt=itt,
-                ttt=ttt,
+                ttt=piece.ttt,
                 statsn=self._next_statsn(),
                 expcmdsn=exp,
                 maxcmdsn=mx,
-                data=data,
+                data=piece.data,
             )
         )
 

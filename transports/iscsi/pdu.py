@@ -9,6 +9,7 @@ fuzz tests share exactly the same framing code.
 
 from __future__ import annotations
 
+from pyscst.transports.iscsi.cmdsn import sn_add, sn_diff, sn_gt, sn_gte, sn_lt, sn_lte
 from pyscst.transports.iscsi.pdu_codec import (
     decode_bhs,
     decode_pdu,
@@ -39,7 +40,6 @@ from pyscst.transports.iscsi.pdu_constants import (
     TmfResponse,
 )
 from pyscst.transports.iscsi.pdu_reader import Event, PduReader, ProtocolError
-from pyscst.transports.iscsi.pdu_serial import sn_add, sn_diff, sn_gt, sn_gte, sn_lt, sn_lte
 from pyscst.transports.iscsi.pdu_types import (
     CLASS_BY_OPCODE,
     PDU_CLASSES,

@@ -6,9 +6,11 @@ gives the whole codec.
 
 ``encode_pdu`` and ``decode_pdu`` work on whole PDUs. The target's hottest
 PDUs (Data-In, SCSI Response, R2T) also have header-only encoders taking
-plain ints, so a connection's writer can put a 48-byte header in front of a
-memoryview of the payload with :func:`encode_frame` and never build a
-record per PDU.
+plain ints, so the target (``transfer.py``, the connection's R2Ts) puts a
+48-byte header in front of a memoryview of the payload and never builds a
+record per PDU. (The connection inlines the two commonest headers, a whole
+read's Data-In with status and GOOD without data, as one ``BHS_STRUCT.pack``
+each; ``tests/unit/transports/test_iscsi_transfer.py`` checks they are these encoders' bytes.)
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import enum
 
+# (the middle level's enum, re-exported: one name for the target, the initiator and the LU)
+from pyscst.actors.messages import TmfFunction as TmfFunction
+
 #: The "reserved" tag value: no ITT / no TTT (RFC 7143 11.18.4, 11.19.4).
 RESERVED_TAG = 0xFFFFFFFF
 
@@ -56,19 +59,6 @@ class RejectReason(enum.IntEnum):
     LONG_OPERATION_REJECT = 0x0A
     DEPRECATED = 0x0B
     WAITING_FOR_LOGOUT = 0x0C
-
-
-class TmfFunction(enum.IntEnum):
-    """Task Management Function Request function codes (RFC 7143 11.5.1)."""
-
-    ABORT_TASK = 1
-    ABORT_TASK_SET = 2
-    CLEAR_ACA = 3
-    CLEAR_TASK_SET = 4
-    LOGICAL_UNIT_RESET = 5
-    TARGET_WARM_RESET = 6
-    TARGET_COLD_RESET = 7
-    TASK_REASSIGN = 8
 
 
 class TmfResponse(enum.IntEnum):

@@ -1,0 +1,174 @@
+"""Function calls per command made by the iSCSI connection code, counted, not timed.
+
+Wall-clock benchmarks on a shared 2-CPU host drift by more than a change to
+the hot path costs; a count of calls does not. This script runs the daemon and
+the test initiator in one Trio run, 4 KiB READ(10)s and WRITE(10)s (immediate
+data) against a RAM-backed file at queue depth 1 and 32, and counts with
+``sys.setprofile`` every call (Python and C) made *from* a frame of the
+connection shell or its sans-I/O cores (``transports/iscsi/connection.py``,
+``transfer.py``, ``requests.py``), per command. ``poll_us = 0`` keeps the
+depth-1 reader from busy-polling, so at depth 1 the count is exact; at depth
+32 it depends a little on how commands batch into reads. Also prints all
+calls in the process per command (initiator included) for scale. With ``--time``
+it counts nothing and prints the process CPU time per command instead
+(initiator included: compare trees, not absolute numbers)::
+
+    .venv/bin/python benchmarks/calls_per_command.py [--commands N] [--time]
+
+Run it against another tree (e.g. the commit before a change) by putting that
+tree's ``pyscst`` namespace first on PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import shutil
+import socket
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+import pyscst.transports.iscsi.connection as connection_module
+from pyscst.admin.config.files import parse_config
+from pyscst.supervision.daemon import start, stop
+from pyscst.transports.iscsi.initiator import Initiator
+
+TARGET = "iqn.2026-12.org.pyscst:calls"
+BS = 512
+SHELL_DIR = str(Path(connection_module.__file__).parent)
+SHELL_FILES = {f"{SHELL_DIR}/{name}" for name in ("connection.py", "transfer.py", "requests.py")}
+
+
+#: (write, queue depth, bytes): the hot path, then the R2T-driven write (FirstBurstLength
+#: 64K: the rest by R2T and Data-Out) and a read that the initiator's 64K segments split
+SCENARIOS = (
+    (False, 1, 4096),
+    (True, 1, 4096),
+    (False, 32, 4096),
+    (True, 32, 4096),
+    (True, 16, 131072),
+    (False, 16, 131072),
+)
+
+
+def read10(lba: int, blocks: int) -> bytes:
+    return struct.pack(">BBIBHB", 0x28, 0, lba, 0, blocks, 0)
+
+
+def write10(lba: int, blocks: int) -> bytes:
+    return struct.pack(">BBIBHB", 0x2A, 0, lba, 0, blocks, 0)
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.shell = 0
+        self.total = 0
+        self.by_name: collections.Counter[str] = collections.Counter()
+
+    def __call__(self, frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            caller = frame.f_back
+            self.total += 1
+            if caller is not None and caller.f_code.co_filename in SHELL_FILES:
+                self.shell += 1
+                self.by_name[frame.f_code.co_name] += 1
+        elif event == "c_call":
+            self.total += 1
+            if frame.f_code.co_filename in SHELL_FILES:
+                self.shell += 1
+                self.by_name[getattr(arg, "__qualname__", str(arg))] += 1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def scenario(ini: Initiator, write: bool, depth: int, commands: int, size: int) -> None:
+    data = bytes(size)
+    blocks = size // BS
+    lba = 0
+    done = 0
+    while done < commands:
+        itts = []
+        for _ in range(depth):
+            if write:
+                itts.append(ini.submit(0, write10(lba, blocks), data))
+            else:
+                itts.append(ini.submit(0, read10(lba, blocks), read_length=size))
+            lba = (lba + blocks) % (8192 - blocks)
+        for itt in itts:
+            r = await ini.wait(itt)
+            assert r.status == 0, r
+        done += depth
+
+
+async def main(commands: int, timed: bool) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="pyscst-calls-", dir="/dev/shm"))
+    port = free_port()
+    text = f"""
+state_dir = "{tmp}"
+control_socket = "{tmp}/c.sock"
+log_level = "warning"
+[iscsi]
+poll_us = 0
+[devices.disk0]
+handler = "vdisk_fileio"
+path = "disk0.img"
+size = "4MiB"
+[targets."{TARGET}"]
+portals = ["127.0.0.1:{port}"]
+luns = [{{ lun = 0, device = "disk0" }}]
+"""
+    config = parse_config(text, tmp)
+    try:
+        async with trio.open_nursery() as nursery:
+            daemon = await start(config, nursery)
+            try:
+                async with await Initiator.connect(
+                    "127.0.0.1", port, target_name=TARGET, max_recv_data_segment_length=65536
+                ) as ini:
+                    await ini.execute(0, bytes(6))  # TEST UNIT READY: the power-on UA
+                    await ini.execute(0, bytes(6))
+                    for write, depth, size in SCENARIOS:
+                        await scenario(ini, write, depth, 256, size)  # warm: cache, buffers
+                        kind = "WRITE" if write else "READ "
+                        name = f"{kind} {size // 1024:>3}K QD{depth:<2}"
+                        if timed:
+                            began = time.process_time()
+                            await scenario(ini, write, depth, commands, size)
+                            spent = time.process_time() - began
+                            print(f"{name}: {spent / commands * 1e6:7.1f} µs CPU/cmd")
+                            continue
+                        counter = Counter()
+                        sys.setprofile(counter)
+                        try:
+                            await scenario(ini, write, depth, commands, size)
+                        finally:
+                            sys.setprofile(None)
+                        top = ", ".join(f"{k} {v / commands:.2f}" for k, v in
+                                        counter.by_name.most_common(8))  # fmt: skip
+                        print(
+                            f"{name}: connection code {counter.shell / commands:6.2f} calls/cmd,"
+                            f" whole process {counter.total / commands:7.2f}  [{top}]"
+                        )
+            finally:
+                await stop(daemon)
+                nursery.cancel_scope.cancel()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--commands", type=int, default=2048)
+    parser.add_argument("--time", action="store_true", help="CPU time per command, no counts")
+    args = parser.parse_args()
+    trio.run(main, args.commands, args.time)
