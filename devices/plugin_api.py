@@ -111,7 +111,9 @@ def load_plugins(taken: Iterable[str]) -> list[HandlerInfo]:
             continue
         for info in handlers:
             if info.name in names:
-                log.error("handler plugin %s: handler %s already exists; skipped", ep.name, info.name)
+                log.error(
+                    "handler plugin %s: handler %s already exists; skipped", ep.name, info.name
+                )
                 continue
             names.add(info.name)
             log.info("handler plugin %s: handler %s (%s)", ep.name, info.name, info.summary)

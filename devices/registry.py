@@ -115,7 +115,7 @@ _BUILTIN = (
         "disk", PathRule.FILE, DISK_BLOCK_SIZES, _open_file, _disk, file_backed=True,
     ),
     HandlerInfo(
-        "vdisk_blockio", "SBC disk on a block device or file with direct I/O (O_DIRECT, no page cache)",
+        "vdisk_blockio", "SBC disk on a block device or file, direct I/O (O_DIRECT, no page cache)",
         "disk", PathRule.FILE, DISK_BLOCK_SIZES, _open_direct, _disk, file_backed=True,
     ),
     HandlerInfo(

@@ -110,7 +110,9 @@ class RamDiskStore:
             chunk[inner : inner + n] = part
         return True
 
-    async def write(self, offset: int, data: bytes | bytearray | memoryview, fua: bool = False) -> None:
+    async def write(
+        self, offset: int, data: bytes | bytearray | memoryview, fua: bool = False
+    ) -> None:
         self.write_now(offset, data)
 
     async def flush(self) -> None:
