@@ -14,9 +14,11 @@ The daemon reads the group once, when the registry is built at start
 is already taken is logged and skipped; the daemon starts without it, and a
 configuration naming its handler gets the usual "unknown handler" error at
 ``devices.NAME.handler``. At run time a plugin's store and device are served
-by a supervised device actor like any built-in one: an exception from its
-I/O becomes sense for that command, repeated failures take only that device
-offline.
+by a supervised device actor like any built-in one. Its store should fail
+with OSError (mapped to sense like a file's: ENOSPC is 27/07, EIO a medium
+error); any other exception is a bug: the command ends with 44/00 and the
+device actor crashes and is restarted by its supervisor, and once its
+restart budget is spent the device goes offline (devices/guarded_store.py).
 
 Stability promise for ``API_VERSION = 1``: the names exported here
 (:class:`Plugin`, :class:`HandlerInfo`, :class:`PathRule`,
@@ -31,22 +33,22 @@ plugin reads its own environment or files).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 
 import attrs
 
 from pyscst.devices.device_type import DeviceType
 from pyscst.devices.disk import DiskDevice
+from pyscst.devices.guarded_store import GuardedStore
 from pyscst.devices.handler_info import DeviceSettings, HandlerInfo, PathRule
 from pyscst.devices.stores import BackingStore, StoreReadOnlyError
 
 __all__ = [
     "API_VERSION", "ENTRY_POINT_GROUP", "BackingStore", "DeviceSettings", "DeviceType",
-    "HandlerInfo", "PathRule", "Plugin", "StoreReadOnlyError", "build_disk", "load_plugins",
+    "HandlerInfo", "Note", "PathRule", "Plugin", "StoreReadOnlyError", "build_disk", "load_plugins",
 ]  # fmt: skip
-
-log = logging.getLogger(__name__)
 
 #: the version of this API; a plugin must declare the same
 API_VERSION = 1
@@ -95,27 +97,49 @@ def _load_one(ep: EntryPoint) -> tuple[HandlerInfo, ...]:
         )
     if not all(isinstance(h, HandlerInfo) for h in plugin.handlers):
         raise ValueError("handlers must be HandlerInfo rows")
-    return tuple(plugin.handlers)
+    return tuple(_guarded(info, ep.name) for info in plugin.handlers)
 
 
-def load_plugins(taken: Iterable[str]) -> list[HandlerInfo]:
-    """Every handler the installed plugins register, skipping (and logging)
-    broken plugins and names already in ``taken``."""
+def _guarded(info: HandlerInfo, plugin: str) -> HandlerInfo:
+    """``info`` with its store behind a guard (devices/guarded_store.py)."""
+    opener = info.open_store
+
+    async def open_guarded(
+        cfg: DeviceSettings, roots: Sequence[Path] | None, grow: bool
+    ) -> BackingStore:
+        return GuardedStore(await opener(cfg, roots, grow), plugin)
+
+    return attrs.evolve(info, open_store=open_guarded)
+
+
+#: (logging level, message): what loading the plugins found, for the daemon
+#: to log once logging is set up (the registry loads them at import)
+Note = tuple[int, str]
+
+
+def load_plugins(taken: Iterable[str]) -> tuple[list[HandlerInfo], list[Note]]:
+    """Every handler the installed plugins register, skipping broken plugins
+    and names already in ``taken``; and the notes saying what was loaded or
+    skipped and why."""
     names = set(taken)
     found: list[HandlerInfo] = []
+    notes: list[Note] = []
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         try:
             handlers = _load_one(ep)
         except ValueError as exc:
-            log.error("handler plugin %s (%s) skipped: %s", ep.name, ep.value, exc)
+            notes.append((logging.ERROR, f"handler plugin {ep.name} ({ep.value}) skipped: {exc}"))
             continue
         for info in handlers:
             if info.name in names:
-                log.error(
-                    "handler plugin %s: handler %s already exists; skipped", ep.name, info.name
-                )
+                notes.append(
+                    (logging.ERROR,
+                     f"handler plugin {ep.name}: handler {info.name} already exists; skipped")
+                )  # fmt: skip
                 continue
             names.add(info.name)
-            log.info("handler plugin %s: handler %s (%s)", ep.name, info.name, info.summary)
+            notes.append(
+                (logging.INFO, f"handler plugin {ep.name}: handler {info.name} ({info.summary})")
+            )
             found.append(info)
-    return found
+    return found, notes

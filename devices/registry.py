@@ -29,12 +29,12 @@ from pyscst.devices.handler_info import (
     PathRule,
     StoreOpener,
 )
-from pyscst.devices.plugin_api import build_disk, load_plugins
+from pyscst.devices.plugin_api import Note, build_disk, load_plugins
 from pyscst.devices.stores import BackingStore, FileStore, NullStore
 
 __all__ = [
-    "HANDLERS", "DeviceBuilder", "DeviceSettings", "HandlerInfo", "PathRule", "StoreOpener",
-    "handler_names", "lookup",
+    "HANDLERS", "PLUGIN_NOTES", "DeviceBuilder", "DeviceSettings", "HandlerInfo", "PathRule",
+    "StoreOpener", "handler_names", "lookup",
 ]  # fmt: skip
 
 
@@ -131,9 +131,10 @@ _BUILTIN = (
 
 #: every handler the daemon knows, by name: the built-in ones, then those of
 #: installed plugins (entry points ``pyscst.handlers``, devices/plugin_api.py)
-HANDLERS: Mapping[str, HandlerInfo] = _registry(
-    *_BUILTIN, *load_plugins(info.name for info in _BUILTIN)
-)
+_PLUGINS, _NOTES = load_plugins(info.name for info in _BUILTIN)
+HANDLERS: Mapping[str, HandlerInfo] = _registry(*_BUILTIN, *_PLUGINS)
+#: what loading the plugins found (logged by the daemon at start)
+PLUGIN_NOTES: tuple[Note, ...] = tuple(_NOTES)
 
 
 def handler_names() -> list[str]:
