@@ -93,6 +93,7 @@ class DirectStore(FileStore):
         store = await cls.open(
             path, size=size, read_only=read_only, roots=roots, grow=grow, io_engine=io_engine
         )
+        assert isinstance(store, DirectStore)  # (FileStore.open builds cls)
         try:
             await trio.to_thread.run_sync(store._go_direct, key, block_size)
         except BaseException:
