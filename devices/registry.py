@@ -33,8 +33,8 @@ from pyscst.devices.plugin_api import Note, build_disk, load_plugins
 from pyscst.devices.stores import BackingStore, FileStore, NullStore
 
 __all__ = [
-    "HANDLERS", "PLUGIN_NOTES", "DeviceBuilder", "DeviceSettings", "HandlerInfo", "PathRule",
-    "StoreOpener", "handler_names", "lookup",
+    "BUILTIN_HANDLERS", "HANDLERS", "PLUGIN_NOTES", "DeviceBuilder", "DeviceSettings",
+    "HandlerInfo", "PathRule", "StoreOpener", "handler_names", "lookup",
 ]  # fmt: skip
 
 
@@ -109,7 +109,8 @@ def _registry(*infos: HandlerInfo) -> Mapping[str, HandlerInfo]:
 
 DISK_BLOCK_SIZES = (512, 4096)
 
-_BUILTIN = (
+#: the handlers pyscst itself ships
+BUILTIN_HANDLERS = (
     HandlerInfo(
         "vdisk_fileio", "SBC disk on a file or block device, through the page cache",
         "disk", PathRule.FILE, DISK_BLOCK_SIZES, _open_file, _disk, file_backed=True,
@@ -131,8 +132,8 @@ _BUILTIN = (
 
 #: every handler the daemon knows, by name: the built-in ones, then those of
 #: installed plugins (entry points ``pyscst.handlers``, devices/plugin_api.py)
-_PLUGINS, _NOTES = load_plugins(info.name for info in _BUILTIN)
-HANDLERS: Mapping[str, HandlerInfo] = _registry(*_BUILTIN, *_PLUGINS)
+_PLUGINS, _NOTES = load_plugins(info.name for info in BUILTIN_HANDLERS)
+HANDLERS: Mapping[str, HandlerInfo] = _registry(*BUILTIN_HANDLERS, *_PLUGINS)
 #: what loading the plugins found (logged by the daemon at start)
 PLUGIN_NOTES: tuple[Note, ...] = tuple(_NOTES)
 
