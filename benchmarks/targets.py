@@ -171,7 +171,6 @@ def _tgtadm(control: int, *args: str) -> None:
 
 
 @contextlib.contextmanager
-@contextlib.contextmanager
 def loop_device(directory: Path, size: int = IMAGE_SIZE) -> Iterator[Path]:
     """/dev/loopN over a data-filled file in ``directory`` (a disk filesystem),
     shared by both targets' blockio LUNs; detached and removed afterwards."""
@@ -190,6 +189,7 @@ def loop_device(directory: Path, size: int = IMAGE_SIZE) -> Iterator[Path]:
         image.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
 def run_tgt(
     label: str,
     workdir: Path,
