@@ -31,6 +31,7 @@ import os
 import struct
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -70,8 +71,31 @@ def logical_block_size(fd: int, block_device: bool) -> int:
     return int(struct.unpack("i", out)[0])
 
 
+#: bounce buffers kept per size for reuse (an mmap per command costs two
+#: syscalls and page faults); only sizes up to POOL_MAX_BYTES are kept
+POOL_PER_SIZE = 64
+POOL_MAX_BYTES = 1 << 20
+
+
 class DirectStore(FileStore):
     """BLOCKIO: a block device or file opened O_DIRECT (see module doc)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: free bounce buffers by size (the store's own; only its loop uses it)
+        self._pool: dict[int, list[memoryview]] = {}
+
+    def _bounce(self, n: int) -> memoryview:
+        free = self._pool.get(n)
+        return free.pop() if free else aligned_buffer(n)
+
+    def _give_back(self, buf: memoryview) -> None:
+        """Only after the kernel is done with it (a normal completion)."""
+        n = len(buf)
+        if n <= POOL_MAX_BYTES:
+            free = self._pool.setdefault(n, [])
+            if len(free) < POOL_PER_SIZE:
+                free.append(buf)
 
     @classmethod
     async def open_direct(
@@ -156,16 +180,18 @@ class DirectStore(FileStore):
         if is_aligned(buf):
             await self._read_aligned(offset, buf)
             return
-        bounce = aligned_buffer(len(buf))
+        bounce = self._bounce(len(buf))
         await self._read_aligned(offset, bounce)
         buf[:] = bounce
+        self._give_back(bounce)
 
     async def write(self, offset: int, data: Buffer, fua: bool = False) -> None:
         if self._read_only:
             raise StoreReadOnlyError(errno.EROFS, "store is read-only", self.path)
         view = memoryview(data).cast("B")
+        bounce = None
         if not is_aligned(view):
-            bounce = aligned_buffer(len(view))
+            bounce = self._bounce(len(view))
             bounce[:] = view
             view = bounce
         try:
@@ -177,10 +203,14 @@ class DirectStore(FileStore):
                         done += await engine.write(self._fd, view[done:], offset + done)
                     if fua:
                         await engine.fsync(self._fd, True, offset, len(view))
+                    if bounce is not None:
+                        self._give_back(bounce)
                     return
                 except EngineFailedError:
                     self._engine_failed()
             await trio.to_thread.run_sync(self._write_sync, offset, view, fua)
+            if bounce is not None:
+                self._give_back(bounce)
         except OSError as exc:
             self.failed(exc)
             raise
