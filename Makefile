@@ -70,8 +70,10 @@ $(VENV)/.stamp-install: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
 	@touch $@
 
-$(VENV)/.stamp-test: pyproject.toml | $(BIN)/python
+# (with the example handler plugin, which tests/e2e/test_plugins.py serves)
+$(VENV)/.stamp-test: pyproject.toml examples/pyscst-ramdisk/pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check ./examples/pyscst-ramdisk
 	@touch $(VENV)/.stamp-install $@
 
 # Debian tools the end-to-end tests drive: libiscsi's iscsi-test-cu, qemu-img with
@@ -97,6 +99,7 @@ tools:
 
 $(VENV)/.stamp-bench: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check ./examples/pyscst-ramdisk
 	@touch $(VENV)/.stamp-install $(VENV)/.stamp-test $@
 
 bench: tools $(VENV)/.stamp-bench

@@ -30,6 +30,7 @@ from pyscst.actors.faults import CrashDevice, DeviceCrashed
 from pyscst.actors.messages import ChangeMedium, Envelope, ResizeDevice, SetDeviceReadOnly, reply_to
 from pyscst.devices.device_config import DeviceConfig
 from pyscst.devices.device_type import DeviceType
+from pyscst.devices.guarded_store import GuardedStore
 from pyscst.devices.registry import HANDLERS, PathRule
 from pyscst.devices.store_health import CHECK_INTERVAL
 from pyscst.devices.stores import BackingStore, FileStore
@@ -149,6 +150,8 @@ class DeviceActor:
             if store.engine is not None:
                 store.engine.label = self.name
             log.info("%s: io engine %s", self.name, store.engine_note)
+        elif isinstance(store, GuardedStore):  # a plugin's bug crashes this actor
+            store.on_fault = self.crash
         self._grow = True
         self._crash_pending = False
         try:

@@ -263,7 +263,7 @@ class LogicalUnit:
             if task is None:
                 reply_to(reply, TmfResponse.TASK_DOES_NOT_EXIST)
                 return
-            self._nursery.start_soon(self._cancel_and_reply, [task], TmfResponse.COMPLETE, reply)
+            self._cancel_and_reply([task], TmfResponse.COMPLETE, reply)
         elif isinstance(msg, QueryTask):
             state = self._nexuses.get(_key(msg.nexus))
             found = state is not None and msg.tag in state.tasks
@@ -275,10 +275,10 @@ class LogicalUnit:
         elif isinstance(msg, AbortTaskSet):
             state = self._nexuses.get(_key(msg.nexus))
             tasks = list(state.tasks.values()) if state else []
-            self._nursery.start_soon(self._cancel_and_reply, tasks, TmfResponse.COMPLETE, reply)
+            self._cancel_and_reply(tasks, TmfResponse.COMPLETE, reply)
         elif isinstance(msg, ClearTaskSet):
             tasks = self._abort_all(by=msg.nexus)
-            self._nursery.start_soon(self._cancel_and_reply, tasks, TmfResponse.COMPLETE, reply)
+            self._cancel_and_reply(tasks, TmfResponse.COMPLETE, reply)
         elif isinstance(msg, ResetLogicalUnit):
             tasks = self._abort_all(by=msg.nexus)
             self.reservations.reset()
@@ -289,7 +289,7 @@ class LogicalUnit:
                 else:
                     device.reset()
             self.raise_ua(msg.asc)
-            self._nursery.start_soon(self._cancel_and_reply, tasks, TmfResponse.COMPLETE, reply)
+            self._cancel_and_reply(tasks, TmfResponse.COMPLETE, reply)
         else:
             log.error("%s: unknown request %r", self.name, msg)
             reply_to(reply, TmfResponse.REJECTED)
@@ -310,11 +310,20 @@ class LogicalUnit:
         device = self._device_or_none()
         return device is not None and device.tas
 
-    async def _cancel_and_reply(
+    def _cancel_and_reply(
         self, tasks: list[Task], response: TmfResponse, reply: trio.MemorySendChannel[Any]
     ) -> None:
+        """Cancel now, atomically with the TMF's arrival (a task allowed to run
+        on until a spawned task got to cancel it could still answer GOOD, and
+        the TMF would then say "complete" too); answer once they are done."""
         for task in tasks:
             task.scope.cancel()
+        assert self._nursery is not None
+        self._nursery.start_soon(self._reply_when_done, tasks, response, reply)
+
+    async def _reply_when_done(
+        self, tasks: list[Task], response: TmfResponse, reply: trio.MemorySendChannel[Any]
+    ) -> None:
         for task in tasks:
             await task.wait_done()
         reply_to(reply, response)

@@ -285,11 +285,22 @@ def run(cfg: Settings, workdir: Path, pyscst_cmd: Sequence[str] | None) -> Outco
             stack.callback(shutil.rmtree, cold_dir, ignore_errors=True)
             say(f"cold rows: 1 GiB data-filled image each in {cold_dir}, page cache "
                 "dropped (POSIX_FADV_DONTNEED) before every run")  # fmt: skip
+        blockdev = None
+        if any(sc.blockio for sc in cfg.scenarios):
+            blk_dir = COLD_DIR / f"{workdir.name}-blockio"
+            blk_dir.mkdir(parents=True, exist_ok=True)
+            stack.callback(shutil.rmtree, blk_dir, ignore_errors=True)
+            blockdev = stack.enter_context(targets.loop_device(blk_dir))
+            say(f"blockio rows: {blockdev} over a 1 GiB data-filled file in {blk_dir}, "
+                "shared by pyscst vdisk_blockio and tgt --bstype aio")  # fmt: skip
         say(f"starting targets in {workdir} (1 GiB pre-filled tmpfs image each)")
-        base = stack.enter_context(targets.run_tgt("tgt", workdir, target_cpu, cold_dir))
+        base = stack.enter_context(
+            targets.run_tgt("tgt", workdir, target_cpu, cold_dir, blockdev)
+        )
         cand = stack.enter_context(
             targets.run_target(
-                cfg.candidate, candidate_label, workdir, target_cpu, pyscst_cmd, cold_dir
+                cfg.candidate, candidate_label, workdir, target_cpu, pyscst_cmd, cold_dir,
+                blockdev,
             )
         )
         endpoints = [base, cand]

@@ -43,6 +43,11 @@ class Scenario:
         """Runs on the disk-backed image with its page cache dropped first."""
         return self.role == "cold"
 
+    @property
+    def blockio(self) -> bool:
+        """Runs on a loop device: pyscst's vdisk_blockio vs tgt's --bstype aio."""
+        return self.role == "blockio"
+
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("rr4k_qd1", "4K rand read QD1", "iscsi-perf", "disk", 4 * KIB, 1, True, False,
@@ -69,6 +74,17 @@ SCENARIOS: tuple[Scenario, ...] = (
              16, False, False, "MB/s", 1.0),
     Scenario("cold_fw4k_qd32", "cold 4K FUA write QD32", "qemu-img", "cold", 4 * KIB, 32,
              False, True, "iops", 1.0, cache="writethrough"),
+    # issue 13: direct I/O on one loop device (a data-filled file in /var/tmp):
+    # pyscst vdisk_blockio vs tgt --bstype aio. Writes are sequential: neither
+    # iscsi-perf (reads only) nor qemu-img bench (no random offsets) writes randomly.
+    Scenario("blk_rr4k_qd32", "blockio 4K rand read QD32", "iscsi-perf", "blockio", 4 * KIB,
+             32, True, False, "iops", 1.0),
+    Scenario("blk_sw4k_qd32", "blockio 4K seq write QD32", "qemu-img", "blockio", 4 * KIB,
+             32, False, True, "iops", 1.0),
+    Scenario("blk_sr128k_qd16", "blockio 128K seq read QD16", "iscsi-perf", "blockio",
+             128 * KIB, 16, False, False, "MB/s", 1.0),
+    Scenario("blk_sw128k_qd16", "blockio 128K seq write QD16", "qemu-img", "blockio",
+             128 * KIB, 16, False, True, "MB/s", 1.0),
 )  # fmt: skip
 
 SCENARIOS_BY_KEY = {s.key: s for s in SCENARIOS}

@@ -171,11 +171,35 @@ def _tgtadm(control: int, *args: str) -> None:
 
 
 @contextlib.contextmanager
+def loop_device(directory: Path, size: int = IMAGE_SIZE) -> Iterator[Path]:
+    """/dev/loopN over a data-filled file in ``directory`` (a disk filesystem),
+    shared by both targets' blockio LUNs; detached and removed afterwards."""
+    image = directory / "blockio.img"
+    fill_image(image, size)
+    done = subprocess.run(["losetup", "-f", "--show", str(image)], capture_output=True,
+                          text=True, check=False)  # fmt: skip
+    if done.returncode != 0:
+        image.unlink(missing_ok=True)
+        raise TargetError(f"losetup failed (blockio rows need root): {done.stderr.strip()}")
+    dev = Path(done.stdout.strip())
+    try:
+        yield dev
+    finally:
+        subprocess.run(["losetup", "-d", str(dev)], capture_output=True, check=False)
+        image.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
 def run_tgt(
-    label: str, workdir: Path, cpu: int | None, cold_dir: Path | None = None
+    label: str,
+    workdir: Path,
+    cpu: int | None,
+    cold_dir: Path | None = None,
+    blockdev: Path | None = None,
 ) -> Iterator[Endpoint]:
     """tgtd in the foreground with its own control port: disk LUN 1, null LUN 2,
-    the cold image LUN 3 (rdwr: buffered I/O in tgt's worker threads)."""
+    the cold image LUN 3 (rdwr: buffered I/O in tgt's worker threads), the
+    loop device LUN 4 (``--bstype aio``: O_DIRECT with Linux AIO)."""
     image = workdir / f"{label}.img"
     fill_image(image)
     cold = cold_image(cold_dir, label)
@@ -205,10 +229,16 @@ def run_tgt(
                     control, "--op", "new", "--mode", "logicalunit", "--tid", "1",
                     "--lun", "3", "--backing-store", str(cold),
                 )  # fmt: skip
+            if blockdev is not None:
+                _tgtadm(
+                    control, "--op", "new", "--mode", "logicalunit", "--tid", "1",
+                    "--lun", "4", "--bstype", "aio", "--backing-store", str(blockdev),
+                )  # fmt: skip
             _tgtadm(control, "--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL")
         except TargetError as e:
             raise TargetError(f"{label}: {e}\n{_log_tail(log)}") from e
-        luns = {"disk": 1, "null": 2, **({"cold": 3} if cold else {})}
+        luns = {"disk": 1, "null": 2, **({"cold": 3} if cold else {}),
+                **({"blockio": 4} if blockdev else {})}  # fmt: skip
         yield Endpoint(label, "tgt", proc.pid, f"127.0.0.1:{port}", iqn, luns, cold)
 
 
@@ -221,11 +251,23 @@ def pyscst_command(config: Path) -> tuple[list[str], Path]:
 
 
 def pyscst_config(
-    state_dir: Path, image: Path, port: int, iqn: str, cold: Path | None = None
+    state_dir: Path,
+    image: Path,
+    port: int,
+    iqn: str,
+    cold: Path | None = None,
+    blockdev: Path | None = None,
 ) -> str:
     """The daemon's TOML config: fileio disk at LUN 0, nullio at LUN 1, the
-    cold image at LUN 2 (io_engine "auto"; PYSCST_IO_ENGINE overrides)."""
-    dirs = ", ".join(f'"{d}"' for d in [image.parent, *([cold.parent] if cold else [])])
+    cold image at LUN 2, vdisk_blockio on the loop device at LUN 3 (io_engine
+    "auto"; PYSCST_IO_ENGINE overrides)."""
+    extra_dirs = [*([cold.parent] if cold else []), *([blockdev.parent] if blockdev else [])]
+    dirs = ", ".join(f'"{d}"' for d in [image.parent, *extra_dirs])
+    blk_device = (
+        f'[devices.blk0]\nhandler = "vdisk_blockio"\npath = "{blockdev}"\nsize = "1GiB"\n'
+        if blockdev else ""
+    )  # fmt: skip
+    blk_lun = ', { lun = 3, device = "blk0" }' if blockdev else ""
     cold_device = (
         f'[devices.cold0]\nhandler = "vdisk_fileio"\npath = "{cold}"\nsize = "1GiB"\n'
         if cold else ""
@@ -242,10 +284,12 @@ def pyscst_config(
         'handler = "vdisk_nullio"\n'
         'size = "1GiB"\n'
         + cold_device
+        + blk_device
         + f'[targets."{iqn}"]\n'
         f'portals = ["127.0.0.1:{port}"]\n'
         'luns = [ { lun = 0, device = "disk0" }, { lun = 1, device = "null0" }'
         + cold_lun
+        + blk_lun
         + " ]\n"
     )
 
@@ -257,6 +301,7 @@ def run_pyscst(
     cpu: int | None,
     command: Sequence[str] | None = None,
     cold_dir: Path | None = None,
+    blockdev: Path | None = None,
 ) -> Iterator[Endpoint]:
     """`pyscst serve` on a generated config; `command` overrides the argv prefix."""
     image = workdir / f"{label}.img"
@@ -267,7 +312,7 @@ def run_pyscst(
     port = free_port()
     iqn = f"iqn.2026-11.org.pyscst:bench-{label}"
     config = workdir / f"{label}.toml"
-    config.write_text(pyscst_config(state_dir, image, port, iqn, cold))
+    config.write_text(pyscst_config(state_dir, image, port, iqn, cold, blockdev))
     if command:
         argv, cwd = [*command, str(config)], REPO_ROOT
     else:
@@ -278,7 +323,8 @@ def run_pyscst(
             _wait_port(port, proc, START_TIMEOUT)
         except TargetError as e:
             raise TargetError(f"{label}: {e}\n{_log_tail(log)}") from e
-        luns = {"disk": 0, "null": 1, **({"cold": 2} if cold else {})}
+        luns = {"disk": 0, "null": 1, **({"cold": 2} if cold else {}),
+                **({"blockio": 3} if blockdev else {})}  # fmt: skip
         yield Endpoint(label, "pyscst", proc.pid, f"127.0.0.1:{port}", iqn, luns, cold)
 
 
@@ -289,9 +335,10 @@ def run_target(
     cpu: int | None,
     pyscst_cmd: Sequence[str] | None,
     cold_dir: Path | None = None,
+    blockdev: Path | None = None,
 ) -> contextlib.AbstractContextManager[Endpoint]:
     if kind == "tgt":
-        return run_tgt(label, workdir, cpu, cold_dir)
+        return run_tgt(label, workdir, cpu, cold_dir, blockdev)
     if kind == "pyscst":
-        return run_pyscst(label, workdir, cpu, pyscst_cmd, cold_dir)
+        return run_pyscst(label, workdir, cpu, pyscst_cmd, cold_dir, blockdev)
     raise ValueError(f"unknown target kind {kind!r}")

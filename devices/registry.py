@@ -7,90 +7,35 @@ validation (admin/config/files.py), console completion (admin/client/console/att
 ``pyscst admin`` help and the README's handler table all read this table,
 and the device actor builds devices through it, so adding a handler (a new
 store under the disk, or a new device type) is one :func:`_register` call
-here, or one entry point for a plugin package later.
+here, or one entry point of a plugin package (devices/plugin_api.py).
 
-The registry is built once at import and never changes afterwards.
+The registry is built once at import (reading the installed plugins) and
+never changes afterwards.
 """
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import Protocol
-
-import attrs
 
 from pyscst.devices.cdrom import CdromDevice, empty_tray
 from pyscst.devices.device_type import DeviceType
-from pyscst.devices.disk import DiskDevice
+from pyscst.devices.direct import DirectStore
+from pyscst.devices.handler_info import (
+    DeviceBuilder,
+    DeviceSettings,
+    HandlerInfo,
+    PathRule,
+    StoreOpener,
+)
+from pyscst.devices.plugin_api import Note, build_disk, load_plugins
 from pyscst.devices.stores import BackingStore, FileStore, NullStore
 
-
-class DeviceSettings(Protocol):
-    """What a handler reads of a device's configuration (admin's DeviceConfig)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def size(self) -> int: ...
-    @property
-    def block_size(self) -> int: ...
-    @property
-    def path(self) -> Path | None: ...
-    @property
-    def read_only(self) -> bool: ...
-    @property
-    def write_cache(self) -> bool: ...
-    @property
-    def serial(self) -> str: ...
-    @property
-    def rotational(self) -> bool: ...
-    @property
-    def removable(self) -> bool: ...
-    @property
-    def physical_block_size(self) -> int: ...
-    @property
-    def io_engine(self) -> str: ...
-
-
-class PathRule(enum.Enum):
-    """What a handler's ``path`` key may be."""
-
-    #: a backing file, defaulting to state_dir/<name>.img
-    FILE = "file"
-    #: no backing file: ``path`` is an error
-    NONE = "none"
-    #: a read-only image that may be absent (empty or no ``path``: an empty
-    #: drive); the size is the image's, and the operator may load another
-    IMAGE = "image"
-
-
-StoreOpener = Callable[[DeviceSettings, Sequence[Path] | None, bool], Awaitable[BackingStore]]
-DeviceBuilder = Callable[[DeviceSettings, BackingStore], DeviceType]
-
-
-@attrs.frozen
-class HandlerInfo:
-    """One registered handler."""
-
-    name: str
-    #: one line for help texts and the README
-    summary: str
-    #: the device type it builds (SCSI peripheral device type name)
-    device_type: str
-    path: PathRule
-    #: logical block sizes the configuration may choose
-    block_sizes: tuple[int, ...]
-    open_store: StoreOpener
-    build: DeviceBuilder
-    #: the store is a file the device actor should watch and may grow
-    file_backed: bool
-    #: the device may be writable (False: always read-only, e.g. a CD-ROM)
-    writable: bool = True
-    #: the medium is always removable (a CD-ROM); else only with ``removable``
-    removable_medium: bool = False
+__all__ = [
+    "BUILTIN_HANDLERS", "HANDLERS", "PLUGIN_NOTES", "DeviceBuilder", "DeviceSettings",
+    "HandlerInfo", "PathRule", "StoreOpener", "handler_names", "lookup",
+]  # fmt: skip
 
 
 async def _open_file(
@@ -113,24 +58,23 @@ async def _open_null(
     return NullStore(cfg.size, read_only=cfg.read_only)
 
 
-def _lbppbe(cfg: DeviceSettings) -> int:
-    """LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT from physical_block_size."""
-    physical = cfg.physical_block_size or cfg.block_size
-    return (physical // cfg.block_size).bit_length() - 1
-
-
-def _disk(cfg: DeviceSettings, store: BackingStore) -> DeviceType:
-    return DiskDevice(
-        cfg.name,
-        store,
+async def _open_direct(
+    cfg: DeviceSettings, roots: Sequence[Path] | None, grow: bool
+) -> BackingStore:
+    assert cfg.path is not None
+    return await DirectStore.open_direct(
+        cfg.path,
+        key=f"devices.{cfg.name}",
+        size=cfg.size,
         block_size=cfg.block_size,
         read_only=cfg.read_only,
-        write_cache=cfg.write_cache,
-        serial=cfg.serial or None,
-        removable=cfg.removable,
-        rotational=cfg.rotational,
-        lbppbe=_lbppbe(cfg),
+        roots=roots if roots is not None else (cfg.path.parent,),
+        grow=grow,
+        io_engine=cfg.io_engine,
     )
+
+
+_disk = build_disk
 
 
 async def _open_image(
@@ -165,11 +109,15 @@ def _registry(*infos: HandlerInfo) -> Mapping[str, HandlerInfo]:
 
 DISK_BLOCK_SIZES = (512, 4096)
 
-#: every handler the daemon knows, by name
-HANDLERS: Mapping[str, HandlerInfo] = _registry(
+#: the handlers pyscst itself ships
+BUILTIN_HANDLERS = (
     HandlerInfo(
         "vdisk_fileio", "SBC disk on a file or block device, through the page cache",
         "disk", PathRule.FILE, DISK_BLOCK_SIZES, _open_file, _disk, file_backed=True,
+    ),
+    HandlerInfo(
+        "vdisk_blockio", "SBC disk on a block device or file, direct I/O (O_DIRECT, no page cache)",
+        "disk", PathRule.FILE, DISK_BLOCK_SIZES, _open_direct, _disk, file_backed=True,
     ),
     HandlerInfo(
         "vdisk_nullio", "SBC disk with no storage: reads return zeros, writes vanish",
@@ -181,6 +129,13 @@ HANDLERS: Mapping[str, HandlerInfo] = _registry(
         writable=False, removable_medium=True,
     ),
 )  # fmt: skip
+
+#: every handler the daemon knows, by name: the built-in ones, then those of
+#: installed plugins (entry points ``pyscst.handlers``, devices/plugin_api.py)
+_PLUGINS, _NOTES = load_plugins(info.name for info in BUILTIN_HANDLERS)
+HANDLERS: Mapping[str, HandlerInfo] = _registry(*BUILTIN_HANDLERS, *_PLUGINS)
+#: what loading the plugins found (logged by the daemon at start)
+PLUGIN_NOTES: tuple[Note, ...] = tuple(_NOTES)
 
 
 def handler_names() -> list[str]:

@@ -82,6 +82,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "starting pyscst %s: %d device(s), %d target(s), state in %s",
         _version(), len(config.devices), len(config.targets), config.state_dir,
     )
+    from pyscst.devices.registry import PLUGIN_NOTES
+
+    for level, note in PLUGIN_NOTES:  # handler plugins loaded or skipped
+        log.log(level, "%s", note)
     try:
         trio.run(partial(serve, config, config_path=Path(args.config).absolute()))
     except BaseException as exc:  # sorted below; anything else is re-raised

@@ -259,3 +259,32 @@ def test_libiscsi_conformance_with_mutual_chap(tmp_path: Path) -> None:
     assert comparison.ok, summary
     assert "CHAP refused" not in log  # every login authenticated
     assert CHAP_SECRET not in log and CHAP_TARGET_SECRET not in log
+
+
+# --- the ALL run on vdisk_blockio (O_DIRECT) over a real loop device --------------
+
+
+@pytest.mark.timeout(900)
+def test_libiscsi_all_on_blockio_loop_device(tmp_path: Path) -> None:
+    """``ALL`` on a vdisk_blockio LUN over /dev/loopN: no FAIL, and nothing worse
+    than the expectations the page-cache disk is held to."""
+    from tests.loopdev import loop_device
+
+    tool = _tool_or_skip()
+    out_dir = results_dir()
+    with loop_device(128 << 20) as dev:
+        devices = {"disk0": {"handler": "vdisk_blockio", "size": "128MiB", "path": str(dev)}}
+        with running_daemon(tmp_path, devices=devices, luns=({"lun": 0, "device": "disk0"},),
+                            extra={"allowed_dirs": ["/dev"]}) as daemon:
+            results = run_suite(tool, daemon.url, out_dir,
+                                runs=(Run("blockio-all", "ALL", lun=0),))
+    results_path = out_dir / "results-blockio.txt"
+    results_path.write_text(ex.format_results(results.values()))
+    listed = set(list_tests(tool, "ALL"))
+    expected = {k: v for k, v in ex.read_outcomes(ex.EXPECTED_PATH).items() if k in listed}
+    comparison = ex.compare(expected, results)
+    summary = ex.report(comparison, totals(results), results_path)
+    print(summary)
+    failed = sorted(n for n, r in results.items() if r.outcome is Outcome.FAIL)
+    assert not failed, summary
+    assert comparison.ok, summary

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon import running_daemon
+from tests.loopdev import loop_device
 
 SIZE = 64 * 2**20
 
@@ -73,3 +74,22 @@ def test_qemu_img_round_trip(tmp_path: Path) -> None:
     assert _digest(back) == _digest(source)
     # and it really went through the daemon's backing file, not a cache
     assert _digest(backing) == _digest(source)
+
+
+def test_qemu_img_round_trip_on_blockio_loop_device(tmp_path: Path) -> None:
+    """The same round trip through vdisk_blockio (O_DIRECT) on a real loop device."""
+    tool = _qemu_img_with_iscsi()
+    if tool is None:
+        pytest.skip("qemu-img with iscsi support is absent and we are not root to install it")
+    source = tmp_path / "source.img"
+    source.write_bytes(os.urandom(SIZE))
+    back = tmp_path / "back.img"
+    with loop_device(SIZE) as dev:
+        devices = {"disk0": {"handler": "vdisk_blockio", "size": SIZE, "path": str(dev)}}
+        with running_daemon(
+            tmp_path / "daemon", devices=devices, extra={"allowed_dirs": ["/dev"]}
+        ) as daemon:
+            _convert(tool, str(source), daemon.url(0), existing_target=True)
+            _convert(tool, daemon.url(0), str(back), existing_target=False)
+        assert _digest(back) == _digest(source)
+        assert _digest(dev) == _digest(source)  # on the block device itself

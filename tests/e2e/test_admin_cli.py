@@ -289,7 +289,7 @@ async def test_errors_name_what_and_where_and_exit_codes(tmp_path: Path) -> None
         assert "no device named" in await admin.fails(1, "lun", "add", TARGET, "3", "nope")
         assert "already exists" in await admin.fails(1, "device", "add", "disk0", "--size", "1M")
         assert "unknown handler" in await admin.fails(
-            1, "device", "add", "x", "--size", "1M", "--handler", "vdisk_blockio"
+            1, "device", "add", "x", "--size", "1M", "--handler", "vdisk_nosuch"
         )
         assert "unknown op" in await admin.fails(1, "call", "no.such.op")
         assert "unknown argument" in await admin.fails(1, "call", "tree", '{"bogus": 1}')

@@ -17,6 +17,7 @@ from pyscst.actors.lun import LogicalUnit
 from pyscst.actors.messages import (
     AbortTask,
     ClearTaskSet,
+    Envelope,
     NexusLoss,
     ResetLogicalUnit,
     TmfResponse,
@@ -188,6 +189,31 @@ async def test_abort_task_cancels_a_running_command_without_response() -> None:
         assert bytes(store.data[9 * BS : 10 * BS]) == bytes(BS)  # old data, not torn
         again = await call(lu.mailbox, AbortTask(NEXUS_A, 41))
         assert again == TmfResponse.TASK_DOES_NOT_EXIST
+
+
+async def test_abort_task_racing_a_completing_command_gets_one_consistent_answer() -> None:
+    """ABORT TASK handled while the command is runnable again (its store just
+    completed): either the command answered and the TMF says TASK DOES NOT
+    EXIST, or it was aborted silently and the TMF says COMPLETE, never GOOD
+    and COMPLETE both (libiscsi AbortTaskSimpleAsync). The TMF reaches the
+    LU's mailbox before the store's gate opens, so the LU handles it first."""
+    for tag in range(100, 120):
+        async with running_lu() as (lu, store):
+            await clear_power_on_ua(lu)
+            t = Recorder(b"r" * BS)
+            gate = store.gate(9)
+            lu.submit(command(t, write10(9), tag), 0, False)
+            await trio.sleep(0.01)
+            reply_send, reply_recv = trio.open_memory_channel[object](1)
+            lu.mailbox.send_nowait(Envelope(AbortTask(NEXUS_A, tag), reply_send))
+            gate.set()  # (no checkpoint in between)
+            with trio.fail_after(5):
+                result = await reply_recv.receive()
+            if result == TmfResponse.COMPLETE:
+                assert t.answered == [], "aborted (COMPLETE) yet answered"
+            else:
+                assert result == TmfResponse.TASK_DOES_NOT_EXIST
+                assert t.answered == [(tag, Status.GOOD)]
 
 
 async def test_unit_attentions_are_per_nexus_and_exempt_commands_pass() -> None:

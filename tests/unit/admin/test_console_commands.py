@@ -17,6 +17,7 @@ from pyscst.admin.client.console.backend import UNREACHABLE, BackendError
 from pyscst.admin.client.console.commands import ALIASES, COMMANDS
 from pyscst.admin.client.console.render import plain
 from pyscst.admin.client.console.shell import Shell
+from pyscst.devices.registry import HANDLERS
 from tests.console_fake import TARGET, FakeBackend
 
 LUNS = f"/targets/{TARGET}/luns"
@@ -103,8 +104,8 @@ def test_create_device_parses_size_and_sends_device_add(fake: FakeBackend) -> No
         ("create disk1 handler=vdisk_fileio size=12x",
          'error: create: size: expected bytes or a number with a K/M/G/T/P(i)B suffix, got "12x"'),
         ("create disk1 handler=vdisk_fileo size=1G",
-         'error: create: handler: unknown handler "vdisk_fileo" (one of vdisk_fileio, '
-         "vdisk_nullio, vcdrom)"),
+         'error: create: handler: unknown handler "vdisk_fileo" '
+         f"(one of {', '.join(HANDLERS)})"),  # (installed plugins included)
         ("create disk1 size=1G", "error: create: a new device needs handler=..."),
         ("create disk1 handler=vdisk_nullio size=1G colour=red",
          'error: create: unknown attribute "colour" for a new device (known: handler, size, '

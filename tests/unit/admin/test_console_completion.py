@@ -10,6 +10,7 @@ from prompt_toolkit.document import Document
 
 from pyscst.admin.client.console.complete import ConsoleCompleter
 from pyscst.admin.client.console.shell import Shell
+from pyscst.devices.registry import HANDLERS
 from tests.console_fake import TARGET, FakeBackend
 
 
@@ -58,8 +59,7 @@ def test_create_offers_the_attributes_of_the_directory(shell: Shell) -> None:
         "size=", "path=", "block_size=", "read_only=", "write_cache=",
         "removable=", "physical_block_size=", "grow=",
     ]
-    assert complete(shell, "create disk2 handler=") == ["handler=vdisk_fileio",
-                                                        "handler=vdisk_nullio", "handler=vcdrom"]
+    assert complete(shell, "create disk2 handler=") == [f"handler={h}" for h in HANDLERS]
     assert complete(shell, "create disk2 block_size=") == ["block_size=512", "block_size=4096"]
     # a path in front of the name decides, not the current directory
     assert complete(shell, f"create /targets/{TARGET}/luns/3 ") == ["device=", "lun=",

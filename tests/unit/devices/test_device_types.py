@@ -24,7 +24,7 @@ from pyscst.devices.device_type import DeviceType
 from pyscst.devices.disk import DiskDevice
 from pyscst.devices.disk_table import SBC_TABLE
 from pyscst.devices.medium import Medium, MediumLocked
-from pyscst.devices.registry import HANDLERS
+from pyscst.devices.registry import BUILTIN_HANDLERS, HANDLERS
 from pyscst.devices.stores import MemoryStore, NullStore
 from pyscst.scsi.cdb import OpFlags, OpSpec, OpTable, Readiness, ResvClass
 from pyscst.scsi.command import Buffer, DataDirection, ExecContext, Nexus, ScsiCommand
@@ -156,6 +156,8 @@ def test_every_registered_handler_builds_a_device_type_and_is_documented(name: s
     info = HANDLERS[name]
     device = info.build(_Settings(name), MemoryStore(1 << 20))
     assert isinstance(device, DeviceType)
+    if name not in {info.name for info in BUILTIN_HANDLERS}:
+        return  # an installed plugin's handler: documented in its own package
     readme = (REPO / "README.md").read_text()
     assert re.search(rf"`{name}`", readme), f"README.md does not document handler {name}"
 

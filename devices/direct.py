@@ -1,0 +1,235 @@
+"""BLOCKIO: direct I/O (O_DIRECT) to a block device or a file, no page cache.
+
+Why a separate store: FileStore's whole design (inline RWF_NOWAIT page-cache
+hits, timed inline writes) assumes the page cache. Under O_DIRECT every
+request goes to the device, so nothing is done inline: each read and write is
+a request on the store's io_uring ring (devices/io_engine.py), or a worker
+thread where io_uring is unavailable or ``io_engine = "threads"``.
+
+O_DIRECT wants the buffer address, the offset and the length aligned to the
+device's logical block size. Offsets and lengths are whole blocks of the
+configured ``block_size``, which open refuses when it is smaller than the
+device's logical block size. Buffers: a page-aligned buffer the transport
+handed in is used as is; any other is bounced through an mmap-backed (page
+aligned) buffer, one copy. The disk layer allocates its read buffers as
+``bytearray`` (malloc: 16-byte aligned), so reads today bounce once.
+
+Semantics: FUA = the write, then an fdatasync of that range (on the ring);
+SYNCHRONIZE CACHE = fdatasync (flushes the device's volatile cache, which
+O_DIRECT alone does not). UNMAP: a hole punched in a file; on a block device
+BLKZEROOUT (the kernel discards where the device guarantees zeros after it,
+else writes zeros), so an unmapped range always reads back as zeros, as the
+disk's LBPRZ promises. (BLKDISCARD gives no such promise on real devices.)
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import mmap
+import os
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from pyscst.devices import uring
+from pyscst.devices.io_engine import EngineFailedError
+from pyscst.devices.stores import FileStore, StoreReadOnlyError
+from pyscst.scsi.command import Buffer
+
+#: ioctls of linux/fs.h: logical block size; zero a byte range
+BLKSSZGET = 0x1268
+BLKZEROOUT = 0x127F
+#: buffers are aligned to this (covers every logical block size up to a page)
+ALIGN = mmap.PAGESIZE
+
+
+class DirectIoRefusedError(ValueError):
+    """The filesystem or device refuses O_DIRECT, or the block size is too small."""
+
+
+def aligned_buffer(n: int) -> memoryview:
+    """A zeroed, page-aligned, writable buffer of ``n`` bytes (anonymous mmap)."""
+    return memoryview(mmap.mmap(-1, max(n, 1)))[:n]
+
+
+def is_aligned(buf: memoryview, align: int = ALIGN) -> bool:
+    if buf.readonly or not buf.c_contiguous or len(buf) % 512:
+        return False
+    addr, _pin = uring.buffer_address(buf)
+    return addr % align == 0
+
+
+def logical_block_size(fd: int, block_device: bool) -> int:
+    """The device's logical block size (BLKSSZGET); 512 for a file (probed below)."""
+    if not block_device:
+        return 512
+    out = fcntl.ioctl(fd, BLKSSZGET, struct.pack("i", 0))
+    return int(struct.unpack("i", out)[0])
+
+
+#: bounce buffers kept per size for reuse (an mmap per command costs two
+#: syscalls and page faults); only sizes up to POOL_MAX_BYTES are kept
+POOL_PER_SIZE = 64
+POOL_MAX_BYTES = 1 << 20
+
+
+class DirectStore(FileStore):
+    """BLOCKIO: a block device or file opened O_DIRECT (see module doc)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: free bounce buffers by size (the store's own; only its loop uses it)
+        self._pool: dict[int, list[memoryview]] = {}
+
+    def _bounce(self, n: int) -> memoryview:
+        free = self._pool.get(n)
+        return free.pop() if free else aligned_buffer(n)
+
+    def _give_back(self, buf: memoryview) -> None:
+        """Only after the kernel is done with it (a normal completion)."""
+        n = len(buf)
+        if n <= POOL_MAX_BYTES:
+            free = self._pool.setdefault(n, [])
+            if len(free) < POOL_PER_SIZE:
+                free.append(buf)
+
+    @classmethod
+    async def open_direct(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        key: str,
+        size: int | None,
+        block_size: int,
+        read_only: bool = False,
+        roots: Sequence[Path] | None = None,
+        grow: bool = False,
+        io_engine: str = "auto",
+    ) -> DirectStore:
+        """Open like :meth:`FileStore.open` (same confinement and size rules),
+        then reopen the same file O_DIRECT. ``key`` (``devices.NAME``) names
+        the configuration in the error when O_DIRECT is refused (tmpfs: EINVAL)
+        or ``block_size`` is below the device's logical block size."""
+        store = await cls.open(
+            path, size=size, read_only=read_only, roots=roots, grow=grow, io_engine=io_engine
+        )
+        assert isinstance(store, DirectStore)  # (FileStore.open builds cls)
+        try:
+            await trio.to_thread.run_sync(store._go_direct, key, block_size)
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    def _go_direct(self, key: str, block_size: int) -> None:
+        flags = (os.O_RDONLY if self.read_only else os.O_RDWR) | os.O_DIRECT | os.O_CLOEXEC
+        try:
+            # the descriptor's own file (opened confined, no symlink followed)
+            fd = os.open(f"/proc/self/fd/{self._fd}", flags)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                raise DirectIoRefusedError(
+                    f"{key}.path: {self.path}: the filesystem refuses direct I/O (O_DIRECT); "
+                    "use handler vdisk_fileio for this path"
+                ) from None
+            raise
+        os.close(self._fd)
+        self._fd = fd
+        logical = logical_block_size(fd, self.block_device)
+        if block_size < logical:
+            raise DirectIoRefusedError(
+                f"{key}.block_size: {block_size} is smaller than the logical block size "
+                f"{logical} of {self.path}; direct I/O needs whole device blocks"
+            )
+        probe = aligned_buffer(block_size)
+        try:
+            os.preadv(fd, [probe], 0)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                raise DirectIoRefusedError(
+                    f"{key}.block_size: {self.path} refuses direct I/O of {block_size}-byte "
+                    "blocks (its logical block size is larger)"
+                ) from None
+            raise
+
+    # -- nothing inline: every request goes to the device -----------------------
+
+    def read_now(self, offset: int, buf: memoryview) -> bool:
+        return False
+
+    def write_now(self, offset: int, data: Buffer) -> bool:
+        if self._read_only:
+            raise StoreReadOnlyError(errno.EROFS, "store is read-only", self.path)
+        return False
+
+    async def _read_aligned(self, offset: int, buf: memoryview) -> None:
+        engine = self.engine
+        if engine is not None:
+            try:
+                await self._read_uring(engine, offset, buf)
+                return
+            except EngineFailedError:
+                self._engine_failed()
+        await trio.to_thread.run_sync(self._read_blocking, offset, buf)
+
+    async def readinto(self, offset: int, buf: memoryview) -> None:
+        if is_aligned(buf):
+            await self._read_aligned(offset, buf)
+            return
+        bounce = self._bounce(len(buf))
+        await self._read_aligned(offset, bounce)
+        buf[:] = bounce
+        self._give_back(bounce)
+
+    async def write(self, offset: int, data: Buffer, fua: bool = False) -> None:
+        if self._read_only:
+            raise StoreReadOnlyError(errno.EROFS, "store is read-only", self.path)
+        view = memoryview(data).cast("B")
+        bounce = None
+        if not is_aligned(view):
+            bounce = self._bounce(len(view))
+            bounce[:] = view
+            view = bounce
+        try:
+            engine = self.engine
+            if engine is not None:
+                try:
+                    done = 0
+                    while done < len(view):
+                        done += await engine.write(self._fd, view[done:], offset + done)
+                    if fua:
+                        await engine.fsync(self._fd, True, offset, len(view))
+                    if bounce is not None:
+                        self._give_back(bounce)
+                    return
+                except EngineFailedError:
+                    self._engine_failed()
+            await trio.to_thread.run_sync(self._write_sync, offset, view, fua)
+            if bounce is not None:
+                self._give_back(bounce)
+        except OSError as exc:
+            self.failed(exc)
+            raise
+
+    def _write_sync(self, offset: int, view: memoryview, fua: bool) -> None:
+        self._write_blocking(offset, view, 0)
+        if fua:
+            os.fdatasync(self._fd)
+
+    async def discard(self, offset: int, length: int) -> None:
+        if not self.block_device:
+            await super().discard(offset, length)  # punch a hole (or write zeros)
+            return
+        if self._read_only:
+            raise StoreReadOnlyError(errno.EROFS, "store is read-only", self.path)
+        if length > 0:
+            rng = struct.pack("QQ", offset, length)
+            try:
+                await trio.to_thread.run_sync(fcntl.ioctl, self._fd, BLKZEROOUT, rng)
+            except OSError as exc:
+                self.failed(exc)
+                raise

@@ -1,0 +1,149 @@
+"""vdisk_blockio's DirectStore: O_DIRECT on a loop device and a file, its refusals."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pyscst.devices.direct import DirectIoRefusedError, DirectStore, aligned_buffer, is_aligned
+from pyscst.devices.stores import StoreReadOnlyError
+from tests.loopdev import loop_device
+
+MIB = 1 << 20
+
+
+async def _open(path: Path, block_size: int = 512, **kw: object) -> DirectStore:
+    return await DirectStore.open_direct(
+        path, key="devices.d1", size=kw.pop("size", 8 * MIB), block_size=block_size,  # type: ignore[arg-type]
+        roots=(path.parent,), **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_aligned_buffer_is_page_aligned() -> None:
+    assert is_aligned(aligned_buffer(8192))
+    assert not is_aligned(memoryview(bytearray(8192))[16:4112])
+
+
+@pytest.mark.parametrize("engine", ["auto", "threads"])
+async def test_loop_device_roundtrip_unaligned_buffers(engine: str) -> None:
+    with loop_device(16 * MIB) as dev:
+        store = await _open(dev, io_engine=engine)
+        try:
+            assert store.block_device and store.size == 16 * MIB
+            assert store.read_now(0, memoryview(bytearray(512))) is False  # never inline
+            payload = os.urandom(3 * 4096)
+            buf = bytearray(len(payload) + 16)
+            buf[16:] = payload  # a buffer O_DIRECT would refuse: bounced
+            await store.write(4096, memoryview(buf)[16:], fua=True)
+            got = bytearray(len(payload))
+            await store.readinto(4096, memoryview(got))
+            assert got == payload
+            await store.flush()
+            # what the device holds, read past our descriptor
+            with open(dev, "rb") as f:
+                f.seek(4096)
+                assert f.read(len(payload)) == payload
+        finally:
+            await store.close()
+
+
+async def test_loop_device_discard_reads_zeros() -> None:
+    with loop_device(16 * MIB) as dev:
+        store = await _open(dev)
+        try:
+            await store.write(MIB, os.urandom(MIB))
+            await store.discard(MIB, 512 * 1024)
+            got = aligned_buffer(MIB)
+            await store.readinto(MIB, got)
+            assert bytes(got[: 512 * 1024]) == bytes(512 * 1024)
+            assert any(got[512 * 1024 :])
+        finally:
+            await store.close()
+
+
+async def test_block_size_below_logical_block_size_is_a_config_error() -> None:
+    with loop_device(16 * MIB, logical_block_size=4096) as dev:
+        with pytest.raises(DirectIoRefusedError, match=r"devices\.d1\.block_size: 512 .* 4096"):
+            await _open(dev, block_size=512)
+        store = await _open(dev, block_size=4096)  # whole device blocks: served
+        await store.close()
+
+
+def _tmpfs_takes_direct_io() -> bool:
+    probe = Path("/dev/shm") / f"pyscst-probe-{os.getpid()}"
+    try:
+        os.close(os.open(probe, os.O_CREAT | os.O_RDWR | os.O_DIRECT, 0o600))
+        return True
+    except OSError:
+        return not Path("/dev/shm").is_dir()
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+@pytest.mark.skipif(
+    _tmpfs_takes_direct_io(), reason="no tmpfs, or this kernel's tmpfs takes O_DIRECT (>= 6.6)"
+)
+async def test_tmpfs_refuses_direct_io_naming_the_key() -> None:
+    shm = Path("/dev/shm")
+    path = shm / f"pyscst-direct-{os.getpid()}.img"
+    try:
+        with pytest.raises(DirectIoRefusedError, match=r"devices\.d1\.path: .*O_DIRECT"):
+            await _open(path)
+    finally:
+        path.unlink(missing_ok=True)
+
+
+async def test_einval_at_direct_open_names_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a filesystem without O_DIRECT answers (EINVAL at open), wherever
+    this kernel's tmpfs no longer does."""
+    real_open = os.open
+
+    def refusing_open(path: object, flags: int, *args: object, **kw: object) -> int:
+        if flags & os.O_DIRECT:
+            raise OSError(22, "Invalid argument")
+        return real_open(path, flags, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", refusing_open)
+    with pytest.raises(DirectIoRefusedError, match=r"devices\.d1\.path: .*refuses direct I/O"):
+        await _open(tmp_path / "d.img")
+
+
+async def test_file_roundtrip_fua_and_punch(tmp_path: Path) -> None:
+    store = await _open(tmp_path / "d.img")
+    try:
+        assert not store.block_device
+        payload = os.urandom(64 * 1024)
+        await store.write(0, payload, fua=True)
+        got = bytearray(len(payload))
+        await store.readinto(0, memoryview(got))
+        assert got == payload
+        await store.discard(0, 64 * 1024)
+        await store.readinto(0, memoryview(got))
+        assert got == bytes(len(got))
+    finally:
+        await store.close()
+
+
+async def test_read_only_store_refuses_writes(tmp_path: Path) -> None:
+    (tmp_path / "ro.img").write_bytes(bytes(MIB))
+    store = await _open(tmp_path / "ro.img", size=MIB, read_only=True)
+    try:
+        with pytest.raises(StoreReadOnlyError):
+            await store.write(0, bytes(512))
+    finally:
+        await store.close()
+
+
+async def test_path_confinement_applies(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.img"
+    inside = tmp_path / "in"
+    inside.mkdir()
+    with pytest.raises(PermissionError):
+        await DirectStore.open_direct(
+            outside, key="devices.d1", size=MIB, block_size=512, roots=(inside,)
+        )
+    assert not outside.exists()
