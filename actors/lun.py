@@ -109,6 +109,7 @@ class Task:
 
     __slots__ = (
         "_scope",
+        "atomic",
         "cmd",
         "ctx",
         "device",
@@ -139,6 +140,9 @@ class Task:
         #: set when aborted by another nexus with TAS=1: answer TASK ABORTED
         self.tas = False
         self.writes = False
+        #: an atomic write: overlapping tasks are ordered around it even
+        #: under unrestricted reordering (QAM=1)
+        self.atomic = False
         #: waits for every older task and holds back younger ones: an ORDERED
         #: task, or a SERIALIZING command (MODE SELECT, START STOP UNIT, ...)
         self.ordered = cmd.attr == TaskAttribute.ORDERED
@@ -214,6 +218,8 @@ class LogicalUnit:
         self._active: dict[int, Task] = {}
         self._ordered: dict[int, Task] = {}
         self._writes_active = 0
+        #: atomic writes in the task set (ordered around even under QAM=1)
+        self._atomic_active = 0
         self._seq = 0
         self.reservations = Reservations()
         self.stats_commands = 0
@@ -424,6 +430,8 @@ class LogicalUnit:
             self._ordered[task.seq] = task
         if task.writes:
             self._writes_active += 1
+            if task.atomic:
+                self._atomic_active += 1
 
     def _completed_now(self, task: Task) -> bool:
         """Run ``task`` to completion right here if nothing makes it wait.
@@ -581,6 +589,8 @@ class LogicalUnit:
             self._ordered.pop(task.seq, None)
         if task.writes:
             self._writes_active -= 1
+            if task.atomic:
+                self._atomic_active -= 1
         tasks = task.state.tasks
         if tasks.get(task.cmd.tag) is task:
             del tasks[task.cmd.tag]
@@ -629,6 +639,7 @@ class LogicalUnit:
             if spec.lba_range is not None:
                 task.lba, task.nblocks = spec.lba_range(cdb)
                 task.writes = writes
+                task.atomic = spec.atomic
             if spec.serializing:
                 task.ordered = True
             task.spec = spec
@@ -662,12 +673,20 @@ class LogicalUnit:
         if task.ordered:
             return [t for s, t in self._active.items() if s < seq]
         blockers = [t for s, t in self._ordered.items() if s < seq] if self._ordered else []
-        if (self._writes_active or task.writes) and task.lba >= 0 and not self._unrestricted():
-            blockers += [
-                t
-                for s, t in self._active.items()
-                if s < seq and (t.writes or task.writes) and t.overlaps(task)
-            ]
+        if (self._writes_active or task.writes) and task.lba >= 0:
+            if not self._unrestricted():
+                blockers += [
+                    t
+                    for s, t in self._active.items()
+                    if s < seq and (t.writes or task.writes) and t.overlaps(task)
+                ]
+            elif task.atomic or self._atomic_active:
+                # QAM=1 reorders freely, but never across an atomic write
+                blockers += [
+                    t
+                    for s, t in self._active.items()
+                    if s < seq and (t.atomic or task.atomic) and t.overlaps(task)
+                ]
         return blockers
 
     async def _wait_turn(self, task: Task) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 from typing import ClassVar
 
+from pyscst.devices.disk_atomic import atomic_unit_blocks, max_atomic_blocks
 from pyscst.devices.disk_sense import not_ready_stopped
 from pyscst.devices.disk_table import SBC_TABLE
 from pyscst.devices.medium import Medium
@@ -72,6 +73,8 @@ class DiskDevice:
         self.lbppbe = lbppbe
         self.max_transfer_blocks = max(1, max_transfer_bytes // block_size)
         self.inquiry = StandardInquiry(removable=removable, product=product, revision=revision)
+        atomic_unit = atomic_unit_blocks(block_size, lbppbe)
+        atomic_max = max_atomic_blocks(block_size, self.max_transfer_blocks, lbppbe)
         #: what the SBC VPD pages advertise and the handlers enforce
         self.limits = SbcVpdInfo(
             block_size=block_size,
@@ -86,6 +89,9 @@ class DiskDevice:
             max_write_same_blocks=MAX_WRITE_SAME_BLOCKS,
             max_compare_write_blocks=min(255, self.max_transfer_blocks),
             non_rotating=not rotational,
+            max_atomic_blocks=atomic_max,
+            atomic_alignment=atomic_unit if atomic_max else 0,
+            atomic_granularity=atomic_unit if atomic_max else 0,
         )
         self.vpd = VpdPages(
             VpdInfo(device_id=self.device_id, serial=self.serial), sbc_vpd_pages(self.limits)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import attrs
 
+from pyscst.devices import disk_atomic as atomic
 from pyscst.devices import disk_info as info
 from pyscst.devices import disk_io as io
 from pyscst.devices import disk_write_ext as wx
@@ -106,6 +107,10 @@ def _specs() -> list[OpSpec]:
         OpSpec(Op.WRITE_SAME_16, None, "WRITE SAME(16)", 16,
                _mask("93 09 ffffffffffffffff ffffffff 1f 00"),
                OUT, wx.handle_write_same, writes, R.WRITE, wx.write_same_range, _RW_TIMEOUTS),
+        OpSpec(atomic.WRITE_ATOMIC_16, None, "WRITE ATOMIC(16)", 16,
+               _mask("9c 18 ffffffffffffffff ffff ffff 1f 00"),
+               OUT, atomic.handle_write_atomic, writes | F.ATOMIC, R.WRITE,
+               atomic.write_atomic_range, _RW_TIMEOUTS),
         OpSpec(Op.SERVICE_ACTION_IN_16, ServiceActionIn16.READ_CAPACITY_16, "READ CAPACITY(16)",
                16, _mask("9e 10 0000000000000000 ffffffff 00 00"),
                IN, info.handle_read_capacity_16, present, R.PR_ALLOWED, timeouts=_SHORT_TIMEOUTS),

@@ -86,7 +86,7 @@ def command(
     attr: TaskAttribute = TaskAttribute.SIMPLE,
     nexus: Nexus = NEXUS_A,
 ) -> ScsiCommand:
-    direction = {0x2A: DataDirection.WRITE, 0x28: DataDirection.READ,
+    direction = {0x2A: DataDirection.WRITE, 0x28: DataDirection.READ, 0x9C: DataDirection.WRITE,
                  0x15: DataDirection.WRITE, 0x1A: DataDirection.READ}.get(
         cdb[0], DataDirection.NONE
     )
@@ -280,6 +280,41 @@ async def test_unrestricted_qam_lets_overlapping_writes_overtake() -> None:
         gate.set()
         await wait_answers(first, 1)
         assert bytes(store.data[7 * BS : 8 * BS]) == b"1" * BS  # the older one landed last
+
+
+def write_atomic16(lba: int, n: int = 1) -> bytes:
+    return bytes((0x9C, 0)) + lba.to_bytes(8, "big") + bytes(2) + n.to_bytes(2, "big") + bytes(2)
+
+
+async def test_unrestricted_qam_never_reorders_across_an_atomic_write() -> None:
+    async with running_lu() as (lu, store):
+        await clear_power_on_ua(lu)
+        await set_control_page(lu, 3, 0xF0, 0x10)  # QUEUE ALGORITHM MODIFIER = 1
+        atomic = Recorder(b"A" * 8 * BS)
+        later = Recorder(b"2" * BS)
+        reader = Recorder()
+        gate = store.gate(8)
+        lu.submit(command(atomic, write_atomic16(8, 8), 1), 0, False)
+        with trio.fail_after(2):
+            while 8 in store.gates:  # the atomic write holds the (one-shot) gate
+                await trio.sleep(0.001)
+        lu.submit(command(later, write10(9), 2), 0, False)
+        lu.submit(command(reader, read10(15), 3), 0, False)
+        lu.submit(command(reader, read10(16), 4), 0, False)  # no overlap: runs
+        await wait_answers(reader, 1)
+        await trio.sleep(0.02)
+        assert reader.answered == [(4, Status.GOOD)]
+        assert later.answered == [] and atomic.answered == []
+        gate.set()
+        await wait_answers(atomic, 1)
+        await wait_answers(later, 1)
+        await wait_answers(reader, 2)
+        assert atomic.answered == [(1, Status.GOOD)]
+        # the overlapping write and read waited: the read saw the whole atomic
+        # write (or the later write too), never half of it
+        assert bytes(store.data[8 * BS : 9 * BS]) == b"A" * BS
+        assert bytes(store.data[9 * BS : 10 * BS]) == b"2" * BS
+        assert reader.sense_by_tag[3] is None
 
 
 async def test_aborting_an_ordered_task_releases_the_commands_behind_it() -> None:
