@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +102,9 @@ class CommandContext:
 
     def notify_others(self, asc: Asc) -> None:
         self._lu.raise_ua(asc, exclude=self._state.nexus)
+
+    def start_background(self, fn: Callable[[], Awaitable[None]]) -> None:
+        self._lu.start_background(fn)
 
 
 class Task:
@@ -247,6 +250,14 @@ class LogicalUnit:
             finally:
                 self._nursery = None
                 nursery.cancel_scope.cancel()
+
+    def start_background(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run ``fn`` beside the task set (a device's background operation):
+        no TMF or nexus loss cancels it, only the LU's own end."""
+        nursery = self._nursery
+        if nursery is None:
+            raise ScsiError.check(SenseKey.NOT_READY, Asc.LUN_NOT_READY_CAUSE_NOT_REPORTABLE)
+        nursery.start_soon(fn)
 
     def _handle(self, item: Any) -> None:
         if isinstance(item, Envelope):
@@ -632,6 +643,10 @@ class LogicalUnit:
                 if device is None:
                     raise
             spec: OpSpec = self.table(device).lookup(cdb)
+            if device.medium.busy is not None and not spec.ua_exempt:
+                # a sanitize is running: NOT READY now, not after older tasks
+                # (the SANITIZE itself, with IMMED=0, is one of them)
+                device.medium.check_not_busy()
             writes = spec.writes_medium
             if writes and (task.ctx.read_only or device.read_only):
                 raise ScsiError.write_protected()

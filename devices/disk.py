@@ -16,6 +16,7 @@ import hashlib
 from typing import ClassVar
 
 from pyscst.devices.disk_atomic import atomic_unit_blocks, max_atomic_blocks
+from pyscst.devices.disk_sanitize import SanitizeState, sanitize_failed
 from pyscst.devices.disk_sense import not_ready_stopped
 from pyscst.devices.disk_table import SBC_TABLE
 from pyscst.devices.medium import Medium
@@ -90,6 +91,7 @@ class DiskDevice:
             max_compare_write_blocks=min(255, self.max_transfer_blocks),
             non_rotating=not rotational,
             max_atomic_blocks=atomic_max,
+            block_erase=True,
             atomic_alignment=atomic_unit if atomic_max else 0,
             atomic_granularity=atomic_unit if atomic_max else 0,
         )
@@ -101,6 +103,8 @@ class DiskDevice:
         self.started = True
         #: ejected and loaded only when removable; locked by PREVENT either way
         self.medium = Medium()
+        #: SANITIZE failure mode (the running operation's sense is medium.busy)
+        self.sanitize_state = SanitizeState()
         #: set by the device actor while this device is down (restarting or
         #: offline): what REQUEST SENSE reports then (only INQUIRY and REQUEST
         #: SENSE reach a device that is down)
@@ -162,15 +166,22 @@ class DiskDevice:
 
     def check_ready(self, readiness: Readiness = Readiness.READY) -> None:
         """NOT READY when the medium is absent or (for media access) stopped."""
-        if not self.medium.present:
-            self.medium.check_present()
+        medium = self.medium
+        if medium.busy is not None:
+            medium.check_not_busy()
+        if not medium.present:
+            medium.check_present()
         if not self.started and readiness is Readiness.READY:
             raise not_ready_stopped()
+        if self.sanitize_state.failed and readiness is Readiness.READY:
+            raise sanitize_failed()
 
     def not_ready_sense(self) -> Sense | None:
         """The sense REQUEST SENSE reports for the current readiness condition."""
         if self.unavailable is not None:
             return self.unavailable
+        if self.medium.busy is not None:
+            return self.medium.busy
         try:
             self.check_ready()
         except ScsiError as exc:

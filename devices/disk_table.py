@@ -17,6 +17,7 @@ import attrs
 from pyscst.devices import disk_atomic as atomic
 from pyscst.devices import disk_info as info
 from pyscst.devices import disk_io as io
+from pyscst.devices import disk_sanitize as sanitize
 from pyscst.devices import disk_write_ext as wx
 from pyscst.devices.spc import type_table
 from pyscst.scsi.cdb import OpFlags, OpSpec, ResvClass, rw6, rw10, rw12, rw16
@@ -32,6 +33,7 @@ NONE = DataDirection.NONE
 _RW_TIMEOUTS = (30, 60)
 _SHORT_TIMEOUTS = (5, 10)
 _FLUSH_TIMEOUTS = (60, 120)
+_SANITIZE_TIMEOUTS = (3600, 7200)
 #: ORWRITE(16); not in the shared Op enum
 ORWRITE_16 = 0x8B
 
@@ -80,6 +82,15 @@ def _specs() -> list[OpSpec]:
                OUT, wx.handle_write_same, writes, R.WRITE, wx.write_same_range, _RW_TIMEOUTS),
         OpSpec(Op.UNMAP, None, "UNMAP", 10, _mask("42 00 00 00 00 00 1f ff ff 00"),
                OUT, wx.handle_unmap, writes, R.WRITE, timeouts=_RW_TIMEOUTS),
+        OpSpec(Op.SANITIZE, sanitize.SA_OVERWRITE, "SANITIZE OVERWRITE", 10,
+               _mask("48 a1 00 00 00 00 00 ff ff 00"),
+               OUT, sanitize.handle_sanitize, writes, R.WRITE, timeouts=_SANITIZE_TIMEOUTS),
+        OpSpec(Op.SANITIZE, sanitize.SA_BLOCK_ERASE, "SANITIZE BLOCK ERASE", 10,
+               _mask("48 a2 00 00 00 00 00 ff ff 00"),
+               OUT, sanitize.handle_sanitize, writes, R.WRITE, timeouts=_SANITIZE_TIMEOUTS),
+        OpSpec(Op.SANITIZE, sanitize.SA_EXIT_FAILURE_MODE, "SANITIZE EXIT FAILURE MODE", 10,
+               _mask("48 bf 00 00 00 00 00 ff ff 00"),
+               OUT, sanitize.handle_sanitize, writes, R.WRITE, timeouts=_SHORT_TIMEOUTS),
         OpSpec(Op.READ_16, None, "READ(16)", 16,
                _mask("88 18 ffffffffffffffff ffffffff 1f 00"),
                IN, io.handle_read, media, R.READ, rw16, _RW_TIMEOUTS),

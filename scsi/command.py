@@ -11,6 +11,7 @@ other transports and test doubles slot in without touching the middle.
 from __future__ import annotations
 
 import enum
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 import attrs
@@ -193,4 +194,9 @@ class ExecContext(Protocol):
     def notify_others(self, asc: Asc) -> None:
         """Queue a UNIT ATTENTION with ``asc`` for every *other* nexus of this LU
         (e.g. MODE PARAMETERS CHANGED after MODE SELECT)."""
+        ...
+
+    def start_background(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run ``fn`` in the LU's nursery, outliving this command, its aborts,
+        resets and its session (SANITIZE). ``fn`` must not raise."""
         ...

@@ -49,6 +49,8 @@ class SbcVpdInfo:
     #: logical blocks. No atomic boundaries: the two boundary fields are 0,
     #: so a non-zero ATOMIC BOUNDARY in the CDB is refused.
     max_atomic_blocks: int = 0
+    #: SANITIZE BLOCK ERASE supported (WABEREQ in the characteristics page)
+    block_erase: bool = False
     atomic_alignment: int = 0
     atomic_granularity: int = 0
 
@@ -87,6 +89,8 @@ def sbc_vpd_pages(info: SbcVpdInfo) -> dict[int, PageBuilder]:
     def characteristics(nexus: Nexus) -> bytes:
         body = bytearray(0x3C)
         struct.pack_into(">H", body, 0, 1 if info.non_rotating else 0)
+        if info.block_erase:
+            body[3] = 0x40  # WABEREQ 01b: reads after a BLOCK ERASE succeed
         return page(BLOCK_DEVICE_CHARACTERISTICS, bytes(body))
 
     def provisioning(nexus: Nexus) -> bytes:
