@@ -50,6 +50,8 @@ def _specs() -> list[OpSpec]:
     media = F.NEEDS_MEDIUM
     present = F.NEEDS_PRESENT
     writes = F.NEEDS_MEDIUM | F.WRITES_MEDIUM
+    # SANITIZE runs in sanitize failure mode (it is how one leaves it)
+    erases = F.NEEDS_PRESENT | F.WRITES_MEDIUM
     s: list[OpSpec] = [
         OpSpec(Op.START_STOP_UNIT, None, "START STOP UNIT", 6, _mask("1b 01 00 0f f7 00"),
                NONE, info.handle_start_stop_unit, F.SERIALIZING, R.WRITE,
@@ -84,13 +86,13 @@ def _specs() -> list[OpSpec]:
                OUT, wx.handle_unmap, writes, R.WRITE, timeouts=_RW_TIMEOUTS),
         OpSpec(Op.SANITIZE, sanitize.SA_OVERWRITE, "SANITIZE OVERWRITE", 10,
                _mask("48 a1 00 00 00 00 00 ff ff 00"),
-               OUT, sanitize.handle_sanitize, writes, R.WRITE, timeouts=_SANITIZE_TIMEOUTS),
+               OUT, sanitize.handle_sanitize, erases, R.WRITE, timeouts=_SANITIZE_TIMEOUTS),
         OpSpec(Op.SANITIZE, sanitize.SA_BLOCK_ERASE, "SANITIZE BLOCK ERASE", 10,
                _mask("48 a2 00 00 00 00 00 ff ff 00"),
-               OUT, sanitize.handle_sanitize, writes, R.WRITE, timeouts=_SANITIZE_TIMEOUTS),
+               OUT, sanitize.handle_sanitize, erases, R.WRITE, timeouts=_SANITIZE_TIMEOUTS),
         OpSpec(Op.SANITIZE, sanitize.SA_EXIT_FAILURE_MODE, "SANITIZE EXIT FAILURE MODE", 10,
                _mask("48 bf 00 00 00 00 00 ff ff 00"),
-               OUT, sanitize.handle_sanitize, writes, R.WRITE, timeouts=_SHORT_TIMEOUTS),
+               OUT, sanitize.handle_sanitize, erases, R.WRITE, timeouts=_SHORT_TIMEOUTS),
         OpSpec(Op.READ_16, None, "READ(16)", 16,
                _mask("88 18 ffffffffffffffff ffffffff 1f 00"),
                IN, io.handle_read, media, R.READ, rw16, _RW_TIMEOUTS),
