@@ -395,6 +395,10 @@ class LogicalUnit:
         return state
 
     # -- the command path ---------------------------------------------------
+    def current_device(self) -> DeviceType | None:
+        """The device now serving this LU (None while it is down)."""
+        return self._device_or_none()
+
     def _device_or_none(self) -> DeviceType | None:
         try:
             return self._device_source()

@@ -19,6 +19,7 @@ from pyscst.devices.disk_atomic import atomic_unit_blocks, max_atomic_blocks
 from pyscst.devices.disk_sanitize import SanitizeState, sanitize_failed
 from pyscst.devices.disk_sense import not_ready_stopped
 from pyscst.devices.disk_table import SBC_TABLE
+from pyscst.devices.disk_xcopy import THIRD_PARTY_COPY_VPD, CopyResults, third_party_copy_page
 from pyscst.devices.medium import Medium
 from pyscst.devices.stores import BackingStore
 from pyscst.scsi.cdb import OpTable, Readiness
@@ -73,7 +74,11 @@ class DiskDevice:
         self.serial = serial or hashlib.sha256(self.device_id.encode()).hexdigest()[:16]
         self.lbppbe = lbppbe
         self.max_transfer_blocks = max(1, max_transfer_bytes // block_size)
-        self.inquiry = StandardInquiry(removable=removable, product=product, revision=revision)
+        self.inquiry = StandardInquiry(
+            removable=removable, product=product, revision=revision, third_party_copy=True
+        )
+        #: EXTENDED COPY results held for RECEIVE COPY RESULTS
+        self.copy_results = CopyResults()
         atomic_unit = atomic_unit_blocks(block_size, lbppbe)
         atomic_max = max_atomic_blocks(block_size, self.max_transfer_blocks, lbppbe)
         #: what the SBC VPD pages advertise and the handlers enforce
@@ -96,7 +101,9 @@ class DiskDevice:
             atomic_granularity=atomic_unit if atomic_max else 0,
         )
         self.vpd = VpdPages(
-            VpdInfo(device_id=self.device_id, serial=self.serial), sbc_vpd_pages(self.limits)
+            VpdInfo(device_id=self.device_id, serial=self.serial),
+            {**sbc_vpd_pages(self.limits),
+             THIRD_PARTY_COPY_VPD: lambda nexus: third_party_copy_page()},
         )
         self.mode = sbc_mode_pages(write_cache)
         #: False after START STOP UNIT with START=0 (non-removable devices)

@@ -19,6 +19,7 @@ from pyscst.devices import disk_info as info
 from pyscst.devices import disk_io as io
 from pyscst.devices import disk_sanitize as sanitize
 from pyscst.devices import disk_write_ext as wx
+from pyscst.devices import disk_xcopy as xcopy
 from pyscst.devices.spc import type_table
 from pyscst.scsi.cdb import OpFlags, OpSpec, ResvClass, rw6, rw10, rw12, rw16
 from pyscst.scsi.command import DataDirection
@@ -93,6 +94,19 @@ def _specs() -> list[OpSpec]:
         OpSpec(Op.SANITIZE, sanitize.SA_EXIT_FAILURE_MODE, "SANITIZE EXIT FAILURE MODE", 10,
                _mask("48 bf 00 00 00 00 00 ff ff 00"),
                OUT, sanitize.handle_sanitize, erases, R.WRITE, timeouts=_SHORT_TIMEOUTS),
+        OpSpec(Op.EXTENDED_COPY, xcopy.SA_LID1, "EXTENDED COPY(LID1)", 16,
+               _mask("83 00 0000000000000000 ffffffff 00 00"),
+               OUT, xcopy.handle_extended_copy, F.NEEDS_MEDIUM, R.WRITE,
+               timeouts=_FLUSH_TIMEOUTS),
+        OpSpec(Op.RECEIVE_COPY_RESULTS, xcopy.SA_COPY_STATUS, "RECEIVE COPY STATUS(LID1)", 16,
+               _mask("84 00 ff 00000000000000 ffffffff 00 00"),
+               IN, xcopy.handle_receive_copy_results, F.NONE, R.READ,
+               timeouts=_SHORT_TIMEOUTS),
+        OpSpec(Op.RECEIVE_COPY_RESULTS, xcopy.SA_OPERATING_PARAMETERS,
+               "RECEIVE COPY OPERATING PARAMETERS", 16,
+               _mask("84 03 00 00000000000000 ffffffff 00 00"),
+               IN, xcopy.handle_receive_copy_results, F.NONE, R.READ,
+               timeouts=_SHORT_TIMEOUTS),
         OpSpec(Op.READ_16, None, "READ(16)", 16,
                _mask("88 18 ffffffffffffffff ffffffff 1f 00"),
                IN, io.handle_read, media, R.READ, rw16, _RW_TIMEOUTS),
