@@ -87,6 +87,7 @@ def command(
     nexus: Nexus = NEXUS_A,
 ) -> ScsiCommand:
     direction = {0x2A: DataDirection.WRITE, 0x28: DataDirection.READ, 0x9C: DataDirection.WRITE,
+                 0x48: DataDirection.WRITE,
                  0x15: DataDirection.WRITE, 0x1A: DataDirection.READ}.get(
         cdb[0], DataDirection.NONE
     )
@@ -315,6 +316,47 @@ async def test_unrestricted_qam_never_reorders_across_an_atomic_write() -> None:
         assert bytes(store.data[8 * BS : 9 * BS]) == b"A" * BS
         assert bytes(store.data[9 * BS : 10 * BS]) == b"2" * BS
         assert reader.sense_by_tag[3] is None
+
+
+async def test_sanitize_outlives_abort_and_lun_reset_and_blocks_everything_else() -> None:
+    async with running_lu() as (lu, store):
+        await clear_power_on_ua(lu)
+        await clear_power_on_ua(lu, NEXUS_B)
+        params = bytes((0x01, 0, 0, 4)) + b"\x5a" * 4
+        cdb = bytes((0x48, 0x01, 0, 0, 0, 0, 0, 0, len(params), 0))  # OVERWRITE, IMMED=0
+        issuer = Recorder(params)
+        gate = store.gate(0)  # the overwrite's first write waits here
+        lu.submit(command(issuer, cdb, 1), 0, False)
+        with trio.fail_after(2):
+            while 0 in store.gates:
+                await trio.sleep(0.001)
+        other = Recorder()
+        for tag, cdb2 in ((2, TUR), (3, read10(5)), (4, bytes((0x1B, 0, 0, 0, 1, 0)))):
+            lu.submit(command(other, cdb2, tag, nexus=NEXUS_B), 0, False)
+        await wait_answers(other, 3)  # at once: not after the older SANITIZE
+        for tag in (2, 3, 4):
+            sense = other.sense_by_tag[tag]
+            assert sense is not None and (sense[2], sense[12], sense[13]) == (2, 0x04, 0x1B)
+        # neither ABORT TASK of the SANITIZE nor a LU reset stops the operation
+        assert await call(lu.mailbox, AbortTask(NEXUS_A, 1)) == TmfResponse.COMPLETE
+        assert await call(lu.mailbox, ResetLogicalUnit(NEXUS_A)) == TmfResponse.COMPLETE
+        assert issuer.answered == []  # the aborted command never answers
+        probe = Recorder()
+        lu.submit(command(probe, bytes((0x03, 0, 0, 0, 18, 0)), 5), 0, False)  # REQUEST SENSE
+        await wait_answers(probe, 1)
+        data = probe.responses[0].data
+        assert data is not None and (data[2], data[12], data[13]) == (2, 0x04, 0x1B)
+        assert data[15] == 0x80  # SKSV: PROGRESS INDICATION follows
+        gate.set()
+        with trio.fail_after(5):
+            while True:
+                t = Recorder()
+                lu.submit(command(t, TUR, 6), 0, False)
+                await wait_answers(t, 1)
+                if t.answered == [(6, Status.GOOD)]:
+                    break
+                await trio.sleep(0.01)
+        assert bytes(store.data[5 * BS : 6 * BS]) == b"\x5a" * BS
 
 
 async def test_aborting_an_ordered_task_releases_the_commands_behind_it() -> None:
