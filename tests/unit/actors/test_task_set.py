@@ -342,9 +342,12 @@ async def test_sanitize_outlives_abort_and_lun_reset_and_blocks_everything_else(
         assert await call(lu.mailbox, ResetLogicalUnit(NEXUS_A)) == TmfResponse.COMPLETE
         assert issuer.answered == []  # the aborted command never answers
         probe = Recorder()
-        lu.submit(command(probe, bytes((0x03, 0, 0, 0, 18, 0)), 5), 0, False)  # REQUEST SENSE
+        # REQUEST SENSE: first the reset's UA (29/03), then the sanitize
+        lu.submit(command(probe, bytes((0x03, 0, 0, 0, 18, 0)), 5), 0, False)
         await wait_answers(probe, 1)
-        data = probe.responses[0].data
+        lu.submit(command(probe, bytes((0x03, 0, 0, 0, 18, 0)), 7), 0, False)
+        await wait_answers(probe, 2)
+        data = probe.responses[1].data
         assert data is not None and (data[2], data[12], data[13]) == (2, 0x04, 0x1B)
         assert data[15] == 0x80  # SKSV: PROGRESS INDICATION follows
         gate.set()
