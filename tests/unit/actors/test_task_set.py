@@ -87,7 +87,7 @@ def command(
     nexus: Nexus = NEXUS_A,
 ) -> ScsiCommand:
     direction = {0x2A: DataDirection.WRITE, 0x28: DataDirection.READ, 0x9C: DataDirection.WRITE,
-                 0x48: DataDirection.WRITE,
+                 0x48: DataDirection.WRITE, 0x83: DataDirection.WRITE,
                  0x15: DataDirection.WRITE, 0x1A: DataDirection.READ}.get(
         cdb[0], DataDirection.NONE
     )
@@ -360,6 +360,39 @@ async def test_sanitize_outlives_abort_and_lun_reset_and_blocks_everything_else(
                     break
                 await trio.sleep(0.01)
         assert bytes(store.data[5 * BS : 6 * BS]) == b"\x5a" * BS
+
+
+async def test_abort_task_stops_an_extended_copy_between_chunks(monkeypatch: object) -> None:
+    import struct
+
+    from pyscst.devices import disk_xcopy
+
+    monkeypatch.setattr(disk_xcopy, "COPY_CHUNK", 8 * BS)  # type: ignore[attr-defined]
+    async with running_lu() as (lu, store):
+        await clear_power_on_ua(lu)
+        store.data[0 : 64 * BS] = b"c" * 64 * BS
+        device = lu.current_device()
+        assert device is not None
+        desc = bytearray(32)
+        desc[0] = 0xE4
+        desc[29:32] = BS.to_bytes(3, "big")
+        seg = struct.pack(">BBHHH2xHQQ", 0x02, 0, 0x18, 0, 0, 64, 0, 100)
+        params = struct.pack(">BBHIII", 1, 0, 32, 0, len(seg), 0) + bytes(desc) + seg
+        cdb = bytes((0x83, 0)) + bytes(8) + len(params).to_bytes(4, "big") + bytes(2)
+        t = Recorder(params)
+        cmd = command(t, cdb, 1)
+        cmd.copy_targets = lambda designation: (device, False)
+        gate = store.gate(116)  # the third chunk's write waits here
+        lu.submit(cmd, 0, False)
+        with trio.fail_after(2):
+            while 116 in store.gates:
+                await trio.sleep(0.001)
+        assert await call(lu.mailbox, AbortTask(NEXUS_A, 1)) == TmfResponse.COMPLETE
+        gate.set()
+        await trio.sleep(0.02)
+        assert t.answered == []
+        assert bytes(store.data[100 * BS : 116 * BS]) == b"c" * 16 * BS  # two chunks
+        assert bytes(store.data[116 * BS : 164 * BS]) == bytes(48 * BS)  # then stopped
 
 
 async def test_aborting_an_ordered_task_releases_the_commands_behind_it() -> None:
