@@ -20,9 +20,12 @@ ILLEGAL REQUEST with a field pointer into the parameter list (SPC-4 6.4.x
 "errors detected before starting"), except what makes a segment impossible
 (an index naming no target descriptor, a range beyond a device's capacity):
 COPY ABORTED with the field pointer at the segment's field. I/O errors while
-copying are COPY ABORTED. RECEIVE COPY RESULTS answers COPY STATUS for the last copies of
-each I_T nexus (by LIST IDENTIFIER, when LIST ID USAGE asked to hold them)
-and OPERATING PARAMETERS.
+copying are COPY ABORTED. Like LIO and SCST, the copy is not ordered against
+other commands on the LUs it reads and writes.
+
+RECEIVE COPY RESULTS answers COPY STATUS for the last copies of each I_T
+nexus (by LIST IDENTIFIER, when LIST ID USAGE asked to hold them) and
+OPERATING PARAMETERS.
 """
 
 from __future__ import annotations
@@ -138,11 +141,22 @@ def _targets(dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext, params: bytes,
         if target is None:
             raise unreachable(off)
         device, read_only = target
+        if not _is_block_device(device):
+            raise unreachable(off)  # e.g. a CD-ROM: not a block copy target
         block_length = int.from_bytes(desc[29:32], "big")
         if block_length != getattr(device, "block_size", -1):
             raise _param(off + 29)
         found.append((device, read_only, off))
     return found
+
+
+def _is_block_device(device: Any) -> bool:
+    inquiry = getattr(device, "inquiry", None)
+    return (
+        inquiry is not None
+        and inquiry.device_type == 0
+        and all(hasattr(device, a) for a in ("write_protected", "blocks", "store", "write_cache"))
+    )
 
 
 def _segments(params: bytes, start: int, length: int,

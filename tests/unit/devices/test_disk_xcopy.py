@@ -58,7 +58,9 @@ class World:
         self.a = DiskDevice("a", MemoryStore(BLOCKS * BS))
         self.b = DiskDevice("b", MemoryStore(BLOCKS * BS))
         self.hidden = DiskDevice("hidden", MemoryStore(BLOCKS * BS))
-        self.visible = {designation(self.a): (self.a, False), designation(self.b): (self.b, True)}
+        self.visible: dict[bytes, tuple[object, bool]] = {
+            designation(self.a): (self.a, False), designation(self.b): (self.b, True)
+        }
 
     def resolve(self, desig: bytes) -> tuple[object, bool] | None:
         return self.visible.get(desig)
@@ -217,3 +219,15 @@ async def test_vpd_and_inquiry_advertise_the_copy_manager() -> None:
     out = await run_cdb(d, bytes((0x12, 1, 0x8F, 0, 255, 0)))
     assert out.data is not None and out.data[1] == 0x8F
     assert struct.unpack_from(">H", out.data, 4)[0] == 0x0001  # supported commands
+
+
+async def test_a_target_that_is_not_a_block_device_is_unreachable() -> None:
+    from pyscst.devices.cdrom import CdromDevice
+
+    w = World()
+    cd = CdromDevice("cd", MemoryStore(64 * 2048))
+    naa = designation(w.hidden)
+    w.visible[naa] = (cd, False)
+    p = params([target(w.a), target(w.hidden)], [segment(0, 1, 1)])
+    assert_sense(await run(w, xcopy_cdb(len(p)), p), SenseKey.COPY_ABORTED,
+                 Asc.COPY_TARGET_DEVICE_NOT_REACHABLE.value, _p(48))
