@@ -141,6 +141,10 @@ async def test_operating_parameters() -> None:
          SenseKey.ILLEGAL_REQUEST, Asc.TOO_MANY_TARGET_DESCRIPTORS, _p(2)),
         (lambda w: params([target(w.a)], [segment(0, 0, 1)] * 65),
          SenseKey.ILLEGAL_REQUEST, Asc.TOO_MANY_SEGMENT_DESCRIPTORS, _p(8)),
+        (lambda w: params([target(w.a)[:7] + b"\x15" + target(w.a)[8:]], [segment(0, 0, 1)]),
+         SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_PARAMETER_LIST, _p(23)),
+        (lambda w: params([target(w.a)[:30]], [segment(0, 0, 1)]),
+         SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_PARAMETER_LIST, _p(2)),
         # header: LIST ID USAGE 01b is reserved, inline data is not offered
         (lambda w: params([target(w.a)], [segment(0, 0, 1)], usage=1),
          SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_PARAMETER_LIST, _p(1, 4)),
