@@ -27,7 +27,8 @@ with the PROGRESS INDICATION in the sense-key-specific bytes. The operation
 runs in the LU's nursery, not in the command: ABORT TASK, LU reset, target
 resets and the loss of the issuing session do not stop it (an aborted
 SANITIZE with IMMED=0 just never answers). With IMMED=1 the command answers
-GOOD once the parameters are checked.
+GOOD once the parameters are checked. Commands already running when it
+starts (the check is on arrival) finish against the medium as it is then.
 
 The overwrite is paced at ``SANITIZE_BYTES_PER_SECOND``: a sanitize is a
 background operation and must not starve the other LUs of the same disk.
