@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -103,12 +103,16 @@ class CommandContext:
     def notify_others(self, asc: Asc) -> None:
         self._lu.raise_ua(asc, exclude=self._state.nexus)
 
+    def start_background(self, fn: Callable[[], Awaitable[None]]) -> None:
+        self._lu.start_background(fn)
+
 
 class Task:
     """One command in the task set."""
 
     __slots__ = (
         "_scope",
+        "atomic",
         "cmd",
         "ctx",
         "device",
@@ -139,6 +143,9 @@ class Task:
         #: set when aborted by another nexus with TAS=1: answer TASK ABORTED
         self.tas = False
         self.writes = False
+        #: an atomic write: overlapping tasks are ordered around it even
+        #: under unrestricted reordering (QAM=1)
+        self.atomic = False
         #: waits for every older task and holds back younger ones: an ORDERED
         #: task, or a SERIALIZING command (MODE SELECT, START STOP UNIT, ...)
         self.ordered = cmd.attr == TaskAttribute.ORDERED
@@ -214,6 +221,8 @@ class LogicalUnit:
         self._active: dict[int, Task] = {}
         self._ordered: dict[int, Task] = {}
         self._writes_active = 0
+        #: atomic writes in the task set (ordered around even under QAM=1)
+        self._atomic_active = 0
         self._seq = 0
         self.reservations = Reservations()
         self.stats_commands = 0
@@ -241,6 +250,14 @@ class LogicalUnit:
             finally:
                 self._nursery = None
                 nursery.cancel_scope.cancel()
+
+    def start_background(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run ``fn`` beside the task set (a device's background operation):
+        no TMF or nexus loss cancels it, only the LU's own end."""
+        nursery = self._nursery
+        if nursery is None:
+            raise ScsiError.check(SenseKey.NOT_READY, Asc.LUN_NOT_READY_CAUSE_NOT_REPORTABLE)
+        nursery.start_soon(fn)
 
     def _handle(self, item: Any) -> None:
         if isinstance(item, Envelope):
@@ -387,6 +404,10 @@ class LogicalUnit:
         return state
 
     # -- the command path ---------------------------------------------------
+    def current_device(self) -> DeviceType | None:
+        """The device now serving this LU (None while it is down)."""
+        return self._device_or_none()
+
     def _device_or_none(self) -> DeviceType | None:
         try:
             return self._device_source()
@@ -433,6 +454,8 @@ class LogicalUnit:
             self._ordered[task.seq] = task
         if task.writes:
             self._writes_active += 1
+            if task.atomic:
+                self._atomic_active += 1
 
     def _completed_now(self, task: Task) -> bool:
         """Run ``task`` to completion right here if nothing makes it wait.
@@ -590,6 +613,8 @@ class LogicalUnit:
             self._ordered.pop(task.seq, None)
         if task.writes:
             self._writes_active -= 1
+            if task.atomic:
+                self._atomic_active -= 1
         tasks = task.state.tasks
         if tasks.get(task.cmd.tag) is task:
             del tasks[task.cmd.tag]
@@ -631,6 +656,10 @@ class LogicalUnit:
                 if device is None:
                     raise
             spec: OpSpec = self.table(device).lookup(cdb)
+            if device.medium.busy is not None and not spec.ua_exempt:
+                # a sanitize is running: NOT READY now, not after older tasks
+                # (the SANITIZE itself, with IMMED=0, is one of them)
+                device.medium.check_not_busy()
             writes = spec.writes_medium
             if writes and (task.ctx.read_only or device.read_only):
                 raise ScsiError.write_protected()
@@ -638,6 +667,7 @@ class LogicalUnit:
             if spec.lba_range is not None:
                 task.lba, task.nblocks = spec.lba_range(cdb)
                 task.writes = writes
+                task.atomic = spec.atomic
             if spec.serializing:
                 task.ordered = True
             task.spec = spec
@@ -671,12 +701,20 @@ class LogicalUnit:
         if task.ordered:
             return [t for s, t in self._active.items() if s < seq]
         blockers = [t for s, t in self._ordered.items() if s < seq] if self._ordered else []
-        if (self._writes_active or task.writes) and task.lba >= 0 and not self._unrestricted():
-            blockers += [
-                t
-                for s, t in self._active.items()
-                if s < seq and (t.writes or task.writes) and t.overlaps(task)
-            ]
+        if (self._writes_active or task.writes) and task.lba >= 0:
+            if not self._unrestricted():
+                blockers += [
+                    t
+                    for s, t in self._active.items()
+                    if s < seq and (t.writes or task.writes) and t.overlaps(task)
+                ]
+            elif task.atomic or self._atomic_active:
+                # QAM=1 reorders freely, but never across an atomic write
+                blockers += [
+                    t
+                    for s, t in self._active.items()
+                    if s < seq and (t.atomic or task.atomic) and t.overlaps(task)
+                ]
         return blockers
 
     async def _wait_turn(self, task: Task) -> None:

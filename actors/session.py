@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 _INQUIRY = 0x12
 _REQUEST_SENSE = 0x03
 _REPORT_LUNS = 0xA0
+_EXTENDED_COPY = 0x83
 
 
 @attrs.frozen
@@ -76,11 +77,24 @@ class Session:
         if mapping is None:
             self._spawn(lambda: self._respond(cmd, self._no_such_lun))
             return
+        if cmd.cdb[0] == _EXTENDED_COPY:
+            cmd.copy_targets = self.copy_target
         try:
             mapping.lu.submit(cmd, cmd.lun, mapping.read_only)
         except ScsiError as exc:
             error = exc
             self._spawn(lambda: self._fail(cmd, error))
+
+    def copy_target(self, designation: bytes) -> tuple[object, bool] | None:
+        """EXTENDED COPY's resolver: the device among *this nexus'* LUN map
+        whose Device Identification page carries ``designation`` (header +
+        designator), with the mapping's read-only flag; None when this
+        initiator cannot address such an LU (CVE-2020-28374)."""
+        for mapping in self.luns.values():
+            device = mapping.lu.current_device()
+            if device is not None and device.vpd.designates(designation):
+                return device, mapping.read_only
+        return None
 
     async def _respond(self, cmd: ScsiCommand, handler: Callable[[ScsiCommand], bytes]) -> None:
         try:

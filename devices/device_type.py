@@ -106,6 +106,10 @@ class DeviceType(Protocol):
 
 
 def check_ready_for(device: DeviceType, spec: OpSpec) -> None:
-    """The LU's single readiness check: the one a command's table flags ask for."""
+    """The LU's single readiness check: the one a command's table flags ask for
+    (and, while the medium is busy with a sanitize, NOT READY for all but the
+    UA-exempt rows)."""
+    if device.medium.busy is not None and not spec.ua_exempt:
+        device.medium.check_not_busy()
     if spec.readiness:
         device.check_ready(spec.readiness)

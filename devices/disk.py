@@ -15,8 +15,11 @@ from __future__ import annotations
 import hashlib
 from typing import ClassVar
 
+from pyscst.devices.disk_atomic import atomic_unit_blocks, max_atomic_blocks
+from pyscst.devices.disk_sanitize import SanitizeState, sanitize_failed
 from pyscst.devices.disk_sense import not_ready_stopped
 from pyscst.devices.disk_table import SBC_TABLE
+from pyscst.devices.disk_xcopy import THIRD_PARTY_COPY_VPD, CopyResults, third_party_copy_page
 from pyscst.devices.medium import Medium
 from pyscst.devices.stores import BackingStore
 from pyscst.scsi.cdb import OpTable, Readiness
@@ -71,7 +74,13 @@ class DiskDevice:
         self.serial = serial or hashlib.sha256(self.device_id.encode()).hexdigest()[:16]
         self.lbppbe = lbppbe
         self.max_transfer_blocks = max(1, max_transfer_bytes // block_size)
-        self.inquiry = StandardInquiry(removable=removable, product=product, revision=revision)
+        self.inquiry = StandardInquiry(
+            removable=removable, product=product, revision=revision, third_party_copy=True
+        )
+        #: EXTENDED COPY results held for RECEIVE COPY RESULTS
+        self.copy_results = CopyResults()
+        atomic_unit = atomic_unit_blocks(block_size, lbppbe)
+        atomic_max = max_atomic_blocks(block_size, self.max_transfer_blocks, lbppbe)
         #: what the SBC VPD pages advertise and the handlers enforce
         self.limits = SbcVpdInfo(
             block_size=block_size,
@@ -86,15 +95,23 @@ class DiskDevice:
             max_write_same_blocks=MAX_WRITE_SAME_BLOCKS,
             max_compare_write_blocks=min(255, self.max_transfer_blocks),
             non_rotating=not rotational,
+            max_atomic_blocks=atomic_max,
+            block_erase=True,
+            atomic_alignment=atomic_unit if atomic_max else 0,
+            atomic_granularity=atomic_unit if atomic_max else 0,
         )
         self.vpd = VpdPages(
-            VpdInfo(device_id=self.device_id, serial=self.serial), sbc_vpd_pages(self.limits)
+            VpdInfo(device_id=self.device_id, serial=self.serial),
+            {**sbc_vpd_pages(self.limits),
+             THIRD_PARTY_COPY_VPD: lambda nexus: third_party_copy_page()},
         )
         self.mode = sbc_mode_pages(write_cache)
         #: False after START STOP UNIT with START=0 (non-removable devices)
         self.started = True
         #: ejected and loaded only when removable; locked by PREVENT either way
         self.medium = Medium()
+        #: SANITIZE failure mode (the running operation's sense is medium.busy)
+        self.sanitize_state = SanitizeState()
         #: set by the device actor while this device is down (restarting or
         #: offline): what REQUEST SENSE reports then (only INQUIRY and REQUEST
         #: SENSE reach a device that is down)
@@ -156,15 +173,22 @@ class DiskDevice:
 
     def check_ready(self, readiness: Readiness = Readiness.READY) -> None:
         """NOT READY when the medium is absent or (for media access) stopped."""
-        if not self.medium.present:
-            self.medium.check_present()
+        medium = self.medium
+        if medium.busy is not None:
+            medium.check_not_busy()
+        if not medium.present:
+            medium.check_present()
         if not self.started and readiness is Readiness.READY:
             raise not_ready_stopped()
+        if self.sanitize_state.failed and readiness is Readiness.READY:
+            raise sanitize_failed()
 
     def not_ready_sense(self) -> Sense | None:
         """The sense REQUEST SENSE reports for the current readiness condition."""
         if self.unavailable is not None:
             return self.unavailable
+        if self.medium.busy is not None:
+            return self.medium.busy
         try:
             self.check_ready()
         except ScsiError as exc:

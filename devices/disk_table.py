@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import attrs
 
+from pyscst.devices import disk_atomic as atomic
 from pyscst.devices import disk_info as info
 from pyscst.devices import disk_io as io
+from pyscst.devices import disk_sanitize as sanitize
 from pyscst.devices import disk_write_ext as wx
+from pyscst.devices import disk_xcopy as xcopy
 from pyscst.devices.spc import type_table
 from pyscst.scsi.cdb import OpFlags, OpSpec, ResvClass, rw6, rw10, rw12, rw16
 from pyscst.scsi.command import DataDirection
@@ -31,6 +34,7 @@ NONE = DataDirection.NONE
 _RW_TIMEOUTS = (30, 60)
 _SHORT_TIMEOUTS = (5, 10)
 _FLUSH_TIMEOUTS = (60, 120)
+_SANITIZE_TIMEOUTS = (3600, 7200)
 #: ORWRITE(16); not in the shared Op enum
 ORWRITE_16 = 0x8B
 
@@ -47,6 +51,8 @@ def _specs() -> list[OpSpec]:
     media = F.NEEDS_MEDIUM
     present = F.NEEDS_PRESENT
     writes = F.NEEDS_MEDIUM | F.WRITES_MEDIUM
+    # SANITIZE runs in sanitize failure mode (it is how one leaves it)
+    erases = F.NEEDS_PRESENT | F.WRITES_MEDIUM
     s: list[OpSpec] = [
         OpSpec(Op.START_STOP_UNIT, None, "START STOP UNIT", 6, _mask("1b 01 00 0f f7 00"),
                NONE, info.handle_start_stop_unit, F.SERIALIZING, R.WRITE,
@@ -79,6 +85,28 @@ def _specs() -> list[OpSpec]:
                OUT, wx.handle_write_same, writes, R.WRITE, wx.write_same_range, _RW_TIMEOUTS),
         OpSpec(Op.UNMAP, None, "UNMAP", 10, _mask("42 00 00 00 00 00 1f ff ff 00"),
                OUT, wx.handle_unmap, writes, R.WRITE, timeouts=_RW_TIMEOUTS),
+        OpSpec(Op.SANITIZE, sanitize.SA_OVERWRITE, "SANITIZE OVERWRITE", 10,
+               _mask("48 a1 00 00 00 00 00 ff ff 00"),
+               OUT, sanitize.handle_sanitize, erases, R.WRITE, timeouts=_SANITIZE_TIMEOUTS),
+        OpSpec(Op.SANITIZE, sanitize.SA_BLOCK_ERASE, "SANITIZE BLOCK ERASE", 10,
+               _mask("48 a2 00 00 00 00 00 ff ff 00"),
+               OUT, sanitize.handle_sanitize, erases, R.WRITE, timeouts=_SANITIZE_TIMEOUTS),
+        OpSpec(Op.SANITIZE, sanitize.SA_EXIT_FAILURE_MODE, "SANITIZE EXIT FAILURE MODE", 10,
+               _mask("48 bf 00 00 00 00 00 ff ff 00"),
+               OUT, sanitize.handle_sanitize, erases, R.WRITE, timeouts=_SHORT_TIMEOUTS),
+        OpSpec(Op.EXTENDED_COPY, xcopy.SA_LID1, "EXTENDED COPY(LID1)", 16,
+               _mask("83 00 0000000000000000 ffffffff 00 00"),
+               OUT, xcopy.handle_extended_copy, F.NEEDS_MEDIUM, R.WRITE,
+               timeouts=_FLUSH_TIMEOUTS),
+        OpSpec(Op.RECEIVE_COPY_RESULTS, xcopy.SA_COPY_STATUS, "RECEIVE COPY STATUS(LID1)", 16,
+               _mask("84 00 ff 00000000000000 ffffffff 00 00"),
+               IN, xcopy.handle_receive_copy_results, F.NONE, R.READ,
+               timeouts=_SHORT_TIMEOUTS),
+        OpSpec(Op.RECEIVE_COPY_RESULTS, xcopy.SA_OPERATING_PARAMETERS,
+               "RECEIVE COPY OPERATING PARAMETERS", 16,
+               _mask("84 03 00 00000000000000 ffffffff 00 00"),
+               IN, xcopy.handle_receive_copy_results, F.NONE, R.READ,
+               timeouts=_SHORT_TIMEOUTS),
         OpSpec(Op.READ_16, None, "READ(16)", 16,
                _mask("88 18 ffffffffffffffff ffffffff 1f 00"),
                IN, io.handle_read, media, R.READ, rw16, _RW_TIMEOUTS),
@@ -106,6 +134,10 @@ def _specs() -> list[OpSpec]:
         OpSpec(Op.WRITE_SAME_16, None, "WRITE SAME(16)", 16,
                _mask("93 09 ffffffffffffffff ffffffff 1f 00"),
                OUT, wx.handle_write_same, writes, R.WRITE, wx.write_same_range, _RW_TIMEOUTS),
+        OpSpec(atomic.WRITE_ATOMIC_16, None, "WRITE ATOMIC(16)", 16,
+               _mask("9c 18 ffffffffffffffff ffff ffff 1f 00"),
+               OUT, atomic.handle_write_atomic, writes | F.ATOMIC, R.WRITE,
+               atomic.write_atomic_range, _RW_TIMEOUTS),
         OpSpec(Op.SERVICE_ACTION_IN_16, ServiceActionIn16.READ_CAPACITY_16, "READ CAPACITY(16)",
                16, _mask("9e 10 0000000000000000 ffffffff 00 00"),
                IN, info.handle_read_capacity_16, present, R.PR_ALLOWED, timeouts=_SHORT_TIMEOUTS),

@@ -14,7 +14,7 @@ is the caller's business: the medium only says whether anything changed.
 from __future__ import annotations
 
 from pyscst.scsi.command import Nexus
-from pyscst.scsi.sense import Asc, ScsiError, SenseKey
+from pyscst.scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
 
 
 class MediumLocked(Exception):
@@ -32,6 +32,10 @@ class Medium:
         #: a medium is in the drive (read it; change it through eject/load).
         #: A plain attribute: readiness reads it on every command
         self.present = present
+        #: an operation on the whole medium is running (SANITIZE): every
+        #: command but the UA-exempt ones (INQUIRY, REPORT LUNS, REQUEST
+        #: SENSE) answers this NOT READY sense (with its progress)
+        self.busy: Sense | None = None
         self._preventers: set[tuple[str, str]] = set()
 
     # --- state ------------------------------------------------------------
@@ -40,6 +44,11 @@ class Medium:
     def locked(self) -> bool:
         """Some I_T nexus prevents removal."""
         return bool(self._preventers)
+
+    def check_not_busy(self) -> None:
+        """NOT READY with the running operation's sense (e.g. 04/1B)."""
+        if self.busy is not None:
+            raise ScsiError(Status.CHECK_CONDITION, self.busy)
 
     def check_present(self) -> None:
         """NOT READY, MEDIUM NOT PRESENT (3A/00) without a medium."""

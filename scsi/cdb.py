@@ -57,6 +57,9 @@ class OpFlags(enum.IntFlag):
     #: describes the medium without reading it (READ CAPACITY): NOT READY only
     #: while no medium is present (a stopped unit still answers)
     NEEDS_PRESENT = 16
+    #: an atomic write (WRITE ATOMIC): overlapping commands are ordered around
+    #: it even when the Control page allows unrestricted reordering (QAM=1)
+    ATOMIC = 32
 
 
 class Readiness(enum.IntEnum):
@@ -128,6 +131,7 @@ class OpSpec:
     #: the flags the dispatcher reads per command, precomputed the same way
     ua_exempt: bool = attrs.field(init=False)
     serializing: bool = attrs.field(init=False)
+    atomic: bool = attrs.field(init=False)
     readiness: Readiness = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -135,6 +139,7 @@ class OpSpec:
         object.__setattr__(self, "writes_medium", bool(flags & OpFlags.WRITES_MEDIUM))
         object.__setattr__(self, "ua_exempt", bool(flags & OpFlags.UA_EXEMPT))
         object.__setattr__(self, "serializing", bool(flags & OpFlags.SERIALIZING))
+        object.__setattr__(self, "atomic", bool(flags & OpFlags.ATOMIC))
         if flags & OpFlags.NEEDS_MEDIUM:
             readiness = Readiness.READY
         elif flags & OpFlags.NEEDS_PRESENT:

@@ -11,6 +11,7 @@ other transports and test doubles slot in without touching the middle.
 from __future__ import annotations
 
 import enum
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 import attrs
@@ -114,6 +115,14 @@ class Transport(Protocol):
         ...
 
 
+#: a designation descriptor (4-byte header + designator) -> (the device, is the
+#: initiator's mapping of it read-only) among the LUs the issuing I_T nexus can
+#: reach through its own LUN map, or None. Supplied by the session (the actor
+#: layer) so that devices never see the LUN maps: an EXTENDED COPY can only
+#: name what its initiator could address itself (CVE-2020-28374).
+CopyResolver = Callable[[bytes], "tuple[object, bool] | None"]
+
+
 class ScsiCommand:
     """One command from arrival to response. Owned by the task that runs it.
 
@@ -123,6 +132,7 @@ class ScsiCommand:
     __slots__ = (
         "attr",
         "cdb",
+        "copy_targets",
         "direction",
         "expected_length",
         "lun",
@@ -153,6 +163,8 @@ class ScsiCommand:
         self.transport = transport
         #: bytes the CDB asks to move; set by the handler, used for residuals
         self.transfer_length = 0
+        #: set by the session: EXTENDED COPY's way to the LUs this nexus reaches
+        self.copy_targets: CopyResolver | None = None
 
     @property
     def opcode(self) -> int:
@@ -193,4 +205,9 @@ class ExecContext(Protocol):
     def notify_others(self, asc: Asc) -> None:
         """Queue a UNIT ATTENTION with ``asc`` for every *other* nexus of this LU
         (e.g. MODE PARAMETERS CHANGED after MODE SELECT)."""
+        ...
+
+    def start_background(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run ``fn`` in the LU's nursery, outliving this command, its aborts,
+        resets and its session (SANITIZE). ``fn`` must not raise."""
         ...

@@ -37,6 +37,8 @@ class StandardInquiry:
     product: str = "pyscst disk"
     revision: str = "0001"
     cmdque: bool = True
+    #: 3PC: the LU is a copy manager (EXTENDED COPY)
+    third_party_copy: bool = False
     version_descriptors: tuple[int, ...] = (VERSION_SAM5, VERSION_ISCSI, VERSION_SPC4, VERSION_SBC3)
 
     def encode(self) -> bytes:
@@ -47,6 +49,7 @@ class StandardInquiry:
         data[2] = SPC4_VERSION
         data[3] = 0x10 | 0x02  # HISUP, RESPONSE DATA FORMAT 2
         data[4] = len(data) - 5
+        data[5] = 0x08 if self.third_party_copy else 0x00
         data[7] = 0x02 if self.cmdque else 0x00
         data[8:16] = ascii_field(self.vendor, 8)
         data[16:32] = ascii_field(self.product, 16)

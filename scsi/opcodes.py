@@ -35,6 +35,9 @@ class Op(enum.IntEnum):
     READ_DEFECT_DATA_10 = 0x37
     WRITE_SAME_10 = 0x41
     UNMAP = 0x42
+    SANITIZE = 0x48
+    EXTENDED_COPY = 0x83
+    RECEIVE_COPY_RESULTS = 0x84
     MODE_SELECT_10 = 0x55
     RESERVE_10 = 0x56
     RELEASE_10 = 0x57
@@ -109,5 +112,8 @@ SERVICE_ACTION_OPCODES = frozenset(
         Op.SERVICE_ACTION_OUT_16,
         Op.MAINTENANCE_IN,
         Op.MAINTENANCE_OUT,
+        Op.SANITIZE,
+        Op.EXTENDED_COPY,
+        Op.RECEIVE_COPY_RESULTS,
     }
 )

@@ -124,6 +124,19 @@ class VpdPages:
     def _supported(self, nexus: Nexus) -> bytes:
         return page(SUPPORTED_PAGES, bytes(self.page_codes))
 
+    def designates(self, designation: bytes) -> bool:
+        """Is ``designation`` (a designation descriptor: 4-byte header then the
+        designator) this LU's NAA designator, as the Device Identification
+        page lists it? What an EXTENDED COPY target descriptor names."""
+        naa = naa_locally_assigned(self.info.device_id)
+        return (
+            len(designation) == 4 + len(naa)
+            and designation[0] & 0x0F == CODE_SET_BINARY
+            and designation[1] & 0x3F == (ASSOC_LU << 4) | DESIG_NAA
+            and designation[3] == len(naa)
+            and designation[4:] == naa
+        )
+
     def _serial(self, nexus: Nexus) -> bytes:
         return page(UNIT_SERIAL_NUMBER, self.info.serial.encode("ascii", "replace"))
 

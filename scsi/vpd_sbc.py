@@ -44,6 +44,15 @@ class SbcVpdInfo:
     non_rotating: bool = True
     #: an unmapped block reads as zeros (B2 LBPRZ, thin provisioning type)
     lbprz: bool = False
+    #: WRITE ATOMIC(16): MAXIMUM ATOMIC TRANSFER LENGTH (0: not supported),
+    #: ATOMIC ALIGNMENT and ATOMIC TRANSFER LENGTH GRANULARITY (0: any), in
+    #: logical blocks. No atomic boundaries: the two boundary fields are 0,
+    #: so a non-zero ATOMIC BOUNDARY in the CDB is refused.
+    max_atomic_blocks: int = 0
+    #: SANITIZE BLOCK ERASE supported (WABEREQ in the characteristics page)
+    block_erase: bool = False
+    atomic_alignment: int = 0
+    atomic_granularity: int = 0
 
     @property
     def provisioning(self) -> bool:
@@ -68,11 +77,20 @@ def sbc_vpd_pages(info: SbcVpdInfo) -> dict[int, PageBuilder]:
                 struct.pack_into(">I", body, 28, 0x80000000)
         if info.lbpws or info.lbpws10:
             struct.pack_into(">Q", body, 32, info.max_write_same_blocks)
+        # bytes 44..59 of the page: MAXIMUM ATOMIC TRANSFER LENGTH, ATOMIC
+        # ALIGNMENT, ATOMIC TRANSFER LENGTH GRANULARITY; the WITH ATOMIC
+        # BOUNDARY length and MAXIMUM ATOMIC BOUNDARY SIZE (60..63) stay 0
+        struct.pack_into(
+            ">III", body, 40,
+            info.max_atomic_blocks, info.atomic_alignment, info.atomic_granularity,
+        )
         return page(BLOCK_LIMITS, bytes(body))
 
     def characteristics(nexus: Nexus) -> bytes:
         body = bytearray(0x3C)
         struct.pack_into(">H", body, 0, 1 if info.non_rotating else 0)
+        if info.block_erase:
+            body[3] = 0x40  # WABEREQ 01b: reads after a BLOCK ERASE succeed
         return page(BLOCK_DEVICE_CHARACTERISTICS, bytes(body))
 
     def provisioning(nexus: Nexus) -> bytes:

@@ -10,7 +10,7 @@ lookup and field checks.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -93,6 +93,7 @@ class FakeContext:
         self._read_only = read_only
         self.pending: list[Sense] = []
         self.notified_others: list[Asc] = []
+        self.background: list[Callable[[], Awaitable[None]]] = []
 
     @property
     def nexus(self) -> Nexus:
@@ -111,6 +112,10 @@ class FakeContext:
 
     def notify_others(self, asc: Asc) -> None:
         self.notified_others.append(asc)
+
+    def start_background(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Kept for the test to run (``await ctx.background.pop()()``)."""
+        self.background.append(fn)
 
 
 def make_cmd(

@@ -111,6 +111,8 @@ def run_tool(
     args = [tool, "-i", INITIATOR_1, "-I", INITIATOR_2, "--test", pattern]
     if dataloss:
         args.append("--dataloss")
+        # SANITIZE runs only where destructive tests are allowed anyway
+        args.append("--allow-sanitize")
     args.append(url)
     if multipath_url:
         args.append(multipath_url)

@@ -87,7 +87,8 @@ def command(
     attr: TaskAttribute = TaskAttribute.SIMPLE,
     nexus: Nexus = NEXUS_A,
 ) -> ScsiCommand:
-    direction = {0x2A: DataDirection.WRITE, 0x28: DataDirection.READ,
+    direction = {0x2A: DataDirection.WRITE, 0x28: DataDirection.READ, 0x9C: DataDirection.WRITE,
+                 0x48: DataDirection.WRITE, 0x83: DataDirection.WRITE,
                  0x15: DataDirection.WRITE, 0x1A: DataDirection.READ}.get(
         cdb[0], DataDirection.NONE
     )
@@ -306,6 +307,118 @@ async def test_unrestricted_qam_lets_overlapping_writes_overtake() -> None:
         gate.set()
         await wait_answers(first, 1)
         assert bytes(store.data[7 * BS : 8 * BS]) == b"1" * BS  # the older one landed last
+
+
+def write_atomic16(lba: int, n: int = 1) -> bytes:
+    return bytes((0x9C, 0)) + lba.to_bytes(8, "big") + bytes(2) + n.to_bytes(2, "big") + bytes(2)
+
+
+async def test_unrestricted_qam_never_reorders_across_an_atomic_write() -> None:
+    async with running_lu() as (lu, store):
+        await clear_power_on_ua(lu)
+        await set_control_page(lu, 3, 0xF0, 0x10)  # QUEUE ALGORITHM MODIFIER = 1
+        atomic = Recorder(b"A" * 8 * BS)
+        later = Recorder(b"2" * BS)
+        reader = Recorder()
+        gate = store.gate(8)
+        lu.submit(command(atomic, write_atomic16(8, 8), 1), 0, False)
+        with trio.fail_after(2):
+            while 8 in store.gates:  # the atomic write holds the (one-shot) gate
+                await trio.sleep(0.001)
+        lu.submit(command(later, write10(9), 2), 0, False)
+        lu.submit(command(reader, read10(15), 3), 0, False)
+        lu.submit(command(reader, read10(16), 4), 0, False)  # no overlap: runs
+        await wait_answers(reader, 1)
+        await trio.sleep(0.02)
+        assert reader.answered == [(4, Status.GOOD)]
+        assert later.answered == [] and atomic.answered == []
+        gate.set()
+        await wait_answers(atomic, 1)
+        await wait_answers(later, 1)
+        await wait_answers(reader, 2)
+        assert atomic.answered == [(1, Status.GOOD)]
+        # the overlapping write and read waited: the read saw the whole atomic
+        # write (or the later write too), never half of it
+        assert bytes(store.data[8 * BS : 9 * BS]) == b"A" * BS
+        assert bytes(store.data[9 * BS : 10 * BS]) == b"2" * BS
+        assert reader.sense_by_tag[3] is None
+
+
+async def test_sanitize_outlives_abort_and_lun_reset_and_blocks_everything_else() -> None:
+    async with running_lu() as (lu, store):
+        await clear_power_on_ua(lu)
+        await clear_power_on_ua(lu, NEXUS_B)
+        params = bytes((0x01, 0, 0, 4)) + b"\x5a" * 4
+        cdb = bytes((0x48, 0x01, 0, 0, 0, 0, 0, 0, len(params), 0))  # OVERWRITE, IMMED=0
+        issuer = Recorder(params)
+        gate = store.gate(0)  # the overwrite's first write waits here
+        lu.submit(command(issuer, cdb, 1), 0, False)
+        with trio.fail_after(2):
+            while 0 in store.gates:
+                await trio.sleep(0.001)
+        other = Recorder()
+        for tag, cdb2 in ((2, TUR), (3, read10(5)), (4, bytes((0x1B, 0, 0, 0, 1, 0)))):
+            lu.submit(command(other, cdb2, tag, nexus=NEXUS_B), 0, False)
+        await wait_answers(other, 3)  # at once: not after the older SANITIZE
+        for tag in (2, 3, 4):
+            sense = other.sense_by_tag[tag]
+            assert sense is not None and (sense[2], sense[12], sense[13]) == (2, 0x04, 0x1B)
+        # neither ABORT TASK of the SANITIZE nor a LU reset stops the operation
+        assert await call(lu.mailbox, AbortTask(NEXUS_A, 1)) == TmfResponse.COMPLETE
+        assert await call(lu.mailbox, ResetLogicalUnit(NEXUS_A)) == TmfResponse.COMPLETE
+        assert issuer.answered == []  # the aborted command never answers
+        probe = Recorder()
+        # REQUEST SENSE: first the reset's UA (29/03), then the sanitize
+        lu.submit(command(probe, bytes((0x03, 0, 0, 0, 18, 0)), 5), 0, False)
+        await wait_answers(probe, 1)
+        lu.submit(command(probe, bytes((0x03, 0, 0, 0, 18, 0)), 7), 0, False)
+        await wait_answers(probe, 2)
+        data = probe.responses[1].data
+        assert data is not None and (data[2], data[12], data[13]) == (2, 0x04, 0x1B)
+        assert data[15] == 0x80  # SKSV: PROGRESS INDICATION follows
+        gate.set()
+        with trio.fail_after(5):
+            while True:
+                t = Recorder()
+                lu.submit(command(t, TUR, 6), 0, False)
+                await wait_answers(t, 1)
+                if t.answered == [(6, Status.GOOD)]:
+                    break
+                await trio.sleep(0.01)
+        assert bytes(store.data[5 * BS : 6 * BS]) == b"\x5a" * BS
+
+
+async def test_abort_task_stops_an_extended_copy_between_chunks(monkeypatch: object) -> None:
+    import struct
+
+    from pyscst.devices import disk_xcopy
+
+    monkeypatch.setattr(disk_xcopy, "COPY_CHUNK", 8 * BS)  # type: ignore[attr-defined]
+    async with running_lu() as (lu, store):
+        await clear_power_on_ua(lu)
+        store.data[0 : 64 * BS] = b"c" * 64 * BS
+        device = lu.current_device()
+        assert device is not None
+        desc = bytearray(32)
+        desc[0] = 0xE4
+        desc[29:32] = BS.to_bytes(3, "big")
+        seg = struct.pack(">BBHHH2xHQQ", 0x02, 0, 0x18, 0, 0, 64, 0, 100)
+        params = struct.pack(">BBHIII", 1, 0, 32, 0, len(seg), 0) + bytes(desc) + seg
+        cdb = bytes((0x83, 0)) + bytes(8) + len(params).to_bytes(4, "big") + bytes(2)
+        t = Recorder(params)
+        cmd = command(t, cdb, 1)
+        cmd.copy_targets = lambda designation: (device, False)
+        gate = store.gate(116)  # the third chunk's write waits here
+        lu.submit(cmd, 0, False)
+        with trio.fail_after(2):
+            while 116 in store.gates:
+                await trio.sleep(0.001)
+        assert await call(lu.mailbox, AbortTask(NEXUS_A, 1)) == TmfResponse.COMPLETE
+        gate.set()
+        await trio.sleep(0.02)
+        assert t.answered == []
+        assert bytes(store.data[100 * BS : 116 * BS]) == b"c" * 16 * BS  # two chunks
+        assert bytes(store.data[116 * BS : 164 * BS]) == bytes(48 * BS)  # then stopped
 
 
 async def test_aborting_an_ordered_task_releases_the_commands_behind_it() -> None:

@@ -134,7 +134,7 @@ def test_a_type_row_overrides_the_spc_row() -> None:
 def test_sbc_vpd_and_mode_pages_are_added_to_the_spc_ones() -> None:
     probe, disk = Probe(), DiskDevice("d", MemoryStore(1 << 20))
     assert probe.vpd.page_codes == [0x00, 0x80, 0x83, 0x86]
-    assert disk.vpd.page_codes == [0x00, 0x80, 0x83, 0x86, 0xB0, 0xB1, 0xB2]
+    assert disk.vpd.page_codes == [0x00, 0x80, 0x83, 0x86, 0x8F, 0xB0, 0xB1, 0xB2]
     with pytest.raises(ScsiError):
         probe.mode.render(0x08, 0, 0)  # no Caching page on a non-disk
     assert disk.mode.render(0x08, 0, 0)[0] == 0x08

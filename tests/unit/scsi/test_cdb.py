@@ -161,7 +161,10 @@ def test_flags_mark_medium_writers() -> None:
         "WRITE(6)", "WRITE(10)", "WRITE(12)", "WRITE(16)",
         "WRITE AND VERIFY(10)", "WRITE AND VERIFY(12)", "WRITE AND VERIFY(16)",
         "WRITE SAME(10)", "WRITE SAME(16)", "UNMAP", "COMPARE AND WRITE", "ORWRITE(16)",
+        "WRITE ATOMIC(16)", "SANITIZE OVERWRITE", "SANITIZE BLOCK ERASE",
+        "SANITIZE EXIT FAILURE MODE",
     }
+    assert {s.name for s in SBC if s.atomic} == {"WRITE ATOMIC(16)"}
     exempt = {s.name for s in FULL if s.flags & OpFlags.UA_EXEMPT}
     assert exempt == {"INQUIRY", "REQUEST SENSE", "REPORT LUNS"}
 
