@@ -20,11 +20,12 @@ import attrs
 from pyscst.devices.disk import DEFAULT_MAX_TRANSFER_BYTES
 from pyscst.devices.medium import Medium
 from pyscst.devices.mmc import MMC_TABLE
+from pyscst.devices.spc import ControlPageState
 from pyscst.devices.stores import BackingStore, NullStore
 from pyscst.scsi.cdb import OpTable, Readiness
 from pyscst.scsi.command import Nexus
 from pyscst.scsi.inquiry import VERSION_ISCSI, VERSION_SAM5, VERSION_SPC4, StandardInquiry
-from pyscst.scsi.mode import CONTROL, ModePages, PageDef, spc_mode_page_defs
+from pyscst.scsi.mode import ModePages, PageDef, spc_mode_page_defs
 from pyscst.scsi.sense import ScsiError, Sense
 from pyscst.scsi.vpd import VpdInfo, VpdPages
 
@@ -55,7 +56,7 @@ def _capabilities_page() -> PageDef:
     return PageDef(CAPABILITIES_PAGE, 0, bytes(page), bytes(22))
 
 
-class CdromDevice:
+class CdromDevice(ControlPageState):
     """One MMC CD/DVD-ROM drive over an image (or empty)."""
 
     table: ClassVar[OpTable] = MMC_TABLE
@@ -106,17 +107,6 @@ class CdromDevice:
 
     # --- what the LU reads ------------------------------------------------------
 
-    @property
-    def descriptor_sense(self) -> bool:
-        return bool(self.mode.bits(CONTROL, 2, 0x04))
-
-    @property
-    def tas(self) -> bool:
-        return bool(self.mode.bits(CONTROL, 5, 0x40))
-
-    @property
-    def queue_algorithm_modifier(self) -> int:
-        return self.mode.bits(CONTROL, 3, 0xF0) >> 4
 
     def mode_parameters(self, read_only: bool) -> tuple[int, int, int]:
         return 0, self.blocks if self.medium.present else 0, BLOCK_SIZE

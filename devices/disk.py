@@ -21,11 +21,12 @@ from pyscst.devices.disk_sense import not_ready_stopped
 from pyscst.devices.disk_table import SBC_TABLE
 from pyscst.devices.disk_xcopy import THIRD_PARTY_COPY_VPD, CopyResults, third_party_copy_page
 from pyscst.devices.medium import Medium
+from pyscst.devices.spc import ControlPageState
 from pyscst.devices.stores import BackingStore
 from pyscst.scsi.cdb import OpTable, Readiness
 from pyscst.scsi.command import Nexus
 from pyscst.scsi.inquiry import StandardInquiry
-from pyscst.scsi.mode import CACHING, CONTROL, ModePages, sbc_mode_pages
+from pyscst.scsi.mode import CACHING, ModePages, sbc_mode_pages
 from pyscst.scsi.sense import ScsiError, Sense
 from pyscst.scsi.vpd import VpdInfo, VpdPages
 from pyscst.scsi.vpd_sbc import SbcVpdInfo, sbc_vpd_pages
@@ -38,7 +39,7 @@ MAX_UNMAP_DESCRIPTORS = 256
 MAX_WRITE_SAME_BLOCKS = 0xFFFF
 
 
-class DiskDevice:
+class DiskDevice(ControlPageState):
     """One SBC direct-access block device over a :class:`BackingStore`."""
 
     table: ClassVar[OpTable] = SBC_TABLE
@@ -137,29 +138,9 @@ class DiskDevice:
     # --- mode-page backed state -------------------------------------------
 
     @property
-    def descriptor_sense(self) -> bool:
-        """Control page D_SENSE: encode sense in descriptor format."""
-        return bool(self.mode.bits(CONTROL, 2, 0x04))
-
-    @property
     def write_cache(self) -> bool:
         """Caching page WCE."""
         return bool(self.mode.bits(CACHING, 2, 0x04))
-
-    @property
-    def software_write_protect(self) -> bool:
-        """Control page SWP."""
-        return bool(self.mode.bits(CONTROL, 4, 0x08))
-
-    @property
-    def queue_algorithm_modifier(self) -> int:
-        """Control page QUEUE ALGORITHM MODIFIER (0 restricted, 1 unrestricted)."""
-        return self.mode.bits(CONTROL, 3, 0xF0) >> 4
-
-    @property
-    def tas(self) -> bool:
-        """Control page TAS: report TASK ABORTED to other nexuses' aborted tasks."""
-        return bool(self.mode.bits(CONTROL, 5, 0x40))
 
     def write_protected(self, mapping_read_only: bool) -> bool:
         return self.read_only or mapping_read_only or self.software_write_protect

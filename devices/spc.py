@@ -19,7 +19,7 @@ from pyscst.devices.device_type import DeviceType
 from pyscst.devices.disk_sense import short_data_out
 from pyscst.scsi.cdb import OpFlags, OpSpec, OpTable, ResvClass, alloc_len
 from pyscst.scsi.command import Buffer, DataDirection, ExecContext, ScsiCommand
-from pyscst.scsi.mode import build_mode_sense, parse_mode_select
+from pyscst.scsi.mode import CONTROL, ModePages, build_mode_sense, parse_mode_select
 from pyscst.scsi.opcodes import Op
 from pyscst.scsi.sense import Asc, ScsiError, Sense, SenseKey
 
@@ -133,3 +133,30 @@ SPC_TABLE = OpTable(SPC_SPECS)
 def type_table(rows: Iterable[OpSpec]) -> OpTable:
     """A device type's table: the SPC layer with ``rows`` added or overriding."""
     return SPC_TABLE.overlaid(rows)
+
+
+class ControlPageState:
+    """The Control mode page bits the LU reads of any device type (SPC-4 7.5.8):
+    one definition for every type that keeps its mode pages in ``self.mode``."""
+
+    mode: ModePages
+
+    @property
+    def descriptor_sense(self) -> bool:
+        """D_SENSE: encode sense in descriptor format."""
+        return bool(self.mode.bits(CONTROL, 2, 0x04))
+
+    @property
+    def software_write_protect(self) -> bool:
+        """SWP."""
+        return bool(self.mode.bits(CONTROL, 4, 0x08))
+
+    @property
+    def queue_algorithm_modifier(self) -> int:
+        """QUEUE ALGORITHM MODIFIER (0 restricted, 1 unrestricted)."""
+        return self.mode.bits(CONTROL, 3, 0xF0) >> 4
+
+    @property
+    def tas(self) -> bool:
+        """TAS: report TASK ABORTED to other nexuses' aborted tasks."""
+        return bool(self.mode.bits(CONTROL, 5, 0x40))
