@@ -20,13 +20,13 @@ import attrs
 from pyscst.devices.disk import DEFAULT_MAX_TRANSFER_BYTES
 from pyscst.devices.medium import Medium
 from pyscst.devices.mmc import MMC_TABLE
-from pyscst.devices.spc import ControlPageState
+from pyscst.devices.spc import ControlPageState, ReadinessSense
 from pyscst.devices.stores import BackingStore, NullStore
 from pyscst.scsi.cdb import OpTable, Readiness
 from pyscst.scsi.command import Nexus
 from pyscst.scsi.inquiry import VERSION_ISCSI, VERSION_SAM5, VERSION_SPC4, StandardInquiry
 from pyscst.scsi.mode import ModePages, PageDef, spc_mode_page_defs
-from pyscst.scsi.sense import ScsiError, Sense
+from pyscst.scsi.sense import Sense
 from pyscst.scsi.vpd import VpdInfo, VpdPages
 
 PERIPHERAL_CD_DVD = 0x05
@@ -56,7 +56,7 @@ def _capabilities_page() -> PageDef:
     return PageDef(CAPABILITIES_PAGE, 0, bytes(page), bytes(22))
 
 
-class CdromDevice(ControlPageState):
+class CdromDevice(ControlPageState, ReadinessSense):
     """One MMC CD/DVD-ROM drive over an image (or empty)."""
 
     table: ClassVar[OpTable] = MMC_TABLE
@@ -113,15 +113,6 @@ class CdromDevice(ControlPageState):
 
     def check_ready(self, readiness: Readiness = Readiness.READY) -> None:
         self.medium.check_present()
-
-    def not_ready_sense(self) -> Sense | None:
-        if self.unavailable is not None:
-            return self.unavailable
-        try:
-            self.check_ready()
-        except ScsiError as exc:
-            return exc.sense
-        return None
 
     # --- the disc ----------------------------------------------------------------
 

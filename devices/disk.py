@@ -21,13 +21,13 @@ from pyscst.devices.disk_sense import not_ready_stopped
 from pyscst.devices.disk_table import SBC_TABLE
 from pyscst.devices.disk_xcopy import THIRD_PARTY_COPY_VPD, CopyResults, third_party_copy_page
 from pyscst.devices.medium import Medium
-from pyscst.devices.spc import ControlPageState
+from pyscst.devices.spc import ControlPageState, ReadinessSense
 from pyscst.devices.stores import BackingStore
 from pyscst.scsi.cdb import OpTable, Readiness
 from pyscst.scsi.command import Nexus
 from pyscst.scsi.inquiry import StandardInquiry
 from pyscst.scsi.mode import CACHING, ModePages, sbc_mode_pages
-from pyscst.scsi.sense import ScsiError, Sense
+from pyscst.scsi.sense import Sense
 from pyscst.scsi.vpd import VpdInfo, VpdPages
 from pyscst.scsi.vpd_sbc import SbcVpdInfo, sbc_vpd_pages
 
@@ -39,7 +39,7 @@ MAX_UNMAP_DESCRIPTORS = 256
 MAX_WRITE_SAME_BLOCKS = 0xFFFF
 
 
-class DiskDevice(ControlPageState):
+class DiskDevice(ControlPageState, ReadinessSense):
     """One SBC direct-access block device over a :class:`BackingStore`."""
 
     table: ClassVar[OpTable] = SBC_TABLE
@@ -163,18 +163,6 @@ class DiskDevice(ControlPageState):
             raise not_ready_stopped()
         if self.sanitize_state.failed and readiness is Readiness.READY:
             raise sanitize_failed()
-
-    def not_ready_sense(self) -> Sense | None:
-        """The sense REQUEST SENSE reports for the current readiness condition."""
-        if self.unavailable is not None:
-            return self.unavailable
-        if self.medium.busy is not None:
-            return self.medium.busy
-        try:
-            self.check_ready()
-        except ScsiError as exc:
-            return exc.sense
-        return None
 
     # --- medium removal ---------------------------------------------------
 

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 from pyscst.devices.device_type import DeviceType
 from pyscst.devices.disk_sense import short_data_out
+from pyscst.devices.medium import Medium
 from pyscst.scsi.cdb import OpFlags, OpSpec, OpTable, ResvClass, alloc_len
 from pyscst.scsi.command import Buffer, DataDirection, ExecContext, ScsiCommand
 from pyscst.scsi.mode import CONTROL, ModePages, build_mode_sense, parse_mode_select
@@ -160,3 +161,27 @@ class ControlPageState:
     def tas(self) -> bool:
         """TAS: report TASK ABORTED to other nexuses' aborted tasks."""
         return bool(self.mode.bits(CONTROL, 5, 0x40))
+
+
+class ReadinessSense:
+    """REQUEST SENSE's readiness condition, the same for every type with a medium:
+    the device's own unavailability first, then a busy medium (a sanitize in
+    progress), then whatever ``check_ready`` would refuse a command with."""
+
+    unavailable: Sense | None
+    medium: Medium
+
+    def check_ready(self) -> None:
+        raise NotImplementedError
+
+    def not_ready_sense(self) -> Sense | None:
+        """The sense REQUEST SENSE reports for the current readiness condition."""
+        if self.unavailable is not None:
+            return self.unavailable
+        if self.medium.busy is not None:
+            return self.medium.busy
+        try:
+            self.check_ready()
+        except ScsiError as exc:
+            return exc.sense
+        return None
