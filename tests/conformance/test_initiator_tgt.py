@@ -167,11 +167,11 @@ async def test_nop_task_management_and_logout(tgt: TgtTarget) -> None:
         assert await ini.nop(b"hello-pyscst") == b"hello-pyscst"
         assert await ini.nop() == b""
         response = await ini.task_management(TmfFunction.LOGICAL_UNIT_RESET, tgt.lun)
-        assert response == TmfResponse.FUNCTION_COMPLETE
+        assert response == TmfResponse.COMPLETE
         response = await ini.task_management(
             TmfFunction.ABORT_TASK, tgt.lun, referenced_task_tag=0x7777
         )
-        assert response in (TmfResponse.FUNCTION_COMPLETE, TmfResponse.TASK_DOES_NOT_EXIST)
+        assert response in (TmfResponse.COMPLETE, TmfResponse.TASK_DOES_NOT_EXIST)
         cmdsn_before = ini.cmdsn
         r = await ini.execute(tgt.lun, inquiry(36), read_length=36)
         assert ini.cmdsn == cmdsn_before + 1

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from pyscst.actors.messages import TmfFunction, TmfResponse
 from pyscst.admin.client.connection import AsyncClient
 from pyscst.transports.iscsi import pdu_types as P
 from pyscst.transports.iscsi.initiator import Initiator
@@ -22,9 +23,10 @@ from tests.cdbs import TUR, write10
 from tests.daemon import RunningDaemon, running_daemon_async
 from tests.wire import GOOD, Wire, wire
 
+F, R = TmfFunction, TmfResponse  # TMF function and response codes, by name
+
 TARGET = "iqn.2026-11.org.pyscst:crash"
 TARGET2 = "iqn.2026-11.org.pyscst:crash2"
-ABORT_TASK_SET, CLEAR_TASK_SET, LUN_RESET = 2, 4, 5
 BS = 512
 TWO_DISKS = {
     "disk0": {"handler": "vdisk_fileio", "size": "16MiB"},
@@ -82,7 +84,7 @@ async def test_task_management_then_tcp_reset_never_kills_the_daemon(tmp_path: P
         tmp_path, target=TARGET, devices=TWO_DISKS, luns=({"lun": 0, "device": "disk0"},),
         extra_targets={TARGET2: {"luns": [{"lun": 0, "device": "disk1"}]}},
     ) as d:  # fmt: skip
-        functions = (LUN_RESET, ABORT_TASK_SET, CLEAR_TASK_SET)
+        functions = (F.LOGICAL_UNIT_RESET, F.ABORT_TASK_SET, F.CLEAR_TASK_SET)
         with trio.fail_after(90):
             for i in range(20):
                 w = await Wire.login(d.host, d.port, (TARGET, TARGET2)[i % 2])

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import trio
 
+from pyscst.actors.messages import TmfFunction, TmfResponse
 from pyscst.admin.control.protocol import OpError
 from pyscst.scsi.command import TaskAttribute
 from pyscst.supervision.daemon import Daemon
@@ -25,6 +26,8 @@ from pyscst.transports.iscsi.initiator import ConnectionLost, Initiator, LoginEr
 from pyscst.transports.iscsi.pdu import AsyncMessage, ProtocolError
 from tests.cdbs import TUR, read10, write10
 from tests.daemon import in_process_daemon
+
+F, R = TmfFunction, TmfResponse  # TMF function and response codes, by name
 
 TARGET = "iqn.2026-11.org.pyscst:faults"
 INITIATOR = "iqn.2026-11.org.example:host1"
@@ -226,7 +229,7 @@ async def test_hang_until_abort_task(tmp_path: Path) -> None:
             with trio.move_on_after(0.5) as timeout:
                 await ini.wait(itt)
             assert timeout.cancelled_caught
-            assert await ini.task_management(1, 0, itt) == 0  # ABORT TASK: function complete
+            assert await ini.task_management(F.ABORT_TASK, 0, itt) == R.COMPLETE
             assert (await ini.execute(0, read10(42), read_length=BS)).status == GOOD
         await healthy(port)
 
@@ -237,7 +240,7 @@ async def test_hang_until_lun_reset(tmp_path: Path) -> None:
             await op(daemon, "fault.add", {"action": "hang", "op_class": "write", "times": 2})
             itts = [ini.submit(0, write10(n), data_out=bytes(BS)) for n in (1, 2)]
             await trio.sleep(0.2)
-            assert await ini.task_management(5, 0) == 0  # LOGICAL UNIT RESET
+            assert await ini.task_management(F.LOGICAL_UNIT_RESET, 0) == R.COMPLETE
             r = await ini.execute(0, TUR)
             assert sense_of(r)[:3] == (UNIT_ATTENTION, 0x29, 0x03)
             assert (await ini.execute(0, TUR)).status == GOOD

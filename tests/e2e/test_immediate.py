@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import trio
 
+from pyscst.actors.messages import TmfFunction, TmfResponse
 from pyscst.transports.iscsi import pdu_types as P
 from pyscst.transports.iscsi.cmdsn import sn_add
 from pyscst.transports.iscsi.pdu_codec import parse_sense_segment
@@ -29,12 +30,12 @@ from tests.cdbs import REPORT_LUNS, TUR, luns_of, read10, sense_triplet, write10
 from tests.daemon import RunningDaemon, running_daemon_async
 from tests.wire import GOOD, Wire, wire
 
+F, R = TmfFunction, TmfResponse  # TMF function and response codes, by name
+
 TARGET = "iqn.2026-11.org.pyscst:immediate"
 BS = 512
 CHECK_CONDITION = 0x02
 DEPTH = 4
-ABORT_TASK, QUERY_TASK = 1, 9
-COMPLETE, NO_TASK, SUCCEEDED = 0, 1, 7
 SYNC_CACHE_10 = bytes((0x35,)) + bytes(9)
 
 
@@ -152,25 +153,25 @@ async def test_abort_and_query_of_an_immediate_command(daemon: RunningDaemon) ->
         await w.send(write)
         assert isinstance(await w.recv_for(write.itt), P.R2T)  # running, in the LU
         window = (w.expcmdsn, w.maxcmdsn)
-        query = w.tmf(QUERY_TASK, ref=write.itt)
+        query = w.tmf(F.QUERY_TASK, ref=write.itt)
         await w.send(query)
-        assert (await w.recv_for(query.itt)).response == SUCCEEDED
-        abort = w.tmf(ABORT_TASK, ref=write.itt, refcmdsn=write.cmdsn)
+        assert (await w.recv_for(query.itt)).response == R.SUCCEEDED
+        abort = w.tmf(F.ABORT_TASK, ref=write.itt, refcmdsn=write.cmdsn)
         await w.send(abort)
         done = await w.recv_for(abort.itt)
-        assert done.response == COMPLETE
+        assert done.response == R.COMPLETE
         assert (done.expcmdsn, done.maxcmdsn) == window  # nothing freed, nothing taken
-        query = w.tmf(QUERY_TASK, ref=write.itt)
+        query = w.tmf(F.QUERY_TASK, ref=write.itt)
         await w.send(query)
-        assert (await w.recv_for(query.itt)).response == COMPLETE  # gone
+        assert (await w.recv_for(query.itt)).response == R.COMPLETE  # gone
         # aborting it again: no such task; its RefCmdSN (the TMF's own CmdSN, as
         # an immediate command carries the next number) or one beyond must not
         # be taken as a lost numbered command and consumed
         for refcmdsn in (write.cmdsn, sn_add(write.cmdsn, 1)):
-            again = w.tmf(ABORT_TASK, ref=write.itt, refcmdsn=refcmdsn)
+            again = w.tmf(F.ABORT_TASK, ref=write.itt, refcmdsn=refcmdsn)
             await w.send(again)
             answer = await w.recv_for(again.itt)
-            assert answer.response == NO_TASK and answer.expcmdsn == window[0]
+            assert answer.response == R.TASK_DOES_NOT_EXIST and answer.expcmdsn == window[0]
         # no status ever comes for the aborted write; the session carries on
         assert (await numbered(w, w.command(TUR))).status == GOOD
         assert (await immediate(w, w.command(TUR, immediate=True))).status == GOOD
@@ -201,9 +202,9 @@ async def test_too_many_immediate_commands_are_rejected_not_queued(
         # one ends by its data, one by ABORT TASK: two places free again
         await w.send(w.data_out(r2ts[0], bytes(BS)))
         assert (await w.recv_for(held[0].itt)).status == GOOD
-        abort = w.tmf(ABORT_TASK, ref=held[1].itt)
+        abort = w.tmf(F.ABORT_TASK, ref=held[1].itt)
         await w.send(abort)
-        assert (await w.recv_for(abort.itt)).response == COMPLETE
+        assert (await w.recv_for(abort.itt)).response == R.COMPLETE
         with trio.fail_after(5):
             for _ in range(2):
                 assert (await immediate(w, w.command(TUR, immediate=True))).status == GOOD

@@ -13,9 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from pyscst.actors.messages import TmfFunction, TmfResponse
 from pyscst.transports.iscsi.initiator import Initiator, LoginError
 from tests.cdbs import REPORT_LUNS, TUR, luns_of, sense_triplet, write10
 from tests.daemon import running_daemon_async
+
+F, R = TmfFunction, TmfResponse  # TMF function and response codes, by name
 
 TARGET = "iqn.2026-11.org.pyscst:masking"
 ADMIN = "iqn.2026-11.org.example:admin"
@@ -100,7 +103,7 @@ async def test_unit_attention_is_reported_once_per_nexus(tmp_path: Path) -> None
                 assert sense_triplet(r.sense) == (0x6, 0x29, 0x00)
                 assert (await ini.execute(0, TUR)).status == 0
             # LUN RESET from A: both nexuses learn of it (29/03), once each
-            assert await a.task_management(5, 0, 0xFFFFFFFF) == 0
+            assert await a.task_management(F.LOGICAL_UNIT_RESET, 0, 0xFFFFFFFF) == R.COMPLETE
             for ini in (a, b):
                 r = await ini.execute(0, TUR)
                 assert r.status == 2 and sense_triplet(r.sense) == (0x6, 0x29, 0x03)
@@ -147,7 +150,7 @@ async def test_task_management_reaches_only_mapped_logical_units(tmp_path: Path)
             assert (await a.execute(0, TUR)).status == 0  # disk0 was not reset
             # disk1 is shared (the reader's LUN 3, the admins' LUN 5): a reset there
             # is a reset of that LU for everyone, whatever number each one uses
-            assert await r.task_management(5, 3) == 0
+            assert await r.task_management(F.LOGICAL_UNIT_RESET, 3) == R.COMPLETE
             r5 = await a.execute(5, TUR)
             assert r5.status == 2 and sense_triplet(r5.sense) == (0x6, 0x29, 0x03)
             assert (await a.execute(0, TUR)).status == 0
@@ -166,7 +169,7 @@ async def test_target_reset_reaches_only_the_issuers_logical_units(tmp_path: Pat
             for ini, luns in ((a, (0, 5)), (r, (3,))):
                 for lun in luns:
                     assert sense_triplet((await ini.execute(lun, TUR)).sense)[1] == 0x29
-            assert await r.task_management(6, 0) == 0  # TARGET WARM RESET from the reader
+            assert await r.task_management(F.TARGET_WARM_RESET, 0) == R.COMPLETE  # from the reader
             assert sense_triplet((await r.execute(3, TUR)).sense) == (0x6, 0x29, 0x03)
             r5 = await a.execute(5, TUR)  # disk1: the reader's LUN 3 too
             assert r5.status == 2 and sense_triplet(r5.sense) == (0x6, 0x29, 0x03)

@@ -14,17 +14,14 @@ from pathlib import Path
 
 import trio
 
+from pyscst.actors.messages import TmfFunction, TmfResponse
 from pyscst.scsi.command import TaskAttribute
 from pyscst.transports.iscsi.initiator import Initiator
 from tests.e2e.test_tmf import (
-    ABORT_TASK,
     BS,
-    COMPLETE,
     GOOD,
     NAME_A,
     NAME_B,
-    QUERY_TASK,
-    SUCCEEDED,
     TUR,
     connect,
     hang,
@@ -34,12 +31,14 @@ from tests.e2e.test_tmf import (
     tmf_daemon,
 )
 
+F, R = TmfFunction, TmfResponse  # TMF function and response codes, by name
+
 ILLEGAL_REQUEST, CHECK_CONDITION = 0x5, 0x02
 
 
 async def in_task_set(ini: Initiator, itt: int) -> None:
     with trio.fail_after(2):
-        while await ini.task_management(QUERY_TASK, 0, itt) != SUCCEEDED:
+        while await ini.task_management(F.QUERY_TASK, 0, itt) != R.SUCCEEDED:
             await trio.sleep(0.01)
 
 
@@ -74,7 +73,7 @@ async def test_ordered_holds_back_later_commands_and_head_of_queue_overtakes(
                 assert finished == []  # the ORDERED one waits for the held task, B for it
                 await in_task_set(a, ordered)
                 await in_task_set(b, simple_b)
-                assert await a.task_management(ABORT_TASK, 0, held) == COMPLETE
+                assert await a.task_management(F.ABORT_TASK, 0, held) == R.COMPLETE
             assert finished == ["ordered", "simple from B"]
 
 
@@ -90,7 +89,7 @@ async def test_simple_commands_of_two_initiators_do_not_wait_for_each_other(
             with trio.fail_after(2):
                 assert (await b.execute(0, read10(311), read_length=BS)).status == GOOD
                 assert (await a.execute(0, read10(312), read_length=BS)).status == GOOD
-            assert await a.task_management(ABORT_TASK, 0, held) == COMPLETE
+            assert await a.task_management(F.ABORT_TASK, 0, held) == R.COMPLETE
 
 
 async def test_aca_task_and_naca_bit_are_refused(tmp_path: Path) -> None:

@@ -22,10 +22,13 @@ from typing import Any
 import pytest
 import trio
 
+from pyscst.actors.messages import TmfFunction, TmfResponse
 from pyscst.supervision.daemon import Daemon
 from pyscst.transports.iscsi.initiator import ConnectionLost, Initiator, Result
 from tests.cdbs import TUR, read10
 from tests.daemon import in_process_daemon
+
+F, R = TmfFunction, TmfResponse  # TMF function and response codes, by name
 
 TARGET = "iqn.2026-11.org.pyscst:tmf"
 NAME_A = "iqn.2026-11.org.example:a"
@@ -33,13 +36,6 @@ NAME_B = "iqn.2026-11.org.example:b"
 BS = 512
 GOOD, CHECK_CONDITION, TASK_ABORTED = 0x00, 0x02, 0x40
 UNIT_ATTENTION = 0x6
-
-# TMF function codes (RFC 7143 11.5.1, RFC 7144 4.1)
-ABORT_TASK, ABORT_TASK_SET, CLEAR_ACA, CLEAR_TASK_SET = 1, 2, 3, 4
-LUN_RESET, TARGET_WARM_RESET, TARGET_COLD_RESET, TASK_REASSIGN = 5, 6, 7, 8
-QUERY_TASK, QUERY_TASK_SET, I_T_NEXUS_RESET, QUERY_ASYNC_EVENT = 9, 10, 11, 12
-# TMF responses
-COMPLETE, NO_TASK, NO_LUN, REASSIGN_UNSUPPORTED, NOT_SUPPORTED, SUCCEEDED = 0, 1, 2, 4, 5, 7
 
 
 def ua_of(result: Result) -> tuple[int, int, int]:
@@ -89,7 +85,7 @@ async def running(ini: Initiator, lun: int, lba: int) -> int:
     """Submit a READ that a hang rule holds; wait until the LU has it."""
     itt = ini.submit(lun, read10(lba), read_length=BS)
     with trio.fail_after(2):
-        while await ini.task_management(QUERY_TASK, lun, itt) != SUCCEEDED:
+        while await ini.task_management(F.QUERY_TASK, lun, itt) != R.SUCCEEDED:
             await trio.sleep(0.01)
     return itt
 
@@ -125,10 +121,10 @@ async def test_abort_task_ends_one_command_silently(tmp_path: Path) -> None:
             held = await running(a, 0, 42)
             other = a.submit(0, read10(7), read_length=BS)
             assert (await a.wait(other)).status == GOOD  # the task set is not blocked
-            assert await a.task_management(ABORT_TASK, 0, held) == COMPLETE
+            assert await a.task_management(F.ABORT_TASK, 0, held) == R.COMPLETE
             await assert_silent(a, held)
-            assert await a.task_management(QUERY_TASK, 0, held) == COMPLETE  # gone
-            assert await a.task_management(ABORT_TASK, 0, 0x7777) == NO_TASK
+            assert await a.task_management(F.QUERY_TASK, 0, held) == R.COMPLETE  # gone
+            assert await a.task_management(F.ABORT_TASK, 0, 0x7777) == R.TASK_DOES_NOT_EXIST
             r = await a.execute(0, TUR)
             assert r.status == GOOD  # ABORT TASK raises no unit attention
 
@@ -144,16 +140,16 @@ async def test_abort_task_set_spares_other_initiators(tmp_path: Path) -> None:
             await settle(b)
             mine = [await running(a, 0, 40), await running(a, 0, 41)]
             theirs = await running(b, 0, 45)
-            assert await a.task_management(QUERY_TASK_SET, 0) == SUCCEEDED
-            assert await a.task_management(ABORT_TASK_SET, 0) == COMPLETE
+            assert await a.task_management(F.QUERY_TASK_SET, 0) == R.SUCCEEDED
+            assert await a.task_management(F.ABORT_TASK_SET, 0) == R.COMPLETE
             for itt in mine:
                 await assert_silent(a, itt, 0.1)
-            assert await a.task_management(QUERY_TASK_SET, 0) == COMPLETE
-            assert await b.task_management(QUERY_TASK, 0, theirs) == SUCCEEDED
-            assert await b.task_management(QUERY_TASK_SET, 0) == SUCCEEDED
+            assert await a.task_management(F.QUERY_TASK_SET, 0) == R.COMPLETE
+            assert await b.task_management(F.QUERY_TASK, 0, theirs) == R.SUCCEEDED
+            assert await b.task_management(F.QUERY_TASK_SET, 0) == R.SUCCEEDED
             assert (await b.execute(0, TUR)).status == GOOD  # B hears nothing
             assert (await a.execute(0, TUR)).status == GOOD
-            assert await b.task_management(ABORT_TASK_SET, 0) == COMPLETE
+            assert await b.task_management(F.ABORT_TASK_SET, 0) == R.COMPLETE
             await assert_silent(b, theirs, 0.1)
 
 
@@ -167,7 +163,7 @@ async def test_clear_task_set_tells_the_other_initiator_commands_cleared(tmp_pat
             await settle(a)
             await settle(b)
             theirs = await running(b, 0, 50)
-            assert await a.task_management(CLEAR_TASK_SET, 0) == COMPLETE
+            assert await a.task_management(F.CLEAR_TASK_SET, 0) == R.COMPLETE
             await assert_silent(b, theirs)  # TAS=0: no status for the cleared command
             assert ua_of(await b.execute(0, TUR)) == (UNIT_ATTENTION, 0x2F, 0x00)
             assert (await b.execute(0, TUR)).status == GOOD
@@ -187,7 +183,7 @@ async def test_tas_answers_task_aborted_to_the_other_initiator(tmp_path: Path) -
             assert (await a.execute(0, TUR)).status == GOOD
             theirs = await running(b, 0, 60)
             mine = await running(a, 0, 60)
-            assert await a.task_management(CLEAR_TASK_SET, 0) == COMPLETE
+            assert await a.task_management(F.CLEAR_TASK_SET, 0) == R.COMPLETE
             with trio.fail_after(2):
                 assert (await b.wait(theirs)).status == TASK_ABORTED
             await assert_silent(a, mine)  # the issuer's own aborted task stays silent
@@ -206,14 +202,15 @@ async def test_lun_reset_aborts_every_task_and_releases_reserve6(tmp_path: Path)
             assert (await b.execute(0, bytes((0x16, 0, 0, 0, 0, 0)))).status == GOOD  # RESERVE(6)
             assert (await a.execute(0, read10(1), read_length=BS)).status == 0x18  # conflict
             held = [await running(b, 0, 70), await running(b, 1, 71)]
-            assert await a.task_management(LUN_RESET, 0) == COMPLETE
+            assert await a.task_management(F.LOGICAL_UNIT_RESET, 0) == R.COMPLETE
             await assert_silent(b, held[0])
-            assert await b.task_management(QUERY_TASK, 1, held[1]) == SUCCEEDED  # LUN 1 untouched
+            # LUN 1 untouched
+            assert await b.task_management(F.QUERY_TASK, 1, held[1]) == R.SUCCEEDED
             for ini in (a, b):
                 assert ua_of(await ini.execute(0, TUR)) == (UNIT_ATTENTION, 0x29, 0x03)
                 assert (await ini.execute(1, TUR)).status == GOOD
             assert (await a.execute(0, read10(1), read_length=BS)).status == GOOD  # released
-            assert await b.task_management(LUN_RESET, 1) == COMPLETE
+            assert await b.task_management(F.LOGICAL_UNIT_RESET, 1) == R.COMPLETE
             await assert_silent(b, held[1])
 
 
@@ -224,7 +221,7 @@ async def test_target_warm_reset_resets_every_lu_for_everyone(tmp_path: Path) ->
             await settle(a)
             await settle(b)
             held = [await running(b, 0, 80), await running(b, 1, 81), await running(a, 1, 82)]
-            assert await a.task_management(TARGET_WARM_RESET, 0) == COMPLETE
+            assert await a.task_management(F.TARGET_WARM_RESET, 0) == R.COMPLETE
             await assert_silent(b, held[0], 0.1)
             await assert_silent(b, held[1], 0.1)
             await assert_silent(a, held[2], 0.1)
@@ -242,7 +239,7 @@ async def test_target_cold_reset_ends_every_session_of_the_target(tmp_path: Path
             theirs = await running(b, 0, 90)
             async with await connect(port, NAME_A) as a:
                 await settle(a)
-                assert await a.task_management(TARGET_COLD_RESET, 0) == COMPLETE
+                assert await a.task_management(F.TARGET_COLD_RESET, 0) == R.COMPLETE
                 for ini in (a, b):  # RFC 7143 11.5.1: the target closes every connection
                     with trio.fail_after(5), pytest.raises(ConnectionLost):
                         while True:
@@ -264,12 +261,12 @@ async def test_i_t_nexus_reset_touches_only_the_issuing_nexus(tmp_path: Path) ->
             await settle(b)
             mine = [await running(a, 0, 100), await running(a, 1, 101)]
             theirs = await running(b, 0, 102)
-            assert await a.task_management(I_T_NEXUS_RESET, 0) == COMPLETE
+            assert await a.task_management(F.I_T_NEXUS_RESET, 0) == R.COMPLETE
             for itt in mine:
                 await assert_silent(a, itt, 0.1)
             for lun in (0, 1):
                 assert ua_of(await a.execute(lun, TUR)) == (UNIT_ATTENTION, 0x29, 0x07)
-            assert await b.task_management(QUERY_TASK, 0, theirs) == SUCCEEDED
+            assert await b.task_management(F.QUERY_TASK, 0, theirs) == R.SUCCEEDED
             assert (await b.execute(0, TUR)).status == GOOD
             assert (await b.execute(1, TUR)).status == GOOD
 
@@ -288,17 +285,17 @@ async def test_commands_held_for_cmdsn_order_are_tasks_too(tmp_path: Path) -> No
             lost = a.submit(0, read10(1), read_length=BS)  # dropped: a CmdSN gap
             held = a.submit(0, read10(2), read_length=BS)  # arrives, waits behind the gap
             with trio.fail_after(2):
-                while await a.task_management(QUERY_TASK, 0, held) != SUCCEEDED:
+                while await a.task_management(F.QUERY_TASK, 0, held) != R.SUCCEEDED:
                     await trio.sleep(0.01)
-            assert await a.task_management(QUERY_TASK_SET, 0) == SUCCEEDED
-            assert await a.task_management(QUERY_TASK, 1, held) == COMPLETE  # not that LUN
-            assert await a.task_management(QUERY_TASK, 0, lost) == COMPLETE  # never received
-            assert await a.task_management(I_T_NEXUS_RESET, 0) == COMPLETE
-            assert await a.task_management(QUERY_TASK, 0, held) == COMPLETE  # gone
-            assert await a.task_management(QUERY_TASK_SET, 0) == COMPLETE
+            assert await a.task_management(F.QUERY_TASK_SET, 0) == R.SUCCEEDED
+            assert await a.task_management(F.QUERY_TASK, 1, held) == R.COMPLETE  # not that LUN
+            assert await a.task_management(F.QUERY_TASK, 0, lost) == R.COMPLETE  # never received
+            assert await a.task_management(F.I_T_NEXUS_RESET, 0) == R.COMPLETE
+            assert await a.task_management(F.QUERY_TASK, 0, held) == R.COMPLETE  # gone
+            assert await a.task_management(F.QUERY_TASK_SET, 0) == R.COMPLETE
             # ABORT TASK of the lost command fills the gap (RFC 7143 4.2.3.3):
             # the held one is released and must not run
-            assert await a.task_management(ABORT_TASK, 0, lost, refcmdsn=lost_cmdsn) == COMPLETE
+            assert await a.task_management(F.ABORT_TASK, 0, lost, refcmdsn=lost_cmdsn) == R.COMPLETE
             await assert_silent(a, held)
             assert ua_of(await a.execute(0, TUR)) == (UNIT_ATTENTION, 0x29, 0x07)
             assert (await a.execute(0, TUR)).status == GOOD
@@ -312,26 +309,28 @@ async def test_query_async_event_reports_a_pending_unit_attention(tmp_path: Path
         async with await connect(port, NAME_A) as a, await connect(port, NAME_B) as b:
             await settle(a)
             await settle(b)
-            assert await b.task_management(QUERY_ASYNC_EVENT, 0) == COMPLETE
+            assert await b.task_management(F.QUERY_ASYNC_EVENT, 0) == R.COMPLETE
             await mode_select_tas(a, 0, True)  # a change: raises 2A/01 for B
-            assert await b.task_management(QUERY_ASYNC_EVENT, 0) == SUCCEEDED
-            assert await b.task_management(QUERY_ASYNC_EVENT, 1) == COMPLETE  # per LU
-            assert await a.task_management(QUERY_ASYNC_EVENT, 0) == COMPLETE
+            assert await b.task_management(F.QUERY_ASYNC_EVENT, 0) == R.SUCCEEDED
+            assert await b.task_management(F.QUERY_ASYNC_EVENT, 1) == R.COMPLETE  # per LU
+            assert await a.task_management(F.QUERY_ASYNC_EVENT, 0) == R.COMPLETE
             assert ua_of(await b.execute(0, TUR)) == (UNIT_ATTENTION, 0x2A, 0x01)
-            assert await b.task_management(QUERY_ASYNC_EVENT, 0) == COMPLETE
-            assert await b.task_management(QUERY_ASYNC_EVENT, 5) == NO_LUN
+            assert await b.task_management(F.QUERY_ASYNC_EVENT, 0) == R.COMPLETE
+            assert await b.task_management(F.QUERY_ASYNC_EVENT, 5) == R.LUN_DOES_NOT_EXIST
 
 
 async def test_clear_aca_reassign_unknown_luns_and_functions(tmp_path: Path) -> None:
     async with tmf_daemon(tmp_path) as (_daemon, port):
         async with await connect(port, NAME_A) as a:
             await settle(a)
-            assert await a.task_management(CLEAR_ACA, 0) == COMPLETE  # no ACA: nothing to do
-            assert await a.task_management(TASK_REASSIGN, 0, 0x1234) == REASSIGN_UNSUPPORTED
-            for function in (ABORT_TASK_SET, CLEAR_TASK_SET, LUN_RESET, QUERY_TASK_SET):
-                assert await a.task_management(function, 9) == NO_LUN
-            for function in (13, 0x7F):  # undefined function codes
-                assert await a.task_management(function, 0) == NOT_SUPPORTED
+            assert await a.task_management(F.CLEAR_ACA, 0) == R.COMPLETE  # no ACA: nothing to do
+            reassign = await a.task_management(F.TASK_REASSIGN, 0, 0x1234)
+            assert reassign == R.REASSIGNMENT_NOT_SUPPORTED
+            for function in (F.ABORT_TASK_SET, F.CLEAR_TASK_SET, F.LOGICAL_UNIT_RESET,
+                             F.QUERY_TASK_SET):  # fmt: skip
+                assert await a.task_management(function, 9) == R.LUN_DOES_NOT_EXIST
+            for code in (13, 0x7F):  # undefined function codes
+                assert await a.task_management(code, 0) == R.NOT_SUPPORTED
             assert (await a.execute(0, TUR)).status == GOOD  # the session goes on
 
 
@@ -369,12 +368,12 @@ async def test_aborts_and_resets_amid_traffic_leave_no_task_behind(tmp_path: Pat
                             nursery.start_soon(collect, name, ini, itt)
                     await trio.sleep(0.01)
                     for name, ini, itt in rng.sample(issued[-16:], 3):
-                        response = await ini.task_management(ABORT_TASK, 0, itt)
-                        assert response in (COMPLETE, NO_TASK)
-                        if response == COMPLETE:
+                        response = await ini.task_management(F.ABORT_TASK, 0, itt)
+                        assert response in (R.COMPLETE, R.TASK_DOES_NOT_EXIST)
+                        if response == R.COMPLETE:
                             aborted.add((name, itt))
                     if round_ == 3:
-                        assert await b.task_management(LUN_RESET, 0) == COMPLETE
+                        assert await b.task_management(F.LOGICAL_UNIT_RESET, 0) == R.COMPLETE
                         aborted.update((n, i) for n, _, i in issued if (n, i) not in answered)
                 await trio.sleep(0.5)  # everything not aborted has long finished
                 nursery.cancel_scope.cancel()

@@ -1,7 +1,8 @@
 """A small Trio iSCSI initiator for the end-to-end tests and the fuzz harness.
 
-(The benchmarks do not use it: they measure with libiscsi's tools and log in
-idle sessions with their own few PDUs, benchmarks/sessions.py.)
+(The benchmarks measure throughput with libiscsi's tools; they use this
+initiator only to count calls or instructions per command and to send the
+EXTENDED COPY that libiscsi's tools cannot.)
 
 It speaks enough RFC 7143 to drive a real target: login (security phase with
 AuthMethod=None or CHAP, one-way or mutual, or straight to operational), the

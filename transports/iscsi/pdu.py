@@ -58,14 +58,12 @@ from pyscst.transports.iscsi.pdu_types import (
     PduFormatError,
     Reject,
     ScsiCommand,
-    ScsiCommandPdu,
     ScsiResponse,
     SnackRequest,
     TaskManagementRequest,
     TaskManagementResponse,
     TextRequest,
     TextResponse,
-    TmfRequest,
 )
 
 __all__ = [
@@ -100,7 +98,6 @@ __all__ = [
     "Reject",
     "RejectReason",
     "ScsiCommand",
-    "ScsiCommandPdu",
     "ScsiResponse",
     "ScsiResponseCode",
     "SnackRequest",
@@ -110,7 +107,6 @@ __all__ = [
     "TextRequest",
     "TextResponse",
     "TmfFunction",
-    "TmfRequest",
     "TmfResponse",
     "decode_bhs",
     "decode_pdu",

@@ -12,6 +12,7 @@ import enum
 
 # (the middle level's enum, re-exported: one name for the target, the initiator and the LU)
 from pyscst.actors.messages import TmfFunction as TmfFunction
+from pyscst.actors.messages import TmfResponse as TmfResponse
 
 #: The "reserved" tag value: no ITT / no TTT (RFC 7143 11.18.4, 11.19.4).
 RESERVED_TAG = 0xFFFFFFFF
@@ -59,19 +60,6 @@ class RejectReason(enum.IntEnum):
     LONG_OPERATION_REJECT = 0x0A
     DEPRECATED = 0x0B
     WAITING_FOR_LOGOUT = 0x0C
-
-
-class TmfResponse(enum.IntEnum):
-    """Task Management Function Response codes (RFC 7143 11.6.1)."""
-
-    FUNCTION_COMPLETE = 0
-    TASK_DOES_NOT_EXIST = 1
-    LUN_DOES_NOT_EXIST = 2
-    TASK_STILL_ALLEGIANT = 3
-    TASK_ALLEGIANCE_REASSIGNMENT_NOT_SUPPORTED = 4
-    FUNCTION_NOT_SUPPORTED = 5
-    FUNCTION_AUTHORIZATION_FAILED = 6
-    FUNCTION_REJECTED = 255
 
 
 class ScsiResponseCode(enum.IntEnum):

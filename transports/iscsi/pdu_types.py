@@ -758,8 +758,3 @@ def decode_pdu(bhs: Buffer, ahs: Buffer = b"", data: Buffer = b"") -> Pdu:
         return cls.unpack(fields, bytes(ahs), data)
     return cls.unpack(BHS_STRUCT.unpack_from(bhs), b"", data)
 
-
-# Friendlier aliases some callers may reach for.
-TmfRequest = TaskManagementRequest
-TmfResponse = TaskManagementResponse
-ScsiCommandPdu = ScsiCommand

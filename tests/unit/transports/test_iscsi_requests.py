@@ -1,6 +1,6 @@
 """The sans-I/O request core (transports/iscsi/requests.py), alone: what each
 TMF function does to the commands a connection holds for CmdSN order, and
-long text answers handed out in pieces; plus the one TMF function enum."""
+long text answers handed out in pieces; plus the one TMF function and response enums."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pyscst.actors.messages import TmfFunction
+from pyscst.actors.messages import TmfFunction, TmfResponse
 from pyscst.transports.iscsi import pdu
 from pyscst.transports.iscsi.pdu_constants import RESERVED_TAG
 from pyscst.transports.iscsi.requests import Held, TextExchange, plan_tmf
@@ -20,6 +20,7 @@ F = TmfFunction
 
 def test_one_tmf_function_enum_for_target_initiator_and_lu() -> None:
     assert pdu.TmfFunction is TmfFunction
+    assert pdu.TmfResponse is TmfResponse  # one response enum too (RFC 7143 11.6.1)
     assert [int(f) for f in TmfFunction] == list(range(1, 13))  # RFC 7143 11.5.1, RFC 7144
 
 
