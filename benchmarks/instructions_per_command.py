@@ -1,0 +1,219 @@
+"""Instructions per command executed by the daemon process, counted by callgrind.
+
+The CPU time of a shared 2-CPU VM drifts by more than a hot-path change costs,
+and this VM has no hardware counters (``perf stat -e instructions`` says
+"not supported"). valgrind's callgrind counts the instructions one process
+executes, which does not depend on load, so two trees can be compared on a busy
+machine. This script starts the daemon of any tree under
+``valgrind --tool=callgrind --instr-atstart=no``, logs in with the project's
+initiator from *this* process (outside valgrind), warms each scenario up, then
+turns counting on with ``callgrind_control``, sends a fixed number of 4 KiB
+READ(10)s or WRITE(10)s (immediate data) at queue depth 1 or 32 and dumps the
+counters: instructions per command = the dump's total / commands. Busy-polling
+is off (``poll_us = 0``) so the count is work, not spinning.
+
+    .venv/bin/python benchmarks/instructions_per_command.py [--commands N]
+        [--tree DIR --module admin.cli]   # another tree, e.g. a git worktree
+
+``--tree`` runs that tree's daemon with ``PYTHONPATH=DIR`` and ``python -m
+MODULE serve --config F``: for this tree (the default) the module is
+``pyscst``; for trees before the pyscst namespace it is
+``admin.cli``. ``--annotate DIR`` keeps the callgrind dumps there for
+``callgrind_annotate`` (a per-function diff of two trees).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from pyscst.transports.iscsi.initiator import Initiator
+
+TARGET = "iqn.2026-12.org.pyscst:instructions"
+BS = 512
+SIZE = 4096
+BLOCKS_ON_DISK = 65536  # 32 MiB
+HERE = Path(__file__).resolve().parent.parent
+
+#: (handler, write, queue depth)
+SCENARIOS = tuple(
+    (handler, write, depth)
+    for handler in ("vdisk_fileio", "vdisk_nullio")
+    for depth in (1, 32)
+    for write in (False, True)
+)
+
+
+def cdb(write: bool, lba: int, blocks: int) -> bytes:
+    return struct.pack(">BBIBHB", 0x2A if write else 0x28, 0, lba, 0, blocks, 0)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def config_text(state: Path, port: int, handler: str) -> str:
+    device = f'handler = "{handler}"\nsize = "{BLOCKS_ON_DISK * BS}"\n'
+    if handler == "vdisk_fileio":
+        device += 'path = "disk0.img"\n'
+    return f"""
+state_dir = "{state}"
+control_socket = "{state}/c.sock"
+log_level = "warning"
+[iscsi]
+poll_us = 0
+[devices.disk0]
+{device}
+[targets."{TARGET}"]
+portals = ["127.0.0.1:{port}"]
+luns = [{{ lun = 0, device = "disk0" }}]
+"""
+
+
+async def run(ini: Initiator, write: bool, depth: int, commands: int) -> None:
+    data = bytes(SIZE)
+    blocks = SIZE // BS
+    lba = 0
+    done = 0
+    while done < commands:
+        itts = []
+        for _ in range(depth):
+            if write:
+                itts.append(ini.submit(0, cdb(True, lba, blocks), data))
+            else:
+                itts.append(ini.submit(0, cdb(False, lba, blocks), read_length=SIZE))
+            lba = (lba + blocks) % (BLOCKS_ON_DISK - blocks)
+        for itt in itts:
+            r = await ini.wait(itt)
+            assert r.status == 0, r
+        done += depth
+
+
+def control(pid: int, *args: str) -> None:
+    subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True)
+
+
+def launch(env: dict[str, str], state: Path, module: str, conf: Path, out: Path) -> Any:
+    """The daemon under callgrind, counting nothing until told to."""
+    return subprocess.Popen(
+        ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+         sys.executable, "-m", module, "serve", "--config", str(conf)],
+        env=env, cwd=state, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def dumps_in(state: Path) -> set[Path]:
+    return set(state.glob("callgrind.out*"))
+
+
+def new_dump(state: Path, before: set[Path]) -> Path:
+    """The one dump file callgrind_control -d wrote (it may take a moment)."""
+    for _ in range(100):
+        dumps = dumps_in(state) - before
+        if dumps:
+            (dump,) = dumps
+            return dump
+        time.sleep(0.1)
+    raise RuntimeError("callgrind wrote no dump")
+
+
+def keep_dump(dump: Path, keep: Path, name: str) -> None:
+    keep.mkdir(parents=True, exist_ok=True)
+    shutil.copy(dump, keep / name)
+
+
+def total_of(dump: Path) -> int:
+    for line in dump.read_text().splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise ValueError(f"no totals in {dump}")
+
+
+async def measure(
+    tree: Path, module: str, handler: str, scenarios: list[tuple[bool, int]], commands: int,
+    keep: Path | None,
+) -> dict[tuple[bool, int], float]:
+    state = Path(tempfile.mkdtemp(prefix="pyscst-instr-"))
+    port = free_port()
+    conf = state / "pyscst.toml"
+    conf.write_text(config_text(state, port, handler))
+    out = state / "callgrind.out"
+    env = dict(os.environ)
+    if tree != HERE:
+        env["PYTHONPATH"] = str(tree)
+    proc = launch(env, state, module, conf, out)
+    results: dict[tuple[bool, int], float] = {}
+    try:
+        for _ in range(600):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    err = proc.stderr.read().decode() if proc.stderr else "died"
+                    raise RuntimeError(err) from None
+                await trio.sleep(0.5)
+        async with await Initiator.connect(
+            "127.0.0.1", port, target_name=TARGET, max_recv_data_segment_length=65536
+        ) as ini:
+            await ini.execute(0, bytes(6))  # TEST UNIT READY: the power-on UA
+            await ini.execute(0, bytes(6))
+            await run(ini, False, 32, BLOCKS_ON_DISK // 8)  # the whole file, page cache warm
+            for n, (write, depth) in enumerate(scenarios, 1):
+                await run(ini, write, depth, 256)  # warm: buffers, caches, the engine
+                before = dumps_in(state)
+                control(proc.pid, "-i", "on")
+                control(proc.pid, "-z")
+                await run(ini, write, depth, commands)
+                control(proc.pid, "-d", f"scenario{n}")
+                control(proc.pid, "-i", "off")
+                dump = new_dump(state, before)
+                results[(write, depth)] = total_of(dump) / commands
+                if keep is not None:
+                    kind = "write" if write else "read"
+                    keep_dump(dump, keep, f"{handler}-{kind}-qd{depth}.callgrind")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(state, ignore_errors=True)
+    return results
+
+
+async def main(args: argparse.Namespace) -> None:
+    tree = args.tree
+    for handler in ("vdisk_fileio", "vdisk_nullio"):
+        wanted = [(w, d) for h, w, d in SCENARIOS if h == handler]
+        got = await measure(tree, args.module, handler, wanted, args.commands, args.annotate)
+        for (write, depth), per in got.items():
+            kind = "WRITE" if write else "READ "
+            print(f"{handler:13} {kind} 4K QD{depth:<2}: {per:10.0f} instructions/cmd", flush=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--commands", type=int, default=2048)
+    parser.add_argument("--tree", default=str(HERE), help="the tree whose daemon runs")
+    parser.add_argument("--module", default="pyscst")
+    parser.add_argument("--annotate", type=Path, default=None, help="keep dumps here")
+    args = parser.parse_args()
+    args.tree = Path(args.tree).resolve()
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        sys.exit("valgrind (callgrind) is needed: apt-get install valgrind")
+    trio.run(main, args)
