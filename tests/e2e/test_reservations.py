@@ -236,3 +236,24 @@ async def test_aptpl_reservation_survives_a_restart(tmp_path: Path) -> None:
         assert await keys(b) == []
         assert await reservation(b) is None
         assert (await read(b)).status == Status.GOOD
+
+
+async def test_a_logout_releases_reserve6_before_its_logout_response(tmp_path: Path) -> None:
+    """An initiator that reads its Logout Response and at once goes on through
+    another session (libiscsi's Sanitize.Reset after Sanitize.Reservations)
+    finds the RESERVE(6) of the session it closed released, every time: the
+    target answers the Logout only once every LU has the nexus loss queued."""
+    reserve6 = bytes((0x16, 0, 0, 0, 0, 0))
+    async with running(tmp_path) as info, login(info, NAME_A, ISID_A) as a:
+        for _ in range(30):
+            b = await Initiator.connect(
+                HOST, info.port, initiator_name=NAME_B, target_name=TARGET, isid=ISID_B
+            )
+            async with b:
+                for _ in range(5):  # the new nexus' UAs first
+                    if (await b.execute(0, reserve6)).status == Status.GOOD:
+                        break
+                assert (await read(a)).status == Status.RESERVATION_CONFLICT
+                assert (await b.logout()).response == 0
+                # no pause: the next command through the other session
+                assert (await read(a)).status == Status.GOOD

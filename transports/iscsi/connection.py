@@ -244,6 +244,9 @@ class IscsiConnection:
         self._nursery: trio.Nursery | None = None
         #: set by a Logout or a fatal protocol error: read no further PDUs
         self._stop_reading = False
+        #: a Logout that closes the session: its ITT, answered at teardown once
+        #: every LU has the nexus loss queued (see _on_logout)
+        self._logout_itt: int | None = None
         #: the last read filled its buffer: more is probably waiting
         self._last_full = True
         self.peer = _peer(stream)
@@ -323,6 +326,9 @@ class IscsiConnection:
                 await self.session.close()
                 if self.login is not None:
                     self.host.close_session(self.login, self)
+            if self._logout_itt is not None:
+                self._send_logout_response(self._logout_itt, 0)
+                self._logout_itt = None
             # let queued responses (e.g. the Logout Response) reach the wire
             self._dead = True
             self._out_send.close()
@@ -1318,14 +1324,25 @@ class IscsiConnection:
         )
 
     def _on_logout(self, pdu: P.LogoutRequest) -> None:
+        """Logout. One that closes the session or this (its only) connection is
+        answered only at teardown, after the session has queued its nexus loss
+        to every LU: an initiator that reads the Logout Response and goes on
+        through another session (libiscsi does) must find what this one held
+        (a RESERVE(6), PREVENT) already released, not race its release."""
         if not pdu.immediate:
             self._complete_slot()
+        if pdu.reason_code in (0, 1):
+            self._logout_itt = pdu.itt
+            self._stop_reading = True
+            return
+        self._send_logout_response(pdu.itt, 2)  # recovery removal: not supported
+
+    def _send_logout_response(self, itt: int, response: int) -> None:
         exp, mx = self._windows()
-        response = 0 if pdu.reason_code in (0, 1) else 2
         self._send_pdu(
             P.LogoutResponse(
                 response=response,
-                itt=pdu.itt,
+                itt=itt,
                 statsn=self._next_statsn(),
                 expcmdsn=exp,
                 maxcmdsn=mx,
@@ -1333,8 +1350,6 @@ class IscsiConnection:
                 time2retain=0,
             )
         )
-        if response == 0:
-            self._stop_reading = True
 
 
 def _data_phase_error() -> ScsiError:
