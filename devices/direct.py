@@ -17,9 +17,12 @@ aligned) buffer, one copy. The disk layer allocates its read buffers as
 Semantics: FUA = the write, then an fdatasync of that range (on the ring);
 SYNCHRONIZE CACHE = fdatasync (flushes the device's volatile cache, which
 O_DIRECT alone does not). UNMAP: a hole punched in a file; on a block device
-BLKZEROOUT (the kernel discards where the device guarantees zeros after it,
-else writes zeros), so an unmapped range always reads back as zeros, as the
-disk's LBPRZ promises. (BLKDISCARD gives no such promise on real devices.)
+fallocate(PUNCH_HOLE), which the kernel turns into WRITE ZEROES with unmap
+allowed and no fallback (a loop device punches its backing file), else
+BLKZEROOUT (zeros, written if need be). Either way an unmapped range reads
+back as zeros, as the disk's LBPRZ promises (BLKDISCARD gives no such promise
+on real devices). A block device cannot report its holes, so the store keeps
+the ranges it deallocated (``deallocated``) for GET LBA STATUS.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ import trio
 
 from pyscst.devices import uring
 from pyscst.devices.io_engine import EngineFailedError
-from pyscst.devices.stores import FileStore, StoreReadOnlyError
+from pyscst.devices.range_set import RangeSet
+from pyscst.devices.stores import Extent, FileStore, StoreReadOnlyError, punch_hole
 from pyscst.scsi.command import Buffer
 
 #: ioctls of linux/fs.h: logical block size; zero a byte range
@@ -84,6 +88,9 @@ class DirectStore(FileStore):
         super().__init__(*args, **kwargs)
         #: free bounce buffers by size (the store's own; only its loop uses it)
         self._pool: dict[int, list[memoryview]] = {}
+        #: a block device's byte ranges this store deallocated and nobody has
+        #: written since (a block device cannot report holes; see extents)
+        self.deallocated = RangeSet()
 
     def _bounce(self, n: int) -> memoryview:
         free = self._pool.get(n)
@@ -189,6 +196,8 @@ class DirectStore(FileStore):
         if self._read_only:
             raise StoreReadOnlyError(errno.EROFS, "store is read-only", self.path)
         view = memoryview(data).cast("B")
+        if self.deallocated:
+            self.deallocated.remove(offset, offset + len(view))  # mapped again
         bounce = None
         if not is_aligned(view):
             bounce = self._bounce(len(view))
@@ -227,9 +236,39 @@ class DirectStore(FileStore):
         if self._read_only:
             raise StoreReadOnlyError(errno.EROFS, "store is read-only", self.path)
         if length > 0:
-            rng = struct.pack("QQ", offset, length)
             try:
-                await trio.to_thread.run_sync(fcntl.ioctl, self._fd, BLKZEROOUT, rng)
+                unmapped = await trio.to_thread.run_sync(self._discard_device, offset, length)
             except OSError as exc:
                 self.failed(exc)
                 raise
+            if unmapped:
+                self.deallocated.add(offset, offset + length)
+            else:
+                self.deallocated.remove(offset, offset + length)
+
+    def _discard_device(self, offset: int, length: int) -> bool:
+        """Zero a block device's range, deallocating it where the device can:
+        fallocate(PUNCH_HOLE) on a block device is WRITE ZEROES with unmap
+        allowed and no fallback (zeros guaranteed; a loop device punches its
+        file). Where that is refused, BLKZEROOUT (zeros, perhaps written).
+        True when the range was deallocated."""
+        if self.can_punch:
+            try:
+                punch_hole(self._fd, offset, length)
+                return True
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, errno.ENODEV):
+                    raise
+                self.can_punch = False
+        fcntl.ioctl(self._fd, BLKZEROOUT, struct.pack("QQ", offset, length))
+        return False
+
+    async def extents(self, offset: int, length: int, limit: int) -> list[Extent]:
+        """A file's holes (SEEK_HOLE); on a block device, what this store
+        deallocated since it opened the device. Anything else is reported
+        mapped, which SBC-4's GET LBA STATUS allows for "mapped or unknown"
+        (after a restart the device's earlier deallocations are unknown)."""
+        if not self.block_device:
+            return await super().extents(offset, length, limit)
+        return [(o, n, not inside)
+                for o, n, inside in self.deallocated.split(offset, offset + length, limit)]

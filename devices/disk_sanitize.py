@@ -8,7 +8,9 @@ What a file store can honestly do:
   the next, so the old data is overwritten in the file, not only in the cache.
   Copies the filesystem may keep elsewhere (snapshots, reflinks, a CoW
   filesystem's old extents) are beyond the reach of any file store.
-* **BLOCK ERASE** (02h): the whole file deallocated (holes punched; the device
+* **BLOCK ERASE** (02h): the whole medium deallocated, in pieces with the
+  progress shown (a file's holes punched; on a block device the BLOCKIO
+  store's WRITE ZEROES with unmap, see devices/direct.py; the device
   thin-provisions with LBPRZ=1, so every block then reads as zeros and GET
   LBA STATUS reports it deallocated). Block Device Characteristics WABEREQ=1:
   reads after a block erase succeed.
@@ -53,6 +55,8 @@ SA_EXIT_FAILURE_MODE = 0x1F
 #: the overwrite's pace (bytes per second) and chunk size
 SANITIZE_BYTES_PER_SECOND = 16 << 20
 _CHUNK = 1 << 20
+#: a block erase deallocates the medium in this many pieces (progress steps)
+_ERASE_STEPS = 64
 #: CDB byte of PARAMETER LIST LENGTH (field pointer)
 _LENGTH_BYTE = 7
 _HEADER = 4
@@ -121,7 +125,16 @@ async def _overwrite(dev: DiskDevice, block: bytes, passes: int, invert: bool) -
 
 
 async def _block_erase(dev: DiskDevice) -> None:
-    await dev.store.discard(0, dev.blocks << dev.block_shift)
+    """Deallocate every block, in ``_ERASE_STEPS`` pieces so that REQUEST SENSE
+    and the NOT READY answers show the progress meanwhile."""
+    blocks = dev.blocks
+    per_step = max(1, -(-blocks // _ERASE_STEPS))
+    lba = 0
+    while lba < blocks:
+        count = min(per_step, blocks - lba)
+        await dev.store.discard(lba << dev.block_shift, count << dev.block_shift)
+        lba += count
+        dev.medium.busy = in_progress_sense(lba, blocks)
     await dev.store.flush()
 
 

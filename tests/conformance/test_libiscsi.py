@@ -263,12 +263,6 @@ def test_libiscsi_conformance_with_mutual_chap(tmp_path: Path) -> None:
 
 # --- the ALL run on vdisk_blockio (O_DIRECT) over a real loop device --------------
 
-#: SANITIZE BLOCK ERASE over a raw block device: the erase (BLKZEROOUT) finishes at
-#: once and GET LBA STATUS still reports the blocks mapped, so libiscsi's BlockErase
-#: and Reset (which expects the sanitize still in progress) fail. Open in issue 13.
-BLOCKIO_KNOWN_FAILURES = frozenset({"ALL.Sanitize.BlockErase", "ALL.Sanitize.Reset"})
-
-
 @pytest.mark.timeout(900)
 def test_libiscsi_all_on_blockio_loop_device(tmp_path: Path) -> None:
     """``ALL`` on a vdisk_blockio LUN over /dev/loopN: no FAIL, and nothing worse
@@ -285,13 +279,13 @@ def test_libiscsi_all_on_blockio_loop_device(tmp_path: Path) -> None:
                                 runs=(Run("blockio-all", "ALL", lun=0),))
     results_path = out_dir / "results-blockio.txt"
     results_path.write_text(ex.format_results(results.values()))
-    listed = set(list_tests(tool, "ALL")) - BLOCKIO_KNOWN_FAILURES
+    listed = set(list_tests(tool, "ALL"))
     expected = {k: v for k, v in ex.read_outcomes(ex.EXPECTED_PATH).items() if k in listed}
     comparison = ex.compare(expected, {k: v for k, v in results.items() if k in listed})
     summary = ex.report(comparison, totals(results), results_path)
     print(summary)
     failed = sorted(n for n, r in results.items() if r.outcome is Outcome.FAIL)
-    # nothing fails beyond the known gaps (Reset depends on timing: it may pass)
-    assert set(failed) <= BLOCKIO_KNOWN_FAILURES, summary
-    assert "ALL.Sanitize.BlockErase" in failed, "BLOCK ERASE fixed? take it off the list"
+    assert failed == [], summary
+    # SANITIZE BLOCK ERASE deallocates the raw device (GET LBA STATUS says so)
+    assert results["ALL.Sanitize.BlockErase"].outcome is Outcome.PASS, summary
     assert comparison.ok, summary

@@ -63,6 +63,54 @@ async def test_loop_device_discard_reads_zeros() -> None:
             await store.close()
 
 
+def _backing_file_holes(dev: Path) -> list[tuple[int, int]]:
+    """The holes of a loop device's backing file (what the device really deallocated)."""
+    backing = Path(f"/sys/block/{dev.name}/loop/backing_file").read_text().strip()
+    holes = []
+    fd = os.open(backing, os.O_RDONLY)
+    try:
+        end = os.fstat(fd).st_size
+        pos = 0
+        while pos < end:
+            hole = os.lseek(fd, pos, os.SEEK_HOLE)
+            if hole >= end:
+                break
+            try:
+                data = os.lseek(fd, hole, os.SEEK_DATA)
+            except OSError:
+                data = end
+            holes.append((hole, data))
+            pos = data
+    finally:
+        os.close(fd)
+    return holes
+
+
+async def test_loop_device_discard_deallocates_and_extents_say_so() -> None:
+    """UNMAP / BLOCK ERASE on a block device really deallocate (the loop device's
+    file gets a hole), and GET LBA STATUS's extents report what the store
+    deallocated until a write maps part of it again."""
+    with loop_device(16 * MIB) as dev:
+        store = await _open(dev)
+        try:
+            await store.write(0, os.urandom(4 * MIB))
+            assert await store.extents(0, 4 * MIB, 8) == [(0, 4 * MIB, True)]  # unknown: mapped
+            await store.discard(MIB, 2 * MIB)
+            assert any(h <= MIB and d >= 3 * MIB for h, d in _backing_file_holes(dev))
+            assert await store.extents(0, 4 * MIB, 8) == [
+                (0, MIB, True), (MIB, 2 * MIB, False), (3 * MIB, MIB, True)
+            ]
+            await store.write(2 * MIB, os.urandom(4096))  # mapped again
+            assert await store.extents(MIB, 2 * MIB, 8) == [
+                (MIB, MIB, False), (2 * MIB, 4096, True), (2 * MIB + 4096, MIB - 4096, False)
+            ]
+            assert await store.extents(MIB, 2 * MIB, 2) == [
+                (MIB, MIB, False), (2 * MIB, 4096, True)
+            ]  # the limit: fewer runs, in order
+        finally:
+            await store.close()
+
+
 async def test_block_size_below_logical_block_size_is_a_config_error() -> None:
     with loop_device(16 * MIB, logical_block_size=4096) as dev:
         with pytest.raises(DirectIoRefusedError, match=r"devices\.d1\.block_size: 512 .* 4096"):

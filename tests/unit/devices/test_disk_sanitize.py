@@ -3,6 +3,7 @@ NOT READY 04/1B with progress, and the failure mode."""
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 import pytest
@@ -144,6 +145,42 @@ async def test_while_running_commands_are_not_ready_with_progress() -> None:
         assert out.data[15] == 0x80
     assert d.medium.busy is None
     assert await read(d, 100, 1) == b"\x55" * BS
+
+
+class SlowDiscardStore(MemoryStore):
+    """Each discard waits until the test lets it go, and is recorded."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.discards: list[tuple[int, int]] = []
+        self.step = trio.Semaphore(0)
+
+    async def discard(self, offset: int, length: int) -> None:
+        await self.step.acquire()
+        await super().discard(offset, length)
+        self.discards.append((offset, length))
+
+
+async def test_block_erase_runs_in_pieces_and_shows_its_progress() -> None:
+    store = SlowDiscardStore(8 << 20)
+    d = DiskDevice("big", store)
+    ctx = FakeContext()
+    out = await run_cdb(d, sanitize(2, immed=True), ctx=ctx)
+    assert out.status == Status.GOOD and len(ctx.background) == 1
+    seen = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ctx.background[0])
+        while d.medium.busy is not None:
+            sense = d.medium.busy
+            assert sense.specific is not None and sense.specific[0] == 0x80  # SKSV
+            seen.append(int.from_bytes(sense.specific[1:], "big"))
+            store.step.release()
+            await trio.sleep(0.001)
+    # the whole medium, in order, in pieces; the progress only went up
+    assert store.discards[0][0] == 0 and len(store.discards) > 8
+    assert sum(n for _, n in store.discards) == 8 << 20
+    assert all(a[0] + a[1] == b[0] for a, b in itertools.pairwise(store.discards))
+    assert seen[0] == 0 and seen == sorted(seen) and len(set(seen)) > 8
 
 
 class FailingStore(MemoryStore):
