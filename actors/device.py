@@ -9,8 +9,10 @@ actor is down that answers NOT READY instead of touching a closed file
 actors/device_unit.py). INQUIRY and REQUEST SENSE keep working while it
 is down through ``standby()``: the last device, which still knows its
 identity and why it is not ready.
-Live admin edits (resize, read-only) arrive as messages on its mailbox, and
-it remembers them so a restart reopens the store as last configured.
+Live admin edits (resize, read-only, a loaded image) arrive as messages on its
+mailbox, and it remembers them so a restart reopens the store as last
+configured; an ejected medium stays ejected across a restart (PREVENT does
+not survive it: to the initiators a restart is a reset).
 While it runs it checks once a second that its backing file is still the
 file it serves (devices/store_health.py); ``on_trouble`` hears when not.
 """
@@ -155,7 +157,10 @@ class DeviceActor:
         self._grow = True
         self._crash_pending = False
         try:
-            self._device = HANDLERS[cfg.handler].build(cfg, store)
+            device = HANDLERS[cfg.handler].build(cfg, store)
+            if self._standby is not None:  # a restart: the medium as it was
+                device.medium.carry_over(self._standby.medium)
+            self._device = device
             self._served_size = store.size
             log.info(
                 "%s: %s, %d bytes, block size %d%s",

@@ -74,6 +74,15 @@ class Medium:
         self.present = True
         return changed
 
+    def carry_over(self, before: Medium) -> None:
+        """A restarted device (its actor crashed, or the operator restarted it)
+        is the same drive: a medium that had been taken out stays out. What it
+        held as PREVENT does not carry over: a restart is a reset to every
+        nexus (SPC-4: a reset ends every prevention), and a running SANITIZE
+        ended with the actor."""
+        if not before.present:
+            self.present = False
+
     # --- PREVENT ALLOW MEDIUM REMOVAL, per I_T nexus -----------------------
 
     def set_prevent(self, nexus: Nexus, prevent: bool) -> None:

@@ -22,6 +22,7 @@ from tests.cdbs import TUR, read10, sense_triplet, write10
 from tests.conformance.test_qemu_img import _qemu_img_with_iscsi
 from tests.daemon import RunningDaemon, running_daemon_async
 from tests.e2e.test_admin_cli import admin_for
+from tests.e2e.test_removable import after_restart, crash_device
 
 TARGET = "iqn.2026-11.org.pyscst:cdrom"
 LUNS = ({"lun": 0, "device": "cd0"}, {"lun": 1, "device": "cd1"})
@@ -194,6 +195,37 @@ async def test_empty_drive_eject_and_load_live(tmp_path: Path) -> None:
             assert (await admin.run("device", "resize", "cd0", "1M")).returncode != 0
             shown = await admin.ok("device", "show", "cd0")
             assert shown["read_only"] is True and shown["medium"] == "present"
+
+
+async def test_loaded_or_ejected_disc_survives_a_device_restart(tmp_path: Path) -> None:
+    """The disc the operator loaded stays in the drive when the device's actor
+    crashes and is restarted; a disc an initiator ejected stays out; PREVENT
+    ends with the restart (a reset)."""
+    async with cdrom_daemon(tmp_path) as (d, first, second):
+        admin = admin_for(d)
+        async with login(d, "iqn.2026-11.org.x:a") as a, login(d, "iqn.2026-11.org.x:b") as b:
+            await admin.ok("device", "load", "cd1", "--path", "second.iso")
+            assert sense_triplet((await a.execute(1, TUR)).sense) == MEDIUM_CHANGED
+            assert sense_triplet((await b.execute(1, TUR)).sense) == MEDIUM_CHANGED
+            assert (await b.execute(1, PREVENT)).status == GOOD
+            await crash_device(admin, a, 1, "cd1")
+            for ini in (a, b):
+                assert await after_restart(ini, 1) is None  # the loaded disc, still in
+            r = await a.execute(1, read10(0, 40), read_length=40 * SECTOR)
+            assert r.status == GOOD and r.data == second
+            assert (await a.execute(1, EJECT)).status == GOOD  # b's PREVENT ended
+
+            await crash_device(admin, a, 1, "cd1")
+            for ini in (a, b):
+                assert await after_restart(ini, 1) == MEDIUM_NOT_PRESENT
+            shown = await admin.ok("device", "show", "cd1")
+            assert shown["medium"] == "absent"
+            assert (await a.execute(1, LOAD)).status == GOOD  # the tray closes on it again
+            assert sense_triplet((await b.execute(1, TUR)).sense) == MEDIUM_CHANGED
+            r = await b.execute(1, read10(0, 40), read_length=40 * SECTOR)
+            assert r.status == GOOD and r.data == second
+            r = await a.execute(0, read10(0), read_length=SECTOR)
+            assert r.data == first[:SECTOR]  # the other drive: untouched
 
 
 def _sha(data: bytes) -> str:
