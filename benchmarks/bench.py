@@ -4,6 +4,8 @@ Starts both targets on loopback (pinned to one CPU, clients to another),
 alternates every scenario between them for several rounds, and reports
 medians, spreads, pyscst/tgt ratios against the goals, target CPU per 100k
 commands and RSS (idle, with 100 idle sessions, under load, optional soak).
+The EXTENDED COPY row (pyscst only: tgt has no copy offload) times 1 GiB copied
+inside pyscst against the initiator reading and writing it (copy_offload.py).
 `--candidate tgt` benchmarks tgt against itself: the ratios then show the
 harness's own noise.
 """
@@ -27,6 +29,7 @@ from types import FrameType
 import attrs
 
 import chart
+import copy_offload
 import report
 import scenarios
 import sessions
@@ -50,6 +53,8 @@ SETTLE_S = 1.0
 BUSY_WARN_CPUS = 0.15  # background load above this makes ratios noisy
 #: where the cold rows' images go: a disk filesystem, never tmpfs
 COLD_DIR = Path(os.environ.get("PYSCST_BENCH_COLD_DIR", "/var/tmp"))
+#: --only's name for the EXTENDED COPY row
+XCOPY_KEY = "xcopy"
 
 
 @attrs.frozen
@@ -65,6 +70,8 @@ class Settings:
     soak: float
     pin: bool
     retry_noisy: int
+    #: run the EXTENDED COPY row (pyscst as the candidate only)
+    xcopy: bool = True
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -74,7 +81,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="1 round of 2 s runs, 1 s warm-up: a smoke test under 2 minutes")
     p.add_argument("--only", default="",
-                   help="comma-separated scenario keys: " + ", ".join(scenarios.SCENARIOS_BY_KEY))
+                   help="comma-separated scenario keys: " + ", ".join(scenarios.SCENARIOS_BY_KEY)
+                        + f", {XCOPY_KEY} (the EXTENDED COPY row)")
     p.add_argument("--candidate", choices=("pyscst", "tgt"), default="pyscst",
                    help="target compared with tgt; 'tgt' self-checks the harness")
     p.add_argument("--pyscst-cmd", default="",
@@ -95,8 +103,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     chosen = scenarios.SCENARIOS
+    xcopy = args.candidate == "pyscst"
     if args.only:
         keys = [k.strip() for k in args.only.split(",") if k.strip()]
+        xcopy = xcopy and XCOPY_KEY in keys
+        keys = [k for k in keys if k != XCOPY_KEY]
         unknown = [k for k in keys if k not in scenarios.SCENARIOS_BY_KEY]
         if unknown:
             raise SystemExit(f"unknown scenario(s) {unknown}; known: "
@@ -110,7 +121,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     pin = not args.no_pin and (os.cpu_count() or 1) >= 2
     return Settings(rounds, duration, warmup, chosen, args.candidate,
                     max(0, args.sessions), max(0.0, args.soak), pin,
-                    max(0, args.retry_noisy))  # fmt: skip
+                    max(0, args.retry_noisy), xcopy)  # fmt: skip
 
 
 def say(*parts: object) -> None:
@@ -141,6 +152,7 @@ class Outcome:
     discarded: list[RunRecord]
     memory: list[MemoryReport]
     soak: dict[str, object] | None
+    copies: list[copy_offload.CopyResult] = attrs.field(factory=list)
 
 
 class Bench:
@@ -244,6 +256,31 @@ class Bench:
                 for ep in order:
                     self.measure(sc, ep, rnd)
 
+    def copy_offload(self, ep: Endpoint) -> list[copy_offload.CopyResult]:
+        """The EXTENDED COPY row, once per round: the disk LUN copied to the
+        copy LUN inside the target, then by the client (pinned like the others)."""
+        results = []
+        for rnd in range(1, self.cfg.rounds + 1):
+            self._check_alive(ep)
+            argv = [*self.client_pin, sys.executable, str(Path(copy_offload.__file__)),
+                    "--portal", ep.portal, "--iqn", ep.iqn, "--src", str(ep.luns["disk"]),
+                    "--dst", str(ep.luns["copy"]), "--target-pid", str(ep.pid)]  # fmt: skip
+            try:
+                out = scenarios.run_bounded(argv, timeout=600)
+                result = copy_offload.CopyResult(**{
+                    k: v for k, v in json.loads(out.strip().splitlines()[-1]).items()
+                    if k != "ratio"
+                })  # fmt: skip
+            except (scenarios.ClientError, ValueError, IndexError, TypeError) as e:
+                self.failures.append({"scenario": XCOPY_KEY, "target": ep.label,
+                                      "round": rnd, "error": str(e)})  # fmt: skip
+                say(f"  round {rnd} {XCOPY_KEY:<15} {ep.label:<7} FAILED: {e}")
+                continue
+            say(f"  round {rnd} {XCOPY_KEY:<15} {ep.label:<7} in target {result.xcopy_s:.2f} s, "
+                f"through the initiator {result.host_s:.2f} s ({result.ratio:.2f}x)")
+            results.append(result)
+        return results
+
     def soak(self, ep: Endpoint) -> dict[str, object]:
         """Load `ep` for cfg.soak seconds; RSS every few seconds should stay flat."""
         sc = scenarios.SCENARIOS_BY_KEY["rr4k_qd32"]
@@ -300,7 +337,7 @@ def run(cfg: Settings, workdir: Path, pyscst_cmd: Sequence[str] | None) -> Outco
         cand = stack.enter_context(
             targets.run_target(
                 cfg.candidate, candidate_label, workdir, target_cpu, pyscst_cmd, cold_dir,
-                blockdev,
+                blockdev, copy=cfg.xcopy,
             )
         )
         endpoints = [base, cand]
@@ -322,6 +359,7 @@ def run(cfg: Settings, workdir: Path, pyscst_cmd: Sequence[str] | None) -> Outco
         say(f"measuring: {cfg.rounds} round(s) x {len(cfg.scenarios)} scenario(s) x 2 targets, "
             f"{cfg.duration:.0f}s per run")  # fmt: skip
         bench.rounds()
+        copies = bench.copy_offload(cand) if cfg.xcopy else []
         soak = bench.soak(cand) if cfg.soak else None
         time.sleep(SETTLE_S)
         memory = [
@@ -334,7 +372,7 @@ def run(cfg: Settings, workdir: Path, pyscst_cmd: Sequence[str] | None) -> Outco
             for ep in endpoints
         ]
     return Outcome(base.label, cand.label, bench.records, bench.failures, bench.discarded,
-                   memory, soak)  # fmt: skip
+                   memory, soak, copies)  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -379,12 +417,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     base, cand, records, memory = result.baseline, result.candidate, result.records, result.memory
     comps = report.compare(cfg.scenarios, records, base, cand)
     say("")
-    say(report.throughput_table(comps, base, cand))
-    for note in (report.latency_note(comps, base, cand), report.background_note(records)):
-        if note:
-            say(note)
-    say("")
-    say(report.cpu_table(comps, base, cand))
+    if comps:
+        say(report.throughput_table(comps, base, cand))
+        for note in (report.latency_note(comps, base, cand), report.background_note(records)):
+            if note:
+                say(note)
+    if cfg.xcopy:
+        say(copy_offload.summary(result.copies))
+    if comps:
+        say("")
+        say(report.cpu_table(comps, base, cand))
     if cfg.sessions:
         say("")
         say(report.memory_table(memory, cand))
@@ -401,6 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "memory": [attrs.asdict(m) for m in memory],
         "rss_goal_mib": report.RSS_GOAL_MIB,
         "soak": result.soak,
+        "copy_offload": [c.as_json() for c in result.copies],
         "runs": [attrs.asdict(r) for r in records],
         "failures": result.failures,
         "discarded_noisy_runs": [attrs.asdict(r) for r in result.discarded],
@@ -408,13 +451,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(document, indent=2) + "\n")
     say(f"JSON: {json_path}")
-    if chart.have_matplotlib():
+    if chart.have_matplotlib() and comps:
         footer = (f"{facts['cpu_model']}, {facts['cpus']} CPUs, kernel {facts['kernel']}, "
                   f"Python {facts['python']}, tgt {facts['tgt']}; {pinning}; "
                   f"{cfg.rounds}x{cfg.duration:.0f}s rounds")  # fmt: skip
         chart.draw(comps, png_path, baseline=base, candidate=cand, footer=footer)
         say(f"PNG:  {png_path}")
-    else:
+    elif comps:
         say("PNG:  skipped (pip install matplotlib)")
     return 0
 

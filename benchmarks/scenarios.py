@@ -138,7 +138,7 @@ def parse_qemu_bench(output: str, count: int, size: int) -> ClientRun:
     return ClientRun(count, float(done.group(1)), size)
 
 
-def _run_bounded(argv: Sequence[str], timeout: float) -> str:
+def run_bounded(argv: Sequence[str], timeout: float) -> str:
     """Run a client in its own process group; kill the group when over time."""
     proc = subprocess.Popen(
         list(argv),
@@ -191,12 +191,12 @@ def run_client(
     """
     if scenario.tool == "iscsi-perf":
         whole = max(1, round(seconds))
-        out = _run_bounded([*pin, *iscsi_perf_argv(url, scenario, whole, block_size)],
+        out = run_bounded([*pin, *iscsi_perf_argv(url, scenario, whole, block_size)],
                            timeout=whole + 20)  # fmt: skip
         return parse_iscsi_perf(out, whole, scenario.size)
     if count is None:
         raise ValueError("qemu-img bench needs a request count")
-    out = _run_bounded([*pin, *qemu_bench_argv(url, scenario, count)], timeout=seconds * 4 + 20)
+    out = run_bounded([*pin, *qemu_bench_argv(url, scenario, count)], timeout=seconds * 4 + 20)
     return parse_qemu_bench(out, count, scenario.size)
 
 
@@ -225,7 +225,7 @@ def warm_up(
 
 def read_block_size(url: str, pin: Sequence[str] = ()) -> int:
     """The LUN's logical block size, from READ CAPACITY(16)."""
-    out = _run_bounded([*pin, "iscsi-readcapacity16", url], timeout=20)
+    out = run_bounded([*pin, "iscsi-readcapacity16", url], timeout=20)
     found = re.search(r"LOGICAL BLOCK LENGTH IN BYTES:\s*(\d+)", out)
     if found is None:
         raise ClientError(f"iscsi-readcapacity16 {url}: {out.strip()[-300:]}")

@@ -257,10 +257,12 @@ def pyscst_config(
     iqn: str,
     cold: Path | None = None,
     blockdev: Path | None = None,
+    copy: Path | None = None,
 ) -> str:
     """The daemon's TOML config: fileio disk at LUN 0, nullio at LUN 1, the
     cold image at LUN 2, vdisk_blockio on the loop device at LUN 3 (io_engine
-    "auto"; PYSCST_IO_ENGINE overrides)."""
+    "auto"; PYSCST_IO_ENGINE overrides), the EXTENDED COPY row's destination
+    (a sparse fileio image beside the disk's) at LUN 4."""
     extra_dirs = [*([cold.parent] if cold else []), *([blockdev.parent] if blockdev else [])]
     dirs = ", ".join(f'"{d}"' for d in [image.parent, *extra_dirs])
     blk_device = (
@@ -273,6 +275,11 @@ def pyscst_config(
         if cold else ""
     )  # fmt: skip
     cold_lun = ', { lun = 2, device = "cold0" }' if cold else ""
+    copy_device = (
+        f'[devices.copy0]\nhandler = "vdisk_fileio"\npath = "{copy}"\nsize = "1GiB"\n'
+        if copy else ""
+    )  # fmt: skip
+    copy_lun = ', { lun = 4, device = "copy0" }' if copy else ""
     return (
         f'state_dir = "{state_dir}"\n'
         f"allowed_dirs = [{dirs}]\n"  # the images live beside state_dir
@@ -285,11 +292,13 @@ def pyscst_config(
         'size = "1GiB"\n'
         + cold_device
         + blk_device
+        + copy_device
         + f'[targets."{iqn}"]\n'
         f'portals = ["127.0.0.1:{port}"]\n'
         'luns = [ { lun = 0, device = "disk0" }, { lun = 1, device = "null0" }'
         + cold_lun
         + blk_lun
+        + copy_lun
         + " ]\n"
     )
 
@@ -302,8 +311,10 @@ def run_pyscst(
     command: Sequence[str] | None = None,
     cold_dir: Path | None = None,
     blockdev: Path | None = None,
+    copy: bool = False,
 ) -> Iterator[Endpoint]:
-    """`pyscst serve` on a generated config; `command` overrides the argv prefix."""
+    """`pyscst serve` on a generated config; `command` overrides the argv prefix;
+    ``copy``: with the EXTENDED COPY row's destination LUN (role "copy")."""
     image = workdir / f"{label}.img"
     fill_image(image)
     cold = cold_image(cold_dir, label)
@@ -312,7 +323,10 @@ def run_pyscst(
     port = free_port()
     iqn = f"iqn.2026-11.org.pyscst:bench-{label}"
     config = workdir / f"{label}.toml"
-    config.write_text(pyscst_config(state_dir, image, port, iqn, cold, blockdev))
+    copy_image = workdir / f"{label}-copy.img" if copy else None
+    if copy_image is not None:
+        fill_image(copy_image)  # allocated: both copies overwrite pages, none allocates
+    config.write_text(pyscst_config(state_dir, image, port, iqn, cold, blockdev, copy_image))
     if command:
         argv, cwd = [*command, str(config)], REPO_ROOT
     else:
@@ -324,7 +338,8 @@ def run_pyscst(
         except TargetError as e:
             raise TargetError(f"{label}: {e}\n{_log_tail(log)}") from e
         luns = {"disk": 0, "null": 1, **({"cold": 2} if cold else {}),
-                **({"blockio": 3} if blockdev else {})}  # fmt: skip
+                **({"blockio": 3} if blockdev else {}),
+                **({"copy": 4} if copy else {})}  # fmt: skip
         yield Endpoint(label, "pyscst", proc.pid, f"127.0.0.1:{port}", iqn, luns, cold)
 
 
@@ -336,9 +351,10 @@ def run_target(
     pyscst_cmd: Sequence[str] | None,
     cold_dir: Path | None = None,
     blockdev: Path | None = None,
+    copy: bool = False,
 ) -> contextlib.AbstractContextManager[Endpoint]:
     if kind == "tgt":
         return run_tgt(label, workdir, cpu, cold_dir, blockdev)
     if kind == "pyscst":
-        return run_pyscst(label, workdir, cpu, pyscst_cmd, cold_dir, blockdev)
+        return run_pyscst(label, workdir, cpu, pyscst_cmd, cold_dir, blockdev, copy)
     raise ValueError(f"unknown target kind {kind!r}")

@@ -1,4 +1,5 @@
-"""Unit tests of the harness's parsing, arithmetic and login PDUs (no target needed)."""
+"""Unit tests of the harness's parsing, arithmetic, login PDUs and EXTENDED COPY
+parameter lists (no target needed)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import bench
+import copy_offload
 import report
 import scenarios
 import sessions
@@ -176,3 +179,54 @@ def test_background_note_flags_disturbed_runs() -> None:
     loud = [*quiet, attrs.evolve(_rec("x", "tgt", 100), background_cpus=0.9)]
     assert "noisy" in (report.background_note(loud) or "")
     assert report.background_note([]) is None
+
+
+@given(st.sampled_from([512, 4096]), st.integers(1, 3 << 20))
+def test_xcopy_parameter_lists_cover_the_range_within_the_targets_limits(
+    block_size: int, blocks: int
+) -> None:
+    src, dst = bytes((1, 3, 0, 16)) + bytes(range(16)), bytes((1, 3, 0, 16)) + bytes(16)
+    lists = copy_offload.parameter_lists(src, dst, block_size, blocks)
+    covered = 0
+    for params in lists:
+        _list_id, flags, target_len, _, segment_len, inline = struct.unpack_from(">BBHIII", params)
+        assert flags == 0x18 and inline == 0  # LIST ID USAGE 11b: no held results
+        assert target_len == 64 and len(params) == 16 + target_len + segment_len
+        tds = params[16:80]
+        for i, designator in enumerate((src, dst)):
+            td = tds[32 * i : 32 * i + 32]
+            assert td[0] == 0xE4 and td[1] == 0  # identification descriptor, disk
+            assert td[4 : 4 + len(designator)] == designator
+            assert int.from_bytes(td[29:32], "big") == block_size
+        assert segment_len % 28 == 0 and 0 < segment_len // 28 <= 64
+        for off in range(80, len(params), 28):
+            kind, _, length, s_i, d_i, n, s_lba, d_lba = struct.unpack_from(
+                ">BBHHH2xHQQ", params, off)
+            assert (kind, length, s_i, d_i) == (0x02, 0x18, 0, 1)
+            assert s_lba == d_lba == covered  # contiguous, in order, same LBAs
+            assert 0 < n <= 0xFFFF and n * block_size <= 64 << 20  # the target's limits
+            covered += n
+    assert covered == blocks
+
+
+def test_xcopy_cdb_and_the_copy_row_summary() -> None:
+    cdb = copy_offload.xcopy_cdb(0x1234)
+    assert len(cdb) == 16 and cdb[0] == 0x83 and cdb[1] == 0  # LID1
+    assert int.from_bytes(cdb[10:14], "big") == 0x1234
+    fast = copy_offload.CopyResult(1 << 30, 2.0, 8.0, 1.5, 9.0)
+    assert fast.ratio == pytest.approx(4.0)
+    assert fast.as_json()["ratio"] == pytest.approx(4.0)
+    line = copy_offload.summary([fast, attrs.evolve(fast, host_s=6.0), attrs.evolve(fast,
+                                                                                   host_s=10.0)])
+    assert "1,024 MiB" in line and "2.00 s" in line and "8.00 s" in line and "4.00x" in line
+    assert "target CPU 1.50 s vs 9.00 s" in line
+    assert copy_offload.CopyResult(1, 0.0, 1.0).ratio == 0.0
+    assert "not measured" in copy_offload.summary([])
+
+
+def test_only_picks_the_xcopy_row_and_tgt_never_runs_it() -> None:
+    assert bench.settings_from(bench.parse_args([])).xcopy
+    chosen = bench.settings_from(bench.parse_args(["--only", "rr4k_qd1,xcopy"]))
+    assert chosen.xcopy and [s.key for s in chosen.scenarios] == ["rr4k_qd1"]
+    assert not bench.settings_from(bench.parse_args(["--only", "rr4k_qd1"])).xcopy
+    assert not bench.settings_from(bench.parse_args(["--candidate", "tgt"])).xcopy
