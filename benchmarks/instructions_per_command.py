@@ -28,7 +28,6 @@ import argparse
 import os
 import shutil
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -38,12 +37,13 @@ from typing import Any
 
 import trio
 
+from calls_per_command import free_port, scenario
 from pyscst.transports.iscsi.initiator import Initiator
 
 TARGET = "iqn.2026-12.org.pyscst:instructions"
 BS = 512
 SIZE = 4096
-BLOCKS_ON_DISK = 65536  # 32 MiB
+BLOCKS_ON_DISK = 8192  # 4 MiB: the blocks calls_per_command's load cycles through
 HERE = Path(__file__).resolve().parent.parent
 
 #: (handler, write, queue depth)
@@ -53,16 +53,6 @@ SCENARIOS = tuple(
     for depth in (1, 32)
     for write in (False, True)
 )
-
-
-def cdb(write: bool, lba: int, blocks: int) -> bytes:
-    return struct.pack(">BBIBHB", 0x2A if write else 0x28, 0, lba, 0, blocks, 0)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def config_text(state: Path, port: int, handler: str) -> str:
@@ -81,25 +71,6 @@ poll_us = 0
 portals = ["127.0.0.1:{port}"]
 luns = [{{ lun = 0, device = "disk0" }}]
 """
-
-
-async def run(ini: Initiator, write: bool, depth: int, commands: int) -> None:
-    data = bytes(SIZE)
-    blocks = SIZE // BS
-    lba = 0
-    done = 0
-    while done < commands:
-        itts = []
-        for _ in range(depth):
-            if write:
-                itts.append(ini.submit(0, cdb(True, lba, blocks), data))
-            else:
-                itts.append(ini.submit(0, cdb(False, lba, blocks), read_length=SIZE))
-            lba = (lba + blocks) % (BLOCKS_ON_DISK - blocks)
-        for itt in itts:
-            r = await ini.wait(itt)
-            assert r.status == 0, r
-        done += depth
 
 
 def control(pid: int, *args: str) -> None:
@@ -171,13 +142,13 @@ async def measure(
         ) as ini:
             await ini.execute(0, bytes(6))  # TEST UNIT READY: the power-on UA
             await ini.execute(0, bytes(6))
-            await run(ini, False, 32, BLOCKS_ON_DISK // 8)  # the whole file, page cache warm
+            await scenario(ini, False, 32, BLOCKS_ON_DISK // 8, SIZE)  # the whole file: warm
             for n, (write, depth) in enumerate(scenarios, 1):
-                await run(ini, write, depth, 256)  # warm: buffers, caches, the engine
+                await scenario(ini, write, depth, 256, SIZE)  # warm: buffers, caches, engine
                 before = dumps_in(state)
                 control(proc.pid, "-i", "on")
                 control(proc.pid, "-z")
-                await run(ini, write, depth, commands)
+                await scenario(ini, write, depth, commands, SIZE)
                 control(proc.pid, "-d", f"scenario{n}")
                 control(proc.pid, "-i", "off")
                 dump = new_dump(state, before)
