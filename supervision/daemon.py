@@ -35,6 +35,7 @@ from pyscst.supervision.host import run_host_services
 from pyscst.transports.iscsi.auth import AuthRegistry
 from pyscst.transports.iscsi.chap import ChapSettings, Credential
 from pyscst.transports.iscsi.connection import ConnectionSettings
+from pyscst.transports.iscsi.login import TargetOffer
 from pyscst.transports.iscsi.portal import IscsiPortal
 
 log = logging.getLogger(__name__)
@@ -188,26 +189,19 @@ def connection_settings(settings: IscsiSettings) -> ConnectionSettings:
 
 def iscsi_limits(settings: IscsiSettings) -> dict[str, str]:
     """The RFC 7143 key values the target offers, from the [iscsi] table."""
-
-    def yes(flag: bool) -> str:
-        return "Yes" if flag else "No"
-
-    return {
-        "MaxRecvDataSegmentLength": str(settings.max_recv_data_segment_length),
-        "MaxBurstLength": str(settings.max_burst_length),
-        "FirstBurstLength": str(settings.first_burst_length),
-        "InitialR2T": yes(settings.initial_r2t),
-        "ImmediateData": yes(settings.immediate_data),
-        "MaxOutstandingR2T": str(settings.max_outstanding_r2t),
-        "MaxConnections": str(settings.max_connections),
-        "DefaultTime2Wait": str(settings.default_time2wait),
-        "DefaultTime2Retain": str(settings.default_time2retain),
-        "HeaderDigest": ",".join(d.value for d in settings.header_digest),
-        "DataDigest": ",".join(d.value for d in settings.data_digest),
-        "ErrorRecoveryLevel": "0",
-        "DataPDUInOrder": "Yes",
-        "DataSequenceInOrder": "Yes",
-    }
+    return TargetOffer(
+        max_recv_data_segment_length=settings.max_recv_data_segment_length,
+        max_burst_length=settings.max_burst_length,
+        first_burst_length=settings.first_burst_length,
+        initial_r2t=settings.initial_r2t,
+        immediate_data=settings.immediate_data,
+        max_outstanding_r2t=settings.max_outstanding_r2t,
+        max_connections=settings.max_connections,
+        default_time2wait=settings.default_time2wait,
+        default_time2retain=settings.default_time2retain,
+        header_digest=tuple(d.value for d in settings.header_digest),
+        data_digest=tuple(d.value for d in settings.data_digest),
+    ).limits()
 
 
 async def start(

@@ -76,27 +76,57 @@ class LoginStatus(enum.IntEnum):
     OUT_OF_RESOURCES = 0x0302
 
 
+@attrs.frozen
+class TargetOffer:
+    """What the target offers in login negotiation for the keys the ``[iscsi]``
+    table configures, turned into key values in one place (``limits``) for the
+    daemon and for a bare ``TargetPolicy`` (``DEFAULT_LIMITS``). The config
+    model (admin.config.model.IscsiSettings) keeps its own copy of these
+    defaults, because ``pyscst admin`` loads the model and must not load the
+    transport (import contract); tests/unit/supervision/test_iscsi_limits.py
+    pins the two equal."""
+
+    max_recv_data_segment_length: int = 262144
+    max_burst_length: int = 1048576
+    first_burst_length: int = 65536
+    initial_r2t: bool = False
+    immediate_data: bool = True
+    max_outstanding_r2t: int = 1
+    max_connections: int = 1
+    default_time2wait: int = 2
+    default_time2retain: int = 20
+    #: accepted digests, in order of preference
+    header_digest: tuple[str, ...] = ("None", "CRC32C")
+    data_digest: tuple[str, ...] = ("None", "CRC32C")
+
+    def limits(self) -> dict[str, str]:
+        """The RFC 7143 key values offered (plus the ones this target fixes)."""
+
+        def yes(flag: bool) -> str:
+            return "Yes" if flag else "No"
+
+        return {
+            "HeaderDigest": ",".join(self.header_digest),
+            "DataDigest": ",".join(self.data_digest),
+            "MaxConnections": str(self.max_connections),
+            "InitialR2T": yes(self.initial_r2t),
+            "ImmediateData": yes(self.immediate_data),
+            "MaxRecvDataSegmentLength": str(self.max_recv_data_segment_length),
+            "MaxBurstLength": str(self.max_burst_length),
+            "FirstBurstLength": str(self.first_burst_length),
+            "DefaultTime2Wait": str(self.default_time2wait),
+            "DefaultTime2Retain": str(self.default_time2retain),
+            "MaxOutstandingR2T": str(self.max_outstanding_r2t),
+            "DataPDUInOrder": "Yes",
+            "DataSequenceInOrder": "Yes",
+            "ErrorRecoveryLevel": "0",
+            "TaskReporting": "RFC3720",
+            "iSCSIProtocolLevel": "1",
+        }
+
+
 #: What the target offers unless told otherwise.
-DEFAULT_LIMITS: Mapping[str, str] = MappingProxyType(
-    {
-        "HeaderDigest": "CRC32C,None",
-        "DataDigest": "CRC32C,None",
-        "MaxConnections": "1",
-        "InitialR2T": "No",
-        "ImmediateData": "Yes",
-        "MaxRecvDataSegmentLength": "262144",
-        "MaxBurstLength": "1048576",
-        "FirstBurstLength": "65536",
-        "DefaultTime2Wait": "2",
-        "DefaultTime2Retain": "20",
-        "MaxOutstandingR2T": "1",
-        "DataPDUInOrder": "Yes",
-        "DataSequenceInOrder": "Yes",
-        "ErrorRecoveryLevel": "0",
-        "TaskReporting": "RFC3720",
-        "iSCSIProtocolLevel": "1",
-    }
-)
+DEFAULT_LIMITS: Mapping[str, str] = MappingProxyType(TargetOffer().limits())
 
 # Keys that identify the nexus: declared once by the initiator, never answered.
 _IDENTITY_KEYS = frozenset({"InitiatorName", "TargetName", "SessionType", "InitiatorAlias"})
