@@ -15,11 +15,15 @@ never changes afterwards.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 
+import trio
+
 from pyscst.devices.cdrom import CdromDevice, empty_tray
+from pyscst.devices.confine import dir_beneath
 from pyscst.devices.device_type import DeviceType
 from pyscst.devices.direct import DirectStore
 from pyscst.devices.handler_info import (
@@ -31,6 +35,8 @@ from pyscst.devices.handler_info import (
 )
 from pyscst.devices.plugin_api import Note, build_disk, load_plugins
 from pyscst.devices.stores import BackingStore, FileStore, NullStore
+from pyscst.devices.tape import TapeDevice, empty_drive
+from pyscst.devices.tape_cartridge import CartridgeError, TapeCartridge, open_cartridge
 
 __all__ = [
     "BUILTIN_HANDLERS", "HANDLERS", "PLUGIN_NOTES", "DeviceBuilder", "DeviceSettings",
@@ -98,6 +104,30 @@ def _cdrom(cfg: DeviceSettings, store: BackingStore) -> DeviceType:
     )
 
 
+async def _open_cartridge(
+    cfg: DeviceSettings, roots: Sequence[Path] | None, grow: bool
+) -> BackingStore:
+    """The cartridge at ``path`` (a cartridge directory), or an empty drive."""
+    if cfg.path is None:
+        return empty_drive()
+    path = cfg.path
+
+    def _open() -> TapeCartridge:
+        with dir_beneath(path, roots if roots is not None else (path.parent,)) as walked:
+            fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=walked)
+        try:
+            return open_cartridge(path, cfg.read_only, dir_fd=fd)
+        except CartridgeError as exc:
+            raise ValueError(str(exc)) from None
+
+    return await trio.to_thread.run_sync(_open)
+
+
+def _tape(cfg: DeviceSettings, store: BackingStore) -> DeviceType:
+    cartridge = store if isinstance(store, TapeCartridge) else None
+    return TapeDevice(cfg.name, cartridge, serial=cfg.serial or None)
+
+
 def _registry(*infos: HandlerInfo) -> Mapping[str, HandlerInfo]:
     table: dict[str, HandlerInfo] = {}
     for info in infos:
@@ -127,6 +157,11 @@ BUILTIN_HANDLERS = (
         "vcdrom", "CD/DVD-ROM drive with an ISO image (read-only; eject and load live)",
         "cdrom", PathRule.IMAGE, (2048,), _open_image, _cdrom, file_backed=True,
         writable=False, removable_medium=True,
+    ),
+    HandlerInfo(
+        "vtape", "SSC tape drive with a file-backed cartridge (load, eject, changer-driven)",
+        "tape", PathRule.IMAGE, (512,), _open_cartridge, _tape, file_backed=False,
+        removable_medium=True,
     ),
 )  # fmt: skip
 

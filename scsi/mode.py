@@ -74,6 +74,14 @@ class ModePages:
         """``current[byte] & mask`` of one page (for the device's state accessors)."""
         return self._current[(code, subpage)][byte] & mask
 
+    def store(self, code: int, data: bytes, subpage: int = 0) -> None:
+        """Set a page's current bytes from the device's own state (a value the
+        device keeps elsewhere, e.g. a tape's active partition): no checks."""
+        cur = self._current[(code, subpage)]
+        if len(data) != len(cur):
+            raise ValueError(f"page {code:#x}: {len(data)} bytes, expected {len(cur)}")
+        cur[:] = data
+
     def reset(self) -> None:
         """Back to defaults (e.g. power on)."""
         for key, d in self._defs.items():
