@@ -23,6 +23,7 @@ from types import MappingProxyType
 import trio
 
 from pyscst.devices.cdrom import CdromDevice, empty_tray
+from pyscst.devices.changer import ChangerDevice
 from pyscst.devices.confine import dir_beneath
 from pyscst.devices.device_type import DeviceType
 from pyscst.devices.direct import DirectStore
@@ -33,6 +34,7 @@ from pyscst.devices.handler_info import (
     PathRule,
     StoreOpener,
 )
+from pyscst.devices.library_store import LibraryStore
 from pyscst.devices.plugin_api import Note, build_disk, load_plugins
 from pyscst.devices.stores import BackingStore, FileStore, NullStore
 from pyscst.devices.tape import TapeDevice, empty_drive
@@ -128,6 +130,22 @@ def _tape(cfg: DeviceSettings, store: BackingStore) -> DeviceType:
     return TapeDevice(cfg.name, cartridge, serial=cfg.serial or None)
 
 
+async def _open_library(
+    cfg: DeviceSettings, roots: Sequence[Path] | None, grow: bool
+) -> BackingStore:
+    settings = cfg.library
+    if settings is None or cfg.path is None:
+        raise ValueError(f"devices.{cfg.name}: a vchanger needs a library table and a path")
+    path = cfg.path
+    confined = roots if roots is not None else (path.parent, settings.state_file.parent)
+    return await trio.to_thread.run_sync(LibraryStore.open, settings, path, confined)
+
+
+def _changer(cfg: DeviceSettings, store: BackingStore) -> DeviceType:
+    assert isinstance(store, LibraryStore)
+    return ChangerDevice(cfg.name, store, serial=cfg.serial or None)
+
+
 def _registry(*infos: HandlerInfo) -> Mapping[str, HandlerInfo]:
     table: dict[str, HandlerInfo] = {}
     for info in infos:
@@ -162,6 +180,11 @@ BUILTIN_HANDLERS = (
         "vtape", "SSC tape drive with a file-backed cartridge (load, eject, changer-driven)",
         "tape", PathRule.IMAGE, (512,), _open_cartridge, _tape, file_backed=False,
         removable_medium=True,
+    ),
+    HandlerInfo(
+        "vchanger", "SMC medium changer of a tape library (its drives are vtape devices)",
+        "changer", PathRule.DIRECTORY, (512,), _open_library, _changer, file_backed=False,
+        writable=False,
     ),
 )  # fmt: skip
 

@@ -92,6 +92,8 @@ class Asc(tuple[int, int], enum.Enum):
     WRITE_PROTECTED = (0x27, 0x00)
     SPACE_ALLOCATION_FAILED_WRITE_PROTECT = (0x27, 0x07)
     NOT_READY_TO_READY_CHANGE = (0x28, 0x00)
+    #: SMC-3: the operator put media into or took them out of a mail slot
+    IMPORT_OR_EXPORT_ELEMENT_ACCESSED = (0x28, 0x01)
     POWER_ON_RESET_OR_BUS_DEVICE_RESET = (0x29, 0x00)
     POWER_ON_OCCURRED = (0x29, 0x01)
     SCSI_BUS_RESET_OCCURRED = (0x29, 0x02)

@@ -1,0 +1,391 @@
+"""The virtual medium changer device type (``vchanger``): a tape library's robot.
+
+A :class:`ChangerDevice` is peripheral device type 8 (SMC-3). It owns the
+library's inventory (devices/library.py, persisted by
+devices/library_store.py) and carries out the moves its commands
+(devices/smc.py) ask for. Its drives are other devices (``vtape``) with
+their own LUNs and their own actors: the changer never touches them. The
+actor layer hands it one :class:`DriveLink` per drive
+(actors/drive_link.py), through which a move into a drive loads the
+cartridge there (the drive's device actor opens it; the drive's initiators
+hear NOT READY TO READY CHANGE) and a move out of a drive unloads it (refused
+while an initiator of that drive prevents medium removal). Devices never
+import actors: the link is the narrow way across.
+
+The changer's own :class:`Medium` is always present; PREVENT ALLOW MEDIUM
+REMOVAL on it locks the mail slots against the operator (SMC-3 6.13).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import ClassVar, Protocol
+
+import attrs
+import trio
+
+from pyscst.devices.library import (
+    Element,
+    ElementType,
+    Library,
+    MoveRefused,
+    OperatorRefused,
+    describe,
+)
+from pyscst.devices.library_store import LibraryStore
+from pyscst.devices.medium import Medium, MediumLocked
+from pyscst.devices.smc import SMC_TABLE, changer_mode_pages
+from pyscst.devices.smc_sense import (
+    destination_full,
+    positioning_error,
+    refusal_sense,
+    removal_prevented,
+    state_not_saved,
+)
+from pyscst.devices.spc import ControlPageState, ReadinessSense
+from pyscst.devices.stores import BackingStore
+from pyscst.scsi.cdb import OpTable, Readiness
+from pyscst.scsi.command import Nexus
+from pyscst.scsi.inquiry import VERSION_ISCSI, VERSION_SAM5, VERSION_SPC4, StandardInquiry
+from pyscst.scsi.sense import ScsiError, Sense
+from pyscst.scsi.vpd import VpdInfo, VpdPages
+
+log = logging.getLogger(__name__)
+
+PERIPHERAL_MEDIUM_CHANGER = 0x08
+#: SMC-3 version descriptor (SPC-4 table 31: SMC-3 (no version claimed))
+VERSION_SMC3 = 0x0480
+
+
+class DriveUnavailable(Exception):
+    """The drive cannot take part in a move now (offline, restarting, gone)."""
+
+
+class DriveOccupied(Exception):
+    """The drive holds a medium the library did not put there (an operator's load)."""
+
+
+class DriveLink(Protocol):
+    """What the changer needs of one of its drives (the actor layer supplies it)."""
+
+    async def load(self, cartridge: Path) -> None:
+        """Load the cartridge at ``cartridge`` into the drive. DriveUnavailable,
+        DriveOccupied, or the drive's own refusal (ValueError, OSError)."""
+        ...
+
+    async def unload(self) -> None:
+        """Take the cartridge out. MediumLocked while an initiator of the drive
+        prevents removal; DriveUnavailable."""
+        ...
+
+    def available(self) -> bool:
+        """The drive is running (READ ELEMENT STATUS: ACCESS, or EXCEPT)."""
+        ...
+
+    def identifier(self) -> bytes | None:
+        """DVCID: T10 vendor ID (8), product ID (16), serial number, ASCII."""
+        ...
+
+
+@attrs.frozen
+class _NoDrive:
+    """The link of a drive nobody attached (unit tests, a changer alone)."""
+
+    name: str
+
+    async def load(self, cartridge: Path) -> None:
+        raise DriveUnavailable(f"drive {self.name} is not connected")
+
+    async def unload(self) -> None:
+        raise DriveUnavailable(f"drive {self.name} is not connected")
+
+    def available(self) -> bool:
+        return False
+
+    def identifier(self) -> bytes | None:
+        return None
+
+
+class ChangerDevice(ControlPageState, ReadinessSense):
+    """One SMC medium changer over its library."""
+
+    table: ClassVar[OpTable] = SMC_TABLE
+
+    def __init__(
+        self,
+        name: str,
+        store: LibraryStore,
+        *,
+        serial: str | None = None,
+        product: str = "pyscst changer",
+        revision: str = "0001",
+    ) -> None:
+        self.name = name
+        #: what the device actor opens and closes: the inventory's store
+        self.store: BackingStore = store
+        #: the same object, as what it is: the inventory and the cartridges' directory
+        self.state = store
+        self.library: Library = store.library
+        self.read_only = False
+        self.device_id = f"pyscst:{name}"
+        self.serial = serial or hashlib.sha256(self.device_id.encode()).hexdigest()[:16]
+        self.inquiry = StandardInquiry(
+            device_type=PERIPHERAL_MEDIUM_CHANGER,
+            removable=True,
+            product=product,
+            revision=revision,
+            version_descriptors=(VERSION_SAM5, VERSION_ISCSI, VERSION_SPC4, VERSION_SMC3),
+        )
+        self.vpd = VpdPages(
+            attrs.evolve(
+                VpdInfo(device_id=self.device_id, serial=self.serial), volatile_cache=False
+            ),
+            device_type=PERIPHERAL_MEDIUM_CHANGER,
+        )
+        self.mode = changer_mode_pages(self.library.layout)
+        #: always present; PREVENT locks the mail slots against the operator
+        self.medium = Medium(present=True)
+        self.unavailable: Sense | None = None
+        self._links: dict[str, DriveLink] = {d: _NoDrive(d) for d in self.library.layout.drives}
+        #: one move at a time, SCSI or operator (the picker is one robot)
+        self._robot = trio.Lock()
+
+    # --- the drives ------------------------------------------------------------
+
+    def attach_drives(self, links: Mapping[str, DriveLink]) -> None:
+        """The actor layer's links to this library's drives, by device name."""
+        for name in self.library.layout.drives:
+            if name in links:
+                self._links[name] = links[name]
+
+    def link(self, element: Element) -> DriveLink:
+        assert element.drive is not None
+        return self._links[element.drive]
+
+    def drive_facts(self, element: Element) -> tuple[bool, bytes | None]:
+        """READ ELEMENT STATUS: is the drive there, and its DVCID identifier."""
+        link = self.link(element)
+        return link.available(), link.identifier()
+
+    def recheck(self, elements: Iterable[Element]) -> None:
+        """INITIALIZE ELEMENT STATUS: a cartridge whose directory vanished from
+        the library directory is logged (the element keeps its barcode: an
+        operator removed the file, not the cartridge from the element)."""
+        for element in elements:
+            if element.barcode is not None:
+                if not self.state.cartridge_path(element.barcode).is_dir():
+                    log.warning("%s: %s holds %s, whose cartridge directory is missing",
+                                self.name, describe(element), element.barcode)  # fmt: skip
+
+    async def set_door(self, element: Element, open_: bool) -> None:
+        """OPEN/CLOSE IMPORT/EXPORT ELEMENT (saved: an open door stays open)."""
+        async with self._robot:
+            if element.door_open != open_:
+                element.door_open = open_
+                await self._save()
+
+    async def restore_drives(self) -> None:
+        """After a start: load every drive with the cartridge the inventory says
+        it holds (the drives may still be starting: retried for a while)."""
+        for element in list(self.library.elements(ElementType.DATA_TRANSFER)):
+            barcode = element.barcode
+            if barcode is None:
+                continue
+            for _ in range(100):
+                try:
+                    await self.link(element).load(self.state.cartridge_path(barcode))
+                    log.info("%s: %s reloaded into %s", self.name, barcode, describe(element))
+                    break
+                except DriveUnavailable:
+                    await trio.sleep(0.1)
+                except DriveOccupied:
+                    break  # already there (the drive kept it) or an operator's
+                except (ValueError, OSError) as exc:
+                    log.warning("%s: cannot reload %s into %s: %s", self.name, barcode,
+                                describe(element), exc)  # fmt: skip
+                    break
+
+    # --- moves -----------------------------------------------------------------
+
+    async def move(self, source: int, destination: int, fields: Mapping[str, int]) -> None:
+        """MOVE MEDIUM: the rules, the drives, then the inventory (saved)."""
+        async with self._robot:
+            try:
+                src, dst = self.library.check_move(source, destination)
+            except MoveRefused as exc:
+                raise refusal_sense(exc, fields) from None
+            await self._carry(src, dst)
+            self.library.move(source, destination)
+            await self._save()
+
+    async def exchange(
+        self, source: int, first: int, second: int, fields: Mapping[str, int]
+    ) -> None:
+        """EXCHANGE MEDIUM: first's cartridge goes to the picker, source's to
+        first, then the picker's to second (which may be the source)."""
+        async with self._robot:
+            try:
+                src, one, two = self.library.check_exchange(source, first, second)
+            except MoveRefused as exc:
+                raise refusal_sense(exc, fields) from None
+            picker = self.library.transport
+            if picker.full:  # only ever between the steps below
+                raise positioning_error()
+            await self._carry(one, picker)
+            self.library.move(one.address, picker.address)
+            try:
+                await self._carry(src, one)
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    try:  # put the first cartridge back where it was
+                        await self._carry(picker, one)
+                        self.library.move(picker.address, one.address)
+                    except (ScsiError, OSError, ValueError):
+                        log.error("%s: exchange failed half-way; %s holds %s", self.name,
+                                  describe(picker), picker.barcode)  # fmt: skip
+                    await self._save_quietly()
+                raise
+            self.library.move(src.address, one.address)
+            try:
+                await self._carry(picker, two, fields.get("second destination", 8))
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    # the source is empty now: the picker puts its cartridge there
+                    self.library.move(picker.address, src.address)
+                    await self._save_quietly()
+                raise
+            self.library.move(picker.address, two.address)
+            await self._save()
+
+    async def _carry(self, src: Element, dst: Element, dst_byte: int = 6) -> None:
+        """The drive half of a move: unload the source drive, load the destination."""
+        barcode = src.barcode
+        assert barcode is not None
+        if src.kind is ElementType.DATA_TRANSFER:
+            try:
+                await self.link(src).unload()
+            except MediumLocked:
+                raise removal_prevented() from None
+            except DriveUnavailable as exc:
+                log.warning("%s: unload from %s failed: %s", self.name, describe(src), exc)
+                raise positioning_error() from None
+        if dst.kind is ElementType.DATA_TRANSFER:
+            try:
+                await self.link(dst).load(self.state.cartridge_path(barcode))
+            except DriveOccupied:
+                raise destination_full(dst_byte) from None
+            except (DriveUnavailable, ValueError, OSError) as exc:
+                log.warning("%s: loading %s into %s failed: %s", self.name, barcode,
+                            describe(dst), exc)  # fmt: skip
+                if src.kind is ElementType.DATA_TRANSFER:
+                    with trio.CancelScope(shield=True):
+                        try:  # the cartridge goes back where it came from
+                            await self.link(src).load(self.state.cartridge_path(barcode))
+                        except (DriveUnavailable, DriveOccupied, ValueError, OSError):
+                            pass
+                raise positioning_error() from None
+
+    async def _save(self) -> None:
+        try:
+            await self.state.save()
+        except OSError as exc:
+            log.error("%s: cannot save the library state: %s", self.name, exc)
+            raise state_not_saved() from None
+
+    async def _save_quietly(self) -> None:
+        try:
+            await self.state.save()
+        except OSError as exc:
+            log.error("%s: cannot save the library state: %s", self.name, exc)
+
+    # --- the operator ---------------------------------------------------------------
+
+    async def operate(self, action: str, barcode: str, **options: object) -> Element | None:
+        """An operator's change (console, ``pyscst admin library ...``):
+        ``create`` a blank cartridge on the shelf (``capacity``, ``worm``),
+        ``import`` one through a mail slot, ``export`` one from a mail slot,
+        ``delete`` one from the shelf. OperatorRefused says why not."""
+        async with self._robot:
+            if action in ("import", "export") and self.medium.locked:
+                raise OperatorRefused(
+                    "an initiator prevents medium removal (PREVENT ALLOW MEDIUM REMOVAL): "
+                    "the mail slots are locked"
+                )
+            element: Element | None = None
+            if action == "create":
+                capacity = options.get("capacity")
+                assert isinstance(capacity, int)
+                await self.state.create_cartridge(barcode, capacity, bool(options.get("worm")))
+            elif action == "import":
+                element = self.library.import_cartridge(barcode)
+            elif action == "export":
+                element = self.library.export_cartridge(barcode)
+            elif action == "delete":
+                await self.state.delete_cartridge(barcode)
+            else:
+                raise OperatorRefused(f"unknown library action {action!r}")
+            await self.state.save()
+            return element
+
+    def inventory(self) -> dict[str, object]:
+        """What is loaded where, for the admin plane (JSON-able)."""
+        elements = []
+        for element in self.library.elements():
+            entry: dict[str, object] = {
+                "address": element.address,
+                "type": element.kind.name.lower(),
+                "barcode": element.barcode,
+            }
+            if element.drive is not None:
+                entry["drive"] = element.drive
+            if element.kind is ElementType.IMPORT_EXPORT:
+                entry["open"] = element.door_open
+            elements.append(entry)
+        return {
+            "elements": elements,
+            "shelf": list(self.library.shelf),
+            "locked": self.medium.locked,
+            "directory": str(self.state.directory),
+        }
+
+    # --- what the LU reads ------------------------------------------------------------
+
+    def mode_parameters(self, read_only: bool) -> tuple[int, int, int]:
+        return 0, 0, 0
+
+    def check_ready(self, readiness: Readiness = Readiness.READY) -> None:
+        return None
+
+    async def resize(self, new_size: int) -> None:
+        raise ValueError(f"{self.name}: a medium changer has no capacity")
+
+    def eject(self) -> bool:
+        raise ValueError(
+            f"{self.name}: a medium changer has no medium to eject; "
+            "export cartridges through its mail slots"
+        )
+
+    def load(self, image: object = None) -> bool:
+        raise ValueError(
+            f"{self.name}: a medium changer has no medium to load; "
+            "import cartridges through its mail slots"
+        )
+
+    def nexus_lost(self, nexus: Nexus) -> None:
+        self.medium.nexus_lost(nexus)
+
+    def reset(self) -> None:
+        self.medium.unlock_all()
+
+    def power_on(self) -> None:
+        self.medium.unlock_all()
+        self.mode.reset()
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    def __repr__(self) -> str:
+        return f"<ChangerDevice {self.name} {self.library.layout}>"
