@@ -130,6 +130,20 @@ class ChangeMedium:
 
 
 @attrs.frozen
+class OperateLibrary:
+    """An operator's change to a medium changer's library (admin ``library.*``):
+    ``action`` is create, import, export, delete or list; ``options`` its
+    extra arguments (capacity, worm).
+
+    Replies the element it touched (or the inventory, for list), or the
+    exception that refused it."""
+
+    action: str
+    barcode: str = ""
+    options: tuple[tuple[str, object], ...] = ()
+
+
+@attrs.frozen
 class SetDeviceReadOnly:
     """Write-protect a device for everyone, or lift it (admin ``device.set``).
 
