@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from typing import ClassVar
 
 import attrs
@@ -32,11 +33,12 @@ from pyscst.devices.ssc import SSC_TABLE
 from pyscst.devices.stores import BackingStore, NullStore
 from pyscst.devices.tape_cartridge import HEADER_SIZE, Kind, Partition, TapeCartridge
 from pyscst.devices.tape_pages import tape_mode_pages
+from pyscst.devices.tape_sense import stream_error, volume_overflow
 from pyscst.scsi.cdb import OpTable, Readiness
-from pyscst.scsi.command import Nexus
+from pyscst.scsi.command import Buffer, Nexus
 from pyscst.scsi.inquiry import VERSION_ISCSI, VERSION_SAM5, VERSION_SPC4, StandardInquiry
 from pyscst.scsi.mode import ModePages
-from pyscst.scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
+from pyscst.scsi.sense import Asc, ScsiError, Sense, SenseKey
 from pyscst.scsi.vpd import VpdInfo, VpdPages
 
 log = logging.getLogger(__name__)
@@ -50,10 +52,6 @@ DENSITY_CODE = 0x40
 MAX_BLOCK = 1 << 23
 MIN_BLOCK = 1
 GRANULARITY = 0
-#: sense bits of stream commands (byte 2 of fixed sense)
-FILEMARK = 0x80
-EOM = 0x40
-ILI = 0x20
 #: how far before the end of a partition the early-warning zone starts (bytes)
 EARLY_WARNING_MAX = 256 << 20
 
@@ -61,17 +59,6 @@ EARLY_WARNING_MAX = 256 << 20
 def empty_drive() -> BackingStore:
     """What the store is while no cartridge is in the drive (never read)."""
     return NullStore(512, read_only=True)
-
-
-def stream_error(
-    key: SenseKey, asc: Asc, *, bits: int = 0, information: int | None = None,
-    data: bytes | None = None,
-) -> ScsiError:  # fmt: skip
-    """CHECK CONDITION with the stream bits; INFORMATION as a 32-bit two's
-    complement (a negative residue is an overlength record)."""
-    info = None if information is None else information & 0xFFFFFFFF
-    sense = Sense(key, asc.code, asc.qualifier, information=info, stream=bits)
-    return ScsiError(Status.CHECK_CONDITION, sense, data)
 
 
 @attrs.define
@@ -305,72 +292,76 @@ class TapeDevice(ControlPageState, ReadinessSense):
         if cart.worm and self.position != self.part.eod:
             raise ScsiError.check(SenseKey.DATA_PROTECT, Asc.WORM_MEDIUM_OVERWRITE_ATTEMPTED)
 
-    def _room(self, part: Partition, need: int) -> bool:
-        return part.end + need <= self._capacity(part)
-
-    def write_objects(self, kind: Kind, records: list[memoryview] | int) -> None:
+    def write_objects(self, kind: Kind, records: Sequence[Buffer] | int) -> bool:
         """Append records (or ``records`` filemarks) at the current position,
-        which becomes end-of-data. VOLUME OVERFLOW at the physical end (with the
-        count not written), NO SENSE + EOM past the early warning."""
+        which becomes end-of-data; True when end-of-data is now past the early
+        warning (the caller reports it once the data is safe). VOLUME OVERFLOW
+        at the physical end (INFORMATION: what was not written), MEDIUM ERROR
+        on an injected or real write error."""
         self.check_writable()
         part = self.part
         if self.position < part.eod or part.damaged:
             part.truncate(self.position)
         count = records if isinstance(records, int) else len(records)
-        done = 0
+        fit = 0
+        room = self._capacity(part) - part.end
+        fault = None
+        for i in range(count):
+            if self.position + i in self.faults.write_error_at:
+                fault = self.position + i
+                break
+            need = HEADER_SIZE + (0 if isinstance(records, int) else len(records[i]))
+            if need > room:
+                break
+            room -= need
+            fit += 1
+        batch: Sequence[Buffer] | int = fit if isinstance(records, int) else records[:fit]
+        done = fit
         try:
-            for i in range(count):
-                if self.position in self.faults.write_error_at:
-                    self.faults.write_error_at.discard(self.position)
-                    self.counters.write_errors += 1
-                    raise stream_error(SenseKey.MEDIUM_ERROR, Asc.WRITE_ERROR,
-                                       information=count - done)  # fmt: skip
-                data = b"" if isinstance(records, int) else records[i]
-                need = HEADER_SIZE + len(data)
-                if not self._room(part, need):
-                    raise stream_error(
-                        SenseKey.VOLUME_OVERFLOW, Asc.END_OF_PARTITION_MEDIUM_DETECTED,
-                        bits=EOM, information=self._residue(kind, records, done),
-                    )  # fmt: skip
-                try:
-                    part.append(kind, data)
-                except OSError as exc:
-                    log.error("%s: write to %s failed: %s", self.name, part.path, exc)
-                    self.counters.write_errors += 1
-                    raise stream_error(SenseKey.MEDIUM_ERROR, Asc.WRITE_ERROR,
-                                       information=self._residue(kind, records, done)) from exc
-                self.position += 1
-                done += 1
-                self.unsynced = True
-                if kind == Kind.FILEMARK:
-                    self.counters.filemarks_written += 1
-                else:
-                    self.counters.records_written += 1
-                    self.counters.bytes_written += len(data)
-        finally:
-            if done:
-                self._account_written(records, done)
-        if self.early_warning(part):
-            raise stream_error(SenseKey.NO_SENSE, Asc.END_OF_PARTITION_MEDIUM_DETECTED,
-                               bits=EOM, information=0)  # fmt: skip
+            part.append_many(kind, batch)
+        except OSError as exc:
+            log.error("%s: write to %s failed: %s", self.name, part.path, exc)
+            done = part.eod - self.position
+            self._written(kind, records, done)
+            self.counters.write_errors += 1
+            raise stream_error(SenseKey.MEDIUM_ERROR, Asc.WRITE_ERROR,
+                               information=self._residue(records, done)) from exc
+        self._written(kind, records, done)
+        if fault is not None:
+            self.faults.write_error_at.discard(fault)
+            self.counters.write_errors += 1
+            raise stream_error(SenseKey.MEDIUM_ERROR, Asc.WRITE_ERROR,
+                               information=self._residue(records, done))  # fmt: skip
+        if done < count:
+            raise volume_overflow(self._residue(records, done))
+        return self.early_warning(part)
 
-    def _residue(self, kind: Kind, records: list[memoryview] | int, done: int) -> int:
-        """INFORMATION of a write stopped early: filemarks or fixed blocks not
-        written, or, for one variable record, its byte count."""
-        if isinstance(records, int) or self.block_size:
-            return (records if isinstance(records, int) else len(records)) - done
-        return len(records[0])
-
-    def _account_written(self, records: list[memoryview] | int, done: int) -> None:
-        cart = self.cartridge
-        assert cart is not None
+    def _written(self, kind: Kind, records: Sequence[Buffer] | int, done: int) -> None:
+        self.position += done
+        if not done:
+            return
+        self.unsynced = True
         if isinstance(records, int):
+            self.counters.filemarks_written += done
             return
         n = sum(len(r) for r in records[:done])
+        self.counters.records_written += done
+        self.counters.bytes_written += n
+        cart = self.cartridge
+        assert cart is not None
         mam = cart.mam
         mam["total_written"] = int(mam.get("total_written", 0)) + n
         mam["written_this_load"] = int(mam.get("written_this_load", 0)) + n
         cart.note_changed()
+
+    def _residue(self, records: Sequence[Buffer] | int, done: int) -> int:
+        """INFORMATION of a write stopped early: filemarks or fixed blocks not
+        written, or, for a variable record, its byte count."""
+        if isinstance(records, int):
+            return records - done
+        if self.block_size:
+            return len(records) - done
+        return sum(len(r) for r in records[done:])
 
     def account_read(self, n: int) -> None:
         cart = self.cartridge

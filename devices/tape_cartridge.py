@@ -77,6 +77,8 @@ MAGIC = b"\xa5T"
 BARCODE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 #: the largest record a drive accepts (READ BLOCK LIMITS maximum)
 MAX_RECORD = (1 << 24) - 1
+#: objects per pwritev (two iovecs each, under IOV_MAX 1024)
+_BATCH = 500
 
 
 class Kind(enum.IntEnum):
@@ -206,20 +208,40 @@ class Partition:
 
     def append(self, kind: Kind, data: Buffer = b"") -> None:
         """Write one object at end-of-data (one pwritev: header and payload)."""
-        length = len(data) if kind == Kind.RECORD else 0
-        head = _header(kind, length, self.eod)
-        parts: list[Buffer] = [head, data] if length else [head]
-        total = HEADER_SIZE + length
-        written = os.pwritev(self.fd, parts, self.end)
-        if written != total:
-            # a short write (disk full): undo it, the object is not on tape
-            os.ftruncate(self.fd, self.end)
-            raise OSError(errno.ENOSPC, f"{self.path}: short write")
-        if kind == Kind.FILEMARK:
-            self.filemarks.append(self.eod)
-        self.offsets.append(self.end)
-        self.lengths.append(length if kind == Kind.RECORD else -1)
-        self.end += total
+        self.append_many(kind, [data] if kind == Kind.RECORD else 1)
+
+    def append_many(self, kind: Kind, records: Sequence[Buffer] | int) -> None:
+        """Write records (or ``records`` filemarks) at end-of-data, as few
+        pwritev calls as the iovec limit allows. On a short write (disk full)
+        the partial tail is cut off again and OSError raised: the objects
+        before it stay written and indexed."""
+        count = records if isinstance(records, int) else len(records)
+        i = 0
+        while i < count:
+            batch = min(count - i, _BATCH)
+            parts: list[Buffer] = []
+            entries: list[tuple[int, int]] = []
+            offset = self.end
+            for j in range(i, i + batch):
+                data = b"" if isinstance(records, int) else records[j]
+                length = len(data) if kind == Kind.RECORD else 0
+                parts.append(_header(kind, length, self.eod + len(entries)))
+                if length:
+                    parts.append(data)
+                entries.append((offset, length if kind == Kind.RECORD else -1))
+                offset += HEADER_SIZE + length
+            total = offset - self.end
+            written = os.pwritev(self.fd, parts, self.end)
+            if written != total:
+                os.ftruncate(self.fd, self.end)
+                raise OSError(errno.ENOSPC, f"{self.path}: short write")
+            for off, length in entries:
+                if length < 0:
+                    self.filemarks.append(self.eod)
+                self.offsets.append(off)
+                self.lengths.append(length)
+            self.end = offset
+            i += batch
 
 
 def _default_mam(barcode: str, capacities: Sequence[int]) -> dict[str, Any]:

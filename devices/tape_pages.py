@@ -8,6 +8,8 @@ devices/ssc.py renders and parses them from the drive's state.
 
 from __future__ import annotations
 
+import struct
+
 from pyscst.scsi.mode import RW_ERROR_RECOVERY, ModePages, PageDef, spc_mode_page_defs
 
 DATA_COMPRESSION = 0x0F
@@ -45,3 +47,37 @@ def tape_mode_pages() -> ModePages:
         {3: 0x03, 4: 0xE0, **{8 + i: 0xFF for i in range(2 * MAX_PARTITIONS)}},
     )  # fmt: skip
     return ModePages([*spc_mode_page_defs(), rw_recovery, compression, configuration, partition])
+
+
+# --- log pages (SSC-4 8.2, SPC-4 7.3) -------------------------------------------
+
+SUPPORTED_LOG_PAGES = 0x00
+WRITE_ERROR_COUNTERS = 0x02
+READ_ERROR_COUNTERS = 0x03
+SEQUENTIAL_ACCESS = 0x0C
+TAPE_ALERT = 0x2E
+LOG_PAGES = (SUPPORTED_LOG_PAGES, WRITE_ERROR_COUNTERS, READ_ERROR_COUNTERS,
+             SEQUENTIAL_ACCESS, TAPE_ALERT)  # fmt: skip
+#: parameter control byte of a bounded binary counter (FORMAT AND LINKING 00b)
+_COUNTER = 0x00
+#: TapeAlert flags (SSC-4 annex A) the fault injection can name
+TAPEALERT_NAMES = {
+    "read-warning": 1, "write-warning": 2, "hard-error": 3, "media": 4, "read-failure": 5,
+    "write-failure": 6, "media-life": 7, "write-protect": 9, "no-removal": 10,
+    "cleaning-media": 11, "unsupported-format": 12, "clean-now": 20, "clean-periodic": 21,
+    "expired-cleaning-media": 22, "hardware-a": 30, "hardware-b": 31,
+}  # fmt: skip
+
+
+def log_parameter(code: int, value: bytes, control: int = _COUNTER) -> bytes:
+    return struct.pack(">HBB", code, control, len(value)) + value
+
+
+def log_page(page: int, params: list[bytes]) -> bytes:
+    body = b"".join(params)
+    return struct.pack(">BBH", page, 0, len(body)) + body
+
+
+def counters_page(page: int, values: list[int]) -> bytes:
+    """A write or read error counter page: parameters 0000h-0006h."""
+    return log_page(page, [log_parameter(i, struct.pack(">Q", v)) for i, v in enumerate(values)])

@@ -71,15 +71,29 @@ def _tgtadm(control: int, *args: str) -> None:
 
 
 @contextlib.contextmanager
-def running_tgtd(tmp: Path, size: int = 64 << 20, nop_interval: int = 1) -> Iterator[TgtTarget]:
-    """Start tgtd with one 512-byte-block disk at LUN 1, bound to everyone.
+def running_tgtd(
+    tmp: Path, size: int = 64 << 20, nop_interval: int = 1, tape_barcode: str | None = None
+) -> Iterator[TgtTarget]:
+    """Start tgtd with one 512-byte-block disk at LUN 1, bound to everyone
+    (with ``tape_barcode``: an SSC tape drive with a ``tgtimg`` cartridge of
+    ``size`` bytes, rounded to MB, instead).
 
     Digests are allowed (CRC32C,None) and tgtd sends a NOP-In ping every
     ``nop_interval`` seconds, dropping initiators that miss three.
     """
-    backing = tmp / "tgt-disk.img"
-    with backing.open("wb") as f:
-        f.truncate(size)
+    lun_args: tuple[str, ...] = ()
+    if tape_barcode is not None:
+        backing = tmp / f"tgt-{tape_barcode}.tape"
+        subprocess.run(
+            ["tgtimg", "--op", "new", "--device-type", "tape", f"--barcode={tape_barcode}",
+             f"--size={max(1, size >> 20)}", "--type=data", f"--file={backing}"],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        lun_args = ("--device-type", "tape", "--bstype", "ssc")
+    else:
+        backing = tmp / "tgt-disk.img"
+        with backing.open("wb") as f:
+            f.truncate(size)
     proc: subprocess.Popen[bytes] | None = None
     try:
         for _attempt in range(8):
@@ -110,7 +124,7 @@ def running_tgtd(tmp: Path, size: int = 64 << 20, nop_interval: int = 1) -> Iter
             _tgtadm(control, "--mode", "target", "--op", "update", "--tid", "1",
                     "--name", name, "--value", value)  # fmt: skip
         _tgtadm(control, "--mode", "logicalunit", "--op", "new", "--tid", "1", "--lun", "1",
-                "--backing-store", str(backing))  # fmt: skip
+                "--backing-store", str(backing), *lun_args)  # fmt: skip
         _tgtadm(control, "--mode", "target", "--op", "bind", "--tid", "1",
                 "--initiator-address", "ALL")  # fmt: skip
         yield TgtTarget("127.0.0.1", port, TARGET_NAME, 1, backing, size, control)
