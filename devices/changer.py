@@ -258,6 +258,7 @@ class ChangerDevice(ControlPageState, ReadinessSense):
                     await self._save_quietly()
                 raise
             self.library.move(picker.address, two.address)
+            two.source = one.address  # where it came from, not the picker it passed
             await self._save()
 
     async def _carry(self, src: Element, dst: Element, dst_byte: int = 6) -> None:

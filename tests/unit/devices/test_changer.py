@@ -184,6 +184,7 @@ async def test_exchange(tmp_path: Path) -> None:
     assert (await run_cdb(device, exchange(S2, D0, S0))).error is None
     assert drives["t0"].loaded is not None and drives["t0"].loaded.name == "A00002"
     assert device.library.where("A00001").address == S0  # type: ignore[union-attr]
+    assert device.library.where("A00001").source == D0  # type: ignore[union-attr]
     assert not device.library.transport.full
     assert (await run_cdb(device, exchange(S0, D0, S0))).error is None  # a swap
     assert device.library.where("A00002").address == S0  # type: ignore[union-attr]
