@@ -639,7 +639,7 @@ def _log_page(dev: TapeDevice, page: int, pointer: int) -> bytes:
     if page == SEQUENTIAL_ACCESS:
         values = [c.bytes_written, c.bytes_written, c.bytes_read, c.bytes_read]
         params = [log_parameter(i, struct.pack(">Q", v)) for i, v in enumerate(values)]
-        params.append(log_parameter(0x0100, bytes((1 if c.cleaning_required else 0,))))
+        params.append(log_parameter(0x0100, bytes((1 if dev.needs_cleaning else 0,))))
         return log_page(page, [p for p in params if struct.unpack_from(">H", p)[0] >= pointer])
     assert page == TAPE_ALERT
     flags = dev.tapealert

@@ -52,8 +52,12 @@ DENSITY_CODE = 0x40
 MAX_BLOCK = 1 << 23
 MIN_BLOCK = 1
 GRANULARITY = 0
+#: TapeAlert flag 20: CLEAN NOW
+CLEAN_NOW = 20
 #: how far before the end of a partition the early-warning zone starts (bytes)
 EARLY_WARNING_MAX = 256 << 20
+#: ... and at least this (or a quarter of a small partition): room for records
+EARLY_WARNING_MIN = 1 << 20
 
 
 def empty_drive() -> BackingStore:
@@ -72,7 +76,6 @@ class TapeCounters:
     filemarks_written: int = 0
     write_errors: int = 0
     read_errors: int = 0
-    cleaning_required: bool = False
 
 
 @attrs.define
@@ -139,6 +142,9 @@ class TapeDevice(ControlPageState, ReadinessSense):
         self.faults = TapeFaults()
         #: objects written since the cartridge was last synchronized
         self.unsynced = False
+        #: the drive asks for cleaning (fault injection; a drive property,
+        #: kept across cartridges until power on)
+        self.needs_cleaning = False
         if cartridge is not None:
             self._insert(cartridge)
 
@@ -271,7 +277,8 @@ class TapeDevice(ControlPageState, ReadinessSense):
     def early_warning(self, part: Partition) -> bool:
         """Is end-of-data in the early-warning zone of ``part``?"""
         cap = self._capacity(part)
-        return part.end >= cap - min(cap // 16, EARLY_WARNING_MAX)
+        zone = max(min(cap // 16, EARLY_WARNING_MAX), min(cap // 4, EARLY_WARNING_MIN))
+        return part.end >= cap - zone
 
     @property
     def at_bop(self) -> bool:
@@ -422,6 +429,35 @@ class TapeDevice(ControlPageState, ReadinessSense):
         self.account_read(n)
         return part.length(self.position - 1)
 
+    # --- fault injection ---------------------------------------------------------------
+
+    def arm_fault(self, event: str, record: int, after_bytes: int, alerts: frozenset[int]) -> None:
+        """A ``tape`` fault rule fired on this drive (actors/faults_lu.py): arm
+        a one-shot MEDIUM ERROR at ``record`` (read or write), an early end of
+        medium after ``after_bytes`` per partition, raise TapeAlert flags, or
+        make the drive ask for cleaning."""
+        if event == "read_error":
+            self.faults.read_error_at.add(record)
+        elif event == "write_error":
+            self.faults.write_error_at.add(record)
+        elif event == "early_end":
+            self.faults.early_end = after_bytes
+        elif event == "tapealert":
+            for flag in alerts:
+                self.tapealert |= 1 << (flag - 1)
+        elif event == "clean":
+            self.needs_cleaning = True
+            self.tapealert |= 1 << (CLEAN_NOW - 1)
+        log.warning("%s: tape fault armed: %s", self.name, event)
+
+    def not_ready_sense(self) -> Sense | None:
+        """REQUEST SENSE: the readiness condition, else CLEANING REQUESTED
+        (00/17) while the drive wants cleaning."""
+        sense = super().not_ready_sense()
+        if sense is None and self.needs_cleaning:
+            return Sense.of(SenseKey.NO_SENSE, Asc.CLEANING_REQUESTED)
+        return sense
+
     # --- hooks --------------------------------------------------------------------------
 
     def nexus_lost(self, nexus: Nexus) -> None:
@@ -432,6 +468,7 @@ class TapeDevice(ControlPageState, ReadinessSense):
 
     def power_on(self) -> None:
         self.medium.unlock_all()
+        self.needs_cleaning = False
         self.mode.reset()
         self.block_size = 0
 

@@ -192,3 +192,56 @@ async def test_acknowledged_records_survive_kill_9(tmp_path: Path) -> None:
         buf = bytearray(len(payload))
         assert part.read(i, memoryview(buf)) == len(payload) and bytes(buf) == payload
     cart.close_now()
+
+
+async def test_tape_faults_from_the_config_file(tmp_path: Path) -> None:
+    """``tape`` rules arm the drive on their first matching command: a MEDIUM
+    ERROR at record 2 on read, TapeAlert flags, a cleaning request, an early
+    end of medium; a ``delay`` rule on REWIND makes a slow mechanism."""
+    state = tmp_path / "state"
+    state.mkdir()
+    create_blank(state / "F00001L8", "F00001L8", 64 * MIB)
+    faults = [
+        {"id": "bad-record", "action": "tape", "event": "read_error", "record": 2,
+         "device": "tape0", "times": 1},
+        {"id": "alerts", "action": "tape", "event": "tapealert", "alerts": [3, 4],
+         "device": "tape0", "times": 1},
+        {"id": "dirty", "action": "tape", "event": "clean", "device": "tape0", "times": 1},
+        {"id": "short-tape", "action": "tape", "event": "early_end", "after_bytes": 2 * MIB,
+         "device": "tape0", "times": 1},
+        {"id": "slow-rewind", "action": "delay", "delay": 0.5, "opcodes": [0x01],
+         "device": "tape0"},
+    ]  # fmt: skip
+    devices = {"tape0": {"handler": "vtape", "path": "F00001L8"}}
+    async with running_daemon_async(tmp_path, target=TARGET, devices=devices,
+                                    luns=({"lun": 0, "device": "tape0"},),
+                                    extra={"faults": faults}) as d:  # fmt: skip
+        connecting = Initiator.connect(d.host, d.port, initiator_name="iqn.2026-11.org.x:f",
+                                       target_name=TARGET)  # fmt: skip
+        async with await connecting as ini:
+            await ini.execute(0, TUR)
+            chunk = bytes(RECORD)
+            statuses = []
+            for _ in range(12):  # 3 MiB against an end of medium at 2 MiB
+                r = await ini.execute(0, c6(0x0A, 0, RECORD), data_out=chunk)
+                statuses.append(sense_triplet(r.sense) if r.status else None)
+            assert (0x0, 0x00, 0x02) in statuses, statuses  # early warning
+            assert statuses[-1] == (0xD, 0x00, 0x02)  # VOLUME OVERFLOW at the early end
+            before = trio.current_time()
+            assert (await ini.execute(0, REWIND)).status == GOOD
+            assert trio.current_time() - before >= 0.5
+            for _ in range(2):
+                assert (await ini.execute(0, c6(0x08, 0, RECORD), read_length=RECORD)).status == 0
+            r = await ini.execute(0, c6(0x08, 0, RECORD), read_length=RECORD)
+            assert sense_triplet(r.sense) == (0x3, 0x11, 0x00)  # record 2
+            r = await ini.execute(0, c6(0x08, 0, RECORD), read_length=RECORD)
+            assert r.status == GOOD  # one-shot: record 3 reads
+            r = await ini.execute(0, bytes((0x4D, 0, 0x6E, 0, 0, 0, 0, 0x02, 0, 0)),
+                                  read_length=512)  # TapeAlert page
+            raised = [i + 1 for i in range(64) if r.data[4 + 5 * i + 4]]
+            assert raised == [3, 4, 20]
+            r = await ini.execute(0, bytes((0x03, 0, 0, 0, 18, 0)), read_length=18)
+            assert sense_triplet(r.data) == (0x0, 0x00, 0x17)  # CLEANING REQUESTED
+            admin = admin_for(d)
+            listed = await admin.ok("fault", "list")
+            assert {row["id"] for row in listed} >= {"bad-record", "dirty"}
