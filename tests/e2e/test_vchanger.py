@@ -18,6 +18,15 @@ from pyscst.transports.iscsi.initiator import Initiator
 from tests.cdbs import TUR, sense_triplet
 from tests.daemon import DaemonError, RunningDaemon, running_daemon_async
 from tests.e2e.test_admin_cli import admin_for
+from tests.e2e.test_vtape import (
+    RECORD,
+    REWIND,
+    c6,
+    read_file,
+    read_position,
+    tar_archive,
+    write_file,
+)
 
 TARGET = "iqn.2026-11.org.pyscst:vtl"
 INITIATOR = "iqn.2026-11.org.example:backup"
@@ -218,3 +227,37 @@ async def test_corrupt_inventory_stops_the_start_naming_the_file(tmp_path: Path)
             pass
     assert "lib0.json" in str(failed.value) and "corrupt" in str(failed.value)
     assert json.loads((state / "lib0.json").read_text() + '}]}') is not None or True
+
+
+async def test_backup_job_through_the_changer(tmp_path: Path) -> None:
+    """Issue 14's backup job: tar archives as variable 256 KiB records with a
+    filemark after each, rewind, SPACE to the third file, LOCATE by block, read
+    back and verify; then the changer moves the cartridge to the other drive
+    (the application unloads it first, as backup software does) and every
+    archive reads back there."""
+    archives = [tar_archive(i, (3 * RECORD) // 2 + 1000 * i) for i in range(4)]
+    async with library(tmp_path) as d, login(d) as ini:
+        assert (await ini.execute(CHANGER, move(S0, D0))).status == GOOD
+        assert sense_triplet((await ini.execute(T0, TUR)).sense) == MEDIUM_CHANGED
+        starts = []
+        for data in archives:
+            starts.append((await read_position(ini, T0))[1])
+            assert await write_file(ini, T0, data) == -(-len(data) // RECORD)
+        assert (await ini.execute(T0, REWIND)).status == GOOD
+        assert (await ini.execute(T0, c6(0x11, 0x01, 2))).status == GOOD  # SPACE 2 filemarks
+        assert await read_position(ini, T0) == (0, starts[2], 2)
+        assert await read_file(ini, T0) == archives[2]
+        locate = bytes((0x2B, 0, 0)) + struct.pack(">I", starts[1]) + bytes(3)
+        assert (await ini.execute(T0, locate)).status == GOOD
+        assert await read_position(ini, T0) == (0, starts[1], 1)
+        assert await read_file(ini, T0) == archives[1]
+        # the application unloads, the changer carries the cartridge to drive 1
+        assert (await ini.execute(T0, c6(0x1B, 0, 0))).status == GOOD  # LOAD UNLOAD: unload
+        r = await ini.execute(CHANGER, move(D0, D1))
+        assert r.status == GOOD, sense_triplet(r.sense)
+        assert sense_triplet((await ini.execute(T0, TUR)).sense) == NO_MEDIUM
+        assert sense_triplet((await ini.execute(T1, TUR)).sense) == MEDIUM_CHANGED
+        assert await read_position(ini, T1) == (0, 0, 0)
+        for data in archives:
+            assert await read_file(ini, T1) == data
+        assert await inventory(ini) == {D1: "A00001L8", S2: "A00002L8"}
