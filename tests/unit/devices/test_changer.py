@@ -9,17 +9,23 @@ from pathlib import Path
 
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from pyscst.devices.changer import ChangerDevice, DriveOccupied, DriveUnavailable
 from pyscst.devices.library import (
     FIRST_DATA_TRANSFER,
     FIRST_IMPORT_EXPORT,
     FIRST_STORAGE,
+    ElementType,
+    Library,
     LibraryLayout,
     OperatorRefused,
 )
 from pyscst.devices.library_store import CartridgeSpec, LibrarySettings, LibraryStore
 from pyscst.devices.medium import MediumLocked
+from pyscst.devices.smc import element_status
 from pyscst.scsi.sense import SenseKey
 from tests.fakes import DEFAULT_NEXUS, Outcome, run_cdb
 
@@ -317,3 +323,44 @@ async def test_moves_are_one_at_a_time(tmp_path: Path) -> None:
         nursery.start_soon(one, move(S0, D1))
     assert sorted(o.error is None for o in outcomes) == [False, True]
     assert (drives["t0"].loaded is None) != (drives["t1"].loaded is None)
+
+
+def _walk(data: bytes) -> list[tuple[int, int, int]]:
+    """(page type, descriptor length, address) of every descriptor, checking framing."""
+    out = []
+    assert int.from_bytes(data[5:8], "big") == len(data) - 8
+    at = 8
+    while at < len(data):
+        kind, length = data[at], struct.unpack_from(">H", data, at + 2)[0]
+        size = int.from_bytes(data[at + 5 : at + 8], "big")
+        assert size % length == 0 and at + 8 + size <= len(data)
+        for d in range(at + 8, at + 8 + size, length):
+            out.append((kind, length, struct.unpack_from(">H", data, d)[0]))
+        at += 8 + size
+    return out
+
+
+@hypothesis_settings(max_examples=150, deadline=None)
+@given(
+    kind=st.sampled_from(list(ElementType)),
+    start=st.integers(0, 0xFFFF),
+    count=st.integers(0, 0xFFFF),
+    voltag=st.booleans(),
+    dvcid=st.booleans(),
+    slots=st.integers(1, 40),
+    mail=st.integers(0, 4),
+)
+def test_element_status_framing_holds_for_any_request(
+    kind: ElementType, start: int, count: int, voltag: bool, dvcid: bool, slots: int, mail: int
+) -> None:
+    library = Library(LibraryLayout(drives=("t0", "t1", "t2"), slots=slots, mail_slots=mail))
+    data, reported = element_status(
+        library, kind, start, count, voltag, dvcid, lambda e: (True, b"V" * 50)
+    )
+    walked = _walk(data)
+    wanted = [e.address for e in library.elements(kind) if e.address >= start][:count]
+    assert [a for *_, a in walked] == wanted and reported == len(wanted)
+    assert struct.unpack_from(">HH", data) == (wanted[0] if wanted else 0, len(wanted))
+    for page_kind, length, _ in walked:
+        base = 12 + (36 if voltag else 0)
+        assert length == base + (44 if dvcid and page_kind == ElementType.DATA_TRANSFER else 0)
