@@ -284,14 +284,17 @@ class DeviceActor:
         device = self._device or self._standby
         return None if device is None else device.medium.present
 
-    async def change_medium(self, load: bool, path: Path | None = None) -> bool:
+    async def change_medium(
+        self, load: bool, path: Path | None = None, forget: bool = False
+    ) -> bool:
         """Eject or load (the operator's): True if the medium's presence changed.
         Raises what refused it: ValueError (not removable, device down) or
         MediumLocked (an initiator holds PREVENT ALLOW MEDIUM REMOVAL)."""
         if self._device is None:
             raise ValueError(f"{self.name} is not running")
         reply_send, reply_recv = trio.open_memory_channel[Any](1)
-        await self._mailbox_send.send(Envelope(ChangeMedium(load, path), reply_send))
+        message = ChangeMedium(load, path, forget)
+        await self._mailbox_send.send(Envelope(message, reply_send))
         with trio.move_on_after(REQUEST_TIMEOUT):
             result = await reply_recv.receive()
             if isinstance(result, Exception):
@@ -306,6 +309,9 @@ class DeviceActor:
             if message.path is not None:
                 return await self._load_image(device, message.path)
             changed = device.load() if message.load else device.eject()
+            if message.forget and not message.load:
+                # a restart reopens cfg.path: it must not bring this medium back
+                self.cfg = attrs.evolve(self.cfg, path=None)
             if changed:
                 log.info("%s: medium %s", self.name, "loaded" if message.load else "ejected")
             return changed

@@ -7,7 +7,9 @@ so the changer's device actor hands it one :class:`ActorDriveLink` per drive.
 A link finds the drive's actor and LU by name when it is used (a drive may
 start after the changer, restart or be removed meanwhile), sends the drive's
 device actor the same ``ChangeMedium`` request the operator's ``device
-load``/``eject`` sends, awaits its answer, and on a load tells every nexus
+load``/``eject`` sends (an unload also makes the drive forget the cartridge,
+so that a restart of the drive does not bring back one the changer has put
+elsewhere), awaits its answer, and on a load tells every nexus
 of the drive's LU NOT READY TO READY CHANGE (28/00), as the operator's path
 does (admin/control/ops/runtime.py).
 """
@@ -69,7 +71,7 @@ class ActorDriveLink:
     async def unload(self) -> None:
         actor, _ = self._peer()
         try:
-            await actor.change_medium(False)
+            await actor.change_medium(False, forget=True)
         except ValueError:
             if not actor.running:
                 raise DriveUnavailable(f"drive {self.name} went down") from None

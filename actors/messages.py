@@ -123,10 +123,13 @@ class ChangeMedium:
     Replies True if the medium changed, False if it already was so, or the
     exception that refused it (not removable, PREVENT held, an image that
     cannot be opened). ``path``: load this image instead (a CD-ROM's).
+    ``forget``: on eject, the device no longer names that medium, so a
+    restart comes back empty (a changer carried the cartridge elsewhere).
     """
 
     load: bool
     path: Path | None = None
+    forget: bool = False
 
 
 @attrs.frozen

@@ -10,6 +10,7 @@ import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -197,6 +198,13 @@ async def test_move_faults_and_a_drive_gone_mid_move(tmp_path: Path) -> None:
         assert sense_triplet(r.sense) == (0x4, 0x15, 0x01)
         assert (await inventory(ini))[S0] == "A00001L8"  # nothing moved
         assert sense_triplet((await ini.execute(T0, TUR)).sense) == NO_MEDIUM
+        # a slow robot: the move takes its time, then succeeds
+        await admin.ok("fault", "add", "id=slow", "action=delay", "device=lib0", "opcodes=0xa5",
+                       "delay=0.6", "times=1")  # fmt: skip
+        began = trio.current_time()
+        assert (await ini.execute(CHANGER, move(S2, S1))).status == GOOD
+        assert trio.current_time() - began >= 0.6
+        assert (await ini.execute(CHANGER, move(S1, S2))).status == GOOD
         # the drive goes offline (a crash beyond its restart budget of 0): the
         # move fails, the cartridge stays where it was
         await admin.ok("fault", "add", "id=down", "action=crash_device", "device=t1", "times=1")
@@ -261,3 +269,34 @@ async def test_backup_job_through_the_changer(tmp_path: Path) -> None:
         for data in archives:
             assert await read_file(ini, T1) == data
         assert await inventory(ini) == {D1: "A00001L8", S2: "A00002L8"}
+
+
+async def test_a_drive_restarting_comes_back_with_what_the_inventory_says(tmp_path: Path) -> None:
+    """A drive's own supervisor restart reopens the cartridge the changer last
+    loaded there, and none once the changer has taken it elsewhere."""
+    inquiry = bytes((0x12, 0, 0, 0, 96, 0))
+
+    async def crash_and_wait(ini: Initiator, admin: Any, rule: str) -> None:
+        await admin.ok("fault", "add", f"id={rule}", "action=crash_device", "device=t0",
+                       "times=1")  # fmt: skip
+        with trio.move_on_after(2):
+            await ini.execute(T0, inquiry, read_length=96)
+
+    async def settle(ini: Initiator) -> tuple[int, int, int] | None:
+        for _ in range(100):  # past the restart (04/00) and the unit attentions
+            r = await ini.execute(T0, TUR)
+            if r.status == GOOD:
+                return None
+            if r.sense[2] & 0x0F != 0x6 and sense_triplet(r.sense) != (0x2, 0x04, 0x00):
+                return sense_triplet(r.sense)
+            await trio.sleep(0.05)
+        raise AssertionError("the drive never settled")
+
+    async with library(tmp_path) as d, login(d) as ini:
+        admin = admin_for(d)
+        assert (await ini.execute(CHANGER, move(S0, D0))).status == GOOD
+        await crash_and_wait(ini, admin, "first")
+        assert await settle(ini) is None  # the cartridge is back in the drive
+        assert (await ini.execute(CHANGER, move(D0, S1))).status == GOOD
+        await crash_and_wait(ini, admin, "second")
+        assert await settle(ini) == NO_MEDIUM  # it was carried away: nothing comes back
