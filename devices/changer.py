@@ -13,7 +13,7 @@ while an initiator of that drive prevents medium removal). Devices never
 import actors: the link is the narrow way across.
 
 The changer's own :class:`Medium` is always present; PREVENT ALLOW MEDIUM
-REMOVAL on it locks the mail slots against the operator (SMC-3 6.13).
+REMOVAL on it locks the mail slots against the operator.
 """
 
 from __future__ import annotations

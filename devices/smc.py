@@ -1,13 +1,13 @@
 """The SMC-3 command set of the virtual medium changer: its table rows and handlers.
 
 What backup software (and the Linux ``ch``/``mtx`` tools) sends to a tape
-library's robot: READ ELEMENT STATUS (SMC-3 6.11), MOVE MEDIUM (6.7),
-EXCHANGE MEDIUM (6.4), INITIALIZE ELEMENT STATUS (6.2) and ... WITH RANGE
-(6.3), POSITION TO ELEMENT (6.8), OPEN/CLOSE IMPORT/EXPORT ELEMENT (6.6) and
-the mode pages of SMC-3 7.3 (element address assignment 0x1D, transport
-geometry 0x1E, device capabilities 0x1F). The rows overlay the shared SPC
-layer (devices/spc.py), whose PREVENT ALLOW MEDIUM REMOVAL locks the mail
-slots (SMC-3 6.13). :func:`element_status` is pure (property-tested).
+library's robot: READ ELEMENT STATUS (SMC-3 r15 6.12), MOVE MEDIUM, EXCHANGE
+MEDIUM, INITIALIZE ELEMENT STATUS and ... WITH RANGE, POSITION TO ELEMENT,
+OPEN/CLOSE IMPORT/EXPORT ELEMENT and the mode pages of SMC-3 7.3 (element
+address assignment 0x1D, 7.3.4; transport geometry 0x1E, 7.3.5; device
+capabilities 0x1F, 7.3.2). The rows overlay the shared SPC layer
+(devices/spc.py), whose PREVENT ALLOW MEDIUM REMOVAL locks the mail slots.
+:func:`element_status` is pure (property-tested).
 """
 
 from __future__ import annotations
@@ -101,13 +101,13 @@ def changer_mode_pages(layout: LibraryLayout) -> ModePages:
 async def handle_mode_sense(
     dev: ChangerDevice, cmd: ScsiCommand, ctx: ExecContext
 ) -> Buffer | None:
-    """MODE SENSE without a block descriptor: a changer has no blocks (SMC-3 7.3.1)."""
+    """MODE SENSE without a block descriptor: a changer has no blocks (SMC-3 r15 7.3)."""
     cdb = bytearray(cmd.cdb)
     cdb[1] |= 0x08  # DBD
     return build_mode_sense(bytes(cdb), dev.mode, blocks=0, block_size=0, device_specific=0)
 
 
-# --- READ ELEMENT STATUS (SMC-3 6.11) ------------------------------------------------
+# --- READ ELEMENT STATUS (SMC-3 r15 6.12) --------------------------------------------
 
 #: what the descriptor builder needs of a drive: (available, DVCID identifier)
 DriveFacts = Callable[[Element], tuple[bool, bytes | None]]
@@ -176,7 +176,7 @@ def element_status(
     At most ``count`` elements of ``kind`` (ALL: every type) whose address is
     at least ``start``, in address order; one element status page per run of
     one type. The header's BYTE COUNT OF REPORT AVAILABLE covers all of it
-    (SMC-3 6.11.2: the allocation length truncates, it does not adjust)."""
+    (SMC-3 r15 6.12.2: the allocation length truncates, it does not adjust)."""
     chosen: list[Element] = []
     for element in library.elements(kind):
         if len(chosen) >= count:

@@ -143,22 +143,23 @@ def fields(step: str, cdb: bytes, r: Result) -> dict[str, Any]:
 
 # why pyscst answers otherwise (docs/tape.md, "changer", lists the same)
 _COUNT = ("tgt counts its 8-byte data header and not the page headers in BYTE COUNT OF "
-          "REPORT AVAILABLE (SMC-3 6.11.2: the pages, without the header)")
-_LENGTH = ("tgt's descriptors are 4 bytes longer than SMC-3 6.11.3 defines (52 with volume "
+          "REPORT AVAILABLE (SMC-3 r15 6.12.2: the pages, without the header)")
+_LENGTH = ("tgt's descriptors are 4 bytes longer than SMC-3 r15 6.12 defines (52 with volume "
            "tags, 16 without, 86 with DVCID; pyscst 48, 12, and 92 with a 40-byte identifier)")
-_FLAGS = ("tgt never sets ACCESS, nor INENAB/EXENAB of a mail slot (SMC-3 6.11.4-6.11.7)")
-_MEDIUM = "tgt reports MEDIUM TYPE 0 (unspecified) for a data cartridge (SMC-3 6.11.4: 1)"
+_FLAGS = ("tgt never sets ACCESS, nor INENAB/EXENAB of a mail slot (SMC-3 r15 6.12, "
+          "the element descriptors)")
+_MEDIUM = "tgt reports MEDIUM TYPE 0 (unspecified) for a data cartridge (SMC-3 r15 6.12: 1)"
 _CUT = ("tgt stops its data at its miscounted byte count, so its last descriptor is cut "
         "short: one element is missing from every answer")
 _FIRST = ("tgt's FIRST ELEMENT ADDRESS REPORTED is the last element it looked at, not the "
-          "first it reported (SMC-3 6.11.2)")
+          "first it reported (SMC-3 r15 6.12.2)")
 _ELEMENT_STATUS = {"byte count": _COUNT, "page headers": _LENGTH, "element flags": _FLAGS,
                    "medium type": _MEDIUM, "elements": _CUT}  # fmt: skip
-_MISSING = "tgt lacks the command (SMC-3 {}): INVALID COMMAND OPERATION CODE"
+_MISSING = "tgt lacks the command (SMC-3, {}): INVALID COMMAND OPERATION CODE"
 _NO_BLOCK_DESCRIPTOR = ("tgt returns an 8-byte block descriptor; a medium changer has no "
-                        "blocks (SMC-3 7.3.1), so pyscst returns none")
-_ADDRESS = ("an address that names no element is INVALID ELEMENT ADDRESS (21/01, SMC-3 6.7); "
-            "tgt says INVALID FIELD IN CDB")
+                        "blocks (SMC-3 r15 7.3), so pyscst returns none")
+_ADDRESS = ("an address that names no element is INVALID ELEMENT ADDRESS (21/01, SMC-3 "
+            "MOVE MEDIUM); tgt says INVALID FIELD IN CDB")
 
 
 def _missing(section: str) -> dict[str, str]:
@@ -171,7 +172,7 @@ DIFFERS: dict[str, dict[str, str]] = {
     "mode sense transport geometry page": {"block descriptor length": _NO_BLOCK_DESCRIPTOR},
     "mode sense device capabilities page": {
         "block descriptor length": _NO_BLOCK_DESCRIPTOR,
-        "page": "tgt sets reserved byte 3 to 7 (SMC-3 7.3.2)",
+        "page": "tgt sets reserved byte 3 to 7 (SMC-3 r15 7.3.2)",
     },
     "read element status storage": _ELEMENT_STATUS,
     "read element status transport": {**_ELEMENT_STATUS, "first element": _FIRST},
@@ -196,19 +197,19 @@ DIFFERS: dict[str, dict[str, str]] = {
     "move to a nonexistent element": {"sense": _ADDRESS},
     "move with a bad transport address": {
         "sense": "tgt ignores MEDIUM TRANSPORT ADDRESS; pyscst checks it first (21/01, "
-        "SMC-3 6.7)",
+        "SMC-3 MOVE MEDIUM)",
     },
     "move with invert": {
         "sense": "tgt ignores INVERT (it tests a stale list pointer); pyscst's media have one "
-        "side: INVALID FIELD IN CDB (SMC-3 6.7)",
+        "side: INVALID FIELD IN CDB (SMC-3 MOVE MEDIUM)",
     },
     "read element status storage after moves": _ELEMENT_STATUS,
-    "prevent medium removal": _missing("6.13"),
-    "allow medium removal": _missing("6.13"),
-    "open import/export element": _missing("6.6"),
-    "close import/export element": _missing("6.6"),
-    "exchange medium": _missing("6.4"),
-    "position to element": _missing("6.8"),
+    "prevent medium removal": _missing("PREVENT ALLOW MEDIUM REMOVAL"),
+    "allow medium removal": _missing("PREVENT ALLOW MEDIUM REMOVAL"),
+    "open import/export element": _missing("OPEN/CLOSE IMPORT/EXPORT ELEMENT"),
+    "close import/export element": _missing("OPEN/CLOSE IMPORT/EXPORT ELEMENT"),
+    "exchange medium": _missing("EXCHANGE MEDIUM"),
+    "position to element": _missing("POSITION TO ELEMENT"),
     "read element status storage at the end": _ELEMENT_STATUS,
 }
 
