@@ -18,7 +18,6 @@ REMOVAL on it locks the mail slots against the operator.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -45,13 +44,15 @@ from pyscst.devices.smc_sense import (
     removal_prevented,
     state_not_saved,
 )
-from pyscst.devices.spc import ControlPageState, ReadinessSense
+from pyscst.devices.spc import (
+    ControlPageState,
+    MediumHooks,
+    ReadinessSense,
+    RemovableIdentity,
+)
 from pyscst.devices.stores import BackingStore
 from pyscst.scsi.cdb import OpTable, Readiness
-from pyscst.scsi.command import Nexus
-from pyscst.scsi.inquiry import VERSION_ISCSI, VERSION_SAM5, VERSION_SPC4, StandardInquiry
 from pyscst.scsi.sense import ScsiError, Sense
-from pyscst.scsi.vpd import VpdInfo, VpdPages
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ class _NoDrive:
         return None
 
 
-class ChangerDevice(ControlPageState, ReadinessSense):
+class ChangerDevice(ControlPageState, ReadinessSense, RemovableIdentity, MediumHooks):
     """One SMC medium changer over its library."""
 
     table: ClassVar[OpTable] = SMC_TABLE
@@ -130,21 +131,7 @@ class ChangerDevice(ControlPageState, ReadinessSense):
         self.state = store
         self.library: Library = store.library
         self.read_only = False
-        self.device_id = f"pyscst:{name}"
-        self.serial = serial or hashlib.sha256(self.device_id.encode()).hexdigest()[:16]
-        self.inquiry = StandardInquiry(
-            device_type=PERIPHERAL_MEDIUM_CHANGER,
-            removable=True,
-            product=product,
-            revision=revision,
-            version_descriptors=(VERSION_SAM5, VERSION_ISCSI, VERSION_SPC4, VERSION_SMC3),
-        )
-        self.vpd = VpdPages(
-            attrs.evolve(
-                VpdInfo(device_id=self.device_id, serial=self.serial), volatile_cache=False
-            ),
-            device_type=PERIPHERAL_MEDIUM_CHANGER,
-        )
+        self._identify(name, serial, PERIPHERAL_MEDIUM_CHANGER, product, revision, VERSION_SMC3)
         self.mode = changer_mode_pages(self.library.layout)
         #: always present; PREVENT locks the mail slots against the operator
         self.medium = Medium(present=True)
@@ -374,19 +361,6 @@ class ChangerDevice(ControlPageState, ReadinessSense):
             f"{self.name}: a medium changer has no medium to load; "
             "import cartridges through its mail slots"
         )
-
-    def nexus_lost(self, nexus: Nexus) -> None:
-        self.medium.nexus_lost(nexus)
-
-    def reset(self) -> None:
-        self.medium.unlock_all()
-
-    def power_on(self) -> None:
-        self.medium.unlock_all()
-        self.mode.reset()
-
-    async def close(self) -> None:
-        await self.store.close()
 
     def __repr__(self) -> str:
         return f"<ChangerDevice {self.name} {self.library.layout}>"
