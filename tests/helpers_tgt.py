@@ -71,6 +71,35 @@ def _tgtadm(control: int, *args: str) -> None:
 
 
 @contextlib.contextmanager
+def _tgtd() -> Iterator[tuple[int, int]]:
+    """A private tgtd: its management channel and iSCSI port; always killed."""
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        for _attempt in range(8):
+            control = random.randint(20000, 32000)
+            if Path(f"/var/run/tgtd/socket.{control}").exists():
+                continue
+            port = _free_port()
+            proc = subprocess.Popen(
+                ["tgtd", "-f", "-C", str(control), "--iscsi", f"portal=127.0.0.1:{port}"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            if _wait_listening(port, proc):
+                break
+            proc.kill()
+            proc.wait()
+            proc = None
+        if proc is None:
+            raise RuntimeError("could not start tgtd")
+        yield control, port
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
 def running_tgtd(
     tmp: Path, size: int = 64 << 20, nop_interval: int = 1, tape_barcode: str | None = None
 ) -> Iterator[TgtTarget]:
@@ -94,25 +123,7 @@ def running_tgtd(
         backing = tmp / "tgt-disk.img"
         with backing.open("wb") as f:
             f.truncate(size)
-    proc: subprocess.Popen[bytes] | None = None
-    try:
-        for _attempt in range(8):
-            control = random.randint(20000, 32000)
-            if Path(f"/var/run/tgtd/socket.{control}").exists():
-                continue
-            port = _free_port()
-            proc = subprocess.Popen(
-                ["tgtd", "-f", "-C", str(control), "--iscsi", f"portal=127.0.0.1:{port}"],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            if _wait_listening(port, proc):
-                break
-            proc.kill()
-            proc.wait()
-            proc = None
-        if proc is None:
-            raise RuntimeError("could not start tgtd")
+    with _tgtd() as (control, port):
         _tgtadm(control, "--mode", "target", "--op", "new", "--tid", "1",
                 "--targetname", TARGET_NAME)  # fmt: skip
         for name, value in (
@@ -128,10 +139,6 @@ def running_tgtd(
         _tgtadm(control, "--mode", "target", "--op", "bind", "--tid", "1",
                 "--initiator-address", "ALL")  # fmt: skip
         yield TgtTarget("127.0.0.1", port, TARGET_NAME, 1, backing, size, control)
-    finally:
-        if proc is not None:
-            proc.kill()
-            proc.wait()
 
 
 @attrs.frozen
@@ -171,25 +178,7 @@ def running_tgt_library(
              f"--size={size_mb}", "--type=data", f"--file={home / barcode}"],
             check=True, capture_output=True, timeout=60,
         )  # fmt: skip
-    proc: subprocess.Popen[bytes] | None = None
-    try:
-        for _attempt in range(8):
-            control = random.randint(20000, 32000)
-            if Path(f"/var/run/tgtd/socket.{control}").exists():
-                continue
-            port = _free_port()
-            proc = subprocess.Popen(
-                ["tgtd", "-f", "-C", str(control), "--iscsi", f"portal=127.0.0.1:{port}"],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            if _wait_listening(port, proc):
-                break
-            proc.kill()
-            proc.wait()
-            proc = None
-        if proc is None:
-            raise RuntimeError("could not start tgtd")
+    with _tgtd() as (control, port):
 
         changer = drives + 1  # LUN 0 is tgt's own controller
 
@@ -228,7 +217,3 @@ def running_tgt_library(
                 "--initiator-address", "ALL")  # fmt: skip
         yield TgtLibrary("127.0.0.1", port, TARGET_NAME, changer, tuple(range(1, drives + 1)),
                          home)  # fmt: skip
-    finally:
-        if proc is not None:
-            proc.kill()
-            proc.wait()
