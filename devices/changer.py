@@ -233,7 +233,7 @@ class ChangerDevice(ControlPageState, ReadinessSense, RemovableIdentity, MediumH
                     except (ScsiError, OSError, ValueError):
                         log.error("%s: exchange failed half-way; %s holds %s", self.name,
                                   describe(picker), picker.barcode)  # fmt: skip
-                    await self._save_quietly()
+                    await self._save(quiet=True)
                 raise
             self.library.move(src.address, one.address)
             try:
@@ -242,7 +242,7 @@ class ChangerDevice(ControlPageState, ReadinessSense, RemovableIdentity, MediumH
                 with trio.CancelScope(shield=True):
                     # the source is empty now: the picker puts its cartridge there
                     self.library.move(picker.address, src.address)
-                    await self._save_quietly()
+                    await self._save(quiet=True)
                 raise
             self.library.move(picker.address, two.address)
             two.source = one.address  # where it came from, not the picker it passed
@@ -276,18 +276,15 @@ class ChangerDevice(ControlPageState, ReadinessSense, RemovableIdentity, MediumH
                             pass
                 raise positioning_error() from None
 
-    async def _save(self) -> None:
+    async def _save(self, quiet: bool = False) -> None:
+        """Write the inventory; HARDWARE ERROR 44/00 if it cannot be (``quiet``:
+        only log it, for a failure path that already answers with its own)."""
         try:
             await self.state.save()
         except OSError as exc:
             log.error("%s: cannot save the library state: %s", self.name, exc)
-            raise state_not_saved() from None
-
-    async def _save_quietly(self) -> None:
-        try:
-            await self.state.save()
-        except OSError as exc:
-            log.error("%s: cannot save the library state: %s", self.name, exc)
+            if not quiet:
+                raise state_not_saved() from None
 
     # --- the operator ---------------------------------------------------------------
 

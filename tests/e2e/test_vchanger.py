@@ -6,6 +6,7 @@ inventory that stops the start with an error naming the file."""
 from __future__ import annotations
 
 import json
+import shutil
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -197,6 +198,12 @@ async def test_move_faults_and_a_drive_gone_mid_move(tmp_path: Path) -> None:
         r = await ini.execute(CHANGER, move(S0, D0))
         assert sense_triplet(r.sense) == (0x4, 0x15, 0x01)
         assert (await inventory(ini))[S0] == "A00001L8"  # nothing moved
+        assert sense_triplet((await ini.execute(T0, TUR)).sense) == NO_MEDIUM
+        # a cartridge whose files someone removed: the drive refuses it, it stays put
+        shutil.rmtree(d.state_dir / "lib0" / "A00002L8")
+        r = await ini.execute(CHANGER, move(S2, D0))
+        assert sense_triplet(r.sense) == (0x4, 0x15, 0x01)
+        assert (await inventory(ini))[S2] == "A00002L8"
         assert sense_triplet((await ini.execute(T0, TUR)).sense) == NO_MEDIUM
         # a slow robot: the move takes its time, then succeeds
         await admin.ok("fault", "add", "id=slow", "action=delay", "device=lib0", "opcodes=0xa5",

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pyscst.admin.client.console.render import plain
 from pyscst.admin.client.console.shell import Shell
 from tests.console_fake import FakeBackend
+from tests.unit.admin.test_console_commands import run
 
 
 class LibraryBackend(FakeBackend):
@@ -31,13 +31,6 @@ class LibraryBackend(FakeBackend):
 
     def op_library_import(self, name: str, barcode: str) -> Any:
         return {"message": f"library {name}: {barcode} imported into mail slot 0x0010"}
-
-
-def run(shell: Shell, line: str, ok: bool = True) -> str:
-    outcome = shell.run_line(line)
-    text = plain(outcome.output)
-    assert outcome.ok is ok, text
-    return text
 
 
 def test_library_lists_creates_and_imports(tmp_path: Path) -> None:
