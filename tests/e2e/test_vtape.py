@@ -9,6 +9,7 @@ import os
 import random
 import signal
 import struct
+import sys
 import tarfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -245,3 +246,18 @@ async def test_tape_faults_from_the_config_file(tmp_path: Path) -> None:
             admin = admin_for(d)
             listed = await admin.ok("fault", "list")
             assert {row["id"] for row in listed} >= {"bad-record", "dirty"}
+
+
+async def test_the_benchmark_tape_client_streams_and_reads_back(tmp_path: Path) -> None:
+    """benchmarks/tape_stream.py (the bench's load generator) against vtape."""
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "tape_stream.py"
+    async with tape_daemon(tmp_path) as d:
+        url = f"iscsi://{d.host}:{d.port}/{TARGET}/0"
+        for mode in ("write", "read"):
+            done = await trio.run_process([sys.executable, str(script), mode, url, "40",
+                                           str(RECORD)], capture_stdout=True)  # fmt: skip
+            assert b"Run completed in" in done.stdout
+        cart = tmp_path / "state" / "A00001L8"
+    opened = open_cartridge(cart)
+    assert opened.partitions[0].eod == 40 and opened.mam["total_written"] == 40 * RECORD
+    opened.close_now()
