@@ -502,3 +502,20 @@ async def test_report_density_support(tmp_path: Path) -> None:
     assert out.data is not None and len(out.data) == 56
     assert struct.unpack_from(">H", out.data, 0)[0] == 54
     assert out.data[4] == d.density and out.data[6] & 0xA1 == 0xA1
+
+
+async def test_barcode_attribute_and_descriptor_sense_stream_bits(tmp_path: Path) -> None:
+    d = drive(tmp_path)
+    ra = bytes((0x8C, 0, 0, 0, 0, 0, 0, 0, 0x08, 0x06)) + struct.pack(">I", 64) + bytes(2)
+    out = await run_cdb(d, ra)
+    assert out.data is not None
+    assert struct.unpack_from(">HBH", out.data, 4) == (0x0806, 0x01, 32)
+    assert out.data[9:41] == b"T00001L8".ljust(32)
+    await write(d, b"x" * 10)
+    await rewind(d)
+    out = await read(d, 64)
+    assert out.sense is not None
+    fixed = out.sense.encode(descriptor=False)
+    assert fixed[2] == 0x20 and fixed[0] == 0xF0 and fixed[3:7] == (54).to_bytes(4, "big")
+    desc = out.sense.encode(descriptor=True)
+    assert desc[0] == 0x72 and bytes((0x04, 0x02, 0x00, 0x20)) in desc  # stream descriptor
