@@ -19,8 +19,9 @@ from pyscst.devices.tape_pages import (
     SEQUENTIAL_ACCESS,
     SUPPORTED_LOG_PAGES,
     TAPE_ALERT,
+    TAPE_CAPACITY,
     WRITE_ERROR_COUNTERS,
-    counters_page,
+    counter_parameters,
     log_page,
     log_parameter,
 )
@@ -143,21 +144,38 @@ def _log_page(dev: TapeDevice, page: int, pointer: int) -> bytes:
     if page == SUPPORTED_LOG_PAGES:
         body = bytes(LOG_PAGES)
         return struct.pack(">BBH", 0, 0, len(body)) + body
-    if page == WRITE_ERROR_COUNTERS:
-        return counters_page(page, [0, 0, 0, 0, 0, c.bytes_written, c.write_errors])
-    if page == READ_ERROR_COUNTERS:
-        return counters_page(page, [0, 0, 0, 0, 0, c.bytes_read, c.read_errors])
+    if page in (WRITE_ERROR_COUNTERS, READ_ERROR_COUNTERS):
+        write = page == WRITE_ERROR_COUNTERS
+        moved = c.bytes_written if write else c.bytes_read
+        errors = c.write_errors if write else c.read_errors
+        # corrected without / with delay, rewrites or rereads, total corrected,
+        # times corrected, bytes processed, uncorrected
+        return log_page(page, counter_parameters([0, 0, 0, 0, 0, moved, errors]), pointer)
     if page == SEQUENTIAL_ACCESS:
         values = [c.bytes_written, c.bytes_written, c.bytes_read, c.bytes_read]
-        params = [log_parameter(i, struct.pack(">Q", v)) for i, v in enumerate(values)]
+        params = counter_parameters(values)
         params.append(log_parameter(0x0100, bytes((1 if dev.needs_cleaning else 0,))))
-        return log_page(page, [p for p in params if struct.unpack_from(">H", p)[0] >= pointer])
+        return log_page(page, params, pointer)
+    if page == TAPE_CAPACITY:
+        return log_page(page, _capacity_parameters(dev), pointer)
     assert page == TAPE_ALERT
     flags = dev.tapealert
-    params = [log_parameter(n, bytes(((flags >> (n - 1)) & 1,))) for n in range(1, 65)
-              if n >= pointer]  # fmt: skip
-    dev.tapealert = 0  # read and cleared (SSC-4 8.2.3)
-    return log_page(page, params)
+    params = [log_parameter(n, bytes(((flags >> (n - 1)) & 1,))) for n in range(1, 65)]
+    dev.tapealert = 0  # TapeAlert flags are cleared when read
+    return log_page(page, params, pointer)
+
+
+def _capacity_parameters(dev: TapeDevice) -> list[bytes]:
+    """Tape Capacity: remaining (1, 2) and maximum (3, 4) capacity of
+    partitions 0 and 1 in megabytes (10^6 bytes); zeros without a medium."""
+    cart = dev.cartridge
+    parts = cart.partitions if cart is not None else []
+    values = []
+    for which in ("remaining", "capacity"):
+        for i in (0, 1):
+            n = getattr(parts[i], which) if i < len(parts) else 0
+            values.append(min(n // 1_000_000, 0xFFFFFFFF))
+    return [log_parameter(i + 1, struct.pack(">I", v)) for i, v in enumerate(values)]
 
 
 async def handle_log_sense(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | None:
@@ -175,8 +193,6 @@ async def handle_log_sense(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) 
     if page not in LOG_PAGES:
         raise ScsiError.invalid_field_in_cdb(2, 5)
     pointer = struct.unpack_from(">H", cdb, 5)[0]
-    if page in (WRITE_ERROR_COUNTERS, READ_ERROR_COUNTERS) and pointer > 6:
-        raise ScsiError.invalid_field_in_cdb(5)
     allocation = alloc_len(cdb, 7, 2)
     if pc == 3:
         saved, dev.counters = dev.counters, type(dev.counters)()
