@@ -50,7 +50,7 @@ def _capabilities_page() -> PageDef:
     return PageDef(CAPABILITIES_PAGE, 0, bytes(page), bytes(22))
 
 
-class CdromDevice(ControlPageState, ReadinessSense, RemovableIdentity, MediumHooks):
+class CdromDevice(RemovableIdentity, ControlPageState, ReadinessSense, MediumHooks):
     """One MMC CD/DVD-ROM drive over an image (or empty)."""
 
     table: ClassVar[OpTable] = MMC_TABLE
@@ -70,8 +70,8 @@ class CdromDevice(ControlPageState, ReadinessSense, RemovableIdentity, MediumHoo
         self.block_shift = BLOCK_SIZE.bit_length() - 1
         self.read_only = True
         self.removable = True
+        self.set_identity(name, serial, PERIPHERAL_CD_DVD, product, revision, VERSION_MMC6)
         self.max_transfer_blocks = DEFAULT_MAX_TRANSFER_BYTES // BLOCK_SIZE
-        self._identify(name, serial, PERIPHERAL_CD_DVD, product, revision, VERSION_MMC6)
         self.mode = ModePages([*spc_mode_page_defs(), _capabilities_page()])
         self.medium = Medium(present=image is not None)
         self.unavailable: Sense | None = None

@@ -131,7 +131,7 @@ class ChangerDevice(ControlPageState, ReadinessSense, RemovableIdentity, MediumH
         self.state = store
         self.library: Library = store.library
         self.read_only = False
-        self._identify(name, serial, PERIPHERAL_MEDIUM_CHANGER, product, revision, VERSION_SMC3)
+        self.set_identity(name, serial, PERIPHERAL_MEDIUM_CHANGER, product, revision, VERSION_SMC3)
         self.mode = changer_mode_pages(self.library.layout)
         #: always present; PREVENT locks the mail slots against the operator
         self.medium = Medium(present=True)

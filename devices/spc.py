@@ -16,8 +16,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-import attrs
-
 from pyscst.devices.device_type import DeviceType
 from pyscst.devices.disk_sense import short_data_out
 from pyscst.devices.medium import Medium
@@ -142,6 +140,34 @@ def type_table(rows: Iterable[OpSpec]) -> OpTable:
     return SPC_TABLE.overlaid(rows)
 
 
+class RemovableIdentity:
+    """Who a removable-medium drive (CD-ROM, tape) says it is: device id,
+    serial (derived from the name unless configured), standard INQUIRY with
+    RMB and the type's command-set version, and the SPC VPD pages (no
+    volatile cache: nothing to lose)."""
+
+    device_id: str
+    serial: str
+    inquiry: StandardInquiry
+    vpd: VpdPages
+
+    def set_identity(
+        self, name: str, serial: str | None, device_type: int, product: str, revision: str,
+        command_set_version: int,
+    ) -> None:  # fmt: skip
+        self.device_id = f"pyscst:{name}"
+        self.serial = serial or hashlib.sha256(self.device_id.encode()).hexdigest()[:16]
+        self.inquiry = StandardInquiry(
+            device_type=device_type,
+            removable=True,
+            product=product,
+            revision=revision,
+            version_descriptors=(VERSION_SAM5, VERSION_ISCSI, VERSION_SPC4, command_set_version),
+        )
+        info = VpdInfo(device_id=self.device_id, serial=self.serial, volatile_cache=False)
+        self.vpd = VpdPages(info, device_type=device_type)
+
+
 class ControlPageState:
     """The Control mode page bits the LU reads of any device type (SPC-4 7.5.8):
     one definition for every type that keeps its mode pages in ``self.mode``."""
@@ -191,35 +217,6 @@ class ReadinessSense:
         except ScsiError as exc:
             return exc.sense
         return None
-
-
-class RemovableIdentity:
-    """Who a removable-medium device says it is: the ``pyscst:NAME`` device
-    identifier, the serial number (derived from it unless configured), standard
-    INQUIRY with RMB and the type's version descriptor, and the SPC VPD pages,
-    the same for every such type (CD-ROM, medium changer)."""
-
-    device_id: str
-    serial: str
-    inquiry: StandardInquiry
-    vpd: VpdPages
-
-    def _identify(
-        self, name: str, serial: str | None, device_type: int, product: str, revision: str,
-        standard: int,
-    ) -> None:  # fmt: skip
-        self.device_id = f"pyscst:{name}"
-        self.serial = serial or hashlib.sha256(self.device_id.encode()).hexdigest()[:16]
-        self.inquiry = StandardInquiry(
-            device_type=device_type,
-            removable=True,
-            product=product,
-            revision=revision,
-            version_descriptors=(VERSION_SAM5, VERSION_ISCSI, VERSION_SPC4, standard),
-        )
-        info = attrs.evolve(VpdInfo(device_id=self.device_id, serial=self.serial),
-                            volatile_cache=False)  # fmt: skip
-        self.vpd = VpdPages(info, device_type=device_type)
 
 
 class MediumHooks:

@@ -19,7 +19,6 @@ requires; devices/ssc.py parses the CDBs and moves the data.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from typing import ClassVar
@@ -28,7 +27,7 @@ import attrs
 import trio
 
 from pyscst.devices.medium import Medium
-from pyscst.devices.spc import ControlPageState, ReadinessSense
+from pyscst.devices.spc import ControlPageState, ReadinessSense, RemovableIdentity
 from pyscst.devices.ssc import SSC_TABLE
 from pyscst.devices.stores import BackingStore, NullStore
 from pyscst.devices.tape_cartridge import HEADER_SIZE, Kind, Partition, TapeCartridge
@@ -36,10 +35,8 @@ from pyscst.devices.tape_pages import tape_mode_pages
 from pyscst.devices.tape_sense import stream_error, volume_overflow
 from pyscst.scsi.cdb import OpTable, Readiness
 from pyscst.scsi.command import Buffer, Nexus
-from pyscst.scsi.inquiry import VERSION_ISCSI, VERSION_SAM5, VERSION_SPC4, StandardInquiry
 from pyscst.scsi.mode import ModePages
 from pyscst.scsi.sense import Asc, ScsiError, Sense, SenseKey
-from pyscst.scsi.vpd import VpdInfo, VpdPages
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +90,7 @@ class TapeFaults:
     motion_delay: float = 0.0
 
 
-class TapeDevice(ControlPageState, ReadinessSense):
+class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense):
     """One SSC tape drive, empty or with a cartridge."""
 
     table: ClassVar[OpTable] = SSC_TABLE
@@ -112,20 +109,7 @@ class TapeDevice(ControlPageState, ReadinessSense):
         self.store: BackingStore = empty_drive()
         self.read_only = False
         self.removable = True
-        self.device_id = f"pyscst:{name}"
-        self.serial = serial or hashlib.sha256(self.device_id.encode()).hexdigest()[:16]
-        self.inquiry = StandardInquiry(
-            device_type=PERIPHERAL_SEQUENTIAL,
-            removable=True,
-            product=product,
-            revision=revision,
-            version_descriptors=(VERSION_SAM5, VERSION_ISCSI, VERSION_SPC4, VERSION_SSC4),
-        )
-        self.vpd = VpdPages(
-            attrs.evolve(VpdInfo(device_id=self.device_id, serial=self.serial),
-                         volatile_cache=False),
-            device_type=PERIPHERAL_SEQUENTIAL,
-        )  # fmt: skip
+        self.set_identity(name, serial, PERIPHERAL_SEQUENTIAL, product, revision, VERSION_SSC4)
         self.mode: ModePages = tape_mode_pages()
         self.medium = Medium(present=False)
         self.unavailable: Sense | None = None

@@ -479,7 +479,8 @@ def create_blank(
         "write_protected": False,
         "partitions": caps,
         "mam": _default_mam(barcode, caps),
-        "attributes": {},
+        # the label a library's barcode reader would see, as MAM's BARCODE (0806h)
+        "attributes": {"0806": [1, barcode.encode().ljust(32).hex()]},
     }
     dir_fd = open_dir(where)
     try:

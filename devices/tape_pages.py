@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 
 from pyscst.scsi.mode import RW_ERROR_RECOVERY, ModePages, PageDef, spc_mode_page_defs
+from pyscst.scsi.sense import ScsiError
 
 DATA_COMPRESSION = 0x0F
 DEVICE_CONFIGURATION = 0x10
@@ -56,8 +57,11 @@ WRITE_ERROR_COUNTERS = 0x02
 READ_ERROR_COUNTERS = 0x03
 SEQUENTIAL_ACCESS = 0x0C
 TAPE_ALERT = 0x2E
+#: Tape Capacity (vendor-specific, as LTO drives have it; LTFS reads it for
+#: the remaining capacity of each partition)
+TAPE_CAPACITY = 0x31
 LOG_PAGES = (SUPPORTED_LOG_PAGES, WRITE_ERROR_COUNTERS, READ_ERROR_COUNTERS,
-             SEQUENTIAL_ACCESS, TAPE_ALERT)  # fmt: skip
+             SEQUENTIAL_ACCESS, TAPE_ALERT, TAPE_CAPACITY)  # fmt: skip
 #: parameter control byte of a bounded binary counter (FORMAT AND LINKING 00b)
 _COUNTER = 0x00
 #: TapeAlert flags (SSC-4 annex A) the fault injection can name
@@ -73,11 +77,16 @@ def log_parameter(code: int, value: bytes, control: int = _COUNTER) -> bytes:
     return struct.pack(">HBB", code, control, len(value)) + value
 
 
-def log_page(page: int, params: list[bytes]) -> bytes:
-    body = b"".join(params)
+def log_page(page: int, params: list[bytes], pointer: int = 0) -> bytes:
+    """A log page of the parameters whose code is at least ``pointer``
+    (LOG SENSE's PARAMETER POINTER)."""
+    chosen = [p for p in params if struct.unpack_from(">H", p)[0] >= pointer]
+    if params and not chosen:  # past the largest parameter code (SPC-4 LOG SENSE)
+        raise ScsiError.invalid_field_in_cdb(5)
+    body = b"".join(chosen)
     return struct.pack(">BBH", page, 0, len(body)) + body
 
 
-def counters_page(page: int, values: list[int]) -> bytes:
-    """A write or read error counter page: parameters 0000h-0006h."""
-    return log_page(page, [log_parameter(i, struct.pack(">Q", v)) for i, v in enumerate(values)])
+def counter_parameters(values: list[int], first: int = 0) -> list[bytes]:
+    """8-byte binary counters, parameter codes from ``first``."""
+    return [log_parameter(first + i, struct.pack(">Q", v)) for i, v in enumerate(values)]

@@ -18,6 +18,13 @@ ILI = 0x20
 MAX_BLOCK = 1 << 23
 MIN_BLOCK = 1
 GRANULARITY = 0
+#: the largest fixed-mode transfer (blocks x block length) in bytes
+MAX_FIXED_TRANSFER = 16 << 20
+
+
+def count24(cdb: bytes) -> int:
+    """The 24-bit TRANSFER LENGTH / COUNT of a 6-byte stream command (bytes 2-4)."""
+    return int.from_bytes(cdb[2:5], "big")
 
 
 def stream_error(

@@ -9,6 +9,7 @@ import os
 import random
 import signal
 import struct
+import sys
 import tarfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from pyscst.devices.tape_cartridge import create_blank, open_cartridge
+from pyscst.devices.tape_cartridge import Kind, create_blank, open_cartridge
 from pyscst.transports.iscsi.initiator import Initiator
 from tests.cdbs import TUR, sense_triplet
 from tests.daemon import DaemonError, RunningDaemon, running_daemon_async
@@ -245,3 +246,49 @@ async def test_tape_faults_from_the_config_file(tmp_path: Path) -> None:
             admin = admin_for(d)
             listed = await admin.ok("fault", "list")
             assert {row["id"] for row in listed} >= {"bad-record", "dirty"}
+
+
+async def test_the_benchmark_tape_client_streams_and_reads_back(tmp_path: Path) -> None:
+    """benchmarks/tape_stream.py (the bench's load generator) against vtape."""
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "tape_stream.py"
+    async with tape_daemon(tmp_path) as d:
+        url = f"iscsi://{d.host}:{d.port}/{TARGET}/0"
+        for mode in ("write", "read"):
+            done = await trio.run_process([sys.executable, str(script), mode, url, "40",
+                                           str(RECORD)], capture_stdout=True)  # fmt: skip
+            assert b"Run completed in" in done.stdout
+        cart = tmp_path / "state" / "A00001L8"
+    opened = open_cartridge(cart)
+    assert opened.partitions[0].eod == 40 and opened.mam["total_written"] == 40 * RECORD
+    opened.close_now()
+
+
+async def test_hostile_loads_and_a_corrupt_cartridge_never_hurt_the_drive(tmp_path: Path) -> None:
+    async with tape_daemon(tmp_path) as d, login(d, "iqn.2026-11.org.x:h") as ini:
+        admin = admin_for(d)
+        state = tmp_path / "state"
+        outside = tmp_path / "OUTSIDE1"
+        create_blank(outside, "OUTSIDE1", 8 * MIB)
+        broken = state / "BROKEN01"
+        create_blank(broken, "BROKEN01", 8 * MIB)
+        (broken / "cartridge.json").write_text("{torn")
+        for path, words in ((str(outside), "outside"), ("MISSING1", "No such file"),
+                            ("BROKEN01", "cartridge.json")):  # fmt: skip
+            refused = await admin.fails(1, "device", "load", "tape1", "--path", path)
+            assert "device tape1" in refused and words in refused, refused
+        r = await ini.execute(1, TUR)
+        assert sense_triplet(r.sense) == (0x2, 0x3A, 0x00)  # still empty
+        # a cartridge whose records file was cut short while on the shelf
+        torn = state / "TORN0001"
+        create_blank(torn, "TORN0001", 8 * MIB)
+        cart = open_cartridge(torn)
+        cart.partitions[0].append_many(Kind.RECORD, [b"a" * 1000, b"b" * 1000])
+        cart.close_now()
+        os.truncate(torn / "p0.records", 1500)
+        await admin.ok("device", "load", "tape1", "--path", "TORN0001")
+        await ini.execute(1, TUR)  # the medium-change unit attention
+        r = await ini.execute(1, c6(0x08, 0, 1000), read_length=1000)
+        assert r.status == GOOD and r.data == b"a" * 1000
+        r = await ini.execute(1, c6(0x08, 0, 1000), read_length=1000)
+        assert sense_triplet(r.sense) == (0x3, 0x11, 0x00)
+        assert (await ini.execute(0, TUR)).status == GOOD  # the other drive is untouched

@@ -347,7 +347,7 @@ async def test_log_sense_counters_and_tapealert(tmp_path: Path) -> None:
         return bytes((0x4D, 0, (pc << 6) | page, 0, 0, 0, 0, 0x10, 0, 0))
 
     out = await run_cdb(d, log_sense(0))
-    assert out.data is not None and list(out.data[4:]) == [0, 2, 3, 0x0C, 0x2E]
+    assert out.data is not None and list(out.data[4:]) == [0, 2, 3, 0x0C, 0x2E, 0x31]
     out = await run_cdb(d, log_sense(0x0C))
     assert out.data is not None
     code, _, length = struct.unpack_from(">HBB", out.data, 4)
@@ -358,6 +358,15 @@ async def test_log_sense_counters_and_tapealert(tmp_path: Path) -> None:
     assert [i + 1 for i in range(64) if out.data[4 + 5 * i + 4]] == [20]
     out = await run_cdb(d, log_sense(0x2E))  # read and cleared
     assert out.data is not None and not any(out.data[4 + 5 * i + 4] for i in range(64))
+    out = await run_cdb(d, log_sense(0x31))  # tape capacity: remaining, maximum (MB)
+    assert out.data is not None
+    remaining, _, maximum, _ = (struct.unpack_from(">I", out.data, 4 + 8 * i + 4)[0]
+                                for i in range(4))  # fmt: skip
+    assert maximum == 8 * MIB // 1_000_000 and remaining == (8 * MIB - 4096 - 16) // 1_000_000
+    pointer_past = bytes((0x4D, 0, 0x42, 0, 0, 0, 9, 0x10, 0, 0))  # page 2, pointer 9
+    out = await run_cdb(d, pointer_past)
+    assert out.sense is not None and out.sense.field_pointer is not None
+    assert out.sense.field_pointer.byte == 5
     out = await run_cdb(d, log_sense(0x2F))
     assert out.sense is not None and out.sense.field_pointer is not None
     out = await run_cdb(d, bytes((0x4D, 1, 0x40, 0, 0, 0, 0, 0x10, 0, 0)))  # SP
@@ -502,3 +511,20 @@ async def test_report_density_support(tmp_path: Path) -> None:
     assert out.data is not None and len(out.data) == 56
     assert struct.unpack_from(">H", out.data, 0)[0] == 54
     assert out.data[4] == d.density and out.data[6] & 0xA1 == 0xA1
+
+
+async def test_barcode_attribute_and_descriptor_sense_stream_bits(tmp_path: Path) -> None:
+    d = drive(tmp_path)
+    ra = bytes((0x8C, 0, 0, 0, 0, 0, 0, 0, 0x08, 0x06)) + struct.pack(">I", 64) + bytes(2)
+    out = await run_cdb(d, ra)
+    assert out.data is not None
+    assert struct.unpack_from(">HBH", out.data, 4) == (0x0806, 0x01, 32)
+    assert out.data[9:41] == b"T00001L8".ljust(32)
+    await write(d, b"x" * 10)
+    await rewind(d)
+    out = await read(d, 64)
+    assert out.sense is not None
+    fixed = out.sense.encode(descriptor=False)
+    assert fixed[2] == 0x20 and fixed[0] == 0xF0 and fixed[3:7] == (54).to_bytes(4, "big")
+    desc = out.sense.encode(descriptor=True)
+    assert desc[0] == 0x72 and bytes((0x04, 0x02, 0x00, 0x20)) in desc  # stream descriptor
