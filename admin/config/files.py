@@ -257,18 +257,23 @@ def _dump_device(device: DeviceConfig) -> dict[str, Any]:
     if device.io_engine != "auto":
         out["io_engine"] = device.io_engine
     if device.library is not None:
-        layout = device.library.layout
-        out["library"] = {
-            "drives": list(layout.drives),
-            "slots": layout.slots,
-            "mail_slots": layout.mail_slots,
-            "cartridges": [
-                {"barcode": c.barcode, "capacity": format_size(c.capacity), "worm": c.worm,
-                 **({"slot": c.slot} if c.slot is not None else {})}
-                for c in device.library.cartridges
-            ],
-        }
+        out["library"] = library_to_dict(device.library)
     return out
+
+
+def library_to_dict(library: LibrarySettings) -> dict[str, Any]:
+    """A vchanger's ``library`` table as the file says it."""
+    layout = library.layout
+    return {
+        "drives": list(layout.drives),
+        "slots": layout.slots,
+        "mail_slots": layout.mail_slots,
+        "cartridges": [
+            {"barcode": c.barcode, "capacity": format_size(c.capacity), "worm": c.worm,
+             **({"slot": c.slot} if c.slot is not None else {})}
+            for c in library.cartridges
+        ],
+    }
 
 
 def _dump_luns(luns: Iterable[LunMapping]) -> list[dict[str, Any]]:

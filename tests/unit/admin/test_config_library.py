@@ -85,3 +85,13 @@ def test_missing_library_table_and_a_drive_in_two_libraries() -> None:
     found = problems(two)
     assert any('devices.lib1.library.drives[0]: "t1" is also a drive of library "lib0"' in p
                for p in found), found
+
+
+def test_save_writes_the_library_table_back() -> None:
+    from pyscst.admin.config import edit as config_edit
+
+    config = parse_config(GOOD, "/etc")
+    fresh = config_edit.render(config)
+    assert parse_config(fresh, "/etc") == config
+    unchanged = config_edit.render(config, GOOD, Path("/etc"), Path("/etc"))
+    assert unchanged.strip() == GOOD.strip()
