@@ -364,3 +364,35 @@ def test_element_status_framing_holds_for_any_request(
     for page_kind, length, _ in walked:
         base = 12 + (36 if voltag else 0)
         assert length == base + (44 if dvcid and page_kind == ElementType.DATA_TRANSFER else 0)
+
+
+_OPCODES = sorted({spec.opcode for spec in ChangerDevice.table.specs})
+
+
+@hypothesis_settings(max_examples=120, deadline=None)
+@given(
+    opcode=st.sampled_from(_OPCODES),
+    body=st.binary(min_size=15, max_size=15),
+    addresses=st.lists(st.sampled_from([0, 1, 0x10, D0, D1, S0, S1, S2, 0x7777, 0xFFFF]),
+                       min_size=4, max_size=4),
+)
+def test_any_cdb_answers_with_a_status_and_keeps_each_cartridge_once(
+    tmp_path_factory: pytest.TempPathFactory, opcode: int, body: bytes, addresses: list[int]
+) -> None:
+    """Hostile CDBs (random fields, addresses that exist or not, drives that
+    refuse): every command ends GOOD or with sense, never an exception, and no
+    cartridge is ever lost or duplicated."""
+    device, drives = changer(tmp_path_factory.mktemp("lib"))
+    drives["t1"].up = False
+    cdb = bytearray(bytes((opcode,)) + body)
+    for i, address in enumerate(addresses):  # the address fields of every SMC command
+        struct.pack_into(">H", cdb, 2 + 2 * i, address)
+    spec_length = next(s.cdb_length for s in ChangerDevice.table.specs if s.opcode == opcode)
+
+    async def main() -> None:
+        out = await run_cdb(device, bytes(cdb[:spec_length]))
+        assert out.error is None or out.sense is not None or out.status != 0
+        held = sorted(e.barcode or "" for e in device.library.elements() if e.full)
+        assert held == ["A00001", "A00002"]
+
+    trio.run(main)
