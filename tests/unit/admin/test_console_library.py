@@ -60,3 +60,14 @@ def test_library_lists_creates_and_imports(tmp_path: Path) -> None:
         shell, "library /devices/disk0 create B2 colour=red", ok=False)
     assert "takes no key=value" in run(shell, "library /devices/disk0 import B2 x=1", ok=False)
     assert len([c for c in fake.calls if c[0] != "tree"]) == 3  # refused lines send nothing
+
+
+def test_library_completes_its_path_then_its_actions(tmp_path: Path) -> None:
+    from tests.unit.admin.test_console_completion import complete
+
+    shell = Shell(LibraryBackend.with_defaults(tmp_path / "saved.toml"))
+    assert "/devices/" in complete(shell, "library /dev")
+    assert complete(shell, "library /devices/disk0 ") == [
+        "list", "create", "import", "export", "delete"]
+    assert complete(shell, "library /devices/disk0 ex") == ["export"]
+    assert complete(shell, "library /devices/disk0 import ") == []  # a barcode: free text
