@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import shutil
 import struct
+import tomllib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli_w
 import trio
 
 from pyscst.transports.iscsi.initiator import Initiator
@@ -307,3 +309,23 @@ async def test_a_drive_restarting_comes_back_with_what_the_inventory_says(tmp_pa
         assert (await ini.execute(CHANGER, move(D0, S1))).status == GOOD
         await crash_and_wait(ini, admin, "second")
         assert await settle(ini) == NO_MEDIUM  # it was carried away: nothing comes back
+
+
+async def test_reload_with_a_bigger_library_keeps_the_inventory(tmp_path: Path) -> None:
+    async with library(tmp_path) as d, login(d) as ini:
+        assert (await ini.execute(CHANGER, move(S0, D0))).status == GOOD
+        doc = tomllib.loads(d.config_path.read_text())
+        doc["devices"]["lib0"]["library"]["slots"] = 6
+        d.config_path.write_text(tomli_w.dumps(doc))
+        reply = await admin_for(d).ok("reload", "--force")
+        assert reply["changes"]["devices_replaced"] == ["lib0"]
+        for _ in range(50):  # the replaced changer comes back
+            r = await ini.execute(CHANGER, res(kind=2), read_length=0xFFFF)
+            if r.status == GOOD:
+                break
+            await trio.sleep(0.1)
+        assert r.data is not None and struct.unpack_from(">H", r.data, 2)[0] == 6
+        assert await inventory(ini) == {D0: "A00001L8", S2: "A00002L8"}
+        assert (await ini.execute(T0, TUR)).status in (GOOD, 2)
+        r = await ini.execute(CHANGER, move(D0, S0 + 5))  # into a new slot
+        assert r.status == GOOD, sense_triplet(r.sense)
