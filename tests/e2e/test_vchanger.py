@@ -6,7 +6,9 @@ inventory that stops the start with an error naming the file."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import struct
 import tomllib
 from collections.abc import AsyncIterator
@@ -36,7 +38,7 @@ TARGET = "iqn.2026-11.org.pyscst:vtl"
 INITIATOR = "iqn.2026-11.org.example:backup"
 CHANGER, T0, T1 = 0, 1, 2
 LUNS = ({"lun": 0, "device": "lib0"}, {"lun": 1, "device": "t0"}, {"lun": 2, "device": "t1"})
-S0, S1, S2 = 0x0400, 0x0401, 0x0402
+S0, S1, S2, S3 = 0x0400, 0x0401, 0x0402, 0x0403
 D0, D1 = 0x0100, 0x0101
 MAIL = 0x0010
 GOOD = 0
@@ -329,3 +331,27 @@ async def test_reload_with_a_bigger_library_keeps_the_inventory(tmp_path: Path) 
         assert (await ini.execute(T0, TUR)).status in (GOOD, 2)
         r = await ini.execute(CHANGER, move(D0, S0 + 5))  # into a new slot
         assert r.status == GOOD, sense_triplet(r.sense)
+
+
+async def test_every_answered_move_survives_kill_9(tmp_path: Path) -> None:
+    """The inventory is written before MOVE MEDIUM answers: after kill -9 the
+    next start knows every move that was answered, and loads the drive again."""
+    answered: list[tuple[int, int]] = []
+    with pytest.raises(DaemonError):  # it did not exit cleanly: it was killed
+        async with library(tmp_path) as d, login(d) as ini:
+            for src, dst in ((S0, S1), (S2, S3), (S1, D1), (S3, S0)):
+                assert (await ini.execute(CHANGER, move(src, dst))).status == GOOD
+                answered.append((src, dst))
+            os.kill(d.pid, signal.SIGKILL)
+    assert len(answered) == 4
+    doc = json.loads((tmp_path / "state" / "library" / "lib0.json").read_text())
+    held = {e["address"]: e["barcode"] for e in doc["elements"]}
+    assert held == {D1: "A00001L8", S0: "A00002L8"}
+    async with library(tmp_path) as d, login(d) as ini:
+        assert await inventory(ini) == {D1: "A00001L8", S0: "A00002L8"}
+        for _ in range(50):  # the drive is loaded again as the changer starts
+            r = await ini.execute(T1, TUR)
+            if r.status == GOOD:
+                break
+            await trio.sleep(0.1)
+        assert r.status == GOOD
