@@ -81,6 +81,12 @@ class ActorDriveLink:
         peer = self.peers(self.name)
         return peer is not None and peer[0].running
 
+    def holds(self) -> Path | None:
+        peer = self.peers(self.name)
+        if peer is None or not peer[0].medium_present():
+            return None
+        return peer[0].cfg.path
+
     def identifier(self) -> bytes | None:
         peer = self.peers(self.name)
         if peer is None:

@@ -86,6 +86,10 @@ class DriveLink(Protocol):
         """The drive is running (READ ELEMENT STATUS: ACCESS, or EXCEPT)."""
         ...
 
+    def holds(self) -> Path | None:
+        """The cartridge the drive has loaded now (None: empty, or not known)."""
+        ...
+
     def identifier(self) -> bytes | None:
         """DVCID: T10 vendor ID (8), product ID (16), serial number, ASCII."""
         ...
@@ -105,6 +109,9 @@ class _NoDrive:
 
     def available(self) -> bool:
         return False
+
+    def holds(self) -> Path | None:
+        return None
 
     def identifier(self) -> bytes | None:
         return None
@@ -175,25 +182,45 @@ class ChangerDevice(ControlPageState, ReadinessSense, RemovableIdentity, MediumH
                 await self._save()
 
     async def restore_drives(self) -> None:
-        """After a start: load every drive with the cartridge the inventory says
-        it holds (the drives may still be starting: retried for a while)."""
+        """After a start: make the drives hold what the inventory says. A drive
+        the inventory fills is loaded (the drives may still be starting: retried
+        for a while); one that holds another cartridge of this library, which
+        the inventory puts elsewhere (a crash between a drive's load and the
+        inventory's write), is unloaded, so no cartridge is open in two drives.
+        A drive already holding its cartridge is left alone (its initiators may
+        be using it), as is a medium that is not this library's."""
         for element in list(self.library.elements(ElementType.DATA_TRANSFER)):
-            barcode = element.barcode
-            if barcode is None:
-                continue
+            link = self.link(element)
+            wanted = None if element.barcode is None else self.state.cartridge_path(element.barcode)
             for _ in range(100):
                 try:
-                    await self.link(element).load(self.state.cartridge_path(barcode))
-                    log.info("%s: %s reloaded into %s", self.name, barcode, describe(element))
+                    await self._restore(element, link, wanted)
                     break
                 except DriveUnavailable:
                     await trio.sleep(0.1)
-                except DriveOccupied:
-                    break  # already there (the drive kept it) or an operator's
-                except (ValueError, OSError) as exc:
-                    log.warning("%s: cannot reload %s into %s: %s", self.name, barcode,
-                                describe(element), exc)  # fmt: skip
+                except (MediumLocked, ValueError, OSError) as exc:
+                    log.warning("%s: cannot make %s hold %s: %s", self.name, describe(element),
+                                element.barcode or "nothing", exc)  # fmt: skip
                     break
+
+    async def _restore(self, element: Element, link: DriveLink, wanted: Path | None) -> None:
+        if not link.available():
+            raise DriveUnavailable(f"drive {element.drive} is not running")
+        held = link.holds()
+        if held == wanted:
+            return
+        if held is not None and held.parent == self.state.directory:
+            log.warning("%s: %s holds %s, which the inventory puts elsewhere: unloading it",
+                        self.name, describe(element), held.name)  # fmt: skip
+            await link.unload()
+        if wanted is not None:
+            try:
+                await link.load(wanted)
+                log.info("%s: %s reloaded into %s", self.name, element.barcode,
+                         describe(element))  # fmt: skip
+            except DriveOccupied:
+                log.warning("%s: %s holds a medium that is not this library's; %s stays "
+                            "recorded there", self.name, describe(element), element.barcode)
 
     # --- moves -----------------------------------------------------------------
 

@@ -615,6 +615,9 @@ class _Resolver:
                     self.fail(where, f'"{drive}" is a {handlers[drive]} device, not vtape')
                 elif drive in owner:
                     self.fail(where, f'"{drive}" is also a drive of library "{owner[drive]}"')
+                elif raw.devices[drive].path:
+                    self.fail(("devices", drive, "path"), f'"{drive}" is a drive of library '
+                              f'"{d.name}", whose changer loads it; remove path')  # fmt: skip
                 owner.setdefault(drive, d.name)
 
     def lun_map(

@@ -27,6 +27,7 @@ class FakeDevice:
 @attrs.frozen
 class FakeCfg:
     serial: str = "SER123"
+    path: Path | None = Path("/lib/A1")
 
 
 @attrs.define
@@ -76,6 +77,7 @@ async def test_load_and_unload_through_the_drive_actor() -> None:
     await drive.load(Path("/lib/A1"))
     assert actor.requests == [(True, Path("/lib/A1"), False)]
     assert lu.raised == [Asc.NOT_READY_TO_READY_CHANGE]
+    assert drive.holds() == Path("/lib/A1")
     with pytest.raises(DriveOccupied):
         await drive.load(Path("/lib/A2"))
     actor.locked = True
@@ -84,7 +86,7 @@ async def test_load_and_unload_through_the_drive_actor() -> None:
     actor.locked = False
     await drive.unload()
     assert actor.requests[-1] == (False, None, True)  # forget: a restart comes back empty
-    assert drive.available()
+    assert drive.available() and drive.holds() is None  # unloaded
     assert drive.identifier() == b"PYSCST  pyscst tape     SER123          "
 
 

@@ -69,6 +69,8 @@ def test_a_library_resolves_and_round_trips() -> None:
          "devices.lib0.size: vchanger takes"),
         (("slots = 8", "slots = 8\nrobots = 2"), "unknown key devices.lib0.library.robots"),
         (('[devices.lib0.library]', '[devices.t0.library]'), "devices.t0.library: only vchanger"),
+        (('[devices.t0]\nhandler = "vtape"', '[devices.t0]\nhandler = "vtape"\npath = "A1"'),
+         'devices.t0.path: "t0" is a drive of library "lib0", whose changer loads it'),
     ],
 )
 def test_mistakes_name_their_key(edit: tuple[str, str], expected: str) -> None:

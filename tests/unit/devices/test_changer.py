@@ -64,6 +64,9 @@ class FakeDrive:
     def available(self) -> bool:
         return self.up
 
+    def holds(self) -> Path | None:
+        return self.loaded
+
     def identifier(self) -> bytes | None:
         return b"PYSCST  pyscst tape      SER" + self.name.encode()
 
@@ -396,3 +399,20 @@ def test_any_cdb_answers_with_a_status_and_keeps_each_cartridge_once(
         assert held == ["A00001", "A00002"]
 
     trio.run(main)
+
+
+async def test_restore_makes_the_drives_hold_what_the_inventory_says(tmp_path: Path) -> None:
+    device, drives = changer(tmp_path)
+    assert (await run_cdb(device, move(S0, D0))).error is None
+    # a changer crash between t1's load and the inventory's write: t1 holds
+    # A00002, which the inventory still puts in slot 3; t0 lost its cartridge
+    drives["t1"].loaded = device.state.cartridge_path("A00002")
+    drives["t0"].loaded = None
+    await device.restore_drives()
+    assert drives["t1"].loaded is None and drives["t1"].log[-1] == "unload A00002"
+    assert drives["t0"].loaded == device.state.cartridge_path("A00001")
+    # a drive already holding its cartridge is left alone; a foreign medium too
+    drives["t0"].log.clear()
+    drives["t1"].loaded = Path("/elsewhere/tape")
+    await device.restore_drives()
+    assert drives["t0"].log == [] and drives["t1"].loaded == Path("/elsewhere/tape")
