@@ -118,7 +118,7 @@ async def _open_cartridge(
         with dir_beneath(path, roots if roots is not None else (path.parent,)) as walked:
             fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=walked)
         try:
-            return open_cartridge(path, cfg.read_only, dir_fd=fd)
+            return open_cartridge(path, dir_fd=fd)  # read_only is the drive's (below)
         except CartridgeError as exc:
             raise ValueError(str(exc)) from None
 
@@ -127,7 +127,9 @@ async def _open_cartridge(
 
 def _tape(cfg: DeviceSettings, store: BackingStore) -> DeviceType:
     cartridge = store if isinstance(store, TapeCartridge) else None
-    return TapeDevice(cfg.name, cartridge, serial=cfg.serial or None)
+    drive = TapeDevice(cfg.name, cartridge, serial=cfg.serial or None)
+    drive.read_only = cfg.read_only
+    return drive
 
 
 async def _open_library(

@@ -58,8 +58,10 @@ EARLY_WARNING_MIN = 1 << 20
 
 
 def empty_drive() -> BackingStore:
-    """What the store is while no cartridge is in the drive (never read)."""
-    return NullStore(512, read_only=True)
+    """What the store is while no cartridge is in the drive (never read or
+    written: no medium; not read-only, so a live read_only edit has nothing
+    to reopen)."""
+    return NullStore(512)
 
 
 @attrs.define

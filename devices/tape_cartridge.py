@@ -289,7 +289,11 @@ class TapeCartridge:
 
     @property
     def read_only(self) -> bool:
-        return self.write_protected
+        """Opened read-only (its files could not be opened for writing). The
+        store's view: a drive made read-only by the operator keeps its
+        cartridge open for writing and refuses writes itself, so toggling
+        ``read_only`` live never reopens the medium under the drive."""
+        return self._read_only
 
     @property
     def mam(self) -> dict[str, Any]:
@@ -542,7 +546,13 @@ def open_cartridge(
         raise CartridgeError(f"{where}: {exc.strerror or exc}") from None
     try:
         meta = read_meta(where, fd)
-        parts = _open_partitions(where, fd, list(meta["partitions"]), read_only)
+        try:
+            parts = _open_partitions(where, fd, list(meta["partitions"]), read_only)
+        except OSError as exc:
+            if read_only or exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            read_only = True  # a write-protected directory or filesystem
+            parts = _open_partitions(where, fd, list(meta["partitions"]), read_only)
     except OSError as exc:
         os.close(fd)
         raise CartridgeError(f"{where}: {exc.strerror or exc}") from None

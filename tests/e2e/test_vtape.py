@@ -292,3 +292,13 @@ async def test_hostile_loads_and_a_corrupt_cartridge_never_hurt_the_drive(tmp_pa
         r = await ini.execute(1, c6(0x08, 0, 1000), read_length=1000)
         assert sense_triplet(r.sense) == (0x3, 0x11, 0x00)
         assert (await ini.execute(0, TUR)).status == GOOD  # the other drive is untouched
+        # read-only live, both ways: the cartridge stays in, position and all
+        assert (await ini.execute(0, c6(0x0A, 0, 10), data_out=b"x" * 10)).status == GOOD
+        await admin.ok("device", "set", "tape0", "--read-only")
+        await ini.execute(0, TUR)  # MODE PARAMETERS CHANGED
+        r = await ini.execute(0, c6(0x0A, 0, 10), data_out=b"y" * 10)
+        assert sense_triplet(r.sense) == (0x7, 0x27, 0x00)
+        await admin.ok("device", "set", "tape0", "--writable")
+        await ini.execute(0, TUR)
+        assert (await ini.execute(0, c6(0x0A, 0, 10), data_out=b"z" * 10)).status == GOOD
+        assert await read_position(ini, 0) == (0, 2, 0)

@@ -528,3 +528,57 @@ async def test_barcode_attribute_and_descriptor_sense_stream_bits(tmp_path: Path
     assert fixed[2] == 0x20 and fixed[0] == 0xF0 and fixed[3:7] == (54).to_bytes(4, "big")
     desc = out.sense.encode(descriptor=True)
     assert desc[0] == 0x72 and bytes((0x04, 0x02, 0x00, 0x20)) in desc  # stream descriptor
+
+
+async def test_sequential_filemarks_erase_and_filemarks_16(tmp_path: Path) -> None:
+    d = drive(tmp_path)
+    # objects: 0 a, 1 FM, 2 b, 3 FM, 4 FM, 5 c, 6 FM, 7 FM, EOD 8
+    await write(d, b"a")
+    await filemarks(d)
+    await write(d, b"b")
+    await filemarks(d, 2)
+    await write(d, b"c")
+    fm16 = bytes((0x80, 0, 0, 0)) + struct.pack(">Q", 6) + (2).to_bytes(3, "big") + b"\0"
+    assert (await run_cdb(d, fm16)).status == Status.GOOD
+    assert d.part.eod == 8
+    wrong = bytes((0x80, 0, 0, 0)) + struct.pack(">Q", 3) + (1).to_bytes(3, "big") + b"\0"
+    out = await run_cdb(d, wrong)  # not where the tape is
+    assert out.sense is not None and out.sense.field_pointer is not None
+    assert out.sense.field_pointer.byte == 4
+    await rewind(d)
+    assert (await space(d, 2, 2)).status == Status.GOOD  # the first pair: after object 4
+    assert (await position(d))[2] == 5
+    assert (await space(d, 2, 2)).status == Status.GOOD  # the next pair
+    assert (await position(d))[2] == 8
+    assert (await space(d, 2, -2)).status == Status.GOOD  # back: BOP side of 6-7
+    assert (await position(d))[2] == 6
+    out = await space(d, 2, 3)  # no run of three
+    assert sense_of(out)[:3] == (SenseKey.BLANK_CHECK, 0, 5)
+    # ERASE at object 2 leaves end-of-data there
+    await rewind(d)
+    await space(d, 0, 2)
+    assert (await run_cdb(d, c6(0x19, 0x01))).status == Status.GOOD
+    assert d.part.eod == 2 and d.part.filemarks.tolist() == [1]
+
+
+async def test_read_position_reports_the_early_warning_zone(tmp_path: Path) -> None:
+    d = drive(tmp_path, capacity=MIB)
+    for _ in range(14):
+        await write(d, bytes(60 * 1024))
+    flags, _, block = await position(d)
+    assert block == 14 and flags & 0x40 and flags & 0x01  # EOP, BPEW
+    out = await run_cdb(d, bytes((0x34, 0x06)) + bytes(8))
+    assert out.data is not None and out.data[0] & 0x41 == 0x41
+
+
+async def test_fixed_verify_and_fixed_read_of_a_wrong_length_record(tmp_path: Path) -> None:
+    d = drive(tmp_path)
+    await write(d, b"v" * 100)  # a variable record
+    await mode_select_block_size(d, 512)
+    await write(d, bytes(1024), fixed=True)
+    await rewind(d)
+    out = await read(d, 2, fixed=True)  # the 100-byte record is not a 512-byte block
+    assert sense_of(out) == (SenseKey.NO_SENSE, 0, 0, 0x20, 2)
+    assert (await position(d))[2] == 1  # past the incorrect-length record
+    assert (await run_cdb(d, c6(0x13, 0x01, 2))).status == Status.GOOD  # VERIFY fixed
+    assert (await position(d))[2] == 3
