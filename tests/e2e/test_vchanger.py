@@ -117,6 +117,13 @@ async def test_moves_load_and_unload_the_drives(tmp_path: Path) -> None:
     async with library(tmp_path) as d, login(d) as ini:
         r = await ini.execute(CHANGER, bytes((0x12, 0, 0, 0, 96, 0)), read_length=96)
         assert r.data is not None and r.data[0] == 0x08 and r.data[1] & 0x80
+        # REPORT SUPPORTED OPERATION CODES comes from the same table
+        rsoc = struct.pack(">BBBBHIBB", 0xA3, 0x0C, 0, 0, 0, 4096, 0, 0)
+        r = await ini.execute(CHANGER, rsoc, read_length=4096)
+        assert r.status == GOOD and r.data is not None
+        listed = {r.data[i] for i in range(4, 4 + struct.unpack_from(">I", r.data)[0], 8)}
+        assert {0x07, 0x1B, 0x1E, 0x2B, 0x37, 0xA5, 0xA6, 0xB8} <= listed
+        assert not {0x28, 0x2A, 0x08, 0x0A} & listed  # no block or stream I/O
         assert await inventory(ini) == {S0: "A00001L8", S2: "A00002L8"}
         r = await ini.execute(T0, TUR)
         assert sense_triplet(r.sense) == NO_MEDIUM
