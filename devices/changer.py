@@ -164,15 +164,18 @@ class ChangerDevice(ControlPageState, ReadinessSense, RemovableIdentity, MediumH
         link = self.link(element)
         return link.available(), link.identifier()
 
-    def recheck(self, elements: Iterable[Element]) -> None:
+    async def recheck(self, elements: Iterable[Element]) -> None:
         """INITIALIZE ELEMENT STATUS: a cartridge whose directory vanished from
         the library directory is logged (the element keeps its barcode: an
         operator removed the file, not the cartridge from the element)."""
-        for element in elements:
-            if element.barcode is not None:
-                if not self.state.cartridge_path(element.barcode).is_dir():
-                    log.warning("%s: %s holds %s, whose cartridge directory is missing",
-                                self.name, describe(element), element.barcode)  # fmt: skip
+        held = [(e, self.state.cartridge_path(e.barcode)) for e in elements if e.barcode]
+
+        def missing() -> list[Element]:
+            return [e for e, path in held if not path.is_dir()]
+
+        for element in await trio.to_thread.run_sync(missing):
+            log.warning("%s: %s holds %s, whose cartridge directory is missing",
+                        self.name, describe(element), element.barcode)  # fmt: skip
 
     async def set_door(self, element: Element, open_: bool) -> None:
         """OPEN/CLOSE IMPORT/EXPORT ELEMENT (saved: an open door stays open)."""

@@ -279,7 +279,7 @@ async def handle_initialize_element_status(
 ) -> Buffer | None:
     """INITIALIZE ELEMENT STATUS: the inventory is always exact; re-reading it
     is checking that every cartridge's directory is still there."""
-    dev.recheck(dev.library.elements())
+    await dev.recheck(dev.library.elements())
     return None
 
 
@@ -295,7 +295,7 @@ async def handle_initialize_with_range(
         if dev.library.element(start) is None:
             raise invalid_element_address(2)
         elements = [e for e in dev.library.elements() if e.address >= start][:count]
-    dev.recheck(elements)
+    await dev.recheck(elements)
     return None
 
 

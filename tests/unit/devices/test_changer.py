@@ -4,6 +4,7 @@ disk, with fake drive links standing in for the drives' actors."""
 from __future__ import annotations
 
 import json
+import shutil
 import struct
 from pathlib import Path
 
@@ -292,9 +293,13 @@ async def test_mode_pages_describe_the_library(tmp_path: Path) -> None:
     assert codes == [0x0A, 0x1C, 0x1D, 0x1E, 0x1F]
 
 
-async def test_initialize_and_position(tmp_path: Path) -> None:
+async def test_initialize_and_position(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     device, _ = changer(tmp_path)
-    assert (await run_cdb(device, bytes(6)[:0] + bytes((0x07, 0, 0, 0, 0, 0)))).error is None
+    assert (await run_cdb(device, bytes((0x07, 0, 0, 0, 0, 0)))).error is None
+    assert "missing" not in caplog.text
+    shutil.rmtree(tmp_path / "lib" / "A00002")
+    assert (await run_cdb(device, bytes((0x07, 0, 0, 0, 0, 0)))).error is None
+    assert "holds A00002, whose cartridge directory is missing" in caplog.text
     ranged = struct.pack(">BBHHHBB", 0x37, 1, 0x7777, 0, 2, 0, 0)
     check(await run_cdb(device, ranged), SenseKey.ILLEGAL_REQUEST, 0x21, 0x01, 2)
     ranged = struct.pack(">BBHHHBB", 0x37, 1, S0, 0, 2, 0, 0)
