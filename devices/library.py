@@ -145,6 +145,8 @@ class Library:
                 address = first + i
                 drive = layout.drives[i] if kind is ElementType.DATA_TRANSFER else None
                 self._elements[address] = Element(address, kind, drive=drive)
+        #: every element in address order (the layout never changes)
+        self._ordered = [self._elements[a] for a in sorted(self._elements)]
         #: cartridges the library knows that are in no element (exported, or
         #: created but not imported yet): barcode -> nothing, ordered
         self.shelf: dict[str, None] = {}
@@ -156,9 +158,11 @@ class Library:
 
     def elements(self, kind: ElementType = ElementType.ALL) -> Iterator[Element]:
         """Elements of ``kind`` (ALL: every one) in address order."""
-        for address in sorted(self._elements):
-            element = self._elements[address]
-            if kind is ElementType.ALL or element.kind is kind:
+        if kind is ElementType.ALL:
+            yield from self._ordered
+            return
+        for element in self._ordered:
+            if element.kind is kind:
                 yield element
 
     def where(self, barcode: str) -> Element | None:

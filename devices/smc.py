@@ -170,34 +170,43 @@ def element_status(
     voltag: bool,
     dvcid: bool,
     facts: DriveFacts,
+    limit: int | None = None,
 ) -> tuple[bytes, int]:
-    """READ ELEMENT STATUS data (untruncated) and how many elements it reports.
+    """READ ELEMENT STATUS data and how many elements it reports.
 
     At most ``count`` elements of ``kind`` (ALL: every type) whose address is
     at least ``start``, in address order; one element status page per run of
     one type. The header's BYTE COUNT OF REPORT AVAILABLE covers all of it
-    (SMC-3 r15 6.12.2: the allocation length truncates, it does not adjust)."""
+    (SMC-3 r15 6.12.2: the allocation length truncates, it does not adjust),
+    so it is counted, not rendered: only the first ``limit`` bytes (the
+    allocation length; None: all) are built, and a 64 K-element library asked
+    for 8 bytes costs no more than the walk over its elements."""
     chosen: list[Element] = []
     for element in library.elements(kind):
         if len(chosen) >= count:
             break
         if element.address >= start:
             chosen.append(element)
-    pages = bytearray()
-    i = 0
-    while i < len(chosen):
-        page_kind = chosen[i].kind
-        run: list[Element] = []
-        while i < len(chosen) and chosen[i].kind is page_kind:
-            run.append(chosen[i])
-            i += 1
-        body = b"".join(_descriptor(e, voltag, dvcid, facts) for e in run)
-        length = _descriptor_length(page_kind, voltag, dvcid)
-        pages += struct.pack(">BBHB", page_kind, 0x80 if voltag else 0, length, 0)
-        pages += len(body).to_bytes(3, "big") + body
+    runs: list[tuple[ElementType, list[Element]]] = []
+    for element in chosen:
+        if not runs or runs[-1][0] is not element.kind:
+            runs.append((element.kind, []))
+        runs[-1][1].append(element)
+    lengths = [_descriptor_length(k, voltag, dvcid) for k, _ in runs]
+    total = sum(8 + length * len(run) for length, (_, run) in zip(lengths, runs, strict=True))
     first = chosen[0].address if chosen else 0
-    header = struct.pack(">HHB", first, len(chosen), 0) + len(pages).to_bytes(3, "big")
-    return header + bytes(pages), len(chosen)
+    out = bytearray(struct.pack(">HHB", first, len(chosen), 0) + total.to_bytes(3, "big"))
+    budget = 8 + total if limit is None else min(limit, 8 + total)
+    for length, (page_kind, run) in zip(lengths, runs, strict=True):
+        if len(out) >= budget:
+            break
+        out += struct.pack(">BBHB", page_kind, 0x80 if voltag else 0, length, 0)
+        out += (length * len(run)).to_bytes(3, "big")
+        for element in run:
+            if len(out) >= budget:
+                break
+            out += _descriptor(element, voltag, dvcid, facts)
+    return bytes(out[:budget]), len(chosen)
 
 
 async def handle_read_element_status(

@@ -366,6 +366,10 @@ def test_element_status_framing_holds_for_any_request(
         library, kind, start, count, voltag, dvcid, lambda e: (True, b"V" * 50)
     )
     walked = _walk(data)
+    for limit in (0, 7, 8, 9, 20, 100, len(data), len(data) + 5):
+        cut, _ = element_status(library, kind, start, count, voltag, dvcid,
+                                lambda e: (True, b"V" * 50), limit)  # fmt: skip
+        assert cut == data[:limit]  # rendered only as far as asked, same bytes
     wanted = [e.address for e in library.elements(kind) if e.address >= start][:count]
     assert [a for *_, a in walked] == wanted and reported == len(wanted)
     assert struct.unpack_from(">HH", data) == (wanted[0] if wanted else 0, len(wanted))
