@@ -228,55 +228,61 @@ class ChangerDevice(ControlPageState, ReadinessSense, RemovableIdentity, MediumH
     # --- moves -----------------------------------------------------------------
 
     async def move(self, source: int, destination: int, fields: Mapping[str, int]) -> None:
-        """MOVE MEDIUM: the rules, the drives, then the inventory (saved)."""
+        """MOVE MEDIUM: the rules, the drives, then the inventory (saved). Once
+        the robot moves, an abort waits for it to finish: a move is never left
+        half-way between the drives and the inventory."""
         async with self._robot:
             try:
                 src, dst = self.library.check_move(source, destination)
             except MoveRefused as exc:
                 raise refusal_sense(exc, fields) from None
-            await self._carry(src, dst)
-            self.library.move(source, destination)
-            await self._save()
+            with trio.CancelScope(shield=True):
+                await self._step(src, dst, fields.get("destination", 6))
+                await self._save()
 
     async def exchange(
         self, source: int, first: int, second: int, fields: Mapping[str, int]
     ) -> None:
         """EXCHANGE MEDIUM: first's cartridge goes to the picker, source's to
-        first, then the picker's to second (which may be the source)."""
+        first, then the picker's to second (which may be the source). A step
+        that fails undoes the ones before it where it can (shielded, as a move)."""
         async with self._robot:
             try:
                 src, one, two = self.library.check_exchange(source, first, second)
             except MoveRefused as exc:
                 raise refusal_sense(exc, fields) from None
             picker = self.library.transport
-            if picker.full:  # only ever between the steps below
+            if picker.full:  # a cartridge left there by an exchange that failed twice
                 raise positioning_error()
-            await self._carry(one, picker)
-            self.library.move(one.address, picker.address)
-            try:
-                await self._carry(src, one)
-            except BaseException:
-                with trio.CancelScope(shield=True):
-                    try:  # put the first cartridge back where it was
-                        await self._carry(picker, one)
-                        self.library.move(picker.address, one.address)
-                    except (ScsiError, OSError, ValueError):
-                        log.error("%s: exchange failed half-way; %s holds %s", self.name,
-                                  describe(picker), picker.barcode)  # fmt: skip
-                    await self._save(quiet=True)
-                raise
-            self.library.move(src.address, one.address)
-            try:
-                await self._carry(picker, two, fields.get("second destination", 8))
-            except BaseException:
-                with trio.CancelScope(shield=True):
-                    # the source is empty now: the picker puts its cartridge there
-                    self.library.move(picker.address, src.address)
-                    await self._save(quiet=True)
-                raise
-            self.library.move(picker.address, two.address)
-            two.source = one.address  # where it came from, not the picker it passed
-            await self._save()
+            with trio.CancelScope(shield=True):
+                await self._step(one, picker)
+                try:
+                    await self._step(src, one, fields.get("first destination", 6))
+                except ScsiError:
+                    await self._undo(picker, one)
+                    raise
+                try:
+                    await self._step(picker, two, fields.get("second destination", 8))
+                except ScsiError:
+                    await self._undo(picker, src)  # the source is empty now
+                    raise
+                two.source = one.address  # where it came from, not the picker it passed
+                await self._save()
+
+    async def _step(self, src: Element, dst: Element, dst_byte: int = 6) -> None:
+        """One move of the robot: the drives, then the inventory (not yet saved)."""
+        await self._carry(src, dst, dst_byte)
+        self.library.move(src.address, dst.address)
+
+    async def _undo(self, picker: Element, back: Element) -> None:
+        """Put the picker's cartridge into ``back`` after a failed step; if even
+        that fails, it stays in the picker (READ ELEMENT STATUS shows it)."""
+        try:
+            await self._step(picker, back)
+        except ScsiError:
+            log.error("%s: exchange failed half-way; %s holds %s", self.name,
+                      describe(picker), picker.barcode)  # fmt: skip
+        await self._save(quiet=True)
 
     async def _carry(self, src: Element, dst: Element, dst_byte: int = 6) -> None:
         """The drive half of a move: unload the source drive, load the destination."""

@@ -425,3 +425,24 @@ async def test_restore_makes_the_drives_hold_what_the_inventory_says(tmp_path: P
     drives["t1"].loaded = Path("/elsewhere/tape")
     await device.restore_drives()
     assert drives["t0"].log == [] and drives["t1"].loaded == Path("/elsewhere/tape")
+
+
+async def test_an_abort_waits_for_the_robot(tmp_path: Path) -> None:
+    """Cancelling MOVE MEDIUM (ABORT TASK, LUN RESET) while the drive loads
+    leaves no half-move: the load, the inventory and its file all agree."""
+    device, drives = changer(tmp_path)
+    slow = drives["t0"]
+    original = slow.load
+
+    async def slow_load(cartridge: Path) -> None:
+        await trio.sleep(0.2)
+        await original(cartridge)
+
+    slow.load = slow_load  # type: ignore[method-assign]
+    began = trio.current_time()
+    with trio.move_on_after(0.05):
+        await run_cdb(device, move(S0, D0))
+    assert trio.current_time() - began >= 0.2  # the cancel waited for the robot
+    assert slow.loaded is not None and device.library.where("A00001").address == D0  # type: ignore[union-attr]
+    saved = LibraryStore.open(settings(tmp_path), tmp_path / "lib", (tmp_path,))
+    assert saved.library.where("A00001").address == D0  # type: ignore[union-attr]
