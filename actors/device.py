@@ -154,7 +154,10 @@ class DeviceActor:
         # (an actor that crashes or goes offline before it gets to the request
         # must not hang the admin plane, which holds its edit lock meanwhile)
         with trio.move_on_after(REQUEST_TIMEOUT):
-            result: object = await reply_recv.receive()
+            try:
+                result: object = await reply_recv.receive()
+            except trio.EndOfChannel:
+                return ValueError(f"{self.name} stopped before it answered")
             return result
         return TimeoutError(f"{self.name} did not answer within {REQUEST_TIMEOUT:g} s")
 
@@ -202,6 +205,11 @@ class DeviceActor:
                     except Exception as exc:  # the requester reports it; the device lives on
                         log.warning("%s: %r refused: %s", self.name, envelope.message, exc)
                         reply_to(envelope.reply, exc)
+                    except BaseException:
+                        # stopped mid-request (offline, shutdown): the requester
+                        # hears at once that no answer comes, not after its timeout
+                        envelope.reply.close()
+                        raise
                     else:
                         reply_to(envelope.reply, result)
                 nursery.cancel_scope.cancel()
@@ -296,7 +304,10 @@ class DeviceActor:
         message = ChangeMedium(load, path, forget)
         await self._mailbox_send.send(Envelope(message, reply_send))
         with trio.move_on_after(REQUEST_TIMEOUT):
-            result = await reply_recv.receive()
+            try:
+                result = await reply_recv.receive()
+            except trio.EndOfChannel:
+                raise ValueError(f"{self.name} stopped before it answered") from None
             if isinstance(result, Exception):
                 raise result
             return bool(result)

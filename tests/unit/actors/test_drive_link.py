@@ -9,9 +9,15 @@ from typing import Any
 
 import attrs
 import pytest
+import trio
 
+from pyscst.actors.device import DeviceActor
 from pyscst.actors.drive_link import ActorDriveLink
-from pyscst.devices.changer import DriveOccupied, DriveUnavailable
+from pyscst.actors.messages import OperateLibrary
+from pyscst.devices.changer import ChangerDevice, DriveOccupied, DriveUnavailable
+from pyscst.devices.device_config import DeviceConfig
+from pyscst.devices.library import LibraryLayout
+from pyscst.devices.library_store import LibrarySettings
 from pyscst.devices.medium import MediumLocked
 from pyscst.scsi.inquiry import StandardInquiry
 from pyscst.scsi.sense import Asc
@@ -104,3 +110,33 @@ async def test_a_drive_that_is_gone_or_goes_down() -> None:
     with pytest.raises(ValueError, match="not a cartridge"):
         await link(refusing, lu).load(Path("/lib/A1"))
     assert lu.raised == []
+
+
+async def test_a_request_to_a_device_actor_that_stops_mid_way_ends_at_once(
+    tmp_path: Path,
+) -> None:
+    """A device actor stopped while it handles a request (offline, shutdown)
+    closes that request's reply: the caller (a changer's move, the admin plane)
+    hears it at once instead of waiting out the request timeout."""
+    settings = LibrarySettings(LibraryLayout(slots=2), tmp_path / "library" / "lib.json")
+    cfg = DeviceConfig("lib", "vchanger", 0, path=tmp_path / "lib", library=settings)
+    actor = DeviceActor(cfg, roots=(tmp_path,))
+    answers: list[object] = []
+    async with trio.open_nursery() as outer:
+        async with trio.open_nursery() as inner:
+            await inner.start(actor.run)
+            device = actor.current()
+            assert isinstance(device, ChangerDevice)
+            await device._robot.acquire()  # the robot is busy: the request waits inside
+
+            async def ask() -> None:
+                answers.append(await actor.request(OperateLibrary("import", "A1")))
+
+            outer.start_soon(ask)
+            await trio.sleep(0.1)
+            began = trio.current_time()
+            inner.cancel_scope.cancel()  # the actor stops mid-request
+        await trio.sleep(0.1)
+        assert answers and isinstance(answers[0], ValueError), answers
+        assert "stopped before it answered" in str(answers[0])
+        assert trio.current_time() - began < 5
