@@ -96,7 +96,7 @@ MIB = 1 << 20
 # --- READ, WRITE, VERIFY ------------------------------------------------------------
 
 
-def _read_variable(dev: TapeDevice, n: int, sili: bool) -> Buffer:
+async def _read_variable(dev: TapeDevice, n: int, sili: bool) -> Buffer:
     """One record of up to ``n`` bytes (READ / VERIFY with FIXED=0)."""
     err = dev.medium_error_here(n)
     if err is not None:
@@ -110,7 +110,7 @@ def _read_variable(dev: TapeDevice, n: int, sili: bool) -> Buffer:
         raise filemark_detected(n)
     length = part.length(pos)
     buf = bytearray(min(n, length))
-    dev.read_record(memoryview(buf))
+    await dev.read_record(memoryview(buf))
     data = buf
     if length == n:
         return data
@@ -123,7 +123,7 @@ def _read_variable(dev: TapeDevice, n: int, sili: bool) -> Buffer:
     raise incorrect_length(n - length, bytes(buf))
 
 
-def _read_fixed(dev: TapeDevice, count: int) -> Buffer:
+async def _read_fixed(dev: TapeDevice, count: int) -> Buffer:
     """``count`` blocks of the fixed block length (READ / VERIFY with FIXED=1)."""
     bs = dev.block_size
     out = bytearray(count * bs)
@@ -143,9 +143,9 @@ def _read_fixed(dev: TapeDevice, count: int) -> Buffer:
         length = part.length(pos)
         if length != bs:
             scratch = bytearray(min(length, bs))
-            dev.read_record(memoryview(scratch))
+            await dev.read_record(memoryview(scratch))
             raise incorrect_length(count - i, bytes(out[: i * bs]))
-        dev.read_record(view[i * bs : (i + 1) * bs])
+        await dev.read_record(view[i * bs : (i + 1) * bs])
     return out
 
 
@@ -178,8 +178,8 @@ async def handle_read_6(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -> 
         return None
     await dev.synchronize()
     if fixed:
-        return _read_fixed(dev, count)
-    return _read_variable(dev, count, sili)
+        return await _read_fixed(dev, count)
+    return await _read_variable(dev, count, sili)
 
 
 async def handle_write_6(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | None:
@@ -222,7 +222,7 @@ async def handle_verify_6(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -
         dev.check_ready()
     await dev.synchronize()
     try:
-        got = _read_fixed(dev, count) if fixed else _read_variable(dev, count, False)
+        got = await (_read_fixed(dev, count) if fixed else _read_variable(dev, count, False))
     except ScsiError as exc:
         exc.data = None
         raise

@@ -400,20 +400,29 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense):
                                 information=residue)  # fmt: skip
         return None
 
-    def read_record(self, buf: memoryview) -> int:
+    async def read_record(self, buf: memoryview) -> int:
         """Read the record at the position into ``buf`` (truncated to it);
-        its full length. The caller has checked it is a record."""
+        its full length. The caller has checked it is a record. From the page
+        cache inline; what is not cached is read in a worker thread, so a
+        cold cartridge never stalls the event loop."""
+        cart = self.cartridge
         part = self.part
+        index = self.position
         try:
-            n = part.read(self.position, buf)
+            n = part.read(index, buf, nowait=True)
+            if n is None:
+                n = await trio.to_thread.run_sync(part.read, index, buf)
         except OSError as exc:
             log.error("%s: read of %s failed: %s", self.name, part.path, exc)
             self.counters.read_errors += 1
             raise stream_error(SenseKey.MEDIUM_ERROR, Asc.UNRECOVERED_READ_ERROR) from exc
-        self.position += 1
+        if self.cartridge is not cart:  # the operator took it out meanwhile
+            raise ScsiError.check(SenseKey.NOT_READY, Asc.MEDIUM_NOT_PRESENT)
+        assert n is not None
+        self.position = index + 1
         self.counters.records_read += 1
         self.account_read(n)
-        return part.length(self.position - 1)
+        return part.length(index)
 
     # --- fault injection ---------------------------------------------------------------
 

@@ -582,3 +582,19 @@ async def test_fixed_verify_and_fixed_read_of_a_wrong_length_record(tmp_path: Pa
     assert (await position(d))[2] == 1  # past the incorrect-length record
     assert (await run_cdb(d, c6(0x13, 0x01, 2))).status == Status.GOOD  # VERIFY fixed
     assert (await position(d))[2] == 3
+
+
+async def test_uncached_reads_go_to_a_thread_with_the_same_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyscst.devices import tape_cartridge
+
+    monkeypatch.setattr(tape_cartridge, "_NOWAIT", 0)  # as if nothing were cached
+    d = drive(tmp_path)
+    await write(d, b"cold" * 100)
+    await write(d, b"x" * 10)
+    await rewind(d)
+    assert (await read(d, 400)).data == b"cold" * 100
+    out = await read(d, 20)
+    assert sense_of(out) == (SenseKey.NO_SENSE, 0, 0, 0x20, 10)
+    assert out.error is not None and out.error.data == b"x" * 10
