@@ -37,6 +37,7 @@ from pyscst.devices.ssc_position import (
 )
 from pyscst.devices.ssc_settings import (
     handle_format_medium,
+    handle_log_select,
     handle_log_sense,
     handle_mode_select,
     handle_mode_sense,
@@ -83,6 +84,7 @@ LOAD_UNLOAD = 0x1B
 LOCATE_10 = 0x2B
 READ_POSITION = 0x34
 REPORT_DENSITY_SUPPORT = 0x44
+LOG_SELECT = 0x4C
 LOG_SENSE = 0x4D
 WRITE_FILEMARKS_16 = 0x80
 READ_ATTRIBUTE = 0x8C
@@ -330,6 +332,8 @@ def _specs() -> list[OpSpec]:
         OpSpec(REPORT_DENSITY_SUPPORT, None, "REPORT DENSITY SUPPORT", 10,
                mask("44 01 00 00 00 00 00 ff ff 00"),
                IN, handle_report_density_support, F.NONE, R.READ, timeouts=short),
+        OpSpec(LOG_SELECT, None, "LOG SELECT", 10, mask("4c 03 c0 00 00 00 00 ff ff 00"),
+               OUT, handle_log_select, F.SERIALIZING, R.WRITE, timeouts=short),
         OpSpec(LOG_SENSE, None, "LOG SENSE", 10, mask("4d 01 ff ff 00 ff ff ff ff 00"),
                IN, handle_log_sense, F.SERIALIZING, R.READ, timeouts=short),
         OpSpec(Op.MODE_SELECT_10, None, "MODE SELECT(10)", 10,

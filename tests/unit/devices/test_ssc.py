@@ -598,3 +598,18 @@ async def test_uncached_reads_go_to_a_thread_with_the_same_answers(
     out = await read(d, 20)
     assert sense_of(out) == (SenseKey.NO_SENSE, 0, 0, 0x20, 10)
     assert out.error is not None and out.error.data == b"x" * 10
+
+
+async def test_log_select_pcr_resets_the_counters(tmp_path: Path) -> None:
+    d = drive(tmp_path)
+    await write(d, b"z" * 4096)
+    d.tapealert = 1 << 3
+    ctx = FakeContext()
+    out = await run_cdb(d, bytes((0x4C, 0x02, 0x40, 0, 0, 0, 0, 0, 0, 0)), ctx=ctx)
+    assert out.status == Status.GOOD and d.counters.bytes_written == 0 and d.tapealert == 0
+    assert ctx.notified_others == [Asc.PARAMETERS_CHANGED]
+    out = await run_cdb(d, bytes((0x4C, 0x02, 0x40, 0, 0, 0, 0, 0, 8, 0)), data_out=bytes(8))
+    assert out.sense is not None and out.sense.field_pointer is not None
+    assert (out.sense.field_pointer.byte, out.sense.field_pointer.bit) == (1, 1)
+    out = await run_cdb(d, bytes((0x4C, 0x01, 0x40, 0, 0, 0, 0, 0, 0, 0)))  # SP
+    assert out.sense is not None and out.sense.field_pointer is not None
