@@ -64,7 +64,6 @@ async def handle_format_medium(
         raise ScsiError.check(SenseKey.ILLEGAL_REQUEST, Asc.POSITION_PAST_BEGINNING_OF_MEDIUM)
     total = cart.capacity
     sizes = [total] if fmt == 0 else partition_sizes(dev, total)
-    await dev.motion()
     try:
         cart.reformat(sizes)
     except OSError as exc:

@@ -79,17 +79,15 @@ class TapeCounters:
 
 @attrs.define
 class TapeFaults:
-    """Tape faults the operator armed (actors/faults.py reaches them through
-    admin): one-shot MEDIUM ERRORs at an object number, an early end of
-    medium, TapeAlert flags and a drive that asks for cleaning."""
+    """Tape faults a ``tape`` fault rule armed (``TapeDevice.arm_fault``):
+    one-shot MEDIUM ERRORs at an object number and an early end of medium
+    (TapeAlert flags and cleaning are the drive's own state)."""
 
     #: object numbers (current partition) whose read / write fails once
     read_error_at: set[int] = attrs.Factory(set)
     write_error_at: set[int] = attrs.Factory(set)
     #: bytes after which a partition's physical end comes (None: its capacity)
     early_end: int | None = None
-    #: seconds LOAD, UNLOAD, REWIND, LOCATE take
-    motion_delay: float = 0.0
 
 
 class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense):
@@ -376,11 +374,6 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense):
             log.error("%s: sync of %s failed: %s", self.name, cart.barcode, exc)
             raise ScsiError.check(SenseKey.MEDIUM_ERROR, Asc.WRITE_ERROR) from exc
         self.unsynced = False
-
-    async def motion(self) -> None:
-        """A slow mechanism (fault injection): LOAD, UNLOAD, REWIND, LOCATE wait."""
-        if self.faults.motion_delay > 0:
-            await trio.sleep(self.faults.motion_delay)
 
     # --- reading -----------------------------------------------------------------------
 
