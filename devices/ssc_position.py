@@ -11,8 +11,6 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from pyscst.devices.disk_sense import removal_prevented
-from pyscst.devices.medium import MediumLocked
 from pyscst.devices.tape_pages import DEVICE_CONFIGURATION
 from pyscst.devices.tape_sense import (
     beginning_of_partition,
@@ -50,10 +48,8 @@ async def handle_load_unload(
         raise ScsiError.invalid_field_in_cdb(4, 1)  # RETEN
     await dev.synchronize()
     if b4 & 0x01:
-        try:
-            dev.load()
-        except MediumLocked:
-            raise removal_prevented() from None
+        if dev.load():  # threaded again: the other nexuses hear it (SPC-4 28/00)
+            ctx.notify_others(Asc.NOT_READY_TO_READY_CHANGE)
         dev.partition = dev.position = 0
     else:
         dev.unload()

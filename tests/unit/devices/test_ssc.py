@@ -501,8 +501,13 @@ async def test_empty_drive_and_unloaded_cartridge_are_not_ready(tmp_path: Path) 
     out = await run_cdb(d, c6(0x00))
     needs_load = Asc.LUN_NOT_READY_INITIALIZING_COMMAND_REQUIRED.value
     assert sense_of(out)[:3] == (SenseKey.NOT_READY, *needs_load)
-    assert (await run_cdb(d, c6(0x1B, 0, 1))).status == Status.GOOD  # load
+    ctx = FakeContext()
+    assert (await run_cdb(d, c6(0x1B, 0, 1), ctx=ctx)).status == Status.GOOD  # load
+    assert ctx.notified_others == [Asc.NOT_READY_TO_READY_CHANGE]
     assert (await run_cdb(d, c6(0x00))).status == Status.GOOD
+    ctx = FakeContext()
+    assert (await run_cdb(d, c6(0x1B, 0, 1), ctx=ctx)).status == Status.GOOD  # already
+    assert ctx.notified_others == []
 
 
 async def test_report_density_support(tmp_path: Path) -> None:
