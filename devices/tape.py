@@ -398,24 +398,42 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense):
         its full length. The caller has checked it is a record. From the page
         cache inline; what is not cached is read in a worker thread, so a
         cold cartridge never stalls the event loop."""
+        length = self.read_record_now(buf)
+        if length is not None:
+            return length
         cart = self.cartridge
         part = self.part
         index = self.position
         try:
-            n = part.read(index, buf, nowait=True)
-            if n is None:
-                n = await trio.to_thread.run_sync(part.read, index, buf)
+            n = await trio.to_thread.run_sync(part.read, index, buf)
         except OSError as exc:
-            log.error("%s: read of %s failed: %s", self.name, part.path, exc)
-            self.counters.read_errors += 1
-            raise stream_error(SenseKey.MEDIUM_ERROR, Asc.UNRECOVERED_READ_ERROR) from exc
+            raise self._read_failed(part, exc) from exc
         if self.cartridge is not cart:  # the operator took it out meanwhile
             raise ScsiError.check(SenseKey.NOT_READY, Asc.MEDIUM_NOT_PRESENT)
         assert n is not None
+        return self._record_read(index, n)
+
+    def read_record_now(self, buf: memoryview) -> int | None:
+        """:meth:`read_record` if the record is in the page cache; None (and
+        nothing changed) when reading it would wait for the disk."""
+        part = self.part
+        index = self.position
+        try:
+            n = part.read(index, buf, nowait=True)
+        except OSError as exc:
+            raise self._read_failed(part, exc) from exc
+        return None if n is None else self._record_read(index, n)
+
+    def _read_failed(self, part: Partition, exc: OSError) -> ScsiError:
+        log.error("%s: read of %s failed: %s", self.name, part.path, exc)
+        self.counters.read_errors += 1
+        return stream_error(SenseKey.MEDIUM_ERROR, Asc.UNRECOVERED_READ_ERROR)
+
+    def _record_read(self, index: int, n: int) -> int:
         self.position = index + 1
         self.counters.records_read += 1
         self.account_read(n)
-        return part.length(index)
+        return self.part.length(index)
 
     # --- fault injection ---------------------------------------------------------------
 
