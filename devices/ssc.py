@@ -37,6 +37,7 @@ from pyscst.devices.ssc_position import (
 )
 from pyscst.devices.ssc_settings import (
     handle_format_medium,
+    handle_log_select,
     handle_log_sense,
     handle_mode_select,
     handle_mode_sense,
@@ -56,7 +57,7 @@ from pyscst.devices.tape_sense import (
     incorrect_length,
     stream_error,
 )
-from pyscst.scsi.cdb import OpFlags, OpSpec, ResvClass
+from pyscst.scsi.cdb import NEEDS_AWAIT, NeedsAwait, OpFlags, OpSpec, ResvClass
 from pyscst.scsi.command import Buffer, DataDirection, ExecContext, ScsiCommand
 from pyscst.scsi.opcodes import Op
 from pyscst.scsi.sense import Asc, ScsiError, SenseKey
@@ -83,6 +84,7 @@ LOAD_UNLOAD = 0x1B
 LOCATE_10 = 0x2B
 READ_POSITION = 0x34
 REPORT_DENSITY_SUPPORT = 0x44
+LOG_SELECT = 0x4C
 LOG_SENSE = 0x4D
 WRITE_FILEMARKS_16 = 0x80
 READ_ATTRIBUTE = 0x8C
@@ -96,8 +98,10 @@ MIB = 1 << 20
 # --- READ, WRITE, VERIFY ------------------------------------------------------------
 
 
-def _read_variable(dev: TapeDevice, n: int, sili: bool) -> Buffer:
-    """One record of up to ``n`` bytes (READ / VERIFY with FIXED=0)."""
+def _variable_length(dev: TapeDevice, n: int) -> int:
+    """The length of the record a variable READ of ``n`` bytes is about to
+    read; raises what meets it instead (damage, end-of-data, a filemark,
+    which is passed over)."""
     err = dev.medium_error_here(n)
     if err is not None:
         raise err
@@ -108,22 +112,32 @@ def _read_variable(dev: TapeDevice, n: int, sili: bool) -> Buffer:
     if part.is_filemark(pos):
         dev.position += 1
         raise filemark_detected(n)
-    length = part.length(pos)
-    buf = bytearray(min(n, length))
-    dev.read_record(memoryview(buf))
-    data = buf
+    return part.length(pos)
+
+
+def _variable_result(dev: TapeDevice, n: int, sili: bool, buf: bytearray, length: int) -> Buffer:
+    """The READ's answer once the record is in ``buf``: the data, or ILI
+    with the residue (and the data) for an incorrect length."""
     if length == n:
-        return data
+        return buf
     if length < n:
         if sili:
-            return data
+            return buf
         raise incorrect_length(n - length, bytes(buf))
     if sili and not dev.block_size:
-        return data
+        return buf
     raise incorrect_length(n - length, bytes(buf))
 
 
-def _read_fixed(dev: TapeDevice, count: int) -> Buffer:
+async def _read_variable(dev: TapeDevice, n: int, sili: bool) -> Buffer:
+    """One record of up to ``n`` bytes (READ / VERIFY with FIXED=0)."""
+    length = _variable_length(dev, n)
+    buf = bytearray(min(n, length))
+    await dev.read_record(memoryview(buf))
+    return _variable_result(dev, n, sili, buf, length)
+
+
+async def _read_fixed(dev: TapeDevice, count: int) -> Buffer:
     """``count`` blocks of the fixed block length (READ / VERIFY with FIXED=1)."""
     bs = dev.block_size
     out = bytearray(count * bs)
@@ -143,9 +157,9 @@ def _read_fixed(dev: TapeDevice, count: int) -> Buffer:
         length = part.length(pos)
         if length != bs:
             scratch = bytearray(min(length, bs))
-            dev.read_record(memoryview(scratch))
+            await dev.read_record(memoryview(scratch))
             raise incorrect_length(count - i, bytes(out[: i * bs]))
-        dev.read_record(view[i * bs : (i + 1) * bs])
+        await dev.read_record(view[i * bs : (i + 1) * bs])
     return out
 
 
@@ -178,8 +192,49 @@ async def handle_read_6(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -> 
         return None
     await dev.synchronize()
     if fixed:
-        return _read_fixed(dev, count)
-    return _read_variable(dev, count, sili)
+        return await _read_fixed(dev, count)
+    return await _read_variable(dev, count, sili)
+
+
+def read_6_now(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | NeedsAwait | None:
+    """READ(6)'s fast path: a variable record already in the page cache with
+    nothing left to synchronize; anything else awaits (nothing changed)."""
+    cdb = cmd.cdb
+    if cdb[1] & 0x01 or dev.unsynced:
+        return NEEDS_AWAIT
+    count, total = _transfer(dev, cdb, False)
+    cmd.transfer_length = total
+    if count == 0:
+        return None
+    length = _variable_length(dev, count)
+    buf = bytearray(min(count, length))
+    if dev.read_record_now(memoryview(buf)) is None:
+        return NEEDS_AWAIT
+    return _variable_result(dev, count, bool(cdb[1] & 0x02), buf, length)
+
+
+def _records(dev: TapeDevice, data: memoryview, fixed: bool, count: int) -> list[memoryview]:
+    if not fixed:
+        return [data]
+    bs = dev.block_size
+    return [data[i * bs : (i + 1) * bs] for i in range(count)]
+
+
+def write_6_now(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | NeedsAwait | None:
+    """WRITE(6)'s fast path: every byte came with the command (immediate
+    data); anything else awaits its data-out."""
+    cdb = cmd.cdb
+    fixed = bool(cdb[1] & 0x01)
+    count, total = _transfer(dev, cdb, fixed)
+    if count == 0:
+        return None
+    dev.check_writable()
+    data = cmd.data_now(total)
+    if data is None or len(data) < total:
+        return NEEDS_AWAIT
+    if dev.write_objects(Kind.RECORD, _records(dev, data, fixed, count)):
+        raise early_warning()
+    return None
 
 
 async def handle_write_6(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | None:
@@ -195,12 +250,7 @@ async def handle_write_6(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) ->
     if len(data) < total:
         raise short_data_out()
     dev.check_ready()  # the operator may have ejected it meanwhile
-    if fixed:
-        bs = dev.block_size
-        records = [data[i * bs : (i + 1) * bs] for i in range(count)]
-    else:
-        records = [data]
-    if dev.write_objects(Kind.RECORD, records):
+    if dev.write_objects(Kind.RECORD, _records(dev, data, fixed, count)):
         raise early_warning()
     return None
 
@@ -222,7 +272,7 @@ async def handle_verify_6(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -
         dev.check_ready()
     await dev.synchronize()
     try:
-        got = _read_fixed(dev, count) if fixed else _read_variable(dev, count, False)
+        got = await (_read_fixed(dev, count) if fixed else _read_variable(dev, count, False))
     except ScsiError as exc:
         exc.data = None
         raise
@@ -306,9 +356,9 @@ def _specs() -> list[OpSpec]:
         OpSpec(READ_BLOCK_LIMITS, None, "READ BLOCK LIMITS", 6, mask("05 00 00 00 00 00"),
                IN, handle_read_block_limits, F.NONE, R.READ, timeouts=short),
         OpSpec(Op.READ_6, None, "READ(6)", 6, mask("08 03 ff ff ff 00"),
-               IN, handle_read_6, media, R.READ, timeouts=_RW),
+               IN, handle_read_6, media, R.READ, timeouts=_RW, fast=read_6_now),
         OpSpec(Op.WRITE_6, None, "WRITE(6)", 6, mask("0a 01 ff ff ff 00"),
-               OUT, handle_write_6, writes, R.WRITE, timeouts=_RW),
+               OUT, handle_write_6, writes, R.WRITE, timeouts=_RW, fast=write_6_now),
         OpSpec(WRITE_FILEMARKS_6, None, "WRITE FILEMARKS(6)", 6, mask("10 01 ff ff ff 00"),
                NONE, handle_write_filemarks_6, writes, R.WRITE, timeouts=_RW),
         OpSpec(SPACE_6, None, "SPACE(6)", 6, mask("11 0f ff ff ff 00"),
@@ -330,6 +380,8 @@ def _specs() -> list[OpSpec]:
         OpSpec(REPORT_DENSITY_SUPPORT, None, "REPORT DENSITY SUPPORT", 10,
                mask("44 01 00 00 00 00 00 ff ff 00"),
                IN, handle_report_density_support, F.NONE, R.READ, timeouts=short),
+        OpSpec(LOG_SELECT, None, "LOG SELECT", 10, mask("4c 03 c0 00 00 00 00 ff ff 00"),
+               OUT, handle_log_select, F.SERIALIZING, R.WRITE, timeouts=short),
         OpSpec(LOG_SENSE, None, "LOG SENSE", 10, mask("4d 01 ff ff 00 ff ff ff ff 00"),
                IN, handle_log_sense, F.SERIALIZING, R.READ, timeouts=short),
         OpSpec(Op.MODE_SELECT_10, None, "MODE SELECT(10)", 10,

@@ -1,9 +1,9 @@
 """Where the tape is: REWIND, LOAD UNLOAD, SPACE, LOCATE and READ POSITION (SSC-4).
 
 Positions are logical object numbers in the current partition (records and
-filemarks both count); moving synchronizes what was written first, and a
-``delay``-style slow mechanism (fault injection) is waited for in
-``TapeDevice.motion``. The rows are in devices/ssc.py.
+filemarks both count); moving synchronizes what was written first. A slow
+mechanism is a ``delay`` fault rule on these opcodes (docs/tape.md). The rows
+are in devices/ssc.py.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from pyscst.devices.disk_sense import removal_prevented
-from pyscst.devices.medium import MediumLocked
 from pyscst.devices.tape_pages import DEVICE_CONFIGURATION
 from pyscst.devices.tape_sense import (
     beginning_of_partition,
@@ -33,7 +31,6 @@ if TYPE_CHECKING:
 async def handle_rewind(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | None:
     """REWIND: synchronize, then to the beginning of the current partition."""
     await dev.synchronize()
-    await dev.motion()
     dev.position = 0
     return None
 
@@ -50,12 +47,9 @@ async def handle_load_unload(
     if b4 & 0x02:
         raise ScsiError.invalid_field_in_cdb(4, 1)  # RETEN
     await dev.synchronize()
-    await dev.motion()
     if b4 & 0x01:
-        try:
-            dev.load()
-        except MediumLocked:
-            raise removal_prevented() from None
+        if dev.load():  # threaded again: the other nexuses hear it (SPC-4 28/00)
+            ctx.notify_others(Asc.NOT_READY_TO_READY_CHANGE)
         dev.partition = dev.position = 0
     else:
         dev.unload()
@@ -172,7 +166,6 @@ def _change_partition(dev: TapeDevice, partition: int, at: int) -> None:
 
 
 async def _locate(dev: TapeDevice, target: int) -> None:
-    await dev.motion()
     part = dev.part
     if target > part.eod:
         dev.position = part.eod
@@ -211,7 +204,6 @@ async def handle_locate_16(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) 
         elif ident <= len(part.filemarks):
             await _locate(dev, part.filemarks[ident - 1] + 1)
         else:
-            await dev.motion()
             dev.position = part.eod
             raise end_of_data(None)
     else:

@@ -64,7 +64,6 @@ async def handle_format_medium(
         raise ScsiError.check(SenseKey.ILLEGAL_REQUEST, Asc.POSITION_PAST_BEGINNING_OF_MEDIUM)
     total = cart.capacity
     sizes = [total] if fmt == 0 else partition_sizes(dev, total)
-    await dev.motion()
     try:
         cart.reformat(sizes)
     except OSError as exc:
@@ -204,6 +203,24 @@ async def handle_log_sense(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) 
     else:
         data = _log_page(dev, page, pointer)
     return data[:allocation]
+
+
+async def handle_log_select(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | None:
+    """LOG SELECT: PCR=1 resets the counters and TapeAlert flags; no parameter
+    values or thresholds can be set (a parameter list is refused)."""
+    cdb = cmd.cdb
+    if cdb[1] & 0x01:
+        raise ScsiError.invalid_field_in_cdb(1, 0)  # SP: nothing is saved
+    length = alloc_len(cdb, 7, 2)
+    if length:
+        if cdb[1] & 0x02:
+            raise ScsiError.invalid_field_in_cdb(1, 1)  # PCR with a parameter list
+        raise ScsiError.invalid_field_in_cdb(7)
+    if cdb[1] & 0x02:
+        dev.counters = type(dev.counters)()
+        dev.tapealert = 0
+        ctx.notify_others(Asc.PARAMETERS_CHANGED)
+    return None
 
 
 async def handle_read_attribute(

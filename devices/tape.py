@@ -79,17 +79,15 @@ class TapeCounters:
 
 @attrs.define
 class TapeFaults:
-    """Tape faults the operator armed (actors/faults.py reaches them through
-    admin): one-shot MEDIUM ERRORs at an object number, an early end of
-    medium, TapeAlert flags and a drive that asks for cleaning."""
+    """Tape faults a ``tape`` fault rule armed (``TapeDevice.arm_fault``):
+    one-shot MEDIUM ERRORs at an object number and an early end of medium
+    (TapeAlert flags and cleaning are the drive's own state)."""
 
     #: object numbers (current partition) whose read / write fails once
     read_error_at: set[int] = attrs.Factory(set)
     write_error_at: set[int] = attrs.Factory(set)
     #: bytes after which a partition's physical end comes (None: its capacity)
     early_end: int | None = None
-    #: seconds LOAD, UNLOAD, REWIND, LOCATE take
-    motion_delay: float = 0.0
 
 
 class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense):
@@ -377,11 +375,6 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense):
             raise ScsiError.check(SenseKey.MEDIUM_ERROR, Asc.WRITE_ERROR) from exc
         self.unsynced = False
 
-    async def motion(self) -> None:
-        """A slow mechanism (fault injection): LOAD, UNLOAD, REWIND, LOCATE wait."""
-        if self.faults.motion_delay > 0:
-            await trio.sleep(self.faults.motion_delay)
-
     # --- reading -----------------------------------------------------------------------
 
     def medium_error_here(self, residue: int) -> ScsiError | None:
@@ -400,20 +393,47 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense):
                                 information=residue)  # fmt: skip
         return None
 
-    def read_record(self, buf: memoryview) -> int:
+    async def read_record(self, buf: memoryview) -> int:
         """Read the record at the position into ``buf`` (truncated to it);
-        its full length. The caller has checked it is a record."""
+        its full length. The caller has checked it is a record. From the page
+        cache inline; what is not cached is read in a worker thread, so a
+        cold cartridge never stalls the event loop."""
+        length = self.read_record_now(buf)
+        if length is not None:
+            return length
+        cart = self.cartridge
         part = self.part
+        index = self.position
         try:
-            n = part.read(self.position, buf)
+            n = await trio.to_thread.run_sync(part.read, index, buf)
         except OSError as exc:
-            log.error("%s: read of %s failed: %s", self.name, part.path, exc)
-            self.counters.read_errors += 1
-            raise stream_error(SenseKey.MEDIUM_ERROR, Asc.UNRECOVERED_READ_ERROR) from exc
-        self.position += 1
+            raise self._read_failed(part, exc) from exc
+        if self.cartridge is not cart:  # the operator took it out meanwhile
+            raise ScsiError.check(SenseKey.NOT_READY, Asc.MEDIUM_NOT_PRESENT)
+        assert n is not None
+        return self._record_read(index, n)
+
+    def read_record_now(self, buf: memoryview) -> int | None:
+        """:meth:`read_record` if the record is in the page cache; None (and
+        nothing changed) when reading it would wait for the disk."""
+        part = self.part
+        index = self.position
+        try:
+            n = part.read(index, buf, nowait=True)
+        except OSError as exc:
+            raise self._read_failed(part, exc) from exc
+        return None if n is None else self._record_read(index, n)
+
+    def _read_failed(self, part: Partition, exc: OSError) -> ScsiError:
+        log.error("%s: read of %s failed: %s", self.name, part.path, exc)
+        self.counters.read_errors += 1
+        return stream_error(SenseKey.MEDIUM_ERROR, Asc.UNRECOVERED_READ_ERROR)
+
+    def _record_read(self, index: int, n: int) -> int:
+        self.position = index + 1
         self.counters.records_read += 1
         self.account_read(n)
-        return part.length(self.position - 1)
+        return self.part.length(index)
 
     # --- fault injection ---------------------------------------------------------------
 

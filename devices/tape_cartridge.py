@@ -79,6 +79,8 @@ BARCODE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 MAX_RECORD = (1 << 24) - 1
 #: objects per pwritev (two iovecs each, under IOV_MAX 1024)
 _BATCH = 500
+#: preadv flag: fail instead of waiting for the disk (0 where unsupported)
+_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
 
 
 class Kind(enum.IntEnum):
@@ -150,13 +152,30 @@ class Partition:
         i = bisect_left(self.filemarks, index)
         return self.filemarks[i - 1] if i > 0 else None
 
-    def read(self, index: int, buf: memoryview) -> int:
+    def read(self, index: int, buf: memoryview, nowait: bool = False) -> int | None:
         """Read up to ``len(buf)`` bytes of record ``index``'s payload into
-        ``buf``; the count read. OSError when the file no longer holds them."""
+        ``buf``; the count read. With ``nowait``, None when that would wait
+        for the disk (not all in the page cache: RWF_NOWAIT). OSError when the
+        file no longer holds the record."""
         want = min(len(buf), self.lengths[index])
         if want <= 0:
             return 0
-        got = os.preadv(self.fd, [buf[:want]], self.offsets[index] + HEADER_SIZE)
+        offset = self.offsets[index] + HEADER_SIZE
+        if nowait:
+            if not _NOWAIT:
+                return None
+            try:
+                got = os.preadv(self.fd, [buf[:want]], offset, _NOWAIT)
+            except BlockingIOError:
+                return None
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EOPNOTSUPP, errno.EINVAL):
+                    return None
+                raise
+            if 0 < got < want:
+                return None  # partly cached: the rest waits for the disk
+        else:
+            got = os.preadv(self.fd, [buf[:want]], offset)
         if got != want:
             raise OSError(errno.EIO, f"{self.path}: record {index} cut short on disk")
         return got

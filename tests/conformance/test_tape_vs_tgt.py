@@ -197,4 +197,6 @@ async def test_ssc_answers_match_tgt_except_where_documented(tmp_path: Path) -> 
     assert by_name["read at EOD"].asc == (0x00, 0x05) and by_name["read at EOD"].information == 100
     assert by_name["space blocks into filemark"].bits == 0x80
     assert by_name["read overlength"].data == b"C" * 100
+    under = by_name["read underlength"]  # ILI with the record's 10 bytes, residual 54
+    assert (under.bits, under.information, under.data, under.residual) == (0x20, 54, b"B" * 10, 54)
     assert by_name["locate(10)"].status == 0

@@ -501,8 +501,13 @@ async def test_empty_drive_and_unloaded_cartridge_are_not_ready(tmp_path: Path) 
     out = await run_cdb(d, c6(0x00))
     needs_load = Asc.LUN_NOT_READY_INITIALIZING_COMMAND_REQUIRED.value
     assert sense_of(out)[:3] == (SenseKey.NOT_READY, *needs_load)
-    assert (await run_cdb(d, c6(0x1B, 0, 1))).status == Status.GOOD  # load
+    ctx = FakeContext()
+    assert (await run_cdb(d, c6(0x1B, 0, 1), ctx=ctx)).status == Status.GOOD  # load
+    assert ctx.notified_others == [Asc.NOT_READY_TO_READY_CHANGE]
     assert (await run_cdb(d, c6(0x00))).status == Status.GOOD
+    ctx = FakeContext()
+    assert (await run_cdb(d, c6(0x1B, 0, 1), ctx=ctx)).status == Status.GOOD  # already
+    assert ctx.notified_others == []
 
 
 async def test_report_density_support(tmp_path: Path) -> None:
@@ -582,3 +587,34 @@ async def test_fixed_verify_and_fixed_read_of_a_wrong_length_record(tmp_path: Pa
     assert (await position(d))[2] == 1  # past the incorrect-length record
     assert (await run_cdb(d, c6(0x13, 0x01, 2))).status == Status.GOOD  # VERIFY fixed
     assert (await position(d))[2] == 3
+
+
+async def test_uncached_reads_go_to_a_thread_with_the_same_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyscst.devices import tape_cartridge
+
+    monkeypatch.setattr(tape_cartridge, "_NOWAIT", 0)  # as if nothing were cached
+    d = drive(tmp_path)
+    await write(d, b"cold" * 100)
+    await write(d, b"x" * 10)
+    await rewind(d)
+    assert (await read(d, 400)).data == b"cold" * 100
+    out = await read(d, 20)
+    assert sense_of(out) == (SenseKey.NO_SENSE, 0, 0, 0x20, 10)
+    assert out.error is not None and out.error.data == b"x" * 10
+
+
+async def test_log_select_pcr_resets_the_counters(tmp_path: Path) -> None:
+    d = drive(tmp_path)
+    await write(d, b"z" * 4096)
+    d.tapealert = 1 << 3
+    ctx = FakeContext()
+    out = await run_cdb(d, bytes((0x4C, 0x02, 0x40, 0, 0, 0, 0, 0, 0, 0)), ctx=ctx)
+    assert out.status == Status.GOOD and d.counters.bytes_written == 0 and d.tapealert == 0
+    assert ctx.notified_others == [Asc.PARAMETERS_CHANGED]
+    out = await run_cdb(d, bytes((0x4C, 0x02, 0x40, 0, 0, 0, 0, 0, 8, 0)), data_out=bytes(8))
+    assert out.sense is not None and out.sense.field_pointer is not None
+    assert (out.sense.field_pointer.byte, out.sense.field_pointer.bit) == (1, 1)
+    out = await run_cdb(d, bytes((0x4C, 0x01, 0x40, 0, 0, 0, 0, 0, 0, 0)))  # SP
+    assert out.sense is not None and out.sense.field_pointer is not None
