@@ -327,7 +327,8 @@ class ChangerDevice(ControlPageState, ReadinessSense, RemovableIdentity, MediumH
     async def operate(self, action: str, barcode: str, **options: object) -> Element | None:
         """An operator's change (console, ``pyscst admin library ...``):
         ``create`` a blank cartridge on the shelf (``capacity``, ``worm``),
-        ``import`` one through a mail slot, ``export`` one from a mail slot,
+        ``import`` one through a mail slot (one copied into the library
+        directory is adopted first), ``export`` one from a mail slot,
         ``delete`` one from the shelf. OperatorRefused says why not."""
         async with self._robot:
             if action in ("import", "export") and self.medium.locked:
@@ -341,6 +342,8 @@ class ChangerDevice(ControlPageState, ReadinessSense, RemovableIdentity, MediumH
                 assert isinstance(capacity, int)
                 await self.state.create_cartridge(barcode, capacity, bool(options.get("worm")))
             elif action == "import":
+                if not self.library.knows(barcode):  # copied in: adopt it first
+                    await trio.to_thread.run_sync(self.state.adopt, barcode)
                 element = self.library.import_cartridge(barcode)
             elif action == "export":
                 element = self.library.export_cartridge(barcode)

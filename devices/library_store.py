@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +31,7 @@ import trio
 from pyscst.devices.confine import dir_beneath, read_beneath, write_beneath
 from pyscst.devices.library import Library, LibraryLayout, OperatorRefused, check_barcode
 from pyscst.devices.stores import NullStore
-from pyscst.devices.tape_cartridge import CartridgeError, create_blank
+from pyscst.devices.tape_cartridge import CartridgeError, create_blank, read_meta
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,28 @@ class LibraryStore(NullStore):
         self.library.forget(barcode)
         path = self.cartridge_path(barcode)
         await trio.to_thread.run_sync(lambda: shutil.rmtree(path, ignore_errors=True))
+
+    def adopt(self, barcode: str) -> None:
+        """A cartridge directory the operator copied into the library directory
+        (from another library, a backup of one) goes on the shelf. Blocking.
+        OperatorRefused unless it is a readable cartridge of that barcode."""
+        path = self.cartridge_path(barcode)
+        try:
+            with dir_beneath(path, self._roots) as walked:
+                fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=walked)
+            try:
+                meta = read_meta(path, fd)
+            finally:
+                os.close(fd)
+        except FileNotFoundError:
+            raise OperatorRefused(f"no cartridge {barcode}; create it first") from None
+        except (OSError, CartridgeError) as exc:
+            raise OperatorRefused(f"cartridge {barcode} cannot be used: {exc}") from None
+        if meta.get("barcode") != barcode:
+            raise OperatorRefused(
+                f"{path} holds cartridge {meta.get('barcode')!r}, not {barcode}"
+            )
+        self.library.add_to_shelf(barcode)
 
     def _write(self) -> None:
         data = json.dumps(self.library.to_json(), indent=1).encode()

@@ -27,6 +27,7 @@ from pyscst.devices.library import (
 from pyscst.devices.library_store import CartridgeSpec, LibrarySettings, LibraryStore
 from pyscst.devices.medium import MediumLocked
 from pyscst.devices.smc import element_status
+from pyscst.devices.tape_cartridge import create_blank
 from pyscst.scsi.sense import SenseKey
 from tests.fakes import DEFAULT_NEXUS, Outcome, run_cdb
 
@@ -446,3 +447,19 @@ async def test_an_abort_waits_for_the_robot(tmp_path: Path) -> None:
     assert slow.loaded is not None and device.library.where("A00001").address == D0  # type: ignore[union-attr]
     saved = LibraryStore.open(settings(tmp_path), tmp_path / "lib", (tmp_path,))
     assert saved.library.where("A00001").address == D0  # type: ignore[union-attr]
+
+
+async def test_import_adopts_a_cartridge_copied_into_the_directory(tmp_path: Path) -> None:
+    device, _ = changer(tmp_path)
+    create_blank(tmp_path / "lib" / "COPY01", "COPY01", 2 * MIB)
+    element = await device.operate("import", "COPY01")
+    assert element is not None and element.address == MAIL
+    (tmp_path / "lib" / "JUNK01").mkdir()
+    with pytest.raises(OperatorRefused, match="cannot be used"):
+        await device.operate("import", "JUNK01")
+    create_blank(tmp_path / "lib" / "WRONG1", "OTHER1", 2 * MIB)
+    with pytest.raises(OperatorRefused, match="holds cartridge 'OTHER1'"):
+        await device.operate("import", "WRONG1")
+    with pytest.raises(OperatorRefused, match="create it first"):
+        await device.operate("import", "NOPE01")
+    assert "JUNK01" not in device.library.shelf and not device.library.knows("WRONG1")
