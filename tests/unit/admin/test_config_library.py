@@ -97,3 +97,13 @@ def test_save_writes_the_library_table_back() -> None:
     assert parse_config(fresh, "/etc") == config
     unchanged = config_edit.render(config, GOOD, Path("/etc"), Path("/etc"))
     assert unchanged.strip() == GOOD.strip()
+
+
+def test_the_documented_library_parses(tmp_path: Path) -> None:
+    import re
+
+    root = Path(__file__).resolve().parents[3]
+    block = re.findall(r"```toml\n(.*?)```", (root / "docs" / "changer.md").read_text(), re.S)[0]
+    config = parse_config(f'state_dir = "{tmp_path}"\n' + block, tmp_path)
+    lib = next(d for d in config.devices if d.library is not None)
+    assert lib.library is not None and lib.library.layout.drives == ("t0", "t1")
