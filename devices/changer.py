@@ -197,7 +197,8 @@ class ChangerDevice(ControlPageState, ReadinessSense, RemovableIdentity, MediumH
             wanted = None if element.barcode is None else self.state.cartridge_path(element.barcode)
             for _ in range(100):
                 try:
-                    await self._restore(element, link, wanted)
+                    async with self._robot:  # not while a move is under way
+                        await self._restore(element, link, wanted)
                     break
                 except DriveUnavailable:
                     await trio.sleep(0.1)
