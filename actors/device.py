@@ -28,8 +28,17 @@ from typing import Any
 import attrs
 import trio
 
+from pyscst.actors.drive_link import ActorDriveLink, PeerLookup
 from pyscst.actors.faults import CrashDevice, DeviceCrashed
-from pyscst.actors.messages import ChangeMedium, Envelope, ResizeDevice, SetDeviceReadOnly, reply_to
+from pyscst.actors.messages import (
+    ChangeMedium,
+    Envelope,
+    OperateLibrary,
+    ResizeDevice,
+    SetDeviceReadOnly,
+    reply_to,
+)
+from pyscst.devices.changer import ChangerDevice
 from pyscst.devices.device_config import DeviceConfig
 from pyscst.devices.device_type import DeviceType
 from pyscst.devices.guarded_store import GuardedStore
@@ -59,7 +68,11 @@ class DeviceActor:
     """Supervised owner of one device's backing store."""
 
     def __init__(
-        self, cfg: DeviceConfig, roots: Sequence[Path] | None = None, grow: bool = True
+        self,
+        cfg: DeviceConfig,
+        roots: Sequence[Path] | None = None,
+        grow: bool = True,
+        peers: PeerLookup | None = None,
     ) -> None:
         self.name = f"device {cfg.name}"
         self.cfg = cfg
@@ -82,6 +95,8 @@ class DeviceActor:
         #: the size the backing file had when last served (a reopen that finds
         #: it shorter says so: the missing tail comes back as zeros)
         self._served_size = 0
+        #: the other devices by name (a medium changer reaches its drives so)
+        self._peers = peers
 
     @property
     def mailbox(self) -> trio.MemorySendChannel[Envelope[Any]]:
@@ -125,9 +140,11 @@ class DeviceActor:
             device.unavailable = self.offline or RESTARTING
         return device
 
-    async def request(self, message: Any) -> Exception | None:
-        """An admin edit (resize, read-only): to the running actor's mailbox, or,
-        while it is down, kept in the configuration it will reopen with."""
+    async def request(self, message: Any) -> object:
+        """An admin edit (resize, read-only) or query (a library's inventory): to
+        the running actor's mailbox, answered with its result or the exception
+        that refused it; while it is down, an edit is kept in the configuration
+        it will reopen with."""
         if self._device is None:
             if isinstance(message, ResizeDevice):
                 self.cfg = attrs.evolve(self.cfg, size=message.size)
@@ -139,7 +156,10 @@ class DeviceActor:
         # (an actor that crashes or goes offline before it gets to the request
         # must not hang the admin plane, which holds its edit lock meanwhile)
         with trio.move_on_after(REQUEST_TIMEOUT):
-            result: Exception | None = await reply_recv.receive()
+            try:
+                result: object = await reply_recv.receive()
+            except trio.EndOfChannel:
+                return ValueError(f"{self.name} stopped before it answered")
             return result
         return TimeoutError(f"{self.name} did not answer within {REQUEST_TIMEOUT:g} s")
 
@@ -174,6 +194,13 @@ class DeviceActor:
             crashed = False
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch_backing_file)
+                device = self._device
+                if isinstance(device, ChangerDevice) and self._peers is not None:
+                    peers = self._peers
+                    device.attach_drives(
+                        {n: ActorDriveLink(n, peers) for n in device.library.layout.drives}
+                    )
+                    nursery.start_soon(device.restore_drives)
                 async for envelope in self._mailbox_recv:
                     if isinstance(envelope.message, CrashDevice):
                         crashed = True
@@ -183,6 +210,11 @@ class DeviceActor:
                     except Exception as exc:  # the requester reports it; the device lives on
                         log.warning("%s: %r refused: %s", self.name, envelope.message, exc)
                         reply_to(envelope.reply, exc)
+                    except BaseException:
+                        # stopped mid-request (offline, shutdown): the requester
+                        # hears at once that no answer comes, not after its timeout
+                        envelope.reply.close()
+                        raise
                     else:
                         reply_to(envelope.reply, result)
                 nursery.cancel_scope.cancel()
@@ -256,21 +288,31 @@ class DeviceActor:
                     self.on_trouble(problem)
                 return
 
+    def last_device(self) -> DeviceType | None:
+        """The device, running or last run (its identity), None if it never ran."""
+        return self._device or self._standby
+
     def medium_present(self) -> bool | None:
         """Is there a medium in the device (None: it never ran)?"""
         device = self._device or self._standby
         return None if device is None else device.medium.present
 
-    async def change_medium(self, load: bool, path: Path | None = None) -> bool:
+    async def change_medium(
+        self, load: bool, path: Path | None = None, forget: bool = False
+    ) -> bool:
         """Eject or load (the operator's): True if the medium's presence changed.
         Raises what refused it: ValueError (not removable, device down) or
         MediumLocked (an initiator holds PREVENT ALLOW MEDIUM REMOVAL)."""
         if self._device is None:
             raise ValueError(f"{self.name} is not running")
         reply_send, reply_recv = trio.open_memory_channel[Any](1)
-        await self._mailbox_send.send(Envelope(ChangeMedium(load, path), reply_send))
+        message = ChangeMedium(load, path, forget)
+        await self._mailbox_send.send(Envelope(message, reply_send))
         with trio.move_on_after(REQUEST_TIMEOUT):
-            result = await reply_recv.receive()
+            try:
+                result = await reply_recv.receive()
+            except trio.EndOfChannel:
+                raise ValueError(f"{self.name} stopped before it answered") from None
             if isinstance(result, Exception):
                 raise result
             return bool(result)
@@ -283,9 +325,18 @@ class DeviceActor:
             if message.path is not None:
                 return await self._load_image(device, message.path)
             changed = device.load() if message.load else device.eject()
+            if message.forget and not message.load:
+                # a restart reopens cfg.path: it must not bring this medium back
+                self.cfg = attrs.evolve(self.cfg, path=None)
             if changed:
                 log.info("%s: medium %s", self.name, "loaded" if message.load else "ejected")
             return changed
+        if isinstance(message, OperateLibrary):
+            if not isinstance(device, ChangerDevice):
+                raise ValueError(f"{self.name} is a {self.cfg.handler} device, not a vchanger")
+            if message.action == "list":
+                return device.inventory()
+            return await device.operate(message.action, message.barcode, **dict(message.options))
         if isinstance(message, ResizeDevice):
             await device.resize(message.size)
             self.cfg = attrs.evolve(self.cfg, size=device.store.size)

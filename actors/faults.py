@@ -79,6 +79,9 @@ class ActionKind(enum.StrEnum):
     TORN_WRITE = "torn_write"
     BAD_BLOCKS = "bad_blocks"
     CRASH_DEVICE = "crash_device"
+    #: arms a tape drive fault (devices/tape.py): a medium error at a record,
+    #: an early end of medium, TapeAlert flags, a cleaning request
+    TAPE = "tape"
     # iSCSI transport faults (the connection carries them out)
     PDU_DROP = "pdu_drop"
     PDU_DELAY = "pdu_delay"
@@ -221,6 +224,16 @@ class Action:
     blocks: int | None = None  # torn_write: blocks written before failing (None: half)
     lbas: frozenset[int] = frozenset()  # bad_blocks: the initial list
     grow: bool = False  # bad_blocks: a trigger hit turns one more LBA bad
+    #: tape: what to arm (TAPE_EVENTS), at which record / after how many bytes
+    #: written, which TapeAlert flags (1-64)
+    event: str = "read_error"
+    record: int = 0
+    after_bytes: int = 0
+    alerts: frozenset[int] = frozenset()
+
+
+#: what a ``tape`` rule can arm on a tape drive
+TAPE_EVENTS = ("read_error", "write_error", "early_end", "tapealert", "clean")
 
 
 @attrs.frozen

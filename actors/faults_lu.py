@@ -122,6 +122,11 @@ async def _inject(
     if kind is ActionKind.CORRUPT_READ:
         data = await spec.handler(device, cmd, ctx)
         return corrupt(data, injection.flips)
+    if kind is ActionKind.TAPE:
+        arm = getattr(device, "arm_fault", None)
+        if arm is not None:  # a tape drive; on any other device it injects nothing
+            arm(action.event, action.record, action.after_bytes, action.alerts)
+        return await spec.handler(device, cmd, ctx)
     if kind is ActionKind.CRASH_DEVICE:
         if not engine.crash_device(facts.device):
             raise ScsiError.check(SenseKey.HARDWARE_ERROR, Asc.INTERNAL_TARGET_FAILURE)

@@ -476,8 +476,8 @@ class LogicalUnit:
             spec = task.spec
             assert spec is not None
             fast = spec.fast
-            if fast is None or task.ordered:
-                return False
+            if fast is None or (task.ordered and self._active):
+                return False  # (an ordered task with nothing older may run now)
             faults = self._faults
             if faults is not None and faults.command_armed:
                 return False
@@ -498,6 +498,7 @@ class LogicalUnit:
                 result = fast(device, cmd, task.ctx)
             except ScsiError as exc:
                 error = exc
+                data = exc.data
             except Exception:
                 log.exception("%s: command %r failed", self.name, cmd)
                 error = ScsiError.check(SenseKey.HARDWARE_ERROR, Asc.INTERNAL_TARGET_FAILURE)
@@ -551,7 +552,7 @@ class LogicalUnit:
                 except ScsiError as exc:
                     status = exc.status
                     sense = self._encode_sense(exc.sense)
-                    data = None
+                    data = exc.data
                 except TransportGone:
                     # the connection dropped while the command waited for it
                     # (its data-out): an aborted task, not a device failure

@@ -123,10 +123,27 @@ class ChangeMedium:
     Replies True if the medium changed, False if it already was so, or the
     exception that refused it (not removable, PREVENT held, an image that
     cannot be opened). ``path``: load this image instead (a CD-ROM's).
+    ``forget``: on eject, the device no longer names that medium, so a
+    restart comes back empty (a changer carried the cartridge elsewhere).
     """
 
     load: bool
     path: Path | None = None
+    forget: bool = False
+
+
+@attrs.frozen
+class OperateLibrary:
+    """An operator's change to a medium changer's library (admin ``library.*``):
+    ``action`` is create, import, export, delete or list; ``options`` its
+    extra arguments (capacity, worm).
+
+    Replies the element it touched (or the inventory, for list), or the
+    exception that refused it."""
+
+    action: str
+    barcode: str = ""
+    options: tuple[tuple[str, object], ...] = ()
 
 
 @attrs.frozen

@@ -177,7 +177,9 @@ class Bench:
     def probe(self) -> None:
         for ep in self.endpoints:
             for role in sorted({s.role for s in self.cfg.scenarios} & set(ep.luns)):
-                bs = scenarios.read_block_size(ep.url(role), self.client_pin)
+                # (a tape drive has no capacity to read: its records are variable)
+                bs = 1 if role == "tape" else scenarios.read_block_size(ep.url(role),
+                                                                         self.client_pin)
                 self.block_size[ep.label, role] = bs
                 say(f"  {ep.label}: {ep.url(role)} block size {bs}")
 
@@ -196,7 +198,7 @@ class Bench:
                 run = scenarios.warm_up(sc, ep.url(sc.role), seconds=self.cfg.warmup,
                                         block_size=self.block_size[ep.label, sc.role],
                                         pin=self.client_pin)  # fmt: skip
-                if sc.tool == "qemu-img":
+                if sc.tool in ("qemu-img", "tape"):
                     self.counts[ep.label, sc.key] = scenarios.calibrate_count(
                         run.iops, self.cfg.duration)
                 say(f"  warm-up {sc.key:<15} {ep.label:<7} {run.iops:>10,.0f} IOPS")
@@ -331,13 +333,14 @@ def run(cfg: Settings, workdir: Path, pyscst_cmd: Sequence[str] | None) -> Outco
             say(f"blockio rows: {blockdev} over a 1 GiB data-filled file in {blk_dir}, "
                 "shared by pyscst vdisk_blockio and tgt --bstype aio")  # fmt: skip
         say(f"starting targets in {workdir} (1 GiB pre-filled tmpfs image each)")
+        tape = any(sc.tape for sc in cfg.scenarios)
         base = stack.enter_context(
-            targets.run_tgt("tgt", workdir, target_cpu, cold_dir, blockdev)
+            targets.run_tgt("tgt", workdir, target_cpu, cold_dir, blockdev, tape)
         )
         cand = stack.enter_context(
             targets.run_target(
                 cfg.candidate, candidate_label, workdir, target_cpu, pyscst_cmd, cold_dir,
-                blockdev, copy=cfg.xcopy,
+                blockdev, tape, copy=cfg.xcopy,
             )
         )
         endpoints = [base, cand]

@@ -13,12 +13,18 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import attrs
 
 KIB = 1024
+#: the streaming tape client (both targets get the same one)
+TAPE_CLIENT = Path(__file__).resolve().parent / "tape_stream.py"
+#: each target's cartridge holds this much (bytes); a run writes at most 90 % of it
+TAPE_CAPACITY = 1 << 30
 
 
 @attrs.frozen
@@ -42,6 +48,11 @@ class Scenario:
     def cold(self) -> bool:
         """Runs on the disk-backed image with its page cache dropped first."""
         return self.role == "cold"
+
+    @property
+    def tape(self) -> bool:
+        """Streams variable records to / from a tape drive (pyscst vtape vs tgt ssc)."""
+        return self.role == "tape"
 
     @property
     def blockio(self) -> bool:
@@ -85,6 +96,13 @@ SCENARIOS: tuple[Scenario, ...] = (
              128 * KIB, 16, False, False, "MB/s", 1.0),
     Scenario("blk_sw128k_qd16", "blockio 128K seq write QD16", "qemu-img", "blockio",
              128 * KIB, 16, False, True, "MB/s", 1.0),
+    # issue 14: a backup streams 256 KiB variable records to a tape drive and a
+    # restore reads them back, one command at a time: pyscst vtape vs tgt ssc,
+    # both cartridges in the same tmpfs workdir
+    Scenario("tape_sw256k", "tape 256K stream write", "tape", "tape", 256 * KIB, 1, False,
+             True, "MB/s", 1.0),
+    Scenario("tape_sr256k", "tape 256K stream read", "tape", "tape", 256 * KIB, 1, False,
+             False, "MB/s", 1.0),
 )  # fmt: skip
 
 SCENARIOS_BY_KEY = {s.key: s for s in SCENARIOS}
@@ -195,7 +213,13 @@ def run_client(
                            timeout=whole + 20)  # fmt: skip
         return parse_iscsi_perf(out, whole, scenario.size)
     if count is None:
-        raise ValueError("qemu-img bench needs a request count")
+        raise ValueError("qemu-img bench and the tape client need a request count")
+    if scenario.tape:
+        count = min(count, int(TAPE_CAPACITY * 0.9) // scenario.size)
+        mode = "write" if scenario.write else "read"
+        argv = [sys.executable, str(TAPE_CLIENT), mode, url, str(count), str(scenario.size)]
+        out = run_bounded([*pin, *argv], timeout=seconds * 4 + 20)
+        return parse_qemu_bench(out, count, scenario.size)
     out = run_bounded([*pin, *qemu_bench_argv(url, scenario, count)], timeout=seconds * 4 + 20)
     return parse_qemu_bench(out, count, scenario.size)
 

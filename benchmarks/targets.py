@@ -22,6 +22,9 @@ from pathlib import Path
 
 import attrs
 
+from pyscst.devices.tape_cartridge import create_blank
+from scenarios import TAPE_CAPACITY
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 IMAGE_SIZE = 1 << 30
 COLD_IMAGE_SIZE = 1 << 30
@@ -196,6 +199,7 @@ def run_tgt(
     cpu: int | None,
     cold_dir: Path | None = None,
     blockdev: Path | None = None,
+    tape: bool = False,
 ) -> Iterator[Endpoint]:
     """tgtd in the foreground with its own control port: disk LUN 1, null LUN 2,
     the cold image LUN 3 (rdwr: buffered I/O in tgt's worker threads), the
@@ -234,12 +238,33 @@ def run_tgt(
                     control, "--op", "new", "--mode", "logicalunit", "--tid", "1",
                     "--lun", "4", "--bstype", "aio", "--backing-store", str(blockdev),
                 )  # fmt: skip
+            if tape:
+                cartridge = tgt_cartridge(workdir, label)
+                _tgtadm(
+                    control, "--op", "new", "--mode", "logicalunit", "--tid", "1",
+                    "--lun", "5", "--device-type", "tape", "--bstype", "ssc",
+                    "--backing-store", str(cartridge),
+                )  # fmt: skip
             _tgtadm(control, "--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL")
         except TargetError as e:
             raise TargetError(f"{label}: {e}\n{_log_tail(log)}") from e
         luns = {"disk": 1, "null": 2, **({"cold": 3} if cold else {}),
-                **({"blockio": 4} if blockdev else {})}  # fmt: skip
+                **({"blockio": 4} if blockdev else {}), **({"tape": 5} if tape else {})}
         yield Endpoint(label, "tgt", proc.pid, f"127.0.0.1:{port}", iqn, luns, cold)
+
+
+def tgt_cartridge(workdir: Path, label: str) -> Path:
+    """A blank tgtimg cartridge (sparse) for tgt's ssc drive."""
+    path = workdir / f"{label}.tape"
+    megabytes = TAPE_CAPACITY >> 20
+    result = subprocess.run(
+        ["tgtimg", "--op", "new", "--device-type", "tape", f"--barcode={label.upper()}01",
+         f"--size={megabytes}", "--type=data", f"--file={path}", "--thin-provisioning"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if result.returncode:
+        raise TargetError(f"tgtimg: {result.stderr.strip() or result.stdout.strip()}")
+    return path
 
 
 def pyscst_command(config: Path) -> tuple[list[str], Path]:
@@ -257,12 +282,14 @@ def pyscst_config(
     iqn: str,
     cold: Path | None = None,
     blockdev: Path | None = None,
+    cartridge: Path | None = None,
     copy: Path | None = None,
 ) -> str:
     """The daemon's TOML config: fileio disk at LUN 0, nullio at LUN 1, the
     cold image at LUN 2, vdisk_blockio on the loop device at LUN 3 (io_engine
-    "auto"; PYSCST_IO_ENGINE overrides), the EXTENDED COPY row's destination
-    (a sparse fileio image beside the disk's) at LUN 4."""
+    "auto"; PYSCST_IO_ENGINE overrides), a vtape drive with ``cartridge`` at
+    LUN 4, the EXTENDED COPY row's destination (a fileio image beside the
+    disk's) at LUN 5."""
     extra_dirs = [*([cold.parent] if cold else []), *([blockdev.parent] if blockdev else [])]
     dirs = ", ".join(f'"{d}"' for d in [image.parent, *extra_dirs])
     blk_device = (
@@ -275,11 +302,15 @@ def pyscst_config(
         if cold else ""
     )  # fmt: skip
     cold_lun = ', { lun = 2, device = "cold0" }' if cold else ""
+    tape_device = (
+        f'[devices.tape0]\nhandler = "vtape"\npath = "{cartridge}"\n' if cartridge else ""
+    )
+    tape_lun = ', { lun = 4, device = "tape0" }' if cartridge else ""
     copy_device = (
         f'[devices.copy0]\nhandler = "vdisk_fileio"\npath = "{copy}"\nsize = "1GiB"\n'
         if copy else ""
     )  # fmt: skip
-    copy_lun = ', { lun = 4, device = "copy0" }' if copy else ""
+    copy_lun = ', { lun = 5, device = "copy0" }' if copy else ""
     return (
         f'state_dir = "{state_dir}"\n'
         f"allowed_dirs = [{dirs}]\n"  # the images live beside state_dir
@@ -292,12 +323,14 @@ def pyscst_config(
         'size = "1GiB"\n'
         + cold_device
         + blk_device
+        + tape_device
         + copy_device
         + f'[targets."{iqn}"]\n'
         f'portals = ["127.0.0.1:{port}"]\n'
         'luns = [ { lun = 0, device = "disk0" }, { lun = 1, device = "null0" }'
         + cold_lun
         + blk_lun
+        + tape_lun
         + copy_lun
         + " ]\n"
     )
@@ -311,6 +344,7 @@ def run_pyscst(
     command: Sequence[str] | None = None,
     cold_dir: Path | None = None,
     blockdev: Path | None = None,
+    tape: bool = False,
     copy: bool = False,
 ) -> Iterator[Endpoint]:
     """`pyscst serve` on a generated config; `command` overrides the argv prefix;
@@ -323,10 +357,15 @@ def run_pyscst(
     port = free_port()
     iqn = f"iqn.2026-11.org.pyscst:bench-{label}"
     config = workdir / f"{label}.toml"
+    cartridge = None
+    if tape:
+        cartridge = create_blank(workdir / f"{label}-cartridge", f"{label.upper()}01",
+                                 TAPE_CAPACITY)  # fmt: skip
     copy_image = workdir / f"{label}-copy.img" if copy else None
     if copy_image is not None:
         fill_image(copy_image)  # allocated: both copies overwrite pages, none allocates
-    config.write_text(pyscst_config(state_dir, image, port, iqn, cold, blockdev, copy_image))
+    config.write_text(pyscst_config(state_dir, image, port, iqn, cold, blockdev, cartridge,
+                                    copy_image))
     if command:
         argv, cwd = [*command, str(config)], REPO_ROOT
     else:
@@ -338,8 +377,8 @@ def run_pyscst(
         except TargetError as e:
             raise TargetError(f"{label}: {e}\n{_log_tail(log)}") from e
         luns = {"disk": 0, "null": 1, **({"cold": 2} if cold else {}),
-                **({"blockio": 3} if blockdev else {}),
-                **({"copy": 4} if copy else {})}  # fmt: skip
+                **({"blockio": 3} if blockdev else {}), **({"tape": 4} if tape else {}),
+                **({"copy": 5} if copy else {})}  # fmt: skip
         yield Endpoint(label, "pyscst", proc.pid, f"127.0.0.1:{port}", iqn, luns, cold)
 
 
@@ -351,10 +390,11 @@ def run_target(
     pyscst_cmd: Sequence[str] | None,
     cold_dir: Path | None = None,
     blockdev: Path | None = None,
+    tape: bool = False,
     copy: bool = False,
 ) -> contextlib.AbstractContextManager[Endpoint]:
     if kind == "tgt":
-        return run_tgt(label, workdir, cpu, cold_dir, blockdev)
+        return run_tgt(label, workdir, cpu, cold_dir, blockdev, tape)
     if kind == "pyscst":
-        return run_pyscst(label, workdir, cpu, pyscst_cmd, cold_dir, blockdev, copy)
+        return run_pyscst(label, workdir, cpu, pyscst_cmd, cold_dir, blockdev, tape, copy)
     raise ValueError(f"unknown target kind {kind!r}")

@@ -70,6 +70,27 @@ def test_client_argv_follow_the_scenario() -> None:
     assert "-w" in w and w[w.index("-d") + 1] == "16"
 
 
+def test_tape_rows_run_the_tape_client_within_the_cartridge(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[list[str]] = []
+
+    def fake(argv: list[str], timeout: float) -> str:
+        seen.append(argv)
+        return "Run completed in 2.000 seconds.\n"
+
+    monkeypatch.setattr(scenarios, "_run_bounded", fake)
+    sc = scenarios.SCENARIOS_BY_KEY["tape_sw256k"]
+    run = scenarios.run_client(sc, "iscsi://h:1/t/4", seconds=5, block_size=1, count=10**6)
+    argv = seen[-1]
+    assert argv[1:3] == [str(scenarios.TAPE_CLIENT), "write"] and argv[3] == "iscsi://h:1/t/4"
+    limit = int(scenarios.TAPE_CAPACITY * 0.9) // (256 * 1024)
+    assert int(argv[4]) == limit and run.commands == limit  # never past the cartridge
+    read = scenarios.SCENARIOS_BY_KEY["tape_sr256k"]
+    scenarios.run_client(read, "u", seconds=5, block_size=1, count=7)
+    assert seen[-1][2] == "read" and seen[-1][4] == "7"
+
+
 def test_calibrated_count_is_bounded() -> None:
     assert scenarios.calibrate_count(10_000, 5) == 50_000
     assert scenarios.calibrate_count(1, 5) == 1000

@@ -12,22 +12,16 @@ NOT PRESENT (3A/00). Its commands are the SPC layer plus devices/mmc.py.
 
 from __future__ import annotations
 
-import hashlib
 from typing import ClassVar
-
-import attrs
 
 from pyscst.devices.disk import DEFAULT_MAX_TRANSFER_BYTES
 from pyscst.devices.medium import Medium
 from pyscst.devices.mmc import MMC_TABLE
-from pyscst.devices.spc import ControlPageState, ReadinessSense
+from pyscst.devices.spc import ControlPageState, MediumHooks, ReadinessSense, RemovableIdentity
 from pyscst.devices.stores import BackingStore, NullStore
 from pyscst.scsi.cdb import OpTable, Readiness
-from pyscst.scsi.command import Nexus
-from pyscst.scsi.inquiry import VERSION_ISCSI, VERSION_SAM5, VERSION_SPC4, StandardInquiry
 from pyscst.scsi.mode import ModePages, PageDef, spc_mode_page_defs
 from pyscst.scsi.sense import Sense
-from pyscst.scsi.vpd import VpdInfo, VpdPages
 
 PERIPHERAL_CD_DVD = 0x05
 BLOCK_SIZE = 2048
@@ -56,7 +50,7 @@ def _capabilities_page() -> PageDef:
     return PageDef(CAPABILITIES_PAGE, 0, bytes(page), bytes(22))
 
 
-class CdromDevice(ControlPageState, ReadinessSense):
+class CdromDevice(RemovableIdentity, ControlPageState, ReadinessSense, MediumHooks):
     """One MMC CD/DVD-ROM drive over an image (or empty)."""
 
     table: ClassVar[OpTable] = MMC_TABLE
@@ -76,21 +70,8 @@ class CdromDevice(ControlPageState, ReadinessSense):
         self.block_shift = BLOCK_SIZE.bit_length() - 1
         self.read_only = True
         self.removable = True
-        self.device_id = f"pyscst:{name}"
-        self.serial = serial or hashlib.sha256(self.device_id.encode()).hexdigest()[:16]
+        self.set_identity(name, serial, PERIPHERAL_CD_DVD, product, revision, VERSION_MMC6)
         self.max_transfer_blocks = DEFAULT_MAX_TRANSFER_BYTES // BLOCK_SIZE
-        self.inquiry = StandardInquiry(
-            device_type=PERIPHERAL_CD_DVD,
-            removable=True,
-            product=product,
-            revision=revision,
-            version_descriptors=(VERSION_SAM5, VERSION_ISCSI, VERSION_SPC4, VERSION_MMC6),
-        )
-        self.vpd = VpdPages(
-            attrs.evolve(VpdInfo(device_id=self.device_id, serial=self.serial),
-                         volatile_cache=False),
-            device_type=PERIPHERAL_CD_DVD,
-        )
         self.mode = ModePages([*spc_mode_page_defs(), _capabilities_page()])
         self.medium = Medium(present=image is not None)
         self.unavailable: Sense | None = None
@@ -147,21 +128,6 @@ class CdromDevice(ControlPageState, ReadinessSense):
         if changed:
             self._media_event = EVENT_NEW_MEDIA
         return changed
-
-    # --- hooks -----------------------------------------------------------------------
-
-    def nexus_lost(self, nexus: Nexus) -> None:
-        self.medium.nexus_lost(nexus)
-
-    def reset(self) -> None:
-        self.medium.unlock_all()
-
-    def power_on(self) -> None:
-        self.medium.unlock_all()
-        self.mode.reset()
-
-    async def close(self) -> None:
-        await self.store.close()
 
     def __repr__(self) -> str:
         state = f"{self.blocks}x{BLOCK_SIZE}" if self.medium.present else "empty"

@@ -15,6 +15,7 @@ from typing import Protocol
 import attrs
 
 from pyscst.devices.device_type import DeviceType
+from pyscst.devices.library_store import LibrarySettings
 from pyscst.devices.stores import BackingStore
 
 
@@ -43,6 +44,8 @@ class DeviceSettings(Protocol):
     def physical_block_size(self) -> int: ...
     @property
     def io_engine(self) -> str: ...
+    @property
+    def library(self) -> LibrarySettings | None: ...
 
 
 class PathRule(enum.Enum):
@@ -55,6 +58,9 @@ class PathRule(enum.Enum):
     #: a read-only image that may be absent (empty or no ``path``: an empty
     #: drive); the size is the image's, and the operator may load another
     IMAGE = "image"
+    #: a directory of media (a library's cartridges), defaulting to
+    #: state_dir/<name>; no size
+    DIRECTORY = "directory"
 
 
 StoreOpener = Callable[[DeviceSettings, Sequence[Path] | None, bool], Awaitable[BackingStore]]

@@ -15,11 +15,16 @@ never changes afterwards.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 
+import trio
+
 from pyscst.devices.cdrom import CdromDevice, empty_tray
+from pyscst.devices.changer import ChangerDevice
+from pyscst.devices.confine import dir_beneath
 from pyscst.devices.device_type import DeviceType
 from pyscst.devices.direct import DirectStore
 from pyscst.devices.handler_info import (
@@ -29,8 +34,11 @@ from pyscst.devices.handler_info import (
     PathRule,
     StoreOpener,
 )
+from pyscst.devices.library_store import LibraryStore
 from pyscst.devices.plugin_api import Note, build_disk, load_plugins
 from pyscst.devices.stores import BackingStore, FileStore, NullStore
+from pyscst.devices.tape import TapeDevice, empty_drive
+from pyscst.devices.tape_cartridge import CartridgeError, TapeCartridge, open_cartridge
 
 __all__ = [
     "BUILTIN_HANDLERS", "HANDLERS", "PLUGIN_NOTES", "DeviceBuilder", "DeviceSettings",
@@ -98,6 +106,48 @@ def _cdrom(cfg: DeviceSettings, store: BackingStore) -> DeviceType:
     )
 
 
+async def _open_cartridge(
+    cfg: DeviceSettings, roots: Sequence[Path] | None, grow: bool
+) -> BackingStore:
+    """The cartridge at ``path`` (a cartridge directory), or an empty drive."""
+    if cfg.path is None:
+        return empty_drive()
+    path = cfg.path
+
+    def _open() -> TapeCartridge:
+        with dir_beneath(path, roots if roots is not None else (path.parent,)) as walked:
+            fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=walked)
+        try:
+            return open_cartridge(path, dir_fd=fd)  # read_only is the drive's (below)
+        except CartridgeError as exc:
+            raise ValueError(str(exc)) from None
+
+    return await trio.to_thread.run_sync(_open)
+
+
+def _tape(cfg: DeviceSettings, store: BackingStore) -> DeviceType:
+    cartridge = store if isinstance(store, TapeCartridge) else None
+    drive = TapeDevice(cfg.name, cartridge, serial=cfg.serial or None)
+    drive.read_only = cfg.read_only
+    return drive
+
+
+async def _open_library(
+    cfg: DeviceSettings, roots: Sequence[Path] | None, grow: bool
+) -> BackingStore:
+    settings = cfg.library
+    if settings is None or cfg.path is None:
+        raise ValueError(f"devices.{cfg.name}: a vchanger needs a library table and a path")
+    path = cfg.path
+    confined = roots if roots is not None else (path.parent, settings.state_file.parent)
+    return await trio.to_thread.run_sync(LibraryStore.open, settings, path, confined)
+
+
+def _changer(cfg: DeviceSettings, store: BackingStore) -> DeviceType:
+    assert isinstance(store, LibraryStore)
+    return ChangerDevice(cfg.name, store, serial=cfg.serial or None)
+
+
 def _registry(*infos: HandlerInfo) -> Mapping[str, HandlerInfo]:
     table: dict[str, HandlerInfo] = {}
     for info in infos:
@@ -127,6 +177,16 @@ BUILTIN_HANDLERS = (
         "vcdrom", "CD/DVD-ROM drive with an ISO image (read-only; eject and load live)",
         "cdrom", PathRule.IMAGE, (2048,), _open_image, _cdrom, file_backed=True,
         writable=False, removable_medium=True,
+    ),
+    HandlerInfo(
+        "vtape", "SSC tape drive with a file-backed cartridge (load, eject, changer-driven)",
+        "tape", PathRule.IMAGE, (512,), _open_cartridge, _tape, file_backed=False,
+        removable_medium=True,
+    ),
+    HandlerInfo(
+        "vchanger", "SMC medium changer of a tape library (its drives are vtape devices)",
+        "changer", PathRule.DIRECTORY, (512,), _open_library, _changer, file_backed=False,
+        writable=False,
     ),
 )  # fmt: skip
 

@@ -13,16 +13,20 @@ merges them in.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 
 from pyscst.devices.device_type import DeviceType
 from pyscst.devices.disk_sense import short_data_out
 from pyscst.devices.medium import Medium
+from pyscst.devices.stores import BackingStore
 from pyscst.scsi.cdb import OpFlags, OpSpec, OpTable, ResvClass, alloc_len
-from pyscst.scsi.command import Buffer, DataDirection, ExecContext, ScsiCommand
+from pyscst.scsi.command import Buffer, DataDirection, ExecContext, Nexus, ScsiCommand
+from pyscst.scsi.inquiry import VERSION_ISCSI, VERSION_SAM5, VERSION_SPC4, StandardInquiry
 from pyscst.scsi.mode import CONTROL, ModePages, build_mode_sense, parse_mode_select
 from pyscst.scsi.opcodes import Op
 from pyscst.scsi.sense import Asc, ScsiError, Sense, SenseKey
+from pyscst.scsi.vpd import VpdInfo, VpdPages
 
 F = OpFlags
 R = ResvClass
@@ -136,6 +140,34 @@ def type_table(rows: Iterable[OpSpec]) -> OpTable:
     return SPC_TABLE.overlaid(rows)
 
 
+class RemovableIdentity:
+    """Who a removable-medium drive (CD-ROM, tape) says it is: device id,
+    serial (derived from the name unless configured), standard INQUIRY with
+    RMB and the type's command-set version, and the SPC VPD pages (no
+    volatile cache: nothing to lose)."""
+
+    device_id: str
+    serial: str
+    inquiry: StandardInquiry
+    vpd: VpdPages
+
+    def set_identity(
+        self, name: str, serial: str | None, device_type: int, product: str, revision: str,
+        command_set_version: int,
+    ) -> None:  # fmt: skip
+        self.device_id = f"pyscst:{name}"
+        self.serial = serial or hashlib.sha256(self.device_id.encode()).hexdigest()[:16]
+        self.inquiry = StandardInquiry(
+            device_type=device_type,
+            removable=True,
+            product=product,
+            revision=revision,
+            version_descriptors=(VERSION_SAM5, VERSION_ISCSI, VERSION_SPC4, command_set_version),
+        )
+        info = VpdInfo(device_id=self.device_id, serial=self.serial, volatile_cache=False)
+        self.vpd = VpdPages(info, device_type=device_type)
+
+
 class ControlPageState:
     """The Control mode page bits the LU reads of any device type (SPC-4 7.5.8):
     one definition for every type that keeps its mode pages in ``self.mode``."""
@@ -185,3 +217,25 @@ class ReadinessSense:
         except ScsiError as exc:
             return exc.sense
         return None
+
+
+class MediumHooks:
+    """The reset, nexus-loss and power-on hooks of a type whose only state they
+    touch is its medium's PREVENT locks and its mode pages (CD-ROM, changer)."""
+
+    medium: Medium
+    mode: ModePages
+    store: BackingStore
+
+    def nexus_lost(self, nexus: Nexus) -> None:
+        self.medium.nexus_lost(nexus)
+
+    def reset(self) -> None:
+        self.medium.unlock_all()
+
+    def power_on(self) -> None:
+        self.medium.unlock_all()
+        self.mode.reset()
+
+    async def close(self) -> None:
+        await self.store.close()

@@ -74,6 +74,14 @@ class ModePages:
         """``current[byte] & mask`` of one page (for the device's state accessors)."""
         return self._current[(code, subpage)][byte] & mask
 
+    def store(self, code: int, data: bytes, subpage: int = 0) -> None:
+        """Set a page's current bytes from the device's own state (a value the
+        device keeps elsewhere, e.g. a tape's active partition): no checks."""
+        cur = self._current[(code, subpage)]
+        if len(data) != len(cur):
+            raise ValueError(f"page {code:#x}: {len(data)} bytes, expected {len(cur)}")
+        cur[:] = data
+
     def reset(self) -> None:
         """Back to defaults (e.g. power on)."""
         for key, d in self._defs.items():
@@ -229,10 +237,19 @@ def build_mode_sense(
         desc = bytes(16 if llbaa else 8)
     else:
         desc = block_descriptor(blocks, block_size, llbaa)
-    if ten:
+    return mode_parameter_data(cdb, desc, body, device_specific, long_lba=llbaa)
+
+
+def mode_parameter_data(
+    cdb: bytes, desc: bytes, body: bytes, device_specific: int, long_lba: bool = False
+) -> bytes:
+    """MODE SENSE (6) or (10): the header for ``desc`` (block descriptors, as
+    the device type shapes them) and ``body`` (pages), truncated to the
+    allocation length; a (6) reply over 255 bytes is INVALID FIELD IN CDB."""
+    if cdb[0] == 0x5A:
         total = 8 + len(desc) + len(body)
         head = struct.pack(
-            ">HBBBBH", total - 2, 0, device_specific, 1 if llbaa else 0, 0, len(desc)
+            ">HBBBBH", total - 2, 0, device_specific, 1 if long_lba else 0, 0, len(desc)
         )
         allocation = int.from_bytes(cdb[7:9], "big")
     else:

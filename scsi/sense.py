@@ -50,6 +50,22 @@ class Asc(tuple[int, int], enum.Enum):
     """Additional sense code / qualifier pairs used by pyscst (SPC-4 annex D)."""
 
     NO_ADDITIONAL_SENSE = (0x00, 0x00)
+    # sequential-access (SSC-4 / SPC-4 annex D) ------------------------------
+    FILEMARK_DETECTED = (0x00, 0x01)
+    END_OF_PARTITION_MEDIUM_DETECTED = (0x00, 0x02)
+    BEGINNING_OF_PARTITION_MEDIUM_DETECTED = (0x00, 0x04)
+    END_OF_DATA_DETECTED = (0x00, 0x05)
+    CLEANING_REQUESTED = (0x00, 0x17)
+    LUN_NOT_READY_BECOMING_READY = (0x04, 0x01)
+    LOCATE_OPERATION_FAILURE = (0x44, 0x71)
+    SEQUENTIAL_POSITIONING_ERROR = (0x3B, 0x00)
+    MEDIUM_FORMAT_CORRUPTED = (0x31, 0x00)
+    CANNOT_READ_MEDIUM_INCOMPATIBLE_FORMAT = (0x30, 0x02)
+    WORM_MEDIUM_OVERWRITE_ATTEMPTED = (0x30, 0x0C)
+    WRITE_ERROR_AUTO_REALLOCATION_FAILED = (0x0C, 0x02)
+    POSITION_PAST_BEGINNING_OF_MEDIUM = (0x3B, 0x0C)
+    AUXILIARY_MEMORY_OUT_OF_SPACE = (0x55, 0x06)
+    # -------------------------------------------------------------------------
     LUN_NOT_READY_CAUSE_NOT_REPORTABLE = (0x04, 0x00)
     LUN_NOT_READY_INITIALIZING_COMMAND_REQUIRED = (0x04, 0x02)
     LUN_NOT_READY_MANUAL_INTERVENTION = (0x04, 0x03)
@@ -77,6 +93,8 @@ class Asc(tuple[int, int], enum.Enum):
     WRITE_PROTECTED = (0x27, 0x00)
     SPACE_ALLOCATION_FAILED_WRITE_PROTECT = (0x27, 0x07)
     NOT_READY_TO_READY_CHANGE = (0x28, 0x00)
+    #: SMC-3: the operator put media into or took them out of a mail slot
+    IMPORT_OR_EXPORT_ELEMENT_ACCESSED = (0x28, 0x01)
     POWER_ON_RESET_OR_BUS_DEVICE_RESET = (0x29, 0x00)
     POWER_ON_OCCURRED = (0x29, 0x01)
     SCSI_BUS_RESET_OCCURRED = (0x29, 0x02)
@@ -143,6 +161,9 @@ class Sense:
     information: int | None = None
     #: raw sense-key-specific bytes (3) when not a field pointer, e.g. progress
     specific: bytes | None = None
+    #: FILEMARK (0x80), EOM (0x40), ILI (0x20): the stream-command bits of
+    #: sequential-access devices (fixed byte 2; descriptor type 04h)
+    stream: int = 0
 
     @classmethod
     def of(
@@ -169,13 +190,15 @@ class Sense:
                 body += bytes((0x00, 0x0A, 0x80, 0x00)) + struct.pack(">Q", self.information)
             if specific is not None:
                 body += bytes((0x02, 0x06, 0x00, 0x00)) + specific + b"\x00"
+            if self.stream:
+                body += bytes((0x04, 0x02, 0x00, self.stream & 0xE0))
             head = bytes(
                 (0x72, int(self.key) & 0x0F, self.asc, self.ascq, 0, 0, 0, len(body))
             )
             return head + bytes(body)
         buf = bytearray(18)
         buf[0] = 0x70
-        buf[2] = int(self.key) & 0x0F
+        buf[2] = (int(self.key) & 0x0F) | (self.stream & 0xE0)
         if self.information is not None:
             if self.information <= 0xFFFFFFFF:
                 buf[0] |= 0x80  # VALID
@@ -191,10 +214,15 @@ class Sense:
 class ScsiError(Exception):
     """A command ends with a non-GOOD status; CHECK CONDITION carries sense."""
 
-    def __init__(self, status: Status, sense: Sense | None = None) -> None:
+    def __init__(
+        self, status: Status, sense: Sense | None = None, data: bytes | None = None
+    ) -> None:
         super().__init__(status, sense)
         self.status = status
         self.sense = sense
+        #: data-in sent before the status (a tape READ that met a filemark or
+        #: an incorrect-length record still returns what it read)
+        self.data = data
 
     def __str__(self) -> str:
         if self.sense is None:

@@ -94,7 +94,7 @@ class Daemon:
         one's) state_dir or allowed_dirs; ``grow`` lets it extend an existing
         smaller file (the config file says so; the admin plane needs --grow)."""
         roots = (config or self.config).confined_roots
-        actor = DeviceActor(dcfg, roots=roots, grow=grow)
+        actor = DeviceActor(dcfg, roots=roots, grow=grow, peers=self._peer)
         lu = LogicalUnit(
             dcfg.name, actor.current, CORE_TABLE, faults=self.faults,
             pr_path=self.config.state_dir / "pr" / f"{dcfg.name}.json",
@@ -106,6 +106,11 @@ class Daemon:
         self.devices[dcfg.name] = actor
         self.units[dcfg.name] = lu
         self.unit_children[dcfg.name] = child
+
+    def _peer(self, name: str) -> tuple[DeviceActor, LogicalUnit] | None:
+        """A device's actor and LU by name (a changer's way to its drives)."""
+        actor, lu = self.devices.get(name), self.units.get(name)
+        return None if actor is None or lu is None else (actor, lu)
 
     def device_unit(self, name: str) -> DeviceUnit | None:
         child = self.unit_children.get(name)

@@ -14,6 +14,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from pyscst.admin.client.connection import Client, Unreachable
@@ -39,6 +40,10 @@ def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
     parser.add_argument("--json", action="store_true",
                         default=argparse.SUPPRESS if suppress else False,
                         help="print the reply as JSON (for scripts)")
+
+
+def _library_op(op: str, a: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    return op, {"name": a.name, "barcode": a.barcode}
 
 
 def add_admin_parser(sub: Any) -> None:
@@ -124,6 +129,27 @@ def add_admin_parser(sub: Any) -> None:
     ro = p.add_mutually_exclusive_group(required=True)
     ro.add_argument("--read-only", dest="read_only", action="store_true")
     ro.add_argument("--writable", dest="read_only", action="store_false")
+
+    lib = group("library", "a tape library (vchanger): list, create, import, export or delete "
+                "cartridges")
+    p = leaf(lib, "list", "every element and the cartridge in it, and the shelf",
+             lambda a: ("library.list", {"name": a.name}))
+    p.add_argument("name", help="the vchanger device")
+    p = leaf(lib, "create", "a blank cartridge on the shelf (outside the library)",
+             lambda a: ("library.create", {"name": a.name, "barcode": a.barcode,
+                                           "capacity": a.capacity, "worm": a.worm}))
+    p.add_argument("name", help="the vchanger device")
+    p.add_argument("barcode")
+    p.add_argument("--capacity", help='bytes, or e.g. "100G" (default 1G)')
+    p.add_argument("--worm", action="store_true", help="write once, read many")
+    for action, text in (
+        ("import", "put a shelf cartridge into a free mail slot (initiators: 28/01)"),
+        ("export", "take a cartridge out of its mail slot onto the shelf (initiators: 28/01)"),
+        ("delete", "delete a shelf cartridge and its data"),
+    ):
+        p = leaf(lib, action, text, partial(_library_op, f"library.{action}"))
+        p.add_argument("name", help="the vchanger device")
+        p.add_argument("barcode")
 
     tgt = group("target", "add or remove targets")
     p = leaf(tgt, "add", "add a target (on --portal, else wherever the daemon listens)",

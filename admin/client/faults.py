@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 #: keys whose value is a list in the rule table
-LIST_KEYS = {"opcodes", "lba", "window", "pdus", "lbas"}
+LIST_KEYS = {"opcodes", "lba", "window", "pdus", "lbas", "alerts"}
 #: keys that stay strings even when they look like numbers
 STRING_KEYS = {"id", "action", "target", "device", "initiator", "op_class", "direction",
                "status", "phase", "portal"}  # fmt: skip

@@ -21,7 +21,7 @@ from tomlkit.items import Table
 
 from pyscst.admin.config.auth import auth_to_dict
 from pyscst.admin.config.faults import rule_to_dict
-from pyscst.admin.config.files import default_serial, parse_config
+from pyscst.admin.config.files import default_serial, library_to_dict, parse_config
 from pyscst.admin.config.model import (
     AuthConfig,
     Config,
@@ -204,6 +204,7 @@ def _device_values(d: DeviceConfig, state_dir: Path) -> dict[str, Any]:
         "max_restarts": d.max_restarts,
         "restart_period": d.restart_period,
         "io_engine": d.io_engine,
+        "library": library_to_dict(d.library) if d.library is not None else None,
     }
 
 

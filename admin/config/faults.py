@@ -20,6 +20,7 @@ from pyscst.actors.faults import (
     FAULT_STATUSES,
     HOOK_OF,
     PDU_NAMES,
+    TAPE_EVENTS,
     TARGET_PDU_NAMES,
     Action,
     ActionKind,
@@ -85,6 +86,10 @@ class RawFault:
     blocks: int | None = None
     lbas: list[int] = attrs.field(factory=list)
     grow: bool = False
+    event: str = "read_error"
+    record: int = 0
+    after_bytes: int = 0
+    alerts: list[int] = attrs.field(factory=list)
 
 
 _COMMON = {"action", "id", "enabled", "probability", "seed", "every", "after", "times", "window"}
@@ -103,6 +108,7 @@ ACTION_KEYS: dict[ActionKind, set[str]] = {
     ActionKind.TORN_WRITE: {"blocks"},
     ActionKind.BAD_BLOCKS: {*_SENSE, "lbas", "grow"},
     ActionKind.CRASH_DEVICE: set(),
+    ActionKind.TAPE: {"event", "record", "after_bytes", "alerts"},
     ActionKind.PDU_DROP: {"pdus"},
     ActionKind.PDU_DELAY: {"pdus", "delay", "jitter"},
     ActionKind.DIGEST_ERROR: {"pdus"},
@@ -307,6 +313,17 @@ class _Checker:
                                                                       f"0..2**64-1, got {lba}"))
         if kind is ActionKind.BAD_BLOCKS and not raw.lbas and not raw.grow:
             self.fail("lbas", "a bad_blocks rule needs lbas, grow = true, or both")
+        event = self.choice("event", raw.event, TAPE_EVENTS)
+        if not 0 <= raw.record <= MAX_LBA:
+            self.fail("record", f"expected a record number 0..2**64-1, got {raw.record}")
+        if not 0 <= raw.after_bytes <= MAX_LBA:
+            self.fail("after_bytes", f"expected 0..2**64-1 bytes, got {raw.after_bytes}")
+        for i, flag in enumerate(raw.alerts):
+            if not 1 <= flag <= 64:
+                self.problems.append(Problem((*self.path, "alerts", i),
+                                             f"expected a TapeAlert flag 1..64, got {flag}"))
+        if kind is ActionKind.TAPE and event == "tapealert" and not raw.alerts:
+            self.fail("alerts", "a tapealert event needs the flags to raise (1..64)")
         defaults = Action(kind)
         return Action(
             kind=kind,
@@ -322,6 +339,10 @@ class _Checker:
             blocks=raw.blocks,
             lbas=frozenset(raw.lbas),
             grow=raw.grow,
+            event=event or "read_error",
+            record=raw.record,
+            after_bytes=raw.after_bytes,
+            alerts=frozenset(raw.alerts),
         )
 
     def sense_key(self, value: int | str) -> SenseKey | None:
@@ -373,6 +394,7 @@ def rule_to_dict(rule: FaultRule) -> dict[str, Any]:
         "sense_key": a.sense_key.name.lower(), "asc": a.asc, "ascq": a.ascq,
         "information": a.information, "delay": a.delay, "jitter": a.jitter,
         "phase": a.phase.value, "bits": a.bits, "grow": a.grow,
+        "event": a.event, "record": a.record, "after_bytes": a.after_bytes,
         "status": next(n for n, s in FAULT_STATUSES.items() if s is a.status),
     }  # fmt: skip
     out.update({k: v for k, v in params.items() if k in keys})
@@ -380,4 +402,6 @@ def rule_to_dict(rule: FaultRule) -> dict[str, Any]:
         out["blocks"] = a.blocks
     if "lbas" in keys:
         out["lbas"] = sorted(a.lbas)
+    if "alerts" in keys:
+        out["alerts"] = sorted(a.alerts)
     return out

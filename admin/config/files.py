@@ -44,6 +44,7 @@ from pyscst.admin.config.schema import (
     RawDevice,
     RawGroup,
     RawIscsi,
+    RawLibrary,
     RawLun,
     RawMetrics,
     RawTarget,
@@ -61,9 +62,14 @@ from pyscst.admin.config.values import (
     parse_size,
 )
 from pyscst.devices.confine import lexical, outside_roots
+from pyscst.devices.library import LibraryLayout, check_barcode
+from pyscst.devices.library_store import CartridgeSpec, LibrarySettings
 from pyscst.devices.registry import HANDLERS, PathRule
 from pyscst.devices.stores import IO_ENGINES
 from pyscst.scsi.lun import MAX_LUN
+
+#: the smallest cartridge a library may be configured with
+MIN_CAPACITY = 1 << 20
 
 if sys.version_info >= (3, 11):  # noqa: UP036 - pyproject still lists tomli for <3.11
     import tomllib
@@ -233,7 +239,7 @@ def _dump_device(device: DeviceConfig) -> dict[str, Any]:
     out: dict[str, Any] = {"handler": device.handler}
     if device.path is not None:
         out["path"] = str(device.path)
-    if HANDLERS[device.handler].path is not PathRule.IMAGE:
+    if HANDLERS[device.handler].path not in (PathRule.IMAGE, PathRule.DIRECTORY):
         out["size"] = format_size(device.size)
     out.update(
         block_size=device.block_size,
@@ -250,7 +256,24 @@ def _dump_device(device: DeviceConfig) -> dict[str, Any]:
         out["physical_block_size"] = device.physical_block_size
     if device.io_engine != "auto":
         out["io_engine"] = device.io_engine
+    if device.library is not None:
+        out["library"] = library_to_dict(device.library)
     return out
+
+
+def library_to_dict(library: LibrarySettings) -> dict[str, Any]:
+    """A vchanger's ``library`` table as the file says it."""
+    layout = library.layout
+    return {
+        "drives": list(layout.drives),
+        "slots": layout.slots,
+        "mail_slots": layout.mail_slots,
+        "cartridges": [
+            {"barcode": c.barcode, "capacity": format_size(c.capacity), "worm": c.worm,
+             **({"slot": c.slot} if c.slot is not None else {})}
+            for c in library.cartridges
+        ],
+    }
 
 
 def _dump_luns(luns: Iterable[LunMapping]) -> list[dict[str, Any]]:
@@ -319,6 +342,7 @@ class _Resolver:
             for name, raw_dev in raw.devices.items()
             if (d := self.device(("devices", name), name, raw_dev, state_dir)) is not None
         )
+        self.library_drives(devices, raw)
         known = self.device_names | set(raw.devices)
         targets = tuple(
             t
@@ -456,7 +480,7 @@ class _Resolver:
                     f"got {raw.physical_block_size}",
                 )
         size: int | None = 0
-        if handler is not None and handler.path is PathRule.IMAGE:
+        if handler is not None and handler.path in (PathRule.IMAGE, PathRule.DIRECTORY):
             if raw.size is not None:
                 self.fail((*path, "size"), f"{handler.name} takes its size from the image; "
                           "remove size")
@@ -478,6 +502,11 @@ class _Resolver:
                 file = _absolute(state_dir, raw.path)
                 if outside_roots(file, self.roots):
                     self.fail((*path, "path"), outside_message(raw.path, file, self.roots))
+        elif handler is not None and handler.path is PathRule.DIRECTORY:
+            written = raw.path if raw.path is not None and raw.path.strip() else name
+            file = _absolute(state_dir, written)
+            if outside_roots(file, self.roots):
+                self.fail((*path, "path"), outside_message(written, file, self.roots))
         elif handler is not None and handler.path is PathRule.FILE:
             if raw.path is not None and not raw.path.strip():
                 self.fail((*path, "path"), "empty path")
@@ -497,6 +526,15 @@ class _Resolver:
                 (*path, "io_engine"),
                 f'expected one of {", ".join(IO_ENGINES)}, got "{raw.io_engine}"',
             )
+        library = None
+        if handler is not None and handler.path is PathRule.DIRECTORY:
+            if raw.library is None:
+                self.fail((*path, "library"), f"required for {handler.name}: drives, slots, "
+                          "mail_slots, cartridges")  # fmt: skip
+            else:
+                library = self.library((*path, "library"), name, raw.library, state_dir)
+        elif raw.library is not None:
+            self.fail((*path, "library"), "only vchanger devices have a library")
         if len(self.problems) > before or handler is None or size is None:
             return None
         return DeviceConfig(
@@ -514,7 +552,73 @@ class _Resolver:
             max_restarts=raw.max_restarts,
             restart_period=float(raw.restart_period),
             io_engine=raw.io_engine,
+            library=library,
         )
+
+    def library(
+        self, path: KeyPath, name: str, raw: RawLibrary, state_dir: Path
+    ) -> LibrarySettings | None:
+        """A vchanger's ``library`` table (its drives are checked against the
+        other devices in :meth:`library_drives`, once all are known)."""
+        before = len(self.problems)
+        cartridges = []
+        seen: dict[str, int] = {}
+        slots_taken: dict[int, int] = {}
+        for i, rc in enumerate(raw.cartridges):
+            where = (*path, "cartridges", i)
+            self.check((*where, "barcode"), partial(check_barcode, rc.barcode))
+            if rc.barcode in seen:
+                first = seen[rc.barcode]
+                self.fail((*where, "barcode"), f'"{rc.barcode}" is also cartridges[{first}]')
+            seen.setdefault(rc.barcode, i)
+            capacity = self.check((*where, "capacity"), partial(parse_size, rc.capacity))
+            if capacity is not None and capacity < MIN_CAPACITY:
+                self.fail((*where, "capacity"), f"at least 1MiB, got {capacity}")
+            if rc.slot is not None:
+                if not 1 <= rc.slot <= raw.slots:
+                    self.fail((*where, "slot"), f"expected 1..{raw.slots} (slots), got {rc.slot}")
+                elif rc.slot in slots_taken:
+                    self.fail((*where, "slot"), f"slot {rc.slot} is also cartridges"
+                              f"[{slots_taken[rc.slot]}]'s")  # fmt: skip
+                slots_taken.setdefault(rc.slot, i)
+            if capacity is not None:
+                cartridges.append(CartridgeSpec(rc.barcode, capacity, rc.worm, rc.slot))
+        if len(raw.cartridges) > raw.slots:
+            self.fail((*path, "cartridges"), f"{len(raw.cartridges)} cartridges, "
+                      f"{raw.slots} slots")  # fmt: skip
+        for i, drive in enumerate(raw.drives):
+            if drive in raw.drives[:i]:
+                self.fail((*path, "drives", i), f'"{drive}" listed twice')
+        layout = None
+        try:
+            layout = LibraryLayout(tuple(dict.fromkeys(raw.drives)), raw.slots, raw.mail_slots)
+        except ValueError as exc:
+            key = str(exc).split(":", 1)[0]
+            self.fail((*path, key if key in ("slots", "mail_slots", "drives") else "drives"),
+                      str(exc).split(": ", 1)[-1])  # fmt: skip
+        if len(self.problems) > before or layout is None:
+            return None
+        return LibrarySettings(layout, state_dir / "library" / f"{name}.json", tuple(cartridges))
+
+    def library_drives(self, devices: Iterable[DeviceConfig], raw: RawConfig) -> None:
+        """Every library drive is a vtape device of this file, in one library only."""
+        handlers = {name: d.handler for name, d in raw.devices.items()}
+        owner: dict[str, str] = {}
+        for d in devices:
+            if d.library is None:
+                continue
+            for i, drive in enumerate(d.library.layout.drives):
+                where = ("devices", d.name, "library", "drives", i)
+                if drive not in handlers:
+                    self.fail(where, f'no device named "{drive}"')
+                elif handlers[drive] != "vtape":
+                    self.fail(where, f'"{drive}" is a {handlers[drive]} device, not vtape')
+                elif drive in owner:
+                    self.fail(where, f'"{drive}" is also a drive of library "{owner[drive]}"')
+                elif raw.devices[drive].path:
+                    self.fail(("devices", drive, "path"), f'"{drive}" is a drive of library '
+                              f'"{d.name}", whose changer loads it; remove path')  # fmt: skip
+                owner.setdefault(drive, d.name)
 
     def lun_map(
         self, path: KeyPath, raw: list[RawLun], devices: set[str]

@@ -74,6 +74,22 @@ class RawIscsi:
 
 
 @attrs.frozen
+class RawCartridge:
+    barcode: str
+    capacity: int | str = "1G"
+    worm: bool = False
+    slot: int | None = None
+
+
+@attrs.frozen
+class RawLibrary:
+    drives: list[str] = attrs.field(factory=list)
+    slots: int = 10
+    mail_slots: int = 1
+    cartridges: list[RawCartridge] = attrs.field(factory=list)
+
+
+@attrs.frozen
 class RawDevice:
     handler: str
     #: required for disks; a CD-ROM's size is its image's
@@ -90,6 +106,8 @@ class RawDevice:
     max_restarts: int = 5
     restart_period: float = 60.0
     io_engine: str = "auto"
+    #: a vchanger's library: drives, slots, mail slots, cartridges
+    library: RawLibrary | None = None
 
 
 @attrs.frozen

@@ -27,6 +27,7 @@ from pyscst.admin.control import reconcile
 from pyscst.admin.control.ops import auth as ops_auth
 from pyscst.admin.control.ops import config as ops_config
 from pyscst.admin.control.ops import edit as ops_edit
+from pyscst.admin.control.ops import library as ops_library
 from pyscst.admin.control.ops import runtime as ops_runtime
 from pyscst.admin.control.ops.args import Args
 from pyscst.admin.control.protocol import VERSION, ErrorCode, OpError
@@ -103,6 +104,7 @@ class Controller:
         for name, edit in edits.items():
             ops[name] = functools.partial(self.edit, name, edit)
         ops.update(ops_runtime.operations(self))
+        ops.update(ops_library.operations(self))
         ops.update(ops_config.operations(self))
         return ops
 

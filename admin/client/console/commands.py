@@ -568,6 +568,55 @@ def run_load(shell: ShellContext, inv: Invocation) -> Fragments:
     return _run_medium(shell, inv, "load")
 
 
+LIBRARY_ACTIONS = ("list", "create", "import", "export", "delete")
+
+
+def run_library(shell: ShellContext, inv: Invocation) -> Fragments:
+    """``library [PATH] [ACTION BARCODE] [capacity=SIZE] [worm=true]`` on a vchanger."""
+    words = list(inv.positionals)
+    path = words.pop(0) if words and words[0] not in LIBRARY_ACTIONS else None
+    action = words.pop(0) if words else "list"
+    node = shell.resolve(path)
+    if node.kind is not Kind.DEVICE:
+        raise UsageError(f"library: {node.text_path} is a {node.kind.value}; "
+                         "give a vchanger device")  # fmt: skip
+    if action not in LIBRARY_ACTIONS:
+        raise UsageError(f"library: unknown action {action!r} ({', '.join(LIBRARY_ACTIONS)})")
+    if action == "list":
+        _no_options(inv)
+        reply = shell.call("library.list", name=node.name)
+        return line(_render_inventory(reply))
+    if not words:
+        raise UsageError(f"library: {action} needs a barcode (library PATH {action} BARCODE)")
+    options = dict(inv.options)
+    extra: dict[str, Any] = {}
+    if action == "create":
+        unknown = set(options) - {"capacity", "worm"}
+        if unknown:
+            raise UsageError(f"library create: unknown attributes {', '.join(sorted(unknown))}")
+        if "capacity" in options:
+            extra["capacity"] = options["capacity"]
+        if "worm" in options:
+            extra["worm"] = options["worm"].lower() in ("true", "yes", "1", "on")
+    else:
+        _no_options(inv)
+    reply = shell.call(f"library.{action}", name=node.name, barcode=words[0], **extra)
+    return _ok(str(reply.get("message", f"library {action} {words[0]}")))
+
+
+def _render_inventory(reply: Mapping[str, Any]) -> str:
+    rows = []
+    for e in reply.get("elements", []):
+        kind = {"transport": "picker", "storage": "slot", "import_export": "mail slot",
+                "data_transfer": "drive"}.get(str(e.get("type")), str(e.get("type")))  # fmt: skip
+        what = f"{kind} {e.get('drive')}" if e.get("drive") else kind
+        state = " (open)" if e.get("open") else ""
+        rows.append(f"  {int(e['address']):#06x}  {what:<16} {e.get('barcode') or '-'}{state}")
+    shelf = ", ".join(reply.get("shelf", [])) or "-"
+    lock = "  (mail slots locked: an initiator prevents removal)" if reply.get("locked") else ""
+    return "\n".join([f"library {reply.get('name')}{lock}", *rows, f"  shelf: {shelf}"])
+
+
 def run_close(shell: ShellContext, inv: Invocation) -> Fragments:
     _no_options(inv)
     node = shell.resolve(_one_path(inv))
@@ -749,6 +798,17 @@ A CD-ROM (vcdrom) takes image=FILE to load another ISO image (relative to
 state_dir, below state_dir or allowed_dirs); without it, the last one.
   load /devices/disk0
   load /devices/cd0 image=debian.iso""", run_load, takes_options=True),
+    Command("library", "library [PATH] [ACTION BARCODE] [key=value]",
+            "a tape library: list, create, import, export, delete cartridges", """
+On a vchanger device. Without ACTION: every element (picker, mail slots, drives,
+slots) and its cartridge, and the shelf (cartridges outside the library).
+  library /devices/lib0
+  library /devices/lib0 create A00042L8 capacity=100G [worm=true]   (on the shelf)
+  library /devices/lib0 import A00042L8    (into a free mail slot; initiators: 28/01)
+  library /devices/lib0 export A00042L8    (out of its mail slot; initiators: 28/01)
+  library /devices/lib0 delete A00042L8    (a shelf cartridge and its data)
+Import and export are refused while an initiator prevents medium removal.""",
+            run_library, max_positionals=3, takes_options=True),
     Command("close", "close [PATH]", "close a session", """
   close /sessions/iqn.2026-11.org.pyscst:test/1""", run_close),
     Command("stats", "stats [PATH]", "commands, bytes, errors and latency", """

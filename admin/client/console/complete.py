@@ -16,7 +16,13 @@ from prompt_toolkit.document import Document
 
 from pyscst.admin.client.console.attrs import CREATE_ATTRS, FORCE, FORCEABLE, SET_ATTRS, Attr
 from pyscst.admin.client.console.backend import BackendError
-from pyscst.admin.client.console.commands import ALIASES, COMMANDS, Command, next_free_lun
+from pyscst.admin.client.console.commands import (
+    ALIASES,
+    COMMANDS,
+    LIBRARY_ACTIONS,
+    Command,
+    next_free_lun,
+)
 from pyscst.admin.client.console.model import CHILD_KIND, Kind, Node, PathError, resolve, split_path
 from pyscst.admin.client.console.shell import Shell
 
@@ -59,6 +65,11 @@ class ConsoleCompleter(Completer):
                 choices = attr.choices(root) if root is not None else []
                 yield from _words(prefix, choices, attr.name)
             return
+        if command.name == "library":  # [PATH] ACTION BARCODE: the actions after the path
+            if not positionals or (len(positionals) == 1 and positionals[0].startswith("/")):
+                yield from _words(current, LIBRARY_ACTIONS, "action")
+            if positionals:
+                return
         if len(positionals) < command.max_positionals:
             yield from self._positional(command, current, document, event)
         if command.takes_options and not current.startswith(("/", ".")):

@@ -23,9 +23,11 @@ from pyscst.devices import spc
 from pyscst.devices.device_type import DeviceType
 from pyscst.devices.disk import DiskDevice
 from pyscst.devices.disk_table import SBC_TABLE
+from pyscst.devices.library import Library, LibraryLayout
+from pyscst.devices.library_store import LibraryStore
 from pyscst.devices.medium import Medium, MediumLocked
-from pyscst.devices.registry import BUILTIN_HANDLERS, HANDLERS
-from pyscst.devices.stores import MemoryStore, NullStore
+from pyscst.devices.registry import BUILTIN_HANDLERS, HANDLERS, PathRule
+from pyscst.devices.stores import BackingStore, MemoryStore, NullStore
 from pyscst.scsi.cdb import OpFlags, OpSpec, OpTable, Readiness, ResvClass
 from pyscst.scsi.command import Buffer, DataDirection, ExecContext, Nexus, ScsiCommand
 from pyscst.scsi.inquiry import StandardInquiry
@@ -152,9 +154,15 @@ def test_rotational_reaches_vpd_b1(rotational: bool, rate: int) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(HANDLERS))
-def test_every_registered_handler_builds_a_device_type_and_is_documented(name: str) -> None:
+def test_every_registered_handler_builds_a_device_type_and_is_documented(
+    name: str, tmp_path: Path
+) -> None:
     info = HANDLERS[name]
-    device = info.build(_Settings(name), MemoryStore(1 << 20))
+    store: BackingStore = MemoryStore(1 << 20)
+    if info.path is PathRule.DIRECTORY:  # a library: its store is its inventory
+        library = Library(LibraryLayout())
+        store = LibraryStore(library, tmp_path / "lib.json", tmp_path, (tmp_path,))
+    device = info.build(_Settings(name), store)
     assert isinstance(device, DeviceType)
     if name not in {info.name for info in BUILTIN_HANDLERS}:
         return  # an installed plugin's handler: documented in its own package
@@ -175,6 +183,7 @@ class _Settings:
         self.removable = True
         self.physical_block_size = 4096
         self.io_engine = "auto"
+        self.library = None
 
 
 # --- the medium --------------------------------------------------------------------

@@ -1,0 +1,67 @@
+"""A tape drive behind the real logical unit: WRITE(6) with immediate data
+takes the synchronous fast path when nothing older waits (ORDERED too), READ(6)
+its task (measured: for 256 KiB records the inline attempt cost more than it
+saved), and a CHECK CONDITION still carries its data-in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+import trio.lowlevel
+
+from pyscst.actors.core_table import CORE_TABLE
+from pyscst.actors.lun import LogicalUnit
+from pyscst.devices.tape import TapeDevice
+from pyscst.devices.tape_cartridge import Kind, create_blank, open_cartridge
+from pyscst.scsi.command import DataDirection, Nexus, ScsiCommand, TaskAttribute
+from pyscst.scsi.sense import Status
+from tests.fakes import FakeTransport
+
+NEXUS = Nexus.iscsi("iqn.2026-11.org.example:a", 1, "iqn.2026-11.org.pyscst:t", 1)
+
+
+def c6(op: int, b1: int, n: int) -> bytes:
+    return bytes((op, b1)) + n.to_bytes(3, "big") + b"\0"
+
+
+def command(t: FakeTransport, tag: int, cdb: bytes, length: int, direction: DataDirection,
+            attr: TaskAttribute = TaskAttribute.SIMPLE) -> ScsiCommand:  # fmt: skip
+    return ScsiCommand(cdb=cdb, lun=0, tag=tag, attr=attr, expected_length=length,
+                       direction=direction, nexus=NEXUS, transport=t)  # fmt: skip
+
+
+async def answers(t: FakeTransport, n: int) -> None:
+    with trio.fail_after(5):
+        while len(t.responses) < n:
+            await trio.lowlevel.checkpoint()
+
+
+async def test_immediate_writes_answer_inside_submit_reads_keep_their_data(
+    tmp_path: Path,
+) -> None:
+    cart = open_cartridge(create_blank(tmp_path / "C", "C00001L8", 8 << 20))
+    cart.partitions[0].append_many(Kind.RECORD, [b"a" * 10, b"b" * 10])
+    device = TapeDevice("t0", cart)
+    lu = LogicalUnit("t0", lambda: device, CORE_TABLE)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(lu.run)
+        t = FakeTransport()
+        lu.submit(command(t, 1, bytes(6), 0, DataDirection.NONE), 0, False)  # power-on UA
+        read = DataDirection.READ
+        lu.submit(command(t, 2, c6(0x08, 0, 10), 10, read), 0, False)
+        await answers(t, 2)
+        assert t.responses[1].status == Status.GOOD and t.responses[1].data == b"a" * 10
+        lu.submit(command(t, 3, c6(0x08, 0, 64), 64, read), 0, False)
+        await answers(t, 3)
+        ili = t.responses[2]
+        assert ili.status == Status.CHECK_CONDITION and ili.sense is not None
+        assert ili.sense[2] & 0x20 and ili.data == b"b" * 10  # ILI, and the data
+        t_out = FakeTransport(b"c" * 8)
+        write = command(t_out, 4, c6(0x0A, 0, 8), 8, DataDirection.WRITE, TaskAttribute.ORDERED)
+        lu.submit(write, 0, False)
+        assert len(t_out.responses) == 1  # ordered, nothing older: answered inside submit
+        assert t_out.responses[0].status == Status.GOOD
+        assert device.part.eod == 3 and device.position == 3
+        nursery.cancel_scope.cancel()
+    cart.close_now()
