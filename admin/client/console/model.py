@@ -6,8 +6,9 @@ Operators move around the running configuration like a file system
 ``/targets/<iqn>/groups/<g>/{initiators,luns}/...`` and
 ``/sessions/<target>/<tsih>``, ``/faults/<rule id>`` and, where ALUA is on,
 ``/targets/<iqn>/port_groups/<name>`` (live access states). This module
-turns one ``tree`` result into immutable :class:`Node` records and resolves typed paths against them, so
-every command and the completer see the same picture. The reply is read
+turns one ``tree`` result into immutable :class:`Node` records and resolves
+typed paths against them, so every command and the completer see the same
+picture. The reply is read
 leniently (objects keyed by name or lists of objects with a ``name``), since
 the tree is a snapshot for display, not a contract the console enforces.
 """
