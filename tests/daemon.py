@@ -95,8 +95,10 @@ def write_config(
     auth: Mapping[str, Any] | None = None,
     discovery_auth: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
+    target_extra: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write ``workdir/pyscst.toml`` with state under ``workdir/state``; validate it."""
+    """Write ``workdir/pyscst.toml`` with state under ``workdir/state``; validate it.
+    ``target_extra`` adds keys to (or replaces them in) the test target's table."""
     state_dir = workdir / "state"
     state_dir.mkdir(parents=True, exist_ok=True)
     target_table: dict[str, Any] = {
@@ -107,6 +109,7 @@ def write_config(
         target_table["groups"] = {name: dict(g) for name, g in groups.items()}
     if auth is not None:
         target_table["auth"] = dict(auth)
+    target_table.update(target_extra or {})
     doc: dict[str, Any] = {
         "state_dir": str(state_dir),
         "log_level": log_level,
