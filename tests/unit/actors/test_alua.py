@@ -1,0 +1,157 @@
+"""Target port groups: the one API that changes access states, and what a change does."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import pytest
+import trio
+import trio.testing
+
+from pyscst.actors.alua import Cause, PortGroups, PortGroupSpec
+from pyscst.actors.lun import LogicalUnit
+from pyscst.actors.session import LunMapping
+from pyscst.actors.target import Target
+from pyscst.scsi.alua import AccessState, StatusCode
+from pyscst.scsi.command import Nexus
+from pyscst.scsi.sense import Asc
+
+A, B = ("10.0.0.1", 3260), ("10.0.0.2", 3260)
+SPECS = [
+    PortGroupSpec("a", 1, (A,)),
+    PortGroupSpec("b", 2, (B,), AccessState.STANDBY, relative_port=7, preferred=True),
+]
+NEXUS = Nexus.iscsi("iqn.2026-11.org.example:h", 1, "iqn.2026-11.org.pyscst:t", 2, 7, 2)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.notified: list[Nexus | None] = []
+        self.changes: list[tuple[str, AccessState, AccessState, Cause]] = []
+
+    def notify(self, by: Nexus | None) -> None:
+        self.notified.append(by)
+
+    def listen(self, name: str, old: AccessState, new: AccessState, cause: Cause) -> None:
+        self.changes.append((name, old, new, cause))
+
+
+def groups_with(rec: Recorder) -> PortGroups:
+    groups = PortGroups("t", SPECS, transition_time=9, notify=rec.notify)
+    groups.subscribe(rec.listen)
+    return groups
+
+
+def test_groups_by_name_id_and_portal() -> None:
+    groups = PortGroups("t", SPECS)
+    assert groups.get("b") is groups.get(2) is groups.get("2") is groups.group_at(B)
+    assert groups.get("b").relative_port == 7 and groups.get("a").relative_port == 1
+    assert groups.group_at(("10.0.0.3", 3260)) is None
+    with pytest.raises(KeyError):
+        groups.get("c")
+    with pytest.raises(KeyError):
+        groups.get(3)
+    assert [(r.group_id, r.state, r.relative_ports, r.preferred) for r in groups.reports()] == [
+        (1, AccessState.ACTIVE_OPTIMIZED, (1,), False), (2, AccessState.STANDBY, (7,), True),
+    ]
+
+
+def test_set_state_notifies_once_per_change_and_names_the_cause() -> None:
+    rec = Recorder()
+    groups = groups_with(rec)
+    assert groups.set_state("b", AccessState.ACTIVE_OPTIMIZED, cause=Cause.EXPLICIT, by=NEXUS)
+    assert not groups.set_state(2, AccessState.ACTIVE_OPTIMIZED)  # no change: no news
+    assert rec.notified == [NEXUS]
+    assert rec.changes == [
+        ("b", AccessState.STANDBY, AccessState.ACTIVE_OPTIMIZED, Cause.EXPLICIT)
+    ]
+    assert groups.get("b").status is StatusCode.ALTERED_BY_EXPLICIT_STPG
+    groups.set_state("a", AccessState.OFFLINE)
+    assert groups.get("a").status is StatusCode.ALTERED_BY_IMPLICIT_ALUA
+    with pytest.raises(ValueError):
+        groups.set_state("a", AccessState.TRANSITIONING)
+
+
+def test_a_failing_listener_does_not_stop_the_change() -> None:
+    rec = Recorder()
+    groups = groups_with(rec)
+
+    def broken(*_: Any) -> None:
+        raise RuntimeError("listener bug")
+
+    groups.subscribe(broken)
+    unsubscribe = groups.subscribe(rec.listen)
+    assert groups.set_state("a", AccessState.STANDBY)
+    assert groups.state_of("a") is AccessState.STANDBY and len(rec.changes) == 2
+    unsubscribe()
+    groups.set_state("a", AccessState.ACTIVE_OPTIMIZED)
+    assert len(rec.changes) == 3
+
+
+async def test_transition_passes_through_transitioning() -> None:
+    rec = Recorder()
+    groups = groups_with(rec)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(groups.transition, "a", AccessState.STANDBY, 0.2)
+        await trio.testing.wait_all_tasks_blocked()
+        assert groups.state_of("a") is AccessState.TRANSITIONING
+    assert groups.state_of("a") is AccessState.STANDBY
+    assert [new for _, _, new, _ in rec.changes] == [
+        AccessState.TRANSITIONING, AccessState.STANDBY
+    ]
+
+
+async def test_a_newer_change_supersedes_a_pending_transition() -> None:
+    groups = groups_with(Recorder())
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(groups.transition, "a", AccessState.STANDBY, 0.2)
+        await trio.testing.wait_all_tasks_blocked()
+        groups.set_state("a", AccessState.UNAVAILABLE)
+    assert groups.state_of("a") is AccessState.UNAVAILABLE
+
+
+async def test_a_cancelled_transition_arrives_at_once() -> None:
+    groups = groups_with(Recorder())
+    with trio.move_on_after(0.05):
+        await groups.transition("a", AccessState.STANDBY, 60)
+    assert groups.state_of("a") is AccessState.STANDBY
+
+
+def test_reconfigure_keeps_live_states_of_groups_that_stay() -> None:
+    groups = PortGroups("t", SPECS)
+    groups.set_state("a", AccessState.STANDBY)
+    groups.reconfigure(
+        [PortGroupSpec("a", 5, (B,)), PortGroupSpec("c", 6, (A,), AccessState.UNAVAILABLE)],
+        explicit=False, transition_time=0,
+    )  # fmt: skip
+    assert groups.get("a").state is AccessState.STANDBY and groups.get("a").group_id == 5
+    assert groups.get("c").state is AccessState.UNAVAILABLE
+    assert groups.group_at(A) is groups.get("c") and groups.get("a").tpgs == 0x10
+    with pytest.raises(KeyError):
+        groups.get("b")
+
+
+class FakeLu:
+    """Only what the target calls on its LUs when a state changes."""
+
+    def __init__(self) -> None:
+        self.raised: list[tuple[Asc, Nexus | None, str | None]] = []
+
+    def raise_ua(self, asc: Asc, exclude: Nexus | None = None, target: str | None = None) -> None:
+        self.raised.append((asc, exclude, target))
+
+
+def test_a_targets_state_change_raises_2a06_on_its_own_nexuses() -> None:
+    lu = FakeLu()
+    target = Target(
+        "iqn.2026-11.org.pyscst:t", portals=[A, B],
+        default_luns={0: LunMapping(cast(LogicalUnit, lu))},
+    )  # fmt: skip
+    assert target.tag_for(A) == 1 and target.alua is None
+    target.set_port_groups(SPECS, explicit=True)
+    assert target.alua is not None
+    assert target.tag_for(A) == 1 and target.tag_for(B) == 7
+    target.alua.set_state("a", AccessState.STANDBY, by=NEXUS)
+    assert lu.raised == [(Asc.ASYMMETRIC_ACCESS_STATE_CHANGED, NEXUS, target.name)]
+    target.set_port_groups([])
+    assert target.alua is None and target.tag_for(B) == 1
