@@ -80,6 +80,28 @@ def free_port(host: str = "127.0.0.1") -> int:
             return port
 
 
+def free_ports(host: str = "127.0.0.1", count: int = 2) -> list[int]:
+    """``count`` distinct free ports (a target with several portals)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port(host)
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+def alua_portals(host: str, ports: Sequence[int], states: Sequence[str]) -> dict[str, Any]:
+    """Target keys for one portal per ALUA port group: group ``a`` (id 1) on the
+    first port in the first state, ``b`` (id 2) on the next, ..."""
+    return {
+        "portals": [f"{host}:{p}" for p in ports],
+        "port_groups": {
+            chr(ord("a") + i): {"id": i + 1, "portals": [f"{host}:{p}"], "state": state}
+            for i, (p, state) in enumerate(zip(ports, states, strict=True))
+        },
+    }
+
+
 def write_config(
     workdir: Path,
     *,

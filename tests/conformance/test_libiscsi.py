@@ -33,7 +33,14 @@ from tests.conformance.runner import (
     run_suite,
 )
 from tests.conformance.update import main as update_main
-from tests.daemon import free_port, running_daemon, start_daemon, stop_daemon, write_config
+from tests.daemon import (
+    alua_portals,
+    free_ports,
+    running_daemon,
+    start_daemon,
+    stop_daemon,
+    write_config,
+)
 
 HERE = Path(__file__).resolve().parent
 SAMPLE_ALL = (HERE / "sample-tgt-all.log").read_text()
@@ -215,21 +222,14 @@ def test_libiscsi_over_two_alua_port_groups(tmp_path: Path) -> None:
     tool = _tool_or_skip()
     out_dir = results_dir()
     host = "127.0.0.1"
-    port, port_b = free_port(host), free_port(host)
-    while port_b == port:
-        port_b = free_port(host)
+    port, port_b = free_ports(host, 2)
     target = "iqn.2026-11.org.pyscst:alua-conformance"
     config = write_config(
         tmp_path, port=port, host=host, target=target, devices=CONFORMANCE_DEVICES,
         luns=CONFORMANCE_LUNS,
-        target_extra={
-            "portals": [f"{host}:{port}", f"{host}:{port_b}"],
-            "port_groups": {
-                "a": {"id": 1, "portals": [f"{host}:{port}"]},
-                "b": {"id": 2, "portals": [f"{host}:{port_b}"],
-                      "state": "active/non-optimized"},
-            },
-        },
+        target_extra=alua_portals(
+            host, (port, port_b), ("active/optimized", "active/non-optimized")
+        ),
     )  # fmt: skip
     proc, daemon = start_daemon(config, host=host, port=port, target=target)
     try:

@@ -21,7 +21,14 @@ import trio
 from pyscst.admin.client.connection import Client
 from pyscst.scsi.sense import Status
 from pyscst.transports.iscsi.initiator import Initiator, Result
-from tests.daemon import RunningDaemon, free_port, start_daemon, stop_daemon, write_config
+from tests.daemon import (
+    RunningDaemon,
+    alua_portals,
+    free_ports,
+    start_daemon,
+    stop_daemon,
+    write_config,
+)
 
 HOST = "127.0.0.1"
 TARGET = "iqn.2026-11.org.pyscst:alua"
@@ -36,9 +43,7 @@ AO, ANO, STANDBY, UNAVAILABLE, OFFLINE, TRANSITIONING = 0, 1, 2, 3, 0xE, 0xF
 @contextlib.asynccontextmanager
 async def running(workdir: Path, **target_extra: Any) -> AsyncIterator[tuple[RunningDaemon, int]]:
     """The daemon, and the port of its second portal."""
-    port, port_b = free_port(HOST), free_port(HOST)
-    while port_b == port:
-        port_b = free_port(HOST)
+    port, port_b = free_ports(HOST, 2)
     config = write_config(
         workdir,
         port=port,
@@ -46,12 +51,8 @@ async def running(workdir: Path, **target_extra: Any) -> AsyncIterator[tuple[Run
         target=TARGET,
         devices={"disk0": {"handler": "vdisk_fileio", "size": "4MiB"}},
         target_extra={
-            "portals": [f"{HOST}:{port}", f"{HOST}:{port_b}"],
+            **alua_portals(HOST, (port, port_b), ("active/optimized", "standby")),
             "alua_transition_time": 7,
-            "port_groups": {
-                "a": {"id": 1, "portals": [f"{HOST}:{port}"]},
-                "b": {"id": 2, "portals": [f"{HOST}:{port_b}"], "state": "standby"},
-            },
             **target_extra,
         },
     )
