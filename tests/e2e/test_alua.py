@@ -11,7 +11,10 @@ rules' transitions, and state changes racing with commands in flight.
 from __future__ import annotations
 
 import contextlib
+import os
 import struct
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from pyscst.admin.client.connection import Client
 from pyscst.scsi.sense import Status
 from pyscst.transports.iscsi.initiator import Initiator, Result
 from tests.daemon import (
+    REPO_ROOT,
     RunningDaemon,
     alua_portals,
     free_ports,
@@ -311,3 +315,48 @@ async def test_state_changes_racing_with_commands_in_flight(tmp_path: Path) -> N
         client.call("alua.set", target=TARGET, group="a", state="active/optimized")
         await drain_unit_attentions(a)
         assert (await read(a)).status == Status.GOOD
+
+
+async def test_discovery_cli_and_reload(tmp_path: Path) -> None:
+    """SendTargets gives each portal its group's tag; ``pyscst admin alua`` shows
+    and sets; a reload applies a group's changed configured state, nothing else."""
+    async with running(tmp_path) as (info, port_b), login(info.port) as a:
+        async with await Initiator.connect(HOST, info.port, initiator_name=NAME) as disc:
+            found = dict(await disc.send_targets())
+        assert sorted(found[TARGET]) == sorted(
+            [f"{HOST}:{info.port},1", f"{HOST}:{port_b},2"]
+        )
+        socket_path = str(info.state_dir / "pyscst.sock")
+
+        def admin(*args: str) -> subprocess.CompletedProcess[str]:
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT),
+                                                              env.get("PYTHONPATH")]))
+            command = [sys.executable, "-m", "pyscst", "admin", "--socket", socket_path, *args]
+            return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+
+        shown = await trio.to_thread.run_sync(admin, "alua", "show", TARGET)
+        assert shown.returncode == 0, shown.stderr
+        assert "ALUA implicit and explicit, transition time 7 s" in shown.stdout
+        assert any(ln.split()[:4] == ["b", "2", "2", "standby"] for ln in shown.stdout.splitlines())
+        done = await trio.to_thread.run_sync(admin, "alua", "set", TARGET, "a", "unavailable")
+        assert done.returncode == 0 and "active/optimized -> unavailable" in done.stdout
+        assert sense(await tur(a)) == (UNIT_ATTENTION, 0x2A, 0x06)
+        assert sense(await read(a)) == (NOT_READY, 0x04, 0x0C)
+        # refusals name what is wrong and exit 1
+        for args, words in (
+            (("a", "sleepy"), "expected one of"),
+            (("zz", "standby"), "has no port group zz"),
+            (("a", "transitioning"), "passes through transitioning"),
+        ):
+            refused = await trio.to_thread.run_sync(admin, "alua", "set", TARGET, *args)
+            assert refused.returncode == 1 and words in refused.stderr, refused
+        # reload: b's state in the file changes (applied), a's does not (live state kept)
+        text = info.config_path.read_text()
+        assert text.count('state = "standby"') == 1
+        changed = text.replace('state = "standby"', 'state = "active/non-optimized"')
+        info.config_path.write_text(changed)
+        client = Client(info.state_dir / "pyscst.sock")
+        await trio.to_thread.run_sync(lambda: client.call("config.reload"))
+        states = {g["name"]: g["state"] for g in client.call("alua.show")[0]["port_groups"]}
+        assert states == {"a": "unavailable", "b": "active/non-optimized"}

@@ -118,15 +118,23 @@ async def test_a_cancelled_transition_arrives_at_once() -> None:
 
 
 def test_reconfigure_keeps_live_states_of_groups_that_stay() -> None:
-    groups = PortGroups("t", SPECS)
+    rec = Recorder()
+    groups = groups_with(rec)
     groups.set_state("a", AccessState.STANDBY)
     groups.reconfigure(
-        [PortGroupSpec("a", 5, (B,)), PortGroupSpec("c", 6, (A,), AccessState.UNAVAILABLE)],
+        [PortGroupSpec("a", 5, (B,)), PortGroupSpec("c", 6, (A,), AccessState.UNAVAILABLE),
+         PortGroupSpec("b", 2, (), AccessState.ACTIVE_NON_OPTIMIZED)],
         explicit=False, transition_time=0,
     )  # fmt: skip
     assert groups.get("a").state is AccessState.STANDBY and groups.get("a").group_id == 5
+    # b's configured state changed: that is applied (an implicit transition)
+    assert groups.get("b").state is AccessState.ACTIVE_NON_OPTIMIZED
+    assert rec.changes[-1] == (
+        "b", AccessState.STANDBY, AccessState.ACTIVE_NON_OPTIMIZED, Cause.IMPLICIT
+    )
     assert groups.get("c").state is AccessState.UNAVAILABLE
     assert groups.group_at(A) is groups.get("c") and groups.get("a").tpgs == 0x10
+    groups.reconfigure([PortGroupSpec("a", 5, (B,))], explicit=True, transition_time=0)
     with pytest.raises(KeyError):
         groups.get("b")
 
