@@ -82,6 +82,7 @@ class PortGroup:
         "portals",
         "preferred",
         "relative_port",
+        "restricted",
         "state",
         "status",
     )
@@ -94,6 +95,9 @@ class PortGroup:
         self.portals = spec.portals
         self.preferred = spec.preferred
         self.state = spec.state
+        #: not active: the dispatcher consults ACCESS_RULES (a plain bool, so an
+        #: active port costs the command path one attribute test)
+        self.restricted = spec.state > AccessState.ACTIVE_NON_OPTIMIZED
         #: the state the configuration names (where the group starts)
         self.configured = spec.state
         self.status = StatusCode.NONE
@@ -277,6 +281,7 @@ class PortGroups:
         if old == state:
             return False
         group.state = state
+        group.restricted = state > AccessState.ACTIVE_NON_OPTIMIZED
         group.status = (
             StatusCode.ALTERED_BY_EXPLICIT_STPG
             if cause is Cause.EXPLICIT
