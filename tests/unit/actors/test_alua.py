@@ -6,15 +6,18 @@ from typing import Any, cast
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
 from pyscst.actors.alua import Cause, PortGroups, PortGroupSpec
 from pyscst.actors.lun import LogicalUnit
 from pyscst.actors.session import LunMapping
 from pyscst.actors.target import Target
+from pyscst.devices.stores import MemoryStore
 from pyscst.scsi.alua import AccessState, StatusCode
 from pyscst.scsi.command import Nexus
-from pyscst.scsi.sense import Asc
+from pyscst.scsi.sense import Asc, Status
+from tests.fakes import FakeTransport, Response, lu_on, make_cmd
 
 A, B = ("10.0.0.1", 3260), ("10.0.0.2", 3260)
 SPECS = [
@@ -163,3 +166,55 @@ def test_a_targets_state_change_raises_2a06_on_its_own_nexuses() -> None:
     assert lu.raised == [(Asc.ASYMMETRIC_ACCESS_STATE_CHANGED, NEXUS, target.name)]
     target.set_port_groups([])
     assert target.alua is None and target.tag_for(B) == 1
+
+
+# -- the logical unit: the dispatcher's check and target-scoped 2A/06 -------------------
+
+NEXUS_T1 = Nexus.iscsi("iqn.2026-11.org.example:h", 1, "iqn.2026-11.org.pyscst:t1", 1, 1, 1)
+NEXUS_T2 = Nexus.iscsi("iqn.2026-11.org.example:h", 1, "iqn.2026-11.org.pyscst:t2", 1)
+READ = bytes((0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0))
+
+
+async def answer(lu: LogicalUnit, cdb: bytes, nexus: Nexus, port: Any = None) -> Response:
+    transport = FakeTransport()
+    cmd = make_cmd(cdb, transport, expected_length=4096, nexus=nexus)
+    cmd.port_group = port
+    lu.submit(cmd, 0, False)
+    while not transport.responses:
+        await trio.lowlevel.checkpoint()
+    return transport.responses[0]
+
+
+def asc_of(r: Response) -> tuple[int, int, int]:
+    assert r.status == Status.CHECK_CONDITION and r.sense is not None
+    return r.sense[2] & 0x0F, r.sense[12], r.sense[13]
+
+
+async def test_the_lu_checks_each_command_against_its_ports_state() -> None:
+    groups = PortGroups("iqn.2026-11.org.pyscst:t1", SPECS)
+    standby = groups.get("b")
+    async with lu_on(MemoryStore(1 << 20)) as lu:
+        # a pending UNIT ATTENTION is reported first, then the state decides
+        assert asc_of(await answer(lu, READ, NEXUS_T1, standby)) == (6, 0x29, 0x00)
+        assert asc_of(await answer(lu, READ, NEXUS_T1, standby)) == (2, 0x04, 0x0B)
+        assert (await answer(lu, bytes((0x12, 0, 0, 0, 36, 0)), NEXUS_T1, standby)).status == (
+            Status.GOOD
+        )
+        # INQUIRY shows the port's TPGS bits
+        inquiry = await answer(lu, bytes((0x12, 0, 0, 0, 36, 0)), NEXUS_T1, standby)
+        assert inquiry.data is not None and inquiry.data[5] & 0x30 == 0x30
+        groups.set_state("b", AccessState.ACTIVE_NON_OPTIMIZED)
+        assert (await answer(lu, READ, NEXUS_T1, standby)).status == Status.GOOD
+        # REPORT / SET TPGS without a port group: not a command of this target
+        rtpg = bytes((0xA3, 0x0A, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0))
+        assert asc_of(await answer(lu, rtpg, NEXUS_T1)) == (5, 0x20, 0x00)
+
+
+async def test_a_state_change_reaches_only_the_nexuses_of_its_target() -> None:
+    async with lu_on(MemoryStore(1 << 20)) as lu:
+        for nexus in (NEXUS_T1, NEXUS_T2):
+            await answer(lu, bytes(6), nexus)  # the power-on UA goes
+            assert not lu.has_unit_attention(nexus)
+        lu.raise_ua(Asc.ASYMMETRIC_ACCESS_STATE_CHANGED, target=NEXUS_T1.target_name)
+        assert lu.has_unit_attention(NEXUS_T1) and not lu.has_unit_attention(NEXUS_T2)
+        assert asc_of(await answer(lu, bytes(6), NEXUS_T1)) == (6, 0x2A, 0x06)
