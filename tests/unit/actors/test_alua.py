@@ -218,3 +218,15 @@ async def test_a_state_change_reaches_only_the_nexuses_of_its_target() -> None:
         lu.raise_ua(Asc.ASYMMETRIC_ACCESS_STATE_CHANGED, target=NEXUS_T1.target_name)
         assert lu.has_unit_attention(NEXUS_T1) and not lu.has_unit_attention(NEXUS_T2)
         assert asc_of(await answer(lu, bytes(6), NEXUS_T1)) == (6, 0x2A, 0x06)
+
+
+async def test_implicit_only_refuses_set_tpgs_and_says_so_in_inquiry() -> None:
+    groups = PortGroups("iqn.2026-11.org.pyscst:t1", SPECS, explicit=False)
+    port = groups.get("a")
+    async with lu_on(MemoryStore(1 << 20)) as lu:
+        await answer(lu, bytes(6), NEXUS_T1, port)  # the power-on UA goes
+        inquiry = await answer(lu, bytes((0x12, 0, 0, 0, 36, 0)), NEXUS_T1, port)
+        assert inquiry.data is not None and inquiry.data[5] & 0x30 == 0x10
+        stpg = bytes((0xA4, 0x0A, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0))
+        assert asc_of(await answer(lu, stpg, NEXUS_T1, port)) == (5, 0x20, 0x00)
+        assert groups.state_of("a") is AccessState.ACTIVE_OPTIMIZED
