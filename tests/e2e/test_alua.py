@@ -228,6 +228,8 @@ async def test_operator_states_transitions_and_faults(tmp_path: Path) -> None:
         async def admin(op: str, **args: Any) -> Any:
             return await trio.to_thread.run_sync(lambda: client.call(op, **args))
 
+        sessions = await admin("session.list", target=TARGET)
+        assert sorted((s["port_group"], s["relative_port"]) for s in sessions) == [(1, 1), (2, 2)]
         shown = await admin("alua.show", target=TARGET)
         assert [(g["name"], g["state"]) for g in shown[0]["port_groups"]] == [
             ("a", "active/optimized"), ("b", "standby"),
