@@ -42,6 +42,7 @@ from pyscst.actors.reservations import Reservations
 from pyscst.actors.unit_attention import UnitAttentionQueue
 from pyscst.devices.device_type import DeviceType, check_ready_for
 from pyscst.devices.spc import SPC_TABLE
+from pyscst.scsi.alua import check_access
 from pyscst.scsi.cdb import NEEDS_AWAIT, OpSpec, OpTable
 from pyscst.scsi.command import (
     Buffer,
@@ -390,9 +391,16 @@ class LogicalUnit:
                     len(self._active))  # fmt: skip
 
     # -- unit attentions ----------------------------------------------------
-    def raise_ua(self, asc: Asc, exclude: Nexus | None = None) -> None:
+    def raise_ua(
+        self, asc: Asc, exclude: Nexus | None = None, target: str | None = None
+    ) -> None:
+        """Queue ``asc`` for every nexus of this LU (but ``exclude``; only those
+        through ``target`` when given: an access state change of its ports)."""
         for state in self._nexuses.values():
-            if exclude is None or state.nexus != exclude:
+            nexus = state.nexus
+            if (exclude is None or nexus != exclude) and (
+                target is None or nexus.target_name == target
+            ):
                 state.ua.add(asc)
 
     def _state_for(self, nexus: Nexus) -> NexusState:
@@ -657,6 +665,11 @@ class LogicalUnit:
                 if device is None:
                     raise
             spec: OpSpec = self.table(device).lookup(cdb)
+            port = cmd.port_group
+            if port is not None and port.restricted:
+                # ALUA: what the state of the port it came in on allows
+                # (scsi/alua.py's ACCESS_RULES), before reservations
+                check_access(port.state, spec.opcode, spec.service_action)
             if device.medium.busy is not None and not spec.ua_exempt:
                 # a sanitize is running: NOT READY now, not after older tasks
                 # (the SANITIZE itself, with IMMED=0, is one of them)

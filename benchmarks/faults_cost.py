@@ -13,8 +13,10 @@ best of several rounds. A script, never a timed test::
 from __future__ import annotations
 
 import argparse
+import functools
 import struct
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -64,13 +66,17 @@ class CountingTransport:
         raise AssertionError("no drop rule here")
 
 
-def command(t: CountingTransport, tag: int) -> ScsiCommand:
-    return ScsiCommand(cdb=READ4K, lun=0, tag=tag, attr=TaskAttribute.SIMPLE,
-                       expected_length=4096, direction=DataDirection.READ, nexus=NEXUS,
-                       transport=t)  # fmt: skip
+def command(t: CountingTransport, tag: int, port_group: Any = None) -> ScsiCommand:
+    cmd = ScsiCommand(cdb=READ4K, lun=0, tag=tag, attr=TaskAttribute.SIMPLE,
+                      expected_length=4096, direction=DataDirection.READ, nexus=NEXUS,
+                      transport=t)  # fmt: skip
+    cmd.port_group = port_group  # as Session.dispatch sets it (ALUA: alua_cost.py)
+    return cmd
 
 
-async def ns_per_command(faults: FaultEngine | None, commands: int, rounds: int) -> float:
+async def ns_per_command(
+    faults: FaultEngine | None, commands: int, rounds: int, port_group: Any = None
+) -> float:
     store = MemoryStore(1 << 20)
     device = DiskDevice("d0", store, block_size=BS)
     lu = LogicalUnit("d0", lambda: device, CORE_TABLE, faults=faults)
@@ -81,7 +87,7 @@ async def ns_per_command(faults: FaultEngine | None, commands: int, rounds: int)
         lu.submit(command(t, 1), 0, False)  # the power-on unit attention
         while t.answered < 1:
             await trio.lowlevel.checkpoint()
-        cmds = [command(t, tag) for tag in range(2, commands + 2)]
+        cmds = [command(t, tag, port_group) for tag in range(2, commands + 2)]
         for _ in range(rounds):
             t.answered = t.good = 0
             start = time.perf_counter_ns()
@@ -104,13 +110,23 @@ async def main(commands: int, rounds: int) -> None:
         ("engine, no rules", FaultEngine()),
         ("engine, 1 armed rule (never matches)", FaultEngine([never])),
     ]
+    await compare(
+        [(name, functools.partial(ns_per_command, engine, commands, rounds))
+         for name, engine in cases],
+        f"LogicalUnit.submit, 4 KiB READ(10) from RAM, {commands} commands x {rounds} rounds",
+    )  # fmt: skip
+
+
+async def compare(cases: list[tuple[str, Callable[[], Awaitable[float]]]], title: str) -> None:
+    """Measure each case (ns/command) interleaved, the order flipped each pass so
+    drift and warm-up even out; print the best of each against the first."""
     results: dict[str, float] = {}
-    for n in range(4):  # interleaved, order flipped each pass: drift and warm-up even out
-        for name, engine in cases if n % 2 else cases[::-1]:
-            ns = await ns_per_command(engine, commands, rounds)
+    for n in range(4):
+        for name, measure in cases if n % 2 else cases[::-1]:
+            ns = await measure()
             results[name] = min(results.get(name, ns), ns)
-    base = results["faults=None"]
-    print(f"LogicalUnit.submit, 4 KiB READ(10) from RAM, {commands} commands x {rounds} rounds")
+    base = results[cases[0][0]]
+    print(title)
     for name, _ in cases:
         ns = results[name]
         print(f"  {name:<40} {ns:8.0f} ns/command  ({(ns - base) / base:+.1%})")

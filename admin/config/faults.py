@@ -40,6 +40,7 @@ from pyscst.admin.config.schema import (
     make_converter,
 )
 from pyscst.admin.config.values import check_initiator_pattern
+from pyscst.scsi.alua import AccessState
 from pyscst.scsi.lun import MAX_LUN
 from pyscst.scsi.sense import SenseKey
 
@@ -90,6 +91,8 @@ class RawFault:
     record: int = 0
     after_bytes: int = 0
     alerts: list[int] = attrs.field(factory=list)
+    state: str = "standby"
+    group: str | int | None = None
 
 
 _COMMON = {"action", "id", "enabled", "probability", "seed", "every", "after", "times", "window"}
@@ -114,6 +117,9 @@ ACTION_KEYS: dict[ActionKind, set[str]] = {
     ActionKind.DIGEST_ERROR: {"pdus"},
     ActionKind.NOP_STALL: {"delay", "jitter"},
     ActionKind.REFUSE_LOGIN: set(),
+    ActionKind.ALUA_TRANSITION: {"state", "group", "delay", "jitter"},
+    ActionKind.REFUSE_STPG: set(),
+    ActionKind.SLOW_TRANSITION: {"delay", "jitter"},
 }
 
 
@@ -324,6 +330,17 @@ class _Checker:
                                              f"expected a TapeAlert flag 1..64, got {flag}"))
         if kind is ActionKind.TAPE and event == "tapealert" and not raw.alerts:
             self.fail("alerts", "a tapealert event needs the flags to raise (1..64)")
+        state = AccessState.STANDBY
+        try:
+            state = AccessState.parse(raw.state)
+        except ValueError as exc:
+            self.fail("state", str(exc))
+        if state is AccessState.TRANSITIONING:
+            self.fail("state", "a group passes through transitioning (give delay), "
+                               "it is not put there")  # fmt: skip
+        group = None if raw.group is None else str(raw.group)
+        if group is not None and not group.strip():
+            self.fail("group", "expected a port group name or id")
         defaults = Action(kind)
         return Action(
             kind=kind,
@@ -343,6 +360,8 @@ class _Checker:
             record=raw.record,
             after_bytes=raw.after_bytes,
             alerts=frozenset(raw.alerts),
+            state=int(state),
+            group=group,
         )
 
     def sense_key(self, value: int | str) -> SenseKey | None:
@@ -404,4 +423,8 @@ def rule_to_dict(rule: FaultRule) -> dict[str, Any]:
         out["lbas"] = sorted(a.lbas)
     if "alerts" in keys:
         out["alerts"] = sorted(a.alerts)
+    if "state" in keys:
+        out["state"] = AccessState(a.state).label
+    if "group" in keys and a.group is not None:
+        out["group"] = a.group
     return out
