@@ -12,7 +12,8 @@ identity and why it is not ready.
 Live admin edits (resize, read-only, a loaded image) arrive as messages on its
 mailbox, and it remembers them so a restart reopens the store as last
 configured; an ejected medium stays ejected across a restart (PREVENT does
-not survive it: to the initiators a restart is a reset).
+not survive it: to the initiators a restart is a reset), and a block device's
+record of what its store deallocated (for GET LBA STATUS) carries over.
 While it runs it checks once a second that its backing file is still the
 file it serves (devices/store_health.py); ``on_trouble`` hears when not.
 """
@@ -41,7 +42,9 @@ from pyscst.actors.messages import (
 from pyscst.devices.changer import ChangerDevice
 from pyscst.devices.device_config import DeviceConfig
 from pyscst.devices.device_type import DeviceType
+from pyscst.devices.direct import DirectStore
 from pyscst.devices.guarded_store import GuardedStore
+from pyscst.devices.range_set import RangeSet
 from pyscst.devices.registry import HANDLERS, PathRule
 from pyscst.devices.store_health import CHECK_INTERVAL
 from pyscst.devices.stores import BackingStore, FileStore
@@ -97,6 +100,9 @@ class DeviceActor:
         self._served_size = 0
         #: the other devices by name (a medium changer reaches its drives so)
         self._peers = peers
+        #: a block device's deallocated ranges when its store last closed: the
+        #: reopened store serves them on (nothing wrote the device in between)
+        self._deallocated: tuple[str, RangeSet] | None = None
 
     @property
     def mailbox(self) -> trio.MemorySendChannel[Envelope[Any]]:
@@ -172,6 +178,9 @@ class DeviceActor:
             if store.engine is not None:
                 store.engine.label = self.name
             log.info("%s: io engine %s", self.name, store.engine_note)
+        kept, self._deallocated = self._deallocated, None
+        if isinstance(store, DirectStore) and kept is not None and kept[0] == store.path:
+            store.deallocated = kept[1]
         elif isinstance(store, GuardedStore):  # a plugin's bug crashes this actor
             store.on_fault = self.crash
         self._grow = True
@@ -229,6 +238,8 @@ class DeviceActor:
             self._device = None
             store = self._store or store
             self._store = None
+            if isinstance(store, DirectStore) and store.block_device:
+                self._deallocated = (store.path, store.deallocated)
             with trio.CancelScope(shield=True):
                 try:
                     await store.flush()

@@ -265,9 +265,10 @@ class DirectStore(FileStore):
 
     async def extents(self, offset: int, length: int, limit: int) -> list[Extent]:
         """A file's holes (SEEK_HOLE); on a block device, what this store
-        deallocated since it opened the device. Anything else is reported
-        mapped, which SBC-4's GET LBA STATUS allows for "mapped or unknown"
-        (after a restart the device's earlier deallocations are unknown)."""
+        deallocated (the device actor hands the record on when it reopens the
+        device). Anything else is reported mapped, which SBC-4's GET LBA STATUS
+        allows for "mapped or unknown" (after a daemon restart the device's
+        earlier deallocations are unknown)."""
         if not self.block_device:
             return await super().extents(offset, length, limit)
         return [(o, n, not inside)
