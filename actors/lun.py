@@ -38,7 +38,19 @@ from pyscst.actors.messages import (
 from pyscst.actors.persistent_reservations import PortResolver
 from pyscst.actors.pr_state import Registrant
 from pyscst.actors.pr_store import AptplStore
-from pyscst.actors.reservations import Reservations
+from pyscst.actors.reservations import (
+    Reservations,
+    plan_prout,
+    plan_spc2,
+    plan_spc2_drop,
+)
+from pyscst.actors.shared_state import (
+    FenceSwitch,
+    LocalReservationStore,
+    Plan,
+    ReservationStore,
+    ResvChange,
+)
 from pyscst.actors.unit_attention import UnitAttentionQueue
 from pyscst.devices.device_type import DeviceType, check_ready_for
 from pyscst.devices.spc import SPC_TABLE
@@ -197,14 +209,22 @@ class LogicalUnit:
         faults: FaultEngine | None = None,
         pr_path: Path | None = None,
         standby: Callable[[], DeviceType | None] | None = None,
+        store: ReservationStore | None = None,
+        fence: FenceSwitch | None = None,
     ) -> None:
         self.name = name
         #: while ``device_source`` raises (the device is down): the device that
         #: still answers INQUIRY and REQUEST SENSE (SPC: those work on an LU
         #: that is not ready), or None
         self._standby = standby
-        #: APTPL file (state_dir/pr/<device>.json); loaded on the first start
-        self._pr_store = AptplStore(pr_path) if pr_path is not None else None
+        #: where reservations are kept: the APTPL file (state_dir/pr/<device>.json,
+        #: loaded on the first start), or a cluster's etcd (actors/shared_state.py)
+        if store is None:
+            store = LocalReservationStore(AptplStore(pr_path) if pr_path is not None else None)
+        self._pr_store = store
+        store.attach(self.apply_shared)
+        #: a cluster node's fence: while it is up, no command touches the medium
+        self._fence = fence
         self._pr_lock = trio.Lock()
         self._faults = faults
         self._device_source = device_source
@@ -236,11 +256,9 @@ class LogicalUnit:
         return self._mailbox_send
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        store = self._pr_store
-        if store is not None and not store.loaded:
-            saved = store.load()
-            if saved is not None:
-                self.reservations.commit(saved)
+        saved = self._pr_store.initial()
+        if saved is not None:
+            self.reservations.apply(saved)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()
@@ -298,7 +316,9 @@ class LogicalUnit:
             self._cancel_and_reply(tasks, TmfResponse.COMPLETE, reply)
         elif isinstance(msg, ResetLogicalUnit):
             tasks = self._abort_all(by=msg.nexus)
-            self.reservations.reset()
+            if self.reservations.holder is not None:
+                self.reservations.reset()
+                self._share(plan_spc2_drop(None))
             device = self._device_or_none()
             if device is not None:
                 if msg.asc is Asc.POWER_ON_OCCURRED:
@@ -352,7 +372,9 @@ class LogicalUnit:
         tasks = list(state.tasks.values()) if state is not None else []
         for task in tasks:
             task.scope.cancel()
-        self.reservations.nexus_lost(msg.nexus)
+        if self.reservations.holder == msg.nexus:
+            self.reservations.nexus_lost(msg.nexus)
+            self._share(plan_spc2_drop(msg.nexus))
         device = self._device_or_none()
         if device is not None:
             device.nexus_lost(msg.nexus)
@@ -638,6 +660,9 @@ class LogicalUnit:
         cdb = cmd.cdb
         try:
             state = task.state
+            fence = self._fence
+            if fence is not None and fence.fenced and not self._ua_exempt(cdb):
+                raise ScsiError.check(SenseKey.NOT_READY, Asc.LUN_NOT_ACCESSIBLE_PORT_UNAVAILABLE)
             if state.ua and not self._ua_exempt(cdb):
                 sense = state.ua.pop()
                 assert sense is not None
@@ -686,6 +711,10 @@ class LogicalUnit:
         # the one readiness check, at execution time (an older START STOP UNIT
         # or eject may have changed it since arrival), as the row's flags ask
         check_ready_for(device, spec)
+        fence = self._fence
+        if fence is not None and fence.fenced and spec.writes_medium:
+            # fenced while it waited its turn or for its data: not written
+            raise ScsiError.check(SenseKey.NOT_READY, Asc.LUN_NOT_ACCESSIBLE_PORT_UNAVAILABLE)
         faults = self._faults
         if faults is not None and faults.command_armed:
             return await run_with_faults(faults, self.name, task, spec)
@@ -739,24 +768,54 @@ class LogicalUnit:
         return self.reservations.read(cdb)
 
     async def persistent_reserve_out(self, nexus: Nexus, cdb: bytes, params: bytes) -> None:
-        """One PROUT: plan, make durable (APTPL), commit, then raise UAs and abort."""
+        """One PROUT: plan, make durable (APTPL) or shared (cluster), commit,
+        then raise UAs and abort."""
+        await self._update(plan_prout(nexus, cdb, params, self._port_resolver(nexus)))
+
+    async def reserve(self, nexus: Nexus) -> None:
+        """SPC-2 RESERVE(6/10)."""
+        await self._update(plan_spc2(nexus, reserve=True))
+
+    async def release(self, nexus: Nexus) -> None:
+        """SPC-2 RELEASE(6/10)."""
+        await self._update(plan_spc2(nexus, reserve=False))
+
+    async def _update(self, plan: Plan) -> None:
         async with self._pr_lock:
-            outcome = self.reservations.plan_out(nexus, cdb, params, self._port_resolver(nexus))
-            if outcome.changed and self._pr_store is not None:
-                try:
-                    await self._pr_store.save(outcome.state)
-                except OSError as exc:
-                    log.error("%s: cannot save persistent reservations: %s", self.name, exc)
-                    raise ScsiError.check(
-                        SenseKey.ILLEGAL_REQUEST, Asc.INSUFFICIENT_REGISTRATION_RESOURCES
-                    ) from exc
-            self.reservations.commit(outcome.state)
-        for notice in outcome.notices:
+            change = await self._pr_store.update(self.reservations.state, plan)
+            tasks = self._apply_change(change)
+        for task in tasks:
+            await task.wait_done()
+
+    def apply_shared(self, change: ResvChange) -> None:
+        """A change made on another node (atomic): take its state, raise its
+        UAs here, abort the tasks it preempted here."""
+        self._apply_change(change)
+
+    def _share(self, plan: Plan) -> None:
+        """Make a change this LU already made locally (reset, nexus loss) in the
+        shared state too, in the background (a cluster; nothing for one node)."""
+        nursery = self._nursery
+        if self._pr_store.shared and nursery is not None:
+            nursery.start_soon(self._share_now, plan)
+
+    async def _share_now(self, plan: Plan) -> None:
+        try:
+            await self._update(plan)
+        except ScsiError as exc:
+            log.warning("%s: reservation change not shared: %s", self.name, exc)
+
+    def _apply_change(self, change: ResvChange) -> list[Task]:
+        """Commit ``change`` and tell the nexuses here; returns the tasks aborted."""
+        self.reservations.apply(change.state)
+        by = change.by
+        for notice in change.notices:
             for state in self._nexuses.values():
-                if state.nexus != nexus and notice.who.matches(state.nexus):
+                if state.nexus != by and notice.who.matches(state.nexus):
                     state.ua.add(notice.asc)
-        if outcome.abort:
-            await self._abort_registrants(outcome.abort, nexus)
+        if change.abort:
+            return self._abort_registrants(change.abort, by)
+        return []
 
     def _port_resolver(self, nexus: Nexus) -> PortResolver:
         """RELATIVE TARGET PORT IDENTIFIER -> target port, among the ports seen here."""
@@ -771,8 +830,9 @@ class LogicalUnit:
 
         return resolve
 
-    async def _abort_registrants(self, whos: tuple[Registrant, ...], by: Nexus) -> None:
-        """PREEMPT AND ABORT: cancel every task of the preempted nexuses, wait for them."""
+    def _abort_registrants(self, whos: tuple[Registrant, ...], by: Nexus | None) -> list[Task]:
+        """PREEMPT AND ABORT: cancel every task of the preempted nexuses (atomic);
+        returns them, for the issuer to wait for."""
         tas = self._control_tas()
         tasks: list[Task] = []
         for state in self._nexuses.values():
@@ -786,8 +846,7 @@ class LogicalUnit:
                 tasks.append(task)
         for task in tasks:
             task.scope.cancel()
-        for task in tasks:
-            await task.wait_done()
+        return tasks
 
     # -- introspection ----------------------------------------------------------
     @property

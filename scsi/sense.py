@@ -54,6 +54,8 @@ class Asc(tuple[int, int], enum.Enum):
     LUN_NOT_READY_INITIALIZING_COMMAND_REQUIRED = (0x04, 0x02)
     LUN_NOT_READY_MANUAL_INTERVENTION = (0x04, 0x03)
     LUN_NOT_READY_SANITIZE_IN_PROGRESS = (0x04, 0x1B)
+    #: a fenced cluster node (supervision/cluster): retry through another path
+    LUN_NOT_ACCESSIBLE_PORT_UNAVAILABLE = (0x04, 0x0C)
     SANITIZE_COMMAND_FAILED = (0x31, 0x03)
     WRITE_ERROR = (0x0C, 0x00)
     INVALID_FIELD_IN_INFORMATION_UNIT = (0x0E, 0x03)
