@@ -1,0 +1,386 @@
+"""One daemon as a member of a cluster coordinated through etcd.
+
+Several daemons export the same devices (on storage all of them reach). What an
+initiator relies on across them lives in etcd under ``[cluster] prefix``::
+
+    <prefix>/members/<node>        this node is alive (the key lives on its lease)
+    <prefix>/lu/<device>/resv      persistent + SPC-2 reservations, with the change
+                                   that made each revision (resv_codec.py)
+
+Each node keeps a local copy of every LU's reservations, current through one
+watch on the prefix, so READ and WRITE check only memory. A change (PROUT,
+RESERVE, RELEASE) is a compare-and-swap txn on the key's revision: of two nodes
+changing it at once, one wins and the other replans on the winner's state.
+
+Membership is a lease of ``lease_ttl`` seconds renewed every third of it. A node
+that has not renewed it for half the TTL *fences itself*: every LU refuses every
+medium-touching command with NOT READY, LOGICAL UNIT NOT ACCESSIBLE, TARGET
+PORT IN UNAVAILABLE STATE (04/0C: a multipath initiator retries on another
+path), and no write leaves it. etcd drops the lease only a full TTL after the
+last renewal reached it, so the fence is up before any other node can see this
+one gone. Once it renews again (or, its lease lost, registers anew), it reads
+the shared state afresh and lifts the fence.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from pyscst.actors.pr_state import PrState
+from pyscst.actors.shared_state import ChangeListener, Plan, ResvChange, ResvState
+from pyscst.admin.config.model import ClusterSettings
+from pyscst.scsi.sense import Asc, ScsiError, SenseKey, Status
+from pyscst.supervision.cluster import resv_codec
+from pyscst.supervision.cluster.etcd_client import EtcdClient
+from pyscst.supervision.cluster.etcd_proto import EtcdError, EventType, KeyValue, WatchEvent
+
+log = logging.getLogger(__name__)
+
+#: fence when the lease has gone unrenewed this share of its TTL
+FENCE_AFTER = 0.5
+#: a PROUT that loses the compare-and-swap this many times in a row gets BUSY
+MAX_CAS_ATTEMPTS = 8
+
+
+def unavailable() -> ScsiError:
+    return ScsiError.check(SenseKey.NOT_READY, Asc.LUN_NOT_ACCESSIBLE_PORT_UNAVAILABLE)
+
+
+class EtcdReservationStore:
+    """One LU's reservations in etcd (implements actors.shared_state.ReservationStore)."""
+
+    shared = True
+
+    def __init__(self, node: ClusterNode, device: str) -> None:
+        self._node = node
+        self.device = device
+        self.key = node.key(f"lu/{device}/resv")
+        self.state = ResvState()
+        #: the key's mod_revision as last seen (0: no key), the CAS compares on it
+        self.mod_revision = 0
+        #: every change of the key up to this store revision has been applied
+        self.seen_at = 0
+        self._listener: ChangeListener | None = None
+        #: a txn of ours is on its way: our own change seen by the watch is
+        #: applied by the txn's answer, not by the watch
+        self.in_flight = False
+        self._bad_revision = -1
+        #: set (and replaced) whenever ``seen_at`` moves
+        self._progress = trio.Event()
+
+    async def _caught_up(self, revision: int) -> None:
+        while self.seen_at < revision:
+            await self._progress.wait()
+
+    def _moved(self, revision: int, mod_revision: int) -> None:
+        self.seen_at, self.mod_revision = revision, mod_revision
+        self._progress.set()
+        self._progress = trio.Event()
+
+    def initial(self) -> ResvState | None:
+        return self.state
+
+    def attach(self, listener: ChangeListener) -> None:
+        self._listener = listener
+
+    def seen(self, kv: KeyValue | None, revision: int) -> None:
+        """The key as the watch (or a read) shows it at store revision ``revision``
+        (``kv`` None: it does not exist)."""
+        if revision <= self.seen_at:
+            return
+        if kv is None:
+            self._moved(revision, 0)
+            if self.state != ResvState():
+                self._apply(ResvChange(ResvState()))
+            return
+        try:
+            change, origin = resv_codec.decode(kv.value)
+        except ValueError as exc:
+            # a CAS may overwrite it; the last good state stays
+            self._moved(revision, kv.mod_revision)
+            if self._bad_revision != revision:
+                self._bad_revision = revision
+                log.error("cluster: ignoring %s at revision %d: %s",
+                          kv.key.decode(errors="replace")[:200], revision, exc)  # fmt: skip
+            return
+        if origin == self._node.settings.node and self.in_flight:
+            return  # our txn's answer applies it
+        self._moved(revision, kv.mod_revision)
+        self._apply(change)
+
+    def _apply(self, change: ResvChange) -> None:
+        self.state = change.state
+        if self._listener is not None:
+            self._listener(change)
+
+    async def update(self, current: ResvState, plan: Plan) -> ResvChange:
+        node = self._node
+        for _attempt in range(MAX_CAS_ATTEMPTS):
+            if node.fenced:
+                raise unavailable()
+            change = plan(self.state)
+            if not change.changed:
+                return change
+            value = resv_codec.encode(change, node.settings.node)
+            self.in_flight = True
+            try:
+                result = await node.client.cas(self.key, self.mod_revision, value)
+            except EtcdError as exc:
+                log.error("cluster: %s: reservation change not made: %s", self.device, exc)
+                raise unavailable() from exc
+            finally:
+                self.in_flight = False
+            if result.succeeded:
+                self._moved(result.revision, result.revision)
+                self.state = change.state
+                return change
+            # another node changed it first: catch up through the watch (which
+            # delivers that change's UAs here), then plan again
+            current_kv = result.current
+            if current_kv is None:
+                self.seen(None, result.revision)
+                continue
+            with trio.move_on_after(node.settings.lease_ttl / 2):
+                await self._caught_up(current_kv.mod_revision)
+            self.seen(current_kv, current_kv.mod_revision)
+        log.warning("cluster: %s: reservation change lost %d races; BUSY", self.device,
+                    MAX_CAS_ATTEMPTS)  # fmt: skip
+        raise ScsiError(Status.BUSY)
+
+
+class ClusterNode:
+    """Lease, membership, fence and the LUs' shared reservations of this node
+    (implements actors.shared_state.FenceSwitch)."""
+
+    def __init__(
+        self, settings: ClusterSettings, clock: Callable[[], float] = trio.current_time
+    ) -> None:
+        self.settings = settings
+        self.client = EtcdClient(settings.etcd, timeout=max(0.5, settings.lease_ttl / 3))
+        self._clock = clock
+        self._fenced = True
+        self.stores: dict[str, EtcdReservationStore] = {}
+        self.lease = 0
+        self._last_renewal = 0.0
+        #: the watch has delivered every change up to here
+        self.watch_revision = 0
+        #: nodes seen alive
+        self.members: set[str] = set()
+        self.fence_count = 0
+        #: no other node was alive when this one joined
+        self._first_up = False
+
+    # -- FenceSwitch ------------------------------------------------------------------
+    @property
+    def fenced(self) -> bool:
+        return self._fenced
+
+    def _fence(self, why: str) -> None:
+        if not self._fenced:
+            self._fenced = True
+            self.fence_count += 1
+            log.error("cluster: node %s FENCED: %s; every LU refuses commands (NOT READY 04/0C)",
+                      self.settings.node, why)  # fmt: skip
+
+    def _unfence(self) -> None:
+        if self._fenced:
+            self._fenced = False
+            log.warning("cluster: node %s unfenced: lease %x held, state re-read",
+                        self.settings.node, self.lease)  # fmt: skip
+
+    # -- keys ---------------------------------------------------------------------------
+    def key(self, suffix: str) -> bytes:
+        return f"{self.settings.prefix}/{suffix}".encode()
+
+    async def open_store(self, device: str) -> EtcdReservationStore:
+        """The store of ``device``'s reservations, read from etcd (EtcdError if it
+        cannot be). The first node of a cluster powers it on (:meth:`_power_on`)."""
+        store = self.stores.get(device)
+        if store is None:
+            store = self.stores[device] = EtcdReservationStore(self, device)
+            revision, kvs = await self.client.range(store.key)
+            store.seen(kvs[0] if kvs else None, kvs[0].mod_revision if kvs else revision)
+            if self._first_up:
+                await self._power_on(store)
+        return store
+
+    # -- running ------------------------------------------------------------------------
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Join (EtcdError if etcd cannot be reached), then keep the lease and watch."""
+        try:
+            self._first_up = await self._join()
+            revision, _kvs = await self.client.range(self.key("lu/"), prefix=True)
+            self.watch_revision = revision
+            self._unfence()
+            task_status.started()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._guarded, self._keepalive_loop)
+                nursery.start_soon(self._guarded, self._fence_watchdog)
+                nursery.start_soon(self._guarded, self._watch_loop)
+        finally:
+            self._fenced = True
+            with trio.CancelScope(shield=True):
+                await self.client.aclose()
+
+    async def leave(self) -> None:
+        """An orderly stop: fence, then give up the lease (others see us go at once)."""
+        self._fence("stopping")
+        if self.lease:
+            with trio.move_on_after(2), trio.CancelScope(shield=True):
+                try:
+                    await self.client.revoke(self.lease)
+                except EtcdError as exc:
+                    log.warning("cluster: cannot revoke lease: %s", exc)
+
+    async def _guarded(self, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run ``loop``; if it fails (a bug: etcd's errors are handled inside),
+        fence, log, and start it again: nothing here may end the daemon."""
+        while True:
+            try:
+                await loop()
+            except Exception:
+                log.exception("cluster: %s failed", getattr(loop, "__name__", loop))
+                self._fence("cluster coordination failed")
+            await trio.sleep(1.0)
+
+    async def _join(self) -> bool:
+        """Take a lease and the membership key; True if no other node is alive."""
+        sent = self._clock()
+        self.lease, ttl = await self.client.grant(self.settings.lease_ttl)
+        self._last_renewal = sent
+        member = self.key(f"members/{self.settings.node}")
+        _rev, existing = await self.client.range(member)
+        if existing and existing[0].lease not in (0, self.lease):
+            log.warning("cluster: a node named %s is already a member (lease %x): names "
+                        "must be unique", self.settings.node, existing[0].lease)  # fmt: skip
+        await self.client.put(member, b'{"node": "%s"}' % self.settings.node.encode(), self.lease)
+        _rev, kvs = await self.client.range(self.key("members/"), prefix=True)
+        others = {self._member_name(kv.key) for kv in kvs} - {self.settings.node, ""}
+        self.members = others | {self.settings.node}
+        listed = ", ".join(sorted(others)) or "none"
+        log.info("cluster: node %s joined (lease %x, TTL %ds); other members: %s",
+                 self.settings.node, self.lease, ttl, listed)  # fmt: skip
+        return not others
+
+    def _member_name(self, key: bytes) -> str:
+        name = key[len(self.key("members/")) :]
+        return name.decode(errors="replace")[:64]
+
+    async def _resync(self) -> None:
+        """Read every LU's state (a compacted watch, after a fence)."""
+        revision, kvs = await self.client.range(self.key("lu/"), prefix=True)
+        found = {kv.key: kv for kv in kvs}
+        for store in self.stores.values():
+            kv = found.get(store.key)
+            if kv is not None:
+                store.seen(kv, kv.mod_revision)
+            elif store.mod_revision:
+                store.seen(None, revision)  # deleted meanwhile
+        self.watch_revision = max(self.watch_revision, revision)
+
+    async def _power_on(self, store: EtcdReservationStore) -> None:
+        """The first node up after the whole cluster was down: its LUs were powered
+        off, so only APTPL registrations survive, and no SPC-2 reservation does."""
+        state = store.state
+        after = ResvState(state.pr if state.pr.aptpl else PrState(state.pr.generation))
+        if after == state:
+            return
+        log.info("cluster: %s: whole-cluster power on: %s", store.device,
+                 "SPC-2 reservation dropped" if state.pr.aptpl
+                 else "registrations without APTPL dropped")  # fmt: skip
+
+        def plan(_state: ResvState) -> ResvChange:
+            return ResvChange(after)
+
+        await store.update(state, plan)
+
+    async def _keepalive_loop(self) -> None:
+        interval = self.settings.lease_ttl / 3
+        failing = False
+        while True:
+            sent = self._clock()
+            try:
+                left = await self.client.keepalive(self.lease, wait=interval)
+            except EtcdError as exc:
+                if not failing:
+                    log.warning("cluster: lease renewal failed: %s", exc)
+                failing = True
+            else:
+                failing = False
+                if left > 0:
+                    self._last_renewal = sent
+                    if self._fenced:
+                        await self._resync()
+                        self._unfence()
+                else:
+                    self._fence("lease expired")
+                    await self._rejoin()
+            await trio.sleep_until(sent + interval)
+
+    async def _rejoin(self) -> None:
+        try:
+            await self._join()
+            await self._resync()
+        except EtcdError as exc:
+            log.warning("cluster: cannot rejoin: %s", exc)
+            return
+        self._unfence()
+
+    async def _fence_watchdog(self) -> None:
+        limit = self.settings.lease_ttl * FENCE_AFTER
+        while True:
+            late = self._clock() - self._last_renewal
+            if late >= limit:
+                self._fence(f"lease not renewed for {late:.1f}s (TTL {self.settings.lease_ttl}s)")
+                await trio.sleep(0.05)
+            else:
+                await trio.sleep(min(0.05, limit - late))
+
+    async def _watch_loop(self) -> None:
+        prefix = self.key("")
+        backoff = 0.1
+        while True:
+            try:
+                async for message in self.client.watch(prefix, self.watch_revision + 1):
+                    backoff = 0.1
+                    if message.compact_revision:
+                        log.warning("cluster: watch fell behind compaction; re-reading")
+                        self.watch_revision = message.compact_revision - 1
+                        await self._resync()
+                        break
+                    for event in message.events:
+                        self._on_event(event)
+            except EtcdError as exc:
+                log.warning("cluster: watch interrupted: %s", exc)
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, 1.0)
+
+    def _on_event(self, event: WatchEvent) -> None:
+        kv = event.kv
+        self.watch_revision = max(self.watch_revision, kv.mod_revision)
+        text = kv.key.decode(errors="replace")
+        members = self.key("members/").decode()
+        if text.startswith(members):
+            name = self._member_name(kv.key)
+            if event.type is EventType.DELETE:
+                if name in self.members:
+                    self.members.discard(name)
+                    log.warning("cluster: node %s left the cluster (lease expired or revoked)",
+                                name)  # fmt: skip
+            elif name not in self.members:
+                self.members.add(name)
+                log.info("cluster: node %s joined the cluster", name)
+            return
+        for store in self.stores.values():
+            if store.key == kv.key:
+                store.seen(kv if event.type is EventType.PUT else None, kv.mod_revision)
+                return
+
+
+def fence_deadline(ttl: int) -> float:
+    """Seconds after its last renewal by which a partitioned node is fenced."""
+    return math.ceil(ttl * FENCE_AFTER * 100) / 100
