@@ -17,7 +17,7 @@ FUZZ_ARGS ?= --pdus 1000000
 SOAK_ARGS ?= --trials 20
 
 # binary -> Debian package that provides it (installed only if missing and root)
-TOOL_PACKAGES := iscsi-test-cu:libiscsi-bin qemu-img:qemu-utils tgtd:tgt tmux:tmux
+TOOL_PACKAGES := iscsi-test-cu:libiscsi-bin qemu-img:qemu-utils tgtd:tgt tmux:tmux etcd:etcd-server
 
 .PHONY: serve test lint pytest tools venv clean bench fuzz soak test-unit test-e2e test-conformance
 

@@ -96,6 +96,7 @@ class EtcdReservationStore:
             self._moved(revision, 0)
             if self.state != ResvState():
                 self._apply(ResvChange(ResvState()))
+            self._node.ack(self.device, revision)
             return
         try:
             change, origin = resv_codec.decode(kv.value)
@@ -106,11 +107,13 @@ class EtcdReservationStore:
                 self._bad_revision = revision
                 log.error("cluster: ignoring %s at revision %d: %s",
                           kv.key.decode(errors="replace")[:200], revision, exc)  # fmt: skip
+            self._node.ack(self.device, revision)
             return
         if origin == self._node.settings.node and self.in_flight:
             return  # our txn's answer applies it
         self._moved(revision, kv.mod_revision)
         self._apply(change)
+        self._node.ack(self.device, revision)
 
     def _apply(self, change: ResvChange) -> None:
         self.state = change.state
@@ -137,6 +140,9 @@ class EtcdReservationStore:
             if result.succeeded:
                 self._moved(result.revision, result.revision)
                 self.state = change.state
+                # done when every other live node has applied it (its UAs
+                # raised, its tasks aborted, its copy current for READ/WRITE)
+                await node.wait_acks(self.device, result.revision)
                 return change
             # another node changed it first: catch up through the watch (which
             # delivers that change's UAs here), then plan again
@@ -173,6 +179,13 @@ class ClusterNode:
         self.fence_count = 0
         #: no other node was alive when this one joined
         self._first_up = False
+        #: (device, node) -> the revision of the device's reservations that node applied
+        self.acks: dict[tuple[str, str], int] = {}
+        #: set (and replaced) when an ack arrives or a member leaves
+        self._ack_progress = trio.Event()
+        #: device -> revision to acknowledge (the acker task writes them)
+        self._ack_pending: dict[str, int] = {}
+        self._ack_wakeup = trio.Event()
 
     # -- FenceSwitch ------------------------------------------------------------------
     @property
@@ -189,7 +202,7 @@ class ClusterNode:
     def _unfence(self) -> None:
         if self._fenced:
             self._fenced = False
-            log.warning("cluster: node %s unfenced: lease %x held, state re-read",
+            log.warning("cluster: node %s serving: lease %x held, state read",
                         self.settings.node, self.lease)  # fmt: skip
 
     # -- keys ---------------------------------------------------------------------------
@@ -206,6 +219,7 @@ class ClusterNode:
             store.seen(kvs[0] if kvs else None, kvs[0].mod_revision if kvs else revision)
             if self._first_up:
                 await self._power_on(store)
+            self.ack(device, store.seen_at)
         return store
 
     # -- running ------------------------------------------------------------------------
@@ -221,6 +235,7 @@ class ClusterNode:
                 nursery.start_soon(self._guarded, self._keepalive_loop)
                 nursery.start_soon(self._guarded, self._fence_watchdog)
                 nursery.start_soon(self._guarded, self._watch_loop)
+                nursery.start_soon(self._guarded, self._ack_loop)
         finally:
             self._fenced = True
             with trio.CancelScope(shield=True):
@@ -235,6 +250,47 @@ class ClusterNode:
                     await self.client.revoke(self.lease)
                 except EtcdError as exc:
                     log.warning("cluster: cannot revoke lease: %s", exc)
+
+    # -- acknowledgements ------------------------------------------------------------
+    def ack(self, device: str, revision: int) -> None:
+        """This node has applied ``device``'s reservations up to ``revision``."""
+        self._ack_pending[device] = max(revision, self._ack_pending.get(device, 0))
+        self._ack_wakeup.set()
+
+    async def _ack_loop(self) -> None:
+        while True:
+            await self._ack_wakeup.wait()
+            self._ack_wakeup = trio.Event()
+            pending, self._ack_pending = self._ack_pending, {}
+            for device, revision in pending.items():
+                key = self.key(f"acks/{device}/{self.settings.node}")
+                try:
+                    await self.client.put(key, str(revision).encode(), self.lease)
+                except EtcdError as exc:
+                    log.warning("cluster: cannot acknowledge %s: %s", device, exc)
+                    self.ack(device, revision)
+                    await trio.sleep(0.2)
+
+    def _missing_acks(self, device: str, revision: int) -> list[str]:
+        me = self.settings.node
+        return sorted(
+            m for m in self.members if m != me and self.acks.get((device, m), 0) < revision
+        )
+
+    async def wait_acks(self, device: str, revision: int) -> None:
+        """Until every other member applied ``revision`` of ``device``'s reservations;
+        at most a lease TTL: by then a member that could not has fenced itself."""
+        with trio.move_on_after(self.settings.lease_ttl):
+            while self._missing_acks(device, revision):
+                await self._ack_progress.wait()
+        missing = self._missing_acks(device, revision)
+        if missing:
+            log.warning("cluster: %s: revision %d not acknowledged by %s within the lease TTL",
+                        device, revision, ", ".join(missing))  # fmt: skip
+
+    def _ack_moved(self) -> None:
+        self._ack_progress.set()
+        self._ack_progress = trio.Event()
 
     async def _guarded(self, loop: Callable[[], Awaitable[None]]) -> None:
         """Run ``loop``; if it fails (a bug: etcd's errors are handled inside),
@@ -364,11 +420,21 @@ class ClusterNode:
         self.watch_revision = max(self.watch_revision, kv.mod_revision)
         text = kv.key.decode(errors="replace")
         members = self.key("members/").decode()
+        acks = self.key("acks/").decode()
+        if text.startswith(acks):
+            device, _, name = text[len(acks) :].rpartition("/")
+            if event.type is EventType.DELETE:
+                self.acks.pop((device, name), None)
+            elif kv.value.isdigit() and len(kv.value) < 20:
+                self.acks[(device, name)] = int(kv.value)
+            self._ack_moved()
+            return
         if text.startswith(members):
             name = self._member_name(kv.key)
             if event.type is EventType.DELETE:
                 if name in self.members:
                     self.members.discard(name)
+                    self._ack_moved()
                     log.warning("cluster: node %s left the cluster (lease expired or revoked)",
                                 name)  # fmt: skip
             elif name not in self.members:
