@@ -192,12 +192,12 @@ class ClusterNode:
     def fenced(self) -> bool:
         return self._fenced
 
-    def _fence(self, why: str) -> None:
+    def _fence(self, why: str, level: int = logging.ERROR) -> None:
         if not self._fenced:
             self._fenced = True
             self.fence_count += 1
-            log.error("cluster: node %s FENCED: %s; every LU refuses commands (NOT READY 04/0C)",
-                      self.settings.node, why)  # fmt: skip
+            log.log(level, "cluster: node %s FENCED: %s; every LU refuses commands "
+                    "(NOT READY 04/0C)", self.settings.node, why)  # fmt: skip
 
     def _unfence(self) -> None:
         if self._fenced:
@@ -243,7 +243,7 @@ class ClusterNode:
 
     async def leave(self) -> None:
         """An orderly stop: fence, then give up the lease (others see us go at once)."""
-        self._fence("stopping")
+        self._fence("stopping", logging.INFO)
         if self.lease:
             with trio.move_on_after(2), trio.CancelScope(shield=True):
                 try:

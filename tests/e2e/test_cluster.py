@@ -22,6 +22,7 @@ from pyscst.scsi.sense import Status
 from pyscst.supervision.cluster.etcd_client import EtcdClient
 from pyscst.supervision.daemon import Daemon
 from pyscst.transports.iscsi.initiator import Initiator
+from tests.cdbs import read10
 from tests.daemon import REPO_ROOT, daemon_command, free_port, in_process_daemon, write_config
 from tests.e2e.test_reservations import (
     BS,
@@ -38,6 +39,7 @@ from tests.e2e.test_reservations import (
     reservation,
     write,
 )
+from tests.e2e.test_tmf import COMPLETE, QUERY_TASK, SUCCEEDED, hang
 from tests.helpers_etcd import EtcdInstance, etcd_unavailable, running_etcd
 
 pytestmark = pytest.mark.skipif(etcd_unavailable() is not None, reason=str(etcd_unavailable()))
@@ -240,7 +242,7 @@ async def test_two_nodes_racing_for_the_reservation_one_wins(
         async with login(port_a, NAME_A, ISID_1) as one, login(port_b, NAME_B, ISID_2) as two:
             assert (await prout(one, REGISTER, sark=0xA)).status == Status.GOOD
             assert (await prout(two, REGISTER, sark=0xB)).status == Status.GOOD
-            results: dict[int, Status] = {}
+            results: dict[int, int] = {}
             for _round in range(5):
                 async with trio.open_nursery() as nursery:
 
@@ -260,8 +262,6 @@ async def test_two_nodes_racing_for_the_reservation_one_wins(
 async def test_preempt_and_abort_aborts_tasks_on_the_other_node(
     tmp_path: Path, etcd: EtcdInstance
 ) -> None:
-    body_rule = {"devices": "disk0"}
-    del body_rule
     async with node(tmp_path, "a", etcd) as (daemon_a, port_a), node(tmp_path, "b", etcd) as (
         _b,
         port_b,
@@ -270,12 +270,20 @@ async def test_preempt_and_abort_aborts_tasks_on_the_other_node(
             assert (await prout(one, REGISTER, sark=0xA)).status == Status.GOOD
             assert (await prout(two, REGISTER, sark=0xB)).status == Status.GOOD
             assert (await prout(one, RESERVE, key=0xA, ptype=EA)).status == Status.GOOD
-            lu = daemon_a.units["disk0"]
-            assert (
-                await prout(two, PREEMPT_AND_ABORT, key=0xB, sark=0xA, ptype=EA)
-            ).status == Status.GOOD
-            assert lu.reservations.pr.holder_key() == 0xB
-            assert asc(await read(one)) == (0x2A, 0x05)
-            data = await write(two)
-            assert data.status == Status.GOOD
-            assert BS == 512
+            # a READ of initiator 1 hangs on node A until aborted
+            await hang(daemon_a, lba=[42])
+            held = one.submit(0, read10(42), read_length=BS)
+            with trio.fail_after(2):
+                while await one.task_management(QUERY_TASK, 0, held) != SUCCEEDED:
+                    await trio.sleep(0.01)
+            r = await prout(two, PREEMPT_AND_ABORT, key=0xB, sark=0xA, ptype=EA)
+            assert r.status == Status.GOOD
+            # by the time B answered, A had aborted the task (no status ever comes)
+            assert await one.task_management(QUERY_TASK, 0, held) == COMPLETE
+            with trio.move_on_after(0.3) as silent:
+                await one.wait(held)
+            assert silent.cancelled_caught, "the aborted READ answered"
+            assert daemon_a.units["disk0"].reservations.pr.holder_key() == 0xB
+            assert asc(await read(one)) == (0x2A, 0x05)  # REGISTRATIONS PREEMPTED first
+            assert asc(await read(one)) == (0x2F, 0x00)  # COMMANDS CLEARED BY ANOTHER INITIATOR
+            assert (await write(two)).status == Status.GOOD
