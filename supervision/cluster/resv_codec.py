@@ -86,9 +86,7 @@ def encode(change: ResvChange, node: str) -> bytes:
         "change": {
             "node": node,
             "by": _nexus_json(change.by),
-            "notices": [
-                [_registrant_json(n.who), list(n.asc.value)] for n in change.notices
-            ],
+            "notices": [[_registrant_json(n.who), list(n.asc.value)] for n in change.notices],
             "abort": [_registrant_json(w) for w in change.abort],
         },
     }

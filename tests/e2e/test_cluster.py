@@ -262,9 +262,12 @@ async def test_two_nodes_racing_for_the_reservation_one_wins(
 async def test_preempt_and_abort_aborts_tasks_on_the_other_node(
     tmp_path: Path, etcd: EtcdInstance
 ) -> None:
-    async with node(tmp_path, "a", etcd) as (daemon_a, port_a), node(tmp_path, "b", etcd) as (
-        _b,
-        port_b,
+    async with (
+        node(tmp_path, "a", etcd) as (daemon_a, port_a),
+        node(tmp_path, "b", etcd) as (
+            _b,
+            port_b,
+        ),
     ):
         async with login(port_a, NAME_A, ISID_1) as one, login(port_b, NAME_B, ISID_2) as two:
             assert (await prout(one, REGISTER, sark=0xA)).status == Status.GOOD

@@ -102,8 +102,14 @@ def test_watch_stream_frames_messages_split_anywhere() -> None:
     body = (
         _line({"result": {"header": {"revision": "8"}, "created": True}})
         + _line({"result": {"header": {"revision": "9"}, "events": [{"kv": kv}]}})
-        + _line({"result": {"header": {"revision": "10"}, "events": [{"type": "DELETE", "kv": {
-            "key": kv["key"], "mod_revision": "10"}}]}})  # fmt: skip
+        + _line(
+            {
+                "result": {
+                    "header": {"revision": "10"},
+                    "events": [{"type": "DELETE", "kv": {"key": kv["key"], "mod_revision": "10"}}],
+                }
+            }
+        )
     )
     for cut in range(len(body)):
         stream = proto.WatchStream()
@@ -129,8 +135,9 @@ def test_watch_stream_refuses_endless_lines_and_garbage() -> None:
 
 def test_compaction_is_reported() -> None:
     (message,) = proto.WatchStream().feed(
-        _line({"result": {"header": {"revision": "50"}, "compact_revision": "40",
-                          "canceled": True}})  # fmt: skip
+        _line(
+            {"result": {"header": {"revision": "50"}, "compact_revision": "40", "canceled": True}}
+        )
     )
     assert message.compact_revision == 40 and message.canceled
 

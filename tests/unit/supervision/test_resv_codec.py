@@ -54,12 +54,26 @@ def _record(**change: object) -> bytes:
         b'{"format": 1, "pr": null}',
         b"[" * 100000,
         b'{"format": 1}' + b" " * (resv_codec.MAX_VALUE + 1),
-        _record(notices=[[{"initiator": "x", "isid": None, "target_port": None,
-                           "relative_port": 0}, [0x29, 0]]]),  # fmt: skip
+        _record(
+            notices=[
+                [
+                    {"initiator": "x", "isid": None, "target_port": None, "relative_port": 0},
+                    [0x29, 0],
+                ]
+            ]
+        ),
         _record(notices=[["x", [0x2A, 3]]]),
         _record(abort=[{"initiator": 5, "isid": None, "target_port": None, "relative_port": 0}]),
-        _record(by={"initiator_name": "a", "initiator_port": "b", "target_name": "c",
-                    "target_port": "d", "relative_port": -1, "isid": 0}),  # fmt: skip
+        _record(
+            by={
+                "initiator_name": "a",
+                "initiator_port": "b",
+                "target_name": "c",
+                "target_port": "d",
+                "relative_port": -1,
+                "isid": 0,
+            }
+        ),
         _record(node=None),
     ],
 )
@@ -76,9 +90,12 @@ def test_decode_raises_only_value_error(value: bytes) -> None:
         pass
 
 
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
-                    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c,
-                                                                         max_size=3)))  # fmt: skip
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+    )
+)
 def test_decode_of_any_json_in_the_change_raises_only_value_error(junk: object) -> None:
     for field in ("notices", "abort", "by", "node"):
         try:
