@@ -1,16 +1,18 @@
 """Commands the middle level answers itself, whatever the device type.
 
-SCST's core, not its device handlers, owns REPORT LUNS, reservations and the
-reports about what the LU supports; they live in this table and are merged
-with the device handler's table per LU, so CDB checking and REPORT SUPPORTED
-OPERATION CODES treat both alike. REPORT LUNS is answered by the session (it
-depends on the initiator's LUN map); its row here serves CDB checking and RSOC.
+SCST's core, not its device handlers, owns REPORT LUNS, reservations, the
+target port groups (ALUA) and the reports about what the LU supports; they
+live in this table and are merged with the device handler's table per LU, so
+CDB checking and REPORT SUPPORTED OPERATION CODES treat both alike. REPORT
+LUNS is answered by the session (it depends on the initiator's LUN map); its
+row here serves CDB checking and RSOC.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from pyscst.actors.alua_handlers import alua_specs
 from pyscst.actors.pr_handlers import pr_specs
 from pyscst.scsi.cdb import OpFlags, OpSpec, OpTable, ResvClass, build_report_tmf, build_rsoc
 from pyscst.scsi.command import Buffer, DataDirection, ExecContext, ScsiCommand
@@ -99,5 +101,6 @@ CORE_TABLE = OpTable(
             DataDirection.NONE, _release, OpFlags.NONE, ResvClass.ALLOWED,
         ),
         *pr_specs(),
+        *alua_specs(),
     ]
 )  # fmt: skip

@@ -79,6 +79,12 @@ class ActionKind(enum.StrEnum):
     TORN_WRITE = "torn_write"
     BAD_BLOCKS = "bad_blocks"
     CRASH_DEVICE = "crash_device"
+    #: ALUA: force a transition of a target port group (implicit, as the
+    #: target would on its own), optionally through a transitioning window
+    ALUA_TRANSITION = "alua_transition"
+    # ALUA faults (SET TARGET PORT GROUPS and transitions consult them)
+    REFUSE_STPG = "refuse_stpg"
+    SLOW_TRANSITION = "slow_transition"
     # iSCSI transport faults (the connection carries them out)
     PDU_DROP = "pdu_drop"
     PDU_DELAY = "pdu_delay"
@@ -94,6 +100,7 @@ class Hook(enum.Enum):
     PDU = "pdu"
     NOP = "nop"
     LOGIN = "login"
+    ALUA = "alua"
 
 
 HOOK_OF: dict[ActionKind, Hook] = {
@@ -103,6 +110,8 @@ HOOK_OF: dict[ActionKind, Hook] = {
     ActionKind.DIGEST_ERROR: Hook.PDU,
     ActionKind.NOP_STALL: Hook.NOP,
     ActionKind.REFUSE_LOGIN: Hook.LOGIN,
+    ActionKind.REFUSE_STPG: Hook.ALUA,
+    ActionKind.SLOW_TRANSITION: Hook.ALUA,
 }
 
 #: statuses a STATUS action may return (SAM-5)
@@ -221,6 +230,10 @@ class Action:
     blocks: int | None = None  # torn_write: blocks written before failing (None: half)
     lbas: frozenset[int] = frozenset()  # bad_blocks: the initial list
     grow: bool = False  # bad_blocks: a trigger hit turns one more LBA bad
+    #: alua_transition: the ASYMMETRIC ACCESS STATE code to go to, and the group
+    #: (name or id) to move; None: the group of the port the command came in on
+    state: int = 0
+    group: str | None = None
 
 
 @attrs.frozen
@@ -362,6 +375,7 @@ class FaultEngine:
         self.pdu_armed = False
         self.nop_armed = False
         self.login_armed = False
+        self.alua_armed = False
         for rule in rules:
             self.add(rule, now)
 
@@ -437,6 +451,7 @@ class FaultEngine:
         self.pdu_armed = bool(self._by_hook[Hook.PDU])
         self.nop_armed = bool(self._by_hook[Hook.NOP])
         self.login_armed = bool(self._by_hook[Hook.LOGIN])
+        self.alua_armed = bool(self._by_hook[Hook.ALUA])
 
     # -- consultation ----------------------------------------------------------
     def on_command(self, f: CommandFacts, now: float) -> Injection | None:
@@ -486,10 +501,34 @@ class FaultEngine:
         """Whether to refuse a login that would otherwise succeed."""
         return self._simple(Hook.LOGIN, initiator, target, portal, now)
 
+    def on_stpg(
+        self, initiator: str, target: str, portal: str | None, now: float
+    ) -> Injection | None:
+        """Whether to refuse a SET TARGET PORT GROUPS (refuse_stpg)."""
+        return self._simple(Hook.ALUA, initiator, target, portal, now, ActionKind.REFUSE_STPG)
+
+    def transition_delay(
+        self, initiator: str, target: str, portal: str | None, now: float
+    ) -> float:
+        """Seconds a transition (SET TPGS, or the operator's: ``initiator`` "")
+        spends in transitioning (slow_transition); 0 when no rule fires."""
+        hit = self._simple(
+            Hook.ALUA, initiator, target, portal, now, ActionKind.SLOW_TRANSITION
+        )
+        return hit.delay if hit is not None else 0.0
+
     def _simple(
-        self, hook: Hook, initiator: str, target: str | None, portal: str | None, now: float
+        self,
+        hook: Hook,
+        initiator: str,
+        target: str | None,
+        portal: str | None,
+        now: float,
+        kind: ActionKind | None = None,
     ) -> Injection | None:
         for state in self._by_hook[hook]:
+            if kind is not None and state.rule.action.kind is not kind:
+                continue
             if state.rule.match.names_match(initiator, target, portal) and state.fires(now):
                 injection = Injection(state.rule.id, state.rule.action, delay=self._delay(state))
                 where = {"initiator": initiator, "target": target, "portal": portal}
@@ -508,7 +547,7 @@ class FaultEngine:
             return Injection(rule.id, a, error=ScsiError(Status.CHECK_CONDITION, sense))
         if kind is ActionKind.STATUS:
             return Injection(rule.id, a, error=ScsiError(a.status))
-        if kind is ActionKind.DELAY:
+        if kind in (ActionKind.DELAY, ActionKind.ALUA_TRANSITION):
             return Injection(rule.id, a, delay=self._delay(state))
         if kind is ActionKind.CORRUPT_READ:
             if f.direction is not Direction.READ:

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import trio
 
+from pyscst.actors.alua import PortGroup
 from pyscst.actors.faults import (
     READ_OPCODES,
     ActionKind,
@@ -25,6 +26,7 @@ from pyscst.actors.faults import (
     OpClass,
     Phase,
 )
+from pyscst.scsi.alua import AccessState, check_access
 from pyscst.scsi.cdb import OpFlags, OpSpec
 from pyscst.scsi.command import Buffer, ExecContext, ScsiCommand
 from pyscst.scsi.sense import Asc, ScsiError, SenseKey
@@ -122,12 +124,47 @@ async def _inject(
     if kind is ActionKind.CORRUPT_READ:
         data = await spec.handler(device, cmd, ctx)
         return corrupt(data, injection.flips)
+    if kind is ActionKind.ALUA_TRANSITION:
+        if force_transition(cmd, ctx, action.group, AccessState(action.state), injection.delay):
+            # this very command meets the new state, as the next ones will
+            port = cmd.port_group
+            if port is not None:
+                check_access(port.state, spec.opcode, spec.service_action)
+        return await spec.handler(device, cmd, ctx)
     if kind is ActionKind.CRASH_DEVICE:
         if not engine.crash_device(facts.device):
             raise ScsiError.check(SenseKey.HARDWARE_ERROR, Asc.INTERNAL_TARGET_FAILURE)
         # the logical unit ends every in-flight command when the device goes down
         await trio.sleep_forever()
     raise AssertionError(f"unhandled fault action {kind}")
+
+
+def force_transition(
+    cmd: ScsiCommand, ctx: ExecContext, which: str | None, state: AccessState, delay: float
+) -> bool:
+    """alua_transition: move a port group of the command's target (``which``, or
+    the one of the port the command came in on) to ``state``, an implicit
+    transition; with ``delay``, through a transitioning window of that many
+    seconds (run beside the task set: the command does not wait for it)."""
+    port = cmd.port_group
+    if not isinstance(port, PortGroup):
+        return False  # the target has no port groups: nothing to move
+    groups = port.owner
+    name = which if which is not None else port.name
+    try:
+        groups.get(name)
+    except KeyError:
+        log.warning("fault: target %s has no port group %s", groups.target_name, name)
+        return False
+    if delay <= 0:
+        groups.set_state(name, state)
+        return True
+
+    async def window() -> None:
+        await groups.transition(name, state, delay)
+
+    ctx.start_background(window)
+    return True
 
 
 def corrupt(data: Buffer | None, flips: tuple[int, ...]) -> Buffer | None:

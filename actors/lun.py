@@ -54,6 +54,7 @@ from pyscst.actors.shared_state import (
 from pyscst.actors.unit_attention import UnitAttentionQueue
 from pyscst.devices.device_type import DeviceType, check_ready_for
 from pyscst.devices.spc import SPC_TABLE
+from pyscst.scsi.alua import AccessState, check_access
 from pyscst.scsi.cdb import NEEDS_AWAIT, OpSpec, OpTable
 from pyscst.scsi.command import (
     Buffer,
@@ -412,9 +413,16 @@ class LogicalUnit:
                     len(self._active))  # fmt: skip
 
     # -- unit attentions ----------------------------------------------------
-    def raise_ua(self, asc: Asc, exclude: Nexus | None = None) -> None:
+    def raise_ua(
+        self, asc: Asc, exclude: Nexus | None = None, target: str | None = None
+    ) -> None:
+        """Queue ``asc`` for every nexus of this LU (but ``exclude``; only those
+        through ``target`` when given: an access state change of its ports)."""
         for state in self._nexuses.values():
-            if exclude is None or state.nexus != exclude:
+            nexus = state.nexus
+            if (exclude is None or nexus != exclude) and (
+                target is None or nexus.target_name == target
+            ):
                 state.ua.add(asc)
 
     def _state_for(self, nexus: Nexus) -> NexusState:
@@ -662,7 +670,7 @@ class LogicalUnit:
             state = task.state
             fence = self._fence
             if fence is not None and fence.fenced and not self._ua_exempt(cdb):
-                raise ScsiError.check(SenseKey.NOT_READY, Asc.LUN_NOT_ACCESSIBLE_PORT_UNAVAILABLE)
+                raise _fenced()
             if state.ua and not self._ua_exempt(cdb):
                 sense = state.ua.pop()
                 assert sense is not None
@@ -681,6 +689,11 @@ class LogicalUnit:
                 if device is None:
                     raise
             spec: OpSpec = self.table(device).lookup(cdb)
+            port = cmd.port_group
+            if port is not None and port.state > AccessState.ACTIVE_NON_OPTIMIZED:
+                # ALUA: what the state of the port it came in on allows
+                # (scsi/alua.py's ACCESS_RULES), before reservations
+                check_access(port.state, spec.opcode, spec.service_action)
             if device.medium.busy is not None and not spec.ua_exempt:
                 # a sanitize is running: NOT READY now, not after older tasks
                 # (the SANITIZE itself, with IMMED=0, is one of them)
@@ -714,7 +727,7 @@ class LogicalUnit:
         fence = self._fence
         if fence is not None and fence.fenced and spec.writes_medium:
             # fenced while it waited its turn or for its data: not written
-            raise ScsiError.check(SenseKey.NOT_READY, Asc.LUN_NOT_ACCESSIBLE_PORT_UNAVAILABLE)
+            raise _fenced()
         faults = self._faults
         if faults is not None and faults.command_armed:
             return await run_with_faults(faults, self.name, task, spec)
@@ -886,6 +899,11 @@ class LogicalUnit:
             self.raise_ua(asc)
         else:
             self._state_for(nexus).ua.add(asc)
+
+
+def _fenced() -> ScsiError:
+    """A fenced cluster node: the LU is unreachable through this port (04/0C)."""
+    return ScsiError.check(SenseKey.NOT_READY, Asc.LUN_NOT_ACCESSIBLE_TARGET_PORT_UNAVAILABLE)
 
 
 def _key(nexus: Nexus) -> tuple[str, str]:

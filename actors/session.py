@@ -31,6 +31,7 @@ from pyscst.actors.messages import (
     TmfResponse,
     call,
 )
+from pyscst.scsi.alua import PortAccess
 from pyscst.scsi.command import Nexus, ScsiCommand
 from pyscst.scsi.lun import encode_lun
 from pyscst.scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
@@ -59,8 +60,12 @@ class Session:
         spawn: Callable[[Callable[[], Awaitable[None]]], None],
         target_reset: Callable[[Nexus, Asc], Awaitable[None]] | None = None,
         report_luns_validator: Callable[[bytes], None] | None = None,
+        port_group: PortAccess | None = None,
     ) -> None:
         self.nexus = nexus
+        #: the ALUA target port group of this nexus' target port (None: no ALUA);
+        #: every command carries it to the LU, which checks it against the state
+        self.port_group = port_group
         self.luns = dict(luns)
         self._spawn = spawn
         self._target_reset = target_reset
@@ -70,6 +75,7 @@ class Session:
     # -- commands -------------------------------------------------------------
     def dispatch(self, cmd: ScsiCommand) -> None:
         """Route one command (atomic: never awaits)."""
+        cmd.port_group = self.port_group
         if cmd.cdb[0] == _REPORT_LUNS:
             self._spawn(lambda: self._respond(cmd, self._report_luns))
             return

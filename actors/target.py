@@ -18,6 +18,8 @@ from typing import Protocol
 import attrs
 import trio
 
+from pyscst.actors.alua import PortGroup, PortGroups, PortGroupSpec
+from pyscst.actors.faults import FaultEngine
 from pyscst.actors.lun import LogicalUnit
 from pyscst.actors.messages import ResetLogicalUnit, call
 from pyscst.actors.session import LunMapping
@@ -78,11 +80,19 @@ class Target:
     ) -> None:
         self.name = name
         self.alias = alias
+        #: the addresses SendTargets publishes (a port 0 replaced by the real one)
         self.portals = list(portals)
+        #: the same, as configured (what port groups and listeners name)
+        self.configured_portals = list(portals)
         self.portal_group_tag = portal_group_tag
+        #: ALUA target port groups ([targets.X.port_groups]); None: no ALUA
+        self.alua: PortGroups | None = None
         self.default_luns = dict(default_luns)
         self.groups = list(groups or [])
-        self.sessions: dict[tuple[str, int], SessionHandle] = {}
+        #: (InitiatorName, ISID, TPGT) -> session: with ALUA port groups a target
+        #: has several portal groups, and the same ISID through another one is
+        #: another I_T nexus (RFC 7143 4.4.1), not a reinstatement
+        self.sessions: dict[tuple[str, int, int], SessionHandle] = {}
         #: who may log in at all ([targets."IQN".auth] initiators): exact names or
         #: globs, case-insensitive; None lets anyone in. Groups mask LUNs on top.
         self.initiators: tuple[str, ...] | None = None
@@ -118,10 +128,13 @@ class Target:
             seen.setdefault(id(mapping.lu), mapping.lu)
         return list(seen.values())
 
-    async def admit(self, initiator_name: str, isid: int, handle: SessionHandle) -> None:
-        """Register a new session; an existing one with the same ISID is reinstated
-        (RFC 7143 6.3.5): it is closed before the new one proceeds."""
-        key = (initiator_name, isid)
+    async def admit(
+        self, initiator_name: str, isid: int, handle: SessionHandle, tpgt: int = 1
+    ) -> None:
+        """Register a new session; an existing one with the same ISID through the
+        same portal group is reinstated (RFC 7143 6.3.5): it is closed before the
+        new one proceeds."""
+        key = (initiator_name, isid, tpgt)
         old = self.sessions.get(key)
         if old is not None and old is not handle:
             log.info("%s: reinstating session of %s isid %#x", self.name, initiator_name, isid)
@@ -131,9 +144,10 @@ class Target:
         self.sessions[key] = handle
 
     def leave(self, initiator_name: str, isid: int, handle: SessionHandle) -> None:
-        key = (initiator_name, isid)
-        if self.sessions.get(key) is handle:
-            del self.sessions[key]
+        """Forget a session that ended (whichever portal group it came through)."""
+        for key, each in list(self.sessions.items()):
+            if each is handle and key[:2] == (initiator_name, isid):
+                del self.sessions[key]
 
     # -- live admin edits (atomic: never await) ------------------------------------
     def reconfigure(
@@ -145,7 +159,7 @@ class Target:
         self.default_luns = dict(default_luns)
         self.groups = list(groups)
         changed = 0
-        for (initiator, _isid), handle in list(self.sessions.items()):
+        for (initiator, _isid, _tpgt), handle in list(self.sessions.items()):
             luns = self.lun_map_for(initiator)
             info = handle.info()
             if info is not None and dict(info.luns) != luns:
@@ -153,8 +167,48 @@ class Target:
             handle.update_luns(luns)
         return changed
 
-    def set_portals(self, portals: list[tuple[str, int]]) -> None:
+    def set_portals(
+        self, portals: list[tuple[str, int]], configured: list[tuple[str, int]] | None = None
+    ) -> None:
         self.portals = list(portals)
+        self.configured_portals = list(configured if configured is not None else portals)
+
+    # -- ALUA ----------------------------------------------------------------------
+    def set_port_groups(
+        self,
+        specs: list[PortGroupSpec],
+        *,
+        explicit: bool = True,
+        transition_time: int = 0,
+        faults: FaultEngine | None = None,
+    ) -> None:
+        """Adopt the configured port groups (none: ALUA off). Groups that keep
+        their name keep their live state; new logins use the new membership."""
+        if not specs:
+            self.alua = None
+        elif self.alua is None:
+            self.alua = PortGroups(
+                self.name, specs, explicit=explicit, transition_time=transition_time,
+                notify=self._access_state_changed, faults=faults,
+            )  # fmt: skip
+        else:
+            self.alua.reconfigure(specs, explicit=explicit, transition_time=transition_time)
+
+    def _access_state_changed(self, by: Nexus | None) -> None:
+        """SPC-4 5.15.2.? : every I_T_L nexus through this target learns of it
+        (2A/06), but the one whose SET TARGET PORT GROUPS made the change."""
+        for lu in self.logical_units():
+            lu.raise_ua(Asc.ASYMMETRIC_ACCESS_STATE_CHANGED, exclude=by, target=self.name)
+
+    def port_group_at(self, portal: tuple[str, int]) -> PortGroup | None:
+        """The ALUA group of a configured portal (None: no ALUA on this target)."""
+        return self.alua.group_at(portal) if self.alua is not None else None
+
+    def tag_for(self, portal: tuple[str, int]) -> int:
+        """The iSCSI target portal group tag of ``portal`` (configured address):
+        its ALUA group's target port, else the target's one tag."""
+        group = self.port_group_at(portal)
+        return group.relative_port if group is not None else self.portal_group_tag
 
     def set_alias(self, alias: str | None) -> None:
         self.alias = alias
@@ -246,10 +300,12 @@ class TargetDirectory:
         result = []
         for t in targets:
             addresses = []
-            for host, port in t.portals:
+            configured = t.configured_portals
+            for i, (host, port) in enumerate(t.portals):
                 shown = local[0] if host in ("0.0.0.0", "::") else host
                 if ":" in shown:
                     shown = f"[{shown}]"
-                addresses.append(f"{shown}:{port},{t.portal_group_tag}")
+                tag = t.tag_for(configured[i]) if i < len(configured) else t.portal_group_tag
+                addresses.append(f"{shown}:{port},{tag}")
             result.append((t.name, addresses))
         return result

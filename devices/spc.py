@@ -48,6 +48,9 @@ async def handle_inquiry(dev: DeviceType, cmd: ScsiCommand, ctx: ExecContext) ->
         if cdb[2]:
             raise ScsiError.invalid_field_in_cdb(2)
         data = dev.inquiry.encode()
+        port = cmd.port_group
+        if port is not None:  # ALUA: TPGS, as the target the command came through has it
+            data = data[:5] + bytes((data[5] | port.tpgs,)) + data[6:]
     return data[:allocation]
 
 

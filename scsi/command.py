@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 import attrs
 
 if TYPE_CHECKING:
+    from pyscst.scsi.alua import PortAccess
     from pyscst.scsi.sense import Asc, Sense, Status
 
 #: What a data-in handler may hand back: bytes-like, sent as is.
@@ -46,6 +47,9 @@ class Nexus:
     ``initiator_port`` and ``target_port`` are SAM port names (for iSCSI
     ``iqn...,i,0x<ISID>`` and ``iqn...,t,0x<TPGT>``); ``initiator_name`` is what
     LUN masking matches on; ``isid`` feeds persistent-reservation TransportIDs.
+    ``relative_port`` is the target port's RELATIVE TARGET PORT IDENTIFIER and
+    ``port_group_id`` its TARGET PORT GROUP id (0: the target has no ALUA groups),
+    both fixed when the nexus forms (VPD 0x83 designates them).
     """
 
     initiator_name: str
@@ -54,10 +58,17 @@ class Nexus:
     target_port: str
     relative_port: int = 1
     isid: int = 0
+    port_group_id: int = 0
 
     @classmethod
     def iscsi(
-        cls, initiator_name: str, isid: int, target_name: str, tpgt: int, relative_port: int = 1
+        cls,
+        initiator_name: str,
+        isid: int,
+        target_name: str,
+        tpgt: int,
+        relative_port: int = 1,
+        port_group_id: int = 0,
     ) -> Nexus:
         return cls(
             initiator_name=initiator_name,
@@ -66,6 +77,7 @@ class Nexus:
             target_port=f"{target_name},t,0x{tpgt:04x}",
             relative_port=relative_port,
             isid=isid,
+            port_group_id=port_group_id,
         )
 
 
@@ -137,6 +149,7 @@ class ScsiCommand:
         "expected_length",
         "lun",
         "nexus",
+        "port_group",
         "tag",
         "transfer_length",
         "transport",
@@ -165,6 +178,9 @@ class ScsiCommand:
         self.transfer_length = 0
         #: set by the session: EXTENDED COPY's way to the LUs this nexus reaches
         self.copy_targets: CopyResolver | None = None
+        #: set by the session: the ALUA target port group of the port the
+        #: command arrived on (None: its target has none; every command allowed)
+        self.port_group: PortAccess | None = None
 
     @property
     def opcode(self) -> int:

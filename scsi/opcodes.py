@@ -80,6 +80,12 @@ class MaintenanceIn(enum.IntEnum):
     REPORT_TIMESTAMP = 0x0F
 
 
+class MaintenanceOut(enum.IntEnum):
+    """Service actions of MAINTENANCE OUT (0xA4)."""
+
+    SET_TARGET_PORT_GROUPS = 0x0A
+
+
 class PersistentReserveIn(enum.IntEnum):
     """Service actions of PERSISTENT RESERVE IN (0x5E)."""
 

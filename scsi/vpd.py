@@ -35,6 +35,7 @@ ASSOC_TARGET_DEVICE = 2
 DESIG_T10_VENDOR = 1
 DESIG_NAA = 3
 DESIG_RELATIVE_PORT = 4
+DESIG_TARGET_PORT_GROUP = 5
 DESIG_SCSI_NAME = 8
 PROTOCOL_ISCSI = 5
 
@@ -158,6 +159,14 @@ class VpdPages:
             struct.pack(">HH", 0, nexus.relative_port & 0xFFFF),
             protocol=PROTOCOL_ISCSI,
         )
+        if nexus.port_group_id:  # ALUA: the group the target port belongs to
+            body += designator(
+                DESIG_TARGET_PORT_GROUP,
+                CODE_SET_BINARY,
+                ASSOC_TARGET_PORT,
+                struct.pack(">HH", 0, nexus.port_group_id & 0xFFFF),
+                protocol=PROTOCOL_ISCSI,
+            )
         body += designator(
             DESIG_SCSI_NAME,
             CODE_SET_UTF8,

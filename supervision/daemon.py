@@ -30,6 +30,7 @@ from pyscst.admin.config.model import AuthConfig, Config, DeviceConfig, IscsiSet
 from pyscst.admin.config.model import LunMapping as LunMappingConfig
 from pyscst.admin.control.operations import Controller
 from pyscst.admin.control.ops.faults import fault_operations
+from pyscst.admin.control.reconcile import apply_port_groups
 from pyscst.admin.control.server import ControlServer, OpHandler
 from pyscst.supervision.cluster.etcd_proto import EtcdError
 from pyscst.supervision.cluster.node import ClusterNode
@@ -261,6 +262,7 @@ async def start(
             groups=[InitiatorGroup(g.name, g.initiators, luns(g.luns)) for g in tcfg.groups],
             alias=tcfg.alias,
         )
+        apply_port_groups(target, tcfg, daemon.faults)
         directory.add(target)
         for p in tcfg.portals:
             by_address.setdefault((p.host, p.port), []).append(target)

@@ -39,6 +39,7 @@ from pyscst.admin.config.schema import (
     make_converter,
 )
 from pyscst.admin.config.values import check_initiator_pattern
+from pyscst.scsi.alua import AccessState
 from pyscst.scsi.lun import MAX_LUN
 from pyscst.scsi.sense import SenseKey
 
@@ -85,6 +86,8 @@ class RawFault:
     blocks: int | None = None
     lbas: list[int] = attrs.field(factory=list)
     grow: bool = False
+    state: str = "standby"
+    group: str | int | None = None
 
 
 _COMMON = {"action", "id", "enabled", "probability", "seed", "every", "after", "times", "window"}
@@ -108,6 +111,9 @@ ACTION_KEYS: dict[ActionKind, set[str]] = {
     ActionKind.DIGEST_ERROR: {"pdus"},
     ActionKind.NOP_STALL: {"delay", "jitter"},
     ActionKind.REFUSE_LOGIN: set(),
+    ActionKind.ALUA_TRANSITION: {"state", "group", "delay", "jitter"},
+    ActionKind.REFUSE_STPG: set(),
+    ActionKind.SLOW_TRANSITION: {"delay", "jitter"},
 }
 
 
@@ -307,6 +313,17 @@ class _Checker:
                                                                       f"0..2**64-1, got {lba}"))
         if kind is ActionKind.BAD_BLOCKS and not raw.lbas and not raw.grow:
             self.fail("lbas", "a bad_blocks rule needs lbas, grow = true, or both")
+        state = AccessState.STANDBY
+        try:
+            state = AccessState.parse(raw.state)
+        except ValueError as exc:
+            self.fail("state", str(exc))
+        if state is AccessState.TRANSITIONING:
+            self.fail("state", "a group passes through transitioning (give delay), "
+                               "it is not put there")  # fmt: skip
+        group = None if raw.group is None else str(raw.group)
+        if group is not None and not group.strip():
+            self.fail("group", "expected a port group name or id")
         defaults = Action(kind)
         return Action(
             kind=kind,
@@ -322,6 +339,8 @@ class _Checker:
             blocks=raw.blocks,
             lbas=frozenset(raw.lbas),
             grow=raw.grow,
+            state=int(state),
+            group=group,
         )
 
     def sense_key(self, value: int | str) -> SenseKey | None:
@@ -380,4 +399,8 @@ def rule_to_dict(rule: FaultRule) -> dict[str, Any]:
         out["blocks"] = a.blocks
     if "lbas" in keys:
         out["lbas"] = sorted(a.lbas)
+    if "state" in keys:
+        out["state"] = AccessState(a.state).label
+    if "group" in keys and a.group is not None:
+        out["group"] = a.group
     return out

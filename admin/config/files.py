@@ -36,6 +36,7 @@ from pyscst.admin.config.model import (
     LogLevel,
     LunMapping,
     MetricsSettings,
+    PortGroupConfig,
     TargetConfig,
 )
 from pyscst.admin.config.schema import (
@@ -48,6 +49,7 @@ from pyscst.admin.config.schema import (
     RawIscsi,
     RawLun,
     RawMetrics,
+    RawPortGroup,
     RawTarget,
     describe_structure_error,
     describe_value,
@@ -65,6 +67,7 @@ from pyscst.admin.config.values import (
 from pyscst.devices.confine import lexical, outside_roots
 from pyscst.devices.registry import HANDLERS, PathRule
 from pyscst.devices.stores import IO_ENGINES
+from pyscst.scsi.alua import AccessState
 from pyscst.scsi.lun import MAX_LUN
 
 if sys.version_info >= (3, 11):  # noqa: UP036 - pyproject still lists tomli for <3.11
@@ -280,6 +283,19 @@ def _dump_target(target: TargetConfig) -> dict[str, Any]:
         }
     if target.auth != AuthConfig():
         out["auth"] = auth_to_dict(target.auth)
+    if target.port_groups:
+        out["alua_explicit"] = target.alua_explicit
+        out["alua_transition_time"] = target.alua_transition_time
+        out["port_groups"] = {
+            g.name: {
+                "id": g.group_id,
+                "portals": [str(p) for p in g.portals],
+                "state": g.state.label,
+                "relative_port": g.relative_port,
+                "preferred": g.preferred,
+            }
+            for g in target.port_groups
+        }
     return out
 
 
@@ -615,11 +631,88 @@ class _Resolver:
         auth = AuthConfig()
         if raw.auth is not None:
             auth = resolve_auth((*path, "auth"), raw.auth, self.state_dir, self.problems)
+        port_groups = self.port_groups(path, raw, portals)
         if len(self.problems) > before:
             return None
         return TargetConfig(
             name=name, portals=tuple(portals), luns=luns, groups=groups, alias=raw.alias,
-            auth=auth,
+            auth=auth, port_groups=port_groups, alua_explicit=raw.alua_explicit,
+            alua_transition_time=raw.alua_transition_time,
+        )  # fmt: skip
+
+    def port_groups(
+        self, path: KeyPath, raw: RawTarget, portals: list[Portal]
+    ) -> tuple[PortGroupConfig, ...]:
+        """ALUA target port groups: unique ids and ports, each of the target's
+        portals in exactly one group (a group may have none: its ports are on
+        another node)."""
+        error = _in_range(raw.alua_transition_time, 0, 255)
+        if error:
+            self.fail((*path, "alua_transition_time"), error)
+        out: list[PortGroupConfig] = []
+        owner: dict[Portal, str] = {}
+        ids: dict[int, str] = {}
+        ports: dict[int, str] = {}
+        for name, rg in raw.port_groups.items():
+            group = self.port_group((*path, "port_groups", name), name, rg, portals, owner)
+            if group is None:
+                continue
+            where = (*path, "port_groups", name)
+            if group.group_id in ids:
+                self.fail((*where, "id"), f'id {group.group_id} is already port group '
+                                          f'"{ids[group.group_id]}"')  # fmt: skip
+            ids.setdefault(group.group_id, name)
+            if group.relative_port in ports:
+                key = "relative_port" if rg.relative_port is not None else "id"
+                self.fail((*where, key), f"relative port {group.relative_port} is already "
+                                         f'port group "{ports[group.relative_port]}"\'s')
+            ports.setdefault(group.relative_port, name)
+            out.append(group)
+        if raw.port_groups:
+            for i, portal in enumerate(portals):
+                if portal not in owner:
+                    self.fail((*path, "portals", i), f"{portal} is in no port group (with "
+                                                     "port_groups, every portal is in one)")
+        return tuple(out)
+
+    def port_group(
+        self, path: KeyPath, name: str, raw: RawPortGroup, portals: list[Portal],
+        owner: dict[Portal, str],
+    ) -> PortGroupConfig | None:  # fmt: skip
+        before = len(self.problems)
+        if _NAME_RE.match(name) is None:
+            self.fail(path, "port group names are 1-64 of A-Z a-z 0-9 _ . - "
+                            "(not starting with . _ -)")  # fmt: skip
+        error = _in_range(raw.id, 1, 65535)
+        if error:
+            self.fail((*path, "id"), error)
+        relative = raw.relative_port if raw.relative_port is not None else raw.id
+        if raw.relative_port is not None:
+            error = _in_range(raw.relative_port, 1, 65535)
+            if error:
+                self.fail((*path, "relative_port"), error)
+        state = self.check((*path, "state"), partial(AccessState.parse, raw.state))
+        if state is AccessState.TRANSITIONING:
+            self.fail((*path, "state"), "a group passes through transitioning, it does "
+                                        "not start there")  # fmt: skip
+        members: list[Portal] = []
+        for i, text in enumerate(raw.portals):
+            portal = self.check((*path, "portals", i), partial(parse_portal, text))
+            if portal is None:
+                continue
+            if portal not in portals:
+                self.fail((*path, "portals", i), f"{portal} is not one of the target's portals")
+            elif portal in owner:
+                self.fail((*path, "portals", i), f'{portal} is already in port group '
+                                                 f'"{owner[portal]}"')  # fmt: skip
+            else:
+                owner[portal] = name
+                members.append(portal)
+        if len(self.problems) > before or state is None:
+            return None
+        return PortGroupConfig(
+            name=name, group_id=raw.id, portals=tuple(members), state=state,
+            relative_port=relative, preferred=raw.preferred,
         )  # fmt: skip
 
 

@@ -16,6 +16,7 @@ import attrs
 from pyscst.actors.faults import FaultRule
 from pyscst.admin.config.values import Portal, is_glob
 from pyscst.devices.device_config import DeviceConfig
+from pyscst.scsi.alua import AccessState
 
 __all__ = [
     "AuthConfig",
@@ -29,6 +30,7 @@ __all__ = [
     "LogLevel",
     "LunMapping",
     "MetricsSettings",
+    "PortGroupConfig",
     "Portal",
     "TargetConfig",
 ]
@@ -175,6 +177,21 @@ class AuthConfig:
 
 
 @attrs.frozen
+class PortGroupConfig:
+    """An ALUA target port group ([targets."iqn...".port_groups.NAME]): some of
+    the target's portals, one target port, one asymmetric access state."""
+
+    name: str
+    group_id: int
+    portals: tuple[Portal, ...] = ()
+    #: the state it starts in (the live state is the operator's, actors/alua.py)
+    state: AccessState = AccessState.ACTIVE_OPTIMIZED
+    #: RELATIVE TARGET PORT IDENTIFIER, also the iSCSI target portal group tag
+    relative_port: int = 1
+    preferred: bool = False
+
+
+@attrs.frozen
 class TargetConfig:
     """One iSCSI target ([targets."iqn..."])."""
 
@@ -184,6 +201,12 @@ class TargetConfig:
     groups: tuple[InitiatorGroup, ...] = ()
     alias: str | None = None
     auth: AuthConfig = AuthConfig()
+    #: ALUA ([targets."iqn...".port_groups]); none: no ALUA, one target port
+    port_groups: tuple[PortGroupConfig, ...] = ()
+    #: SET TARGET PORT GROUPS accepted (INQUIRY TPGS 11b, else 01b)
+    alua_explicit: bool = True
+    #: seconds, REPORT TPGS' IMPLICIT TRANSITION TIME
+    alua_transition_time: int = 0
 
     def group_for(self, initiator_name: str) -> InitiatorGroup | None:
         """The group whose LUN map an initiator sees; None means the default map.

@@ -126,12 +126,24 @@ class RawAuth:
 
 
 @attrs.frozen
+class RawPortGroup:
+    id: int
+    portals: list[str] = attrs.field(factory=list)
+    state: str = "active/optimized"
+    relative_port: int | None = None
+    preferred: bool = False
+
+
+@attrs.frozen
 class RawTarget:
     portals: list[str]
     alias: str | None = None
     luns: list[RawLun] = attrs.field(factory=list)
     groups: dict[str, RawGroup] = attrs.field(factory=dict)
     auth: RawAuth | None = None
+    port_groups: dict[str, RawPortGroup] = attrs.field(factory=dict)
+    alua_explicit: bool = True
+    alua_transition_time: int = 0
 
 
 @attrs.frozen

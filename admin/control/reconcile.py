@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from pyscst.actors.alua import PortGroupSpec
 from pyscst.actors.device_unit import stop_unit
+from pyscst.actors.faults import FaultEngine
 from pyscst.actors.messages import ResizeDevice, SetDeviceReadOnly
 from pyscst.actors.session import LunMapping
 from pyscst.actors.target import InitiatorGroup, Target
@@ -269,7 +271,8 @@ async def apply(daemon: Daemon, p: Plan, new: Config, grow: bool = True) -> None
             continue
         default_luns, groups = _maps(daemon, tcfg)
         target.set_alias(tcfg.alias)
-        target.set_portals(_published(daemon, tcfg))
+        target.set_portals(_published(daemon, tcfg), [(p.host, p.port) for p in tcfg.portals])
+        apply_port_groups(target, tcfg, daemon.faults)
         target.reconfigure(default_luns, groups)
     # 5. removals last: nothing refers to them any more
     for child in old_units.values():
@@ -332,5 +335,23 @@ def _build_target(daemon: Daemon, tcfg: TargetConfig) -> Target:
         groups=groups,
         alias=tcfg.alias,
     )
+    target.set_portals(target.portals, [(p.host, p.port) for p in tcfg.portals])
     target.set_initiators(tcfg.auth.initiators)
+    apply_port_groups(target, tcfg, daemon.faults)
     return target
+
+
+def apply_port_groups(target: Target, tcfg: TargetConfig, faults: FaultEngine | None) -> None:
+    """The target's ALUA port groups as configured (live states of groups that
+    keep their name are kept: the config says where a group starts)."""
+    specs = [
+        PortGroupSpec(
+            g.name, g.group_id, tuple((p.host, p.port) for p in g.portals), g.state,
+            g.relative_port, g.preferred,
+        )
+        for g in tcfg.port_groups
+    ]
+    target.set_port_groups(
+        specs, explicit=tcfg.alua_explicit, transition_time=tcfg.alua_transition_time,
+        faults=faults,
+    )  # fmt: skip

@@ -47,7 +47,7 @@ MAX_CAS_ATTEMPTS = 8
 
 
 def unavailable() -> ScsiError:
-    return ScsiError.check(SenseKey.NOT_READY, Asc.LUN_NOT_ACCESSIBLE_PORT_UNAVAILABLE)
+    return ScsiError.check(SenseKey.NOT_READY, Asc.LUN_NOT_ACCESSIBLE_TARGET_PORT_UNAVAILABLE)
 
 
 class EtcdReservationStore:

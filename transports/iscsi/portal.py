@@ -158,9 +158,11 @@ class IscsiPortal:
             target = directory.get(target_name)
             return target.alias if target is not None else None
 
+        here = (self.host, self.port)
+
         def tag(target_name: str) -> int:  # login checked it exists; 1 if it left since
             target = directory.get(target_name)
-            return target.portal_group_tag if target is not None else 1
+            return target.tag_for(here) if target is not None else 1
 
         return TargetPolicy(
             portal_group_tag=tag,
@@ -181,16 +183,22 @@ class IscsiPortal:
         target = self.directory.get(result.target_name or "")
         if target is None:  # removed between login steps
             raise trio.BrokenResourceError(f"target {result.target_name} vanished")
-        await target.admit(result.initiator_name, result.isid, conn)
+        # the target port: with ALUA, the port group of the portal it came in on
+        here = (self.host, self.port)
+        group = target.port_group_at(here)
+        await target.admit(result.initiator_name, result.isid, conn, target.tag_for(here))
         nexus = Nexus.iscsi(
-            result.initiator_name, result.isid, target.name, target.portal_group_tag
-        )
+            result.initiator_name, result.isid, target.name, target.tag_for(here),
+            relative_port=group.relative_port if group is not None else 1,
+            port_group_id=group.group_id if group is not None else 0,
+        )  # fmt: skip
         nursery = conn.nursery
         return Session(
             nexus,
             target.lun_map_for(result.initiator_name),
             spawn=lambda fn: nursery.start_soon(fn),
             target_reset=target.reset,
+            port_group=group,
         )
 
     def close_session(self, result: LoginResult, conn: IscsiConnection) -> None:
