@@ -32,6 +32,7 @@ from pyscst.admin.control.operations import Controller
 from pyscst.admin.control.ops.faults import fault_operations
 from pyscst.admin.control.reconcile import apply_port_groups
 from pyscst.admin.control.server import ControlServer, OpHandler
+from pyscst.supervision.cluster.alua_sync import AluaSync
 from pyscst.supervision.cluster.etcd_proto import EtcdError
 from pyscst.supervision.cluster.node import ClusterNode
 from pyscst.supervision.host import run_host_services
@@ -267,6 +268,11 @@ async def start(
         for p in tcfg.portals:
             by_address.setdefault((p.host, p.port), []).append(target)
     daemon.apply_auth()
+    if daemon.cluster is not None:
+        try:
+            await daemon.cluster.attach_alua(AluaSync(directory))
+        except EtcdError as exc:
+            raise StartupError(f"cluster: cannot share ALUA states through etcd: {exc}") from exc
 
     for (host, port), targets in by_address.items():
         try:

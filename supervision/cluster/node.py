@@ -24,8 +24,8 @@ the shared state afresh and lifts the fence.
 
 from __future__ import annotations
 
+import json
 import logging
-import math
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -35,6 +35,7 @@ from pyscst.actors.shared_state import ChangeListener, Plan, ResvChange, ResvSta
 from pyscst.admin.config.model import ClusterSettings
 from pyscst.scsi.sense import Asc, ScsiError, SenseKey, Status
 from pyscst.supervision.cluster import resv_codec
+from pyscst.supervision.cluster.alua_sync import AluaSync, member_groups
 from pyscst.supervision.cluster.etcd_client import EtcdClient
 from pyscst.supervision.cluster.etcd_proto import EtcdError, EventType, KeyValue, WatchEvent
 
@@ -186,6 +187,10 @@ class ClusterNode:
         #: device -> revision to acknowledge (the acker task writes them)
         self._ack_pending: dict[str, int] = {}
         self._ack_wakeup = trio.Event()
+        #: ALUA port group states shared and failed over (attach_alua)
+        self.alua: AluaSync | None = None
+        #: member -> its own port groups (target -> names), from its record
+        self.member_groups: dict[str, dict[str, list[str]]] = {}
 
     # -- FenceSwitch ------------------------------------------------------------------
     @property
@@ -196,12 +201,16 @@ class ClusterNode:
         if not self._fenced:
             self._fenced = True
             self.fence_count += 1
+            if self.alua is not None:
+                self.alua.fence()
             log.log(level, "cluster: node %s FENCED: %s; every LU refuses commands "
                     "(NOT READY 04/0C)", self.settings.node, why)  # fmt: skip
 
     def _unfence(self) -> None:
         if self._fenced:
             self._fenced = False
+            if self.alua is not None:
+                self.alua.unfence()
             log.warning("cluster: node %s serving: lease %x held, state read",
                         self.settings.node, self.lease)  # fmt: skip
 
@@ -236,6 +245,7 @@ class ClusterNode:
                 nursery.start_soon(self._guarded, self._fence_watchdog)
                 nursery.start_soon(self._guarded, self._watch_loop)
                 nursery.start_soon(self._guarded, self._ack_loop)
+                nursery.start_soon(self._guarded, self._alua_loop)
         finally:
             self._fenced = True
             with trio.CancelScope(shield=True):
@@ -313,7 +323,7 @@ class ClusterNode:
         if existing and existing[0].lease not in (0, self.lease):
             log.warning("cluster: a node named %s is already a member (lease %x): names "
                         "must be unique", self.settings.node, existing[0].lease)  # fmt: skip
-        await self.client.put(member, b'{"node": "%s"}' % self.settings.node.encode(), self.lease)
+        await self.client.put(member, self._member_record(), self.lease)
         _rev, kvs = await self.client.range(self.key("members/"), prefix=True)
         others = {self._member_name(kv.key) for kv in kvs} - {self.settings.node, ""}
         self.members = others | {self.settings.node}
@@ -321,6 +331,51 @@ class ClusterNode:
         log.info("cluster: node %s joined (lease %x, TTL %ds); other members: %s",
                  self.settings.node, self.lease, ttl, listed)  # fmt: skip
         return not others
+
+    def _member_record(self) -> bytes:
+        groups = self.alua.own_groups() if self.alua is not None else {}
+        return json.dumps({"node": self.settings.node, "groups": groups}).encode()
+
+    async def attach_alua(self, alua: AluaSync) -> None:
+        """Share the targets' port group states (once the targets exist): adopt the
+        others' from etcd, publish ours, and list our groups in our member record."""
+        self.alua = alua
+        alua.subscribe()
+        _rev, kvs = await self.client.range(self.key("alua/"), prefix=True)
+        for kv in kvs:
+            self._alua_event(kv.key, kv.value)
+        await self.client.put(self.key(f"members/{self.settings.node}"), self._member_record(),
+                              self.lease)  # fmt: skip
+        alua.publish_own()
+
+    def _alua_event(self, key: bytes, value: bytes | None) -> None:
+        alua = self.alua
+        if alua is None:
+            return
+        rest = key[len(self.key("alua/")) :].decode(errors="replace")
+        target, _, group = rest.rpartition("/")
+        alua.applied(target, group, value, self.settings.node)
+
+    async def _alua_loop(self) -> None:
+        while True:
+            alua = self.alua
+            if alua is None:
+                await trio.sleep(0.5)
+                continue
+            await alua.wakeup.wait()
+            alua.wakeup = trio.Event()
+            pending, alua.pending = alua.pending, {}
+            for (target, group), state in pending.items():
+                try:
+                    await self.client.put(
+                        self.key(f"alua/{target}/{group}"), alua.encode(state, self.settings.node)
+                    )
+                except EtcdError as exc:
+                    log.warning("cluster: cannot publish ALUA state of %s/%s: %s",
+                                target, group, exc)  # fmt: skip
+                    alua.pending.setdefault((target, group), state)
+                    alua.wakeup.set()
+                    await trio.sleep(0.2)
 
     def _member_name(self, key: bytes) -> str:
         name = key[len(self.key("members/")) :]
@@ -421,6 +476,9 @@ class ClusterNode:
         text = kv.key.decode(errors="replace")
         members = self.key("members/").decode()
         acks = self.key("acks/").decode()
+        if text.startswith(self.key("alua/").decode()):
+            self._alua_event(kv.key, kv.value if event.type is EventType.PUT else None)
+            return
         if text.startswith(acks):
             device, _, name = text[len(acks) :].rpartition("/")
             if event.type is EventType.DELETE:
@@ -432,12 +490,18 @@ class ClusterNode:
         if text.startswith(members):
             name = self._member_name(kv.key)
             if event.type is EventType.DELETE:
+                groups = self.member_groups.pop(name, {})
                 if name in self.members:
                     self.members.discard(name)
                     self._ack_moved()
                     log.warning("cluster: node %s left the cluster (lease expired or revoked)",
                                 name)  # fmt: skip
-            elif name not in self.members:
+                if name != self.settings.node and self.alua is not None and not self._fenced:
+                    self.alua.member_left(groups)
+            else:
+                self.member_groups[name] = member_groups(kv.value)
+                if name in self.members:
+                    return
                 self.members.add(name)
                 log.info("cluster: node %s joined the cluster", name)
             return
@@ -446,7 +510,3 @@ class ClusterNode:
                 store.seen(kv if event.type is EventType.PUT else None, kv.mod_revision)
                 return
 
-
-def fence_deadline(ttl: int) -> float:
-    """Seconds after its last renewal by which a partitioned node is fenced."""
-    return math.ceil(ttl * FENCE_AFTER * 100) / 100
