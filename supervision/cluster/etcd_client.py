@@ -33,6 +33,8 @@ class EtcdClient:
         self.endpoints = [e.rstrip("/") for e in endpoints]
         self.timeout = timeout
         self._client = httpx.AsyncClient(timeout=timeout, trust_env=False)
+        # httpx logs every request at INFO: several a second per node
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         #: the endpoint that answered last (tried first)
         self._current = 0
 

@@ -326,6 +326,8 @@ class ClusterNode:
         await self.client.put(member, self._member_record(), self.lease)
         _rev, kvs = await self.client.range(self.key("members/"), prefix=True)
         others = {self._member_name(kv.key) for kv in kvs} - {self.settings.node, ""}
+        for kv in kvs:
+            self.member_groups[self._member_name(kv.key)] = member_groups(kv.value)
         self.members = others | {self.settings.node}
         listed = ", ".join(sorted(others)) or "none"
         log.info("cluster: node %s joined (lease %x, TTL %ds); other members: %s",
