@@ -45,6 +45,7 @@ from pyscst.actors.reservations import (
     plan_spc2_drop,
 )
 from pyscst.actors.shared_state import (
+    SHARED_RESETS,
     FenceSwitch,
     LocalReservationStore,
     Plan,
@@ -223,7 +224,7 @@ class LogicalUnit:
         if store is None:
             store = LocalReservationStore(AptplStore(pr_path) if pr_path is not None else None)
         self._pr_store = store
-        store.attach(self.apply_shared)
+        store.attach(self.apply_shared, self.apply_remote_reset)
         #: a cluster node's fence: while it is up, no command touches the medium
         self._fence = fence
         self._pr_lock = trio.Lock()
@@ -327,7 +328,14 @@ class LogicalUnit:
                 else:
                     device.reset()
             self.raise_ua(msg.asc)
-            self._cancel_and_reply(tasks, TmfResponse.COMPLETE, reply)
+            store = self._pr_store
+            if store.shared and msg.asc in SHARED_RESETS:
+                # the LU is every node's: it is reset on all of them before "complete"
+                self._cancel_and_reply(
+                    tasks, TmfResponse.COMPLETE, reply, lambda: store.announce_reset(msg.asc)
+                )
+            else:
+                self._cancel_and_reply(tasks, TmfResponse.COMPLETE, reply)
         else:
             log.error("%s: unknown request %r", self.name, msg)
             reply_to(reply, TmfResponse.REJECTED)
@@ -349,7 +357,11 @@ class LogicalUnit:
         return device is not None and device.tas
 
     def _cancel_and_reply(
-        self, tasks: list[Task], response: TmfResponse, reply: trio.MemorySendChannel[Any]
+        self,
+        tasks: list[Task],
+        response: TmfResponse,
+        reply: trio.MemorySendChannel[Any],
+        then: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """Cancel now, atomically with the TMF's arrival (a task allowed to run
         on until a spawned task got to cancel it could still answer GOOD, and
@@ -357,14 +369,35 @@ class LogicalUnit:
         for task in tasks:
             task.scope.cancel()
         assert self._nursery is not None
-        self._nursery.start_soon(self._reply_when_done, tasks, response, reply)
+        self._nursery.start_soon(self._reply_when_done, tasks, response, reply, then)
 
     async def _reply_when_done(
-        self, tasks: list[Task], response: TmfResponse, reply: trio.MemorySendChannel[Any]
+        self,
+        tasks: list[Task],
+        response: TmfResponse,
+        reply: trio.MemorySendChannel[Any],
+        then: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         for task in tasks:
             await task.wait_done()
+        if then is not None:
+            try:
+                await then()
+            except ScsiError as exc:
+                log.warning("%s: reset not shared with the other nodes: %s", self.name, exc)
         reply_to(reply, response)
+
+    def apply_remote_reset(self, asc: Asc) -> None:
+        """Another node reset this LU (atomic): every task here is aborted, the
+        device's reset hook runs, every nexus here gets ``asc``."""
+        tasks = self._abort_all(by=None)
+        for task in tasks:
+            task.scope.cancel()
+        device = self._device_or_none()
+        if device is not None:
+            device.reset()
+        self.raise_ua(asc)
+        log.info("%s: reset through another node (%d tasks aborted)", self.name, len(tasks))
 
     def _nexus_loss(self, msg: NexusLoss) -> list[Task]:
         """End the nexus' tasks (silently) and what it held; returns those tasks."""

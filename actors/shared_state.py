@@ -57,6 +57,11 @@ class ResvChange:
 Plan = Callable[[ResvState], ResvChange]
 #: how a store hands the LU a change made elsewhere (another node)
 ChangeListener = Callable[[ResvChange], None]
+#: how a store hands the LU a reset of it made elsewhere (its 29/xx condition)
+ResetListener = Callable[[Asc], None]
+#: the resets of an LU that every node performs (LOGICAL UNIT RESET, a target
+#: reset's share of it); a node's own power on or device restart is its own
+SHARED_RESETS = frozenset({Asc.BUS_DEVICE_RESET_FUNCTION_OCCURRED, Asc.SCSI_BUS_RESET_OCCURRED})
 
 
 class ReservationStore(Protocol):
@@ -73,8 +78,14 @@ class ReservationStore(Protocol):
         make its result durable/shared, and return it. A plan's ScsiError passes
         through; a store that cannot write raises ScsiError with a retryable sense."""
 
-    def attach(self, listener: ChangeListener) -> None:
-        """Changes made elsewhere go to ``listener`` (the LU applies them)."""
+    def attach(self, listener: ChangeListener, on_reset: ResetListener) -> None:
+        """Changes made elsewhere go to ``listener``, resets made elsewhere to
+        ``on_reset`` (the LU applies them)."""
+
+    async def announce_reset(self, asc: Asc) -> None:
+        """This LU was reset here (``asc`` in SHARED_RESETS): reset it on the other
+        nodes too (their tasks aborted, ``asc`` to their nexuses); returns when
+        they have."""
 
 
 class FenceSwitch(Protocol):
@@ -113,5 +124,8 @@ class LocalReservationStore:
                 ) from exc
         return change
 
-    def attach(self, listener: ChangeListener) -> None:
+    def attach(self, listener: ChangeListener, on_reset: ResetListener) -> None:
         """Nothing changes elsewhere."""
+
+    async def announce_reset(self, asc: Asc) -> None:
+        """No other node."""

@@ -84,9 +84,15 @@ class AluaSync:
             self._applying = False
 
     # -- etcd's values -------------------------------------------------------------------
-    def applied(self, target: str, group: str, value: bytes | None, me: str) -> None:
+    def applied(
+        self, target: str, group: str, value: bytes | None, me: str, joining: bool = False
+    ) -> None:
         """``<prefix>/alua/<target>/<group>`` is ``value`` (None: deleted); our own
-        (``me``) values are echoes of what is already applied here."""
+        (``me``) values are echoes of what is already applied here. ``joining``:
+        what etcd holds for our own groups is from before this start (the others
+        may have marked them UNAVAILABLE when we left): they start as configured."""
+        if joining and group in self.own_groups().get(target, []):
+            return
         if value is None or len(target) > MAX_NAME or len(group) > MAX_NAME:
             return
         try:

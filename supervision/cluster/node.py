@@ -31,7 +31,14 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from pyscst.actors.pr_state import PrState
-from pyscst.actors.shared_state import ChangeListener, Plan, ResvChange, ResvState
+from pyscst.actors.shared_state import (
+    SHARED_RESETS,
+    ChangeListener,
+    Plan,
+    ResetListener,
+    ResvChange,
+    ResvState,
+)
 from pyscst.admin.config.model import ClusterSettings
 from pyscst.scsi.sense import Asc, ScsiError, SenseKey, Status
 from pyscst.supervision.cluster import resv_codec
@@ -60,6 +67,9 @@ class EtcdReservationStore:
         self._node = node
         self.device = device
         self.key = node.key(f"lu/{device}/resv")
+        #: the last reset of the LU made through any node
+        self.reset_key = node.key(f"lu/{device}/reset")
+        self._on_reset: ResetListener | None = None
         self.state = ResvState()
         #: the key's mod_revision as last seen (0: no key), the CAS compares on it
         self.mod_revision = 0
@@ -85,8 +95,38 @@ class EtcdReservationStore:
     def initial(self) -> ResvState | None:
         return self.state
 
-    def attach(self, listener: ChangeListener) -> None:
+    def attach(self, listener: ChangeListener, on_reset: ResetListener) -> None:
         self._listener = listener
+        self._on_reset = on_reset
+
+    async def announce_reset(self, asc: Asc) -> None:
+        node = self._node
+        if node.fenced or asc not in SHARED_RESETS:
+            return
+        value = json.dumps({"node": node.settings.node, "asc": list(asc.value)}).encode()
+        try:
+            revision = await node.client.put(self.reset_key, value)
+        except EtcdError as exc:
+            log.error("cluster: %s: reset not shared: %s", self.device, exc)
+            return
+        await node.wait_acks(self.device, revision)
+
+    def reset_seen(self, kv: KeyValue) -> None:
+        """Another node reset the LU (a value of ``reset_key``)."""
+        node = self._node
+        asc: Asc | None = None
+        origin = None
+        try:
+            if len(kv.value) < 4096:
+                doc = json.loads(kv.value)
+                origin, asc = doc["node"], Asc(tuple(doc["asc"]))
+        except (ValueError, KeyError, TypeError, RecursionError, UnicodeDecodeError):
+            asc = None
+        if asc not in SHARED_RESETS:
+            log.error("cluster: ignoring reset record %r of %s", kv.value[:80], self.device)
+        elif origin != node.settings.node and self._on_reset is not None:
+            self._on_reset(asc)
+        node.ack(self.device, kv.mod_revision)
 
     def seen(self, kv: KeyValue | None, revision: int) -> None:
         """The key as the watch (or a read) shows it at store revision ``revision``
@@ -228,7 +268,8 @@ class ClusterNode:
             store.seen(kvs[0] if kvs else None, kvs[0].mod_revision if kvs else revision)
             if self._first_up:
                 await self._power_on(store)
-            self.ack(device, store.seen_at)
+            # everything before this read is applied (the state was read whole)
+            self.ack(device, max(revision, store.seen_at))
         return store
 
     # -- running ------------------------------------------------------------------------
@@ -345,18 +386,18 @@ class ClusterNode:
         alua.subscribe()
         _rev, kvs = await self.client.range(self.key("alua/"), prefix=True)
         for kv in kvs:
-            self._alua_event(kv.key, kv.value)
+            self._alua_event(kv.key, kv.value, joining=True)
         await self.client.put(self.key(f"members/{self.settings.node}"), self._member_record(),
                               self.lease)  # fmt: skip
         alua.publish_own()
 
-    def _alua_event(self, key: bytes, value: bytes | None) -> None:
+    def _alua_event(self, key: bytes, value: bytes | None, joining: bool = False) -> None:
         alua = self.alua
         if alua is None:
             return
         rest = key[len(self.key("alua/")) :].decode(errors="replace")
         target, _, group = rest.rpartition("/")
-        alua.applied(target, group, value, self.settings.node)
+        alua.applied(target, group, value, self.settings.node, joining)
 
     async def _alua_loop(self) -> None:
         while True:
@@ -393,6 +434,7 @@ class ClusterNode:
                 store.seen(kv, kv.mod_revision)
             elif store.mod_revision:
                 store.seen(None, revision)  # deleted meanwhile
+            self.ack(store.device, max(revision, store.seen_at))
         self.watch_revision = max(self.watch_revision, revision)
 
     async def _power_on(self, store: EtcdReservationStore) -> None:
@@ -510,5 +552,8 @@ class ClusterNode:
         for store in self.stores.values():
             if store.key == kv.key:
                 store.seen(kv if event.type is EventType.PUT else None, kv.mod_revision)
+                return
+            if store.reset_key == kv.key and event.type is EventType.PUT:
+                store.reset_seen(kv)
                 return
 

@@ -13,7 +13,10 @@ file.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import re
+import shutil
 import signal
 import struct
 from collections.abc import AsyncIterator, Iterator
@@ -166,3 +169,38 @@ async def test_kill_9_of_node_a_fails_over_to_node_b(tmp_path: Path) -> None:
     data = (shared / "disk0.img").read_bytes()
     for lba in acked:
         assert data[lba * BS : (lba + 1) * BS] == block(lba), f"LBA {lba} lost"
+
+
+@pytest.mark.skipif(shutil.which("iscsi-test-cu") is None, reason="needs iscsi-test-cu")
+async def test_libiscsi_multipath_suite_with_one_path_per_node(tmp_path: Path) -> None:
+    """libiscsi's MultipathIO suite, its two paths on two nodes (both groups active:
+    WRITE/READ across nodes, a LUN RESET through one seen as a UA through the
+    other, COMPARE AND WRITE alternating between the nodes)."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    port_a, port_b = free_port(), free_port()
+    with etcd_at(tmp_path) as etcd:
+        running = []
+        for name, port in (("a", port_a), ("b", port_b)):
+            cfg = node_config(tmp_path / name, shared, etcd.url, name, port)
+            cfg.write_text(cfg.read_text().replace('"standby"', '"active/optimized"'))
+            running.append(
+                await trio.to_thread.run_sync(
+                    functools.partial(start_daemon, cfg, host=HOST, port=port, target=TARGET)
+                )
+            )
+        try:
+            argv = [
+                "iscsi-test-cu", "-d", "-n", "--test=ALL.MultipathIO",
+                f"iscsi://{HOST}:{port_a}/{TARGET}/0", f"iscsi://{HOST}:{port_b}/{TARGET}/0",
+            ]  # fmt: skip
+            done = await trio.run_process(argv, capture_stdout=True, check=False)
+        finally:
+            for proc, info in running:
+                await trio.to_thread.run_sync(stop_daemon, proc, info)
+    out = done.stdout.decode(errors="replace")
+    assert "found matching LU device identifier for all (2) paths" in out, out[-3000:]
+    summary = re.search(r"tests\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)", out)
+    assert summary is not None, out[-3000:]
+    # Simple, Reset, CompareAndWrite, CompareAndWriteAsync: all ran, all passed
+    assert summary.groups() == ("4", "4", "4", "0"), out[-3000:]
