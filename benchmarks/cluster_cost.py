@@ -40,28 +40,17 @@ from pathlib import Path
 
 import trio
 
+from procstat import cpu_seconds
 from pyscst.transports.iscsi.initiator import Initiator
+from targets import free_port, pin_prefix
 
 TARGET = "iqn.2026-11.org.pyscst:cluster-bench"
 INITIATOR = "iqn.2026-11.org.pyscst:bench-client"
 BLOCKS = 1 << 21  # 1 GiB of 512-byte blocks
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def pinned(cpu: int, argv: list[str]) -> list[str]:
-    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
-        return ["taskset", "-c", str(cpu), *argv]
-    return argv
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return [*pin_prefix(cpu if (os.cpu_count() or 1) > 1 else None), *argv]
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
@@ -214,9 +203,7 @@ def main() -> None:
                         rate = trio.run(_write_perf, port, float(args.duration))
                     used = cpu_seconds(proc.pid) - before
                     iops.setdefault((mode, kind), []).append(rate)
-                    cpu_us.setdefault((mode, kind), []).append(
-                        used / (rate * args.duration) * 1e6
-                    )
+                    cpu_us.setdefault((mode, kind), []).append(used / (rate * args.duration) * 1e6)
                 before = cpu_seconds(proc.pid)
                 times = trio.run(_prouts, port, args.prouts, 0x23D000000040 + n)
                 prout_cpu[mode].append((cpu_seconds(proc.pid) - before) / args.prouts * 1e3)

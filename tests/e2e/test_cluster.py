@@ -58,7 +58,8 @@ def etcd(tmp_path: Path) -> Iterator[EtcdInstance]:
         yield instance
 
 
-def node_body(shared: Path, name: str, etcd_url: str, ttl: int = TTL, tpgt: int = 1) -> str:
+def node_body(shared: Path, name: str, etcd_url: str, ttl: int = TTL) -> str:
+    """A node's config after state_dir: ``@PORT@`` is its portal's port."""
     return f"""
 allowed_dirs = ["{shared}"]
 [cluster]
@@ -98,45 +99,51 @@ async def login(port: int, name: str, isid: int) -> AsyncIterator[Initiator]:
         yield ini
 
 
+@contextlib.asynccontextmanager
+async def two_nodes(
+    tmp_path: Path, etcd: EtcdInstance
+) -> AsyncIterator[tuple[Daemon, Daemon, Initiator, Initiator]]:
+    """Nodes a and b; initiator 1 logged in through a, initiator 2 through b."""
+    async with node(tmp_path, "a", etcd) as (a, port_a), node(tmp_path, "b", etcd) as (b, port_b):
+        async with login(port_a, NAME_A, ISID_1) as one, login(port_b, NAME_B, ISID_2) as two:
+            yield a, b, one, two
+
+
 async def test_reservations_made_through_one_node_bind_the_other(
     tmp_path: Path, etcd: EtcdInstance
 ) -> None:
-    async with node(tmp_path, "a", etcd) as (_a, port_a), node(tmp_path, "b", etcd) as (_b, port_b):
-        async with login(port_a, NAME_A, ISID_1) as one, login(port_b, NAME_B, ISID_2) as two:
-            assert (await prout(one, REGISTER, sark=0xA)).status == Status.GOOD
-            assert (await prout(one, RESERVE, key=0xA, ptype=EA)).status == Status.GOOD
-            # through B: the reservation made through A is there, and binds
-            assert await reservation(two) == (0xA, EA)
-            assert (await read(two)).status == Status.RESERVATION_CONFLICT
-            assert (await write(two)).status == Status.RESERVATION_CONFLICT
-            assert (await prout(two, RESERVE, key=0, ptype=EA)).status == (
-                Status.RESERVATION_CONFLICT
-            )
-            assert (await prout(two, REGISTER, sark=0xB, aptpl=True)).status == Status.GOOD
-            assert sorted(await keys(one)) == [0xA, 0xB]
-            assert (await write(two)).status == Status.RESERVATION_CONFLICT  # EA: holder only
-            assert (await write(one)).status == Status.GOOD
-            # B preempts A's registration and takes the reservation
-            assert (await prout(two, PREEMPT, key=0xB, sark=0xA, ptype=EA)).status == Status.GOOD
-            # through A, initiator 1 hears of it first, then is shut out
-            assert asc(await read(one)) == (0x2A, 0x05)  # REGISTRATIONS PREEMPTED
-            assert (await read(one)).status == Status.RESERVATION_CONFLICT
-            assert await reservation(one) == (0xB, EA)
-            assert (await write(two)).status == Status.GOOD
+    async with two_nodes(tmp_path, etcd) as (_a, _b, one, two):
+        assert (await prout(one, REGISTER, sark=0xA)).status == Status.GOOD
+        assert (await prout(one, RESERVE, key=0xA, ptype=EA)).status == Status.GOOD
+        # through B: the reservation made through A is there, and binds
+        assert await reservation(two) == (0xA, EA)
+        assert (await read(two)).status == Status.RESERVATION_CONFLICT
+        assert (await write(two)).status == Status.RESERVATION_CONFLICT
+        assert (await prout(two, RESERVE, key=0, ptype=EA)).status == (Status.RESERVATION_CONFLICT)
+        assert (await prout(two, REGISTER, sark=0xB, aptpl=True)).status == Status.GOOD
+        assert sorted(await keys(one)) == [0xA, 0xB]
+        assert (await write(two)).status == Status.RESERVATION_CONFLICT  # EA: holder only
+        assert (await write(one)).status == Status.GOOD
+        # B preempts A's registration and takes the reservation
+        assert (await prout(two, PREEMPT, key=0xB, sark=0xA, ptype=EA)).status == Status.GOOD
+        # through A, initiator 1 hears of it first, then is shut out
+        assert asc(await read(one)) == (0x2A, 0x05)  # REGISTRATIONS PREEMPTED
+        assert (await read(one)).status == Status.RESERVATION_CONFLICT
+        assert await reservation(one) == (0xB, EA)
+        assert (await write(two)).status == Status.GOOD
 
 
 async def test_spc2_reservation_is_shared_and_released_by_lun_reset(
     tmp_path: Path, etcd: EtcdInstance
 ) -> None:
-    async with node(tmp_path, "a", etcd) as (_a, port_a), node(tmp_path, "b", etcd) as (_b, port_b):
-        async with login(port_a, NAME_A, ISID_1) as one, login(port_b, NAME_B, ISID_2) as two:
-            assert (await one.execute(0, bytes([0x16, 0, 0, 0, 0, 0]))).status == Status.GOOD
-            assert (await read(two)).status == Status.RESERVATION_CONFLICT
-            assert (await two.execute(0, bytes([0x16, 0, 0, 0, 0, 0]))).status == (
-                Status.RESERVATION_CONFLICT
-            )
-            assert (await one.execute(0, bytes([0x17, 0, 0, 0, 0, 0]))).status == Status.GOOD
-            assert (await read(two)).status == Status.GOOD
+    async with two_nodes(tmp_path, etcd) as (_a, _b, one, two):
+        assert (await one.execute(0, bytes([0x16, 0, 0, 0, 0, 0]))).status == Status.GOOD
+        assert (await read(two)).status == Status.RESERVATION_CONFLICT
+        assert (await two.execute(0, bytes([0x16, 0, 0, 0, 0, 0]))).status == (
+            Status.RESERVATION_CONFLICT
+        )
+        assert (await one.execute(0, bytes([0x17, 0, 0, 0, 0, 0]))).status == Status.GOOD
+        assert (await read(two)).status == Status.GOOD
 
 
 async def test_aptpl_registrations_survive_restarts_of_every_node(
@@ -238,55 +245,47 @@ async def test_garbage_in_etcd_does_not_crash_a_node(tmp_path: Path, etcd: EtcdI
 async def test_two_nodes_racing_for_the_reservation_one_wins(
     tmp_path: Path, etcd: EtcdInstance
 ) -> None:
-    async with node(tmp_path, "a", etcd) as (_a, port_a), node(tmp_path, "b", etcd) as (_b, port_b):
-        async with login(port_a, NAME_A, ISID_1) as one, login(port_b, NAME_B, ISID_2) as two:
-            assert (await prout(one, REGISTER, sark=0xA)).status == Status.GOOD
-            assert (await prout(two, REGISTER, sark=0xB)).status == Status.GOOD
-            results: dict[int, int] = {}
-            for _round in range(5):
-                async with trio.open_nursery() as nursery:
+    async with two_nodes(tmp_path, etcd) as (_a, _b, one, two):
+        assert (await prout(one, REGISTER, sark=0xA)).status == Status.GOOD
+        assert (await prout(two, REGISTER, sark=0xB)).status == Status.GOOD
+        results: dict[int, int] = {}
+        for _round in range(5):
+            async with trio.open_nursery() as nursery:
 
-                    async def reserve(ini: Initiator, key: int) -> None:
-                        results[key] = (await prout(ini, RESERVE, key=key, ptype=EA)).status
+                async def reserve(ini: Initiator, key: int) -> None:
+                    results[key] = (await prout(ini, RESERVE, key=key, ptype=EA)).status
 
-                    nursery.start_soon(reserve, one, 0xA)
-                    nursery.start_soon(reserve, two, 0xB)
-                assert sorted(results.values()) == [Status.GOOD, Status.RESERVATION_CONFLICT]
-                winner = next(k for k, s in results.items() if s == Status.GOOD)
-                assert await reservation(one) == (winner, EA)
-                assert await reservation(two) == (winner, EA)
-                holder = one if winner == 0xA else two
-                assert (await prout(holder, 2, key=winner, ptype=EA)).status == Status.GOOD
+                nursery.start_soon(reserve, one, 0xA)
+                nursery.start_soon(reserve, two, 0xB)
+            assert sorted(results.values()) == [Status.GOOD, Status.RESERVATION_CONFLICT]
+            winner = next(k for k, s in results.items() if s == Status.GOOD)
+            assert await reservation(one) == (winner, EA)
+            assert await reservation(two) == (winner, EA)
+            holder = one if winner == 0xA else two
+            assert (await prout(holder, 2, key=winner, ptype=EA)).status == Status.GOOD
 
 
 async def test_preempt_and_abort_aborts_tasks_on_the_other_node(
     tmp_path: Path, etcd: EtcdInstance
 ) -> None:
-    async with (
-        node(tmp_path, "a", etcd) as (daemon_a, port_a),
-        node(tmp_path, "b", etcd) as (
-            _b,
-            port_b,
-        ),
-    ):
-        async with login(port_a, NAME_A, ISID_1) as one, login(port_b, NAME_B, ISID_2) as two:
-            assert (await prout(one, REGISTER, sark=0xA)).status == Status.GOOD
-            assert (await prout(two, REGISTER, sark=0xB)).status == Status.GOOD
-            assert (await prout(one, RESERVE, key=0xA, ptype=EA)).status == Status.GOOD
-            # a READ of initiator 1 hangs on node A until aborted
-            await hang(daemon_a, lba=[42])
-            held = one.submit(0, read10(42), read_length=BS)
-            with trio.fail_after(2):
-                while await one.task_management(QUERY_TASK, 0, held) != SUCCEEDED:
-                    await trio.sleep(0.01)
-            r = await prout(two, PREEMPT_AND_ABORT, key=0xB, sark=0xA, ptype=EA)
-            assert r.status == Status.GOOD
-            # by the time B answered, A had aborted the task (no status ever comes)
-            assert await one.task_management(QUERY_TASK, 0, held) == COMPLETE
-            with trio.move_on_after(0.3) as silent:
-                await one.wait(held)
-            assert silent.cancelled_caught, "the aborted READ answered"
-            assert daemon_a.units["disk0"].reservations.pr.holder_key() == 0xB
-            assert asc(await read(one)) == (0x2A, 0x05)  # REGISTRATIONS PREEMPTED first
-            assert asc(await read(one)) == (0x2F, 0x00)  # COMMANDS CLEARED BY ANOTHER INITIATOR
-            assert (await write(two)).status == Status.GOOD
+    async with two_nodes(tmp_path, etcd) as (daemon_a, _b, one, two):
+        assert (await prout(one, REGISTER, sark=0xA)).status == Status.GOOD
+        assert (await prout(two, REGISTER, sark=0xB)).status == Status.GOOD
+        assert (await prout(one, RESERVE, key=0xA, ptype=EA)).status == Status.GOOD
+        # a READ of initiator 1 hangs on node A until aborted
+        await hang(daemon_a, lba=[42])
+        held = one.submit(0, read10(42), read_length=BS)
+        with trio.fail_after(2):
+            while await one.task_management(QUERY_TASK, 0, held) != SUCCEEDED:
+                await trio.sleep(0.01)
+        r = await prout(two, PREEMPT_AND_ABORT, key=0xB, sark=0xA, ptype=EA)
+        assert r.status == Status.GOOD
+        # by the time B answered, A had aborted the task (no status ever comes)
+        assert await one.task_management(QUERY_TASK, 0, held) == COMPLETE
+        with trio.move_on_after(0.3) as silent:
+            await one.wait(held)
+        assert silent.cancelled_caught, "the aborted READ answered"
+        assert daemon_a.units["disk0"].reservations.pr.holder_key() == 0xB
+        assert asc(await read(one)) == (0x2A, 0x05)  # REGISTRATIONS PREEMPTED first
+        assert asc(await read(one)) == (0x2F, 0x00)  # COMMANDS CLEARED BY ANOTHER INITIATOR
+        assert (await write(two)).status == Status.GOOD

@@ -28,13 +28,13 @@ import trio
 from pyscst.scsi.sense import Status
 from pyscst.transports.iscsi.initiator import ConnectionLost, Initiator
 from tests.daemon import free_port, start_daemon, stop_daemon
+from tests.e2e.test_cluster import TARGET, node_body
 from tests.e2e.test_reservations import NAME_A, REGISTER, RESERVE, WE_RO, keys, prout
 from tests.helpers_etcd import EtcdInstance, etcd_unavailable, running_etcd
 
 pytestmark = pytest.mark.skipif(etcd_unavailable() is not None, reason=str(etcd_unavailable()))
 
 HOST = "127.0.0.1"
-TARGET = "iqn.2026-11.org.pyscst:ha"
 ISID_A, ISID_B = 0x23D000000021, 0x23D000000022
 TTL = 3
 BS = 512
@@ -45,20 +45,10 @@ def node_config(workdir: Path, shared: Path, etcd: str, name: str, port: int) ->
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "state").mkdir(exist_ok=True)
     other = "b" if name == "a" else "a"
-    text = f"""
-state_dir = "{workdir / "state"}"
-allowed_dirs = ["{shared}"]
-[cluster]
-etcd = ["{etcd}"]
-node = "{name}"
-lease_ttl = {TTL}
-[devices.disk0]
-handler = "vdisk_fileio"
-path = "{shared / "disk0.img"}"
-size = "4MiB"
-[targets."{TARGET}"]
-portals = ["{HOST}:{port}"]
-luns = [{{lun = 0, device = "disk0"}}]
+    text = f'state_dir = "{workdir / "state"}"\n' + node_body(shared, name, etcd, TTL)
+    text = (
+        text.replace("@PORT@", str(port))
+        + f"""
 [targets."{TARGET}".port_groups.{name}]
 id = {1 if name == "a" else 2}
 portals = ["{HOST}:{port}"]
@@ -68,6 +58,7 @@ id = {2 if name == "a" else 1}
 portals = []
 state = "{"standby" if name == "a" else "active/optimized"}"
 """
+    )
     path = workdir / "pyscst.toml"
     path.write_text(text)
     return path
