@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import os
 import random
-import re
 import shutil
 import signal
 import socket
@@ -40,6 +39,7 @@ from pathlib import Path
 
 import trio
 
+from metrics_cost import perf
 from procstat import cpu_seconds
 from pyscst.transports.iscsi.initiator import Initiator
 from targets import free_port, pin_prefix
@@ -107,13 +107,7 @@ def start_daemon(work: Path, name: str, cluster: str) -> tuple[subprocess.Popen[
 
 
 def read_perf(port: int, seconds: int) -> int:
-    url = f"iscsi://127.0.0.1:{port}/{TARGET}/0"
-    argv = pinned(0, ["iscsi-perf", "-m", "32", "-b", "8", "-t", str(seconds), "-r", url])
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30).stdout
-    averages = re.findall(r"iops average (\d+)", out)
-    if not averages:
-        raise SystemExit(f"iscsi-perf gave no result:\n{out[-500:]}")
-    return int(averages[-1])
+    return perf(f"iscsi://127.0.0.1:{port}/{TARGET}/0", seconds)
 
 
 @contextlib.asynccontextmanager

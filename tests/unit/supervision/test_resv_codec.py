@@ -9,21 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pyscst.actors.persistent_reservations import Notice
-from pyscst.actors.pr_state import PrState, PrType, Registrant, Registration, Reservation
 from pyscst.actors.shared_state import ResvChange, ResvState
 from pyscst.scsi.command import Nexus
 from pyscst.scsi.sense import Asc
 from pyscst.supervision.cluster import resv_codec
+from tests.unit.actors.test_pr_store import STATE, B
 
-NEXUS = Nexus.iscsi("iqn.2026-11.org.example:host-a", 0x23D000000001, "iqn.t", 1)
-ONE = Registrant.of(NEXUS)
-TWO = Registrant("iqn.2026-11.org.example:host-b", None, None, 2)
-STATE = PrState(
-    generation=7,
-    registrations=(Registration(ONE, 0xA), Registration(TWO, 0xB)),
-    reservation=Reservation(PrType.EXCLUSIVE_ACCESS, ONE),
-    aptpl=True,
-)
+NEXUS = Nexus.iscsi("iqn.2026-11.org.example:a", 0x400001, "iqn.t", 1)
+TWO = B
 
 
 def test_round_trip() -> None:
