@@ -210,6 +210,8 @@ def main() -> None:
             print(f"  4K random {kind:5} QD32: single {s:8.0f} IOPS ({cs:.1f} us CPU/cmd), "
                   f"cluster {c:8.0f} IOPS ({cc:.1f} us CPU/cmd): {c / s:.2f}x IOPS, "
                   f"{cc / cs:.2f}x CPU per command")  # fmt: skip
+            print(f"    per round: single {sorted(iops[('single', kind)])}, "
+                  f"cluster {sorted(iops[('cluster', kind)])}")  # fmt: skip
         for mode in ("single", "cluster"):
             ms = sorted(prout_ms[mode])
             p90 = ms[int(len(ms) * 0.9)]

@@ -486,14 +486,18 @@ class ClusterNode:
         self._unfence()
 
     async def _fence_watchdog(self) -> None:
+        """Fence when the last renewal is ``FENCE_AFTER`` of the TTL old. It sleeps
+        until exactly then (a renewal meanwhile moves the deadline): no polling
+        timer on the loop the datapath runs on."""
         limit = self.settings.lease_ttl * FENCE_AFTER
         while True:
             late = self._clock() - self._last_renewal
-            if late >= limit:
+            if late >= limit and not self._fenced:
                 self._fence(f"lease not renewed for {late:.1f}s (TTL {self.settings.lease_ttl}s)")
-                await trio.sleep(0.05)
+            if late >= limit:
+                await trio.sleep(0.05)  # fenced: until a renewal lifts it
             else:
-                await trio.sleep(min(0.05, limit - late))
+                await trio.sleep_until(self._last_renewal + limit)
 
     async def _watch_loop(self) -> None:
         prefix = self.key("")
