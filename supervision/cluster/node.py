@@ -469,8 +469,12 @@ class ClusterNode:
                 if left > 0:
                     self._last_renewal = sent
                     if self._fenced:
-                        await self._resync()
-                        self._unfence()
+                        try:
+                            await self._resync()
+                        except EtcdError as exc:
+                            log.warning("cluster: cannot re-read the shared state: %s", exc)
+                        else:
+                            self._unfence()
                 else:
                     self._fence("lease expired")
                     await self._rejoin()
