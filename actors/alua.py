@@ -75,12 +75,14 @@ class PortGroup:
 
     __slots__ = (
         "_generation",
+        "configured",
         "group_id",
         "name",
         "owner",
         "portals",
         "preferred",
         "relative_port",
+        "restricted",
         "state",
         "status",
     )
@@ -93,6 +95,11 @@ class PortGroup:
         self.portals = spec.portals
         self.preferred = spec.preferred
         self.state = spec.state
+        #: not active: the dispatcher consults ACCESS_RULES (a plain bool, so an
+        #: active port costs the command path one attribute test)
+        self.restricted = spec.state > AccessState.ACTIVE_NON_OPTIMIZED
+        #: the state the configuration names (where the group starts)
+        self.configured = spec.state
         self.status = StatusCode.NONE
         self._generation = 0
 
@@ -145,13 +152,15 @@ class PortGroups:
         self, specs: Iterable[PortGroupSpec], *, explicit: bool, transition_time: int
     ) -> None:
         """Adopt a new set of groups (a reload or an edit). A group that keeps its
-        name keeps its live state (the config's ``state`` is where a group
-        starts); ids, ports and portals are the new ones. Sessions logged in
-        keep the target port they logged in through (their nexus)."""
+        name keeps its live state unless the configured ``state`` itself changed
+        (then that is an implicit transition, with its 2A/06); ids, ports and
+        portals are the new ones. Sessions logged in keep the target port they
+        logged in through (their nexus)."""
         self.explicit = explicit
         self.transition_time = transition_time
         old = self._groups
         new: dict[str, PortGroup] = {}
+        moved: list[PortGroup] = []
         for spec in specs:
             group = old.get(spec.name)
             if group is None:
@@ -161,8 +170,13 @@ class PortGroups:
                 group.relative_port = spec.port
                 group.portals = spec.portals
                 group.preferred = spec.preferred
+                if group.configured != spec.state:
+                    group.configured = spec.state
+                    moved.append(group)
             new[spec.name] = group
         self._groups = new
+        for group in moved:
+            self.set_state(group.name, group.configured)
 
     def group_at(self, portal: tuple[str, int]) -> PortGroup | None:
         """The group a configured portal (listener address) belongs to."""
@@ -267,6 +281,7 @@ class PortGroups:
         if old == state:
             return False
         group.state = state
+        group.restricted = state > AccessState.ACTIVE_NON_OPTIMIZED
         group.status = (
             StatusCode.ALTERED_BY_EXPLICIT_STPG
             if cause is Cause.EXPLICIT

@@ -55,7 +55,7 @@ from pyscst.actors.shared_state import (
 from pyscst.actors.unit_attention import UnitAttentionQueue
 from pyscst.devices.device_type import DeviceType, check_ready_for
 from pyscst.devices.spc import SPC_TABLE
-from pyscst.scsi.alua import AccessState, check_access
+from pyscst.scsi.alua import check_access
 from pyscst.scsi.cdb import NEEDS_AWAIT, OpSpec, OpTable
 from pyscst.scsi.command import (
     Buffer,
@@ -723,7 +723,7 @@ class LogicalUnit:
                     raise
             spec: OpSpec = self.table(device).lookup(cdb)
             port = cmd.port_group
-            if port is not None and port.state > AccessState.ACTIVE_NON_OPTIMIZED:
+            if port is not None and port.restricted:
                 # ALUA: what the state of the port it came in on allows
                 # (scsi/alua.py's ACCESS_RULES), before reservations
                 check_access(port.state, spec.opcode, spec.service_action)

@@ -64,13 +64,17 @@ class CountingTransport:
         raise AssertionError("no drop rule here")
 
 
-def command(t: CountingTransport, tag: int) -> ScsiCommand:
-    return ScsiCommand(cdb=READ4K, lun=0, tag=tag, attr=TaskAttribute.SIMPLE,
-                       expected_length=4096, direction=DataDirection.READ, nexus=NEXUS,
-                       transport=t)  # fmt: skip
+def command(t: CountingTransport, tag: int, port_group: Any = None) -> ScsiCommand:
+    cmd = ScsiCommand(cdb=READ4K, lun=0, tag=tag, attr=TaskAttribute.SIMPLE,
+                      expected_length=4096, direction=DataDirection.READ, nexus=NEXUS,
+                      transport=t)  # fmt: skip
+    cmd.port_group = port_group  # as Session.dispatch sets it (ALUA: alua_cost.py)
+    return cmd
 
 
-async def ns_per_command(faults: FaultEngine | None, commands: int, rounds: int) -> float:
+async def ns_per_command(
+    faults: FaultEngine | None, commands: int, rounds: int, port_group: Any = None
+) -> float:
     store = MemoryStore(1 << 20)
     device = DiskDevice("d0", store, block_size=BS)
     lu = LogicalUnit("d0", lambda: device, CORE_TABLE, faults=faults)
@@ -81,7 +85,7 @@ async def ns_per_command(faults: FaultEngine | None, commands: int, rounds: int)
         lu.submit(command(t, 1), 0, False)  # the power-on unit attention
         while t.answered < 1:
             await trio.lowlevel.checkpoint()
-        cmds = [command(t, tag) for tag in range(2, commands + 2)]
+        cmds = [command(t, tag, port_group) for tag in range(2, commands + 2)]
         for _ in range(rounds):
             t.answered = t.good = 0
             start = time.perf_counter_ns()

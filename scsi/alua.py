@@ -105,6 +105,11 @@ class PortAccess(Protocol):
     def state(self) -> AccessState: ...
 
     @property
+    def restricted(self) -> bool:
+        """``state`` is not active: only what ACCESS_RULES allows may run."""
+        ...
+
+    @property
     def tpgs(self) -> int:
         """INQUIRY byte 5's TPGS bits for the target this port belongs to."""
         ...

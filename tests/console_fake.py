@@ -36,6 +36,8 @@ class FakeBackend:
     closed: bool = False
     #: what the next config.reload reports as changed (kind -> names), as the daemon does
     reload_changes: dict[str, Any] = attrs.field(factory=dict)
+    #: target -> its ALUA view as ``alua.show`` gives it (absent: ALUA off)
+    alua: dict[str, dict[str, Any]] = attrs.field(factory=dict)
 
     @classmethod
     def with_defaults(cls, save_path: Path) -> FakeBackend:
@@ -113,7 +115,16 @@ class FakeBackend:
                 for n, t in self.targets.items()
             ],
             "sessions": [dict(s) for s in self.sessions],
+            "alua": list(self.alua.values()),
         }
+
+    def op_alua_set(self, target: str, group: str, state: str, transition: Any = None) -> Any:
+        view = self.alua.get(target, {"port_groups": []})
+        found = [g for g in view["port_groups"] if g["name"] == group]
+        if not found:
+            raise OpError(ErrorCode.NOT_FOUND, f"target {target} has no port group {group}")
+        before, found[0]["state"] = found[0]["state"], state
+        return {"message": f"port group {group} of {target}: {before} -> {state}", **view}
 
     def op_device_add(self, name: str, handler: str, size: int, **extra: Any) -> Any:
         if name in self.devices:

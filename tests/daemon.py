@@ -80,6 +80,28 @@ def free_port(host: str = "127.0.0.1") -> int:
             return port
 
 
+def free_ports(host: str = "127.0.0.1", count: int = 2) -> list[int]:
+    """``count`` distinct free ports (a target with several portals)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port(host)
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+def alua_portals(host: str, ports: Sequence[int], states: Sequence[str]) -> dict[str, Any]:
+    """Target keys for one portal per ALUA port group: group ``a`` (id 1) on the
+    first port in the first state, ``b`` (id 2) on the next, ..."""
+    return {
+        "portals": [f"{host}:{p}" for p in ports],
+        "port_groups": {
+            chr(ord("a") + i): {"id": i + 1, "portals": [f"{host}:{p}"], "state": state}
+            for i, (p, state) in enumerate(zip(ports, states, strict=True))
+        },
+    }
+
+
 def write_config(
     workdir: Path,
     *,
@@ -95,8 +117,10 @@ def write_config(
     auth: Mapping[str, Any] | None = None,
     discovery_auth: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
+    target_extra: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write ``workdir/pyscst.toml`` with state under ``workdir/state``; validate it."""
+    """Write ``workdir/pyscst.toml`` with state under ``workdir/state``; validate it.
+    ``target_extra`` adds keys to (or replaces them in) the test target's table."""
     state_dir = workdir / "state"
     state_dir.mkdir(parents=True, exist_ok=True)
     target_table: dict[str, Any] = {
@@ -107,6 +131,7 @@ def write_config(
         target_table["groups"] = {name: dict(g) for name, g in groups.items()}
     if auth is not None:
         target_table["auth"] = dict(auth)
+    target_table.update(target_extra or {})
     doc: dict[str, Any] = {
         "state_dir": str(state_dir),
         "log_level": log_level,

@@ -216,6 +216,21 @@ def add_admin_parser(sub: Any) -> None:
              lambda a: ("reset.target", {"target": a.target}))
     p.add_argument("target")
 
+    alua = group("alua", "ALUA: show target port groups, set a group's access state "
+                 "(docs/alua.md)")
+    p = leaf(alua, "show", "port groups with their live access states",
+             lambda a: ("alua.show", {"target": a.target}))
+    p.add_argument("target", nargs="?")
+    p = leaf(alua, "set", "put a port group in an access state (initiators: 2A/06)",
+             lambda a: ("alua.set", {"target": a.target, "group": a.group, "state": a.state,
+                                     "transition": a.transition}))
+    p.add_argument("target")
+    p.add_argument("group", help="its name or TARGET PORT GROUP id")
+    p.add_argument("state", help="active/optimized, active/non-optimized, standby, "
+                                 "unavailable or offline")
+    p.add_argument("--transition", type=float, metavar="SECONDS",
+                   help="pass through transitioning for this long first")
+
     add_fault_commands(group("fault", "inject faults: add, list, enable, disable, remove, "
                              "stats (docs/faults.md)"), leaf)
 
@@ -392,6 +407,10 @@ def render(op: str, result: Any) -> str:
         return f"saved {result['path']}"
     if op.startswith("fault."):
         return render_faults(op, result)
+    if op == "alua.show":
+        return "\n".join(render_alua(view) for view in result) or "no targets"
+    if op == "alua.set":
+        return f"{result['message']}\n{render_alua(result)}"
     if isinstance(result, dict) and "message" in result:
         return str(result["message"])
     if op == "config.reload":
@@ -420,9 +439,27 @@ def render_tree(tree: dict[str, Any]) -> str:
             out.append(f"    auth: {_auth_line(t['auth'])}")
     if _auth_configured(tree.get("discovery_auth")):
         out.append(f"discovery auth: {_auth_line(tree['discovery_auth'])}")
+    for view in tree.get("alua", []):
+        out.append(render_alua(view))
     out.append("sessions:")
     out.append(_indent(render_sessions(tree["sessions"])))
     return "\n".join(out)
+
+
+def render_alua(view: dict[str, Any]) -> str:
+    """One target's port groups and their live access states."""
+    if not view.get("alua"):
+        return f"{view['target']}: no port groups (ALUA off)"
+    mode = "implicit and explicit" if view["explicit"] else "implicit only"
+    head = f"{view['target']}: ALUA {mode}, transition time {view['transition_time']} s"
+    rows = [
+        [g["name"], g["id"], g["relative_port"], g["state"], "yes" if g["preferred"] else "",
+         g["status"], ", ".join(g["portals"]) or "(none here)"]
+        for g in view["port_groups"]
+    ]
+    return head + "\n" + _indent(table(
+        ["GROUP", "ID", "PORT", "STATE", "PREF", "LAST CHANGE", "PORTALS"], rows
+    ))
 
 
 def _auth_configured(auth: Any) -> bool:

@@ -21,7 +21,7 @@ from tomlkit.items import Table
 
 from pyscst.admin.config.auth import auth_to_dict
 from pyscst.admin.config.faults import rule_to_dict
-from pyscst.admin.config.files import default_serial, parse_config
+from pyscst.admin.config.files import alua_to_dict, default_serial, parse_config
 from pyscst.admin.config.model import (
     AuthConfig,
     Config,
@@ -316,6 +316,7 @@ def _new_target_table(t: TargetConfig) -> Table:
     table["luns"] = _luns_array(t.luns)
     if t.auth != AuthConfig():
         table["auth"] = _auth_table(t.auth)
+    _alua_tables(table, t)
     if not t.groups:
         return _spaced(table)
     table.add(tomlkit.nl())
@@ -324,6 +325,24 @@ def _new_target_table(t: TargetConfig) -> Table:
         groups[g.name] = _new_group_table(g)
     table["groups"] = groups
     return table
+
+
+def _alua_tables(table: Any, t: TargetConfig) -> None:
+    """The target's ALUA keys and [port_groups.NAME] tables, as the model has them."""
+    for key in ("alua_explicit", "alua_transition_time", "port_groups"):
+        table.pop(key, None)
+    alua = alua_to_dict(t)
+    for key in ("alua_explicit", "alua_transition_time"):
+        if key in alua:
+            table[key] = alua[key]
+    if "port_groups" not in alua:
+        return
+    groups = tomlkit.table(is_super_table=True)
+    for name, body in alua["port_groups"].items():
+        group = tomlkit.table()
+        group.update(body)
+        groups[name] = group
+    table["port_groups"] = groups
 
 
 def _find_key(table: Any, name: str) -> str | None:
@@ -372,6 +391,10 @@ def _edit_target(table: Any, was: TargetConfig, t: TargetConfig) -> None:
             table.pop("auth", None)
         else:
             table["auth"] = _auth_table(t.auth)
+    if (was.port_groups, was.alua_explicit, was.alua_transition_time) != (
+        t.port_groups, t.alua_explicit, t.alua_transition_time
+    ):
+        _alua_tables(table, t)
     if was.groups == t.groups:
         return
     old_groups = {g.name: g for g in was.groups}

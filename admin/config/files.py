@@ -283,10 +283,23 @@ def _dump_target(target: TargetConfig) -> dict[str, Any]:
         }
     if target.auth != AuthConfig():
         out["auth"] = auth_to_dict(target.auth)
-    if target.port_groups:
+    out.update(alua_to_dict(target))
+    return out
+
+
+def alua_to_dict(target: TargetConfig) -> dict[str, Any]:
+    """A target's ALUA keys as the file writes them (only those set, without
+    port groups)."""
+    out: dict[str, Any] = {}
+    if target.port_groups or not target.alua_explicit:
         out["alua_explicit"] = target.alua_explicit
+    if target.port_groups or target.alua_transition_time:
         out["alua_transition_time"] = target.alua_transition_time
-        out["port_groups"] = {
+    if not target.port_groups:
+        return out
+    return {
+        **out,
+        "port_groups": {
             g.name: {
                 "id": g.group_id,
                 "portals": [str(p) for p in g.portals],
@@ -295,8 +308,8 @@ def _dump_target(target: TargetConfig) -> dict[str, Any]:
                 "preferred": g.preferred,
             }
             for g in target.port_groups
-        }
-    return out
+        },
+    }
 
 
 def _in_range(value: float, low: float, high: float) -> str | None:

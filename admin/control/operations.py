@@ -24,6 +24,7 @@ import trio
 
 from pyscst.admin.config.files import Config, ConfigError, dump_config, parse_config
 from pyscst.admin.control import reconcile
+from pyscst.admin.control.ops import alua as ops_alua
 from pyscst.admin.control.ops import auth as ops_auth
 from pyscst.admin.control.ops import config as ops_config
 from pyscst.admin.control.ops import edit as ops_edit
@@ -103,6 +104,7 @@ class Controller:
         for name, edit in edits.items():
             ops[name] = functools.partial(self.edit, name, edit)
         ops.update(ops_runtime.operations(self))
+        ops.update(ops_alua.operations(self))
         ops.update(ops_config.operations(self))
         return ops
 

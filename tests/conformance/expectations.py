@@ -22,7 +22,11 @@ EXPECTED_HEADER = """\
 # One test per line: NAME OUTCOME, OUTCOME one of FAIL < SKIP < PASS (the
 # minimum accepted; FAIL means "not yet passing"). Names ending in [readonly]
 # come from the ALL.ReadOnly run against a LUN mapped read-only, [multipath]
-# from the ALL.MultipathIO run with two sessions to LUN 0.
+# from the ALL.MultipathIO run with two sessions to LUN 0, [removable] from
+# the PREVENT ALLOW / START STOP UNIT runs on a removable disk (LUN 2),
+# [4k-physical] from the WRITE SAME / COMPARE AND WRITE runs on a disk with
+# physical_block_size = 4096 (LUN 3), [alua] from the runs against a target
+# with two portals in two ALUA port groups (MultipathIO: one path per port).
 # Checked by tests/conformance/test_libiscsi.py; never edit by hand to a lower
 # outcome. Record improvements with: python -m tests.conformance.update
 """

@@ -56,6 +56,14 @@ RUNS_4K_PHYSICAL = (
     Run("4k-physical-ws16", "ALL.WriteSame16", lun=3, suffix="[4k-physical]"),
 )
 RUNS = (RUN_ALL, RUN_READONLY, RUN_MULTIPATH, *RUNS_REMOVABLE, *RUNS_4K_PHYSICAL)
+#: against a target with two portals in two ALUA port groups (test_libiscsi.py):
+#: MultipathIO with its two paths through the two target ports, and the families
+#: whose answers ALUA changes (INQUIRY's TPGS and VPD 0x83, RSOC's RTPG/STPG rows)
+RUNS_ALUA = (
+    Run("alua-multipath", "ALL.MultipathIO", lun=0, suffix="[alua]", multipath=True),
+    Run("alua-inquiry", "ALL.Inquiry", lun=0, suffix="[alua]"),
+    Run("alua-rsoc", "ALL.ReportSupportedOpcodes", lun=0, suffix="[alua]"),
+)
 
 
 @attrs.frozen
@@ -167,15 +175,19 @@ def run_suite(
     out_dir: Path,
     runs: tuple[Run, ...] = RUNS,
     log: Callable[[str], None] = print,
+    second_url_for_lun: Callable[[int], str] | None = None,
 ) -> dict[str, TestResult]:
-    """Every run in ``runs``; logs land in ``out_dir``, results are merged."""
+    """Every run in ``runs``; logs land in ``out_dir``, results are merged. A
+    multipath run's second path is ``second_url_for_lun`` (default: the same URL,
+    a second session through the same port)."""
     results: dict[str, TestResult] = {}
     for run in runs:
         log_path = out_dir / f"iscsi-test-cu-{run.label}.log"
         url = url_for_lun(run.lun)
         log(f"running {TOOL} --test {run.pattern} on {url}; log: {log_path}")
+        second = (second_url_for_lun or url_for_lun)(run.lun)
         output = run_tool(tool, url, run.pattern, log_path,
-                          multipath_url=url if run.multipath else None)
+                          multipath_url=second if run.multipath else None)
         if output.killed_because:
             log(f"  killed: {output.killed_because}")
         results.update(collect(output, list_tests(tool, run.pattern), run.suffix))

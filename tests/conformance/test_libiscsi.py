@@ -24,6 +24,7 @@ from tests.conformance.outcomes import Outcome, TestResult, parse_output, totals
 from tests.conformance.runner import (
     RUN_READONLY,
     RUNS,
+    RUNS_ALUA,
     Run,
     collect,
     find_tool,
@@ -32,7 +33,14 @@ from tests.conformance.runner import (
     run_suite,
 )
 from tests.conformance.update import main as update_main
-from tests.daemon import running_daemon
+from tests.daemon import (
+    alua_portals,
+    free_ports,
+    running_daemon,
+    start_daemon,
+    stop_daemon,
+    write_config,
+)
 
 HERE = Path(__file__).resolve().parent
 SAMPLE_ALL = (HERE / "sample-tgt-all.log").read_text()
@@ -154,7 +162,8 @@ def test_checked_in_expectations_cover_every_listed_test() -> None:
     tool = shutil.which("iscsi-test-cu")
     if tool is None:
         pytest.skip("iscsi-test-cu not installed")
-    listed = {n + run.suffix for run in RUNS for n in list_tests(tool, run.pattern)}
+    runs = (*RUNS, *RUNS_ALUA)
+    listed = {n + run.suffix for run in runs for n in list_tests(tool, run.pattern)}
     assert listed == set(expected)
 
 
@@ -194,7 +203,45 @@ def test_libiscsi_conformance(tmp_path: Path) -> None:
         results = run_suite(tool, daemon.url, out_dir)
     results_path = out_dir / "results-latest.txt"
     results_path.write_text(ex.format_results(results.values()))
-    comparison = ex.compare(ex.read_outcomes(ex.EXPECTED_PATH), results)
+    comparison = ex.compare(_expected_for(tool, RUNS), results)
+    summary = ex.report(comparison, totals(results), results_path)
+    print(summary)
+    assert comparison.ok, summary
+
+
+def _expected_for(tool: str, runs: tuple[Run, ...]) -> dict[str, Outcome]:
+    listed = {n + run.suffix for run in runs for n in list_tests(tool, run.pattern)}
+    return {k: v for k, v in ex.read_outcomes(ex.EXPECTED_PATH).items() if k in listed}
+
+
+@pytest.mark.timeout(600)
+def test_libiscsi_over_two_alua_port_groups(tmp_path: Path) -> None:
+    """One target, two portals, two port groups (active/optimized and
+    active/non-optimized: both carry I/O): MultipathIO with one path through
+    each target port, and INQUIRY / RSOC as ALUA changes them."""
+    tool = _tool_or_skip()
+    out_dir = results_dir()
+    host = "127.0.0.1"
+    port, port_b = free_ports(host, 2)
+    target = "iqn.2026-11.org.pyscst:alua-conformance"
+    config = write_config(
+        tmp_path, port=port, host=host, target=target, devices=CONFORMANCE_DEVICES,
+        luns=CONFORMANCE_LUNS,
+        target_extra=alua_portals(
+            host, (port, port_b), ("active/optimized", "active/non-optimized")
+        ),
+    )  # fmt: skip
+    proc, daemon = start_daemon(config, host=host, port=port, target=target)
+    try:
+        results = run_suite(
+            tool, daemon.url, out_dir, runs=RUNS_ALUA,
+            second_url_for_lun=lambda lun: f"iscsi://{host}:{port_b}/{target}/{lun}",
+        )  # fmt: skip
+    finally:
+        stop_daemon(proc, daemon)
+    results_path = out_dir / "results-alua.txt"
+    results_path.write_text(ex.format_results(results.values()))
+    comparison = ex.compare(_expected_for(tool, RUNS_ALUA), results)
     summary = ex.report(comparison, totals(results), results_path)
     print(summary)
     assert comparison.ok, summary

@@ -20,6 +20,7 @@ from pyscst.admin.client.faults import parse_value
 from pyscst.admin.config.faults import RawFault
 from pyscst.admin.config.values import parse_size
 from pyscst.devices.registry import HANDLERS
+from pyscst.scsi.alua import SETTABLE_LABELS
 
 TRUE_WORDS = frozenset({"true", "yes", "on", "1"})
 FALSE_WORDS = frozenset({"false", "no", "off", "0"})
@@ -171,6 +172,16 @@ CREATE_ATTRS: Mapping[Kind, tuple[Attr, ...]] = {
     ),
 }
 
+def parse_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f'expected seconds, got "{text}"') from None
+    if not 0 <= value <= 3600:
+        raise ValueError(f"expected 0..3600 seconds, got {text}")
+    return value
+
+
 def target_names(root: Node) -> list[str]:
     targets = root.child("targets")
     return [t.name for t in targets.children] if targets else []
@@ -224,6 +235,12 @@ SET_ATTRS: Mapping[Kind, tuple[Attr, ...]] = {
     ),
     Kind.FAULT: (
         Attr("enabled", parse_bool, "arm or disarm the rule", choices=_fixed(*BOOLEAN_VALUES)),
+    ),
+    Kind.PORT_GROUP: (
+        Attr("state", parse_text, "ALUA access state (initiators get 2A/06)",
+             choices=_fixed(*SETTABLE_LABELS)),
+        Attr("transition", parse_seconds, "pass through transitioning for this many "
+             "seconds first"),
     ),
 }
 

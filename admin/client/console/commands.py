@@ -135,6 +135,7 @@ def _describe(node: Node) -> str:
         Kind.SESSION: "session",
         Kind.CHAP_USER: "CHAP user",
         Kind.FAULT: "fault rule",
+        Kind.PORT_GROUP: "port group",
     }
     return f"{names.get(node.kind, node.kind.value)} {node.name} ({node.text_path})"
 
@@ -165,6 +166,7 @@ PREFERRED_COLUMNS: Mapping[Kind, tuple[str, ...]] = {
     Kind.LUN: ("device", "read_only"),
     Kind.SESSION: ("initiator", "isid", "address"),
     Kind.FAULT: ("enabled", "action", "matches", "injections", "seed"),
+    Kind.PORT_GROUP: ("id", "relative_port", "state", "preferred", "portals"),
 }
 
 
@@ -448,7 +450,7 @@ def run_set(shell: ShellContext, inv: Invocation) -> Fragments:
         raise UsageError(
             f"set: nothing can be changed on {node.text_path} ({node.kind.value}); "
             "settable: read_only and size of a device, read_only of a LUN, "
-            "enabled of a fault rule"
+            "enabled of a fault rule, state of a port group"
         )
     if not inv.options:
         names = ", ".join(f"{a.name}=..." for a in allowed)
@@ -456,6 +458,14 @@ def run_set(shell: ShellContext, inv: Invocation) -> Fragments:
     values = parse_options("set", _describe(node), inv.options, allowed)
     if node.kind is Kind.AUTH:
         return _set_auth(shell, node, values)
+    if node.kind is Kind.PORT_GROUP:
+        if "state" not in values:
+            raise UsageError("set: a port group takes state=... (and transition=SECONDS)")
+        reply = shell.call(
+            "alua.set", target=node.path[1], group=node.name, state=values["state"],
+            transition=values.get("transition"),
+        )  # fmt: skip
+        return _ok(str(reply.get("message", f"{node.text_path}: state = {values['state']}")))
     out: Fragments = []
     for key, value in values.items():
         if node.kind is Kind.FAULT:
@@ -723,10 +733,13 @@ fault rule, or closes a session. A device, target or LUN still in use needs forc
             aliases=("rm",)),
     Command("set", "set [PATH] key=value ...", "change attributes live", """
 On a device: read_only=true|false, size=SIZE (a resize). On a LUN mapping:
-read_only=true|false. On a fault rule: enabled=true|false (arm, disarm).
+read_only=true|false. On a fault rule: enabled=true|false (arm, disarm). On
+an ALUA port group: state=active/optimized|active/non-optimized|standby|
+unavailable|offline [transition=SECONDS] (live; docs/alua.md).
 PATH defaults to the current directory.
   set /devices/disk0 read_only=true
-  set /targets/T/luns/0 read_only=false""", run_set, takes_options=True),
+  set /targets/T/luns/0 read_only=false
+  set /targets/T/port_groups/b state=standby transition=2""", run_set, takes_options=True),
     Command("resize", "resize [PATH] SIZE", "grow or shrink a device", """
 Initiators get CAPACITY DATA HAS CHANGED. SIZE is bytes or 512M, 2G, 1TiB, 10GB.
   resize /devices/disk0 2G""", run_resize, max_positionals=2),

@@ -4,9 +4,11 @@ Operators move around the running configuration like a file system
 (targetcli-style): ``/devices/<name>``, ``/targets/<iqn>/portals/<addr>``,
 ``/targets/<iqn>/luns/<n>`` (the default LUN map),
 ``/targets/<iqn>/groups/<g>/{initiators,luns}/...`` and
-``/sessions/<target>/<tsih>`` and ``/faults/<rule id>``. This module turns one ``tree`` result into
-immutable :class:`Node` records and resolves typed paths against them, so
-every command and the completer see the same picture. The reply is read
+``/sessions/<target>/<tsih>``, ``/faults/<rule id>`` and, where ALUA is on,
+``/targets/<iqn>/port_groups/<name>`` (live access states). This module
+turns one ``tree`` result into immutable :class:`Node` records and resolves
+typed paths against them, so every command and the completer see the same
+picture. The reply is read
 leniently (objects keyed by name or lists of objects with a ``name``), since
 the tree is a snapshot for display, not a contract the console enforces.
 """
@@ -44,6 +46,8 @@ class Kind(enum.StrEnum):
     CHAP_USER = "chap user"
     FAULTS = "faults"
     FAULT = "fault rule"
+    PORT_GROUPS = "port groups"
+    PORT_GROUP = "port group"
 
 
 #: container kind -> the kind of object it holds
@@ -58,6 +62,7 @@ CHILD_KIND: Mapping[Kind, Kind] = {
     Kind.SESSION_TARGET: Kind.SESSION,
     Kind.CHAP_USERS: Kind.CHAP_USER,
     Kind.FAULTS: Kind.FAULT,
+    Kind.PORT_GROUPS: Kind.PORT_GROUP,
 }
 
 Path = tuple[str, ...]
@@ -142,6 +147,11 @@ def build_tree(data: Any) -> Node:
         data = {}
     targets = list(_named(data.get("targets")))
     sessions = list(_sessions(data, targets))
+    alua = {
+        str(view.get("target", "")).lower(): view
+        for view in (data.get("alua") or [])
+        if isinstance(view, Mapping)
+    }
     devices = tuple(
         Node(name, Kind.DEVICE, ("devices", name), _scalars(body))
         for name, body in _named(data.get("devices"))
@@ -156,7 +166,9 @@ def build_tree(data: Any) -> Node:
                 "targets",
                 Kind.TARGETS,
                 ("targets",),
-                children=tuple(_target(name, body) for name, body in targets),
+                children=tuple(
+                    _target(name, body, alua.get(name.lower())) for name, body in targets
+                ),
             ),
             _sessions_node(sessions),
             _faults_node(data.get("faults")),
@@ -194,8 +206,12 @@ def _is_scalar_list(value: Any) -> bool:
     )
 
 
-def _target(name: str, body: Mapping[str, Any]) -> Node:
+def _target(name: str, body: Mapping[str, Any], alua: Mapping[str, Any] | None = None) -> Node:
     base: Path = ("targets", name)
+    port_groups = tuple(
+        Node(g, Kind.PORT_GROUP, (*base, "port_groups", g), _scalars(gbody))
+        for g, gbody in _named((alua or {}).get("port_groups"))
+    )
     portals = tuple(
         Node(p, Kind.PORTAL, (*base, "portals", p)) for p in _portal_names(body.get("portals"))
     )
@@ -211,6 +227,12 @@ def _target(name: str, body: Mapping[str, Any]) -> Node:
             _luns_node((*base, "luns"), body.get("luns")),
             Node("groups", Kind.GROUPS, (*base, "groups"), children=groups),
             _auth_node((*base, "auth"), body.get("auth")),
+            # (only where ALUA is on: its live port groups, from the tree's "alua")
+            *(
+                (Node("port_groups", Kind.PORT_GROUPS, (*base, "port_groups"),
+                      children=port_groups),)
+                if alua and alua.get("alua") else ()
+            ),
         ),
     )
 

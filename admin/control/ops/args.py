@@ -59,6 +59,13 @@ class Args:
             raise self._wrong(key, "an integer", value)
         return value
 
+    def opt_number(self, key: str) -> float | None:
+        """An integer or a float (seconds, ...), or None when absent."""
+        value = self._get(key, False)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise self._wrong(key, "a number", value)
+        return None if value is None else float(value)
+
     def flag(self, key: str, default: bool = False) -> bool:
         value = self._get(key, False)
         if value is None:

@@ -44,12 +44,12 @@ def operations(controller: Controller) -> dict[str, OpHandler]:
         a = Args("session.list", args)
         name = a.opt_text("target")
         a.done()
-        targets = [_target(daemon, name)] if name is not None else list(daemon.directory)
+        targets = [target_named(daemon, name)] if name is not None else list(daemon.directory)
         return [session_dict(t, i) for t in targets for i in t.session_infos()]
 
     async def session_close(args: Mapping[str, Any]) -> dict[str, Any]:
         a = Args("session.close", args)
-        target = _target(daemon, a.text("target"))
+        target = target_named(daemon, a.text("target"))
         tsih = a.integer("tsih")
         a.done()
         handle = target.session_by_tsih(tsih)
@@ -72,7 +72,7 @@ def operations(controller: Controller) -> dict[str, OpHandler]:
 
     async def reset_target(args: Mapping[str, Any]) -> dict[str, Any]:
         a = Args("reset.target", args)
-        target = _target(daemon, a.text("target"))
+        target = target_named(daemon, a.text("target"))
         a.done()
         await target.reset(None, Asc.SCSI_BUS_RESET_OCCURRED)
         return {"message": f"reset every logical unit of target {target.name}"}
@@ -149,7 +149,7 @@ def operations(controller: Controller) -> dict[str, OpHandler]:
             return {"device": device, **_service(daemon, device), **lu.stats().as_dict()}
         if tsih is not None and tname is None:
             raise OpError(ErrorCode.INVALID, "stats: tsih needs target", "args.tsih")
-        targets = [_target(daemon, tname)] if tname is not None else list(daemon.directory)
+        targets = [target_named(daemon, tname)] if tname is not None else list(daemon.directory)
         sessions = []
         for target in targets:
             for info in target.session_infos():
@@ -182,7 +182,8 @@ def operations(controller: Controller) -> dict[str, OpHandler]:
     }
 
 
-def _target(daemon: Daemon, name: str) -> Target:
+def target_named(daemon: Daemon, name: str) -> Target:
+    """The running target called ``name``, or NOT_FOUND naming the ones there are."""
     target = daemon.directory.get(name)
     if target is None:
         known = ", ".join(t.name for t in daemon.directory) or "none"
@@ -266,6 +267,20 @@ def target_dict(t: TargetConfig) -> dict[str, Any]:
     }
 
 
+def alua_view(target: Target) -> dict[str, Any]:
+    """One target's ALUA setup and live states (``alua.show``, the tree)."""
+    groups = target.alua
+    if groups is None:
+        return {"target": target.name, "alua": False, "port_groups": []}
+    return {
+        "target": target.name,
+        "alua": True,
+        "explicit": groups.explicit,
+        "transition_time": groups.transition_time,
+        "port_groups": groups.describe(),
+    }
+
+
 def session_dict(target: Target, info: SessionInfo) -> dict[str, Any]:
     luns = []
     for lun, mapping in sorted(info.luns.items()):
@@ -314,6 +329,8 @@ def build_tree(daemon: Daemon) -> dict[str, Any]:
         "targets": [target_dict(t) for t in config.targets],
         "discovery_auth": config.discovery_auth.public(),
         "sessions": [session_dict(t, i) for t in daemon.directory for i in t.session_infos()],
+        #: live ALUA states of the targets that have port groups
+        "alua": [alua_view(t) for t in daemon.directory if t.alua is not None],
         "faults": [
             {**s, "rule": rule_to_dict(daemon.faults.rule(s["id"]))}
             for s in daemon.faults.status()

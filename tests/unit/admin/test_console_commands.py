@@ -303,3 +303,33 @@ def test_every_command_and_alias_has_its_own_help(fake: FakeBackend) -> None:
     for alias, command in ALIASES.items():
         assert run(shell, f"help {alias}") == run(shell, f"help {command.name}")
     assert 'did you mean "resize"' in run(shell, "help resise", ok=False)
+
+
+def test_alua_port_groups_list_and_set(fake: FakeBackend) -> None:
+    fake.alua[TARGET] = {
+        "target": TARGET, "alua": True, "explicit": True, "transition_time": 0,
+        "port_groups": [
+            {"name": "a", "id": 1, "relative_port": 1, "portals": ["127.0.0.1:3261"],
+             "state": "active/optimized", "preferred": False, "status": "none"},
+            {"name": "b", "id": 2, "relative_port": 2, "portals": [],
+             "state": "standby", "preferred": False, "status": "none"},
+        ],
+    }  # fmt: skip
+    shell = Shell(fake)
+    rows = run(shell, f"ls /targets/{TARGET}/port_groups").splitlines()
+    assert rows[0].split()[:4] == ["port", "group", "id", "relative_port"]
+    assert rows[2].split()[:4] == ["b", "2", "2", "standby"]
+    text = run(shell, f"set /targets/{TARGET}/port_groups/b state=active/optimized transition=1.5")
+    assert "standby -> active/optimized" in text
+    assert sent(fake) == [("alua.set", {
+        "target": TARGET, "group": "b", "state": "active/optimized", "transition": 1.5,
+    })]
+    assert "transition: expected 0..3600" in run(
+        shell, f"set /targets/{TARGET}/port_groups/b state=standby transition=-1", ok=False
+    )
+    assert "takes state=" in run(
+        shell, f"set /targets/{TARGET}/port_groups/b transition=1", ok=False
+    )
+    # a target without port groups has no port_groups directory
+    del fake.alua[TARGET]
+    assert "port_groups" not in run(shell, f"ls /targets/{TARGET}")
