@@ -28,11 +28,12 @@ def etcd_unavailable() -> str | None:
     return None
 
 
-@attrs.frozen
+@attrs.define
 class EtcdInstance:
     url: str
     proc: subprocess.Popen[bytes]
     log_path: Path
+    argv: list[str] = attrs.Factory(list)
 
     def pause(self) -> None:
         """SIGSTOP: etcd stops answering, its sockets stay open (a partition)."""
@@ -40,6 +41,19 @@ class EtcdInstance:
 
     def resume(self) -> None:
         os.kill(self.proc.pid, signal.SIGCONT)
+
+    def kill(self) -> None:
+        """SIGKILL: etcd is gone (connections refused) until :meth:`start_again`."""
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def start_again(self, timeout: float = 20.0) -> None:
+        """The same etcd (ports, data directory) once more."""
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
+        _wait_healthy(self, timeout)
 
     def log_text(self) -> str:
         try:
@@ -56,6 +70,14 @@ def _healthy(url: str) -> bool:
         return False
 
 
+def _wait_healthy(instance: EtcdInstance, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not _healthy(instance.url):
+        if instance.proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"etcd did not start:\n{instance.log_text()}")
+        time.sleep(0.1)
+
+
 @contextlib.contextmanager
 def running_etcd(workdir: Path, timeout: float = 20.0) -> Iterator[EtcdInstance]:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -63,25 +85,22 @@ def running_etcd(workdir: Path, timeout: float = 20.0) -> Iterator[EtcdInstance]
     url = f"http://127.0.0.1:{client}"
     peer_url = f"http://127.0.0.1:{peer}"
     log_path = workdir / "etcd.log"
+    argv = [
+        "etcd", "--name", "test", "--data-dir", str(workdir / "data"),
+        "--listen-client-urls", url, "--advertise-client-urls", url,
+        "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+        "--initial-cluster", f"test={peer_url}", "--log-level", "warn",
+    ]  # fmt: skip
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [
-                "etcd", "--name", "test", "--data-dir", str(workdir / "data"),
-                "--listen-client-urls", url, "--advertise-client-urls", url,
-                "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
-                "--initial-cluster", f"test={peer_url}", "--log-level", "warn",
-            ],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    instance = EtcdInstance(url, proc, log_path)
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+        )
+    instance = EtcdInstance(url, proc, log_path, argv)
     try:
-        deadline = time.monotonic() + timeout
-        while not _healthy(url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"etcd did not start:\n{instance.log_text()}")
-            time.sleep(0.1)
+        _wait_healthy(instance, timeout)
         yield instance
     finally:
+        proc = instance.proc
         with contextlib.suppress(ProcessLookupError):
             os.kill(proc.pid, signal.SIGCONT)
         proc.kill()

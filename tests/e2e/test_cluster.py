@@ -200,6 +200,33 @@ async def test_partitioned_node_fences_itself_within_the_lease_ttl(
             assert (await write(one)).status == Status.GOOD
 
 
+async def test_killed_etcd_fences_both_nodes_and_they_recover_when_it_returns(
+    tmp_path: Path, etcd: EtcdInstance, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "pyscst.supervision.cluster")
+    async with two_nodes(tmp_path, etcd) as (a, b, one, two):
+        assert (await prout(one, REGISTER, sark=0xA)).status == Status.GOOD
+        etcd.kill()
+        with trio.fail_after(TTL):
+            while not all(d.cluster and d.cluster.fenced for d in (a, b)):
+                await trio.sleep(0.02)
+        assert asc(await write(one)) == (0x04, 0x0C)
+        assert asc(await prout(two, REGISTER, sark=0xB)) == (0x04, 0x0C)
+        await trio.to_thread.run_sync(etcd.start_again)
+        # both renew (or, their leases gone, join again), re-read, and serve
+        with trio.fail_after(6 * TTL):
+            while any(d.cluster is None or d.cluster.fenced for d in (a, b)):
+                await trio.sleep(0.05)
+        # the watches are back: a change through B is seen through A at once
+        for _ in range(5):  # 2A/06 (ALUA) or other UAs of the outage first
+            if (r := await prout(two, REGISTER, sark=0xB)).status == Status.GOOD:
+                break
+        assert r.status == Status.GOOD
+        assert sorted(await keys(one)) == [0xA, 0xB]
+        assert (await write(one)).status == Status.GOOD
+    assert "FENCED" in caplog.text
+
+
 def test_etcd_unreachable_at_start_is_a_startup_error(tmp_path: Path) -> None:
     """``pyscst serve`` says why and exits non-zero; no traceback."""
     config = write_config(
