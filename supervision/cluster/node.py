@@ -362,8 +362,13 @@ class ClusterNode:
         member = self.key(f"members/{self.settings.node}")
         _rev, existing = await self.client.range(member)
         if existing and existing[0].lease not in (0, self.lease):
-            log.warning("cluster: a node named %s is already a member (lease %x): names "
-                        "must be unique", self.settings.node, existing[0].lease)  # fmt: skip
+            # a live node with our name: two would share one membership and one
+            # set of acknowledgements (our own old key has gone with its lease)
+            await self.client.revoke(self.lease)
+            raise EtcdError(
+                f"node name {self.settings.node!r} is taken by a live member "
+                f"(lease {existing[0].lease:x}); [cluster] node must be unique"
+            )
         await self.client.put(member, self._member_record(), self.lease)
         _rev, kvs = await self.client.range(self.key("members/"), prefix=True)
         others = {self._member_name(kv.key) for kv in kvs} - {self.settings.node, ""}

@@ -20,7 +20,7 @@ import trio
 
 from pyscst.scsi.sense import Status
 from pyscst.supervision.cluster.etcd_client import EtcdClient
-from pyscst.supervision.daemon import Daemon
+from pyscst.supervision.daemon import Daemon, StartupError
 from pyscst.transports.iscsi.initiator import Initiator
 from tests.cdbs import read10
 from tests.daemon import REPO_ROOT, daemon_command, free_port, in_process_daemon, write_config
@@ -81,7 +81,7 @@ async def node(
     tmp_path: Path, name: str, etcd: EtcdInstance, ttl: int = TTL
 ) -> AsyncIterator[tuple[Daemon, int]]:
     shared = tmp_path / "shared"
-    shared.mkdir(exist_ok=True)
+    shared.mkdir(parents=True, exist_ok=True)
     state = tmp_path / name
     state.mkdir(exist_ok=True)
     async with in_process_daemon(state, node_body(shared, name, etcd.url, ttl)) as running:
@@ -240,6 +240,22 @@ def test_etcd_unreachable_at_start_is_a_startup_error(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert "cluster: cannot join through etcd" in err and "127.0.0.1:9" in err
     assert "Traceback" not in err
+
+
+async def test_a_second_node_with_a_taken_name_does_not_start(
+    tmp_path: Path, etcd: EtcdInstance
+) -> None:
+    async with node(tmp_path, "a", etcd) as (daemon, port_a):
+        with pytest.RaisesGroup(
+            pytest.RaisesExc(StartupError, match="node name 'a' is taken by a live member"),
+            flatten_subgroups=True,
+        ):
+            async with node(tmp_path / "twin", "a", etcd):
+                pass
+        # the first one serves on, untouched
+        assert daemon.cluster is not None and not daemon.cluster.fenced
+        async with login(port_a, NAME_A, ISID_1) as one:
+            assert (await write(one)).status == Status.GOOD
 
 
 async def test_garbage_in_etcd_does_not_crash_a_node(tmp_path: Path, etcd: EtcdInstance) -> None:
