@@ -356,19 +356,27 @@ class ClusterNode:
 
     async def _join(self) -> bool:
         """Take a lease and the membership key; True if no other node is alive."""
-        sent = self._clock()
-        self.lease, ttl = await self.client.grant(self.settings.lease_ttl)
-        self._last_renewal = sent
         member = self.key(f"members/{self.settings.node}")
         _rev, existing = await self.client.range(member)
-        if existing and existing[0].lease not in (0, self.lease):
+        if existing and existing[0].lease != self.lease:
+            # our own previous run, killed a moment ago, holds it until its lease
+            # expires; a live twin holds it for good
+            log.warning("cluster: node name %s still held (lease %x); waiting up to %ds",
+                        self.settings.node, existing[0].lease, self.settings.lease_ttl)  # fmt: skip
+            with trio.move_on_after(self.settings.lease_ttl + 1):
+                while existing and existing[0].lease != self.lease:
+                    await trio.sleep(0.5)
+                    _rev, existing = await self.client.range(member)
+        if existing and existing[0].lease != self.lease:
             # a live node with our name: two would share one membership and one
-            # set of acknowledgements (our own old key has gone with its lease)
-            await self.client.revoke(self.lease)
+            # set of acknowledgements
             raise EtcdError(
                 f"node name {self.settings.node!r} is taken by a live member "
                 f"(lease {existing[0].lease:x}); [cluster] node must be unique"
             )
+        sent = self._clock()
+        self.lease, ttl = await self.client.grant(self.settings.lease_ttl)
+        self._last_renewal = sent
         await self.client.put(member, self._member_record(), self.lease)
         _rev, kvs = await self.client.range(self.key("members/"), prefix=True)
         others = {self._member_name(kv.key) for kv in kvs} - {self.settings.node, ""}
