@@ -21,6 +21,7 @@ import trio
 from pyscst.scsi.sense import Status
 from pyscst.supervision.cluster.etcd_client import EtcdClient
 from pyscst.supervision.daemon import Daemon, StartupError
+from pyscst.supervision.metrics import DaemonCollector
 from pyscst.transports.iscsi.initiator import Initiator
 from tests.cdbs import read10
 from tests.daemon import REPO_ROOT, daemon_command, free_port, in_process_daemon, write_config
@@ -88,6 +89,15 @@ async def node(
         yield running
 
 
+def metric(daemon: Daemon, name: str) -> float:
+    """One sample of the daemon's /metrics, as Prometheus would read it."""
+    for family in DaemonCollector(daemon).collect():
+        for sample in family.samples:
+            if sample.name == name:
+                return float(sample.value)
+    raise KeyError(name)
+
+
 @contextlib.asynccontextmanager
 async def login(port: int, name: str, isid: int) -> AsyncIterator[Initiator]:
     async with await Initiator.connect(
@@ -112,7 +122,9 @@ async def two_nodes(
 async def test_reservations_made_through_one_node_bind_the_other(
     tmp_path: Path, etcd: EtcdInstance
 ) -> None:
-    async with two_nodes(tmp_path, etcd) as (_a, _b, one, two):
+    async with two_nodes(tmp_path, etcd) as (a, _b, one, two):
+        assert metric(a, "pyscst_cluster_members") == 2.0
+        assert metric(a, "pyscst_cluster_fenced") == 0.0
         assert (await prout(one, REGISTER, sark=0xA)).status == Status.GOOD
         assert (await prout(one, RESERVE, key=0xA, ptype=EA)).status == Status.GOOD
         # through B: the reservation made through A is there, and binds
@@ -186,6 +198,8 @@ async def test_partitioned_node_fences_itself_within_the_lease_ttl(
                 fenced_after = trio.current_time() - started
                 assert fenced_after < TTL
                 assert "FENCED" in caplog.text
+                assert metric(daemon, "pyscst_cluster_fenced") == 1.0
+                assert metric(daemon, "pyscst_cluster_fences_total") == 1.0
                 r = await write(one)
                 assert asc(r) == (0x04, 0x0C) and r.sense[2] & 0x0F == 2  # NOT READY
                 assert asc(await read(one)) == (0x04, 0x0C)
