@@ -15,7 +15,7 @@ from pyscst.scsi.command import Nexus
 from pyscst.scsi.sense import ScsiError, Status
 from pyscst.supervision.cluster import resv_codec
 from pyscst.supervision.cluster.etcd_proto import EtcdError, KeyValue, TxnResult
-from pyscst.supervision.cluster.node import EtcdReservationStore
+from pyscst.supervision.cluster.resv_store import EtcdReservationStore
 
 HERE = Nexus.iscsi("iqn.2026-11.org.example:here", 1, "iqn.t", 1)
 THERE = Nexus.iscsi("iqn.2026-11.org.example:there", 2, "iqn.t", 2)
