@@ -122,7 +122,8 @@ class ClusterNode:
         """Join (EtcdError if etcd cannot be reached), then keep the lease and watch."""
         try:
             self._first_up = await self._join()
-            revision, _kvs = await self.client.range(self.key("lu/"), prefix=True)
+            # the store's revision now (any one-key read says it): the watch starts there
+            revision, _kvs = await self.client.range(self.key(f"members/{self.settings.node}"))
             self.watch_revision = revision
             self._unfence()
             task_status.started()
@@ -283,17 +284,16 @@ class ClusterNode:
         return name.decode(errors="replace")[:64]
 
     async def _resync(self) -> None:
-        """Read every LU's state (a compacted watch, after a fence)."""
-        revision, kvs = await self.client.range(self.key("lu/"), prefix=True)
-        found = {kv.key: kv for kv in kvs}
-        for store in self.stores.values():
-            kv = found.get(store.key)
-            if kv is not None:
-                store.seen(kv, kv.mod_revision)
+        """Read every LU's state (a compacted watch, after a fence): one key per
+        LU, so keys others put under the prefix cannot make the answer huge."""
+        for store in list(self.stores.values()):
+            revision, kvs = await self.client.range(store.key)
+            if kvs:
+                store.seen(kvs[0], kvs[0].mod_revision)
             elif store.mod_revision:
                 store.seen(None, revision)  # deleted meanwhile
             self.ack(store.device, max(revision, store.seen_at))
-        self.watch_revision = max(self.watch_revision, revision)
+            self.watch_revision = max(self.watch_revision, revision)
 
     async def _power_on(self, store: EtcdReservationStore) -> None:
         """The first node up after the whole cluster was down: its LUs were powered
