@@ -299,6 +299,22 @@ async def test_garbage_in_etcd_does_not_crash_a_node(tmp_path: Path, etcd: EtcdI
     await client.aclose()
 
 
+async def test_junk_under_the_prefix_does_not_keep_a_node_from_starting(
+    tmp_path: Path, etcd: EtcdInstance
+) -> None:
+    """More than an answer may hold (16 MiB) of other keys below the prefix: the
+    node reads only its own keys, and the watch skips the rest."""
+    client = EtcdClient([etcd.url], timeout=5)
+    junk = b"j" * (1 << 20)
+    for n in range(18):
+        await client.put(b"/pyscst/lu/junk%d/resv" % n, junk)
+    await client.aclose()
+    async with node(tmp_path, "a", etcd) as (daemon, port_a), login(port_a, NAME_A, ISID_1) as one:
+        assert (await prout(one, REGISTER, sark=0xA)).status == Status.GOOD
+        assert await keys(one) == [0xA]
+        assert daemon.cluster is not None and not daemon.cluster.fenced
+
+
 async def test_two_nodes_racing_for_the_reservation_one_wins(
     tmp_path: Path, etcd: EtcdInstance
 ) -> None:
