@@ -26,7 +26,7 @@ from pyscst.actors.shared_state import (
 )
 from pyscst.scsi.sense import Asc, ScsiError, SenseKey, Status
 from pyscst.supervision.cluster import resv_codec
-from pyscst.supervision.cluster.etcd_proto import EtcdError, KeyValue
+from pyscst.supervision.cluster.etcd_proto import EtcdError, KeyValue, TxnResult
 
 if TYPE_CHECKING:
     from pyscst.supervision.cluster.node import ClusterNode
@@ -145,6 +145,25 @@ class EtcdReservationStore:
         if self._listener is not None:
             self._listener(change)
 
+    async def _cas(self, value: bytes) -> TxnResult:
+        """The txn; if its answer is lost, one read tells whether it was applied
+        (the key holds our value: done) before the command is given up (04/0C)."""
+        client = self._node.client
+        try:
+            return await client.cas(self.key, self.mod_revision, value)
+        except EtcdError as exc:
+            error = exc
+        try:
+            _revision, kvs = await client.range(self.key)
+        except EtcdError:
+            kvs = []
+        if kvs and kvs[0].value == value and kvs[0].mod_revision > self.mod_revision:
+            log.warning("cluster: %s: txn answer lost (%s); the change was made", self.device,
+                        error)  # fmt: skip
+            return TxnResult(True, kvs[0].mod_revision)
+        log.error("cluster: %s: reservation change not made: %s", self.device, error)
+        raise unavailable() from error
+
     async def update(self, current: ResvState, plan: Plan) -> ResvChange:
         node = self._node
         for _attempt in range(MAX_CAS_ATTEMPTS):
@@ -156,10 +175,7 @@ class EtcdReservationStore:
             value = resv_codec.encode(change, node.settings.node)
             self.in_flight = True
             try:
-                result = await node.client.cas(self.key, self.mod_revision, value)
-            except EtcdError as exc:
-                log.error("cluster: %s: reservation change not made: %s", self.device, exc)
-                raise unavailable() from exc
+                result = await self._cas(value)
             finally:
                 self.in_flight = False
             if result.succeeded:

@@ -34,6 +34,10 @@ class FakeEtcd:
         self.revision = 0
         self.kv: KeyValue | None = None
         self.error: Exception | None = None
+        #: the txn is applied, then its answer is lost
+        self.lose_answer = False
+        #: the txn fails without reaching etcd (reads still work)
+        self.cas_error: Exception | None = None
         #: before answering a CAS, another node writes this first (a lost race)
         self.racer: list[bytes] = []
 
@@ -46,13 +50,23 @@ class FakeEtcd:
         await trio.lowlevel.checkpoint()
         if self.error is not None:
             raise self.error
+        if self.cas_error is not None:
+            raise self.cas_error
         if self.racer:
             self.write(key, self.racer.pop(0))
         current = self.kv.mod_revision if self.kv else 0
         if current != mod_revision:
             return TxnResult(False, self.revision, self.kv)
         self.write(key, value)
+        if self.lose_answer:
+            raise EtcdError("connection reset while reading the answer")
         return TxnResult(True, self.revision)
+
+    async def range(self, key: bytes, *, prefix: bool = False) -> tuple[int, list[KeyValue]]:
+        await trio.lowlevel.checkpoint()
+        if self.error is not None:
+            raise self.error
+        return self.revision, [self.kv] if self.kv else []
 
 
 @attrs.define
@@ -151,3 +165,19 @@ def test_garbage_is_skipped_but_acknowledged_and_keeps_the_last_good_state() -> 
     assert node.acked == [("d0", 1), ("d0", 2)]
     store.seen(None, 3)  # deleted: empty
     assert store.state == ResvState() and store.mod_revision == 0
+
+
+async def test_a_lost_txn_answer_is_resolved_by_reading_the_key() -> None:
+    etcd = FakeEtcd()
+    store, _node, _seen = store_with(etcd)
+    etcd.lose_answer = True
+    change = await store.update(ResvState(), register(HERE, 0xA))
+    assert [r.key for r in change.state.pr.registrations] == [0xA]
+    assert store.mod_revision == etcd.revision == 1 and store.state == change.state
+    # the txn never reached etcd (the key still holds the old value): given up, 04/0C
+    etcd.lose_answer = False
+    etcd.cas_error = EtcdError("connection refused")
+    with pytest.raises(ScsiError) as err:
+        await store.update(store.state, register(THERE, 0xB))
+    assert err.value.sense is not None and err.value.sense.ascq == 0x0C
+    assert etcd.revision == 1 and [r.key for r in store.state.pr.registrations] == [0xA]
