@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import resource
 import signal
+from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -287,6 +289,7 @@ async def start(
                 ]
     daemon.control_ops.update(Controller(daemon).operations())
     daemon.control_ops.update(fault_operations(daemon))
+    daemon.control_ops["cluster.show"] = partial(cluster_show, daemon)
     try:
         await root.start(
             ControlServer(config.control_socket, daemon.control_ops, group=config.control_group)
@@ -294,6 +297,13 @@ async def start(
     except OSError as exc:
         raise StartupError(f"cannot open the control socket: {exc}") from exc
     return daemon
+
+
+async def cluster_show(daemon: Daemon, _args: Mapping[str, Any]) -> dict[str, Any]:
+    """``cluster.show``: this node's view of the cluster (single node: says so)."""
+    if daemon.cluster is None:
+        return {"message": "not a cluster node (no [cluster] in the config)"}
+    return daemon.cluster.status()
 
 
 async def reload_on_signal(daemon: Daemon) -> None:

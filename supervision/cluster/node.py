@@ -99,6 +99,33 @@ class ClusterNode:
             log.warning("cluster: node %s serving: lease %x held, state read",
                         self.settings.node, self.lease)  # fmt: skip
 
+    def status(self) -> dict[str, object]:
+        """What ``pyscst admin cluster`` shows (the control op ``cluster.show``)."""
+        me = self.settings.node
+        return {
+            "node": me,
+            "etcd": list(self.settings.etcd),
+            "lease": f"{self.lease:x}",
+            "lease_ttl": self.settings.lease_ttl,
+            "fenced": self._fenced,
+            "fences": self.fence_count,
+            "members": sorted(self.members),
+            "devices": {
+                name: {
+                    "revision": store.seen_at,
+                    "registrations": len(store.state.pr.registrations),
+                    "reserved": store.state.pr.reservation is not None
+                    or store.state.spc2 is not None,
+                    "acknowledged_by": sorted(
+                        m
+                        for m in self.members
+                        if m != me and self.acks.get((name, m), 0) >= store.seen_at
+                    ),
+                }
+                for name, store in sorted(self.stores.items())
+            },
+        }
+
     # -- keys ---------------------------------------------------------------------------
     def key(self, suffix: str) -> bytes:
         return f"{self.settings.prefix}/{suffix}".encode()

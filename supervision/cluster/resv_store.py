@@ -181,6 +181,7 @@ class EtcdReservationStore:
             if result.succeeded:
                 self._moved(result.revision, result.revision)
                 self.state = change.state
+                node.ack(self.device, result.revision)  # applied here too (cluster.show)
                 # done when every other live node has applied it (its UAs
                 # raised, its tasks aborted, its copy current for READ/WRITE)
                 await node.wait_acks(self.device, result.revision)

@@ -125,6 +125,9 @@ async def test_reservations_made_through_one_node_bind_the_other(
     async with two_nodes(tmp_path, etcd) as (a, _b, one, two):
         assert metric(a, "pyscst_cluster_members") == 2.0
         assert metric(a, "pyscst_cluster_fenced") == 0.0
+        shown = await a.control_ops["cluster.show"]({})
+        assert shown["node"] == "a" and shown["members"] == ["a", "b"] and not shown["fenced"]
+        assert shown["devices"]["disk0"]["registrations"] == 0
         assert (await prout(one, REGISTER, sark=0xA)).status == Status.GOOD
         assert (await prout(one, RESERVE, key=0xA, ptype=EA)).status == Status.GOOD
         # through B: the reservation made through A is there, and binds
@@ -143,6 +146,12 @@ async def test_reservations_made_through_one_node_bind_the_other(
         assert (await read(one)).status == Status.RESERVATION_CONFLICT
         assert await reservation(one) == (0xB, EA)
         assert (await write(two)).status == Status.GOOD
+        with trio.fail_after(2):  # b's own ack of its PREEMPT travels in the background
+            while (shown := (await a.control_ops["cluster.show"]({}))["devices"]["disk0"])[
+                "acknowledged_by"
+            ] != ["b"]:
+                await trio.sleep(0.02)
+        assert shown["registrations"] == 1 and shown["reserved"]
 
 
 async def test_spc2_reservation_is_shared_and_released_by_lun_reset(
