@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -185,7 +185,7 @@ class PortGroups:
                 return group
         return None
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[PortGroup]:
         return iter(list(self._groups.values()))
 
     def get(self, which: str | int) -> PortGroup:

@@ -11,6 +11,7 @@ The wire formats and the checks are the sans-I/O half in ``scsi/alua.py``.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import trio
@@ -76,7 +77,8 @@ async def handle_set_tpgs(device: Any, cmd: ScsiCommand, ctx: ExecContext) -> Bu
             groups.set_state(group_id, state, cause=Cause.EXPLICIT, by=nexus)
         return None
     async def move(group_id: int, state: AccessState) -> None:
-        await groups.transition(group_id, state, seconds, cause=Cause.EXPLICIT, by=nexus)
+        with contextlib.suppress(KeyError):  # the group was removed by a reload meanwhile
+            await groups.transition(group_id, state, seconds, cause=Cause.EXPLICIT, by=nexus)
 
     async with trio.open_nursery() as nursery:
         for group_id, state in requests:

@@ -19,10 +19,11 @@ one case at two command counts instead (docs/alua.md "Cost" has the numbers)::
 from __future__ import annotations
 
 import argparse
+import functools
 
 import trio
 
-from faults_cost import ns_per_command
+from faults_cost import compare, ns_per_command
 from pyscst.actors.alua import PortGroups, PortGroupSpec
 from pyscst.scsi.alua import AccessState
 
@@ -42,17 +43,11 @@ async def one_case(case: str, commands: int) -> None:
 
 
 async def main(commands: int, rounds: int) -> None:
-    cases = [(NAMES[key], port) for key, port in CASES.items()]
-    results: dict[str, float] = {}
-    for n in range(4):  # interleaved, order flipped each pass: drift and warm-up even out
-        for name, port in cases if n % 2 else cases[::-1]:
-            ns = await ns_per_command(None, commands, rounds, port_group=port)
-            results[name] = min(results.get(name, ns), ns)
-    base = results["no port groups"]
-    print(f"LogicalUnit.submit, 4 KiB READ(10) from RAM, {commands} commands x {rounds} rounds")
-    for name, _ in cases:
-        ns = results[name]
-        print(f"  {name:<30} {ns:8.0f} ns/command  ({(ns - base) / base:+.1%})")
+    await compare(
+        [(NAMES[key], functools.partial(ns_per_command, None, commands, rounds, port_group=port))
+         for key, port in CASES.items()],
+        f"LogicalUnit.submit, 4 KiB READ(10) from RAM, {commands} commands x {rounds} rounds",
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

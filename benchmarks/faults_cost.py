@@ -13,8 +13,10 @@ best of several rounds. A script, never a timed test::
 from __future__ import annotations
 
 import argparse
+import functools
 import struct
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -108,13 +110,23 @@ async def main(commands: int, rounds: int) -> None:
         ("engine, no rules", FaultEngine()),
         ("engine, 1 armed rule (never matches)", FaultEngine([never])),
     ]
+    await compare(
+        [(name, functools.partial(ns_per_command, engine, commands, rounds))
+         for name, engine in cases],
+        f"LogicalUnit.submit, 4 KiB READ(10) from RAM, {commands} commands x {rounds} rounds",
+    )  # fmt: skip
+
+
+async def compare(cases: list[tuple[str, Callable[[], Awaitable[float]]]], title: str) -> None:
+    """Measure each case (ns/command) interleaved, the order flipped each pass so
+    drift and warm-up even out; print the best of each against the first."""
     results: dict[str, float] = {}
-    for n in range(4):  # interleaved, order flipped each pass: drift and warm-up even out
-        for name, engine in cases if n % 2 else cases[::-1]:
-            ns = await ns_per_command(engine, commands, rounds)
+    for n in range(4):
+        for name, measure in cases if n % 2 else cases[::-1]:
+            ns = await measure()
             results[name] = min(results.get(name, ns), ns)
-    base = results["faults=None"]
-    print(f"LogicalUnit.submit, 4 KiB READ(10) from RAM, {commands} commands x {rounds} rounds")
+    base = results[cases[0][0]]
+    print(title)
     for name, _ in cases:
         ns = results[name]
         print(f"  {name:<40} {ns:8.0f} ns/command  ({(ns - base) / base:+.1%})")

@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector
 
 from pyscst.actors.device_unit import DeviceState
 from pyscst.actors.lu_stats import SUB_BITS, StatsSnapshot
+from pyscst.scsi.alua import AccessState
 from pyscst.scsi.sense import SenseKey
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ class DaemonCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self._units()
         yield from self._sessions()
+        yield from self._alua()
         yield from self._faults()
         yield from self._cluster()
 
@@ -191,6 +193,23 @@ class DaemonCollector(Collector):
             for portal, count in sorted(per_portal.items()):
                 sessions.add_metric([target.name, portal], count)
         yield from (sessions, commands, read, written)
+
+    def _alua(self) -> Iterator[Metric]:
+        """Each ALUA port group's access state as a state set: what a dashboard
+        of a failover, or an alert on a group left standby, needs."""
+        state = GaugeMetricFamily(
+            "pyscst_alua_state",
+            "1 for the port group's current asymmetric access state, 0 for the others",
+            labels=["target", "group", "state"],
+        )
+        for target in self.daemon.directory:
+            if target.alua is None:
+                continue
+            for group in target.alua:
+                for each in AccessState:
+                    value = 1.0 if each is group.state else 0.0
+                    state.add_metric([target.name, group.name, each.label], value)
+        yield state
 
     def _faults(self) -> Iterator[Metric]:
         injections = CounterMetricFamily(

@@ -203,6 +203,9 @@ async def test_hostile_set_and_report_target_port_groups(tmp_path: Path) -> None
         assert sense(await stpg(a, bytes(4) + b"\x20\x00\x00\x01")) == (ILLEGAL_REQUEST, 0x26, 0)
         # a parameter list length beyond any valid list
         assert sense(await stpg(a, b"", length=0x7FFFFFFF)) == (ILLEGAL_REQUEST, 0x24, 0x00)
+        # the CDB announces more than the initiator sends: nothing is applied
+        short = await stpg(a, stpg_list((1, STANDBY)), length=12)
+        assert sense(short) == (ILLEGAL_REQUEST, 0x0E, 0x03)
         # a refused list changed nothing (the first, valid descriptor neither)
         assert (await rtpg(a)).data == before
         # zero length: nothing to do
@@ -228,6 +231,8 @@ async def test_operator_states_transitions_and_faults(tmp_path: Path) -> None:
         async def admin(op: str, **args: Any) -> Any:
             return await trio.to_thread.run_sync(lambda: client.call(op, **args))
 
+        sessions = await admin("session.list", target=TARGET)
+        assert sorted((s["port_group"], s["relative_port"]) for s in sessions) == [(1, 1), (2, 2)]
         shown = await admin("alua.show", target=TARGET)
         assert [(g["name"], g["state"]) for g in shown[0]["port_groups"]] == [
             ("a", "active/optimized"), ("b", "standby"),

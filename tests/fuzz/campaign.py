@@ -116,6 +116,12 @@ class Target:
                      "null1": {"handler": "vdisk_nullio", "size": "64MiB"}},
             luns=[{"lun": 0, "device": "disk0"}, {"lun": 1, "device": "null1"}],
             iscsi={"login_timeout": 5, "pdu_timeout": 5},
+            # ALUA on: REPORT / SET TPGS and the per-port check take fuzzed input too
+            # (group "remote" has no portal here: its state flips nothing locally)
+            target_extra={"port_groups": {
+                "local": {"id": 1, "portals": [f"127.0.0.1:{self.port}"]},
+                "remote": {"id": 2, "state": "standby"},
+            }},
         )  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None
         self.info: RunningDaemon | None = None

@@ -44,7 +44,12 @@ CDBS = [
     struct.pack(">BBIBHB", 0x41, 0, 0, 0, 4, 0),
     bytes([0x5E, 0, 0, 0, 0, 0, 0, 0x10, 0, 0]),
     bytes([0x5F, 0, 0, 0, 0, 0, 0, 0, 24, 0]),
+    bytes([0xA3, 0x2A, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]),  # REPORT TPGS, extended
+    bytes([0xA4, 0x0A, 0, 0, 0, 0, 0, 0, 0, 12, 0, 0]),  # SET TPGS, two descriptors
 ]
+
+#: the CDBS that take data-out
+WRITE_OPCODES = frozenset({0x2A, 0x8A, 0x35, 0x42, 0x41, 0x5F, 0x9E, 0xA4})
 
 LOGIN_KEYS = [
     ("HeaderDigest", "None"),
@@ -130,7 +135,7 @@ class Mutator:
         kind = rng.randrange(10)
         if kind < 4:
             cdb = rng.choice(CDBS)
-            write = cdb[0] in (0x2A, 0x8A, 0x35, 0x42, 0x41, 0x5F, 0x9E) and rng.random() < 0.8
+            write = cdb[0] in WRITE_OPCODES and rng.random() < 0.8
             edtl = rng.choice([0, 512, 4096, rng.randrange(0, 1 << 20)])
             data = bytes(rng.randrange(0, min(edtl, 65536) + 1)) if write and edtl else b""
             return P.ScsiCommand(

@@ -302,6 +302,9 @@ def session_dict(target: Target, info: SessionInfo) -> dict[str, Any]:
         "isid": f"0x{info.isid:012x}",
         "tsih": info.tsih,
         "address": info.address,
+        #: the SCSI target port it came in through (ALUA: its port group)
+        "relative_port": info.nexus.relative_port,
+        **({"port_group": info.nexus.port_group_id} if info.nexus.port_group_id else {}),
         "luns": luns,
     }
 

@@ -230,3 +230,42 @@ async def test_implicit_only_refuses_set_tpgs_and_says_so_in_inquiry() -> None:
         stpg = bytes((0xA4, 0x0A, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0))
         assert asc_of(await answer(lu, stpg, NEXUS_T1, port)) == (5, 0x20, 0x00)
         assert groups.state_of("a") is AccessState.ACTIVE_OPTIMIZED
+
+
+class SlowReads(MemoryStore):
+    """Reads wait for ``gate`` (and never take the synchronous fast path)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.gate = trio.Event()
+
+    def read_now(self, offset: int, buf: memoryview) -> bool:
+        return False
+
+    async def readinto(self, offset: int, buf: memoryview) -> None:
+        await self.gate.wait()
+        await super().readinto(offset, buf)
+
+
+async def test_a_command_admitted_before_a_change_runs_to_its_end() -> None:
+    """The state is checked on arrival: a READ already in the task set when its
+    port goes standby still answers GOOD; the next one gets 04/0B."""
+    store = SlowReads(1 << 20)
+    groups = PortGroups("iqn.2026-11.org.pyscst:t1", SPECS)
+    port = groups.get("a")
+    async with lu_on(store) as lu:
+        store.gate.set()
+        await answer(lu, READ, NEXUS_T1, port)  # the power-on UA goes
+        store.gate = trio.Event()
+        transport = FakeTransport()
+        cmd = make_cmd(READ, transport, expected_length=4096, nexus=NEXUS_T1)
+        cmd.port_group = port
+        lu.submit(cmd, 0, False)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not transport.responses and lu.task_count() == 1
+        groups.set_state("a", AccessState.STANDBY)  # (no target here: no 2A/06)
+        assert asc_of(await answer(lu, READ, NEXUS_T1, port)) == (2, 0x04, 0x0B)
+        store.gate.set()
+        while not transport.responses:
+            await trio.lowlevel.checkpoint()
+        assert transport.responses[0].status == Status.GOOD
