@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 
 #: fence when the lease has gone unrenewed this share of its TTL
 FENCE_AFTER = 0.5
+#: fence when the watch has not delivered this node's own heartbeat for this share
+#: of the TTL: a watch that stalls silently would leave the node serving a stale copy
+#: (the issuer of a change waits for this node's acknowledgement only one TTL)
+WATCH_STALE_AFTER = 0.75
 
 
 class ClusterNode:
@@ -58,6 +62,8 @@ class ClusterNode:
         self.stores: dict[str, EtcdReservationStore] = {}
         self.lease = 0
         self._last_renewal = 0.0
+        #: when the watch last delivered our own heartbeat (``beats/<node>``)
+        self._last_beat = 0.0
         #: the watch has delivered every change up to here
         self.watch_revision = 0
         #: nodes seen alive
@@ -129,6 +135,10 @@ class ClusterNode:
     # -- keys ---------------------------------------------------------------------------
     def key(self, suffix: str) -> bytes:
         return f"{self.settings.prefix}/{suffix}".encode()
+
+    @property
+    def _beat_key(self) -> bytes:
+        return self.key(f"beats/{self.settings.node}")
 
     async def open_store(self, device: str) -> EtcdReservationStore:
         """The store of ``device``'s reservations, read from etcd (EtcdError if it
@@ -249,7 +259,7 @@ class ClusterNode:
             )
         sent = self._clock()
         self.lease, ttl = await self.client.grant(self.settings.lease_ttl)
-        self._last_renewal = sent
+        self._last_renewal = self._last_beat = sent
         await self.client.put(member, self._member_record(), self.lease)
         _rev, kvs = await self.client.range(self.key("members/"), prefix=True)
         others = {self._member_name(kv.key) for kv in kvs} - {self.settings.node, ""}
@@ -353,7 +363,8 @@ class ClusterNode:
                 failing = False
                 if left > 0:
                     self._last_renewal = sent
-                    if self._fenced:
+                    await self._beat(sent)
+                    if self._fenced and self._watch_fresh():
                         try:
                             await self._resync()
                         except EtcdError as exc:
@@ -365,6 +376,17 @@ class ClusterNode:
                     await self._rejoin()
             await trio.sleep_until(sent + interval)
 
+    async def _beat(self, sent: float) -> None:
+        """Put our heartbeat; our own watch must bring it back (:meth:`_watch_fresh`)."""
+        try:
+            await self.client.put(self._beat_key, b"%.3f" % sent, self.lease)
+        except EtcdError as exc:
+            log.debug("cluster: heartbeat not written: %s", exc)
+
+    def _watch_fresh(self) -> bool:
+        limit = self.settings.lease_ttl * WATCH_STALE_AFTER
+        return self._clock() - self._last_beat < limit
+
     async def _rejoin(self) -> None:
         try:
             await self._join()
@@ -375,18 +397,25 @@ class ClusterNode:
         self._unfence()
 
     async def _fence_watchdog(self) -> None:
-        """Fence when the last renewal is ``FENCE_AFTER`` of the TTL old. It sleeps
-        until exactly then (a renewal meanwhile moves the deadline): no polling
-        timer on the loop the datapath runs on."""
-        limit = self.settings.lease_ttl * FENCE_AFTER
+        """Fence when the last renewal is ``FENCE_AFTER`` of the TTL old, or the
+        last heartbeat the watch brought back ``WATCH_STALE_AFTER`` of it. It sleeps
+        until exactly then (a renewal or heartbeat meanwhile moves the deadline): no
+        polling timer on the loop the datapath runs on."""
+        ttl = self.settings.lease_ttl
         while True:
-            late = self._clock() - self._last_renewal
-            if late >= limit and not self._fenced:
-                self._fence(f"lease not renewed for {late:.1f}s (TTL {self.settings.lease_ttl}s)")
-            if late >= limit:
-                await trio.sleep(0.05)  # fenced: until a renewal lifts it
+            now = self._clock()
+            renewal_due = self._last_renewal + ttl * FENCE_AFTER
+            beat_due = self._last_beat + ttl * WATCH_STALE_AFTER
+            if now >= renewal_due and not self._fenced:
+                late = now - self._last_renewal
+                self._fence(f"lease not renewed for {late:.1f}s (TTL {ttl}s)")
+            elif now >= beat_due and not self._fenced:
+                late = now - self._last_beat
+                self._fence(f"the watch delivered nothing for {late:.1f}s (TTL {ttl}s)")
+            if now >= min(renewal_due, beat_due):
+                await trio.sleep(0.05)  # fenced: until a renewal and a heartbeat lift it
             else:
-                await trio.sleep_until(self._last_renewal + limit)
+                await trio.sleep_until(min(renewal_due, beat_due))
 
     async def _watch_loop(self) -> None:
         prefix = self.key("")
@@ -410,6 +439,10 @@ class ClusterNode:
     def _on_event(self, event: WatchEvent) -> None:
         kv = event.kv
         self.watch_revision = max(self.watch_revision, kv.mod_revision)
+        if kv.key == self._beat_key:
+            if event.type is EventType.PUT:
+                self._last_beat = self._clock()
+            return
         text = kv.key.decode(errors="replace")
         members = self.key("members/").decode()
         acks = self.key("acks/").decode()

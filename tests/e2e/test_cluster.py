@@ -223,6 +223,32 @@ async def test_partitioned_node_fences_itself_within_the_lease_ttl(
             assert (await write(one)).status == Status.GOOD
 
 
+async def test_a_node_whose_watch_stalls_fences_itself(
+    tmp_path: Path, etcd: EtcdInstance, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Lease renewed, etcd fine, but the watch delivers nothing (a stalled stream):
+    the node would serve a stale copy of the reservations, so it fences itself
+    before a change's issuer stops waiting for its acknowledgement (one TTL)."""
+    caplog.set_level(logging.WARNING, "pyscst.supervision.cluster")
+    async with node(tmp_path, "a", etcd) as (daemon, port_a), login(port_a, NAME_A, ISID_1) as one:
+        cluster = daemon.cluster
+        assert cluster is not None
+        deliver = cluster._on_event
+        cluster._on_event = lambda event: None  # type: ignore[method-assign]
+        started = trio.current_time()
+        with trio.fail_after(TTL):
+            while not cluster.fenced:
+                await trio.sleep(0.02)
+        assert trio.current_time() - started < TTL
+        assert "the watch delivered nothing" in caplog.text
+        assert asc(await write(one)) == (0x04, 0x0C)
+        cluster._on_event = deliver  # type: ignore[method-assign]
+        with trio.fail_after(3 * TTL):
+            while cluster.fenced:
+                await trio.sleep(0.05)
+        assert (await write(one)).status == Status.GOOD
+
+
 async def test_killed_etcd_fences_both_nodes_and_they_recover_when_it_returns(
     tmp_path: Path, etcd: EtcdInstance, caplog: pytest.LogCaptureFixture
 ) -> None:
