@@ -6,6 +6,10 @@ initiator relies on across them lives in etcd under ``[cluster] prefix``::
     <prefix>/members/<node>        this node is alive (the key lives on its lease)
     <prefix>/lu/<device>/resv      persistent + SPC-2 reservations, with the change
                                    that made each revision (resv_codec.py)
+    <prefix>/lu/<device>/reset     the last LU reset made through any node
+    <prefix>/acks/<device>/<node>  the revision of the device's state <node> applied
+    <prefix>/beats/<node>          this node's heartbeat, which its own watch must return
+    <prefix>/alua/<target>/<group> a port group's access state (alua_sync.py)
 
 Each node keeps a local copy of every LU's reservations, current through one
 watch on the prefix, so READ and WRITE check only memory. A change (PROUT,
