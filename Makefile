@@ -4,6 +4,7 @@
 #   make lint    ruff + mypy + the import-linter layer contract
 #   make test-unit / test-e2e / test-conformance   one kind of test (pytest -m KIND)
 #   make bench   pyscst vs tgt side by side (benchmarks/bench.py; BENCH_ARGS=--quick etc.)
+#   make bench-cluster   only the cluster rows of make bench (benchmarks/cluster_cost.py)
 #   make fuzz    long hostile-input campaign against a real daemon (FUZZ_ARGS, see tests/fuzz)
 #   make soak    kill -9 durability trials against a real daemon (SOAK_ARGS)
 # The venv and tools are set up on demand; stamp files keep repeated runs quick.
@@ -15,11 +16,12 @@ CONFIG ?= etc/pyscst.toml
 PYTEST_ARGS ?=
 FUZZ_ARGS ?= --pdus 1000000
 SOAK_ARGS ?= --trials 20
+CLUSTER_BENCH_ARGS ?=
 
 # binary -> Debian package that provides it (installed only if missing and root)
-TOOL_PACKAGES := iscsi-test-cu:libiscsi-bin qemu-img:qemu-utils tgtd:tgt tmux:tmux
+TOOL_PACKAGES := iscsi-test-cu:libiscsi-bin qemu-img:qemu-utils tgtd:tgt tmux:tmux etcd:etcd-server
 
-.PHONY: serve test lint pytest tools venv clean bench fuzz soak test-unit test-e2e test-conformance
+.PHONY: serve test lint pytest tools venv clean bench bench-cluster fuzz soak test-unit test-e2e test-conformance
 
 serve: $(VENV)/.stamp-install
 	$(BIN)/pyscst serve --config $(CONFIG)
@@ -104,6 +106,11 @@ $(VENV)/.stamp-bench: pyproject.toml | $(BIN)/python
 
 bench: tools $(VENV)/.stamp-bench
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/cluster_cost.py $(CLUSTER_BENCH_ARGS)
+
+# cluster mode vs one node alone: 4K random read/write QD32, PERSISTENT RESERVE OUT latency
+bench-cluster: tools $(VENV)/.stamp-install
+	$(BIN)/python benchmarks/cluster_cost.py $(CLUSTER_BENCH_ARGS)
 
 # The long runs (tests/fuzz): figures on stdout, exit 1 on any daemon exit,
 # unhandled traceback, late login or lost/torn write.

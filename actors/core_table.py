@@ -50,12 +50,12 @@ async def _report_tmf(device: Any, cmd: ScsiCommand, ctx: ExecContext) -> Buffer
 
 
 async def _reserve(device: Any, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | None:
-    _lu(ctx).reservations.reserve(ctx.nexus)
+    await _lu(ctx).reserve(ctx.nexus)
     return None
 
 
 async def _release(device: Any, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | None:
-    _lu(ctx).reservations.release(ctx.nexus)
+    await _lu(ctx).release(ctx.nexus)
     return None
 
 

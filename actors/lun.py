@@ -38,7 +38,20 @@ from pyscst.actors.messages import (
 from pyscst.actors.persistent_reservations import PortResolver
 from pyscst.actors.pr_state import Registrant
 from pyscst.actors.pr_store import AptplStore
-from pyscst.actors.reservations import Reservations
+from pyscst.actors.reservations import (
+    Reservations,
+    plan_prout,
+    plan_spc2,
+    plan_spc2_drop,
+)
+from pyscst.actors.shared_state import (
+    SHARED_RESETS,
+    FenceSwitch,
+    LocalReservationStore,
+    Plan,
+    ReservationStore,
+    ResvChange,
+)
 from pyscst.actors.unit_attention import UnitAttentionQueue
 from pyscst.devices.device_type import DeviceType, check_ready_for
 from pyscst.devices.spc import SPC_TABLE
@@ -198,14 +211,22 @@ class LogicalUnit:
         faults: FaultEngine | None = None,
         pr_path: Path | None = None,
         standby: Callable[[], DeviceType | None] | None = None,
+        store: ReservationStore | None = None,
+        fence: FenceSwitch | None = None,
     ) -> None:
         self.name = name
         #: while ``device_source`` raises (the device is down): the device that
         #: still answers INQUIRY and REQUEST SENSE (SPC: those work on an LU
         #: that is not ready), or None
         self._standby = standby
-        #: APTPL file (state_dir/pr/<device>.json); loaded on the first start
-        self._pr_store = AptplStore(pr_path) if pr_path is not None else None
+        #: where reservations are kept: the APTPL file (state_dir/pr/<device>.json,
+        #: loaded on the first start), or a cluster's etcd (actors/shared_state.py)
+        if store is None:
+            store = LocalReservationStore(AptplStore(pr_path) if pr_path is not None else None)
+        self._pr_store = store
+        store.attach(self.apply_shared, self.apply_remote_reset)
+        #: a cluster node's fence: while it is up, no command touches the medium
+        self._fence = fence
         self._pr_lock = trio.Lock()
         self._faults = faults
         self._device_source = device_source
@@ -237,11 +258,9 @@ class LogicalUnit:
         return self._mailbox_send
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        store = self._pr_store
-        if store is not None and not store.loaded:
-            saved = store.load()
-            if saved is not None:
-                self.reservations.commit(saved)
+        saved = self._pr_store.initial()
+        if saved is not None:
+            self.reservations.apply(saved)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()
@@ -299,7 +318,9 @@ class LogicalUnit:
             self._cancel_and_reply(tasks, TmfResponse.COMPLETE, reply)
         elif isinstance(msg, ResetLogicalUnit):
             tasks = self._abort_all(by=msg.nexus)
-            self.reservations.reset()
+            if self.reservations.holder is not None:
+                self.reservations.reset()
+                self._share(plan_spc2_drop(None))
             device = self._device_or_none()
             if device is not None:
                 if msg.asc is Asc.POWER_ON_OCCURRED:
@@ -307,7 +328,14 @@ class LogicalUnit:
                 else:
                     device.reset()
             self.raise_ua(msg.asc)
-            self._cancel_and_reply(tasks, TmfResponse.COMPLETE, reply)
+            store = self._pr_store
+            if store.shared and msg.asc in SHARED_RESETS:
+                # the LU is every node's: it is reset on all of them before "complete"
+                self._cancel_and_reply(
+                    tasks, TmfResponse.COMPLETE, reply, lambda: store.announce_reset(msg.asc)
+                )
+            else:
+                self._cancel_and_reply(tasks, TmfResponse.COMPLETE, reply)
         else:
             log.error("%s: unknown request %r", self.name, msg)
             reply_to(reply, TmfResponse.REJECTED)
@@ -329,7 +357,11 @@ class LogicalUnit:
         return device is not None and device.tas
 
     def _cancel_and_reply(
-        self, tasks: list[Task], response: TmfResponse, reply: trio.MemorySendChannel[Any]
+        self,
+        tasks: list[Task],
+        response: TmfResponse,
+        reply: trio.MemorySendChannel[Any],
+        then: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """Cancel now, atomically with the TMF's arrival (a task allowed to run
         on until a spawned task got to cancel it could still answer GOOD, and
@@ -337,14 +369,35 @@ class LogicalUnit:
         for task in tasks:
             task.scope.cancel()
         assert self._nursery is not None
-        self._nursery.start_soon(self._reply_when_done, tasks, response, reply)
+        self._nursery.start_soon(self._reply_when_done, tasks, response, reply, then)
 
     async def _reply_when_done(
-        self, tasks: list[Task], response: TmfResponse, reply: trio.MemorySendChannel[Any]
+        self,
+        tasks: list[Task],
+        response: TmfResponse,
+        reply: trio.MemorySendChannel[Any],
+        then: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         for task in tasks:
             await task.wait_done()
+        if then is not None:
+            try:
+                await then()
+            except ScsiError as exc:
+                log.warning("%s: reset not shared with the other nodes: %s", self.name, exc)
         reply_to(reply, response)
+
+    def apply_remote_reset(self, asc: Asc) -> None:
+        """Another node reset this LU (atomic): every task here is aborted, the
+        device's reset hook runs, every nexus here gets ``asc``."""
+        tasks = self._abort_all(by=None)
+        for task in tasks:
+            task.scope.cancel()
+        device = self._device_or_none()
+        if device is not None:
+            device.reset()
+        self.raise_ua(asc)
+        log.info("%s: reset through another node (%d tasks aborted)", self.name, len(tasks))
 
     def _nexus_loss(self, msg: NexusLoss) -> list[Task]:
         """End the nexus' tasks (silently) and what it held; returns those tasks."""
@@ -353,7 +406,9 @@ class LogicalUnit:
         tasks = list(state.tasks.values()) if state is not None else []
         for task in tasks:
             task.scope.cancel()
-        self.reservations.nexus_lost(msg.nexus)
+        if self.reservations.holder == msg.nexus:
+            self.reservations.nexus_lost(msg.nexus)
+            self._share(plan_spc2_drop(msg.nexus))
         device = self._device_or_none()
         if device is not None:
             device.nexus_lost(msg.nexus)
@@ -647,6 +702,9 @@ class LogicalUnit:
         cdb = cmd.cdb
         try:
             state = task.state
+            fence = self._fence
+            if fence is not None and fence.fenced and not self._ua_exempt(cdb):
+                raise _fenced()
             if state.ua and not self._ua_exempt(cdb):
                 sense = state.ua.pop()
                 assert sense is not None
@@ -700,6 +758,10 @@ class LogicalUnit:
         # the one readiness check, at execution time (an older START STOP UNIT
         # or eject may have changed it since arrival), as the row's flags ask
         check_ready_for(device, spec)
+        fence = self._fence
+        if fence is not None and fence.fenced and spec.writes_medium:
+            # fenced while it waited its turn or for its data: not written
+            raise _fenced()
         faults = self._faults
         if faults is not None and faults.command_armed:
             return await run_with_faults(faults, self.name, task, spec)
@@ -753,24 +815,54 @@ class LogicalUnit:
         return self.reservations.read(cdb)
 
     async def persistent_reserve_out(self, nexus: Nexus, cdb: bytes, params: bytes) -> None:
-        """One PROUT: plan, make durable (APTPL), commit, then raise UAs and abort."""
+        """One PROUT: plan, make durable (APTPL) or shared (cluster), commit,
+        then raise UAs and abort."""
+        await self._update(plan_prout(nexus, cdb, params, self._port_resolver(nexus)))
+
+    async def reserve(self, nexus: Nexus) -> None:
+        """SPC-2 RESERVE(6/10)."""
+        await self._update(plan_spc2(nexus, reserve=True))
+
+    async def release(self, nexus: Nexus) -> None:
+        """SPC-2 RELEASE(6/10)."""
+        await self._update(plan_spc2(nexus, reserve=False))
+
+    async def _update(self, plan: Plan) -> None:
         async with self._pr_lock:
-            outcome = self.reservations.plan_out(nexus, cdb, params, self._port_resolver(nexus))
-            if outcome.changed and self._pr_store is not None:
-                try:
-                    await self._pr_store.save(outcome.state)
-                except OSError as exc:
-                    log.error("%s: cannot save persistent reservations: %s", self.name, exc)
-                    raise ScsiError.check(
-                        SenseKey.ILLEGAL_REQUEST, Asc.INSUFFICIENT_REGISTRATION_RESOURCES
-                    ) from exc
-            self.reservations.commit(outcome.state)
-        for notice in outcome.notices:
+            change = await self._pr_store.update(self.reservations.state, plan)
+            tasks = self._apply_change(change)
+        for task in tasks:
+            await task.wait_done()
+
+    def apply_shared(self, change: ResvChange) -> None:
+        """A change made on another node (atomic): take its state, raise its
+        UAs here, abort the tasks it preempted here."""
+        self._apply_change(change)
+
+    def _share(self, plan: Plan) -> None:
+        """Make a change this LU already made locally (reset, nexus loss) in the
+        shared state too, in the background (a cluster; nothing for one node)."""
+        nursery = self._nursery
+        if self._pr_store.shared and nursery is not None:
+            nursery.start_soon(self._share_now, plan)
+
+    async def _share_now(self, plan: Plan) -> None:
+        try:
+            await self._update(plan)
+        except ScsiError as exc:
+            log.warning("%s: reservation change not shared: %s", self.name, exc)
+
+    def _apply_change(self, change: ResvChange) -> list[Task]:
+        """Commit ``change`` and tell the nexuses here; returns the tasks aborted."""
+        self.reservations.apply(change.state)
+        by = change.by
+        for notice in change.notices:
             for state in self._nexuses.values():
-                if state.nexus != nexus and notice.who.matches(state.nexus):
+                if state.nexus != by and notice.who.matches(state.nexus):
                     state.ua.add(notice.asc)
-        if outcome.abort:
-            await self._abort_registrants(outcome.abort, nexus)
+        if change.abort:
+            return self._abort_registrants(change.abort, by)
+        return []
 
     def _port_resolver(self, nexus: Nexus) -> PortResolver:
         """RELATIVE TARGET PORT IDENTIFIER -> target port, among the ports seen here."""
@@ -785,8 +877,9 @@ class LogicalUnit:
 
         return resolve
 
-    async def _abort_registrants(self, whos: tuple[Registrant, ...], by: Nexus) -> None:
-        """PREEMPT AND ABORT: cancel every task of the preempted nexuses, wait for them."""
+    def _abort_registrants(self, whos: tuple[Registrant, ...], by: Nexus | None) -> list[Task]:
+        """PREEMPT AND ABORT: cancel every task of the preempted nexuses (atomic);
+        returns them, for the issuer to wait for."""
         tas = self._control_tas()
         tasks: list[Task] = []
         for state in self._nexuses.values():
@@ -800,8 +893,7 @@ class LogicalUnit:
                 tasks.append(task)
         for task in tasks:
             task.scope.cancel()
-        for task in tasks:
-            await task.wait_done()
+        return tasks
 
     # -- introspection ----------------------------------------------------------
     @property
@@ -841,6 +933,11 @@ class LogicalUnit:
             self.raise_ua(asc)
         else:
             self._state_for(nexus).ua.add(asc)
+
+
+def _fenced() -> ScsiError:
+    """A fenced cluster node: the LU is unreachable through this port (04/0C)."""
+    return ScsiError.check(SenseKey.NOT_READY, Asc.LUN_NOT_ACCESSIBLE_TARGET_PORT_UNAVAILABLE)
 
 
 def _key(nexus: Nexus) -> tuple[str, str]:

@@ -15,6 +15,8 @@ complete with GOOD and change nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pyscst.actors.persistent_reservations import (
     PortResolver,
     ProutOutcome,
@@ -22,6 +24,7 @@ from pyscst.actors.persistent_reservations import (
     persistent_reserve_out,
 )
 from pyscst.actors.pr_state import PrState
+from pyscst.actors.shared_state import ResvChange, ResvState
 from pyscst.scsi.cdb import OpSpec, ResvClass
 from pyscst.scsi.command import Nexus
 from pyscst.scsi.opcodes import Op
@@ -42,6 +45,15 @@ class Reservations:
     @property
     def pr(self) -> PrState:
         return self._pr
+
+    @property
+    def state(self) -> ResvState:
+        return ResvState(self._pr, self.holder)
+
+    def apply(self, state: ResvState) -> None:
+        """Take ``state`` as it is (a store's authoritative or another node's)."""
+        self._pr = state.pr
+        self.holder = state.spc2
 
     # -- every command ------------------------------------------------------------
     def check(self, spec: OpSpec, cdb: bytes, nexus: Nexus) -> None:
@@ -83,21 +95,28 @@ class Reservations:
         return res.type.registrants_have_access and pr.registration_of(nexus) is not None
 
     def reserve(self, nexus: Nexus) -> None:
+        self.holder = self.holder_after_reserve(nexus)
+
+    def release(self, nexus: Nexus) -> None:
+        self.holder = self.holder_after_release(nexus)
+
+    def holder_after_reserve(self, nexus: Nexus) -> Nexus | None:
+        """The SPC-2 holder a RESERVE from ``nexus`` leaves (raises on conflict)."""
         if not self._pr.empty:
             if self._pr_exempt(nexus):
-                return
+                return self.holder
             raise ScsiError.reservation_conflict()
         if self.holder is not None and self.holder != nexus:
             raise ScsiError.reservation_conflict()
-        self.holder = nexus
+        return nexus
 
-    def release(self, nexus: Nexus) -> None:
+    def holder_after_release(self, nexus: Nexus) -> Nexus | None:
+        """The SPC-2 holder a RELEASE from ``nexus`` leaves (raises on conflict)."""
         if not self._pr.empty:
             if self._pr_exempt(nexus):
-                return
+                return self.holder
             raise ScsiError.reservation_conflict()
-        if self.holder == nexus:
-            self.holder = None
+        return None if self.holder == nexus else self.holder
 
     def reset(self) -> None:
         """LOGICAL UNIT RESET / hard reset: SPC-2 reservations go, persistent ones stay."""
@@ -108,15 +127,53 @@ class Reservations:
             self.holder = None
 
     # -- persistent reservations ----------------------------------------------------------
-    def plan_out(
-        self, nexus: Nexus, cdb: bytes, params: bytes, resolve_port: PortResolver
-    ) -> ProutOutcome:
-        """What a PERSISTENT RESERVE OUT would do; nothing changes until :meth:`commit`."""
-        return persistent_reserve_out(self._pr, nexus, cdb, params, resolve_port)
-
     def commit(self, state: PrState) -> None:
         self._pr = state
 
     def read(self, cdb: bytes) -> bytes:
         """PERSISTENT RESERVE IN parameter data."""
         return persistent_reserve_in(self._pr, cdb)
+
+
+def plan_spc2(nexus: Nexus, reserve: bool) -> Callable[[ResvState], ResvChange]:
+    """RESERVE / RELEASE(6/10) as a plan over the shared state."""
+
+    def plan(state: ResvState) -> ResvChange:
+        view = Reservations(state.pr)
+        view.holder = state.spc2
+        after = view.holder_after_reserve(nexus) if reserve else view.holder_after_release(nexus)
+        return ResvChange(
+            ResvState(state.pr, after), by=nexus, changed=after != state.spc2, pr_changed=False
+        )
+
+    return plan
+
+
+def plan_spc2_drop(nexus: Nexus | None) -> Callable[[ResvState], ResvChange]:
+    """A reset (``nexus`` None) or the loss of ``nexus`` ends its SPC-2 reservation."""
+
+    def plan(state: ResvState) -> ResvChange:
+        drop = state.spc2 is not None and (nexus is None or state.spc2 == nexus)
+        after = None if drop else state.spc2
+        return ResvChange(ResvState(state.pr, after), changed=drop, pr_changed=False)
+
+    return plan
+
+
+def plan_prout(
+    nexus: Nexus, cdb: bytes, params: bytes, resolve_port: PortResolver
+) -> Callable[[ResvState], ResvChange]:
+    """PERSISTENT RESERVE OUT as a plan over the shared state."""
+
+    def plan(state: ResvState) -> ResvChange:
+        out: ProutOutcome = persistent_reserve_out(state.pr, nexus, cdb, params, resolve_port)
+        return ResvChange(
+            ResvState(out.state, state.spc2),
+            by=nexus,
+            notices=out.notices,
+            abort=out.abort,
+            changed=out.changed,
+            pr_changed=out.changed,
+        )
+
+    return plan

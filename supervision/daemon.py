@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import resource
 import signal
+from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,9 @@ from pyscst.admin.control.operations import Controller
 from pyscst.admin.control.ops.faults import fault_operations
 from pyscst.admin.control.reconcile import apply_port_groups
 from pyscst.admin.control.server import ControlServer, OpHandler
+from pyscst.supervision.cluster.alua_sync import AluaSync
+from pyscst.supervision.cluster.etcd_proto import EtcdError
+from pyscst.supervision.cluster.node import ClusterNode
 from pyscst.supervision.host import run_host_services
 from pyscst.transports.iscsi.auth import AuthRegistry
 from pyscst.transports.iscsi.chap import ChapSettings, Credential
@@ -77,6 +82,8 @@ class Daemon:
     faults: FaultEngine = attrs.field(factory=FaultEngine)
     #: CHAP credentials per target and for discovery, read by every portal per login
     auth: AuthRegistry = attrs.field(factory=AuthRegistry)
+    #: cluster mode ([cluster]): this node's lease, fence and shared reservations
+    cluster: ClusterNode | None = None
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -95,11 +102,17 @@ class Daemon:
         one's) state_dir or allowed_dirs; ``grow`` lets it extend an existing
         smaller file (the config file says so; the admin plane needs --grow)."""
         roots = (config or self.config).confined_roots
+        store = None
+        if self.cluster is not None:
+            try:
+                store = await self.cluster.open_store(dcfg.name)
+            except EtcdError as exc:
+                raise ValueError(f"cluster: cannot read its reservations: {exc}") from exc
         actor = DeviceActor(dcfg, roots=roots, grow=grow, peers=self._peer)
         lu = LogicalUnit(
             dcfg.name, actor.current, CORE_TABLE, faults=self.faults,
             pr_path=self.config.state_dir / "pr" / f"{dcfg.name}.json",
-            standby=actor.standby,
+            standby=actor.standby, store=store, fence=self.cluster,
         )
         unit = DeviceUnit(actor, lu, Budget(dcfg.max_restarts, dcfg.restart_period))
         child = await self.root.start(unit, Restart.PERMANENT)
@@ -224,6 +237,13 @@ async def start(
     daemon = Daemon(config, root, devices, units, TargetDirectory(), [], config_path=config_path)
     for rule in config.faults:
         daemon.faults.add(rule, trio.current_time())
+    if config.cluster is not None:
+        node = ClusterNode(config.cluster)
+        try:
+            await nursery.start(node.run)
+        except EtcdError as exc:
+            raise StartupError(f"cluster: cannot join through etcd: {exc}") from exc
+        daemon.cluster = node
     for dcfg in config.devices:
         try:
             await daemon.add_device(dcfg)
@@ -249,6 +269,11 @@ async def start(
         for p in tcfg.portals:
             by_address.setdefault((p.host, p.port), []).append(target)
     daemon.apply_auth()
+    if daemon.cluster is not None:
+        try:
+            await daemon.cluster.attach_alua(AluaSync(directory))
+        except EtcdError as exc:
+            raise StartupError(f"cluster: cannot share ALUA states through etcd: {exc}") from exc
 
     for (host, port), targets in by_address.items():
         try:
@@ -263,6 +288,7 @@ async def start(
                 ]
     daemon.control_ops.update(Controller(daemon).operations())
     daemon.control_ops.update(fault_operations(daemon))
+    daemon.control_ops["cluster.show"] = partial(cluster_show, daemon)
     try:
         await root.start(
             ControlServer(config.control_socket, daemon.control_ops, group=config.control_group)
@@ -270,6 +296,13 @@ async def start(
     except OSError as exc:
         raise StartupError(f"cannot open the control socket: {exc}") from exc
     return daemon
+
+
+async def cluster_show(daemon: Daemon, _args: Mapping[str, Any]) -> dict[str, Any]:
+    """``cluster.show``: this node's view of the cluster (single node: says so)."""
+    if daemon.cluster is None:
+        return {"message": "not a cluster node (no [cluster] in the config)"}
+    return daemon.cluster.status()
 
 
 async def reload_on_signal(daemon: Daemon) -> None:
@@ -291,6 +324,8 @@ async def stop(daemon: Daemon) -> None:
         with trio.move_on_after(10):
             for child in daemon.portal_children:
                 await child.wait_stopped()
+        if daemon.cluster is not None:
+            await daemon.cluster.leave()
 
 
 def raise_fd_limit() -> tuple[int, int]:

@@ -86,6 +86,7 @@ class DaemonCollector(Collector):
         yield from self._sessions()
         yield from self._alua()
         yield from self._faults()
+        yield from self._cluster()
 
     def _units(self) -> Iterator[Metric]:
         d = "device"
@@ -226,3 +227,25 @@ class DaemonCollector(Collector):
             matches.add_metric(values, status["matches"])
             enabled.add_metric(values, 1 if status["enabled"] else 0)
         yield from (injections, matches, enabled)
+
+    def _cluster(self) -> Iterator[Metric]:
+        """Cluster mode (docs/cluster.md): nothing for a single node."""
+        node = self.daemon.cluster
+        if node is None:
+            return
+        label = [node.settings.node]
+        fenced = GaugeMetricFamily(
+            "pyscst_cluster_fenced", "1 while this node is fenced (lease not renewed)",
+            labels=["node"],
+        )  # fmt: skip
+        fenced.add_metric(label, 1 if node.fenced else 0)
+        fences = CounterMetricFamily(
+            "pyscst_cluster_fences", "times this node fenced itself", labels=["node"]
+        )
+        fences.add_metric(label, node.fence_count)
+        members = GaugeMetricFamily(
+            "pyscst_cluster_members", "live members this node sees, itself included",
+            labels=["node"],
+        )  # fmt: skip
+        members.add_metric(label, len(node.members))
+        yield from (fenced, fences, members)

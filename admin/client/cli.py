@@ -257,6 +257,9 @@ def add_admin_parser(sub: Any) -> None:
     p.add_argument("--transition", type=float, metavar="SECONDS",
                    help="pass through transitioning for this long first")
 
+    leaf(verbs, "cluster", "cluster mode: this node, its lease and fence, the members, "
+         "each device's shared reservations (docs/cluster.md)", lambda a: ("cluster.show", {}))
+
     add_fault_commands(group("fault", "inject faults: add, list, enable, disable, remove, "
                              "stats (docs/faults.md)"), leaf)
 

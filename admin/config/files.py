@@ -27,6 +27,7 @@ from pyscst.admin.config.auth import auth_to_dict, resolve_auth
 from pyscst.admin.config.faults import parse_faults, rule_to_dict
 from pyscst.admin.config.model import (
     AuthConfig,
+    ClusterSettings,
     Config,
     DeviceConfig,
     Digest,
@@ -41,6 +42,7 @@ from pyscst.admin.config.model import (
 from pyscst.admin.config.schema import (
     KeyPath,
     Problem,
+    RawCluster,
     RawConfig,
     RawDevice,
     RawGroup,
@@ -78,6 +80,10 @@ if sys.version_info >= (3, 11):  # noqa: UP036 - pyproject still lists tomli for
     import tomllib
 else:  # pragma: no cover - pyproject pins tomli for older interpreters
     import tomli as tomllib
+
+_ETCD_URL_RE = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}/?$")
+_NODE_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_PREFIX_RE = re.compile(r"^(/[A-Za-z0-9._-]+)+$")
 
 __all__ = [
     "BLOCK_SIZES",
@@ -235,6 +241,11 @@ def dump_config(config: Config) -> str:
         doc["faults"] = [rule_to_dict(rule) for rule in config.faults]
     if config.metrics.listen is not None:
         doc["metrics"] = {"listen": str(config.metrics.listen)}
+    if config.cluster is not None:
+        c = config.cluster
+        doc["cluster"] = {
+            "etcd": list(c.etcd), "node": c.node, "lease_ttl": c.lease_ttl, "prefix": c.prefix,
+        }  # fmt: skip
     return tomli_w.dumps(doc)
 
 
@@ -394,7 +405,24 @@ class _Resolver:
             allowed_dirs=allowed,
             control_group=raw.control_group,
             metrics=self.metrics(("metrics",), raw.metrics),
+            cluster=self.cluster(("cluster",), raw.cluster),
         )
+
+    def cluster(self, path: KeyPath, raw: RawCluster | None) -> ClusterSettings | None:
+        if raw is None:
+            return None
+        if not raw.etcd:
+            self.fail((*path, "etcd"), 'give at least one endpoint, e.g. ["http://127.0.0.1:2379"]')
+        for i, url in enumerate(raw.etcd):
+            if not _ETCD_URL_RE.match(url):
+                self.fail((*path, "etcd", i), f'"{url}": expected http://HOST:PORT')
+        if not _NODE_RE.match(raw.node):
+            self.fail((*path, "node"), f'"{raw.node}": 1 to 64 letters, digits, ".", "_" or "-"')
+        if not 2 <= raw.lease_ttl <= 300:
+            self.fail((*path, "lease_ttl"), f"{raw.lease_ttl}: expected 2 to 300 (seconds)")
+        if not _PREFIX_RE.match(raw.prefix):
+            self.fail((*path, "prefix"), f'"{raw.prefix}": expected "/" and a path, e.g. "/pyscst"')
+        return ClusterSettings(tuple(raw.etcd), raw.node, raw.lease_ttl, raw.prefix)
 
     def allowed_dirs(self, path: KeyPath, values: list[str]) -> tuple[Path, ...]:
         out: list[Path] = []

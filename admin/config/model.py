@@ -21,6 +21,7 @@ from pyscst.scsi.alua import AccessState
 __all__ = [
     "AuthConfig",
     "ChapUser",
+    "ClusterSettings",
     "Config",
     "DeviceConfig",
     "Digest",
@@ -89,6 +90,17 @@ class MetricsSettings:
     """The Prometheus endpoint ([metrics]); ``listen`` None means off (the default)."""
 
     listen: Portal | None = None
+
+
+@attrs.frozen
+class ClusterSettings:
+    """``[cluster]`` (docs/cluster.md): the etcd endpoints, this node's name, its
+    lease TTL in seconds and the key prefix; absent: a single node, no etcd."""
+
+    etcd: tuple[str, ...]
+    node: str
+    lease_ttl: int = 10
+    prefix: str = "/pyscst"
 
 
 @attrs.frozen
@@ -241,6 +253,8 @@ class Config:
         return (self.state_dir, *self.allowed_dirs)
     #: the Prometheus endpoint ([metrics], supervision/metrics.py); off by default
     metrics: MetricsSettings = MetricsSettings()
+    #: cluster mode ([cluster], supervision/cluster/); None: one node
+    cluster: ClusterSettings | None = None
 
     def device(self, name: str) -> DeviceConfig:
         """The device called ``name`` (KeyError if none)."""

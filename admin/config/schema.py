@@ -170,6 +170,14 @@ class RawMetrics:
 
 
 @attrs.frozen
+class RawCluster:
+    etcd: list[str]
+    node: str
+    lease_ttl: int = 10
+    prefix: str = "/pyscst"
+
+
+@attrs.frozen
 class RawConfig:
     state_dir: str = "."
     control_socket: str = "pyscst.sock"
@@ -178,6 +186,7 @@ class RawConfig:
     control_group: str | None = None
     iscsi: RawIscsi = attrs.field(factory=RawIscsi)
     metrics: RawMetrics = attrs.field(factory=RawMetrics)
+    cluster: RawCluster | None = None
     devices: dict[str, RawDevice] = attrs.field(factory=dict)
     targets: dict[str, RawTarget] = attrs.field(factory=dict)
     discovery_auth: RawDiscoveryAuth | None = None

@@ -133,7 +133,7 @@ def plan(daemon: Daemon, old: Config, new: Config) -> Plan:
     portals_removed = tuple(sorted(_addresses(old) - _addresses(new)))
     losses = _losses(daemon, new, replaced_names) + _cut_off(daemon, portals_removed)
     restart = []
-    for key in ("state_dir", "control_socket", "control_group", "metrics"):
+    for key in ("state_dir", "control_socket", "control_group", "metrics", "cluster"):
         if getattr(old, key) != getattr(new, key):
             restart.append(key)
     return Plan(

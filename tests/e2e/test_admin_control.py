@@ -227,6 +227,7 @@ _OP_KEYS = {
     "lun.add": ["target", "group", "lun", "device", "read_only"],
     "lun.remove": ["target", "group", "lun", "force"],
     "lun.set": ["target", "group", "lun", "read_only"], "config.reload": ["force"],
+    "cluster.show": [],
 }
 _NAMES = ["disk0", "iqn.2026-11.org.pyscst:test", "hosts", "0", "127.0.0.1:1", "", "../x",
           "/etc/passwd", "disk0.img", "sub/new.img",
