@@ -79,7 +79,7 @@ def test_tape_rows_run_the_tape_client_within_the_cartridge(
         seen.append(argv)
         return "Run completed in 2.000 seconds.\n"
 
-    monkeypatch.setattr(scenarios, "_run_bounded", fake)
+    monkeypatch.setattr(scenarios, "run_bounded", fake)
     sc = scenarios.SCENARIOS_BY_KEY["tape_sw256k"]
     run = scenarios.run_client(sc, "iscsi://h:1/t/4", seconds=5, block_size=1, count=10**6)
     argv = seen[-1]
