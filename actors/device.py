@@ -28,9 +28,11 @@ import trio
 
 from pyscst.actors.faults import CrashDevice, DeviceCrashed
 from pyscst.actors.messages import ChangeMedium, Envelope, ResizeDevice, SetDeviceReadOnly, reply_to
+from pyscst.devices.backend import BackendConnector
 from pyscst.devices.device_config import DeviceConfig
 from pyscst.devices.device_type import DeviceType
 from pyscst.devices.guarded_store import GuardedStore
+from pyscst.devices.passthrough import BackendStore, PassthroughDevice, open_backend
 from pyscst.devices.registry import HANDLERS, PathRule
 from pyscst.devices.store_health import CHECK_INTERVAL
 from pyscst.devices.stores import BackingStore, FileStore
@@ -57,10 +59,17 @@ class DeviceActor:
     """Supervised owner of one device's backing store."""
 
     def __init__(
-        self, cfg: DeviceConfig, roots: Sequence[Path] | None = None, grow: bool = True
+        self,
+        cfg: DeviceConfig,
+        roots: Sequence[Path] | None = None,
+        grow: bool = True,
+        backends: BackendConnector | None = None,
     ) -> None:
         self.name = f"device {cfg.name}"
         self.cfg = cfg
+        #: how a pass-through device reaches an iSCSI backend (the daemon's:
+        #: transports/iscsi/backend.py); None: only SG_IO backends
+        self._backends = backends
         #: where the backing file may be (state_dir and allowed_dirs)
         self._roots = tuple(roots) if roots is not None else None
         #: may the first open extend an existing, smaller file? (no for admin
@@ -144,7 +153,12 @@ class DeviceActor:
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.cfg
         self._warn_if_shrunk(cfg)
-        store = self._store = await open_store(cfg, self._roots, self._grow)
+        store: BackingStore
+        if HANDLERS[cfg.handler].backend:
+            store = open_backend(cfg, self._backends)
+        else:
+            store = await open_store(cfg, self._roots, self._grow)
+        self._store = store
         if isinstance(store, FileStore):
             store.label = self.name
             if store.engine is not None:
@@ -169,6 +183,10 @@ class DeviceActor:
             crashed = False
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch_backing_file)
+                device = self._device
+                if isinstance(store, BackendStore) and isinstance(device, PassthroughDevice):
+                    # the backend's actor: a child of this one, supervised with it
+                    nursery.start_soon(store.backend.run, device.on_connect)
                 async for envelope in self._mailbox_recv:
                     if isinstance(envelope.message, CrashDevice):
                         crashed = True

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import attrs
 
+from pyscst.devices.backend import BackendSpec
+
 __all__ = ["DeviceConfig"]
 
 
@@ -40,6 +42,8 @@ class DeviceConfig:
     #: how blocking I/O is done: "auto" (io_uring if it works, else worker
     #: threads), "uring" (io_uring or refuse to start), "threads"
     io_engine: str = "auto"
+    #: pass-through devices: where their commands go (devices/backend.py)
+    backend: BackendSpec | None = None
 
     @property
     def block_count(self) -> int:

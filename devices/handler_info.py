@@ -55,6 +55,9 @@ class PathRule(enum.Enum):
     #: a read-only image that may be absent (empty or no ``path``: an empty
     #: drive); the size is the image's, and the operator may load another
     IMAGE = "image"
+    #: no ``path`` and no ``size``: the device is another device server's,
+    #: named by ``backend`` (pass-through)
+    BACKEND = "backend"
 
 
 StoreOpener = Callable[[DeviceSettings, Sequence[Path] | None, bool], Awaitable[BackingStore]]
@@ -81,3 +84,6 @@ class HandlerInfo:
     writable: bool = True
     #: the medium is always removable (a CD-ROM); else only with ``removable``
     removable_medium: bool = False
+    #: the device forwards to a backend (``backend`` key): the device actor
+    #: connects it (devices/backend.py) instead of calling ``open_store``
+    backend: bool = False

@@ -29,6 +29,7 @@ from pyscst.devices.handler_info import (
     PathRule,
     StoreOpener,
 )
+from pyscst.devices.passthrough import build_passthrough, no_store
 from pyscst.devices.plugin_api import Note, build_disk, load_plugins
 from pyscst.devices.stores import BackingStore, FileStore, NullStore
 
@@ -127,6 +128,11 @@ BUILTIN_HANDLERS = (
         "vcdrom", "CD/DVD-ROM drive with an ISO image (read-only; eject and load live)",
         "cdrom", PathRule.IMAGE, (2048,), _open_image, _cdrom, file_backed=True,
         writable=False, removable_medium=True,
+    ),
+    HandlerInfo(
+        "passthrough", "another device server's LU (an iSCSI target's LUN, or SG_IO), "
+        "exported one to many", "passthrough", PathRule.BACKEND, (512,), no_store,
+        build_passthrough, file_backed=False, backend=True,
     ),
 )  # fmt: skip
 

@@ -24,6 +24,7 @@ import attrs
 import tomli_w
 
 from pyscst.admin.config.auth import auth_to_dict, resolve_auth
+from pyscst.admin.config.backend import backend_to_dict, resolve_backend
 from pyscst.admin.config.faults import parse_faults, rule_to_dict
 from pyscst.admin.config.model import (
     AuthConfig,
@@ -233,8 +234,10 @@ def _dump_device(device: DeviceConfig) -> dict[str, Any]:
     out: dict[str, Any] = {"handler": device.handler}
     if device.path is not None:
         out["path"] = str(device.path)
-    if HANDLERS[device.handler].path is not PathRule.IMAGE:
+    if HANDLERS[device.handler].path not in (PathRule.IMAGE, PathRule.BACKEND):
         out["size"] = format_size(device.size)
+    if device.backend is not None:
+        out.update(backend_to_dict(device.backend))
     out.update(
         block_size=device.block_size,
         read_only=device.read_only,
@@ -456,7 +459,14 @@ class _Resolver:
                     f"got {raw.physical_block_size}",
                 )
         size: int | None = 0
-        if handler is not None and handler.path is PathRule.IMAGE:
+        if handler is not None and handler.path is PathRule.BACKEND:
+            if raw.size is not None:
+                self.fail((*path, "size"), f"{handler.name} takes its size from its backend; "
+                          "remove size")
+            if raw.path is not None:
+                self.fail((*path, "path"), f"{handler.name} has no backing file; "
+                          "name the device in backend")
+        elif handler is not None and handler.path is PathRule.IMAGE:
             if raw.size is not None:
                 self.fail((*path, "size"), f"{handler.name} takes its size from the image; "
                           "remove size")
@@ -497,6 +507,7 @@ class _Resolver:
                 (*path, "io_engine"),
                 f'expected one of {", ".join(IO_ENGINES)}, got "{raw.io_engine}"',
             )
+        backend = resolve_backend(path, raw, handler, self.state_dir, self.roots, self.fail)
         if len(self.problems) > before or handler is None or size is None:
             return None
         return DeviceConfig(
@@ -514,6 +525,7 @@ class _Resolver:
             max_restarts=raw.max_restarts,
             restart_period=float(raw.restart_period),
             io_engine=raw.io_engine,
+            backend=backend,
         )
 
     def lun_map(

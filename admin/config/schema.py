@@ -90,6 +90,13 @@ class RawDevice:
     max_restarts: int = 5
     restart_period: float = 60.0
     io_engine: str = "auto"
+    #: passthrough: "iscsi://host:port/iqn/lun" or a /dev path (admin/config/backend.py)
+    backend: str | None = None
+    backend_chap: RawChap | None = None
+    backend_mutual: RawChap | None = None
+    backend_initiator: str | None = None
+    backend_queue_depth: int = 32
+    backend_timeout: float = 30.0
 
 
 @attrs.frozen

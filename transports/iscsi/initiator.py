@@ -488,6 +488,13 @@ class Initiator:
         result: Result = await self._await(task)
         return result
 
+    def forget(self, itt: int) -> None:
+        """Stop tracking a command its caller gave up on (after an ABORT TASK):
+        whatever the target still sends for it goes to :meth:`recv_pdu`."""
+        task = self._tasks.pop(itt, None)
+        if task is not None:
+            task.finish(error=ConnectionLost("forgotten"))
+
     async def execute(
         self,
         lun: int,

@@ -24,6 +24,7 @@ from pyscst.devices.device_type import DeviceType
 from pyscst.devices.disk import DiskDevice
 from pyscst.devices.disk_table import SBC_TABLE
 from pyscst.devices.medium import Medium, MediumLocked
+from pyscst.devices.passthrough import BackendStore
 from pyscst.devices.registry import BUILTIN_HANDLERS, HANDLERS
 from pyscst.devices.stores import MemoryStore, NullStore
 from pyscst.scsi.cdb import OpFlags, OpSpec, OpTable, Readiness, ResvClass
@@ -33,6 +34,7 @@ from pyscst.scsi.mode import ModePages, spc_mode_page_defs
 from pyscst.scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
 from pyscst.scsi.vpd import VpdInfo, VpdPages
 from tests.cdbs import TUR, sense_triplet
+from tests.fake_backend import FakeBackend
 from tests.fakes import run_cdb
 from tests.unit.actors.test_task_set import NEXUS_A, NEXUS_B, Recorder, command, wait_answers
 
@@ -154,7 +156,8 @@ def test_rotational_reaches_vpd_b1(rotational: bool, rate: int) -> None:
 @pytest.mark.parametrize("name", sorted(HANDLERS))
 def test_every_registered_handler_builds_a_device_type_and_is_documented(name: str) -> None:
     info = HANDLERS[name]
-    device = info.build(_Settings(name), MemoryStore(1 << 20))
+    store = BackendStore(FakeBackend()) if info.backend else MemoryStore(1 << 20)
+    device = info.build(_Settings(name), store)
     assert isinstance(device, DeviceType)
     if name not in {info.name for info in BUILTIN_HANDLERS}:
         return  # an installed plugin's handler: documented in its own package

@@ -1,0 +1,233 @@
+"""The pass-through device in a real LogicalUnit, over a scripted backend.
+
+What the middle level owes a backend that sees one initiator: the command
+set learnt from the backend, reservations checked before forwarding, the
+backend's UAs delivered to every nexus once, LUN reset passed on without a
+doubled 29/03, ABORT TASK reaching the backend, commands lost with the
+backend ending retryable, its sense passed through byte for byte, and
+VPD 0x83 naming our port. (The real iSCSI backend against tgtd:
+tests/e2e/test_passthrough.py.)
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+from pyscst.actors.core_table import CORE_TABLE
+from pyscst.actors.lun import LogicalUnit
+from pyscst.actors.messages import AbortTask, ResetLogicalUnit, TmfResponse, call
+from pyscst.devices.backend import BackendReply
+from pyscst.devices.passthrough import PassthroughDevice, merge_device_identification
+from pyscst.scsi.command import Nexus, TaskAttribute
+from pyscst.scsi.sense import Asc, Status
+from tests.cdbs import TUR, read10, sense_triplet, write10
+from tests.fake_backend import FakeBackend
+from tests.unit.actors.test_task_set import NEXUS_A, NEXUS_B, Recorder, command, wait_answers
+
+RESERVE6 = bytes((0x16, 0, 0, 0, 0, 0))
+WRITE_SAME10 = bytes((0x41, 0, 0, 0, 0, 0, 0, 0, 1, 0))
+VENDOR = bytes((0xC5, 0, 0, 0, 0, 0))
+
+
+@asynccontextmanager
+async def passthrough_lu(
+    backend: FakeBackend | None = None,
+) -> AsyncIterator[tuple[LogicalUnit, PassthroughDevice, FakeBackend]]:
+    backend = backend or FakeBackend()
+    device = PassthroughDevice("pt", backend)
+    await device.on_connect()
+    lu = LogicalUnit("pt", lambda: device, CORE_TABLE)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(lu.run)
+        yield lu, device, backend
+        nursery.cancel_scope.cancel()
+
+
+async def one(lu: LogicalUnit, cdb: bytes, nexus: Nexus = NEXUS_A, data_out: bytes = b"",
+              attr: TaskAttribute = TaskAttribute.SIMPLE) -> tuple[Status, bytes | None, bytes]:
+    t = Recorder(data_out)
+    cmd = command(t, cdb, 1, attr=attr, nexus=nexus)
+    if data_out:
+        cmd.expected_length = len(data_out)
+    lu.submit(cmd, 0, False)
+    await wait_answers(t, 1)
+    r = t.responses[0]
+    return r.status, r.sense, r.data or b""
+
+
+async def clear(lu: LogicalUnit, *nexuses: Nexus) -> None:
+    for nexus in nexuses:
+        status, sense, _ = await one(lu, TUR, nexus)
+        assert status == Status.CHECK_CONDITION and sense is not None
+        assert sense_triplet(sense) == (6, 0x29, 0x00)
+
+
+async def test_probe_learns_type_and_command_set_from_the_backend() -> None:
+    async with passthrough_lu() as (lu, device, backend):
+        assert device.probe is not None and device.probe.peripheral_type == 0
+        assert device.blocks == backend.blocks
+        await clear(lu, NEXUS_A)
+        # listed by the backend's RSOC: forwarded with data and task attribute
+        payload = bytes(range(256)) * 2
+        status, _, _ = await one(lu, write10(3), data_out=payload, attr=TaskAttribute.ORDERED)
+        assert status == Status.GOOD
+        assert backend.seen[-1][1] == payload and backend.seen[-1][3] == TaskAttribute.ORDERED
+        status, _, data = await one(lu, read10(3))
+        assert status == Status.GOOD and data == payload
+        # ours, but not the backend's (RSOC does not list it): refused here
+        sent = len(backend.seen)
+        status, sense, _ = await one(lu, WRITE_SAME10)
+        assert sense is not None and sense_triplet(sense) == (5, 0x20, 0x00)
+        status, sense, _ = await one(lu, VENDOR)
+        assert sense is not None and sense_triplet(sense) == (5, 0x20, 0x00)
+        # LBA beyond the backend's capacity: LBA OUT OF RANGE, never forwarded
+        status, sense, _ = await one(lu, read10(backend.blocks))
+        assert sense is not None and sense_triplet(sense) == (5, 0x21, 0x00)
+        assert len(backend.seen) == sent
+
+
+async def test_a_backend_without_rsoc_gets_unknown_commands_forwarded() -> None:
+    backend = FakeBackend()
+    backend.script = lambda cdb, data, n: (
+        BackendReply(Status.CHECK_CONDITION, bytes.fromhex("70000500000000000a000000200000000000"))
+        if cdb[0] == 0xA3 else None
+    )
+    async with passthrough_lu(backend) as (lu, device, _):
+        assert device.probe is not None and device.probe.supported is None
+        await clear(lu, NEXUS_A)
+        backend.script = None
+        status, _, _ = await one(lu, VENDOR)
+        assert status == Status.GOOD and backend.seen[-1][0] == VENDOR
+
+
+async def test_reservations_are_ours_and_conflicts_never_reach_the_backend() -> None:
+    async with passthrough_lu() as (lu, _, backend):
+        await clear(lu, NEXUS_A, NEXUS_B)
+        assert (await one(lu, RESERVE6, NEXUS_A))[0] == Status.GOOD
+        assert not any(seen[0][0] == 0x16 for seen in backend.seen)
+        sent = len(backend.seen)
+        status, _, _ = await one(lu, write10(0), NEXUS_B, data_out=bytes(512))
+        assert status == Status.RESERVATION_CONFLICT
+        assert len(backend.seen) == sent
+        assert (await one(lu, write10(0), NEXUS_A, data_out=bytes(512)))[0] == Status.GOOD
+
+
+async def test_backend_unit_attention_reaches_every_nexus_once() -> None:
+    async with passthrough_lu() as (lu, _, backend):
+        await clear(lu, NEXUS_A, NEXUS_B)
+        backend.pending_ua = [Asc.MODE_PARAMETERS_CHANGED]
+        _status, sense, _ = await one(lu, TUR, NEXUS_A)
+        assert sense is not None and sense_triplet(sense) == (6, 0x2A, 0x01)
+        assert (await one(lu, TUR, NEXUS_A))[0] == Status.GOOD  # once for A
+        sent = len(backend.seen)
+        _status, sense, _ = await one(lu, TUR, NEXUS_B)  # B hears it from pyscst
+        assert sense is not None and sense_triplet(sense) == (6, 0x2A, 0x01)
+        assert len(backend.seen) == sent
+        assert (await one(lu, TUR, NEXUS_B))[0] == Status.GOOD
+
+
+async def test_uas_captured_at_a_reconnection_go_to_every_nexus() -> None:
+    async with passthrough_lu() as (lu, device, backend):
+        await clear(lu, NEXUS_A, NEXUS_B)
+        backend.pending_ua = [Asc.POWER_ON_OCCURRED]
+        backend.blocks *= 2
+        await device.on_connect()  # the backend came back (restarted, and bigger)
+        assert backend.pending_ua == []  # the probe consumed it
+        for nexus in (NEXUS_A, NEXUS_B):
+            _status, sense, _ = await one(lu, TUR, nexus)
+            assert sense is not None and sense_triplet(sense) == (6, 0x29, 0x01)
+            _status, sense, _ = await one(lu, TUR, nexus)
+            assert sense is not None and sense_triplet(sense) == (6, 0x2A, 0x09)
+            assert (await one(lu, TUR, nexus))[0] == Status.GOOD
+
+
+async def test_lun_reset_resets_the_backend_and_its_29_03_is_not_doubled() -> None:
+    async with passthrough_lu() as (lu, _, backend):
+        await clear(lu, NEXUS_A, NEXUS_B)
+        answer = await call(lu.mailbox, ResetLogicalUnit(NEXUS_A))
+        assert answer == TmfResponse.COMPLETE and backend.resets == 1
+        for nexus in (NEXUS_A, NEXUS_B):
+            _status, sense, _ = await one(lu, TUR, nexus)
+            assert sense is not None and sense_triplet(sense) == (6, 0x29, 0x03)
+        # the backend's own 29/03 (to pyscst) was swallowed and the command retried
+        assert (await one(lu, TUR, NEXUS_A))[0] == Status.GOOD
+        assert (await one(lu, TUR, NEXUS_B))[0] == Status.GOOD
+        assert backend.pending_ua == []
+
+
+async def test_abort_task_reaches_a_command_held_at_the_backend() -> None:
+    async with passthrough_lu() as (lu, _, backend):
+        await clear(lu, NEXUS_A)
+        backend.hold = trio.Event()
+        t = Recorder()
+        lu.submit(command(t, read10(0), 7), 0, False)
+        with trio.fail_after(5):
+            while not backend.seen or backend.seen[-1][0] != read10(0):
+                await trio.sleep(0.001)
+        assert await call(lu.mailbox, AbortTask(NEXUS_A, 7)) == TmfResponse.COMPLETE
+        assert t.responses == []  # aborted: no status
+        backend.hold = None
+
+
+async def test_commands_lost_with_the_backend_end_retryable() -> None:
+    async with passthrough_lu() as (lu, _, backend):
+        await clear(lu, NEXUS_A)
+        backend.hold = trio.Event()
+        t = Recorder()
+        lu.submit(command(t, read10(0), 7), 0, False)
+        with trio.fail_after(5):
+            while not backend.seen or backend.seen[-1][0] != read10(0):
+                await trio.sleep(0.001)
+        backend.up = False  # the connection goes with the command outstanding
+        backend.hold.set()
+        backend.hold = None
+        await wait_answers(t, 1)
+        sense = t.responses[0].sense
+        assert sense is not None and sense_triplet(sense) == (0x0B, 0x08, 0x00)
+        _status, sense, _ = await one(lu, TUR)  # while down: becoming ready
+        assert sense is not None and sense_triplet(sense) == (2, 0x04, 0x01)
+        backend.up = True
+        assert (await one(lu, TUR))[0] == Status.GOOD
+
+
+async def test_backend_sense_and_status_pass_through_unchanged() -> None:
+    odd = bytes.fromhex("720b5d06000000080206000080000000")  # descriptor, vendor ASC
+    async with passthrough_lu() as (lu, _, backend):
+        await clear(lu, NEXUS_A)
+        backend.script = lambda cdb, data, n: BackendReply(Status.CHECK_CONDITION, odd)
+        status, sense, _ = await one(lu, read10(1))
+        assert status == Status.CHECK_CONDITION and sense == odd
+        backend.script = lambda cdb, data, n: BackendReply(Status.BUSY)
+        assert (await one(lu, read10(1)))[0] == Status.BUSY
+        backend.script = lambda cdb, data, n: BackendReply(Status.GOOD, data=bytes(512),
+                                                           residual=-512)
+        status, _, data = await one(lu, read10(1))
+        assert status == Status.GOOD and len(data) == 1024  # overflow kept in the residual
+
+
+async def test_device_identification_keeps_backend_lu_designators_and_names_our_port() -> None:
+    async with passthrough_lu() as (lu, _, _):
+        status, _, data = await one(lu, bytes((0x12, 1, 0x83, 0, 255, 0)))
+        assert status == Status.GOOD
+        designators = []
+        at = 4
+        while at < len(data):
+            designators.append(data[at : at + 4 + data[at + 3]])
+            at += 4 + data[at + 3]
+        assert designators[0][4:] == bytes.fromhex("6001405abcdef012")  # the backend's NAA
+        relative = [d for d in designators if d[1] & 0x0F == 4]
+        assert [struct.unpack(">H", d[6:8])[0] for d in relative] == [NEXUS_A.relative_port]
+        names = [d[4:].rstrip(b"\0") for d in designators if d[1] & 0x0F == 8]
+        assert NEXUS_A.target_port.encode() in names
+
+
+def test_device_identification_merge_survives_truncated_pages() -> None:
+    page = bytes((0, 0x83, 0, 40)) + bytes((1, 3, 0, 8)) + bytes(4)  # cut short
+    merged = merge_device_identification(page, NEXUS_A)
+    assert merged[:2] == page[:2]
+    assert int.from_bytes(merged[2:4], "big") == len(merged) - 4
+    assert merge_device_identification(b"\0", NEXUS_A) == b"\0"
