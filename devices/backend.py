@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from pyscst.scsi.command import Buffer, TaskAttribute
+from pyscst.scsi.command import Buffer, DataDirection, TaskAttribute
 
 #: the iSCSI port a backend URL without one means
 ISCSI_PORT = 3260
@@ -144,9 +144,12 @@ class ScsiBackend(Protocol):
     ) -> None: ...
 
     async def execute(
-        self, cdb: bytes, data_out: Buffer, read_length: int, attr: TaskAttribute
+        self, cdb: bytes, data_out: Buffer, read_length: int, attr: TaskAttribute,
+        direction: DataDirection | None = None,
     ) -> BackendReply:
-        """One command, with its CDB, data and task attribute. Cancelling the
+        """One command, with its CDB, data and task attribute (and direction,
+        when the initiator's differs from what the lengths say: a read with an
+        expected length of 0 is still a read). Cancelling the
         caller aborts the command at the backend (ABORT TASK). Raises
         :class:`BackendDown` or :class:`BackendFault`."""
         ...

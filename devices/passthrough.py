@@ -46,7 +46,10 @@ from pyscst.devices.backend import (
 )
 from pyscst.devices.device_config import DeviceConfig
 from pyscst.devices.device_type import DeviceType
+from pyscst.devices.disk_io import first_difference
+from pyscst.devices.disk_sense import data_out_length_mismatch, miscompare, short_data_out
 from pyscst.devices.disk_table import SBC_TABLE
+from pyscst.devices.disk_write_ext import compare_and_write_range
 from pyscst.devices.handler_info import DeviceSettings
 from pyscst.devices.medium import Medium
 from pyscst.devices.mmc import MMC_TABLE
@@ -80,8 +83,12 @@ DOWN = Sense.of(SenseKey.NOT_READY, Asc.LUN_NOT_READY_BECOMING_READY)
 #: the backend's answer could not be passed on (oversized data, ...)
 GARBLED = Sense.of(SenseKey.ABORTED_COMMAND, Asc.DATA_PHASE_ERROR)
 _UA_RETRIES = 4
+#: what COMPARE AND WRITE is emulated with when the backend lacks it
+_CAW_PARTS = frozenset({(Op.READ_16, None), (Op.WRITE_16, None)})
 _ASC_BY_VALUE = {member.value: member for member in Asc}
 _MAX_INQUIRY = 255
+#: an LBA range this long means "to the end of the medium" (WRITE SAME of 0 blocks)
+TO_THE_END = 1 << 62
 #: our initiator name toward a backend target, by default: this + device name
 BACKEND_INITIATOR_PREFIX = "iqn.2026-11.org.pyscst:passthrough:"
 
@@ -135,10 +142,12 @@ def passthrough_table(
     rows = []
     for spec in base:
         key = (spec.opcode, spec.service_action)
-        if supported is not None and key not in supported and key not in _ALWAYS:
-            continue
         handler: Handler = _SPECIAL.get(spec.opcode, forward)
         flags = spec.flags & ~(OpFlags.NEEDS_MEDIUM | OpFlags.NEEDS_PRESENT)
+        if supported is not None and key not in supported and key not in _ALWAYS:
+            if key != (Op.COMPARE_AND_WRITE, None) or not _CAW_PARTS <= supported:
+                continue
+            handler, flags = emulate_compare_and_write, flags | OpFlags.ATOMIC
         rows.append(attrs.evolve(spec, handler=handler, flags=flags, fast=None))
     return OpTable(rows, ForwardFallback(supported))
 
@@ -401,15 +410,25 @@ async def _run(dev: PassthroughDevice, cmd: ScsiCommand, ctx: ExecContext) -> Ba
         data_out = await cmd.receive_data(cmd.expected_length)
     elif cmd.direction == DataDirection.READ:
         read_length = cmd.expected_length
+    return await _exchange(dev, ctx, cmd.cdb, data_out, read_length, cmd.attr, cmd.direction)
+
+
+async def _exchange(
+    dev: PassthroughDevice, ctx: ExecContext, cdb: bytes, data_out: Buffer, read_length: int,
+    attr: TaskAttribute, direction: DataDirection | None = None,
+) -> BackendReply:
+    """One command at the backend: retried after a UA the LU already raised,
+    backend UAs spread to the other nexuses, losses and garbage made
+    retryable sense; anything but GOOD raised as the backend's answer."""
     if dev.probe is None or not dev.backend.connected:
         raise ScsiError(Status.CHECK_CONDITION, DOWN)  # reconnecting: retry later
     for _ in range(_UA_RETRIES):
         try:
-            reply = await dev.backend.execute(cmd.cdb, data_out, read_length, cmd.attr)
+            reply = await dev.backend.execute(cdb, data_out, read_length, attr, direction)
         except BackendDown:
             raise ScsiError(Status.CHECK_CONDITION, LOST) from None
         except BackendFault as exc:
-            log.warning("%s: backend answer to %r refused: %s", dev.name, cmd, exc)
+            log.warning("%s: backend answer to %s refused: %s", dev.name, cdb[:1].hex(), exc)
             raise ScsiError(Status.CHECK_CONDITION, GARBLED) from None
         if reply.status in (Status.GOOD, Status.CONDITION_MET):
             return reply
@@ -426,6 +445,37 @@ async def _run(dev: PassthroughDevice, cmd: ScsiCommand, ctx: ExecContext) -> Ba
     raise ScsiError(Status.CHECK_CONDITION, LOST)
 
 
+async def emulate_compare_and_write(
+    dev: Any, cmd: ScsiCommand, ctx: ExecContext
+) -> Buffer | None:
+    """COMPARE AND WRITE for a backend without it: READ(16), compare, WRITE(16).
+    Atomic to pyscst's initiators because the row is ATOMIC (the LU orders
+    every overlapping command around it, even under QAM=1), and the backend
+    has no other initiator than pyscst."""
+    device = _device(dev)
+    cdb = cmd.cdb
+    lba, n = compare_and_write_range(cdb)
+    _check_range(device, cmd, device.table.peek(cdb))
+    if n == 0:
+        if cmd.expected_length:
+            raise ScsiError.invalid_field_in_cdb(13)
+        return None
+    nbytes = n * (device.probe.block_size if device.probe is not None else 512)
+    if cmd.expected_length > 2 * nbytes:
+        raise data_out_length_mismatch()
+    data = await cmd.receive_data(2 * nbytes)
+    if len(data) < 2 * nbytes:
+        raise short_data_out()
+    verify, new = data[:nbytes], data[nbytes:]
+    read16 = struct.pack(">BBQIBB", Op.READ_16, 0, lba, n, 0, 0)
+    current = (await _exchange(device, ctx, read16, b"", nbytes, cmd.attr)).data
+    if bytes(current) != bytes(verify):
+        raise miscompare(first_difference(verify, current))
+    write16 = struct.pack(">BBQIBB", Op.WRITE_16, cdb[1] & 0x18, lba, n, 0, 0)
+    await _exchange(device, ctx, write16, new, 0, cmd.attr)
+    return None
+
+
 def _check_range(dev: PassthroughDevice, cmd: ScsiCommand, spec: OpSpec | None) -> None:
     """LBA checks the middle level can make before forwarding (the backend's
     capacity is known): SBC's LBA OUT OF RANGE."""
@@ -435,7 +485,7 @@ def _check_range(dev: PassthroughDevice, cmd: ScsiCommand, spec: OpSpec | None) 
     cdb = cmd.cdb
     if spec is not None and spec.lba_range is not None:
         lba, n = spec.lba_range(cdb)
-        if lba + n > blocks:
+        if (lba >= blocks and n) or (lba + n > blocks and n < TO_THE_END):
             raise ScsiError.lba_out_of_range()
     elif (
         cdb[0] == Op.SERVICE_ACTION_IN_16

@@ -15,14 +15,15 @@ from typing import Any
 import trio
 
 from pyscst.devices.backend import BackendDown, BackendReply, BackendSpec, parse_backend
-from pyscst.scsi.command import Buffer, TaskAttribute
+from pyscst.scsi.command import Buffer, DataDirection, TaskAttribute
 from pyscst.scsi.sense import Asc, Sense, SenseKey, Status
 
 Script = Callable[[bytes, bytes, int], BackendReply | None]
 
 #: what the fake's RSOC lists (opcode, service action)
 SUPPORTED = ((0x00, None), (0x03, None), (0x12, None), (0x1A, None), (0x15, None),
-             (0x28, None), (0x2A, None), (0x35, None), (0x9E, 0x10), (0xA3, 0x0C))  # fmt: skip
+             (0x28, None), (0x2A, None), (0x35, None), (0x88, None), (0x8A, None),
+             (0x9E, 0x10), (0xA3, 0x0C))  # fmt: skip
 
 
 def rsoc_data(supported: tuple[tuple[int, int | None], ...] = SUPPORTED) -> bytes:
@@ -72,7 +73,8 @@ class FakeBackend:
         self.closed = True
 
     async def execute(
-        self, cdb: bytes, data_out: Buffer, read_length: int, attr: TaskAttribute
+        self, cdb: bytes, data_out: Buffer, read_length: int, attr: TaskAttribute,
+        direction: DataDirection | None = None,
     ) -> BackendReply:
         self.seen.append((bytes(cdb), bytes(data_out), read_length, attr))
         if self.hold is not None:
@@ -113,8 +115,12 @@ class FakeBackend:
             return BackendReply(Status.GOOD, data=mode[:read_length])
         if op == 0xA3:
             return BackendReply(Status.GOOD, data=rsoc_data()[:read_length])
-        if op in (0x28, 0x2A):
-            lba, n = struct.unpack_from(">IxH", cdb, 2)
+        if op in (0x28, 0x2A, 0x88, 0x8A):
+            if op in (0x88, 0x8A):
+                lba, n = struct.unpack_from(">QI", cdb, 2)
+                op -= 0x60
+            else:
+                lba, n = struct.unpack_from(">IxH", cdb, 2)
             at, length = lba * self.block_size, n * self.block_size
             if op == 0x28:
                 return BackendReply(Status.GOOD, data=bytes(self.data[at : at + length]),

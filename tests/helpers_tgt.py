@@ -70,6 +70,94 @@ def _tgtadm(control: int, *args: str) -> None:
     )
 
 
+class TgtDaemon:
+    """A private tgtd that can be killed and started again on the same port
+    with the same backing file (a backend target going away mid-I/O)."""
+
+    def __init__(self, backing: Path, size: int, nop_interval: int = 1,
+                 chap: tuple[str, str] | None = None, port: int | None = None) -> None:
+        self.backing = backing
+        self.size = size
+        self.nop_interval = nop_interval
+        self.chap = chap
+        self.port = port or _free_port()
+        self.control = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def target(self) -> TgtTarget:
+        return TgtTarget("127.0.0.1", self.port, TARGET_NAME, 1, self.backing, self.size,
+                         self.control)  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return f"iscsi://127.0.0.1:{self.port}/{TARGET_NAME}/1"
+
+    def start(self) -> None:
+        """Start tgtd and configure its target (LUN 1 on the backing file)."""
+        proc = None
+        for _attempt in range(8):
+            control = random.randint(20000, 32000)
+            if Path(f"/var/run/tgtd/socket.{control}").exists():
+                continue
+            proc = subprocess.Popen(
+                ["tgtd", "-f", "-C", str(control), "--iscsi", f"portal=127.0.0.1:{self.port}"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            if _wait_listening(self.port, proc):
+                self.control = control
+                break
+            proc.kill()
+            proc.wait()
+            proc = None
+        if proc is None:
+            raise RuntimeError("could not start tgtd")
+        self.proc = proc
+        control = self.control
+        _tgtadm(control, "--mode", "target", "--op", "new", "--tid", "1",
+                "--targetname", TARGET_NAME)  # fmt: skip
+        for name, value in (
+            ("HeaderDigest", "CRC32C,None"),
+            ("DataDigest", "CRC32C,None"),
+            ("nop_interval", str(self.nop_interval)),  # tgtd pings idle initiators
+            ("nop_count", "3"),
+        ):
+            _tgtadm(control, "--mode", "target", "--op", "update", "--tid", "1",
+                    "--name", name, "--value", value)  # fmt: skip
+        _tgtadm(control, "--mode", "logicalunit", "--op", "new", "--tid", "1", "--lun", "1",
+                "--backing-store", str(self.backing))  # fmt: skip
+        _tgtadm(control, "--mode", "target", "--op", "bind", "--tid", "1",
+                "--initiator-address", "ALL")  # fmt: skip
+        if self.chap is not None:
+            user, secret = self.chap
+            _tgtadm(control, "--mode", "account", "--op", "new", "--user", user,
+                    "--password", secret)  # fmt: skip
+            _tgtadm(control, "--mode", "account", "--op", "bind", "--tid", "1", "--user", user)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+@contextlib.contextmanager
+def tgtd_daemon(tmp: Path, size: int = 64 << 20, nop_interval: int = 1,
+                chap: tuple[str, str] | None = None, start: bool = True) -> Iterator[TgtDaemon]:
+    """A :class:`TgtDaemon` on a fresh sparse backing file, killed on exit."""
+    backing = tmp / "tgt-disk.img"
+    with backing.open("wb") as f:
+        f.truncate(size)
+    tgt = TgtDaemon(backing, size, nop_interval, chap)
+    try:
+        if start:
+            tgt.start()
+        yield tgt
+    finally:
+        tgt.kill()
+
+
 @contextlib.contextmanager
 def running_tgtd(tmp: Path, size: int = 64 << 20, nop_interval: int = 1) -> Iterator[TgtTarget]:
     """Start tgtd with one 512-byte-block disk at LUN 1, bound to everyone.
@@ -77,44 +165,5 @@ def running_tgtd(tmp: Path, size: int = 64 << 20, nop_interval: int = 1) -> Iter
     Digests are allowed (CRC32C,None) and tgtd sends a NOP-In ping every
     ``nop_interval`` seconds, dropping initiators that miss three.
     """
-    backing = tmp / "tgt-disk.img"
-    with backing.open("wb") as f:
-        f.truncate(size)
-    proc: subprocess.Popen[bytes] | None = None
-    try:
-        for _attempt in range(8):
-            control = random.randint(20000, 32000)
-            if Path(f"/var/run/tgtd/socket.{control}").exists():
-                continue
-            port = _free_port()
-            proc = subprocess.Popen(
-                ["tgtd", "-f", "-C", str(control), "--iscsi", f"portal=127.0.0.1:{port}"],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            if _wait_listening(port, proc):
-                break
-            proc.kill()
-            proc.wait()
-            proc = None
-        if proc is None:
-            raise RuntimeError("could not start tgtd")
-        _tgtadm(control, "--mode", "target", "--op", "new", "--tid", "1",
-                "--targetname", TARGET_NAME)  # fmt: skip
-        for name, value in (
-            ("HeaderDigest", "CRC32C,None"),
-            ("DataDigest", "CRC32C,None"),
-            ("nop_interval", str(nop_interval)),  # tgtd pings idle initiators
-            ("nop_count", "3"),
-        ):
-            _tgtadm(control, "--mode", "target", "--op", "update", "--tid", "1",
-                    "--name", name, "--value", value)  # fmt: skip
-        _tgtadm(control, "--mode", "logicalunit", "--op", "new", "--tid", "1", "--lun", "1",
-                "--backing-store", str(backing))  # fmt: skip
-        _tgtadm(control, "--mode", "target", "--op", "bind", "--tid", "1",
-                "--initiator-address", "ALL")  # fmt: skip
-        yield TgtTarget("127.0.0.1", port, TARGET_NAME, 1, backing, size, control)
-    finally:
-        if proc is not None:
-            proc.kill()
-            proc.wait()
+    with tgtd_daemon(tmp, size, nop_interval) as tgt:
+        yield tgt.target

@@ -35,7 +35,7 @@ from pyscst.devices.backend import (
     BackendReply,
     BackendSpec,
 )
-from pyscst.scsi.command import Buffer, TaskAttribute
+from pyscst.scsi.command import Buffer, DataDirection, TaskAttribute
 from pyscst.transports.iscsi import pdu
 from pyscst.transports.iscsi.chap import InitiatorChap
 from pyscst.transports.iscsi.initiator import (
@@ -207,14 +207,17 @@ class IscsiBackend:
         self._reset_wanted.set()
 
     async def execute(
-        self, cdb: bytes, data_out: Buffer, read_length: int, attr: TaskAttribute
+        self, cdb: bytes, data_out: Buffer, read_length: int, attr: TaskAttribute,
+        direction: DataDirection | None = None,
     ) -> BackendReply:
         async with self._slots:
             ini = self._ini
             if ini is None:
                 raise BackendDown(self._reason or "not connected")
             try:
-                itt = ini.submit(self.spec.lun, cdb, data_out, read_length, attr)
+                itt = ini.submit(self.spec.lun, cdb, data_out, read_length, attr,
+                                 read=direction == DataDirection.READ or None,
+                                 write=direction == DataDirection.WRITE or None)
             except (ConnectionLost, RuntimeError) as exc:
                 raise BackendDown(str(exc)) from None
             try:

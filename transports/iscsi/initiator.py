@@ -461,11 +461,15 @@ class Initiator:
         read_length: int = 0,
         attr: int = TaskAttribute.SIMPLE,
         immediate: bool = False,
+        *,
+        read: bool | None = None,
+        write: bool | None = None,
     ) -> int:
         """Queue a SCSI command; returns its ITT for :meth:`wait`.
 
         ``lun`` is a LUN number (0..16383). Commands go out in submission
-        order as the target's CmdSN window allows.
+        order as the target's CmdSN window allows. ``read`` / ``write`` set
+        the R / W bits when the lengths alone would not (a read of 0 bytes).
         """
         if self._nursery is None:
             raise RuntimeError("Initiator.submit before `async with`: nothing would send it")
@@ -475,7 +479,7 @@ class Initiator:
         lun_field = int.from_bytes(encode_lun(lun), "big")
 
         def build(cmdsn: int) -> list[bytes]:
-            return self._build_command(task, lun_field, cdb, attr, immediate, cmdsn)
+            return self._build_command(task, lun_field, cdb, attr, immediate, cmdsn, read, write)
 
         self._queue(task, build, immediate)
         return task.itt
@@ -508,7 +512,8 @@ class Initiator:
         return await self.wait(self.submit(lun, cdb, data_out, read_length, attr, immediate))
 
     def _build_command(
-        self, task: _Task, lun_field: int, cdb: bytes, attr: int, immediate: bool, cmdsn: int
+        self, task: _Task, lun_field: int, cdb: bytes, attr: int, immediate: bool, cmdsn: int,
+        read: bool | None = None, write: bool | None = None,
     ) -> list[bytes]:
         p = self.params
         data = task.data_out
@@ -522,8 +527,8 @@ class Initiator:
             immediate=immediate,
             final=total == 0 or immediate_len == total or p.initial_r2t
             or immediate_len == unsolicited_limit,
-            read=read_length > 0,
-            write=total > 0,
+            read=read_length > 0 if read is None else read,
+            write=total > 0 if write is None else write,
             attr=attr,
             lun=lun_field,
             itt=task.itt,

@@ -1,0 +1,203 @@
+"""The iSCSI backend actor against a small scripted target that misbehaves.
+
+The target logs anyone in (no keys: the RFC defaults) and answers SCSI
+commands like a 1 MiB disk, unless told to send garbage, to drop the
+connection half way through a PDU, or to send more data than asked. Whatever
+it does, the backend must neither crash nor pass it on: the command ends
+with BackendDown (retryable) or BackendFault, and the backend reconnects.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+
+import attrs
+import trio
+
+from pyscst.devices.backend import BackendDown, BackendFault, parse_backend
+from pyscst.devices.passthrough import PassthroughDevice
+from pyscst.scsi.command import TaskAttribute
+from pyscst.transports.iscsi import pdu
+from pyscst.transports.iscsi.backend import IscsiBackend
+from pyscst.transports.iscsi.pdu import DataIn, LoginRequest, LoginResponse, PduReader, ScsiResponse
+from pyscst.transports.iscsi.pdu import ScsiCommand as ScsiCommandPdu
+
+TARGET = "iqn.2026-11.test:hostile"
+INQUIRY = bytes((0x12, 0, 0, 0, 96, 0))
+READ10 = bytes((0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0))
+
+#: what the target does with a command: None answers normally
+Mischief = Callable[[ScsiCommandPdu], bytes | None]
+
+
+class HostileTarget:
+    def __init__(self) -> None:
+        self.mischief: Mischief | None = None
+        self.logins = 0
+        self.commands: list[bytes] = []
+
+    async def serve(self, stream: trio.SocketStream) -> None:
+        reader = PduReader()
+        statsn = 0
+        try:
+            while True:
+                event = reader.next_event()
+                if event is None:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return
+                    reader.feed(data)
+                    continue
+                if isinstance(event, LoginRequest):
+                    self.logins += 1
+                    answer = LoginResponse(
+                        transit=True, csg=event.csg, nsg=3, isid=event.isid, tsih=1,
+                        itt=event.itt, statsn=statsn, expcmdsn=event.cmdsn,
+                        maxcmdsn=event.cmdsn + 16,
+                    )  # fmt: skip
+                    await stream.send_all(pdu.encode_pdu(answer))
+                    continue
+                if not isinstance(event, ScsiCommandPdu):
+                    continue
+                self.commands.append(bytes(event.cdb[:1]))
+                statsn += 1
+                wire = self.mischief(event) if self.mischief is not None else None
+                if wire is None:
+                    wire = self.answer(event, statsn)
+                if wire.endswith(b"CLOSE"):  # send what comes before, then hang up
+                    await stream.send_all(wire[:-5])
+                    await stream.aclose()
+                    return
+                await stream.send_all(wire)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+
+    @staticmethod
+    def answer(cmd: ScsiCommandPdu, statsn: int, extra: int = 0) -> bytes:
+        itt, expcmdsn, maxcmdsn = cmd.itt, cmd.cmdsn + 1, cmd.cmdsn + 16
+        if not cmd.read:
+            return pdu.encode_pdu(ScsiResponse(itt=itt, statsn=statsn, expcmdsn=expcmdsn,
+                                               maxcmdsn=maxcmdsn))  # fmt: skip
+        if cmd.cdb[0] == 0x12:
+            data = bytearray(96)
+            data[4] = 91
+        elif cmd.cdb[0] == 0x9E:
+            data = bytearray(struct.pack(">QI", 2047, 512) + bytes(20))
+        else:
+            data = bytearray(cmd.expected_data_transfer_length)
+        data += bytes(extra)
+        return pdu.encode_pdu(DataIn(final=True, status_present=True, data=bytes(data), itt=itt,
+                                     statsn=statsn, expcmdsn=expcmdsn, maxcmdsn=maxcmdsn))
+
+
+@asynccontextmanager
+async def hostile_backend(
+    timeout: float = 30.0,
+) -> AsyncIterator[tuple[HostileTarget, IscsiBackend, PassthroughDevice]]:
+    target = HostileTarget()
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, target.serve, 0,
+                                                host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        spec = parse_backend(f"iscsi://127.0.0.1:{port}/{TARGET}/0")
+        backend = IscsiBackend(attrs.evolve(spec, command_timeout=timeout))
+        device = PassthroughDevice("pt", backend)
+        await nursery.start(backend.run, device.on_connect)
+        with trio.fail_after(10):
+            while not backend.connected:
+                await trio.sleep(0.01)
+        yield target, backend, device
+        nursery.cancel_scope.cancel()
+
+
+async def wait_reconnected(backend: IscsiBackend, logins: int) -> None:
+    with trio.fail_after(10):
+        while backend.logins <= logins or not backend.connected:
+            await trio.sleep(0.01)
+
+
+async def test_a_healthy_target_serves_and_the_probe_reads_it() -> None:
+    async with hostile_backend() as (_, backend, device):
+        assert device.probe is not None and device.probe.peripheral_type == 0
+        assert device.blocks == 2048
+        reply = await backend.execute(READ10, b"", 512, TaskAttribute.SIMPLE)
+        assert reply.status == 0 and len(reply.data) == 512
+
+
+async def test_garbage_from_the_target_drops_the_session_and_it_reconnects() -> None:
+    async with hostile_backend() as (target, backend, _):
+        target.mischief = lambda cmd: b"\xff" * 48 + b"junk" * 20
+        logins = backend.logins
+        try:
+            await backend.execute(READ10, b"", 512, TaskAttribute.SIMPLE)
+        except BackendDown:
+            pass
+        else:
+            raise AssertionError("garbage answered a command")
+        target.mischief = None
+        await wait_reconnected(backend, logins)
+        assert (await backend.execute(READ10, b"", 512, TaskAttribute.SIMPLE)).status == 0
+
+
+async def test_a_target_dropping_mid_pdu_ends_the_command_retryable() -> None:
+    async with hostile_backend() as (target, backend, _):
+        target.mischief = lambda cmd: HostileTarget.answer(cmd, 1)[:30] + b"CLOSE"
+        logins = backend.logins
+        with trio.fail_after(10):
+            try:
+                await backend.execute(READ10, b"", 512, TaskAttribute.SIMPLE)
+            except BackendDown:
+                pass
+            else:
+                raise AssertionError("half a PDU answered a command")
+        target.mischief = None
+        await wait_reconnected(backend, logins)
+
+
+async def test_oversized_data_in_is_refused_not_passed_on() -> None:
+    async with hostile_backend() as (target, backend, _):
+        target.mischief = lambda cmd: HostileTarget.answer(cmd, 1, extra=4096)
+        try:
+            await backend.execute(READ10, b"", 512, TaskAttribute.SIMPLE)
+        except BackendFault as exc:
+            assert "past the buffer end" in str(exc)
+        else:
+            raise AssertionError("oversized data passed on")
+        target.mischief = None
+        assert (await backend.execute(READ10, b"", 512, TaskAttribute.SIMPLE)).status == 0
+
+
+async def test_a_silent_target_times_out_and_is_reconnected() -> None:
+    async with hostile_backend(timeout=0.5) as (target, backend, _):
+        target.mischief = lambda cmd: b""  # says nothing
+        logins = backend.logins
+        try:
+            await backend.execute(READ10, b"", 512, TaskAttribute.SIMPLE)
+        except BackendDown as exc:
+            assert "in time" in str(exc)
+        else:
+            raise AssertionError("a silent target answered")
+        target.mischief = None
+        await wait_reconnected(backend, logins)
+
+
+async def test_an_unreachable_target_is_retried_with_backoff_without_crashing() -> None:
+    with trio.socket.socket() as sock:  # a port nobody listens on
+        await sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    backend = IscsiBackend(parse_backend(f"iscsi://127.0.0.1:{port}/{TARGET}/0"))
+    device = PassthroughDevice("pt", backend)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(backend.run, device.on_connect)
+        await trio.sleep(0.5)
+        assert not backend.connected and "failed" in backend.describe()
+        try:
+            await backend.execute(READ10, b"", 512, TaskAttribute.SIMPLE)
+        except BackendDown:
+            pass
+        else:
+            raise AssertionError("no backend, yet an answer")
+        nursery.cancel_scope.cancel()
