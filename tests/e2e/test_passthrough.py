@@ -1,0 +1,182 @@
+"""A tgt disk exported through a ``passthrough`` device of the real daemon.
+
+qemu-img round trip through pyscst to tgt; the backend tgtd killed mid-I/O
+and started again (retryable errors, then service, nothing acknowledged
+lost, pyscst never restarted); a backend unreachable when pyscst starts;
+CHAP toward the backend, right and wrong. (libiscsi's full run through
+pyscst to tgt: tests/conformance/test_passthrough_libiscsi.py.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from pyscst.transports.iscsi.initiator import Initiator
+from tests.cdbs import TUR, sense_triplet
+from tests.conformance.test_qemu_img import _convert, _digest, _qemu_img_with_iscsi
+from tests.daemon import RunningDaemon, running_daemon
+from tests.helpers_tgt import TgtDaemon, tgtd_daemon, tgtd_unavailable
+
+pytestmark = pytest.mark.skipif(tgtd_unavailable() is not None, reason=str(tgtd_unavailable()))
+
+BS = 512
+#: what an initiator of pyscst may see while the backend is away: retry it
+RETRYABLE = {(0x0B, 0x08, 0x00), (0x02, 0x04, 0x01), (0x06, 0x29, 0x00), (0x06, 0x29, 0x01),
+             (0x06, 0x29, 0x07), (0x0B, 0x4B, 0x00)}  # fmt: skip
+
+
+def _devices(url: str, **extra: Any) -> dict[str, dict[str, Any]]:
+    return {"pt": {"handler": "passthrough", "backend": url, **extra}}
+
+
+LUNS = ({"lun": 0, "device": "pt"},)
+
+
+def write16(lba: int, n: int = 1) -> bytes:
+    return bytes((0x8A, 0)) + lba.to_bytes(8, "big") + n.to_bytes(4, "big") + bytes(2)
+
+
+def read16(lba: int, n: int = 1) -> bytes:
+    return bytes((0x88, 0)) + lba.to_bytes(8, "big") + n.to_bytes(4, "big") + bytes(2)
+
+
+async def _until_ready(daemon: RunningDaemon, timeout: float = 20.0) -> list[tuple[int, int, int]]:
+    """TEST UNIT READY until GOOD; the senses seen on the way."""
+    seen: list[tuple[int, int, int]] = []
+    with trio.fail_after(timeout):
+        async with await Initiator.connect(daemon.host, daemon.port,
+                                           target_name=daemon.target) as ini:
+            while True:
+                r = await ini.execute(0, TUR)
+                if r.status == 0:
+                    return seen
+                seen.append(sense_triplet(r.sense))
+                await trio.sleep(0.2)
+
+
+def test_qemu_img_round_trip_through_passthrough(tmp_path: Path) -> None:
+    tool = _qemu_img_with_iscsi()
+    if tool is None:
+        pytest.skip("qemu-img with iscsi support is absent")
+    size = 32 << 20
+    source = tmp_path / "source.img"
+    source.write_bytes(os.urandom(size))
+    back = tmp_path / "back.img"
+    with tgtd_daemon(tmp_path, size=size) as tgt, running_daemon(
+        tmp_path / "d", devices=_devices(tgt.url), luns=LUNS
+    ) as daemon:
+        trio.run(_until_ready, daemon)
+        _convert(tool, str(source), daemon.url(0), existing_target=True)
+        _convert(tool, daemon.url(0), str(back), existing_target=False)
+        backing = tgt.backing
+    assert _digest(back) == _digest(source)
+    assert _digest(backing) == _digest(source)  # it went all the way to tgt's file
+
+
+async def _io_through_backend_restart(daemon: RunningDaemon, tgt: TgtDaemon) -> dict[str, Any]:
+    """Write numbered blocks while tgtd is killed and restarted; retry on the
+    retryable senses; then read back every block that was acknowledged."""
+    acked: dict[int, bytes] = {}
+    senses: list[tuple[int, int, int]] = []
+    others: list[str] = []
+    killed = trio.Event()
+    restarted = trio.Event()
+    rng = random.Random(7)
+
+    async def writer(ini: Initiator) -> None:
+        lba = 0
+        while len(acked) < 600 or not restarted.is_set():
+            block = hashlib.sha256(f"{lba}:{rng.random()}".encode()).digest() * (BS // 32)
+            r = await ini.execute(0, write16(lba), data_out=block)
+            if r.status == 0:
+                acked[lba] = block
+                lba = (lba + 1) % 4096
+            elif r.status == 2 and sense_triplet(r.sense) in RETRYABLE:
+                senses.append(sense_triplet(r.sense))
+                await trio.sleep(0.05)
+            else:
+                others.append(f"status {r.status:#x} sense {r.sense.hex()}")
+                return
+            if len(acked) == 200 and not killed.is_set():
+                killed.set()
+
+    async def saboteur() -> None:
+        await killed.wait()
+        await trio.to_thread.run_sync(tgt.kill)
+        await trio.sleep(2.0)
+        await trio.to_thread.run_sync(tgt.start)
+        restarted.set()
+
+    with trio.fail_after(120):
+        async with await Initiator.connect(daemon.host, daemon.port,
+                                           target_name=daemon.target) as ini:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(saboteur)
+                await writer(ini)
+                await restarted.wait()
+            mismatched = []
+            for lba, block in acked.items():
+                while True:
+                    r = await ini.execute(0, read16(lba), read_length=BS)
+                    if r.status == 0:
+                        break
+                    assert sense_triplet(r.sense) in RETRYABLE, r.sense.hex()
+                    await trio.sleep(0.05)
+                if r.data != block:
+                    mismatched.append(lba)
+    return {"acked": len(acked), "senses": senses, "others": others, "mismatched": mismatched}
+
+
+def test_backend_killed_mid_io_and_restarted(tmp_path: Path) -> None:
+    with tgtd_daemon(tmp_path) as tgt, running_daemon(
+        tmp_path / "d", devices=_devices(tgt.url, backend_timeout=5), luns=LUNS
+    ) as daemon:
+        trio.run(_until_ready, daemon)
+        outcome = trio.run(_io_through_backend_restart, daemon, tgt)
+        log = daemon.stderr_text()
+        os.kill(daemon.pid, 0)  # the same pyscst process served throughout
+    assert outcome["others"] == [], outcome["others"]
+    assert outcome["acked"] >= 600
+    assert outcome["senses"], "the backend went away and nobody noticed"
+    assert outcome["mismatched"] == []
+    assert "connected again" in log
+    assert log.count("starting pyscst") == 1
+
+
+def test_backend_unreachable_at_start_then_served(tmp_path: Path) -> None:
+    with tgtd_daemon(tmp_path, start=False) as tgt, running_daemon(
+        tmp_path / "d", devices=_devices(tgt.url), luns=LUNS
+    ) as daemon:
+
+        async def not_ready() -> tuple[int, int, int]:
+            async with await Initiator.connect(daemon.host, daemon.port,
+                                               target_name=daemon.target) as ini:
+                await ini.execute(0, TUR)  # our power-on UA
+                r = await ini.execute(0, TUR)
+                return sense_triplet(r.sense)
+
+        assert trio.run(not_ready) == (0x02, 0x04, 0x01)
+        tgt.start()
+        trio.run(_until_ready, daemon)
+        assert "cannot" not in daemon.stderr_text().split("connected")[-1]
+
+
+def test_backend_chap_right_and_wrong(tmp_path: Path) -> None:
+    secret = "backend-secret-77"
+    with tgtd_daemon(tmp_path, chap=("pyscst", secret)) as tgt:
+        good = _devices(tgt.url, backend_chap={"user": "pyscst", "secret": secret})
+        with running_daemon(tmp_path / "a", devices=good, luns=LUNS) as daemon:
+            trio.run(_until_ready, daemon)
+        bad = _devices(tgt.url, backend_chap={"user": "pyscst", "secret": "not-the-secret-1"})
+        with running_daemon(tmp_path / "b", devices=bad, luns=LUNS) as daemon:
+            trio.run(trio.sleep, 1.5)
+            log = daemon.stderr_text()
+    assert "authentication failed (check backend_chap)" in log
+    assert secret not in log and "not-the-secret-1" not in log
