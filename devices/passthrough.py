@@ -69,6 +69,7 @@ from pyscst.scsi.mode import ModePages, spc_mode_page_defs
 from pyscst.scsi.opcodes import SERVICE_ACTION_OPCODES, MaintenanceIn, Op, ServiceActionIn16
 from pyscst.scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
 from pyscst.scsi.vpd import DEVICE_IDENTIFICATION, VpdInfo, VpdPages, port_designators
+from pyscst.scsi.vpd_sbc import BLOCK_LIMITS
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,8 @@ class Probe:
     blocks: int = 0
     block_size: int = 0
     control_page: bytes = b""
+    #: Block Limits MAXIMUM TRANSFER LENGTH (0: none said)
+    max_transfer_blocks: int = 0
 
     @property
     def peripheral_type(self) -> int:
@@ -261,6 +264,10 @@ class PassthroughDevice:
             if capacity is not None and len(capacity) >= 12:
                 last, block_size = struct.unpack_from(">QI", capacity)
                 probe = attrs.evolve(probe, blocks=last + 1, block_size=block_size)
+            limits = await self._ask(bytes((Op.INQUIRY, 1, BLOCK_LIMITS, 0, 64, 0)), 64)
+            if limits is not None and len(limits) >= 12:
+                maximum = struct.unpack_from(">I", limits, 8)[0]
+                probe = attrs.evolve(probe, max_transfer_blocks=maximum)
         control = await self._ask(bytes((Op.MODE_SENSE_6, 0x08, 0x0A, 0, 255, 0)), 255)
         if control is not None and len(control) >= 4 + 12:
             offset = 4 + control[3]
@@ -303,6 +310,20 @@ class PassthroughDevice:
             found.add((opcode, sa & 0x1F if flags & 0x01 else None))
             at += 8 + (12 if flags & 0x02 else 0)
         return frozenset(found)
+
+    @property
+    def emulates_caw(self) -> bool:
+        """COMPARE AND WRITE is ours (the backend lacks it): the Block Limits
+        page says how many blocks we take."""
+        row = self.table.get(Op.COMPARE_AND_WRITE)
+        return row is not None and row.handler is emulate_compare_and_write
+
+    @property
+    def caw_max_blocks(self) -> int:
+        """At most this many blocks per emulated COMPARE AND WRITE: 255 (the
+        CDB field), or fewer if the backend moves fewer in one command."""
+        limit = self.probe.max_transfer_blocks if self.probe is not None else 0
+        return min(255, limit) if limit else 255
 
     # --- what the LU reads ---------------------------------------------------
     def _control_bit(self, byte: int, mask: int) -> int:
@@ -456,6 +477,8 @@ async def emulate_compare_and_write(
     cdb = cmd.cdb
     lba, n = compare_and_write_range(cdb)
     _check_range(device, cmd, device.table.peek(cdb))
+    if n > device.caw_max_blocks:
+        raise ScsiError.invalid_field_in_cdb(13)
     if n == 0:
         if cmd.expected_length:
             raise ScsiError.invalid_field_in_cdb(13)
@@ -518,7 +541,12 @@ async def forward_inquiry(dev: Any, cmd: ScsiCommand, ctx: ExecContext) -> Buffe
     """INQUIRY: the backend's data; device identification gets our port."""
     device = _device(dev)
     cdb = cmd.cdb
-    if not (cdb[1] & 0x01 and cdb[2] == DEVICE_IDENTIFICATION and cdb[1] == 0x01):
+    if cdb[1] == 0x01 and cdb[2] == BLOCK_LIMITS and device.emulates_caw:
+        data = bytearray(_data_of(cmd, await _run(device, cmd, ctx)) or b"")
+        if len(data) > 5:  # MAXIMUM COMPARE AND WRITE LENGTH: ours, emulated
+            data[5] = device.caw_max_blocks
+        return data
+    if not (cdb[1] == 0x01 and cdb[2] == DEVICE_IDENTIFICATION):
         return _data_of(cmd, await _run(device, cmd, ctx))
     if device._captured:
         device.deliver_captured(ctx)

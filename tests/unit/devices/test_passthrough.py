@@ -22,7 +22,7 @@ from pyscst.actors.lun import LogicalUnit
 from pyscst.actors.messages import AbortTask, ResetLogicalUnit, TmfResponse, call
 from pyscst.devices.backend import BackendReply
 from pyscst.devices.passthrough import PassthroughDevice, merge_device_identification
-from pyscst.scsi.command import Nexus, TaskAttribute
+from pyscst.scsi.command import DataDirection, Nexus, TaskAttribute
 from pyscst.scsi.sense import Asc, Status
 from tests.cdbs import TUR, read10, sense_triplet, write10
 from tests.fake_backend import FakeBackend
@@ -51,6 +51,8 @@ async def one(lu: LogicalUnit, cdb: bytes, nexus: Nexus = NEXUS_A, data_out: byt
               attr: TaskAttribute = TaskAttribute.SIMPLE) -> tuple[Status, bytes | None, bytes]:
     t = Recorder(data_out)
     cmd = command(t, cdb, 1, attr=attr, nexus=nexus)
+    if cdb[0] in (0x12, 0x88, 0x9E, 0xA3):
+        cmd.direction = DataDirection.READ
     if data_out:
         cmd.expected_length = len(data_out)
     lu.submit(cmd, 0, False)
@@ -231,3 +233,32 @@ def test_device_identification_merge_survives_truncated_pages() -> None:
     assert merged[:2] == page[:2]
     assert int.from_bytes(merged[2:4], "big") == len(merged) - 4
     assert merge_device_identification(b"\0", NEXUS_A) == b"\0"
+
+
+def caw(lba: int, n: int = 1) -> bytes:
+    return bytes((0x89, 0)) + lba.to_bytes(8, "big") + bytes((0, 0, 0, n, 0, 0))
+
+
+async def test_compare_and_write_is_emulated_for_a_backend_without_it() -> None:
+    async with passthrough_lu() as (lu, device, backend):
+        await clear(lu, NEXUS_A)
+        assert device.emulates_caw and device.caw_max_blocks == 255
+        backend.data[512:1024] = b"a" * 512
+        status, _, _ = await one(lu, caw(1), data_out=b"a" * 512 + b"b" * 512)
+        assert status == Status.GOOD and backend.data[512:1024] == b"b" * 512
+        assert not any(seen[0][0] == 0x89 for seen in backend.seen)  # never forwarded
+        status, sense, _ = await one(lu, caw(1), data_out=b"b" * 100 + b"c" * 412 + bytes(512))
+        assert sense is not None and sense_triplet(sense) == (0x0E, 0x1D, 0x00)
+        assert sense[3:7] == (100).to_bytes(4, "big")  # INFORMATION: first difference
+        assert backend.data[512:1024] == b"b" * 512
+        backend.script = lambda cdb, data, n: (
+            BackendReply(Status.GOOD, data=bytes(8) + (8).to_bytes(4, "big") + bytes(52))
+            if cdb[:3] == bytes((0x12, 1, 0xB0)) else None
+        )
+        await device.on_connect()
+        assert device.caw_max_blocks == 8
+        status, _, data = await one(lu, bytes((0x12, 1, 0xB0, 0, 64, 0)))
+        assert data[5] == 8
+        backend.script = None
+        status, sense, _ = await one(lu, caw(1, 9), data_out=bytes(9 * 1024))
+        assert sense is not None and sense_triplet(sense) == (5, 0x24, 0x00)
