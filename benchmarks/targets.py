@@ -237,7 +237,8 @@ def run_tgt(
             _tgtadm(control, "--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL")
         except TargetError as e:
             raise TargetError(f"{label}: {e}\n{_log_tail(log)}") from e
-        luns = {"disk": 1, "null": 2, **({"cold": 3} if cold else {}),
+        # "passthrough": the disk LUN itself, what pyscst's passthrough forwards to
+        luns = {"disk": 1, "null": 2, "passthrough": 1, **({"cold": 3} if cold else {}),
                 **({"blockio": 4} if blockdev else {})}  # fmt: skip
         yield Endpoint(label, "tgt", proc.pid, f"127.0.0.1:{port}", iqn, luns, cold)
 
@@ -257,10 +258,12 @@ def pyscst_config(
     iqn: str,
     cold: Path | None = None,
     blockdev: Path | None = None,
+    backend: str | None = None,
 ) -> str:
     """The daemon's TOML config: fileio disk at LUN 0, nullio at LUN 1, the
     cold image at LUN 2, vdisk_blockio on the loop device at LUN 3 (io_engine
-    "auto"; PYSCST_IO_ENGINE overrides)."""
+    "auto"; PYSCST_IO_ENGINE overrides), a passthrough device forwarding to
+    ``backend`` (tgt's disk LUN) at LUN 4."""
     extra_dirs = [*([cold.parent] if cold else []), *([blockdev.parent] if blockdev else [])]
     dirs = ", ".join(f'"{d}"' for d in [image.parent, *extra_dirs])
     blk_device = (
@@ -273,6 +276,10 @@ def pyscst_config(
         if cold else ""
     )  # fmt: skip
     cold_lun = ', { lun = 2, device = "cold0" }' if cold else ""
+    pt_device = (
+        f'[devices.pt0]\nhandler = "passthrough"\nbackend = "{backend}"\n' if backend else ""
+    )
+    pt_lun = ', { lun = 4, device = "pt0" }' if backend else ""
     return (
         f'state_dir = "{state_dir}"\n'
         f"allowed_dirs = [{dirs}]\n"  # the images live beside state_dir
@@ -285,11 +292,13 @@ def pyscst_config(
         'size = "1GiB"\n'
         + cold_device
         + blk_device
+        + pt_device
         + f'[targets."{iqn}"]\n'
         f'portals = ["127.0.0.1:{port}"]\n'
         'luns = [ { lun = 0, device = "disk0" }, { lun = 1, device = "null0" }'
         + cold_lun
         + blk_lun
+        + pt_lun
         + " ]\n"
     )
 
@@ -302,6 +311,7 @@ def run_pyscst(
     command: Sequence[str] | None = None,
     cold_dir: Path | None = None,
     blockdev: Path | None = None,
+    backend: str | None = None,
 ) -> Iterator[Endpoint]:
     """`pyscst serve` on a generated config; `command` overrides the argv prefix."""
     image = workdir / f"{label}.img"
@@ -312,7 +322,7 @@ def run_pyscst(
     port = free_port()
     iqn = f"iqn.2026-11.org.pyscst:bench-{label}"
     config = workdir / f"{label}.toml"
-    config.write_text(pyscst_config(state_dir, image, port, iqn, cold, blockdev))
+    config.write_text(pyscst_config(state_dir, image, port, iqn, cold, blockdev, backend))
     if command:
         argv, cwd = [*command, str(config)], REPO_ROOT
     else:
@@ -324,8 +334,22 @@ def run_pyscst(
         except TargetError as e:
             raise TargetError(f"{label}: {e}\n{_log_tail(log)}") from e
         luns = {"disk": 0, "null": 1, **({"cold": 2} if cold else {}),
-                **({"blockio": 3} if blockdev else {})}  # fmt: skip
+                **({"blockio": 3} if blockdev else {}),
+                **({"passthrough": 4} if backend else {})}  # fmt: skip
+        if backend:
+            _wait_passthrough(proc, log)
         yield Endpoint(label, "pyscst", proc.pid, f"127.0.0.1:{port}", iqn, luns, cold)
+
+
+def _wait_passthrough(proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Until the passthrough device has logged in to its backend (it says so)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while "pass-through backend" not in log.read_text(errors="replace") or (
+        "connected" not in log.read_text(errors="replace")
+    ):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise TargetError(f"passthrough backend never connected\n{_log_tail(log)}")
+        time.sleep(0.1)
 
 
 def run_target(
@@ -336,9 +360,10 @@ def run_target(
     pyscst_cmd: Sequence[str] | None,
     cold_dir: Path | None = None,
     blockdev: Path | None = None,
+    backend: str | None = None,
 ) -> contextlib.AbstractContextManager[Endpoint]:
     if kind == "tgt":
         return run_tgt(label, workdir, cpu, cold_dir, blockdev)
     if kind == "pyscst":
-        return run_pyscst(label, workdir, cpu, pyscst_cmd, cold_dir, blockdev)
+        return run_pyscst(label, workdir, cpu, pyscst_cmd, cold_dir, blockdev, backend)
     raise ValueError(f"unknown target kind {kind!r}")
