@@ -171,24 +171,43 @@ class Probe:
 
 
 class BackendStore:
-    """The store slot of a pass-through device: no blocks here (every command
-    is forwarded, so nothing reads or writes it); closing it closes the
-    backend."""
+    """The store slot of a pass-through device: the backend's blocks, by
+    READ(16) / WRITE(16). Commands never come here (they are forwarded as
+    they came); what does is the middle level's own block I/O, e.g. a torn
+    write injected by a fault rule. Closing it closes the backend."""
 
     def __init__(self, backend: ScsiBackend) -> None:
         self.backend = backend
-        #: the backend's capacity in bytes, as last probed
+        #: the backend's capacity in bytes and block size, as last probed
         self.size = 0
+        self.block_size = 512
         self.read_only = False
 
-    def _nothing_here(self) -> OSError:
-        return OSError(errno.EIO, "a pass-through device has no local blocks")
+    async def _io(self, cdb: bytes, data_out: Buffer, read_length: int) -> BackendReply:
+        try:
+            reply = await self.backend.execute(cdb, data_out, read_length, TaskAttribute.SIMPLE)
+        except (BackendDown, BackendFault) as exc:
+            raise OSError(errno.EIO, f"backend: {exc}") from None
+        if reply.status != Status.GOOD:
+            raise OSError(errno.EIO, f"backend answered status {reply.status:#x}")
+        return reply
+
+    def _blocks(self, offset: int, length: int) -> tuple[int, int]:
+        if offset % self.block_size or length % self.block_size:
+            raise OSError(errno.EINVAL, "pass-through I/O must be whole blocks")
+        return offset // self.block_size, length // self.block_size
 
     async def readinto(self, offset: int, buf: memoryview) -> None:
-        raise self._nothing_here()
+        lba, n = self._blocks(offset, len(buf))
+        reply = await self._io(struct.pack(">BBQIBB", Op.READ_16, 0, lba, n, 0, 0), b"", len(buf))
+        if len(reply.data) != len(buf):
+            raise OSError(errno.EIO, "backend returned a short read")
+        buf[:] = reply.data
 
     async def write(self, offset: int, data: Buffer, fua: bool = False) -> None:
-        raise self._nothing_here()
+        lba, n = self._blocks(offset, len(data))
+        cdb = struct.pack(">BBQIBB", Op.WRITE_16, 0x08 if fua else 0, lba, n, 0, 0)
+        await self._io(cdb, data, 0)
 
     def read_now(self, offset: int, buf: memoryview) -> bool:
         return False
@@ -200,7 +219,7 @@ class BackendStore:
         """Nothing is cached here: the backend owns its cache."""
 
     async def discard(self, offset: int, length: int) -> None:
-        raise self._nothing_here()
+        raise OSError(errno.EOPNOTSUPP, "discard at the backend with UNMAP")
 
     async def extents(self, offset: int, length: int, limit: int) -> list[Extent]:
         return []
@@ -285,6 +304,7 @@ class PassthroughDevice:
         self.probe = probe
         if isinstance(self.store, BackendStore):
             self.store.size = probe.blocks * probe.block_size
+            self.store.block_size = probe.block_size or 512
         if not first:  # the first time, every nexus hears the LU's own power-on
             self._captured.extend(a for a in captured if a not in self._captured)
         log.info("%s: backend %s: peripheral type %#04x, %s", self.name,
@@ -345,6 +365,12 @@ class PassthroughDevice:
     @property
     def blocks(self) -> int:
         return self.probe.blocks if self.probe is not None else 0
+
+    @property
+    def block_shift(self) -> int:
+        """log2 of the block size (what fault injection's torn write reads)."""
+        size = self.probe.block_size if self.probe is not None else 0
+        return (size or 512).bit_length() - 1
 
     def check_ready(self, readiness: Readiness = Readiness.READY) -> None:
         """Readiness is the backend's; here only: is it reachable at all."""

@@ -262,3 +262,44 @@ async def test_compare_and_write_is_emulated_for_a_backend_without_it() -> None:
         backend.script = None
         status, sense, _ = await one(lu, caw(1, 9), data_out=bytes(9 * 1024))
         assert sense is not None and sense_triplet(sense) == (5, 0x24, 0x00)
+
+
+async def test_fault_injection_works_on_a_passed_through_lun() -> None:
+    """pyscst as a fault-injecting proxy: the same rules as on a local disk."""
+    from pyscst.actors.faults import Action, ActionKind, FaultEngine, FaultRule, Match, Trigger
+
+    engine = FaultEngine()
+    backend = FakeBackend()
+    device = PassthroughDevice("pt", backend)
+    await device.on_connect()
+    lu = LogicalUnit("pt", lambda: device, CORE_TABLE, faults=engine)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(lu.run)
+        await clear(lu, NEXUS_A)
+        now = trio.current_time()
+        # a medium error on reads of LBA 5: answered here, never forwarded
+        engine.add(FaultRule("bad", Action(ActionKind.CHECK_CONDITION),
+                             Match(lba=(5, 5)), Trigger(times=1)), now)  # fmt: skip
+        sent = len(backend.seen)
+        _status, sense, _ = await one(lu, read10(5))
+        assert sense is not None and sense_triplet(sense) == (3, 0x11, 0x00)
+        assert len(backend.seen) == sent
+        # corrupt read: the backend's data with bits flipped on the way
+        backend.data[6 * 512 : 7 * 512] = bytes(512)
+        engine.add(FaultRule("flip", Action(ActionKind.CORRUPT_READ, bits=3),
+                             Match(lba=(6, 6)), Trigger(times=1)), now)  # fmt: skip
+        status, _, data = await one(lu, read10(6))
+        assert status == Status.GOOD and sum(bin(b).count("1") for b in data) == 3
+        # torn write: the first block reaches the backend, then MEDIUM ERROR
+        engine.add(FaultRule("tear", Action(ActionKind.TORN_WRITE, blocks=1),
+                             Match(lba=(8, 9)), Trigger(times=1)), now)  # fmt: skip
+        t = Recorder(b"x" * 1024)
+        cmd = command(t, write10(8, 2), 3)
+        cmd.expected_length = 1024
+        lu.submit(cmd, 0, False)
+        await wait_answers(t, 1)
+        sense = t.responses[0].sense
+        assert sense is not None and sense_triplet(sense) == (3, 0x0C, 0x00)
+        assert backend.data[8 * 512 : 9 * 512] == b"x" * 512
+        assert backend.data[9 * 512 : 10 * 512] == bytes(512)
+        nursery.cancel_scope.cancel()
