@@ -53,6 +53,7 @@ from pyscst.devices.disk_write_ext import compare_and_write_range
 from pyscst.devices.handler_info import DeviceSettings
 from pyscst.devices.medium import Medium
 from pyscst.devices.mmc import MMC_TABLE
+from pyscst.devices.sg_backend import SgBackend
 from pyscst.devices.spc import SPC_TABLE
 from pyscst.devices.stores import BackingStore, Extent
 from pyscst.scsi.cdb import Handler, OpFlags, OpSpec, OpTable, Readiness, ResvClass
@@ -665,7 +666,7 @@ def open_backend(cfg: DeviceConfig, connector: BackendConnector | None) -> Backe
     if not spec.initiator_name:
         spec = attrs.evolve(spec, initiator_name=f"{BACKEND_INITIATOR_PREFIX}{cfg.name}")
     if spec.kind == "sg":
-        raise ValueError(f"devices.{cfg.name}.backend: SG_IO backends are not built yet")
+        return BackendStore(SgBackend(spec))
     if connector is None:
         raise ValueError(f"devices.{cfg.name}.backend: no {spec.kind} backends in this process")
     return BackendStore(connector(spec))
