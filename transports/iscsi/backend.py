@@ -45,6 +45,7 @@ from pyscst.transports.iscsi.initiator import (
     Initiator,
     InitiatorError,
     LoginError,
+    Result,
 )
 from pyscst.transports.iscsi.pdu import ProtocolError
 
@@ -81,6 +82,9 @@ class IscsiBackend:
         self._ini: Initiator | None = None
         self._up = False
         self._slots = trio.Semaphore(max(1, spec.queue_depth))
+        #: ITT -> when it was sent, for the watchdog (the session's commands)
+        self._started: dict[int, float] = {}
+        self._timed_out: set[int] = set()
         self._nursery: trio.Nursery | None = None
         self._resets = 0
         self._reset_wanted = trio.Event()
@@ -141,7 +145,10 @@ class IscsiBackend:
         served = False
         async with ini, trio.open_nursery() as conn:
             self._ini = ini
+            self._started.clear()
+            self._timed_out.clear()
             conn.start_soon(self._watch, ini, conn.cancel_scope)
+            conn.start_soon(self._watchdog, ini)
             try:
                 await on_connect()
             except (BackendDown, BackendFault) as exc:
@@ -210,33 +217,15 @@ class IscsiBackend:
         self, cdb: bytes, data_out: Buffer, read_length: int, attr: TaskAttribute,
         direction: DataDirection | None = None,
     ) -> BackendReply:
-        async with self._slots:
-            ini = self._ini
-            if ini is None:
-                raise BackendDown(self._reason or "not connected")
-            try:
-                itt = ini.submit(self.spec.lun, cdb, data_out, read_length, attr,
-                                 read=direction == DataDirection.READ or None,
-                                 write=direction == DataDirection.WRITE or None)
-            except (ConnectionLost, RuntimeError) as exc:
-                raise BackendDown(str(exc)) from None
-            try:
-                with trio.fail_after(self.spec.command_timeout):
-                    result = await ini.wait(itt)
-            except trio.TooSlowError:
-                self._down(f"a command went unanswered for {self.spec.command_timeout:g} s")
-                self._abandon(ini)
-                raise BackendDown("the backend did not answer in time") from None
-            except trio.Cancelled:
-                self._abort_later(ini, itt)
-                raise
-            except ConnectionLost as exc:
-                raise BackendDown(str(exc)) from None
-            except CommandRejected as exc:
-                raise BackendFault(f"the backend rejected the command: {exc}") from None
-            except InitiatorError as exc:  # e.g. Data-In beyond what we asked
-                ini.forget(itt)
-                raise BackendFault(str(exc)) from None
+        slots = self._slots
+        try:  # (no checkpoint while a slot is free: one less trip through the scheduler)
+            slots.acquire_nowait()
+        except trio.WouldBlock:
+            await slots.acquire()
+        try:
+            result = await self._execute(cdb, data_out, read_length, attr, direction)
+        finally:
+            slots.release()
         if result.response != 0:  # iSCSI "target failure": the command did not run
             raise BackendDown(f"iSCSI response {result.response:#x}")
         residual = 0
@@ -245,6 +234,53 @@ class IscsiBackend:
         elif result.residual_overflow:
             residual = -result.residual_count
         return BackendReply(result.status, result.sense, result.data, residual)
+
+    async def _execute(
+        self, cdb: bytes, data_out: Buffer, read_length: int, attr: TaskAttribute,
+        direction: DataDirection | None,
+    ) -> Result:
+        ini = self._ini
+        if ini is None:
+            raise BackendDown(self._reason or "not connected")
+        try:
+            itt = ini.submit(self.spec.lun, cdb, data_out, read_length, attr,
+                             read=direction == DataDirection.READ or None,
+                             write=direction == DataDirection.WRITE or None)  # fmt: skip
+        except (ConnectionLost, RuntimeError) as exc:
+            raise BackendDown(str(exc)) from None
+        # (no deadline per command: the watchdog finds the ones stuck too long)
+        self._started[itt] = trio.current_time()
+        try:
+            return await ini.wait(itt)
+        except trio.Cancelled:
+            if self._started.pop(itt, None) is not None:
+                self._abort_later(ini, itt)
+            raise
+        except ConnectionLost as exc:
+            if itt in self._timed_out:
+                raise BackendDown("the backend did not answer in time") from None
+            raise BackendDown(str(exc)) from None
+        except CommandRejected as exc:
+            raise BackendFault(f"the backend rejected the command: {exc}") from None
+        except InitiatorError as exc:  # e.g. Data-In beyond what we asked
+            ini.forget(itt)
+            raise BackendFault(str(exc)) from None
+        finally:
+            self._started.pop(itt, None)
+
+    async def _watchdog(self, ini: Initiator) -> None:
+        """A command unanswered for ``command_timeout``: the backend is hung;
+        drop the session (its commands end BackendDown) and reconnect."""
+        timeout = self.spec.command_timeout
+        while True:
+            await trio.sleep(min(1.0, timeout / 4))
+            now = trio.current_time()
+            late = [itt for itt, started in self._started.items() if now - started > timeout]
+            if late:
+                self._timed_out.update(late)
+                self._down(f"a command went unanswered for {timeout:g} s")
+                await ini.close()
+                return
 
     def _abort_later(self, ini: Initiator, itt: int) -> None:
         nursery = self._nursery
@@ -261,12 +297,6 @@ class IscsiBackend:
             except InitiatorError:
                 pass  # the connection went: the command went with it
         ini.forget(itt)
-
-    def _abandon(self, ini: Initiator) -> None:
-        """Drop a hung session: its commands end, ``run`` reconnects."""
-        nursery = self._nursery
-        if nursery is not None:
-            nursery.start_soon(ini.close)
 
     async def close(self) -> None:
         self._closed = True

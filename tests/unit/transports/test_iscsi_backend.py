@@ -88,7 +88,7 @@ class HostileTarget:
             data = bytearray(struct.pack(">QI", 2047, 512) + bytes(20))
         else:
             data = bytearray(cmd.expected_data_transfer_length)
-        data += bytes(extra)
+        data = data[: cmd.expected_data_transfer_length] + bytes(extra)
         return pdu.encode_pdu(DataIn(final=True, status_present=True, data=bytes(data), itt=itt,
                                      statsn=statsn, expcmdsn=expcmdsn, maxcmdsn=maxcmdsn))
 
