@@ -562,7 +562,7 @@ class LogicalUnit:
                 except ScsiError as exc:
                     status = exc.status
                     sense = self._encode_sense(exc.sense)
-                    data = None
+                    data = exc.data
                 except TransportGone:
                     # the connection dropped while the command waited for it
                     # (its data-out): an aborted task, not a device failure

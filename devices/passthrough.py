@@ -489,7 +489,10 @@ async def _exchange(
         except ValueError:
             status = Status.CHECK_CONDITION
             sense = sense or Sense.of(SenseKey.HARDWARE_ERROR, Asc.INTERNAL_TARGET_FAILURE)
-        raise ScsiError(status, sense)
+        error = ScsiError(status, sense)
+        if len(reply.data):  # data moved before the condition (ILI, filemark, EOM)
+            error.data = reply.data
+        raise error
     raise ScsiError(Status.CHECK_CONDITION, LOST)
 
 

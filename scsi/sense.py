@@ -224,6 +224,9 @@ class ScsiError(Exception):
         super().__init__(status, sense)
         self.status = status
         self.sense = sense
+        #: data-in sent with the status (a pass-through device's answer: a
+        #: tape READ that met a filemark or a short record still moved data)
+        self.data: bytes | bytearray | memoryview | None = None
 
     def __str__(self) -> str:
         if self.sense is None:

@@ -75,8 +75,11 @@ class TgtDaemon:
     with the same backing file (a backend target going away mid-I/O)."""
 
     def __init__(self, backing: Path, size: int, nop_interval: int = 1,
-                 chap: tuple[str, str] | None = None, port: int | None = None) -> None:
+                 chap: tuple[str, str] | None = None, port: int | None = None,
+                 tape: Path | None = None) -> None:
         self.backing = backing
+        #: a tgtimg tape image: served as a tape drive (bstype ssc) at LUN 2
+        self.tape = tape
         self.size = size
         self.nop_interval = nop_interval
         self.chap = chap
@@ -127,6 +130,10 @@ class TgtDaemon:
                     "--name", name, "--value", value)  # fmt: skip
         _tgtadm(control, "--mode", "logicalunit", "--op", "new", "--tid", "1", "--lun", "1",
                 "--backing-store", str(self.backing))  # fmt: skip
+        if self.tape is not None:
+            _tgtadm(control, "--mode", "logicalunit", "--op", "new", "--tid", "1", "--lun", "2",
+                    "--device-type", "tape", "--bstype", "ssc",
+                    "--backing-store", str(self.tape))  # fmt: skip
         _tgtadm(control, "--mode", "target", "--op", "bind", "--tid", "1",
                 "--initiator-address", "ALL")  # fmt: skip
         if self.chap is not None:
@@ -144,12 +151,20 @@ class TgtDaemon:
 
 @contextlib.contextmanager
 def tgtd_daemon(tmp: Path, size: int = 64 << 20, nop_interval: int = 1,
-                chap: tuple[str, str] | None = None, start: bool = True) -> Iterator[TgtDaemon]:
-    """A :class:`TgtDaemon` on a fresh sparse backing file, killed on exit."""
+                chap: tuple[str, str] | None = None, start: bool = True,
+                tape: bool = False) -> Iterator[TgtDaemon]:
+    """A :class:`TgtDaemon` on a fresh sparse backing file (and, with ``tape``,
+    a fresh 16 MB tape image at LUN 2), killed on exit."""
     backing = tmp / "tgt-disk.img"
     with backing.open("wb") as f:
         f.truncate(size)
-    tgt = TgtDaemon(backing, size, nop_interval, chap)
+    image = None
+    if tape:
+        image = tmp / "tgt-tape.img"
+        subprocess.run(["tgtimg", "--op", "new", "--device-type", "tape", "--barcode", "PYS001",
+                        "--size", "16", "--type", "data", "--file", str(image)],
+                       check=True, capture_output=True, timeout=30)  # fmt: skip
+    tgt = TgtDaemon(backing, size, nop_interval, chap, tape=image)
     try:
         if start:
             tgt.start()

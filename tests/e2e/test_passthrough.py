@@ -180,3 +180,59 @@ def test_backend_chap_right_and_wrong(tmp_path: Path) -> None:
             log = daemon.stderr_text()
     assert "authentication failed (check backend_chap)" in log
     assert secret not in log and "not-the-secret-1" not in log
+
+
+def _tape_cdb(op: int, b1: int = 0, length: int = 0) -> bytes:
+    return bytes((op, b1)) + length.to_bytes(3, "big") + b"\0"
+
+
+TapeAnswer = tuple[int, bytes, bytes, bool, int]
+
+
+async def _tape_session(host: str, port: int, target: str, lun: int) -> list[TapeAnswer]:
+    """INQUIRY, then records and a filemark written, rewound and read back
+    (READ(6), variable length, SILI): every answer as the initiator got it."""
+    records = [bytes([i]) * (100 + 37 * i) for i in range(1, 4)]
+    script: list[tuple[bytes, bytes, int]] = [(bytes((0x12, 0, 0, 0, 96, 0)), b"", 96)]
+    script += [(_tape_cdb(0x0A, 0, len(r)), r, 0) for r in records]  # WRITE(6)
+    script += [(_tape_cdb(0x10, 0, 1), b"", 0), (_tape_cdb(0x01), b"", 0)]  # WFM, REWIND
+    script += [(_tape_cdb(0x08, 0x02, 4096), b"", 4096)] * 4  # READ(6) x4: 3 records, a mark
+    answers: list[TapeAnswer] = []
+    async with await Initiator.connect(host, port, target_name=target) as ini:
+        for _ in range(6):  # REWIND until the UAs (power on, medium loaded) are spent
+            if (await ini.execute(lun, _tape_cdb(0x01))).status == 0:
+                break
+        for cdb, data_out, read_length in script:
+            r = await ini.execute(lun, cdb, data_out=data_out, read_length=read_length)
+            answers.append((r.status, bytes(r.sense), bytes(r.data), r.residual_underflow,
+                            r.residual_count))  # fmt: skip
+    return answers
+
+
+def test_a_tgt_tape_drive_passed_through(tmp_path: Path) -> None:
+    """Peripheral type, INQUIRY and the SSC command set are the backend's, and
+    every answer (status, sense, data, residual) is what tgt itself gives:
+    the same session against tgt directly and through pyscst."""
+    with tgtd_daemon(tmp_path, tape=True) as tgt:
+        url = tgt.url.rsplit("/", 1)[0] + "/2"
+        direct = trio.run(_tape_session, "127.0.0.1", tgt.port, tgt.target.target_name, 2)
+        with running_daemon(tmp_path / "d", devices=_devices(url), luns=LUNS) as daemon:
+            trio.run(_until_tape_ready, daemon)
+            through = trio.run(_tape_session, daemon.host, daemon.port, daemon.target, 0)
+    assert through[0][2][0] & 0x1F == 0x01  # INQUIRY: a sequential-access device
+    assert through == direct
+    reads = through[-4:]
+    records = [b"\1" * 137, b"\2" * 174, b"\3" * 211]
+    assert [r[2][: len(b)] for r, b in zip(reads, records, strict=False)] == records
+    assert reads[3][0] == 2 and reads[3][1][2] & 0x80  # the filemark: FILEMARK bit
+
+
+async def _until_tape_ready(daemon: RunningDaemon) -> None:
+    with trio.fail_after(20):
+        while True:
+            async with await Initiator.connect(daemon.host, daemon.port,
+                                               target_name=daemon.target) as ini:
+                r = await ini.execute(0, bytes((0x12, 0, 0, 0, 96, 0)), read_length=96)
+                if r.status == 0:
+                    return
+            await trio.sleep(0.2)

@@ -303,3 +303,13 @@ async def test_fault_injection_works_on_a_passed_through_lun() -> None:
         assert backend.data[8 * 512 : 9 * 512] == b"x" * 512
         assert backend.data[9 * 512 : 10 * 512] == bytes(512)
         nursery.cancel_scope.cancel()
+
+
+async def test_data_moved_before_a_check_condition_is_passed_on_with_it() -> None:
+    ili = bytes.fromhex("f0002000000f770a00000000000000000000")  # ILI, a short record
+    async with passthrough_lu() as (lu, _, backend):
+        await clear(lu, NEXUS_A)
+        backend.script = lambda cdb, data, n: BackendReply(Status.CHECK_CONDITION, ili,
+                                                           b"\x01" * 137, 3959)
+        status, sense, data = await one(lu, read10(1))
+        assert (status, sense, data) == (Status.CHECK_CONDITION, ili, b"\x01" * 137)
