@@ -14,6 +14,7 @@ the SG_IO backend (devices/sg_backend.py) needs no network and lives here.
 
 from __future__ import annotations
 
+import logging
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,6 +23,8 @@ from typing import Any, Protocol
 import attrs
 
 from pyscst.scsi.command import Buffer, DataDirection, TaskAttribute
+
+log = logging.getLogger(__name__)
 
 #: the iSCSI port a backend URL without one means
 ISCSI_PORT = 3260
@@ -118,6 +121,34 @@ class BackendDown(Exception):
 class BackendFault(Exception):
     """The backend answered this command in a way no device server may (data
     beyond what was asked, a protocol error): its answer cannot be passed on."""
+
+
+class LinkState:
+    """Up or down, and why: what every backend keeps of its link and says in
+    ``describe`` (each new reason for being down is logged once)."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self._up = False
+        self._reason: str | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._up
+
+    def describe(self) -> str:
+        state = "up" if self.connected else f"down ({self._reason or 'connecting'})"
+        return f"{self.where} {state}"
+
+    def _down(self, reason: str) -> None:
+        if reason != self._reason:
+            log.warning("pass-through backend %s: %s; retrying", self.where, reason)
+        self._reason = reason
+
+    def _back_up(self) -> None:
+        log.info("pass-through backend %s: %s", self.where,
+                 "connected again" if self._reason is not None else "connected")  # fmt: skip
+        self._up, self._reason = True, None
 
 
 class ScsiBackend(Protocol):

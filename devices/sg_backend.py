@@ -37,6 +37,7 @@ from pyscst.devices.backend import (
     BackendFault,
     BackendReply,
     BackendSpec,
+    LinkState,
 )
 from pyscst.scsi.command import Buffer, DataDirection, TaskAttribute
 
@@ -140,27 +141,22 @@ def _ioctl(fd: int, request: int, arg: Any) -> int:
     return result
 
 
-class SgBackend:
+class SgBackend(LinkState):
     """A local SCSI device through SG_IO, as a pass-through device's backend."""
 
     def __init__(self, spec: BackendSpec, ioctl: Ioctl = _ioctl) -> None:
         assert spec.path is not None
+        super().__init__(str(spec.path))
         self.spec = spec
         self._ioctl = ioctl
         self._fd: int | None = None
-        self._up = False
         self._slots = trio.CapacityLimiter(max(1, spec.queue_depth))
-        self._reason: str | None = None
         self._lost = trio.Event()
         self._nursery: trio.Nursery | None = None
 
     @property
     def connected(self) -> bool:
         return self._up and self._fd is not None
-
-    def describe(self) -> str:
-        state = "open" if self.connected else f"down ({self._reason or 'opening'})"
-        return f"{self.spec.path} {state}"
 
     async def run(
         self, on_connect: Callable[[], Awaitable[None]], task_status: Any = trio.TASK_STATUS_IGNORED
@@ -178,15 +174,12 @@ class SgBackend:
                 await on_connect()
             except (OSError, BackendDown, BackendFault) as exc:
                 self._close_fd()
-                reason = str(exc)
-                if reason != self._reason:
-                    log.warning("pass-through backend %s: %s; retrying", self.spec.path, reason)
-                self._reason = reason
+                self._down(str(exc))
                 await trio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX)
                 continue
-            self._up, self._reason, delay = True, None, RECONNECT_FIRST
-            log.info("pass-through backend %s: open", self.spec.path)
+            self._back_up()
+            delay = RECONNECT_FIRST
             await self._lost.wait()
             self._lost = trio.Event()
             self._up = False

@@ -34,6 +34,7 @@ from pyscst.devices.backend import (
     BackendFault,
     BackendReply,
     BackendSpec,
+    LinkState,
 )
 from pyscst.scsi.command import Buffer, DataDirection, TaskAttribute
 from pyscst.transports.iscsi import pdu
@@ -74,13 +75,13 @@ def _why(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-class IscsiBackend:
+class IscsiBackend(LinkState):
     """One pass-through device's session with its backend target."""
 
     def __init__(self, spec: BackendSpec) -> None:
+        super().__init__(spec.url)
         self.spec = spec
         self._ini: Initiator | None = None
-        self._up = False
         self._slots = trio.Semaphore(max(1, spec.queue_depth))
         #: ITT -> when it was sent, for the watchdog (the session's commands)
         self._started: dict[int, float] = {}
@@ -88,7 +89,6 @@ class IscsiBackend:
         self._nursery: trio.Nursery | None = None
         self._resets = 0
         self._reset_wanted = trio.Event()
-        self._reason: str | None = None
         self._closed = False
         #: how many times it has logged in (tests and the admin plane read it)
         self.logins = 0
@@ -96,10 +96,6 @@ class IscsiBackend:
     @property
     def connected(self) -> bool:
         return self._up and self._ini is not None
-
-    def describe(self) -> str:
-        state = "connected" if self.connected else f"down ({self._reason or 'connecting'})"
-        return f"{self.spec.url} {state}"
 
     # --- the actor -----------------------------------------------------------
     async def run(
@@ -155,20 +151,11 @@ class IscsiBackend:
                 self._down(f"probe failed: {exc}")
                 conn.cancel_scope.cancel()
                 return False
-            self._up, served = True, True
+            served = True
             self._resets = 0
-            if self._reason is not None:
-                log.info("pass-through backend %s: connected again", self.spec.url)
-            else:
-                log.info("pass-through backend %s: connected", self.spec.url)
-            self._reason = None
+            self._back_up()
             conn.start_soon(self._send_resets, ini)
         return served
-
-    def _down(self, reason: str) -> None:
-        if reason != self._reason:
-            log.warning("pass-through backend %s: %s; retrying", self.spec.url, reason)
-        self._reason = reason
 
     async def _watch(self, ini: Initiator, scope: trio.CancelScope) -> None:
         """Read what no command claimed; end the session when it is lost."""

@@ -161,15 +161,21 @@ async def test_lun_reset_resets_the_backend_and_its_29_03_is_not_doubled() -> No
         assert backend.pending_ua == []
 
 
+async def held_at_backend(lu: LogicalUnit, backend: FakeBackend, cdb: bytes, tag: int) -> Recorder:
+    """Submit ``cdb``; return once the backend holds it (until ``backend.hold`` is set)."""
+    backend.hold = trio.Event()
+    t = Recorder()
+    lu.submit(command(t, cdb, tag), 0, False)
+    with trio.fail_after(5):
+        while not backend.seen or backend.seen[-1][0] != cdb:
+            await trio.sleep(0.001)
+    return t
+
+
 async def test_abort_task_reaches_a_command_held_at_the_backend() -> None:
     async with passthrough_lu() as (lu, _, backend):
         await clear(lu, NEXUS_A)
-        backend.hold = trio.Event()
-        t = Recorder()
-        lu.submit(command(t, read10(0), 7), 0, False)
-        with trio.fail_after(5):
-            while not backend.seen or backend.seen[-1][0] != read10(0):
-                await trio.sleep(0.001)
+        t = await held_at_backend(lu, backend, read10(0), 7)
         assert await call(lu.mailbox, AbortTask(NEXUS_A, 7)) == TmfResponse.COMPLETE
         assert t.responses == []  # aborted: no status
         backend.hold = None
@@ -178,13 +184,9 @@ async def test_abort_task_reaches_a_command_held_at_the_backend() -> None:
 async def test_commands_lost_with_the_backend_end_retryable() -> None:
     async with passthrough_lu() as (lu, _, backend):
         await clear(lu, NEXUS_A)
-        backend.hold = trio.Event()
-        t = Recorder()
-        lu.submit(command(t, read10(0), 7), 0, False)
-        with trio.fail_after(5):
-            while not backend.seen or backend.seen[-1][0] != read10(0):
-                await trio.sleep(0.001)
+        t = await held_at_backend(lu, backend, read10(0), 7)
         backend.up = False  # the connection goes with the command outstanding
+        assert backend.hold is not None
         backend.hold.set()
         backend.hold = None
         await wait_answers(t, 1)

@@ -90,6 +90,13 @@ class FakeKernel:
         return 0
 
 
+async def started(nursery: trio.Nursery, backend: SgBackend, device: PassthroughDevice) -> None:
+    await nursery.start(backend.run, device.on_connect)
+    with trio.fail_after(5):
+        while not backend.connected:
+            await trio.sleep(0.01)
+
+
 def _backend(tmp_path: Path, kernel: FakeKernel) -> SgBackend:
     dev = tmp_path / "sg0"
     dev.write_bytes(b"")
@@ -133,10 +140,7 @@ async def test_commands_travel_through_sg_io_with_data_sense_and_status(tmp_path
     backend = _backend(tmp_path, kernel)
     device = PassthroughDevice("sg", backend)
     async with trio.open_nursery() as nursery:
-        await nursery.start(backend.run, device.on_connect)
-        with trio.fail_after(5):
-            while not backend.connected:
-                await trio.sleep(0.01)
+        await started(nursery, backend, device)
         assert device.probe is not None and device.probe.peripheral_type == 0x01  # the tape's
         block = bytes(range(256)) * 2
         write = bytes((0x2A, 0, 0, 0, 0, 3, 0, 0, 1, 0))
@@ -189,10 +193,7 @@ async def test_lun_reset_is_sg_scsi_reset_off_the_event_loop(tmp_path: Path) -> 
     backend = SgBackend(parse_backend(str(dev)), ioctl=ioctl)
     device = PassthroughDevice("sg", backend)
     async with trio.open_nursery() as nursery:
-        await nursery.start(backend.run, device.on_connect)
-        with trio.fail_after(5):
-            while not backend.connected:
-                await trio.sleep(0.01)
+        await started(nursery, backend, device)
         device.reset()
         with trio.fail_after(5):
             while not calls:

@@ -128,7 +128,9 @@ async def test_a_healthy_target_serves_and_the_probe_reads_it() -> None:
 
 
 async def test_garbage_from_the_target_drops_the_session_and_it_reconnects() -> None:
-    async with hostile_backend() as (target, backend, _):
+    # (a garbage header may announce a long data segment the reader then
+    # waits for: the command timeout is what ends that session)
+    async with hostile_backend(timeout=2.0) as (target, backend, _):
         target.mischief = lambda cmd: b"\xff" * 48 + b"junk" * 20
         logins = backend.logins
         try:
