@@ -256,6 +256,8 @@ class PassthroughDevice:
         #: backend 29/xx UAs to swallow: the middle level raised its own
         self._swallow_resets = 0
         self._connections = 0
+        #: the last PREVENT went with its nexus: send ALLOW before the next command
+        self._allow_pending = False
 
     # --- the probe, after every (re)connection -------------------------------
     async def on_connect(self) -> None:
@@ -401,16 +403,23 @@ class PassthroughDevice:
 
     # --- hooks -----------------------------------------------------------------
     def reset(self) -> None:
-        """A LUN reset here resets the backend LU; its 29/xx is ours already."""
+        """A LUN reset here resets the backend LU (which ends its prevention
+        too); its 29/xx is ours already."""
         self._swallow_resets += 1
+        self.medium.unlock_all()
         self.backend.reset_lu()
 
     def power_on(self) -> None:
         self.reset()
 
     def nexus_lost(self, nexus: Nexus) -> None:
-        """Nothing: what a nexus holds (reservations, PREVENT) is the middle
-        level's; the backend's one nexus is pyscst and lives on."""
+        """The nexus' PREVENT ends; if it was the last, the backend hears ALLOW
+        before the next command (this hook cannot wait). Reservations are the
+        middle level's; the backend's one nexus is pyscst and lives on."""
+        was = self.medium.locked
+        self.medium.nexus_lost(nexus)
+        if was and not self.medium.locked:
+            self._allow_pending = True
 
     async def close(self) -> None:
         await self.store.close()
@@ -470,6 +479,10 @@ async def _exchange(
     retryable sense; anything but GOOD raised as the backend's answer."""
     if dev.probe is None or not dev.backend.connected:
         raise ScsiError(Status.CHECK_CONDITION, DOWN)  # reconnecting: retry later
+    if dev._allow_pending and not dev.medium.locked:
+        dev._allow_pending = False
+        allow = bytes((Op.PREVENT_ALLOW_MEDIUM_REMOVAL, 0, 0, 0, 0, 0))
+        await _exchange(dev, ctx, allow, b"", 0, TaskAttribute.SIMPLE)
     for _ in range(_UA_RETRIES):
         try:
             reply = await dev.backend.execute(cdb, data_out, read_length, attr, direction)
@@ -645,11 +658,32 @@ async def forward_mode_select(dev: Any, cmd: ScsiCommand, ctx: ExecContext) -> B
     return result
 
 
+async def forward_prevent_allow(dev: Any, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | None:
+    """PREVENT ALLOW MEDIUM REMOVAL, held per nexus here (the backend sees one
+    initiator: one initiator's ALLOW must not undo another's PREVENT). Only a
+    change of the union goes to the backend: the first PREVENT, the last ALLOW."""
+    device = _device(dev)
+    prevent = cmd.cdb[4] & 0x03
+    if prevent > 1:
+        raise ScsiError.invalid_field_in_cdb(4, 1)
+    medium = device.medium
+    before = medium.locked
+    medium.set_prevent(ctx.nexus, bool(prevent))
+    if medium.locked != before:
+        try:
+            await _exchange(device, ctx, bytes(cmd.cdb), b"", 0, cmd.attr)
+        except ScsiError:
+            medium.set_prevent(ctx.nexus, not prevent)  # the backend refused: undo
+            raise
+    return None
+
+
 _SPECIAL: dict[int, Handler] = {
     Op.INQUIRY: forward_inquiry,
     Op.REQUEST_SENSE: forward_request_sense,
     Op.MODE_SELECT_6: forward_mode_select,
     Op.MODE_SELECT_10: forward_mode_select,
+    Op.PREVENT_ALLOW_MEDIUM_REMOVAL: forward_prevent_allow,
 }
 
 

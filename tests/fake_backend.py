@@ -21,7 +21,7 @@ from pyscst.scsi.sense import Asc, Sense, SenseKey, Status
 Script = Callable[[bytes, bytes, int], BackendReply | None]
 
 #: what the fake's RSOC lists (opcode, service action)
-SUPPORTED = ((0x00, None), (0x03, None), (0x12, None), (0x1A, None), (0x15, None),
+SUPPORTED = ((0x00, None), (0x03, None), (0x12, None), (0x1A, None), (0x15, None), (0x1E, None),
              (0x28, None), (0x2A, None), (0x35, None), (0x88, None), (0x8A, None),
              (0x9E, 0x10), (0xA3, 0x0C))  # fmt: skip
 

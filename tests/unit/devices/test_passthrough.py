@@ -315,3 +315,29 @@ async def test_data_moved_before_a_check_condition_is_passed_on_with_it() -> Non
                                                            b"\x01" * 137, 3959)
         status, sense, data = await one(lu, read10(1))
         assert (status, sense, data) == (Status.CHECK_CONDITION, ili, b"\x01" * 137)
+
+
+def prevent(on: bool) -> bytes:
+    return bytes((0x1E, 0, 0, 0, 1 if on else 0, 0))
+
+
+async def test_prevent_is_held_per_nexus_and_only_the_union_reaches_the_backend() -> None:
+    async with passthrough_lu() as (lu, _, backend):
+        await clear(lu, NEXUS_A, NEXUS_B)
+
+        def sent() -> list[int]:
+            return [seen[0][4] for seen in backend.seen if seen[0][0] == 0x1E]
+
+        assert (await one(lu, prevent(True), NEXUS_A))[0] == Status.GOOD
+        assert (await one(lu, prevent(True), NEXUS_B))[0] == Status.GOOD
+        assert (await one(lu, prevent(False), NEXUS_A))[0] == Status.GOOD
+        assert sent() == [1]  # B still prevents: the backend stays locked
+        assert (await one(lu, prevent(False), NEXUS_B))[0] == Status.GOOD
+        assert sent() == [1, 0]
+        assert (await one(lu, prevent(True), NEXUS_A))[0] == Status.GOOD
+        lu.unit_attention(Asc.I_T_NEXUS_LOSS_OCCURRED, NEXUS_B)  # B's queue, not A's
+        await lu.reset_nexus(NEXUS_A)  # A's nexus goes: its PREVENT with it
+        assert sent() == [1, 0, 1]
+        await one(lu, TUR, NEXUS_B)
+        assert (await one(lu, TUR, NEXUS_B))[0] == Status.GOOD
+        assert sent() == [1, 0, 1, 0]  # ALLOW went before B's next command
