@@ -76,8 +76,11 @@ class TgtDaemon:
 
     def __init__(self, backing: Path, size: int, nop_interval: int = 1,
                  chap: tuple[str, str] | None = None, port: int | None = None,
-                 tape: Path | None = None) -> None:
+                 tape: Path | None = None, changer: Path | None = None) -> None:
         self.backing = backing
+        #: a directory for tgt's changer (bstype smc): served at LUN 3, two
+        #: slots (1000, 1001), one picker (1), the tape drive as element 500
+        self.changer = changer
         #: a tgtimg tape image: served as a tape drive (bstype ssc) at LUN 2
         self.tape = tape
         self.size = size
@@ -134,6 +137,8 @@ class TgtDaemon:
             _tgtadm(control, "--mode", "logicalunit", "--op", "new", "--tid", "1", "--lun", "2",
                     "--device-type", "tape", "--bstype", "ssc",
                     "--backing-store", str(self.tape))  # fmt: skip
+        if self.changer is not None:
+            self._add_changer(control, self.changer)
         _tgtadm(control, "--mode", "target", "--op", "bind", "--tid", "1",
                 "--initiator-address", "ALL")  # fmt: skip
         if self.chap is not None:
@@ -141,6 +146,19 @@ class TgtDaemon:
             _tgtadm(control, "--mode", "account", "--op", "new", "--user", user,
                     "--password", secret)  # fmt: skip
             _tgtadm(control, "--mode", "account", "--op", "bind", "--tid", "1", "--user", user)
+
+    @staticmethod
+    def _add_changer(control: int, home: Path) -> None:
+        state = home / "smc"
+        state.touch()
+        _tgtadm(control, "--mode", "logicalunit", "--op", "new", "--tid", "1", "--lun", "3",
+                "--device-type", "changer", "--bstype", "smc", "--backing-store", str(state))
+        for params in ("element_type=1,start_address=1,quantity=1",
+                       "element_type=2,start_address=1000,quantity=2",
+                       "element_type=4,start_address=500,quantity=1",
+                       "element_type=4,address=500,tid=1,lun=2", f"media_home={home}"):
+            _tgtadm(control, "--mode", "logicalunit", "--op", "update", "--tid", "1",
+                    "--lun", "3", "--params", params)  # fmt: skip
 
     def kill(self) -> None:
         if self.proc is not None:
@@ -152,7 +170,7 @@ class TgtDaemon:
 @contextlib.contextmanager
 def tgtd_daemon(tmp: Path, size: int = 64 << 20, nop_interval: int = 1,
                 chap: tuple[str, str] | None = None, start: bool = True,
-                tape: bool = False) -> Iterator[TgtDaemon]:
+                tape: bool = False, changer: bool = False) -> Iterator[TgtDaemon]:
     """A :class:`TgtDaemon` on a fresh sparse backing file (and, with ``tape``,
     a fresh 16 MB tape image at LUN 2), killed on exit."""
     backing = tmp / "tgt-disk.img"
@@ -164,7 +182,11 @@ def tgtd_daemon(tmp: Path, size: int = 64 << 20, nop_interval: int = 1,
         subprocess.run(["tgtimg", "--op", "new", "--device-type", "tape", "--barcode", "PYS001",
                         "--size", "16", "--type", "data", "--file", str(image)],
                        check=True, capture_output=True, timeout=30)  # fmt: skip
-    tgt = TgtDaemon(backing, size, nop_interval, chap, tape=image)
+    home = None
+    if changer:
+        home = tmp / "tgt-changer"
+        home.mkdir()
+    tgt = TgtDaemon(backing, size, nop_interval, chap, tape=image, changer=home)
     try:
         if start:
             tgt.start()

@@ -209,6 +209,45 @@ async def _tape_session(host: str, port: int, target: str, lun: int) -> list[Tap
     return answers
 
 
+async def _changer_session(host: str, port: int, target: str, lun: int) -> list[TapeAnswer]:
+    """INQUIRY, READ ELEMENT STATUS (all, then storage only, with and without
+    DVCID), MODE SENSE of the Element Address Assignment page, a MOVE MEDIUM
+    from an empty slot (refused), INITIALIZE ELEMENT STATUS."""
+    script = [
+        (bytes((0x12, 0, 0, 0, 96, 0)), 96),
+        (bytes((0xB8, 0x10, 0, 0, 0, 0xFF, 0, 0, 4, 0, 0, 0)), 1024),
+        (bytes((0xB8, 0x12, 0x03, 0xE8, 0, 2, 0x01, 0, 4, 0, 0, 0)), 1024),
+        (bytes((0x1A, 0x08, 0x1D, 0, 255, 0)), 255),
+        (bytes((0xA5, 0, 0, 1, 0x03, 0xE8, 0x01, 0xF4, 0, 0, 0, 0)), 0),
+        (bytes((0x07, 0, 0, 0, 0, 0)), 0),
+    ]
+    answers: list[TapeAnswer] = []
+    async with await Initiator.connect(host, port, target_name=target) as ini:
+        for _ in range(6):
+            if (await ini.execute(lun, TUR)).status == 0:
+                break
+        for cdb, read_length in script:
+            r = await ini.execute(lun, cdb, read_length=read_length)
+            answers.append((r.status, bytes(r.sense), bytes(r.data), r.residual_underflow,
+                            r.residual_count))  # fmt: skip
+    return answers
+
+
+def test_a_tgt_changer_passed_through(tmp_path: Path) -> None:
+    """A medium changer (peripheral type 8) answers through pyscst exactly as
+    tgt does directly, element status and refusals alike."""
+    with tgtd_daemon(tmp_path, tape=True, changer=True) as tgt:
+        url = tgt.url.rsplit("/", 1)[0] + "/3"
+        direct = trio.run(_changer_session, "127.0.0.1", tgt.port, tgt.target.target_name, 3)
+        with running_daemon(tmp_path / "d", devices=_devices(url), luns=LUNS) as daemon:
+            trio.run(_until_tape_ready, daemon)
+            through = trio.run(_changer_session, daemon.host, daemon.port, daemon.target, 0)
+    assert through[0][2][0] & 0x1F == 0x08  # INQUIRY: a medium changer
+    assert through[1][0] == 0 and len(through[1][2]) > 8  # element status read
+    assert through[4][0] == 2  # MOVE MEDIUM from an empty slot: refused, as by tgt
+    assert through == direct
+
+
 def test_a_tgt_tape_drive_passed_through(tmp_path: Path) -> None:
     """Peripheral type, INQUIRY and the SSC command set are the backend's, and
     every answer (status, sense, data, residual) is what tgt itself gives:
