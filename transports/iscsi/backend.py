@@ -139,6 +139,7 @@ class IscsiBackend(LinkState):
     async def _serve(self, ini: Initiator, on_connect: Callable[[], Awaitable[None]]) -> bool:
         """One logged-in session until it is lost; True if it got to serve."""
         served = False
+        ini.zero_copy_reads = True  # the data goes on to our initiator as it is
         async with ini, trio.open_nursery() as conn:
             self._ini = ini
             self._started.clear()
@@ -220,7 +221,7 @@ class IscsiBackend(LinkState):
             residual = result.residual_count
         elif result.residual_overflow:
             residual = -result.residual_count
-        return BackendReply(result.status, result.sense, result.data, residual)
+        return BackendReply(result.status, result.sense, result.payload, residual)
 
     async def _execute(
         self, cdb: bytes, data_out: Buffer, read_length: int, attr: TaskAttribute,

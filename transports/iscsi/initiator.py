@@ -113,6 +113,14 @@ class Result:
     residual_overflow: bool = False
     residual_underflow: bool = False
     residual_count: int = 0
+    #: with ``Initiator.zero_copy_reads``: the data-in as a view of the
+    #: command's own buffer, and ``data`` empty
+    view: memoryview | None = None
+
+    @property
+    def payload(self) -> bytes | memoryview:
+        """The data-in, however it was kept."""
+        return self.view if self.view is not None else self.data
 
 
 @attrs.frozen
@@ -205,6 +213,8 @@ class Initiator:
         self.nop_in_answered = 0
         #: False plays a hung initiator: target pings go unanswered
         self.answer_pings = True
+        #: Result.data is a memoryview of the command's buffer, not a copy
+        self.zero_copy_reads = False
 
     # ------------------------------------------------------------------ login
 
@@ -813,7 +823,8 @@ class Initiator:
         if p.status_present:
             task.finish(
                 Result(
-                    status=p.status, sense=b"", data=bytes(buf[: task.received]),
+                    status=p.status, sense=b"", data=self._read_copy(task),
+                    view=self._read_view(task),
                     residual_overflow=p.overflow, residual_underflow=p.underflow,
                     residual_count=p.residual_count,
                 )
@@ -827,11 +838,20 @@ class Initiator:
         task.finish(
             Result(
                 status=p.status, sense=pdu.parse_sense_segment(p.data),
-                data=bytes(task.read_buf[: task.received]), response=p.response,
+                data=self._read_copy(task), view=self._read_view(task), response=p.response,
                 residual_overflow=p.overflow, residual_underflow=p.underflow,
                 residual_count=p.residual_count,
             )
         )  # fmt: skip
+
+    def _read_copy(self, task: _Task) -> bytes:
+        """A command's data-in, copied (empty with ``zero_copy_reads``)."""
+        return b"" if self.zero_copy_reads else bytes(task.read_buf[: task.received])
+
+    def _read_view(self, task: _Task) -> memoryview | None:
+        """With ``zero_copy_reads``: a view of the task's own buffer, which
+        nothing else holds (the pass-through backend hands it on uncopied)."""
+        return memoryview(task.read_buf)[: task.received] if self.zero_copy_reads else None
 
     def _on_r2t(self, p: R2T) -> None:
         task = self._tasks.get(p.itt)
