@@ -269,6 +269,11 @@ class DeviceActor:
                     self.on_trouble(problem)
                 return
 
+    def backend_state(self) -> str | None:
+        """A pass-through device's backend: where, and up or down (and why)."""
+        device = self._device or self._standby
+        return device.backend.describe() if isinstance(device, PassthroughDevice) else None
+
     def medium_present(self) -> bool | None:
         """Is there a medium in the device (None: it never ran)?"""
         device = self._device or self._standby

@@ -275,3 +275,29 @@ async def _until_tape_ready(daemon: RunningDaemon) -> None:
                 if r.status == 0:
                     return
             await trio.sleep(0.2)
+
+
+async def _admin_adds_passthrough(daemon: RunningDaemon, url: str) -> dict[str, Any]:
+    from tests.e2e.test_admin_cli import admin_for
+
+    admin = admin_for(daemon)
+    await admin.ok("device", "add", "pt1", "--handler", "passthrough", "--backend", url)
+    stderr = await admin.fails(1, "device", "add", "pt2", "--handler", "passthrough",
+                               "--backend", "iscsi://nowhere/iqn.x:y")  # fmt: skip
+    assert "devices.pt2.backend" in stderr
+    await admin.ok("lun", "add", daemon.target, "1", "pt1")
+    with trio.fail_after(20):
+        while True:
+            shown: dict[str, Any] = await admin.ok("device", "show", "pt1")
+            if shown.get("backend_state", "").endswith(" up"):
+                return shown
+            await trio.sleep(0.2)
+
+
+def test_admin_adds_a_passthrough_device_live(tmp_path: Path) -> None:
+    with tgtd_daemon(tmp_path) as tgt, running_daemon(
+        tmp_path / "d", devices=_devices(tgt.url), luns=LUNS
+    ) as daemon:
+        shown = trio.run(_admin_adds_passthrough, daemon, tgt.url)
+    assert shown["handler"] == "passthrough" and shown["backend"] == tgt.url
+    assert shown["state"] == "online"
