@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import attrs
+import trio
 
 from pyscst.scsi.command import Buffer, DataDirection, TaskAttribute
 
@@ -131,6 +132,21 @@ class LinkState:
         self.where = where
         self._up = False
         self._reason: str | None = None
+        #: the backend actor's own nursery (aborts, resets run there)
+        self._nursery: trio.Nursery | None = None
+
+    async def run(
+        self, on_connect: Callable[[], Awaitable[None]], task_status: Any = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The backend actor: ``_serve`` (connect, probe, serve, reconnect) in
+        a nursery of its own."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await self._serve(on_connect)
+
+    async def _serve(self, on_connect: Callable[[], Awaitable[None]]) -> None:
+        raise NotImplementedError
 
     @property
     def connected(self) -> bool:

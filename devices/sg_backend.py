@@ -152,19 +152,10 @@ class SgBackend(LinkState):
         self._fd: int | None = None
         self._slots = trio.CapacityLimiter(max(1, spec.queue_depth))
         self._lost = trio.Event()
-        self._nursery: trio.Nursery | None = None
 
     @property
     def connected(self) -> bool:
         return self._up and self._fd is not None
-
-    async def run(
-        self, on_connect: Callable[[], Awaitable[None]], task_status: Any = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started()
-            await self._serve(on_connect)
 
     async def _serve(self, on_connect: Callable[[], Awaitable[None]]) -> None:
         delay = RECONNECT_FIRST

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import trio
 
@@ -86,7 +85,6 @@ class IscsiBackend(LinkState):
         #: ITT -> when it was sent, for the watchdog (the session's commands)
         self._started: dict[int, float] = {}
         self._timed_out: set[int] = set()
-        self._nursery: trio.Nursery | None = None
         self._resets = 0
         self._reset_wanted = trio.Event()
         self._closed = False
@@ -98,35 +96,30 @@ class IscsiBackend(LinkState):
         return self._up and self._ini is not None
 
     # --- the actor -----------------------------------------------------------
-    async def run(
-        self, on_connect: Callable[[], Awaitable[None]], task_status: Any = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started()
-            delay = RECONNECT_FIRST
-            while not self._closed:
-                try:
-                    with trio.fail_after(LOGIN_TIMEOUT):
-                        ini = await self._login()
-                except Exception as exc:  # whatever the peer sent: log, retry
-                    self._down(_why(exc))
-                    await trio.sleep(delay)
-                    delay = min(delay * 2, RECONNECT_MAX)
-                    continue
-                self.logins += 1
-                try:
-                    served = await self._serve(ini, on_connect)
-                except Exception as exc:  # the initiator choked on what the backend sent
-                    self._down(f"connection failed: {_why(exc)}")
-                    served = False
-                finally:
-                    self._up = False
-                    self._ini = None
-                if served:
-                    delay = RECONNECT_FIRST
+    async def _serve(self, on_connect: Callable[[], Awaitable[None]]) -> None:
+        delay = RECONNECT_FIRST
+        while not self._closed:
+            try:
+                with trio.fail_after(LOGIN_TIMEOUT):
+                    ini = await self._login()
+            except Exception as exc:  # whatever the peer sent: log, retry
+                self._down(_why(exc))
                 await trio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX)
+                continue
+            self.logins += 1
+            try:
+                served = await self._session(ini, on_connect)
+            except Exception as exc:  # the initiator choked on what the backend sent
+                self._down(f"connection failed: {_why(exc)}")
+                served = False
+            finally:
+                self._up = False
+                self._ini = None
+            if served:
+                delay = RECONNECT_FIRST
+            await trio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX)
 
     async def _login(self) -> Initiator:
         spec = self.spec
@@ -136,7 +129,7 @@ class IscsiBackend(LinkState):
             target_name=spec.target, chap=_chap(spec),
         )  # fmt: skip
 
-    async def _serve(self, ini: Initiator, on_connect: Callable[[], Awaitable[None]]) -> bool:
+    async def _session(self, ini: Initiator, on_connect: Callable[[], Awaitable[None]]) -> bool:
         """One logged-in session until it is lost; True if it got to serve."""
         served = False
         ini.zero_copy_reads = True  # the data goes on to our initiator as it is
