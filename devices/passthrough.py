@@ -91,6 +91,11 @@ _ASC_BY_VALUE = {member.value: member for member in Asc}
 _MAX_INQUIRY = 255
 #: an LBA range this long means "to the end of the medium" (WRITE SAME of 0 blocks)
 TO_THE_END = 1 << 62
+#: standard INQUIRY before the backend was ever reached: peripheral qualifier
+#: 001b (capable of a device here, none connected), device type 1Fh (unknown)
+NOT_CONNECTED_INQUIRY = (
+    bytes((0x3F, 0, 0x06, 0x02, 31, 0, 0, 0)) + b"pyscst  " + b"passthrough     " + b"0001"
+)
 #: our initiator name toward a backend target, by default: this + device name
 BACKEND_INITIATOR_PREFIX = "iqn.2026-11.org.pyscst:passthrough:"
 
@@ -258,6 +263,8 @@ class PassthroughDevice:
         self._connections = 0
         #: the last PREVENT went with its nexus: send ALLOW before the next command
         self._allow_pending = False
+        #: an initiator got the "not connected" INQUIRY before the first probe
+        self.placeholder_shown = False
 
     # --- the probe, after every (re)connection -------------------------------
     async def on_connect(self) -> None:
@@ -310,6 +317,8 @@ class PassthroughDevice:
             self.store.block_size = probe.block_size or 512
         if not first:  # the first time, every nexus hears the LU's own power-on
             self._captured.extend(a for a in captured if a not in self._captured)
+        elif self.placeholder_shown:  # initiators saw "not connected": look again
+            self._captured.append(Asc.INQUIRY_DATA_HAS_CHANGED)
         log.info("%s: backend %s: peripheral type %#04x, %s", self.name,
                  self.backend.spec.url, probe.peripheral_type,
                  f"{len(probe.supported)} commands reported" if probe.supported is not None
@@ -584,6 +593,11 @@ async def forward_inquiry(dev: Any, cmd: ScsiCommand, ctx: ExecContext) -> Buffe
     """INQUIRY: the backend's data; device identification gets our port."""
     device = _device(dev)
     cdb = cmd.cdb
+    if device.probe is None and not cdb[1] & 0x01:
+        # never reached yet: SPC's "not connected" (qualifier 001b, unknown
+        # type); when it is, every nexus hears INQUIRY DATA HAS CHANGED
+        device.placeholder_shown = True
+        return NOT_CONNECTED_INQUIRY[: int.from_bytes(cdb[3:5], "big")]
     if cdb[1] == 0x01 and cdb[2] == BLOCK_LIMITS and device.emulates_caw:
         data = bytearray(_data_of(cmd, await _run(device, cmd, ctx)) or b"")
         if len(data) > 5:  # MAXIMUM COMPARE AND WRITE LENGTH: ours, emulated

@@ -341,3 +341,22 @@ async def test_prevent_is_held_per_nexus_and_only_the_union_reaches_the_backend(
         await one(lu, TUR, NEXUS_B)
         assert (await one(lu, TUR, NEXUS_B))[0] == Status.GOOD
         assert sent() == [1, 0, 1, 0]  # ALLOW went before B's next command
+
+
+async def test_before_the_backend_is_reached_inquiry_says_not_connected() -> None:
+    backend = FakeBackend()
+    device = PassthroughDevice("pt", backend)
+    lu = LogicalUnit("pt", lambda: device, CORE_TABLE)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(lu.run)
+        status, _, data = await one(lu, bytes((0x12, 0, 0, 0, 96, 0)))
+        assert status == Status.GOOD and data[0] == 0x3F and len(data) == 36
+        await clear(lu, NEXUS_A)
+        _status, sense, _ = await one(lu, TUR)
+        assert sense is not None and sense_triplet(sense) == (2, 0x04, 0x01)
+        await device.on_connect()  # the backend is reached at last
+        _status, sense, _ = await one(lu, TUR)
+        assert sense is not None and sense_triplet(sense) == (6, 0x3F, 0x03)
+        status, _, data = await one(lu, bytes((0x12, 0, 0, 0, 96, 0)))
+        assert data[0] == 0x00 and data[8:16] == b"FAKE    "  # the backend's now
+        nursery.cancel_scope.cancel()
