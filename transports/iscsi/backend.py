@@ -83,7 +83,9 @@ class IscsiBackend(LinkState):
         self._ini: Initiator | None = None
         self._slots = trio.Semaphore(max(1, spec.queue_depth))
         #: ITT -> when it was sent, for the watchdog (the session's commands)
-        self._started: dict[int, float] = {}
+        self._started: dict[int, int] = {}
+        #: the watchdog's tick count: a command stamped with an old tick is late
+        self._tick = 0
         self._timed_out: set[int] = set()
         self._resets = 0
         self._reset_wanted = trio.Event()
@@ -230,7 +232,7 @@ class IscsiBackend(LinkState):
         except (ConnectionLost, RuntimeError) as exc:
             raise BackendDown(str(exc)) from None
         # (no deadline per command: the watchdog finds the ones stuck too long)
-        self._started[itt] = trio.current_time()
+        self._started[itt] = self._tick
         try:
             return await ini.wait(itt)
         except trio.Cancelled:
@@ -253,10 +255,13 @@ class IscsiBackend(LinkState):
         """A command unanswered for ``command_timeout``: the backend is hung;
         drop the session (its commands end BackendDown) and reconnect."""
         timeout = self.spec.command_timeout
+        period = min(1.0, timeout / 4)
+        ticks = max(1, round(timeout / period))  # (no clock read per command: a tick count)
         while True:
-            await trio.sleep(min(1.0, timeout / 4))
-            now = trio.current_time()
-            late = [itt for itt, started in self._started.items() if now - started > timeout]
+            await trio.sleep(period)
+            self._tick += 1
+            oldest = self._tick - ticks
+            late = [itt for itt, tick in self._started.items() if tick < oldest]
             if late:
                 self._timed_out.update(late)
                 self._down(f"a command went unanswered for {timeout:g} s")
