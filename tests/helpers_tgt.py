@@ -204,3 +204,27 @@ def running_tgtd(tmp: Path, size: int = 64 << 20, nop_interval: int = 1) -> Iter
     """
     with tgtd_daemon(tmp, size, nop_interval) as tgt:
         yield tgt.target
+
+
+def wait_until_ready(host: str, port: int, target: str, lun: int = 0,
+                     timeout: float = 30.0) -> list[tuple[int, int, int]]:
+    """TEST UNIT READY on ``lun`` until GOOD (a passthrough LU whose backend is
+    still being reached answers NOT READY); the senses seen on the way."""
+    import trio
+
+    from pyscst.transports.iscsi.initiator import Initiator
+
+    async def poll() -> list[tuple[int, int, int]]:
+        seen: list[tuple[int, int, int]] = []
+        with trio.fail_after(timeout):
+            async with await Initiator.connect(host, port, target_name=target) as ini:
+                while True:
+                    r = await ini.execute(lun, bytes(6))
+                    if r.status == 0:
+                        return seen
+                    sense = r.sense
+                    seen.append((sense[2] & 0x0F, sense[12], sense[13]) if len(sense) > 13
+                                else (-1, -1, -1))  # fmt: skip
+                    await trio.sleep(0.2)
+
+    return trio.run(poll)

@@ -28,7 +28,7 @@ from tests.conformance.runner import (
     run_suite,
 )
 from tests.daemon import running_daemon
-from tests.helpers_tgt import tgtd_daemon, tgtd_unavailable
+from tests.helpers_tgt import tgtd_daemon, tgtd_unavailable, wait_until_ready
 
 #: what tgt fails when used directly and pyscst in front of it must pass
 TGT_FAILS_DIRECTLY = (
@@ -53,6 +53,8 @@ def test_libiscsi_through_passthrough_to_tgt(tmp_path: Path) -> None:
         devices = {"pt": {"handler": "passthrough", "backend": tgt.url}}
         luns = ({"lun": 0, "device": "pt"}, {"lun": 1, "device": "pt", "read_only": True})
         with running_daemon(tmp_path / "d", devices=devices, luns=luns) as daemon:
+            # (the suite must not start before the backend is reached and probed)
+            wait_until_ready(daemon.host, daemon.port, daemon.target)
             results = run_suite(tool, daemon.url, out_dir, runs=runs)
     results_path = out_dir / "results-passthrough.txt"
     results_path.write_text(ex.format_results(results.values()))

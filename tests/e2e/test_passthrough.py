@@ -22,7 +22,7 @@ from pyscst.transports.iscsi.initiator import Initiator
 from tests.cdbs import TUR, sense_triplet
 from tests.conformance.test_qemu_img import _convert, _digest, _qemu_img_with_iscsi
 from tests.daemon import RunningDaemon, running_daemon
-from tests.helpers_tgt import TgtDaemon, tgtd_daemon, tgtd_unavailable
+from tests.helpers_tgt import TgtDaemon, tgtd_daemon, tgtd_unavailable, wait_until_ready
 
 pytestmark = pytest.mark.skipif(tgtd_unavailable() is not None, reason=str(tgtd_unavailable()))
 
@@ -47,18 +47,8 @@ def read16(lba: int, n: int = 1) -> bytes:
     return bytes((0x88, 0)) + lba.to_bytes(8, "big") + n.to_bytes(4, "big") + bytes(2)
 
 
-async def _until_ready(daemon: RunningDaemon, timeout: float = 20.0) -> list[tuple[int, int, int]]:
-    """TEST UNIT READY until GOOD; the senses seen on the way."""
-    seen: list[tuple[int, int, int]] = []
-    with trio.fail_after(timeout):
-        async with await Initiator.connect(daemon.host, daemon.port,
-                                           target_name=daemon.target) as ini:
-            while True:
-                r = await ini.execute(0, TUR)
-                if r.status == 0:
-                    return seen
-                seen.append(sense_triplet(r.sense))
-                await trio.sleep(0.2)
+def _until_ready(daemon: RunningDaemon) -> list[tuple[int, int, int]]:
+    return wait_until_ready(daemon.host, daemon.port, daemon.target)
 
 
 def test_qemu_img_round_trip_through_passthrough(tmp_path: Path) -> None:
@@ -72,7 +62,7 @@ def test_qemu_img_round_trip_through_passthrough(tmp_path: Path) -> None:
     with tgtd_daemon(tmp_path, size=size) as tgt, running_daemon(
         tmp_path / "d", devices=_devices(tgt.url), luns=LUNS
     ) as daemon:
-        trio.run(_until_ready, daemon)
+        _until_ready(daemon)
         _convert(tool, str(source), daemon.url(0), existing_target=True)
         _convert(tool, daemon.url(0), str(back), existing_target=False)
         backing = tgt.backing
@@ -138,7 +128,7 @@ def test_backend_killed_mid_io_and_restarted(tmp_path: Path) -> None:
     with tgtd_daemon(tmp_path) as tgt, running_daemon(
         tmp_path / "d", devices=_devices(tgt.url, backend_timeout=5), luns=LUNS
     ) as daemon:
-        trio.run(_until_ready, daemon)
+        _until_ready(daemon)
         outcome = trio.run(_io_through_backend_restart, daemon, tgt)
         log = daemon.stderr_text()
         os.kill(daemon.pid, 0)  # the same pyscst process served throughout
@@ -164,7 +154,7 @@ def test_backend_unreachable_at_start_then_served(tmp_path: Path) -> None:
 
         assert trio.run(not_ready) == (0x02, 0x04, 0x01)
         tgt.start()
-        trio.run(_until_ready, daemon)
+        _until_ready(daemon)
         assert "cannot" not in daemon.stderr_text().split("connected")[-1]
 
 
@@ -173,7 +163,7 @@ def test_backend_chap_right_and_wrong(tmp_path: Path) -> None:
     with tgtd_daemon(tmp_path, chap=("pyscst", secret)) as tgt:
         good = _devices(tgt.url, backend_chap={"user": "pyscst", "secret": secret})
         with running_daemon(tmp_path / "a", devices=good, luns=LUNS) as daemon:
-            trio.run(_until_ready, daemon)
+            _until_ready(daemon)
         bad = _devices(tgt.url, backend_chap={"user": "pyscst", "secret": "not-the-secret-1"})
         with running_daemon(tmp_path / "b", devices=bad, luns=LUNS) as daemon:
             trio.run(trio.sleep, 1.5)
@@ -267,12 +257,14 @@ def test_a_tgt_tape_drive_passed_through(tmp_path: Path) -> None:
 
 
 async def _until_tape_ready(daemon: RunningDaemon) -> None:
+    """Until INQUIRY shows the backend's device (a tape drive with no tape, or a
+    changer, may stay NOT READY: TEST UNIT READY cannot tell)."""
     with trio.fail_after(20):
         while True:
             async with await Initiator.connect(daemon.host, daemon.port,
                                                target_name=daemon.target) as ini:
                 r = await ini.execute(0, bytes((0x12, 0, 0, 0, 96, 0)), read_length=96)
-                if r.status == 0:
+                if r.status == 0 and r.data[0] >> 5 == 0:  # qualifier 000b: connected
                     return
             await trio.sleep(0.2)
 
