@@ -96,7 +96,7 @@ class HostileTarget:
 
 @asynccontextmanager
 async def hostile_backend(
-    timeout: float = 30.0,
+    timeout: float = 30.0, queue_depth: int = 32,
 ) -> AsyncIterator[tuple[HostileTarget, IscsiBackend, PassthroughDevice]]:
     target = HostileTarget()
     async with trio.open_nursery() as nursery:
@@ -104,7 +104,8 @@ async def hostile_backend(
                                                 host="127.0.0.1"))
         port = listeners[0].socket.getsockname()[1]
         spec = parse_backend(f"iscsi://127.0.0.1:{port}/{TARGET}/0")
-        backend = IscsiBackend(attrs.evolve(spec, command_timeout=timeout))
+        backend = IscsiBackend(attrs.evolve(spec, command_timeout=timeout,
+                                            queue_depth=queue_depth))
         device = PassthroughDevice("pt", backend)
         await nursery.start(backend.run, device.on_connect)
         with trio.fail_after(10):
@@ -183,3 +184,23 @@ async def test_an_unreachable_target_is_retried_with_backoff_without_crashing() 
         with pytest.raises(BackendDown):
             await backend.execute(READ10, b"", 512, TaskAttribute.SIMPLE)
         nursery.cancel_scope.cancel()
+
+
+async def test_commands_in_flight_toward_the_backend_are_bounded() -> None:
+    async with hostile_backend(timeout=1.0, queue_depth=2) as (target, backend, _):
+        target.mischief = lambda cmd: b""  # holds every command
+        sent = len(target.commands)
+        outcomes: list[str] = []
+
+        async def one() -> None:
+            try:
+                await backend.execute(READ10, b"", 512, TaskAttribute.SIMPLE)
+            except BackendDown:
+                outcomes.append("down")
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(5):
+                nursery.start_soon(one)
+            await trio.sleep(0.3)
+            assert len(target.commands) - sent == 2  # the other three wait here
+        assert outcomes == ["down"] * 5  # the hung session ends them all, retryably
