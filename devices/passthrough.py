@@ -120,7 +120,11 @@ class ForwardFallback:
 
     def __call__(self, cdb: bytes) -> OpSpec | None:
         opcode = cdb[0]
-        sa = cdb[1] & 0x1F if opcode in SERVICE_ACTION_OPCODES and len(cdb) > 1 else None
+        sa = None
+        if opcode in SERVICE_ACTION_OPCODES:
+            if len(cdb) < 2:
+                return None
+            sa = cdb[1] & 0x1F
         key = (opcode, sa)
         try:
             return self._rows[key]

@@ -254,6 +254,8 @@ class OpTable:
         if isinstance(entry, _Check):
             check = entry
         else:
+            if len(cdb) < 2:  # no room for the service action
+                raise ScsiError.invalid_field_in_cdb(len(cdb))
             found = entry.get(cdb[1] & 0x1F)
             if found is None:
                 spec = self.fallback(cdb) if self.fallback is not None else None

@@ -16,14 +16,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import trio
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from pyscst.actors.core_table import CORE_TABLE
 from pyscst.actors.lun import LogicalUnit
 from pyscst.actors.messages import AbortTask, ResetLogicalUnit, TmfResponse, call
 from pyscst.devices.backend import BackendReply
-from pyscst.devices.passthrough import PassthroughDevice, merge_device_identification
+from pyscst.devices.passthrough import (
+    PassthroughDevice,
+    merge_device_identification,
+    passthrough_table,
+)
 from pyscst.scsi.command import DataDirection, Nexus, TaskAttribute
-from pyscst.scsi.sense import Asc, Status
+from pyscst.scsi.sense import Asc, ScsiError, Status
 from tests.cdbs import TUR, read10, sense_triplet, write10
 from tests.fake_backend import FakeBackend
 from tests.unit.actors.test_task_set import NEXUS_A, NEXUS_B, Recorder, command, wait_answers
@@ -360,3 +366,18 @@ async def test_before_the_backend_is_reached_inquiry_says_not_connected() -> Non
         status, _, data = await one(lu, bytes((0x12, 0, 0, 0, 96, 0)))
         assert data[0] == 0x00 and data[8:16] == b"FAKE    "  # the backend's now
         nursery.cancel_scope.cancel()
+
+
+@given(st.binary(min_size=1, max_size=32), st.sampled_from([0x00, 0x01, 0x05, 0x08, 0x1F]),
+       st.booleans())
+@example(b"\x9e", 0x00, False)  # a service-action opcode with no byte for the action
+@example(b"\x7f", 0x01, False)
+def test_any_cdb_gets_a_row_or_a_scsi_error(cdb: bytes, peripheral: int, known: bool) -> None:
+    from tests.fake_backend import SUPPORTED
+
+    table = passthrough_table(peripheral, frozenset(SUPPORTED) if known else None)
+    try:
+        spec = table.lookup(cdb)
+    except ScsiError:
+        return
+    assert spec.opcode == cdb[0]
