@@ -274,6 +274,9 @@ class PassthroughDevice:
     async def on_connect(self) -> None:
         """Learn identity and command set from the backend; keep its UAs."""
         self._connections += 1
+        # a new session: a LUN reset asked of the old one may never have been
+        # sent, so no 29/xx is owed to be swallowed (the probe takes the UAs)
+        self._swallow_resets = 0
         captured: list[Asc] = []
         reply = BackendReply(Status.GOOD)
         for _ in range(8):  # TEST UNIT READY until no UA is left
