@@ -293,3 +293,41 @@ def test_admin_adds_a_passthrough_device_live(tmp_path: Path) -> None:
         shown = trio.run(_admin_adds_passthrough, daemon, tgt.url)
     assert shown["handler"] == "passthrough" and shown["backend"] == tgt.url
     assert shown["state"] == "online"
+
+
+async def test_a_crash_injected_into_a_passthrough_device_is_contained(tmp_path: Path) -> None:
+    """crash_device on a passed-through LUN: the in-flight command ends retryable,
+    every nexus hears 29/04, the device actor (and its backend session) come
+    back under their supervisor, and the data is still the backend's."""
+    from tests.daemon import in_process_daemon
+    from tests.e2e.test_faults import op
+
+    with tgtd_daemon(tmp_path) as tgt:
+        tgt.backing.write_bytes(b"\x5a" * 512 + bytes(tgt.size - 512))
+        body = f"""
+[devices.pt]
+handler = "passthrough"
+backend = "{tgt.url}"
+[targets."iqn.2026-11.org.pyscst:pt"]
+portals = ["127.0.0.1:@PORT@"]
+luns = [{{ lun = 0, device = "pt" }}]
+"""
+        async with in_process_daemon(tmp_path / "d", body) as (daemon, port):
+            await trio.to_thread.run_sync(wait_until_ready, "127.0.0.1", port,
+                                          "iqn.2026-11.org.pyscst:pt")  # fmt: skip
+            async with await Initiator.connect("127.0.0.1", port,
+                                               target_name="iqn.2026-11.org.pyscst:pt") as ini:
+                await ini.execute(0, TUR)  # power-on UA
+                await op(daemon, "fault.add", {"action": "crash_device", "lba": [7],
+                                               "times": 1})  # fmt: skip
+                r = await ini.execute(0, read16(7), read_length=BS)
+                assert r.status == 2 and sense_triplet(r.sense)[0] == 0x0B  # ABORTED COMMAND
+                r = await ini.execute(0, TUR)
+                assert sense_triplet(r.sense) == (0x06, 0x29, 0x04)  # DEVICE INTERNAL RESET
+                with trio.fail_after(20):  # NOT READY until restarted and reconnected
+                    while (await ini.execute(0, TUR)).status != 0:
+                        await trio.sleep(0.1)
+                r = await ini.execute(0, read16(0), read_length=BS)
+                assert r.status == 0 and r.data == b"\x5a" * 512
+                unit = daemon.device_unit("pt")
+                assert unit is not None and unit.crashes == 1 and unit.state.value == "online"
