@@ -34,6 +34,7 @@ from pyscst.admin.control.reconcile import apply_port_groups
 from pyscst.admin.control.server import ControlServer, OpHandler
 from pyscst.supervision.host import run_host_services
 from pyscst.transports.iscsi.auth import AuthRegistry
+from pyscst.transports.iscsi.backend import connect_iscsi
 from pyscst.transports.iscsi.chap import ChapSettings, Credential
 from pyscst.transports.iscsi.connection import ConnectionSettings
 from pyscst.transports.iscsi.login import TargetOffer
@@ -95,7 +96,9 @@ class Daemon:
         one's) state_dir or allowed_dirs; ``grow`` lets it extend an existing
         smaller file (the config file says so; the admin plane needs --grow)."""
         roots = (config or self.config).confined_roots
-        actor = DeviceActor(dcfg, roots=roots, grow=grow, peers=self._peer)
+        actor = DeviceActor(
+            dcfg, roots=roots, grow=grow, peers=self._peer, backends=connect_iscsi
+        )
         lu = LogicalUnit(
             dcfg.name, actor.current, CORE_TABLE, faults=self.faults,
             pr_path=self.config.state_dir / "pr" / f"{dcfg.name}.json",

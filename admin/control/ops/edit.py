@@ -100,6 +100,7 @@ def device_add(doc: Doc, a: Args) -> str:
         ("rotational", a.opt_flag("rotational")),
         ("removable", a.opt_flag("removable")),
         ("physical_block_size", a.opt_integer("physical_block_size")),
+        ("backend", a.opt_text("backend")),
     ):
         if value is not None:
             table[key] = value

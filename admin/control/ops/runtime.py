@@ -216,6 +216,8 @@ def device_view(daemon: Daemon, d: DeviceConfig) -> dict[str, Any]:
     if (d.removable or HANDLERS[d.handler].removable_medium) and unit is not None:
         present = unit.device.medium_present()
         view["medium"] = None if present is None else ("present" if present else "absent")
+    if d.backend is not None and unit is not None:
+        view["backend_state"] = unit.device.backend_state()
     return view
 
 
@@ -247,6 +249,8 @@ def device_dict(d: DeviceConfig) -> dict[str, Any]:
         "max_restarts": d.max_restarts,
         "restart_period": d.restart_period,
         "io_engine": d.io_engine,
+        # (where a passthrough device forwards; its CHAP secrets are never shown)
+        "backend": d.backend.url if d.backend is not None else None,
     }
 
 
