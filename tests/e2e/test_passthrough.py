@@ -256,17 +256,19 @@ def test_a_tgt_tape_drive_passed_through(tmp_path: Path) -> None:
     assert reads[3][0] == 2 and reads[3][1][2] & 0x80  # the filemark: FILEMARK bit
 
 
-async def _until_tape_ready(daemon: RunningDaemon) -> None:
-    """Until INQUIRY shows the backend's device (a tape drive with no tape, or a
-    changer, may stay NOT READY: TEST UNIT READY cannot tell)."""
+async def _until_tape_ready(daemon: RunningDaemon, luns: tuple[int, ...] = (0,)) -> None:
+    """Until INQUIRY on each of ``luns`` shows the backend's device (a tape
+    drive with no tape, or a changer, may stay NOT READY: TEST UNIT READY
+    cannot tell)."""
     with trio.fail_after(20):
-        while True:
-            async with await Initiator.connect(daemon.host, daemon.port,
-                                               target_name=daemon.target) as ini:
-                r = await ini.execute(0, bytes((0x12, 0, 0, 0, 96, 0)), read_length=96)
-                if r.status == 0 and r.data[0] >> 5 == 0:  # qualifier 000b: connected
-                    return
-            await trio.sleep(0.2)
+        for lun in luns:
+            while True:
+                async with await Initiator.connect(daemon.host, daemon.port,
+                                                   target_name=daemon.target) as ini:
+                    r = await ini.execute(lun, bytes((0x12, 0, 0, 0, 96, 0)), read_length=96)
+                    if r.status == 0 and r.data[0] >> 5 == 0:  # qualifier 000b: connected
+                        break
+                await trio.sleep(0.2)
 
 
 async def _admin_adds_passthrough(daemon: RunningDaemon, url: str) -> dict[str, Any]:
