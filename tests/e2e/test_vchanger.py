@@ -310,3 +310,30 @@ async def test_every_answered_move_survives_kill_9(tmp_path: Path) -> None:
                 break
             await trio.sleep(0.1)
         assert r.status == GOOD
+
+
+async def test_operator_cannot_eject_or_load_a_library_drive_nor_add_a_changer(
+    tmp_path: Path,
+) -> None:
+    """A library's drives get cartridges only from its changer: the operator's
+    ``device eject`` / ``device load`` on one is refused naming the library and
+    what to use, and the drive and the inventory are untouched. A vchanger
+    cannot be added live (its library table lives in the file): refused, saying
+    how. An eject of a drive of no library still works."""
+    async with library(tmp_path) as d, login(d) as ini:
+        admin = admin_for(d)
+        assert (await ini.execute(CHANGER, move(S0, D0))).status == GOOD
+        assert sense_triplet((await ini.execute(T0, TUR)).sense) == MEDIUM_CHANGED
+        stderr = await admin.fails(1, "device", "eject", "t0")
+        assert "drive of library lib0" in stderr and "MOVE MEDIUM" in stderr
+        assert "library import|export lib0" in stderr
+        stderr = await admin.fails(1, "device", "load", "t1", "--path", "A00002L8")
+        assert "device t1 is a drive of library lib0" in stderr
+        assert (await ini.execute(T0, TUR)).status == GOOD  # still loaded, no UA
+        assert sense_triplet((await ini.execute(T1, TUR)).sense) == NO_MEDIUM
+        assert await inventory(ini) == {D0: "A00001L8", S2: "A00002L8"}
+        stderr = await admin.fails(1, "device", "add", "lib1", "--handler", "vchanger")
+        assert "[devices.lib1.library] table" in stderr and "admin reload" in stderr
+        assert "lib1" not in d.config_path.read_text()
+        await admin.ok("device", "add", "t9", "--handler", "vtape")
+        assert (await admin.ok("device", "eject", "t9"))["medium"] == "absent"
