@@ -39,11 +39,13 @@ from pyscst.actors.messages import (
     SetDeviceReadOnly,
     reply_to,
 )
+from pyscst.devices.backend import BackendConnector
 from pyscst.devices.changer import ChangerDevice
 from pyscst.devices.device_config import DeviceConfig
 from pyscst.devices.device_type import DeviceType
 from pyscst.devices.direct import DirectStore
 from pyscst.devices.guarded_store import GuardedStore
+from pyscst.devices.passthrough import BackendStore, PassthroughDevice, open_backend
 from pyscst.devices.range_set import RangeSet
 from pyscst.devices.registry import HANDLERS, PathRule
 from pyscst.devices.store_health import CHECK_INTERVAL
@@ -76,9 +78,13 @@ class DeviceActor:
         roots: Sequence[Path] | None = None,
         grow: bool = True,
         peers: PeerLookup | None = None,
+        backends: BackendConnector | None = None,
     ) -> None:
         self.name = f"device {cfg.name}"
         self.cfg = cfg
+        #: how a pass-through device reaches an iSCSI backend (the daemon's:
+        #: transports/iscsi/backend.py); None: only SG_IO backends
+        self._backends = backends
         #: where the backing file may be (state_dir and allowed_dirs)
         self._roots = tuple(roots) if roots is not None else None
         #: may the first open extend an existing, smaller file? (no for admin
@@ -172,7 +178,12 @@ class DeviceActor:
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.cfg
         self._warn_if_shrunk(cfg)
-        store = self._store = await open_store(cfg, self._roots, self._grow)
+        store: BackingStore
+        if HANDLERS[cfg.handler].backend:
+            store = open_backend(cfg, self._backends)
+        else:
+            store = await open_store(cfg, self._roots, self._grow)
+        self._store = store
         if isinstance(store, FileStore):
             store.label = self.name
             if store.engine is not None:
@@ -210,6 +221,9 @@ class DeviceActor:
                         {n: ActorDriveLink(n, peers) for n in device.library.layout.drives}
                     )
                     nursery.start_soon(device.restore_drives)
+                if isinstance(store, BackendStore) and isinstance(device, PassthroughDevice):
+                    # the backend's actor: a child of this one, supervised with it
+                    nursery.start_soon(store.backend.run, device.on_connect)
                 async for envelope in self._mailbox_recv:
                     if isinstance(envelope.message, CrashDevice):
                         crashed = True
@@ -302,6 +316,11 @@ class DeviceActor:
     def last_device(self) -> DeviceType | None:
         """The device, running or last run (its identity), None if it never ran."""
         return self._device or self._standby
+
+    def backend_state(self) -> str | None:
+        """A pass-through device's backend: where, and up or down (and why)."""
+        device = self.last_device()
+        return device.backend.describe() if isinstance(device, PassthroughDevice) else None
 
     def medium_present(self) -> bool | None:
         """Is there a medium in the device (None: it never ran)?"""

@@ -117,6 +117,9 @@ class CommandContext:
     def notify_others(self, asc: Asc) -> None:
         self._lu.raise_ua(asc, exclude=self._state.nexus)
 
+    def notify_all(self, asc: Asc) -> None:
+        self._lu.raise_ua(asc)
+
     def start_background(self, fn: Callable[[], Awaitable[None]]) -> None:
         self._lu.start_background(fn)
 
@@ -233,6 +236,7 @@ class LogicalUnit:
         self._core_table = core_table
         self._table: OpTable | None = None
         self._table_device: DeviceType | None = None
+        self._table_source: OpTable | None = None
         #: what decides UA exemption while no device answers (it is down)
         self._spc_table = core_table.merged(SPC_TABLE)
         self._nursery: trio.Nursery | None = None
@@ -478,9 +482,16 @@ class LogicalUnit:
             return None
 
     def table(self, device: DeviceType) -> OpTable:
-        if self._table is None or self._table_device is not device:
+        # (a pass-through device learns its command set from its backend, so
+        # its table may change while it is the same device)
+        if (
+            self._table is None
+            or self._table_device is not device
+            or self._table_source is not device.table
+        ):
             self._table = self._core_table.merged(device.table)
             self._table_device = device
+            self._table_source = device.table
         return self._table
 
     def submit(self, cmd: ScsiCommand, lun: int, read_only: bool) -> None:

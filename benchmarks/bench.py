@@ -341,6 +341,8 @@ def run(cfg: Settings, workdir: Path, pyscst_cmd: Sequence[str] | None) -> Outco
             targets.run_target(
                 cfg.candidate, candidate_label, workdir, target_cpu, pyscst_cmd, cold_dir,
                 blockdev, tape, copy=cfg.xcopy,
+                backend=base.url("disk")
+                if any(sc.role == "passthrough" for sc in cfg.scenarios) else None,
             )
         )
         endpoints = [base, cand]

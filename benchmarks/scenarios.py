@@ -103,6 +103,14 @@ SCENARIOS: tuple[Scenario, ...] = (
              True, "MB/s", 1.0),
     Scenario("tape_sr256k", "tape 256K stream read", "tape", "tape", 256 * KIB, 1, False,
              False, "MB/s", 1.0),
+    # issue 15: pyscst's passthrough device forwarding to tgt's disk LUN, against
+    # the same tgt LUN used directly (the baseline's "passthrough" role is it)
+    Scenario("pt_rr4k_qd32", "passthrough 4K rand read QD32", "iscsi-perf", "passthrough",
+             4 * KIB, 32, True, False, "iops", 0.7),
+    Scenario("pt_sr128k_qd16", "passthrough 128K seq read QD16", "iscsi-perf", "passthrough",
+             128 * KIB, 16, False, False, "MB/s", 0.7),
+    Scenario("pt_sw128k_qd16", "passthrough 128K seq write QD16", "qemu-img", "passthrough",
+             128 * KIB, 16, False, True, "MB/s", 0.7),
 )  # fmt: skip
 
 SCENARIOS_BY_KEY = {s.key: s for s in SCENARIOS}

@@ -248,8 +248,10 @@ def run_tgt(
             _tgtadm(control, "--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL")
         except TargetError as e:
             raise TargetError(f"{label}: {e}\n{_log_tail(log)}") from e
-        luns = {"disk": 1, "null": 2, **({"cold": 3} if cold else {}),
-                **({"blockio": 4} if blockdev else {}), **({"tape": 5} if tape else {})}
+        # "passthrough": the disk LUN itself, what pyscst's passthrough forwards to
+        luns = {"disk": 1, "null": 2, "passthrough": 1, **({"cold": 3} if cold else {}),
+                **({"blockio": 4} if blockdev else {}),
+                **({"tape": 5} if tape else {})}  # fmt: skip
         yield Endpoint(label, "tgt", proc.pid, f"127.0.0.1:{port}", iqn, luns, cold)
 
 
@@ -284,12 +286,14 @@ def pyscst_config(
     blockdev: Path | None = None,
     cartridge: Path | None = None,
     copy: Path | None = None,
+    backend: str | None = None,
 ) -> str:
     """The daemon's TOML config: fileio disk at LUN 0, nullio at LUN 1, the
     cold image at LUN 2, vdisk_blockio on the loop device at LUN 3 (io_engine
     "auto"; PYSCST_IO_ENGINE overrides), a vtape drive with ``cartridge`` at
     LUN 4, the EXTENDED COPY row's destination (a fileio image beside the
-    disk's) at LUN 5."""
+    disk's) at LUN 5, a passthrough device forwarding to ``backend`` (tgt's
+    disk LUN) at LUN 6."""
     extra_dirs = [*([cold.parent] if cold else []), *([blockdev.parent] if blockdev else [])]
     dirs = ", ".join(f'"{d}"' for d in [image.parent, *extra_dirs])
     blk_device = (
@@ -311,6 +315,10 @@ def pyscst_config(
         if copy else ""
     )  # fmt: skip
     copy_lun = ', { lun = 5, device = "copy0" }' if copy else ""
+    pt_device = (
+        f'[devices.pt0]\nhandler = "passthrough"\nbackend = "{backend}"\n' if backend else ""
+    )
+    pt_lun = ', { lun = 6, device = "pt0" }' if backend else ""
     return (
         f'state_dir = "{state_dir}"\n'
         f"allowed_dirs = [{dirs}]\n"  # the images live beside state_dir
@@ -325,6 +333,7 @@ def pyscst_config(
         + blk_device
         + tape_device
         + copy_device
+        + pt_device
         + f'[targets."{iqn}"]\n'
         f'portals = ["127.0.0.1:{port}"]\n'
         'luns = [ { lun = 0, device = "disk0" }, { lun = 1, device = "null0" }'
@@ -332,6 +341,7 @@ def pyscst_config(
         + blk_lun
         + tape_lun
         + copy_lun
+        + pt_lun
         + " ]\n"
     )
 
@@ -346,6 +356,7 @@ def run_pyscst(
     blockdev: Path | None = None,
     tape: bool = False,
     copy: bool = False,
+    backend: str | None = None,
 ) -> Iterator[Endpoint]:
     """`pyscst serve` on a generated config; `command` overrides the argv prefix;
     ``copy``: with the EXTENDED COPY row's destination LUN (role "copy")."""
@@ -365,7 +376,7 @@ def run_pyscst(
     if copy_image is not None:
         fill_image(copy_image)  # allocated: both copies overwrite pages, none allocates
     config.write_text(pyscst_config(state_dir, image, port, iqn, cold, blockdev, cartridge,
-                                    copy_image))
+                                    copy_image, backend))
     if command:
         argv, cwd = [*command, str(config)], REPO_ROOT
     else:
@@ -378,8 +389,22 @@ def run_pyscst(
             raise TargetError(f"{label}: {e}\n{_log_tail(log)}") from e
         luns = {"disk": 0, "null": 1, **({"cold": 2} if cold else {}),
                 **({"blockio": 3} if blockdev else {}), **({"tape": 4} if tape else {}),
-                **({"copy": 5} if copy else {})}  # fmt: skip
+                **({"copy": 5} if copy else {}),
+                **({"passthrough": 6} if backend else {})}  # fmt: skip
+        if backend:
+            _wait_passthrough(proc, log)
         yield Endpoint(label, "pyscst", proc.pid, f"127.0.0.1:{port}", iqn, luns, cold)
+
+
+def _wait_passthrough(proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Until the passthrough device has logged in to its backend (it says so)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while "pass-through backend" not in log.read_text(errors="replace") or (
+        "connected" not in log.read_text(errors="replace")
+    ):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise TargetError(f"passthrough backend never connected\n{_log_tail(log)}")
+        time.sleep(0.1)
 
 
 def run_target(
@@ -392,9 +417,11 @@ def run_target(
     blockdev: Path | None = None,
     tape: bool = False,
     copy: bool = False,
+    backend: str | None = None,
 ) -> contextlib.AbstractContextManager[Endpoint]:
     if kind == "tgt":
         return run_tgt(label, workdir, cpu, cold_dir, blockdev, tape)
     if kind == "pyscst":
-        return run_pyscst(label, workdir, cpu, pyscst_cmd, cold_dir, blockdev, tape, copy)
+        return run_pyscst(label, workdir, cpu, pyscst_cmd, cold_dir, blockdev, tape, copy,
+                          backend)
     raise ValueError(f"unknown target kind {kind!r}")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import attrs
 
+from pyscst.devices.backend import BackendSpec
 from pyscst.devices.library_store import LibrarySettings
 
 __all__ = ["DeviceConfig"]
@@ -44,6 +45,8 @@ class DeviceConfig:
     io_engine: str = "auto"
     #: a medium changer's library (``[devices.NAME.library]``; vchanger only)
     library: LibrarySettings | None = None
+    #: pass-through devices: where their commands go (devices/backend.py)
+    backend: BackendSpec | None = None
 
     @property
     def block_count(self) -> int:

@@ -171,7 +171,7 @@ async def handle_write(dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext) -> B
     return None
 
 
-def _first_difference(a: bytes | bytearray | memoryview, b: bytes | bytearray | memoryview) -> int:
+def first_difference(a: bytes | bytearray | memoryview, b: bytes | bytearray | memoryview) -> int:
     """Offset of the first differing byte (a and b differ, equal lengths)."""
     lo, hi = 0, len(a)
     ma, mb = memoryview(a), memoryview(b)
@@ -197,7 +197,7 @@ async def handle_write_and_verify(
         return None
     back = await read_blocks(dev, lba, n)
     if back != data:
-        raise miscompare(_first_difference(data, back))
+        raise miscompare(first_difference(data, back))
     return None
 
 
@@ -223,7 +223,7 @@ async def handle_verify(dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext) -> 
         expected = memoryview(one * n)
     medium = await read_blocks(dev, lba, n)
     if medium != expected:
-        offset = _first_difference(expected, medium)
+        offset = first_difference(expected, medium)
         raise miscompare(offset if bytchk == 0b01 else offset % bs)
     return None
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from pyscst.devices.disk_io import read_blocks
+from pyscst.devices.disk_io import first_difference, read_blocks
 from pyscst.devices.disk_sense import data_out_length_mismatch, io_error, miscompare, short_data_out
 from pyscst.scsi.cdb import alloc_len, rw10, rw16
 from pyscst.scsi.command import Buffer, ExecContext, ScsiCommand
@@ -163,13 +163,6 @@ async def handle_unmap(dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext) -> B
     return None
 
 
-def _first_difference(a: memoryview, b: memoryview) -> int:
-    for i in range(len(a)):
-        if a[i] != b[i]:
-            return i
-    raise AssertionError("buffers are equal")
-
-
 async def handle_compare_and_write(
     dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext
 ) -> Buffer | None:
@@ -209,7 +202,7 @@ async def handle_compare_and_write(
     if not cached:
         current = await read_blocks(dev, lba, n)
     if current != verify:
-        raise miscompare(_first_difference(verify, memoryview(current)))
+        raise miscompare(first_difference(verify, memoryview(current)))
     try:
         if fua or not store.write_now(offset, new):
             await store.write(offset, new, fua=fua)

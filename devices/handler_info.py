@@ -61,6 +61,9 @@ class PathRule(enum.Enum):
     #: a directory of media (a library's cartridges), defaulting to
     #: state_dir/<name>; no size
     DIRECTORY = "directory"
+    #: no ``path`` and no ``size``: the device is another device server's,
+    #: named by ``backend`` (pass-through)
+    BACKEND = "backend"
 
 
 StoreOpener = Callable[[DeviceSettings, Sequence[Path] | None, bool], Awaitable[BackingStore]]
@@ -87,3 +90,6 @@ class HandlerInfo:
     writable: bool = True
     #: the medium is always removable (a CD-ROM); else only with ``removable``
     removable_medium: bool = False
+    #: the device forwards to a backend (``backend`` key): the device actor
+    #: connects it (devices/backend.py) instead of calling ``open_store``
+    backend: bool = False

@@ -35,6 +35,7 @@ from pyscst.devices.handler_info import (
     StoreOpener,
 )
 from pyscst.devices.library_store import LibraryStore
+from pyscst.devices.passthrough import build_passthrough, no_store
 from pyscst.devices.plugin_api import Note, build_disk, load_plugins
 from pyscst.devices.stores import BackingStore, FileStore, NullStore
 from pyscst.devices.tape import TapeDevice, empty_drive
@@ -187,6 +188,11 @@ BUILTIN_HANDLERS = (
         "vchanger", "SMC medium changer of a tape library (its drives are vtape devices)",
         "changer", PathRule.DIRECTORY, (512,), _open_library, _changer, file_backed=False,
         writable=False,
+    ),
+    HandlerInfo(
+        "passthrough", "another device server's LU (an iSCSI target's LUN, or SG_IO), "
+        "exported one to many", "passthrough", PathRule.BACKEND, (512,), no_store,
+        build_passthrough, file_backed=False, backend=True,
     ),
 )  # fmt: skip
 

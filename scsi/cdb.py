@@ -190,10 +190,21 @@ def _locate(bad: int, length: int) -> ScsiError:
     raise AssertionError("no forbidden bit set")
 
 
-class OpTable:
-    """The commands one device type supports, indexed for fast lookup."""
+#: rows made on demand for commands a table does not list: a pass-through
+#: device forwards what its backend may know and pyscst does not
+Fallback = Callable[[bytes], "OpSpec | None"]
 
-    def __init__(self, specs: Iterable[OpSpec]) -> None:
+
+class OpTable:
+    """The commands one device type supports, indexed for fast lookup.
+
+    ``fallback`` (a pass-through device's) answers for a command no row
+    lists: the row it returns runs it unchecked (the device it is forwarded
+    to checks it); None from it, or no fallback, is INVALID COMMAND OPERATION
+    CODE as usual. REPORT SUPPORTED OPERATION CODES lists only the rows."""
+
+    def __init__(self, specs: Iterable[OpSpec], fallback: Fallback | None = None) -> None:
+        self.fallback = fallback
         self._specs: tuple[OpSpec, ...] = tuple(
             sorted(specs, key=lambda s: (s.opcode, s.service_action or 0))
         )
@@ -213,7 +224,7 @@ class OpTable:
 
     def merged(self, other: OpTable) -> OpTable:
         """A table holding both tables' commands (duplicates are an error)."""
-        return OpTable((*self._specs, *other._specs))
+        return OpTable((*self._specs, *other._specs), self.fallback or other.fallback)
 
     def overlaid(self, rows: Iterable[OpSpec]) -> OpTable:
         """This table with ``rows`` added; a row for an opcode (and service
@@ -225,7 +236,7 @@ class OpTable:
         if len(replaced) != len(extra):
             raise ValueError("duplicate rows in a table overlay")
         kept = [s for s in self._specs if (s.opcode, s.service_action) not in replaced]
-        return OpTable((*kept, *extra))
+        return OpTable((*kept, *extra), self.fallback)
 
     def lookup(self, cdb: bytes) -> OpSpec:
         """The spec for ``cdb``, after checking every field bit against the mask.
@@ -236,13 +247,21 @@ class OpTable:
         """
         entry = self._by_op.get(cdb[0])
         if entry is None:
-            raise ScsiError.invalid_opcode()
+            spec = self.fallback(cdb) if self.fallback is not None else None
+            if spec is None:
+                raise ScsiError.invalid_opcode()
+            return spec
         if isinstance(entry, _Check):
             check = entry
         else:
+            if len(cdb) < 2:  # no room for the service action
+                raise ScsiError.invalid_field_in_cdb(len(cdb))
             found = entry.get(cdb[1] & 0x1F)
             if found is None:
-                raise ScsiError.invalid_field_in_cdb(1, 4)
+                spec = self.fallback(cdb) if self.fallback is not None else None
+                if spec is None:
+                    raise ScsiError.invalid_field_in_cdb(1, 4)
+                return spec
             check = found
         n = check.length
         if len(cdb) < n:
@@ -270,8 +289,11 @@ class OpTable:
         entry = self._by_op.get(cdb[0])
         if isinstance(entry, dict):
             found = entry.get(cdb[1] & 0x1F) if len(cdb) > 1 else None
-            return None if found is None else found.spec
-        return None if entry is None else entry.spec
+            if found is not None:
+                return found.spec
+        elif entry is not None:
+            return entry.spec
+        return self.fallback(cdb) if self.fallback is not None else None
 
     def has_service_actions(self, opcode: int) -> bool:
         return isinstance(self._by_op.get(opcode), dict)

@@ -223,6 +223,11 @@ class ExecContext(Protocol):
         (e.g. MODE PARAMETERS CHANGED after MODE SELECT)."""
         ...
 
+    def notify_all(self, asc: Asc) -> None:
+        """Queue a UNIT ATTENTION with ``asc`` for every nexus of this LU, this
+        one too (a condition a pass-through backend reported to pyscst)."""
+        ...
+
     def start_background(self, fn: Callable[[], Awaitable[None]]) -> None:
         """Run ``fn`` in the LU's nursery, outliving this command, its aborts,
         resets and its session (SANITIZE). ``fn`` must not raise."""

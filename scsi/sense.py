@@ -42,8 +42,10 @@ class SenseKey(enum.IntEnum):
     VENDOR_SPECIFIC = 0x9
     COPY_ABORTED = 0xA
     ABORTED_COMMAND = 0xB
+    EQUAL = 0xC  # obsolete; a pass-through device may still send it
     VOLUME_OVERFLOW = 0xD
     MISCOMPARE = 0xE
+    COMPLETED = 0xF
 
 
 class Asc(tuple[int, int], enum.Enum):
@@ -56,17 +58,13 @@ class Asc(tuple[int, int], enum.Enum):
     BEGINNING_OF_PARTITION_MEDIUM_DETECTED = (0x00, 0x04)
     END_OF_DATA_DETECTED = (0x00, 0x05)
     CLEANING_REQUESTED = (0x00, 0x17)
-    LUN_NOT_READY_BECOMING_READY = (0x04, 0x01)
-    LOCATE_OPERATION_FAILURE = (0x44, 0x71)
-    SEQUENTIAL_POSITIONING_ERROR = (0x3B, 0x00)
     MEDIUM_FORMAT_CORRUPTED = (0x31, 0x00)
-    CANNOT_READ_MEDIUM_INCOMPATIBLE_FORMAT = (0x30, 0x02)
     WORM_MEDIUM_OVERWRITE_ATTEMPTED = (0x30, 0x0C)
-    WRITE_ERROR_AUTO_REALLOCATION_FAILED = (0x0C, 0x02)
     POSITION_PAST_BEGINNING_OF_MEDIUM = (0x3B, 0x0C)
     AUXILIARY_MEMORY_OUT_OF_SPACE = (0x55, 0x06)
     # -------------------------------------------------------------------------
     LUN_NOT_READY_CAUSE_NOT_REPORTABLE = (0x04, 0x00)
+    LUN_NOT_READY_BECOMING_READY = (0x04, 0x01)
     LUN_NOT_READY_INITIALIZING_COMMAND_REQUIRED = (0x04, 0x02)
     LUN_NOT_READY_MANUAL_INTERVENTION = (0x04, 0x03)
     LUN_NOT_READY_SANITIZE_IN_PROGRESS = (0x04, 0x1B)
@@ -75,6 +73,8 @@ class Asc(tuple[int, int], enum.Enum):
     LUN_NOT_ACCESSIBLE_TARGET_PORT_UNAVAILABLE = (0x04, 0x0C)
     LUN_NOT_READY_OFFLINE = (0x04, 0x12)
     SANITIZE_COMMAND_FAILED = (0x31, 0x03)
+    LOGICAL_UNIT_COMMUNICATION_FAILURE = (0x08, 0x00)
+    LOGICAL_UNIT_COMMUNICATION_TIMEOUT = (0x08, 0x01)
     WRITE_ERROR = (0x0C, 0x00)
     INVALID_FIELD_IN_INFORMATION_UNIT = (0x0E, 0x03)
     UNRECOVERED_READ_ERROR = (0x11, 0x00)
@@ -170,6 +170,27 @@ class Sense:
     #: FILEMARK (0x80), EOM (0x40), ILI (0x20): the stream-command bits of
     #: sequential-access devices (fixed byte 2; descriptor type 04h)
     stream: int = 0
+    #: sense data as another device server wrote it (pass-through): encoded
+    #: as it came, whatever format this LU would choose
+    raw: bytes | None = None
+
+    @classmethod
+    def decode(cls, data: bytes) -> Sense | None:
+        """Sense data another device server sent (fixed 0x70/0x71 or descriptor
+        0x72/0x73), kept as it came in ``raw``; None if too short or of an
+        unknown response code to read its key, ASC and ASCQ."""
+        if len(data) < 4:
+            return None
+        code = data[0] & 0x7F
+        if code in (0x70, 0x71):
+            if len(data) < 14:
+                return None
+            key, asc, ascq = data[2] & 0x0F, data[12], data[13]
+        elif code in (0x72, 0x73):
+            key, asc, ascq = data[1] & 0x0F, data[2], data[3]
+        else:
+            return None
+        return cls(SenseKey(key), asc, ascq, raw=bytes(data))
 
     @classmethod
     def of(
@@ -188,7 +209,10 @@ class Sense:
         return self.specific
 
     def encode(self, descriptor: bool = False) -> bytes:
-        """Encode as fixed (0x70) or descriptor (0x72) format current sense."""
+        """Encode as fixed (0x70) or descriptor (0x72) format current sense
+        (sense that came from elsewhere: as it came)."""
+        if self.raw is not None:
+            return self.raw
         specific = self._specific_bytes()
         if descriptor:
             body = bytearray()
@@ -221,13 +245,17 @@ class ScsiError(Exception):
     """A command ends with a non-GOOD status; CHECK CONDITION carries sense."""
 
     def __init__(
-        self, status: Status, sense: Sense | None = None, data: bytes | None = None
+        self,
+        status: Status,
+        sense: Sense | None = None,
+        data: bytes | bytearray | memoryview | None = None,
     ) -> None:
         super().__init__(status, sense)
         self.status = status
         self.sense = sense
         #: data-in sent before the status (a tape READ that met a filemark or
-        #: an incorrect-length record still returns what it read)
+        #: an incorrect-length record still returns what it read; a
+        #: pass-through device's answer that moved data)
         self.data = data
 
     def __str__(self) -> str:

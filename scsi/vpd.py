@@ -152,35 +152,7 @@ class VpdPages:
             ASSOC_LU,
             ascii_field(T10_VENDOR, 8) + info.device_id.encode("ascii", "replace")[:240],
         )
-        body += designator(
-            DESIG_RELATIVE_PORT,
-            CODE_SET_BINARY,
-            ASSOC_TARGET_PORT,
-            struct.pack(">HH", 0, nexus.relative_port & 0xFFFF),
-            protocol=PROTOCOL_ISCSI,
-        )
-        if nexus.port_group_id:  # ALUA: the group the target port belongs to
-            body += designator(
-                DESIG_TARGET_PORT_GROUP,
-                CODE_SET_BINARY,
-                ASSOC_TARGET_PORT,
-                struct.pack(">HH", 0, nexus.port_group_id & 0xFFFF),
-                protocol=PROTOCOL_ISCSI,
-            )
-        body += designator(
-            DESIG_SCSI_NAME,
-            CODE_SET_UTF8,
-            ASSOC_TARGET_PORT,
-            scsi_name(nexus.target_port),
-            protocol=PROTOCOL_ISCSI,
-        )
-        body += designator(
-            DESIG_SCSI_NAME,
-            CODE_SET_UTF8,
-            ASSOC_TARGET_DEVICE,
-            scsi_name(nexus.target_name),
-            protocol=PROTOCOL_ISCSI,
-        )
+        body += port_designators(nexus)
         return page(DEVICE_IDENTIFICATION, body)
 
     def _extended_inquiry(self, nexus: Nexus) -> bytes:
@@ -191,3 +163,39 @@ class VpdPages:
         )
         body[2] = 0x01 if info.volatile_cache else 0  # V_SUP
         return page(EXTENDED_INQUIRY, bytes(body))
+
+
+def port_designators(nexus: Nexus) -> bytes:
+    """The Device Identification designators of the port ``nexus`` came in
+    through and of the target device (every device type's LU, and a
+    pass-through LU in place of its backend's)."""
+    body = designator(
+        DESIG_RELATIVE_PORT,
+        CODE_SET_BINARY,
+        ASSOC_TARGET_PORT,
+        struct.pack(">HH", 0, nexus.relative_port & 0xFFFF),
+        protocol=PROTOCOL_ISCSI,
+    )
+    if nexus.port_group_id:  # ALUA: the group the target port belongs to
+        body += designator(
+            DESIG_TARGET_PORT_GROUP,
+            CODE_SET_BINARY,
+            ASSOC_TARGET_PORT,
+            struct.pack(">HH", 0, nexus.port_group_id & 0xFFFF),
+            protocol=PROTOCOL_ISCSI,
+        )
+    body += designator(
+        DESIG_SCSI_NAME,
+        CODE_SET_UTF8,
+        ASSOC_TARGET_PORT,
+        scsi_name(nexus.target_port),
+        protocol=PROTOCOL_ISCSI,
+    )
+    body += designator(
+        DESIG_SCSI_NAME,
+        CODE_SET_UTF8,
+        ASSOC_TARGET_DEVICE,
+        scsi_name(nexus.target_name),
+        protocol=PROTOCOL_ISCSI,
+    )
+    return body

@@ -39,6 +39,7 @@ from pyscst.supervision.cluster.etcd_proto import EtcdError
 from pyscst.supervision.cluster.node import ClusterNode
 from pyscst.supervision.host import run_host_services
 from pyscst.transports.iscsi.auth import AuthRegistry
+from pyscst.transports.iscsi.backend import connect_iscsi
 from pyscst.transports.iscsi.chap import ChapSettings, Credential
 from pyscst.transports.iscsi.connection import ConnectionSettings
 from pyscst.transports.iscsi.login import TargetOffer
@@ -108,7 +109,9 @@ class Daemon:
                 store = await self.cluster.open_store(dcfg.name)
             except EtcdError as exc:
                 raise ValueError(f"cluster: cannot read its reservations: {exc}") from exc
-        actor = DeviceActor(dcfg, roots=roots, grow=grow, peers=self._peer)
+        actor = DeviceActor(
+            dcfg, roots=roots, grow=grow, peers=self._peer, backends=connect_iscsi
+        )
         lu = LogicalUnit(
             dcfg.name, actor.current, CORE_TABLE, faults=self.faults,
             pr_path=self.config.state_dir / "pr" / f"{dcfg.name}.json",

@@ -24,7 +24,7 @@ from pyscst.devices.disk import DiskDevice
 from pyscst.devices.stores import MemoryStore
 from pyscst.scsi.cdb import OpTable
 from pyscst.scsi.command import Buffer, DataDirection, Nexus, ScsiCommand, TaskAttribute
-from pyscst.scsi.sense import Asc, ScsiError, Sense, Status
+from pyscst.scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
 
 DEFAULT_NEXUS = Nexus.iscsi(
     "iqn.2024-01.org.example:initiator", 0x23D000000001, "iqn.2024-01.org.pyscst:disk", 1
@@ -112,6 +112,11 @@ class FakeContext:
 
     def notify_others(self, asc: Asc) -> None:
         self.notified_others.append(asc)
+
+    def notify_all(self, asc: Asc) -> None:
+        """Every nexus: the others (recorded) and this one (pending)."""
+        self.notified_others.append(asc)
+        self.pending.append(Sense.of(SenseKey.UNIT_ATTENTION, asc))
 
     def start_background(self, fn: Callable[[], Awaitable[None]]) -> None:
         """Kept for the test to run (``await ctx.background.pop()()``)."""

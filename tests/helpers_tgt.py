@@ -70,33 +70,145 @@ def _tgtadm(control: int, *args: str) -> None:
     )
 
 
+def _spawn_tgtd(port: int | None) -> tuple[subprocess.Popen[bytes], int, int]:
+    """Start tgtd on a fresh management channel, listening on ``port`` (a free
+    one if None): the process, its channel and its iSCSI port."""
+    for _attempt in range(8):
+        control = random.randint(20000, 32000)
+        if Path(f"/var/run/tgtd/socket.{control}").exists():
+            continue
+        listen = port or _free_port()
+        proc = subprocess.Popen(
+            ["tgtd", "-f", "-C", str(control), "--iscsi", f"portal=127.0.0.1:{listen}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        if _wait_listening(listen, proc):
+            return proc, control, listen
+        proc.kill()
+        proc.wait()
+    raise RuntimeError("could not start tgtd")
+
+
+class TgtDaemon:
+    """A private tgtd that can be killed and started again on the same port
+    with the same backing file (a backend target going away mid-I/O)."""
+
+    def __init__(self, backing: Path, size: int, nop_interval: int = 1,
+                 chap: tuple[str, str] | None = None, port: int | None = None,
+                 tape: Path | None = None, changer: Path | None = None,
+                 lun_args: tuple[str, ...] = ()) -> None:
+        self.backing = backing
+        #: LUN 1's device type and backing store type (default: a disk)
+        self.lun_args = lun_args
+        #: a directory for tgt's changer (bstype smc): served at LUN 3, two
+        #: slots (1000, 1001), one picker (1), the tape drive as element 500
+        self.changer = changer
+        #: a tgtimg tape image: served as a tape drive (bstype ssc) at LUN 2
+        self.tape = tape
+        self.size = size
+        self.nop_interval = nop_interval
+        self.chap = chap
+        self.port = port or _free_port()
+        self.control = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def target(self) -> TgtTarget:
+        return TgtTarget("127.0.0.1", self.port, TARGET_NAME, 1, self.backing, self.size,
+                         self.control)  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return f"iscsi://127.0.0.1:{self.port}/{TARGET_NAME}/1"
+
+    def start(self) -> None:
+        """Start tgtd and configure its target (LUN 1 on the backing file)."""
+        self.proc, self.control, self.port = _spawn_tgtd(self.port)
+        control = self.control
+        _tgtadm(control, "--mode", "target", "--op", "new", "--tid", "1",
+                "--targetname", TARGET_NAME)  # fmt: skip
+        for name, value in (
+            ("HeaderDigest", "CRC32C,None"),
+            ("DataDigest", "CRC32C,None"),
+            ("nop_interval", str(self.nop_interval)),  # tgtd pings idle initiators
+            ("nop_count", "3"),
+        ):
+            _tgtadm(control, "--mode", "target", "--op", "update", "--tid", "1",
+                    "--name", name, "--value", value)  # fmt: skip
+        _tgtadm(control, "--mode", "logicalunit", "--op", "new", "--tid", "1", "--lun", "1",
+                "--backing-store", str(self.backing), *self.lun_args)  # fmt: skip
+        if self.tape is not None:
+            _tgtadm(control, "--mode", "logicalunit", "--op", "new", "--tid", "1", "--lun", "2",
+                    "--device-type", "tape", "--bstype", "ssc",
+                    "--backing-store", str(self.tape))  # fmt: skip
+        if self.changer is not None:
+            self._add_changer(control, self.changer)
+        _tgtadm(control, "--mode", "target", "--op", "bind", "--tid", "1",
+                "--initiator-address", "ALL")  # fmt: skip
+        if self.chap is not None:
+            user, secret = self.chap
+            _tgtadm(control, "--mode", "account", "--op", "new", "--user", user,
+                    "--password", secret)  # fmt: skip
+            _tgtadm(control, "--mode", "account", "--op", "bind", "--tid", "1", "--user", user)
+
+    @staticmethod
+    def _add_changer(control: int, home: Path) -> None:
+        state = home / "smc"
+        state.touch()
+        _tgtadm(control, "--mode", "logicalunit", "--op", "new", "--tid", "1", "--lun", "3",
+                "--device-type", "changer", "--bstype", "smc", "--backing-store", str(state))
+        for params in ("element_type=1,start_address=1,quantity=1",
+                       "element_type=2,start_address=1000,quantity=2",
+                       "element_type=4,start_address=500,quantity=1",
+                       "element_type=4,address=500,tid=1,lun=2", f"media_home={home}"):
+            _tgtadm(control, "--mode", "logicalunit", "--op", "update", "--tid", "1",
+                    "--lun", "3", "--params", params)  # fmt: skip
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+@contextlib.contextmanager
+def tgtd_daemon(tmp: Path, size: int = 64 << 20, nop_interval: int = 1,
+                chap: tuple[str, str] | None = None, start: bool = True,
+                tape: bool = False, changer: bool = False) -> Iterator[TgtDaemon]:
+    """A :class:`TgtDaemon` on a fresh sparse backing file (and, with ``tape``,
+    a fresh 16 MB tape image at LUN 2), killed on exit."""
+    backing = tmp / "tgt-disk.img"
+    with backing.open("wb") as f:
+        f.truncate(size)
+    image = None
+    if tape:
+        image = tmp / "tgt-tape.img"
+        subprocess.run(["tgtimg", "--op", "new", "--device-type", "tape", "--barcode", "PYS001",
+                        "--size", "16", "--type", "data", "--file", str(image)],
+                       check=True, capture_output=True, timeout=30)  # fmt: skip
+    home = None
+    if changer:
+        home = tmp / "tgt-changer"
+        home.mkdir()
+    tgt = TgtDaemon(backing, size, nop_interval, chap, tape=image, changer=home)
+    try:
+        if start:
+            tgt.start()
+        yield tgt
+    finally:
+        tgt.kill()
+
+
 @contextlib.contextmanager
 def _tgtd() -> Iterator[tuple[int, int]]:
     """A private tgtd: its management channel and iSCSI port; always killed."""
-    proc: subprocess.Popen[bytes] | None = None
+    proc, control, port = _spawn_tgtd(None)
     try:
-        for _attempt in range(8):
-            control = random.randint(20000, 32000)
-            if Path(f"/var/run/tgtd/socket.{control}").exists():
-                continue
-            port = _free_port()
-            proc = subprocess.Popen(
-                ["tgtd", "-f", "-C", str(control), "--iscsi", f"portal=127.0.0.1:{port}"],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            if _wait_listening(port, proc):
-                break
-            proc.kill()
-            proc.wait()
-            proc = None
-        if proc is None:
-            raise RuntimeError("could not start tgtd")
         yield control, port
     finally:
-        if proc is not None:
-            proc.kill()
-            proc.wait()
+        proc.kill()
+        proc.wait()
 
 
 @contextlib.contextmanager
@@ -110,35 +222,23 @@ def running_tgtd(
     Digests are allowed (CRC32C,None) and tgtd sends a NOP-In ping every
     ``nop_interval`` seconds, dropping initiators that miss three.
     """
-    lun_args: tuple[str, ...] = ()
-    if tape_barcode is not None:
-        backing = tmp / f"tgt-{tape_barcode}.tape"
-        subprocess.run(
-            ["tgtimg", "--op", "new", "--device-type", "tape", f"--barcode={tape_barcode}",
-             f"--size={max(1, size >> 20)}", "--type=data", f"--file={backing}"],
-            check=True, capture_output=True, timeout=60,
-        )  # fmt: skip
-        lun_args = ("--device-type", "tape", "--bstype", "ssc")
-    else:
-        backing = tmp / "tgt-disk.img"
-        with backing.open("wb") as f:
-            f.truncate(size)
-    with _tgtd() as (control, port):
-        _tgtadm(control, "--mode", "target", "--op", "new", "--tid", "1",
-                "--targetname", TARGET_NAME)  # fmt: skip
-        for name, value in (
-            ("HeaderDigest", "CRC32C,None"),
-            ("DataDigest", "CRC32C,None"),
-            ("nop_interval", str(nop_interval)),  # tgtd pings idle initiators
-            ("nop_count", "3"),
-        ):
-            _tgtadm(control, "--mode", "target", "--op", "update", "--tid", "1",
-                    "--name", name, "--value", value)  # fmt: skip
-        _tgtadm(control, "--mode", "logicalunit", "--op", "new", "--tid", "1", "--lun", "1",
-                "--backing-store", str(backing), *lun_args)  # fmt: skip
-        _tgtadm(control, "--mode", "target", "--op", "bind", "--tid", "1",
-                "--initiator-address", "ALL")  # fmt: skip
-        yield TgtTarget("127.0.0.1", port, TARGET_NAME, 1, backing, size, control)
+    if tape_barcode is None:
+        with tgtd_daemon(tmp, size, nop_interval) as tgt:
+            yield tgt.target
+        return
+    backing = tmp / f"tgt-{tape_barcode}.tape"
+    subprocess.run(
+        ["tgtimg", "--op", "new", "--device-type", "tape", f"--barcode={tape_barcode}",
+         f"--size={max(1, size >> 20)}", "--type=data", f"--file={backing}"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    tape_lun = ("--device-type", "tape", "--bstype", "ssc")
+    tgt = TgtDaemon(backing, size, nop_interval, lun_args=tape_lun)
+    try:
+        tgt.start()
+        yield tgt.target
+    finally:
+        tgt.kill()
 
 
 @attrs.frozen
@@ -217,3 +317,27 @@ def running_tgt_library(
                 "--initiator-address", "ALL")  # fmt: skip
         yield TgtLibrary("127.0.0.1", port, TARGET_NAME, changer, tuple(range(1, drives + 1)),
                          home)  # fmt: skip
+
+
+def wait_until_ready(host: str, port: int, target: str, lun: int = 0,
+                     timeout: float = 30.0) -> list[tuple[int, int, int]]:
+    """TEST UNIT READY on ``lun`` until GOOD (a passthrough LU whose backend is
+    still being reached answers NOT READY); the senses seen on the way."""
+    import trio
+
+    from pyscst.transports.iscsi.initiator import Initiator
+
+    async def poll() -> list[tuple[int, int, int]]:
+        seen: list[tuple[int, int, int]] = []
+        with trio.fail_after(timeout):
+            async with await Initiator.connect(host, port, target_name=target) as ini:
+                while True:
+                    r = await ini.execute(lun, bytes(6))
+                    if r.status == 0:
+                        return seen
+                    sense = r.sense
+                    seen.append((sense[2] & 0x0F, sense[12], sense[13]) if len(sense) > 13
+                                else (-1, -1, -1))  # fmt: skip
+                    await trio.sleep(0.2)
+
+    return trio.run(poll)

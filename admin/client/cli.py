@@ -98,7 +98,8 @@ def add_admin_parser(sub: Any) -> None:
         "block_size": a.block_size, "read_only": a.read_only or None,
         "write_cache": False if a.no_write_cache else None, "serial": a.serial,
         "rotational": a.rotational or None, "grow": a.grow or None,
-        "removable": a.removable or None, "physical_block_size": a.physical_block_size}))
+        "removable": a.removable or None, "physical_block_size": a.physical_block_size,
+        "backend": a.backend}))
     p.add_argument("name")
     p.add_argument("--handler", default="vdisk_fileio",
                    help="; ".join(f"{h.name}: {h.summary}" for h in HANDLERS.values()))
@@ -115,6 +116,8 @@ def add_admin_parser(sub: Any) -> None:
                    help="removable medium (eject/load, START STOP UNIT LOEJ)")
     p.add_argument("--physical-block-size", type=int,
                    help="bytes per physical block, e.g. 4096 over 512-byte blocks")
+    p.add_argument("--backend", help='passthrough: "iscsi://host:port/iqn/lun" or a /dev path '
+                   "(CHAP credentials toward it: backend_chap in the config file)")
     p = leaf(dev, "remove", "remove a device (--force also unmaps it)",
              lambda a: ("device.remove", {"name": a.name, "force": a.force}))
     p.add_argument("name")

@@ -24,6 +24,7 @@ import attrs
 import tomli_w
 
 from pyscst.admin.config.auth import auth_to_dict, resolve_auth
+from pyscst.admin.config.backend import backend_to_dict, resolve_backend
 from pyscst.admin.config.faults import parse_faults, rule_to_dict
 from pyscst.admin.config.model import (
     AuthConfig,
@@ -253,8 +254,10 @@ def _dump_device(device: DeviceConfig) -> dict[str, Any]:
     out: dict[str, Any] = {"handler": device.handler}
     if device.path is not None:
         out["path"] = str(device.path)
-    if HANDLERS[device.handler].path not in (PathRule.IMAGE, PathRule.DIRECTORY):
+    if HANDLERS[device.handler].path not in (PathRule.IMAGE, PathRule.DIRECTORY, PathRule.BACKEND):
         out["size"] = format_size(device.size)
+    if device.backend is not None:
+        out.update(backend_to_dict(device.backend))
     out.update(
         block_size=device.block_size,
         read_only=device.read_only,
@@ -537,7 +540,14 @@ class _Resolver:
                     f"got {raw.physical_block_size}",
                 )
         size: int | None = 0
-        if handler is not None and handler.path in (PathRule.IMAGE, PathRule.DIRECTORY):
+        if handler is not None and handler.path is PathRule.BACKEND:
+            if raw.size is not None:
+                self.fail((*path, "size"), f"{handler.name} takes its size from its backend; "
+                          "remove size")
+            if raw.path is not None:
+                self.fail((*path, "path"), f"{handler.name} has no backing file; "
+                          "name the device in backend")
+        elif handler is not None and handler.path in (PathRule.IMAGE, PathRule.DIRECTORY):
             if raw.size is not None:
                 self.fail((*path, "size"), f"{handler.name} takes its size from the image; "
                           "remove size")
@@ -592,6 +602,7 @@ class _Resolver:
                 library = self.library((*path, "library"), name, raw.library, state_dir)
         elif raw.library is not None:
             self.fail((*path, "library"), "only vchanger devices have a library")
+        backend = resolve_backend(path, raw, handler, self.state_dir, self.roots, self.fail)
         if len(self.problems) > before or handler is None or size is None:
             return None
         return DeviceConfig(
@@ -610,6 +621,7 @@ class _Resolver:
             restart_period=float(raw.restart_period),
             io_engine=raw.io_engine,
             library=library,
+            backend=backend,
         )
 
     def library(

@@ -108,6 +108,13 @@ class RawDevice:
     io_engine: str = "auto"
     #: a vchanger's library: drives, slots, mail slots, cartridges
     library: RawLibrary | None = None
+    #: passthrough: "iscsi://host:port/iqn/lun" or a /dev path (admin/config/backend.py)
+    backend: str | None = None
+    backend_chap: RawChap | None = None
+    backend_mutual: RawChap | None = None
+    backend_initiator: str | None = None
+    backend_queue_depth: int = 32
+    backend_timeout: float = 30.0
 
 
 @attrs.frozen

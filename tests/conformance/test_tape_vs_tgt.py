@@ -130,7 +130,7 @@ DIFFERS = {
     "read position after writes": "tgt: every position zero; SSC-4 READ POSITION: the "
     "logical object number",
     "read position long": "tgt: zeros and a reserved bit; SSC-4 READ POSITION long form",
-    "read underlength": "tgt: sends the whole 64-byte buffer for a 10-byte record, "
+    "read underlength": "tgt: sends 54 bytes (request - record) for a 10-byte record, "
     "residual 10; SAM-5 residuals: 54 bytes not transferred",
     "read filemark": "tgt: sends 64 zero bytes with FILEMARK; SSC-4 READ(6): nothing of "
     "a filemark is transferred",

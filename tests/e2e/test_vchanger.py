@@ -21,18 +21,11 @@ import tomli_w
 import trio
 
 from pyscst.transports.iscsi.initiator import Initiator
+from tests.backup_job import Library, backup_job, move, res, tags
 from tests.cdbs import TUR, sense_triplet
 from tests.daemon import DaemonError, RunningDaemon, running_daemon_async
 from tests.e2e.test_admin_cli import admin_for
-from tests.e2e.test_vtape import (
-    RECORD,
-    REWIND,
-    c6,
-    read_file,
-    read_position,
-    tar_archive,
-    write_file,
-)
+from tests.e2e.test_vtape import RECORD, tar_archive
 
 TARGET = "iqn.2026-11.org.pyscst:vtl"
 INITIATOR = "iqn.2026-11.org.example:backup"
@@ -66,29 +59,6 @@ def devices() -> dict[str, dict[str, object]]:
             },
         },
     }
-
-
-def move(src: int, dst: int) -> bytes:
-    return struct.pack(">BBHHHHBB", 0xA5, 0, 0, src, dst, 0, 0, 0)
-
-
-def res(kind: int = 0, start: int = 0, count: int = 0xFFFF, allocation: int = 0xFFFF) -> bytes:
-    return (struct.pack(">BBHHB", 0xB8, 0x10 | kind, start, count, 1)
-            + allocation.to_bytes(3, "big") + b"\x00\x00")  # fmt: skip
-
-
-def tags(data: bytes) -> dict[int, str]:
-    """READ ELEMENT STATUS (VOLTAG) -> address: barcode of every full element."""
-    out: dict[int, str] = {}
-    at = 8
-    while at < len(data):
-        length = struct.unpack_from(">H", data, at + 2)[0]
-        size = int.from_bytes(data[at + 5 : at + 8], "big")
-        for d in range(at + 8, at + 8 + size, length):
-            if data[d + 2] & 0x01:
-                out[struct.unpack_from(">H", data, d)[0]] = data[d + 12 : d + 44].decode().strip()
-        at += 8 + size
-    return out
 
 
 @asynccontextmanager
@@ -263,29 +233,7 @@ async def test_backup_job_through_the_changer(tmp_path: Path) -> None:
     archive reads back there."""
     archives = [tar_archive(i, (3 * RECORD) // 2 + 1000 * i) for i in range(4)]
     async with library(tmp_path) as d, login(d) as ini:
-        assert (await ini.execute(CHANGER, move(S0, D0))).status == GOOD
-        assert sense_triplet((await ini.execute(T0, TUR)).sense) == MEDIUM_CHANGED
-        starts = []
-        for data in archives:
-            starts.append((await read_position(ini, T0))[1])
-            assert await write_file(ini, T0, data) == -(-len(data) // RECORD)
-        assert (await ini.execute(T0, REWIND)).status == GOOD
-        assert (await ini.execute(T0, c6(0x11, 0x01, 2))).status == GOOD  # SPACE 2 filemarks
-        assert await read_position(ini, T0) == (0, starts[2], 2)
-        assert await read_file(ini, T0) == archives[2]
-        locate = bytes((0x2B, 0, 0)) + struct.pack(">I", starts[1]) + bytes(3)
-        assert (await ini.execute(T0, locate)).status == GOOD
-        assert await read_position(ini, T0) == (0, starts[1], 1)
-        assert await read_file(ini, T0) == archives[1]
-        # the application unloads, the changer carries the cartridge to drive 1
-        assert (await ini.execute(T0, c6(0x1B, 0, 0))).status == GOOD  # LOAD UNLOAD: unload
-        r = await ini.execute(CHANGER, move(D0, D1))
-        assert r.status == GOOD, sense_triplet(r.sense)
-        assert sense_triplet((await ini.execute(T0, TUR)).sense) == NO_MEDIUM
-        assert sense_triplet((await ini.execute(T1, TUR)).sense) == MEDIUM_CHANGED
-        assert await read_position(ini, T1) == (0, 0, 0)
-        for data in archives:
-            assert await read_file(ini, T1) == data
+        await backup_job(ini, Library(CHANGER, (T0, T1), S0, (D0, D1)), archives)
         assert await inventory(ini) == {D1: "A00001L8", S2: "A00002L8"}
 
 
@@ -362,3 +310,30 @@ async def test_every_answered_move_survives_kill_9(tmp_path: Path) -> None:
                 break
             await trio.sleep(0.1)
         assert r.status == GOOD
+
+
+async def test_operator_cannot_eject_or_load_a_library_drive_nor_add_a_changer(
+    tmp_path: Path,
+) -> None:
+    """A library's drives get cartridges only from its changer: the operator's
+    ``device eject`` / ``device load`` on one is refused naming the library and
+    what to use, and the drive and the inventory are untouched. A vchanger
+    cannot be added live (its library table lives in the file): refused, saying
+    how. An eject of a drive of no library still works."""
+    async with library(tmp_path) as d, login(d) as ini:
+        admin = admin_for(d)
+        assert (await ini.execute(CHANGER, move(S0, D0))).status == GOOD
+        assert sense_triplet((await ini.execute(T0, TUR)).sense) == MEDIUM_CHANGED
+        stderr = await admin.fails(1, "device", "eject", "t0")
+        assert "drive of library lib0" in stderr and "MOVE MEDIUM" in stderr
+        assert "library import|export lib0" in stderr
+        stderr = await admin.fails(1, "device", "load", "t1", "--path", "A00002L8")
+        assert "device t1 is a drive of library lib0" in stderr
+        assert (await ini.execute(T0, TUR)).status == GOOD  # still loaded, no UA
+        assert sense_triplet((await ini.execute(T1, TUR)).sense) == NO_MEDIUM
+        assert await inventory(ini) == {D0: "A00001L8", S2: "A00002L8"}
+        stderr = await admin.fails(1, "device", "add", "lib1", "--handler", "vchanger")
+        assert "[devices.lib1.library] table" in stderr and "admin reload" in stderr
+        assert "lib1" not in d.config_path.read_text()
+        await admin.ok("device", "add", "t9", "--handler", "vtape")
+        assert (await admin.ok("device", "eject", "t9"))["medium"] == "absent"

@@ -302,3 +302,12 @@ async def test_hostile_loads_and_a_corrupt_cartridge_never_hurt_the_drive(tmp_pa
         await ini.execute(0, TUR)
         assert (await ini.execute(0, c6(0x0A, 0, 10), data_out=b"z" * 10)).status == GOOD
         assert await read_position(ini, 0) == (0, 2, 0)
+        # RSOC comes from the same table: the tape's commands, with their masks
+        rsoc = bytes((0xA3, 0x0C, 0x01, 0x34, 0, 0)) + (64).to_bytes(4, "big") + bytes(2)
+        r = await ini.execute(0, rsoc, read_length=64)  # one command: READ POSITION
+        assert r.status == GOOD and r.data[1] & 0x07 == 0x03 and r.data[4:6] == b"\x34\x1f"
+        rsoc_all = bytes((0xA3, 0x0C, 0, 0, 0, 0)) + (4096).to_bytes(4, "big") + bytes(2)
+        r = await ini.execute(0, rsoc_all, read_length=4096)
+        listed = {r.data[4 + 8 * i] for i in range(int.from_bytes(r.data[:4], "big") // 8)}
+        assert {0x01, 0x08, 0x0A, 0x10, 0x11, 0x2B, 0x34, 0x4D, 0x8C, 0x91, 0x92} <= listed
+        assert 0x28 not in listed  # no READ(10) on a tape

@@ -114,6 +114,14 @@ class Result:
     residual_overflow: bool = False
     residual_underflow: bool = False
     residual_count: int = 0
+    #: with ``Initiator.zero_copy_reads``: the data-in as a view of the
+    #: command's own buffer, and ``data`` empty
+    view: memoryview | None = None
+
+    @property
+    def payload(self) -> bytes | memoryview:
+        """The data-in, however it was kept."""
+        return self.view if self.view is not None else self.data
 
 
 @attrs.frozen
@@ -206,6 +214,8 @@ class Initiator:
         self.nop_in_answered = 0
         #: False plays a hung initiator: target pings go unanswered
         self.answer_pings = True
+        #: Result.data is a memoryview of the command's buffer, not a copy
+        self.zero_copy_reads = False
 
     # ------------------------------------------------------------------ login
 
@@ -462,11 +472,15 @@ class Initiator:
         read_length: int = 0,
         attr: int = TaskAttribute.SIMPLE,
         immediate: bool = False,
+        *,
+        read: bool | None = None,
+        write: bool | None = None,
     ) -> int:
         """Queue a SCSI command; returns its ITT for :meth:`wait`.
 
         ``lun`` is a LUN number (0..16383). Commands go out in submission
-        order as the target's CmdSN window allows.
+        order as the target's CmdSN window allows. ``read`` / ``write`` set
+        the R / W bits when the lengths alone would not (a read of 0 bytes).
         """
         if self._nursery is None:
             raise RuntimeError("Initiator.submit before `async with`: nothing would send it")
@@ -476,7 +490,7 @@ class Initiator:
         lun_field = int.from_bytes(encode_lun(lun), "big")
 
         def build(cmdsn: int) -> list[bytes]:
-            return self._build_command(task, lun_field, cdb, attr, immediate, cmdsn)
+            return self._build_command(task, lun_field, cdb, attr, immediate, cmdsn, read, write)
 
         self._queue(task, build, immediate)
         return task.itt
@@ -488,6 +502,13 @@ class Initiator:
             raise KeyError(f"no outstanding task {itt:#x}")
         result: Result = await self._await(task)
         return result
+
+    def forget(self, itt: int) -> None:
+        """Stop tracking a command its caller gave up on (after an ABORT TASK):
+        whatever the target still sends for it goes to :meth:`recv_pdu`."""
+        task = self._tasks.pop(itt, None)
+        if task is not None:
+            task.finish(error=ConnectionLost("forgotten"))
 
     async def execute(
         self,
@@ -502,7 +523,8 @@ class Initiator:
         return await self.wait(self.submit(lun, cdb, data_out, read_length, attr, immediate))
 
     def _build_command(
-        self, task: _Task, lun_field: int, cdb: bytes, attr: int, immediate: bool, cmdsn: int
+        self, task: _Task, lun_field: int, cdb: bytes, attr: int, immediate: bool, cmdsn: int,
+        read: bool | None = None, write: bool | None = None,
     ) -> list[bytes]:
         p = self.params
         data = task.data_out
@@ -516,8 +538,8 @@ class Initiator:
             immediate=immediate,
             final=total == 0 or immediate_len == total or p.initial_r2t
             or immediate_len == unsolicited_limit,
-            read=read_length > 0,
-            write=total > 0,
+            read=read_length > 0 if read is None else read,
+            write=total > 0 if write is None else write,
             attr=attr,
             lun=lun_field,
             itt=task.itt,
@@ -802,7 +824,8 @@ class Initiator:
         if p.status_present:
             task.finish(
                 Result(
-                    status=p.status, sense=b"", data=bytes(buf[: task.received]),
+                    status=p.status, sense=b"", data=self._read_copy(task),
+                    view=self._read_view(task),
                     residual_overflow=p.overflow, residual_underflow=p.underflow,
                     residual_count=p.residual_count,
                 )
@@ -816,11 +839,20 @@ class Initiator:
         task.finish(
             Result(
                 status=p.status, sense=pdu.parse_sense_segment(p.data),
-                data=bytes(task.read_buf[: task.received]), response=p.response,
+                data=self._read_copy(task), view=self._read_view(task), response=p.response,
                 residual_overflow=p.overflow, residual_underflow=p.underflow,
                 residual_count=p.residual_count,
             )
         )  # fmt: skip
+
+    def _read_copy(self, task: _Task) -> bytes:
+        """A command's data-in, copied (empty with ``zero_copy_reads``)."""
+        return b"" if self.zero_copy_reads else bytes(task.read_buf[: task.received])
+
+    def _read_view(self, task: _Task) -> memoryview | None:
+        """With ``zero_copy_reads``: a view of the task's own buffer, which
+        nothing else holds (the pass-through backend hands it on uncopied)."""
+        return memoryview(task.read_buf)[: task.received] if self.zero_copy_reads else None
 
     def _on_r2t(self, p: R2T) -> None:
         task = self._tasks.get(p.itt)

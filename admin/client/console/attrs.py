@@ -148,6 +148,7 @@ CREATE_ATTRS: Mapping[Kind, tuple[Attr, ...]] = {
             "grow", parse_bool, "extend an existing backing file smaller than size",
             choices=_fixed(*BOOLEAN_VALUES),
         ),
+        Attr("backend", parse_text, "passthrough: iscsi://host:port/iqn/lun or a /dev path"),
     ),
     Kind.TARGETS: (Attr("alias", parse_text, "TargetAlias sent at login"),),
     Kind.PORTALS: (),

@@ -15,6 +15,7 @@ from typing import Any
 from pyscst.admin.config.values import parse_portal
 from pyscst.admin.control.ops.args import Args
 from pyscst.admin.control.protocol import ErrorCode, OpError
+from pyscst.devices.registry import HANDLERS, PathRule
 
 Doc = dict[str, Any]
 
@@ -89,7 +90,18 @@ def describe_mapping(target: str, group: str | None, lun: int) -> str:
 
 def device_add(doc: Doc, a: Args) -> str:
     name = a.text("name")
-    table: dict[str, Any] = {"handler": a.text("handler")}
+    handler = a.text("handler")
+    info = HANDLERS.get(handler)
+    if info is not None and info.path is PathRule.DIRECTORY:
+        # a library's layout, drives and cartridges are a table, not options
+        raise OpError(
+            ErrorCode.INVALID,
+            f"device.add: a {handler} device needs its [devices.{name}.library] table "
+            "(drives, slots, mail_slots, cartridges), which only the config file holds: "
+            "write the device and its table there, then `pyscst admin reload`",
+            "args.handler",
+        )
+    table: dict[str, Any] = {"handler": handler}
     for key, value in (
         ("size", a.opt_size("size")),  # (a CD-ROM's is its image's)
         ("path", a.opt_text("path")),
@@ -100,6 +112,7 @@ def device_add(doc: Doc, a: Args) -> str:
         ("rotational", a.opt_flag("rotational")),
         ("removable", a.opt_flag("removable")),
         ("physical_block_size", a.opt_integer("physical_block_size")),
+        ("backend", a.opt_text("backend")),
     ):
         if value is not None:
             table[key] = value

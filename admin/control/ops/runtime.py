@@ -111,6 +111,7 @@ def operations(controller: Controller) -> dict[str, OpHandler]:
         unit = daemon.device_unit(name)
         if unit is None:
             raise _no_device(daemon, name)
+        _refuse_library_drive(daemon, op, name)
         path = lexical(daemon.config.state_dir, written) if written else None
         try:
             changed = await unit.device.change_medium(load, path)
@@ -216,6 +217,8 @@ def device_view(daemon: Daemon, d: DeviceConfig) -> dict[str, Any]:
     if (d.removable or HANDLERS[d.handler].removable_medium) and unit is not None:
         present = unit.device.medium_present()
         view["medium"] = None if present is None else ("present" if present else "absent")
+    if d.backend is not None and unit is not None:
+        view["backend_state"] = unit.device.backend_state()
     return view
 
 
@@ -247,6 +250,8 @@ def device_dict(d: DeviceConfig) -> dict[str, Any]:
         "max_restarts": d.max_restarts,
         "restart_period": d.restart_period,
         "io_engine": d.io_engine,
+        # (where a passthrough device forwards; its CHAP secrets are never shown)
+        "backend": d.backend.url if d.backend is not None else None,
     }
 
 
@@ -321,6 +326,22 @@ def session_stats(target: Target, info: SessionInfo) -> dict[str, Any]:
         **total.as_dict(),
         "luns": [{"lun": lun, **snap.as_dict()} for lun, snap in sorted(parts.items())],
     }
+
+
+def _refuse_library_drive(daemon: Daemon, op: str, name: str) -> None:
+    """A library's drive gets its cartridges only from its changer: an eject
+    or load behind the changer's back would make the inventory (what READ
+    ELEMENT STATUS reports, and what the changer reloads after a restart) lie."""
+    for d in daemon.config.devices:
+        if d.library is not None and name in d.library.layout.drives:
+            raise OpError(
+                ErrorCode.INVALID,
+                f"{op}: device {name} is a drive of library {d.name}, whose changer loads "
+                f"and unloads it: move cartridges with MOVE MEDIUM on {d.name}'s LUN; to "
+                f"bring one in or take one out use `pyscst admin library import|export "
+                f"{d.name} BARCODE` (through a mail slot)",
+                f"devices.{name}",
+            )
 
 
 def build_tree(daemon: Daemon) -> dict[str, Any]:

@@ -109,7 +109,8 @@ def test_create_device_parses_size_and_sends_device_add(fake: FakeBackend) -> No
         ("create disk1 size=1G", "error: create: a new device needs handler=..."),
         ("create disk1 handler=vdisk_nullio size=1G colour=red",
          'error: create: unknown attribute "colour" for a new device (known: handler, size, '
-         "path, block_size, read_only, write_cache, removable, physical_block_size, grow)"),
+         "path, block_size, read_only, write_cache, removable, physical_block_size, grow, "
+         "backend)"),
         ("create disk1 handler=vdisk_nullio size=1G block_size=520",
          "error: create: block_size: expected 512 or 4096, got 520"),
     ],

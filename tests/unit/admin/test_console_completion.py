@@ -53,11 +53,11 @@ def test_create_offers_the_attributes_of_the_directory(shell: Shell) -> None:
     shell.run_line("cd /devices")
     assert complete(shell, "create disk2 ") == [
         "handler=", "size=", "path=", "block_size=", "read_only=", "write_cache=",
-        "removable=", "physical_block_size=", "grow=",
+        "removable=", "physical_block_size=", "grow=", "backend=",
     ]
     assert complete(shell, "create disk2 handler=vdisk_nullio ") == [
         "size=", "path=", "block_size=", "read_only=", "write_cache=",
-        "removable=", "physical_block_size=", "grow=",
+        "removable=", "physical_block_size=", "grow=", "backend=",
     ]
     assert complete(shell, "create disk2 handler=") == [f"handler={h}" for h in HANDLERS]
     assert complete(shell, "create disk2 block_size=") == ["block_size=512", "block_size=4096"]

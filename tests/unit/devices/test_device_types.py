@@ -26,6 +26,7 @@ from pyscst.devices.disk_table import SBC_TABLE
 from pyscst.devices.library import Library, LibraryLayout
 from pyscst.devices.library_store import LibraryStore
 from pyscst.devices.medium import Medium, MediumLocked
+from pyscst.devices.passthrough import BackendStore
 from pyscst.devices.registry import BUILTIN_HANDLERS, HANDLERS, PathRule
 from pyscst.devices.stores import BackingStore, MemoryStore, NullStore
 from pyscst.scsi.cdb import OpFlags, OpSpec, OpTable, Readiness, ResvClass
@@ -35,6 +36,7 @@ from pyscst.scsi.mode import ModePages, spc_mode_page_defs
 from pyscst.scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
 from pyscst.scsi.vpd import VpdInfo, VpdPages
 from tests.cdbs import TUR, sense_triplet
+from tests.fake_backend import FakeBackend
 from tests.fakes import run_cdb
 from tests.unit.actors.test_task_set import NEXUS_A, NEXUS_B, Recorder, command, wait_answers
 
@@ -162,6 +164,8 @@ def test_every_registered_handler_builds_a_device_type_and_is_documented(
     if info.path is PathRule.DIRECTORY:  # a library: its store is its inventory
         library = Library(LibraryLayout())
         store = LibraryStore(library, tmp_path / "lib.json", tmp_path, (tmp_path,))
+    elif info.backend:  # pass-through: its store is its backend
+        store = BackendStore(FakeBackend())
     device = info.build(_Settings(name), store)
     assert isinstance(device, DeviceType)
     if name not in {info.name for info in BUILTIN_HANDLERS}:
