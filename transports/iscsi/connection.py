@@ -896,7 +896,7 @@ class IscsiConnection:
                 st.buf = memoryview(data)
             else:
                 st.buf = bytearray(st.unsol_end)
-                st.buf[:dlen] = data
+                memoryview(st.buf)[:dlen] = data
             st.received = dlen
             if dlen < st.unsol_end:
                 st.unsol_done = trio.Event()
@@ -943,7 +943,9 @@ class IscsiConnection:
                 self._data_out_error(pdu, st, error)
                 return
             st.next_datasn += 1
-            st.buf[off : off + n] = data
+            # (through a memoryview: one copy; bytearray slice assignment
+            # from a buffer copies it to a temporary bytearray first)
+            memoryview(st.buf)[off : off + n] = data
             st.received = off + n
             if st.received >= st.unsol_end or pdu.final:
                 unsol_done.set()
@@ -953,7 +955,7 @@ class IscsiConnection:
         if error is not None or burst is None:
             self._data_out_error(pdu, st, error)
             return
-        st.buf[off : off + n] = data
+        memoryview(st.buf)[off : off + n] = data
         if burst.next_offset >= burst.end:
             del self._bursts[ttt]
             burst.event.set()
@@ -986,7 +988,7 @@ class IscsiConnection:
             raise _data_phase_error()
         if total > len(st.buf):
             grown = bytearray(total)
-            grown[: len(st.buf)] = st.buf
+            memoryview(grown)[: len(st.buf)] = st.buf
             st.buf = grown
         offset = max(st.unsol_end, st.received)
         if offset < total:
