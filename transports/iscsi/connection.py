@@ -393,7 +393,8 @@ class IscsiConnection:
             return
         if self._output_closed:
             return  # (closing: the writer sends only what was queued before)
-        self._write_now(buffers)
+        self._pending.extend(buffers)  # (empty outside a batch)
+        self._flush_pending()
 
     def _close_output(self) -> None:
         """No more output but what the writer holds (Logout, session drop, cold reset)."""
@@ -406,35 +407,30 @@ class IscsiConnection:
         Answers made while the reader worked through a chunk (a cache-hit
         READ's Data-In, R2Ts, NOP-Ins) go out in one ``writev`` before it waits
         for more bytes: one system call for the lot and no hop to the writer
-        task.
+        task. Only when the writer is idle with nothing queued, so order holds;
+        what the socket does not take now goes to the writer. (``_queue``
+        sends an answer made outside the reader's batch, in a command's task,
+        the same way: an R2T or a write's status costs one ``writev``, not a
+        wake-up of the writer task and a pass of the scheduler.)
         """
         pending = self._pending
-        if pending:
-            self._pending = []
-            self._write_now(pending)
-
-    def _write_now(self, buffers: list[Buffer]) -> None:
-        """Write ``buffers`` at once from the calling task when the writer is
-        idle with nothing queued (so order holds), else queue them for it;
-        what the socket does not take now goes to the writer too. An answer
-        made outside the reader's batch (an R2T, a write's status, from the
-        command's task) so costs one ``writev``, not a wake-up of the writer
-        task and a pass of the scheduler."""
+        if not pending:
+            return
+        self._pending = []
         if self._writer_busy or self._dead:
             # (after teardown the descriptor may be closed and reused: never
             # write to it; the closed writer channel drops the bytes)
-            self._channel(buffers)
+            self._channel(pending)
             return
         try:
-            sent = os.writev(self._fd, buffers[:IOV_MAX])
+            sent = os.writev(self._fd, pending[:IOV_MAX])
         except BlockingIOError:
             sent = 0
         except OSError:
             self.abort()
             return
-        rest = unsent(buffers, sent)
-        if rest:
-            self._channel(rest)
+        if sent < sum(map(len, pending)):
+            self._channel(unsent(pending, sent))
 
     def _end_batch(self) -> None:
         self._batching = False
