@@ -13,7 +13,7 @@ calls in the process per command (initiator included) for scale. With ``--time``
 it counts nothing and prints the process CPU time per command instead
 (initiator included: compare trees, not absolute numbers)::
 
-    .venv/bin/python benchmarks/calls_per_command.py [--commands N] [--time]
+    .venv/bin/python benchmarks/calls_per_command.py [--commands N] [--time] [--mrdsl B]
 
 Run it against another tree (e.g. the commit before a change) by putting that
 tree's ``pyscst`` namespace first on PYTHONPATH.
@@ -46,7 +46,8 @@ SHELL_FILES = {f"{SHELL_DIR}/{name}" for name in ("connection.py", "transfer.py"
 
 
 #: (write, queue depth, bytes): the hot path, then the R2T-driven write (FirstBurstLength
-#: 64K: the rest by R2T and Data-Out) and a read that the initiator's 64K segments split
+#: 64K: the rest by R2T and Data-Out) and a read that the initiator's 64K segments split,
+#: then what a tape streams (256 KiB one at a time: with ``--mrdsl 262144`` one Data-In)
 SCENARIOS = (
     (False, 1, 4096),
     (True, 1, 4096),
@@ -54,6 +55,8 @@ SCENARIOS = (
     (True, 32, 4096),
     (True, 16, 131072),
     (False, 16, 131072),
+    (True, 1, 262144),
+    (False, 1, 262144),
 )
 
 
@@ -110,7 +113,7 @@ async def scenario(ini: Initiator, write: bool, depth: int, commands: int, size:
         done += depth
 
 
-async def main(commands: int, timed: bool) -> None:
+async def main(commands: int, timed: bool, mrdsl: int) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="pyscst-calls-", dir="/dev/shm"))
     port = free_port()
     text = f"""
@@ -133,7 +136,7 @@ luns = [{{ lun = 0, device = "disk0" }}]
             daemon = await start(config, nursery)
             try:
                 async with await Initiator.connect(
-                    "127.0.0.1", port, target_name=TARGET, max_recv_data_segment_length=65536
+                    "127.0.0.1", port, target_name=TARGET, max_recv_data_segment_length=mrdsl
                 ) as ini:
                     await ini.execute(0, bytes(6))  # TEST UNIT READY: the power-on UA
                     await ini.execute(0, bytes(6))
@@ -170,5 +173,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--commands", type=int, default=2048)
     parser.add_argument("--time", action="store_true", help="CPU time per command, no counts")
+    parser.add_argument("--mrdsl", type=int, default=65536, help="the initiator's MRDSL")
     args = parser.parse_args()
-    trio.run(main, args.commands, args.time)
+    trio.run(main, args.commands, args.time, args.mrdsl)

@@ -14,6 +14,12 @@ is off (``poll_us = 0``) so the count is work, not spinning.
 
     .venv/bin/python benchmarks/instructions_per_command.py [--commands N]
         [--tree DIR --module admin.cli]   # another tree, e.g. a git worktree
+        [--size 256 --mrdsl 262144 --depths 1 --handlers vdisk_nullio]
+
+``--size`` (KiB per command) and ``--mrdsl`` (the MaxRecvDataSegmentLength the
+initiator declares) measure large transfers: 256 KiB with 262144 is what the
+tape streaming rows send (one Data-In for a read; 64 KiB immediate data, one
+R2T and one 192 KiB Data-Out for a write).
 
 ``--tree`` runs that tree's daemon with ``PYTHONPATH=DIR`` and ``python -m
 MODULE serve --config F``: for this tree (the default) the module is
@@ -115,7 +121,7 @@ def total_of(dump: Path) -> int:
 
 async def measure(
     tree: Path, module: str, handler: str, scenarios: list[tuple[bool, int]], commands: int,
-    keep: Path | None,
+    keep: Path | None, size: int = SIZE, mrdsl: int = 65536,
 ) -> dict[tuple[bool, int], float]:
     state = Path(tempfile.mkdtemp(prefix="pyscst-instr-"))
     port = free_port()
@@ -138,24 +144,24 @@ async def measure(
                     raise RuntimeError(err) from None
                 await trio.sleep(0.5)
         async with await Initiator.connect(
-            "127.0.0.1", port, target_name=TARGET, max_recv_data_segment_length=65536
+            "127.0.0.1", port, target_name=TARGET, max_recv_data_segment_length=mrdsl
         ) as ini:
             await ini.execute(0, bytes(6))  # TEST UNIT READY: the power-on UA
             await ini.execute(0, bytes(6))
             await scenario(ini, False, 32, BLOCKS_ON_DISK // 8, SIZE)  # the whole file: warm
             for n, (write, depth) in enumerate(scenarios, 1):
-                await scenario(ini, write, depth, 256, SIZE)  # warm: buffers, caches, engine
+                await scenario(ini, write, depth, 256, size)  # warm: buffers, caches, engine
                 before = dumps_in(state)
                 control(proc.pid, "-i", "on")
                 control(proc.pid, "-z")
-                await scenario(ini, write, depth, commands, SIZE)
+                await scenario(ini, write, depth, commands, size)
                 control(proc.pid, "-d", f"scenario{n}")
                 control(proc.pid, "-i", "off")
                 dump = new_dump(state, before)
                 results[(write, depth)] = total_of(dump) / commands
                 if keep is not None:
                     kind = "write" if write else "read"
-                    keep_dump(dump, keep, f"{handler}-{kind}-qd{depth}.callgrind")
+                    keep_dump(dump, keep, f"{handler}-{kind}-{size // 1024}k-qd{depth}.callgrind")
     finally:
         proc.terminate()
         try:
@@ -169,12 +175,18 @@ async def measure(
 
 async def main(args: argparse.Namespace) -> None:
     tree = args.tree
-    for handler in ("vdisk_fileio", "vdisk_nullio"):
-        wanted = [(w, d) for h, w, d in SCENARIOS if h == handler]
-        got = await measure(tree, args.module, handler, wanted, args.commands, args.annotate)
+    size = args.size * 1024
+    for handler in args.handlers.split(","):
+        wanted = [(w, d) for h, w, d in SCENARIOS if h == handler and d in args.depths]
+        got = await measure(
+            tree, args.module, handler, wanted, args.commands, args.annotate, size, args.mrdsl
+        )
         for (write, depth), per in got.items():
             kind = "WRITE" if write else "READ "
-            print(f"{handler:13} {kind} 4K QD{depth:<2}: {per:10.0f} instructions/cmd", flush=True)
+            print(
+                f"{handler:13} {kind} {args.size}K QD{depth:<2}: {per:10.0f} instructions/cmd",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
@@ -183,6 +195,11 @@ if __name__ == "__main__":
     parser.add_argument("--tree", default=str(HERE), help="the tree whose daemon runs")
     parser.add_argument("--module", default="pyscst")
     parser.add_argument("--annotate", type=Path, default=None, help="keep dumps here")
+    parser.add_argument("--size", type=int, default=SIZE // 1024, help="KiB per command")
+    parser.add_argument("--mrdsl", type=int, default=65536, help="the initiator's MRDSL")
+    parser.add_argument("--depths", type=lambda t: [int(d) for d in t.split(",")],
+                        default=[1, 32], help="queue depths, e.g. 1,32")  # fmt: skip
+    parser.add_argument("--handlers", default="vdisk_fileio,vdisk_nullio")
     args = parser.parse_args()
     args.tree = Path(args.tree).resolve()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:

@@ -196,6 +196,23 @@ async def handle_read_6(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -> 
     return await _read_variable(dev, count, sili)
 
 
+def read_6_now(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | NeedsAwait | None:
+    """READ(6)'s fast path: a variable record already in the page cache with
+    nothing left to synchronize; anything else awaits (nothing changed)."""
+    cdb = cmd.cdb
+    if cdb[1] & 0x01 or dev.unsynced:
+        return NEEDS_AWAIT
+    count, total = _transfer(dev, cdb, False)
+    cmd.transfer_length = total
+    if count == 0:
+        return None
+    length = _variable_length(dev, count)
+    buf = bytearray(min(count, length))
+    if dev.read_record_now(memoryview(buf)) is None:
+        return NEEDS_AWAIT
+    return _variable_result(dev, count, bool(cdb[1] & 0x02), buf, length)
+
+
 def _records(dev: TapeDevice, data: memoryview, fixed: bool, count: int) -> list[memoryview]:
     if not fixed:
         return [data]
@@ -339,7 +356,7 @@ def _specs() -> list[OpSpec]:
         OpSpec(READ_BLOCK_LIMITS, None, "READ BLOCK LIMITS", 6, mask("05 00 00 00 00 00"),
                IN, handle_read_block_limits, F.NONE, R.READ, timeouts=short),
         OpSpec(Op.READ_6, None, "READ(6)", 6, mask("08 03 ff ff ff 00"),
-               IN, handle_read_6, media, R.READ, timeouts=_RW),
+               IN, handle_read_6, media, R.READ, timeouts=_RW, fast=read_6_now),
         OpSpec(Op.WRITE_6, None, "WRITE(6)", 6, mask("0a 01 ff ff ff 00"),
                OUT, handle_write_6, writes, R.WRITE, timeouts=_RW, fast=write_6_now),
         OpSpec(WRITE_FILEMARKS_6, None, "WRITE FILEMARKS(6)", 6, mask("10 01 ff ff ff 00"),

@@ -65,6 +65,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pyscst.devices.stores import INLINE_WRITE_MAX, MEMORY_FILESYSTEMS, filesystem_type
 from pyscst.scsi.command import Buffer
 
 FORMAT_NAME = "pyscst-tape"
@@ -102,11 +103,17 @@ def _header(kind: Kind, length: int, number: int) -> bytes:
 class Partition:
     """One partition: its file and the index of its objects."""
 
-    def __init__(self, number: int, path: Path, capacity: int, fd: int) -> None:
+    def __init__(
+        self, number: int, path: Path, capacity: int, fd: int, memory_backed: bool = False
+    ) -> None:
         self.number = number
         self.path = path
         self.capacity = capacity
         self.fd = fd
+        #: on tmpfs and friends: a read never waits for a disk, but RWF_NOWAIT
+        #: is refused (EOPNOTSUPP), so records up to INLINE_WRITE_MAX are read
+        #: inline instead of by a worker thread each (as FileStore does)
+        self.memory_backed = memory_backed
         #: file offset of each object's header
         self.offsets = array("Q")
         #: payload length of each object; -1 for a filemark
@@ -161,7 +168,7 @@ class Partition:
         if want <= 0:
             return 0
         offset = self.offsets[index] + HEADER_SIZE
-        if nowait:
+        if nowait and not (self.memory_backed and want <= INLINE_WRITE_MAX):
             if not _NOWAIT:
                 return None
             try:
@@ -459,11 +466,12 @@ def _open_partitions(path: Path, dir_fd: int, capacities: list[int], read_only: 
     if create:
         flags |= os.O_CREAT
     parts: list[Partition] = []
+    memory = filesystem_type(str(path)) in MEMORY_FILESYSTEMS
     try:
         for n, cap in enumerate(capacities):
             file = path / f"p{n}.records"
             fd = os.open(file.name, flags | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd)
-            part = Partition(n, file, cap, fd)
+            part = Partition(n, file, cap, fd, memory)
             parts.append(part)
             part.scan()
     except OSError:

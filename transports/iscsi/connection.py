@@ -10,8 +10,9 @@ because they are the hot path: a whole read in one Data-In with the status,
 and GOOD without data (the same bytes ``transfer.response_frames`` gives).
 
 It is the session actor for its I_T nexus (MaxConnections=1): a reader task
-turns PDUs into commands for the logical units, one writer task batches every
-outgoing PDU into as few ``send_all`` calls as possible, and it implements
+turns PDUs into commands for the logical units; answers go out by one
+gather write (``writev``) from the task that made them when the socket takes
+them, else through one writer task that batches what waits; and it implements
 :class:`pyscst.scsi.command.Transport` for the commands it carried.
 """
 
@@ -51,6 +52,7 @@ from pyscst.transports.iscsi.admission import PreloginGate
 from pyscst.transports.iscsi.busy_poll import BusyPoll
 from pyscst.transports.iscsi.cmdsn import CmdSNWindow, Rejected, sn_lt
 from pyscst.transports.iscsi.digest import digest_bytes
+from pyscst.transports.iscsi.iovec import unsent
 from pyscst.transports.iscsi.login import (
     LoginMachine,
     LoginRequest,
@@ -222,6 +224,9 @@ class IscsiConnection:
         #: overtake them (set when anything enters the channel, cleared by the
         #: writer once it has sent everything)
         self._writer_busy = False
+        #: the writer's channel is closed: output made outside the reader's
+        #: batch is dropped, as the closed channel would drop it
+        self._output_closed = False
         self._statsn = 0
         self._itt: dict[int, IscsiCommand] = {}
         self._bursts: dict[int, _Burst] = {}
@@ -331,7 +336,7 @@ class IscsiConnection:
                 self._logout_itt = None
             # let queued responses (e.g. the Logout Response) reach the wire
             self._dead = True
-            self._out_send.close()
+            self._close_output()
             with trio.move_on_after(2):
                 await self._writer_done.wait()
             for cmd in self._itt.values():
@@ -343,25 +348,37 @@ class IscsiConnection:
     # -- byte movement -------------------------------------------------------
     async def _writer(self) -> None:
         recv = self._out_recv
-        send_all = self.stream.send_all
         try:
             async for first in recv:
                 batch = list(first)
-                size = sum(len(b) for b in batch)
+                size = sum(map(len, batch))
                 while size < WRITE_BATCH:
                     try:
                         more = recv.receive_nowait()
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
                     batch.extend(more)
-                    size += sum(len(b) for b in more)
-                await send_all(b"".join(batch))
+                    size += sum(map(len, more))
+                await self._send_all(batch)
                 if not recv.statistics().current_buffer_used:
                     self._writer_busy = False
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             self.abort()
         finally:
             self._writer_done.set()
+
+    async def _send_all(self, buffers: list[Buffer]) -> None:
+        """Gather-write ``buffers`` to the socket, waiting while it is full:
+        headers and payload views go out as they are, never joined (a join
+        would copy every payload once more)."""
+        fd = self._fd
+        while buffers:
+            try:
+                sent = os.writev(fd, buffers[:IOV_MAX])
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(fd)
+                continue
+            buffers = unsent(buffers, sent)
 
     def _queue(self, buffers: list[Buffer]) -> None:
         faults = self._faults
@@ -374,7 +391,15 @@ class IscsiConnection:
                 # this command's bookkeeping while the initiator reads it
                 self._flush_pending()
             return
-        self._channel(buffers)
+        if self._output_closed:
+            return  # (closing: the writer sends only what was queued before)
+        self._pending.extend(buffers)  # (empty outside a batch)
+        self._flush_pending()
+
+    def _close_output(self) -> None:
+        """No more output but what the writer holds (Logout, session drop, cold reset)."""
+        self._output_closed = True
+        self._out_send.close()
 
     def _flush_pending(self) -> None:
         """Send what handling one received chunk produced, from the reader itself.
@@ -383,7 +408,10 @@ class IscsiConnection:
         READ's Data-In, R2Ts, NOP-Ins) go out in one ``writev`` before it waits
         for more bytes: one system call for the lot and no hop to the writer
         task. Only when the writer is idle with nothing queued, so order holds;
-        what the socket does not take now goes to the writer.
+        what the socket does not take now goes to the writer. (``_queue``
+        sends an answer made outside the reader's batch, in a command's task,
+        the same way: an R2T or a write's status costs one ``writev``, not a
+        wake-up of the writer task and a pass of the scheduler.)
         """
         pending = self._pending
         if not pending:
@@ -402,7 +430,7 @@ class IscsiConnection:
             self.abort()
             return
         if sent < sum(map(len, pending)):
-            self._channel([b"".join(pending)[sent:]])
+            self._channel(unsent(pending, sent))
 
     def _end_batch(self) -> None:
         self._batching = False
@@ -864,7 +892,7 @@ class IscsiConnection:
                 st.buf = memoryview(data)
             else:
                 st.buf = bytearray(st.unsol_end)
-                st.buf[:dlen] = data
+                memoryview(st.buf)[:dlen] = data
             st.received = dlen
             if dlen < st.unsol_end:
                 st.unsol_done = trio.Event()
@@ -911,7 +939,9 @@ class IscsiConnection:
                 self._data_out_error(pdu, st, error)
                 return
             st.next_datasn += 1
-            st.buf[off : off + n] = data
+            # (through a memoryview: one copy; bytearray slice assignment
+            # from a buffer copies it to a temporary bytearray first)
+            memoryview(st.buf)[off : off + n] = data
             st.received = off + n
             if st.received >= st.unsol_end or pdu.final:
                 unsol_done.set()
@@ -921,7 +951,7 @@ class IscsiConnection:
         if error is not None or burst is None:
             self._data_out_error(pdu, st, error)
             return
-        st.buf[off : off + n] = data
+        memoryview(st.buf)[off : off + n] = data
         if burst.next_offset >= burst.end:
             del self._bursts[ttt]
             burst.event.set()
@@ -954,7 +984,7 @@ class IscsiConnection:
             raise _data_phase_error()
         if total > len(st.buf):
             grown = bytearray(total)
-            grown[: len(st.buf)] = st.buf
+            memoryview(grown)[: len(st.buf)] = st.buf
             st.buf = grown
         offset = max(st.unsol_end, st.received)
         if offset < total:
@@ -1100,7 +1130,7 @@ class IscsiConnection:
         # RFC 7143 11.9.1 AsyncEvent 3: the target drops all connections of the session
         exp, mx = self._windows()
         self._send_pdu(faults_iscsi.drop_session_message(self._next_statsn(), exp, mx))
-        self._out_send.close()  # the writer sends what is queued, then we go
+        self._close_output()  # the writer sends what is queued, then we go
         self.nursery.start_soon(self._abort_when_flushed)
 
     async def _abort_when_flushed(self) -> None:
@@ -1231,7 +1261,7 @@ class IscsiConnection:
         )
         if plan.ends_connection and response == TmfResponse.COMPLETE:
             # cold reset: the response reaches the wire, then the initiator logs in again
-            self._out_send.close()
+            self._close_output()
             self.nursery.start_soon(self._abort_when_flushed)
 
     async def _abort_task(self, pdu: P.TaskManagementRequest, lun: int) -> int:

@@ -1,7 +1,6 @@
-"""A tape drive behind the real logical unit: WRITE(6) with immediate data
-takes the synchronous fast path when nothing older waits (ORDERED too), READ(6)
-its task (measured: for 256 KiB records the inline attempt cost more than it
-saved), and a CHECK CONDITION still carries its data-in."""
+"""A tape drive behind the real logical unit: its READ(6) and WRITE(6) take the
+synchronous fast path when nothing waits (a cached record, immediate data),
+answer in arrival order, and a CHECK CONDITION still carries its data-in."""
 
 from __future__ import annotations
 
@@ -31,15 +30,7 @@ def command(t: FakeTransport, tag: int, cdb: bytes, length: int, direction: Data
                        direction=direction, nexus=NEXUS, transport=t)  # fmt: skip
 
 
-async def answers(t: FakeTransport, n: int) -> None:
-    with trio.fail_after(5):
-        while len(t.responses) < n:
-            await trio.lowlevel.checkpoint()
-
-
-async def test_immediate_writes_answer_inside_submit_reads_keep_their_data(
-    tmp_path: Path,
-) -> None:
+async def test_cached_reads_and_immediate_writes_answer_inside_submit(tmp_path: Path) -> None:
     cart = open_cartridge(create_blank(tmp_path / "C", "C00001L8", 8 << 20))
     cart.partitions[0].append_many(Kind.RECORD, [b"a" * 10, b"b" * 10])
     device = TapeDevice("t0", cart)
@@ -50,17 +41,18 @@ async def test_immediate_writes_answer_inside_submit_reads_keep_their_data(
         lu.submit(command(t, 1, bytes(6), 0, DataDirection.NONE), 0, False)  # power-on UA
         read = DataDirection.READ
         lu.submit(command(t, 2, c6(0x08, 0, 10), 10, read), 0, False)
-        await answers(t, 2)
-        assert t.responses[1].status == Status.GOOD and t.responses[1].data == b"a" * 10
-        lu.submit(command(t, 3, c6(0x08, 0, 64), 64, read), 0, False)
-        await answers(t, 3)
+        assert len(t.responses) == 2 and t.responses[1].status == Status.GOOD
+        assert t.responses[1].data == b"a" * 10  # answered inside submit
+        lu.submit(command(t, 3, c6(0x08, 0, 64), 64, read, TaskAttribute.ORDERED), 0, False)
+        assert len(t.responses) == 3  # ordered, but nothing older: inline too
         ili = t.responses[2]
         assert ili.status == Status.CHECK_CONDITION and ili.sense is not None
         assert ili.sense[2] & 0x20 and ili.data == b"b" * 10  # ILI, and the data
         t_out = FakeTransport(b"c" * 8)
-        write = command(t_out, 4, c6(0x0A, 0, 8), 8, DataDirection.WRITE, TaskAttribute.ORDERED)
-        lu.submit(write, 0, False)
-        assert len(t_out.responses) == 1  # ordered, nothing older: answered inside submit
+        lu.submit(command(t_out, 4, c6(0x0A, 0, 8), 8, DataDirection.WRITE), 0, False)
+        with trio.fail_after(5):
+            while not t_out.responses:
+                await trio.lowlevel.checkpoint()
         assert t_out.responses[0].status == Status.GOOD
         assert device.part.eod == 3 and device.position == 3
         nursery.cancel_scope.cancel()

@@ -204,3 +204,35 @@ def test_reopen_matches_a_model_and_damage_only_shortens(
             if old != bytes((byte,)):
                 assert lengths == model[: d.eod]  # a prefix survives, never garbage
             damaged.close_now()
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="needs a tmpfs at /dev/shm")
+def test_a_record_on_tmpfs_is_read_inline_not_by_a_thread() -> None:
+    """tmpfs refuses RWF_NOWAIT (EOPNOTSUPP), yet never waits for a disk: a
+    record up to the inline limit reads at once (before, every READ hopped to
+    a worker thread); a larger one still goes to a thread."""
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as where:
+        cart = open_cartridge(blank(Path(where)))
+        try:
+            p = cart.partitions[0]
+            assert p.memory_backed
+            p.append(Kind.RECORD, b"r" * 256 * 1024)
+            p.append(Kind.RECORD, b"s" * (256 * 1024 + 1))
+            buf = bytearray(300 * 1024)
+            assert p.read(0, memoryview(buf), nowait=True) == 256 * 1024
+            assert bytes(buf[: 256 * 1024]) == b"r" * 256 * 1024
+            assert p.read(1, memoryview(buf), nowait=True) is None
+            assert p.read(1, memoryview(buf)) == 256 * 1024 + 1
+        finally:
+            cart.close_now()
+
+
+def test_a_cartridge_on_a_disk_filesystem_is_not_memory_backed(tmp_path: Path) -> None:
+    from pyscst.devices.stores import MEMORY_FILESYSTEMS, filesystem_type
+
+    cart = open_cartridge(blank(tmp_path))
+    try:
+        expected = filesystem_type(str(tmp_path)) in MEMORY_FILESYSTEMS
+        assert cart.partitions[0].memory_backed is expected
+    finally:
+        cart.close_now()
