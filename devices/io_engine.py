@@ -46,6 +46,12 @@ class EngineFailedError(OSError):
     """The ring broke before this request was submitted: redo it another way."""
 
 
+#: what a callback request's ``done`` gets: the result (bytes moved, or a
+#: negative errno), or the exception that ended it without a result
+#: (:class:`EngineFailedError`: never submitted; OSError: lost in a broken ring)
+Completion = Callable[[int | BaseException], object]
+
+
 @attrs.define(eq=False, slots=True)
 class _Op:
     key: int
@@ -54,6 +60,26 @@ class _Op:
     task: trio.lowlevel.Task | None = None
     result: int | None = None
     failed: BaseException | None = None
+    #: a callback request (:meth:`UringEngine.start_read`): called once, from
+    #: the loop, instead of waking a task
+    done: Completion | None = None
+
+
+class Request:
+    """A callback request in flight: what :meth:`UringEngine.start_read` returns."""
+
+    __slots__ = ("_engine", "_op")
+
+    def __init__(self, engine: UringEngine, op: _Op) -> None:
+        self._engine = engine
+        self._op = op
+
+    def cancel(self) -> None:
+        """Ask the kernel to stop; ``done`` still comes (with -ECANCELED or
+        the result), and only then is the buffer free again."""
+        engine, op = self._engine, self._op
+        if op.done is not None and op.result is None and engine.broken is None:
+            engine._cancel(op)
 
 
 class UringEngine:
@@ -97,6 +123,17 @@ class UringEngine:
         """One read(2) at ``offset`` into ``buf``; bytes read (0 at EOF)."""
         addr, pin = uring.buffer_address(buf)
         return await self._run(uring.OP_READ, fd, offset, addr, len(buf), flags, pin)
+
+    def start_read(self, fd: int, buf: memoryview, offset: int, done: Completion) -> Request:
+        """Queue one read(2) and return at once; ``done`` is called from the
+        loop with its result (never before this returns). No task waits: a
+        command whose read misses the cache costs no task of its own (the LU
+        answers it from ``done``). The buffer stays pinned until then.
+        Raises :class:`EngineFailedError` when the ring cannot take it."""
+        addr, pin = uring.buffer_address(buf)
+        op = self._queue(uring.OP_READ, fd, offset, addr, len(buf), 0, pin)
+        op.done = done
+        return Request(self, op)
 
     async def write(self, fd: int, buf: memoryview, offset: int, flags: int = 0) -> int:
         """One write(2) of ``buf`` at ``offset`` (``flags``: RWF_DSYNC for FUA)."""
@@ -237,14 +274,19 @@ class UringEngine:
                 pass
             self._complete(self._ring.reap())
 
-    def _complete(self, done: list[tuple[int, int]]) -> None:
+    def _complete(self, completions: list[tuple[int, int]]) -> None:
         ops = self._ops
-        for key, res in done:
+        for key, res in completions:
             op = ops.pop(key, None)
             if op is None:
                 continue  # a cancel request's own answer
             op.result = res
             op.pin = None
+            done = op.done
+            if done is not None:
+                op.done = None
+                self._call(done, res)
+                continue
             task = op.task
             if task is not None:
                 op.task = None
@@ -269,10 +311,21 @@ class UringEngine:
             else:
                 op.failed = OSError(errno.EIO, f"io_uring failed: {reason}")
                 self._orphans.append(op.pin)
+            done = op.done
+            if done is not None:
+                op.done = None
+                self._call(done, op.failed)
+                continue
             task = op.task
             if task is not None:
                 op.task = None
                 trio.lowlevel.reschedule(task, outcome.Error(op.failed))
+
+    def _call(self, done: Completion, result: int | BaseException) -> None:
+        try:
+            done(result)
+        except Exception:  # (a bug there must not stop the other completions)
+            log.exception("%s: I/O completion callback failed", self.label)
 
     # -- lifetime ---------------------------------------------------------------
     @property

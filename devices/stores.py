@@ -68,6 +68,9 @@ Extent = tuple[int, int, bool]
 IO_ENGINES = ("auto", "uring", "threads")
 #: environment override of every store's io_engine (operators, tests)
 IO_ENGINE_ENV = "PYSCST_IO_ENGINE"
+#: what :meth:`FileStore.start_read` hands its ``done``: the filled buffer,
+#: the error, or None: "redo it with readinto"
+ReadResult = bytearray | memoryview | OSError | None
 
 
 def make_engine(choice: str, label: str) -> tuple[UringEngine | None, str]:
@@ -411,6 +414,45 @@ class FileStore:
                     errno.EIO, f"backing file ends at byte {offset + done}", self.path
                 )
             done += n
+
+    def read_buffer(self, n: int) -> bytearray | memoryview:
+        """A buffer for an ``n``-byte read of this store (handed to the
+        transport as the command's data)."""
+        return bytearray(n)
+
+    def start_read(
+        self, offset: int, buf: bytearray | memoryview, done: Callable[[ReadResult], object]
+    ) -> Callable[[], object] | None:
+        """Queue a read of ``len(buf)`` bytes at ``offset`` on the ring and
+        return its cancel function; ``done`` gets, from the loop, the filled
+        buffer, an OSError, or None (redo it with :meth:`readinto`: a short
+        read, a ring that broke). None, and ``done`` is never called: no
+        engine here, use :meth:`readinto`."""
+        engine = self.engine
+        if engine is None or engine.broken is not None:
+            return None
+        n = len(buf)
+
+        def complete(res: int | BaseException) -> None:
+            if isinstance(res, BaseException):
+                if isinstance(res, EngineFailedError):
+                    self._engine_failed()
+                    done(None)
+                else:
+                    done(res if isinstance(res, OSError) else OSError(errno.EIO, str(res)))
+            elif res == n:
+                done(buf)
+            elif res < 0:
+                done(OSError(-res, os.strerror(-res)))
+            else:
+                done(None)  # short: readinto reads the rest (or finds the file shrank)
+
+        try:
+            request = engine.start_read(self._fd, memoryview(buf), offset, complete)
+        except EngineFailedError:
+            self._engine_failed()
+            return None
+        return request.cancel
 
     async def readinto(self, offset: int, buf: memoryview) -> None:
         engine = self.engine

@@ -274,5 +274,10 @@ def probe(make: Callable[[], Ring] = Ring) -> str | None:
 def buffer_address(buf: memoryview) -> tuple[int, object]:
     """The address of a writable, contiguous buffer and the ctypes object that
     pins it (the exporter cannot be resized or freed while it lives)."""
-    pin = (ctypes.c_char * buf.nbytes).from_buffer(buf)
+    # (one c_char, not an array of the buffer's size: no array type to build
+    # per call, and the export it holds pins the whole buffer just the same)
+    if not buf.nbytes:
+        empty = (ctypes.c_char * 0).from_buffer(buf)
+        return ctypes.addressof(empty), empty
+    pin = ctypes.c_char.from_buffer(buf)
     return ctypes.addressof(pin), pin
