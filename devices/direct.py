@@ -40,7 +40,7 @@ import trio
 
 from pyscst.devices import uring
 from pyscst.devices.io_engine import EngineFailedError
-from pyscst.devices.stores import FileStore, ReadResult, StoreReadOnlyError
+from pyscst.devices.stores import FileStore, ReadResult, StoreReadOnlyError, WriteResult
 from pyscst.scsi.command import Buffer
 
 #: ioctls of linux/fs.h: logical block size; zero a byte range
@@ -179,6 +179,29 @@ class DirectStore(FileStore):
         bounce = aligned_buffer(len(buf))
         await self._read_aligned(offset, bounce)
         buf[:] = bounce
+
+    def start_write(
+        self, offset: int, data: Buffer, fua: bool, done: Callable[[WriteResult], object]
+    ) -> Callable[[], object] | None:
+        """The write on the ring (from an aligned copy if ``data`` is not
+        aligned), with FUA its ranged fdatasync linked behind it: one
+        submission, one completion to answer from."""
+        engine = self.engine
+        if engine is None or engine.broken is not None or self._read_only:
+            return None
+        view = memoryview(data).cast("B")
+        if not is_aligned(view):
+            bounce = aligned_buffer(len(view))
+            bounce[:] = view
+            view = bounce
+        try:
+            request = engine.start_write(
+                self._fd, view, offset, self._completion(len(view), done), datasync=fua
+            )
+        except EngineFailedError:
+            self._engine_failed()
+            return None
+        return request.cancel
 
     async def write(self, offset: int, data: Buffer, fua: bool = False) -> None:
         if self._read_only:

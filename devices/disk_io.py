@@ -153,12 +153,18 @@ def _start_read(
     return pending
 
 
-def write_now(dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | NeedsAwait | None:
+def write_now(
+    dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext
+) -> Buffer | NeedsAwait | Pending | None:
     """WRITE's fast path: all data arrived as immediate data and the store
-    takes it into the cache without blocking; anything else (FUA, WCE off,
-    R2T needed, a short transfer) goes the awaiting way."""
+    takes it into the cache without blocking, or (FUA, WCE off, a store that
+    would block, BLOCKIO) queues it on its ring: Pending. Anything else (R2T
+    needed, a short transfer, no ring) goes the awaiting way."""
     cdb = cmd.cdb
-    if (cdb[0] >= 0x20 and cdb[1] & 0x08) or not dev.write_cache:
+    store = dev.store
+    fua = (cdb[0] >= 0x20 and bool(cdb[1] & 0x08)) or not dev.write_cache
+    start = getattr(store, "start_write", None) if fua else None
+    if fua and start is None:
         return NEEDS_AWAIT
     _check_writable(dev, ctx)
     lba, n = _lba_and_length(cdb)
@@ -169,12 +175,42 @@ def write_now(dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | N
     data = cmd.data_now(nbytes)
     if data is None or len(data) < nbytes:
         return NEEDS_AWAIT
+    offset = lba << dev.block_shift
     try:
-        if not dev.store.write_now(lba << dev.block_shift, data[:nbytes]):
-            return NEEDS_AWAIT
+        if not fua:
+            if store.write_now(offset, data[:nbytes]):
+                return None
+            start = getattr(store, "start_write", None)
+            if start is None:
+                return NEEDS_AWAIT
+        assert start is not None
+        return _start_write(start, lba, offset, data[:nbytes], fua)
     except OSError as exc:
         raise io_error(exc, lba, writing=True) from exc
-    return None
+
+
+def _start_write(
+    start: Callable[..., Callable[[], object] | None],
+    lba: int,
+    offset: int,
+    data: memoryview,
+    fua: bool,
+) -> Pending | NeedsAwait:
+    pending = Pending()
+
+    def done(result: bool | OSError | None) -> None:
+        if result is None:
+            pending.finish(NEEDS_AWAIT)  # (short write, ring gone: the task path)
+        elif isinstance(result, OSError):
+            pending.finish(io_error(result, lba, writing=True))
+        else:
+            pending.finish(None)
+
+    cancel = start(offset, data, fua, done)
+    if cancel is None:
+        return NEEDS_AWAIT
+    pending.on_cancel(cancel)
+    return pending
 
 
 async def _write_checked(

@@ -71,6 +71,9 @@ IO_ENGINE_ENV = "PYSCST_IO_ENGINE"
 #: what :meth:`FileStore.start_read` hands its ``done``: the filled buffer,
 #: the error, or None: "redo it with readinto"
 ReadResult = bytearray | memoryview | OSError | None
+#: what :meth:`FileStore.start_write` hands its ``done``: True (written),
+#: the error, or None: "redo it with write"
+WriteResult = bool | OSError | None
 
 
 def make_engine(choice: str, label: str) -> tuple[UringEngine | None, str]:
@@ -449,6 +452,56 @@ class FileStore:
 
         try:
             request = engine.start_read(self._fd, memoryview(buf), offset, complete)
+        except EngineFailedError:
+            self._engine_failed()
+            return None
+        return request.cancel
+
+    def _completion(
+        self, n: int, done: Callable[[WriteResult], object]
+    ) -> Callable[[int | BaseException], None]:
+        """A write request's result as ``start_write``'s ``done`` wants it."""
+
+        def complete(res: int | BaseException) -> None:
+            if isinstance(res, BaseException):
+                if isinstance(res, EngineFailedError):
+                    self._engine_failed()
+                    done(None)
+                else:
+                    exc = res if isinstance(res, OSError) else OSError(errno.EIO, str(res))
+                    self.failed(exc)
+                    done(exc)
+            elif res == n:
+                done(True)
+            elif res < 0:
+                exc = OSError(-res, os.strerror(-res))
+                self.failed(exc)
+                done(exc)
+            else:
+                done(None)  # short: write() writes it all again
+
+        return complete
+
+    def start_write(
+        self, offset: int, data: Buffer, fua: bool, done: Callable[[WriteResult], object]
+    ) -> Callable[[], object] | None:
+        """Queue a write of ``data`` at ``offset`` (``fua``: durable before
+        ``done``) and return its cancel function; ``done`` gets, from the
+        loop, True, an OSError, or None (redo it with :meth:`write`). None,
+        and ``done`` is never called: use :meth:`write`. FUA is a cache write
+        now and a ranged fdatasync on the ring, as in :meth:`write`."""
+        engine = self.engine
+        if engine is None or engine.broken is not None or self._read_only:
+            return None
+        view = memoryview(data).cast("B")
+        n = len(view)
+        try:
+            if fua:
+                if not self.write_now(offset, view):
+                    return None
+                request = engine.start_fsync(self._fd, offset, n, self._completion(0, done))
+            else:
+                request = engine.start_write(self._fd, view, offset, self._completion(n, done))
         except EngineFailedError:
             self._engine_failed()
             return None

@@ -21,9 +21,10 @@ import trio
 
 from pyscst.actors.lun import LogicalUnit
 from pyscst.actors.messages import AbortTask, Envelope, ResetLogicalUnit, TmfResponse, call
-from pyscst.devices.stores import MemoryStore, ReadResult
+from pyscst.devices.stores import MemoryStore, ReadResult, WriteResult
+from pyscst.scsi.command import Buffer
 from pyscst.scsi.sense import Asc, SenseKey, Status
-from tests.cdbs import read10
+from tests.cdbs import read10, write10
 from tests.fakes import lu_on
 from tests.unit.actors.test_task_set import (
     NEXUS_A,
@@ -46,6 +47,7 @@ class QueuedStore(MemoryStore):
         super().__init__(size)
         self.queued: list[tuple[int, bytearray | memoryview, Callable[[ReadResult], object]]] = []
         self.cancels = 0
+        self.writes: list[tuple[int, bytes, bool, Callable[[WriteResult], object]]] = []
         self.awaited_reads = 0
         self.data[:] = bytes(range(256)) * (size // 256)
 
@@ -60,6 +62,26 @@ class QueuedStore(MemoryStore):
 
     def _cancel(self) -> None:
         self.cancels += 1
+
+    def start_write(
+        self, offset: int, data: Buffer, fua: bool, done: Callable[[WriteResult], object]
+    ) -> Callable[[], object]:
+        self.writes.append((offset, bytes(data), fua, done))
+        return self._cancel
+
+    def write_now(self, offset: int, data: Buffer) -> bool:
+        return False  # (every write is queued)
+
+    async def write(self, offset: int, data: Buffer, fua: bool = False) -> None:
+        await trio.lowlevel.checkpoint()
+        view = memoryview(data)
+        self.data[offset : offset + len(view)] = view
+
+    def complete_write(self, result: WriteResult = True) -> None:
+        offset, data, _fua, done = self.writes.pop(0)
+        if result is True:
+            self.data[offset : offset + len(data)] = data
+        done(result)
 
     async def readinto(self, offset: int, buf: memoryview) -> None:
         self.awaited_reads += 1
@@ -223,3 +245,61 @@ async def test_a_stopped_lu_cancels_queued_reads_and_drops_them_silently() -> No
     assert store.cancels == 1  # the LU ended: its I/O is asked to stop
     store.complete(result=OSError(errno.ECANCELED, "cancelled"))
     assert t.answered == [] and [c.tag for c in t.finished] == [9]
+
+
+async def test_a_queued_write_is_answered_from_its_completion_and_orders_an_overlapping_read() -> (
+    None
+):
+    async with queued_lu() as (lu, store):
+        await clear_power_on_ua(lu)
+        t = Recorder(b"w" * BS)
+        lu.submit(command(t, write10(7), 10), 0, False)
+        assert len(store.writes) == 1 and store.writes[0][1] == b"w" * BS
+        assert t.answered == []
+        reader = Recorder()
+        lu.submit(command(reader, read10(7, 1), 11), 0, False)  # same block
+        await trio.sleep(0.02)
+        assert store.queued == [] and reader.answered == []  # waits for the write
+        store.complete_write()
+        assert t.answered == [(10, Status.GOOD)]
+        await wait_answers(reader, 1)  # (through its task: it had to wait)
+        assert reader.responses[-1].data == b"w" * BS  # the new data, never the old
+        assert lu.task_count() == 0
+
+
+async def test_a_queued_write_error_is_a_write_error_and_redo_uses_the_handler() -> None:
+    async with queued_lu() as (lu, store):
+        await clear_power_on_ua(lu)
+        t = Recorder(b"e" * BS)
+        lu.submit(command(t, write10(3), 12), 0, False)
+        store.complete_write(OSError(errno.EIO, "media"))
+        assert t.answered == [(12, Status.CHECK_CONDITION)]
+        sense = t.sense_by_tag[12]
+        assert sense is not None and sense[2] & 0x0F == SenseKey.MEDIUM_ERROR
+        assert (sense[12], sense[13]) == Asc.WRITE_ERROR.value
+        lu.submit(command(t, write10(4), 13), 0, False)
+        store.complete_write(None)  # short: the handler writes it all again
+        await wait_answers(t, 2)
+        assert t.answered[-1] == (13, Status.GOOD)
+        assert bytes(store.data[4 * BS : 5 * BS]) == b"e" * BS
+
+
+async def test_an_aborted_queued_write_is_silent_and_waits_for_its_completion() -> None:
+    async with queued_lu() as (lu, store):
+        await clear_power_on_ua(lu)
+        t = Recorder(b"a" * BS)
+        lu.submit(command(t, write10(9), 14), 0, False)
+        reply: list[object] = []
+
+        async def abort() -> None:
+            reply.append(await call(lu.mailbox, AbortTask(NEXUS_A, 14)))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(abort)
+            with trio.fail_after(5):
+                while store.cancels == 0:
+                    await trio.sleep(0.001)
+            await trio.sleep(0.02)
+            assert reply == []  # the kernel may still read the buffer
+            store.complete_write()  # it landed anyway: new data, whole
+        assert reply == [TmfResponse.COMPLETE] and t.answered == []

@@ -29,6 +29,7 @@ from pyscst.devices.stores import (
     FileStore,
     ReadResult,
     StoreTruncatedError,
+    WriteResult,
     make_engine,
 )
 from tests.loopdev import loop_device
@@ -449,3 +450,74 @@ async def test_direct_store_reads_into_aligned_buffers_of_its_own() -> None:
             assert bytes(result) == payload and given == bytes(8192)  # no bounce copy
         finally:
             await store.close()
+
+
+@needs_uring
+@pytest.mark.parametrize("fua", [False, True])
+async def test_start_write_lands_and_fua_syncs(tmp_path: Path, fua: bool) -> None:
+    store = await FileStore.open(tmp_path / "d", size=1 << 20, io_engine="uring")
+    engine = store.engine
+    assert engine is not None
+    got: list[WriteResult] = []
+    before = engine.requests
+    data = os.urandom(8192)
+    assert store.start_write(4096, data, fua, got.append) is not None
+    await _until(lambda: bool(got))
+    assert got == [True]
+    # FUA: the data went into the cache inline and only the fdatasync was
+    # queued; otherwise the write itself was
+    assert engine.requests - before == 1
+    with open(tmp_path / "d", "rb") as f:
+        f.seek(4096)
+        assert f.read(8192) == data
+    await store.close()
+
+
+@needs_uring
+@pytest.mark.parametrize("fua", [False, True])
+async def test_direct_start_write_links_its_sync_and_reports_the_write_error(fua: bool) -> None:
+    with loop_device(4 << 20) as dev:
+        store = await DirectStore.open_direct(
+            dev, key="devices.d1", size=4 << 20, block_size=512, roots=(dev.parent,)
+        )
+        try:
+            payload = os.urandom(4096 + 512)
+            unaligned = memoryview(bytearray(b"\0" * 16) + payload)[16:]  # bounced
+            got: list[WriteResult] = []
+            assert store.start_write(512, unaligned, fua, got.append) is not None
+            await _until(lambda: bool(got))
+            assert got == [True]
+            with open(dev, "rb") as f:
+                f.seek(512)
+                assert f.read(len(payload)) == payload
+            os.close(store._fd)  # a descriptor that cannot write: EBADF
+            store._fd = os.open(dev, os.O_RDONLY | os.O_DIRECT)
+            store.start_write(0, bytes(512), fua, got.append)
+            await _until(lambda: len(got) == 2)
+            # the write's own error, not the linked sync's -ECANCELED
+            assert isinstance(got[1], OSError) and got[1].errno == errno.EBADF
+        finally:
+            await store.close()
+
+
+@needs_uring
+async def test_a_linked_write_whose_sync_is_refused_ends_once_with_both_completions() -> None:
+    """fdatasync of a pipe is refused (EINVAL), which cancels the whole link:
+    ``done`` comes once, after both completions (its buffer is free then),
+    with the write's result, and a cancel afterwards does nothing."""
+    engine = UringEngine.create("t")
+    r, w = os.pipe()
+    try:
+        got: list[int | BaseException] = []
+        request = engine.start_write(w, memoryview(bytearray(4096)), -1, got.append, True)
+        assert engine.in_flight == 2
+        await _until(lambda: bool(got))
+        await trio.sleep(0.01)
+        assert got == [-errno.ECANCELED] and engine.in_flight == 0
+        request.cancel()
+        await trio.sleep(0.01)
+        assert got == [-errno.ECANCELED]
+    finally:
+        await engine.aclose()
+        os.close(r)
+        os.close(w)
