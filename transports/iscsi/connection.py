@@ -349,8 +349,12 @@ class IscsiConnection:
                         break
                     batch.extend(more)
                     size += sum(len(b) for b in more)
-                await send_all(b"".join(batch))
-                if not recv.statistics().current_buffer_used:
+                if self._pending:  # (answers gathered by _queue, after the above)
+                    batch.extend(self._pending)
+                    self._pending = []
+                if batch:
+                    await send_all(b"".join(batch))
+                if not recv.statistics().current_buffer_used and not self._pending:
                     self._writer_busy = False
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
             self.abort()
@@ -361,14 +365,23 @@ class IscsiConnection:
         faults = self._faults
         if faults is not None and faults.pdu_armed and self._outgoing_fault(faults, buffers):
             return
+        pending = self._pending
         if self._batching:
-            self._pending.extend(buffers)
+            pending.extend(buffers)
             if not self._reader.buffered:
                 # nothing more to work through: answer now, and do the rest of
                 # this command's bookkeeping while the initiator reads it
                 self._flush_pending()
             return
-        self._channel(buffers)
+        if self._dead:
+            return  # (nobody will send it)
+        # An answer made outside the reader (an I/O completion, a task): it
+        # waits in _pending, behind everything before it, and the writer is
+        # woken once for the lot, so a burst of completions goes out in one
+        # send instead of a channel message each.
+        pending.extend(buffers)
+        if len(pending) == len(buffers):
+            self._channel([])
 
     def _flush_pending(self) -> None:
         """Send what handling one received chunk produced, from the reader itself.
