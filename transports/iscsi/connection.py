@@ -217,6 +217,9 @@ class IscsiConnection:
         #: reader sends it itself before it waits for more (see _flush_pending)
         self._pending: list[Buffer] = []
         self._batching = False
+        #: an answer from outside the reader went straight out since the
+        #: reader's last chunk (later ones wait for the writer: see _queue)
+        self._sent_direct = False
         self._eager = 0
         #: the writer holds or is about to get bytes: direct writes must not
         #: overtake them (set when anything enters the channel, cleared by the
@@ -375,10 +378,17 @@ class IscsiConnection:
             return
         if self._dead:
             return  # (nobody will send it)
-        # An answer made outside the reader (an I/O completion, a task): it
-        # waits in _pending, behind everything before it, and the writer is
-        # woken once for the lot, so a burst of completions goes out in one
+        # An answer made outside the reader (an I/O completion, a task). The
+        # first since the reader's last chunk goes straight out when nothing
+        # waits before it (queue depth 1: no loop tick for the writer); the
+        # rest wait in _pending, behind everything before them, and wake the
+        # writer once for the lot, so a burst of completions goes out in one
         # send instead of a channel message each.
+        if not pending and not self._writer_busy and not self._sent_direct:
+            self._sent_direct = True
+            self._pending = buffers
+            self._flush_pending()
+            return
         pending.extend(buffers)
         if len(pending) == len(buffers):
             self._channel([])
@@ -413,6 +423,7 @@ class IscsiConnection:
 
     def _end_batch(self) -> None:
         self._batching = False
+        self._sent_direct = False
         self._flush_pending()
 
     def _channel(self, buffers: list[Buffer]) -> None:

@@ -98,6 +98,11 @@ async def test_submissions_are_batched_per_tick(tmp_path: Path) -> None:
     engine = store.engine
     assert engine is not None
     await store.write(0, os.urandom(1 << 20))
+    store.inline_writes = False
+    await store.flush()
+    # cold: each read stays in the kernel a while, so the first is submitted
+    # alone (nothing of ours in flight) and the others batch behind it
+    _drop_cache(store)
     results: dict[int, bytes] = {}
 
     async def one(i: int) -> None:
@@ -510,13 +515,37 @@ async def test_a_linked_write_whose_sync_is_refused_ends_once_with_both_completi
     try:
         got: list[int | BaseException] = []
         request = engine.start_write(w, memoryview(bytearray(4096)), -1, got.append, True)
-        assert engine.in_flight == 2
         await _until(lambda: bool(got))
         await trio.sleep(0.01)
         assert got == [-errno.ECANCELED] and engine.in_flight == 0
         request.cancel()
         await trio.sleep(0.01)
         assert got == [-errno.ECANCELED]
+    finally:
+        await engine.aclose()
+        os.close(r)
+        os.close(w)
+
+
+@needs_uring
+async def test_a_lone_request_is_submitted_at_once_others_wait_for_the_tick() -> None:
+    """Nothing of ours in the kernel: the request goes in from the call itself
+    (queue depth 1 spends no loop tick on the flusher); one queued while
+    another is in flight waits for the flusher, which takes the tick's lot."""
+    engine = UringEngine.create("t")
+    r, w = os.pipe()
+    try:
+        got: list[int | BaseException] = []
+        engine.start_read(r, memoryview(bytearray(8)), -1, got.append)
+        assert engine.submits == 1  # before any checkpoint
+        engine.start_read(r, memoryview(bytearray(8)), -1, got.append)
+        engine.start_read(r, memoryview(bytearray(8)), -1, got.append)
+        assert engine.submits == 1
+        await trio.sleep(0.01)
+        assert engine.submits == 2 and engine.in_flight == 3  # the two in one
+        os.write(w, b"a" * 24)
+        await _until(lambda: len(got) == 3)
+        assert got == [8, 8, 8]
     finally:
         await engine.aclose()
         os.close(r)
