@@ -72,6 +72,16 @@ def is_aligned(buf: memoryview, align: int = ALIGN) -> bool:
     return addr % align == 0
 
 
+def _aligned(data: Buffer) -> memoryview:
+    """``data`` itself when O_DIRECT can take it, else an aligned copy."""
+    view = memoryview(data).cast("B")
+    if is_aligned(view):
+        return view
+    bounce = aligned_buffer(len(view))
+    bounce[:] = view
+    return bounce
+
+
 def logical_block_size(fd: int, block_device: bool) -> int:
     """The device's logical block size (BLKSSZGET); 512 for a file (probed below)."""
     if not block_device:
@@ -189,14 +199,10 @@ class DirectStore(FileStore):
         engine = self.engine
         if engine is None or engine.broken is not None or self._read_only:
             return None
-        view = memoryview(data).cast("B")
-        if not is_aligned(view):
-            bounce = aligned_buffer(len(view))
-            bounce[:] = view
-            view = bounce
+        view = _aligned(data)
         try:
             request = engine.start_write(
-                self._fd, view, offset, self._completion(len(view), done), datasync=fua
+                self._fd, view, offset, self._completion(len(view), True, done), datasync=fua
             )
         except EngineFailedError:
             self._engine_failed()
@@ -206,11 +212,7 @@ class DirectStore(FileStore):
     async def write(self, offset: int, data: Buffer, fua: bool = False) -> None:
         if self._read_only:
             raise StoreReadOnlyError(errno.EROFS, "store is read-only", self.path)
-        view = memoryview(data).cast("B")
-        if not is_aligned(view):
-            bounce = aligned_buffer(len(view))
-            bounce[:] = view
-            view = bounce
+        view = _aligned(data)
         try:
             engine = self.engine
             if engine is not None:

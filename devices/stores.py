@@ -31,7 +31,7 @@ import stat
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import trio
 
@@ -71,6 +71,7 @@ IO_ENGINE_ENV = "PYSCST_IO_ENGINE"
 #: what :meth:`FileStore.start_read` hands its ``done``: the filled buffer,
 #: the error, or None: "redo it with readinto"
 ReadResult = bytearray | memoryview | OSError | None
+_T = TypeVar("_T")
 #: what :meth:`FileStore.start_write` hands its ``done``: True (written),
 #: the error, or None: "redo it with write"
 WriteResult = bool | OSError | None
@@ -434,22 +435,7 @@ class FileStore:
         engine = self.engine
         if engine is None or engine.broken is not None:
             return None
-        n = len(buf)
-
-        def complete(res: int | BaseException) -> None:
-            if isinstance(res, BaseException):
-                if isinstance(res, EngineFailedError):
-                    self._engine_failed()
-                    done(None)
-                else:
-                    done(res if isinstance(res, OSError) else OSError(errno.EIO, str(res)))
-            elif res == n:
-                done(buf)
-            elif res < 0:
-                done(OSError(-res, os.strerror(-res)))
-            else:
-                done(None)  # short: readinto reads the rest (or finds the file shrank)
-
+        complete = self._completion(len(buf), buf, done)
         try:
             request = engine.start_read(self._fd, memoryview(buf), offset, complete)
         except EngineFailedError:
@@ -458,27 +444,30 @@ class FileStore:
         return request.cancel
 
     def _completion(
-        self, n: int, done: Callable[[WriteResult], object]
+        self, n: int, ok: _T, done: Callable[[_T | OSError | None], object]
     ) -> Callable[[int | BaseException], None]:
-        """A write request's result as ``start_write``'s ``done`` wants it."""
+        """A request's result as ``start_read``/``start_write``'s ``done``
+        wants it: ``ok`` when all ``n`` bytes moved, the OSError, or None for
+        "redo it the task way" (a short transfer: readinto reads the rest or
+        finds the file shrank, write() writes it all again; a broken ring)."""
 
         def complete(res: int | BaseException) -> None:
-            if isinstance(res, BaseException):
-                if isinstance(res, EngineFailedError):
-                    self._engine_failed()
-                    done(None)
+            if isinstance(res, EngineFailedError):
+                self._engine_failed()
+                done(None)
+            elif isinstance(res, BaseException) or res < 0:
+                if isinstance(res, OSError):
+                    exc = res
+                elif isinstance(res, int):
+                    exc = OSError(-res, os.strerror(-res))
                 else:
-                    exc = res if isinstance(res, OSError) else OSError(errno.EIO, str(res))
-                    self.failed(exc)
-                    done(exc)
-            elif res == n:
-                done(True)
-            elif res < 0:
-                exc = OSError(-res, os.strerror(-res))
+                    exc = OSError(errno.EIO, str(res))
                 self.failed(exc)
                 done(exc)
+            elif res == n:
+                done(ok)
             else:
-                done(None)  # short: write() writes it all again
+                done(None)
 
         return complete
 
@@ -499,9 +488,11 @@ class FileStore:
             if fua:
                 if not self.write_now(offset, view):
                     return None
-                request = engine.start_fsync(self._fd, offset, n, self._completion(0, done))
+                synced = self._completion(0, True, done)
+                request = engine.start_fsync(self._fd, offset, n, synced)
             else:
-                request = engine.start_write(self._fd, view, offset, self._completion(n, done))
+                written = self._completion(n, True, done)
+                request = engine.start_write(self._fd, view, offset, written)
         except EngineFailedError:
             self._engine_failed()
             return None

@@ -110,6 +110,28 @@ async def queued(store: QueuedStore, n: int) -> None:
             await trio.sleep(0.001)
 
 
+async def abort_then(
+    lu: LogicalUnit, store: QueuedStore, tag: int, complete: Callable[[], object]
+) -> list[object]:
+    """ABORT TASK ``tag`` while its I/O is queued: the I/O is cancelled, the
+    TMF stays unanswered while the I/O could still touch the buffer, and is
+    answered once ``complete`` ends it. Returns the TMF's answer."""
+    reply: list[object] = []
+
+    async def abort() -> None:
+        reply.append(await call(lu.mailbox, AbortTask(NEXUS_A, tag)))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(abort)
+        with trio.fail_after(5):
+            while store.cancels == 0:
+                await trio.sleep(0.001)
+        await trio.sleep(0.02)
+        assert reply == [] and lu.task_count() == 1
+        complete()
+    return reply
+
+
 async def test_a_queued_read_is_answered_from_its_completion() -> None:
     async with queued_lu() as (lu, store):
         await clear_power_on_ua(lu)
@@ -159,20 +181,9 @@ async def test_abort_cancels_the_io_and_is_answered_only_after_it_ended() -> Non
         await clear_power_on_ua(lu)
         t = Recorder()
         lu.submit(command(t, read10(0, 1), 4), 0, False)
-        reply: list[object] = []
-
-        async def abort() -> None:
-            reply.append(await call(lu.mailbox, AbortTask(NEXUS_A, 4)))
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(abort)
-            with trio.fail_after(5):
-                while store.cancels == 0:
-                    await trio.sleep(0.001)
-            await trio.sleep(0.02)
-            # the kernel may still write into the buffer: no TMF answer yet
-            assert reply == [] and lu.task_count() == 1
-            store.complete(result=OSError(errno.ECANCELED, "cancelled"))
+        reply = await abort_then(
+            lu, store, 4, lambda: store.complete(result=OSError(errno.ECANCELED, "cancelled"))
+        )
         assert reply == [TmfResponse.COMPLETE]
         assert t.answered == []  # an aborted command sends no status
         assert [c.tag for c in t.finished] == [4] and lu.task_count() == 0
@@ -289,17 +300,6 @@ async def test_an_aborted_queued_write_is_silent_and_waits_for_its_completion() 
         await clear_power_on_ua(lu)
         t = Recorder(b"a" * BS)
         lu.submit(command(t, write10(9), 14), 0, False)
-        reply: list[object] = []
-
-        async def abort() -> None:
-            reply.append(await call(lu.mailbox, AbortTask(NEXUS_A, 14)))
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(abort)
-            with trio.fail_after(5):
-                while store.cancels == 0:
-                    await trio.sleep(0.001)
-            await trio.sleep(0.02)
-            assert reply == []  # the kernel may still read the buffer
-            store.complete_write()  # it landed anyway: new data, whole
+        reply = await abort_then(lu, store, 14, store.complete_write)  # it landed anyway
         assert reply == [TmfResponse.COMPLETE] and t.answered == []
+        assert bytes(store.data[9 * BS : 10 * BS]) == b"a" * BS  # new data, whole
