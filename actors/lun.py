@@ -11,6 +11,7 @@ cancels one scope, LUN RESET the whole task set.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -56,7 +57,7 @@ from pyscst.actors.unit_attention import UnitAttentionQueue
 from pyscst.devices.device_type import DeviceType, check_ready_for
 from pyscst.devices.spc import SPC_TABLE
 from pyscst.scsi.alua import check_access
-from pyscst.scsi.cdb import NEEDS_AWAIT, OpSpec, OpTable
+from pyscst.scsi.cdb import NEEDS_AWAIT, OpSpec, OpTable, Pending
 from pyscst.scsi.command import (
     Buffer,
     DataDirection,
@@ -140,6 +141,7 @@ class Task:
         "lba",
         "nblocks",
         "ordered",
+        "pending",
         "seq",
         "spec",
         "started_ns",
@@ -174,6 +176,9 @@ class Task:
         self.started_ns = 0
         #: sense to answer with when cancelled by a device crash (retryable)
         self.failure: bytes | None = None
+        #: the I/O this task waits on without a Trio task of its own (a fast
+        #: handler's Pending), until it ends
+        self.pending: Pending | None = None
 
     @property
     def scope(self) -> trio.CancelScope:
@@ -182,6 +187,14 @@ class Task:
         if scope is None:
             scope = self._scope = trio.CancelScope()
         return scope
+
+    def cancel(self) -> None:
+        """Abort (TMF, nexus loss, device loss): its scope, and its I/O if
+        it waits on one without a task (that ends through the Pending)."""
+        self.scope.cancel()
+        pending = self.pending
+        if pending is not None:
+            pending.cancel()
 
     @property
     def cancelled(self) -> bool:
@@ -274,6 +287,9 @@ class LogicalUnit:
             finally:
                 self._nursery = None
                 nursery.cancel_scope.cancel()
+                for task in list(self._active.values()):
+                    if task.pending is not None:  # (no task of theirs to cancel)
+                        task.cancel()
 
     def start_background(self, fn: Callable[[], Awaitable[None]]) -> None:
         """Run ``fn`` beside the task set (a device's background operation):
@@ -371,7 +387,7 @@ class LogicalUnit:
         on until a spawned task got to cancel it could still answer GOOD, and
         the TMF would then say "complete" too); answer once they are done."""
         for task in tasks:
-            task.scope.cancel()
+            task.cancel()
         assert self._nursery is not None
         self._nursery.start_soon(self._reply_when_done, tasks, response, reply, then)
 
@@ -396,7 +412,7 @@ class LogicalUnit:
         device's reset hook runs, every nexus here gets ``asc``."""
         tasks = self._abort_all(by=None)
         for task in tasks:
-            task.scope.cancel()
+            task.cancel()
         device = self._device_or_none()
         if device is not None:
             device.reset()
@@ -409,7 +425,7 @@ class LogicalUnit:
         state = self._nexuses.get(key)
         tasks = list(state.tasks.values()) if state is not None else []
         for task in tasks:
-            task.scope.cancel()
+            task.cancel()
         if self.reservations.holder == msg.nexus:
             self.reservations.nexus_lost(msg.nexus)
             self._share(plan_spc2_drop(msg.nexus))
@@ -442,7 +458,7 @@ class LogicalUnit:
         for task in self._active.values():
             if not task.finished:
                 task.failure = sense
-                task.scope.cancel()
+                task.cancel()
         if reason is None:
             self.raise_ua(Asc.DEVICE_INTERNAL_RESET)
         log.warning("%s: device %s; %d commands aborted", self.name,
@@ -579,6 +595,12 @@ class LogicalUnit:
             else:
                 if result is NEEDS_AWAIT:
                     return False
+                if isinstance(result, Pending):
+                    # its I/O is queued: in the task set, answered when it ends
+                    self._enter(task)
+                    task.pending = result
+                    result.then(functools.partial(self._pending_done, task))
+                    return True
                 data = result  # type: ignore[assignment]
         if error is None:
             status, sense = Status.GOOD, None
@@ -596,6 +618,44 @@ class LogicalUnit:
         self._account(task, status, data)
         transport.command_finished(cmd)
         return True
+
+    def _pending_done(self, task: Task, result: Any) -> None:
+        """A Pending command's I/O ended (see scsi.cdb.Pending): answer it as
+        ``_run_task`` would have, an abort included (TAS, device loss)."""
+        task.pending = None
+        nursery = self._nursery
+        if result is NEEDS_AWAIT:  # (the handler after all: a short read, ...)
+            if nursery is None:
+                self._leave(task, None, None)
+            else:
+                nursery.start_soon(self._run_task, task)
+            return
+        data: Buffer | None = None
+        if task.cancelled:
+            if task.tas:
+                status, sense = Status.TASK_ABORTED, None
+            elif task.failure is not None:
+                status, sense = Status.CHECK_CONDITION, task.failure
+            else:
+                self._leave(task, None, None)  # aborted: nothing is answered
+                return
+        elif isinstance(result, ScsiError):
+            status, sense = result.status, self._encode_sense(result.sense)
+        elif isinstance(result, BaseException):
+            log.error("%s: command %r failed", self.name, task.cmd, exc_info=result)
+            status = Status.CHECK_CONDITION
+            sense = self._encode_sense(
+                Sense.of(SenseKey.HARDWARE_ERROR, Asc.INTERNAL_TARGET_FAILURE)
+            )
+        else:
+            status, sense, data = Status.GOOD, None, result
+        cmd = task.cmd
+        if cmd.transport.respond_now(cmd, status, sense, data):
+            self._leave(task, status, data)
+        elif nursery is not None:
+            nursery.start_soon(self._answer_later, task, status, sense, data)
+        else:
+            self._leave(task, None, None)
 
     async def _answer_later(
         self, task: Task, status: Status, sense: bytes | None, data: Buffer | None
@@ -903,7 +963,7 @@ class LogicalUnit:
                     state.ua.add(Asc.COMMANDS_CLEARED_BY_ANOTHER_INITIATOR)
                 tasks.append(task)
         for task in tasks:
-            task.scope.cancel()
+            task.cancel()
         return tasks
 
     # -- introspection ----------------------------------------------------------
@@ -953,4 +1013,3 @@ def _fenced() -> ScsiError:
 
 def _key(nexus: Nexus) -> tuple[str, str]:
     return (nexus.initiator_port, nexus.target_port)
-

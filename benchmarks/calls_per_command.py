@@ -94,7 +94,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def scenario(ini: Initiator, write: bool, depth: int, commands: int, size: int) -> None:
+async def scenario(
+    ini: Initiator, write: bool, depth: int, commands: int, size: int, lun: int = 0
+) -> None:
     data = bytes(size)
     blocks = size // BS
     lba = 0
@@ -103,9 +105,9 @@ async def scenario(ini: Initiator, write: bool, depth: int, commands: int, size:
         itts = []
         for _ in range(depth):
             if write:
-                itts.append(ini.submit(0, write10(lba, blocks), data))
+                itts.append(ini.submit(lun, write10(lba, blocks), data))
             else:
-                itts.append(ini.submit(0, read10(lba, blocks), read_length=size))
+                itts.append(ini.submit(lun, read10(lba, blocks), read_length=size))
             lba = (lba + blocks) % (8192 - blocks)
         for itt in itts:
             r = await ini.wait(itt)
@@ -113,22 +115,31 @@ async def scenario(ini: Initiator, write: bool, depth: int, commands: int, size:
         done += depth
 
 
-async def main(commands: int, timed: bool, mrdsl: int) -> None:
+async def main(commands: int, timed: bool, mrdsl: int, blockio: str | None) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="pyscst-calls-", dir="/dev/shm"))
     port = free_port()
+    # --blockio: LUN 1 is vdisk_blockio on that block device; every read goes
+    # to the device (O_DIRECT): the slow path, without dropping caches
+    blk = (
+        f'[devices.blk0]\nhandler = "vdisk_blockio"\npath = "{blockio}"\nsize = "4MiB"\n'
+        if blockio
+        else ""
+    )
+    blk_lun = ', { lun = 1, device = "blk0" }' if blockio else ""
+    dirs = f'allowed_dirs = ["{Path(blockio).parent}"]\n' if blockio else ""
     text = f"""
 state_dir = "{tmp}"
 control_socket = "{tmp}/c.sock"
 log_level = "warning"
-[iscsi]
+{dirs}[iscsi]
 poll_us = 0
 [devices.disk0]
 handler = "vdisk_fileio"
 path = "disk0.img"
 size = "4MiB"
-[targets."{TARGET}"]
+{blk}[targets."{TARGET}"]
 portals = ["127.0.0.1:{port}"]
-luns = [{{ lun = 0, device = "disk0" }}]
+luns = [{{ lun = 0, device = "disk0" }}{blk_lun}]
 """
     config = parse_config(text, tmp)
     try:
@@ -140,20 +151,24 @@ luns = [{{ lun = 0, device = "disk0" }}]
                 ) as ini:
                     await ini.execute(0, bytes(6))  # TEST UNIT READY: the power-on UA
                     await ini.execute(0, bytes(6))
-                    for write, depth, size in SCENARIOS:
-                        await scenario(ini, write, depth, 256, size)  # warm: cache, buffers
+                    runs = [(0, *sc) for sc in SCENARIOS]
+                    if blockio:
+                        await ini.execute(1, bytes(6))
+                        runs = [(1, *sc) for sc in SCENARIOS]
+                    for lun, write, depth, size in runs:
+                        await scenario(ini, write, depth, 256, size, lun)  # warm: cache, buffers
                         kind = "WRITE" if write else "READ "
-                        name = f"{kind} {size // 1024:>3}K QD{depth:<2}"
+                        name = f"{'blockio ' if lun else ''}{kind} {size // 1024:>3}K QD{depth:<2}"
                         if timed:
                             began = time.process_time()
-                            await scenario(ini, write, depth, commands, size)
+                            await scenario(ini, write, depth, commands, size, lun)
                             spent = time.process_time() - began
                             print(f"{name}: {spent / commands * 1e6:7.1f} µs CPU/cmd")
                             continue
                         counter = Counter()
                         sys.setprofile(counter)
                         try:
-                            await scenario(ini, write, depth, commands, size)
+                            await scenario(ini, write, depth, commands, size, lun)
                         finally:
                             sys.setprofile(None)
                         top = ", ".join(f"{k} {v / commands:.2f}" for k, v in
@@ -174,5 +189,10 @@ if __name__ == "__main__":
     parser.add_argument("--commands", type=int, default=2048)
     parser.add_argument("--time", action="store_true", help="CPU time per command, no counts")
     parser.add_argument("--mrdsl", type=int, default=65536, help="the initiator's MRDSL")
+    parser.add_argument(
+        "--blockio",
+        metavar="BLOCKDEV",
+        help="run on a vdisk_blockio LUN over this block device (a loop device)",
+    )
     args = parser.parse_args()
-    trio.run(main, args.commands, args.time, args.mrdsl)
+    trio.run(main, args.commands, args.time, args.mrdsl, args.blockio)

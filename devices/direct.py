@@ -9,10 +9,14 @@ thread where io_uring is unavailable or ``io_engine = "threads"``.
 O_DIRECT wants the buffer address, the offset and the length aligned to the
 device's logical block size. Offsets and lengths are whole blocks of the
 configured ``block_size``, which open refuses when it is smaller than the
-device's logical block size. Buffers: a page-aligned buffer the transport
-handed in is used as is; any other is bounced through an mmap-backed (page
-aligned) buffer, one copy. The disk layer allocates its read buffers as
-``bytearray`` (malloc: 16-byte aligned), so reads today bounce once.
+device's logical block size. Buffers: reads go into a page-aligned window of
+a slightly larger ``bytearray`` (:func:`aligned_buffer`, from
+:meth:`DirectStore.read_buffer`), which the transport then sends as the
+command's data: no copy, no pool to return it to (the memoryview keeps its
+bytearray alive until the Data-In is sent; a buffer the kernel may still fill
+stays pinned by the request until its completion). A buffer that is not
+aligned (received Data-Out, whose alignment the receive path decides) is
+bounced through an aligned one: one memory copy.
 
 Semantics: FUA = the write, then an fdatasync of that range (on the ring);
 SYNCHRONIZE CACHE = fdatasync (flushes the device's volatile cache, which
@@ -32,7 +36,7 @@ import fcntl
 import mmap
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +45,14 @@ import trio
 from pyscst.devices import uring
 from pyscst.devices.io_engine import EngineFailedError
 from pyscst.devices.range_set import RangeSet
-from pyscst.devices.stores import Extent, FileStore, StoreReadOnlyError, punch_hole
+from pyscst.devices.stores import (
+    Extent,
+    FileStore,
+    ReadResult,
+    StoreReadOnlyError,
+    WriteResult,
+    punch_hole,
+)
 from pyscst.scsi.command import Buffer
 
 #: ioctls of linux/fs.h: logical block size; zero a byte range
@@ -56,8 +67,14 @@ class DirectIoRefusedError(ValueError):
 
 
 def aligned_buffer(n: int) -> memoryview:
-    """A zeroed, page-aligned, writable buffer of ``n`` bytes (anonymous mmap)."""
-    return memoryview(mmap.mmap(-1, max(n, 1)))[:n]
+    """A zeroed, page-aligned, writable buffer of ``n`` bytes: a window of a
+    bytearray one page larger (calloc: cheaper than an mmap per command, and
+    freed by reference counting like any other read buffer)."""
+    raw = bytearray(n + ALIGN)
+    view = memoryview(raw)
+    addr, _pin = uring.buffer_address(view)
+    start = -addr % ALIGN
+    return view[start : start + n]
 
 
 def is_aligned(buf: memoryview, align: int = ALIGN) -> bool:
@@ -65,6 +82,16 @@ def is_aligned(buf: memoryview, align: int = ALIGN) -> bool:
         return False
     addr, _pin = uring.buffer_address(buf)
     return addr % align == 0
+
+
+def _aligned(data: Buffer) -> memoryview:
+    """``data`` itself when O_DIRECT can take it, else an aligned copy."""
+    view = memoryview(data).cast("B")
+    if is_aligned(view):
+        return view
+    bounce = aligned_buffer(len(view))
+    bounce[:] = view
+    return bounce
 
 
 def logical_block_size(fd: int, block_device: bool) -> int:
@@ -75,34 +102,24 @@ def logical_block_size(fd: int, block_device: bool) -> int:
     return int(struct.unpack("i", out)[0])
 
 
-#: bounce buffers kept per size for reuse (an mmap per command costs two
-#: syscalls and page faults); only sizes up to POOL_MAX_BYTES are kept
-POOL_PER_SIZE = 64
-POOL_MAX_BYTES = 1 << 20
-
-
 class DirectStore(FileStore):
     """BLOCKIO: a block device or file opened O_DIRECT (see module doc)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        #: free bounce buffers by size (the store's own; only its loop uses it)
-        self._pool: dict[int, list[memoryview]] = {}
         #: a block device's byte ranges this store deallocated and nobody has
         #: written since (a block device cannot report holes; see extents)
         self.deallocated = RangeSet()
 
-    def _bounce(self, n: int) -> memoryview:
-        free = self._pool.get(n)
-        return free.pop() if free else aligned_buffer(n)
+    def read_buffer(self, n: int) -> memoryview:
+        return aligned_buffer(n)
 
-    def _give_back(self, buf: memoryview) -> None:
-        """Only after the kernel is done with it (a normal completion)."""
-        n = len(buf)
-        if n <= POOL_MAX_BYTES:
-            free = self._pool.setdefault(n, [])
-            if len(free) < POOL_PER_SIZE:
-                free.append(buf)
+    def start_read(
+        self, offset: int, buf: bytearray | memoryview, done: Callable[[ReadResult], object]
+    ) -> Callable[[], object] | None:
+        """As FileStore's, but always into an aligned buffer of its own (the
+        one ``done`` gets): ``buf`` only gives the length."""
+        return super().start_read(offset, aligned_buffer(len(buf)), done)
 
     @classmethod
     async def open_direct(
@@ -187,22 +204,37 @@ class DirectStore(FileStore):
         if is_aligned(buf):
             await self._read_aligned(offset, buf)
             return
-        bounce = self._bounce(len(buf))
+        bounce = aligned_buffer(len(buf))
         await self._read_aligned(offset, bounce)
         buf[:] = bounce
-        self._give_back(bounce)
+
+    def start_write(
+        self, offset: int, data: Buffer, fua: bool, done: Callable[[WriteResult], object]
+    ) -> Callable[[], object] | None:
+        """The write on the ring (from an aligned copy if ``data`` is not
+        aligned), with FUA its ranged fdatasync linked behind it: one
+        submission, one completion to answer from."""
+        engine = self.engine
+        if engine is None or engine.broken is not None or self._read_only:
+            return None
+        view = _aligned(data)
+        if self.deallocated:
+            self.deallocated.remove(offset, offset + len(view))  # mapped again
+        try:
+            request = engine.start_write(
+                self._fd, view, offset, self._completion(len(view), True, done), datasync=fua
+            )
+        except EngineFailedError:
+            self._engine_failed()
+            return None
+        return request.cancel
 
     async def write(self, offset: int, data: Buffer, fua: bool = False) -> None:
         if self._read_only:
             raise StoreReadOnlyError(errno.EROFS, "store is read-only", self.path)
-        view = memoryview(data).cast("B")
+        view = _aligned(data)
         if self.deallocated:
             self.deallocated.remove(offset, offset + len(view))  # mapped again
-        bounce = None
-        if not is_aligned(view):
-            bounce = self._bounce(len(view))
-            bounce[:] = view
-            view = bounce
         try:
             engine = self.engine
             if engine is not None:
@@ -212,14 +244,10 @@ class DirectStore(FileStore):
                         done += await engine.write(self._fd, view[done:], offset + done)
                     if fua:
                         await engine.fsync(self._fd, True, offset, len(view))
-                    if bounce is not None:
-                        self._give_back(bounce)
                     return
                 except EngineFailedError:
                     self._engine_failed()
             await trio.to_thread.run_sync(self._write_sync, offset, view, fua)
-            if bounce is not None:
-                self._give_back(bounce)
         except OSError as exc:
             self.failed(exc)
             raise

@@ -3,20 +3,25 @@
 These run on every I/O, so each does the minimum: readiness, one range check,
 one store call. READ reads straight into a fresh bytearray that is handed to
 the transport as is (no further copies); ``bytearray(n)`` is calloc-backed, so
-large buffers cost page faults only. Write handlers take the data-out through
-``cmd.receive_data``; when the initiator's expected transfer length is
-shorter than the CDB's, only the whole blocks it did send are written (the
-transport reports the overflow residual), as SCST and LIO do and libiscsi's
-residual tests expect; a partial block is INVALID FIELD IN INFORMATION UNIT.
+large buffers cost page faults only (BLOCKIO's store hands out page-aligned
+windows of one, for O_DIRECT). A read that misses the page cache of a store
+with an io_uring engine is queued right from the fast path and the command
+answered from its completion (scsi.cdb.Pending): no task per cache miss.
+Write handlers take the data-out through ``cmd.receive_data``; when the
+initiator's expected transfer length is shorter than the CDB's, only the
+whole blocks it did send are written (the transport reports the overflow
+residual), as SCST and LIO do and libiscsi's residual tests expect; a
+partial block is INVALID FIELD IN INFORMATION UNIT.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pyscst.devices.disk_sense import io_error, miscompare, short_data_out
-from pyscst.scsi.cdb import NEEDS_AWAIT, NeedsAwait, rw6, rw10, rw12, rw16
+from pyscst.scsi.cdb import NEEDS_AWAIT, NeedsAwait, Pending, rw6, rw10, rw12, rw16
 from pyscst.scsi.command import Buffer, ExecContext, ScsiCommand
 from pyscst.scsi.sense import ScsiError
 
@@ -57,10 +62,13 @@ def check_range(dev: DiskDevice, cdb: bytes, lba: int, n: int, limit: bool = Tru
         raise ScsiError.lba_out_of_range()
 
 
-async def read_blocks(dev: DiskDevice, lba: int, n: int) -> bytearray:
-    buf = bytearray(n << dev.block_shift)
+async def read_blocks(dev: DiskDevice, lba: int, n: int) -> bytearray | memoryview:
+    store = dev.store
+    # (a store may want its own buffers: BLOCKIO's are page aligned)
+    make = getattr(store, "read_buffer", bytearray)
+    buf = make(n << dev.block_shift)
     try:
-        await dev.store.readinto(lba << dev.block_shift, memoryview(buf))
+        await store.readinto(lba << dev.block_shift, memoryview(buf))
     except OSError as exc:
         raise io_error(exc, lba, writing=False) from exc
     return buf
@@ -95,28 +103,68 @@ async def handle_read(dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext) -> Bu
     return await read_blocks(dev, lba, n)
 
 
-def read_now(dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | NeedsAwait | None:
-    """READ's fast path: the same checks, then a read that must not block."""
+def read_now(
+    dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext
+) -> Buffer | NeedsAwait | Pending | None:
+    """READ's fast path: the same checks, then a read that must not block,
+    or, where the store queues I/O (io_uring), that read queued: Pending."""
     lba, n = _read_extent(dev, cmd)
     if n == 0:
         return None
     nbytes = n << dev.block_shift
     buf = bytearray(nbytes)
+    store = dev.store
+    offset = lba << dev.block_shift
     try:
-        if not dev.store.read_now(lba << dev.block_shift, memoryview(buf)):
-            return NEEDS_AWAIT
+        if not store.read_now(offset, memoryview(buf)):
+            start = getattr(store, "start_read", None)
+            if start is None:
+                return NEEDS_AWAIT
+            return _start_read(start, cmd, lba, offset, buf)
     except OSError as exc:
         raise io_error(exc, lba, writing=False) from exc
     cmd.transfer_length = nbytes
     return buf
 
 
-def write_now(dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | NeedsAwait | None:
+def _start_read(
+    start: Callable[..., Callable[[], object] | None],
+    cmd: ScsiCommand,
+    lba: int,
+    offset: int,
+    buf: bytearray,
+) -> Pending | NeedsAwait:
+    pending = Pending()
+    nbytes = len(buf)
+
+    def done(result: bytearray | memoryview | OSError | None) -> None:
+        if result is None:
+            pending.finish(NEEDS_AWAIT)  # (short read, ring gone: the task path)
+        elif isinstance(result, OSError):
+            pending.finish(io_error(result, lba, writing=False))
+        else:
+            cmd.transfer_length = nbytes
+            pending.finish(result)
+
+    cancel = start(offset, buf, done)
+    if cancel is None:
+        return NEEDS_AWAIT
+    pending.on_cancel(cancel)
+    return pending
+
+
+def write_now(
+    dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext
+) -> Buffer | NeedsAwait | Pending | None:
     """WRITE's fast path: all data arrived as immediate data and the store
-    takes it into the cache without blocking; anything else (FUA, WCE off,
-    R2T needed, a short transfer) goes the awaiting way."""
+    takes it into the cache without blocking, or (FUA, WCE off, a store that
+    would block, BLOCKIO) queues it on its ring: Pending. Anything else (R2T
+    needed, a short transfer, no ring) goes the awaiting way."""
     cdb = cmd.cdb
-    if (cdb[0] >= 0x20 and cdb[1] & 0x08) or not dev.write_cache:
+    store = dev.store
+    fua = (cdb[0] >= 0x20 and bool(cdb[1] & 0x08)) or not dev.write_cache
+    start = getattr(store, "start_write", None) if fua else None
+    if fua and start is None:
         return NEEDS_AWAIT
     _check_writable(dev, ctx)
     lba, n = _lba_and_length(cdb)
@@ -127,12 +175,42 @@ def write_now(dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | N
     data = cmd.data_now(nbytes)
     if data is None or len(data) < nbytes:
         return NEEDS_AWAIT
+    offset = lba << dev.block_shift
     try:
-        if not dev.store.write_now(lba << dev.block_shift, data[:nbytes]):
-            return NEEDS_AWAIT
+        if not fua:
+            if store.write_now(offset, data[:nbytes]):
+                return None
+            start = getattr(store, "start_write", None)
+            if start is None:
+                return NEEDS_AWAIT
+        assert start is not None
+        return _start_write(start, lba, offset, data[:nbytes], fua)
     except OSError as exc:
         raise io_error(exc, lba, writing=True) from exc
-    return None
+
+
+def _start_write(
+    start: Callable[..., Callable[[], object] | None],
+    lba: int,
+    offset: int,
+    data: memoryview,
+    fua: bool,
+) -> Pending | NeedsAwait:
+    pending = Pending()
+
+    def done(result: bool | OSError | None) -> None:
+        if result is None:
+            pending.finish(NEEDS_AWAIT)  # (short write, ring gone: the task path)
+        elif isinstance(result, OSError):
+            pending.finish(io_error(result, lba, writing=True))
+        else:
+            pending.finish(None)
+
+    cancel = start(offset, data, fua, done)
+    if cancel is None:
+        return NEEDS_AWAIT
+    pending.on_cancel(cancel)
+    return pending
 
 
 async def _write_checked(

@@ -189,7 +189,7 @@ async def handle_compare_and_write(
         raise short_data_out()
     verify, new = data[:nbytes], data[nbytes : 2 * nbytes]
     offset = lba << dev.block_shift
-    current = bytearray(nbytes)
+    current: bytearray | memoryview = bytearray(nbytes)
     store = dev.store
     fua = bool(cdb[1] & 0x08) or not dev.write_cache
     # read, compare and write without a checkpoint when the store allows: no

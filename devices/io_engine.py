@@ -10,6 +10,9 @@ there, the rest signal an eventfd registered with the ring that a reaper task
 waits on with ``trio.lowlevel.wait_readable``. The waiting command task is
 parked with ``wait_task_rescheduled`` and woken with its result: no Event, no
 thread, no copy (the kernel reads into / writes from the command's buffer).
+A request can also carry a callback instead of a task (``start_read`` /
+``start_write``): the command that made it has no task at all and is
+answered from the callback.
 
 Cancellation (task management, device loss): an aborted command's request is
 cancelled in the kernel (IORING_OP_ASYNC_CANCEL), but its task stays parked
@@ -26,6 +29,7 @@ the store redoes it, and all later I/O, through threads.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -46,6 +50,12 @@ class EngineFailedError(OSError):
     """The ring broke before this request was submitted: redo it another way."""
 
 
+#: what a callback request's ``done`` gets: the result (bytes moved, or a
+#: negative errno), or the exception that ended it without a result
+#: (:class:`EngineFailedError`: never submitted; OSError: lost in a broken ring)
+Completion = Callable[[int | BaseException], object]
+
+
 @attrs.define(eq=False, slots=True)
 class _Op:
     key: int
@@ -54,6 +64,28 @@ class _Op:
     task: trio.lowlevel.Task | None = None
     result: int | None = None
     failed: BaseException | None = None
+    #: a callback request (:meth:`UringEngine.start_read`): called once, from
+    #: the loop, instead of waking a task
+    done: Completion | None = None
+
+
+class Request:
+    """A callback request in flight: what :meth:`UringEngine.start_read` and
+    :meth:`UringEngine.start_write` return."""
+
+    __slots__ = ("_engine", "_ops")
+
+    def __init__(self, engine: UringEngine, *ops: _Op) -> None:
+        self._engine = engine
+        self._ops = ops
+
+    def cancel(self) -> None:
+        """Ask the kernel to stop; ``done`` still comes (with -ECANCELED or
+        the result), and only then is the buffer free again."""
+        engine = self._engine
+        for op in self._ops:
+            if op.done is not None and op.result is None and engine.broken is None:
+                engine._cancel(op)
 
 
 class UringEngine:
@@ -98,6 +130,62 @@ class UringEngine:
         addr, pin = uring.buffer_address(buf)
         return await self._run(uring.OP_READ, fd, offset, addr, len(buf), flags, pin)
 
+    def start_read(self, fd: int, buf: memoryview, offset: int, done: Completion) -> Request:
+        """Queue one read(2) and return at once; ``done`` is called from the
+        loop with its result (never before this returns). No task waits: a
+        command whose read misses the cache costs no task of its own (the LU
+        answers it from ``done``). The buffer stays pinned until then.
+        Raises :class:`EngineFailedError` when the ring cannot take it."""
+        addr, pin = uring.buffer_address(buf)
+        op = self._queue(uring.OP_READ, fd, offset, addr, len(buf), 0, pin)
+        op.done = done
+        return Request(self, op)
+
+    def start_fsync(self, fd: int, offset: int, length: int, done: Completion) -> Request:
+        """Queue a ranged fdatasync (FUA after a cache write); as start_read."""
+        op = self._queue(uring.OP_FSYNC, fd, offset, 0, length, uring.FSYNC_DATASYNC, None)
+        op.done = done
+        return Request(self, op)
+
+    def start_write(
+        self, fd: int, buf: memoryview, offset: int, done: Completion, datasync: bool = False
+    ) -> Request:
+        """Queue one write(2) of ``buf`` at ``offset``, with ``datasync`` a
+        ranged fdatasync linked behind it (it runs only if the write wrote
+        everything: FUA in one submission); return at once. ``done`` gets the
+        write's result (bytes written, or its negative errno), or the
+        fdatasync's negative errno, from the loop. Raises
+        :class:`EngineFailedError` when the ring cannot take it."""
+        if buf.readonly:
+            buf = memoryview(bytearray(buf))
+        addr, pin = uring.buffer_address(buf)
+        n = len(buf)
+        if not datasync:
+            op = self._queue(uring.OP_WRITE, fd, offset, addr, n, 0, pin)
+            op.done = done
+            return Request(self, op)
+        self._room(2)  # (a link cannot span two submissions)
+        # done once both completions are in (in whichever order they come):
+        # the write's result if it failed or was short (the sync then never
+        # ran), else the sync's
+        results: list[int | BaseException | None] = [None, None]
+
+        def finish(i: int, res: int | BaseException) -> None:
+            results[i] = res
+            wrote, synced = results
+            if wrote is None or synced is None:
+                return
+            if isinstance(wrote, BaseException) or wrote != n:
+                done(wrote)
+            else:
+                done(synced if isinstance(synced, BaseException) or synced < 0 else n)
+
+        w = self._queue(uring.OP_WRITE, fd, offset, addr, n, 0, pin, uring.SQE_IO_LINK)
+        w.done = functools.partial(finish, 0)
+        f = self._queue(uring.OP_FSYNC, fd, offset, 0, n, uring.FSYNC_DATASYNC, None)
+        f.done = functools.partial(finish, 1)
+        return Request(self, w, f)
+
     async def write(self, fd: int, buf: memoryview, offset: int, flags: int = 0) -> int:
         """One write(2) of ``buf`` at ``offset`` (``flags``: RWF_DSYNC for FUA)."""
         if buf.readonly:  # (never from the transports: their buffers are bytearrays)
@@ -126,22 +214,35 @@ class UringEngine:
             raise OSError(-res, os.strerror(-res))
         return res
 
-    def _queue(
-        self, opcode: int, fd: int, off: int, addr: int, length: int, flags: int, pin: object
-    ) -> _Op:
+    def _room(self, n: int) -> None:
+        """At least ``n`` free SQEs, or EngineFailedError."""
         if self.broken is not None:
             raise EngineFailedError(errno.EIO, self.broken)
         if not self._started:
             self._start()
         ring = self._ring
-        if ring.space() == 0:
+        if ring.space() < n:
             self._flush()  # a full ring this tick: submit what is there now
-            if self.broken is not None or ring.space() == 0:
+            if self.broken is not None or ring.space() < n:
                 raise EngineFailedError(errno.EAGAIN, self.broken or "submission ring full")
+
+    def _queue(
+        self,
+        opcode: int,
+        fd: int,
+        off: int,
+        addr: int,
+        length: int,
+        flags: int,
+        pin: object,
+        sqe_flags: int = 0,
+    ) -> _Op:
+        self._room(1)
+        ring = self._ring
         key = self._next_key
         self._next_key = key + 1
         op = _Op(key, pin)
-        ring.push(opcode, fd, off, addr, length, flags, key)
+        ring.push(opcode, fd, off, addr, length, flags, key, sqe_flags)
         self._ops[key] = op
         self._unsubmitted.append(op)
         self.requests += 1
@@ -237,14 +338,19 @@ class UringEngine:
                 pass
             self._complete(self._ring.reap())
 
-    def _complete(self, done: list[tuple[int, int]]) -> None:
+    def _complete(self, completions: list[tuple[int, int]]) -> None:
         ops = self._ops
-        for key, res in done:
+        for key, res in completions:
             op = ops.pop(key, None)
             if op is None:
                 continue  # a cancel request's own answer
             op.result = res
             op.pin = None
+            done = op.done
+            if done is not None:
+                op.done = None
+                self._call(done, res)
+                continue
             task = op.task
             if task is not None:
                 op.task = None
@@ -269,10 +375,21 @@ class UringEngine:
             else:
                 op.failed = OSError(errno.EIO, f"io_uring failed: {reason}")
                 self._orphans.append(op.pin)
+            done = op.done
+            if done is not None:
+                op.done = None
+                self._call(done, op.failed)
+                continue
             task = op.task
             if task is not None:
                 op.task = None
                 trio.lowlevel.reschedule(task, outcome.Error(op.failed))
+
+    def _call(self, done: Completion, result: int | BaseException) -> None:
+        try:
+            done(result)
+        except Exception:  # (a bug there must not stop the other completions)
+            log.exception("%s: I/O completion callback failed", self.label)
 
     # -- lifetime ---------------------------------------------------------------
     @property

@@ -31,7 +31,7 @@ import stat
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import trio
 
@@ -68,6 +68,13 @@ Extent = tuple[int, int, bool]
 IO_ENGINES = ("auto", "uring", "threads")
 #: environment override of every store's io_engine (operators, tests)
 IO_ENGINE_ENV = "PYSCST_IO_ENGINE"
+#: what :meth:`FileStore.start_read` hands its ``done``: the filled buffer,
+#: the error, or None: "redo it with readinto"
+ReadResult = bytearray | memoryview | OSError | None
+_T = TypeVar("_T")
+#: what :meth:`FileStore.start_write` hands its ``done``: True (written),
+#: the error, or None: "redo it with write"
+WriteResult = bool | OSError | None
 
 
 def make_engine(choice: str, label: str) -> tuple[UringEngine | None, str]:
@@ -411,6 +418,85 @@ class FileStore:
                     errno.EIO, f"backing file ends at byte {offset + done}", self.path
                 )
             done += n
+
+    def read_buffer(self, n: int) -> bytearray | memoryview:
+        """A buffer for an ``n``-byte read of this store (handed to the
+        transport as the command's data)."""
+        return bytearray(n)
+
+    def start_read(
+        self, offset: int, buf: bytearray | memoryview, done: Callable[[ReadResult], object]
+    ) -> Callable[[], object] | None:
+        """Queue a read of ``len(buf)`` bytes at ``offset`` on the ring and
+        return its cancel function; ``done`` gets, from the loop, the filled
+        buffer, an OSError, or None (redo it with :meth:`readinto`: a short
+        read, a ring that broke). None, and ``done`` is never called: no
+        engine here, use :meth:`readinto`."""
+        engine = self.engine
+        if engine is None or engine.broken is not None:
+            return None
+        complete = self._completion(len(buf), buf, done)
+        try:
+            request = engine.start_read(self._fd, memoryview(buf), offset, complete)
+        except EngineFailedError:
+            self._engine_failed()
+            return None
+        return request.cancel
+
+    def _completion(
+        self, n: int, ok: _T, done: Callable[[_T | OSError | None], object]
+    ) -> Callable[[int | BaseException], None]:
+        """A request's result as ``start_read``/``start_write``'s ``done``
+        wants it: ``ok`` when all ``n`` bytes moved, the OSError, or None for
+        "redo it the task way" (a short transfer: readinto reads the rest or
+        finds the file shrank, write() writes it all again; a broken ring)."""
+
+        def complete(res: int | BaseException) -> None:
+            if isinstance(res, EngineFailedError):
+                self._engine_failed()
+                done(None)
+            elif isinstance(res, BaseException) or res < 0:
+                if isinstance(res, OSError):
+                    exc = res
+                elif isinstance(res, int):
+                    exc = OSError(-res, os.strerror(-res))
+                else:
+                    exc = OSError(errno.EIO, str(res))
+                self.failed(exc)
+                done(exc)
+            elif res == n:
+                done(ok)
+            else:
+                done(None)
+
+        return complete
+
+    def start_write(
+        self, offset: int, data: Buffer, fua: bool, done: Callable[[WriteResult], object]
+    ) -> Callable[[], object] | None:
+        """Queue a write of ``data`` at ``offset`` (``fua``: durable before
+        ``done``) and return its cancel function; ``done`` gets, from the
+        loop, True, an OSError, or None (redo it with :meth:`write`). None,
+        and ``done`` is never called: use :meth:`write`. FUA is a cache write
+        now and a ranged fdatasync on the ring, as in :meth:`write`."""
+        engine = self.engine
+        if engine is None or engine.broken is not None or self._read_only:
+            return None
+        view = memoryview(data).cast("B")
+        n = len(view)
+        try:
+            if fua:
+                if not self.write_now(offset, view):
+                    return None
+                synced = self._completion(0, True, done)
+                request = engine.start_fsync(self._fd, offset, n, synced)
+            else:
+                written = self._completion(n, True, done)
+                request = engine.start_write(self._fd, view, offset, written)
+        except EngineFailedError:
+            self._engine_failed()
+            return None
+        return request.cancel
 
     async def readinto(self, offset: int, buf: memoryview) -> None:
         engine = self.engine

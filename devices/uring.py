@@ -41,6 +41,9 @@ OP_READ = 22
 OP_WRITE = 23
 #: IORING_FSYNC_DATASYNC: fdatasync rather than fsync
 FSYNC_DATASYNC = 1
+#: SQE flag IOSQE_IO_LINK: the next SQE starts only after this one succeeded
+#: (a failed or short one completes the rest with -ECANCELED)
+SQE_IO_LINK = 1 << 2
 #: io_uring_enter flag: wait for completions
 _ENTER_GETEVENTS = 1
 #: io_uring_register opcode: signal an eventfd on every completion. (Not
@@ -167,12 +170,13 @@ class Ring:
         length: int,
         op_flags: int,
         user_data: int,
+        sqe_flags: int = 0,
     ) -> None:
         """Queue one request (call :meth:`space` first: the SQ must not be full)."""
         tail = self._tail
         SQE.pack_into(
             self._sqes, (tail & self._sq_mask) * 64,
-            opcode, 0, 0, fd, off & _U64_MASK, addr, length, op_flags, user_data,
+            opcode, sqe_flags, 0, fd, off & _U64_MASK, addr, length, op_flags, user_data,
             0, 0, 0, 0, 0,
         )  # fmt: skip
         self._tail = tail = (tail + 1) & 0xFFFFFFFF
@@ -274,5 +278,10 @@ def probe(make: Callable[[], Ring] = Ring) -> str | None:
 def buffer_address(buf: memoryview) -> tuple[int, object]:
     """The address of a writable, contiguous buffer and the ctypes object that
     pins it (the exporter cannot be resized or freed while it lives)."""
-    pin = (ctypes.c_char * buf.nbytes).from_buffer(buf)
+    # (one c_char, not an array of the buffer's size: no array type to build
+    # per call, and the export it holds pins the whole buffer just the same)
+    if not buf.nbytes:
+        empty = (ctypes.c_char * 0).from_buffer(buf)
+        return ctypes.addressof(empty), empty
+    pin = ctypes.c_char.from_buffer(buf)
     return ctypes.addressof(pin), pin

@@ -36,10 +36,63 @@ class NeedsAwait:
 
 
 NEEDS_AWAIT = NeedsAwait()
+
+
+class Pending:
+    """What a fast handler returns when it started I/O that ends later (a read
+    queued on the store's io_uring ring): the LU keeps the command in its task
+    set, without a task of its own, and answers it from :meth:`finish`.
+
+    A spawned task per cache miss (plus its cancel scope and the handler's
+    coroutine chain) costs more CPU than the rest of the command; this is the
+    same command without it. Whoever made it calls :meth:`finish` exactly
+    once; :meth:`cancel` (a TMF, a lost nexus) asks the I/O to stop early and
+    the command still ends through :meth:`finish`, only after the I/O no
+    longer touches the command's buffer.
+    """
+
+    __slots__ = ("_cancel", "_done", "_result")
+
+    def __init__(self) -> None:
+        self._done: Callable[[Any], object] | None = None
+        self._result: Any = _UNSET
+        self._cancel: Callable[[], object] | None = None
+
+    def on_cancel(self, cancel: Callable[[], object]) -> None:
+        self._cancel = cancel
+
+    def cancel(self) -> None:
+        if self._cancel is not None:
+            self._cancel()
+
+    def finish(self, result: Any) -> None:
+        """The I/O ended. ``result``: the command's data (None: GOOD, no
+        data), an exception (a ScsiError is answered as such), or NEEDS_AWAIT:
+        run the command's awaiting handler after all (a short read, an engine
+        that broke)."""
+        done = self._done
+        if done is None:
+            self._result = result  # (before the LU took it: it is handed over then)
+        else:
+            self._done = None
+            done(result)
+
+    def then(self, done: Callable[[Any], object]) -> None:
+        """Call ``done`` with the result (at once if it is there already)."""
+        result = self._result
+        if result is _UNSET:
+            self._done = done
+        else:
+            self._result = _UNSET
+            done(result)
+
+
+_UNSET = object()
 #: Synchronous twin of a handler for the common case (a page-cache hit, data
 #: that came as immediate data): the LU runs it inline, in arrival order, and
-#: only spawns a task when it answers NEEDS_AWAIT. Same checks, same results.
-FastHandler = Callable[[Any, ScsiCommand, ExecContext], "Buffer | NeedsAwait | None"]
+#: only spawns a task when it answers NEEDS_AWAIT; a store that queues the
+#: I/O instead of blocking answers a :class:`Pending`. Same checks, same results.
+FastHandler = Callable[[Any, ScsiCommand, ExecContext], "Buffer | NeedsAwait | Pending | None"]
 
 
 class OpFlags(enum.IntFlag):

@@ -219,6 +219,9 @@ class IscsiConnection:
         #: reader sends it itself before it waits for more (see _flush_pending)
         self._pending: list[Buffer] = []
         self._batching = False
+        #: an answer from outside the reader went straight out since the
+        #: reader's last chunk (later ones wait for the writer: see _queue)
+        self._sent_direct = False
         self._eager = 0
         #: the writer holds or is about to get bytes: direct writes must not
         #: overtake them (set when anything enters the channel, cleared by the
@@ -359,8 +362,12 @@ class IscsiConnection:
                         break
                     batch.extend(more)
                     size += sum(map(len, more))
-                await self._send_all(batch)
-                if not recv.statistics().current_buffer_used:
+                if self._pending:  # (answers gathered by _queue, after the above)
+                    batch.extend(self._pending)
+                    self._pending = []
+                if batch:
+                    await self._send_all(batch)
+                if not recv.statistics().current_buffer_used and not self._pending:
                     self._writer_busy = False
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             self.abort()
@@ -384,17 +391,30 @@ class IscsiConnection:
         faults = self._faults
         if faults is not None and faults.pdu_armed and self._outgoing_fault(faults, buffers):
             return
+        pending = self._pending
         if self._batching:
-            self._pending.extend(buffers)
+            pending.extend(buffers)
             if not self._reader.buffered:
                 # nothing more to work through: answer now, and do the rest of
                 # this command's bookkeeping while the initiator reads it
                 self._flush_pending()
             return
-        if self._output_closed:
+        if self._output_closed or self._dead:
             return  # (closing: the writer sends only what was queued before)
-        self._pending.extend(buffers)  # (empty outside a batch)
-        self._flush_pending()
+        # An answer made outside the reader (an I/O completion, a task: an R2T,
+        # a write's status). The first since the reader's last chunk goes
+        # straight out by one writev when nothing waits before it (queue depth
+        # 1: no loop tick for the writer); the rest wait in _pending, behind
+        # everything before them, and wake the writer once for the lot, so a
+        # burst of completions goes out in one send instead of one each.
+        if not pending and not self._writer_busy and not self._sent_direct:
+            self._sent_direct = True
+            self._pending = buffers
+            self._flush_pending()
+            return
+        pending.extend(buffers)
+        if len(pending) == len(buffers):
+            self._channel([])
 
     def _close_output(self) -> None:
         """No more output but what the writer holds (Logout, session drop, cold reset)."""
@@ -409,9 +429,10 @@ class IscsiConnection:
         for more bytes: one system call for the lot and no hop to the writer
         task. Only when the writer is idle with nothing queued, so order holds;
         what the socket does not take now goes to the writer. (``_queue``
-        sends an answer made outside the reader's batch, in a command's task,
-        the same way: an R2T or a write's status costs one ``writev``, not a
-        wake-up of the writer task and a pass of the scheduler.)
+        sends the first answer made outside the reader's batch since its last
+        chunk, in a command's task or an I/O completion, the same way: an R2T
+        or a write's status costs one ``writev``, not a wake-up of the writer
+        task and a pass of the scheduler; later ones wake the writer once.)
         """
         pending = self._pending
         if not pending:
@@ -434,6 +455,7 @@ class IscsiConnection:
 
     def _end_batch(self) -> None:
         self._batching = False
+        self._sent_direct = False
         self._flush_pending()
 
     def _channel(self, buffers: list[Buffer]) -> None:

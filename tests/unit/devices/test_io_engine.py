@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import hypothesis.strategies as st
@@ -21,8 +22,17 @@ import trio
 from hypothesis import HealthCheck, given, settings
 
 import pyscst.devices.uring as uring
+from pyscst.devices.direct import DirectStore, is_aligned
 from pyscst.devices.io_engine import EngineFailedError, UringEngine
-from pyscst.devices.stores import IO_ENGINE_ENV, FileStore, StoreTruncatedError, make_engine
+from pyscst.devices.stores import (
+    IO_ENGINE_ENV,
+    FileStore,
+    ReadResult,
+    StoreTruncatedError,
+    WriteResult,
+    make_engine,
+)
+from tests.loopdev import loop_device
 
 UNAVAILABLE = uring.probe()
 needs_uring = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"io_uring: {UNAVAILABLE}")
@@ -88,6 +98,11 @@ async def test_submissions_are_batched_per_tick(tmp_path: Path) -> None:
     engine = store.engine
     assert engine is not None
     await store.write(0, os.urandom(1 << 20))
+    store.inline_writes = False
+    await store.flush()
+    # cold: each read stays in the kernel a while, so the first is submitted
+    # alone (nothing of ours in flight) and the others batch behind it
+    _drop_cache(store)
     results: dict[int, bytes] = {}
 
     async def one(i: int) -> None:
@@ -325,3 +340,189 @@ async def test_a_cold_streak_skips_the_inline_try_but_probes(
     assert store.read_now(0, buf) and store.read_now(0, buf)
     assert len(tries) == before + 2  # warm again: every read tries inline
     await store.close()
+
+
+# -- callback requests (start_read): a cache-missing READ without a task -----
+
+
+async def _until(cond: Callable[[], bool]) -> None:
+    with trio.fail_after(5):
+        while not cond():
+            await trio.sleep(0.001)
+
+
+@needs_uring
+async def test_start_read_completes_through_its_callback_once(tmp_path: Path) -> None:
+    store = await FileStore.open(tmp_path / "d", size=1 << 20, io_engine="uring")
+    payload = os.urandom(64 << 10)
+    await store.write(4096, payload, fua=True)
+    _drop_cache(store)
+    got: list[ReadResult] = []
+    bufs = [bytearray(4096) for _ in range(16)]
+    for i, buf in enumerate(bufs):
+        assert store.start_read(4096 + i * 4096, buf, got.append) is not None
+    assert got == []  # never from inside start_read
+    await _until(lambda: len(got) == 16)
+    await trio.sleep(0.01)
+    assert len(got) == 16  # once each
+    assert sorted(map(id, got)) == sorted(map(id, bufs))  # each filled buffer, as given
+    assert b"".join(bufs) == payload
+    await store.close()
+
+
+@needs_uring
+async def test_start_read_short_read_asks_for_a_redo_and_errors_keep_their_errno(
+    tmp_path: Path,
+) -> None:
+    store = await FileStore.open(tmp_path / "d", size=1 << 20, io_engine="uring")
+    await store.write(0, b"x" * 8192)
+    os.truncate(tmp_path / "d", 4096 + 512)
+    got: list[ReadResult] = []
+    store.start_read(0, bytearray(8192), got.append)
+    await _until(lambda: bool(got))
+    assert got == [None]  # short: readinto redoes it (and finds the file shrank)
+    os.close(store._fd)
+    store._fd = os.open(tmp_path / "d", os.O_WRONLY)
+    store.start_read(0, bytearray(512), got.append)
+    await _until(lambda: len(got) == 2)
+    assert isinstance(got[1], OSError) and got[1].errno == errno.EBADF
+    await store.close()
+
+
+@needs_uring
+async def test_a_cancelled_callback_read_keeps_its_buffer_until_the_completion() -> None:
+    """Cancel asks the kernel to stop; the buffer stays pinned (it cannot be
+    resized, hence not freed) until the completion, which comes once."""
+    engine = UringEngine.create("t")
+    r, w = os.pipe()
+    try:
+        buf = bytearray(4096)
+        got: list[int | BaseException] = []
+        request = engine.start_read(r, memoryview(buf), -1, got.append)
+        await trio.sleep(0.01)
+        assert got == [] and engine.in_flight == 1
+        with pytest.raises(BufferError):
+            buf.extend(b"x")  # pinned while the kernel may write into it
+        request.cancel()
+        await _until(lambda: bool(got))
+        assert got == [-errno.ECANCELED] and engine.in_flight == 0
+        buf.extend(b"x")  # released with the completion
+        request.cancel()  # (after the end: nothing happens)
+        os.write(w, b"late")
+        await trio.sleep(0.01)
+        assert got == [-errno.ECANCELED] and bytes(buf[:4]) == bytes(4)
+    finally:
+        await engine.aclose()
+        os.close(r)
+        os.close(w)
+
+
+@needs_uring
+async def test_callback_reads_of_a_ring_that_breaks_are_redone(tmp_path: Path) -> None:
+    store = await FileStore.open(tmp_path / "d", size=1 << 20, io_engine="uring")
+    engine = store.engine
+    assert engine is not None
+
+    def broken(wait: int = 0) -> int:
+        raise OSError(errno.EIO, "injected")
+
+    engine._ring.submit = broken  # type: ignore[method-assign]
+    got: list[ReadResult] = []
+    assert store.start_read(0, bytearray(512), got.append) is not None
+    await _until(lambda: bool(got))
+    assert got == [None]  # never submitted: redo (through threads now)
+    assert store.engine is None
+    assert store.start_read(0, bytearray(512), got.append) is None  # no engine: use readinto
+    await store.close()
+
+
+@needs_uring
+async def test_direct_store_reads_into_aligned_buffers_of_its_own() -> None:
+    with loop_device(4 << 20) as dev:
+        store = await DirectStore.open_direct(
+            dev, key="devices.d1", size=4 << 20, block_size=512, roots=(dev.parent,)
+        )
+        try:
+            payload = os.urandom(8192)
+            await store.write(8192, payload)
+            assert is_aligned(memoryview(store.read_buffer(4096)))
+            got: list[ReadResult] = []
+            given = bytearray(8192)
+            assert store.start_read(8192, given, got.append) is not None
+            await _until(lambda: bool(got))
+            result = got[0]
+            assert isinstance(result, memoryview) and is_aligned(result)
+            assert bytes(result) == payload and given == bytes(8192)  # no bounce copy
+        finally:
+            await store.close()
+
+
+@needs_uring
+@pytest.mark.parametrize("fua", [False, True])
+async def test_start_write_lands_and_fua_syncs(tmp_path: Path, fua: bool) -> None:
+    store = await FileStore.open(tmp_path / "d", size=1 << 20, io_engine="uring")
+    engine = store.engine
+    assert engine is not None
+    got: list[WriteResult] = []
+    before = engine.requests
+    data = os.urandom(8192)
+    assert store.start_write(4096, data, fua, got.append) is not None
+    await _until(lambda: bool(got))
+    assert got == [True]
+    # FUA: the data went into the cache inline and only the fdatasync was
+    # queued; otherwise the write itself was
+    assert engine.requests - before == 1
+    with open(tmp_path / "d", "rb") as f:
+        f.seek(4096)
+        assert f.read(8192) == data
+    await store.close()
+
+
+@needs_uring
+@pytest.mark.parametrize("fua", [False, True])
+async def test_direct_start_write_links_its_sync_and_reports_the_write_error(fua: bool) -> None:
+    with loop_device(4 << 20) as dev:
+        store = await DirectStore.open_direct(
+            dev, key="devices.d1", size=4 << 20, block_size=512, roots=(dev.parent,)
+        )
+        try:
+            payload = os.urandom(4096 + 512)
+            unaligned = memoryview(bytearray(b"\0" * 16) + payload)[16:]  # bounced
+            got: list[WriteResult] = []
+            assert store.start_write(512, unaligned, fua, got.append) is not None
+            await _until(lambda: bool(got))
+            assert got == [True]
+            with open(dev, "rb") as f:
+                f.seek(512)
+                assert f.read(len(payload)) == payload
+            os.close(store._fd)  # a descriptor that cannot write: EBADF
+            store._fd = os.open(dev, os.O_RDONLY | os.O_DIRECT)
+            store.start_write(0, bytes(512), fua, got.append)
+            await _until(lambda: len(got) == 2)
+            # the write's own error, not the linked sync's -ECANCELED
+            assert isinstance(got[1], OSError) and got[1].errno == errno.EBADF
+        finally:
+            await store.close()
+
+
+@needs_uring
+async def test_a_linked_write_whose_sync_is_refused_ends_once_with_both_completions() -> None:
+    """fdatasync of a pipe is refused (EINVAL), which cancels the whole link:
+    ``done`` comes once, after both completions (its buffer is free then),
+    with the write's result, and a cancel afterwards does nothing."""
+    engine = UringEngine.create("t")
+    r, w = os.pipe()
+    try:
+        got: list[int | BaseException] = []
+        request = engine.start_write(w, memoryview(bytearray(4096)), -1, got.append, True)
+        await _until(lambda: bool(got))
+        await trio.sleep(0.01)
+        assert got == [-errno.ECANCELED] and engine.in_flight == 0
+        request.cancel()
+        await trio.sleep(0.01)
+        assert got == [-errno.ECANCELED]
+    finally:
+        await engine.aclose()
+        os.close(r)
+        os.close(w)
+
