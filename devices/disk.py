@@ -21,10 +21,9 @@ from pyscst.devices.disk_sense import not_ready_stopped
 from pyscst.devices.disk_table import SBC_TABLE
 from pyscst.devices.disk_xcopy import THIRD_PARTY_COPY_VPD, CopyResults, third_party_copy_page
 from pyscst.devices.medium import Medium
-from pyscst.devices.spc import ControlPageState, ReadinessSense
+from pyscst.devices.spc import ControlPageState, MediumHooks, ReadinessSense
 from pyscst.devices.stores import BackingStore
 from pyscst.scsi.cdb import OpTable, Readiness
-from pyscst.scsi.command import Nexus
 from pyscst.scsi.inquiry import StandardInquiry
 from pyscst.scsi.mode import CACHING, ModePages, sbc_mode_pages
 from pyscst.scsi.sense import Sense
@@ -39,7 +38,7 @@ MAX_UNMAP_DESCRIPTORS = 256
 MAX_WRITE_SAME_BLOCKS = 0xFFFF
 
 
-class DiskDevice(ControlPageState, ReadinessSense):
+class DiskDevice(ControlPageState, ReadinessSense, MediumHooks):
     """One SBC direct-access block device over a :class:`BackingStore`."""
 
     table: ClassVar[OpTable] = SBC_TABLE
@@ -186,24 +185,13 @@ class DiskDevice(ControlPageState, ReadinessSense):
         self.started = True
         return self.medium.load()
 
-    # --- hooks for the logical-unit actor ---------------------------------
-
-    def nexus_lost(self, nexus: Nexus) -> None:
-        """I_T nexus loss: its medium-removal prevention ends (SPC-4 6.13)."""
-        self.medium.nexus_lost(nexus)
-
-    def reset(self) -> None:
-        """Logical unit reset / hard reset: prevention ends."""
-        self.medium.unlock_all()
+    # --- hooks for the logical-unit actor (MediumHooks: PREVENT ends at nexus
+    # loss and reset, SPC-4 6.13; power on also resets the mode pages) -----
 
     def power_on(self) -> None:
         """Power-on defaults: mode pages, started, prevention cleared."""
-        self.medium.unlock_all()
-        self.mode.reset()
+        super().power_on()
         self.started = True
-
-    async def close(self) -> None:
-        await self.store.close()
 
     def __repr__(self) -> str:
         return f"<DiskDevice {self.name} {self.blocks}x{self.block_size}>"

@@ -224,7 +224,9 @@ class ReadinessSense:
 
 class MediumHooks:
     """The reset, nexus-loss and power-on hooks of a type whose only state they
-    touch is its medium's PREVENT locks and its mode pages (CD-ROM, changer)."""
+    touch is its medium's PREVENT locks and its mode pages (every type
+    with a medium: disk, CD-ROM, tape, changer; a type adds its own power-on
+    state through super())."""
 
     medium: Medium
     mode: ModePages

@@ -27,14 +27,14 @@ import attrs
 import trio
 
 from pyscst.devices.medium import Medium
-from pyscst.devices.spc import ControlPageState, ReadinessSense, RemovableIdentity
+from pyscst.devices.spc import ControlPageState, MediumHooks, ReadinessSense, RemovableIdentity
 from pyscst.devices.ssc import SSC_TABLE
 from pyscst.devices.stores import BackingStore, NullStore
 from pyscst.devices.tape_cartridge import HEADER_SIZE, Kind, Partition, TapeCartridge
 from pyscst.devices.tape_pages import tape_mode_pages
 from pyscst.devices.tape_sense import stream_error, volume_overflow
 from pyscst.scsi.cdb import OpTable, Readiness
-from pyscst.scsi.command import Buffer, Nexus
+from pyscst.scsi.command import Buffer
 from pyscst.scsi.mode import ModePages
 from pyscst.scsi.sense import Asc, ScsiError, Sense, SenseKey
 
@@ -90,7 +90,7 @@ class TapeFaults:
     early_end: int | None = None
 
 
-class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense):
+class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense, MediumHooks):
     """One SSC tape drive, empty or with a cartridge."""
 
     table: ClassVar[OpTable] = SSC_TABLE
@@ -466,16 +466,9 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense):
 
     # --- hooks --------------------------------------------------------------------------
 
-    def nexus_lost(self, nexus: Nexus) -> None:
-        self.medium.nexus_lost(nexus)
-
-    def reset(self) -> None:
-        self.medium.unlock_all()
-
     def power_on(self) -> None:
-        self.medium.unlock_all()
+        super().power_on()  # (PREVENT ends, mode pages back to defaults)
         self.needs_cleaning = False
-        self.mode.reset()
         self.block_size = 0
 
     async def close(self) -> None:
