@@ -46,8 +46,9 @@ def vpd(page: int) -> bytes:
 
 
 @asynccontextmanager
-async def login(d: RunningDaemon, name: str) -> AsyncIterator[Initiator]:
-    connecting = Initiator.connect(d.host, d.port, initiator_name=name, target_name=TARGET)
+async def login(d: RunningDaemon, name: str, target: str = TARGET) -> AsyncIterator[Initiator]:
+    """A session to ``target`` past the power-on UA of LUNs 0 and 1."""
+    connecting = Initiator.connect(d.host, d.port, initiator_name=name, target_name=target)
     async with await connecting as ini:
         for lun in (0, 1):
             r = await ini.execute(lun, TUR)  # the power-on UA

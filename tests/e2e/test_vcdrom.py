@@ -11,7 +11,7 @@ import hashlib
 import os
 import struct
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -23,6 +23,7 @@ from tests.conformance.test_qemu_img import _qemu_img_with_iscsi
 from tests.daemon import RunningDaemon, running_daemon_async
 from tests.e2e.test_admin_cli import admin_for
 from tests.e2e.test_removable import after_restart, crash_device
+from tests.e2e.test_removable import login as removable_login
 
 TARGET = "iqn.2026-11.org.pyscst:cdrom"
 LUNS = ({"lun": 0, "device": "cd0"}, {"lun": 1, "device": "cd1"})
@@ -74,14 +75,8 @@ async def cdrom_daemon(tmp_path: Path) -> AsyncIterator[tuple[RunningDaemon, byt
         yield d, first, second
 
 
-@asynccontextmanager
-async def login(d: RunningDaemon, name: str) -> AsyncIterator[Initiator]:
-    connecting = Initiator.connect(d.host, d.port, initiator_name=name, target_name=TARGET)
-    async with await connecting as ini:
-        for lun in (0, 1):
-            r = await ini.execute(lun, TUR)  # the power-on UA
-            assert sense_triplet(r.sense) == (0x6, 0x29, 0x00)
-        yield ini
+def login(d: RunningDaemon, name: str) -> AbstractAsyncContextManager[Initiator]:
+    return removable_login(d, name, TARGET)
 
 
 async def test_cdrom_answers_mmc_and_serves_its_image(tmp_path: Path) -> None:

@@ -539,15 +539,19 @@ def run_reset(shell: ShellContext, inv: Invocation) -> Fragments:
     )
 
 
-def run_restart(shell: ShellContext, inv: Invocation) -> Fragments:
-    _no_options(inv)
+def _device_named(shell: ShellContext, inv: Invocation, verb: str) -> str:
+    """The device a device-only command names: a device, or the device of a LUN."""
     node = shell.resolve(_one_path(inv))
     if node.kind is Kind.LUN:
-        name = str(node.attributes.get("device", ""))
-    elif node.kind is Kind.DEVICE:
-        name = node.name
-    else:
-        raise UsageError(f"restart: {node.text_path} is a {node.kind.value}; restart a device")
+        return str(node.attributes.get("device", ""))
+    if node.kind is Kind.DEVICE:
+        return node.name
+    raise UsageError(f"{verb}: {node.text_path} is a {node.kind.value}; {verb} a device")
+
+
+def run_restart(shell: ShellContext, inv: Invocation) -> Fragments:
+    _no_options(inv)
+    name = _device_named(shell, inv, "restart")
     reply = shell.call("device.restart", name=name)
     return _ok(str(reply.get("message", f"restarted {name}")))
 
@@ -559,13 +563,7 @@ def _run_medium(shell: ShellContext, inv: Invocation, verb: str) -> Fragments:
             extra = {"path": str(inv.options["image"])}
     else:
         _no_options(inv)
-    node = shell.resolve(_one_path(inv))
-    if node.kind is Kind.LUN:
-        name = str(node.attributes.get("device", ""))
-    elif node.kind is Kind.DEVICE:
-        name = node.name
-    else:
-        raise UsageError(f"{verb}: {node.text_path} is a {node.kind.value}; {verb} a device")
+    name = _device_named(shell, inv, verb)
     reply = shell.call(f"device.{verb}", name=name, **extra)
     return _ok(str(reply.get("message", f"{verb} {name}")))
 
