@@ -190,22 +190,12 @@ class DirectStore(FileStore):
             raise StoreReadOnlyError(errno.EROFS, "store is read-only", self.path)
         return False
 
-    async def _read_aligned(self, offset: int, buf: memoryview) -> None:
-        engine = self.engine
-        if engine is not None:
-            try:
-                await self._read_uring(engine, offset, buf)
-                return
-            except EngineFailedError:
-                self._engine_failed()
-        await trio.to_thread.run_sync(self._read_blocking, offset, buf)
-
     async def readinto(self, offset: int, buf: memoryview) -> None:
         if is_aligned(buf):
-            await self._read_aligned(offset, buf)
+            await super().readinto(offset, buf)
             return
         bounce = aligned_buffer(len(buf))
-        await self._read_aligned(offset, bounce)
+        await super().readinto(offset, bounce)
         buf[:] = bounce
 
     def start_write(
