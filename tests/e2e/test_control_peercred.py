@@ -101,11 +101,11 @@ async def client_as(sock: Path, uid: int, gid: int, groups: list[int]) -> dict[s
     return reply
 
 
-def _reachable_by_others(path: str) -> bool:
-    """Can a user that is neither owner nor in the group execute ``path``?"""
+def _reachable_by_others(path: str, need: int = stat.S_IXOTH) -> bool:
+    """May a user that is neither owner nor in the group reach ``path`` (``need``: x or r)?"""
     real = Path(os.path.realpath(path))
     dirs_ok = all(os.stat(p).st_mode & stat.S_IXOTH for p in real.parents)
-    return dirs_ok and bool(os.stat(real).st_mode & stat.S_IXOTH)
+    return dirs_ok and bool(os.stat(real).st_mode & need)
 
 
 def python_for_nobody() -> str:
@@ -118,9 +118,27 @@ def python_for_nobody() -> str:
 
 
 def _site_packages() -> list[str]:
+    """Where the client finds pyscst and its dependencies; skip if nobody may read it.
+
+    The clone itself must be searchable by others too: the editable install
+    maps ``pyscst.<package>`` to the repository's folders, and CI may clone
+    into a 0700 directory (``mktemp -d``) that uid 65534 cannot enter.
+    """
     import attrs
 
-    return [str(Path(attrs.__file__).resolve().parent.parent)]
+    site = Path(attrs.__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
+    for needed in (site / "attrs" / "__init__.py", repo / "actors" / "__init__.py"):
+        if not _reachable_by_others(str(needed), need=stat.S_IROTH):
+            pytest.skip(f"uid 65534 cannot read {needed}: a parent directory is not"
+                        " searchable by others (a 0700 clone or venv)")
+    return [str(site)]
+
+
+@pytest.fixture
+def site_for_nobody() -> list[str]:
+    """A fixture, so that its skip is reported with its reason (not from inside Trio)."""
+    return _site_packages()
 
 
 def _group_gid() -> int:
@@ -169,7 +187,7 @@ async def test_control_group_members_get_in_and_others_do_not(open_dir: Path) ->
 @needs_root
 @pytest.mark.parametrize("command", ["admin", "console"])
 async def test_pyscst_admin_and_console_print_the_refusal_and_exit_1(
-    open_dir: Path, command: str
+    open_dir: Path, command: str, site_for_nobody: list[str]
 ) -> None:
     sock = open_dir / "c.sock"
     async with serving(sock):
@@ -179,7 +197,7 @@ async def test_pyscst_admin_and_console_print_the_refusal_and_exit_1(
         # to the repository's folders from a .pth file, which PYTHONPATH skips
         boot = ("import runpy, site, sys; [site.addsitedir(d) for d in sys.argv.pop(1).split(':')];"
                 " runpy.run_module('pyscst', run_name='__main__', alter_sys=True)")
-        argv = [python_for_nobody(), "-c", boot, ":".join(_site_packages()),
+        argv = [python_for_nobody(), "-c", boot, ":".join(site_for_nobody),
                 command, "--socket", str(sock)]
         if command == "admin":
             argv.append("hello")
