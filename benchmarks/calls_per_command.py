@@ -15,8 +15,9 @@ it counts nothing and prints the process CPU time per command instead
 
     .venv/bin/python benchmarks/calls_per_command.py [--commands N] [--time] [--mrdsl B]
 
-Run it against another tree (e.g. the commit before a change) by putting that
-tree's ``pyscst`` namespace first on PYTHONPATH.
+Run it against another tree (e.g. the commit before a change) with
+``PYTHONPATH=$(python benchmarks/tree_shim.py TREE)``: a plain PYTHONPATH of the
+tree would still import this tree's subpackages (see tree_shim.py).
 """
 
 from __future__ import annotations

@@ -21,8 +21,10 @@ initiator declares) measure large transfers: 256 KiB with 262144 is what the
 tape streaming rows send (one Data-In for a read; 64 KiB immediate data, one
 R2T and one 192 KiB Data-Out for a write).
 
-``--tree`` runs that tree's daemon with ``PYTHONPATH=DIR`` and ``python -m
-MODULE serve --config F``: for this tree (the default) the module is
+``--tree`` runs that tree's daemon with PYTHONPATH set to a shim of DIR
+(``tree_shim.py``: the editable install would otherwise load this tree's
+subpackages; before 2026-12-07 evening A/B runs measured this tree twice) and
+``python -m MODULE serve --config F``: for this tree (the default) the module is
 ``pyscst``; for trees before the pyscst namespace it is
 ``admin.cli``. ``--annotate DIR`` keeps the callgrind dumps there for
 ``callgrind_annotate`` (a per-function diff of two trees).
@@ -45,6 +47,7 @@ import trio
 
 from calls_per_command import free_port, scenario
 from pyscst.transports.iscsi.initiator import Initiator
+from tree_shim import shim_for
 
 TARGET = "iqn.2026-12.org.pyscst:instructions"
 BS = 512
@@ -129,8 +132,8 @@ async def measure(
     conf.write_text(config_text(state, port, handler))
     out = state / "callgrind.out"
     env = dict(os.environ)
-    if tree != HERE:
-        env["PYTHONPATH"] = str(tree)
+    if tree != HERE:  # the editable install ignores a plain PYTHONPATH (tree_shim.py)
+        env["PYTHONPATH"] = str(shim_for(tree, state / "shim"))
     proc = launch(env, state, module, conf, out)
     results: dict[tuple[bool, int], float] = {}
     try:

@@ -3,7 +3,11 @@ parameter lists (no target needed)."""
 
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import attrs
 import pytest
@@ -16,6 +20,7 @@ import report
 import scenarios
 import sessions
 from report import RunRecord, Spread
+from tree_shim import shim_for
 
 PERF_OUTPUT = (
     "iscsi-perf version 0.1\n\nconnected to iscsi://127.0.0.1:1/iqn.x/1\n"
@@ -48,8 +53,10 @@ def test_iscsi_perf_killed_before_finishing_is_an_error() -> None:
 
 
 def test_qemu_bench_rate_is_count_over_loop_time() -> None:
-    out = ("Sending 50000 write requests, 4096 bytes each, 32 in parallel "
-           "(starting at offset 0, step size 4096)\nRun completed in 2.500 seconds.\n")
+    out = (
+        "Sending 50000 write requests, 4096 bytes each, 32 in parallel "
+        "(starting at offset 0, step size 4096)\nRun completed in 2.500 seconds.\n"
+    )
     run = scenarios.parse_qemu_bench(out, 50000, 4096)
     assert run.iops == pytest.approx(20000)
     assert run.mbps == pytest.approx(20000 * 4096 / 1e6)
@@ -222,7 +229,8 @@ def test_xcopy_parameter_lists_cover_the_range_within_the_targets_limits(
         assert segment_len % 28 == 0 and 0 < segment_len // 28 <= 64
         for off in range(80, len(params), 28):
             kind, _, length, s_i, d_i, n, s_lba, d_lba = struct.unpack_from(
-                ">BBHHH2xHQQ", params, off)
+                ">BBHHH2xHQQ", params, off
+            )
             assert (kind, length, s_i, d_i) == (0x02, 0x18, 0, 1)
             assert s_lba == d_lba == covered  # contiguous, in order, same LBAs
             assert 0 < n <= 0xFFFF and n * block_size <= 64 << 20  # the target's limits
@@ -237,8 +245,9 @@ def test_xcopy_cdb_and_the_copy_row_summary() -> None:
     fast = copy_offload.CopyResult(1 << 30, 2.0, 8.0, 1.5, 9.0)
     assert fast.ratio == pytest.approx(4.0)
     assert fast.as_json()["ratio"] == pytest.approx(4.0)
-    line = copy_offload.summary([fast, attrs.evolve(fast, host_s=6.0), attrs.evolve(fast,
-                                                                                   host_s=10.0)])
+    line = copy_offload.summary(
+        [fast, attrs.evolve(fast, host_s=6.0), attrs.evolve(fast, host_s=10.0)]
+    )
     assert "1,024 MiB" in line and "2.00 s" in line and "8.00 s" in line and "4.00x" in line
     assert "target CPU 1.50 s vs 9.00 s" in line
     assert copy_offload.CopyResult(1, 0.0, 1.0).ratio == 0.0
@@ -251,3 +260,27 @@ def test_only_picks_the_xcopy_row_and_tgt_never_runs_it() -> None:
     assert chosen.xcopy and [s.key for s in chosen.scenarios] == ["rr4k_qd1"]
     assert not bench.settings_from(bench.parse_args(["--only", "rr4k_qd1"])).xcopy
     assert not bench.settings_from(bench.parse_args(["--candidate", "tgt"])).xcopy
+
+
+def test_tree_shim_loads_the_other_trees_subpackages(tmp_path: Path) -> None:
+    """A plain PYTHONPATH would still import this tree's ``pyscst.actors``."""
+    other = tmp_path / "other"
+    (other / "pyscst").mkdir(parents=True)
+    (other / "actors").mkdir()
+    (other / "pyscst" / "__init__.py").write_text("")
+    (other / "actors" / "__init__.py").write_text("")
+    (other / "actors" / "lun.py").write_text("WHO = 'other'\n")
+    (other / "pyproject.toml").write_text(
+        '[tool.setuptools.package-dir]\npyscst = "pyscst"\n"pyscst.actors" = "actors"\n'
+    )
+    probe = "import os, pyscst.actors.lun as m; print(getattr(m, 'WHO', 'this'))"
+    env = dict(os.environ, PYTHONPATH=str(other))
+    plain = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, cwd=tmp_path
+    )
+    assert plain.stdout.strip() == "this"  # the trap the shim exists for
+    env["PYTHONPATH"] = str(shim_for(other, tmp_path / "shim"))
+    shimmed = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, cwd=tmp_path
+    )
+    assert shimmed.stdout.strip() == "other", shimmed.stderr
