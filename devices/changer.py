@@ -302,15 +302,18 @@ class ChangerDevice(ControlPageState, ReadinessSense, RemovableIdentity, MediumH
                 await self.link(dst).load(self.state.cartridge_path(barcode))
             except DriveOccupied:
                 raise destination_full(dst_byte) from None
-            except (DriveUnavailable, ValueError, OSError) as exc:
+            except (MediumLocked, DriveUnavailable, ValueError, OSError) as exc:
                 log.warning("%s: loading %s into %s failed: %s", self.name, barcode,
                             describe(dst), exc)  # fmt: skip
                 if src.kind is ElementType.DATA_TRANSFER:
                     with trio.CancelScope(shield=True):
                         try:  # the cartridge goes back where it came from
                             await self.link(src).load(self.state.cartridge_path(barcode))
-                        except (DriveUnavailable, DriveOccupied, ValueError, OSError):
+                        except (MediumLocked, DriveUnavailable, DriveOccupied, ValueError,
+                                OSError):  # fmt: skip
                             pass
+                if isinstance(exc, MediumLocked):  # an initiator of that drive holds PREVENT
+                    raise removal_prevented() from None
                 raise positioning_error() from None
 
     async def _save(self, quiet: bool = False) -> None:

@@ -48,6 +48,7 @@ async def handle_load_unload(
         raise ScsiError.invalid_field_in_cdb(4, 1)  # RETEN
     await dev.synchronize()
     if b4 & 0x01:
+        dev.loaded()  # LOAD threads the cartridge in the drive: none is NOT READY 3A/00
         if dev.load():  # threaded again: the other nexuses hear it (SPC-4 28/00)
             ctx.notify_others(Asc.NOT_READY_TO_READY_CHANGE)
         dev.partition = dev.position = 0
@@ -155,8 +156,7 @@ async def handle_space_16(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -
 
 
 def _change_partition(dev: TapeDevice, partition: int, at: int) -> None:
-    cart = dev.cartridge
-    assert cart is not None
+    cart = dev.loaded()
     if partition >= len(cart.partitions):
         raise ScsiError.invalid_field_in_cdb(at)
     dev.partition = partition

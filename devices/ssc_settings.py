@@ -54,8 +54,7 @@ async def handle_format_medium(
     fmt = cdb[2] & 0x0F
     if fmt > 2:
         raise ScsiError.invalid_field_in_cdb(2, 3)
-    cart = dev.cartridge
-    assert cart is not None
+    cart = dev.loaded()
     if dev.write_protected:
         raise ScsiError.write_protected()
     if cart.worm:
@@ -240,8 +239,7 @@ async def handle_write_attribute(
     length = alloc_len(cdb, 10, 4)
     if length > tape_mam.MAM_SPACE + 4096:
         raise ScsiError.parameter_list_length_error()
-    cart = dev.cartridge
-    assert cart is not None
+    cart = dev.loaded()
     if length == 0:
         return None
     data = bytes(await cmd.receive_data(length))

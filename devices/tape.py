@@ -251,8 +251,16 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense, MediumHook
 
     @property
     def part(self) -> Partition:
-        assert self.cartridge is not None
-        return self.cartridge.partitions[self.partition]
+        return self.loaded().partitions[self.partition]
+
+    def loaded(self) -> TapeCartridge:
+        """The cartridge in the drive, or NOT READY 3A/00: a command passed the
+        LU's readiness check, but the changer may take the cartridge out while
+        the command awaits (a sync in a worker thread)."""
+        cart = self.cartridge
+        if cart is None:
+            raise ScsiError.check(SenseKey.NOT_READY, Asc.MEDIUM_NOT_PRESENT)
+        return cart
 
     def _capacity(self, part: Partition) -> int:
         early = self.faults.early_end
@@ -278,8 +286,7 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense, MediumHook
         write would overwrite (only appending at end-of-data is allowed)."""
         if self.write_protected:
             raise ScsiError.write_protected()
-        cart = self.cartridge
-        assert cart is not None
+        cart = self.loaded()
         if cart.worm and self.position != self.part.eod:
             raise ScsiError.check(SenseKey.DATA_PROTECT, Asc.WORM_MEDIUM_OVERWRITE_ATTEMPTED)
 
@@ -338,8 +345,7 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense, MediumHook
         n = sum(len(r) for r in records[:done])
         self.counters.records_written += done
         self.counters.bytes_written += n
-        cart = self.cartridge
-        assert cart is not None
+        cart = self.loaded()
         mam = cart.mam
         mam["total_written"] = int(mam.get("total_written", 0)) + n
         mam["written_this_load"] = int(mam.get("written_this_load", 0)) + n
@@ -355,8 +361,7 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense, MediumHook
         return sum(len(r) for r in records[done:])
 
     def account_read(self, n: int) -> None:
-        cart = self.cartridge
-        assert cart is not None
+        cart = self.loaded()
         mam = cart.mam
         mam["total_read"] = int(mam.get("total_read", 0)) + n
         mam["read_this_load"] = int(mam.get("read_this_load", 0)) + n
@@ -373,6 +378,8 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense, MediumHook
         except OSError as exc:
             log.error("%s: sync of %s failed: %s", self.name, cart.barcode, exc)
             raise ScsiError.check(SenseKey.MEDIUM_ERROR, Asc.WRITE_ERROR) from exc
+        if self.cartridge is not cart:  # moved out meanwhile (its removal synced it)
+            raise ScsiError.check(SenseKey.NOT_READY, Asc.MEDIUM_NOT_PRESENT)
         self.unsynced = False
 
     # --- reading -----------------------------------------------------------------------

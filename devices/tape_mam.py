@@ -61,8 +61,7 @@ def _u64(n: int) -> bytes:
 
 def _computed(dev: TapeDevice, partition: int) -> dict[int, tuple[int, bytes]]:
     """The read-only device and medium attributes: id -> (format, value)."""
-    cart = dev.cartridge
-    assert cart is not None
+    cart = dev.loaded()
     part = cart.partitions[partition]
     mam = cart.mam
     drives = [str(d) for d in mam.get("last_drives", [])]
@@ -94,14 +93,12 @@ def _computed(dev: TapeDevice, partition: int) -> dict[int, tuple[int, bytes]]:
 
 
 def host_bytes(dev: TapeDevice) -> int:
-    cart = dev.cartridge
-    assert cart is not None
+    cart = dev.loaded()
     return sum(5 + len(v) for _, v in cart.attributes.values())
 
 
 def _all(dev: TapeDevice, partition: int) -> dict[int, tuple[int, bytes, bool]]:
-    cart = dev.cartridge
-    assert cart is not None
+    cart = dev.loaded()
     out = {k: (f, v, True) for k, (f, v) in _computed(dev, partition).items()}
     for k, (f, v) in cart.attributes.items():
         out[k] = (f, v, False)
@@ -109,8 +106,7 @@ def _all(dev: TapeDevice, partition: int) -> dict[int, tuple[int, bytes, bool]]:
 
 
 def _check_location(dev: TapeDevice, cdb: bytes) -> int:
-    cart = dev.cartridge
-    assert cart is not None
+    cart = dev.loaded()
     if cdb[5] != 0:
         raise ScsiError.invalid_field_in_cdb(5)  # one logical volume
     if cdb[7] >= len(cart.partitions):
@@ -121,8 +117,7 @@ def _check_location(dev: TapeDevice, cdb: bytes) -> int:
 def read_attribute(dev: TapeDevice, cdb: bytes) -> bytes:
     """READ ATTRIBUTE parameter data for service actions 00h (values), 01h
     (list), 02h (logical volumes), 03h (partitions), 05h (supported)."""
-    cart = dev.cartridge
-    assert cart is not None
+    cart = dev.loaded()
     sa = cdb[1] & 0x1F
     partition = _check_location(dev, cdb)
     first = struct.unpack_from(">H", cdb, 8)[0]
@@ -153,8 +148,7 @@ def _bad_param(offset: int) -> ScsiError:
 def write_attribute(dev: TapeDevice, cdb: bytes, data: bytes) -> None:
     """Check every attribute in a WRITE ATTRIBUTE parameter list, then store
     them all (a length of 0 deletes one); nothing changes on any error."""
-    cart = dev.cartridge
-    assert cart is not None
+    cart = dev.loaded()
     _check_location(dev, cdb)
     if len(data) < 4:
         raise ScsiError.parameter_list_length_error()

@@ -26,13 +26,14 @@ import struct
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import attrs
 
 from pyscst.transports.iscsi import pdu_types as P
 from pyscst.transports.iscsi.textkeys import encode_text
 from tests.daemon import RunningDaemon, free_port, start_daemon, stop_daemon, write_config
-from tests.fuzz.mutate import TARGET, Mutator, login_keys
+from tests.fuzz.mutate import TARGET, TYPED_LUNS, Mutator, login_keys
 
 RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} ")
 FRAME = re.compile(r'File "([^"]+)", line \d+, in (\S+)')
@@ -51,6 +52,10 @@ class Figures:
     tracebacks: int = 0
     #: traceback class -> count (exits are also listed as "exit: <class>")
     classes: collections.Counter[str] = attrs.field(factory=collections.Counter)
+    #: "device: GOOD" / "device: CHECK CONDITION k/asc/ascq" / ... for the SCSI
+    #: Responses to commands sent unmutated: proof the commands reach each
+    #: device type's parser, and what it said
+    answers: collections.Counter[str] = attrs.field(factory=collections.Counter)
     rss_start_kib: int = 0
     rss_max_kib: int = 0
     rss_last_kib: int = 0
@@ -69,6 +74,18 @@ class Figures:
             f"daemon RSS         start {self.rss_start_kib / 1024:.1f} MiB, "
             f"max {self.rss_max_kib / 1024:.1f} MiB, last {self.rss_last_kib / 1024:.1f} MiB",
         ]
+        if self.answers:
+            by_device: dict[str, collections.Counter[str]] = collections.defaultdict(
+                collections.Counter
+            )
+            for key, count in self.answers.items():
+                device, _, answer = key.partition(": ")
+                kind = "GOOD" if answer == "GOOD" else answer.split(" ", 1)[0]
+                by_device[device][kind] += count
+                by_device[device]["distinct sense"] += answer.startswith("CHECK")
+            lines.append("SCSI answers to unmutated commands, by device:")
+            for device, kinds in sorted(by_device.items()):
+                lines.append(f"  {device:6s} " + ", ".join(f"{k} {n:,}" for k, n in kinds.items()))
         if self.classes:
             lines.append("by class:")
             for name, count in self.classes.most_common():
@@ -104,17 +121,36 @@ def classify(text: str) -> list[str]:
     return out
 
 
+def campaign_devices() -> dict[str, dict[str, Any]]:
+    """One device of every built-in type: disk, null disk, a tape drive in a
+    changer's library (small cartridges, so random WRITEs fill one and reach
+    end of medium), and a CD-ROM with an image."""
+    settings: dict[str, dict[str, Any]] = {
+        "disk0": {"size": "16MiB"},
+        "null1": {"size": "64MiB"},
+        "cd0": {"path": "fuzz.iso"},
+        "lib0": {"library": {
+            "drives": ["tape0"], "slots": 4, "mail_slots": 1,
+            "cartridges": [{"barcode": f"F0000{i}L8", "capacity": "4M"} for i in range(3)],
+        }},
+    }  # fmt: skip
+    return {name: {"handler": handler, **settings.get(name, {})}
+            for name, handler, _ in TYPED_LUNS.values()}  # fmt: skip
+
+
 class Target:
     """The daemon under test: started, watched, restarted."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.port = free_port()
+        state = workdir / "state"
+        state.mkdir(parents=True, exist_ok=True)
+        (state / "fuzz.iso").write_bytes(bytes(range(256)) * 8 * 64)  # 64 sectors
         self.config = write_config(
             workdir, port=self.port, target=TARGET,
-            devices={"disk0": {"handler": "vdisk_fileio", "size": "16MiB"},
-                     "null1": {"handler": "vdisk_nullio", "size": "64MiB"}},
-            luns=[{"lun": 0, "device": "disk0"}, {"lun": 1, "device": "null1"}],
+            devices=campaign_devices(),
+            luns=[{"lun": lun, "device": name} for lun, (name, _, _) in TYPED_LUNS.items()],
             iscsi={"login_timeout": 5, "pdu_timeout": 5},
             # ALUA on: REPORT / SET TPGS and the per-port check take fuzzed input too
             # (group "remote" has no portal here: its state flips nothing locally)
@@ -170,12 +206,34 @@ class Target:
             stop_daemon(self.proc, self.info)
 
 
+def describe_answer(status: int, segment: bytes) -> str:
+    """GOOD, or the status with the sense key/ASC/ASCQ (fixed or descriptor)."""
+    if status == 0:
+        return "GOOD"
+    if status != 2:
+        return f"status {status:#04x}"
+    sense = segment[2:]
+    if len(sense) >= 14 and sense[0] & 0x7F in (0x70, 0x71):
+        key, asc, ascq = sense[2] & 0xF, sense[12], sense[13]
+    elif len(sense) >= 4 and sense[0] & 0x7F in (0x72, 0x73):
+        key, asc, ascq = sense[1] & 0xF, sense[2], sense[3]
+    else:
+        return "CHECK CONDITION without sense"
+    return f"CHECK CONDITION {key:x}/{asc:02x}/{ascq:02x}"
+
+
 class Client:
     """One raw connection (blocking socket, drained without waiting)."""
 
     def __init__(self, port: int) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=2)
         self.closed = False
+        #: full feature phase: replies are framed and SCSI Responses tallied
+        self.framing: tuple[bool, bool] | None = None
+        self._rx = bytearray()
+        #: ITT -> device, for the commands sent unmutated
+        self.sent: dict[int, str] = {}
+        self.answers: collections.Counter[str] = collections.Counter()
 
     def send(self, wire: bytes) -> bool:
         try:
@@ -198,8 +256,29 @@ class Client:
                     got = b""
                 if not got:
                     self.closed = True
+                elif self.framing is not None:
+                    self._rx += got
+                    self._tally()
         finally:
             self.sock.settimeout(2)
+
+    def _tally(self) -> None:
+        """Frame what arrived; count each SCSI Response to a command in ``sent``."""
+        assert self.framing is not None
+        hd, dd = self.framing
+        rx = self._rx
+        while len(rx) >= 48:
+            length = int.from_bytes(rx[5:8], "big")
+            data_at = 48 + rx[4] * 4 + (4 if hd else 0)
+            end = data_at + ((length + 3) & ~3) + (4 if dd and length else 0)
+            if len(rx) < end:
+                return
+            if rx[0] & 0x3F == 0x21:
+                device = self.sent.pop(int.from_bytes(rx[16:20], "big"), None)
+                if device is not None:
+                    answer = describe_answer(rx[3], bytes(rx[data_at : data_at + length]))
+                    self.answers[f"{device}: {answer}"] += 1
+            del rx[:end]
 
     def recv_pdu(self, header_digest: bool = False, timeout: float = 2) -> bytes | None:
         """One whole reply PDU's header (None: closed or silent for ``timeout``)."""
@@ -312,9 +391,10 @@ class Campaign:
             elif phase < 0.4:
                 self.in_login(client)
             else:
-                self.full_feature(client)
+                self.full_feature(client, scsi_only=phase >= 0.7)
         finally:
             client.close(reset=rng.random() < 0.3)
+            self.figures.answers.update(client.answers)
 
     def _sent(self, client: Client, wire: bytes, count: int = 1) -> bool:
         ok = client.send(wire)
@@ -369,7 +449,10 @@ class Campaign:
             if not self._sent(client, wire) or self._logged_in(client):
                 return
 
-    def full_feature(self, client: Client) -> None:
+    def full_feature(self, client: Client, scsi_only: bool = False) -> None:
+        """Log in, then send batches of PDUs. ``scsi_only``: only well-formed SCSI
+        commands with CDBs fuzzed per device type (a stream of mutated PDUs
+        ends most connections before a command reaches a device)."""
         rng, mut = self.rng, self.mutator
         hd, dd = rng.random() < 0.3, rng.random() < 0.3
         login = P.LoginRequest(
@@ -382,16 +465,22 @@ class Campaign:
         if reply is None or reply[0] & 0x3F != 0x23 or reply[36] != 0:
             return
         statsn = int.from_bytes(reply[24:28], "big") + 1
+        client.framing = (hd, dd)
         cmdsn = 1
         for _ in range(rng.randrange(5, 120)):
             batch = []
             for _ in range(rng.randrange(1, 9)):
-                pdu = mut.ffp(cmdsn, statsn)
+                pdu = mut.typed_command(cmdsn, statsn) if scsi_only else mut.ffp(cmdsn, statsn)
                 if isinstance(pdu, P.ScsiCommand | P.NopOut | P.TextRequest) and not getattr(
                     pdu, "immediate", False
                 ):
                     cmdsn = (cmdsn + 1) & 0xFFFFFFFF
-                batch.append(mut.ffp_wire(pdu, hd, dd, rng.random() < 0.6, self.avoid_known))
+                mutate = not scsi_only and rng.random() < 0.6
+                if isinstance(pdu, P.ScsiCommand) and not mutate:
+                    number = pdu.lun >> 48 if not pdu.lun & ((1 << 48) - 1) else -1
+                    name = TYPED_LUNS.get(number, (f"lun{pdu.lun:#x}",))[0]
+                    client.sent[pdu.itt] = name
+                batch.append(mut.ffp_wire(pdu, hd, dd, mutate, self.avoid_known))
             if not self._sent(client, b"".join(batch), len(batch)):
                 return
             client.drain()

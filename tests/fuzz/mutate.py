@@ -17,6 +17,12 @@ from __future__ import annotations
 import random
 import struct
 
+from pyscst.devices.disk_table import SBC_TABLE
+from pyscst.devices.mmc import MMC_TABLE
+from pyscst.devices.smc import SMC_TABLE
+from pyscst.devices.ssc import SSC_TABLE
+from pyscst.scsi.cdb import OpSpec, OpTable
+from pyscst.scsi.command import DataDirection
 from pyscst.transports.iscsi import pdu_types as P
 from pyscst.transports.iscsi.digest import digest_bytes
 from pyscst.transports.iscsi.pdu_codec import encode_pdu
@@ -50,6 +56,37 @@ CDBS = [
 
 #: the CDBS that take data-out
 WRITE_OPCODES = frozenset({0x2A, 0x8A, 0x35, 0x42, 0x41, 0x5F, 0x9E, 0xA4})
+
+#: the campaign's LUN map (campaign.py builds the daemon's config from it): LUN ->
+#: (device name, handler, the table its commands are drawn from)
+TYPED_LUNS: dict[int, tuple[str, str, OpTable]] = {
+    0: ("disk0", "vdisk_fileio", SBC_TABLE),
+    1: ("null1", "vdisk_nullio", SBC_TABLE),
+    2: ("tape0", "vtape", SSC_TABLE),
+    3: ("lib0", "vchanger", SMC_TABLE),
+    4: ("cd0", "vcdrom", MMC_TABLE),
+}
+
+
+def table_cdb(rng: random.Random, spec: OpSpec) -> bytes:
+    """A CDB for ``spec``: random bits inside its usage mask (so it passes the
+    reserved-bit check and reaches the device type's own parser), now and then
+    with bits outside the mask or the wrong length."""
+    fields = bytearray(rng.randbytes(spec.cdb_length))
+    if rng.random() < 0.9:
+        for i, allowed in enumerate(spec.mask[: spec.cdb_length]):
+            fields[i] &= allowed
+        if rng.random() < 0.5:  # small lengths and addresses hit edge cases, not just 0s
+            for i in range(1, spec.cdb_length):
+                if fields[i] and rng.random() < 0.5:
+                    fields[i] = rng.choice([0, 1, 0xFF]) & spec.mask[i]
+    fields[0] = spec.opcode
+    if spec.service_action is not None:
+        fields[1] = (fields[1] & 0xE0) | spec.service_action
+    if rng.random() < 0.02:
+        return bytes(fields[: rng.randrange(1, spec.cdb_length)])
+    return bytes(fields)
+
 
 LOGIN_KEYS = [
     ("HeaderDigest", "None"),
@@ -134,13 +171,21 @@ class Mutator:
         itt = rng.getrandbits(16)
         kind = rng.randrange(10)
         if kind < 4:
-            cdb = rng.choice(CDBS)
-            write = cdb[0] in WRITE_OPCODES and rng.random() < 0.8
+            if rng.random() < 0.5:
+                cdb = rng.choice(CDBS)
+                lun = rng.choice([0, 0, 1, 1 << 48])
+                write = cdb[0] in WRITE_OPCODES and rng.random() < 0.8
+            else:  # any command of any device type's table, to a LUN of that type
+                number = rng.choice(list(TYPED_LUNS))
+                spec = rng.choice(TYPED_LUNS[number][2].specs)
+                lun = number << 48  # the LUN field: single-level, peripheral addressing
+                cdb = table_cdb(rng, spec)
+                write = spec.direction is DataDirection.WRITE and rng.random() < 0.9
             edtl = rng.choice([0, 512, 4096, rng.randrange(0, 1 << 20)])
             data = bytes(rng.randrange(0, min(edtl, 65536) + 1)) if write and edtl else b""
             return P.ScsiCommand(
                 immediate=rng.random() < 0.1, final=rng.random() < 0.9, read=not write,
-                write=write, attr=rng.randrange(8), lun=rng.choice([0, 0, 1, 1 << 48]), itt=itt,
+                write=write, attr=rng.randrange(8), lun=lun, itt=itt,
                 expected_data_transfer_length=edtl, cmdsn=cmdsn, expstatsn=expstatsn,
                 cdb=cdb.ljust(16, b"\0")[:16], data=data,
             )  # fmt: skip
@@ -166,7 +211,8 @@ class Mutator:
         if kind == 7:
             return P.TaskManagementRequest(
                 immediate=rng.random() < 0.5, function=rng.randrange(1, 16),
-                lun=rng.choice([0, 1]), itt=itt, referenced_task_tag=rng.getrandbits(16),
+                lun=rng.choice([*TYPED_LUNS, 7]) << 48, itt=itt,
+                referenced_task_tag=rng.getrandbits(16),
                 cmdsn=cmdsn, expstatsn=expstatsn, refcmdsn=(cmdsn - rng.randrange(3)) & 0xFFFFFFFF,
             )  # fmt: skip
         if kind == 8:
@@ -180,6 +226,30 @@ class Mutator:
                 cmdsn=cmdsn, expstatsn=expstatsn,
             )  # fmt: skip
         return self.login()
+
+    def typed_command(self, cmdsn: int, expstatsn: int) -> P.ScsiCommand:
+        """A well-formed SCSI Command PDU whose CDB is fuzzed from the table of the
+        device type behind its LUN: the iSCSI layer passes it on, so the device
+        type's own parser and handlers take the hits. Data-out is all immediate
+        (no R2T to answer), sized at random against the CDB's own lengths."""
+        rng = self.rng
+        if rng.random() < 0.05:
+            lun, direction = 3, DataDirection.NONE  # keep cartridges moving, valid
+            slot, drive = 0x0400 + rng.randrange(4), 0x0100
+            src, dst = (slot, drive) if rng.random() < 0.6 else (drive, slot)
+            cdb = struct.pack(">BBHHHHBB", 0xA5, 0, 0, src, dst, 0, 0, 0)
+        else:
+            lun = rng.choice(list(TYPED_LUNS))
+            spec = rng.choice(TYPED_LUNS[lun][2].specs)
+            cdb, direction = table_cdb(rng, spec), spec.direction
+        size = rng.choice([0, 6, 24, 512, 4096, rng.randrange(0, 65537)])
+        write = direction is DataDirection.WRITE
+        return P.ScsiCommand(
+            final=True, read=direction is DataDirection.READ, write=write,
+            attr=rng.choice([0, 0, 0, 0, 0, 0, 1, 2, 4]), lun=lun << 48, itt=rng.getrandbits(16),
+            expected_data_transfer_length=size, cmdsn=cmdsn, expstatsn=expstatsn,
+            cdb=cdb.ljust(16, b"\0")[:16], data=rng.randbytes(size) if write else b"",
+        )  # fmt: skip
 
     def text(self) -> bytes:
         """A text segment: sensible, abusive or broken."""

@@ -44,6 +44,8 @@ class FakeDrive:
         self.name = name
         self.loaded: Path | None = None
         self.locked = False
+        #: empty but prevented: the vtape refuses a load (its medium is locked)
+        self.refuses_load = False
         self.up = True
         self.log: list[str] = []
 
@@ -52,6 +54,8 @@ class FakeDrive:
             raise DriveUnavailable(self.name)
         if self.loaded is not None:
             raise DriveOccupied(self.name)
+        if self.refuses_load:
+            raise MediumLocked("prevented")
         self.loaded = cartridge
         self.log.append(f"load {cartridge.name}")
 
@@ -187,6 +191,21 @@ async def test_move_refusals_point_at_the_field(tmp_path: Path) -> None:
     assert out.data is not None and parse(out.data)[0][2] & 0x04  # EXCEPT
     drives["t1"].loaded = Path("/elsewhere")  # an operator's own load
     check(await run_cdb(device, move(S0, D1)), SenseKey.ILLEGAL_REQUEST, 0x3B, 0x0D, 6)
+
+
+async def test_a_prevented_destination_drive_answers_removal_prevented(tmp_path: Path) -> None:
+    """Found by the fuzz campaign: an empty drive whose initiator holds PREVENT
+    refused the load with an exception the changer did not expect (logged
+    traceback, HARDWARE ERROR). Now 53/02, and the cartridge stays where it was."""
+    device, drives = changer(tmp_path)
+    drives["t0"].refuses_load = True
+    check(await run_cdb(device, move(S0, D0)), SenseKey.ILLEGAL_REQUEST, 0x53, 0x02)
+    assert device.library.where("A00001").address == S0  # type: ignore[union-attr]
+    assert (await run_cdb(device, move(S0, D1))).error is None
+    drives["t0"].refuses_load = True  # drive to drive: back into the source drive
+    check(await run_cdb(device, move(D1, D0)), SenseKey.ILLEGAL_REQUEST, 0x53, 0x02)
+    assert drives["t1"].loaded is not None and drives["t0"].loaded is None
+    assert device.library.where("A00001").address == D1  # type: ignore[union-attr]
 
 
 async def test_exchange(tmp_path: Path) -> None:

@@ -618,3 +618,32 @@ async def test_log_select_pcr_resets_the_counters(tmp_path: Path) -> None:
     assert (out.sense.field_pointer.byte, out.sense.field_pointer.bit) == (1, 1)
     out = await run_cdb(d, bytes((0x4C, 0x01, 0x40, 0, 0, 0, 0, 0, 0, 0)))  # SP
     assert out.sense is not None and out.sense.field_pointer is not None
+
+
+@pytest.mark.parametrize(
+    "cdb",
+    [bytes((0x2B, 0x02, 0, 0, 0, 0, 0, 0, 0, 0)), bytes((0x1B, 0, 0, 0, 0x01, 0))],
+    ids=["LOCATE(10) CP", "LOAD"],
+)
+async def test_a_cartridge_moved_out_during_a_sync_ends_the_command_not_ready(
+    tmp_path: Path, cdb: bytes
+) -> None:
+    """Found by the fuzz campaign: LOCATE with CP and LOAD wait for the sync of
+    what was written; the changer took the cartridge out meanwhile, and they
+    failed on an assertion / a ValueError (a logged traceback, HARDWARE ERROR)."""
+    import trio
+
+    d = drive(tmp_path)
+    assert (await write(d, b"x" * 100)).status == Status.GOOD
+    cart = d.cartridge
+    assert cart is not None and d.unsynced
+    plain_sync = cart.sync
+
+    def sync_then_robot() -> None:
+        plain_sync()
+        cart.sync = plain_sync  # type: ignore[method-assign]
+        trio.from_thread.run_sync(d.take_cartridge)  # the changer's MOVE MEDIUM
+
+    cart.sync = sync_then_robot  # type: ignore[method-assign]
+    out = await run_cdb(d, cdb)
+    assert sense_of(out)[:3] == (SenseKey.NOT_READY, 0x3A, 0x00)
