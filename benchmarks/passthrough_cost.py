@@ -80,7 +80,7 @@ def main() -> None:
                                 str(py.pid), "-d", str(int(args.seconds * len(chosen)) + 2),
                             ], stdout=subprocess.DEVNULL)  # fmt: skip
                         for sc in chosen:
-                            count = 60000 if sc.size > 16384 else 200000
+                            count = 10000 if sc.size > 16384 else 200000
                             count = int(count * args.seconds / 4)
                             result = measure(sc, py.url("passthrough"),
                                              {"pyscst": py.pid, "tgt": tgt.pid},
@@ -93,7 +93,7 @@ def main() -> None:
                             spy.wait()
                 if args.direct:
                     for sc in chosen:
-                        count = int((60000 if sc.size > 16384 else 200000) * args.seconds / 4)
+                        count = int((10000 if sc.size > 16384 else 200000) * args.seconds / 4)
                         result = measure(sc, tgt.url("disk"), {"tgt": tgt.pid}, args.seconds,
                                          count)  # fmt: skip
                         results.setdefault(("direct", sc.key), []).append(result)

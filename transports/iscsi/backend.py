@@ -196,6 +196,37 @@ class IscsiBackend(LinkState):
         self._resets += 1
         self._reset_wanted.set()
 
+    def start(
+        self, cdb: bytes, data_out: Buffer, read_length: int, attr: TaskAttribute,
+        direction: DataDirection | None, done: Callable[[BackendReply | Exception], object],
+    ) -> Callable[[], None] | None:
+        """``execute`` without a task: the command is queued now and ``done``
+        is called once, from the initiator's reader, with the reply or the
+        BackendDown / BackendFault ``execute`` would raise. Returns the
+        function that aborts it (``done`` hears BackendDown at once, the
+        backend an ABORT TASK), or None when it cannot be queued now (not
+        connected, no slot free): ``execute`` then waits or says why."""
+        ini = self._ini
+        if ini is None or not self._up:
+            return None
+        slots = self._slots
+        try:
+            slots.acquire_nowait()
+        except trio.WouldBlock:
+            return None
+        command = _Forwarded(self, ini, done)
+        try:
+            itt = ini.submit(self.spec.lun, cdb, data_out, read_length, attr,
+                             read=direction == DataDirection.READ or None,
+                             write=direction == DataDirection.WRITE or None,
+                             done=command.complete)  # fmt: skip
+        except (ConnectionLost, RuntimeError):
+            slots.release()
+            return None
+        command.itt = itt
+        self._started[itt] = self._tick
+        return command.cancel
+
     async def execute(
         self, cdb: bytes, data_out: Buffer, read_length: int, attr: TaskAttribute,
         direction: DataDirection | None = None,
@@ -209,14 +240,7 @@ class IscsiBackend(LinkState):
             result = await self._execute(cdb, data_out, read_length, attr, direction)
         finally:
             slots.release()
-        if result.response != 0:  # iSCSI "target failure": the command did not run
-            raise BackendDown(f"iSCSI response {result.response:#x}")
-        residual = 0
-        if result.residual_underflow:
-            residual = result.residual_count
-        elif result.residual_overflow:
-            residual = -result.residual_count
-        return BackendReply(result.status, result.sense, result.payload, residual)
+        return _reply(result)
 
     async def _execute(
         self, cdb: bytes, data_out: Buffer, read_length: int, attr: TaskAttribute,
@@ -290,6 +314,73 @@ class IscsiBackend(LinkState):
         if ini is not None:
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await ini.close()
+
+
+def _reply(result: Result) -> BackendReply:
+    """The device's view of how the backend ended a command."""
+    if result.response != 0:  # iSCSI "target failure": the command did not run
+        raise BackendDown(f"iSCSI response {result.response:#x}")
+    residual = 0
+    if result.residual_underflow:
+        residual = result.residual_count
+    elif result.residual_overflow:
+        residual = -result.residual_count
+    return BackendReply(result.status, result.sense, result.payload, residual)
+
+
+class _Forwarded:
+    """One command queued by :meth:`IscsiBackend.start`: its slot, its
+    watchdog stamp, and the one call of ``done`` (on completion, or at once
+    on an abort, whichever comes first)."""
+
+    __slots__ = ("_backend", "_done", "_ini", "itt")
+
+    def __init__(
+        self, backend: IscsiBackend, ini: Initiator,
+        done: Callable[[BackendReply | Exception], object],
+    ) -> None:  # fmt: skip
+        self._backend = backend
+        self._ini = ini
+        self._done: Callable[[BackendReply | Exception], object] | None = done
+        self.itt = -1
+
+    def _end(self) -> Callable[[BackendReply | Exception], object] | None:
+        done, self._done = self._done, None
+        if done is not None:
+            backend = self._backend
+            backend._started.pop(self.itt, None)
+            backend._slots.release()
+        return done
+
+    def complete(self, result: Result | None, error: BaseException | None) -> None:
+        done = self._end()
+        if done is None:
+            return  # aborted: its caller has heard already
+        outcome: BackendReply | Exception
+        if isinstance(error, ConnectionLost):
+            timed_out = self.itt in self._backend._timed_out
+            outcome = BackendDown("the backend did not answer in time" if timed_out
+                                  else str(error))  # fmt: skip
+        elif isinstance(error, CommandRejected):
+            outcome = BackendFault(f"the backend rejected the command: {error}")
+        elif error is not None:  # e.g. Data-In beyond what we asked
+            outcome = BackendFault(str(error))
+        else:
+            assert result is not None
+            try:
+                outcome = _reply(result)
+            except BackendDown as exc:
+                outcome = exc
+        done(outcome)
+
+    def cancel(self) -> None:
+        """The caller gave up (ABORT TASK, a reset, a lost nexus at pyscst):
+        it hears BackendDown now; the backend hears ABORT TASK."""
+        done = self._end()
+        if done is None:
+            return
+        self._backend._abort_later(self._ini, self.itt)
+        done(BackendDown("aborted"))
 
 
 def connect_iscsi(spec: BackendSpec) -> IscsiBackend:
