@@ -30,6 +30,16 @@ import scenarios
 import targets
 from procstat import cpu_seconds
 
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def sys_seconds(pid: int) -> float:
+    """System CPU seconds of every thread of ``pid`` so far (the kernel's
+    share: system calls, the loopback's TCP)."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        raw = f.read().decode()
+    return int(raw[raw.rindex(")") + 2 :].split()[12]) / _CLK_TCK
+
 CLIENT_CPU = 0
 TARGET_CPU = 1
 KEYS = ("pt_rr4k_qd32", "pt_sr128k_qd16", "pt_sw128k_qd16")
@@ -40,9 +50,11 @@ def measure(
 ) -> tuple[float, dict[str, float]]:
     """(commands per second, {process: CPU µs per command}) of one run."""
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    sys_before = {name: sys_seconds(pid) for name, pid in pids.items()}
     run = scenarios.run_client(scenario, url, seconds=seconds, block_size=512,
                                pin=targets.pin_prefix(CLIENT_CPU), count=count)  # fmt: skip
     used = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+    used |= {f"{name}-sys": sys_seconds(pid) - sys_before[name] for name, pid in pids.items()}
     return run.iops, {name: 1e6 * cpu / max(1, run.commands) for name, cpu in used.items()}
 
 
@@ -53,6 +65,9 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--direct", action="store_true", help="also run the load on tgt directly")
+    p.add_argument("--cprofile", default="", help="run the daemon under cProfile, to this file")
+    p.add_argument("--perf", default="", help="perf record of the daemon to this file")
+    p.add_argument("--strace", default="", help="strace -c of the daemon to this file")
     p.add_argument("--spy", default="", help="py-spy raw profile of the daemon to this file "
                    "(its CPU figures then include py-spy's sampling)")
     args = p.parse_args()
@@ -68,7 +83,9 @@ def main() -> None:
                 for index, tree in enumerate(trees):
                     label = f"py{index}"
                     env = f"PYTHONPATH={tree}" if tree else "PYSCST_TREE=installed"
-                    command = ["env", env, sys.executable, "-P", "-m", "pyscst", "serve",
+                    profile = ["-m", "cProfile", "-o", f"{args.cprofile}.{index}"]
+                    command = ["env", env, sys.executable, "-P",
+                               *(profile if args.cprofile else []), "-m", "pyscst", "serve",
                                "--config"]  # fmt: skip
                     with targets.run_pyscst(label, workdir, TARGET_CPU, command,
                                             backend=backend) as py:  # fmt: skip
@@ -79,6 +96,13 @@ def main() -> None:
                                 "200", "-f", "raw", "-o", f"{args.spy}.{index}", "--pid",
                                 str(py.pid), "-d", str(int(args.seconds * len(chosen)) + 2),
                             ], stdout=subprocess.DEVNULL)  # fmt: skip
+                        if args.perf:
+                            spy = subprocess.Popen(["perf", "record", "-o",
+                                                    f"{args.perf}.{index}", "-p", str(py.pid)],
+                                                   stderr=subprocess.DEVNULL)  # fmt: skip
+                        if args.strace:
+                            spy = subprocess.Popen(["strace", "-c", "-f", "-o",
+                                                    f"{args.strace}.{index}", "-p", str(py.pid)])
                         for sc in chosen:
                             count = 10000 if sc.size > 16384 else 200000
                             count = int(count * args.seconds / 4)
@@ -90,6 +114,8 @@ def main() -> None:
                                   + " ".join(f"{k} {v:.1f} µs" for k, v in result[1].items()),
                                   flush=True)  # fmt: skip
                         if spy is not None:
+                            if args.strace or args.perf:
+                                spy.send_signal(2)
                             spy.wait()
                 if args.direct:
                     for sc in chosen:

@@ -72,7 +72,6 @@ from pyscst.transports.iscsi.pdu import (
     TextResponse,
     padding,
     sn_add,
-    sn_gt,
     sn_lte,
 )
 from pyscst.transports.iscsi.pdu_types import BHS_STRUCT, COMMAND_STRUCT
@@ -85,6 +84,8 @@ _RECEIVE_SIZE = 1 << 18
 #: buffers per writev (Linux's UIO_MAXIOV)
 _IOV_MAX = 1024
 _FINAL = 0x80
+_SN_MOD = 1 << 32
+_SN_HALF = 1 << 31
 
 
 class InitiatorError(Exception):
@@ -271,6 +272,8 @@ class Initiator:
         self._out: list[Buffer] = []
         self._writer_task: trio.lowlevel.Task | None = None
         self._out_closed = False
+        #: LUN number -> the LUN field of our PDUs
+        self._lun_fields: dict[int, int] = {}
         self._unsolicited_send, self._unsolicited_recv = trio.open_memory_channel[
             pdu.Pdu | ProtocolError
         ](math.inf)
@@ -564,7 +567,16 @@ class Initiator:
         task.read_length = read_length
         if done is not None:
             task.callback = functools.partial(self._completed, done)
-        lun_field = int.from_bytes(encode_lun(lun), "big")
+        lun_field = self._lun_fields.get(lun)
+        if lun_field is None:
+            lun_field = self._lun_fields[lun] = int.from_bytes(encode_lun(lun), "big")
+        cmdsn = self.cmdsn
+        if not immediate and not self._pending and (self.maxcmdsn - cmdsn) % _SN_MOD < _SN_HALF:
+            # the window is open and nothing waits before it: out now (the
+            # common case; no closure kept for later)
+            self.cmdsn = (cmdsn + 1) & 0xFFFFFFFF
+            self._emit(self._build_command(task, lun_field, cdb, attr, False, cmdsn, read, write))
+            return task.itt
 
         def build(cmdsn: int) -> list[Buffer]:
             return self._build_command(task, lun_field, cdb, attr, immediate, cmdsn, read, write)
@@ -921,18 +933,19 @@ class Initiator:
     # ------------------------------------------------------------- dispatch
 
     def _track(self, statsn: int | None, expcmdsn: int, maxcmdsn: int) -> None:
-        if statsn is not None and sn_lte(self.expstatsn, statsn):
-            self.expstatsn = sn_add(statsn, 1)
-        if sn_lte(sn_add(expcmdsn, -1), maxcmdsn):  # else: ignore (RFC 7143 4.2.2.1)
-            if sn_gt(maxcmdsn, self.maxcmdsn):
+        # (serial arithmetic inlined, RFC 1982: a <= b iff (b - a) mod 2**32 < 2**31)
+        if statsn is not None and (statsn - self.expstatsn) % _SN_MOD < _SN_HALF:
+            self.expstatsn = (statsn + 1) & 0xFFFFFFFF
+        if (maxcmdsn - expcmdsn + 1) % _SN_MOD < _SN_HALF:  # else: ignore (RFC 7143 4.2.2.1)
+            if 0 < (maxcmdsn - self.maxcmdsn) % _SN_MOD < _SN_HALF:
                 self.maxcmdsn = maxcmdsn
-            if sn_gt(expcmdsn, self.expcmdsn):
+            if 0 < (expcmdsn - self.expcmdsn) % _SN_MOD < _SN_HALF:
                 self.expcmdsn = expcmdsn
         if self._pending:
             self._pump()
 
     def _dispatch(self, event: pdu.Pdu | ProtocolError) -> None:
-        if isinstance(event, DataIn):
+        if type(event) is DataIn:
             self._track(event.statsn if event.status_present else None,
                         event.expcmdsn, event.maxcmdsn)  # fmt: skip
             self._on_data_in(event)
