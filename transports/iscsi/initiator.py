@@ -700,13 +700,17 @@ class Initiator:
         offset = start
         data = task.data_out
         expstatsn = self.expstatsn
+        plain = not (self.params.header_digest or self.params.data_digest)
+        pack = BHS_STRUCT.pack
+        itt = task.itt
         while offset < end:
             n = min(step, end - offset)
-            header = BHS_STRUCT.pack(
-                Opcode.DATA_OUT, _FINAL if offset + n >= end else 0, 0, 0, n, lun_field,
-                task.itt, ttt, 0, expstatsn, 0, datasn, offset, 0,
-            )  # fmt: skip
-            out += self._frame(header, data[offset : offset + n])
+            header = pack(Opcode.DATA_OUT, _FINAL if offset + n >= end else 0, 0, 0, n,
+                          lun_field, itt, ttt, 0, expstatsn, 0, datasn, offset, 0)  # fmt: skip
+            if plain and not n & 3:  # (no digest, no padding: the header and a view)
+                out += (header, data[offset : offset + n])
+            else:
+                out += self._frame(header, data[offset : offset + n])
             datasn += 1
             offset += n
         return out
