@@ -54,7 +54,9 @@ log = logging.getLogger(__name__)
 #: login (TCP connect included) must finish within this (seconds)
 LOGIN_TIMEOUT = 10.0
 _ABORT_TASK = 1
+_ABORT_TASK_SET = 2
 _LOGICAL_UNIT_RESET = 5
+_FUNCTION_COMPLETE = 0
 
 
 def _chap(spec: BackendSpec) -> InitiatorChap | None:
@@ -89,6 +91,13 @@ class IscsiBackend(LinkState):
         self._timed_out: set[int] = set()
         self._resets = 0
         self._reset_wanted = trio.Event()
+        #: a LOGICAL UNIT RESET is on its way to the backend (it ends every
+        #: command there: no abort of its own is sent meanwhile)
+        self._resetting = False
+        #: commands given up since the abort task last ran (see _abort_later)
+        self._batch: _AbortBatch | None = None
+        #: how the last aborts were sent (tests and logs read it)
+        self.aborts_sent = {"task": 0, "task_set": 0}
         self._closed = False
         #: how many times it has logged in (tests and the admin plane read it)
         self.logins = 0
@@ -179,15 +188,29 @@ class IscsiBackend(LinkState):
             self._reset_wanted = trio.Event()
             while self._resets:
                 self._resets -= 1
-                with trio.move_on_after(self.spec.command_timeout):
-                    try:
-                        response = await ini.task_management(_LOGICAL_UNIT_RESET, self.spec.lun)
-                    except InitiatorError as exc:
-                        log.warning("pass-through backend %s: LUN reset failed: %s",
-                                    self.spec.url, exc)  # fmt: skip
-                    else:
-                        log.info("pass-through backend %s: LUN reset, response %d",
-                                 self.spec.url, response)  # fmt: skip
+                self._resetting = True
+                try:
+                    await self._reset(ini)
+                finally:
+                    self._resetting = False
+
+    async def _reset(self, ini: Initiator) -> None:
+        """LOGICAL UNIT RESET at the backend. It ends every command we had
+        there without an answer (SAM): those still waiting when it is
+        complete end BackendDown (retryable) now, not at the watchdog."""
+        with trio.move_on_after(self.spec.command_timeout):
+            ended = ini.sent_commands()  # (what the reset reaches: taken as it is sent)
+            try:
+                response = await ini.task_management(_LOGICAL_UNIT_RESET, self.spec.lun)
+            except InitiatorError as exc:
+                log.warning("pass-through backend %s: LUN reset failed: %s",
+                            self.spec.url, exc)  # fmt: skip
+                return
+            log.info("pass-through backend %s: LUN reset, response %d",
+                     self.spec.url, response)  # fmt: skip
+            if response == _FUNCTION_COMPLETE:
+                for itt in ended:
+                    ini.forget(itt)
 
     # --- what the device asks -------------------------------------------------
     def reset_lu(self) -> None:
@@ -293,14 +316,64 @@ class IscsiBackend(LinkState):
                 return
 
     def _abort_later(self, ini: Initiator, itt: int) -> None:
+        """A command whose caller went away (ABORT TASK, a task-set TMF, a
+        reset or a lost nexus at pyscst): aborted at the backend soon.
+        Commands given up together (a TMF cancels its tasks in one step) are
+        aborted together, by :meth:`_abort_batch`."""
         nursery = self._nursery
         if nursery is None:
             ini.forget(itt)
             return
-        nursery.start_soon(self._abort, ini, itt)
+        if ini.withdraw(itt):
+            return  # never sent: nothing to abort
+        batch = self._batch
+        if batch is None or batch.ini is not ini:
+            batch = self._batch = _AbortBatch(ini)
+            nursery.start_soon(self._abort_batch, batch)
+        batch.itts.append(itt)
+
+    async def _abort_batch(self, batch: _AbortBatch) -> None:
+        """Abort what was given up in one step, as the backend's one nexus
+        (pyscst's session) allows: the backend cannot tell our initiators
+        apart, so its task-set function (ABORT TASK SET) would hit every
+        command we have there. It is sent only when that is exactly the
+        commands to abort (every one we have outstanding there); otherwise
+        one ABORT TASK each. During a LOGICAL UNIT RESET nothing is sent:
+        the reset ends them all."""
+        if self._batch is batch:
+            self._batch = None
+        ini = batch.ini
+        if self._resetting or self._resets:
+            return  # (the reset forgets them when it is complete)
+        outstanding = ini.sent_commands()
+        itts = []
+        for itt in batch.itts:
+            if itt in outstanding:
+                itts.append(itt)
+            else:
+                ini.forget(itt)  # answered meanwhile: nothing to abort
+        if not itts:
+            return
+        if len(itts) > 1 and outstanding == set(itts):
+            with trio.move_on_after(self.spec.command_timeout):
+                try:
+                    response = await ini.task_management(_ABORT_TASK_SET, self.spec.lun)
+                except InitiatorError:
+                    response = _FUNCTION_COMPLETE  # the connection went: they went with it
+                if response == _FUNCTION_COMPLETE:
+                    self.aborts_sent["task_set"] += 1
+                    for itt in itts:
+                        ini.forget(itt)
+                    return
+                log.info("pass-through backend %s: ABORT TASK SET answered %d; aborting "
+                         "task by task", self.spec.url, response)  # fmt: skip
+        async with trio.open_nursery() as nursery:
+            for itt in itts:
+                nursery.start_soon(self._abort, ini, itt)
 
     async def _abort(self, ini: Initiator, itt: int) -> None:
-        """ABORT TASK at the backend for a command whose caller went away."""
+        """ABORT TASK at the backend for one command."""
+        self.aborts_sent["task"] += 1
         with trio.move_on_after(self.spec.command_timeout):
             try:
                 await ini.task_management(_ABORT_TASK, self.spec.lun, referenced_task_tag=itt)
@@ -326,6 +399,16 @@ def _reply(result: Result) -> BackendReply:
     elif result.residual_overflow:
         residual = -result.residual_count
     return BackendReply(result.status, result.sense, result.payload, residual)
+
+
+class _AbortBatch:
+    """Commands of one session given up in one step, to abort together."""
+
+    __slots__ = ("ini", "itts")
+
+    def __init__(self, ini: Initiator) -> None:
+        self.ini = ini
+        self.itts: list[int] = []
 
 
 class _Forwarded:

@@ -609,6 +609,26 @@ class Initiator:
         if task is not None:
             task.finish(error=ConnectionLost("forgotten"))
 
+    def sent_commands(self) -> set[int]:
+        """ITTs of the SCSI commands on the wire and not answered yet (what a
+        task-set TMF sent now would reach: those queued behind the CmdSN
+        window are not, they get a later CmdSN)."""
+        unsent = {task.itt for task, _ in self._pending}
+        return {
+            itt
+            for itt, task in self._tasks.items()
+            if task.kind is ScsiCommand and not task.finished and itt not in unsent
+        }
+
+    def withdraw(self, itt: int) -> bool:
+        """Take back a command still waiting for the CmdSN window (never
+        sent: nothing to abort at the target); False if it went out."""
+        task = self._tasks.get(itt)
+        if task is None or not any(queued is task for queued, _ in self._pending):
+            return False
+        self.forget(itt)  # (finished: _pump skips it)
+        return True
+
     async def execute(
         self,
         lun: int,
