@@ -27,6 +27,7 @@ lock is needed.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
 from collections import deque
@@ -76,6 +77,8 @@ from pyscst.transports.iscsi.pdu import (
 )
 from pyscst.transports.iscsi.pdu_types import BHS_STRUCT, COMMAND_STRUCT
 from pyscst.transports.iscsi.textkeys import decode_text, encode_text
+
+log = logging.getLogger(__name__)
 
 DEFAULT_INITIATOR_NAME = "iqn.2026-11.org.pyscst:test"
 #: our MaxRecvDataSegmentLength: what the target may put in one PDU to us
@@ -597,10 +600,13 @@ class Initiator:
         if self._tasks.get(task.itt) is task:
             del self._tasks[task.itt]
         error = task.error
-        if error is not None:
-            done(None, error)
-        else:
-            done(task.result, None)
+        try:
+            if error is not None:
+                done(None, error)
+            else:
+                done(task.result, None)
+        except Exception:  # (a bug there must not take the reader, and the session, down)
+            log.exception("completion of command %#x failed", task.itt)
 
     def forget(self, itt: int) -> None:
         """Stop tracking a command its caller gave up on (after an ABORT TASK):

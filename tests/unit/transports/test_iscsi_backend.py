@@ -393,3 +393,23 @@ async def test_a_command_not_yet_sent_is_withdrawn_not_aborted() -> None:
         ini._pump()
         await trio.sleep(0.2)
         assert len(target.commands) == sent and target.tmfs == []
+
+
+async def test_a_completion_that_raises_does_not_take_the_session_down() -> None:
+    """Completions run in the initiator's reader: one that fails (a bug) is
+    logged, and the reader, the session and the next commands go on."""
+    async with hostile_backend() as (_, backend, _device):
+        ini = backend._ini
+        assert ini is not None
+        heard: list[object] = []
+
+        def broken(result: object, error: object) -> None:
+            heard.append(result)
+            raise RuntimeError("a bug in a completion")
+
+        ini.submit(0, READ10, read_length=512, done=broken)
+        with trio.fail_after(5):
+            while not heard:
+                await trio.sleep(0.01)
+        assert (await backend.execute(READ10, b"", 512, TaskAttribute.SIMPLE)).status == 0
+        assert backend._ini is ini  # same session
