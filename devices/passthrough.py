@@ -99,6 +99,7 @@ _UA_RETRIES = 4
 #: what COMPARE AND WRITE is emulated with when the backend lacks it
 _CAW_PARTS = frozenset({(Op.READ_16, None), (Op.WRITE_16, None)})
 _ASC_BY_VALUE = {member.value: member for member in Asc}
+_READ = DataDirection.READ
 _MAX_INQUIRY = 255
 #: an LBA range this long means "to the end of the medium" (WRITE SAME of 0 blocks)
 TO_THE_END = 1 << 62
@@ -645,6 +646,9 @@ class _Answer:
     def __call__(self, outcome: BackendReply | Exception) -> None:
         pending = self.pending
         if isinstance(outcome, BackendReply):
+            if not outcome.status and not outcome.residual and self.cmd.direction == _READ:
+                pending.finish(outcome.data)  # (the usual: what _data_of returns)
+                return
             try:
                 result: Any = _answer_of(self.device, self.cmd, self.ctx, outcome)
             except ScsiError as exc:

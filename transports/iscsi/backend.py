@@ -440,6 +440,11 @@ class _Forwarded:
         if done is None:
             return  # aborted: its caller has heard already
         outcome: BackendReply | Exception
+        if result is not None and result.response == 0 and not (
+            result.residual_underflow or result.residual_overflow
+        ):
+            done(BackendReply(result.status, result.sense, result.payload))  # (the usual)
+            return
         if isinstance(error, ConnectionLost):
             timed_out = self.itt in self._backend._timed_out
             outcome = BackendDown("the backend did not answer in time" if timed_out

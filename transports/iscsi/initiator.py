@@ -703,10 +703,12 @@ class Initiator:
         """A header and its data segment as buffers for ``writev`` (digests and
         padding added as negotiated): the payload is a view, not a copy."""
         p = self.params
+        n = len(data)
+        if not n and not p.header_digest:
+            return [header]
         out: list[Buffer] = [header]
         if p.header_digest:
             out.append(digest_bytes(header))
-        n = len(data)
         if n:
             out.append(data)
             pad = padding(n)
@@ -1018,11 +1020,23 @@ class Initiator:
         if task is None or task.kind is not ScsiCommand:
             self._unsolicited_send.send_nowait(p)
             return
-        end = p.buffer_offset + len(p.data)
+        data = p.data
+        offset = p.buffer_offset
+        end = offset + len(data)
         if end > task.read_length:
             task.finish(error=InitiatorError(f"Data-In past the buffer end ({end})"))
             return
-        task.put(p.buffer_offset, p.data)
+        if (offset == 0 and p.status_present and self.zero_copy_reads
+                and task.read_buf is None and task.view is None):  # fmt: skip
+            # the usual read to pass on: all of it in this one PDU, kept as read
+            task.finish(Result(
+                status=p.status, sense=b"", data=b"",
+                view=data if isinstance(data, memoryview) else memoryview(data),
+                residual_overflow=p.overflow, residual_underflow=p.underflow,
+                residual_count=p.residual_count,
+            ))  # fmt: skip
+            return
+        task.put(offset, data)
         if p.status_present:
             task.finish(
                 Result(
