@@ -26,6 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import attrs
+
 import scenarios
 import targets
 from procstat import cpu_seconds
@@ -71,7 +73,11 @@ def main() -> None:
     p.add_argument("--spy", default="", help="py-spy raw profile of the daemon to this file "
                    "(its CPU figures then include py-spy's sampling)")
     args = p.parse_args()
-    chosen = [scenarios.SCENARIOS_BY_KEY[k] for k in args.only.split(",") if k]
+    known = dict(scenarios.SCENARIOS_BY_KEY)
+    # (not a make bench row: forwarding latency, one command at a time)
+    known["pt_rr4k_qd1"] = attrs.evolve(known["pt_rr4k_qd32"], key="pt_rr4k_qd1",
+                                        title="passthrough 4K rand read QD1", depth=1)
+    chosen = [known[k] for k in args.only.split(",") if k]
     trees: list[str | None] = list(args.tree) or [None]
     print(f"load: {os.getloadavg()}", flush=True)
     results: dict[tuple[str, str], list[tuple[float, dict[str, float]]]] = {}

@@ -275,6 +275,9 @@ class Initiator:
         self._out: list[Buffer] = []
         self._writer_task: trio.lowlevel.Task | None = None
         self._out_closed = False
+        #: a direct write is allowed (see _emit): once per chunk read
+        self._direct_ok = True
+        self._fd = stream.socket.fileno()
         #: LUN number -> the LUN field of our PDUs
         self._lun_fields: dict[int, int] = {}
         self._unsolicited_send, self._unsolicited_recv = trio.open_memory_channel[
@@ -904,8 +907,24 @@ class Initiator:
         through a batch goes out in one ``writev``."""
         if self._out_closed:
             return
-        self._out += buffers
         writer = self._writer_task
+        if writer is not None and not self._out and self._direct_ok:
+            # the writer idles: the first since the last answer goes out now,
+            # one writev and no wake-up of the writer (a lone command, the
+            # common case below queue depth 32); what follows it before the
+            # next answer is read is batched by the writer as usual
+            self._direct_ok = False
+            try:
+                sent = os.writev(self._fd, buffers[:_IOV_MAX])
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                sent = 0  # (the writer finds the error and fails the session)
+            rest = unsent(buffers, sent)
+            if not rest:
+                return
+            buffers = rest
+        self._out += buffers
         if writer is not None:
             self._writer_task = None
             trio.lowlevel.reschedule(writer)
@@ -955,6 +974,7 @@ class Initiator:
                 if not data:
                     break
                 reader.feed(data)
+                self._direct_ok = True
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._lost = exc
         self._lost = self._lost or ConnectionLost("connection closed by target")
