@@ -530,6 +530,7 @@ class Initiator:
             await self._nursery_cm.__aexit__(None, None, None)
             return None
         finally:
+            self._close_output()  # (no write may reach the descriptor once closed)
             self._fail_all(ConnectionLost("initiator closed"))
             with trio.CancelScope(shield=True):
                 await self.stream.aclose()
@@ -822,6 +823,7 @@ class Initiator:
         self._queue(task, build, True)
         response: LogoutResponse = await self._await(task)
         self._closed = True
+        self._close_output()
         await self.stream.aclose()
         return response
 
