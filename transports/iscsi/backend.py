@@ -94,6 +94,9 @@ class IscsiBackend(LinkState):
         #: a LOGICAL UNIT RESET is on its way to the backend (it ends every
         #: command there: no abort of its own is sent meanwhile)
         self._resetting = False
+        #: commands given up while a reset was due: it ends them, or, if it
+        #: fails, they are aborted one by one after it
+        self._after_reset: list[tuple[Initiator, int]] = []
         #: commands given up since the abort task last ran (see _abort_later)
         self._batch: _AbortBatch | None = None
         #: how the last aborts were sent (tests and logs read it)
@@ -190,14 +193,21 @@ class IscsiBackend(LinkState):
                 self._resets -= 1
                 self._resetting = True
                 try:
-                    await self._reset(ini)
+                    complete = await self._reset(ini)
                 finally:
                     self._resetting = False
+                left, self._after_reset = self._after_reset, []
+                for owner, itt in left:
+                    if complete and owner is ini:
+                        owner.forget(itt)  # (ended by the reset)
+                    else:
+                        self._abort_later(owner, itt)
 
-    async def _reset(self, ini: Initiator) -> None:
+    async def _reset(self, ini: Initiator) -> bool:
         """LOGICAL UNIT RESET at the backend. It ends every command we had
         there without an answer (SAM): those still waiting when it is
-        complete end BackendDown (retryable) now, not at the watchdog."""
+        complete end BackendDown (retryable) now, not at the watchdog.
+        True when the backend said it is complete."""
         with trio.move_on_after(self.spec.command_timeout):
             ended = ini.sent_commands()  # (what the reset reaches: taken as it is sent)
             try:
@@ -205,12 +215,14 @@ class IscsiBackend(LinkState):
             except InitiatorError as exc:
                 log.warning("pass-through backend %s: LUN reset failed: %s",
                             self.spec.url, exc)  # fmt: skip
-                return
+                return False
             log.info("pass-through backend %s: LUN reset, response %d",
                      self.spec.url, response)  # fmt: skip
             if response == _FUNCTION_COMPLETE:
                 for itt in ended:
                     ini.forget(itt)
+                return True
+        return False
 
     # --- what the device asks -------------------------------------------------
     def reset_lu(self) -> None:
@@ -344,7 +356,9 @@ class IscsiBackend(LinkState):
             self._batch = None
         ini = batch.ini
         if self._resetting or self._resets:
-            return  # (the reset forgets them when it is complete)
+            # the reset ends them when it is complete (else they are aborted after it)
+            self._after_reset += [(ini, itt) for itt in batch.itts]
+            return
         outstanding = ini.sent_commands()
         itts = []
         for itt in batch.itts:

@@ -413,3 +413,19 @@ async def test_a_completion_that_raises_does_not_take_the_session_down() -> None
                 await trio.sleep(0.01)
         assert (await backend.execute(READ10, b"", 512, TaskAttribute.SIMPLE)).status == 0
         assert backend._ini is ini  # same session
+
+
+async def test_commands_given_up_during_a_refused_lun_reset_are_aborted_after_it() -> None:
+    async with hostile_backend() as (target, backend, _):
+        target.tmf_response = 5  # the backend refuses every TMF ("not supported")
+        outcomes, cancels = await held(target, backend, 2)
+        itts = target.itts[-2:]
+        backend.reset_lu()
+        for cancel in cancels:
+            cancel()
+        assert [type(o) for o in outcomes] == [BackendDown] * 2
+        await tmfs_settle(target, 4)
+        assert target.tmfs[:2] == [(LOGICAL_UNIT_RESET, RESERVED_TAG),
+                                   (ABORT_TASK_SET, RESERVED_TAG)]  # fmt: skip
+        assert sorted(target.tmfs[2:]) == sorted((ABORT_TASK, itt) for itt in itts)
+        assert backend._ini is not None and backend._ini.sent_commands() == set()
