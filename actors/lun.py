@@ -641,6 +641,7 @@ class LogicalUnit:
                 return
         elif isinstance(result, ScsiError):
             status, sense = result.status, self._encode_sense(result.sense)
+            data = result.data  # (data sent with the condition: a pass-through ILI)
         elif isinstance(result, BaseException):
             log.error("%s: command %r failed", self.name, task.cmd, exc_info=result)
             status = Status.CHECK_CONDITION

@@ -18,7 +18,7 @@ import logging
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 import trio
@@ -206,6 +206,27 @@ class ScsiBackend(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+#: what a backend that can queue a command without a task calls when it ends:
+#: with its reply, or the BackendDown / BackendFault ``execute`` would raise
+Completion = Callable[[BackendReply | Exception], object]
+
+
+@runtime_checkable
+class QueuingBackend(Protocol):
+    """A backend that can also take a command synchronously (the iSCSI one):
+    the pass-through device's fast path, with no Trio task per command."""
+
+    def start(
+        self, cdb: bytes, data_out: Buffer, read_length: int, attr: TaskAttribute,
+        direction: DataDirection | None, done: Completion,
+    ) -> Callable[[], None] | None:
+        """Queue the command now; ``done`` is called exactly once, later (never
+        from inside ``start``). Returns the function that aborts it (``done``
+        then hears BackendDown at once), or None when it cannot be queued now
+        (not connected, queue depth reached): use ``execute``."""
+        ...
 
 
 #: builds the backend for a spec (supplied by the layer that can: the daemon)

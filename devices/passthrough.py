@@ -42,6 +42,7 @@ from pyscst.devices.backend import (
     BackendDown,
     BackendFault,
     BackendReply,
+    QueuingBackend,
     ScsiBackend,
 )
 from pyscst.devices.device_config import DeviceConfig
@@ -56,7 +57,17 @@ from pyscst.devices.mmc import MMC_TABLE
 from pyscst.devices.sg_backend import SgBackend
 from pyscst.devices.spc import SPC_TABLE
 from pyscst.devices.stores import BackingStore, Extent
-from pyscst.scsi.cdb import Handler, OpFlags, OpSpec, OpTable, Readiness, ResvClass
+from pyscst.scsi.cdb import (
+    NEEDS_AWAIT,
+    Handler,
+    NeedsAwait,
+    OpFlags,
+    OpSpec,
+    OpTable,
+    Pending,
+    Readiness,
+    ResvClass,
+)
 from pyscst.scsi.command import (
     Buffer,
     DataDirection,
@@ -88,6 +99,7 @@ _UA_RETRIES = 4
 #: what COMPARE AND WRITE is emulated with when the backend lacks it
 _CAW_PARTS = frozenset({(Op.READ_16, None), (Op.WRITE_16, None)})
 _ASC_BY_VALUE = {member.value: member for member in Asc}
+_READ = DataDirection.READ
 _MAX_INQUIRY = 255
 #: an LBA range this long means "to the end of the medium" (WRITE SAME of 0 blocks)
 TO_THE_END = 1 << 62
@@ -139,7 +151,8 @@ class ForwardFallback:
             if sa is not None:
                 mask[1] = 0xE0 | sa
             row = OpSpec(opcode, sa, f"opcode {opcode:#04x}", length, bytes(mask),
-                         DataDirection.NONE, forward, OpFlags.NONE, ResvClass.WRITE)  # fmt: skip
+                         DataDirection.NONE, forward, OpFlags.NONE, ResvClass.WRITE,
+                         fast=forward_now)  # fmt: skip
         self._rows[key] = row
         return row
 
@@ -159,7 +172,8 @@ def passthrough_table(
             if key != (Op.COMPARE_AND_WRITE, None) or not _CAW_PARTS <= supported:
                 continue
             handler, flags = emulate_compare_and_write, flags | OpFlags.ATOMIC
-        rows.append(attrs.evolve(spec, handler=handler, flags=flags, fast=None))
+        fast = forward_now if handler is forward else None
+        rows.append(attrs.evolve(spec, handler=handler, flags=flags, fast=fast))
     return OpTable(rows, ForwardFallback(supported))
 
 
@@ -250,6 +264,10 @@ class PassthroughDevice:
         self.name = name
         self.backend = backend
         self.store: BackingStore = BackendStore(backend)
+        #: the backend's synchronous queueing, if it has one (the fast path)
+        self._start: QueuingBackend | None = (
+            backend if isinstance(backend, QueuingBackend) else None
+        )
         self.read_only = read_only
         self.unavailable: Sense | None = None
         self.medium = Medium(present=True)
@@ -513,15 +531,7 @@ async def _exchange(
         if sense is not None and sense.key == SenseKey.UNIT_ATTENTION:
             if dev.backend_ua(sense, ctx):
                 continue
-        try:
-            status = Status(reply.status)
-        except ValueError:
-            status = Status.CHECK_CONDITION
-            sense = sense or Sense.of(SenseKey.HARDWARE_ERROR, Asc.INTERNAL_TARGET_FAILURE)
-        error = ScsiError(status, sense)
-        if len(reply.data):  # data moved before the condition (ILI, filemark, EOM)
-            error.data = reply.data
-        raise error
+        raise _error_of(reply, sense)
     raise ScsiError(Status.CHECK_CONDITION, LOST)
 
 
@@ -584,6 +594,99 @@ async def forward(dev: Any, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | None
     _check_range(device, cmd, device.table.peek(cmd.cdb))
     reply = await _run(device, cmd, ctx)
     return _data_of(cmd, reply)
+
+
+def forward_now(dev: Any, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | NeedsAwait | Pending:
+    """``forward`` without a task (the LU's fast path): the command is queued
+    to the backend at once and answered from the backend's reply, which the
+    backend's reader hands to a :class:`Pending`. Anything ``forward`` does
+    first (UAs captured at a reconnection, an ALLOW owed, data-out still to
+    come, no slot free at the backend) makes it NEEDS_AWAIT: ``forward``
+    then runs in the command's task, as it always did."""
+    device = _device(dev)
+    backend = device._start
+    if (backend is None or device._captured or device._allow_pending or device.probe is None
+            or not device.backend.connected):  # fmt: skip
+        return NEEDS_AWAIT
+    _check_range(device, cmd, device.table.peek(cmd.cdb))
+    direction = cmd.direction
+    data_out: Buffer = b""
+    read_length = 0
+    if direction == DataDirection.WRITE:
+        data = cmd.transport.data_now(cmd, cmd.expected_length)
+        if data is None:
+            return NEEDS_AWAIT  # R2Ts to send first: the task asks for the data
+        data_out = data
+    elif direction == DataDirection.READ:
+        read_length = cmd.expected_length
+    pending = Pending()
+    answer = _Answer(device, cmd, ctx, pending)
+    cancel = backend.start(cmd.cdb, data_out, read_length, cmd.attr, direction, answer)
+    if cancel is None:
+        return NEEDS_AWAIT
+    pending.on_cancel(cancel)
+    return pending
+
+
+class _Answer:
+    """How the backend's reply to a command forwarded by :func:`forward_now`
+    becomes the command's result (what ``_exchange`` and ``forward`` make of
+    it on the task path, the same in every case)."""
+
+    __slots__ = ("cmd", "ctx", "device", "pending")
+
+    def __init__(
+        self, device: PassthroughDevice, cmd: ScsiCommand, ctx: ExecContext, pending: Pending
+    ) -> None:
+        self.device = device
+        self.cmd = cmd
+        self.ctx = ctx
+        self.pending = pending
+
+    def __call__(self, outcome: BackendReply | Exception) -> None:
+        pending = self.pending
+        if isinstance(outcome, BackendReply):
+            if not outcome.status and not outcome.residual and self.cmd.direction == _READ:
+                pending.finish(outcome.data)  # (the usual: what _data_of returns)
+                return
+            try:
+                result: Any = _answer_of(self.device, self.cmd, self.ctx, outcome)
+            except ScsiError as exc:
+                result = exc
+        elif isinstance(outcome, BackendFault):
+            log.warning("%s: backend answer to %s refused: %s", self.device.name,
+                        self.cmd.cdb[:1].hex(), outcome)  # fmt: skip
+            result = ScsiError(Status.CHECK_CONDITION, GARBLED)
+        else:  # BackendDown: lost with the connection, timed out, or aborted here
+            result = ScsiError(Status.CHECK_CONDITION, LOST)
+        pending.finish(result)
+
+
+def _answer_of(
+    dev: PassthroughDevice, cmd: ScsiCommand, ctx: ExecContext, reply: BackendReply
+) -> Buffer | NeedsAwait | None:
+    """The command's data for a GOOD reply; a backend UA the LU raised itself
+    (swallowed) is NEEDS_AWAIT: the task path sends the command again; any
+    other status is raised as the backend's answer."""
+    if reply.status in (Status.GOOD, Status.CONDITION_MET):
+        return _data_of(cmd, reply)
+    sense = Sense.decode(reply.sense) if reply.sense else None
+    if sense is not None and sense.key == SenseKey.UNIT_ATTENTION and dev.backend_ua(sense, ctx):
+        return NEEDS_AWAIT
+    raise _error_of(reply, sense)
+
+
+def _error_of(reply: BackendReply, sense: Sense | None) -> ScsiError:
+    """The backend's status and sense as ours (data sent with it kept)."""
+    try:
+        status = Status(reply.status)
+    except ValueError:
+        status = Status.CHECK_CONDITION
+        sense = sense or Sense.of(SenseKey.HARDWARE_ERROR, Asc.INTERNAL_TARGET_FAILURE)
+    error = ScsiError(status, sense)
+    if len(reply.data):  # data moved before the condition (ILI, filemark, EOM)
+        error.data = reply.data
+    return error
 
 
 def _data_of(cmd: ScsiCommand, reply: BackendReply) -> Buffer | None:

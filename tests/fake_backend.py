@@ -128,3 +128,65 @@ class FakeBackend:
             self.data[at : at + len(data_out)] = data_out
             return BackendReply(Status.GOOD)
         return BackendReply(Status.GOOD)
+
+
+class QueuingFakeBackend(FakeBackend):
+    """The same fake, also taking commands synchronously (``start``, what the
+    iSCSI backend offers): the pass-through device's fast path, no Trio task
+    of the LU per command. Each queued command runs ``execute`` in a task of
+    the fake's own (so ``hold``, ``script`` and the rest behave the same);
+    its abort answers the caller at once and counts in ``aborted``."""
+
+    def __init__(self, blocks: int = 2048, block_size: int = 512) -> None:
+        super().__init__(blocks, block_size)
+        self._nursery: trio.Nursery | None = None
+        #: commands queued through ``start`` / aborted through its cancel
+        self.started = 0
+        self.aborted = 0
+        #: ``start`` refuses (as when its queue depth is reached)
+        self.refuse = False
+
+    async def run(
+        self, on_connect: Callable[[], Awaitable[None]], task_status: Any = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await on_connect()
+            await trio.sleep_forever()
+
+    def start(
+        self, cdb: bytes, data_out: Buffer, read_length: int, attr: TaskAttribute,
+        direction: DataDirection | None, done: Callable[[BackendReply | Exception], object],
+    ) -> Callable[[], None] | None:
+        nursery = self._nursery
+        if nursery is None or self.refuse or not self.up:
+            return None
+        self.started += 1
+        scope = trio.CancelScope()
+        ended = False
+
+        def end(outcome: BackendReply | Exception) -> None:
+            nonlocal ended
+            if not ended:
+                ended = True
+                done(outcome)
+
+        async def run_it() -> None:
+            with scope:
+                try:
+                    reply: BackendReply | Exception = await self.execute(
+                        cdb, bytes(data_out), read_length, attr, direction)
+                except Exception as exc:  # BackendDown / BackendFault, as the real one
+                    reply = exc
+                end(reply)
+
+        nursery.start_soon(run_it)
+
+        def cancel() -> None:
+            if not ended:
+                self.aborted += 1
+                scope.cancel()
+                end(BackendDown("aborted"))
+
+        return cancel

@@ -54,7 +54,9 @@ log = logging.getLogger(__name__)
 #: login (TCP connect included) must finish within this (seconds)
 LOGIN_TIMEOUT = 10.0
 _ABORT_TASK = 1
+_ABORT_TASK_SET = 2
 _LOGICAL_UNIT_RESET = 5
+_FUNCTION_COMPLETE = 0
 
 
 def _chap(spec: BackendSpec) -> InitiatorChap | None:
@@ -89,6 +91,16 @@ class IscsiBackend(LinkState):
         self._timed_out: set[int] = set()
         self._resets = 0
         self._reset_wanted = trio.Event()
+        #: a LOGICAL UNIT RESET is on its way to the backend (it ends every
+        #: command there: no abort of its own is sent meanwhile)
+        self._resetting = False
+        #: commands given up while a reset was due: it ends them, or, if it
+        #: fails, they are aborted one by one after it
+        self._after_reset: list[tuple[Initiator, int]] = []
+        #: commands given up since the abort task last ran (see _abort_later)
+        self._batch: _AbortBatch | None = None
+        #: how the last aborts were sent (tests and logs read it)
+        self.aborts_sent = {"task": 0, "task_set": 0}
         self._closed = False
         #: how many times it has logged in (tests and the admin plane read it)
         self.logins = 0
@@ -179,15 +191,38 @@ class IscsiBackend(LinkState):
             self._reset_wanted = trio.Event()
             while self._resets:
                 self._resets -= 1
-                with trio.move_on_after(self.spec.command_timeout):
-                    try:
-                        response = await ini.task_management(_LOGICAL_UNIT_RESET, self.spec.lun)
-                    except InitiatorError as exc:
-                        log.warning("pass-through backend %s: LUN reset failed: %s",
-                                    self.spec.url, exc)  # fmt: skip
+                self._resetting = True
+                try:
+                    complete = await self._reset(ini)
+                finally:
+                    self._resetting = False
+                left, self._after_reset = self._after_reset, []
+                for owner, itt in left:
+                    if complete and owner is ini:
+                        owner.forget(itt)  # (ended by the reset)
                     else:
-                        log.info("pass-through backend %s: LUN reset, response %d",
-                                 self.spec.url, response)  # fmt: skip
+                        self._abort_later(owner, itt)
+
+    async def _reset(self, ini: Initiator) -> bool:
+        """LOGICAL UNIT RESET at the backend. It ends every command we had
+        there without an answer (SAM): those still waiting when it is
+        complete end BackendDown (retryable) now, not at the watchdog.
+        True when the backend said it is complete."""
+        with trio.move_on_after(self.spec.command_timeout):
+            ended = ini.sent_commands()  # (what the reset reaches: taken as it is sent)
+            try:
+                response = await ini.task_management(_LOGICAL_UNIT_RESET, self.spec.lun)
+            except InitiatorError as exc:
+                log.warning("pass-through backend %s: LUN reset failed: %s",
+                            self.spec.url, exc)  # fmt: skip
+                return False
+            log.info("pass-through backend %s: LUN reset, response %d",
+                     self.spec.url, response)  # fmt: skip
+            if response == _FUNCTION_COMPLETE:
+                for itt in ended:
+                    ini.forget(itt)
+                return True
+        return False
 
     # --- what the device asks -------------------------------------------------
     def reset_lu(self) -> None:
@@ -195,6 +230,37 @@ class IscsiBackend(LinkState):
             return  # a new session is a fresh nexus anyway
         self._resets += 1
         self._reset_wanted.set()
+
+    def start(
+        self, cdb: bytes, data_out: Buffer, read_length: int, attr: TaskAttribute,
+        direction: DataDirection | None, done: Callable[[BackendReply | Exception], object],
+    ) -> Callable[[], None] | None:
+        """``execute`` without a task: the command is queued now and ``done``
+        is called once, from the initiator's reader, with the reply or the
+        BackendDown / BackendFault ``execute`` would raise. Returns the
+        function that aborts it (``done`` hears BackendDown at once, the
+        backend an ABORT TASK), or None when it cannot be queued now (not
+        connected, no slot free): ``execute`` then waits or says why."""
+        ini = self._ini
+        if ini is None or not self._up:
+            return None
+        slots = self._slots
+        try:
+            slots.acquire_nowait()
+        except trio.WouldBlock:
+            return None
+        command = _Forwarded(self, ini, done)
+        try:
+            itt = ini.submit(self.spec.lun, cdb, data_out, read_length, attr,
+                             read=direction == DataDirection.READ or None,
+                             write=direction == DataDirection.WRITE or None,
+                             done=command.complete)  # fmt: skip
+        except (ConnectionLost, RuntimeError):
+            slots.release()
+            return None
+        command.itt = itt
+        self._started[itt] = self._tick
+        return command.cancel
 
     async def execute(
         self, cdb: bytes, data_out: Buffer, read_length: int, attr: TaskAttribute,
@@ -209,14 +275,7 @@ class IscsiBackend(LinkState):
             result = await self._execute(cdb, data_out, read_length, attr, direction)
         finally:
             slots.release()
-        if result.response != 0:  # iSCSI "target failure": the command did not run
-            raise BackendDown(f"iSCSI response {result.response:#x}")
-        residual = 0
-        if result.residual_underflow:
-            residual = result.residual_count
-        elif result.residual_overflow:
-            residual = -result.residual_count
-        return BackendReply(result.status, result.sense, result.payload, residual)
+        return _reply(result)
 
     async def _execute(
         self, cdb: bytes, data_out: Buffer, read_length: int, attr: TaskAttribute,
@@ -269,14 +328,66 @@ class IscsiBackend(LinkState):
                 return
 
     def _abort_later(self, ini: Initiator, itt: int) -> None:
+        """A command whose caller went away (ABORT TASK, a task-set TMF, a
+        reset or a lost nexus at pyscst): aborted at the backend soon.
+        Commands given up together (a TMF cancels its tasks in one step) are
+        aborted together, by :meth:`_abort_batch`."""
         nursery = self._nursery
         if nursery is None:
             ini.forget(itt)
             return
-        nursery.start_soon(self._abort, ini, itt)
+        if ini.withdraw(itt):
+            return  # never sent: nothing to abort
+        batch = self._batch
+        if batch is None or batch.ini is not ini:
+            batch = self._batch = _AbortBatch(ini)
+            nursery.start_soon(self._abort_batch, batch)
+        batch.itts.append(itt)
+
+    async def _abort_batch(self, batch: _AbortBatch) -> None:
+        """Abort what was given up in one step, as the backend's one nexus
+        (pyscst's session) allows: the backend cannot tell our initiators
+        apart, so its task-set function (ABORT TASK SET) would hit every
+        command we have there. It is sent only when that is exactly the
+        commands to abort (every one we have outstanding there); otherwise
+        one ABORT TASK each. During a LOGICAL UNIT RESET nothing is sent:
+        the reset ends them all."""
+        if self._batch is batch:
+            self._batch = None
+        ini = batch.ini
+        if self._resetting or self._resets:
+            # the reset ends them when it is complete (else they are aborted after it)
+            self._after_reset += [(ini, itt) for itt in batch.itts]
+            return
+        outstanding = ini.sent_commands()
+        itts = []
+        for itt in batch.itts:
+            if itt in outstanding:
+                itts.append(itt)
+            else:
+                ini.forget(itt)  # answered meanwhile: nothing to abort
+        if not itts:
+            return
+        if len(itts) > 1 and outstanding == set(itts):
+            with trio.move_on_after(self.spec.command_timeout):
+                try:
+                    response = await ini.task_management(_ABORT_TASK_SET, self.spec.lun)
+                except InitiatorError:
+                    response = _FUNCTION_COMPLETE  # the connection went: they went with it
+                if response == _FUNCTION_COMPLETE:
+                    self.aborts_sent["task_set"] += 1
+                    for itt in itts:
+                        ini.forget(itt)
+                    return
+                log.info("pass-through backend %s: ABORT TASK SET answered %d; aborting "
+                         "task by task", self.spec.url, response)  # fmt: skip
+        async with trio.open_nursery() as nursery:
+            for itt in itts:
+                nursery.start_soon(self._abort, ini, itt)
 
     async def _abort(self, ini: Initiator, itt: int) -> None:
-        """ABORT TASK at the backend for a command whose caller went away."""
+        """ABORT TASK at the backend for one command."""
+        self.aborts_sent["task"] += 1
         with trio.move_on_after(self.spec.command_timeout):
             try:
                 await ini.task_management(_ABORT_TASK, self.spec.lun, referenced_task_tag=itt)
@@ -290,6 +401,88 @@ class IscsiBackend(LinkState):
         if ini is not None:
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await ini.close()
+
+
+def _reply(result: Result) -> BackendReply:
+    """The device's view of how the backend ended a command."""
+    if result.response != 0:  # iSCSI "target failure": the command did not run
+        raise BackendDown(f"iSCSI response {result.response:#x}")
+    residual = 0
+    if result.residual_underflow:
+        residual = result.residual_count
+    elif result.residual_overflow:
+        residual = -result.residual_count
+    return BackendReply(result.status, result.sense, result.payload, residual)
+
+
+class _AbortBatch:
+    """Commands of one session given up in one step, to abort together."""
+
+    __slots__ = ("ini", "itts")
+
+    def __init__(self, ini: Initiator) -> None:
+        self.ini = ini
+        self.itts: list[int] = []
+
+
+class _Forwarded:
+    """One command queued by :meth:`IscsiBackend.start`: its slot, its
+    watchdog stamp, and the one call of ``done`` (on completion, or at once
+    on an abort, whichever comes first)."""
+
+    __slots__ = ("_backend", "_done", "_ini", "itt")
+
+    def __init__(
+        self, backend: IscsiBackend, ini: Initiator,
+        done: Callable[[BackendReply | Exception], object],
+    ) -> None:  # fmt: skip
+        self._backend = backend
+        self._ini = ini
+        self._done: Callable[[BackendReply | Exception], object] | None = done
+        self.itt = -1
+
+    def _end(self) -> Callable[[BackendReply | Exception], object] | None:
+        done, self._done = self._done, None
+        if done is not None:
+            backend = self._backend
+            backend._started.pop(self.itt, None)
+            backend._slots.release()
+        return done
+
+    def complete(self, result: Result | None, error: BaseException | None) -> None:
+        done = self._end()
+        if done is None:
+            return  # aborted: its caller has heard already
+        outcome: BackendReply | Exception
+        if result is not None and result.response == 0 and not (
+            result.residual_underflow or result.residual_overflow
+        ):
+            done(BackendReply(result.status, result.sense, result.payload))  # (the usual)
+            return
+        if isinstance(error, ConnectionLost):
+            timed_out = self.itt in self._backend._timed_out
+            outcome = BackendDown("the backend did not answer in time" if timed_out
+                                  else str(error))  # fmt: skip
+        elif isinstance(error, CommandRejected):
+            outcome = BackendFault(f"the backend rejected the command: {error}")
+        elif error is not None:  # e.g. Data-In beyond what we asked
+            outcome = BackendFault(str(error))
+        else:
+            assert result is not None
+            try:
+                outcome = _reply(result)
+            except BackendDown as exc:
+                outcome = exc
+        done(outcome)
+
+    def cancel(self) -> None:
+        """The caller gave up (ABORT TASK, a reset, a lost nexus at pyscst):
+        it hears BackendDown now; the backend hears ABORT TASK."""
+        done = self._end()
+        if done is None:
+            return
+        self._backend._abort_later(self._ini, self.itt)
+        done(BackendDown("aborted"))
 
 
 def connect_iscsi(spec: BackendSpec) -> IscsiBackend:

@@ -26,6 +26,8 @@ lock is needed.
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 import os
 from collections import deque
@@ -46,17 +48,20 @@ from pyscst.transports.iscsi.chap import (
     initiator_answer,
     verify_target,
 )
+from pyscst.transports.iscsi.digest import digest_bytes
+from pyscst.transports.iscsi.iovec import unsent
 from pyscst.transports.iscsi.pdu import (
     R2T,
     RESERVED_TAG,
+    Buffer,
     DataIn,
-    DataOut,
     LoginRequest,
     LoginResponse,
     LogoutRequest,
     LogoutResponse,
     NopIn,
     NopOut,
+    Opcode,
     PduReader,
     ProtocolError,
     Reject,
@@ -66,16 +71,24 @@ from pyscst.transports.iscsi.pdu import (
     TaskManagementResponse,
     TextRequest,
     TextResponse,
+    padding,
     sn_add,
-    sn_gt,
     sn_lte,
 )
+from pyscst.transports.iscsi.pdu_types import BHS_STRUCT, COMMAND_STRUCT
 from pyscst.transports.iscsi.textkeys import decode_text, encode_text
+
+log = logging.getLogger(__name__)
 
 DEFAULT_INITIATOR_NAME = "iqn.2026-11.org.pyscst:test"
 #: our MaxRecvDataSegmentLength: what the target may put in one PDU to us
 DEFAULT_MAX_RECV = 262144
 _RECEIVE_SIZE = 1 << 18
+#: buffers per writev (Linux's UIO_MAXIOV)
+_IOV_MAX = 1024
+_FINAL = 0x80
+_SN_MOD = 1 << 32
+_SN_HALF = 1 << 31
 
 
 class InitiatorError(Exception):
@@ -145,27 +158,82 @@ def _random_isid() -> int:
     return (0x80 << 40) | int.from_bytes(os.urandom(3), "big")
 
 
-@attrs.define
-class _Task:
-    """One outstanding request, owned by the reader task once sent."""
+#: what a command submitted with a callback hears when it ends: its Result,
+#: or None and the error
+Completion = Callable[["Result | None", "BaseException | None"], object]
+_NO_DATA = memoryview(b"")
 
-    itt: int
-    kind: type
-    lun: int = 0
-    data_out: memoryview = attrs.field(factory=lambda: memoryview(b""))
-    read_buf: bytearray = attrs.field(factory=bytearray)
-    received: int = 0
-    done: trio.Event = attrs.field(factory=trio.Event)
-    result: Any = None
-    error: BaseException | None = None
-    #: Text Response continuation state
-    text: bytearray = attrs.field(factory=bytearray)
+
+class _Task:
+    """One outstanding request, owned by the reader task once sent.
+
+    It ends exactly once (:meth:`finish`): a caller awaiting it is woken (the
+    event is made only when someone waits), or a command submitted with a
+    callback has it called right there, in the reader (no task wakes up per
+    command: what the pass-through backend forwards at queue depth 32).
+    """
+
+    __slots__ = ("callback", "data_out", "error", "event", "finished", "itt", "kind", "lun",
+                 "read_buf", "read_length", "received", "result", "text", "view")  # fmt: skip
+
+    def __init__(self, itt: int, kind: type, lun: int = 0) -> None:
+        self.itt = itt
+        self.kind = kind
+        self.lun = lun
+        self.data_out = _NO_DATA
+        self.read_length = 0
+        #: the data-in, copied here when it came in pieces (made on first use)
+        self.read_buf: bytearray | None = None
+        #: the data-in when it came whole in one Data-In: a view of what was read
+        self.view: memoryview | None = None
+        self.received = 0
+        self.finished = False
+        self.event: trio.Event | None = None
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.callback: Callable[[_Task], object] | None = None
+        #: Text Response continuation state
+        self.text = bytearray()
 
     def finish(self, result: Any = None, error: BaseException | None = None) -> None:
-        if not self.done.is_set():
-            self.result = result
-            self.error = error
-            self.done.set()
+        if self.finished:
+            return
+        self.finished = True
+        self.result = result
+        self.error = error
+        if self.event is not None:
+            self.event.set()
+        callback = self.callback
+        if callback is not None:
+            self.callback = None
+            callback(self)
+
+    def data_in(self) -> memoryview:
+        """The data-in received, as one view (no copy)."""
+        view = self.view
+        if view is not None:
+            return view
+        buf = self.read_buf
+        return memoryview(buf)[: self.received] if buf is not None else _NO_DATA
+
+    def put(self, offset: int, data: Buffer) -> None:
+        """Take one Data-In's payload: kept as it came when it is the whole
+        data-in, else copied into the read buffer."""
+        end = offset + len(data)
+        if offset == 0 and not self.received and self.read_buf is None:
+            self.view = data if isinstance(data, memoryview) else memoryview(data)
+            self.received = end
+            return
+        buf = self.read_buf
+        if buf is None:
+            buf = self.read_buf = bytearray(self.read_length)
+            view = self.view
+            if view is not None:  # a first piece kept whole: the second joins it
+                buf[: len(view)] = view
+                self.view = None
+        buf[offset:end] = data
+        if end > self.received:
+            self.received = end
 
 
 class Initiator:
@@ -201,8 +269,17 @@ class Initiator:
         self._next_itt = 1
         self._tasks: dict[int, _Task] = {}
         #: built-but-unsent non-immediate requests waiting for the CmdSN window
-        self._pending: deque[tuple[_Task, Callable[[int], list[bytes]]]] = deque()
-        self._out_send, self._out_recv = trio.open_memory_channel[bytes](math.inf)
+        self._pending: deque[tuple[_Task, Callable[[int], list[Buffer]]]] = deque()
+        #: what waits to be written (headers, payload views), in order; the
+        #: writer task takes all of it per ``writev``, woken once per batch
+        self._out: list[Buffer] = []
+        self._writer_task: trio.lowlevel.Task | None = None
+        self._out_closed = False
+        #: a direct write is allowed (see _emit): once per chunk read
+        self._direct_ok = True
+        self._fd = stream.socket.fileno()
+        #: LUN number -> the LUN field of our PDUs
+        self._lun_fields: dict[int, int] = {}
         self._unsolicited_send, self._unsolicited_recv = trio.open_memory_channel[
             pdu.Pdu | ProtocolError
         ](math.inf)
@@ -453,6 +530,7 @@ class Initiator:
             await self._nursery_cm.__aexit__(None, None, None)
             return None
         finally:
+            self._close_output()  # (no write may reach the descriptor once closed)
             self._fail_all(ConnectionLost("initiator closed"))
             with trio.CancelScope(shield=True):
                 await self.stream.aclose()
@@ -460,6 +538,7 @@ class Initiator:
     async def close(self) -> None:
         """Drop the connection without logging out."""
         self._closed = True
+        self._close_output()
         await self.stream.aclose()
 
     # ------------------------------------------------------------ SCSI commands
@@ -475,21 +554,38 @@ class Initiator:
         *,
         read: bool | None = None,
         write: bool | None = None,
+        done: Completion | None = None,
     ) -> int:
         """Queue a SCSI command; returns its ITT for :meth:`wait`.
 
         ``lun`` is a LUN number (0..16383). Commands go out in submission
         order as the target's CmdSN window allows. ``read`` / ``write`` set
         the R / W bits when the lengths alone would not (a read of 0 bytes).
+        With ``done``, nobody waits: ``done(result, None)`` or ``done(None,
+        error)`` is called once, from the reader (it must not raise), and
+        the command is no longer tracked after it (not for :meth:`wait`).
         """
         if self._nursery is None:
             raise RuntimeError("Initiator.submit before `async with`: nothing would send it")
         task = self._new_task(ScsiCommand, lun=lun)
-        task.data_out = memoryview(data_out).cast("B") if len(data_out) else memoryview(b"")
-        task.read_buf = bytearray(read_length)
-        lun_field = int.from_bytes(encode_lun(lun), "big")
+        if len(data_out):
+            view = data_out if isinstance(data_out, memoryview) else memoryview(data_out)
+            task.data_out = view if view.format == "B" and view.ndim == 1 else view.cast("B")
+        task.read_length = read_length
+        if done is not None:
+            task.callback = functools.partial(self._completed, done)
+        lun_field = self._lun_fields.get(lun)
+        if lun_field is None:
+            lun_field = self._lun_fields[lun] = int.from_bytes(encode_lun(lun), "big")
+        cmdsn = self.cmdsn
+        if not immediate and not self._pending and (self.maxcmdsn - cmdsn) % _SN_MOD < _SN_HALF:
+            # the window is open and nothing waits before it: out now (the
+            # common case; no closure kept for later)
+            self.cmdsn = (cmdsn + 1) & 0xFFFFFFFF
+            self._emit(self._build_command(task, lun_field, cdb, attr, False, cmdsn, read, write))
+            return task.itt
 
-        def build(cmdsn: int) -> list[bytes]:
+        def build(cmdsn: int) -> list[Buffer]:
             return self._build_command(task, lun_field, cdb, attr, immediate, cmdsn, read, write)
 
         self._queue(task, build, immediate)
@@ -503,12 +599,45 @@ class Initiator:
         result: Result = await self._await(task)
         return result
 
+    def _completed(self, done: Completion, task: _Task) -> None:
+        """A command submitted with a callback ended: untracked, then told."""
+        if self._tasks.get(task.itt) is task:
+            del self._tasks[task.itt]
+        error = task.error
+        try:
+            if error is not None:
+                done(None, error)
+            else:
+                done(task.result, None)
+        except Exception:  # (a bug there must not take the reader, and the session, down)
+            log.exception("completion of command %#x failed", task.itt)
+
     def forget(self, itt: int) -> None:
         """Stop tracking a command its caller gave up on (after an ABORT TASK):
         whatever the target still sends for it goes to :meth:`recv_pdu`."""
         task = self._tasks.pop(itt, None)
         if task is not None:
             task.finish(error=ConnectionLost("forgotten"))
+
+    def sent_commands(self) -> set[int]:
+        """ITTs of the SCSI commands on the wire and not answered yet (what a
+        task-set TMF sent now would reach: those queued behind the CmdSN
+        window are not, they get a later CmdSN)."""
+        unsent = {task.itt for task, _ in self._pending}
+        return {
+            itt
+            for itt, task in self._tasks.items()
+            if task.kind is ScsiCommand and not task.finished and itt not in unsent
+        }
+
+    def withdraw(self, itt: int) -> bool:
+        """Take back a command still waiting for the CmdSN window (never
+        sent: nothing to abort at the target); False if it went out."""
+        task = self._tasks.get(itt)
+        if task is None or not any(queued is task for queued, _ in self._pending):
+            return False
+        self.forget(itt)  # (finished: _pump skips it)
+        return True
 
     async def execute(
         self,
@@ -525,7 +654,7 @@ class Initiator:
     def _build_command(
         self, task: _Task, lun_field: int, cdb: bytes, attr: int, immediate: bool, cmdsn: int,
         read: bool | None = None, write: bool | None = None,
-    ) -> list[bytes]:
+    ) -> list[Buffer]:
         p = self.params
         data = task.data_out
         total = len(data)
@@ -533,11 +662,28 @@ class Initiator:
         immediate_len = (
             min(unsolicited_limit, p.target_max_recv_data_segment_length) if p.immediate_data else 0
         )
-        read_length = len(task.read_buf)
+        read_length = task.read_length
+        final = (total == 0 or immediate_len == total or p.initial_r2t
+                 or immediate_len == unsolicited_limit)  # fmt: skip
+        if len(cdb) <= 16 and not (total and read_length):
+            # the usual command: its header packed at once, its immediate data
+            # a view of the caller's buffer (never copied on the way out)
+            b1 = ((_FINAL if final else 0)
+                  | (0x40 if (read_length > 0 if read is None else read) else 0)
+                  | (0x20 if (total > 0 if write is None else write) else 0)
+                  | (attr & 0x07))  # fmt: skip
+            header = COMMAND_STRUCT.pack(
+                Opcode.SCSI_COMMAND | (0x40 if immediate else 0), b1, 0, 0, immediate_len,
+                lun_field, task.itt, total if total else read_length, cmdsn, self.expstatsn,
+                cdb if len(cdb) == 16 else cdb.ljust(16, b"\x00"),
+            )  # fmt: skip
+            wire = self._frame(header, data[:immediate_len])
+            if not p.initial_r2t and unsolicited_limit > immediate_len:
+                wire += self._data_outs(task, RESERVED_TAG, immediate_len, unsolicited_limit)
+            return wire
         command = ScsiCommand(
             immediate=immediate,
-            final=total == 0 or immediate_len == total or p.initial_r2t
-            or immediate_len == unsolicited_limit,
+            final=final,
             read=read_length > 0 if read is None else read,
             write=total > 0 if write is None else write,
             attr=attr,
@@ -552,26 +698,51 @@ class Initiator:
         if total and read_length:  # bidirectional: read length goes in an AHS
             bidi = (5).to_bytes(2, "big") + bytes((2, 0)) + read_length.to_bytes(4, "big")
             command = attrs.evolve(command, ahs=bidi)
-        out = [pdu.encode_pdu(command, p.header_digest, p.data_digest)]
+        out: list[Buffer] = [pdu.encode_pdu(command, p.header_digest, p.data_digest)]
         if not p.initial_r2t and unsolicited_limit > immediate_len:
             out += self._data_outs(task, RESERVED_TAG, immediate_len, unsolicited_limit)
         return out
 
-    def _data_outs(self, task: _Task, ttt: int, start: int, end: int) -> list[bytes]:
-        """One Data-Out sequence for bytes [start, end) of the task's data."""
-        out: list[bytes] = []
+    def _frame(self, header: bytes, data: Buffer) -> list[Buffer]:
+        """A header and its data segment as buffers for ``writev`` (digests and
+        padding added as negotiated): the payload is a view, not a copy."""
+        p = self.params
+        n = len(data)
+        if not n and not p.header_digest:
+            return [header]
+        out: list[Buffer] = [header]
+        if p.header_digest:
+            out.append(digest_bytes(header))
+        if n:
+            out.append(data)
+            pad = padding(n)
+            if pad:
+                out.append(pad)
+            if p.data_digest:
+                out.append(digest_bytes(data, pad))
+        return out
+
+    def _data_outs(self, task: _Task, ttt: int, start: int, end: int) -> list[Buffer]:
+        """One Data-Out sequence for bytes [start, end) of the task's data
+        (headers, and views of the task's buffer)."""
+        out: list[Buffer] = []
         step = self.params.target_max_recv_data_segment_length
         lun_field = int.from_bytes(encode_lun(task.lun), "big")
         datasn = 0
         offset = start
+        data = task.data_out
+        expstatsn = self.expstatsn
+        plain = not (self.params.header_digest or self.params.data_digest)
+        pack = BHS_STRUCT.pack
+        itt = task.itt
         while offset < end:
             n = min(step, end - offset)
-            p = DataOut(
-                final=offset + n >= end, lun=lun_field, itt=task.itt, ttt=ttt,
-                expstatsn=self.expstatsn, datasn=datasn, buffer_offset=offset,
-                data=task.data_out[offset : offset + n],
-            )  # fmt: skip
-            out.append(pdu.encode_pdu(p, self.params.header_digest, self.params.data_digest))
+            header = pack(Opcode.DATA_OUT, _FINAL if offset + n >= end else 0, 0, 0, n,
+                          lun_field, itt, ttt, 0, expstatsn, 0, datasn, offset, 0)  # fmt: skip
+            if plain and not n & 3:  # (no digest, no padding: the header and a view)
+                out += (header, data[offset : offset + n])
+            else:
+                out += self._frame(header, data[offset : offset + n])
             datasn += 1
             offset += n
         return out
@@ -586,7 +757,7 @@ class Initiator:
         task = self._new_task(TaskManagementRequest, lun=lun)
         lun_field = int.from_bytes(encode_lun(lun), "big")
 
-        def build(cmdsn: int) -> list[bytes]:
+        def build(cmdsn: int) -> list[Buffer]:
             req = TaskManagementRequest(
                 immediate=True, function=function, lun=lun_field, itt=task.itt,
                 referenced_task_tag=referenced_task_tag, cmdsn=cmdsn, expstatsn=self.expstatsn,
@@ -602,7 +773,7 @@ class Initiator:
         """NOP-Out ping (immediate); returns the NOP-In's echoed data."""
         task = self._new_task(NopOut)
 
-        def build(cmdsn: int) -> list[bytes]:
+        def build(cmdsn: int) -> list[Buffer]:
             ping = NopOut(
                 immediate=True, itt=task.itt, ttt=RESERVED_TAG, cmdsn=cmdsn,
                 expstatsn=self.expstatsn, data=data,
@@ -617,7 +788,7 @@ class Initiator:
         """A Text Request exchange (following C-bit continuations)."""
         task = self._new_task(TextRequest)
 
-        def build(cmdsn: int) -> list[bytes]:
+        def build(cmdsn: int) -> list[Buffer]:
             req = TextRequest(
                 final=True, itt=task.itt, ttt=RESERVED_TAG, cmdsn=cmdsn,
                 expstatsn=self.expstatsn, data=encode_text(pairs),
@@ -642,7 +813,7 @@ class Initiator:
         """Logout (close the session by default); the connection is then closed."""
         task = self._new_task(LogoutRequest)
 
-        def build(cmdsn: int) -> list[bytes]:
+        def build(cmdsn: int) -> list[Buffer]:
             req = LogoutRequest(
                 immediate=True, reason_code=reason_code, itt=task.itt, cid=0, cmdsn=cmdsn,
                 expstatsn=self.expstatsn,
@@ -652,6 +823,7 @@ class Initiator:
         self._queue(task, build, True)
         response: LogoutResponse = await self._await(task)
         self._closed = True
+        self._close_output()
         await self.stream.aclose()
         return response
 
@@ -659,12 +831,12 @@ class Initiator:
 
     async def send_raw(self, data: bytes) -> None:
         """Queue raw bytes on the wire as they are (no digests added)."""
-        self._out_send.send_nowait(data)
+        self._emit([data])
 
     async def send_pdu(self, p: pdu.Pdu) -> None:
         """Queue any PDU, encoded with the session's digests. CmdSN and
         ExpStatSN are the caller's business (see ``cmdsn``/``expstatsn``)."""
-        self._out_send.send_nowait(self._encode(p))
+        self._emit([self._encode(p)])
 
     async def recv_pdu(self) -> pdu.Pdu | ProtocolError:
         """The next PDU no outstanding request claimed (Reject, Async, ...)."""
@@ -693,10 +865,9 @@ class Initiator:
         self._tasks[task.itt] = task
         return task
 
-    def _queue(self, task: _Task, build: Callable[[int], list[bytes]], immediate: bool) -> None:
+    def _queue(self, task: _Task, build: Callable[[int], list[Buffer]], immediate: bool) -> None:
         if immediate:
-            for wire in build(self.cmdsn):
-                self._out_send.send_nowait(wire)
+            self._emit(build(self.cmdsn))
         else:
             self._pending.append((task, build))
             self._pump()
@@ -705,19 +876,23 @@ class Initiator:
         """Send queued non-immediate requests while CmdSN <= MaxCmdSN."""
         while self._pending and sn_lte(self.cmdsn, self.maxcmdsn):
             task, build = self._pending.popleft()
-            if task.done.is_set():
+            if task.finished:
                 continue
             cmdsn = self.cmdsn
             self.cmdsn = sn_add(cmdsn, 1)
-            for wire in build(cmdsn):
-                self._out_send.send_nowait(wire)
+            self._emit(build(cmdsn))
 
     async def _await(self, task: _Task) -> Any:
-        try:
-            await task.done.wait()
-        finally:
-            if task.done.is_set():
-                self._tasks.pop(task.itt, None)
+        if not task.finished:
+            if task.event is None:
+                task.event = trio.Event()
+            try:
+                await task.event.wait()
+            finally:
+                if task.finished:
+                    self._tasks.pop(task.itt, None)
+        else:
+            self._tasks.pop(task.itt, None)
         if task.error is not None:
             raise task.error
         return task.result
@@ -727,18 +902,68 @@ class Initiator:
             task.finish(error=error)
         self._pending.clear()
 
+    def _emit(self, buffers: list[Buffer]) -> None:
+        """Queue bytes for the writer (synchronous: queue order is wire order).
+        The first after the writer emptied the queue wakes it; it writes all
+        that was queued meanwhile, so every command sent while a caller works
+        through a batch goes out in one ``writev``."""
+        if self._out_closed:
+            return
+        writer = self._writer_task
+        if writer is not None and not self._out and self._direct_ok:
+            # the writer idles: the first since the last answer goes out now,
+            # one writev and no wake-up of the writer (a lone command, the
+            # common case below queue depth 32); what follows it before the
+            # next answer is read is batched by the writer as usual
+            self._direct_ok = False
+            try:
+                sent = os.writev(self._fd, buffers[:_IOV_MAX])
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                sent = 0  # (the writer finds the error and fails the session)
+            rest = unsent(buffers, sent)
+            if not rest:
+                return
+            buffers = rest
+        self._out += buffers
+        if writer is not None:
+            self._writer_task = None
+            trio.lowlevel.reschedule(writer)
+
+    def _close_output(self) -> None:
+        self._out_closed = True
+        self._out = []
+        writer = self._writer_task
+        if writer is not None:
+            self._writer_task = None
+            trio.lowlevel.reschedule(writer)
+
     async def _writer_loop(self) -> None:
+        fd = self.stream.socket.fileno()
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self._writer_task = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
         try:
-            async for first in self._out_recv:
-                batch = [first]
-                while True:
+            while not self._out_closed:
+                batch = self._out
+                if not batch:
+                    self._writer_task = trio.lowlevel.current_task()
+                    await trio.lowlevel.wait_task_rescheduled(abort)
+                    continue
+                self._out = []
+                while batch:
                     try:
-                        batch.append(self._out_recv.receive_nowait())
-                    except trio.WouldBlock:
-                        break
-                await self.stream.send_all(b"".join(batch) if len(batch) > 1 else first)
+                        sent = os.writev(fd, batch[:_IOV_MAX])
+                    except BlockingIOError:
+                        await trio.lowlevel.wait_writable(fd)
+                        continue
+                    batch = unsent(batch, sent)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._lost = exc
+            self._out_closed = True
             self._fail_all(ConnectionLost(f"send failed: {exc!r}"))
 
     async def _reader_loop(self) -> None:
@@ -751,27 +976,30 @@ class Initiator:
                 if not data:
                     break
                 reader.feed(data)
+                self._direct_ok = True
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._lost = exc
         self._lost = self._lost or ConnectionLost("connection closed by target")
+        self._close_output()
         self._fail_all(ConnectionLost("connection closed"))
         self._unsolicited_send.close()
 
     # ------------------------------------------------------------- dispatch
 
     def _track(self, statsn: int | None, expcmdsn: int, maxcmdsn: int) -> None:
-        if statsn is not None and sn_lte(self.expstatsn, statsn):
-            self.expstatsn = sn_add(statsn, 1)
-        if sn_lte(sn_add(expcmdsn, -1), maxcmdsn):  # else: ignore (RFC 7143 4.2.2.1)
-            if sn_gt(maxcmdsn, self.maxcmdsn):
+        # (serial arithmetic inlined, RFC 1982: a <= b iff (b - a) mod 2**32 < 2**31)
+        if statsn is not None and (statsn - self.expstatsn) % _SN_MOD < _SN_HALF:
+            self.expstatsn = (statsn + 1) & 0xFFFFFFFF
+        if (maxcmdsn - expcmdsn + 1) % _SN_MOD < _SN_HALF:  # else: ignore (RFC 7143 4.2.2.1)
+            if 0 < (maxcmdsn - self.maxcmdsn) % _SN_MOD < _SN_HALF:
                 self.maxcmdsn = maxcmdsn
-            if sn_gt(expcmdsn, self.expcmdsn):
+            if 0 < (expcmdsn - self.expcmdsn) % _SN_MOD < _SN_HALF:
                 self.expcmdsn = expcmdsn
         if self._pending:
             self._pump()
 
     def _dispatch(self, event: pdu.Pdu | ProtocolError) -> None:
-        if isinstance(event, DataIn):
+        if type(event) is DataIn:
             self._track(event.statsn if event.status_present else None,
                         event.expcmdsn, event.maxcmdsn)  # fmt: skip
             self._on_data_in(event)
@@ -814,13 +1042,23 @@ class Initiator:
         if task is None or task.kind is not ScsiCommand:
             self._unsolicited_send.send_nowait(p)
             return
-        buf = task.read_buf
-        end = p.buffer_offset + len(p.data)
-        if end > len(buf):
+        data = p.data
+        offset = p.buffer_offset
+        end = offset + len(data)
+        if end > task.read_length:
             task.finish(error=InitiatorError(f"Data-In past the buffer end ({end})"))
             return
-        buf[p.buffer_offset : end] = p.data
-        task.received = max(task.received, end)
+        if (offset == 0 and p.status_present and self.zero_copy_reads
+                and task.read_buf is None and task.view is None):  # fmt: skip
+            # the usual read to pass on: all of it in this one PDU, kept as read
+            task.finish(Result(
+                status=p.status, sense=b"", data=b"",
+                view=data if isinstance(data, memoryview) else memoryview(data),
+                residual_overflow=p.overflow, residual_underflow=p.underflow,
+                residual_count=p.residual_count,
+            ))  # fmt: skip
+            return
+        task.put(offset, data)
         if p.status_present:
             task.finish(
                 Result(
@@ -847,12 +1085,14 @@ class Initiator:
 
     def _read_copy(self, task: _Task) -> bytes:
         """A command's data-in, copied (empty with ``zero_copy_reads``)."""
-        return b"" if self.zero_copy_reads else bytes(task.read_buf[: task.received])
+        return b"" if self.zero_copy_reads else bytes(task.data_in())
 
     def _read_view(self, task: _Task) -> memoryview | None:
-        """With ``zero_copy_reads``: a view of the task's own buffer, which
-        nothing else holds (the pass-through backend hands it on uncopied)."""
-        return memoryview(task.read_buf)[: task.received] if self.zero_copy_reads else None
+        """With ``zero_copy_reads``: the data-in as a view, of the Data-In as
+        it was read when one PDU carried it all, else of the task's own
+        buffer; nothing else holds either (the pass-through backend hands it
+        on uncopied)."""
+        return task.data_in() if self.zero_copy_reads else None
 
     def _on_r2t(self, p: R2T) -> None:
         task = self._tasks.get(p.itt)
@@ -863,8 +1103,7 @@ class Initiator:
         if end > len(task.data_out) or p.desired_data_transfer_length == 0:
             task.finish(error=InitiatorError(f"R2T outside the data: {p}"))
             return
-        for wire in self._data_outs(task, p.ttt, p.buffer_offset, end):
-            self._out_send.send_nowait(wire)
+        self._emit(self._data_outs(task, p.ttt, p.buffer_offset, end))
 
     def _on_nop_in(self, p: NopIn) -> None:
         if p.ttt != RESERVED_TAG:  # the target pings: answer with the same TTT
@@ -875,7 +1114,7 @@ class Initiator:
                 immediate=True, lun=p.lun, itt=RESERVED_TAG, ttt=p.ttt, cmdsn=self.cmdsn,
                 expstatsn=self.expstatsn, data=p.data,
             )  # fmt: skip
-            self._out_send.send_nowait(self._encode(answer))
+            self._emit([self._encode(answer)])
             return
         if p.itt != RESERVED_TAG:
             self._complete(p.itt, p, bytes(p.data))

@@ -12,10 +12,13 @@ tests/e2e/test_passthrough.py.)
 from __future__ import annotations
 
 import struct
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import pytest
 import trio
+import trio.lowlevel
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -31,7 +34,7 @@ from pyscst.devices.passthrough import (
 from pyscst.scsi.command import DataDirection, Nexus, TaskAttribute
 from pyscst.scsi.sense import Asc, ScsiError, Status
 from tests.cdbs import TUR, read10, sense_triplet, write10
-from tests.fake_backend import FakeBackend
+from tests.fake_backend import FakeBackend, QueuingFakeBackend
 from tests.unit.actors.test_task_set import NEXUS_A, NEXUS_B, Recorder, command, wait_answers
 
 RESERVE6 = bytes((0x16, 0, 0, 0, 0, 0))
@@ -39,15 +42,36 @@ WRITE_SAME10 = bytes((0x41, 0, 0, 0, 0, 0, 0, 0, 1, 0))
 VENDOR = bytes((0xC5, 0, 0, 0, 0, 0))
 
 
+#: the backend ``passthrough_lu`` makes: every test runs with both (autouse fixture)
+FAKE: type[FakeBackend] = FakeBackend
+
+
+@pytest.fixture(autouse=True, params=["task", "queued"])
+def backend_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test twice: over a backend the device awaits (a task per
+    command), and over one that queues commands synchronously (the iSCSI
+    backend's ``start``: the LU's fast path, answered through a Pending).
+    The middle level's duties must not depend on which."""
+    kind: str = request.param
+    monkeypatch.setattr(sys.modules[__name__], "FAKE",
+                        QueuingFakeBackend if kind == "queued" else FakeBackend)  # fmt: skip
+    return kind
+
+
 @asynccontextmanager
 async def passthrough_lu(
     backend: FakeBackend | None = None,
 ) -> AsyncIterator[tuple[LogicalUnit, PassthroughDevice, FakeBackend]]:
-    backend = backend or FakeBackend()
+    backend = backend or FAKE()
     device = PassthroughDevice("pt", backend)
-    await device.on_connect()
     lu = LogicalUnit("pt", lambda: device, CORE_TABLE)
     async with trio.open_nursery() as nursery:
+        if isinstance(backend, QueuingFakeBackend):
+            await nursery.start(backend.run, device.on_connect)
+            while device.probe is None:
+                await trio.lowlevel.checkpoint()
+        else:
+            await device.on_connect()
         await nursery.start(lu.run)
         yield lu, device, backend
         nursery.cancel_scope.cancel()
@@ -381,3 +405,37 @@ def test_any_cdb_gets_a_row_or_a_scsi_error(cdb: bytes, peripheral: int, known: 
     except ScsiError:
         return
     assert spec.opcode == cdb[0]
+
+
+async def test_a_backend_that_queues_gets_reads_and_writes_without_a_task(
+    backend_kind: str,
+) -> None:
+    """Over the iSCSI backend's ``start``: queued at once, answered from the
+    backend's reply (no LU task); when it cannot queue (queue depth
+    reached), the same command takes the task path and is answered the same."""
+    async with passthrough_lu() as (lu, _, backend):
+        await clear(lu, NEXUS_A)
+        before = backend.started if isinstance(backend, QueuingFakeBackend) else 0
+        assert (await one(lu, write10(3), data_out=b"\x07" * 512))[0] == Status.GOOD
+        status, _, data = await one(lu, read10(3))
+        assert status == Status.GOOD and bytes(data) == b"\x07" * 512
+        if isinstance(backend, QueuingFakeBackend):
+            assert backend.started == before + 2
+            backend.refuse = True
+            status, _, data = await one(lu, read10(3))
+            assert status == Status.GOOD and bytes(data) == b"\x07" * 512
+            assert backend.started == before + 2
+        assert lu.task_count() == 0
+
+
+async def test_a_queued_command_whose_caller_is_aborted_is_aborted_at_the_backend(
+    backend_kind: str,
+) -> None:
+    if backend_kind != "queued":
+        pytest.skip("the queued path's own abort")
+    async with passthrough_lu() as (lu, _, backend):
+        assert isinstance(backend, QueuingFakeBackend)
+        await clear(lu, NEXUS_A)
+        t = await held_at_backend(lu, backend, read10(0), 7)
+        assert await call(lu.mailbox, AbortTask(NEXUS_A, 7)) == TmfResponse.COMPLETE
+        assert backend.aborted == 1 and t.responses == [] and lu.task_count() == 0

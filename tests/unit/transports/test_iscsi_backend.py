@@ -18,12 +18,21 @@ import attrs
 import pytest
 import trio
 
-from pyscst.devices.backend import BackendDown, BackendFault, parse_backend
+from pyscst.devices.backend import BackendDown, BackendFault, BackendReply, parse_backend
 from pyscst.devices.passthrough import PassthroughDevice
-from pyscst.scsi.command import TaskAttribute
+from pyscst.scsi.command import DataDirection, TaskAttribute
 from pyscst.transports.iscsi import pdu
 from pyscst.transports.iscsi.backend import IscsiBackend
-from pyscst.transports.iscsi.pdu import DataIn, LoginRequest, LoginResponse, PduReader, ScsiResponse
+from pyscst.transports.iscsi.pdu import (
+    RESERVED_TAG,
+    DataIn,
+    LoginRequest,
+    LoginResponse,
+    PduReader,
+    ScsiResponse,
+    TaskManagementRequest,
+    TaskManagementResponse,
+)
 from pyscst.transports.iscsi.pdu import ScsiCommand as ScsiCommandPdu
 
 TARGET = "iqn.2026-11.test:hostile"
@@ -39,6 +48,12 @@ class HostileTarget:
         self.mischief: Mischief | None = None
         self.logins = 0
         self.commands: list[bytes] = []
+        #: (function, referenced task tag) of every TMF received
+        self.tmfs: list[tuple[int, int]] = []
+        #: what TMFs are answered (None: never answered)
+        self.tmf_response: int | None = 0
+        #: ITTs of the commands received, in order
+        self.itts: list[int] = []
 
     async def serve(self, stream: trio.SocketStream) -> None:
         reader = PduReader()
@@ -61,9 +76,18 @@ class HostileTarget:
                     )  # fmt: skip
                     await stream.send_all(pdu.encode_pdu(answer))
                     continue
+                if isinstance(event, TaskManagementRequest):
+                    self.tmfs.append((event.function, event.referenced_task_tag))
+                    if self.tmf_response is not None:
+                        statsn += 1
+                        await stream.send_all(pdu.encode_pdu(TaskManagementResponse(
+                            response=self.tmf_response, itt=event.itt, statsn=statsn,
+                            expcmdsn=event.cmdsn, maxcmdsn=event.cmdsn + 16)))  # fmt: skip
+                    continue
                 if not isinstance(event, ScsiCommandPdu):
                     continue
                 self.commands.append(bytes(event.cdb[:1]))
+                self.itts.append(event.itt)
                 statsn += 1
                 wire = self.mischief(event) if self.mischief is not None else None
                 if wire is None:
@@ -204,3 +228,204 @@ async def test_commands_in_flight_toward_the_backend_are_bounded() -> None:
             await trio.sleep(0.3)
             assert len(target.commands) - sent == 2  # the other three wait here
         assert outcomes == ["down"] * 5  # the hung session ends them all, retryably
+
+
+# --- aborts: the backend sees one initiator (us) -------------------------------------
+ABORT_TASK, ABORT_TASK_SET, LOGICAL_UNIT_RESET = 1, 2, 5
+
+
+async def held(target: HostileTarget, backend: IscsiBackend, n: int) -> tuple[
+    list[BackendReply | Exception], list[Callable[[], None]]
+]:  # fmt: skip
+    """``n`` reads queued with ``start`` and held by the target (no answer)."""
+    target.mischief = lambda cmd: b""
+    before = len(target.commands)
+    outcomes: list[BackendReply | Exception] = []
+    cancels = []
+    for _ in range(n):
+        cancel = backend.start(READ10, b"", 512, TaskAttribute.SIMPLE, DataDirection.READ,
+                               outcomes.append)  # fmt: skip
+        assert cancel is not None
+        cancels.append(cancel)
+    with trio.fail_after(5):
+        while len(target.commands) < before + n:
+            await trio.sleep(0.01)
+    return outcomes, cancels
+
+
+async def tmfs_settle(target: HostileTarget, count: int) -> None:
+    with trio.fail_after(5):
+        while len(target.tmfs) < count:
+            await trio.sleep(0.01)
+    await trio.sleep(0.1)  # (and nothing more comes)
+
+
+async def test_every_outstanding_command_aborted_at_once_is_one_abort_task_set() -> None:
+    async with hostile_backend() as (target, backend, _):
+        outcomes, cancels = await held(target, backend, 3)
+        for cancel in cancels:  # (a TMF cancels its task set in one step)
+            cancel()
+        assert [type(o) for o in outcomes] == [BackendDown] * 3  # answered at once
+        await tmfs_settle(target, 1)
+        assert target.tmfs == [(ABORT_TASK_SET, RESERVED_TAG)]
+        assert backend.aborts_sent == {"task": 0, "task_set": 1}
+        assert backend._ini is not None and backend._ini.sent_commands() == set()
+        target.mischief = None  # the session serves on
+        assert (await backend.execute(READ10, b"", 512, TaskAttribute.SIMPLE)).status == 0
+
+
+async def test_a_task_set_with_other_commands_outstanding_is_aborted_task_by_task() -> None:
+    """Another nexus' command is outstanding at the backend too: ABORT TASK SET
+    there would hit it, so each aborted command gets its own ABORT TASK."""
+    async with hostile_backend() as (target, backend, _):
+        outcomes, cancels = await held(target, backend, 3)
+        itts = target.itts[-3:]
+        cancels[0]()
+        cancels[2]()
+        await tmfs_settle(target, 2)
+        assert sorted(target.tmfs) == sorted([(ABORT_TASK, itts[0]), (ABORT_TASK, itts[2])])
+        assert backend._ini is not None and backend._ini.sent_commands() == {itts[1]}
+        assert len(outcomes) == 2  # the third still runs at the backend
+        cancels[1]()
+        await tmfs_settle(target, 3)
+        assert target.tmfs[-1] == (ABORT_TASK, itts[1])  # one left: ABORT TASK
+
+
+async def test_abort_task_set_refused_by_the_backend_falls_back_to_abort_task() -> None:
+    async with hostile_backend() as (target, backend, _):
+        target.tmf_response = 5  # "function not supported"
+        _, cancels = await held(target, backend, 2)
+        itts = target.itts[-2:]
+        for cancel in cancels:
+            cancel()
+        await tmfs_settle(target, 3)
+        assert target.tmfs[0] == (ABORT_TASK_SET, RESERVED_TAG)
+        assert sorted(target.tmfs[1:]) == sorted((ABORT_TASK, itt) for itt in itts)
+
+
+async def test_a_lun_reset_ends_every_command_at_the_backend_without_aborting_each() -> None:
+    """LOGICAL UNIT RESET at the backend ends our commands there without an
+    answer: the aborted ones need no ABORT TASK, and one nobody aborted (the
+    middle level's own I/O) ends BackendDown when the reset is complete,
+    not when the watchdog gives up on it."""
+    async with hostile_backend(timeout=30.0) as (target, backend, _):
+        outcomes, cancels = await held(target, backend, 2)
+        ended: list[str] = []
+
+        async def own_io() -> None:
+            try:
+                await backend.execute(READ10, b"", 512, TaskAttribute.SIMPLE)
+            except BackendDown:
+                ended.append("down")
+
+        async with trio.open_nursery() as nursery:
+            sent = len(target.commands)
+            nursery.start_soon(own_io)
+            with trio.fail_after(5):
+                while len(target.commands) == sent:
+                    await trio.sleep(0.01)
+            backend.reset_lu()  # as the LU does: reset first, then cancel its tasks
+            for cancel in cancels:
+                cancel()
+            with trio.fail_after(5):  # not the 30 s watchdog
+                while not ended:
+                    await trio.sleep(0.01)
+        assert target.tmfs == [(LOGICAL_UNIT_RESET, RESERVED_TAG)]
+        assert [type(o) for o in outcomes] == [BackendDown] * 2
+        assert backend._ini is not None and backend._ini.sent_commands() == set()
+
+
+async def test_aborts_toward_a_backend_that_never_answers_them_do_not_hang() -> None:
+    async with hostile_backend(timeout=0.5) as (target, backend, _):
+        target.tmf_response = None  # TMFs unanswered, commands held
+        logins = backend.logins
+        outcomes, cancels = await held(target, backend, 2)
+        cancels[0]()  # (synchronous: it cannot wait for the backend)
+        assert [type(o) for o in outcomes] == [BackendDown]  # the caller is answered now
+        # the held command and the unanswered abort: the watchdog drops the
+        # session; the other command ends retryable, and service resumes
+        with trio.fail_after(10):
+            while len(outcomes) < 2:
+                await trio.sleep(0.01)
+        assert isinstance(outcomes[1], BackendDown)
+        target.mischief, target.tmf_response = None, 0
+        await wait_reconnected(backend, logins)
+
+
+async def test_an_abort_after_the_session_is_gone_is_dropped() -> None:
+    """A command cancelled after its session died (reconnecting): its caller
+    heard BackendDown already; cancelling again, or late, does nothing."""
+    async with hostile_backend() as (target, backend, _):
+        outcomes, cancels = await held(target, backend, 1)
+        logins = backend.logins
+        ini = backend._ini
+        assert ini is not None
+        await ini.close()  # the connection drops
+        with trio.fail_after(5):
+            while not outcomes:
+                await trio.sleep(0.01)
+        assert isinstance(outcomes[0], BackendDown)
+        cancels[0]()  # late: ignored
+        cancels[0]()
+        assert len(outcomes) == 1
+        target.mischief = None
+        await wait_reconnected(backend, logins)
+        assert target.tmfs == []
+
+
+async def test_a_command_not_yet_sent_is_withdrawn_not_aborted() -> None:
+    """Queued behind a closed CmdSN window, never on the wire: cancelling it
+    takes it back (an ABORT TASK could not reach it, and it must never be
+    sent afterwards)."""
+    async with hostile_backend() as (target, backend, _):
+        ini = backend._ini
+        assert ini is not None
+        await held(target, backend, 1)
+        ini.maxcmdsn = (ini.cmdsn - 1) & 0xFFFFFFFF  # the window closes
+        late: list[BackendReply | Exception] = []
+        cancel = backend.start(READ10, b"", 512, TaskAttribute.SIMPLE, DataDirection.READ,
+                               late.append)  # fmt: skip
+        assert cancel is not None
+        cancel()
+        assert [type(o) for o in late] == [BackendDown]
+        sent = len(target.commands)
+        ini.maxcmdsn = (ini.cmdsn + 16) & 0xFFFFFFFF
+        ini._pump()
+        await trio.sleep(0.2)
+        assert len(target.commands) == sent and target.tmfs == []
+
+
+async def test_a_completion_that_raises_does_not_take_the_session_down() -> None:
+    """Completions run in the initiator's reader: one that fails (a bug) is
+    logged, and the reader, the session and the next commands go on."""
+    async with hostile_backend() as (_, backend, _device):
+        ini = backend._ini
+        assert ini is not None
+        heard: list[object] = []
+
+        def broken(result: object, error: object) -> None:
+            heard.append(result)
+            raise RuntimeError("a bug in a completion")
+
+        ini.submit(0, READ10, read_length=512, done=broken)
+        with trio.fail_after(5):
+            while not heard:
+                await trio.sleep(0.01)
+        assert (await backend.execute(READ10, b"", 512, TaskAttribute.SIMPLE)).status == 0
+        assert backend._ini is ini  # same session
+
+
+async def test_commands_given_up_during_a_refused_lun_reset_are_aborted_after_it() -> None:
+    async with hostile_backend() as (target, backend, _):
+        target.tmf_response = 5  # the backend refuses every TMF ("not supported")
+        outcomes, cancels = await held(target, backend, 2)
+        itts = target.itts[-2:]
+        backend.reset_lu()
+        for cancel in cancels:
+            cancel()
+        assert [type(o) for o in outcomes] == [BackendDown] * 2
+        await tmfs_settle(target, 4)
+        assert target.tmfs[:2] == [(LOGICAL_UNIT_RESET, RESERVED_TAG),
+                                   (ABORT_TASK_SET, RESERVED_TAG)]  # fmt: skip
+        assert sorted(target.tmfs[2:]) == sorted((ABORT_TASK, itt) for itt in itts)
+        assert backend._ini is not None and backend._ini.sent_commands() == set()
