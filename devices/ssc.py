@@ -115,7 +115,7 @@ def _variable_length(dev: TapeDevice, n: int) -> int:
     return part.length(pos)
 
 
-def _variable_result(dev: TapeDevice, n: int, sili: bool, buf: bytearray, length: int) -> Buffer:
+def _variable_result(dev: TapeDevice, n: int, sili: bool, buf: Buffer, length: int) -> Buffer:
     """The READ's answer once the record is in ``buf``: the data, or ILI
     with the residue (and the data) for an incorrect length."""
     if length == n:
@@ -207,10 +207,14 @@ def read_6_now(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | 
     if count == 0:
         return None
     length = _variable_length(dev, count)
-    buf = bytearray(min(count, length))
-    if dev.read_record_now(memoryview(buf)) is None:
-        return NEEDS_AWAIT
-    return _variable_result(dev, count, bool(cdb[1] & 0x02), buf, length)
+    want = min(count, length)
+    data: Buffer | None = dev.read_record_inline(want)
+    if data is None:
+        buf = bytearray(want)
+        if dev.read_record_now(memoryview(buf)) is None:
+            return NEEDS_AWAIT
+        data = buf
+    return _variable_result(dev, count, bool(cdb[1] & 0x02), data, length)
 
 
 def _records(dev: TapeDevice, data: memoryview, fixed: bool, count: int) -> list[memoryview]:

@@ -424,6 +424,20 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense, MediumHook
             raise self._read_failed(part, exc) from exc
         return None if n is None else self._record_read(index, n)
 
+    def read_record_inline(self, limit: int) -> bytes | None:
+        """:meth:`read_record_now` into new bytes (up to ``limit``) when the
+        cartridge is in memory (Partition.read_inline); None, nothing changed,
+        otherwise."""
+        part = self.part
+        index = self.position
+        try:
+            data = part.read_inline(index, limit)
+        except OSError as exc:
+            raise self._read_failed(part, exc) from exc
+        if data is not None:
+            self._record_read(index, len(data))
+        return data
+
     def _read_failed(self, part: Partition, exc: OSError) -> ScsiError:
         log.error("%s: read of %s failed: %s", self.name, part.path, exc)
         self.counters.read_errors += 1

@@ -986,7 +986,21 @@ class IscsiConnection:
         if error is not None or burst is None:
             self._data_out_error(pdu, st, error)
             return
-        memoryview(st.buf)[off : off + n] = data
+        buf = st.buf
+        size = len(buf)
+        if off + n <= size:
+            memoryview(buf)[off : off + n] = data
+        else:
+            # a data_later buffer grows as its Data-Out comes (in order, so
+            # appended; a burst ahead of an earlier one leaves a gap that
+            # the earlier one fills)
+            assert isinstance(buf, bytearray)
+            if off > size:
+                buf += bytes(off - size)
+            elif off < size:
+                memoryview(buf)[off:] = data[: size - off]
+                data = data[size - off :]
+            buf += data
         if burst.next_offset >= burst.end:
             del self._bursts[ttt]
             event = burst.event
@@ -1085,9 +1099,10 @@ class IscsiConnection:
         params = self.params
         assert params is not None
         if total > len(st.buf):
-            grown = bytearray(total)
-            memoryview(grown)[: len(st.buf)] = st.buf
-            st.buf = grown
+            # what came so far, and room made as the Data-Out arrives (see
+            # _on_data_out): a zero-filled buffer of the whole length would
+            # write every byte once more than the data itself does
+            st.buf = bytearray(st.buf)
         pending = Pending()
         pending.on_cancel(functools.partial(self._cancel_later, st))
         st.later = pending

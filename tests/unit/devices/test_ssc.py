@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pyscst.devices.tape import TapeDevice
-from pyscst.devices.tape_cartridge import HEADER_SIZE, create_blank, open_cartridge
+from pyscst.devices.tape_cartridge import HEADER_SIZE, Kind, create_blank, open_cartridge
 from pyscst.scsi.sense import Asc, SenseKey, Status
 from tests.fakes import FakeContext, Outcome, run_cdb
 
@@ -618,3 +618,43 @@ async def test_log_select_pcr_resets_the_counters(tmp_path: Path) -> None:
     assert (out.sense.field_pointer.byte, out.sense.field_pointer.bit) == (1, 1)
     out = await run_cdb(d, bytes((0x4C, 0x01, 0x40, 0, 0, 0, 0, 0, 0, 0)))  # SP
     assert out.sense is not None and out.sense.field_pointer is not None
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="needs a tmpfs at /dev/shm")
+async def test_read_6_fast_path_on_tmpfs_answers_as_the_awaiting_handler() -> None:
+    """A cartridge in memory: READ(6) reads the record into new bytes (no
+    zero-filled buffer first) with the same data, ILI residue and filemark
+    as the awaiting handler gives."""
+    import tempfile
+
+    from pyscst.devices.ssc import read_6_now
+    from pyscst.scsi.sense import ScsiError
+    from tests.fakes import FakeTransport, make_cmd
+
+    def fast(d: TapeDevice, n: int, sili: bool = False) -> object:
+        cmd = make_cmd(c6(0x08, 2 if sili else 0, n), FakeTransport())
+        try:
+            return read_6_now(d, cmd, FakeContext())
+        except ScsiError as exc:
+            return exc
+
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as where:
+        d = drive(Path(where))
+        assert d.part.memory_backed
+        records = [b"A" * 1000, b"B" * 10, bytes(range(256)) * 1024]
+        for record in records:
+            assert d.write_objects(Kind.RECORD, [memoryview(record)]) is False
+        assert d.write_objects(Kind.FILEMARK, 1) is False
+        await rewind(d)  # (synchronizes: the fast path reads nothing unsynchronized)
+        got = fast(d, 1000)
+        assert isinstance(got, bytes) and got == records[0]
+        short = fast(d, 5)  # 10-byte record, 5 asked, no SILI: ILI, residue -5
+        assert isinstance(short, ScsiError) and short.data == b"B" * 5
+        assert short.sense is not None and short.sense.information == -5 & 0xFFFFFFFF
+        assert fast(d, 1 << 18, sili=True) == records[2]
+        mark = fast(d, 10)
+        assert isinstance(mark, ScsiError) and mark.sense is not None
+        assert mark.sense.stream & 0x80  # FILEMARK
+        assert d.position == 4
+        assert d.cartridge is not None
+        d.cartridge.close_now()
