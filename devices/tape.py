@@ -451,7 +451,7 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense, MediumHook
 
     # --- fault injection ---------------------------------------------------------------
 
-    def arm_fault(self, event: str, record: int, after_bytes: int, alerts: frozenset[int]) -> None:
+    def arm_fault(self, event: str, record: int, after_bytes: int, alerts: frozenset[int]) -> bool:
         """A ``tape`` fault rule fired on this drive (actors/faults_lu.py): arm
         a one-shot MEDIUM ERROR at ``record`` (read or write), an early end of
         medium after ``after_bytes`` per partition, raise TapeAlert flags, or
@@ -468,7 +468,10 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense, MediumHook
         elif event == "clean":
             self.needs_cleaning = True
             self.tapealert |= 1 << (CLEAN_NOW - 1)
+        else:
+            return False
         log.warning("%s: tape fault armed: %s", self.name, event)
+        return True
 
     def not_ready_sense(self) -> Sense | None:
         """REQUEST SENSE: the readiness condition, else CLEANING REQUESTED

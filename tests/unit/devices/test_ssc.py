@@ -658,3 +658,17 @@ async def test_read_6_fast_path_on_tmpfs_answers_as_the_awaiting_handler() -> No
         assert d.position == 4
         assert d.cartridge is not None
         d.cartridge.close_now()
+
+
+async def test_the_tape_fault_hook_arms_known_events_only(tmp_path: Path) -> None:
+    """DeviceType.arm_fault on a drive: True and armed (a MEDIUM ERROR at the
+    record); an event it does not know arms nothing and says so."""
+    d = drive(tmp_path)
+    for record in (b"a" * 10, b"b" * 10):
+        assert (await write(d, record)).status == Status.GOOD
+    await rewind(d)
+    assert d.arm_fault("no_such_event", 0, 0, frozenset()) is False
+    assert d.arm_fault("read_error", 1, 0, frozenset()) is True
+    assert (await read(d, 10)).status == Status.GOOD
+    key, asc, ascq, _stream, _info = sense_of(await read(d, 10))
+    assert (key, asc, ascq) == (SenseKey.MEDIUM_ERROR, *Asc.UNRECOVERED_READ_ERROR.value)
