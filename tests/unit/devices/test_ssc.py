@@ -672,3 +672,73 @@ async def test_the_tape_fault_hook_arms_known_events_only(tmp_path: Path) -> Non
     assert (await read(d, 10)).status == Status.GOOD
     key, asc, ascq, _stream, _info = sense_of(await read(d, 10))
     assert (key, asc, ascq) == (SenseKey.MEDIUM_ERROR, *Asc.UNRECOVERED_READ_ERROR.value)
+
+
+# --- READ(16), WRITE(16), VERIFY(16) ---------------------------------------------------
+
+
+def c16(op: int, b1: int, partition: int, ident: int, n: int, b2: int = 0) -> bytes:
+    return (bytes((op, b1, b2, partition)) + ident.to_bytes(8, "big") + n.to_bytes(3, "big")
+            + b"\0")  # fmt: skip
+
+
+def field(out: Outcome) -> tuple[int, int, int, int | None]:
+    s = out.sense
+    assert s is not None and s.field_pointer is not None
+    return int(s.key), s.asc, s.field_pointer.byte, s.field_pointer.bit
+
+
+async def test_read_write_verify_16_name_the_position_they_start_at(tmp_path: Path) -> None:
+    d = drive(tmp_path)
+    for i, record in enumerate((b"a" * 10, b"b" * 20, b"c" * 30)):
+        out = await run_cdb(d, c16(0x8A, 0, 0, i, len(record)), data_out=record)
+        assert out.status == Status.GOOD
+    await rewind(d)
+    out = await run_cdb(d, c16(0x88, 0, 0, 0, 10))
+    assert out.status == Status.GOOD and out.data == b"a" * 10
+    out = await run_cdb(d, c16(0x8F, 0x02, 0, 1, 20), data_out=b"b" * 20)  # BYTCMP
+    assert out.status == Status.GOOD and (await position(d))[2] == 2
+    out = await run_cdb(d, c16(0x8F, 0x02, 0, 2, 30), data_out=b"c" * 29 + b"x")
+    assert sense_of(out)[:3] == (SenseKey.MISCOMPARE, *Asc.MISCOMPARE_DURING_VERIFY.value)
+    out = await run_cdb(d, c16(0x88, 0x02, 0, 3, 100))  # at end-of-data
+    assert sense_of(out)[0] == SenseKey.BLANK_CHECK
+    await rewind(d)
+    assert (await run_cdb(d, c16(0x88, 0x02, 0, 0, 100))).data == b"a" * 10  # SILI
+    # WRITE(16) at object 1: what followed it is gone, end-of-data after it
+    out = await run_cdb(d, c16(0x8A, 0, 0, 1, 5), data_out=b"z" * 5)
+    assert out.status == Status.GOOD and d.part.eod == 2
+    assert (await run_cdb(d, c16(0x8A, 0, 0, 2, 0))).status == Status.GOOD  # zero: nothing
+
+
+async def test_read_write_16_refuse_bad_fields_with_the_field_pointer(tmp_path: Path) -> None:
+    d = drive(tmp_path)
+    for record in (b"r" * 10, b"s" * 10):
+        assert (await write(d, record)).status == Status.GOOD
+    await rewind(d)
+    illegal = (SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB.value[0])
+    for op in (0x88, 0x8A, 0x8F):
+        data = b"q" * 10 if op == 0x8A else b""
+        # another partition (the cartridge has one), another object: not here
+        out = await run_cdb(d, c16(op, 0, 1, 0, 10), data_out=data)
+        assert field(out) == (*illegal, 3, None), hex(op)
+        out = await run_cdb(d, c16(op, 0, 0, 1, 10), data_out=data)
+        assert field(out) == (*illegal, 4, None), hex(op)
+        out = await run_cdb(d, c16(op, 0, 0, 1 << 63, 0), data_out=data)  # even with 0
+        assert field(out)[2] == 4, hex(op)
+    assert field(await run_cdb(d, c16(0x88, 0, 0, 0, 10, b2=0x01)))[2] == 2  # reserved byte
+    assert field(await run_cdb(d, c16(0x8A, 0x08, 0, 0, 10)))[2:] == (1, 3)  # FCS: refused
+    assert field(await run_cdb(d, c16(0x88, 0x03, 0, 0, 1)))[2:] == (1, 1)  # FIXED + SILI
+    assert field(await run_cdb(d, c16(0x88, 0x01, 0, 0, 1)))[2:] == (1, 0)  # FIXED, no size
+    assert field(await run_cdb(d, c16(0x88, 0, 0, 0, 0xFFFFFF)))[2] == 12  # over the limit
+    assert d.position == 0 and d.part.eod == 2  # nothing moved, nothing written
+
+
+async def test_the_16_byte_transfers_are_rows_of_the_table_rsoc_reports(tmp_path: Path) -> None:
+    """REPORT SUPPORTED OPERATION CODES is built from the table: the rows are
+    there, 16 bytes long, with the CDB usage data the handlers check."""
+    d = drive(tmp_path)
+    for op, byte1 in ((0x88, 0x03), (0x8A, 0x01), (0x8F, 0x07)):
+        spec = d.table.get(op)
+        assert spec is not None and spec.cdb_length == 16, hex(op)
+        out = await run_cdb(d, c16(op, byte1 ^ 0xFF, 0, 0, 1))  # any bit outside the mask
+        assert field(out)[2] == 1
