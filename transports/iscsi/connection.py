@@ -1151,7 +1151,15 @@ class IscsiConnection:
         if now:
             pending.finish(result)
         else:
-            trio.lowlevel.current_trio_token().run_sync_soon(pending.finish, result)
+            trio.lowlevel.current_trio_token().run_sync_soon(self._finish_soon, pending, result)
+
+    def _finish_soon(self, pending: Pending, result: BaseException | None) -> None:
+        # (a callback of run_sync_soon that raised would end the whole Trio
+        # run, every connection and LU with it: a bug here ends one command)
+        try:
+            pending.finish(result)
+        except Exception:
+            log.exception("%s: finishing an aborted command's data-out failed", self.peer)
 
     def _cancel_later(self, st: IscsiCommand) -> None:
         """The LU aborted a command whose R2Ts are out: ask for no more data
