@@ -399,12 +399,17 @@ async def handle_write_filemarks_16(
 
 async def handle_erase_6(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | None:
     """ERASE(6): end-of-data at the current position (LONG: the rest of the
-    partition erased, the same here). WORM refuses unless at end-of-data."""
+    partition erased, the same here). WORM refuses unless at end-of-data.
+    IMMED: the synchronize goes on after the status (a failure: deferred)."""
     dev.check_writable()
     part = dev.part
     part.truncate(dev.position)
     dev.unsynced = True
-    await dev.synchronize()
+    dev.write_gen += 1
+    if cmd.cdb[1] & 0x02:
+        dev.synchronize_later(ctx)
+    else:
+        await dev.synchronize()
     return None
 
 

@@ -34,9 +34,9 @@ from pyscst.devices.tape_cartridge import HEADER_SIZE, Kind, Partition, TapeCart
 from pyscst.devices.tape_pages import tape_mode_pages
 from pyscst.devices.tape_sense import stream_error, volume_overflow
 from pyscst.scsi.cdb import OpTable, Readiness
-from pyscst.scsi.command import Buffer
+from pyscst.scsi.command import Buffer, ExecContext
 from pyscst.scsi.mode import ModePages
-from pyscst.scsi.sense import Asc, ScsiError, Sense, SenseKey
+from pyscst.scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,13 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense, MediumHook
         self.faults = TapeFaults()
         #: objects written since the cartridge was last synchronized
         self.unsynced = False
+        #: counts the times ``unsynced`` became True: a synchronize that
+        #: began before a write must not mark that write synchronized
+        self.write_gen = 0
+        #: a synchronize an IMMED=1 command left running (set when it ends)
+        self._settling: trio.Event | None = None
+        #: the failure of such a synchronize, for the next command (deferred)
+        self.deferred: Sense | None = None
         #: the drive asks for cleaning (fault injection; a drive property,
         #: kept across cartridges until power on)
         self.needs_cleaning = False
@@ -223,6 +230,8 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense, MediumHook
     # --- what the LU reads -------------------------------------------------------
 
     def check_ready(self, readiness: Readiness = Readiness.READY) -> None:
+        if self.deferred is not None:
+            self.take_deferred()
         if self.cartridge is None:
             raise ScsiError.check(SenseKey.NOT_READY, Asc.MEDIUM_NOT_PRESENT)
         if not self.threaded and readiness == Readiness.READY:
@@ -332,6 +341,7 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense, MediumHook
         if not done:
             return
         self.unsynced = True
+        self.write_gen += 1
         if isinstance(records, int):
             self.counters.filemarks_written += done
             return
@@ -364,16 +374,58 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense, MediumHook
         cart.note_changed()
 
     async def synchronize(self) -> None:
-        """Make what was written durable (WRITE FILEMARKS IMMED=0, REWIND, ...)."""
+        """Make what was written durable (WRITE FILEMARKS IMMED=0, REWIND, ...),
+        after any synchronize an IMMED=1 command left running."""
+        while (settling := self._settling) is not None:
+            await settling.wait()
+        await self._sync_now()
+
+    async def _sync_now(self) -> None:
         cart = self.cartridge
         if cart is None or not self.unsynced:
             return
+        gen = self.write_gen
         try:
             await trio.to_thread.run_sync(cart.sync)
         except OSError as exc:
             log.error("%s: sync of %s failed: %s", self.name, cart.barcode, exc)
             raise ScsiError.check(SenseKey.MEDIUM_ERROR, Asc.WRITE_ERROR) from exc
-        self.unsynced = False
+        if self.write_gen == gen and self.cartridge is cart:
+            self.unsynced = False
+
+    def synchronize_later(self, ctx: ExecContext) -> None:
+        """IMMED=1 (REWIND, LOCATE, LOAD UNLOAD, ERASE): the command's status
+        goes now and the synchronize runs on beside the task set; a later
+        ``synchronize`` waits for it; its failure becomes a deferred error
+        (``deferred``: MEDIUM ERROR / WRITE ERROR, response code 0x71) that
+        the next command needing the medium, or REQUEST SENSE, reports."""
+        cart = self.cartridge
+        if cart is None or not self.unsynced:
+            return
+        before = self._settling
+        done = self._settling = trio.Event()
+
+        async def run() -> None:
+            try:
+                if before is not None:
+                    await before.wait()
+                await self._sync_now()
+            except ScsiError as exc:
+                if self.cartridge is cart and exc.sense is not None:
+                    self.deferred = attrs.evolve(exc.sense, deferred=True)
+            finally:
+                if self._settling is done:
+                    self._settling = None
+                done.set()
+
+        ctx.start_background(run)
+
+    def take_deferred(self) -> None:
+        """Raise the deferred error an IMMED=1 operation left, once."""
+        sense = self.deferred
+        if sense is not None:
+            self.deferred = None
+            raise ScsiError(Status.CHECK_CONDITION, sense)
 
     # --- reading -----------------------------------------------------------------------
 

@@ -742,3 +742,109 @@ async def test_the_16_byte_transfers_are_rows_of_the_table_rsoc_reports(tmp_path
         assert spec is not None and spec.cdb_length == 16, hex(op)
         out = await run_cdb(d, c16(op, byte1 ^ 0xFF, 0, 0, 1))  # any bit outside the mask
         assert field(out)[2] == 1
+
+
+# --- IMMED: the synchronize goes on after the status; its failure is deferred -----------
+
+
+def failing_sync(d: TapeDevice) -> None:
+    cart = d.cartridge
+    assert cart is not None
+
+    def sync() -> None:
+        raise OSError(5, "injected: the medium cannot be written")
+
+    cart.sync = sync  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize(
+    "cdb",
+    [c6(0x01, 1), bytes((0x2B, 0x01, 0, 0, 0, 0, 0, 0, 0, 0)),
+     bytes((0x92, 0x01)) + bytes(14), c6(0x19, 0x02)],
+    ids=["rewind", "locate10", "locate16", "erase"],
+)
+async def test_immed_answers_first_and_a_failed_synchronize_is_a_deferred_error(
+    tmp_path: Path, cdb: bytes
+) -> None:
+    d = drive(tmp_path)
+    assert (await write(d, b"r" * 10)).status == Status.GOOD
+    if cdb[0] == 0x19:
+        await rewind(d)  # (ERASE at object 0: end-of-data there)
+        assert (await write(d, b"s" * 10)).status == Status.GOOD
+    failing_sync(d)
+    ctx = FakeContext()
+    out = await run_cdb(d, cdb, ctx=ctx)
+    assert out.status == Status.GOOD  # validated: status now, the synchronize later
+    assert len(ctx.background) == 1 and d.unsynced
+    await ctx.background.pop()()
+    out = await run_cdb(d, bytes(6))  # the next command hears of it
+    assert out.sense is not None and out.sense.deferred
+    assert (out.sense.key, out.sense.asc, out.sense.ascq) == (
+        SenseKey.MEDIUM_ERROR, *Asc.WRITE_ERROR.value)
+    assert out.sense.encode()[0] == 0x71 and out.sense.encode(descriptor=True)[0] == 0x73
+    assert (await run_cdb(d, bytes(6))).status == Status.GOOD  # once
+
+
+async def test_without_immed_the_failure_is_the_commands_own(tmp_path: Path) -> None:
+    d = drive(tmp_path)
+    assert (await write(d, b"r" * 10)).status == Status.GOOD
+    failing_sync(d)
+    ctx = FakeContext()
+    out = await run_cdb(d, c6(0x01), ctx=ctx)
+    assert out.sense is not None and not out.sense.deferred and out.sense.encode()[0] == 0x70
+    assert out.sense.key == SenseKey.MEDIUM_ERROR and ctx.background == []
+
+
+async def test_request_sense_reports_the_deferred_error_once(tmp_path: Path) -> None:
+    d = drive(tmp_path)
+    assert (await write(d, b"r" * 10)).status == Status.GOOD
+    failing_sync(d)
+    ctx = FakeContext()
+    assert (await run_cdb(d, c6(0x01, 1), ctx=ctx)).status == Status.GOOD
+    await ctx.background.pop()()
+    sense = d.not_ready_sense()
+    assert sense is not None and sense.deferred and sense.key == SenseKey.MEDIUM_ERROR
+    assert d.not_ready_sense() is None
+
+
+async def test_a_later_synchronize_waits_for_the_immed_one_and_newer_writes_stay_unsynced(
+    tmp_path: Path,
+) -> None:
+    import threading
+
+    import trio
+
+    d = drive(tmp_path)
+    assert (await write(d, b"r" * 10)).status == Status.GOOD
+    cart = d.cartridge
+    assert cart is not None
+    real_sync = cart.sync
+    started, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def slow_sync() -> None:
+        calls.append("sync")
+        started.set()
+        release.wait(5)
+        real_sync()
+
+    cart.sync = slow_sync  # type: ignore[method-assign]
+    ctx = FakeContext()
+    assert (await run_cdb(d, c6(0x01, 1), ctx=ctx)).status == Status.GOOD
+    background = ctx.background.pop()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(background)
+        await trio.to_thread.run_sync(started.wait, 5)
+        # written while the synchronize runs: not covered by it
+        assert (await write(d, b"n" * 10)).status == Status.GOOD
+        done: list[Outcome] = []
+
+        async def rewind_now() -> None:  # IMMED=0: waits for the running one first
+            done.append(await run_cdb(d, c6(0x01)))
+
+        nursery.start_soon(rewind_now)
+        await trio.sleep(0.05)
+        assert done == [] and calls == ["sync"]
+        release.set()
+    assert done[0].status == Status.GOOD and calls == ["sync", "sync"]
+    assert not d.unsynced and d.deferred is None
