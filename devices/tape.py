@@ -538,6 +538,7 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense, MediumHook
     def power_on(self) -> None:
         super().power_on()  # (PREVENT ends, mode pages back to defaults)
         self.needs_cleaning = False
+        self.deferred = None  # (a power on clears sense data, deferred errors too)
         self.block_size = 0
 
     async def close(self) -> None:

@@ -848,3 +848,15 @@ async def test_a_later_synchronize_waits_for_the_immed_one_and_newer_writes_stay
         release.set()
     assert done[0].status == Status.GOOD and calls == ["sync", "sync"]
     assert not d.unsynced and d.deferred is None
+
+
+async def test_power_on_clears_a_deferred_error(tmp_path: Path) -> None:
+    d = drive(tmp_path)
+    assert (await write(d, b"r" * 10)).status == Status.GOOD
+    failing_sync(d)
+    ctx = FakeContext()
+    assert (await run_cdb(d, c6(0x01, 1), ctx=ctx)).status == Status.GOOD
+    await ctx.background.pop()()
+    assert d.deferred is not None
+    d.power_on()
+    assert d.deferred is None and (await run_cdb(d, bytes(6))).status == Status.GOOD
