@@ -159,6 +159,7 @@ class IscsiCommand(ScsiCommand):
         "later",
         "lun_raw",
         "next_datasn",
+        "parts",
         "plan",
         "received",
         "unsol_done",
@@ -199,6 +200,9 @@ class IscsiCommand(ScsiCommand):
         #: data_later's Pending while its R2Ts are answered (no task waits)
         self.later: Pending | None = None
         self.plan: R2TPlan | None = None
+        #: a data_later command's data-out so far, as it came (immediate data,
+        #: then each Data-Out's segment), joined once when it is all there
+        self.parts: list[Buffer] | None = None
 
 
 class IscsiConnection:
@@ -986,6 +990,17 @@ class IscsiConnection:
         if error is not None or burst is None:
             self._data_out_error(pdu, st, error)
             return
+        parts = st.parts
+        if parts is not None:
+            if off == st.received:  # (in order: always, at MaxOutstandingR2T=1)
+                parts.append(data)
+                st.received = off + n
+                if burst.next_offset >= burst.end:
+                    del self._bursts[ttt]
+                    self._later_burst_done(st)
+                return
+            st.buf = bytearray().join(parts)  # out of order: one buffer after all
+            st.parts = None
         buf = st.buf
         size = len(buf)
         if off + n <= size:
@@ -1098,11 +1113,11 @@ class IscsiConnection:
             return None  # (unsolicited Data-Out still coming: the task path waits for it)
         params = self.params
         assert params is not None
-        if total > len(st.buf):
-            # what came so far, and room made as the Data-Out arrives (see
-            # _on_data_out): a zero-filled buffer of the whole length would
-            # write every byte once more than the data itself does
-            st.buf = bytearray(st.buf)
+        # what came so far, then each Data-Out's segment as it arrives, joined
+        # into one buffer at the end (see _on_data_out): a zero-filled buffer
+        # of the whole length would write every byte once more, and growing
+        # one moves what it holds
+        st.parts = [st.buf] if len(st.buf) else []
         pending = Pending()
         pending.on_cancel(functools.partial(self._cancel_later, st))
         st.later = pending
@@ -1134,6 +1149,10 @@ class IscsiConnection:
             return
         plan.completed()
         if plan.done:
+            parts = st.parts
+            if parts is not None:
+                st.buf = memoryview(parts[0]) if len(parts) == 1 else bytearray().join(parts)
+                st.parts = None
             st.received = plan.total
             self._end_later(st, None, now=True)
         else:
@@ -1148,6 +1167,7 @@ class IscsiConnection:
             return
         st.later = None
         st.plan = None
+        st.parts = None
         if now:
             pending.finish(result)
         else:
