@@ -125,9 +125,8 @@ async def _inject(
         data = await spec.handler(device, cmd, ctx)
         return corrupt(data, injection.flips)
     if kind is ActionKind.TAPE:
-        arm = getattr(device, "arm_fault", None)
-        if arm is not None:  # a tape drive; on any other device it injects nothing
-            arm(action.event, action.record, action.after_bytes, action.alerts)
+        # (a tape drive arms it; any other type's default hook injects nothing)
+        device.arm_fault(action.event, action.record, action.after_bytes, action.alerts)
         return await spec.handler(device, cmd, ctx)
     if kind is ActionKind.ALUA_TRANSITION:
         if force_transition(cmd, ctx, action.group, AccessState(action.state), injection.delay):

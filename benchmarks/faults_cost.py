@@ -62,6 +62,9 @@ class CountingTransport:
     def data_now(self, cmd: Any, length: int) -> memoryview | None:
         raise AssertionError("reads only")
 
+    def data_later(self, cmd: Any) -> None:
+        raise AssertionError("reads only")
+
     def drop(self, cmd: Any, session: bool) -> None:
         raise AssertionError("no drop rule here")
 

@@ -102,6 +102,22 @@ class DeviceType(Protocol):
         """Power-on defaults (a cold reset)."""
         ...
 
+    def arm_fault(self, event: str, record: int, after_bytes: int, alerts: frozenset[int]) -> bool:
+        """A ``tape`` fault rule fired on this device (actors/faults_lu.py):
+        arm ``event`` (a MEDIUM ERROR at ``record`` on read or write, early
+        end of medium after ``after_bytes``, TapeAlert ``alerts``, cleaning).
+        True if armed; a type without tape mechanics injects nothing and
+        returns False (the default every type gets from ``NoTapeFaults``)."""
+        ...
+
+
+class NoTapeFaults:
+    """The ``arm_fault`` hook of a type with no tape mechanics to fail: a
+    ``tape`` fault rule matching its commands injects nothing."""
+
+    def arm_fault(self, event: str, record: int, after_bytes: int, alerts: frozenset[int]) -> bool:
+        return False
+
     async def close(self) -> None: ...
 
 

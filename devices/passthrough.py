@@ -46,7 +46,7 @@ from pyscst.devices.backend import (
     ScsiBackend,
 )
 from pyscst.devices.device_config import DeviceConfig
-from pyscst.devices.device_type import DeviceType
+from pyscst.devices.device_type import DeviceType, NoTapeFaults
 from pyscst.devices.disk_io import first_difference
 from pyscst.devices.disk_sense import data_out_length_mismatch, miscompare, short_data_out
 from pyscst.devices.disk_table import SBC_TABLE
@@ -255,7 +255,7 @@ class BackendStore:
         await self.backend.close()
 
 
-class PassthroughDevice:
+class PassthroughDevice(NoTapeFaults):
     """A device whose commands run at a backend device server."""
 
     table: ClassVar[OpTable]  # per instance: set from the backend's probe

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-from pyscst.devices.device_type import DeviceType
+from pyscst.devices.device_type import DeviceType, NoTapeFaults
 from pyscst.devices.disk_sense import short_data_out
 from pyscst.devices.medium import Medium
 from pyscst.devices.stores import BackingStore
@@ -222,11 +222,12 @@ class ReadinessSense:
         return None
 
 
-class MediumHooks:
+class MediumHooks(NoTapeFaults):
     """The reset, nexus-loss and power-on hooks of a type whose only state they
     touch is its medium's PREVENT locks and its mode pages (every type
     with a medium: disk, CD-ROM, tape, changer; a type adds its own power-on
-    state through super())."""
+    state through super()); and no tape faults to arm (a tape drive
+    overrides ``arm_fault``)."""
 
     medium: Medium
     mode: ModePages

@@ -89,6 +89,9 @@ LOG_SENSE = 0x4D
 WRITE_FILEMARKS_16 = 0x80
 READ_ATTRIBUTE = 0x8C
 WRITE_ATTRIBUTE = 0x8D
+READ_16 = 0x88
+WRITE_16 = 0x8A
+VERIFY_16 = 0x8F
 SPACE_16 = 0x91
 LOCATE_16 = 0x92
 
@@ -115,7 +118,7 @@ def _variable_length(dev: TapeDevice, n: int) -> int:
     return part.length(pos)
 
 
-def _variable_result(dev: TapeDevice, n: int, sili: bool, buf: bytearray, length: int) -> Buffer:
+def _variable_result(dev: TapeDevice, n: int, sili: bool, buf: Buffer, length: int) -> Buffer:
     """The READ's answer once the record is in ``buf``: the data, or ILI
     with the residue (and the data) for an incorrect length."""
     if length == n:
@@ -166,17 +169,30 @@ async def _read_fixed(dev: TapeDevice, count: int) -> Buffer:
 def _transfer(dev: TapeDevice, cdb: bytes, fixed: bool) -> tuple[int, int]:
     """(count, bytes) of a READ/WRITE/VERIFY(6) transfer length, checked
     against the block limits (INVALID FIELD IN CDB at byte 2 when over)."""
-    n = count24(cdb)
+    return _transfer_of(dev, count24(cdb), fixed, 2)
+
+
+def _transfer_of(dev: TapeDevice, n: int, fixed: bool, at: int) -> tuple[int, int]:
+    """(count, bytes) of transfer length ``n`` (its field at CDB byte ``at``)."""
     if fixed:
         if not dev.block_size:
             raise ScsiError.invalid_field_in_cdb(1, 0)
         total = n * dev.block_size
         if total > MAX_FIXED_TRANSFER:
-            raise ScsiError.invalid_field_in_cdb(2)
+            raise ScsiError.invalid_field_in_cdb(at)
         return n, total
     if n > MAX_BLOCK:
-        raise ScsiError.invalid_field_in_cdb(2)
+        raise ScsiError.invalid_field_in_cdb(at)
     return n, n
+
+
+def _transfer_16(dev: TapeDevice, cdb: bytes, fixed: bool) -> tuple[int, int]:
+    """(count, bytes) of a READ/WRITE/VERIFY(16): its PARTITION and LOGICAL
+    OBJECT IDENTIFIER must name the current position (INVALID FIELD IN CDB
+    at byte 3 or 4, as for WRITE FILEMARKS(16)); TRANSFER LENGTH at bytes
+    12-14."""
+    _check_here(dev, cdb, 3, 4)
+    return _transfer_of(dev, int.from_bytes(cdb[12:15], "big"), fixed, 12)
 
 
 async def handle_read_6(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | None:
@@ -187,6 +203,23 @@ async def handle_read_6(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -> 
     if fixed and sili:
         raise ScsiError.invalid_field_in_cdb(1, 1)
     count, total = _transfer(dev, cdb, fixed)
+    cmd.transfer_length = total
+    if count == 0:
+        return None
+    await dev.synchronize()
+    if fixed:
+        return await _read_fixed(dev, count)
+    return await _read_variable(dev, count, sili)
+
+
+async def handle_read_16(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | None:
+    """READ(16): READ(6), naming the position it reads at."""
+    cdb = cmd.cdb
+    fixed = bool(cdb[1] & 0x01)
+    sili = bool(cdb[1] & 0x02)
+    if fixed and sili:
+        raise ScsiError.invalid_field_in_cdb(1, 1)
+    count, total = _transfer_16(dev, cdb, fixed)
     cmd.transfer_length = total
     if count == 0:
         return None
@@ -207,10 +240,14 @@ def read_6_now(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | 
     if count == 0:
         return None
     length = _variable_length(dev, count)
-    buf = bytearray(min(count, length))
-    if dev.read_record_now(memoryview(buf)) is None:
-        return NEEDS_AWAIT
-    return _variable_result(dev, count, bool(cdb[1] & 0x02), buf, length)
+    want = min(count, length)
+    data: Buffer | None = dev.read_record_inline(want)
+    if data is None:
+        buf = bytearray(want)
+        if dev.read_record_now(memoryview(buf)) is None:
+            return NEEDS_AWAIT
+        data = buf
+    return _variable_result(dev, count, bool(cdb[1] & 0x02), data, length)
 
 
 def _records(dev: TapeDevice, data: memoryview, fixed: bool, count: int) -> list[memoryview]:
@@ -246,13 +283,29 @@ async def handle_write_6(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) ->
     if count == 0:
         return None
     dev.check_writable()
+    await _write(dev, cmd, fixed, count, total)
+    return None
+
+
+async def handle_write_16(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | None:
+    """WRITE(16): WRITE(6), naming the position it writes at."""
+    cdb = cmd.cdb
+    fixed = bool(cdb[1] & 0x01)
+    count, total = _transfer_16(dev, cdb, fixed)
+    if count == 0:
+        return None
+    dev.check_writable()
+    await _write(dev, cmd, fixed, count, total)
+    return None
+
+
+async def _write(dev: TapeDevice, cmd: ScsiCommand, fixed: bool, count: int, total: int) -> None:
     data = await cmd.receive_data(total)
     if len(data) < total:
         raise short_data_out()
     dev.check_ready()  # the operator may have ejected it meanwhile
     if dev.write_objects(Kind.RECORD, _records(dev, data, fixed, count)):
         raise early_warning()
-    return None
 
 
 async def handle_verify_6(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | None:
@@ -260,10 +313,26 @@ async def handle_verify_6(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -
     returning data; the position moves as a READ's would."""
     cdb = cmd.cdb
     fixed = bool(cdb[1] & 0x01)
-    bytcmp = bool(cdb[1] & 0x02)
     count, total = _transfer(dev, cdb, fixed)
     if count == 0:
         return None
+    await _verify(dev, cmd, fixed, count, total)
+    return None
+
+
+async def handle_verify_16(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | None:
+    """VERIFY(16): VERIFY(6), naming the position it verifies at."""
+    cdb = cmd.cdb
+    fixed = bool(cdb[1] & 0x01)
+    count, total = _transfer_16(dev, cdb, fixed)
+    if count == 0:
+        return None
+    await _verify(dev, cmd, fixed, count, total)
+    return None
+
+
+async def _verify(dev: TapeDevice, cmd: ScsiCommand, fixed: bool, count: int, total: int) -> None:
+    bytcmp = bool(cmd.cdb[1] & 0x02)
     expected = None
     if bytcmp:
         expected = bytes(await cmd.receive_data(total))
@@ -280,7 +349,6 @@ async def handle_verify_6(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -
         at = next(i for i, (a, b) in enumerate(zip(got, expected, strict=False)) if a != b)
         residue = (count - at // dev.block_size) if fixed else count - at
         raise stream_error(SenseKey.MISCOMPARE, Asc.MISCOMPARE_DURING_VERIFY, information=residue)
-    return None
 
 
 # --- filemarks, erase, format -----------------------------------------------------------
@@ -331,12 +399,17 @@ async def handle_write_filemarks_16(
 
 async def handle_erase_6(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | None:
     """ERASE(6): end-of-data at the current position (LONG: the rest of the
-    partition erased, the same here). WORM refuses unless at end-of-data."""
+    partition erased, the same here). WORM refuses unless at end-of-data.
+    IMMED: the synchronize goes on after the status (a failure: deferred)."""
     dev.check_writable()
     part = dev.part
     part.truncate(dev.position)
     dev.unsynced = True
-    await dev.synchronize()
+    dev.write_gen += 1
+    if cmd.cdb[1] & 0x02:
+        dev.synchronize_later(ctx)
+    else:
+        await dev.synchronize()
     return None
 
 
@@ -399,6 +472,12 @@ def _specs() -> list[OpSpec]:
         OpSpec(WRITE_ATTRIBUTE, None, "WRITE ATTRIBUTE", 16,
                mask("8d 01 00 00 00 ff 00 ff 00 00 ff ff ff ff 00 00"),
                OUT, handle_write_attribute, present, R.WRITE, timeouts=short),
+        OpSpec(READ_16, None, "READ(16)", 16, mask("88 03 00 ff ffffffffffffffff ffffff 00"),
+               IN, handle_read_16, media, R.READ, timeouts=_RW),
+        OpSpec(WRITE_16, None, "WRITE(16)", 16, mask("8a 01 00 ff ffffffffffffffff ffffff 00"),
+               OUT, handle_write_16, writes, R.WRITE, timeouts=_RW),
+        OpSpec(VERIFY_16, None, "VERIFY(16)", 16, mask("8f 07 00 ff ffffffffffffffff ffffff 00"),
+               OUT, handle_verify_16, media, R.READ, timeouts=_RW),
         OpSpec(SPACE_16, None, "SPACE(16)", 16,
                mask("91 0f 00 00 ffffffffffffffff 00 00 00 00"),
                NONE, handle_space_16, media, R.READ, timeouts=_MOTION),

@@ -28,9 +28,19 @@ if TYPE_CHECKING:
 
 
 
+async def _settle(dev: TapeDevice, ctx: ExecContext, immed: bool) -> None:
+    """The synchronize that precedes a motion: now, or with IMMED=1 beside
+    the task set after the status (its failure a deferred error)."""
+    if immed:
+        dev.synchronize_later(ctx)
+    else:
+        await dev.synchronize()
+
+
 async def handle_rewind(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | None:
-    """REWIND: synchronize, then to the beginning of the current partition."""
-    await dev.synchronize()
+    """REWIND: synchronize, then to the beginning of the current partition
+    (IMMED: the synchronize goes on after the status, see synchronize_later)."""
+    await _settle(dev, ctx, bool(cmd.cdb[1] & 0x01))
     dev.position = 0
     return None
 
@@ -46,7 +56,7 @@ async def handle_load_unload(
         raise ScsiError.invalid_field_in_cdb(4, 2)  # EOT
     if b4 & 0x02:
         raise ScsiError.invalid_field_in_cdb(4, 1)  # RETEN
-    await dev.synchronize()
+    await _settle(dev, ctx, bool(cmd.cdb[1] & 0x01) and bool(b4 & 0x01))
     if b4 & 0x01:
         dev.loaded()  # LOAD threads the cartridge in the drive: none is NOT READY 3A/00
         if dev.load():  # threaded again: the other nexuses hear it (SPC-4 28/00)
@@ -175,9 +185,9 @@ async def _locate(dev: TapeDevice, target: int) -> None:
 
 async def handle_locate_10(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | None:
     """LOCATE(10): to a logical object (BT: the same address), in another
-    partition with CP."""
+    partition with CP (IMMED: the synchronize before it goes on after the status)."""
     cdb = cmd.cdb
-    await dev.synchronize()
+    await _settle(dev, ctx, bool(cdb[1] & 0x01))
     if cdb[1] & 0x02:
         _change_partition(dev, cdb[8], 8)
     await _locate(dev, struct.unpack_from(">I", cdb, 3)[0])
@@ -191,7 +201,7 @@ async def handle_locate_16(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) 
     dest = (cdb[1] >> 3) & 0x07
     if dest not in (0, 1, 3):
         raise ScsiError.invalid_field_in_cdb(1, 5)
-    await dev.synchronize()
+    await _settle(dev, ctx, bool(cdb[1] & 0x01))
     if cdb[1] & 0x02:
         _change_partition(dev, cdb[3], 3)
     ident = struct.unpack_from(">Q", cdb, 4)[0]

@@ -34,9 +34,9 @@ from pyscst.devices.tape_cartridge import HEADER_SIZE, Kind, Partition, TapeCart
 from pyscst.devices.tape_pages import tape_mode_pages
 from pyscst.devices.tape_sense import stream_error, volume_overflow
 from pyscst.scsi.cdb import OpTable, Readiness
-from pyscst.scsi.command import Buffer
+from pyscst.scsi.command import Buffer, ExecContext
 from pyscst.scsi.mode import ModePages
-from pyscst.scsi.sense import Asc, ScsiError, Sense, SenseKey
+from pyscst.scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,13 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense, MediumHook
         self.faults = TapeFaults()
         #: objects written since the cartridge was last synchronized
         self.unsynced = False
+        #: counts the times ``unsynced`` became True: a synchronize that
+        #: began before a write must not mark that write synchronized
+        self.write_gen = 0
+        #: a synchronize an IMMED=1 command left running (set when it ends)
+        self._settling: trio.Event | None = None
+        #: the failure of such a synchronize, for the next command (deferred)
+        self.deferred: Sense | None = None
         #: the drive asks for cleaning (fault injection; a drive property,
         #: kept across cartridges until power on)
         self.needs_cleaning = False
@@ -223,6 +230,8 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense, MediumHook
     # --- what the LU reads -------------------------------------------------------
 
     def check_ready(self, readiness: Readiness = Readiness.READY) -> None:
+        if self.deferred is not None:
+            self.take_deferred()
         if self.cartridge is None:
             raise ScsiError.check(SenseKey.NOT_READY, Asc.MEDIUM_NOT_PRESENT)
         if not self.threaded and readiness == Readiness.READY:
@@ -339,6 +348,7 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense, MediumHook
         if not done:
             return
         self.unsynced = True
+        self.write_gen += 1
         if isinstance(records, int):
             self.counters.filemarks_written += done
             return
@@ -369,10 +379,17 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense, MediumHook
         cart.note_changed()
 
     async def synchronize(self) -> None:
-        """Make what was written durable (WRITE FILEMARKS IMMED=0, REWIND, ...)."""
+        """Make what was written durable (WRITE FILEMARKS IMMED=0, REWIND, ...),
+        after any synchronize an IMMED=1 command left running."""
+        while (settling := self._settling) is not None:
+            await settling.wait()
+        await self._sync_now()
+
+    async def _sync_now(self) -> None:
         cart = self.cartridge
         if cart is None or not self.unsynced:
             return
+        gen = self.write_gen
         try:
             await trio.to_thread.run_sync(cart.sync)
         except OSError as exc:
@@ -380,7 +397,42 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense, MediumHook
             raise ScsiError.check(SenseKey.MEDIUM_ERROR, Asc.WRITE_ERROR) from exc
         if self.cartridge is not cart:  # moved out meanwhile (its removal synced it)
             raise ScsiError.check(SenseKey.NOT_READY, Asc.MEDIUM_NOT_PRESENT)
-        self.unsynced = False
+        if self.write_gen == gen:
+            self.unsynced = False
+
+    def synchronize_later(self, ctx: ExecContext) -> None:
+        """IMMED=1 (REWIND, LOCATE, LOAD UNLOAD, ERASE): the command's status
+        goes now and the synchronize runs on beside the task set; a later
+        ``synchronize`` waits for it; its failure becomes a deferred error
+        (``deferred``: MEDIUM ERROR / WRITE ERROR, response code 0x71) that
+        the next command needing the medium, or REQUEST SENSE, reports."""
+        cart = self.cartridge
+        if cart is None or not self.unsynced:
+            return
+        before = self._settling
+        done = self._settling = trio.Event()
+
+        async def run() -> None:
+            try:
+                if before is not None:
+                    await before.wait()
+                await self._sync_now()
+            except ScsiError as exc:
+                if self.cartridge is cart and exc.sense is not None:
+                    self.deferred = attrs.evolve(exc.sense, deferred=True)
+            finally:
+                if self._settling is done:
+                    self._settling = None
+                done.set()
+
+        ctx.start_background(run)
+
+    def take_deferred(self) -> None:
+        """Raise the deferred error an IMMED=1 operation left, once."""
+        sense = self.deferred
+        if sense is not None:
+            self.deferred = None
+            raise ScsiError(Status.CHECK_CONDITION, sense)
 
     # --- reading -----------------------------------------------------------------------
 
@@ -431,6 +483,20 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense, MediumHook
             raise self._read_failed(part, exc) from exc
         return None if n is None else self._record_read(index, n)
 
+    def read_record_inline(self, limit: int) -> bytes | None:
+        """:meth:`read_record_now` into new bytes (up to ``limit``) when the
+        cartridge is in memory (Partition.read_inline); None, nothing changed,
+        otherwise."""
+        part = self.part
+        index = self.position
+        try:
+            data = part.read_inline(index, limit)
+        except OSError as exc:
+            raise self._read_failed(part, exc) from exc
+        if data is not None:
+            self._record_read(index, len(data))
+        return data
+
     def _read_failed(self, part: Partition, exc: OSError) -> ScsiError:
         log.error("%s: read of %s failed: %s", self.name, part.path, exc)
         self.counters.read_errors += 1
@@ -444,7 +510,7 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense, MediumHook
 
     # --- fault injection ---------------------------------------------------------------
 
-    def arm_fault(self, event: str, record: int, after_bytes: int, alerts: frozenset[int]) -> None:
+    def arm_fault(self, event: str, record: int, after_bytes: int, alerts: frozenset[int]) -> bool:
         """A ``tape`` fault rule fired on this drive (actors/faults_lu.py): arm
         a one-shot MEDIUM ERROR at ``record`` (read or write), an early end of
         medium after ``after_bytes`` per partition, raise TapeAlert flags, or
@@ -461,7 +527,10 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense, MediumHook
         elif event == "clean":
             self.needs_cleaning = True
             self.tapealert |= 1 << (CLEAN_NOW - 1)
+        else:
+            return False
         log.warning("%s: tape fault armed: %s", self.name, event)
+        return True
 
     def not_ready_sense(self) -> Sense | None:
         """REQUEST SENSE: the readiness condition, else CLEANING REQUESTED
@@ -476,6 +545,7 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense, MediumHook
     def power_on(self) -> None:
         super().power_on()  # (PREVENT ends, mode pages back to defaults)
         self.needs_cleaning = False
+        self.deferred = None  # (a power on clears sense data, deferred errors too)
         self.block_size = 0
 
     async def close(self) -> None:

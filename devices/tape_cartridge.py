@@ -187,6 +187,24 @@ class Partition:
             raise OSError(errno.EIO, f"{self.path}: record {index} cut short on disk")
         return got
 
+    def read_inline(self, index: int, limit: int) -> bytes | None:
+        """The first ``limit`` bytes of record ``index``'s payload as new
+        bytes, when reading never waits (a memory filesystem, a record up to
+        INLINE_WRITE_MAX); None otherwise (use :meth:`read`). The kernel
+        fills the bytes object: no buffer is zero-filled first (a 256 KiB
+        record's memset cost as many instructions as the rest of the READ)."""
+        if not self.memory_backed:
+            return None
+        want = min(limit, self.lengths[index])
+        if want > INLINE_WRITE_MAX:
+            return None
+        if want <= 0:
+            return b""
+        data = os.pread(self.fd, want, self.offsets[index] + HEADER_SIZE)
+        if len(data) != want:
+            raise OSError(errno.EIO, f"{self.path}: record {index} cut short on disk")
+        return data
+
     def scan(self) -> None:
         """Rebuild the index from the file: every valid object up to the first
         damage (see the module docstring)."""

@@ -18,6 +18,7 @@ import attrs
 
 if TYPE_CHECKING:
     from pyscst.scsi.alua import PortAccess
+    from pyscst.scsi.cdb import Pending
     from pyscst.scsi.sense import Asc, Sense, Status
 
 #: What a data-in handler may hand back: bytes-like, sent as is.
@@ -108,6 +109,23 @@ class Transport(Protocol):
     def data_now(self, cmd: ScsiCommand, length: int) -> memoryview | None:
         """The data-out :meth:`receive_data` would return, if it has all arrived
         already (immediate data); None when getting it needs to wait."""
+        ...
+
+    def data_later(self, cmd: ScsiCommand) -> Pending | None:
+        """Fetch, without a task waiting for it, the data-out that the last
+        :meth:`data_now` call found missing (R2T and Data-Out): a Pending that
+        finishes with None once it has all arrived (then :meth:`data_now`
+        returns it), or with the exception that ended it (a ScsiError, such
+        as a broken Data-Out sequence; :class:`TransportGone`). Cancelling it
+        (a TMF, a lost nexus) stops soliciting; it then finishes with
+        :class:`TransportGone`, never synchronously inside ``cancel``.
+
+        None: this transport cannot (or the data is missing for a reason
+        it does not handle this way); the caller's task awaits
+        :meth:`receive_data` instead. A spawned task that waits for the
+        Data-Out costs several scheduler passes per command; the LU runs the
+        command's fast handler again from the Pending's completion instead.
+        """
         ...
 
     def respond_now(

@@ -173,6 +173,10 @@ class Sense:
     #: sense data as another device server wrote it (pass-through): encoded
     #: as it came, whatever format this LU would choose
     raw: bytes | None = None
+    #: a deferred error (SPC-4 4.5.5: an operation that returned status
+    #: before it ended, e.g. with IMMED=1, failed later): response code
+    #: 0x71 / 0x73 instead of 0x70 / 0x72
+    deferred: bool = False
 
     @classmethod
     def decode(cls, data: bytes) -> Sense | None:
@@ -209,8 +213,8 @@ class Sense:
         return self.specific
 
     def encode(self, descriptor: bool = False) -> bytes:
-        """Encode as fixed (0x70) or descriptor (0x72) format current sense
-        (sense that came from elsewhere: as it came)."""
+        """Encode as fixed (0x70) or descriptor (0x72) format current sense,
+        0x71 / 0x73 when deferred (sense that came from elsewhere: as it came)."""
         if self.raw is not None:
             return self.raw
         specific = self._specific_bytes()
@@ -223,11 +227,12 @@ class Sense:
             if self.stream:
                 body += bytes((0x04, 0x02, 0x00, self.stream & 0xE0))
             head = bytes(
-                (0x72, int(self.key) & 0x0F, self.asc, self.ascq, 0, 0, 0, len(body))
-            )
+                (0x73 if self.deferred else 0x72, int(self.key) & 0x0F, self.asc, self.ascq,
+                 0, 0, 0, len(body))
+            )  # fmt: skip
             return head + bytes(body)
         buf = bytearray(18)
-        buf[0] = 0x70
+        buf[0] = 0x71 if self.deferred else 0x70
         buf[2] = (int(self.key) & 0x0F) | (self.stream & 0xE0)
         if self.information is not None:
             if self.information <= 0xFFFFFFFF:

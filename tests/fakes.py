@@ -22,7 +22,7 @@ from pyscst.actors.lun import LogicalUnit
 from pyscst.devices.device_type import check_ready_for
 from pyscst.devices.disk import DiskDevice
 from pyscst.devices.stores import MemoryStore
-from pyscst.scsi.cdb import OpTable
+from pyscst.scsi.cdb import OpTable, Pending
 from pyscst.scsi.command import Buffer, DataDirection, Nexus, ScsiCommand, TaskAttribute
 from pyscst.scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
 
@@ -58,6 +58,9 @@ class FakeTransport:
         self.requests.append(length)
         n = min(length, cmd.expected_length, len(self.data_out))
         return memoryview(self.data_out[:n])
+
+    def data_later(self, cmd: ScsiCommand) -> Pending | None:
+        return None  # (data_now always has it)
 
     def record(
         self, cmd: ScsiCommand, status: Status, sense: bytes | None, data: Buffer | None

@@ -218,6 +218,59 @@ async def test_data_out_with_the_ttt_of_another_tasks_r2t(tmp_path: Path) -> Non
         await still_serving(d)
 
 
+async def test_data_out_for_an_aborted_write_writes_nothing(tmp_path: Path) -> None:
+    """ABORT TASK of a write whose R2T is out (it waits in its LU without a
+    task of its own): COMPLETE, no status ever, and the Data-Out that answers
+    the R2T afterwards lands nowhere; the session carries on."""
+    async with running_daemon_async(tmp_path, target=TARGET) as d:
+        async with wire(d.host, d.port, TARGET) as w:
+            await w.settle()
+            write = w.command(write10(16, 8), write=8 * BS)
+            await w.send(write)
+            r2t = await w.recv_for(write.itt)
+            assert isinstance(r2t, P.R2T)
+            abort = w.tmf(F.ABORT_TASK, ref=write.itt, refcmdsn=write.cmdsn)
+            await w.send(abort)
+            assert (await w.recv_for(abort.itt)).response == R.COMPLETE
+            await w.send(w.data_out(r2t, b"z" * 8 * BS))
+            read = w.command(bytes((0x28, 0, 0, 0, 0, 16, 0, 0, 8, 0)), read=8 * BS)
+            assert (await w.execute(read)).status == GOOD
+            assert bytes(w.data_in[read.itt]) == bytes(8 * BS)
+            assert write.itt not in w.data_in
+            with trio.move_on_after(0.2):
+                got = await w.recv_for(write.itt)
+                raise AssertionError(f"the aborted write was answered: {got}")
+        await still_serving(d)
+
+
+async def test_data_out_outside_its_r2t_ends_the_write_with_a_data_phase_error(
+    tmp_path: Path,
+) -> None:
+    """The write waiting for that R2T's data is answered ABORTED COMMAND /
+    DATA PHASE ERROR (from the reader, no task of its own) and writes nothing."""
+    async with running_daemon_async(tmp_path, target=TARGET) as d:
+        async with wire(d.host, d.port, TARGET) as w:
+            await w.settle()
+            write = w.command(write10(32, 8), write=8 * BS)
+            await w.send(write)
+            r2t = await w.recv_for(write.itt)
+            assert isinstance(r2t, P.R2T)
+            bad = P.DataOut(
+                final=True, itt=write.itt, ttt=r2t.ttt, expstatsn=w.expstatsn,
+                buffer_offset=r2t.buffer_offset + BS, data=b"q" * BS,
+            )  # fmt: skip
+            await w.send(bad)
+            assert (await rejected(w, write.itt)).reason == RejectReason.PROTOCOL_ERROR
+            failed = await w.recv_for(write.itt)
+            assert failed.status == 2
+            sense = parse_sense_segment(failed.data)
+            assert (sense[2] & 0x0F, sense[12], sense[13]) == (0x0B, 0x4B, 0x00)
+            read = w.command(bytes((0x28, 0, 0, 0, 0, 32, 0, 0, 8, 0)), read=8 * BS)
+            assert (await w.execute(read)).status == GOOD
+            assert bytes(w.data_in[read.itt]) == bytes(8 * BS)
+        await still_serving(d)
+
+
 # -- D5: a write whose connection dropped while it waited for Data-Out ---------------
 
 

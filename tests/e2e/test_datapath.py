@@ -29,10 +29,13 @@ DEVICES = {"disk0": {"handler": "vdisk_fileio", "size": "4MiB"}}
     [
         {},  # immediate data, big segments: everything on the fast path
         {"initial_r2t": True, "immediate_data": False},  # every write needs R2Ts
+        # R2Ts of 4 KiB: a 64 KiB write's Data-Out comes in 16 bursts, each
+        # solicited as the one before completes (no task waits: data_later)
+        {"initial_r2t": True, "max_burst_length": 4096, "first_burst_length": 4096},
         {"max_recv_data_segment_length": 512, "first_burst_length": 4096},  # split
         {"header_digest": True, "data_digest": True},
     ],
-    ids=["fast", "r2t", "small-segments", "digests"],
+    ids=["fast", "r2t", "r2t-bursts", "small-segments", "digests"],
 )
 async def test_writes_then_reads_return_the_same_bytes(
     tmp_path: Path, options: dict[str, object]

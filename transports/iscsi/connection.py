@@ -35,6 +35,7 @@ from pyscst.actors.faults_lu import portal_of
 from pyscst.actors.messages import TmfFunction, TmfResponse
 from pyscst.actors.session import LunMapping, Session
 from pyscst.actors.target import SessionInfo
+from pyscst.scsi.cdb import Pending
 from pyscst.scsi.command import (
     Buffer,
     DataDirection,
@@ -133,13 +134,14 @@ class ConnectionClosed(TransportGone):
 
 
 class _Burst(DataOutBurst):
-    """One R2T's worth of solicited Data-Out, and the event its task waits on."""
+    """One R2T's worth of solicited Data-Out, and the event its task waits on
+    (None: no task waits; the command's ``later`` Pending goes on instead)."""
 
     __slots__ = ("event",)
 
-    def __init__(self, itt: int, offset: int, length: int) -> None:
+    def __init__(self, itt: int, offset: int, length: int, event: trio.Event | None) -> None:
         super().__init__(itt, offset, length)
-        self.event = trio.Event()
+        self.event = event
 
 
 class IscsiCommand(ScsiCommand):
@@ -154,11 +156,15 @@ class IscsiCommand(ScsiCommand):
         "failed",
         "finished",
         "immediate",
+        "later",
         "lun_raw",
         "next_datasn",
+        "parts",
+        "plan",
         "received",
         "unsol_done",
         "unsol_end",
+        "wanted",
     )
 
     def __init__(
@@ -189,6 +195,14 @@ class IscsiCommand(ScsiCommand):
         self.aborted = False
         #: sent with the I bit: runs outside the CmdSN window (no slot to free)
         self.immediate = False
+        #: the data-out length the last data_now found missing (for data_later)
+        self.wanted = 0
+        #: data_later's Pending while its R2Ts are answered (no task waits)
+        self.later: Pending | None = None
+        self.plan: R2TPlan | None = None
+        #: a data_later command's data-out so far, as it came (immediate data,
+        #: then each Data-Out's segment), joined once when it is all there
+        self.parts: list[Buffer] | None = None
 
 
 class IscsiConnection:
@@ -346,7 +360,10 @@ class IscsiConnection:
                 if cmd.unsol_done is not None:
                     cmd.unsol_done.set()
             for burst in self._bursts.values():
-                burst.event.set()
+                if burst.event is not None:
+                    burst.event.set()
+            for cmd in list(self._itt.values()):
+                self._end_later(cmd, ConnectionClosed(), now=False)
 
     # -- byte movement -------------------------------------------------------
     async def _writer(self) -> None:
@@ -973,10 +990,39 @@ class IscsiConnection:
         if error is not None or burst is None:
             self._data_out_error(pdu, st, error)
             return
-        memoryview(st.buf)[off : off + n] = data
+        parts = st.parts
+        if parts is not None:
+            if off == st.received:  # (in order: always, at MaxOutstandingR2T=1)
+                parts.append(data)
+                st.received = off + n
+                if burst.next_offset >= burst.end:
+                    del self._bursts[ttt]
+                    self._later_burst_done(st)
+                return
+            st.buf = bytearray().join(parts)  # out of order: one buffer after all
+            st.parts = None
+        buf = st.buf
+        size = len(buf)
+        if off + n <= size:
+            memoryview(buf)[off : off + n] = data
+        else:
+            # a data_later buffer grows as its Data-Out comes (in order, so
+            # appended; a burst ahead of an earlier one leaves a gap that
+            # the earlier one fills)
+            assert isinstance(buf, bytearray)
+            if off > size:
+                buf += bytes(off - size)
+            elif off < size:
+                memoryview(buf)[off:] = data[: size - off]
+                data = data[size - off :]
+            buf += data
         if burst.next_offset >= burst.end:
             del self._bursts[ttt]
-            burst.event.set()
+            event = burst.event
+            if event is not None:
+                event.set()
+            else:
+                self._later_burst_done(st)
 
     def _data_out_error(self, pdu: P.DataOut, st: IscsiCommand, reason: str | None) -> None:
         """A broken Data-Out sequence: Reject the PDU and end the command with
@@ -990,7 +1036,10 @@ class IscsiConnection:
         for ttt, burst in list(self._bursts.items()):
             if burst.itt == st.tag:
                 del self._bursts[ttt]
-                burst.event.set()
+                if burst.event is not None:
+                    burst.event.set()
+        if st.later is not None:
+            self._end_later(st, _data_phase_error(), now=True)
 
     # Transport protocol -------------------------------------------------------------
     async def receive_data(self, cmd: ScsiCommand, length: int) -> memoryview:
@@ -1022,7 +1071,7 @@ class IscsiConnection:
             while not plan.done:
                 for r2tsn, start, length in plan.issue():
                     ttt = next(self._ttt) & 0x7FFFFFFF
-                    burst = _Burst(st.tag, start, length)
+                    burst = _Burst(st.tag, start, length, trio.Event())
                     self._bursts[ttt] = burst
                     outstanding.append((ttt, burst))
                     exp, mx = self._windows()
@@ -1032,6 +1081,7 @@ class IscsiConnection:
                     )  # fmt: skip
                     self._queue(self._frame(header))
                 ttt, burst = outstanding.pop(0)
+                assert burst.event is not None
                 await burst.event.wait()
                 if st.failed:
                     raise _data_phase_error()
@@ -1049,8 +1099,95 @@ class IscsiConnection:
         if st.failed or (st.unsol_done is not None and not st.unsol_done.is_set()):
             return None
         if st.received < total:
+            st.wanted = total
             return None  # R2Ts needed
         return memoryview(st.buf)[:total]
+
+    def data_later(self, cmd: ScsiCommand) -> Pending | None:
+        st: IscsiCommand = cmd  # type: ignore[assignment]
+        total = st.wanted
+        st.wanted = 0
+        if not total or st.failed or self._dead or st.later is not None:
+            return None
+        if st.unsol_done is not None and not st.unsol_done.is_set():
+            return None  # (unsolicited Data-Out still coming: the task path waits for it)
+        params = self.params
+        assert params is not None
+        # what came so far, then each Data-Out's segment as it arrives, joined
+        # into one buffer at the end (see _on_data_out): a zero-filled buffer
+        # of the whole length would write every byte once more, and growing
+        # one moves what it holds
+        st.parts = [st.buf] if len(st.buf) else []
+        pending = Pending()
+        pending.on_cancel(functools.partial(self._cancel_later, st))
+        st.later = pending
+        st.plan = R2TPlan(
+            max(st.unsol_end, st.received), total, params.max_burst_length,
+            params.max_outstanding_r2t,
+        )  # fmt: skip
+        self._issue_r2ts(st, st.plan)
+        return pending
+
+    def _issue_r2ts(self, st: IscsiCommand, plan: R2TPlan) -> None:
+        """Send the R2Ts ``plan`` allows now, for a command no task waits on."""
+        for r2tsn, start, length in plan.issue():
+            ttt = next(self._ttt) & 0x7FFFFFFF
+            self._bursts[ttt] = _Burst(st.tag, start, length, None)
+            exp, mx = self._windows()
+            header = encode_r2t_header(
+                st.tag, ttt, r2tsn, start, length, lun=st.lun_raw,
+                statsn=self._statsn, expcmdsn=exp, maxcmdsn=mx,
+            )  # fmt: skip
+            self._queue(self._frame(header))
+
+    def _later_burst_done(self, st: IscsiCommand) -> None:
+        """One R2T of a ``data_later`` command has all its Data-Out: solicit
+        what the plan still allows, or hand the command back to its LU (in
+        this reader's turn: no task is woken)."""
+        plan = st.plan
+        if st.later is None or plan is None:
+            return
+        plan.completed()
+        if plan.done:
+            parts = st.parts
+            if parts is not None:
+                st.buf = memoryview(parts[0]) if len(parts) == 1 else bytearray().join(parts)
+                st.parts = None
+            st.received = plan.total
+            self._end_later(st, None, now=True)
+        else:
+            self._issue_r2ts(st, plan)
+
+    def _end_later(self, st: IscsiCommand, result: BaseException | None, now: bool) -> None:
+        """Finish ``st``'s data_later Pending once: ``now`` from the reader,
+        else at the next scheduler turn (a cancel or teardown must not run
+        the LU's completion inside its own loop over its tasks)."""
+        pending = st.later
+        if pending is None:
+            return
+        st.later = None
+        st.plan = None
+        st.parts = None
+        if now:
+            pending.finish(result)
+        else:
+            trio.lowlevel.current_trio_token().run_sync_soon(self._finish_soon, pending, result)
+
+    def _finish_soon(self, pending: Pending, result: BaseException | None) -> None:
+        # (a callback of run_sync_soon that raised would end the whole Trio
+        # run, every connection and LU with it: a bug here ends one command)
+        try:
+            pending.finish(result)
+        except Exception:
+            log.exception("%s: finishing an aborted command's data-out failed", self.peer)
+
+    def _cancel_later(self, st: IscsiCommand) -> None:
+        """The LU aborted a command whose R2Ts are out: ask for no more data
+        (a late Data-Out for its TTTs is refused as for any unknown TTT)."""
+        for ttt, burst in list(self._bursts.items()):
+            if burst.itt == st.tag and burst.event is None:
+                del self._bursts[ttt]
+        self._end_later(st, TransportGone(), now=False)
 
     def respond_now(
         self, cmd: ScsiCommand, status: Status, sense: bytes | None, data: Buffer | None

@@ -57,3 +57,45 @@ async def test_cached_reads_and_immediate_writes_answer_inside_submit(tmp_path: 
         assert device.part.eod == 3 and device.position == 3
         nursery.cancel_scope.cancel()
     cart.close_now()
+
+
+async def test_immed_rewind_through_the_lu_reports_a_failed_sync_as_deferred(
+    tmp_path: Path,
+) -> None:
+    """The synchronize an IMMED=1 REWIND leaves runs in the LU's nursery
+    (ctx.start_background); its failure reaches the next command as a
+    deferred error (response code 0x71), and only once."""
+    cart = open_cartridge(create_blank(tmp_path / "C", "C00002L8", 8 << 20))
+    device = TapeDevice("t0", cart)
+    lu = LogicalUnit("t0", lambda: device, CORE_TABLE)
+
+    def failing() -> None:
+        raise OSError(5, "injected")
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(lu.run)
+        t = FakeTransport(b"w" * 8)
+        none, write = DataDirection.NONE, DataDirection.WRITE
+        lu.submit(command(t, 1, bytes(6), 0, none), 0, False)  # power-on UA
+        lu.submit(command(t, 2, c6(0x0A, 0, 8), 8, write), 0, False)
+        with trio.fail_after(5):
+            while len(t.responses) < 2:
+                await trio.sleep(0.001)
+        assert t.responses[1].status == Status.GOOD and device.unsynced
+        cart.sync = failing  # type: ignore[method-assign]
+        lu.submit(command(t, 3, c6(0x01, 1, 0), 0, none), 0, False)  # REWIND IMMED
+        with trio.fail_after(5):
+            while device.deferred is None:
+                await trio.sleep(0.001)
+        assert t.responses[2].status == Status.GOOD and device.position == 0
+        lu.submit(command(t, 4, bytes(6), 0, none), 0, False)
+        lu.submit(command(t, 5, bytes(6), 0, none), 0, False)
+        with trio.fail_after(5):
+            while len(t.responses) < 5:
+                await trio.sleep(0.001)
+        deferred = t.responses[3]
+        assert deferred.status == Status.CHECK_CONDITION and deferred.sense is not None
+        assert deferred.sense[0] == 0x71 and deferred.sense[2] & 0x0F == 0x03  # MEDIUM ERROR
+        assert t.responses[4].status == Status.GOOD
+        nursery.cancel_scope.cancel()
+    cart.close_now()

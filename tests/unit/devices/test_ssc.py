@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pyscst.devices.tape import TapeDevice
-from pyscst.devices.tape_cartridge import HEADER_SIZE, create_blank, open_cartridge
+from pyscst.devices.tape_cartridge import HEADER_SIZE, Kind, create_blank, open_cartridge
 from pyscst.scsi.sense import Asc, SenseKey, Status
 from tests.fakes import FakeContext, Outcome, run_cdb
 
@@ -647,3 +647,245 @@ async def test_a_cartridge_moved_out_during_a_sync_ends_the_command_not_ready(
     cart.sync = sync_then_robot  # type: ignore[method-assign]
     out = await run_cdb(d, cdb)
     assert sense_of(out)[:3] == (SenseKey.NOT_READY, 0x3A, 0x00)
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="needs a tmpfs at /dev/shm")
+async def test_read_6_fast_path_on_tmpfs_answers_as_the_awaiting_handler() -> None:
+    """A cartridge in memory: READ(6) reads the record into new bytes (no
+    zero-filled buffer first) with the same data, ILI residue and filemark
+    as the awaiting handler gives."""
+    import tempfile
+
+    from pyscst.devices.ssc import read_6_now
+    from pyscst.scsi.sense import ScsiError
+    from tests.fakes import FakeTransport, make_cmd
+
+    def fast(d: TapeDevice, n: int, sili: bool = False) -> object:
+        cmd = make_cmd(c6(0x08, 2 if sili else 0, n), FakeTransport())
+        try:
+            return read_6_now(d, cmd, FakeContext())
+        except ScsiError as exc:
+            return exc
+
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as where:
+        d = drive(Path(where))
+        assert d.part.memory_backed
+        records = [b"A" * 1000, b"B" * 10, bytes(range(256)) * 1024]
+        for record in records:
+            assert d.write_objects(Kind.RECORD, [memoryview(record)]) is False
+        assert d.write_objects(Kind.FILEMARK, 1) is False
+        await rewind(d)  # (synchronizes: the fast path reads nothing unsynchronized)
+        got = fast(d, 1000)
+        assert isinstance(got, bytes) and got == records[0]
+        short = fast(d, 5)  # 10-byte record, 5 asked, no SILI: ILI, residue -5
+        assert isinstance(short, ScsiError) and short.data == b"B" * 5
+        assert short.sense is not None and short.sense.information == -5 & 0xFFFFFFFF
+        assert fast(d, 1 << 18, sili=True) == records[2]
+        mark = fast(d, 10)
+        assert isinstance(mark, ScsiError) and mark.sense is not None
+        assert mark.sense.stream & 0x80  # FILEMARK
+        assert d.position == 4
+        assert d.cartridge is not None
+        d.cartridge.close_now()
+
+
+async def test_the_tape_fault_hook_arms_known_events_only(tmp_path: Path) -> None:
+    """DeviceType.arm_fault on a drive: True and armed (a MEDIUM ERROR at the
+    record); an event it does not know arms nothing and says so."""
+    d = drive(tmp_path)
+    for record in (b"a" * 10, b"b" * 10):
+        assert (await write(d, record)).status == Status.GOOD
+    await rewind(d)
+    assert d.arm_fault("no_such_event", 0, 0, frozenset()) is False
+    assert d.arm_fault("read_error", 1, 0, frozenset()) is True
+    assert (await read(d, 10)).status == Status.GOOD
+    key, asc, ascq, _stream, _info = sense_of(await read(d, 10))
+    assert (key, asc, ascq) == (SenseKey.MEDIUM_ERROR, *Asc.UNRECOVERED_READ_ERROR.value)
+
+
+# --- READ(16), WRITE(16), VERIFY(16) ---------------------------------------------------
+
+
+def c16(op: int, b1: int, partition: int, ident: int, n: int, b2: int = 0) -> bytes:
+    return (bytes((op, b1, b2, partition)) + ident.to_bytes(8, "big") + n.to_bytes(3, "big")
+            + b"\0")  # fmt: skip
+
+
+def field(out: Outcome) -> tuple[int, int, int, int | None]:
+    s = out.sense
+    assert s is not None and s.field_pointer is not None
+    return int(s.key), s.asc, s.field_pointer.byte, s.field_pointer.bit
+
+
+async def test_read_write_verify_16_name_the_position_they_start_at(tmp_path: Path) -> None:
+    d = drive(tmp_path)
+    for i, record in enumerate((b"a" * 10, b"b" * 20, b"c" * 30)):
+        out = await run_cdb(d, c16(0x8A, 0, 0, i, len(record)), data_out=record)
+        assert out.status == Status.GOOD
+    await rewind(d)
+    out = await run_cdb(d, c16(0x88, 0, 0, 0, 10))
+    assert out.status == Status.GOOD and out.data == b"a" * 10
+    out = await run_cdb(d, c16(0x8F, 0x02, 0, 1, 20), data_out=b"b" * 20)  # BYTCMP
+    assert out.status == Status.GOOD and (await position(d))[2] == 2
+    out = await run_cdb(d, c16(0x8F, 0x02, 0, 2, 30), data_out=b"c" * 29 + b"x")
+    assert sense_of(out)[:3] == (SenseKey.MISCOMPARE, *Asc.MISCOMPARE_DURING_VERIFY.value)
+    out = await run_cdb(d, c16(0x88, 0x02, 0, 3, 100))  # at end-of-data
+    assert sense_of(out)[0] == SenseKey.BLANK_CHECK
+    await rewind(d)
+    assert (await run_cdb(d, c16(0x88, 0x02, 0, 0, 100))).data == b"a" * 10  # SILI
+    # WRITE(16) at object 1: what followed it is gone, end-of-data after it
+    out = await run_cdb(d, c16(0x8A, 0, 0, 1, 5), data_out=b"z" * 5)
+    assert out.status == Status.GOOD and d.part.eod == 2
+    assert (await run_cdb(d, c16(0x8A, 0, 0, 2, 0))).status == Status.GOOD  # zero: nothing
+
+
+async def test_read_write_16_refuse_bad_fields_with_the_field_pointer(tmp_path: Path) -> None:
+    d = drive(tmp_path)
+    for record in (b"r" * 10, b"s" * 10):
+        assert (await write(d, record)).status == Status.GOOD
+    await rewind(d)
+    illegal = (SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB.value[0])
+    for op in (0x88, 0x8A, 0x8F):
+        data = b"q" * 10 if op == 0x8A else b""
+        # another partition (the cartridge has one), another object: not here
+        out = await run_cdb(d, c16(op, 0, 1, 0, 10), data_out=data)
+        assert field(out) == (*illegal, 3, None), hex(op)
+        out = await run_cdb(d, c16(op, 0, 0, 1, 10), data_out=data)
+        assert field(out) == (*illegal, 4, None), hex(op)
+        out = await run_cdb(d, c16(op, 0, 0, 1 << 63, 0), data_out=data)  # even with 0
+        assert field(out)[2] == 4, hex(op)
+    assert field(await run_cdb(d, c16(0x88, 0, 0, 0, 10, b2=0x01)))[2] == 2  # reserved byte
+    assert field(await run_cdb(d, c16(0x8A, 0x08, 0, 0, 10)))[2:] == (1, 3)  # FCS: refused
+    assert field(await run_cdb(d, c16(0x88, 0x03, 0, 0, 1)))[2:] == (1, 1)  # FIXED + SILI
+    assert field(await run_cdb(d, c16(0x88, 0x01, 0, 0, 1)))[2:] == (1, 0)  # FIXED, no size
+    assert field(await run_cdb(d, c16(0x88, 0, 0, 0, 0xFFFFFF)))[2] == 12  # over the limit
+    assert d.position == 0 and d.part.eod == 2  # nothing moved, nothing written
+
+
+async def test_the_16_byte_transfers_are_rows_of_the_table_rsoc_reports(tmp_path: Path) -> None:
+    """REPORT SUPPORTED OPERATION CODES is built from the table: the rows are
+    there, 16 bytes long, with the CDB usage data the handlers check."""
+    d = drive(tmp_path)
+    for op, byte1 in ((0x88, 0x03), (0x8A, 0x01), (0x8F, 0x07)):
+        spec = d.table.get(op)
+        assert spec is not None and spec.cdb_length == 16, hex(op)
+        out = await run_cdb(d, c16(op, byte1 ^ 0xFF, 0, 0, 1))  # any bit outside the mask
+        assert field(out)[2] == 1
+
+
+# --- IMMED: the synchronize goes on after the status; its failure is deferred -----------
+
+
+def failing_sync(d: TapeDevice) -> None:
+    cart = d.cartridge
+    assert cart is not None
+
+    def sync() -> None:
+        raise OSError(5, "injected: the medium cannot be written")
+
+    cart.sync = sync  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize(
+    "cdb",
+    [c6(0x01, 1), bytes((0x2B, 0x01, 0, 0, 0, 0, 0, 0, 0, 0)),
+     bytes((0x92, 0x01)) + bytes(14), c6(0x19, 0x02)],
+    ids=["rewind", "locate10", "locate16", "erase"],
+)
+async def test_immed_answers_first_and_a_failed_synchronize_is_a_deferred_error(
+    tmp_path: Path, cdb: bytes
+) -> None:
+    d = drive(tmp_path)
+    assert (await write(d, b"r" * 10)).status == Status.GOOD
+    if cdb[0] == 0x19:
+        await rewind(d)  # (ERASE at object 0: end-of-data there)
+        assert (await write(d, b"s" * 10)).status == Status.GOOD
+    failing_sync(d)
+    ctx = FakeContext()
+    out = await run_cdb(d, cdb, ctx=ctx)
+    assert out.status == Status.GOOD  # validated: status now, the synchronize later
+    assert len(ctx.background) == 1 and d.unsynced
+    await ctx.background.pop()()
+    out = await run_cdb(d, bytes(6))  # the next command hears of it
+    assert out.sense is not None and out.sense.deferred
+    assert (out.sense.key, out.sense.asc, out.sense.ascq) == (
+        SenseKey.MEDIUM_ERROR, *Asc.WRITE_ERROR.value)
+    assert out.sense.encode()[0] == 0x71 and out.sense.encode(descriptor=True)[0] == 0x73
+    assert (await run_cdb(d, bytes(6))).status == Status.GOOD  # once
+
+
+async def test_without_immed_the_failure_is_the_commands_own(tmp_path: Path) -> None:
+    d = drive(tmp_path)
+    assert (await write(d, b"r" * 10)).status == Status.GOOD
+    failing_sync(d)
+    ctx = FakeContext()
+    out = await run_cdb(d, c6(0x01), ctx=ctx)
+    assert out.sense is not None and not out.sense.deferred and out.sense.encode()[0] == 0x70
+    assert out.sense.key == SenseKey.MEDIUM_ERROR and ctx.background == []
+
+
+async def test_request_sense_reports_the_deferred_error_once(tmp_path: Path) -> None:
+    d = drive(tmp_path)
+    assert (await write(d, b"r" * 10)).status == Status.GOOD
+    failing_sync(d)
+    ctx = FakeContext()
+    assert (await run_cdb(d, c6(0x01, 1), ctx=ctx)).status == Status.GOOD
+    await ctx.background.pop()()
+    sense = d.not_ready_sense()
+    assert sense is not None and sense.deferred and sense.key == SenseKey.MEDIUM_ERROR
+    assert d.not_ready_sense() is None
+
+
+async def test_a_later_synchronize_waits_for_the_immed_one_and_newer_writes_stay_unsynced(
+    tmp_path: Path,
+) -> None:
+    import threading
+
+    import trio
+
+    d = drive(tmp_path)
+    assert (await write(d, b"r" * 10)).status == Status.GOOD
+    cart = d.cartridge
+    assert cart is not None
+    real_sync = cart.sync
+    started, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def slow_sync() -> None:
+        calls.append("sync")
+        started.set()
+        release.wait(5)
+        real_sync()
+
+    cart.sync = slow_sync  # type: ignore[method-assign]
+    ctx = FakeContext()
+    assert (await run_cdb(d, c6(0x01, 1), ctx=ctx)).status == Status.GOOD
+    background = ctx.background.pop()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(background)
+        await trio.to_thread.run_sync(started.wait, 5)
+        # written while the synchronize runs: not covered by it
+        assert (await write(d, b"n" * 10)).status == Status.GOOD
+        done: list[Outcome] = []
+
+        async def rewind_now() -> None:  # IMMED=0: waits for the running one first
+            done.append(await run_cdb(d, c6(0x01)))
+
+        nursery.start_soon(rewind_now)
+        await trio.sleep(0.05)
+        assert done == [] and calls == ["sync"]
+        release.set()
+    assert done[0].status == Status.GOOD and calls == ["sync", "sync"]
+    assert not d.unsynced and d.deferred is None
+
+
+async def test_power_on_clears_a_deferred_error(tmp_path: Path) -> None:
+    d = drive(tmp_path)
+    assert (await write(d, b"r" * 10)).status == Status.GOOD
+    failing_sync(d)
+    ctx = FakeContext()
+    assert (await run_cdb(d, c6(0x01, 1), ctx=ctx)).status == Status.GOOD
+    await ctx.background.pop()()
+    assert d.deferred is not None
+    d.power_on()
+    assert d.deferred is None and (await run_cdb(d, bytes(6))).status == Status.GOOD

@@ -227,6 +227,37 @@ def test_a_record_on_tmpfs_is_read_inline_not_by_a_thread() -> None:
             cart.close_now()
 
 
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="needs a tmpfs at /dev/shm")
+def test_read_inline_gives_new_bytes_on_tmpfs_only_up_to_the_inline_limit(
+    tmp_path: Path,
+) -> None:
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as where:
+        cart = open_cartridge(blank(Path(where)))
+        try:
+            p = cart.partitions[0]
+            p.append(Kind.RECORD, b"r" * 1000)
+            p.append(Kind.FILEMARK, b"")
+            p.append(Kind.RECORD, b"s" * (256 * 1024 + 1))
+            assert p.read_inline(0, 1 << 20) == b"r" * 1000
+            assert p.read_inline(0, 10) == b"r" * 10  # (a short READ: the head)
+            assert p.read_inline(1, 1000) == b""  # a filemark has no payload
+            assert p.read_inline(2, 1 << 20) is None  # over the limit: read()
+            assert p.read_inline(2, 256 * 1024) == b"s" * 256 * 1024
+            os.ftruncate(p.fd, p.offsets[0] + HEADER_SIZE + 10)  # damage under it
+            with pytest.raises(OSError):
+                p.read_inline(0, 1000)
+        finally:
+            cart.close_now()
+    cart = open_cartridge(blank(tmp_path))
+    try:
+        p = cart.partitions[0]
+        p.append(Kind.RECORD, b"r" * 10)
+        if not p.memory_backed:
+            assert p.read_inline(0, 10) is None  # a disk filesystem: read()
+    finally:
+        cart.close_now()
+
+
 def test_a_cartridge_on_a_disk_filesystem_is_not_memory_backed(tmp_path: Path) -> None:
     from pyscst.devices.stores import MEMORY_FILESYSTEMS, filesystem_type
 
