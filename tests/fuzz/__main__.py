@@ -12,6 +12,7 @@ in time. The kill -9 durability trials are
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 from pathlib import Path
@@ -21,6 +22,7 @@ import trio
 from tests.daemon import running_daemon
 from tests.fuzz.campaign import Campaign
 from tests.fuzz.stall import Staller, fd_soft_limit, raise_own_fd_limit, timed_login
+from tests.helpers_tgt import TgtDaemon, tgtd_daemon, tgtd_unavailable
 
 STALL_TARGET = "iqn.2026-11.org.pyscst:stall"
 STALL_BOUND = 2.0
@@ -43,6 +45,15 @@ def stall_check(workdir: Path, count: int, sources: list[str]) -> float:
     return elapsed
 
 
+def revive(tgt: TgtDaemon) -> bool:
+    """Start tgtd again (same port, same files) if the forwarded CDBs killed it."""
+    if tgt.proc is not None and tgt.proc.poll() is None:
+        return False
+    tgt.kill()
+    tgt.start()
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.fuzz", description=__doc__)
     parser.add_argument("--pdus", type=int, help="stop after this many PDUs")
@@ -55,14 +66,31 @@ def main(argv: list[str] | None = None) -> int:
         "(the known D1-D3 triggers), to find what hides behind them",
     )  # fmt: skip
     parser.add_argument("--no-stall", action="store_true", help="skip the stalled-login check")
+    parser.add_argument(
+        "--no-passthrough", action="store_true",
+        help="no pass-through LUNs (by default, where tgtd is installed, LUNs 5 and 6 "
+        "forward to a private tgtd's disk and tape)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.pdus is None and args.seconds is None:
         args.pdus = 1_000_000
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="pyscst-fuzz-"))
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"fuzzing a real daemon (seed {args.seed}; files in {workdir})", flush=True)
-    campaign = Campaign(workdir / "fuzz", seed=args.seed, avoid_known=args.avoid_known)
-    figures = campaign.run(args.pdus, args.seconds, progress=50_000)
+    with contextlib.ExitStack() as stack:
+        backend = None
+        why_not = "--no-passthrough" if args.no_passthrough else tgtd_unavailable()
+        if why_not is None:
+            tgt = stack.enter_context(tgtd_daemon(workdir, tape=True))
+            backend = tgt.url.rsplit("/", 1)[0]
+            print(f"pass-through LUNs 5 (disk) and 6 (tape) forward to tgtd on {tgt.port}")
+        else:
+            print(f"no pass-through LUNs: {why_not}")
+        campaign = Campaign(
+            workdir / "fuzz", seed=args.seed, avoid_known=args.avoid_known, backend=backend,
+            revive_backend=None if backend is None else lambda: revive(tgt),
+        )  # fmt: skip
+        figures = campaign.run(args.pdus, args.seconds, progress=50_000)
     print(figures.report(), flush=True)
     ok = figures.exits == 0 and figures.tracebacks == 0
     if not args.no_stall:

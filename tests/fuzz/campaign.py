@@ -25,15 +25,17 @@ import socket
 import struct
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from pyscst.scsi.cdb import OpTable
 from pyscst.transports.iscsi import pdu_types as P
 from pyscst.transports.iscsi.textkeys import encode_text
 from tests.daemon import RunningDaemon, free_port, start_daemon, stop_daemon, write_config
-from tests.fuzz.mutate import TARGET, TYPED_LUNS, Mutator, login_keys
+from tests.fuzz.mutate import PASSTHROUGH_LUNS, TARGET, TYPED_LUNS, Mutator, login_keys
 
 RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} ")
 FRAME = re.compile(r'File "([^"]+)", line \d+, in (\S+)')
@@ -56,6 +58,9 @@ class Figures:
     #: Responses to commands sent unmutated: proof the commands reach each
     #: device type's parser, and what it said
     answers: collections.Counter[str] = attrs.field(factory=collections.Counter)
+    #: times the pass-through backend (tgtd) died under the forwarded CDBs and was
+    #: started again (its own bugs; pyscst must answer and reconnect meanwhile)
+    backend_restarts: int = 0
     rss_start_kib: int = 0
     rss_max_kib: int = 0
     rss_last_kib: int = 0
@@ -70,6 +75,7 @@ class Figures:
             f"PDUs sent          {self.pdus:,} in {self.seconds:.1f}s ({self.rate:,.0f}/s)",
             f"connections        {self.connections:,}",
             f"daemon exits       {self.exits} (restarted {self.restarts} times)",
+            f"backend restarts   {self.backend_restarts} (pass-through LUNs' tgtd)",
             f"tracebacks in log  {self.tracebacks}",
             f"daemon RSS         start {self.rss_start_kib / 1024:.1f} MiB, "
             f"max {self.rss_max_kib / 1024:.1f} MiB, last {self.rss_last_kib / 1024:.1f} MiB",
@@ -121,10 +127,17 @@ def classify(text: str) -> list[str]:
     return out
 
 
-def campaign_devices() -> dict[str, dict[str, Any]]:
+def campaign_luns(backend: str | None) -> dict[int, tuple[str, str, OpTable]]:
+    """The typed LUNs; with ``backend`` (``iscsi://host:port/iqn``, a tgtd with a
+    disk at LUN 1 and a tape at LUN 2) the two pass-through LUNs as well."""
+    return {**TYPED_LUNS, **(PASSTHROUGH_LUNS if backend else {})}
+
+
+def campaign_devices(backend: str | None = None) -> dict[str, dict[str, Any]]:
     """One device of every built-in type: disk, null disk, a tape drive in a
     changer's library (small cartridges, so random WRITEs fill one and reach
-    end of medium), and a CD-ROM with an image."""
+    end of medium), and a CD-ROM with an image; with ``backend``, pass-through
+    devices in front of its disk and tape."""
     settings: dict[str, dict[str, Any]] = {
         "disk0": {"size": "16MiB"},
         "null1": {"size": "64MiB"},
@@ -134,23 +147,27 @@ def campaign_devices() -> dict[str, dict[str, Any]]:
             "cartridges": [{"barcode": f"F0000{i}L8", "capacity": "4M"} for i in range(3)],
         }},
     }  # fmt: skip
+    if backend:
+        settings["ptdisk"] = {"backend": f"{backend}/1"}
+        settings["pttape"] = {"backend": f"{backend}/2"}
     return {name: {"handler": handler, **settings.get(name, {})}
-            for name, handler, _ in TYPED_LUNS.values()}  # fmt: skip
+            for name, handler, _ in campaign_luns(backend).values()}  # fmt: skip
 
 
 class Target:
     """The daemon under test: started, watched, restarted."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, backend: str | None = None) -> None:
         self.workdir = workdir
         self.port = free_port()
+        luns = campaign_luns(backend)
         state = workdir / "state"
         state.mkdir(parents=True, exist_ok=True)
         (state / "fuzz.iso").write_bytes(bytes(range(256)) * 8 * 64)  # 64 sectors
         self.config = write_config(
             workdir, port=self.port, target=TARGET,
-            devices=campaign_devices(),
-            luns=[{"lun": lun, "device": name} for lun, (name, _, _) in TYPED_LUNS.items()],
+            devices=campaign_devices(backend),
+            luns=[{"lun": lun, "device": name} for lun, (name, _, _) in luns.items()],
             iscsi={"login_timeout": 5, "pdu_timeout": 5},
             # ALUA on: REPORT / SET TPGS and the per-port check take fuzzed input too
             # (group "remote" has no portal here: its state flips nothing locally)
@@ -309,12 +326,18 @@ class Client:
 
 
 class Campaign:
-    def __init__(self, workdir: Path, seed: int = 1, avoid_known: bool = False) -> None:
+    def __init__(
+        self, workdir: Path, seed: int = 1, avoid_known: bool = False,
+        backend: str | None = None, revive_backend: Callable[[], bool] | None = None,
+    ) -> None:  # fmt: skip
+        #: restarts the backend if it died (True then); checked with the daemon
+        self.revive_backend = revive_backend
         #: steer clear of the known D1-D3 triggers (see Mutator.ffp_wire)
         self.avoid_known = avoid_known
         self.rng = random.Random(seed)
-        self.mutator = Mutator(self.rng)
-        self.target = Target(workdir)
+        self.luns = campaign_luns(backend)
+        self.mutator = Mutator(self.rng, self.luns)
+        self.target = Target(workdir, backend)
         self.figures = Figures()
         self._last_class = "no traceback"
 
@@ -362,6 +385,8 @@ class Campaign:
             figures.rss_last_kib = rss
             figures.rss_max_kib = max(figures.rss_max_kib, rss)
         self.account(target.new_log())
+        if self.revive_backend is not None and self.revive_backend():
+            figures.backend_restarts += 1
         if not target.alive():
             figures.exits += 1
             figures.classes[f"exit: {self._last_class}"] += 1
@@ -478,7 +503,7 @@ class Campaign:
                 mutate = not scsi_only and rng.random() < 0.6
                 if isinstance(pdu, P.ScsiCommand) and not mutate:
                     number = pdu.lun >> 48 if not pdu.lun & ((1 << 48) - 1) else -1
-                    name = TYPED_LUNS.get(number, (f"lun{pdu.lun:#x}",))[0]
+                    name = self.luns.get(number, (f"lun{pdu.lun:#x}",))[0]
                     client.sent[pdu.itt] = name
                 batch.append(mut.ffp_wire(pdu, hd, dd, mutate, self.avoid_known))
             if not self._sent(client, b"".join(batch), len(batch)):

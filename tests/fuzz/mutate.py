@@ -68,6 +68,15 @@ TYPED_LUNS: dict[int, tuple[str, str, OpTable]] = {
 }
 
 
+#: LUNs 5 and 6 when a tgtd backend runs (campaign.py): ``passthrough`` devices in
+#: front of tgt's disk and tape, so hostile CDBs are forwarded and tgt's answers
+#: (a real, different implementation) come back through the backend link
+PASSTHROUGH_LUNS: dict[int, tuple[str, str, OpTable]] = {
+    5: ("ptdisk", "passthrough", SBC_TABLE),
+    6: ("pttape", "passthrough", SSC_TABLE),
+}
+
+
 def table_cdb(rng: random.Random, spec: OpSpec) -> bytes:
     """A CDB for ``spec``: random bits inside its usage mask (so it passes the
     reserved-bit check and reaches the device type's own parser), now and then
@@ -146,8 +155,12 @@ def frame(
 class Mutator:
     """Valid and mutated PDUs for one connection's phase."""
 
-    def __init__(self, rng: random.Random) -> None:
+    def __init__(
+        self, rng: random.Random, luns: dict[int, tuple[str, str, OpTable]] | None = None
+    ) -> None:
         self.rng = rng
+        #: the daemon's typed LUNs: LUN -> (device, handler, table)
+        self.luns = TYPED_LUNS if luns is None else luns
         #: the big abusive segments, built once (they cost more than sending them)
         self._many_keys = {
             n: encode_text([(f"X-key{i}", "v") for i in range(n)]) for n in (100, 10000)
@@ -176,8 +189,8 @@ class Mutator:
                 lun = rng.choice([0, 0, 1, 1 << 48])
                 write = cdb[0] in WRITE_OPCODES and rng.random() < 0.8
             else:  # any command of any device type's table, to a LUN of that type
-                number = rng.choice(list(TYPED_LUNS))
-                spec = rng.choice(TYPED_LUNS[number][2].specs)
+                number = rng.choice(list(self.luns))
+                spec = rng.choice(self.luns[number][2].specs)
                 lun = number << 48  # the LUN field: single-level, peripheral addressing
                 cdb = table_cdb(rng, spec)
                 write = spec.direction is DataDirection.WRITE and rng.random() < 0.9
@@ -211,7 +224,7 @@ class Mutator:
         if kind == 7:
             return P.TaskManagementRequest(
                 immediate=rng.random() < 0.5, function=rng.randrange(1, 16),
-                lun=rng.choice([*TYPED_LUNS, 7]) << 48, itt=itt,
+                lun=rng.choice([*self.luns, 7]) << 48, itt=itt,
                 referenced_task_tag=rng.getrandbits(16),
                 cmdsn=cmdsn, expstatsn=expstatsn, refcmdsn=(cmdsn - rng.randrange(3)) & 0xFFFFFFFF,
             )  # fmt: skip
@@ -239,8 +252,8 @@ class Mutator:
             src, dst = (slot, drive) if rng.random() < 0.6 else (drive, slot)
             cdb = struct.pack(">BBHHHHBB", 0xA5, 0, 0, src, dst, 0, 0, 0)
         else:
-            lun = rng.choice(list(TYPED_LUNS))
-            spec = rng.choice(TYPED_LUNS[lun][2].specs)
+            lun = rng.choice(list(self.luns))
+            spec = rng.choice(self.luns[lun][2].specs)
             cdb, direction = table_cdb(rng, spec), spec.direction
         size = rng.choice([0, 6, 24, 512, 4096, rng.randrange(0, 65537)])
         write = direction is DataDirection.WRITE
