@@ -526,3 +526,27 @@ async def test_a_linked_write_whose_sync_is_refused_ends_once_with_both_completi
         os.close(r)
         os.close(w)
 
+
+@needs_uring
+async def test_a_lone_request_is_submitted_at_once_others_wait_for_the_tick() -> None:
+    """Nothing of ours in the kernel: the request goes in from the call itself
+    (queue depth 1 spends no loop tick on the flusher); one queued while
+    another is in flight waits for the flusher, which takes the tick's lot."""
+    engine = UringEngine.create("t")
+    r, w = os.pipe()
+    try:
+        got: list[int | BaseException] = []
+        engine.start_read(r, memoryview(bytearray(8)), -1, got.append)
+        assert engine.submits == 1  # before any checkpoint
+        engine.start_read(r, memoryview(bytearray(8)), -1, got.append)
+        engine.start_read(r, memoryview(bytearray(8)), -1, got.append)
+        assert engine.submits == 1
+        await trio.sleep(0.01)
+        assert engine.submits == 2 and engine.in_flight == 3  # the two in one
+        os.write(w, b"a" * 24)
+        await _until(lambda: len(got) == 3)
+        assert got == [8, 8, 8]
+    finally:
+        await engine.aclose()
+        os.close(r)
+        os.close(w)
