@@ -10,10 +10,14 @@ there, the rest signal an eventfd registered with the ring that a reaper task
 waits on with ``trio.lowlevel.wait_readable``. The waiting command task is
 parked with ``wait_task_rescheduled`` and woken with its result: no Event, no
 thread, no copy (the kernel reads into / writes from the command's buffer).
-A request queued while none of ours is in the kernel is submitted at once
-(queue depth 1 saves the flusher's loop tick). A request can also carry a
-callback instead of a task (``start_read``/``start_write``): the command that
-made it has no task at all and is answered from the callback.
+A transport that has worked through a received chunk of PDUs calls
+:func:`submit_queued` before it waits for more: the chunk's requests go to
+the kernel at once, in one ``io_uring_enter`` per ring (queue depth 1 spends
+no loop tick on the flusher, and a deep queue no extra system call); the
+flusher still takes whatever was queued elsewhere (command tasks, completion
+callbacks) at its turn. A request can also carry a callback instead of a task
+(``start_read``/``start_write``): the command that made it has no task at all
+and is answered from the callback.
 
 Cancellation (task management, device loss): an aborted command's request is
 cancelled in the kernel (IORING_OP_ASYNC_CANCEL), but its task stays parked
@@ -89,6 +93,28 @@ class Request:
                 engine._cancel(op)
 
 
+#: engines that queued requests since :func:`submit_queued` last ran
+_queued: list[UringEngine] = []
+
+
+def submit_queued() -> None:
+    """Submit every ring's queued requests now, one ``io_uring_enter`` each.
+
+    Called by a transport when it has worked through a received chunk of PDUs
+    and is about to wait for more: the requests its commands queued start at
+    once (at queue depth 1 that saves the flusher's loop tick; a deep queue's
+    chunk still goes in one system call). Completions found inline are
+    handled here, as the flusher would.
+    """
+    if _queued:
+        engines = _queued[:]
+        _queued.clear()
+        for engine in engines:
+            engine._listed = False
+            if engine._unsubmitted and engine.broken is None and engine._ring.fd >= 0:
+                engine._flush()
+
+
 class UringEngine:
     """One ring serving one store; all methods run in the Trio thread."""
 
@@ -113,6 +139,8 @@ class UringEngine:
         self._unsubmitted: list[_Op] = []
         #: buffers of requests lost in a broken ring: never released
         self._orphans: list[object] = []
+        #: in the module's list of engines with requests to submit (_queued)
+        self._listed = False
 
     @classmethod
     def create(cls, label: str = "", entries: int = 256) -> UringEngine:
@@ -133,22 +161,19 @@ class UringEngine:
 
     def start_read(self, fd: int, buf: memoryview, offset: int, done: Completion) -> Request:
         """Queue one read(2) and return at once; ``done`` is called from the
-        loop with its result (already from in here when the kernel completed
-        it at once on a submission made now). No task waits: a
+        loop with its result (never before this returns). No task waits: a
         command whose read misses the cache costs no task of its own (the LU
         answers it from ``done``). The buffer stays pinned until then.
         Raises :class:`EngineFailedError` when the ring cannot take it."""
         addr, pin = uring.buffer_address(buf)
         op = self._queue(uring.OP_READ, fd, offset, addr, len(buf), 0, pin)
         op.done = done
-        self._kick()
         return Request(self, op)
 
     def start_fsync(self, fd: int, offset: int, length: int, done: Completion) -> Request:
         """Queue a ranged fdatasync (FUA after a cache write); as start_read."""
         op = self._queue(uring.OP_FSYNC, fd, offset, 0, length, uring.FSYNC_DATASYNC, None)
         op.done = done
-        self._kick()
         return Request(self, op)
 
     def start_write(
@@ -167,7 +192,6 @@ class UringEngine:
         if not datasync:
             op = self._queue(uring.OP_WRITE, fd, offset, addr, n, 0, pin)
             op.done = done
-            self._kick()
             return Request(self, op)
         self._room(2)  # (a link cannot span two submissions)
         # done once both completions are in (in whichever order they come):
@@ -189,7 +213,6 @@ class UringEngine:
         w.done = functools.partial(finish, 0)
         f = self._queue(uring.OP_FSYNC, fd, offset, 0, n, uring.FSYNC_DATASYNC, None)
         f.done = functools.partial(finish, 1)
-        self._kick()
         return Request(self, w, f)
 
     async def write(self, fd: int, buf: memoryview, offset: int, flags: int = 0) -> int:
@@ -213,7 +236,6 @@ class UringEngine:
         self, opcode: int, fd: int, off: int, addr: int, length: int, flags: int, pin: object
     ) -> int:
         op = self._queue(opcode, fd, off, addr, length, flags, pin)
-        self._kick()
         res = await self._wait(op)
         if res < 0:
             if res == -errno.ECANCELED:
@@ -251,18 +273,14 @@ class UringEngine:
         op = _Op(key, pin)
         ring.push(opcode, fd, off, addr, length, flags, key, sqe_flags)
         self._ops[key] = op
-        self._unsubmitted.append(op)
+        unsubmitted = self._unsubmitted
+        if not unsubmitted and not self._listed:
+            self._listed = True
+            _queued.append(self)
+        unsubmitted.append(op)
         self.requests += 1
+        self._want_flush()
         return op
-
-    def _kick(self) -> None:
-        """Submit what was just queued: now, if nothing of ours is in the
-        kernel (a lone request, as at queue depth 1: no loop tick spent on the
-        flusher); else at the flusher's turn, with the rest of this tick's."""
-        if len(self._ops) == len(self._unsubmitted):
-            self._flush()
-        else:
-            self._want_flush()
 
     def _want_flush(self) -> None:
         if not self._flush_wanted:

@@ -35,6 +35,7 @@ from pyscst.actors.faults_lu import portal_of
 from pyscst.actors.messages import TmfFunction, TmfResponse
 from pyscst.actors.session import LunMapping, Session
 from pyscst.actors.target import SessionInfo
+from pyscst.devices.io_engine import submit_queued
 from pyscst.scsi.command import (
     Buffer,
     DataDirection,
@@ -454,6 +455,10 @@ class IscsiConnection:
             self._channel(unsent(pending, sent))
 
     def _end_batch(self) -> None:
+        # the chunk's disk I/O (cache misses, BLOCKIO) starts before its
+        # answers are written and before we wait for more: one submission for
+        # the chunk, no loop tick for the engines' flusher (devices/io_engine.py)
+        submit_queued()
         self._batching = False
         self._sent_direct = False
         self._flush_pending()

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 
 import pyscst.devices.uring as uring
 from pyscst.devices.direct import DirectStore, is_aligned
-from pyscst.devices.io_engine import EngineFailedError, UringEngine
+from pyscst.devices.io_engine import EngineFailedError, UringEngine, submit_queued
 from pyscst.devices.stores import (
     IO_ENGINE_ENV,
     FileStore,
@@ -528,24 +528,52 @@ async def test_a_linked_write_whose_sync_is_refused_ends_once_with_both_completi
 
 
 @needs_uring
-async def test_a_lone_request_is_submitted_at_once_others_wait_for_the_tick() -> None:
-    """Nothing of ours in the kernel: the request goes in from the call itself
-    (queue depth 1 spends no loop tick on the flusher); one queued while
-    another is in flight waits for the flusher, which takes the tick's lot."""
+async def test_submit_queued_submits_every_ring_at_once_without_a_loop_tick() -> None:
+    """What a transport's chunk queued goes to the kernel from submit_queued
+    itself (no checkpoint, one io_uring_enter per ring); without it the
+    flusher takes the requests at its turn, as before."""
+    one = UringEngine.create("one")
+    two = UringEngine.create("two")
+    r, w = os.pipe()
+    try:
+        got: list[int | BaseException] = []
+        one.start_read(r, memoryview(bytearray(8)), -1, got.append)
+        one.start_read(r, memoryview(bytearray(8)), -1, got.append)
+        two.start_read(r, memoryview(bytearray(8)), -1, got.append)
+        assert one.submits == two.submits == 0
+        submit_queued()  # (no checkpoint in between)
+        assert (one.submits, two.submits) == (1, 1)
+        assert one.in_flight == 2 and two.in_flight == 1
+        submit_queued()  # nothing left: no system call
+        assert (one.submits, two.submits) == (1, 1)
+        # queued outside a transport's chunk: the flusher's turn
+        one.start_read(r, memoryview(bytearray(8)), -1, got.append)
+        assert one.submits == 1
+        await trio.sleep(0.01)
+        assert one.submits == 2 and one.in_flight == 3
+        os.write(w, b"a" * 32)
+        await _until(lambda: len(got) == 4)
+        assert got == [8, 8, 8, 8]
+    finally:
+        await one.aclose()
+        await two.aclose()
+        os.close(r)
+        os.close(w)
+
+
+@needs_uring
+async def test_submit_queued_skips_a_closed_or_broken_ring() -> None:
+    """An engine closed or broken after it queued is never submitted through
+    (its ring may be gone): submit_queued neither raises nor calls into it."""
     engine = UringEngine.create("t")
     r, w = os.pipe()
     try:
         got: list[int | BaseException] = []
         engine.start_read(r, memoryview(bytearray(8)), -1, got.append)
-        assert engine.submits == 1  # before any checkpoint
-        engine.start_read(r, memoryview(bytearray(8)), -1, got.append)
-        engine.start_read(r, memoryview(bytearray(8)), -1, got.append)
-        assert engine.submits == 1
-        await trio.sleep(0.01)
-        assert engine.submits == 2 and engine.in_flight == 3  # the two in one
-        os.write(w, b"a" * 24)
-        await _until(lambda: len(got) == 3)
-        assert got == [8, 8, 8]
+        engine._fail("injected")
+        assert len(got) == 1 and isinstance(got[0], EngineFailedError)
+        submit_queued()
+        assert engine.submits == 0
     finally:
         await engine.aclose()
         os.close(r)
