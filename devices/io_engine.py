@@ -170,6 +170,18 @@ class UringEngine:
         op.done = done
         return Request(self, op)
 
+    def start_read_at(
+        self, fd: int, addr: int, length: int, pin: object, offset: int, done: Completion
+    ) -> Request:
+        """As :meth:`start_read`, into memory whose address the caller already
+        knows (BLOCKIO's aligned windows: :func:`direct.aligned_window`), so
+        the buffer is not looked up through ctypes a second time. ``pin`` must
+        keep those ``length`` bytes alive and unmoved until ``done`` (a
+        memoryview of a bytearray does: the export forbids resizing)."""
+        op = self._queue(uring.OP_READ, fd, offset, addr, length, 0, pin)
+        op.done = done
+        return Request(self, op)
+
     def start_fsync(self, fd: int, offset: int, length: int, done: Completion) -> Request:
         """Queue a ranged fdatasync (FUA after a cache write); as start_read."""
         op = self._queue(uring.OP_FSYNC, fd, offset, 0, length, uring.FSYNC_DATASYNC, None)
