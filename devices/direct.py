@@ -100,6 +100,20 @@ def _aligned(data: Buffer) -> memoryview:
     return bounce
 
 
+def _aligned_at(data: Buffer) -> tuple[memoryview, int]:
+    """As :func:`_aligned`, with the address of what it returns (looked up
+    once: the engine takes it as is)."""
+    view = memoryview(data).cast("B")
+    n = len(view)
+    if n and not n % 512 and not view.readonly and view.c_contiguous:
+        addr = ctypes.addressof(ctypes.c_char.from_buffer(view))
+        if not addr % ALIGN:
+            return view, addr
+    bounce, addr = aligned_window(n)
+    bounce[:] = view
+    return bounce, addr
+
+
 def logical_block_size(fd: int, block_device: bool) -> int:
     """The device's logical block size (BLKSSZGET); 512 for a file (probed below)."""
     if not block_device:
@@ -231,12 +245,13 @@ class DirectStore(FileStore):
         engine = self.engine
         if engine is None or engine.broken is not None or self._read_only:
             return None
-        view = _aligned(data)
+        view, addr = _aligned_at(data)
+        n = len(view)
         if self.deallocated:
-            self.deallocated.remove(offset, offset + len(view))  # mapped again
+            self.deallocated.remove(offset, offset + n)  # mapped again
         try:
-            request = engine.start_write(
-                self._fd, view, offset, self._completion(len(view), True, done), datasync=fua
+            request = engine.start_write_at(
+                self._fd, addr, n, view, offset, self._completion(n, True, done), fua
             )
         except EngineFailedError:
             self._engine_failed()

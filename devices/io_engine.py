@@ -200,7 +200,20 @@ class UringEngine:
         if buf.readonly:
             buf = memoryview(bytearray(buf))
         addr, pin = uring.buffer_address(buf)
-        n = len(buf)
+        return self.start_write_at(fd, addr, len(buf), pin, offset, done, datasync)
+
+    def start_write_at(
+        self,
+        fd: int,
+        addr: int,
+        n: int,
+        pin: object,
+        offset: int,
+        done: Completion,
+        datasync: bool = False,
+    ) -> Request:
+        """As :meth:`start_write`, from memory whose address the caller
+        already knows (see :meth:`start_read_at` for ``pin``)."""
         if not datasync:
             op = self._queue(uring.OP_WRITE, fd, offset, addr, n, 0, pin)
             op.done = done
