@@ -220,6 +220,9 @@ class IscsiConnection:
         #: reader sends it itself before it waits for more (see _flush_pending)
         self._pending: list[Buffer] = []
         self._batching = False
+        #: the chunk's I/O is being submitted (_end_batch): answers from
+        #: completions found right then join the chunk's answers, one writev
+        self._submitting = False
         #: an answer from outside the reader went straight out since the
         #: reader's last chunk (later ones wait for the writer: see _queue)
         self._sent_direct = False
@@ -395,7 +398,7 @@ class IscsiConnection:
         pending = self._pending
         if self._batching:
             pending.extend(buffers)
-            if not self._reader.buffered:
+            if not self._reader.buffered and not self._submitting:
                 # nothing more to work through: answer now, and do the rest of
                 # this command's bookkeeping while the initiator reads it
                 self._flush_pending()
@@ -457,8 +460,13 @@ class IscsiConnection:
     def _end_batch(self) -> None:
         # the chunk's disk I/O (cache misses, BLOCKIO) starts before its
         # answers are written and before we wait for more: one submission for
-        # the chunk, no loop tick for the engines' flusher (devices/io_engine.py)
-        submit_queued()
+        # the chunk, no loop tick for the engines' flusher (devices/io_engine.py);
+        # what completed meanwhile is answered in the same writev as the rest
+        self._submitting = True
+        try:
+            submit_queued()
+        finally:
+            self._submitting = False
         self._batching = False
         self._sent_direct = False
         self._flush_pending()
