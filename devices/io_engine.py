@@ -95,6 +95,24 @@ class Request:
 
 #: engines that queued requests since :func:`submit_queued` last ran
 _queued: list[UringEngine] = []
+#: reader tasks that call :func:`submit_queued` before each of their
+#: checkpoints (:func:`register_reader`): what they queue wakes no flusher
+_readers: set[trio.lowlevel.Task] = set()
+
+
+def register_reader(task: trio.lowlevel.Task) -> None:
+    """``task`` (a transport's reader) promises to call :func:`submit_queued`
+    before every checkpoint after which it could have queued requests (after
+    each received chunk it worked through): the requests it queues then wake
+    no flusher task, whose turn would come after that call and find nothing
+    to submit (at queue depth 1, one task step a command). Requests queued
+    by any other task wake the flusher as always. Undo with
+    :func:`unregister_reader` when the task ends."""
+    _readers.add(task)
+
+
+def unregister_reader(task: trio.lowlevel.Task) -> None:
+    _readers.discard(task)
 
 
 def submit_queued() -> None:
@@ -111,7 +129,7 @@ def submit_queued() -> None:
         _queued.clear()
         for engine in engines:
             engine._listed = False
-            if engine._unsubmitted and engine.broken is None and engine._ring.fd >= 0:
+            if engine._flush_wanted and engine.broken is None and engine._ring.fd >= 0:
                 engine._flush()
 
 
@@ -298,18 +316,23 @@ class UringEngine:
         op = _Op(key, pin)
         ring.push(opcode, fd, off, addr, length, flags, key, sqe_flags)
         self._ops[key] = op
-        unsubmitted = self._unsubmitted
-        if not unsubmitted and not self._listed:
-            self._listed = True
-            _queued.append(self)
-        unsubmitted.append(op)
+        self._unsubmitted.append(op)
         self.requests += 1
-        self._want_flush()
+        if not self._flush_wanted:
+            self._want_flush()
         return op
 
     def _want_flush(self) -> None:
+        """Have what is queued in the SQ submitted: by :func:`submit_queued`
+        (the engine is always listed for it) and by the flusher task, unless
+        the task queuing is a registered reader (it submits itself)."""
         if not self._flush_wanted:
             self._flush_wanted = True
+            if not self._listed:
+                self._listed = True
+                _queued.append(self)
+            if _readers and trio.lowlevel.current_task() in _readers:
+                return  # (its submit_queued comes before its next checkpoint)
             flusher = self._flusher
             if flusher is not None:
                 self._flusher = None

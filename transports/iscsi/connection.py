@@ -35,7 +35,7 @@ from pyscst.actors.faults_lu import portal_of
 from pyscst.actors.messages import TmfFunction, TmfResponse
 from pyscst.actors.session import LunMapping, Session
 from pyscst.actors.target import SessionInfo
-from pyscst.devices.io_engine import submit_queued
+from pyscst.devices.io_engine import register_reader, submit_queued, unregister_reader
 from pyscst.scsi.command import (
     Buffer,
     DataDirection,
@@ -705,6 +705,10 @@ class IscsiConnection:
         next_event = self._reader.next_event
         ready: list[Any] | Rejected | None
         self._batching = True
+        # this task submits the disk I/O its chunks queue itself (_end_batch
+        # before every wait): the engines' flusher need not wake for it
+        reader_task = trio.lowlevel.current_task()
+        register_reader(reader_task)
         try:
             while True:
                 before = self.stats_commands
@@ -745,6 +749,7 @@ class IscsiConnection:
             # a return (logout, fatal error): what the last chunk produced (the
             # Logout Response) still goes out
             self._end_batch()
+            unregister_reader(reader_task)
 
     def _arrival(self, event: Any, discovery: bool) -> list[Any] | Rejected | None:
         """Any PDU but a SCSI command in a normal session: handle it now, or
@@ -1212,6 +1217,7 @@ class IscsiConnection:
             return False
         if hit.action.kind is ActionKind.PDU_DELAY:
             self._batching = False  # what is answered so far goes out meanwhile
+            submit_queued()  # (and the disk I/O queued so far starts: see register_reader)
             self._flush_pending()
             await trio.sleep(hit.delay)
             self._batching = True

@@ -23,7 +23,13 @@ from hypothesis import HealthCheck, given, settings
 
 import pyscst.devices.uring as uring
 from pyscst.devices.direct import DirectStore, is_aligned
-from pyscst.devices.io_engine import EngineFailedError, UringEngine, submit_queued
+from pyscst.devices.io_engine import (
+    EngineFailedError,
+    UringEngine,
+    register_reader,
+    submit_queued,
+    unregister_reader,
+)
 from pyscst.devices.stores import (
     IO_ENGINE_ENV,
     FileStore,
@@ -575,6 +581,52 @@ async def test_submit_queued_skips_a_closed_or_broken_ring() -> None:
         submit_queued()
         assert engine.submits == 0
     finally:
+        await engine.aclose()
+        os.close(r)
+        os.close(w)
+
+
+@needs_uring
+async def test_a_registered_reader_wakes_no_flusher_other_tasks_do() -> None:
+    """What a registered reader queues waits for its submit_queued (no
+    flusher step for it); what another task queues meanwhile still has the
+    flusher submit it at its turn."""
+    engine = UringEngine.create("t")
+    r, w = os.pipe()
+    me = trio.lowlevel.current_task()
+    try:
+        got: list[int | BaseException] = []
+        engine.start_read(r, memoryview(bytearray(8)), -1, got.append)  # (pumps started)
+        os.write(w, b"a" * 8)
+        await _until(lambda: len(got) == 1)
+        got.clear()
+        submits = engine.submits
+        register_reader(me)
+        engine.start_read(r, memoryview(bytearray(8)), -1, got.append)
+        await trio.sleep(0.01)  # (a reader never checkpoints here: the flusher stayed asleep)
+        assert engine.submits == submits and engine.in_flight == 1
+        submit_queued()
+        assert engine.submits == submits + 1
+
+        async def other() -> None:
+            engine.start_read(r, memoryview(bytearray(8)), -1, got.append)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(other)
+        await trio.sleep(0.01)
+        assert engine.submits == submits + 2 and engine.in_flight == 2  # the flusher took it
+        submit_queued()  # (nothing left: no system call)
+        assert engine.submits == submits + 2
+        unregister_reader(me)
+        engine.start_read(r, memoryview(bytearray(8)), -1, got.append)
+        await trio.sleep(0.01)
+        assert engine.submits == submits + 3  # not a reader any more: the flusher's
+        os.write(w, b"a" * 24)
+        await _until(lambda: len(got) == 3)
+        assert got == [8, 8, 8]
+    finally:
+        unregister_reader(me)
+        submit_queued()
         await engine.aclose()
         os.close(r)
         os.close(w)
