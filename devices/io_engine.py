@@ -93,8 +93,9 @@ class Request:
                 engine._cancel(op)
 
 
-#: engines that queued requests since :func:`submit_queued` last ran
-_queued: list[UringEngine] = []
+#: engines that want a submission since :func:`submit_queued` last ran (a
+#: transport may test it to skip that call: it is only ever changed in place)
+queued_engines: list[UringEngine] = []
 #: reader tasks that call :func:`submit_queued` before each of their
 #: checkpoints (:func:`register_reader`): what they queue wakes no flusher
 _readers: set[trio.lowlevel.Task] = set()
@@ -124,9 +125,9 @@ def submit_queued() -> None:
     chunk still goes in one system call). Completions found inline are
     handled here, as the flusher would.
     """
-    if _queued:
-        engines = _queued[:]
-        _queued.clear()
+    if queued_engines:
+        engines = queued_engines[:]
+        queued_engines.clear()
         for engine in engines:
             engine._listed = False
             if engine._flush_wanted and engine.broken is None and engine._ring.fd >= 0:
@@ -157,7 +158,7 @@ class UringEngine:
         self._unsubmitted: list[_Op] = []
         #: buffers of requests lost in a broken ring: never released
         self._orphans: list[object] = []
-        #: in the module's list of engines with requests to submit (_queued)
+        #: in the module's list of engines with requests to submit (queued_engines)
         self._listed = False
 
     @classmethod
@@ -330,7 +331,7 @@ class UringEngine:
             self._flush_wanted = True
             if not self._listed:
                 self._listed = True
-                _queued.append(self)
+                queued_engines.append(self)
             if _readers and trio.lowlevel.current_task() in _readers:
                 return  # (its submit_queued comes before its next checkpoint)
             flusher = self._flusher

@@ -35,7 +35,12 @@ from pyscst.actors.faults_lu import portal_of
 from pyscst.actors.messages import TmfFunction, TmfResponse
 from pyscst.actors.session import LunMapping, Session
 from pyscst.actors.target import SessionInfo
-from pyscst.devices.io_engine import register_reader, submit_queued, unregister_reader
+from pyscst.devices.io_engine import (
+    queued_engines,
+    register_reader,
+    submit_queued,
+    unregister_reader,
+)
 from pyscst.scsi.command import (
     Buffer,
     DataDirection,
@@ -462,11 +467,12 @@ class IscsiConnection:
         # answers are written and before we wait for more: one submission for
         # the chunk, no loop tick for the engines' flusher (devices/io_engine.py);
         # what completed meanwhile is answered in the same writev as the rest
-        self._submitting = True
-        try:
-            submit_queued()
-        finally:
-            self._submitting = False
+        if queued_engines:  # (nothing queued, as on a page-cache hit: no call)
+            self._submitting = True
+            try:
+                submit_queued()
+            finally:
+                self._submitting = False
         self._batching = False
         self._sent_direct = False
         self._flush_pending()

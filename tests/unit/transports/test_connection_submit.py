@@ -40,6 +40,7 @@ async def test_answers_from_completions_found_at_submission_share_the_chunks_wri
 
     monkeypatch.setattr(connection_module.os, "writev", writev)
     monkeypatch.setattr(connection_module, "submit_queued", submit)
+    monkeypatch.setattr(connection_module, "queued_engines", [object()])  # a ring has some
     try:
         conn._batching = True
         conn._pending.append(b"one")  # the chunk's own answer, not sent yet
@@ -52,19 +53,25 @@ async def test_answers_from_completions_found_at_submission_share_the_chunks_wri
         b.close()
 
 
-async def test_a_chunk_end_with_nothing_queued_writes_its_answers_once(
+async def test_a_chunk_end_submits_only_when_a_ring_has_requests_queued(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     a, b = _pair()
     conn = IscsiConnection(trio.SocketStream(trio.socket.from_stdlib_socket(a)), host=None)  # type: ignore[arg-type]
     submitted: list[bool] = []
+    queued: list[object] = []
     monkeypatch.setattr(connection_module, "submit_queued", lambda: submitted.append(True))
+    monkeypatch.setattr(connection_module, "queued_engines", queued)
     try:
         conn._batching = True
         conn._pending.append(b"one")
-        conn._end_batch()
-        assert submitted == [True]  # every chunk end submits what its commands queued
+        conn._end_batch()  # a page-cache hit's chunk: nothing queued, no call
+        assert submitted == []
         assert b.recv(100) == b"one"
+        queued.append(object())
+        conn._batching = True
+        conn._end_batch()
+        assert submitted == [True]
     finally:
         a.close()
         b.close()
