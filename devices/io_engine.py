@@ -123,15 +123,24 @@ def submit_queued() -> None:
     and is about to wait for more: the requests its commands queued start at
     once (at queue depth 1 that saves the flusher's loop tick; a deep queue's
     chunk still goes in one system call). Completions found inline are
-    handled here, as the flusher would.
+    handled here, as the flusher would; should one of their callbacks queue
+    a request in turn, that one goes in too (a few rounds, then the flusher).
     """
-    if queued_engines:
+    for _ in range(_SUBMIT_ROUNDS):
+        if not queued_engines:
+            return
         engines = queued_engines[:]
         queued_engines.clear()
         for engine in engines:
             engine._listed = False
             if engine._flush_wanted and engine.broken is None and engine._ring.fd >= 0:
                 engine._flush()
+    for engine in queued_engines:  # (still more: the flushers take it, never stranded)
+        engine._wake_flusher()
+
+
+#: how many times submit_queued goes round for requests its completions queued
+_SUBMIT_ROUNDS = 4
 
 
 class UringEngine:
@@ -334,10 +343,13 @@ class UringEngine:
                 queued_engines.append(self)
             if _readers and trio.lowlevel.current_task() in _readers:
                 return  # (its submit_queued comes before its next checkpoint)
-            flusher = self._flusher
-            if flusher is not None:
-                self._flusher = None
-                trio.lowlevel.reschedule(flusher)
+            self._wake_flusher()
+
+    def _wake_flusher(self) -> None:
+        flusher = self._flusher
+        if flusher is not None:
+            self._flusher = None
+            trio.lowlevel.reschedule(flusher)
 
     async def _wait(self, op: _Op) -> int:
         if op.result is None and op.failed is None:

@@ -754,8 +754,10 @@ class IscsiConnection:
         finally:
             # a return (logout, fatal error): what the last chunk produced (the
             # Logout Response) still goes out
-            self._end_batch()
-            unregister_reader(reader_task)
+            try:
+                self._end_batch()
+            finally:
+                unregister_reader(reader_task)
 
     def _arrival(self, event: Any, discovery: bool) -> list[Any] | Rejected | None:
         """Any PDU but a SCSI command in a normal session: handle it now, or

@@ -630,3 +630,78 @@ async def test_a_registered_reader_wakes_no_flusher_other_tasks_do() -> None:
         await engine.aclose()
         os.close(r)
         os.close(w)
+
+
+@needs_uring
+async def test_a_request_queued_by_a_completion_inside_submit_queued_is_not_stranded() -> None:
+    """A registered reader's submit_queued completes a read inline whose
+    callback queues another request (from the reader's own task, so no
+    flusher is woken for it): that one is submitted too, before the call
+    returns, and never waits for the reader's next chunk."""
+    engine = UringEngine.create("t")
+    r, w = os.pipe()
+    me = trio.lowlevel.current_task()
+    try:
+        got: list[int | BaseException] = []
+        engine.start_read(r, memoryview(bytearray(8)), -1, got.append)  # (pumps started)
+        os.write(w, b"a" * 8)
+        await _until(lambda: len(got) == 1)
+        submits = engine.submits
+        chained: list[int | BaseException] = []
+
+        def then_another(res: int | BaseException) -> None:
+            got.append(res)
+            engine.start_read(r, memoryview(bytearray(8)), -1, chained.append)
+
+        os.write(w, b"b" * 8)  # (the first read completes at once)
+        register_reader(me)
+        engine.start_read(r, memoryview(bytearray(8)), -1, then_another)
+        submit_queued()
+        unregister_reader(me)
+        assert got[-1] == 8
+        assert engine.submits == submits + 2 and engine.in_flight == 1  # the chained one is in
+        os.write(w, b"c" * 8)
+        await _until(lambda: bool(chained))
+        assert chained == [8]
+    finally:
+        unregister_reader(me)
+        submit_queued()
+        await engine.aclose()
+        os.close(r)
+        os.close(w)
+
+
+@needs_uring
+async def test_a_chain_longer_than_submit_queued_goes_round_is_left_to_the_flusher() -> None:
+    """Completions whose callbacks keep queuing (each read completing inline)
+    are followed a few rounds by submit_queued, then by the flusher: the
+    chain runs to its end, none of it stranded behind the reader."""
+    engine = UringEngine.create("t")
+    r, w = os.pipe()
+    me = trio.lowlevel.current_task()
+    try:
+        got: list[int | BaseException] = []
+        engine.start_read(r, memoryview(bytearray(8)), -1, got.append)  # (pumps started)
+        os.write(w, b"a" * 8)
+        await _until(lambda: len(got) == 1)
+        links: list[int | BaseException] = []
+
+        def link(res: int | BaseException) -> None:
+            links.append(res)
+            if len(links) < 10:
+                engine.start_read(r, memoryview(bytearray(8)), -1, link)
+
+        os.write(w, b"b" * 80)  # every read of the chain completes at once
+        register_reader(me)
+        engine.start_read(r, memoryview(bytearray(8)), -1, link)
+        submit_queued()
+        unregister_reader(me)
+        assert 1 <= len(links) < 10  # (only a few rounds from in there)
+        await _until(lambda: len(links) == 10)
+        assert links == [8] * 10 and engine.in_flight == 0
+    finally:
+        unregister_reader(me)
+        submit_queued()
+        await engine.aclose()
+        os.close(r)
+        os.close(w)
