@@ -58,21 +58,27 @@ HERE = Path(__file__).resolve().parent.parent
 #: (handler, write, queue depth)
 SCENARIOS = tuple(
     (handler, write, depth)
-    for handler in ("vdisk_fileio", "vdisk_nullio")
+    for handler in ("vdisk_fileio", "vdisk_nullio", "vdisk_blockio")
     for depth in (1, 32)
     for write in (False, True)
 )
 
 
-def config_text(state: Path, port: int, handler: str) -> str:
+def config_text(state: Path, port: int, handler: str, blockio: str | None = None) -> str:
     device = f'handler = "{handler}"\nsize = "{BLOCKS_ON_DISK * BS}"\n'
+    dirs = ""
     if handler == "vdisk_fileio":
         device += 'path = "disk0.img"\n'
+    elif handler == "vdisk_blockio":
+        if blockio is None:
+            raise SystemExit("vdisk_blockio needs --blockio BLOCKDEV (e.g. a loop device)")
+        device += f'path = "{blockio}"\n'
+        dirs = f'allowed_dirs = ["{Path(blockio).parent}"]\n'
     return f"""
 state_dir = "{state}"
 control_socket = "{state}/c.sock"
 log_level = "warning"
-[iscsi]
+{dirs}[iscsi]
 poll_us = 0
 [devices.disk0]
 {device}
@@ -124,12 +130,12 @@ def total_of(dump: Path) -> int:
 
 async def measure(
     tree: Path, module: str, handler: str, scenarios: list[tuple[bool, int]], commands: int,
-    keep: Path | None, size: int = SIZE, mrdsl: int = 65536,
+    keep: Path | None, size: int = SIZE, mrdsl: int = 65536, blockio: str | None = None,
 ) -> dict[tuple[bool, int], float]:
     state = Path(tempfile.mkdtemp(prefix="pyscst-instr-"))
     port = free_port()
     conf = state / "pyscst.toml"
-    conf.write_text(config_text(state, port, handler))
+    conf.write_text(config_text(state, port, handler, blockio))
     out = state / "callgrind.out"
     env = dict(os.environ)
     if tree != HERE:  # the editable install ignores a plain PYTHONPATH (tree_shim.py)
@@ -182,7 +188,8 @@ async def main(args: argparse.Namespace) -> None:
     for handler in args.handlers.split(","):
         wanted = [(w, d) for h, w, d in SCENARIOS if h == handler and d in args.depths]
         got = await measure(
-            tree, args.module, handler, wanted, args.commands, args.annotate, size, args.mrdsl
+            tree, args.module, handler, wanted, args.commands, args.annotate, size, args.mrdsl,
+            args.blockio,
         )
         for (write, depth), per in got.items():
             kind = "WRITE" if write else "READ "
@@ -203,6 +210,8 @@ if __name__ == "__main__":
     parser.add_argument("--depths", type=lambda t: [int(d) for d in t.split(",")],
                         default=[1, 32], help="queue depths, e.g. 1,32")  # fmt: skip
     parser.add_argument("--handlers", default="vdisk_fileio,vdisk_nullio")
+    parser.add_argument("--blockio", metavar="BLOCKDEV", default=None,
+                        help="the block device of --handlers vdisk_blockio (a loop device)")
     args = parser.parse_args()
     args.tree = Path(args.tree).resolve()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:

@@ -31,6 +31,7 @@ the ranges it deallocated (``deallocated``) for GET LBA STATUS.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import mmap
@@ -70,11 +71,16 @@ def aligned_buffer(n: int) -> memoryview:
     """A zeroed, page-aligned, writable buffer of ``n`` bytes: a window of a
     bytearray one page larger (calloc: cheaper than an mmap per command, and
     freed by reference counting like any other read buffer)."""
-    raw = bytearray(n + ALIGN)
-    view = memoryview(raw)
-    addr, _pin = uring.buffer_address(view)
+    return aligned_window(n)[0]
+
+
+def aligned_window(n: int) -> tuple[memoryview, int]:
+    """:func:`aligned_buffer` and its address (the one ctypes look-up it
+    needs anyway, so the engine does not make a second)."""
+    view = memoryview(bytearray(n + ALIGN))
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(view))
     start = -addr % ALIGN
-    return view[start : start + n]
+    return view[start : start + n], addr + start
 
 
 def is_aligned(buf: memoryview, align: int = ALIGN) -> bool:
@@ -92,6 +98,20 @@ def _aligned(data: Buffer) -> memoryview:
     bounce = aligned_buffer(len(view))
     bounce[:] = view
     return bounce
+
+
+def _aligned_at(data: Buffer) -> tuple[memoryview, int]:
+    """As :func:`_aligned`, with the address of what it returns (looked up
+    once: the engine takes it as is)."""
+    view = memoryview(data).cast("B")
+    n = len(view)
+    if n and not n % 512 and not view.readonly and view.c_contiguous:
+        addr = ctypes.addressof(ctypes.c_char.from_buffer(view))
+        if not addr % ALIGN:
+            return view, addr
+    bounce, addr = aligned_window(n)
+    bounce[:] = view
+    return bounce, addr
 
 
 def logical_block_size(fd: int, block_device: bool) -> int:
@@ -119,7 +139,25 @@ class DirectStore(FileStore):
     ) -> Callable[[], object] | None:
         """As FileStore's, but always into an aligned buffer of its own (the
         one ``done`` gets): ``buf`` only gives the length."""
-        return super().start_read(offset, aligned_buffer(len(buf)), done)
+        return self.start_read_new(offset, len(buf), done)
+
+    def start_read_new(
+        self, offset: int, n: int, done: Callable[[ReadResult], object]
+    ) -> Callable[[], object] | None:
+        """Queue an ``n``-byte read at ``offset`` into a new aligned buffer
+        (the one ``done`` gets): :meth:`start_read` without a buffer to
+        allocate first only to learn its length (disk_io's BLOCKIO READ)."""
+        engine = self.engine
+        if engine is None or engine.broken is not None:
+            return None
+        view, addr = aligned_window(n)
+        complete = self._completion(n, view, done)
+        try:
+            request = engine.start_read_at(self._fd, addr, n, view, offset, complete)
+        except EngineFailedError:
+            self._engine_failed()
+            return None
+        return request.cancel
 
     @classmethod
     async def open_direct(
@@ -207,12 +245,13 @@ class DirectStore(FileStore):
         engine = self.engine
         if engine is None or engine.broken is not None or self._read_only:
             return None
-        view = _aligned(data)
+        view, addr = _aligned_at(data)
+        n = len(view)
         if self.deallocated:
-            self.deallocated.remove(offset, offset + len(view))  # mapped again
+            self.deallocated.remove(offset, offset + n)  # mapped again
         try:
-            request = engine.start_write(
-                self._fd, view, offset, self._completion(len(view), True, done), datasync=fua
+            request = engine.start_write_at(
+                self._fd, addr, n, view, offset, self._completion(n, True, done), fua
             )
         except EngineFailedError:
             self._engine_failed()

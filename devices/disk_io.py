@@ -20,6 +20,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from pyscst.devices.direct import DirectStore
 from pyscst.devices.disk_sense import io_error, miscompare, short_data_out
 from pyscst.scsi.cdb import NEEDS_AWAIT, NeedsAwait, Pending, rw6, rw10, rw12, rw16
 from pyscst.scsi.command import Buffer, ExecContext, ScsiCommand
@@ -112,15 +113,17 @@ def read_now(
     if n == 0:
         return None
     nbytes = n << dev.block_shift
-    buf = bytearray(nbytes)
     store = dev.store
     offset = lba << dev.block_shift
+    if type(store) is DirectStore:  # (BLOCKIO never reads inline: straight to its ring)
+        return _start_read(store.start_read_new, cmd, lba, offset, nbytes)
+    buf = bytearray(nbytes)
     try:
         if not store.read_now(offset, memoryview(buf)):
             start = getattr(store, "start_read", None)
             if start is None:
                 return NEEDS_AWAIT
-            return _start_read(start, cmd, lba, offset, buf)
+            return _start_read(start, cmd, lba, offset, len(buf), buf)
     except OSError as exc:
         raise io_error(exc, lba, writing=False) from exc
     cmd.transfer_length = nbytes
@@ -132,10 +135,13 @@ def _start_read(
     cmd: ScsiCommand,
     lba: int,
     offset: int,
-    buf: bytearray,
+    nbytes: int,
+    buf: bytearray | None = None,
 ) -> Pending | NeedsAwait:
+    """Queue the read through ``start`` (``start(offset, buf, done)``, or
+    ``start(offset, nbytes, done)`` without ``buf``: the store brings its own
+    buffer) and answer the command from its completion."""
     pending = Pending()
-    nbytes = len(buf)
 
     def done(result: bytearray | memoryview | OSError | None) -> None:
         if result is None:
@@ -146,7 +152,7 @@ def _start_read(
             cmd.transfer_length = nbytes
             pending.finish(result)
 
-    cancel = start(offset, buf, done)
+    cancel = start(offset, nbytes if buf is None else buf, done)
     if cancel is None:
         return NEEDS_AWAIT
     pending.on_cancel(cancel)

@@ -10,9 +10,14 @@ there, the rest signal an eventfd registered with the ring that a reaper task
 waits on with ``trio.lowlevel.wait_readable``. The waiting command task is
 parked with ``wait_task_rescheduled`` and woken with its result: no Event, no
 thread, no copy (the kernel reads into / writes from the command's buffer).
-A request can also carry a callback instead of a task (``start_read`` /
-``start_write``): the command that made it has no task at all and is
-answered from the callback.
+A transport that has worked through a received chunk of PDUs calls
+:func:`submit_queued` before it waits for more: the chunk's requests go to
+the kernel at once, in one ``io_uring_enter`` per ring (queue depth 1 spends
+no loop tick on the flusher, and a deep queue no extra system call); the
+flusher still takes whatever was queued elsewhere (command tasks, completion
+callbacks) at its turn. A request can also carry a callback instead of a task
+(``start_read``/``start_write``): the command that made it has no task at all
+and is answered from the callback.
 
 Cancellation (task management, device loss): an aborted command's request is
 cancelled in the kernel (IORING_OP_ASYNC_CANCEL), but its task stays parked
@@ -88,6 +93,56 @@ class Request:
                 engine._cancel(op)
 
 
+#: engines that want a submission since :func:`submit_queued` last ran (a
+#: transport may test it to skip that call: it is only ever changed in place)
+queued_engines: list[UringEngine] = []
+#: reader tasks that call :func:`submit_queued` before each of their
+#: checkpoints (:func:`register_reader`): what they queue wakes no flusher
+_readers: set[trio.lowlevel.Task] = set()
+
+
+def register_reader(task: trio.lowlevel.Task) -> None:
+    """``task`` (a transport's reader) promises to call :func:`submit_queued`
+    before every checkpoint after which it could have queued requests (after
+    each received chunk it worked through): the requests it queues then wake
+    no flusher task, whose turn would come after that call and find nothing
+    to submit (at queue depth 1, one task step a command). Requests queued
+    by any other task wake the flusher as always. Undo with
+    :func:`unregister_reader` when the task ends."""
+    _readers.add(task)
+
+
+def unregister_reader(task: trio.lowlevel.Task) -> None:
+    _readers.discard(task)
+
+
+def submit_queued() -> None:
+    """Submit every ring's queued requests now, one ``io_uring_enter`` each.
+
+    Called by a transport when it has worked through a received chunk of PDUs
+    and is about to wait for more: the requests its commands queued start at
+    once (at queue depth 1 that saves the flusher's loop tick; a deep queue's
+    chunk still goes in one system call). Completions found inline are
+    handled here, as the flusher would; should one of their callbacks queue
+    a request in turn, that one goes in too (a few rounds, then the flusher).
+    """
+    for _ in range(_SUBMIT_ROUNDS):
+        if not queued_engines:
+            return
+        engines = queued_engines[:]
+        queued_engines.clear()
+        for engine in engines:
+            engine._listed = False
+            if engine._flush_wanted and engine.broken is None and engine._ring.fd >= 0:
+                engine._flush()
+    for engine in queued_engines:  # (still more: the flushers take it, never stranded)
+        engine._wake_flusher()
+
+
+#: how many times submit_queued goes round for requests its completions queued
+_SUBMIT_ROUNDS = 4
+
+
 class UringEngine:
     """One ring serving one store; all methods run in the Trio thread."""
 
@@ -112,6 +167,8 @@ class UringEngine:
         self._unsubmitted: list[_Op] = []
         #: buffers of requests lost in a broken ring: never released
         self._orphans: list[object] = []
+        #: in the module's list of engines with requests to submit (queued_engines)
+        self._listed = False
 
     @classmethod
     def create(cls, label: str = "", entries: int = 256) -> UringEngine:
@@ -141,6 +198,18 @@ class UringEngine:
         op.done = done
         return Request(self, op)
 
+    def start_read_at(
+        self, fd: int, addr: int, length: int, pin: object, offset: int, done: Completion
+    ) -> Request:
+        """As :meth:`start_read`, into memory whose address the caller already
+        knows (BLOCKIO's aligned windows: :func:`direct.aligned_window`), so
+        the buffer is not looked up through ctypes a second time. ``pin`` must
+        keep those ``length`` bytes alive and unmoved until ``done`` (a
+        memoryview of a bytearray does: the export forbids resizing)."""
+        op = self._queue(uring.OP_READ, fd, offset, addr, length, 0, pin)
+        op.done = done
+        return Request(self, op)
+
     def start_fsync(self, fd: int, offset: int, length: int, done: Completion) -> Request:
         """Queue a ranged fdatasync (FUA after a cache write); as start_read."""
         op = self._queue(uring.OP_FSYNC, fd, offset, 0, length, uring.FSYNC_DATASYNC, None)
@@ -159,7 +228,20 @@ class UringEngine:
         if buf.readonly:
             buf = memoryview(bytearray(buf))
         addr, pin = uring.buffer_address(buf)
-        n = len(buf)
+        return self.start_write_at(fd, addr, len(buf), pin, offset, done, datasync)
+
+    def start_write_at(
+        self,
+        fd: int,
+        addr: int,
+        n: int,
+        pin: object,
+        offset: int,
+        done: Completion,
+        datasync: bool = False,
+    ) -> Request:
+        """As :meth:`start_write`, from memory whose address the caller
+        already knows (see :meth:`start_read_at` for ``pin``)."""
         if not datasync:
             op = self._queue(uring.OP_WRITE, fd, offset, addr, n, 0, pin)
             op.done = done
@@ -246,16 +328,28 @@ class UringEngine:
         self._ops[key] = op
         self._unsubmitted.append(op)
         self.requests += 1
-        self._want_flush()
+        if not self._flush_wanted:
+            self._want_flush()
         return op
 
     def _want_flush(self) -> None:
+        """Have what is queued in the SQ submitted: by :func:`submit_queued`
+        (the engine is always listed for it) and by the flusher task, unless
+        the task queuing is a registered reader (it submits itself)."""
         if not self._flush_wanted:
             self._flush_wanted = True
-            flusher = self._flusher
-            if flusher is not None:
-                self._flusher = None
-                trio.lowlevel.reschedule(flusher)
+            if not self._listed:
+                self._listed = True
+                queued_engines.append(self)
+            if _readers and trio.lowlevel.current_task() in _readers:
+                return  # (its submit_queued comes before its next checkpoint)
+            self._wake_flusher()
+
+    def _wake_flusher(self) -> None:
+        flusher = self._flusher
+        if flusher is not None:
+            self._flusher = None
+            trio.lowlevel.reschedule(flusher)
 
     async def _wait(self, op: _Op) -> int:
         if op.result is None and op.failed is None:

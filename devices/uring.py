@@ -158,8 +158,10 @@ class Ring:
 
     # -- submission ---------------------------------------------------------
     def space(self) -> int:
-        head = _U32.unpack_from(self._rings, self._sq_head)[0]
-        return self.sq_entries - ((self._tail - head) & 0xFFFFFFFF)
+        # (tail - head is what the kernel has not consumed: exactly what we
+        # queued since the last submit, as io_uring_enter consumes SQEs
+        # before it returns and no SQ poller thread is used)
+        return self.sq_entries - self.queued
 
     def push(
         self,

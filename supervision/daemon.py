@@ -37,6 +37,7 @@ from pyscst.admin.control.server import ControlServer, OpHandler
 from pyscst.supervision.cluster.alua_sync import AluaSync
 from pyscst.supervision.cluster.etcd_proto import EtcdError
 from pyscst.supervision.cluster.node import ClusterNode
+from pyscst.supervision.gc_tuning import tune_gc
 from pyscst.supervision.host import run_host_services
 from pyscst.transports.iscsi.auth import AuthRegistry
 from pyscst.transports.iscsi.backend import connect_iscsi
@@ -384,6 +385,7 @@ async def serve(
                     return
 
             nursery.start_soon(watch_signals)
+            tune_gc()  # (what the daemon holds for good exists now)
             log.info(
                 "pyscst ready: %d devices, %d targets", len(daemon.devices), len(config.targets)
             )

@@ -35,6 +35,12 @@ from pyscst.actors.faults_lu import portal_of
 from pyscst.actors.messages import TmfFunction, TmfResponse
 from pyscst.actors.session import LunMapping, Session
 from pyscst.actors.target import SessionInfo
+from pyscst.devices.io_engine import (
+    queued_engines,
+    register_reader,
+    submit_queued,
+    unregister_reader,
+)
 from pyscst.scsi.cdb import Pending
 from pyscst.scsi.command import (
     Buffer,
@@ -233,6 +239,9 @@ class IscsiConnection:
         #: reader sends it itself before it waits for more (see _flush_pending)
         self._pending: list[Buffer] = []
         self._batching = False
+        #: the chunk's I/O is being submitted (_end_batch): answers from
+        #: completions found right then join the chunk's answers, one writev
+        self._submitting = False
         #: an answer from outside the reader went straight out since the
         #: reader's last chunk (later ones wait for the writer: see _queue)
         self._sent_direct = False
@@ -411,7 +420,7 @@ class IscsiConnection:
         pending = self._pending
         if self._batching:
             pending.extend(buffers)
-            if not self._reader.buffered:
+            if not self._reader.buffered and not self._submitting:
                 # nothing more to work through: answer now, and do the rest of
                 # this command's bookkeeping while the initiator reads it
                 self._flush_pending()
@@ -471,6 +480,16 @@ class IscsiConnection:
             self._channel(unsent(pending, sent))
 
     def _end_batch(self) -> None:
+        # the chunk's disk I/O (cache misses, BLOCKIO) starts before its
+        # answers are written and before we wait for more: one submission for
+        # the chunk, no loop tick for the engines' flusher (devices/io_engine.py);
+        # what completed meanwhile is answered in the same writev as the rest
+        if queued_engines:  # (nothing queued, as on a page-cache hit: no call)
+            self._submitting = True
+            try:
+                submit_queued()
+            finally:
+                self._submitting = False
         self._batching = False
         self._sent_direct = False
         self._flush_pending()
@@ -709,6 +728,10 @@ class IscsiConnection:
         next_event = self._reader.next_event
         ready: list[Any] | Rejected | None
         self._batching = True
+        # this task submits the disk I/O its chunks queue itself (_end_batch
+        # before every wait): the engines' flusher need not wake for it
+        reader_task = trio.lowlevel.current_task()
+        register_reader(reader_task)
         try:
             while True:
                 before = self.stats_commands
@@ -748,7 +771,10 @@ class IscsiConnection:
         finally:
             # a return (logout, fatal error): what the last chunk produced (the
             # Logout Response) still goes out
-            self._end_batch()
+            try:
+                self._end_batch()
+            finally:
+                unregister_reader(reader_task)
 
     def _arrival(self, event: Any, discovery: bool) -> list[Any] | Rejected | None:
         """Any PDU but a SCSI command in a normal session: handle it now, or
@@ -1336,6 +1362,7 @@ class IscsiConnection:
             return False
         if hit.action.kind is ActionKind.PDU_DELAY:
             self._batching = False  # what is answered so far goes out meanwhile
+            submit_queued()  # (and the disk I/O queued so far starts: see register_reader)
             self._flush_pending()
             await trio.sleep(hit.delay)
             self._batching = True

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 from pathlib import Path
 
 import pytest
 
-from pyscst.devices.direct import DirectIoRefusedError, DirectStore, aligned_buffer, is_aligned
+from pyscst.devices.direct import (
+    DirectIoRefusedError,
+    DirectStore,
+    _aligned_at,
+    aligned_buffer,
+    aligned_window,
+    is_aligned,
+)
 from pyscst.devices.stores import StoreReadOnlyError
 from tests.loopdev import loop_device
 
@@ -24,6 +32,38 @@ async def _open(path: Path, block_size: int = 512, **kw: object) -> DirectStore:
 def test_aligned_buffer_is_page_aligned() -> None:
     assert is_aligned(aligned_buffer(8192))
     assert not is_aligned(memoryview(bytearray(8192))[16:4112])
+
+
+def _address(view: memoryview) -> int:
+    return ctypes.addressof(ctypes.c_char.from_buffer(view))
+
+
+def test_aligned_window_gives_the_address_of_its_buffer() -> None:
+    view, addr = aligned_window(4096)
+    assert len(view) == 4096 and not view.readonly and addr == _address(view)
+    assert addr % 4096 == 0 and bytes(view) == bytes(4096)
+
+
+def test_aligned_at_takes_aligned_data_as_is_and_bounces_the_rest() -> None:
+    """What a BLOCKIO write hands the ring: the data itself when O_DIRECT can
+    take it, else an aligned copy; the address given is the buffer's own."""
+    good = aligned_buffer(8192)
+    good[:] = os.urandom(8192)
+    view, addr = _aligned_at(good)
+    assert view.obj is good.obj and addr == _address(good)  # no copy
+    cases: list[memoryview | bytes] = [
+        memoryview(bytearray(8192 + 16))[16:8208],  # misaligned address
+        memoryview(bytearray(8192)).toreadonly(),  # read-only
+        bytes(8192),  # read-only exporter
+        aligned_buffer(8192)[:700],  # not whole 512-byte blocks
+    ]
+    for data in cases:
+        src = memoryview(data).cast("B")
+        view, addr = _aligned_at(data)
+        assert addr == _address(view) and addr % 4096 == 0
+        assert bytes(view) == bytes(src)
+    empty, addr = _aligned_at(b"")  # (nothing to write: still a valid answer)
+    assert len(empty) == 0
 
 
 @pytest.mark.parametrize("engine", ["auto", "threads"])

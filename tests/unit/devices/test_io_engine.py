@@ -23,7 +23,13 @@ from hypothesis import HealthCheck, given, settings
 
 import pyscst.devices.uring as uring
 from pyscst.devices.direct import DirectStore, is_aligned
-from pyscst.devices.io_engine import EngineFailedError, UringEngine
+from pyscst.devices.io_engine import (
+    EngineFailedError,
+    UringEngine,
+    register_reader,
+    submit_queued,
+    unregister_reader,
+)
 from pyscst.devices.stores import (
     IO_ENGINE_ENV,
     FileStore,
@@ -526,3 +532,176 @@ async def test_a_linked_write_whose_sync_is_refused_ends_once_with_both_completi
         os.close(r)
         os.close(w)
 
+
+@needs_uring
+async def test_submit_queued_submits_every_ring_at_once_without_a_loop_tick() -> None:
+    """What a transport's chunk queued goes to the kernel from submit_queued
+    itself (no checkpoint, one io_uring_enter per ring); without it the
+    flusher takes the requests at its turn, as before."""
+    one = UringEngine.create("one")
+    two = UringEngine.create("two")
+    r, w = os.pipe()
+    try:
+        got: list[int | BaseException] = []
+        one.start_read(r, memoryview(bytearray(8)), -1, got.append)
+        one.start_read(r, memoryview(bytearray(8)), -1, got.append)
+        two.start_read(r, memoryview(bytearray(8)), -1, got.append)
+        assert one.submits == two.submits == 0
+        submit_queued()  # (no checkpoint in between)
+        assert (one.submits, two.submits) == (1, 1)
+        assert one.in_flight == 2 and two.in_flight == 1
+        submit_queued()  # nothing left: no system call
+        assert (one.submits, two.submits) == (1, 1)
+        # queued outside a transport's chunk: the flusher's turn
+        one.start_read(r, memoryview(bytearray(8)), -1, got.append)
+        assert one.submits == 1
+        await trio.sleep(0.01)
+        assert one.submits == 2 and one.in_flight == 3
+        os.write(w, b"a" * 32)
+        await _until(lambda: len(got) == 4)
+        assert got == [8, 8, 8, 8]
+    finally:
+        await one.aclose()
+        await two.aclose()
+        os.close(r)
+        os.close(w)
+
+
+@needs_uring
+async def test_submit_queued_skips_a_closed_or_broken_ring() -> None:
+    """An engine closed or broken after it queued is never submitted through
+    (its ring may be gone): submit_queued neither raises nor calls into it."""
+    engine = UringEngine.create("t")
+    r, w = os.pipe()
+    try:
+        got: list[int | BaseException] = []
+        engine.start_read(r, memoryview(bytearray(8)), -1, got.append)
+        engine._fail("injected")
+        assert len(got) == 1 and isinstance(got[0], EngineFailedError)
+        submit_queued()
+        assert engine.submits == 0
+    finally:
+        await engine.aclose()
+        os.close(r)
+        os.close(w)
+
+
+@needs_uring
+async def test_a_registered_reader_wakes_no_flusher_other_tasks_do() -> None:
+    """What a registered reader queues waits for its submit_queued (no
+    flusher step for it); what another task queues meanwhile still has the
+    flusher submit it at its turn."""
+    engine = UringEngine.create("t")
+    r, w = os.pipe()
+    me = trio.lowlevel.current_task()
+    try:
+        got: list[int | BaseException] = []
+        engine.start_read(r, memoryview(bytearray(8)), -1, got.append)  # (pumps started)
+        os.write(w, b"a" * 8)
+        await _until(lambda: len(got) == 1)
+        got.clear()
+        submits = engine.submits
+        register_reader(me)
+        engine.start_read(r, memoryview(bytearray(8)), -1, got.append)
+        await trio.sleep(0.01)  # (a reader never checkpoints here: the flusher stayed asleep)
+        assert engine.submits == submits and engine.in_flight == 1
+        submit_queued()
+        assert engine.submits == submits + 1
+
+        async def other() -> None:
+            engine.start_read(r, memoryview(bytearray(8)), -1, got.append)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(other)
+        await trio.sleep(0.01)
+        assert engine.submits == submits + 2 and engine.in_flight == 2  # the flusher took it
+        submit_queued()  # (nothing left: no system call)
+        assert engine.submits == submits + 2
+        unregister_reader(me)
+        engine.start_read(r, memoryview(bytearray(8)), -1, got.append)
+        await trio.sleep(0.01)
+        assert engine.submits == submits + 3  # not a reader any more: the flusher's
+        os.write(w, b"a" * 24)
+        await _until(lambda: len(got) == 3)
+        assert got == [8, 8, 8]
+    finally:
+        unregister_reader(me)
+        submit_queued()
+        await engine.aclose()
+        os.close(r)
+        os.close(w)
+
+
+@needs_uring
+async def test_a_request_queued_by_a_completion_inside_submit_queued_is_not_stranded() -> None:
+    """A registered reader's submit_queued completes a read inline whose
+    callback queues another request (from the reader's own task, so no
+    flusher is woken for it): that one is submitted too, before the call
+    returns, and never waits for the reader's next chunk."""
+    engine = UringEngine.create("t")
+    r, w = os.pipe()
+    me = trio.lowlevel.current_task()
+    try:
+        got: list[int | BaseException] = []
+        engine.start_read(r, memoryview(bytearray(8)), -1, got.append)  # (pumps started)
+        os.write(w, b"a" * 8)
+        await _until(lambda: len(got) == 1)
+        submits = engine.submits
+        chained: list[int | BaseException] = []
+
+        def then_another(res: int | BaseException) -> None:
+            got.append(res)
+            engine.start_read(r, memoryview(bytearray(8)), -1, chained.append)
+
+        os.write(w, b"b" * 8)  # (the first read completes at once)
+        register_reader(me)
+        engine.start_read(r, memoryview(bytearray(8)), -1, then_another)
+        submit_queued()
+        unregister_reader(me)
+        assert got[-1] == 8
+        assert engine.submits == submits + 2 and engine.in_flight == 1  # the chained one is in
+        os.write(w, b"c" * 8)
+        await _until(lambda: bool(chained))
+        assert chained == [8]
+    finally:
+        unregister_reader(me)
+        submit_queued()
+        await engine.aclose()
+        os.close(r)
+        os.close(w)
+
+
+@needs_uring
+async def test_a_chain_longer_than_submit_queued_goes_round_is_left_to_the_flusher() -> None:
+    """Completions whose callbacks keep queuing (each read completing inline)
+    are followed a few rounds by submit_queued, then by the flusher: the
+    chain runs to its end, none of it stranded behind the reader."""
+    engine = UringEngine.create("t")
+    r, w = os.pipe()
+    me = trio.lowlevel.current_task()
+    try:
+        got: list[int | BaseException] = []
+        engine.start_read(r, memoryview(bytearray(8)), -1, got.append)  # (pumps started)
+        os.write(w, b"a" * 8)
+        await _until(lambda: len(got) == 1)
+        links: list[int | BaseException] = []
+
+        def link(res: int | BaseException) -> None:
+            links.append(res)
+            if len(links) < 10:
+                engine.start_read(r, memoryview(bytearray(8)), -1, link)
+
+        os.write(w, b"b" * 80)  # every read of the chain completes at once
+        register_reader(me)
+        engine.start_read(r, memoryview(bytearray(8)), -1, link)
+        submit_queued()
+        unregister_reader(me)
+        assert 1 <= len(links) < 10  # (only a few rounds from in there)
+        await _until(lambda: len(links) == 10)
+        assert links == [8] * 10 and engine.in_flight == 0
+    finally:
+        unregister_reader(me)
+        submit_queued()
+        await engine.aclose()
+        os.close(r)
+        os.close(w)

@@ -1,0 +1,77 @@
+"""The reader's end of a chunk: the chunk's queued disk I/O is submitted, and
+answers from completions found right then go out with the chunk's answers."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+import pytest
+import trio
+
+import pyscst.transports.iscsi.connection as connection_module
+from pyscst.transports.iscsi.connection import IscsiConnection
+
+
+def _pair() -> tuple[socket.socket, socket.socket]:
+    """A connected TCP pair on loopback (the connection names its peer by address)."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        a = socket.create_connection(server.getsockname())
+        b, _ = server.accept()
+    return a, b
+
+
+async def test_answers_from_completions_found_at_submission_share_the_chunks_writev(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a, b = _pair()
+    conn = IscsiConnection(trio.SocketStream(trio.socket.from_stdlib_socket(a)), host=None)  # type: ignore[arg-type]
+    calls: list[int] = []
+    real_writev = os.writev
+
+    def writev(fd: int, buffers: Any) -> int:
+        calls.append(len(buffers))
+        return real_writev(fd, buffers)
+
+    def submit() -> None:  # two reads completed inline when the chunk's I/O went in
+        conn._queue([b"two"])
+        conn._queue([b"three"])
+
+    monkeypatch.setattr(connection_module.os, "writev", writev)
+    monkeypatch.setattr(connection_module, "submit_queued", submit)
+    monkeypatch.setattr(connection_module, "queued_engines", [object()])  # a ring has some
+    try:
+        conn._batching = True
+        conn._pending.append(b"one")  # the chunk's own answer, not sent yet
+        conn._end_batch()
+        assert calls == [3]  # one writev for the three
+        assert b.recv(100) == b"onetwothree"
+        assert not conn._submitting and not conn._batching
+    finally:
+        a.close()
+        b.close()
+
+
+async def test_a_chunk_end_submits_only_when_a_ring_has_requests_queued(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a, b = _pair()
+    conn = IscsiConnection(trio.SocketStream(trio.socket.from_stdlib_socket(a)), host=None)  # type: ignore[arg-type]
+    submitted: list[bool] = []
+    queued: list[object] = []
+    monkeypatch.setattr(connection_module, "submit_queued", lambda: submitted.append(True))
+    monkeypatch.setattr(connection_module, "queued_engines", queued)
+    try:
+        conn._batching = True
+        conn._pending.append(b"one")
+        conn._end_batch()  # a page-cache hit's chunk: nothing queued, no call
+        assert submitted == []
+        assert b.recv(100) == b"one"
+        queued.append(object())
+        conn._batching = True
+        conn._end_batch()
+        assert submitted == [True]
+    finally:
+        a.close()
+        b.close()
