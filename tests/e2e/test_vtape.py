@@ -173,6 +173,21 @@ async def test_two_nexuses_writing_at_once_see_each_record_whole(tmp_path: Path)
             assert seen == {1: list(range(20)), 2: list(range(20))}
 
 
+async def test_zero_length_data_in_is_answered_with_its_residual(tmp_path: Path) -> None:
+    """READ BLOCK LIMITS (and other data-in commands) with an expected data
+    transfer length of 0: GOOD, no data, the whole answer as overflow residual.
+    The same command kills tgtd 1.0.85's ssc (docs/tape.md), found by the fuzz
+    campaign through a pass-through LUN."""
+    async with tape_daemon(tmp_path) as d, login(d, "iqn.2026-11.org.x:a") as ini:
+        r = await ini.execute(0, c6(0x05), read_length=0)
+        assert (r.status, r.data, r.residual_overflow, r.residual_count) == (GOOD, b"", True, 6)
+        r = await ini.execute(1, c6(0x05), read_length=0)  # the empty drive: same limits
+        assert (r.status, r.residual_count) == (GOOD, 6)
+        r = await ini.execute(0, bytes((0x34, 0, 0, 0, 0, 0, 0, 0, 0, 0)), read_length=0)
+        assert (r.status, r.residual_count) == (GOOD, 20)  # READ POSITION, short form
+        assert (await ini.execute(0, TUR)).status == GOOD  # and the drive is still there
+
+
 async def test_acknowledged_records_survive_kill_9(tmp_path: Path) -> None:
     acked: list[bytes] = []
     with pytest.raises(DaemonError):  # the daemon did not exit cleanly: it was killed

@@ -11,6 +11,7 @@ GOOD or a ScsiError carrying sense: never another exception.
 from __future__ import annotations
 
 import random
+from collections.abc import Awaitable, Callable
 
 import trio
 from hypothesis import HealthCheck, given, settings
@@ -21,7 +22,7 @@ from pyscst.devices.device_type import DeviceType
 from pyscst.devices.disk import DiskDevice
 from pyscst.devices.stores import MemoryStore
 from pyscst.scsi.sense import ScsiError, Status
-from tests.fakes import run_cdb
+from tests.fakes import FakeContext, run_cdb
 from tests.fuzz.mutate import table_cdb
 
 SECTOR = 2048
@@ -35,17 +36,32 @@ def steps() -> st.SearchStrategy[list[tuple[random.Random, bytes]]]:
     )
 
 
+class BackgroundContext(FakeContext):
+    """Runs what a handler starts in the background (a SANITIZE), as the LU's
+    nursery would: with IMMED=0 the handler waits for it to end."""
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        super().__init__()
+        self.nursery = nursery
+
+    def start_background(self, fn: Callable[[], Awaitable[None]]) -> None:
+        self.nursery.start_soon(fn)
+
+
 def run_steps(device: DeviceType, plan: list[tuple[random.Random, bytes]]) -> None:
     specs = device.table.specs
 
     async def run() -> None:
-        for rng, data in plan:
-            cdb = table_cdb(rng, rng.choice(specs))
-            out = await run_cdb(device, cdb, data_out=data)
-            if out.error is not None:
-                assert isinstance(out.error, ScsiError), (cdb.hex(), out.error)
-                if out.error.status == Status.CHECK_CONDITION:
-                    assert out.error.sense is not None, cdb.hex()
+        async with trio.open_nursery() as nursery:
+            ctx = BackgroundContext(nursery)
+            for rng, data in plan:
+                cdb = table_cdb(rng, rng.choice(specs))
+                with trio.fail_after(30):  # (a hang is a failure, not a stalled test)
+                    out = await run_cdb(device, cdb, data_out=data, ctx=ctx)
+                if out.error is not None:
+                    assert isinstance(out.error, ScsiError), (cdb.hex(), out.error)
+                    if out.error.status == Status.CHECK_CONDITION:
+                        assert out.error.sense is not None, cdb.hex()
 
     trio.run(run)
 
