@@ -22,6 +22,7 @@ overlength record; blocks, filemarks or records otherwise).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pyscst.devices.disk_sense import short_data_out
@@ -197,29 +198,25 @@ def _transfer_16(dev: TapeDevice, cdb: bytes, fixed: bool) -> tuple[int, int]:
 
 async def handle_read_6(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | None:
     """READ(6): one variable record, or ``count`` fixed blocks."""
-    cdb = cmd.cdb
-    fixed = bool(cdb[1] & 0x01)
-    sili = bool(cdb[1] & 0x02)
-    if fixed and sili:
-        raise ScsiError.invalid_field_in_cdb(1, 1)
-    count, total = _transfer(dev, cdb, fixed)
-    cmd.transfer_length = total
-    if count == 0:
-        return None
-    await dev.synchronize()
-    if fixed:
-        return await _read_fixed(dev, count)
-    return await _read_variable(dev, count, sili)
+    return await _read(dev, cmd, _transfer)
 
 
 async def handle_read_16(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | None:
     """READ(16): READ(6), naming the position it reads at."""
+    return await _read(dev, cmd, _transfer_16)
+
+
+async def _read(
+    dev: TapeDevice, cmd: ScsiCommand,
+    transfer: Callable[[TapeDevice, bytes, bool], tuple[int, int]],
+) -> Buffer | None:  # fmt: skip
+    """READ(6) and READ(16) alike, once ``transfer`` has read the CDB's length."""
     cdb = cmd.cdb
     fixed = bool(cdb[1] & 0x01)
     sili = bool(cdb[1] & 0x02)
     if fixed and sili:
         raise ScsiError.invalid_field_in_cdb(1, 1)
-    count, total = _transfer_16(dev, cdb, fixed)
+    count, total = transfer(dev, cdb, fixed)
     cmd.transfer_length = total
     if count == 0:
         return None

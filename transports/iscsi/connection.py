@@ -1095,17 +1095,7 @@ class IscsiConnection:
         outstanding: list[tuple[int, _Burst]] = []
         try:
             while not plan.done:
-                for r2tsn, start, length in plan.issue():
-                    ttt = next(self._ttt) & 0x7FFFFFFF
-                    burst = _Burst(st.tag, start, length, trio.Event())
-                    self._bursts[ttt] = burst
-                    outstanding.append((ttt, burst))
-                    exp, mx = self._windows()
-                    header = encode_r2t_header(
-                        st.tag, ttt, r2tsn, start, length, lun=st.lun_raw,
-                        statsn=self._statsn, expcmdsn=exp, maxcmdsn=mx,
-                    )  # fmt: skip
-                    self._queue(self._frame(header))
+                outstanding += self._issue_r2ts(st, plan, waited=True)
                 ttt, burst = outstanding.pop(0)
                 assert burst.event is not None
                 await burst.event.wait()
@@ -1154,17 +1144,25 @@ class IscsiConnection:
         self._issue_r2ts(st, st.plan)
         return pending
 
-    def _issue_r2ts(self, st: IscsiCommand, plan: R2TPlan) -> None:
-        """Send the R2Ts ``plan`` allows now, for a command no task waits on."""
+    def _issue_r2ts(
+        self, st: IscsiCommand, plan: R2TPlan, waited: bool = False
+    ) -> list[tuple[int, _Burst]]:
+        """Send the R2Ts ``plan`` allows now; their bursts, each with an event
+        to wait on if a task ``waited`` for them (else the command's ``later``
+        Pending goes on when they are complete)."""
+        issued: list[tuple[int, _Burst]] = []
         for r2tsn, start, length in plan.issue():
             ttt = next(self._ttt) & 0x7FFFFFFF
-            self._bursts[ttt] = _Burst(st.tag, start, length, None)
+            burst = _Burst(st.tag, start, length, trio.Event() if waited else None)
+            self._bursts[ttt] = burst
+            issued.append((ttt, burst))
             exp, mx = self._windows()
             header = encode_r2t_header(
                 st.tag, ttt, r2tsn, start, length, lun=st.lun_raw,
                 statsn=self._statsn, expcmdsn=exp, maxcmdsn=mx,
             )  # fmt: skip
             self._queue(self._frame(header))
+        return issued
 
     def _later_burst_done(self, st: IscsiCommand) -> None:
         """One R2T of a ``data_later`` command has all its Data-Out: solicit
