@@ -196,6 +196,10 @@ def _transfer_16(dev: TapeDevice, cdb: bytes, fixed: bool) -> tuple[int, int]:
     return _transfer_of(dev, int.from_bytes(cdb[12:15], "big"), fixed, 12)
 
 
+#: reads a READ/WRITE/VERIFY CDB's transfer length: (count, bytes)
+Transfer = Callable[["TapeDevice", bytes, bool], tuple[int, int]]
+
+
 async def handle_read_6(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | None:
     """READ(6): one variable record, or ``count`` fixed blocks."""
     return await _read(dev, cmd, _transfer)
@@ -206,10 +210,7 @@ async def handle_read_16(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) ->
     return await _read(dev, cmd, _transfer_16)
 
 
-async def _read(
-    dev: TapeDevice, cmd: ScsiCommand,
-    transfer: Callable[[TapeDevice, bytes, bool], tuple[int, int]],
-) -> Buffer | None:  # fmt: skip
+async def _read(dev: TapeDevice, cmd: ScsiCommand, transfer: Transfer) -> Buffer | None:
     """READ(6) and READ(16) alike, once ``transfer`` has read the CDB's length."""
     cdb = cmd.cdb
     fixed = bool(cdb[1] & 0x01)
@@ -274,29 +275,23 @@ def write_6_now(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer |
 async def handle_write_6(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | None:
     """WRITE(6): one variable record, or ``count`` fixed blocks, at the
     current position (which becomes end-of-data)."""
-    cdb = cmd.cdb
-    fixed = bool(cdb[1] & 0x01)
-    count, total = _transfer(dev, cdb, fixed)
-    if count == 0:
-        return None
-    dev.check_writable()
-    await _write(dev, cmd, fixed, count, total)
+    await _write(dev, cmd, _transfer)
     return None
 
 
 async def handle_write_16(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | None:
     """WRITE(16): WRITE(6), naming the position it writes at."""
-    cdb = cmd.cdb
-    fixed = bool(cdb[1] & 0x01)
-    count, total = _transfer_16(dev, cdb, fixed)
-    if count == 0:
-        return None
-    dev.check_writable()
-    await _write(dev, cmd, fixed, count, total)
+    await _write(dev, cmd, _transfer_16)
     return None
 
 
-async def _write(dev: TapeDevice, cmd: ScsiCommand, fixed: bool, count: int, total: int) -> None:
+async def _write(dev: TapeDevice, cmd: ScsiCommand, transfer: Transfer) -> None:
+    """WRITE(6) and WRITE(16) alike, once ``transfer`` has read the CDB's length."""
+    fixed = bool(cmd.cdb[1] & 0x01)
+    count, total = transfer(dev, cmd.cdb, fixed)
+    if count == 0:
+        return
+    dev.check_writable()
     data = await cmd.receive_data(total)
     if len(data) < total:
         raise short_data_out()
@@ -308,27 +303,22 @@ async def _write(dev: TapeDevice, cmd: ScsiCommand, fixed: bool, count: int, tot
 async def handle_verify_6(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | None:
     """VERIFY(6): read (and with BYTCMP compare against data-out) without
     returning data; the position moves as a READ's would."""
-    cdb = cmd.cdb
-    fixed = bool(cdb[1] & 0x01)
-    count, total = _transfer(dev, cdb, fixed)
-    if count == 0:
-        return None
-    await _verify(dev, cmd, fixed, count, total)
+    await _verify(dev, cmd, _transfer)
     return None
 
 
 async def handle_verify_16(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | None:
     """VERIFY(16): VERIFY(6), naming the position it verifies at."""
-    cdb = cmd.cdb
-    fixed = bool(cdb[1] & 0x01)
-    count, total = _transfer_16(dev, cdb, fixed)
-    if count == 0:
-        return None
-    await _verify(dev, cmd, fixed, count, total)
+    await _verify(dev, cmd, _transfer_16)
     return None
 
 
-async def _verify(dev: TapeDevice, cmd: ScsiCommand, fixed: bool, count: int, total: int) -> None:
+async def _verify(dev: TapeDevice, cmd: ScsiCommand, transfer: Transfer) -> None:
+    """VERIFY(6) and VERIFY(16) alike, once ``transfer`` has read the CDB's length."""
+    fixed = bool(cmd.cdb[1] & 0x01)
+    count, total = transfer(dev, cmd.cdb, fixed)
+    if count == 0:
+        return
     bytcmp = bool(cmd.cdb[1] & 0x02)
     expected = None
     if bytcmp:
