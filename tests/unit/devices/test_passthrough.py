@@ -428,11 +428,10 @@ async def test_a_backend_that_queues_gets_reads_and_writes_without_a_task(
         assert lu.task_count() == 0
 
 
+@pytest.mark.parametrize("backend_kind", ["queued"], indirect=True)  # the queued path's own
 async def test_a_queued_command_whose_caller_is_aborted_is_aborted_at_the_backend(
     backend_kind: str,
 ) -> None:
-    if backend_kind != "queued":
-        pytest.skip("the queued path's own abort")
     async with passthrough_lu() as (lu, _, backend):
         assert isinstance(backend, QueuingFakeBackend)
         await clear(lu, NEXUS_A)
