@@ -590,8 +590,7 @@ class LogicalUnit:
                 if isinstance(result, Pending):
                     # its I/O is queued: in the task set, answered when it ends
                     self._enter(task)
-                    task.pending = result
-                    result.then(functools.partial(self._pending_done, task))
+                    self._answer_when_done(task, result)
                     return True
                 data = result  # type: ignore[assignment]
         if error is None:
@@ -648,8 +647,7 @@ class LogicalUnit:
         if result is None and not task.cancelled:
             outcome = self._fast_again(task)
             if isinstance(outcome, Pending):
-                task.pending = outcome
-                outcome.then(functools.partial(self._pending_done, task))
+                self._answer_when_done(task, outcome)
                 return
         self._pending_done(task, outcome)
 
@@ -661,14 +659,16 @@ class LogicalUnit:
         device = task.device
         assert spec is not None and spec.fast is not None and device is not None
         try:
-            if spec.readiness:
-                device.check_ready(spec.readiness)
-            fence = self._fence
-            if fence is not None and fence.fenced and spec.writes_medium:
-                raise _fenced()
+            self._check_at_execution(device, spec)
             return spec.fast(device, task.cmd, task.ctx)
         except Exception as exc:  # (answered by _pending_done: ScsiError as such)
             return exc
+
+    def _answer_when_done(self, task: Task, pending: Pending) -> None:
+        """``task`` (in the task set) waits on ``pending`` without a Trio task;
+        a TMF cancels it through ``Task.cancel``; ``_pending_done`` answers."""
+        task.pending = pending
+        pending.then(functools.partial(self._pending_done, task))
 
     def _pending_done(self, task: Task, result: Any) -> None:
         """A Pending command's I/O ended (see scsi.cdb.Pending): answer it as
@@ -878,17 +878,22 @@ class LogicalUnit:
         assert spec is not None
         device = task.device
         assert device is not None
-        # the one readiness check, at execution time (an older START STOP UNIT
-        # or eject may have changed it since arrival), as the row's flags ask
-        check_ready_for(device, spec)
-        fence = self._fence
-        if fence is not None and fence.fenced and spec.writes_medium:
-            # fenced while it waited its turn or for its data: not written
-            raise _fenced()
+        self._check_at_execution(device, spec)
         faults = self._faults
         if faults is not None and faults.command_armed:
             return await run_with_faults(faults, self.name, task, spec)
         return await spec.handler(device, task.cmd, task.ctx)
+
+    def _check_at_execution(self, device: DeviceType, spec: OpSpec) -> None:
+        """What a command must pass when it finally runs, on the task path or
+        once its data-out is in (``_fast_again``): the one readiness check (an
+        older START STOP UNIT, eject or sanitize may have changed it since
+        arrival), as the row's flags ask, and the cluster fence for writes
+        (fenced while it waited its turn or for its data: not written)."""
+        check_ready_for(device, spec)
+        fence = self._fence
+        if fence is not None and fence.fenced and spec.writes_medium:
+            raise _fenced()
 
     def _blockers(self, task: Task) -> list[Task]:
         """The older tasks ``task`` must wait for: task attributes (SAM-5 8.6)

@@ -13,9 +13,10 @@ sense.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import pytest
 import trio
 
 from pyscst.actors.lun import LogicalUnit
@@ -24,7 +25,7 @@ from pyscst.devices.disk import DiskDevice
 from pyscst.devices.stores import MemoryStore
 from pyscst.scsi.cdb import Pending
 from pyscst.scsi.command import ScsiCommand, TransportGone
-from pyscst.scsi.sense import Asc, ScsiError, SenseKey, Status
+from pyscst.scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
 from tests.cdbs import read10, write10
 from tests.fakes import lu_on
 from tests.unit.actors.test_task_set import (
@@ -151,15 +152,26 @@ async def test_a_broken_data_out_sequence_is_answered_with_its_sense() -> None:
         assert bytes(store.data[:BS]) == bytes(BS) and lu.task_count() == 0
 
 
-async def test_the_unit_checks_readiness_again_when_the_data_arrives() -> None:
-    """Stopped (START STOP UNIT, from another initiator) while its data
-    came: the write does not land."""
+def _stop(device: DiskDevice) -> None:
+    device.started = False  # START STOP UNIT, from another initiator
+
+
+def _sanitize(device: DiskDevice) -> None:
+    device.medium.busy = Sense.of(SenseKey.NOT_READY, Asc.LUN_NOT_READY_SANITIZE_IN_PROGRESS)
+
+
+@pytest.mark.parametrize("change", [_stop, _sanitize], ids=["stopped", "sanitizing"])
+async def test_the_unit_checks_readiness_again_when_the_data_arrives(
+    change: Callable[[DiskDevice], None],
+) -> None:
+    """Stopped, or busy with a sanitize, while its data came: NOT READY, as on
+    the task path (the same execution-time check), and the write does not land."""
     async with disk_lu() as (lu, store):
         t = LaterTransport(b"w" * BS)
         lu.submit(command(t, write10(0, 1), 7), 0, False)
         device = lu.current_device()
         assert isinstance(device, DiskDevice)
-        device.started = False
+        change(device)
         t.arrive()
         assert t.answered == [(7, Status.CHECK_CONDITION)]
         sense = t.sense_by_tag[7]
