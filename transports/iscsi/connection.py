@@ -1025,23 +1025,16 @@ class IscsiConnection:
                     del self._bursts[ttt]
                     self._later_burst_done(st)
                 return
-            st.buf = bytearray().join(parts)  # out of order: one buffer after all
+            # out of order (only with more than one R2T outstanding): one
+            # buffer of the whole length after all, written at offsets as on
+            # the task path
+            plan = st.plan
+            assert plan is not None
+            buf = bytearray().join(parts)
+            buf += bytes(plan.total - len(buf))
+            st.buf = buf
             st.parts = None
-        buf = st.buf
-        size = len(buf)
-        if off + n <= size:
-            memoryview(buf)[off : off + n] = data
-        else:
-            # a data_later buffer grows as its Data-Out comes (in order, so
-            # appended; a burst ahead of an earlier one leaves a gap that
-            # the earlier one fills)
-            assert isinstance(buf, bytearray)
-            if off > size:
-                buf += bytes(off - size)
-            elif off < size:
-                memoryview(buf)[off:] = data[: size - off]
-                data = data[size - off :]
-            buf += data
+        memoryview(st.buf)[off : off + n] = data
         if burst.next_offset >= burst.end:
             del self._bursts[ttt]
             event = burst.event
