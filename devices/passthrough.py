@@ -599,10 +599,11 @@ async def forward(dev: Any, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | None
 def forward_now(dev: Any, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | NeedsAwait | Pending:
     """``forward`` without a task (the LU's fast path): the command is queued
     to the backend at once and answered from the backend's reply, which the
-    backend's reader hands to a :class:`Pending`. Anything ``forward`` does
-    first (UAs captured at a reconnection, an ALLOW owed, data-out still to
-    come, no slot free at the backend) makes it NEEDS_AWAIT: ``forward``
-    then runs in the command's task, as it always did."""
+    backend's reader hands to a :class:`Pending`. Data-out still to come
+    makes it NEEDS_AWAIT: the LU has it fetched (``data_later``) and calls
+    this again. Anything else ``forward`` does first (UAs captured at a
+    reconnection, an ALLOW owed, no slot free at the backend) also makes it
+    NEEDS_AWAIT: ``forward`` then runs in the command's task."""
     device = _device(dev)
     backend = device._start
     if (backend is None or device._captured or device._allow_pending or device.probe is None
@@ -615,7 +616,7 @@ def forward_now(dev: Any, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | NeedsA
     if direction == DataDirection.WRITE:
         data = cmd.transport.data_now(cmd, cmd.expected_length)
         if data is None:
-            return NEEDS_AWAIT  # R2Ts to send first: the task asks for the data
+            return NEEDS_AWAIT  # R2Ts to send first (the LU has the data fetched)
         data_out = data
     elif direction == DataDirection.READ:
         read_length = cmd.expected_length
