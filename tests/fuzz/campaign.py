@@ -32,6 +32,7 @@ from typing import Any
 import attrs
 
 from pyscst.scsi.cdb import OpTable
+from pyscst.scsi.sense import Sense
 from pyscst.transports.iscsi import pdu_types as P
 from pyscst.transports.iscsi.textkeys import encode_text
 from tests.daemon import RunningDaemon, free_port, start_daemon, stop_daemon, write_config
@@ -229,14 +230,10 @@ def describe_answer(status: int, segment: bytes) -> str:
         return "GOOD"
     if status != 2:
         return f"status {status:#04x}"
-    sense = segment[2:]
-    if len(sense) >= 14 and sense[0] & 0x7F in (0x70, 0x71):
-        key, asc, ascq = sense[2] & 0xF, sense[12], sense[13]
-    elif len(sense) >= 4 and sense[0] & 0x7F in (0x72, 0x73):
-        key, asc, ascq = sense[1] & 0xF, sense[2], sense[3]
-    else:
+    sense = Sense.decode(segment[2:])  # (after the segment's SenseLength)
+    if sense is None:
         return "CHECK CONDITION without sense"
-    return f"CHECK CONDITION {key:x}/{asc:02x}/{ascq:02x}"
+    return f"CHECK CONDITION {sense.key:x}/{sense.asc:02x}/{sense.ascq:02x}"
 
 
 class Client:
