@@ -189,10 +189,8 @@ class Mutator:
                 lun = rng.choice([0, 0, 1, 1 << 48])
                 write = cdb[0] in WRITE_OPCODES and rng.random() < 0.8
             else:  # any command of any device type's table, to a LUN of that type
-                number = rng.choice(list(self.luns))
-                spec = rng.choice(self.luns[number][2].specs)
+                number, spec, cdb = self.typed_cdb()
                 lun = number << 48  # the LUN field: single-level, peripheral addressing
-                cdb = table_cdb(rng, spec)
                 write = spec.direction is DataDirection.WRITE and rng.random() < 0.9
             edtl = rng.choice([0, 512, 4096, rng.randrange(0, 1 << 20)])
             data = bytes(rng.randrange(0, min(edtl, 65536) + 1)) if write and edtl else b""
@@ -240,6 +238,13 @@ class Mutator:
             )  # fmt: skip
         return self.login()
 
+    def typed_cdb(self) -> tuple[int, OpSpec, bytes]:
+        """A LUN of the daemon, a row of its device type's table, and a CDB for it."""
+        rng = self.rng
+        lun = rng.choice(list(self.luns))
+        spec = rng.choice(self.luns[lun][2].specs)
+        return lun, spec, table_cdb(rng, spec)
+
     def typed_command(self, cmdsn: int, expstatsn: int) -> P.ScsiCommand:
         """A well-formed SCSI Command PDU whose CDB is fuzzed from the table of the
         device type behind its LUN: the iSCSI layer passes it on, so the device
@@ -252,9 +257,8 @@ class Mutator:
             src, dst = (slot, drive) if rng.random() < 0.6 else (drive, slot)
             cdb = struct.pack(">BBHHHHBB", 0xA5, 0, 0, src, dst, 0, 0, 0)
         else:
-            lun = rng.choice(list(self.luns))
-            spec = rng.choice(self.luns[lun][2].specs)
-            cdb, direction = table_cdb(rng, spec), spec.direction
+            lun, spec, cdb = self.typed_cdb()
+            direction = spec.direction
         size = rng.choice([0, 6, 24, 512, 4096, rng.randrange(0, 65537)])
         write = direction is DataDirection.WRITE
         return P.ScsiCommand(
