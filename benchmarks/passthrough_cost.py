@@ -103,7 +103,7 @@ def main() -> None:
                                 str(py.pid), "-d", str(int(args.seconds * len(chosen)) + 2),
                             ], stdout=subprocess.DEVNULL)  # fmt: skip
                         if args.perf:
-                            spy = subprocess.Popen(["perf", "record", "-o",
+                            spy = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-g", "-o",
                                                     f"{args.perf}.{index}", "-p", str(py.pid)],
                                                    stderr=subprocess.DEVNULL)  # fmt: skip
                         if args.strace:
