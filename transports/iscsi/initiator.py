@@ -84,6 +84,8 @@ DEFAULT_INITIATOR_NAME = "iqn.2026-11.org.pyscst:test"
 #: our MaxRecvDataSegmentLength: what the target may put in one PDU to us
 DEFAULT_MAX_RECV = 262144
 _RECEIVE_SIZE = 1 << 18
+#: reads in a row that found data before the reader lets other tasks run
+_EAGER_READS = 8
 #: buffers per writev (Linux's UIO_MAXIOV)
 _IOV_MAX = 1024
 _FINAL = 0x80
@@ -218,12 +220,21 @@ class _Task:
 
     def put(self, offset: int, data: Buffer) -> None:
         """Take one Data-In's payload: kept as it came when it is the whole
-        data-in, else copied into the read buffer."""
+        data-in, else copied into the read buffer (unless it was read there
+        already: Initiator._data_in_sink)."""
         end = offset + len(data)
         if offset == 0 and not self.received and self.read_buf is None:
             self.view = data if isinstance(data, memoryview) else memoryview(data)
             self.received = end
             return
+        buf = self.buffer()
+        if not (isinstance(data, memoryview) and data.obj is buf):
+            buf[offset:end] = data
+        if end > self.received:
+            self.received = end
+
+    def buffer(self) -> bytearray:
+        """The read buffer (made on first use, holding a first piece kept whole)."""
         buf = self.read_buf
         if buf is None:
             buf = self.read_buf = bytearray(self.read_length)
@@ -231,9 +242,7 @@ class _Task:
             if view is not None:  # a first piece kept whole: the second joins it
                 buf[: len(view)] = view
                 self.view = None
-        buf[offset:end] = data
-        if end > self.received:
-            self.received = end
+        return buf
 
 
 class Initiator:
@@ -968,21 +977,85 @@ class Initiator:
 
     async def _reader_loop(self) -> None:
         reader = self._reader
+        reader.detach_opcode = Opcode.DATA_IN
+        sock = self.stream.socket
+        eager = 0
         try:
             while True:
                 for event in reader:
                     self._dispatch(event)
-                data = await self.stream.receive_some(_RECEIVE_SIZE)
+                bhs = reader.incomplete_bulk(Opcode.DATA_IN)
+                if bhs is not None:
+                    dest = self._data_in_sink(bhs)
+                    if dest is not None:
+                        # a Data-In still arriving: the rest of its segment is
+                        # read straight into the buffer the data-in ends up in
+                        if not await self._fill(dest, reader.detach_segment()):
+                            break
+                        self._direct_ok = True
+                        self._dispatch(DataIn.unpack(BHS_STRUCT.unpack_from(bhs), b"", dest))
+                        continue
+                # (the descriptor is asked for each time: -1 once closed,
+                # never a number another socket got meanwhile)
+                try:
+                    data = os.read(sock.fileno(), _RECEIVE_SIZE)
+                except BlockingIOError:
+                    eager = 0
+                    await trio.lowlevel.wait_readable(sock)
+                    continue
                 if not data:
                     break
                 reader.feed(data)
                 self._direct_ok = True
+                eager += 1
+                if eager >= _EAGER_READS:  # (a busy socket must not starve the other tasks)
+                    eager = 0
+                    await trio.lowlevel.checkpoint()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._lost = exc
         self._lost = self._lost or ConnectionLost("connection closed by target")
         self._close_output()
         self._fail_all(ConnectionLost("connection closed"))
         self._unsolicited_send.close()
+
+    def _data_in_sink(self, bhs: memoryview) -> memoryview | None:
+        """Where an incoming Data-In's segment goes when it is read straight
+        from the socket: a buffer of its own when it is the command's whole
+        data-in so far (handed on as it is, see _Task.put), else its place in
+        the command's read buffer. None (the reader copies it together as
+        usual, and _on_data_in judges it) when no command of ours expects it
+        there, e.g. more data than the command asked for."""
+        task = self._tasks.get(int.from_bytes(bhs[16:20], "big"))
+        if task is None or task.kind is not ScsiCommand or task.finished:
+            return None
+        offset = int.from_bytes(bhs[40:44], "big")
+        end = offset + int.from_bytes(bhs[5:8], "big")
+        if end > task.read_length:
+            return None
+        if offset == 0 and task.read_buf is None and task.view is None:
+            return memoryview(bytearray(end))
+        return memoryview(task.buffer())[offset:end]
+
+    async def _fill(self, dest: memoryview, parts: list[memoryview]) -> bool:
+        """Fill ``dest``: first with what was read already, then from the
+        socket; False if the target closed the connection first."""
+        pos = 0
+        for part in parts:
+            n = len(part)
+            dest[pos : pos + n] = part
+            pos += n
+        sock = self.stream.socket
+        size = len(dest)
+        while pos < size:
+            try:
+                n = os.readv(sock.fileno(), (dest[pos:],))
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(sock)
+                continue
+            if not n:
+                return False
+            pos += n
+        return True
 
     # ------------------------------------------------------------- dispatch
 

@@ -93,6 +93,7 @@ class PduReader:
         "_state",
         "_tail_length",
         "data_digest",
+        "detach_opcode",
         "header_digest",
         "max_recv_data_segment_length",
         "parts",
@@ -124,6 +125,9 @@ class PduReader:
         self.parts = 0
         #: the opcodes decoded (the rest are refused): all, until ``expect``
         self._classes = CLASS_BY_OPCODE
+        #: a PDU of this opcode whose segment has not all arrived stops the
+        #: parsing before its header (see incomplete_bulk); -1: none does
+        self.detach_opcode = -1
 
     def expect(self, opcodes: Iterable[int] | None) -> None:
         """Decode only these opcodes from now on (None: every known one)."""
@@ -163,6 +167,56 @@ class PduReader:
         while (event := self.next_event()) is not None:
             yield event
 
+    # ------------------------------------------------ a segment read elsewhere
+
+    def incomplete_bulk(self, opcode: int) -> memoryview | None:
+        """The BHS of the next PDU when it has this opcode, is whole in the
+        first chunk, and its data segment has not all arrived (else None).
+
+        The caller may then read that segment itself (:meth:`detach_segment`),
+        straight into the buffer it ends up in, instead of the reader copying
+        it together from what the socket gave. With ``detach_opcode`` set to
+        the opcode, parsing stops before such a PDU, so that the caller can
+        (if it does not, it feeds more, and the PDU is decoded as usual once
+        all of it is there). Only the plain case: between
+        two PDUs, no digests, no AHS, a segment of a multiple of 4 bytes (no
+        padding) within MaxRecvDataSegmentLength.
+        """
+        if self._state != _BHS or self._acc is not None or self.header_digest or self.data_digest:
+            return None
+        inputs = self._inputs
+        if not inputs:
+            return None
+        head = inputs[0]
+        if len(head) < BHS_LENGTH:
+            return None
+        b0, lens = _LENGTHS.unpack_from(head)
+        # (lens < 2**24: TotalAHSLength, its top byte, is 0)
+        if (b0 & 0x3F != opcode or opcode not in self._classes or not lens or lens & 3
+                or lens > self.max_recv_data_segment_length
+                or self._buffered >= BHS_LENGTH + lens):  # fmt: skip
+            return None
+        return head[:BHS_LENGTH]
+
+    def detach_segment(self) -> list[memoryview]:
+        """Consume the header :meth:`incomplete_bulk` returned and every byte
+        buffered after it (all part of its data segment); they are returned,
+        in order. The caller owes the rest of the segment, ``length - sum of
+        these``: it reads that from the stream itself before feeding the
+        reader anything again. Call only right after ``incomplete_bulk``
+        returned a header."""
+        inputs = self._inputs
+        head = inputs[0]
+        parts: list[memoryview] = []
+        if len(head) > BHS_LENGTH:
+            parts.append(head[BHS_LENGTH:])
+        inputs.popleft()
+        parts += inputs
+        inputs.clear()
+        self._buffered = 0
+        self.parts += 1
+        return parts
+
     # ---------------------------------------------------------------- parsing
 
     def next_event(self) -> Event | None:
@@ -188,6 +242,9 @@ class PduReader:
                         end = BHS_LENGTH + ((lens + 3) & ~3)
                         if size < end:
                             end = 0
+                            if (b0 & 0x3F == self.detach_opcode
+                                    and self.incomplete_bulk(self.detach_opcode) is not None):
+                                return None  # (the caller reads the segment itself)
                     if end:
                         if size == end:
                             inputs.popleft()

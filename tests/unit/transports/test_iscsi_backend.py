@@ -9,6 +9,7 @@ with BackendDown (retryable) or BackendFault, and the backend reconnects.
 
 from __future__ import annotations
 
+import itertools
 import struct
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -38,9 +39,13 @@ from pyscst.transports.iscsi.pdu import ScsiCommand as ScsiCommandPdu
 TARGET = "iqn.2026-11.test:hostile"
 INQUIRY = bytes((0x12, 0, 0, 0, 96, 0))
 READ10 = bytes((0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0))
+#: 128 KiB: 256 blocks
+READ10_128K = bytes((0x28, 0, 0, 0, 0, 0, 0, 1, 0, 0))
+PATTERN = bytes(range(256)) * 512
 
-#: what the target does with a command: None answers normally
-Mischief = Callable[[ScsiCommandPdu], bytes | None]
+#: what the target does with a command: None answers normally; a list is
+#: sent piece by piece, apart (b"CLOSE" hangs up)
+Mischief = Callable[[ScsiCommandPdu], bytes | list[bytes] | None]
 
 
 class HostileTarget:
@@ -92,6 +97,14 @@ class HostileTarget:
                 wire = self.mischief(event) if self.mischief is not None else None
                 if wire is None:
                     wire = self.answer(event, statsn)
+                if isinstance(wire, list):  # pieces, each its own read at our end
+                    for piece in wire:
+                        if piece == b"CLOSE":
+                            await stream.aclose()
+                            return
+                        await stream.send_all(piece)
+                        await trio.sleep(0.05)
+                    continue
                 if wire.endswith(b"CLOSE"):  # send what comes before, then hang up
                     await stream.send_all(wire[:-5])
                     await stream.aclose()
@@ -183,6 +196,86 @@ async def test_oversized_data_in_is_refused_not_passed_on() -> None:
             await backend.execute(READ10, b"", 512, TaskAttribute.SIMPLE)
         target.mischief = None
         assert (await backend.execute(READ10, b"", 512, TaskAttribute.SIMPLE)).status == 0
+
+
+def data_ins(cmd: ScsiCommandPdu, *ranges: tuple[int, int], data: bytes = PATTERN,
+             cuts: tuple[int, ...] = (48 + 1000, 48 + 70000)) -> list[bytes]:
+    """Data-Ins of ``data[start:end]`` for each range (the last with GOOD
+    status), the wire cut at ``cuts`` of each PDU: its segment straddles
+    several reads of ours."""
+    pieces: list[bytes] = []
+    for n, (start, end) in enumerate(ranges):
+        last = n == len(ranges) - 1
+        wire = pdu.encode_pdu(DataIn(
+            final=last, status_present=last, itt=cmd.itt, buffer_offset=start, datasn=n,
+            statsn=1, expcmdsn=cmd.cmdsn + 1, maxcmdsn=cmd.cmdsn + 16, data=data[start:end],
+        ))  # fmt: skip
+        edges = [0, *(c for c in cuts if c < len(wire)), len(wire)]
+        pieces += [wire[a:b] for a, b in itertools.pairwise(edges)]
+    return pieces
+
+
+async def test_a_data_in_straddling_reads_is_read_into_place_exactly() -> None:
+    async with hostile_backend() as (target, backend, _):
+        target.mischief = lambda cmd: data_ins(cmd, (0, 131072))
+        reply = await backend.execute(READ10_128K, b"", 131072, TaskAttribute.SIMPLE)
+        assert reply.status == 0 and bytes(reply.data) == PATTERN
+        # read straight into a buffer of its own (not assembled by the PDU reader)
+        assert isinstance(reply.data, memoryview) and not reply.data.readonly
+
+
+async def test_data_in_in_several_pdus_each_straddling_reads_lands_in_place() -> None:
+    async with hostile_backend() as (target, backend, _):
+        target.mischief = lambda cmd: data_ins(cmd, (0, 65536), (65536, 98304),
+                                               (98304, 131072), cuts=(48 + 10, 48 + 30000))
+        reply = await backend.execute(READ10_128K, b"", 131072, TaskAttribute.SIMPLE)
+        assert reply.status == 0 and bytes(reply.data) == PATTERN
+        # out of order too (a backend may send Data-In in any order within the window)
+        target.mischief = lambda cmd: data_ins(cmd, (65536, 131072), (0, 65536))
+        reply = await backend.execute(READ10_128K, b"", 131072, TaskAttribute.SIMPLE)
+        assert reply.status == 0 and bytes(reply.data) == PATTERN
+
+
+async def test_a_straddling_data_in_past_the_buffer_end_is_refused_and_framing_holds() -> None:
+    async with hostile_backend() as (target, backend, _):
+        # 128 KiB + 4 KiB of data for a 128 KiB read, and the rest of the
+        # session after it still parses
+        target.mischief = lambda cmd: data_ins(cmd, (0, 135168), data=PATTERN + bytes(4096))
+        with trio.fail_after(10), pytest.raises(BackendFault, match="past the buffer end"):
+            await backend.execute(READ10_128K, b"", 131072, TaskAttribute.SIMPLE)
+        # at an offset that runs past the end
+        target.mischief = lambda cmd: data_ins(cmd, (0, 65536), (98304, 163840),
+                                               data=PATTERN * 2)  # fmt: skip
+        with trio.fail_after(10), pytest.raises(BackendFault, match="past the buffer end"):
+            await backend.execute(READ10_128K, b"", 131072, TaskAttribute.SIMPLE)
+        target.mischief = None
+        logins = backend.logins
+        assert (await backend.execute(READ10, b"", 512, TaskAttribute.SIMPLE)).status == 0
+        assert backend.logins == logins  # (the same session)
+
+
+async def test_a_straddling_data_in_nobody_asked_for_is_skipped_whole() -> None:
+    async with hostile_backend() as (target, backend, _):
+        def stray(cmd: ScsiCommandPdu) -> list[bytes]:
+            other = attrs.evolve(cmd, itt=cmd.itt + 1000)  # an ITT of nobody's
+            return [*data_ins(other, (0, 131072)), HostileTarget.answer(cmd, 1)]
+
+        target.mischief = stray
+        logins = backend.logins
+        reply = await backend.execute(READ10, b"", 512, TaskAttribute.SIMPLE)
+        assert reply.status == 0 and backend.logins == logins
+
+
+async def test_a_target_dropping_mid_segment_ends_the_read_retryable_and_reconnects() -> None:
+    async with hostile_backend() as (target, backend, _):
+        target.mischief = lambda cmd: [*data_ins(cmd, (0, 131072))[:2], b"CLOSE"]
+        logins = backend.logins
+        with trio.fail_after(10), pytest.raises(BackendDown):
+            await backend.execute(READ10_128K, b"", 131072, TaskAttribute.SIMPLE)
+        target.mischief = None
+        await wait_reconnected(backend, logins)
+        reply = await backend.execute(READ10_128K, b"", 131072, TaskAttribute.SIMPLE)
+        assert reply.status == 0 and len(reply.data) == 131072
 
 
 async def test_a_silent_target_times_out_and_is_reconnected() -> None:

@@ -446,3 +446,72 @@ def test_reader_refuses_opcodes_it_does_not_expect_with_the_header_as_sent(split
     reader.expect(None)
     reader.feed(login)
     assert isinstance(reader.next_event(), pdu.LoginRequest)
+
+
+# --- a data segment read by the caller (the pass-through backend's Data-In) --------
+
+
+def test_an_incomplete_data_in_segment_can_be_read_by_the_caller() -> None:
+    """The initiator reads a Data-In's segment straight into its buffer: the
+    reader hands it the header and what it holds of the segment, and goes on
+    framing after the caller took the rest from the stream itself."""
+    payload = bytes(range(256)) * 64
+    wire = pdu.encode_pdu(DataIn(itt=7, buffer_offset=512, data=payload))
+    after = pdu.encode_pdu(NopIn(itt=9))
+    reader = PduReader(max_recv_data_segment_length=65536)
+    reader.detach_opcode = pdu.Opcode.DATA_IN
+    reader.feed(wire[:48 + 1000])
+    reader.feed(wire[48 + 1000 : 48 + 3000])
+    assert list(reader) == []
+    assert not reader.in_pdu  # (stopped before the header)
+    bhs = reader.incomplete_bulk(pdu.Opcode.DATA_IN)
+    assert bhs is not None and bytes(bhs) == wire[:48]
+    assert reader.incomplete_bulk(pdu.Opcode.DATA_OUT) is None  # (another opcode)
+    parts = reader.detach_segment()
+    assert b"".join(parts) == payload[:3000]
+    assert reader.buffered == 0 and not reader.in_pdu
+    reader.feed(after)  # (the caller read payload[3000:] itself)
+    assert list(reader) == [NopIn(itt=9)]
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["whole", "header_split", "padded", "digest", "over_limit", "empty", "mid_pdu"],
+)
+def test_a_segment_is_left_to_the_reader_outside_the_plain_case(case: str) -> None:
+    data = b"x" * (1002 if case == "padded" else 0 if case == "empty" else 4096)
+    wire = pdu.encode_pdu(DataIn(itt=7, data=data))
+    reader = PduReader(max_recv_data_segment_length=1024 if case == "over_limit" else 65536)
+    reader.detach_opcode = pdu.Opcode.DATA_IN
+    if case == "whole":
+        reader.feed(wire[:100])
+        reader.feed(wire[100:])  # all there (in two chunks): nothing to read elsewhere
+    elif case == "header_split":
+        reader.feed(wire[:40])
+    elif case == "digest":
+        reader.data_digest = True
+        reader.feed(wire[:100])
+    elif case == "mid_pdu":
+        reader.feed(wire[:20])
+        assert list(reader) == []
+        reader.feed(wire[20:100])
+    else:
+        reader.feed(wire[:100] if data else wire)
+    if case == "whole":
+        assert reader.incomplete_bulk(pdu.Opcode.DATA_IN) is None
+        assert [event.data for event in reader] == [data]  # type: ignore[union-attr]
+    if case == "mid_pdu":  # (the reader took the header already: it finishes the PDU)
+        assert list(reader) == []
+    assert reader.incomplete_bulk(pdu.Opcode.DATA_IN) is None
+
+
+def test_a_segment_not_taken_by_the_caller_is_decoded_once_all_of_it_is_there() -> None:
+    payload = bytes(range(256)) * 16
+    wire = pdu.encode_pdu(DataIn(itt=7, data=payload))
+    reader = PduReader(max_recv_data_segment_length=65536)
+    reader.detach_opcode = pdu.Opcode.DATA_IN
+    for i in range(0, len(wire), 1000):
+        assert list(reader) == []  # (held before the header, not consumed)
+        reader.feed(wire[i : i + 1000])
+    [event] = list(reader)
+    assert isinstance(event, DataIn) and event.data == payload and reader.buffered == 0
