@@ -30,6 +30,7 @@ import functools
 import logging
 import math
 import os
+import struct
 from collections import deque
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -86,6 +87,10 @@ DEFAULT_MAX_RECV = 262144
 _RECEIVE_SIZE = 1 << 18
 #: reads in a row that found data before the reader lets other tasks run
 _EAGER_READS = 8
+#: a Data-Out's BHS up to its DataSN (opcode, flags, DataSegmentLength, LUN,
+#: ITT, TTT, ExpStatSN), and the rest (DataSN, Buffer Offset)
+_DATA_OUT_HEAD = struct.Struct(">BBxxIQIIxxxxIxxxx")
+_DATA_OUT_TAIL = struct.Struct(">II4x")
 #: buffers per writev (Linux's UIO_MAXIOV)
 _IOV_MAX = 1024
 _FINAL = 0x80
@@ -497,6 +502,10 @@ class Initiator:
             initial_r2t=answer("InitialR2T", "Yes") == "Yes",
             immediate_data=answer("ImmediateData", "Yes") == "Yes",
         )
+        if not 512 <= params.target_max_recv_data_segment_length <= 0xFFFFFF:
+            # (RFC 7143 13.12; 0 would have us cut data into empty PDUs for ever)
+            raise InitiatorError("target declared MaxRecvDataSegmentLength="
+                                 f"{params.target_max_recv_data_segment_length}: not 512..2**24-1")
         reader.header_digest = params.header_digest
         reader.data_digest = params.data_digest
         reader.max_recv_data_segment_length = max_recv
@@ -733,28 +742,52 @@ class Initiator:
 
     def _data_outs(self, task: _Task, ttt: int, start: int, end: int) -> list[Buffer]:
         """One Data-Out sequence for bytes [start, end) of the task's data
-        (headers, and views of the task's buffer)."""
+        (headers, and views of the task's buffer).
+
+        A backend that takes 8 KiB per PDU (tgt's default) gets 15 Data-Outs
+        for a 128 KiB write: every header but the last is the same 36 bytes
+        and its DataSN and offset, packed apart (a quarter of the time of
+        packing each whole)."""
         out: list[Buffer] = []
         step = self.params.target_max_recv_data_segment_length
-        lun_field = int.from_bytes(encode_lun(task.lun), "big")
+        lun_field = self._lun_field(task.lun)
         datasn = 0
         offset = start
         data = task.data_out
         expstatsn = self.expstatsn
-        plain = not (self.params.header_digest or self.params.data_digest)
-        pack = BHS_STRUCT.pack
         itt = task.itt
+        if not (self.params.header_digest or self.params.data_digest or step & 3):
+            # (no digests, no padding but maybe the last's: the header and a view)
+            common = _DATA_OUT_HEAD.pack(Opcode.DATA_OUT, 0, step, lun_field, itt, ttt,
+                                         expstatsn)  # fmt: skip
+            tail = _DATA_OUT_TAIL.pack
+            last = end - step
+            while offset < last:
+                out += (common + tail(datasn, offset), data[offset : offset + step])
+                datasn += 1
+                offset += step
+            if offset < end:
+                n = end - offset
+                header = _DATA_OUT_HEAD.pack(Opcode.DATA_OUT, _FINAL, n, lun_field, itt, ttt,
+                                             expstatsn) + tail(datasn, offset)  # fmt: skip
+                out += self._frame(header, data[offset:end])
+            return out
+        pack = BHS_STRUCT.pack
         while offset < end:
             n = min(step, end - offset)
             header = pack(Opcode.DATA_OUT, _FINAL if offset + n >= end else 0, 0, 0, n,
                           lun_field, itt, ttt, 0, expstatsn, 0, datasn, offset, 0)  # fmt: skip
-            if plain and not n & 3:  # (no digest, no padding: the header and a view)
-                out += (header, data[offset : offset + n])
-            else:
-                out += self._frame(header, data[offset : offset + n])
+            out += self._frame(header, data[offset : offset + n])
             datasn += 1
             offset += n
         return out
+
+    def _lun_field(self, lun: int) -> int:
+        """The LUN field of our PDUs for a LUN number (kept per LUN)."""
+        field = self._lun_fields.get(lun)
+        if field is None:
+            field = self._lun_fields[lun] = int.from_bytes(encode_lun(lun), "big")
+        return field
 
     # ------------------------------------------------------- other requests
 

@@ -1,0 +1,88 @@
+"""The initiator's Data-Out sequences, and a target's MaxRecvDataSegmentLength.
+
+The pass-through backend cuts a write's data-out into as many PDUs as the
+backend target declares it takes (tgt: 8 KiB, 15 Data-Outs for the R2T of a
+128 KiB write); their headers are packed from a common part. Whatever the
+cut, digests and padding, the PDUs must decode to exactly the bytes asked
+for, in order, numbered, the last one final.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from pyscst.scsi.lun import encode_lun
+from pyscst.transports.iscsi import pdu
+from pyscst.transports.iscsi.initiator import Initiator, InitiatorError, SessionParams, _Task
+from pyscst.transports.iscsi.pdu import DataOut, LoginResponse, PduReader, ScsiCommand
+from pyscst.transports.iscsi.textkeys import encode_text
+
+DATA = bytes(range(251)) * 600  # (not a power of two: offsets show)
+
+
+def _initiator(stream: trio.SocketStream, step: int, digests: bool) -> Initiator:
+    params = SessionParams(
+        header_digest=digests, data_digest=digests, target_max_recv_data_segment_length=step,
+        max_recv_data_segment_length=262144, max_burst_length=262144,
+        first_burst_length=65536, initial_r2t=True, immediate_data=True,
+    )  # fmt: skip
+    return Initiator(stream, PduReader(), params, {}, isid=1, tsih=1, cmdsn=1, expstatsn=9,
+                     expcmdsn=1, maxcmdsn=16, discovery=False)  # fmt: skip
+
+
+@pytest.mark.parametrize("step", [512, 1000, 8192, 262144])
+@pytest.mark.parametrize("span", [(0, len(DATA)), (8192, len(DATA)), (8192, 8193), (3, 1027)])
+@pytest.mark.parametrize("digests", [False, True])
+async def test_data_outs_carry_exactly_the_range_asked(
+    step: int, span: tuple[int, int], digests: bool
+) -> None:
+    a, b = trio.socket.socketpair()
+    with a, b:
+        ini = _initiator(trio.SocketStream(a), step, digests)
+        task = _Task(0x1234, ScsiCommand, lun=3)
+        task.data_out = memoryview(DATA)
+        start, end = span
+        wire = b"".join(bytes(x) for x in ini._data_outs(task, 0x77, start, end))
+    reader = PduReader(header_digest=digests, data_digest=digests,
+                       max_recv_data_segment_length=1 << 20)  # fmt: skip
+    reader.feed(wire)
+    events = list(reader)
+    assert all(isinstance(e, DataOut) for e in events)
+    offset = start
+    for n, e in enumerate(events):
+        assert isinstance(e, DataOut)
+        assert (e.itt, e.ttt, e.datasn, e.buffer_offset, e.expstatsn) == (0x1234, 0x77, n,
+                                                                         offset, 9)
+        assert e.lun == int.from_bytes(encode_lun(3), "big")
+        assert 0 < len(e.data) <= step and e.final == (n == len(events) - 1)
+        assert bytes(e.data) == DATA[offset : offset + len(e.data)]
+        offset += len(e.data)
+    assert offset == end and reader.buffered == 0
+
+
+@pytest.mark.parametrize("declared", ["0", "511", "16777216"])
+async def test_a_target_declaring_an_unusable_max_recv_data_segment_length_is_refused(
+    declared: str,
+) -> None:
+    """0 would have every write cut into empty Data-Outs for ever."""
+
+    async def target(stream: trio.SocketStream) -> None:
+        reader = PduReader()
+        while (event := reader.next_event()) is None:
+            reader.feed(await stream.receive_some(65536))
+        assert isinstance(event, pdu.LoginRequest)
+        await stream.send_all(pdu.encode_pdu(LoginResponse(
+            transit=True, csg=1, nsg=3, isid=event.isid, tsih=1, itt=event.itt,
+            expcmdsn=1, maxcmdsn=16,
+            data=encode_text([("MaxRecvDataSegmentLength", declared)]),
+        )))  # fmt: skip
+        await trio.sleep(1)
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(trio.serve_tcp, target, 0)
+        port = listeners[0].socket.getsockname()[1]
+        with trio.fail_after(5), pytest.raises(InitiatorError, match="MaxRecvDataSegment"):
+            await Initiator.connect("127.0.0.1", port, target_name="iqn.x:y",
+                                    security_phase=False)  # fmt: skip
+        nursery.cancel_scope.cancel()
