@@ -254,7 +254,8 @@ class IscsiBackend(LinkState):
             itt = ini.submit(self.spec.lun, cdb, data_out, read_length, attr,
                              read=direction == DataDirection.READ or None,
                              write=direction == DataDirection.WRITE or None,
-                             done=command.complete)  # fmt: skip
+                             done=command.complete,
+                             quick=command.read_done if read_length else None)  # fmt: skip
         except (ConnectionLost, RuntimeError):
             slots.release()
             return None
@@ -474,6 +475,13 @@ class _Forwarded:
             except BackendDown as exc:
                 outcome = exc
         done(outcome)
+
+    def read_done(self, status: int, data: memoryview) -> None:
+        """The usual end of a read (see Initiator.submit's ``quick``): what
+        ``complete`` makes of it, without the Result."""
+        done = self._end()
+        if done is not None:
+            done(BackendReply(status, b"", data))
 
     def cancel(self) -> None:
         """The caller gave up (ABORT TASK, a reset, a lost nexus at pyscst):

@@ -168,6 +168,9 @@ def _random_isid() -> int:
 #: what a command submitted with a callback hears when it ends: its Result,
 #: or None and the error
 Completion = Callable[["Result | None", "BaseException | None"], object]
+#: how a read submitted with ``quick`` ends in the usual case: its status and
+#: its data-in, as read
+QuickRead = Callable[[int, memoryview], object]
 _NO_DATA = memoryview(b"")
 
 
@@ -181,7 +184,8 @@ class _Task:
     """
 
     __slots__ = ("callback", "data_out", "error", "event", "finished", "itt", "kind", "lun",
-                 "read_buf", "read_length", "received", "result", "text", "view")  # fmt: skip
+                 "quick", "read_buf", "read_length", "received", "result", "text",
+                 "view")  # fmt: skip
 
     def __init__(self, itt: int, kind: type, lun: int = 0) -> None:
         self.itt = itt
@@ -199,6 +203,8 @@ class _Task:
         self.result: Any = None
         self.error: BaseException | None = None
         self.callback: Callable[[_Task], object] | None = None
+        #: see Initiator.submit's ``quick``
+        self.quick: QuickRead | None = None
         #: Text Response continuation state
         self.text = bytearray()
 
@@ -573,6 +579,7 @@ class Initiator:
         read: bool | None = None,
         write: bool | None = None,
         done: Completion | None = None,
+        quick: QuickRead | None = None,
     ) -> int:
         """Queue a SCSI command; returns its ITT for :meth:`wait`.
 
@@ -582,6 +589,9 @@ class Initiator:
         With ``done``, nobody waits: ``done(result, None)`` or ``done(None,
         error)`` is called once, from the reader (it must not raise), and
         the command is no longer tracked after it (not for :meth:`wait`).
+        With ``done`` and ``zero_copy_reads``, ``quick(status, data)`` is
+        called instead (no Result made) in the usual case of a read: one
+        Data-In carries all the data and the status, without a residual.
         """
         if self._nursery is None:
             raise RuntimeError("Initiator.submit before `async with`: nothing would send it")
@@ -592,6 +602,7 @@ class Initiator:
         task.read_length = read_length
         if done is not None:
             task.callback = functools.partial(self._completed, done)
+            task.quick = quick
         lun_field = self._lun_fields.get(lun)
         if lun_field is None:
             lun_field = self._lun_fields[lun] = int.from_bytes(encode_lun(lun), "big")
@@ -1157,6 +1168,17 @@ class Initiator:
         if (offset == 0 and p.status_present and self.zero_copy_reads
                 and task.read_buf is None and task.view is None):  # fmt: skip
             # the usual read to pass on: all of it in this one PDU, kept as read
+            view = data if isinstance(data, memoryview) else memoryview(data)
+            quick = task.quick
+            if quick is not None and not (p.overflow or p.underflow) and not task.finished:
+                task.finished = True  # (no waiter: a command submitted with a callback)
+                task.callback = None
+                del self._tasks[p.itt]
+                try:
+                    quick(p.status, view)
+                except Exception:  # (as in _completed: not the reader, not the session)
+                    log.exception("completion of command %#x failed", p.itt)
+                return
             task.finish(Result(
                 status=p.status, sense=b"", data=b"",
                 view=data if isinstance(data, memoryview) else memoryview(data),

@@ -522,3 +522,92 @@ async def test_commands_given_up_during_a_refused_lun_reset_are_aborted_after_it
                                    (ABORT_TASK_SET, RESERVED_TAG)]  # fmt: skip
         assert sorted(target.tmfs[2:]) == sorted((ABORT_TASK, itt) for itt in itts)
         assert backend._ini is not None and backend._ini.sent_commands() == set()
+
+
+# --- a read's usual end, without a Result (Initiator.submit's quick) ------------------
+
+
+async def test_the_usual_read_ends_by_quick_and_anything_else_by_done() -> None:
+    async with hostile_backend() as (target, backend, _device):
+        ini = backend._ini
+        assert ini is not None
+        quick: list[tuple[int, bytes]] = []
+        done: list[object] = []
+
+        def on_done(result: object, error: object) -> None:
+            done.append(result if error is None else error)
+
+        async def submitted() -> None:
+            ini.submit(0, READ10_128K, read_length=131072, done=on_done,
+                       quick=lambda status, data: quick.append((status, bytes(data))))
+            with trio.fail_after(5):
+                while not (quick or done):
+                    await trio.sleep(0.01)
+
+        target.mischief = lambda cmd: data_ins(cmd, (0, 131072))
+        await submitted()
+        assert quick == [(0, PATTERN)] and done == []
+        assert ini.sent_commands() == set() and not ini._tasks  # (untracked)
+        quick.clear()
+        # an underflow (the target had less): done, with the residual
+        target.mischief = lambda cmd: pdu.encode_pdu(DataIn(
+            final=True, status_present=True, underflow=True, residual_count=4096,
+            itt=cmd.itt, statsn=1, expcmdsn=cmd.cmdsn + 1, maxcmdsn=cmd.cmdsn + 16,
+            data=PATTERN[:126976]))  # fmt: skip
+        await submitted()
+        assert quick == [] and len(done) == 1
+        result = done[0]
+        assert getattr(result, "residual_underflow", False) and result.residual_count == 4096  # type: ignore[attr-defined]
+        done.clear()
+        # in two Data-Ins: done too
+        target.mischief = lambda cmd: data_ins(cmd, (0, 65536), (65536, 131072))
+        await submitted()
+        assert quick == [] and len(done) == 1
+        assert bytes(done[0].payload) == PATTERN  # type: ignore[attr-defined]
+
+
+async def test_a_quick_completion_that_raises_does_not_take_the_session_down() -> None:
+    async with hostile_backend() as (_, backend, _device):
+        ini = backend._ini
+        assert ini is not None
+        heard: list[int] = []
+
+        def broken(status: int, data: memoryview) -> None:
+            heard.append(status)
+            raise RuntimeError("a bug in a completion")
+
+        ini.submit(0, READ10, read_length=512, done=lambda r, e: None, quick=broken)
+        with trio.fail_after(5):
+            while not heard:
+                await trio.sleep(0.01)
+        assert (await backend.execute(READ10, b"", 512, TaskAttribute.SIMPLE)).status == 0
+        assert backend._ini is ini  # same session
+
+
+async def test_a_read_started_without_a_task_hears_its_data_and_residual() -> None:
+    async with hostile_backend() as (target, backend, _device):
+        outcomes: list[object] = []
+
+        async def started() -> object:
+            outcomes.clear()
+            cancel = backend.start(READ10_128K, b"", 131072, TaskAttribute.SIMPLE,
+                                   DataDirection.READ, outcomes.append)  # fmt: skip
+            assert cancel is not None
+            with trio.fail_after(5):
+                while not outcomes:
+                    await trio.sleep(0.01)
+            return outcomes[0]
+
+        target.mischief = lambda cmd: data_ins(cmd, (0, 131072))
+        reply = await started()
+        assert isinstance(reply, BackendReply) and reply.status == 0 and reply.residual == 0
+        assert bytes(reply.data) == PATTERN
+        target.mischief = lambda cmd: pdu.encode_pdu(DataIn(
+            final=True, status_present=True, underflow=True, residual_count=4096,
+            itt=cmd.itt, statsn=1, expcmdsn=cmd.cmdsn + 1, maxcmdsn=cmd.cmdsn + 16,
+            data=PATTERN[:126976]))  # fmt: skip
+        reply = await started()
+        assert isinstance(reply, BackendReply) and reply.residual == 4096
+        assert bytes(reply.data) == PATTERN[:126976]
+        assert len(backend._started) == 0  # (slots and watchdog stamps given back)
+        assert backend._slots.value == backend.spec.queue_depth
