@@ -12,7 +12,9 @@ and at most one PDU part (a header, or one data segment no longer than
 ``max_recv_data_segment_length``) of its own. A length field over the limit
 is reported before anything is buffered and its segment is skipped, not
 stored. Payloads are not copied when a PDU lies inside one fed chunk, and
-copied once when it straddles chunks.
+copied once when it straddles chunks, unless the caller reads such a segment
+itself, into the buffer it ends up in (``detach_opcode``, the initiator's
+Data-In).
 
 What may arrive depends on the side and the phase: :meth:`PduReader.expect`
 narrows the opcodes decoded (a target in full feature phase takes no Login
