@@ -26,7 +26,6 @@ lock is needed.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import os
@@ -183,8 +182,8 @@ class _Task:
     command: what the pass-through backend forwards at queue depth 32).
     """
 
-    __slots__ = ("callback", "data_out", "error", "event", "finished", "itt", "kind", "lun",
-                 "quick", "read_buf", "read_length", "received", "result", "text",
+    __slots__ = ("callback", "data_out", "done", "error", "event", "finished", "itt", "kind",
+                 "lun", "quick", "read_buf", "read_length", "received", "result", "text",
                  "view")  # fmt: skip
 
     def __init__(self, itt: int, kind: type, lun: int = 0) -> None:
@@ -203,6 +202,8 @@ class _Task:
         self.result: Any = None
         self.error: BaseException | None = None
         self.callback: Callable[[_Task], object] | None = None
+        #: see Initiator.submit's ``done`` (called by the callback)
+        self.done: Completion | None = None
         #: see Initiator.submit's ``quick``
         self.quick: QuickRead | None = None
         #: Text Response continuation state
@@ -313,6 +314,8 @@ class Initiator:
         self.answer_pings = True
         #: Result.data is a memoryview of the command's buffer, not a copy
         self.zero_copy_reads = False
+        #: the callback of every command submitted with ``done`` (one bound method)
+        self._completed_cb = self._completed
 
     # ------------------------------------------------------------------ login
 
@@ -601,7 +604,8 @@ class Initiator:
             task.data_out = view if view.format == "B" and view.ndim == 1 else view.cast("B")
         task.read_length = read_length
         if done is not None:
-            task.callback = functools.partial(self._completed, done)
+            task.callback = self._completed_cb
+            task.done = done
             task.quick = quick
         lun_field = self._lun_fields.get(lun)
         if lun_field is None:
@@ -628,10 +632,12 @@ class Initiator:
         result: Result = await self._await(task)
         return result
 
-    def _completed(self, done: Completion, task: _Task) -> None:
+    def _completed(self, task: _Task) -> None:
         """A command submitted with a callback ended: untracked, then told."""
         if self._tasks.get(task.itt) is task:
             del self._tasks[task.itt]
+        done = task.done
+        assert done is not None
         error = task.error
         try:
             if error is not None:
@@ -687,6 +693,16 @@ class Initiator:
         p = self.params
         data = task.data_out
         total = len(data)
+        if not total and len(cdb) <= 16 and not p.header_digest:
+            # a read (or no data at all): one header, nothing else to decide
+            read_length = task.read_length
+            b1 = (_FINAL | (0x40 if (read_length > 0 if read is None else read) else 0)
+                  | (0x20 if write else 0) | (attr & 0x07))  # fmt: skip
+            return [COMMAND_STRUCT.pack(
+                Opcode.SCSI_COMMAND | (0x40 if immediate else 0), b1, 0, 0, 0, lun_field,
+                task.itt, read_length, cmdsn, self.expstatsn,
+                cdb if len(cdb) == 16 else cdb.ljust(16, b"\x00"),
+            )]  # fmt: skip
         unsolicited_limit = min(total, p.first_burst_length)
         immediate_len = (
             min(unsolicited_limit, p.target_max_recv_data_segment_length) if p.immediate_data else 0

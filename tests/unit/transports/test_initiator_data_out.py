@@ -1,4 +1,4 @@
-"""The initiator's Data-Out sequences, and a target's MaxRecvDataSegmentLength.
+"""The initiator's Command and Data-Out PDUs, and a target's MaxRecvDataSegmentLength.
 
 The pass-through backend cuts a write's data-out into as many PDUs as the
 backend target declares it takes (tgt: 8 KiB, 15 Data-Outs for the R2T of a
@@ -59,6 +59,36 @@ async def test_data_outs_carry_exactly_the_range_asked(
         assert bytes(e.data) == DATA[offset : offset + len(e.data)]
         offset += len(e.data)
     assert offset == end and reader.buffered == 0
+
+
+@pytest.mark.parametrize("cdb_length", [6, 10, 16])
+@pytest.mark.parametrize(("read_length", "read", "write"),
+                         [(4096, None, None), (0, None, None), (0, True, None), (0, None, True),
+                          (512, False, None)])  # fmt: skip
+@pytest.mark.parametrize("attr", [0, 1, 2, 4])
+@pytest.mark.parametrize("immediate", [False, True])
+@pytest.mark.parametrize("digests", [False, True])
+async def test_a_command_without_data_out_is_the_pdu_the_codec_makes(
+    cdb_length: int, read_length: int, read: bool | None, write: bool | None, attr: int,
+    immediate: bool, digests: bool,
+) -> None:
+    """(the usual forwarded read is packed by a shortcut: the same bytes)"""
+    a, b = trio.socket.socketpair()
+    with a, b:
+        ini = _initiator(trio.SocketStream(a), 8192, digests)
+        task = _Task(0x1234, ScsiCommand, lun=3)
+        task.read_length = read_length
+        cdb = bytes(range(0x28, 0x28 + cdb_length))
+        lun_field = int.from_bytes(encode_lun(3), "big")
+        wire = b"".join(bytes(x) for x in ini._build_command(
+            task, lun_field, cdb, attr, immediate, 77, read, write))  # fmt: skip
+    expected = pdu.encode_pdu(ScsiCommand(
+        immediate=immediate, final=True,
+        read=read_length > 0 if read is None else read, write=bool(write), attr=attr,
+        lun=lun_field, itt=0x1234, expected_data_transfer_length=read_length, cmdsn=77,
+        expstatsn=9, cdb=cdb,
+    ), digests, digests)  # fmt: skip
+    assert wire == expected
 
 
 @pytest.mark.parametrize("declared", ["0", "511", "16777216"])
