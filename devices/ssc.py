@@ -390,7 +390,7 @@ async def handle_erase_6(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) ->
     IMMED: the synchronize goes on after the status (a failure: deferred)."""
     dev.check_writable()
     part = dev.part
-    part.truncate(dev.position)
+    part.truncate(dev.position, physical=True)  # (no stale bytes left behind)
     dev.unsynced = True
     dev.write_gen += 1
     if cmd.cdb[1] & 0x02:
