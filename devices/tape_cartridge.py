@@ -108,6 +108,27 @@ class CartridgeError(Exception):
     """A cartridge that cannot be created or opened (its message says why)."""
 
 
+class Pieces:
+    """One record given as the pieces its data-out arrived in (immediate
+    data, Data-Out segments): written by the pwritev that writes its header,
+    never copied into one buffer first."""
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self, parts: Sequence[Buffer]) -> None:
+        self.parts = list(parts)
+        self.size = sum(len(p) for p in self.parts)
+
+    def __len__(self) -> int:
+        return self.size
+
+
+#: a record to write: one buffer, or the pieces it came in
+Record = Buffer | Pieces
+#: the most pieces a record is written from (more are joined: IOV_MAX is 1024)
+MAX_PIECES = 64
+
+
 def _header(kind: int, length: int, number: int) -> bytes:
     head = HEADER.pack(MAGIC, kind, 0, length, number & 0xFFFFFFFF)
     return head + struct.pack(">I", zlib.crc32(head))
@@ -297,7 +318,7 @@ class Partition:
         """Write one object at end-of-data (one pwritev: header and payload)."""
         self.append_many(kind, [data] if kind == Kind.RECORD else 1)
 
-    def append_many(self, kind: Kind, records: Sequence[Buffer] | int) -> None:
+    def append_many(self, kind: Kind, records: Sequence[Record] | int) -> None:
         """Write records (or ``records`` filemarks) at end-of-data, as few
         pwritev calls as the iovec limit allows. On a short write (disk full)
         the partial tail is cut off again and OSError raised: the objects
@@ -319,9 +340,11 @@ class Partition:
                 self._mark(self.end, self.eod)  # (a torn header there could fit later)
                 self.damaged = 0
         count = records if isinstance(records, int) else len(records)
+        # (a record's pieces are iovecs too: such records go one per pwritev)
+        single = not isinstance(records, int) and any(isinstance(r, Pieces) for r in records)
         i = 0
         while i < count:
-            batch = min(count - i, _BATCH)
+            batch = 1 if single else min(count - i, _BATCH)
             parts: list[Buffer] = []
             entries: list[tuple[int, int]] = []
             offset = self.end
@@ -330,7 +353,10 @@ class Partition:
                 length = len(data) if kind == Kind.RECORD else 0
                 parts.append(_header(kind, length, self.eod + len(entries)))
                 if length:
-                    parts.append(data)
+                    if isinstance(data, Pieces):
+                        parts.extend(data.parts)
+                    else:
+                        parts.append(data)
                 entries.append((offset, length if kind == Kind.RECORD else -1))
                 offset += HEADER_SIZE + length
             total = offset - self.end
