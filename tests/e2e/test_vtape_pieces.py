@@ -140,6 +140,29 @@ async def test_an_expected_length_shorter_than_the_record_writes_nothing(
         await clean_log(d)
 
 
+async def test_an_expected_length_shorter_than_a_record_that_came_by_r2t_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    """EDTL 80,000 for a 100,000-byte record, 10,000 immediate and the rest
+    solicited: the pieces are all there but short of the record, so the
+    task path answers ILLEGAL REQUEST 0E/03 and nothing is written."""
+    record = random.Random(6).randbytes(100_000)
+    async with tape_daemon(tmp_path) as d, wire(d.host, d.port, TARGET) as w:
+        await w.settle()
+        cmd = w.command(c6(0x0A, 0, len(record)), write=80_000, data=record[:10_000])
+        await w.send(cmd)
+        r2t = await w.recv_for(cmd.itt)
+        assert isinstance(r2t, P.R2T)
+        assert r2t.buffer_offset + r2t.desired_data_transfer_length <= 80_000
+        await w.send(w.data_out(r2t, record[r2t.buffer_offset : 80_000]))
+        answer = await w.recv_for(cmd.itt)
+        assert answer.status == CHECK
+        sense = parse_sense_segment(answer.data)
+        assert (sense[2] & 0x0F, sense[12], sense[13]) == (0x05, 0x0E, 0x03)
+        assert await position(w) == 0
+        await clean_log(d)
+
+
 async def test_more_data_than_the_record_writes_the_record_only(tmp_path: Path) -> None:
     """EDTL and immediate data past the CDB's transfer length: the record is
     the first 1000 bytes, the rest a residual (underflow: EDTL 3000)."""
