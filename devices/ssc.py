@@ -22,7 +22,7 @@ overlength record; blocks, filemarks or records otherwise).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from pyscst.devices.disk_sense import short_data_out
@@ -47,7 +47,7 @@ from pyscst.devices.ssc_settings import (
     handle_report_density_support,
     handle_write_attribute,
 )
-from pyscst.devices.tape_cartridge import Kind
+from pyscst.devices.tape_cartridge import MAX_PIECES, Kind, Pieces, Record
 from pyscst.devices.tape_sense import (
     MAX_BLOCK,
     MAX_FIXED_TRANSFER,
@@ -264,10 +264,24 @@ def write_6_now(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer |
     if count == 0:
         return None
     dev.check_writable()
-    data = cmd.data_now(total)
-    if data is None or len(data) < total:
-        return NEEDS_AWAIT
-    if dev.write_objects(Kind.RECORD, _records(dev, data, fixed, count)):
+    records: Sequence[Record]
+    if fixed:
+        data = cmd.data_now(total)
+        if data is None or len(data) < total:
+            return NEEDS_AWAIT
+        records = _records(dev, data, fixed, count)
+    else:
+        # one record: written from the pieces its data-out came in (no copy)
+        pieces = cmd.data_segments_now(total)
+        if pieces is None or sum(len(p) for p in pieces) < total:
+            return NEEDS_AWAIT
+        if len(pieces) == 1:
+            records = [pieces[0]]
+        elif len(pieces) <= MAX_PIECES:
+            records = [Pieces(pieces)]
+        else:
+            records = [b"".join(pieces)]
+    if dev.write_objects(Kind.RECORD, records):
         raise early_warning()
     return None
 
@@ -390,7 +404,7 @@ async def handle_erase_6(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) ->
     IMMED: the synchronize goes on after the status (a failure: deferred)."""
     dev.check_writable()
     part = dev.part
-    part.truncate(dev.position)
+    part.truncate(dev.position, physical=True)  # (no stale bytes left behind)
     dev.unsynced = True
     dev.write_gen += 1
     if cmd.cdb[1] & 0x02:

@@ -30,11 +30,11 @@ from pyscst.devices.medium import Medium
 from pyscst.devices.spc import ControlPageState, MediumHooks, ReadinessSense, RemovableIdentity
 from pyscst.devices.ssc import SSC_TABLE
 from pyscst.devices.stores import BackingStore, NullStore
-from pyscst.devices.tape_cartridge import HEADER_SIZE, Kind, Partition, TapeCartridge
+from pyscst.devices.tape_cartridge import HEADER_SIZE, Kind, Partition, Record, TapeCartridge
 from pyscst.devices.tape_pages import tape_mode_pages
 from pyscst.devices.tape_sense import stream_error, volume_overflow
 from pyscst.scsi.cdb import OpTable, Readiness
-from pyscst.scsi.command import Buffer, ExecContext
+from pyscst.scsi.command import ExecContext
 from pyscst.scsi.mode import ModePages
 from pyscst.scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
 
@@ -299,7 +299,7 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense, MediumHook
         if cart.worm and self.position != self.part.eod:
             raise ScsiError.check(SenseKey.DATA_PROTECT, Asc.WORM_MEDIUM_OVERWRITE_ATTEMPTED)
 
-    def write_objects(self, kind: Kind, records: Sequence[Buffer] | int) -> bool:
+    def write_objects(self, kind: Kind, records: Sequence[Record] | int) -> bool:
         """Append records (or ``records`` filemarks) at the current position,
         which becomes end-of-data; True when end-of-data is now past the early
         warning (the caller reports it once the data is safe). VOLUME OVERFLOW
@@ -322,7 +322,7 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense, MediumHook
                 break
             room -= need
             fit += 1
-        batch: Sequence[Buffer] | int = fit if isinstance(records, int) else records[:fit]
+        batch: Sequence[Record] | int = fit if isinstance(records, int) else records[:fit]
         done = fit
         try:
             part.append_many(kind, batch)
@@ -343,7 +343,7 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense, MediumHook
             raise volume_overflow(self._residue(records, done))
         return self.early_warning(part)
 
-    def _written(self, kind: Kind, records: Sequence[Buffer] | int, done: int) -> None:
+    def _written(self, kind: Kind, records: Sequence[Record] | int, done: int) -> None:
         self.position += done
         if not done:
             return
@@ -361,7 +361,7 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense, MediumHook
         mam["written_this_load"] = int(mam.get("written_this_load", 0)) + n
         cart.note_changed()
 
-    def _residue(self, records: Sequence[Buffer] | int, done: int) -> int:
+    def _residue(self, records: Sequence[Record] | int, done: int) -> int:
         """INFORMATION of a write stopped early: filemarks or fixed blocks not
         written, or, for a variable record, its byte count."""
         if isinstance(records, int):

@@ -21,11 +21,16 @@ tools, so a cartridge is one directory per barcode:
         object number    (4, its index in the partition, modulo 2**32)
         CRC-32 of the 12 bytes before it (4)
 
-    End-of-data is the end of the valid objects. Nothing else is stored: the
-    block address of an object is its index, the file number the count of
-    filemarks before it, both rebuilt by one scan of the headers at open.
+    End-of-data is the end of the valid objects, or (version 2) a header of
+    kind 3, an end-of-data marker, after which the bytes are stale. Nothing
+    else is stored: the block address of an object is its index, the file
+    number the count of filemarks before it, both rebuilt by one scan of the
+    headers at open.
 
-Format version 1. A reader refuses any other ``version``.
+Format version 2 (new cartridges); version 1 (no markers) is read, and kept
+as version 1: never marked, so an older reader still reads it. A reader
+refuses any other ``version``. Version 2 on a memory filesystem overwrites in
+place (:meth:`Partition.truncate`, :meth:`Partition.append_many`).
 
 Damage is reported, never fatal: a header that fails its check, a payload
 cut short or an object number out of sequence ends the valid objects there;
@@ -44,7 +49,7 @@ writes, and eject/close; after those, the data also survives a power loss.
 A write after the last sync that a power loss tears is dropped by the scan
 at the next open (it was never acknowledged as synchronized). Writing in the
 middle of a partition truncates the file at that object first, as a tape
-drive loses everything after the point it writes.
+drive loses everything after the point it writes (in place: a marker there).
 
 Pure file I/O, no Trio: the drive (devices/tape.py) decides what runs inline
 and what in a worker thread.
@@ -69,7 +74,10 @@ from pyscst.devices.stores import INLINE_WRITE_MAX, MEMORY_FILESYSTEMS, filesyst
 from pyscst.scsi.command import Buffer
 
 FORMAT_NAME = "pyscst-tape"
-FORMAT_VERSION = 1
+#: what new cartridges are written as; version 1 (no end-of-data markers) is
+#: still read, and written as version 1 (truncated, never marked)
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)
 META_FILE = "cartridge.json"
 HEADER = struct.Struct(">2sBBII")
 HEADER_SIZE = HEADER.size + 4
@@ -91,11 +99,37 @@ class Kind(enum.IntEnum):
     FILEMARK = 2
 
 
+#: header kind of an end-of-data marker (version 2): the valid objects end
+#: here; the bytes after it are stale (an earlier pass over the tape)
+_END = 3
+
+
 class CartridgeError(Exception):
     """A cartridge that cannot be created or opened (its message says why)."""
 
 
-def _header(kind: Kind, length: int, number: int) -> bytes:
+class Pieces:
+    """One record given as the pieces its data-out arrived in (immediate
+    data, Data-Out segments): written by the pwritev that writes its header,
+    never copied into one buffer first."""
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self, parts: Sequence[Buffer]) -> None:
+        self.parts = list(parts)
+        self.size = sum(len(p) for p in self.parts)
+
+    def __len__(self) -> int:
+        return self.size
+
+
+#: a record to write: one buffer, or the pieces it came in
+Record = Buffer | Pieces
+#: the most pieces a record is written from (more are joined: IOV_MAX is 1024)
+MAX_PIECES = 64
+
+
+def _header(kind: int, length: int, number: int) -> bytes:
     head = HEADER.pack(MAGIC, kind, 0, length, number & 0xFFFFFFFF)
     return head + struct.pack(">I", zlib.crc32(head))
 
@@ -124,6 +158,12 @@ class Partition:
         self.end = 0
         #: bytes past ``end`` that are not valid objects (a damaged region)
         self.damaged = 0
+        #: overwrite in place (version 2 on a memory filesystem): a write
+        #: before the file's end ends its objects with an end-of-data marker
+        #: instead of truncating the file (see ``append_many``)
+        self.in_place = False
+        #: bytes in the file: more than ``end`` when stale bytes follow a marker
+        self.file_size = 0
 
     @property
     def eod(self) -> int:
@@ -213,6 +253,7 @@ class Partition:
         self.filemarks = array("Q")
         size = os.fstat(self.fd).st_size
         pos = 0
+        marked = False
         with open(self.fd, "rb", buffering=1 << 20, closefd=False) as f:
             while pos + HEADER_SIZE <= size:
                 f.seek(pos)
@@ -223,7 +264,12 @@ class Partition:
                 (crc,) = struct.unpack_from(">I", raw, HEADER.size)
                 if magic != MAGIC or crc != zlib.crc32(raw[: HEADER.size]):
                     break
-                if number != self.eod & 0xFFFFFFFF or kind not in (Kind.RECORD, Kind.FILEMARK):
+                if number != self.eod & 0xFFFFFFFF:
+                    break
+                if kind == _END and not length:
+                    marked = True
+                    break
+                if kind not in (Kind.RECORD, Kind.FILEMARK):
                     break
                 if kind == Kind.FILEMARK and length:
                     break
@@ -236,33 +282,69 @@ class Partition:
                 self.lengths.append(length if kind == Kind.RECORD else -1)
                 pos = end
         self.end = pos
-        self.damaged = size - pos
+        self.file_size = size
+        self.damaged = 0 if marked else size - pos
 
-    def truncate(self, index: int) -> None:
-        """Drop object ``index`` and everything after it (a write there)."""
+    def truncate(self, index: int, physical: bool = False) -> None:
+        """Drop object ``index`` and everything after it (a write there).
+        In place (and not ``physical``, as ERASE is), the file keeps its
+        bytes and an end-of-data marker goes at the cut: rewriting a tape
+        then overwrites pages the file has, where truncating made every
+        write of the next pass allocate (and zero) new ones."""
         if index >= self.eod and not self.damaged:
+            if physical and self.file_size > self.end:
+                os.ftruncate(self.fd, self.end)  # (stale bytes after a marker)
+                self.file_size = self.end
             return
         cut = self.offsets[index] if index < self.eod else self.end
-        os.ftruncate(self.fd, cut)
+        if self.in_place and not physical:
+            self._mark(cut, index)
+        else:
+            os.ftruncate(self.fd, cut)
+            self.file_size = cut
         del self.offsets[index:]
         del self.lengths[index:]
         del self.filemarks[bisect_left(self.filemarks, index) :]
         self.end = cut
         self.damaged = 0
 
+    def _mark(self, at: int, number: int) -> None:
+        """Write an end-of-data marker (object ``number``) at offset ``at``."""
+        if os.pwrite(self.fd, _header(_END, 0, number), at) != HEADER_SIZE:
+            raise OSError(errno.ENOSPC, f"{self.path}: short write")
+        self.file_size = max(self.file_size, at + HEADER_SIZE)
+
     def append(self, kind: Kind, data: Buffer = b"") -> None:
         """Write one object at end-of-data (one pwritev: header and payload)."""
         self.append_many(kind, [data] if kind == Kind.RECORD else 1)
 
-    def append_many(self, kind: Kind, records: Sequence[Buffer] | int) -> None:
+    def append_many(self, kind: Kind, records: Sequence[Record] | int) -> None:
         """Write records (or ``records`` filemarks) at end-of-data, as few
         pwritev calls as the iovec limit allows. On a short write (disk full)
         the partial tail is cut off again and OSError raised: the objects
-        before it stay written and indexed."""
+        before it stay written and indexed.
+
+        Over stale bytes (``file_size`` > ``end``: an end-of-data marker at
+        ``end``, see ``truncate``) a batch is written in two steps, so that
+        no crash can make the stale objects after it valid again: first
+        everything but the first header, with a new marker after the batch
+        when stale bytes remain beyond it, then the first header over the
+        old marker (a torn header fails its CRC). Until that header is in,
+        the old marker ends the objects; a torn first step is never reached.
+        """
+        if self.file_size > self.end:
+            if not self.in_place:
+                os.ftruncate(self.fd, self.end)  # (stale bytes of an in-place life)
+                self.file_size = self.end
+            elif self.damaged:
+                self._mark(self.end, self.eod)  # (a torn header there could fit later)
+                self.damaged = 0
         count = records if isinstance(records, int) else len(records)
+        # (a record's pieces are iovecs too: such records go one per pwritev)
+        single = not isinstance(records, int) and any(isinstance(r, Pieces) for r in records)
         i = 0
         while i < count:
-            batch = min(count - i, _BATCH)
+            batch = 1 if single else min(count - i, _BATCH)
             parts: list[Buffer] = []
             entries: list[tuple[int, int]] = []
             offset = self.end
@@ -271,14 +353,21 @@ class Partition:
                 length = len(data) if kind == Kind.RECORD else 0
                 parts.append(_header(kind, length, self.eod + len(entries)))
                 if length:
-                    parts.append(data)
+                    if isinstance(data, Pieces):
+                        parts.extend(data.parts)
+                    else:
+                        parts.append(data)
                 entries.append((offset, length if kind == Kind.RECORD else -1))
                 offset += HEADER_SIZE + length
             total = offset - self.end
-            written = os.pwritev(self.fd, parts, self.end)
-            if written != total:
-                os.ftruncate(self.fd, self.end)
-                raise OSError(errno.ENOSPC, f"{self.path}: short write")
+            if self.file_size > self.end:
+                self._overwrite(parts, total, self.eod + batch)
+            else:
+                written = os.pwritev(self.fd, parts, self.end)
+                if written != total:
+                    os.ftruncate(self.fd, self.end)
+                    raise OSError(errno.ENOSPC, f"{self.path}: short write")
+                self.file_size = self.end + total
             for off, length in entries:
                 if length < 0:
                     self.filemarks.append(self.eod)
@@ -286,6 +375,22 @@ class Partition:
                 self.lengths.append(length)
             self.end = offset
             i += batch
+
+    def _overwrite(self, parts: list[Buffer], total: int, after: int) -> None:
+        """``append_many``'s two steps over stale bytes (see there); ``after``:
+        the object number following the batch."""
+        start = self.end
+        new_end = start + total
+        tail = parts[1:]
+        if new_end < self.file_size:
+            tail.append(_header(_END, 0, after))
+        want = total - HEADER_SIZE + (HEADER_SIZE if new_end < self.file_size else 0)
+        written = os.pwritev(self.fd, tail, start + HEADER_SIZE) if tail else 0
+        self.file_size = max(self.file_size, start + HEADER_SIZE + written)
+        if written != want:
+            raise OSError(errno.ENOSPC, f"{self.path}: short write")  # (the marker stays)
+        if os.pwrite(self.fd, parts[0], start) != HEADER_SIZE:
+            raise OSError(errno.EIO, f"{self.path}: short write")
 
 
 def _default_mam(barcode: str, capacities: Sequence[int]) -> dict[str, Any]:
@@ -401,6 +506,7 @@ class TapeCartridge:
             if name.endswith(".records"):
                 os.unlink(name, dir_fd=self.dir_fd)
         self._meta["partitions"] = list(capacities)
+        self._meta["version"] = FORMAT_VERSION  # (every file is new)
         self.partitions = _open_partitions(self.path, self.dir_fd, list(capacities),
                                            read_only=False, create=True)  # fmt: skip
         self._dirty = True
@@ -465,7 +571,7 @@ def _write_meta(dir_fd: int, meta: dict[str, Any]) -> None:
     try:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -479,7 +585,8 @@ def open_dir(path: str | os.PathLike[str]) -> int:
 
 
 def _open_partitions(path: Path, dir_fd: int, capacities: list[int], read_only: bool,
-                     create: bool = False) -> list[Partition]:  # fmt: skip
+                     create: bool = False, version: int = FORMAT_VERSION,
+                     ) -> list[Partition]:  # fmt: skip
     flags = os.O_RDONLY if read_only else os.O_RDWR
     if create:
         flags |= os.O_CREAT
@@ -490,6 +597,8 @@ def _open_partitions(path: Path, dir_fd: int, capacities: list[int], read_only: 
             file = path / f"p{n}.records"
             fd = os.open(file.name, flags | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd)
             part = Partition(n, file, cap, fd, memory)
+            # (a version 1 reader would take a marker for damage)
+            part.in_place = memory and version >= 2
             parts.append(part)
             part.scan()
     except OSError:
@@ -558,9 +667,9 @@ def read_meta(where: Path, dir_fd: int) -> dict[str, Any]:
         raise CartridgeError(f"{where}: no readable {META_FILE}: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise CartridgeError(f"{where}: not a {FORMAT_NAME} cartridge")
-    if meta.get("version") != FORMAT_VERSION:
+    if meta.get("version") not in READ_VERSIONS:
         raise CartridgeError(f"{where}: format version {meta.get('version')!r} "
-                             f"(this pyscst reads {FORMAT_VERSION})")  # fmt: skip
+                             f"(this pyscst reads {READ_VERSIONS})")  # fmt: skip
     caps = meta.get("partitions")
     barcode = meta.get("barcode")
     if (not isinstance(caps, list) or not 1 <= len(caps) <= 4
@@ -592,12 +701,14 @@ def open_cartridge(
     try:
         meta = read_meta(where, fd)
         try:
-            parts = _open_partitions(where, fd, list(meta["partitions"]), read_only)
+            parts = _open_partitions(where, fd, list(meta["partitions"]), read_only,
+                                     version=meta["version"])  # fmt: skip
         except OSError as exc:
             if read_only or exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
                 raise
             read_only = True  # a write-protected directory or filesystem
-            parts = _open_partitions(where, fd, list(meta["partitions"]), read_only)
+            parts = _open_partitions(where, fd, list(meta["partitions"]), read_only,
+                                     version=meta["version"])  # fmt: skip
     except OSError as exc:
         os.close(fd)
         raise CartridgeError(f"{where}: {exc.strerror or exc}") from None

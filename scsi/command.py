@@ -212,6 +212,19 @@ class ScsiCommand:
         self.transfer_length = length
         return self.transport.data_now(self, length)
 
+    def data_segments_now(self, length: int) -> list[Buffer] | None:
+        """``data_now`` as the pieces the data-out arrived in, ``length``
+        bytes in all (a transport without ``data_segments_now``: one piece),
+        for a handler that writes them with one pwritev instead of having
+        them copied into one buffer first."""
+        self.transfer_length = length
+        segments = getattr(self.transport, "data_segments_now", None)
+        if segments is not None:
+            got: list[Buffer] | None = segments(self, length)
+            return got
+        data = self.transport.data_now(self, length)
+        return None if data is None else [data]
+
     def __repr__(self) -> str:
         return f"<ScsiCommand tag={self.tag:#x} lun={self.lun} op={self.cdb[:1].hex()}>"
 

@@ -889,3 +889,50 @@ async def test_power_on_clears_a_deferred_error(tmp_path: Path) -> None:
     assert d.deferred is not None
     d.power_on()
     assert d.deferred is None and (await run_cdb(d, bytes(6))).status == Status.GOOD
+
+
+async def test_write_6_now_writes_the_data_out_pieces_with_one_pwritev(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transport that keeps the data-out in the pieces it came in (the
+    iSCSI connection after R2Ts): the record is written from them with one
+    pwritev, header first, never joined (data_now is not asked); more pieces
+    than MAX_PIECES are joined once; too few bytes await the data."""
+    from pyscst.devices.ssc import write_6_now
+    from pyscst.devices.tape_cartridge import MAX_PIECES
+    from pyscst.scsi.cdb import NEEDS_AWAIT
+    from tests.fakes import FakeTransport, make_cmd
+
+    class Pieced(FakeTransport):
+        def __init__(self, parts: list[bytes]) -> None:
+            super().__init__(b"".join(parts))
+            self.parts = parts
+
+        def data_now(self, cmd: object, length: int) -> memoryview | None:
+            raise AssertionError("joined: data_now was asked")
+
+        def data_segments_now(self, cmd: object, length: int) -> list[bytes] | None:
+            return self.parts
+
+    calls: list[int] = []
+    plain = os.pwritev
+
+    def counting(fd: int, buffers: list[bytes], offset: int) -> int:
+        calls.append(len(buffers))
+        return plain(fd, buffers, offset)
+
+    monkeypatch.setattr(os, "pwritev", counting)
+    d = drive(tmp_path)
+    three = [b"a" * 100, b"b" * 50, b"c" * 7]
+    many = [bytes((i,)) * 3 for i in range(MAX_PIECES + 1)]
+    for parts in (three, many):
+        record = b"".join(parts)
+        cmd = make_cmd(c6(0x0A, 0, len(record)), Pieced(parts))
+        assert write_6_now(d, cmd, FakeContext()) is None
+    assert calls == [1 + 3, 1 + 1]  # (the header, then the pieces or the joined record)
+    short = make_cmd(c6(0x0A, 0, 200), Pieced(three))  # 157 bytes of 200
+    assert write_6_now(d, short, FakeContext()) is NEEDS_AWAIT
+    await rewind(d)
+    assert (await read(d, 157)).data == b"".join(three)
+    assert (await read(d, 3 * (MAX_PIECES + 1))).data == b"".join(many)
+    assert d.position == 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from pyscst.devices.tape_cartridge import (
     HEADER_SIZE,
     CartridgeError,
     Kind,
+    TapeCartridge,
     create_blank,
     open_cartridge,
     set_write_protect,
@@ -163,16 +165,19 @@ def operations(draw: st.DrawFn) -> list[tuple[str, int]]:
 
 
 @settings(max_examples=60, deadline=None)
-@given(operations(), st.integers(0, 1 << 30), st.integers(0, 255))
+@given(operations(), st.integers(0, 1 << 30), st.integers(0, 255), st.booleans())
 def test_reopen_matches_a_model_and_damage_only_shortens(
-    ops: list[tuple[str, int]], where: int, byte: int
+    ops: list[tuple[str, int]], where: int, byte: int, in_place: bool
 ) -> None:
     """Any sequence of appends and truncations reads back the same after a
-    reopen; one damaged byte anywhere never raises and keeps a prefix."""
+    reopen, truncating or overwriting in place (end-of-data markers, stale
+    bytes after them); one damaged byte anywhere, stale bytes included,
+    never raises and keeps a prefix."""
     with tempfile.TemporaryDirectory() as tmp:
         path = create_blank(Path(tmp) / "P", "P00001L8", 8 * MIB)
         cart = open_cartridge(path)
         p = cart.partitions[0]
+        p.in_place = in_place
         model: list[int] = []  # payload length per object, -1 a filemark
         for op, n in ops:
             if op == "record":
@@ -267,3 +272,141 @@ def test_a_cartridge_on_a_disk_filesystem_is_not_memory_backed(tmp_path: Path) -
         assert cart.partitions[0].memory_backed is expected
     finally:
         cart.close_now()
+
+
+def _in_place(tmp_path: Path) -> tuple[Path, TapeCartridge]:
+    path = blank(tmp_path)
+    cart = open_cartridge(path)
+    cart.partitions[0].in_place = True  # (what a version 2 cartridge on tmpfs does)
+    return path, cart
+
+
+def test_in_place_rewrite_keeps_the_file_and_ends_with_a_marker(tmp_path: Path) -> None:
+    """Rewriting from BOP overwrites the pages the file has (no truncation,
+    no new pages): a marker ends the objects, and after a reopen the stale
+    records behind it stay gone, though they have the expected numbers."""
+    path, cart = _in_place(tmp_path)
+    p = cart.partitions[0]
+    for i in range(5):
+        p.append(Kind.RECORD, bytes((i,)) * 1000)
+    records = path / "p0.records"
+    size = records.stat().st_size
+    p.truncate(0)
+    assert records.stat().st_size == size and p.eod == 0 and p.file_size == size
+    p.append(Kind.RECORD, b"N" * 1000)  # same length: the stale record 1 lines up
+    p.append(Kind.FILEMARK)
+    assert records.stat().st_size == size
+    cart.close_now()
+    again = open_cartridge(path)
+    q = again.partitions[0]
+    assert q.eod == 2 and q.damaged == 0 and [q.length(i) for i in range(2)] == [1000, -1]
+    assert q.read_inline(0, 1000) in (None, b"N" * 1000)
+    buf = bytearray(1000)
+    assert q.read(0, memoryview(buf)) == 1000 and bytes(buf) == b"N" * 1000
+    again.close_now()
+
+
+def test_in_place_write_past_the_stale_bytes_leaves_no_marker(tmp_path: Path) -> None:
+    path, cart = _in_place(tmp_path)
+    p = cart.partitions[0]
+    p.append(Kind.RECORD, b"a" * 100)
+    p.append(Kind.RECORD, b"b" * 100)
+    p.truncate(1)
+    p.append(Kind.RECORD, b"c" * 5000)  # covers the stale record and more
+    assert p.file_size == p.end == (path / "p0.records").stat().st_size
+    p.append(Kind.RECORD, b"d" * 10)  # an ordinary append again
+    cart.close_now()
+    again = open_cartridge(path)
+    assert [again.partitions[0].length(i) for i in range(3)] == [100, 5000, 10]
+    again.close_now()
+
+
+def test_a_crash_inside_an_in_place_write_never_revives_stale_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kill -9 between the two steps of a write over stale bytes (the
+    payload and the next marker in, the header not): the reopened partition
+    ends where it ended before the write, not at the stale records that line
+    up after it with the right numbers."""
+    path, cart = _in_place(tmp_path)
+    p = cart.partitions[0]
+    for i in range(4):
+        p.append(Kind.RECORD, bytes((65 + i,)) * 500)
+    p.truncate(1)
+
+    class Killed(BaseException):
+        pass
+
+    def killed(*args: object) -> int:
+        raise Killed
+
+    monkeypatch.setattr(os, "pwrite", killed)
+    with pytest.raises(Killed):
+        p.append(Kind.RECORD, b"X" * 500)
+    monkeypatch.undo()
+    os.close(p.fd)  # (the process died: nothing more is written)
+    again = open_cartridge(path)
+    q = again.partitions[0]
+    assert q.eod == 1 and q.damaged == 0
+    assert q.read(0, memoryview(buf := bytearray(500))) == 500 and bytes(buf) == b"A" * 500
+    q.append(Kind.RECORD, b"Y" * 20)
+    again.close_now()
+    last = open_cartridge(path)
+    assert [last.partitions[0].length(i) for i in range(last.partitions[0].eod)] == [500, 20]
+    last.close_now()
+
+
+def test_a_torn_in_place_header_ends_the_objects_there(tmp_path: Path) -> None:
+    """The header written last, torn (half of it over the old marker): its
+    CRC fails and the objects end before it, stale records unreachable."""
+    path, cart = _in_place(tmp_path)
+    p = cart.partitions[0]
+    for _ in range(3):
+        p.append(Kind.RECORD, b"s" * 64)
+    p.truncate(1)
+    at = p.end
+    p.append(Kind.RECORD, b"t" * 64)
+    cart.close_now()
+    with open(path / "p0.records", "r+b") as f:
+        f.seek(at + 8)
+        f.write(b"\0" * 8)  # the second half of the header never made it
+    again = open_cartridge(path)
+    assert again.partitions[0].eod == 1
+    again.close_now()
+
+
+def test_version_1_cartridges_are_read_and_never_get_markers(tmp_path: Path) -> None:
+    """A version 1 reader would take a marker for damage: a version 1
+    cartridge is still truncated, even on a memory filesystem."""
+    path = blank(tmp_path)
+    meta = json.loads((path / "cartridge.json").read_text())
+    assert meta["version"] == 2
+    meta["version"] = 1
+    (path / "cartridge.json").write_text(json.dumps(meta))
+    where = "/dev/shm" if os.path.isdir("/dev/shm") else str(tmp_path)
+    with tempfile.TemporaryDirectory(dir=where) as tmp:
+        moved = Path(tmp) / "v1"
+        shutil.copytree(path, moved)
+        cart = open_cartridge(moved)
+        p = cart.partitions[0]
+        assert not p.in_place
+        p.append(Kind.RECORD, b"a" * 100)
+        p.append(Kind.RECORD, b"b" * 100)
+        p.truncate(1)
+        assert (moved / "p0.records").stat().st_size == HEADER_SIZE + 100
+        cart.close_now()
+
+
+def test_erase_cuts_the_stale_bytes_off(tmp_path: Path) -> None:
+    path, cart = _in_place(tmp_path)
+    p = cart.partitions[0]
+    p.append(Kind.RECORD, b"a" * 100)
+    p.append(Kind.RECORD, b"b" * 100)
+    p.truncate(1)
+    assert (path / "p0.records").stat().st_size > p.end
+    p.truncate(1, physical=True)
+    assert (path / "p0.records").stat().st_size == p.end == p.file_size
+    p.append(Kind.RECORD, b"c" * 100)
+    p.truncate(0, physical=True)
+    assert (path / "p0.records").stat().st_size == 0
+    cart.close_now()

@@ -75,3 +75,46 @@ async def test_a_chunk_end_submits_only_when_a_ring_has_requests_queued(
     finally:
         a.close()
         b.close()
+
+
+@pytest.mark.parametrize("second", ["all", "part", "full"])
+async def test_a_short_writev_is_tried_once_more_before_the_writer_task_takes_it(
+    monkeypatch: pytest.MonkeyPatch, second: str
+) -> None:
+    """A 256 KiB Data-In the socket took only in part (most of a tape's QD1
+    READ(6)s here): one more writev right away usually takes the rest, with
+    no hop to the writer task; what that one does not take (part of it, or
+    nothing: the socket is full) goes to the writer, in order, once."""
+    a, b = _pair()
+    conn = IscsiConnection(trio.SocketStream(trio.socket.from_stdlib_socket(a)), host=None)  # type: ignore[arg-type]
+    calls: list[int] = []
+    real_writev = os.writev
+
+    def writev(fd: int, buffers: Any) -> int:
+        calls.append(sum(map(len, buffers)))
+        if len(calls) == 1:
+            return int(real_writev(fd, [memoryview(buffers[0])[:5]]))  # a short write
+        if second == "full":
+            raise BlockingIOError
+        if second == "part":
+            return int(real_writev(fd, [b"".join(bytes(x) for x in buffers)[:3]]))
+        return int(real_writev(fd, buffers))
+
+    handed: list[list[Any]] = []
+    monkeypatch.setattr(connection_module.os, "writev", writev)
+    monkeypatch.setattr(conn, "_channel", handed.append)
+    try:
+        conn._pending = [b"header-", b"payload"]
+        conn._flush_pending()
+        assert calls == [14, 9]  # the whole, then what was left, at once
+        if second == "all":
+            assert handed == []
+            assert b.recv(100) == b"header-payload"
+        else:
+            kept = 3 if second == "part" else 0
+            rest = [b"".join(bytes(x) for x in h) for h in handed]
+            assert rest == [b"header-payload"[5 + kept :]]
+            assert b.recv(100) == b"header-payload"[: 5 + kept]
+    finally:
+        a.close()
+        b.close()
