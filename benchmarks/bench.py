@@ -86,7 +86,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--candidate", choices=("pyscst", "tgt"), default="pyscst",
                    help="target compared with tgt; 'tgt' self-checks the harness")
     p.add_argument("--pyscst-cmd", default="",
-                   help="argv prefix starting pyscst, the config path is appended "
+                   help="argv prefix starting pyscst, the config path is appended; it runs "
+                        "in the bench's work directory, so give absolute paths "
                         "(default: <venv>/bin/pyscst serve --config)")
     p.add_argument("--sessions", type=int, default=100, help="idle sessions for RSS (100)")
     p.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",

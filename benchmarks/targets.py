@@ -277,6 +277,18 @@ def pyscst_command(config: Path) -> tuple[list[str], Path]:
     return [sys.executable, "-m", "pyscst", "serve", "--config", str(config)], REPO_ROOT
 
 
+def given_command(command: Sequence[str], config: Path, workdir: Path) -> tuple[list[str], Path]:
+    """A --pyscst-cmd with the config appended, run from the work directory.
+
+    Not from the repository root: ``python -m`` and ``python -c`` put their
+    working directory first on sys.path, so a daemon started there imports this
+    tree's ``pyscst`` whatever PYTHONPATH names (the A/B runs of 2026-12-07
+    through tree_shim.py measured this tree twice). The command's paths must
+    therefore be absolute.
+    """
+    return [*command, str(config)], workdir
+
+
 def pyscst_config(
     state_dir: Path,
     image: Path,
@@ -378,7 +390,7 @@ def run_pyscst(
     config.write_text(pyscst_config(state_dir, image, port, iqn, cold, blockdev, cartridge,
                                     copy_image, backend))
     if command:
-        argv, cwd = [*command, str(config)], REPO_ROOT
+        argv, cwd = given_command(command, config, workdir)
     else:
         argv, cwd = pyscst_command(config)
     log = workdir / f"{label}.log"

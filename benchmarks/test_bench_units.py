@@ -19,6 +19,7 @@ import copy_offload
 import report
 import scenarios
 import sessions
+import targets
 from report import RunRecord, Spread
 from tree_shim import shim_for
 
@@ -284,3 +285,22 @@ def test_tree_shim_loads_the_other_trees_subpackages(tmp_path: Path) -> None:
         [sys.executable, "-c", probe], env=env, capture_output=True, text=True, cwd=tmp_path
     )
     assert shimmed.stdout.strip() == "other", shimmed.stderr
+
+
+def test_a_given_pyscst_command_runs_where_the_shim_is_honoured(tmp_path: Path) -> None:
+    """From the repository root ``python -m pyscst`` loads this tree, shim or not."""
+    other = tmp_path / "other"
+    (other / "pyscst").mkdir(parents=True)
+    (other / "pyscst" / "__init__.py").write_text("WHO = 'other'\n")
+    (other / "pyproject.toml").write_text('[tool.setuptools.package-dir]\npyscst = "pyscst"\n')
+    probe = "import pyscst; print(getattr(pyscst, 'WHO', 'this'))"
+    env = dict(os.environ, PYTHONPATH=str(shim_for(other, tmp_path / "shim")))
+    work = tmp_path / "work"
+    work.mkdir()
+    argv, cwd = targets.given_command([sys.executable, "-c", probe], work / "x.toml", work)
+    assert cwd == work and argv[-1] == str(work / "x.toml")
+    ran = subprocess.run(argv[:-1], env=env, capture_output=True, text=True, cwd=cwd)
+    assert ran.stdout.strip() == "other", ran.stderr
+    at_root = subprocess.run(argv[:-1], env=env, capture_output=True, text=True,
+                             cwd=targets.REPO_ROOT)  # fmt: skip
+    assert at_root.stdout.strip() == "this"  # the trap
