@@ -20,6 +20,7 @@ from pyscst.devices.tape_cartridge import (
     HEADER_SIZE,
     CartridgeError,
     Kind,
+    Partition,
     TapeCartridge,
     create_blank,
     open_cartridge,
@@ -306,12 +307,17 @@ def test_in_place_rewrite_keeps_the_file_and_ends_with_a_marker(tmp_path: Path) 
     again.close_now()
 
 
-def test_in_place_write_past_the_stale_bytes_leaves_no_marker(tmp_path: Path) -> None:
-    path, cart = _in_place(tmp_path)
-    p = cart.partitions[0]
+def _back_to_one_record(p: Partition) -> None:
+    """Two records of 100 bytes, then back to the first: the second is stale."""
     p.append(Kind.RECORD, b"a" * 100)
     p.append(Kind.RECORD, b"b" * 100)
     p.truncate(1)
+
+
+def test_in_place_write_past_the_stale_bytes_leaves_no_marker(tmp_path: Path) -> None:
+    path, cart = _in_place(tmp_path)
+    p = cart.partitions[0]
+    _back_to_one_record(p)
     p.append(Kind.RECORD, b"c" * 5000)  # covers the stale record and more
     assert p.file_size == p.end == (path / "p0.records").stat().st_size
     p.append(Kind.RECORD, b"d" * 10)  # an ordinary append again
@@ -390,9 +396,7 @@ def test_version_1_cartridges_are_read_and_never_get_markers(tmp_path: Path) -> 
         cart = open_cartridge(moved)
         p = cart.partitions[0]
         assert not p.in_place
-        p.append(Kind.RECORD, b"a" * 100)
-        p.append(Kind.RECORD, b"b" * 100)
-        p.truncate(1)
+        _back_to_one_record(p)
         assert (moved / "p0.records").stat().st_size == HEADER_SIZE + 100
         cart.close_now()
 
@@ -400,9 +404,7 @@ def test_version_1_cartridges_are_read_and_never_get_markers(tmp_path: Path) -> 
 def test_erase_cuts_the_stale_bytes_off(tmp_path: Path) -> None:
     path, cart = _in_place(tmp_path)
     p = cart.partitions[0]
-    p.append(Kind.RECORD, b"a" * 100)
-    p.append(Kind.RECORD, b"b" * 100)
-    p.truncate(1)
+    _back_to_one_record(p)
     assert (path / "p0.records").stat().st_size > p.end
     p.truncate(1, physical=True)
     assert (path / "p0.records").stat().st_size == p.end == p.file_size

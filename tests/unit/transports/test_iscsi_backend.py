@@ -488,19 +488,25 @@ async def test_a_command_not_yet_sent_is_withdrawn_not_aborted() -> None:
         assert len(target.commands) == sent and target.tmfs == []
 
 
-async def test_a_completion_that_raises_does_not_take_the_session_down() -> None:
+@pytest.mark.parametrize("quick", [False, True], ids=["done", "quick"])
+async def test_a_completion_that_raises_does_not_take_the_session_down(quick: bool) -> None:
     """Completions run in the initiator's reader: one that fails (a bug) is
-    logged, and the reader, the session and the next commands go on."""
+    logged, and the reader, the session and the next commands go on. Both
+    kinds: the generic ``done(result, error)`` and a read's quick
+    ``(status, data)`` end."""
     async with hostile_backend() as (_, backend, _device):
         ini = backend._ini
         assert ini is not None
         heard: list[object] = []
 
-        def broken(result: object, error: object) -> None:
-            heard.append(result)
+        def broken(first: object, second: object) -> None:
+            heard.append(first)
             raise RuntimeError("a bug in a completion")
 
-        ini.submit(0, READ10, read_length=512, done=broken)
+        if quick:
+            ini.submit(0, READ10, read_length=512, done=lambda r, e: None, quick=broken)
+        else:
+            ini.submit(0, READ10, read_length=512, done=broken)
         with trio.fail_after(5):
             while not heard:
                 await trio.sleep(0.01)
@@ -564,24 +570,6 @@ async def test_the_usual_read_ends_by_quick_and_anything_else_by_done() -> None:
         await submitted()
         assert quick == [] and len(done) == 1
         assert bytes(done[0].payload) == PATTERN  # type: ignore[attr-defined]
-
-
-async def test_a_quick_completion_that_raises_does_not_take_the_session_down() -> None:
-    async with hostile_backend() as (_, backend, _device):
-        ini = backend._ini
-        assert ini is not None
-        heard: list[int] = []
-
-        def broken(status: int, data: memoryview) -> None:
-            heard.append(status)
-            raise RuntimeError("a bug in a completion")
-
-        ini.submit(0, READ10, read_length=512, done=lambda r, e: None, quick=broken)
-        with trio.fail_after(5):
-            while not heard:
-                await trio.sleep(0.01)
-        assert (await backend.execute(READ10, b"", 512, TaskAttribute.SIMPLE)).status == 0
-        assert backend._ini is ini  # same session
 
 
 async def test_a_read_started_without_a_task_hears_its_data_and_residual() -> None:
