@@ -61,6 +61,8 @@ BLKSSZGET = 0x1268
 BLKZEROOUT = 0x127F
 #: buffers are aligned to this (covers every logical block size up to a page)
 ALIGN = mmap.PAGESIZE
+_addressof = ctypes.addressof
+_c_char = ctypes.c_char
 
 
 class DirectIoRefusedError(ValueError):
@@ -150,10 +152,22 @@ class DirectStore(FileStore):
         engine = self.engine
         if engine is None or engine.broken is not None:
             return None
-        view, addr = aligned_window(n)
-        complete = self._completion(n, view, done)
+        # (aligned_window and _completion written out: this is every BLOCKIO
+        # READ's path, and each call and tuple is paid per command)
+        whole = memoryview(bytearray(n + ALIGN))
+        addr = _addressof(_c_char.from_buffer(whole))
+        start = -addr % ALIGN
+        view = whole[start : start + n]
+
+        def complete(res: int | BaseException) -> None:
+            if res == n:
+                done(view)
+            else:
+                self._completion(n, view, done)(res)
+
         try:
-            request = engine.start_read_at(self._fd, addr, n, view, offset, complete)
+            request = engine.queue(uring.OP_READ, self._fd, offset, addr + start, n, 0, view,
+                                   complete)  # fmt: skip
         except EngineFailedError:
             self._engine_failed()
             return None

@@ -39,7 +39,6 @@ import logging
 import os
 from collections.abc import Callable
 
-import attrs
 import outcome
 import trio
 
@@ -49,6 +48,14 @@ log = logging.getLogger(__name__)
 
 #: how long closing waits for in-flight requests before giving up (seconds)
 CLOSE_TIMEOUT = 10.0
+#: completions that say "not now" rather than "failed" (the kernel ran out of
+#: memory or request slots): a task's request is queued again, a callback
+#: request is redone through its task path (the store's ``done(None)``)
+TRANSIENT_ERRORS = frozenset({errno.EAGAIN, errno.ENOMEM})
+#: how often a task's request is queued again after such a completion, and
+#: the pause before the first retry (seconds; doubled, tripled after that)
+TRANSIENT_RETRIES = 3
+TRANSIENT_PAUSE = 0.001
 
 
 class EngineFailedError(OSError):
@@ -61,36 +68,37 @@ class EngineFailedError(OSError):
 Completion = Callable[[int | BaseException], object]
 
 
-@attrs.define(eq=False, slots=True)
-class _Op:
-    key: int
-    #: keeps the buffer exported (unresizable, alive) until the completion
-    pin: object
-    task: trio.lowlevel.Task | None = None
-    result: int | None = None
-    failed: BaseException | None = None
-    #: a callback request (:meth:`UringEngine.start_read`): called once, from
-    #: the loop, instead of waking a task
-    done: Completion | None = None
-
-
 class Request:
-    """A callback request in flight: what :meth:`UringEngine.start_read` and
-    :meth:`UringEngine.start_write` return."""
+    """One request on the ring, from its SQE to its completion: the one
+    object a request costs (slotted; no separate handle). A callback request
+    (:meth:`UringEngine.start_read`) is returned to its caller, whose
+    :meth:`cancel` asks the kernel to stop it."""
 
-    __slots__ = ("_engine", "_ops")
+    __slots__ = ("_engine", "done", "failed", "key", "link", "pin", "result", "task")
 
-    def __init__(self, engine: UringEngine, *ops: _Op) -> None:
+    def __init__(self, engine: UringEngine, key: int, pin: object, done: Completion | None) -> None:
         self._engine = engine
-        self._ops = ops
+        self.key = key
+        #: keeps the buffer exported (unresizable, alive) until the completion
+        self.pin = pin
+        #: a callback request: called once, from the loop, instead of waking a task
+        self.done = done
+        #: the task parked on it (:meth:`UringEngine._wait`)
+        self.task: trio.lowlevel.Task | None = None
+        self.result: int | None = None
+        self.failed: BaseException | None = None
+        #: the request linked behind this one (FUA's fdatasync), cancelled with it
+        self.link: Request | None = None
 
     def cancel(self) -> None:
         """Ask the kernel to stop; ``done`` still comes (with -ECANCELED or
         the result), and only then is the buffer free again."""
+        op: Request | None = self
         engine = self._engine
-        for op in self._ops:
+        while op is not None:
             if op.done is not None and op.result is None and engine.broken is None:
                 engine._cancel(op)
+            op = op.link
 
 
 #: engines that want a submission since :func:`submit_queued` last ran (a
@@ -151,7 +159,7 @@ class UringEngine:
     def __init__(self, ring: uring.Ring, label: str = "") -> None:
         self._ring = ring
         self.label = label
-        self._ops: dict[int, _Op] = {}
+        self._ops: dict[int, Request] = {}
         self._next_key = 1  # 0 marks cancel requests, whose answers nobody waits for
         self._flusher: trio.lowlevel.Task | None = None
         self._flush_wanted = False
@@ -163,8 +171,9 @@ class UringEngine:
         #: requests submitted, submit syscalls made (batching shows as the ratio)
         self.requests = 0
         self.submits = 0
-        #: requests queued in the SQ since the last submit
-        self._unsubmitted: list[_Op] = []
+        #: requests with a key from this one on were queued after the last
+        #: successful submit: the kernel never saw them
+        self._unsubmitted_from = 1
         #: buffers of requests lost in a broken ring: never released
         self._orphans: list[object] = []
         #: in the module's list of engines with requests to submit (queued_engines)
@@ -194,9 +203,7 @@ class UringEngine:
         answers it from ``done``). The buffer stays pinned until then.
         Raises :class:`EngineFailedError` when the ring cannot take it."""
         addr, pin = uring.buffer_address(buf)
-        op = self._queue(uring.OP_READ, fd, offset, addr, len(buf), 0, pin)
-        op.done = done
-        return Request(self, op)
+        return self.queue(uring.OP_READ, fd, offset, addr, len(buf), 0, pin, done)
 
     def start_read_at(
         self, fd: int, addr: int, length: int, pin: object, offset: int, done: Completion
@@ -206,15 +213,11 @@ class UringEngine:
         the buffer is not looked up through ctypes a second time. ``pin`` must
         keep those ``length`` bytes alive and unmoved until ``done`` (a
         memoryview of a bytearray does: the export forbids resizing)."""
-        op = self._queue(uring.OP_READ, fd, offset, addr, length, 0, pin)
-        op.done = done
-        return Request(self, op)
+        return self.queue(uring.OP_READ, fd, offset, addr, length, 0, pin, done)
 
     def start_fsync(self, fd: int, offset: int, length: int, done: Completion) -> Request:
         """Queue a ranged fdatasync (FUA after a cache write); as start_read."""
-        op = self._queue(uring.OP_FSYNC, fd, offset, 0, length, uring.FSYNC_DATASYNC, None)
-        op.done = done
-        return Request(self, op)
+        return self.queue(uring.OP_FSYNC, fd, offset, 0, length, uring.FSYNC_DATASYNC, None, done)
 
     def start_write(
         self, fd: int, buf: memoryview, offset: int, done: Completion, datasync: bool = False
@@ -243,9 +246,7 @@ class UringEngine:
         """As :meth:`start_write`, from memory whose address the caller
         already knows (see :meth:`start_read_at` for ``pin``)."""
         if not datasync:
-            op = self._queue(uring.OP_WRITE, fd, offset, addr, n, 0, pin)
-            op.done = done
-            return Request(self, op)
+            return self.queue(uring.OP_WRITE, fd, offset, addr, n, 0, pin, done)
         self._room(2)  # (a link cannot span two submissions)
         # done once both completions are in (in whichever order they come):
         # the write's result if it failed or was short (the sync then never
@@ -262,11 +263,16 @@ class UringEngine:
             else:
                 done(synced if isinstance(synced, BaseException) or synced < 0 else n)
 
-        w = self._queue(uring.OP_WRITE, fd, offset, addr, n, 0, pin, uring.SQE_IO_LINK)
-        w.done = functools.partial(finish, 0)
-        f = self._queue(uring.OP_FSYNC, fd, offset, 0, n, uring.FSYNC_DATASYNC, None)
-        f.done = functools.partial(finish, 1)
-        return Request(self, w, f)
+        w = self.queue(
+            uring.OP_WRITE, fd, offset, addr, n, 0, pin, functools.partial(finish, 0),
+            uring.SQE_IO_LINK,
+        )  # fmt: skip
+        f = self.queue(
+            uring.OP_FSYNC, fd, offset, 0, n, uring.FSYNC_DATASYNC, None,
+            functools.partial(finish, 1),
+        )  # fmt: skip
+        w.link = f
+        return w
 
     async def write(self, fd: int, buf: memoryview, offset: int, flags: int = 0) -> int:
         """One write(2) of ``buf`` at ``offset`` (``flags``: RWF_DSYNC for FUA)."""
@@ -288,13 +294,19 @@ class UringEngine:
     async def _run(
         self, opcode: int, fd: int, off: int, addr: int, length: int, flags: int, pin: object
     ) -> int:
-        op = self._queue(opcode, fd, off, addr, length, flags, pin)
-        res = await self._wait(op)
-        if res < 0:
+        for attempt in range(TRANSIENT_RETRIES + 1):
+            op = self.queue(opcode, fd, off, addr, length, flags, pin, None)
+            res = await self._wait(op)
+            if res >= 0:
+                return res
             if res == -errno.ECANCELED:
                 await trio.lowlevel.checkpoint_if_cancelled()
+            elif -res in TRANSIENT_ERRORS and attempt < TRANSIENT_RETRIES:
+                # (nothing is in flight now: a cancel during the pause is safe)
+                await trio.sleep(TRANSIENT_PAUSE * (attempt + 1))
+                continue
             raise OSError(-res, os.strerror(-res))
-        return res
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _room(self, n: int) -> None:
         """At least ``n`` free SQEs, or EngineFailedError."""
@@ -306,9 +318,11 @@ class UringEngine:
         if ring.space() < n:
             self._flush()  # a full ring this tick: submit what is there now
             if self.broken is not None or ring.space() < n:
+                if self.broken is None:
+                    self._want_flush()  # (what the kernel left: again at the next turn)
                 raise EngineFailedError(errno.EAGAIN, self.broken or "submission ring full")
 
-    def _queue(
+    def queue(
         self,
         opcode: int,
         fd: int,
@@ -317,16 +331,23 @@ class UringEngine:
         length: int,
         flags: int,
         pin: object,
+        done: Completion | None,
         sqe_flags: int = 0,
-    ) -> _Op:
-        self._room(1)
+    ) -> Request:
+        """Write one SQE and remember its request: what every ``start_*``
+        method comes down to, and what a store's hot path may call directly
+        (``done``: a callback request; None: :meth:`_wait` parks a task on
+        it). One object and one ``pack_into`` a request; the slow checks
+        only when the ring is full, broken or not started yet. Raises
+        :class:`EngineFailedError` when the ring cannot take it."""
         ring = self._ring
+        if ring.queued >= ring.sq_entries or self.broken is not None or not self._started:
+            self._room(1)
         key = self._next_key
         self._next_key = key + 1
-        op = _Op(key, pin)
+        op = Request(self, key, pin, done)
         ring.push(opcode, fd, off, addr, length, flags, key, sqe_flags)
         self._ops[key] = op
-        self._unsubmitted.append(op)
         self.requests += 1
         if not self._flush_wanted:
             self._want_flush()
@@ -351,7 +372,7 @@ class UringEngine:
             self._flusher = None
             trio.lowlevel.reschedule(flusher)
 
-    async def _wait(self, op: _Op) -> int:
+    async def _wait(self, op: Request) -> int:
         if op.result is None and op.failed is None:
             op.task = trio.lowlevel.current_task()
 
@@ -370,7 +391,7 @@ class UringEngine:
         assert op.result is not None
         return op.result
 
-    def _cancel(self, op: _Op) -> None:
+    def _cancel(self, op: Request) -> None:
         ring = self._ring
         if ring.space() == 0:
             return  # the request completes by itself; the abort waits for it
@@ -419,7 +440,7 @@ class UringEngine:
                 self._fail(f"io_uring_enter: {exc.strerror or exc}")
                 return
             self.submits += 1
-            self._unsubmitted.clear()
+            self._unsubmitted_from = self._next_key
         self._complete(ring.reap())
 
     async def _reap_loop(self) -> None:
@@ -443,7 +464,10 @@ class UringEngine:
             done = op.done
             if done is not None:
                 op.done = None
-                self._call(done, res)
+                try:
+                    done(res)
+                except Exception:  # (a bug there must not stop the other completions)
+                    log.exception("%s: I/O completion callback failed", self.label)
                 continue
             task = op.task
             if task is not None:
@@ -461,10 +485,10 @@ class UringEngine:
         self.broken = reason
         ops = list(self._ops.values())
         self._ops.clear()
-        fresh_keys = {op.key for op in self._unsubmitted}
-        self._unsubmitted.clear()
+        fresh_from = self._unsubmitted_from
+        self._unsubmitted_from = self._next_key
         for op in ops:
-            if op.key in fresh_keys:
+            if op.key >= fresh_from:
                 op.failed = EngineFailedError(errno.EIO, reason)
             else:
                 op.failed = OSError(errno.EIO, f"io_uring failed: {reason}")

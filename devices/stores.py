@@ -36,7 +36,7 @@ from typing import Protocol, TypeVar
 import trio
 
 from pyscst.devices.confine import open_beneath
-from pyscst.devices.io_engine import EngineFailedError, UringEngine
+from pyscst.devices.io_engine import TRANSIENT_ERRORS, EngineFailedError, UringEngine
 from pyscst.devices.store_health import RateLimitedWarning, file_problem
 from pyscst.scsi.command import Buffer
 
@@ -403,9 +403,11 @@ class FileStore:
         return False
 
     def _engine_failed(self) -> None:
-        """The ring broke (devices/io_engine.py logged why): threads from now on."""
+        """The ring broke (devices/io_engine.py logged why): threads from now
+        on. A ring that was only full (the kernel took nothing this time)
+        still works: the one request goes by thread, the next ones by ring."""
         engine = self.engine
-        if engine is not None:
+        if engine is not None and engine.broken is not None:
             self.engine = None
             self.engine_note = f"threads (io_uring failed: {engine.broken})"
 
@@ -449,12 +451,17 @@ class FileStore:
         """A request's result as ``start_read``/``start_write``'s ``done``
         wants it: ``ok`` when all ``n`` bytes moved, the OSError, or None for
         "redo it the task way" (a short transfer: readinto reads the rest or
-        finds the file shrank, write() writes it all again; a broken ring)."""
+        finds the file shrank, write() writes it all again; a broken ring;
+        EAGAIN or ENOMEM, which the task path's request retries)."""
 
         def complete(res: int | BaseException) -> None:
-            if isinstance(res, EngineFailedError):
+            if res == n:  # (the common case first: an exception never equals n)
+                done(ok)
+            elif isinstance(res, EngineFailedError):
                 self._engine_failed()
                 done(None)
+            elif isinstance(res, int) and -res in TRANSIENT_ERRORS:
+                done(None)  # (out of memory or slots for now: the task path retries)
             elif isinstance(res, BaseException) or res < 0:
                 if isinstance(res, OSError):
                     exc = res
@@ -464,8 +471,6 @@ class FileStore:
                     exc = OSError(errno.EIO, str(res))
                 self.failed(exc)
                 done(exc)
-            elif res == n:
-                done(ok)
             else:
                 done(None)
 
