@@ -10,9 +10,9 @@ there, the rest signal an eventfd registered with the ring that a reaper task
 waits on with ``trio.lowlevel.wait_readable``. The waiting command task is
 parked with ``wait_task_rescheduled`` and woken with its result: no Event, no
 thread, no copy (the kernel reads into / writes from the command's buffer).
-A transport that has worked through a received chunk of PDUs calls
-:func:`submit_queued` before it waits for more: the chunk's requests go to
-the kernel at once, in one ``io_uring_enter`` per ring (queue depth 1 spends
+A transport that has worked through a received chunk of PDUs calls its
+daemon's :meth:`SubmissionBatch.submit_queued` before it waits for more: the
+chunk's requests go to the kernel at once, in one ``io_uring_enter`` per ring (queue depth 1 spends
 no loop tick on the flusher, and a deep queue no extra system call); the
 flusher still takes whatever was queued elsewhere (command tasks, completion
 callbacks) at its turn. A request can also carry a callback instead of a task
@@ -101,50 +101,65 @@ class Request:
             op = op.link
 
 
-#: engines that want a submission since :func:`submit_queued` last ran (a
-#: transport may test it to skip that call: it is only ever changed in place)
-queued_engines: list[UringEngine] = []
-#: reader tasks that call :func:`submit_queued` before each of their
-#: checkpoints (:func:`register_reader`): what they queue wakes no flusher
-_readers: set[trio.lowlevel.Task] = set()
+class SubmissionBatch:
+    """The engines with requests queued since the last submission, and the
+    reader tasks that submit them themselves: one per daemon, handed to its
+    stores' engines (:meth:`UringEngine.use_batch`, through the device actor)
+    and to its connections (through the portal).
 
-
-def register_reader(task: trio.lowlevel.Task) -> None:
-    """``task`` (a transport's reader) promises to call :func:`submit_queued`
-    before every checkpoint after which it could have queued requests (after
-    each received chunk it worked through): the requests it queues then wake
-    no flusher task, whose turn would come after that call and find nothing
-    to submit (at queue depth 1, one task step a command). Requests queued
-    by any other task wake the flusher as always. Undo with
-    :func:`unregister_reader` when the task ends."""
-    _readers.add(task)
-
-
-def unregister_reader(task: trio.lowlevel.Task) -> None:
-    _readers.discard(task)
-
-
-def submit_queued() -> None:
-    """Submit every ring's queued requests now, one ``io_uring_enter`` each.
-
-    Called by a transport when it has worked through a received chunk of PDUs
-    and is about to wait for more: the requests its commands queued start at
-    once (at queue depth 1 that saves the flusher's loop tick; a deep queue's
-    chunk still goes in one system call). Completions found inline are
-    handled here, as the flusher would; should one of their callbacks queue
-    a request in turn, that one goes in too (a few rounds, then the flusher).
+    Why an object and not module state: two daemons in one process (the
+    tests run many) must not submit each other's rings or treat each
+    other's readers as their own, and whoever owns the daemon owns this.
+    An engine made without one (tools, tests) has a batch of its own: its
+    requests are then submitted by its flusher task, as before.
     """
-    for _ in range(_SUBMIT_ROUNDS):
-        if not queued_engines:
-            return
-        engines = queued_engines[:]
-        queued_engines.clear()
-        for engine in engines:
-            engine._listed = False
-            if engine._flush_wanted and engine.broken is None and engine._ring.fd >= 0:
-                engine._flush()
-    for engine in queued_engines:  # (still more: the flushers take it, never stranded)
-        engine._wake_flusher()
+
+    __slots__ = ("queued", "readers")
+
+    def __init__(self) -> None:
+        #: engines that want a submission since :meth:`submit_queued` last ran
+        #: (a transport may test it to skip that call: only changed in place)
+        self.queued: list[UringEngine] = []
+        #: reader tasks that call :meth:`submit_queued` before each of their
+        #: checkpoints (:meth:`register_reader`): what they queue wakes no flusher
+        self.readers: set[trio.lowlevel.Task] = set()
+
+    def register_reader(self, task: trio.lowlevel.Task) -> None:
+        """``task`` (a transport's reader) promises to call :meth:`submit_queued`
+        before every checkpoint after which it could have queued requests
+        (after each received chunk it worked through): the requests it queues
+        then wake no flusher task, whose turn would come after that call and
+        find nothing to submit (at queue depth 1, one task step a command).
+        Requests queued by any other task wake the flusher as always. Undo
+        with :meth:`unregister_reader` when the task ends."""
+        self.readers.add(task)
+
+    def unregister_reader(self, task: trio.lowlevel.Task) -> None:
+        self.readers.discard(task)
+
+    def submit_queued(self) -> None:
+        """Submit every listed ring's queued requests now, one ``io_uring_enter`` each.
+
+        Called by a transport when it has worked through a received chunk of
+        PDUs and is about to wait for more: the requests its commands queued
+        start at once (at queue depth 1 that saves the flusher's loop tick; a
+        deep queue's chunk still goes in one system call). Completions found
+        inline are handled here, as the flusher would; should one of their
+        callbacks queue a request in turn, that one goes in too (a few
+        rounds, then the flusher).
+        """
+        queued = self.queued
+        for _ in range(_SUBMIT_ROUNDS):
+            if not queued:
+                return
+            engines = queued[:]
+            queued.clear()
+            for engine in engines:
+                engine._listed = False
+                if engine._flush_wanted and engine.broken is None and engine._ring.fd >= 0:
+                    engine._flush()
+        for engine in queued:  # (still more: the flushers take it, never stranded)
+            engine._wake_flusher()
 
 
 #: how many times submit_queued goes round for requests its completions queued
@@ -156,8 +171,12 @@ class UringEngine:
 
     name = "io_uring"
 
-    def __init__(self, ring: uring.Ring, label: str = "") -> None:
+    def __init__(
+        self, ring: uring.Ring, label: str = "", batch: SubmissionBatch | None = None
+    ) -> None:
         self._ring = ring
+        #: whose submit_queued submits this ring's requests (see SubmissionBatch)
+        self._batch = batch if batch is not None else SubmissionBatch()
         self.label = label
         self._ops: dict[int, Request] = {}
         self._next_key = 1  # 0 marks cancel requests, whose answers nobody waits for
@@ -176,11 +195,13 @@ class UringEngine:
         self._unsubmitted_from = 1
         #: buffers of requests lost in a broken ring: never released
         self._orphans: list[object] = []
-        #: in the module's list of engines with requests to submit (queued_engines)
+        #: in its batch's list of engines with requests to submit
         self._listed = False
 
     @classmethod
-    def create(cls, label: str = "", entries: int = 256) -> UringEngine:
+    def create(
+        cls, label: str = "", entries: int = 256, batch: SubmissionBatch | None = None
+    ) -> UringEngine:
         """Raises :class:`uring.UringUnavailableError` (or OSError) if io_uring cannot work."""
         ring = uring.Ring(entries)
         try:
@@ -188,7 +209,21 @@ class UringEngine:
         except BaseException:
             ring.close()
             raise
-        return cls(ring, label)
+        return cls(ring, label, batch)
+
+    def use_batch(self, batch: SubmissionBatch) -> None:
+        """Have ``batch`` (the daemon's) submit this ring's requests from now on."""
+        old = self._batch
+        if old is batch:
+            return
+        if self._listed:  # (listed in the old one: move, so nothing is stranded there)
+            if self in old.queued:
+                old.queued.remove(self)
+            self._listed = False
+        self._batch = batch
+        if self._flush_wanted:
+            self._flush_wanted = False
+            self._want_flush()
 
     # -- requests -------------------------------------------------------------
     async def read(self, fd: int, buf: memoryview, offset: int, flags: int = 0) -> int:
@@ -354,15 +389,17 @@ class UringEngine:
         return op
 
     def _want_flush(self) -> None:
-        """Have what is queued in the SQ submitted: by :func:`submit_queued`
-        (the engine is always listed for it) and by the flusher task, unless
-        the task queuing is a registered reader (it submits itself)."""
+        """Have what is queued in the SQ submitted: by its batch's
+        :meth:`~SubmissionBatch.submit_queued` (the engine is always listed
+        there) and by the flusher task, unless the task queuing is one of the
+        batch's registered readers (it submits itself)."""
         if not self._flush_wanted:
             self._flush_wanted = True
+            batch = self._batch
             if not self._listed:
                 self._listed = True
-                queued_engines.append(self)
-            if _readers and trio.lowlevel.current_task() in _readers:
+                batch.queued.append(self)
+            if batch.readers and trio.lowlevel.current_task() in batch.readers:
                 return  # (its submit_queued comes before its next checkpoint)
             self._wake_flusher()
 

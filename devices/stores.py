@@ -36,7 +36,12 @@ from typing import Protocol, TypeVar
 import trio
 
 from pyscst.devices.confine import open_beneath
-from pyscst.devices.io_engine import TRANSIENT_ERRORS, EngineFailedError, UringEngine
+from pyscst.devices.io_engine import (
+    TRANSIENT_ERRORS,
+    EngineFailedError,
+    SubmissionBatch,
+    UringEngine,
+)
 from pyscst.devices.store_health import RateLimitedWarning, file_problem
 from pyscst.scsi.command import Buffer
 
@@ -401,6 +406,13 @@ class FileStore:
             self._timed(start)
             return True
         return False
+
+    def use_batch(self, batch: SubmissionBatch) -> None:
+        """Let ``batch`` (the daemon's, handed over by the device actor)
+        submit this store's ring: its connections' readers then submit the
+        requests their chunks queued themselves (devices/io_engine.py)."""
+        if self.engine is not None:
+            self.engine.use_batch(batch)
 
     def _engine_failed(self) -> None:
         """The ring broke (devices/io_engine.py logged why): threads from now
