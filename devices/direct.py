@@ -144,11 +144,18 @@ class DirectStore(FileStore):
         return self.start_read_new(offset, len(buf), done)
 
     def start_read_new(
-        self, offset: int, n: int, done: Callable[[ReadResult], object]
+        self,
+        offset: int,
+        n: int,
+        done: Callable[[ReadResult], object],
+        failed: Callable[[ReadResult], object] | None = None,
     ) -> Callable[[], object] | None:
         """Queue an ``n``-byte read at ``offset`` into a new aligned buffer
         (the one ``done`` gets): :meth:`start_read` without a buffer to
-        allocate first only to learn its length (disk_io's BLOCKIO READ)."""
+        allocate first only to learn its length (disk_io's BLOCKIO READ).
+        With ``failed``, ``done`` gets only the filled buffer and ``failed``
+        the rest (an OSError, or None: redo it with readinto), so a caller
+        can hand its own completion straight in (no translating call)."""
         engine = self.engine
         if engine is None or engine.broken is not None:
             return None
@@ -163,7 +170,7 @@ class DirectStore(FileStore):
             if res == n:
                 done(view)
             else:
-                self._completion(n, view, done)(res)
+                self._completion(n, view, done if failed is None else failed)(res)
 
         try:
             request = engine.queue(uring.OP_READ, self._fd, offset, addr + start, n, 0, view,

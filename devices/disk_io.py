@@ -116,7 +116,7 @@ def read_now(
     store = dev.store
     offset = lba << dev.block_shift
     if type(store) is DirectStore:  # (BLOCKIO never reads inline: straight to its ring)
-        return _start_read(store.start_read_new, cmd, lba, offset, nbytes)
+        return _start_direct_read(store, cmd, lba, offset, nbytes)
     buf = bytearray(nbytes)
     try:
         if not store.read_now(offset, memoryview(buf)):
@@ -153,6 +153,29 @@ def _start_read(
             pending.finish(result)
 
     cancel = start(offset, nbytes if buf is None else buf, done)
+    if cancel is None:
+        return NEEDS_AWAIT
+    pending.on_cancel(cancel)
+    return pending
+
+
+def _start_direct_read(
+    store: DirectStore, cmd: ScsiCommand, lba: int, offset: int, nbytes: int
+) -> Pending | NeedsAwait:
+    """:func:`_start_read` for BLOCKIO: the filled buffer goes from the
+    completion straight to ``Pending.finish`` (the transfer length is set
+    now, as the task path's handle_read sets it before its read); only a
+    failure takes a translating call."""
+    pending = Pending()
+
+    def failed(result: bytearray | memoryview | OSError | None) -> None:
+        if isinstance(result, OSError):
+            pending.finish(io_error(result, lba, writing=False))
+        else:
+            pending.finish(NEEDS_AWAIT)  # (short read, ring gone: the task path)
+
+    cmd.transfer_length = nbytes
+    cancel = store.start_read_new(offset, nbytes, pending.finish, failed)
     if cancel is None:
         return NEEDS_AWAIT
     pending.on_cancel(cancel)
