@@ -108,12 +108,16 @@ def _aligned_at(data: Buffer) -> tuple[memoryview, int]:
     view = memoryview(data).cast("B")
     n = len(view)
     if n and not n % 512 and not view.readonly and view.c_contiguous:
-        addr = ctypes.addressof(ctypes.c_char.from_buffer(view))
+        addr = _addressof(_c_char.from_buffer(view))
         if not addr % ALIGN:
             return view, addr
-    bounce, addr = aligned_window(n)
+    # (aligned_window written out: every unaligned BLOCKIO write comes here)
+    whole = memoryview(bytearray(n + ALIGN))
+    addr = _addressof(_c_char.from_buffer(whole))
+    start = -addr % ALIGN
+    bounce = whole[start : start + n]
     bounce[:] = view
-    return bounce, addr
+    return bounce, addr + start
 
 
 def logical_block_size(fd: int, block_device: bool) -> int:
