@@ -84,3 +84,40 @@ async def test_use_batch_moves_a_ring_with_requests_waiting_without_stranding_th
         await engine.aclose()
         os.close(r)
         os.close(w)
+
+
+async def test_submit_queued_takes_completions_already_in_the_ring_without_the_reaper() -> None:
+    """A reader's end of chunk handles what completed meanwhile (its answers
+    then join the chunk's writev): no checkpoint, no reaper turn; the
+    eventfd is cleared so the reaper does not wake for nothing, and a
+    completion posted afterwards still wakes it."""
+    batch = SubmissionBatch()
+    engine = UringEngine.create("e", batch=batch)
+    r, w = os.pipe()
+    me = trio.lowlevel.current_task()
+    try:
+        got: list[int | BaseException] = []
+        engine.start_read(r, memoryview(bytearray(8)), -1, got.append)
+        engine.start_read(r, memoryview(bytearray(8)), -1, got.append)
+        batch.register_reader(me)
+        batch.submit_queued()
+        assert engine.in_flight == 2 and not got
+        os.write(w, b"a" * 8)  # (the kernel posts the completion as this call returns)
+        os.write(w, b"")
+        assert engine._ring.cq_ready()
+        batch.submit_queued()  # nothing to submit; the completion is taken here
+        assert got == [8] and engine.in_flight == 1
+        with pytest.raises(BlockingIOError):
+            os.read(engine._ring._eventfd, 8)  # cleared: the reaper will not wake for it
+        await trio.sleep(0.01)
+        assert got == [8]  # (never twice)
+        os.write(w, b"b" * 8)  # the reader is not there now: the reaper's
+        await _until(lambda: len(got) == 2)
+        assert got == [8, 8] and engine.in_flight == 0
+        await engine.aclose()
+        assert engine not in batch.engines  # closed: no longer looked at
+    finally:
+        batch.unregister_reader(me)
+        await engine.aclose()
+        os.close(r)
+        os.close(w)
