@@ -141,11 +141,15 @@ class DirectStore(FileStore):
         return aligned_buffer(n)
 
     def start_read(
-        self, offset: int, buf: bytearray | memoryview, done: Callable[[ReadResult], object]
+        self,
+        offset: int,
+        buf: bytearray | memoryview,
+        done: Callable[[ReadResult], object],
+        failed: Callable[[ReadResult], object] | None = None,
     ) -> Callable[[], object] | None:
         """As FileStore's, but always into an aligned buffer of its own (the
         one ``done`` gets): ``buf`` only gives the length."""
-        return self.start_read_new(offset, len(buf), done)
+        return self.start_read_new(offset, len(buf), done, failed)
 
     def start_read_new(
         self,

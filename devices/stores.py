@@ -35,6 +35,7 @@ from typing import Protocol, TypeVar
 
 import trio
 
+from pyscst.devices import uring
 from pyscst.devices.confine import open_beneath
 from pyscst.devices.io_engine import (
     TRANSIENT_ERRORS,
@@ -439,19 +440,33 @@ class FileStore:
         return bytearray(n)
 
     def start_read(
-        self, offset: int, buf: bytearray | memoryview, done: Callable[[ReadResult], object]
+        self,
+        offset: int,
+        buf: bytearray | memoryview,
+        done: Callable[[ReadResult], object],
+        failed: Callable[[ReadResult], object] | None = None,
     ) -> Callable[[], object] | None:
         """Queue a read of ``len(buf)`` bytes at ``offset`` on the ring and
         return its cancel function; ``done`` gets, from the loop, the filled
         buffer, an OSError, or None (redo it with :meth:`readinto`: a short
         read, a ring that broke). None, and ``done`` is never called: no
-        engine here, use :meth:`readinto`."""
+        engine here, use :meth:`readinto`. With ``failed``, ``done`` gets
+        only the filled buffer and ``failed`` the rest (a caller's own
+        completion goes straight in, no translating call per command)."""
         engine = self.engine
         if engine is None or engine.broken is not None:
             return None
-        complete = self._completion(len(buf), buf, done)
+        n = len(buf)
+
+        def complete(res: int | BaseException) -> None:
+            if res == n:
+                done(buf)
+            else:
+                self._completion(n, buf, done if failed is None else failed)(res)
+
+        addr, pin = uring.buffer_address(memoryview(buf))
         try:
-            request = engine.start_read(self._fd, memoryview(buf), offset, complete)
+            request = engine.queue(uring.OP_READ, self._fd, offset, addr, n, 0, pin, complete)
         except EngineFailedError:
             self._engine_failed()
             return None
