@@ -278,10 +278,19 @@ class DirectStore(FileStore):
         n = len(view)
         if self.deallocated:
             self.deallocated.remove(offset, offset + n)  # mapped again
+
+        def complete(res: int | BaseException) -> None:
+            if res == n:
+                done(True)
+            else:
+                self._completion(n, True, done)(res)
+
         try:
-            request = engine.start_write_at(
-                self._fd, addr, n, view, offset, self._completion(n, True, done), fua
-            )
+            if fua:
+                request = engine.start_write_at(self._fd, addr, n, view, offset, complete, True)
+            else:  # (the common case: straight to the ring, no start_write_at frame)
+                request = engine.queue(uring.OP_WRITE, self._fd, offset, addr, n, 0, view,
+                                       complete)  # fmt: skip
         except EngineFailedError:
             self._engine_failed()
             return None
