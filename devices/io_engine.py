@@ -114,13 +114,12 @@ class SubmissionBatch:
     requests are then submitted by its flusher task, as before.
     """
 
-    __slots__ = ("active", "queued", "readers")
+    __slots__ = ("engines", "queued", "readers")
 
     def __init__(self) -> None:
-        #: the engines with requests in flight: :meth:`submit_queued` also
-        #: takes the completions already in their rings (see there); empty,
-        #: as under page-cache hits only, a transport need not call it at all
-        self.active: set[UringEngine] = set()
+        #: every open engine this batch serves: :meth:`submit_queued` also
+        #: takes the completions already in their rings (see there)
+        self.engines: list[UringEngine] = []
         #: engines that want a submission since :meth:`submit_queued` last ran
         #: (a transport may test it to skip that call: only changed in place)
         self.queued: list[UringEngine] = []
@@ -159,8 +158,8 @@ class SubmissionBatch:
         posted meanwhile still wakes it). At queue depth 32 that saves a
         loop turn and a ``writev`` per handful of completions.
         """
-        if self.active:
-            for engine in tuple(self.active):  # (a completion may end its membership)
+        for engine in self.engines:
+            if engine._ops:
                 engine._reap_ready()
         queued = self.queued
         for _ in range(_SUBMIT_ROUNDS):
@@ -191,6 +190,7 @@ class UringEngine:
         self._ring = ring
         #: whose submit_queued submits this ring's requests (see SubmissionBatch)
         self._batch = batch if batch is not None else SubmissionBatch()
+        self._batch.engines.append(self)
         self.label = label
         self._ops: dict[int, Request] = {}
         self._next_key = 1  # 0 marks cancel requests, whose answers nobody waits for
@@ -234,10 +234,10 @@ class UringEngine:
             if self in old.queued:
                 old.queued.remove(self)
             self._listed = False
-        if self in old.active:
-            old.active.discard(self)
-            batch.active.add(self)
+        if self in old.engines:
+            old.engines.remove(self)
         self._batch = batch
+        batch.engines.append(self)
         if self._flush_wanted:
             self._flush_wanted = False
             self._want_flush()
@@ -399,10 +399,7 @@ class UringEngine:
         self._next_key = key + 1
         op = Request(self, key, pin, done)
         ring.push(opcode, fd, off, addr, length, flags, key, sqe_flags)
-        ops = self._ops
-        if not ops:
-            self._batch.active.add(self)
-        ops[key] = op
+        self._ops[key] = op
         self.requests += 1
         if not self._flush_wanted:
             self._want_flush()
@@ -543,8 +540,6 @@ class UringEngine:
             if task is not None:
                 op.task = None
                 trio.lowlevel.reschedule(task, outcome.Value(res))
-        if not ops:
-            self._batch.active.discard(self)
 
     def _fail(self, reason: str) -> None:
         """The ring is unusable: wake every waiter. Requests never submitted
@@ -557,7 +552,6 @@ class UringEngine:
         self.broken = reason
         ops = list(self._ops.values())
         self._ops.clear()
-        self._batch.active.discard(self)
         fresh_from = self._unsubmitted_from
         self._unsubmitted_from = self._next_key
         for op in ops:
@@ -589,6 +583,8 @@ class UringEngine:
 
     async def aclose(self) -> None:
         """Cancel what is in flight, wait for it (shielded), close the ring."""
+        if self in self._batch.engines:
+            self._batch.engines.remove(self)
         with trio.CancelScope(shield=True):
             if self._ops and self.broken is None:
                 for op in list(self._ops.values()):
