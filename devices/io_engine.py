@@ -114,12 +114,9 @@ class SubmissionBatch:
     requests are then submitted by its flusher task, as before.
     """
 
-    __slots__ = ("engines", "queued", "readers")
+    __slots__ = ("queued", "readers")
 
     def __init__(self) -> None:
-        #: every open engine this batch serves: :meth:`submit_queued` also
-        #: takes the completions already in their rings (see there)
-        self.engines: list[UringEngine] = []
         #: engines that want a submission since :meth:`submit_queued` last ran
         #: (a transport may test it to skip that call: only changed in place)
         self.queued: list[UringEngine] = []
@@ -150,17 +147,7 @@ class SubmissionBatch:
         inline are handled here, as the flusher would; should one of their
         callbacks queue a request in turn, that one goes in too (a few
         rounds, then the flusher).
-
-        First it takes the completions already posted in the rings (the
-        reader's own system calls ran the kernel's completion work): their
-        answers join the chunk's ``writev`` and the reaper task is not woken
-        for them (its eventfd is read here, before the ring, so a completion
-        posted meanwhile still wakes it). At queue depth 32 that saves a
-        loop turn and a ``writev`` per handful of completions.
         """
-        for engine in self.engines:
-            if engine._ops:
-                engine._reap_ready()
         queued = self.queued
         for _ in range(_SUBMIT_ROUNDS):
             if not queued:
@@ -190,7 +177,6 @@ class UringEngine:
         self._ring = ring
         #: whose submit_queued submits this ring's requests (see SubmissionBatch)
         self._batch = batch if batch is not None else SubmissionBatch()
-        self._batch.engines.append(self)
         self.label = label
         self._ops: dict[int, Request] = {}
         self._next_key = 1  # 0 marks cancel requests, whose answers nobody waits for
@@ -234,10 +220,7 @@ class UringEngine:
             if self in old.queued:
                 old.queued.remove(self)
             self._listed = False
-        if self in old.engines:
-            old.engines.remove(self)
         self._batch = batch
-        batch.engines.append(self)
         if self._flush_wanted:
             self._flush_wanted = False
             self._want_flush()
@@ -495,19 +478,6 @@ class UringEngine:
                 return
             self.submits += 1
             self._unsubmitted_from = self._next_key
-        self._reap_ready()  # (what completed inline: no reaper wake-up for it)
-
-    def _reap_ready(self) -> None:
-        """Handle the completions already in the ring, if any, without the
-        reaper: its eventfd is cleared first (a completion posted after that
-        signals it again, so none is stranded), then the ring is read."""
-        ring = self._ring
-        if self.broken is not None or ring.fd < 0 or not ring.cq_ready():
-            return
-        try:
-            os.read(ring._eventfd, 8)
-        except BlockingIOError:
-            pass
         self._complete(ring.reap())
 
     async def _reap_loop(self) -> None:
@@ -583,8 +553,6 @@ class UringEngine:
 
     async def aclose(self) -> None:
         """Cancel what is in flight, wait for it (shielded), close the ring."""
-        if self in self._batch.engines:
-            self._batch.engines.remove(self)
         with trio.CancelScope(shield=True):
             if self._ops and self.broken is None:
                 for op in list(self._ops.values()):

@@ -212,13 +212,6 @@ class Ring:
         return int(got)
 
     # -- completion ---------------------------------------------------------
-    def cq_ready(self) -> bool:
-        """Is a completion waiting in the CQ? (two loads, no system call)"""
-        rings = self._rings
-        return bool(
-            _U32.unpack_from(rings, self._cq_head)[0] != _U32.unpack_from(rings, self._cq_tail)[0]
-        )
-
     def reap(self) -> list[tuple[int, int]]:
         """Every completion now in the CQ, oldest first (and consumes them)."""
         rings = self._rings

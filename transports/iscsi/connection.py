@@ -485,7 +485,7 @@ class IscsiConnection:
         # the chunk, no loop tick for the engines' flusher (devices/io_engine.py);
         # what completed meanwhile is answered in the same writev as the rest
         io_batch = self._io_batch
-        if io_batch.queued or io_batch.engines:  # (no io_uring store at all: no call)
+        if io_batch.queued:  # (nothing queued, as on a page-cache hit: no call)
             self._submitting = True
             try:
                 io_batch.submit_queued()
