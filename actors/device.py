@@ -45,6 +45,7 @@ from pyscst.devices.device_config import DeviceConfig
 from pyscst.devices.device_type import DeviceType
 from pyscst.devices.direct import DirectStore
 from pyscst.devices.guarded_store import GuardedStore
+from pyscst.devices.io_engine import SubmissionBatch
 from pyscst.devices.passthrough import BackendStore, PassthroughDevice, open_backend
 from pyscst.devices.range_set import RangeSet
 from pyscst.devices.registry import HANDLERS, PathRule
@@ -79,9 +80,13 @@ class DeviceActor:
         grow: bool = True,
         peers: PeerLookup | None = None,
         backends: BackendConnector | None = None,
+        io_batch: SubmissionBatch | None = None,
     ) -> None:
         self.name = f"device {cfg.name}"
         self.cfg = cfg
+        #: the daemon's submission batch, handed to every store this actor
+        #: opens (its connections submit the ring's requests per chunk)
+        self._io_batch = io_batch
         #: how a pass-through device reaches an iSCSI backend (the daemon's:
         #: transports/iscsi/backend.py); None: only SG_IO backends
         self._backends = backends
@@ -184,10 +189,8 @@ class DeviceActor:
         else:
             store = await open_store(cfg, self._roots, self._grow)
         self._store = store
-        if isinstance(store, FileStore):
-            store.label = self.name
-            if store.engine is not None:
-                store.engine.label = self.name
+        self._adopt(store)
+        if isinstance(store, FileStore):  # (which engine: the startup log names it)
             log.info("%s: io engine %s", self.name, store.engine_note)
         kept, self._deallocated = self._deallocated, None
         if isinstance(store, DirectStore) and kept is not None and kept[0] == store.path:
@@ -278,6 +281,16 @@ class DeviceActor:
                 self.name, cfg.path, actual, self._served_size,
             )  # fmt: skip
 
+    def _adopt(self, store: BackingStore) -> None:
+        """A store this actor opened: named after it in logs, and its ring
+        (if any) submitted by the daemon's batch."""
+        if isinstance(store, FileStore):
+            store.label = self.name
+            if store.engine is not None:
+                store.engine.label = self.name
+            if self._io_batch is not None:
+                store.use_batch(self._io_batch)
+
     async def _load_image(self, device: DeviceType, path: Path) -> bool:
         """The operator loads another image: open it (confined like any
         backing file), hand it to the device, close the one it replaces."""
@@ -285,8 +298,7 @@ class DeviceActor:
             raise ValueError(f"{self.cfg.handler}: the medium is the backing file; no path")
         cfg = attrs.evolve(self.cfg, path=path)
         image = await open_store(cfg, self._roots, grow=False)
-        if isinstance(image, FileStore):
-            image.label = self.name
+        self._adopt(image)
         old = self._store
         try:
             changed = device.load(image)
@@ -379,8 +391,7 @@ class DeviceActor:
             if not message.read_only and store.read_only:
                 # the store was opened read-only: reopen it writable first
                 writable = await open_store(attrs.evolve(self.cfg, read_only=False), self._roots)
-                if isinstance(writable, FileStore):
-                    writable.label = self.name
+                self._adopt(writable)
                 device.store, self._store = writable, writable
                 with trio.CancelScope(shield=True):
                     await store.close()

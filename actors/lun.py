@@ -71,6 +71,8 @@ from pyscst.scsi.sense import Asc, ScsiError, Sense, SenseKey, Status
 log = logging.getLogger(__name__)
 
 _INQUIRY = 0x12
+#: an empty span of active LBAs (above every LBA)
+_NO_SPAN_LO = 1 << 64
 _REQUEST_SENSE = 0x03
 
 MAILBOX_DEPTH = 64
@@ -252,6 +254,12 @@ class LogicalUnit:
         self._active: dict[int, Task] = {}
         self._ordered: dict[int, Task] = {}
         self._writes_active = 0
+        #: the LBAs every task in ``_active`` lies within (only ever widened
+        #: while the set is not empty): a command outside it overlaps none, so
+        #: ``_blockers`` skips its scan (a sequential stream of writes at
+        #: queue depth 32 scanned 31 tasks a command)
+        self._span_lo = _NO_SPAN_LO
+        self._span_hi = -1
         #: atomic writes in the task set (ordered around even under QAM=1)
         self._atomic_active = 0
         self._seq = 0
@@ -532,6 +540,12 @@ class LogicalUnit:
         observe it between arrival and answer."""
         self._active[task.seq] = task
         task.state.tasks[task.cmd.tag] = task
+        lba = task.lba
+        if lba >= 0:
+            if lba < self._span_lo:
+                self._span_lo = lba
+            if lba + task.nblocks > self._span_hi:
+                self._span_hi = lba + task.nblocks
         if task.ordered:
             self._ordered[task.seq] = task
         if task.writes:
@@ -795,7 +809,10 @@ class LogicalUnit:
 
     def _retire(self, task: Task) -> None:
         task.finished = True
-        self._active.pop(task.seq, None)
+        active = self._active
+        active.pop(task.seq, None)
+        if not active:
+            self._span_lo, self._span_hi = _NO_SPAN_LO, -1
         if self._ordered:
             self._ordered.pop(task.seq, None)
         if task.writes:
@@ -910,7 +927,9 @@ class LogicalUnit:
             # every write, 15 method calls a command at queue depth 32)
             lo = task.lba
             hi = lo + task.nblocks
-            if not self._unrestricted():
+            if lo >= self._span_hi or hi <= self._span_lo:
+                pass  # (outside every active task's LBAs: no overlap to find)
+            elif not self._unrestricted():
                 writes = task.writes
                 blockers += [
                     t

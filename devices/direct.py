@@ -61,6 +61,8 @@ BLKSSZGET = 0x1268
 BLKZEROOUT = 0x127F
 #: buffers are aligned to this (covers every logical block size up to a page)
 ALIGN = mmap.PAGESIZE
+_addressof = ctypes.addressof
+_c_char = ctypes.c_char
 
 
 class DirectIoRefusedError(ValueError):
@@ -106,12 +108,16 @@ def _aligned_at(data: Buffer) -> tuple[memoryview, int]:
     view = memoryview(data).cast("B")
     n = len(view)
     if n and not n % 512 and not view.readonly and view.c_contiguous:
-        addr = ctypes.addressof(ctypes.c_char.from_buffer(view))
+        addr = _addressof(_c_char.from_buffer(view))
         if not addr % ALIGN:
             return view, addr
-    bounce, addr = aligned_window(n)
+    # (aligned_window written out: every unaligned BLOCKIO write comes here)
+    whole = memoryview(bytearray(n + ALIGN))
+    addr = _addressof(_c_char.from_buffer(whole))
+    start = -addr % ALIGN
+    bounce = whole[start : start + n]
     bounce[:] = view
-    return bounce, addr
+    return bounce, addr + start
 
 
 def logical_block_size(fd: int, block_device: bool) -> int:
@@ -135,25 +141,48 @@ class DirectStore(FileStore):
         return aligned_buffer(n)
 
     def start_read(
-        self, offset: int, buf: bytearray | memoryview, done: Callable[[ReadResult], object]
+        self,
+        offset: int,
+        buf: bytearray | memoryview,
+        done: Callable[[ReadResult], object],
+        failed: Callable[[ReadResult], object] | None = None,
     ) -> Callable[[], object] | None:
         """As FileStore's, but always into an aligned buffer of its own (the
         one ``done`` gets): ``buf`` only gives the length."""
-        return self.start_read_new(offset, len(buf), done)
+        return self.start_read_new(offset, len(buf), done, failed)
 
     def start_read_new(
-        self, offset: int, n: int, done: Callable[[ReadResult], object]
+        self,
+        offset: int,
+        n: int,
+        done: Callable[[ReadResult], object],
+        failed: Callable[[ReadResult], object] | None = None,
     ) -> Callable[[], object] | None:
         """Queue an ``n``-byte read at ``offset`` into a new aligned buffer
         (the one ``done`` gets): :meth:`start_read` without a buffer to
-        allocate first only to learn its length (disk_io's BLOCKIO READ)."""
+        allocate first only to learn its length (disk_io's BLOCKIO READ).
+        With ``failed``, ``done`` gets only the filled buffer and ``failed``
+        the rest (an OSError, or None: redo it with readinto), so a caller
+        can hand its own completion straight in (no translating call)."""
         engine = self.engine
         if engine is None or engine.broken is not None:
             return None
-        view, addr = aligned_window(n)
-        complete = self._completion(n, view, done)
+        # (aligned_window and _completion written out: this is every BLOCKIO
+        # READ's path, and each call and tuple is paid per command)
+        whole = memoryview(bytearray(n + ALIGN))
+        addr = _addressof(_c_char.from_buffer(whole))
+        start = -addr % ALIGN
+        view = whole[start : start + n]
+
+        def complete(res: int | BaseException) -> None:
+            if res == n:
+                done(view)
+            else:
+                self._completion(n, view, done if failed is None else failed)(res)
+
         try:
-            request = engine.start_read_at(self._fd, addr, n, view, offset, complete)
+            request = engine.queue(uring.OP_READ, self._fd, offset, addr + start, n, 0, view,
+                                   complete)  # fmt: skip
         except EngineFailedError:
             self._engine_failed()
             return None
@@ -249,10 +278,19 @@ class DirectStore(FileStore):
         n = len(view)
         if self.deallocated:
             self.deallocated.remove(offset, offset + n)  # mapped again
+
+        def complete(res: int | BaseException) -> None:
+            if res == n:
+                done(True)
+            else:
+                self._completion(n, True, done)(res)
+
         try:
-            request = engine.start_write_at(
-                self._fd, addr, n, view, offset, self._completion(n, True, done), fua
-            )
+            if fua:
+                request = engine.start_write_at(self._fd, addr, n, view, offset, complete, True)
+            else:  # (the common case: straight to the ring, no start_write_at frame)
+                request = engine.queue(uring.OP_WRITE, self._fd, offset, addr, n, 0, view,
+                                       complete)  # fmt: skip
         except EngineFailedError:
             self._engine_failed()
             return None

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from pyscst.devices.direct import DirectStore
 from pyscst.devices.disk_sense import io_error, miscompare, short_data_out
+from pyscst.devices.stores import FileStore
 from pyscst.scsi.cdb import NEEDS_AWAIT, NeedsAwait, Pending, rw6, rw10, rw12, rw16
 from pyscst.scsi.command import Buffer, ExecContext, ScsiCommand
 from pyscst.scsi.sense import ScsiError
@@ -116,10 +117,12 @@ def read_now(
     store = dev.store
     offset = lba << dev.block_shift
     if type(store) is DirectStore:  # (BLOCKIO never reads inline: straight to its ring)
-        return _start_read(store.start_read_new, cmd, lba, offset, nbytes)
+        return _queue_read(store.start_read_new, cmd, lba, offset, nbytes)
     buf = bytearray(nbytes)
     try:
         if not store.read_now(offset, memoryview(buf)):
+            if type(store) is FileStore:  # (a cache miss: its completion straight in)
+                return _queue_read(store.start_read, cmd, lba, offset, buf)
             start = getattr(store, "start_read", None)
             if start is None:
                 return NEEDS_AWAIT
@@ -155,6 +158,36 @@ def _start_read(
     cancel = start(offset, nbytes if buf is None else buf, done)
     if cancel is None:
         return NEEDS_AWAIT
+    pending.on_cancel(cancel)
+    return pending
+
+
+def _queue_read(
+    start: Callable[..., Callable[[], object] | None],
+    cmd: ScsiCommand,
+    lba: int,
+    offset: int,
+    what: int | bytearray,
+) -> Pending | NeedsAwait:
+    """:func:`_start_read` for FileStore and DirectStore, whose ``start``
+    (``start_read(offset, buf, done, failed)`` or ``start_read_new(offset,
+    nbytes, done, failed)``) takes a separate ``failed``: the filled buffer
+    goes from the completion straight to ``Pending.finish`` (the transfer
+    length is set now, as the task path's handle_read sets it before its
+    read); only a failure takes a translating call."""
+    nbytes = what if isinstance(what, int) else len(what)
+    pending = Pending()
+
+    def failed(result: bytearray | memoryview | OSError | None) -> None:
+        if isinstance(result, OSError):
+            pending.finish(io_error(result, lba, writing=False))
+        else:
+            pending.finish(NEEDS_AWAIT)  # (short read, ring gone: the task path)
+
+    cancel = start(offset, what, pending.finish, failed)
+    if cancel is None:
+        return NEEDS_AWAIT
+    cmd.transfer_length = nbytes
     pending.on_cancel(cancel)
     return pending
 

@@ -10,9 +10,9 @@ there, the rest signal an eventfd registered with the ring that a reaper task
 waits on with ``trio.lowlevel.wait_readable``. The waiting command task is
 parked with ``wait_task_rescheduled`` and woken with its result: no Event, no
 thread, no copy (the kernel reads into / writes from the command's buffer).
-A transport that has worked through a received chunk of PDUs calls
-:func:`submit_queued` before it waits for more: the chunk's requests go to
-the kernel at once, in one ``io_uring_enter`` per ring (queue depth 1 spends
+A transport that has worked through a received chunk of PDUs calls its
+daemon's :meth:`SubmissionBatch.submit_queued` before it waits for more: the
+chunk's requests go to the kernel at once, in one ``io_uring_enter`` per ring (queue depth 1 spends
 no loop tick on the flusher, and a deep queue no extra system call); the
 flusher still takes whatever was queued elsewhere (command tasks, completion
 callbacks) at its turn. A request can also carry a callback instead of a task
@@ -39,7 +39,6 @@ import logging
 import os
 from collections.abc import Callable
 
-import attrs
 import outcome
 import trio
 
@@ -49,6 +48,14 @@ log = logging.getLogger(__name__)
 
 #: how long closing waits for in-flight requests before giving up (seconds)
 CLOSE_TIMEOUT = 10.0
+#: completions that say "not now" rather than "failed" (the kernel ran out of
+#: memory or request slots): a task's request is queued again, a callback
+#: request is redone through its task path (the store's ``done(None)``)
+TRANSIENT_ERRORS = frozenset({errno.EAGAIN, errno.ENOMEM})
+#: how often a task's request is queued again after such a completion, and
+#: the pause before the first retry (seconds; doubled, tripled after that)
+TRANSIENT_RETRIES = 3
+TRANSIENT_PAUSE = 0.001
 
 
 class EngineFailedError(OSError):
@@ -61,82 +68,98 @@ class EngineFailedError(OSError):
 Completion = Callable[[int | BaseException], object]
 
 
-@attrs.define(eq=False, slots=True)
-class _Op:
-    key: int
-    #: keeps the buffer exported (unresizable, alive) until the completion
-    pin: object
-    task: trio.lowlevel.Task | None = None
-    result: int | None = None
-    failed: BaseException | None = None
-    #: a callback request (:meth:`UringEngine.start_read`): called once, from
-    #: the loop, instead of waking a task
-    done: Completion | None = None
-
-
 class Request:
-    """A callback request in flight: what :meth:`UringEngine.start_read` and
-    :meth:`UringEngine.start_write` return."""
+    """One request on the ring, from its SQE to its completion: the one
+    object a request costs (slotted; no separate handle). A callback request
+    (:meth:`UringEngine.start_read`) is returned to its caller, whose
+    :meth:`cancel` asks the kernel to stop it."""
 
-    __slots__ = ("_engine", "_ops")
+    __slots__ = ("_engine", "done", "failed", "key", "link", "pin", "result", "task")
 
-    def __init__(self, engine: UringEngine, *ops: _Op) -> None:
+    def __init__(self, engine: UringEngine, key: int, pin: object, done: Completion | None) -> None:
         self._engine = engine
-        self._ops = ops
+        self.key = key
+        #: keeps the buffer exported (unresizable, alive) until the completion
+        self.pin = pin
+        #: a callback request: called once, from the loop, instead of waking a task
+        self.done = done
+        #: the task parked on it (:meth:`UringEngine._wait`)
+        self.task: trio.lowlevel.Task | None = None
+        self.result: int | None = None
+        self.failed: BaseException | None = None
+        #: the request linked behind this one (FUA's fdatasync), cancelled with it
+        self.link: Request | None = None
 
     def cancel(self) -> None:
         """Ask the kernel to stop; ``done`` still comes (with -ECANCELED or
         the result), and only then is the buffer free again."""
+        op: Request | None = self
         engine = self._engine
-        for op in self._ops:
+        while op is not None:
             if op.done is not None and op.result is None and engine.broken is None:
                 engine._cancel(op)
+            op = op.link
 
 
-#: engines that want a submission since :func:`submit_queued` last ran (a
-#: transport may test it to skip that call: it is only ever changed in place)
-queued_engines: list[UringEngine] = []
-#: reader tasks that call :func:`submit_queued` before each of their
-#: checkpoints (:func:`register_reader`): what they queue wakes no flusher
-_readers: set[trio.lowlevel.Task] = set()
+class SubmissionBatch:
+    """The engines with requests queued since the last submission, and the
+    reader tasks that submit them themselves: one per daemon, handed to its
+    stores' engines (:meth:`UringEngine.use_batch`, through the device actor)
+    and to its connections (through the portal).
 
-
-def register_reader(task: trio.lowlevel.Task) -> None:
-    """``task`` (a transport's reader) promises to call :func:`submit_queued`
-    before every checkpoint after which it could have queued requests (after
-    each received chunk it worked through): the requests it queues then wake
-    no flusher task, whose turn would come after that call and find nothing
-    to submit (at queue depth 1, one task step a command). Requests queued
-    by any other task wake the flusher as always. Undo with
-    :func:`unregister_reader` when the task ends."""
-    _readers.add(task)
-
-
-def unregister_reader(task: trio.lowlevel.Task) -> None:
-    _readers.discard(task)
-
-
-def submit_queued() -> None:
-    """Submit every ring's queued requests now, one ``io_uring_enter`` each.
-
-    Called by a transport when it has worked through a received chunk of PDUs
-    and is about to wait for more: the requests its commands queued start at
-    once (at queue depth 1 that saves the flusher's loop tick; a deep queue's
-    chunk still goes in one system call). Completions found inline are
-    handled here, as the flusher would; should one of their callbacks queue
-    a request in turn, that one goes in too (a few rounds, then the flusher).
+    Why an object and not module state: two daemons in one process (the
+    tests run many) must not submit each other's rings or treat each
+    other's readers as their own, and whoever owns the daemon owns this.
+    An engine made without one (tools, tests) has a batch of its own: its
+    requests are then submitted by its flusher task, as before.
     """
-    for _ in range(_SUBMIT_ROUNDS):
-        if not queued_engines:
-            return
-        engines = queued_engines[:]
-        queued_engines.clear()
-        for engine in engines:
-            engine._listed = False
-            if engine._flush_wanted and engine.broken is None and engine._ring.fd >= 0:
-                engine._flush()
-    for engine in queued_engines:  # (still more: the flushers take it, never stranded)
-        engine._wake_flusher()
+
+    __slots__ = ("queued", "readers")
+
+    def __init__(self) -> None:
+        #: engines that want a submission since :meth:`submit_queued` last ran
+        #: (a transport may test it to skip that call: only changed in place)
+        self.queued: list[UringEngine] = []
+        #: reader tasks that call :meth:`submit_queued` before each of their
+        #: checkpoints (:meth:`register_reader`): what they queue wakes no flusher
+        self.readers: set[trio.lowlevel.Task] = set()
+
+    def register_reader(self, task: trio.lowlevel.Task) -> None:
+        """``task`` (a transport's reader) promises to call :meth:`submit_queued`
+        before every checkpoint after which it could have queued requests
+        (after each received chunk it worked through): the requests it queues
+        then wake no flusher task, whose turn would come after that call and
+        find nothing to submit (at queue depth 1, one task step a command).
+        Requests queued by any other task wake the flusher as always. Undo
+        with :meth:`unregister_reader` when the task ends."""
+        self.readers.add(task)
+
+    def unregister_reader(self, task: trio.lowlevel.Task) -> None:
+        self.readers.discard(task)
+
+    def submit_queued(self) -> None:
+        """Submit every listed ring's queued requests now, one ``io_uring_enter`` each.
+
+        Called by a transport when it has worked through a received chunk of
+        PDUs and is about to wait for more: the requests its commands queued
+        start at once (at queue depth 1 that saves the flusher's loop tick; a
+        deep queue's chunk still goes in one system call). Completions found
+        inline are handled here, as the flusher would; should one of their
+        callbacks queue a request in turn, that one goes in too (a few
+        rounds, then the flusher).
+        """
+        queued = self.queued
+        for _ in range(_SUBMIT_ROUNDS):
+            if not queued:
+                return
+            engines = queued[:]
+            queued.clear()
+            for engine in engines:
+                engine._listed = False
+                if engine._flush_wanted and engine.broken is None and engine._ring.fd >= 0:
+                    engine._flush()
+        for engine in queued:  # (still more: the flushers take it, never stranded)
+            engine._wake_flusher()
 
 
 #: how many times submit_queued goes round for requests its completions queued
@@ -148,10 +171,14 @@ class UringEngine:
 
     name = "io_uring"
 
-    def __init__(self, ring: uring.Ring, label: str = "") -> None:
+    def __init__(
+        self, ring: uring.Ring, label: str = "", batch: SubmissionBatch | None = None
+    ) -> None:
         self._ring = ring
+        #: whose submit_queued submits this ring's requests (see SubmissionBatch)
+        self._batch = batch if batch is not None else SubmissionBatch()
         self.label = label
-        self._ops: dict[int, _Op] = {}
+        self._ops: dict[int, Request] = {}
         self._next_key = 1  # 0 marks cancel requests, whose answers nobody waits for
         self._flusher: trio.lowlevel.Task | None = None
         self._flush_wanted = False
@@ -163,15 +190,18 @@ class UringEngine:
         #: requests submitted, submit syscalls made (batching shows as the ratio)
         self.requests = 0
         self.submits = 0
-        #: requests queued in the SQ since the last submit
-        self._unsubmitted: list[_Op] = []
+        #: requests with a key from this one on were queued after the last
+        #: successful submit: the kernel never saw them
+        self._unsubmitted_from = 1
         #: buffers of requests lost in a broken ring: never released
         self._orphans: list[object] = []
-        #: in the module's list of engines with requests to submit (queued_engines)
+        #: in its batch's list of engines with requests to submit
         self._listed = False
 
     @classmethod
-    def create(cls, label: str = "", entries: int = 256) -> UringEngine:
+    def create(
+        cls, label: str = "", entries: int = 256, batch: SubmissionBatch | None = None
+    ) -> UringEngine:
         """Raises :class:`uring.UringUnavailableError` (or OSError) if io_uring cannot work."""
         ring = uring.Ring(entries)
         try:
@@ -179,7 +209,21 @@ class UringEngine:
         except BaseException:
             ring.close()
             raise
-        return cls(ring, label)
+        return cls(ring, label, batch)
+
+    def use_batch(self, batch: SubmissionBatch) -> None:
+        """Have ``batch`` (the daemon's) submit this ring's requests from now on."""
+        old = self._batch
+        if old is batch:
+            return
+        if self._listed:  # (listed in the old one: move, so nothing is stranded there)
+            if self in old.queued:
+                old.queued.remove(self)
+            self._listed = False
+        self._batch = batch
+        if self._flush_wanted:
+            self._flush_wanted = False
+            self._want_flush()
 
     # -- requests -------------------------------------------------------------
     async def read(self, fd: int, buf: memoryview, offset: int, flags: int = 0) -> int:
@@ -194,9 +238,7 @@ class UringEngine:
         answers it from ``done``). The buffer stays pinned until then.
         Raises :class:`EngineFailedError` when the ring cannot take it."""
         addr, pin = uring.buffer_address(buf)
-        op = self._queue(uring.OP_READ, fd, offset, addr, len(buf), 0, pin)
-        op.done = done
-        return Request(self, op)
+        return self.queue(uring.OP_READ, fd, offset, addr, len(buf), 0, pin, done)
 
     def start_read_at(
         self, fd: int, addr: int, length: int, pin: object, offset: int, done: Completion
@@ -206,15 +248,11 @@ class UringEngine:
         the buffer is not looked up through ctypes a second time. ``pin`` must
         keep those ``length`` bytes alive and unmoved until ``done`` (a
         memoryview of a bytearray does: the export forbids resizing)."""
-        op = self._queue(uring.OP_READ, fd, offset, addr, length, 0, pin)
-        op.done = done
-        return Request(self, op)
+        return self.queue(uring.OP_READ, fd, offset, addr, length, 0, pin, done)
 
     def start_fsync(self, fd: int, offset: int, length: int, done: Completion) -> Request:
         """Queue a ranged fdatasync (FUA after a cache write); as start_read."""
-        op = self._queue(uring.OP_FSYNC, fd, offset, 0, length, uring.FSYNC_DATASYNC, None)
-        op.done = done
-        return Request(self, op)
+        return self.queue(uring.OP_FSYNC, fd, offset, 0, length, uring.FSYNC_DATASYNC, None, done)
 
     def start_write(
         self, fd: int, buf: memoryview, offset: int, done: Completion, datasync: bool = False
@@ -243,9 +281,7 @@ class UringEngine:
         """As :meth:`start_write`, from memory whose address the caller
         already knows (see :meth:`start_read_at` for ``pin``)."""
         if not datasync:
-            op = self._queue(uring.OP_WRITE, fd, offset, addr, n, 0, pin)
-            op.done = done
-            return Request(self, op)
+            return self.queue(uring.OP_WRITE, fd, offset, addr, n, 0, pin, done)
         self._room(2)  # (a link cannot span two submissions)
         # done once both completions are in (in whichever order they come):
         # the write's result if it failed or was short (the sync then never
@@ -262,11 +298,16 @@ class UringEngine:
             else:
                 done(synced if isinstance(synced, BaseException) or synced < 0 else n)
 
-        w = self._queue(uring.OP_WRITE, fd, offset, addr, n, 0, pin, uring.SQE_IO_LINK)
-        w.done = functools.partial(finish, 0)
-        f = self._queue(uring.OP_FSYNC, fd, offset, 0, n, uring.FSYNC_DATASYNC, None)
-        f.done = functools.partial(finish, 1)
-        return Request(self, w, f)
+        w = self.queue(
+            uring.OP_WRITE, fd, offset, addr, n, 0, pin, functools.partial(finish, 0),
+            uring.SQE_IO_LINK,
+        )  # fmt: skip
+        f = self.queue(
+            uring.OP_FSYNC, fd, offset, 0, n, uring.FSYNC_DATASYNC, None,
+            functools.partial(finish, 1),
+        )  # fmt: skip
+        w.link = f
+        return w
 
     async def write(self, fd: int, buf: memoryview, offset: int, flags: int = 0) -> int:
         """One write(2) of ``buf`` at ``offset`` (``flags``: RWF_DSYNC for FUA)."""
@@ -288,13 +329,19 @@ class UringEngine:
     async def _run(
         self, opcode: int, fd: int, off: int, addr: int, length: int, flags: int, pin: object
     ) -> int:
-        op = self._queue(opcode, fd, off, addr, length, flags, pin)
-        res = await self._wait(op)
-        if res < 0:
+        for attempt in range(TRANSIENT_RETRIES + 1):
+            op = self.queue(opcode, fd, off, addr, length, flags, pin, None)
+            res = await self._wait(op)
+            if res >= 0:
+                return res
             if res == -errno.ECANCELED:
                 await trio.lowlevel.checkpoint_if_cancelled()
+            elif -res in TRANSIENT_ERRORS and attempt < TRANSIENT_RETRIES:
+                # (nothing is in flight now: a cancel during the pause is safe)
+                await trio.sleep(TRANSIENT_PAUSE * (attempt + 1))
+                continue
             raise OSError(-res, os.strerror(-res))
-        return res
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _room(self, n: int) -> None:
         """At least ``n`` free SQEs, or EngineFailedError."""
@@ -306,9 +353,11 @@ class UringEngine:
         if ring.space() < n:
             self._flush()  # a full ring this tick: submit what is there now
             if self.broken is not None or ring.space() < n:
+                if self.broken is None:
+                    self._want_flush()  # (what the kernel left: again at the next turn)
                 raise EngineFailedError(errno.EAGAIN, self.broken or "submission ring full")
 
-    def _queue(
+    def queue(
         self,
         opcode: int,
         fd: int,
@@ -317,31 +366,40 @@ class UringEngine:
         length: int,
         flags: int,
         pin: object,
+        done: Completion | None,
         sqe_flags: int = 0,
-    ) -> _Op:
-        self._room(1)
+    ) -> Request:
+        """Write one SQE and remember its request: what every ``start_*``
+        method comes down to, and what a store's hot path may call directly
+        (``done``: a callback request; None: :meth:`_wait` parks a task on
+        it). One object and one ``pack_into`` a request; the slow checks
+        only when the ring is full, broken or not started yet. Raises
+        :class:`EngineFailedError` when the ring cannot take it."""
         ring = self._ring
+        if ring.queued >= ring.sq_entries or self.broken is not None or not self._started:
+            self._room(1)
         key = self._next_key
         self._next_key = key + 1
-        op = _Op(key, pin)
+        op = Request(self, key, pin, done)
         ring.push(opcode, fd, off, addr, length, flags, key, sqe_flags)
         self._ops[key] = op
-        self._unsubmitted.append(op)
         self.requests += 1
         if not self._flush_wanted:
             self._want_flush()
         return op
 
     def _want_flush(self) -> None:
-        """Have what is queued in the SQ submitted: by :func:`submit_queued`
-        (the engine is always listed for it) and by the flusher task, unless
-        the task queuing is a registered reader (it submits itself)."""
+        """Have what is queued in the SQ submitted: by its batch's
+        :meth:`~SubmissionBatch.submit_queued` (the engine is always listed
+        there) and by the flusher task, unless the task queuing is one of the
+        batch's registered readers (it submits itself)."""
         if not self._flush_wanted:
             self._flush_wanted = True
+            batch = self._batch
             if not self._listed:
                 self._listed = True
-                queued_engines.append(self)
-            if _readers and trio.lowlevel.current_task() in _readers:
+                batch.queued.append(self)
+            if batch.readers and trio.lowlevel.current_task() in batch.readers:
                 return  # (its submit_queued comes before its next checkpoint)
             self._wake_flusher()
 
@@ -351,7 +409,7 @@ class UringEngine:
             self._flusher = None
             trio.lowlevel.reschedule(flusher)
 
-    async def _wait(self, op: _Op) -> int:
+    async def _wait(self, op: Request) -> int:
         if op.result is None and op.failed is None:
             op.task = trio.lowlevel.current_task()
 
@@ -370,7 +428,7 @@ class UringEngine:
         assert op.result is not None
         return op.result
 
-    def _cancel(self, op: _Op) -> None:
+    def _cancel(self, op: Request) -> None:
         ring = self._ring
         if ring.space() == 0:
             return  # the request completes by itself; the abort waits for it
@@ -419,7 +477,7 @@ class UringEngine:
                 self._fail(f"io_uring_enter: {exc.strerror or exc}")
                 return
             self.submits += 1
-            self._unsubmitted.clear()
+            self._unsubmitted_from = self._next_key
         self._complete(ring.reap())
 
     async def _reap_loop(self) -> None:
@@ -443,7 +501,10 @@ class UringEngine:
             done = op.done
             if done is not None:
                 op.done = None
-                self._call(done, res)
+                try:
+                    done(res)
+                except Exception:  # (a bug there must not stop the other completions)
+                    log.exception("%s: I/O completion callback failed", self.label)
                 continue
             task = op.task
             if task is not None:
@@ -461,10 +522,10 @@ class UringEngine:
         self.broken = reason
         ops = list(self._ops.values())
         self._ops.clear()
-        fresh_keys = {op.key for op in self._unsubmitted}
-        self._unsubmitted.clear()
+        fresh_from = self._unsubmitted_from
+        self._unsubmitted_from = self._next_key
         for op in ops:
-            if op.key in fresh_keys:
+            if op.key >= fresh_from:
                 op.failed = EngineFailedError(errno.EIO, reason)
             else:
                 op.failed = OSError(errno.EIO, f"io_uring failed: {reason}")

@@ -35,8 +35,14 @@ from typing import Protocol, TypeVar
 
 import trio
 
+from pyscst.devices import uring
 from pyscst.devices.confine import open_beneath
-from pyscst.devices.io_engine import EngineFailedError, UringEngine
+from pyscst.devices.io_engine import (
+    TRANSIENT_ERRORS,
+    EngineFailedError,
+    SubmissionBatch,
+    UringEngine,
+)
 from pyscst.devices.store_health import RateLimitedWarning, file_problem
 from pyscst.scsi.command import Buffer
 
@@ -402,10 +408,19 @@ class FileStore:
             return True
         return False
 
+    def use_batch(self, batch: SubmissionBatch) -> None:
+        """Let ``batch`` (the daemon's, handed over by the device actor)
+        submit this store's ring: its connections' readers then submit the
+        requests their chunks queued themselves (devices/io_engine.py)."""
+        if self.engine is not None:
+            self.engine.use_batch(batch)
+
     def _engine_failed(self) -> None:
-        """The ring broke (devices/io_engine.py logged why): threads from now on."""
+        """The ring broke (devices/io_engine.py logged why): threads from now
+        on. A ring that was only full (the kernel took nothing this time)
+        still works: the one request goes by thread, the next ones by ring."""
         engine = self.engine
-        if engine is not None:
+        if engine is not None and engine.broken is not None:
             self.engine = None
             self.engine_note = f"threads (io_uring failed: {engine.broken})"
 
@@ -425,19 +440,33 @@ class FileStore:
         return bytearray(n)
 
     def start_read(
-        self, offset: int, buf: bytearray | memoryview, done: Callable[[ReadResult], object]
+        self,
+        offset: int,
+        buf: bytearray | memoryview,
+        done: Callable[[ReadResult], object],
+        failed: Callable[[ReadResult], object] | None = None,
     ) -> Callable[[], object] | None:
         """Queue a read of ``len(buf)`` bytes at ``offset`` on the ring and
         return its cancel function; ``done`` gets, from the loop, the filled
         buffer, an OSError, or None (redo it with :meth:`readinto`: a short
         read, a ring that broke). None, and ``done`` is never called: no
-        engine here, use :meth:`readinto`."""
+        engine here, use :meth:`readinto`. With ``failed``, ``done`` gets
+        only the filled buffer and ``failed`` the rest (a caller's own
+        completion goes straight in, no translating call per command)."""
         engine = self.engine
         if engine is None or engine.broken is not None:
             return None
-        complete = self._completion(len(buf), buf, done)
+        n = len(buf)
+
+        def complete(res: int | BaseException) -> None:
+            if res == n:
+                done(buf)
+            else:
+                self._completion(n, buf, done if failed is None else failed)(res)
+
+        addr, pin = uring.buffer_address(memoryview(buf))
         try:
-            request = engine.start_read(self._fd, memoryview(buf), offset, complete)
+            request = engine.queue(uring.OP_READ, self._fd, offset, addr, n, 0, pin, complete)
         except EngineFailedError:
             self._engine_failed()
             return None
@@ -449,12 +478,17 @@ class FileStore:
         """A request's result as ``start_read``/``start_write``'s ``done``
         wants it: ``ok`` when all ``n`` bytes moved, the OSError, or None for
         "redo it the task way" (a short transfer: readinto reads the rest or
-        finds the file shrank, write() writes it all again; a broken ring)."""
+        finds the file shrank, write() writes it all again; a broken ring;
+        EAGAIN or ENOMEM, which the task path's request retries)."""
 
         def complete(res: int | BaseException) -> None:
-            if isinstance(res, EngineFailedError):
+            if res == n:  # (the common case first: an exception never equals n)
+                done(ok)
+            elif isinstance(res, EngineFailedError):
                 self._engine_failed()
                 done(None)
+            elif isinstance(res, int) and -res in TRANSIENT_ERRORS:
+                done(None)  # (out of memory or slots for now: the task path retries)
             elif isinstance(res, BaseException) or res < 0:
                 if isinstance(res, OSError):
                     exc = res
@@ -464,8 +498,6 @@ class FileStore:
                     exc = OSError(errno.EIO, str(res))
                 self.failed(exc)
                 done(exc)
-            elif res == n:
-                done(ok)
             else:
                 done(None)
 

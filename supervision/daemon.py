@@ -34,6 +34,7 @@ from pyscst.admin.control.operations import Controller
 from pyscst.admin.control.ops.faults import fault_operations
 from pyscst.admin.control.reconcile import apply_port_groups
 from pyscst.admin.control.server import ControlServer, OpHandler
+from pyscst.devices.io_engine import SubmissionBatch
 from pyscst.supervision.cluster.alua_sync import AluaSync
 from pyscst.supervision.cluster.etcd_proto import EtcdError
 from pyscst.supervision.cluster.node import ClusterNode
@@ -86,6 +87,9 @@ class Daemon:
     auth: AuthRegistry = attrs.field(factory=AuthRegistry)
     #: cluster mode ([cluster]): this node's lease, fence and shared reservations
     cluster: ClusterNode | None = None
+    #: the io_uring submission batch of this daemon's stores and connections
+    #: (devices/io_engine.py): a connection's reader submits what its chunk queued
+    io_batch: SubmissionBatch = attrs.field(factory=SubmissionBatch)
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -111,8 +115,9 @@ class Daemon:
             except EtcdError as exc:
                 raise ValueError(f"cluster: cannot read its reservations: {exc}") from exc
         actor = DeviceActor(
-            dcfg, roots=roots, grow=grow, peers=self._peer, backends=connect_iscsi
-        )
+            dcfg, roots=roots, grow=grow, peers=self._peer, backends=connect_iscsi,
+            io_batch=self.io_batch,
+        )  # fmt: skip
         lu = LogicalUnit(
             dcfg.name, actor.current, CORE_TABLE, faults=self.faults,
             pr_path=self.config.state_dir / "pr" / f"{dcfg.name}.json",
@@ -146,7 +151,7 @@ class Daemon:
         iscsi = self.config.iscsi
         portal = IscsiPortal(
             host, port, self.directory, iscsi_limits(iscsi), connection_settings(iscsi),
-            faults=self.faults, auth=self.auth,
+            faults=self.faults, auth=self.auth, io_batch=self.io_batch,
         )  # fmt: skip
         child = await self.portal_supervisor.start(portal, Restart.PERMANENT)
         self.portals.append(portal)

@@ -35,12 +35,7 @@ from pyscst.actors.faults_lu import portal_of
 from pyscst.actors.messages import TmfFunction, TmfResponse
 from pyscst.actors.session import LunMapping, Session
 from pyscst.actors.target import SessionInfo
-from pyscst.devices.io_engine import (
-    queued_engines,
-    register_reader,
-    submit_queued,
-    unregister_reader,
-)
+from pyscst.devices.io_engine import SubmissionBatch
 from pyscst.scsi.cdb import Pending
 from pyscst.scsi.command import (
     Buffer,
@@ -234,9 +229,14 @@ class IscsiConnection:
         name: str = "iscsi",
         faults: FaultEngine | None = None,
         gate: PreloginGate | None = None,
+        io_batch: SubmissionBatch | None = None,
     ) -> None:
         self.name = name
         self._faults = faults
+        #: the daemon's io_uring submission batch: the reader submits the
+        #: disk I/O each chunk queued (_end_batch); a connection without one
+        #: (tests) leaves it to the engines' flushers
+        self._io_batch = io_batch if io_batch is not None else SubmissionBatch()
         #: the portal's pre-login admission table (we report progress and leave it)
         self._gate = gate
         #: the reader's part count when the current partial PDU part began, and when
@@ -504,10 +504,11 @@ class IscsiConnection:
         # answers are written and before we wait for more: one submission for
         # the chunk, no loop tick for the engines' flusher (devices/io_engine.py);
         # what completed meanwhile is answered in the same writev as the rest
-        if queued_engines:  # (nothing queued, as on a page-cache hit: no call)
+        io_batch = self._io_batch
+        if io_batch.queued:  # (nothing queued, as on a page-cache hit: no call)
             self._submitting = True
             try:
-                submit_queued()
+                io_batch.submit_queued()
             finally:
                 self._submitting = False
         self._batching = False
@@ -751,7 +752,7 @@ class IscsiConnection:
         # this task submits the disk I/O its chunks queue itself (_end_batch
         # before every wait): the engines' flusher need not wake for it
         reader_task = trio.lowlevel.current_task()
-        register_reader(reader_task)
+        self._io_batch.register_reader(reader_task)
         try:
             while True:
                 before = self.stats_commands
@@ -794,7 +795,7 @@ class IscsiConnection:
             try:
                 self._end_batch()
             finally:
-                unregister_reader(reader_task)
+                self._io_batch.unregister_reader(reader_task)
 
     def _arrival(self, event: Any, discovery: bool) -> list[Any] | Rejected | None:
         """Any PDU but a SCSI command in a normal session: handle it now, or
@@ -1399,7 +1400,7 @@ class IscsiConnection:
             return False
         if hit.action.kind is ActionKind.PDU_DELAY:
             self._batching = False  # what is answered so far goes out meanwhile
-            submit_queued()  # (and the disk I/O queued so far starts: see register_reader)
+            self._io_batch.submit_queued()  # (the disk I/O queued so far starts)
             self._flush_pending()
             await trio.sleep(hit.delay)
             self._batching = True

@@ -22,6 +22,7 @@ from pyscst.actors.faults import FaultEngine
 from pyscst.actors.session import Session
 from pyscst.actors.supervisor import Restart, Supervisor
 from pyscst.actors.target import TargetDirectory
+from pyscst.devices.io_engine import SubmissionBatch
 from pyscst.scsi.command import Nexus
 from pyscst.transports.iscsi.admission import PreloginGate, Verdict
 from pyscst.transports.iscsi.auth import AuthRegistry
@@ -43,8 +44,11 @@ class IscsiPortal:
         settings: ConnectionSettings,
         faults: FaultEngine | None = None,
         auth: AuthRegistry | None = None,
+        io_batch: SubmissionBatch | None = None,
     ) -> None:
         self.name = f"portal {host}:{port}"
+        #: the daemon's io_uring submission batch, handed to each connection
+        self._io_batch = io_batch
         self.auth = auth if auth is not None else AuthRegistry()
         self._faults = faults
         self.host = host
@@ -112,7 +116,9 @@ class IscsiPortal:
                 self.gate.refused,
             )
             return None
-        conn = IscsiConnection(stream, self, faults=self._faults, gate=self.gate)
+        conn = IscsiConnection(
+            stream, self, faults=self._faults, gate=self.gate, io_batch=self._io_batch
+        )
         answer = self.gate.admit(
             conn, address, settings.max_prelogin_connections, settings.max_prelogin_per_address
         )

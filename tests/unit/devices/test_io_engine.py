@@ -23,13 +23,7 @@ from hypothesis import HealthCheck, given, settings
 
 import pyscst.devices.uring as uring
 from pyscst.devices.direct import DirectStore, is_aligned
-from pyscst.devices.io_engine import (
-    EngineFailedError,
-    UringEngine,
-    register_reader,
-    submit_queued,
-    unregister_reader,
-)
+from pyscst.devices.io_engine import EngineFailedError, SubmissionBatch, UringEngine
 from pyscst.devices.stores import (
     IO_ENGINE_ENV,
     FileStore,
@@ -538,8 +532,9 @@ async def test_submit_queued_submits_every_ring_at_once_without_a_loop_tick() ->
     """What a transport's chunk queued goes to the kernel from submit_queued
     itself (no checkpoint, one io_uring_enter per ring); without it the
     flusher takes the requests at its turn, as before."""
-    one = UringEngine.create("one")
-    two = UringEngine.create("two")
+    batch = SubmissionBatch()
+    one = UringEngine.create("one", batch=batch)
+    two = UringEngine.create("two", batch=batch)
     r, w = os.pipe()
     try:
         got: list[int | BaseException] = []
@@ -547,10 +542,10 @@ async def test_submit_queued_submits_every_ring_at_once_without_a_loop_tick() ->
         one.start_read(r, memoryview(bytearray(8)), -1, got.append)
         two.start_read(r, memoryview(bytearray(8)), -1, got.append)
         assert one.submits == two.submits == 0
-        submit_queued()  # (no checkpoint in between)
+        batch.submit_queued()  # (no checkpoint in between)
         assert (one.submits, two.submits) == (1, 1)
         assert one.in_flight == 2 and two.in_flight == 1
-        submit_queued()  # nothing left: no system call
+        batch.submit_queued()  # nothing left: no system call
         assert (one.submits, two.submits) == (1, 1)
         # queued outside a transport's chunk: the flusher's turn
         one.start_read(r, memoryview(bytearray(8)), -1, got.append)
@@ -571,14 +566,15 @@ async def test_submit_queued_submits_every_ring_at_once_without_a_loop_tick() ->
 async def test_submit_queued_skips_a_closed_or_broken_ring() -> None:
     """An engine closed or broken after it queued is never submitted through
     (its ring may be gone): submit_queued neither raises nor calls into it."""
-    engine = UringEngine.create("t")
+    batch = SubmissionBatch()
+    engine = UringEngine.create("t", batch=batch)
     r, w = os.pipe()
     try:
         got: list[int | BaseException] = []
         engine.start_read(r, memoryview(bytearray(8)), -1, got.append)
         engine._fail("injected")
         assert len(got) == 1 and isinstance(got[0], EngineFailedError)
-        submit_queued()
+        batch.submit_queued()
         assert engine.submits == 0
     finally:
         await engine.aclose()
@@ -591,7 +587,8 @@ async def test_a_registered_reader_wakes_no_flusher_other_tasks_do() -> None:
     """What a registered reader queues waits for its submit_queued (no
     flusher step for it); what another task queues meanwhile still has the
     flusher submit it at its turn."""
-    engine = UringEngine.create("t")
+    batch = SubmissionBatch()
+    engine = UringEngine.create("t", batch=batch)
     r, w = os.pipe()
     me = trio.lowlevel.current_task()
     try:
@@ -601,11 +598,11 @@ async def test_a_registered_reader_wakes_no_flusher_other_tasks_do() -> None:
         await _until(lambda: len(got) == 1)
         got.clear()
         submits = engine.submits
-        register_reader(me)
+        batch.register_reader(me)
         engine.start_read(r, memoryview(bytearray(8)), -1, got.append)
         await trio.sleep(0.01)  # (a reader never checkpoints here: the flusher stayed asleep)
         assert engine.submits == submits and engine.in_flight == 1
-        submit_queued()
+        batch.submit_queued()
         assert engine.submits == submits + 1
 
         async def other() -> None:
@@ -615,9 +612,9 @@ async def test_a_registered_reader_wakes_no_flusher_other_tasks_do() -> None:
             nursery.start_soon(other)
         await trio.sleep(0.01)
         assert engine.submits == submits + 2 and engine.in_flight == 2  # the flusher took it
-        submit_queued()  # (nothing left: no system call)
+        batch.submit_queued()  # (nothing left: no system call)
         assert engine.submits == submits + 2
-        unregister_reader(me)
+        batch.unregister_reader(me)
         engine.start_read(r, memoryview(bytearray(8)), -1, got.append)
         await trio.sleep(0.01)
         assert engine.submits == submits + 3  # not a reader any more: the flusher's
@@ -625,8 +622,8 @@ async def test_a_registered_reader_wakes_no_flusher_other_tasks_do() -> None:
         await _until(lambda: len(got) == 3)
         assert got == [8, 8, 8]
     finally:
-        unregister_reader(me)
-        submit_queued()
+        batch.unregister_reader(me)
+        batch.submit_queued()
         await engine.aclose()
         os.close(r)
         os.close(w)
@@ -638,7 +635,8 @@ async def test_a_request_queued_by_a_completion_inside_submit_queued_is_not_stra
     callback queues another request (from the reader's own task, so no
     flusher is woken for it): that one is submitted too, before the call
     returns, and never waits for the reader's next chunk."""
-    engine = UringEngine.create("t")
+    batch = SubmissionBatch()
+    engine = UringEngine.create("t", batch=batch)
     r, w = os.pipe()
     me = trio.lowlevel.current_task()
     try:
@@ -654,18 +652,18 @@ async def test_a_request_queued_by_a_completion_inside_submit_queued_is_not_stra
             engine.start_read(r, memoryview(bytearray(8)), -1, chained.append)
 
         os.write(w, b"b" * 8)  # (the first read completes at once)
-        register_reader(me)
+        batch.register_reader(me)
         engine.start_read(r, memoryview(bytearray(8)), -1, then_another)
-        submit_queued()
-        unregister_reader(me)
+        batch.submit_queued()
+        batch.unregister_reader(me)
         assert got[-1] == 8
         assert engine.submits == submits + 2 and engine.in_flight == 1  # the chained one is in
         os.write(w, b"c" * 8)
         await _until(lambda: bool(chained))
         assert chained == [8]
     finally:
-        unregister_reader(me)
-        submit_queued()
+        batch.unregister_reader(me)
+        batch.submit_queued()
         await engine.aclose()
         os.close(r)
         os.close(w)
@@ -676,7 +674,8 @@ async def test_a_chain_longer_than_submit_queued_goes_round_is_left_to_the_flush
     """Completions whose callbacks keep queuing (each read completing inline)
     are followed a few rounds by submit_queued, then by the flusher: the
     chain runs to its end, none of it stranded behind the reader."""
-    engine = UringEngine.create("t")
+    batch = SubmissionBatch()
+    engine = UringEngine.create("t", batch=batch)
     r, w = os.pipe()
     me = trio.lowlevel.current_task()
     try:
@@ -692,16 +691,16 @@ async def test_a_chain_longer_than_submit_queued_goes_round_is_left_to_the_flush
                 engine.start_read(r, memoryview(bytearray(8)), -1, link)
 
         os.write(w, b"b" * 80)  # every read of the chain completes at once
-        register_reader(me)
+        batch.register_reader(me)
         engine.start_read(r, memoryview(bytearray(8)), -1, link)
-        submit_queued()
-        unregister_reader(me)
+        batch.submit_queued()
+        batch.unregister_reader(me)
         assert 1 <= len(links) < 10  # (only a few rounds from in there)
         await _until(lambda: len(links) == 10)
         assert links == [8] * 10 and engine.in_flight == 0
     finally:
-        unregister_reader(me)
-        submit_queued()
+        batch.unregister_reader(me)
+        batch.submit_queued()
         await engine.aclose()
         os.close(r)
         os.close(w)

@@ -5,13 +5,28 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import trio
 
 import pyscst.transports.iscsi.connection as connection_module
+from pyscst.devices.io_engine import SubmissionBatch
 from pyscst.transports.iscsi.connection import IscsiConnection
+
+
+class _Batch(SubmissionBatch):
+    """The daemon's submission batch, its submission replaced by a probe."""
+
+    __slots__ = ("on_submit",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on_submit: Callable[[], object] = lambda: None
+
+    def submit_queued(self) -> None:
+        self.on_submit()
 
 
 def _pair() -> tuple[socket.socket, socket.socket]:
@@ -26,7 +41,9 @@ async def test_answers_from_completions_found_at_submission_share_the_chunks_wri
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     a, b = _pair()
-    conn = IscsiConnection(trio.SocketStream(trio.socket.from_stdlib_socket(a)), host=None)  # type: ignore[arg-type]
+    batch = _Batch()
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(a))
+    conn = IscsiConnection(stream, host=None, io_batch=batch)  # type: ignore[arg-type]
     calls: list[int] = []
     real_writev = os.writev
 
@@ -39,8 +56,8 @@ async def test_answers_from_completions_found_at_submission_share_the_chunks_wri
         conn._queue([b"three"])
 
     monkeypatch.setattr(connection_module.os, "writev", writev)
-    monkeypatch.setattr(connection_module, "submit_queued", submit)
-    monkeypatch.setattr(connection_module, "queued_engines", [object()])  # a ring has some
+    batch.on_submit = submit
+    batch.queued.append(object())  # type: ignore[arg-type]  # (a ring has some)
     try:
         conn._batching = True
         conn._pending.append(b"one")  # the chunk's own answer, not sent yet
@@ -57,11 +74,12 @@ async def test_a_chunk_end_submits_only_when_a_ring_has_requests_queued(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     a, b = _pair()
-    conn = IscsiConnection(trio.SocketStream(trio.socket.from_stdlib_socket(a)), host=None)  # type: ignore[arg-type]
+    batch = _Batch()
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(a))
+    conn = IscsiConnection(stream, host=None, io_batch=batch)  # type: ignore[arg-type]
     submitted: list[bool] = []
-    queued: list[object] = []
-    monkeypatch.setattr(connection_module, "submit_queued", lambda: submitted.append(True))
-    monkeypatch.setattr(connection_module, "queued_engines", queued)
+    queued: list[object] = batch.queued  # type: ignore[assignment]
+    batch.on_submit = lambda: submitted.append(True)
     try:
         conn._batching = True
         conn._pending.append(b"one")
