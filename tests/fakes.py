@@ -10,6 +10,7 @@ lookup and field checks.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -201,3 +202,22 @@ async def lu_on(store: MemoryStore, block_size: int = 512) -> AsyncIterator[Logi
         await nursery.start(lu.run)
         yield lu
         nursery.cancel_scope.cancel()
+
+
+async def until(cond: Callable[[], object], timeout: float = 5.0) -> None:
+    """Poll until ``cond()`` holds; the test fails after ``timeout`` seconds."""
+    with trio.fail_after(timeout):
+        while not cond():
+            await trio.sleep(0.001)
+
+
+def fill_pipe(w: int) -> None:
+    """Fill a pipe's buffer, so that the next write to ``w`` waits (an I/O
+    engine test's stand-in for a device that holds a write)."""
+    os.set_blocking(w, False)
+    try:
+        while True:
+            os.write(w, b"\0" * 65536)
+    except BlockingIOError:
+        pass
+    os.set_blocking(w, True)

@@ -29,6 +29,7 @@ from pyscst.actors.messages import (
 from pyscst.scsi.command import ScsiCommand, TransportGone
 from pyscst.scsi.sense import Status
 from tests.cdbs import TUR, write10
+from tests.fakes import until
 from tests.unit.actors.test_task_set import (
     BS,
     NEXUS_A,
@@ -38,12 +39,6 @@ from tests.unit.actors.test_task_set import (
     running_lu,
     wait_answers,
 )
-
-
-async def until(predicate: Any) -> None:
-    with trio.fail_after(5):
-        while not predicate():
-            await trio.sleep(0.001)
 
 
 def gone_caller() -> trio.MemorySendChannel[Any]:

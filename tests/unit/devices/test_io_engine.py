@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import hypothesis.strategies as st
@@ -32,6 +31,7 @@ from pyscst.devices.stores import (
     WriteResult,
     make_engine,
 )
+from tests.fakes import fill_pipe, until
 from tests.loopdev import loop_device
 
 UNAVAILABLE = uring.probe()
@@ -147,13 +147,7 @@ async def test_a_cancelled_write_waits_for_its_completion() -> None:
     engine = UringEngine.create("t")
     r, w = os.pipe()
     try:
-        os.set_blocking(w, False)
-        try:
-            while True:
-                os.write(w, b"\0" * 65536)
-        except BlockingIOError:
-            pass
-        os.set_blocking(w, True)
+        fill_pipe(w)  # the next write waits
         data = bytearray(b"d" * 4096)
         with trio.move_on_after(0.05) as scope:
             await engine.write(w, memoryview(data), -1)  # the pipe is full: blocks
@@ -345,12 +339,6 @@ async def test_a_cold_streak_skips_the_inline_try_but_probes(
 # -- callback requests (start_read): a cache-missing READ without a task -----
 
 
-async def _until(cond: Callable[[], bool]) -> None:
-    with trio.fail_after(5):
-        while not cond():
-            await trio.sleep(0.001)
-
-
 @needs_uring
 async def test_start_read_completes_through_its_callback_once(tmp_path: Path) -> None:
     store = await FileStore.open(tmp_path / "d", size=1 << 20, io_engine="uring")
@@ -362,7 +350,7 @@ async def test_start_read_completes_through_its_callback_once(tmp_path: Path) ->
     for i, buf in enumerate(bufs):
         assert store.start_read(4096 + i * 4096, buf, got.append) is not None
     assert got == []  # never from inside start_read
-    await _until(lambda: len(got) == 16)
+    await until(lambda: len(got) == 16)
     await trio.sleep(0.01)
     assert len(got) == 16  # once each
     assert sorted(map(id, got)) == sorted(map(id, bufs))  # each filled buffer, as given
@@ -379,12 +367,12 @@ async def test_start_read_short_read_asks_for_a_redo_and_errors_keep_their_errno
     os.truncate(tmp_path / "d", 4096 + 512)
     got: list[ReadResult] = []
     store.start_read(0, bytearray(8192), got.append)
-    await _until(lambda: bool(got))
+    await until(lambda: bool(got))
     assert got == [None]  # short: readinto redoes it (and finds the file shrank)
     os.close(store._fd)
     store._fd = os.open(tmp_path / "d", os.O_WRONLY)
     store.start_read(0, bytearray(512), got.append)
-    await _until(lambda: len(got) == 2)
+    await until(lambda: len(got) == 2)
     assert isinstance(got[1], OSError) and got[1].errno == errno.EBADF
     await store.close()
 
@@ -404,7 +392,7 @@ async def test_a_cancelled_callback_read_keeps_its_buffer_until_the_completion()
         with pytest.raises(BufferError):
             buf.extend(b"x")  # pinned while the kernel may write into it
         request.cancel()
-        await _until(lambda: bool(got))
+        await until(lambda: bool(got))
         assert got == [-errno.ECANCELED] and engine.in_flight == 0
         buf.extend(b"x")  # released with the completion
         request.cancel()  # (after the end: nothing happens)
@@ -429,7 +417,7 @@ async def test_callback_reads_of_a_ring_that_breaks_are_redone(tmp_path: Path) -
     engine._ring.submit = broken  # type: ignore[method-assign]
     got: list[ReadResult] = []
     assert store.start_read(0, bytearray(512), got.append) is not None
-    await _until(lambda: bool(got))
+    await until(lambda: bool(got))
     assert got == [None]  # never submitted: redo (through threads now)
     assert store.engine is None
     assert store.start_read(0, bytearray(512), got.append) is None  # no engine: use readinto
@@ -449,7 +437,7 @@ async def test_direct_store_reads_into_aligned_buffers_of_its_own() -> None:
             got: list[ReadResult] = []
             given = bytearray(8192)
             assert store.start_read(8192, given, got.append) is not None
-            await _until(lambda: bool(got))
+            await until(lambda: bool(got))
             result = got[0]
             assert isinstance(result, memoryview) and is_aligned(result)
             assert bytes(result) == payload and given == bytes(8192)  # no bounce copy
@@ -467,7 +455,7 @@ async def test_start_write_lands_and_fua_syncs(tmp_path: Path, fua: bool) -> Non
     before = engine.requests
     data = os.urandom(8192)
     assert store.start_write(4096, data, fua, got.append) is not None
-    await _until(lambda: bool(got))
+    await until(lambda: bool(got))
     assert got == [True]
     # FUA: the data went into the cache inline and only the fdatasync was
     # queued; otherwise the write itself was
@@ -490,7 +478,7 @@ async def test_direct_start_write_links_its_sync_and_reports_the_write_error(fua
             unaligned = memoryview(bytearray(b"\0" * 16) + payload)[16:]  # bounced
             got: list[WriteResult] = []
             assert store.start_write(512, unaligned, fua, got.append) is not None
-            await _until(lambda: bool(got))
+            await until(lambda: bool(got))
             assert got == [True]
             with open(dev, "rb") as f:
                 f.seek(512)
@@ -498,7 +486,7 @@ async def test_direct_start_write_links_its_sync_and_reports_the_write_error(fua
             os.close(store._fd)  # a descriptor that cannot write: EBADF
             store._fd = os.open(dev, os.O_RDONLY | os.O_DIRECT)
             store.start_write(0, bytes(512), fua, got.append)
-            await _until(lambda: len(got) == 2)
+            await until(lambda: len(got) == 2)
             # the write's own error, not the linked sync's -ECANCELED
             assert isinstance(got[1], OSError) and got[1].errno == errno.EBADF
         finally:
@@ -515,7 +503,7 @@ async def test_a_linked_write_whose_sync_is_refused_ends_once_with_both_completi
     try:
         got: list[int | BaseException] = []
         request = engine.start_write(w, memoryview(bytearray(4096)), -1, got.append, True)
-        await _until(lambda: bool(got))
+        await until(lambda: bool(got))
         await trio.sleep(0.01)
         assert got == [-errno.ECANCELED] and engine.in_flight == 0
         request.cancel()
@@ -553,7 +541,7 @@ async def test_submit_queued_submits_every_ring_at_once_without_a_loop_tick() ->
         await trio.sleep(0.01)
         assert one.submits == 2 and one.in_flight == 3
         os.write(w, b"a" * 32)
-        await _until(lambda: len(got) == 4)
+        await until(lambda: len(got) == 4)
         assert got == [8, 8, 8, 8]
     finally:
         await one.aclose()
@@ -595,7 +583,7 @@ async def test_a_registered_reader_wakes_no_flusher_other_tasks_do() -> None:
         got: list[int | BaseException] = []
         engine.start_read(r, memoryview(bytearray(8)), -1, got.append)  # (pumps started)
         os.write(w, b"a" * 8)
-        await _until(lambda: len(got) == 1)
+        await until(lambda: len(got) == 1)
         got.clear()
         submits = engine.submits
         batch.register_reader(me)
@@ -619,7 +607,7 @@ async def test_a_registered_reader_wakes_no_flusher_other_tasks_do() -> None:
         await trio.sleep(0.01)
         assert engine.submits == submits + 3  # not a reader any more: the flusher's
         os.write(w, b"a" * 24)
-        await _until(lambda: len(got) == 3)
+        await until(lambda: len(got) == 3)
         assert got == [8, 8, 8]
     finally:
         batch.unregister_reader(me)
@@ -643,7 +631,7 @@ async def test_a_request_queued_by_a_completion_inside_submit_queued_is_not_stra
         got: list[int | BaseException] = []
         engine.start_read(r, memoryview(bytearray(8)), -1, got.append)  # (pumps started)
         os.write(w, b"a" * 8)
-        await _until(lambda: len(got) == 1)
+        await until(lambda: len(got) == 1)
         submits = engine.submits
         chained: list[int | BaseException] = []
 
@@ -659,7 +647,7 @@ async def test_a_request_queued_by_a_completion_inside_submit_queued_is_not_stra
         assert got[-1] == 8
         assert engine.submits == submits + 2 and engine.in_flight == 1  # the chained one is in
         os.write(w, b"c" * 8)
-        await _until(lambda: bool(chained))
+        await until(lambda: bool(chained))
         assert chained == [8]
     finally:
         batch.unregister_reader(me)
@@ -682,7 +670,7 @@ async def test_a_chain_longer_than_submit_queued_goes_round_is_left_to_the_flush
         got: list[int | BaseException] = []
         engine.start_read(r, memoryview(bytearray(8)), -1, got.append)  # (pumps started)
         os.write(w, b"a" * 8)
-        await _until(lambda: len(got) == 1)
+        await until(lambda: len(got) == 1)
         links: list[int | BaseException] = []
 
         def link(res: int | BaseException) -> None:
@@ -696,7 +684,7 @@ async def test_a_chain_longer_than_submit_queued_goes_round_is_left_to_the_flush
         batch.submit_queued()
         batch.unregister_reader(me)
         assert 1 <= len(links) < 10  # (only a few rounds from in there)
-        await _until(lambda: len(links) == 10)
+        await until(lambda: len(links) == 10)
         assert links == [8] * 10 and engine.in_flight == 0
     finally:
         batch.unregister_reader(me)

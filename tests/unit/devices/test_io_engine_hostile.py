@@ -8,7 +8,6 @@ from __future__ import annotations
 import errno
 import functools
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,15 +17,10 @@ import pyscst.devices.uring as uring
 from pyscst.devices.direct import DirectStore
 from pyscst.devices.io_engine import EngineFailedError, UringEngine
 from pyscst.devices.stores import FileStore
+from tests.fakes import fill_pipe, until
 
 UNAVAILABLE = uring.probe()
 pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"io_uring: {UNAVAILABLE}")
-
-
-async def _until(cond: Callable[[], bool]) -> None:
-    with trio.fail_after(5):
-        while not cond():
-            await trio.sleep(0.001)
 
 
 def _first_completions_fail(engine: UringEngine, errnos: list[int]) -> list[int]:
@@ -74,7 +68,7 @@ async def test_a_full_ring_that_takes_nothing_sends_one_request_by_thread(tmp_pa
         assert buf == b"a" * 4096
     finally:
         ring.submit = real_submit  # type: ignore[method-assign]
-    await _until(lambda: engine.in_flight == 0)
+    await until(lambda: engine.in_flight == 0)
     assert store.engine is engine and engine.broken is None
     await store.close()
 
@@ -132,7 +126,7 @@ async def test_a_callback_read_that_completes_eagain_is_redone_not_failed(
     got: list[object] = []
     buf = bytearray(4096)
     assert store.start_read(0, buf, got.append) is not None
-    await _until(lambda: bool(got))
+    await until(lambda: bool(got))
     assert got == [None] and store.engine is engine and store.problem() is None
     await store.readinto(0, memoryview(buf))  # the task path's redo
     assert buf == b"q" * 4096
@@ -159,7 +153,7 @@ async def test_a_blockio_write_that_completes_enomem_is_redone_and_lands(tmp_pat
         got: list[object] = []
         data = os.urandom(4096)
         assert store.start_write(8192, data, True, got.append) is not None
-        await _until(lambda: bool(got))
+        await until(lambda: bool(got))
         assert got == [None] and store.engine is engine
         await store.write(8192, data, fua=True)  # the redo
         buf = bytearray(4096)
@@ -177,19 +171,13 @@ async def test_cancelling_a_callback_write_mid_flight_ends_it_once() -> None:
     engine = UringEngine.create("t")
     r, w = os.pipe()
     try:
-        os.set_blocking(w, False)
-        try:
-            while True:
-                os.write(w, b"x" * 65536)  # fill the pipe: the next write waits
-        except BlockingIOError:
-            pass
-        os.set_blocking(w, True)
+        fill_pipe(w)  # the next write waits
         got: list[int | BaseException] = []
         request = engine.start_write(w, memoryview(bytearray(4096)), -1, got.append)
         await trio.sleep(0.01)
         assert engine.in_flight == 1 and not got, got
         request.cancel()
-        await _until(lambda: engine.in_flight == 0)
+        await until(lambda: engine.in_flight == 0)
         await trio.sleep(0.01)
         assert len(got) == 1
         assert isinstance(got[0], int) and got[0] < 0
@@ -218,7 +206,7 @@ async def test_cancel_of_a_fua_write_reaches_its_linked_sync(tmp_path: Path) -> 
         assert link is not None and engine.in_flight == 2
         request.cancel()
         assert cancelled == [request.key, link.key]
-        await _until(lambda: bool(got))
+        await until(lambda: bool(got))
         assert got == [512] and engine.in_flight == 0  # (it was done before the cancel ran)
         request.cancel()
         assert cancelled == [request.key, link.key]  # ended: not again
@@ -241,7 +229,7 @@ async def test_many_requests_in_one_tick_are_one_object_each_and_all_complete(
         bufs = [bytearray(256) for _ in range(50)]
         for i, b in enumerate(bufs):
             engine.start_read(fd, memoryview(b), i * 256, functools.partial(got.setdefault, i))
-        await _until(lambda: len(got) == 50)
+        await until(lambda: len(got) == 50)
         assert all(res == 256 for res in got.values())
         assert all(b == bytes(range(256)) for b in bufs)
         assert engine.in_flight == 0 and engine.submits >= 50 // 8

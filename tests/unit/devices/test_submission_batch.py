@@ -4,22 +4,16 @@ that submit themselves (devices/io_engine.py), replacing module state."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 
 import pytest
 import trio
 
 from pyscst.devices import uring
 from pyscst.devices.io_engine import SubmissionBatch, UringEngine
+from tests.fakes import until
 
 UNAVAILABLE = uring.probe()
 pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"io_uring: {UNAVAILABLE}")
-
-
-async def _until(cond: Callable[[], bool]) -> None:
-    with trio.fail_after(5):
-        while not cond():
-            await trio.sleep(0.001)
 
 
 async def test_a_batch_submits_only_its_own_rings_and_counts_only_its_readers() -> None:
@@ -32,7 +26,7 @@ async def test_a_batch_submits_only_its_own_rings_and_counts_only_its_readers() 
         got: list[int | BaseException] = []
         one.start_read(r, memoryview(bytearray(8)), -1, got.append)  # (pumps started)
         two.start_read(r, memoryview(bytearray(8)), -1, got.append)
-        await _until(lambda: one.in_flight == 1 and two.in_flight == 1)
+        await until(lambda: one.in_flight == 1 and two.in_flight == 1)
         s1, s2 = one.submits, two.submits
         mine.register_reader(me)
         one.start_read(r, memoryview(bytearray(8)), -1, got.append)
@@ -45,7 +39,7 @@ async def test_a_batch_submits_only_its_own_rings_and_counts_only_its_readers() 
         mine.unregister_reader(me)
         assert not mine.readers
         os.write(w, b"x" * 32)
-        await _until(lambda: len(got) == 4)
+        await until(lambda: len(got) == 4)
     finally:
         mine.unregister_reader(me)
         await one.aclose()
@@ -65,7 +59,7 @@ async def test_use_batch_moves_a_ring_with_requests_waiting_without_stranding_th
     try:
         got: list[int | BaseException] = []
         engine.start_read(r, memoryview(bytearray(8)), -1, got.append)  # (pumps started)
-        await _until(lambda: engine.in_flight == 1 and not engine._flush_wanted)
+        await until(lambda: engine.in_flight == 1 and not engine._flush_wanted)
         own.register_reader(me)  # (so the flusher is not woken: the request waits)
         engine.start_read(r, memoryview(bytearray(8)), -1, got.append)
         assert own.queued == [engine] and engine._flush_wanted
@@ -77,7 +71,7 @@ async def test_use_batch_moves_a_ring_with_requests_waiting_without_stranding_th
         engine.use_batch(daemons)  # (again: nothing changes)
         assert engine._batch is daemons
         os.write(w, b"y" * 16)
-        await _until(lambda: len(got) == 2)
+        await until(lambda: len(got) == 2)
         assert got == [8, 8]
     finally:
         own.unregister_reader(me)
