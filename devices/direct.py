@@ -102,22 +102,45 @@ def _aligned(data: Buffer) -> memoryview:
     return bounce
 
 
-def _aligned_at(data: Buffer) -> tuple[memoryview, int]:
+def _aligned_at(data: Buffer | list[Buffer]) -> tuple[memoryview, int]:
     """As :func:`_aligned`, with the address of what it returns (looked up
-    once: the engine takes it as is)."""
-    view = memoryview(data).cast("B")
+    once: the engine takes it as is). ``data`` may be the pieces a write's
+    data-out arrived in (``ScsiCommand.data_segments_now``): they are copied
+    into the aligned buffer one after the other, the one copy O_DIRECT needs
+    anyway, where joining them first would copy every byte twice."""
+    if type(data) is list:
+        if len(data) != 1:
+            return _gathered_at(data)
+        data = data[0]
+    view = memoryview(data).cast("B")  # type: ignore[arg-type]
     n = len(view)
     if n and not n % 512 and not view.readonly and view.c_contiguous:
         addr = _addressof(_c_char.from_buffer(view))
         if not addr % ALIGN:
             return view, addr
-    # (aligned_window written out: every unaligned BLOCKIO write comes here)
+    bounce, addr = _bounce(n)
+    bounce[:] = view
+    return bounce, addr
+
+
+def _bounce(n: int) -> tuple[memoryview, int]:
+    """An aligned window of ``n`` bytes and its address (aligned_window
+    written out: every unaligned BLOCKIO write comes here)."""
     whole = memoryview(bytearray(n + ALIGN))
     addr = _addressof(_c_char.from_buffer(whole))
     start = -addr % ALIGN
-    bounce = whole[start : start + n]
-    bounce[:] = view
-    return bounce, addr + start
+    return whole[start : start + n], addr + start
+
+
+def _gathered_at(pieces: list[Buffer]) -> tuple[memoryview, int]:
+    """Pieces copied one after the other into one aligned buffer."""
+    bounce, addr = _bounce(sum(map(len, pieces)))
+    at = 0
+    for piece in pieces:
+        end = at + len(piece)
+        bounce[at:end] = piece
+        at = end
+    return bounce, addr
 
 
 def logical_block_size(fd: int, block_device: bool) -> int:
@@ -266,11 +289,16 @@ class DirectStore(FileStore):
         buf[:] = bounce
 
     def start_write(
-        self, offset: int, data: Buffer, fua: bool, done: Callable[[WriteResult], object]
+        self,
+        offset: int,
+        data: Buffer | list[Buffer],
+        fua: bool,
+        done: Callable[[WriteResult], object],
     ) -> Callable[[], object] | None:
         """The write on the ring (from an aligned copy if ``data`` is not
-        aligned), with FUA its ranged fdatasync linked behind it: one
-        submission, one completion to answer from."""
+        aligned, or is the pieces the data-out came in), with FUA its ranged
+        fdatasync linked behind it: one submission, one completion to answer
+        from."""
         engine = self.engine
         if engine is None or engine.broken is not None or self._read_only:
             return None

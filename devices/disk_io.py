@@ -211,10 +211,12 @@ def write_now(
     if n == 0:
         return None
     nbytes = n << dev.block_shift
+    offset = lba << dev.block_shift
+    if type(store) is DirectStore:  # (BLOCKIO: straight to its ring, see _write_pieces)
+        return _write_pieces(store, cmd, lba, offset, nbytes, fua)
     data = cmd.data_now(nbytes)
     if data is None or len(data) < nbytes:
         return NEEDS_AWAIT
-    offset = lba << dev.block_shift
     try:
         if not fua:
             if store.write_now(offset, data[:nbytes]):
@@ -228,11 +230,27 @@ def write_now(
         raise io_error(exc, lba, writing=True) from exc
 
 
+def _write_pieces(
+    store: DirectStore, cmd: ScsiCommand, lba: int, offset: int, nbytes: int, fua: bool
+) -> Pending | NeedsAwait:
+    """A BLOCKIO write on the ring from the pieces its data-out came in
+    (immediate data, each Data-Out's segment): O_DIRECT needs an aligned copy
+    anyway, and gathering the pieces into it is that copy; joining them into
+    one buffer first would be a second."""
+    pieces = cmd.data_segments_now(nbytes)
+    if pieces is None or sum(map(len, pieces)) < nbytes:
+        return NEEDS_AWAIT
+    try:
+        return _start_write(store.start_write, lba, offset, pieces, fua)
+    except OSError as exc:
+        raise io_error(exc, lba, writing=True) from exc
+
+
 def _start_write(
     start: Callable[..., Callable[[], object] | None],
     lba: int,
     offset: int,
-    data: memoryview,
+    data: memoryview | list[Buffer],
     fua: bool,
 ) -> Pending | NeedsAwait:
     pending = Pending()

@@ -127,6 +127,31 @@ class FakeContext:
         self.background.append(fn)
 
 
+class PiecedTransport(FakeTransport):
+    """Data-out that came in pieces (immediate data, Data-Out segments), as
+    the iSCSI connection keeps a write's whose data came by R2T: a handler
+    that asks for them joined (data_now) fails the test."""
+
+    def __init__(self, parts: list[bytes]) -> None:
+        super().__init__(b"".join(parts))
+        self.parts = parts
+
+    def data_now(self, cmd: ScsiCommand, length: int) -> memoryview | None:
+        raise AssertionError("joined: data_now was asked")
+
+    def data_segments_now(self, cmd: ScsiCommand, length: int) -> list[bytes] | None:
+        total = min(length, cmd.expected_length)
+        if sum(map(len, self.parts)) < total:
+            return None
+        out, left = [], total
+        for part in self.parts:
+            if left <= 0:
+                break
+            out.append(part[:left])
+            left -= len(part)
+        return out
+
+
 def make_cmd(
     cdb: bytes,
     transport: FakeTransport | None = None,

@@ -901,18 +901,8 @@ async def test_write_6_now_writes_the_data_out_pieces_with_one_pwritev(
     from pyscst.devices.ssc import write_6_now
     from pyscst.devices.tape_cartridge import MAX_PIECES
     from pyscst.scsi.cdb import NEEDS_AWAIT
-    from tests.fakes import FakeTransport, make_cmd
-
-    class Pieced(FakeTransport):
-        def __init__(self, parts: list[bytes]) -> None:
-            super().__init__(b"".join(parts))
-            self.parts = parts
-
-        def data_now(self, cmd: object, length: int) -> memoryview | None:
-            raise AssertionError("joined: data_now was asked")
-
-        def data_segments_now(self, cmd: object, length: int) -> list[bytes] | None:
-            return self.parts
+    from tests.fakes import PiecedTransport as Pieced
+    from tests.fakes import make_cmd
 
     calls: list[int] = []
     plain = os.pwritev
