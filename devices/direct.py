@@ -275,7 +275,7 @@ class DirectStore(FileStore):
     def read_now(self, offset: int, buf: memoryview) -> bool:
         return False
 
-    def write_now(self, offset: int, data: Buffer) -> bool:
+    def write_now(self, offset: int, data: Buffer | list[Buffer]) -> bool:
         if self._read_only:
             raise StoreReadOnlyError(errno.EROFS, "store is read-only", self.path)
         return False

@@ -214,18 +214,27 @@ def write_now(
     offset = lba << dev.block_shift
     if type(store) is DirectStore:  # (BLOCKIO: straight to its ring, see _write_pieces)
         return _write_pieces(store, cmd, lba, offset, nbytes, fua)
-    data = cmd.data_now(nbytes)
-    if data is None or len(data) < nbytes:
-        return NEEDS_AWAIT
+    data: Buffer | list[Buffer] | None
+    if type(store) is FileStore:
+        # the pieces the data-out came in (immediate data, each Data-Out's
+        # segment), written with one pwritev: no join into one buffer first
+        data = cmd.data_segments_now(nbytes)
+        if data is None or sum(map(len, data)) < nbytes:
+            return NEEDS_AWAIT
+    else:
+        whole = cmd.data_now(nbytes)
+        if whole is None or len(whole) < nbytes:
+            return NEEDS_AWAIT
+        data = whole[:nbytes]
     try:
         if not fua:
-            if store.write_now(offset, data[:nbytes]):
+            if store.write_now(offset, data):  # type: ignore[arg-type]
                 return None
             start = getattr(store, "start_write", None)
             if start is None:
                 return NEEDS_AWAIT
         assert start is not None
-        return _start_write(start, lba, offset, data[:nbytes], fua)
+        return _start_write(start, lba, offset, data, fua)
     except OSError as exc:
         raise io_error(exc, lba, writing=True) from exc
 
@@ -250,7 +259,7 @@ def _start_write(
     start: Callable[..., Callable[[], object] | None],
     lba: int,
     offset: int,
-    data: memoryview | list[Buffer],
+    data: Buffer | list[Buffer],
     fua: bool,
 ) -> Pending | NeedsAwait:
     pending = Pending()

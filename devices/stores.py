@@ -218,6 +218,11 @@ class StoreTruncatedError(OSError):
     check takes the device offline (devices/store_health.py)."""
 
 
+def _total(pieces: list[Buffer]) -> int:
+    """Bytes in all of a write's pieces."""
+    return sum(map(len, pieces))
+
+
 class FileStore:
     """FILEIO: a regular file or block device, through the page cache."""
 
@@ -504,25 +509,34 @@ class FileStore:
         return complete
 
     def start_write(
-        self, offset: int, data: Buffer, fua: bool, done: Callable[[WriteResult], object]
+        self,
+        offset: int,
+        data: Buffer | list[Buffer],
+        fua: bool,
+        done: Callable[[WriteResult], object],
     ) -> Callable[[], object] | None:
         """Queue a write of ``data`` at ``offset`` (``fua``: durable before
         ``done``) and return its cancel function; ``done`` gets, from the
         loop, True, an OSError, or None (redo it with :meth:`write`). None,
         and ``done`` is never called: use :meth:`write`. FUA is a cache write
-        now and a ranged fdatasync on the ring, as in :meth:`write`."""
+        now and a ranged fdatasync on the ring, as in :meth:`write`. ``data``
+        may be pieces (see :meth:`write_now`); the ring's write takes them
+        joined."""
         engine = self.engine
         if engine is None or engine.broken is not None or self._read_only:
             return None
-        view = memoryview(data).cast("B")
-        n = len(view)
         try:
             if fua:
-                if not self.write_now(offset, view):
+                if not self.write_now(offset, data):
                     return None
                 synced = self._completion(0, True, done)
+                n = _total(data) if type(data) is list else memoryview(data).nbytes  # type: ignore[arg-type]
                 request = engine.start_fsync(self._fd, offset, n, synced)
             else:
+                if type(data) is list:
+                    data = b"".join(data) if len(data) > 1 else data[0]
+                view = memoryview(data).cast("B")  # type: ignore[arg-type]
+                n = len(view)
                 written = self._completion(n, True, done)
                 request = engine.start_write(self._fd, view, offset, written)
         except EngineFailedError:
@@ -543,31 +557,48 @@ class FileStore:
         if not self.read_now(offset, buf):
             await trio.to_thread.run_sync(self._read_blocking, offset, buf)
 
-    def _write_blocking(self, offset: int, data: memoryview, flags: int) -> None:
-        done = 0
-        while done < len(data):
-            done += os.pwritev(self._fd, [data[done:]], offset + done, flags)
+    def _write_blocking(self, offset: int, data: memoryview | list[Buffer], flags: int) -> None:
+        if type(data) is list:  # (pieces: one pwritev; a short one, rare, ends as one buffer)
+            done = os.pwritev(self._fd, data, offset, flags)
+            whole = _total(data)
+            if done == whole:
+                return
+            data = memoryview(b"".join(data))
+        else:
+            done = 0
+        view: memoryview = data  # type: ignore[assignment]
+        while done < len(view):
+            done += os.pwritev(self._fd, [view[done:]], offset + done, flags)
 
-    def write_now(self, offset: int, data: Buffer) -> bool:
+    def write_now(self, offset: int, data: Buffer | list[Buffer]) -> bool:
+        """(``data`` may be the pieces a write's data-out came in, from
+        ``ScsiCommand.data_segments_now``: they go to the file with one
+        pwritev, not joined into one buffer first.)"""
         if self._read_only:
             raise StoreReadOnlyError(errno.EROFS, "store is read-only", self.path)
-        view = memoryview(data).cast("B")
+        if type(data) is list:
+            views: list[Buffer] = data
+            n = _total(data)
+        else:
+            view = memoryview(data).cast("B")  # type: ignore[arg-type]
+            views = [view]
+            n = len(view)
         try:  # (free unless it raises)
-            if self._memory_inline(len(view)):
-                self._write_blocking(offset, view, 0)
+            if self._memory_inline(n):
+                self._write_blocking(offset, views, 0)
                 return True
             if self._nowait_writes:
                 try:
-                    return bool(os.pwritev(self._fd, [view], offset, _NOWAIT) == len(view))
+                    return bool(os.pwritev(self._fd, views, offset, _NOWAIT) == n)
                 except BlockingIOError:
                     return False
                 except OSError as exc:
                     if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
                         raise
                     self._nowait_writes = False
-            if self._inline_ok(len(view)):
+            if self._inline_ok(n):
                 start = time.monotonic()
-                self._write_blocking(offset, view, 0)
+                self._write_blocking(offset, views, 0)
                 self._timed(start)
                 return True
         except OSError as exc:

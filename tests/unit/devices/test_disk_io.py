@@ -288,3 +288,41 @@ async def test_store_errors_become_medium_errors() -> None:
     out = await run_cdb(d, read10(42, 1))
     assert_sense(out, SenseKey.MEDIUM_ERROR, Asc.UNRECOVERED_READ_ERROR.value)
     assert out.sense is not None and out.sense.information == 42
+
+
+@pytest.mark.parametrize("fua", [False, True], ids=["cached", "fua"])
+async def test_a_fileio_write_in_pieces_is_written_without_a_join(
+    tmp_path: Path, fua: bool
+) -> None:
+    """FILEIO's fast write takes the data-out's pieces (the transport is never
+    asked to join them); with FUA they are written, then synced on the ring."""
+    from pyscst.devices.disk_io import write_now
+    from pyscst.scsi.cdb import NEEDS_AWAIT, Pending
+    from pyscst.scsi.command import DataDirection
+    from tests.fakes import PiecedTransport, make_cmd, until
+
+    store = await FileStore.open(tmp_path / "d", size=BLOCKS * BS)
+    try:
+        if fua and store.engine is None:
+            pytest.skip("no io_uring here: a FUA write takes the task path")
+        dev = DiskDevice("d0", store)
+        parts = [os.urandom(BS * 3 + 100), os.urandom(412), os.urandom(BS * 4)]
+        whole = b"".join(parts)
+        cdb = write10(8, 8, 0x08 if fua else 0)
+        cmd = make_cmd(cdb, PiecedTransport(parts), direction=DataDirection.WRITE)
+        out = write_now(dev, cmd, FakeContext())
+        if fua:
+            assert isinstance(out, Pending)
+            results: list[object] = []
+            out.then(results.append)
+            await until(lambda: results)
+            assert results == [None]  # GOOD
+        else:
+            assert out is None  # GOOD, written inline
+        got = bytearray(len(whole))
+        await store.readinto(8 * BS, memoryview(got))
+        assert bytes(got) == whole
+        short = make_cmd(cdb, PiecedTransport(parts[:2]), 8 * BS, DataDirection.WRITE)
+        assert write_now(dev, short, FakeContext()) is NEEDS_AWAIT  # (not all there yet)
+    finally:
+        await store.close()

@@ -16,6 +16,7 @@ from pyscst.devices.stores import (
     StoreReadOnlyError,
     filesystem_type,
 )
+from pyscst.scsi.command import Buffer
 
 
 async def test_filestore_creates_sparse_file_of_given_size(tmp_path: Path) -> None:
@@ -110,7 +111,7 @@ async def test_cancelled_write_is_never_half_done(tmp_path: Path) -> None:
     store._nowait_writes = False
     real = store._write_blocking
 
-    def slow(offset: int, data: memoryview, flags: int) -> None:
+    def slow(offset: int, data: memoryview | list[Buffer], flags: int) -> None:
         time.sleep(0.2)
         real(offset, data, flags)
 
@@ -161,7 +162,7 @@ async def test_inline_write_stall_sends_writes_to_threads(
     calls: list[int] = []
     real = store._write_blocking
 
-    def spy(offset: int, data: memoryview, flags: int) -> None:
+    def spy(offset: int, data: memoryview | list[Buffer], flags: int) -> None:
         calls.append(offset)
         real(offset, data, flags)
 
@@ -212,3 +213,39 @@ async def test_store_on_tmpfs_never_backs_off_to_threads(tmp_path: Path) -> None
             assert disk.stalls == 1  # a real stall on a disk-backed file does back off
     finally:
         await disk.close()
+
+
+async def test_filestore_writes_pieces_with_one_pwritev_and_finishes_a_short_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write's data-out pieces go to the file as they are (one pwritev, no
+    join); a short pwritev of pieces (rare) is finished from the rest."""
+    store = await FileStore.open(tmp_path / "d", size=1 << 20)
+    try:
+        pieces: list[Buffer] = [b"a" * 1000, memoryview(b"b" * 3000), bytearray(b"c" * 96)]
+        calls: list[int] = []
+        real = os.pwritev
+
+        def counting(fd: int, buffers: list[Buffer], offset: int, flags: int = 0) -> int:
+            calls.append(len(buffers))
+            return real(fd, buffers, offset, flags)
+
+        monkeypatch.setattr(os, "pwritev", counting)
+        assert store.write_now(8192, pieces)
+        assert calls and set(calls) == {3}  # (a refused RWF_NOWAIT try, then the write)
+        got = bytearray(4096)
+        await store.readinto(8192, memoryview(got))
+        assert bytes(got) == b"a" * 1000 + b"b" * 3000 + b"c" * 96
+
+        def short(fd: int, buffers: list[Buffer], offset: int, flags: int = 0) -> int:
+            if len(buffers) > 1:  # the kernel took only part of the pieces
+                return real(fd, [memoryview(buffers[0])[:700]], offset, flags)
+            return real(fd, buffers, offset, flags)
+
+        monkeypatch.setattr(os, "pwritev", short)
+        store._write_blocking(0, [b"x" * 1000, b"y" * 24], 0)
+        head = bytearray(1024)
+        await store.readinto(0, memoryview(head))
+        assert bytes(head) == b"x" * 1000 + b"y" * 24
+    finally:
+        await store.close()
