@@ -218,9 +218,17 @@ def write_now(
     if type(store) is FileStore:
         # the pieces the data-out came in (immediate data, each Data-Out's
         # segment), written with one pwritev: no join into one buffer first
-        data = cmd.data_segments_now(nbytes)
-        if data is None or sum(map(len, data)) < nbytes:
+        pieces = cmd.data_segments_now(nbytes)
+        if pieces is None:
             return NEEDS_AWAIT
+        if len(pieces) == 1:  # (the common case: all of it came as immediate data)
+            data = pieces[0]
+            if len(data) < nbytes:
+                return NEEDS_AWAIT
+        elif sum(map(len, pieces)) < nbytes:
+            return NEEDS_AWAIT
+        else:
+            data = pieces
     else:
         whole = cmd.data_now(nbytes)
         if whole is None or len(whole) < nbytes:
