@@ -192,6 +192,14 @@ def _queue_read(
     return pending
 
 
+#: a write longer than this may have come in pieces (the rest of a first burst
+#: by R2T; FirstBurstLength is 64 KiB unless an initiator lowers it) and goes to
+#: a FILEIO or BLOCKIO store as those pieces; a shorter one came whole, and
+#: asking for pieces would cost it more calls than a join of it saves
+PIECES_FROM = 64 * 1024
+_PIECE_STORES = (FileStore, DirectStore)
+
+
 def write_now(
     dev: DiskDevice, cmd: ScsiCommand, ctx: ExecContext
 ) -> Buffer | NeedsAwait | Pending | None:
@@ -212,23 +220,15 @@ def write_now(
         return None
     nbytes = n << dev.block_shift
     offset = lba << dev.block_shift
-    if type(store) is DirectStore:  # (BLOCKIO: straight to its ring, see _write_pieces)
-        return _write_pieces(store, cmd, lba, offset, nbytes, fua)
-    data: Buffer | list[Buffer] | None
-    if type(store) is FileStore:
+    data: Buffer | list[Buffer]
+    if nbytes > PIECES_FROM and type(store) in _PIECE_STORES:
         # the pieces the data-out came in (immediate data, each Data-Out's
-        # segment), written with one pwritev: no join into one buffer first
+        # segment): FILEIO writes them with one pwritev, BLOCKIO gathers them
+        # into the aligned copy O_DIRECT needs; neither joins them first
         pieces = cmd.data_segments_now(nbytes)
-        if pieces is None:
+        if pieces is None or sum(map(len, pieces)) < nbytes:
             return NEEDS_AWAIT
-        if len(pieces) == 1:  # (the common case: all of it came as immediate data)
-            data = pieces[0]
-            if len(data) < nbytes:
-                return NEEDS_AWAIT
-        elif sum(map(len, pieces)) < nbytes:
-            return NEEDS_AWAIT
-        else:
-            data = pieces
+        data = pieces
     else:
         whole = cmd.data_now(nbytes)
         if whole is None or len(whole) < nbytes:
@@ -243,22 +243,6 @@ def write_now(
                 return NEEDS_AWAIT
         assert start is not None
         return _start_write(start, lba, offset, data, fua)
-    except OSError as exc:
-        raise io_error(exc, lba, writing=True) from exc
-
-
-def _write_pieces(
-    store: DirectStore, cmd: ScsiCommand, lba: int, offset: int, nbytes: int, fua: bool
-) -> Pending | NeedsAwait:
-    """A BLOCKIO write on the ring from the pieces its data-out came in
-    (immediate data, each Data-Out's segment): O_DIRECT needs an aligned copy
-    anyway, and gathering the pieces into it is that copy; joining them into
-    one buffer first would be a second."""
-    pieces = cmd.data_segments_now(nbytes)
-    if pieces is None or sum(map(len, pieces)) < nbytes:
-        return NEEDS_AWAIT
-    try:
-        return _start_write(store.start_write, lba, offset, pieces, fua)
     except OSError as exc:
         raise io_error(exc, lba, writing=True) from exc
 

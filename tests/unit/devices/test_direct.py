@@ -92,9 +92,9 @@ async def test_a_write_in_pieces_goes_to_the_ring_gathered_not_joined(tmp_path: 
         if store.engine is None:
             pytest.skip("no io_uring here: BLOCKIO writes take the task path")
         dev = DiskDevice("d0", store)
-        parts = [os.urandom(512 * 3 + 100), os.urandom(412), os.urandom(512 * 4)]
+        parts = [os.urandom(512 * 60 + 100), os.urandom(412), os.urandom(512 * 100)]
         whole = b"".join(parts)
-        cdb = bytes([0x2A, 0]) + (8).to_bytes(4, "big") + bytes([0, 0, 8, 0])  # 8 blocks at 8
+        cdb = bytes([0x2A, 0]) + (8).to_bytes(4, "big") + bytes([0, 0, 161, 0])  # 161 at 8
         cmd = make_cmd(cdb, PiecedTransport(parts), direction=DataDirection.WRITE)
         pending = write_now(dev, cmd, FakeContext())
         assert isinstance(pending, Pending)
@@ -105,7 +105,7 @@ async def test_a_write_in_pieces_goes_to_the_ring_gathered_not_joined(tmp_path: 
         got = aligned_buffer(len(whole))
         await store.readinto(8 * 512, got)
         assert bytes(got) == whole
-        short = make_cmd(cdb, PiecedTransport(parts[:2]), 8 * 512, DataDirection.WRITE)
+        short = make_cmd(cdb, PiecedTransport(parts[:2]), 161 * 512, DataDirection.WRITE)
         assert write_now(dev, short, FakeContext()) is NEEDS_AWAIT  # (not all there yet)
     finally:
         await store.close()

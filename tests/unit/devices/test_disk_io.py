@@ -306,9 +306,9 @@ async def test_a_fileio_write_in_pieces_is_written_without_a_join(
         if fua and store.engine is None:
             pytest.skip("no io_uring here: a FUA write takes the task path")
         dev = DiskDevice("d0", store)
-        parts = [os.urandom(BS * 3 + 100), os.urandom(412), os.urandom(BS * 4)]
+        parts = [os.urandom(BS * 60 + 100), os.urandom(412), os.urandom(BS * 100)]
         whole = b"".join(parts)
-        cdb = write10(8, 8, 0x08 if fua else 0)
+        cdb = write10(8, 161, 0x08 if fua else 0)  # (over PIECES_FROM: in pieces)
         cmd = make_cmd(cdb, PiecedTransport(parts), direction=DataDirection.WRITE)
         out = write_now(dev, cmd, FakeContext())
         if fua:
@@ -322,7 +322,7 @@ async def test_a_fileio_write_in_pieces_is_written_without_a_join(
         got = bytearray(len(whole))
         await store.readinto(8 * BS, memoryview(got))
         assert bytes(got) == whole
-        short = make_cmd(cdb, PiecedTransport(parts[:2]), 8 * BS, DataDirection.WRITE)
+        short = make_cmd(cdb, PiecedTransport(parts[:2]), 161 * BS, DataDirection.WRITE)
         assert write_now(dev, short, FakeContext()) is NEEDS_AWAIT  # (not all there yet)
     finally:
         await store.close()
