@@ -22,6 +22,7 @@ from pyscst.actors.core_table import CORE_TABLE
 from pyscst.actors.lun import LogicalUnit
 from pyscst.devices.device_type import check_ready_for
 from pyscst.devices.disk import DiskDevice
+from pyscst.devices.io_engine import SubmissionBatch, UringEngine
 from pyscst.devices.stores import MemoryStore
 from pyscst.scsi.cdb import OpTable, Pending
 from pyscst.scsi.command import Buffer, DataDirection, Nexus, ScsiCommand, TaskAttribute
@@ -246,3 +247,16 @@ def fill_pipe(w: int) -> None:
     except BlockingIOError:
         pass
     os.set_blocking(w, True)
+
+
+def engine_on_pipe(
+    name: str, batch: SubmissionBatch | None = None
+) -> tuple[UringEngine, int, int, list[int | BaseException]]:
+    """An io_uring engine with one read already queued on a new pipe (which
+    starts its pumps): the engine, the pipe's read and write ends, and the
+    list that read's result lands in. The caller closes them."""
+    engine = UringEngine.create(name, batch=batch)
+    r, w = os.pipe()
+    got: list[int | BaseException] = []
+    engine.start_read(r, memoryview(bytearray(8)), -1, got.append)
+    return engine, r, w, got

@@ -31,7 +31,7 @@ from pyscst.devices.stores import (
     WriteResult,
     make_engine,
 )
-from tests.fakes import fill_pipe, until
+from tests.fakes import engine_on_pipe, fill_pipe, until
 from tests.loopdev import loop_device
 
 UNAVAILABLE = uring.probe()
@@ -576,12 +576,9 @@ async def test_a_registered_reader_wakes_no_flusher_other_tasks_do() -> None:
     flusher step for it); what another task queues meanwhile still has the
     flusher submit it at its turn."""
     batch = SubmissionBatch()
-    engine = UringEngine.create("t", batch=batch)
-    r, w = os.pipe()
+    engine, r, w, got = engine_on_pipe("t", batch)  # (its pumps started)
     me = trio.lowlevel.current_task()
     try:
-        got: list[int | BaseException] = []
-        engine.start_read(r, memoryview(bytearray(8)), -1, got.append)  # (pumps started)
         os.write(w, b"a" * 8)
         await until(lambda: len(got) == 1)
         got.clear()
@@ -624,12 +621,9 @@ async def test_a_request_queued_by_a_completion_inside_submit_queued_is_not_stra
     flusher is woken for it): that one is submitted too, before the call
     returns, and never waits for the reader's next chunk."""
     batch = SubmissionBatch()
-    engine = UringEngine.create("t", batch=batch)
-    r, w = os.pipe()
+    engine, r, w, got = engine_on_pipe("t", batch)  # (its pumps started)
     me = trio.lowlevel.current_task()
     try:
-        got: list[int | BaseException] = []
-        engine.start_read(r, memoryview(bytearray(8)), -1, got.append)  # (pumps started)
         os.write(w, b"a" * 8)
         await until(lambda: len(got) == 1)
         submits = engine.submits
@@ -663,12 +657,9 @@ async def test_a_chain_longer_than_submit_queued_goes_round_is_left_to_the_flush
     are followed a few rounds by submit_queued, then by the flusher: the
     chain runs to its end, none of it stranded behind the reader."""
     batch = SubmissionBatch()
-    engine = UringEngine.create("t", batch=batch)
-    r, w = os.pipe()
+    engine, r, w, got = engine_on_pipe("t", batch)  # (its pumps started)
     me = trio.lowlevel.current_task()
     try:
-        got: list[int | BaseException] = []
-        engine.start_read(r, memoryview(bytearray(8)), -1, got.append)  # (pumps started)
         os.write(w, b"a" * 8)
         await until(lambda: len(got) == 1)
         links: list[int | BaseException] = []

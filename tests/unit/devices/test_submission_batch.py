@@ -10,7 +10,7 @@ import trio
 
 from pyscst.devices import uring
 from pyscst.devices.io_engine import SubmissionBatch, UringEngine
-from tests.fakes import until
+from tests.fakes import engine_on_pipe, until
 
 UNAVAILABLE = uring.probe()
 pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"io_uring: {UNAVAILABLE}")
@@ -53,12 +53,9 @@ async def test_use_batch_moves_a_ring_with_requests_waiting_without_stranding_th
     daemon's after opening; requests queued before the hand-over are
     submitted through the new batch (or the flusher), never lost."""
     own, daemons = SubmissionBatch(), SubmissionBatch()
-    engine = UringEngine.create("e", batch=own)
-    r, w = os.pipe()
+    engine, r, w, got = engine_on_pipe("e", own)  # (its pumps started)
     me = trio.lowlevel.current_task()
     try:
-        got: list[int | BaseException] = []
-        engine.start_read(r, memoryview(bytearray(8)), -1, got.append)  # (pumps started)
         await until(lambda: engine.in_flight == 1 and not engine._flush_wanted)
         own.register_reader(me)  # (so the flusher is not woken: the request waits)
         engine.start_read(r, memoryview(bytearray(8)), -1, got.append)
