@@ -249,14 +249,24 @@ def fill_pipe(w: int) -> None:
     os.set_blocking(w, True)
 
 
-def engine_on_pipe(
-    name: str, batch: SubmissionBatch | None = None
-) -> tuple[UringEngine, int, int, list[int | BaseException]]:
-    """An io_uring engine with one read already queued on a new pipe (which
-    starts its pumps): the engine, the pipe's read and write ends, and the
-    list that read's result lands in. The caller closes them."""
+@asynccontextmanager
+async def engine_on_pipe(
+    name: str, batch: SubmissionBatch
+) -> AsyncIterator[tuple[UringEngine, int, int, list[int | BaseException]]]:
+    """An io_uring engine of ``batch`` with one read already queued on a new
+    pipe (which starts its pumps): the engine, the pipe's read and write
+    ends, and the list that read's result lands in. On the way out the
+    calling task is no reader of the batch any more, what it still holds is
+    submitted, and the engine and the pipe are closed."""
     engine = UringEngine.create(name, batch=batch)
     r, w = os.pipe()
     got: list[int | BaseException] = []
-    engine.start_read(r, memoryview(bytearray(8)), -1, got.append)
-    return engine, r, w, got
+    try:
+        engine.start_read(r, memoryview(bytearray(8)), -1, got.append)
+        yield engine, r, w, got
+    finally:
+        batch.unregister_reader(trio.lowlevel.current_task())
+        batch.submit_queued()
+        await engine.aclose()
+        os.close(r)
+        os.close(w)

@@ -576,9 +576,8 @@ async def test_a_registered_reader_wakes_no_flusher_other_tasks_do() -> None:
     flusher step for it); what another task queues meanwhile still has the
     flusher submit it at its turn."""
     batch = SubmissionBatch()
-    engine, r, w, got = engine_on_pipe("t", batch)  # (its pumps started)
-    me = trio.lowlevel.current_task()
-    try:
+    async with engine_on_pipe("t", batch) as (engine, r, w, got):  # (its pumps started)
+        me = trio.lowlevel.current_task()
         os.write(w, b"a" * 8)
         await until(lambda: len(got) == 1)
         got.clear()
@@ -606,12 +605,6 @@ async def test_a_registered_reader_wakes_no_flusher_other_tasks_do() -> None:
         os.write(w, b"a" * 24)
         await until(lambda: len(got) == 3)
         assert got == [8, 8, 8]
-    finally:
-        batch.unregister_reader(me)
-        batch.submit_queued()
-        await engine.aclose()
-        os.close(r)
-        os.close(w)
 
 
 @needs_uring
@@ -621,9 +614,8 @@ async def test_a_request_queued_by_a_completion_inside_submit_queued_is_not_stra
     flusher is woken for it): that one is submitted too, before the call
     returns, and never waits for the reader's next chunk."""
     batch = SubmissionBatch()
-    engine, r, w, got = engine_on_pipe("t", batch)  # (its pumps started)
-    me = trio.lowlevel.current_task()
-    try:
+    async with engine_on_pipe("t", batch) as (engine, r, w, got):  # (its pumps started)
+        me = trio.lowlevel.current_task()
         os.write(w, b"a" * 8)
         await until(lambda: len(got) == 1)
         submits = engine.submits
@@ -643,12 +635,6 @@ async def test_a_request_queued_by_a_completion_inside_submit_queued_is_not_stra
         os.write(w, b"c" * 8)
         await until(lambda: bool(chained))
         assert chained == [8]
-    finally:
-        batch.unregister_reader(me)
-        batch.submit_queued()
-        await engine.aclose()
-        os.close(r)
-        os.close(w)
 
 
 @needs_uring
@@ -657,9 +643,8 @@ async def test_a_chain_longer_than_submit_queued_goes_round_is_left_to_the_flush
     are followed a few rounds by submit_queued, then by the flusher: the
     chain runs to its end, none of it stranded behind the reader."""
     batch = SubmissionBatch()
-    engine, r, w, got = engine_on_pipe("t", batch)  # (its pumps started)
-    me = trio.lowlevel.current_task()
-    try:
+    async with engine_on_pipe("t", batch) as (engine, r, w, got):  # (its pumps started)
+        me = trio.lowlevel.current_task()
         os.write(w, b"a" * 8)
         await until(lambda: len(got) == 1)
         links: list[int | BaseException] = []
@@ -677,9 +662,3 @@ async def test_a_chain_longer_than_submit_queued_goes_round_is_left_to_the_flush
         assert 1 <= len(links) < 10  # (only a few rounds from in there)
         await until(lambda: len(links) == 10)
         assert links == [8] * 10 and engine.in_flight == 0
-    finally:
-        batch.unregister_reader(me)
-        batch.submit_queued()
-        await engine.aclose()
-        os.close(r)
-        os.close(w)

@@ -53,9 +53,8 @@ async def test_use_batch_moves_a_ring_with_requests_waiting_without_stranding_th
     daemon's after opening; requests queued before the hand-over are
     submitted through the new batch (or the flusher), never lost."""
     own, daemons = SubmissionBatch(), SubmissionBatch()
-    engine, r, w, got = engine_on_pipe("e", own)  # (its pumps started)
-    me = trio.lowlevel.current_task()
-    try:
+    async with engine_on_pipe("e", own) as (engine, r, w, got):  # (its pumps started)
+        me = trio.lowlevel.current_task()
         await until(lambda: engine.in_flight == 1 and not engine._flush_wanted)
         own.register_reader(me)  # (so the flusher is not woken: the request waits)
         engine.start_read(r, memoryview(bytearray(8)), -1, got.append)
@@ -70,8 +69,3 @@ async def test_use_batch_moves_a_ring_with_requests_waiting_without_stranding_th
         os.write(w, b"y" * 16)
         await until(lambda: len(got) == 2)
         assert got == [8, 8]
-    finally:
-        own.unregister_reader(me)
-        await engine.aclose()
-        os.close(r)
-        os.close(w)
