@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -29,21 +30,27 @@ class _Batch(SubmissionBatch):
         self.on_submit()
 
 
-def _pair() -> tuple[socket.socket, socket.socket]:
-    """A connected TCP pair on loopback (the connection names its peer by address)."""
+@contextmanager
+def _connection(
+    batch: SubmissionBatch | None = None,
+) -> Iterator[tuple[IscsiConnection, socket.socket]]:
+    """A connection on one end of a TCP pair on loopback (it names its peer by
+    address), and the other end, to read what it sent; both closed after."""
     with socket.create_server(("127.0.0.1", 0)) as server:
         a = socket.create_connection(server.getsockname())
         b, _ = server.accept()
-    return a, b
+    try:
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(a))
+        yield IscsiConnection(stream, host=None, io_batch=batch), b  # type: ignore[arg-type]
+    finally:
+        a.close()
+        b.close()
 
 
 async def test_answers_from_completions_found_at_submission_share_the_chunks_writev(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    a, b = _pair()
     batch = _Batch()
-    stream = trio.SocketStream(trio.socket.from_stdlib_socket(a))
-    conn = IscsiConnection(stream, host=None, io_batch=batch)  # type: ignore[arg-type]
     calls: list[int] = []
     real_writev = os.writev
 
@@ -56,31 +63,25 @@ async def test_answers_from_completions_found_at_submission_share_the_chunks_wri
         conn._queue([b"three"])
 
     monkeypatch.setattr(connection_module.os, "writev", writev)
-    batch.on_submit = submit
     batch.queued.append(object())  # type: ignore[arg-type]  # (a ring has some)
-    try:
+    with _connection(batch) as (conn, b):
+        batch.on_submit = submit
         conn._batching = True
         conn._pending.append(b"one")  # the chunk's own answer, not sent yet
         conn._end_batch()
         assert calls == [3]  # one writev for the three
         assert b.recv(100) == b"onetwothree"
         assert not conn._submitting and not conn._batching
-    finally:
-        a.close()
-        b.close()
 
 
 async def test_a_chunk_end_submits_only_when_a_ring_has_requests_queued(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    a, b = _pair()
     batch = _Batch()
-    stream = trio.SocketStream(trio.socket.from_stdlib_socket(a))
-    conn = IscsiConnection(stream, host=None, io_batch=batch)  # type: ignore[arg-type]
     submitted: list[bool] = []
     queued: list[object] = batch.queued  # type: ignore[assignment]
     batch.on_submit = lambda: submitted.append(True)
-    try:
+    with _connection(batch) as (conn, b):
         conn._batching = True
         conn._pending.append(b"one")
         conn._end_batch()  # a page-cache hit's chunk: nothing queued, no call
@@ -90,9 +91,6 @@ async def test_a_chunk_end_submits_only_when_a_ring_has_requests_queued(
         conn._batching = True
         conn._end_batch()
         assert submitted == [True]
-    finally:
-        a.close()
-        b.close()
 
 
 @pytest.mark.parametrize("second", ["all", "part", "full"])
@@ -103,8 +101,6 @@ async def test_a_short_writev_is_tried_once_more_before_the_writer_task_takes_it
     READ(6)s here): one more writev right away usually takes the rest, with
     no hop to the writer task; what that one does not take (part of it, or
     nothing: the socket is full) goes to the writer, in order, once."""
-    a, b = _pair()
-    conn = IscsiConnection(trio.SocketStream(trio.socket.from_stdlib_socket(a)), host=None)  # type: ignore[arg-type]
     calls: list[int] = []
     real_writev = os.writev
 
@@ -120,8 +116,8 @@ async def test_a_short_writev_is_tried_once_more_before_the_writer_task_takes_it
 
     handed: list[list[Any]] = []
     monkeypatch.setattr(connection_module.os, "writev", writev)
-    monkeypatch.setattr(conn, "_channel", handed.append)
-    try:
+    with _connection() as (conn, b):
+        monkeypatch.setattr(conn, "_channel", handed.append)
         conn._pending = [b"header-", b"payload"]
         conn._flush_pending()
         assert calls == [14, 9]  # the whole, then what was left, at once
@@ -133,6 +129,3 @@ async def test_a_short_writev_is_tried_once_more_before_the_writer_task_takes_it
             rest = [b"".join(bytes(x) for x in h) for h in handed]
             assert rest == [b"header-payload"[5 + kept :]]
             assert b.recv(100) == b"header-payload"[: 5 + kept]
-    finally:
-        a.close()
-        b.close()
