@@ -824,13 +824,20 @@ async def test_without_immed_the_failure_is_the_commands_own(tmp_path: Path) -> 
     assert out.sense.key == SenseKey.MEDIUM_ERROR and ctx.background == []
 
 
-async def test_request_sense_reports_the_deferred_error_once(tmp_path: Path) -> None:
+async def _deferred_rewind_failure(tmp_path: Path) -> TapeDevice:
+    """A drive whose REWIND with IMMED was answered GOOD, and whose sync,
+    run afterwards in the background, failed: a deferred error waits."""
     d = drive(tmp_path)
     assert (await write(d, b"r" * 10)).status == Status.GOOD
     failing_sync(d)
     ctx = FakeContext()
     assert (await run_cdb(d, c6(0x01, 1), ctx=ctx)).status == Status.GOOD
     await ctx.background.pop()()
+    return d
+
+
+async def test_request_sense_reports_the_deferred_error_once(tmp_path: Path) -> None:
+    d = await _deferred_rewind_failure(tmp_path)
     sense = d.not_ready_sense()
     assert sense is not None and sense.deferred and sense.key == SenseKey.MEDIUM_ERROR
     assert d.not_ready_sense() is None
@@ -880,12 +887,7 @@ async def test_a_later_synchronize_waits_for_the_immed_one_and_newer_writes_stay
 
 
 async def test_power_on_clears_a_deferred_error(tmp_path: Path) -> None:
-    d = drive(tmp_path)
-    assert (await write(d, b"r" * 10)).status == Status.GOOD
-    failing_sync(d)
-    ctx = FakeContext()
-    assert (await run_cdb(d, c6(0x01, 1), ctx=ctx)).status == Status.GOOD
-    await ctx.background.pop()()
+    d = await _deferred_rewind_failure(tmp_path)
     assert d.deferred is not None
     d.power_on()
     assert d.deferred is None and (await run_cdb(d, bytes(6))).status == Status.GOOD
