@@ -150,6 +150,13 @@ class Wire:
                 if other is not None:
                     self._stash.setdefault(other, []).append(event)
 
+    async def r2t_for(self, itt: int, timeout: float = 5.0) -> P.R2T:
+        """The next PDU about ``itt``, which must be an R2T (the test fails on
+        anything else)."""
+        r2t = await self.recv_for(itt, timeout)
+        assert isinstance(r2t, P.R2T), r2t
+        return r2t
+
     def _track(self, event: Any) -> None:
         if isinstance(event, ProtocolError):
             return

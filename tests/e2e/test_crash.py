@@ -196,8 +196,7 @@ async def test_data_out_with_the_ttt_of_another_tasks_r2t(tmp_path: Path) -> Non
             solicited = w.command(write10(0, 8), write=8 * BS)  # needs an R2T
             held = w.command(write10(0, 1), write=BS, data=b"h" * BS)  # waits behind it
             await w.send(solicited, held)
-            r2t = await w.recv_for(solicited.itt)
-            assert isinstance(r2t, P.R2T)
+            r2t = await w.r2t_for(solicited.itt)
             stray = P.DataOut(
                 final=True, itt=held.itt, ttt=r2t.ttt, expstatsn=w.expstatsn,
                 buffer_offset=0, data=b"x" * BS,
@@ -227,8 +226,7 @@ async def test_data_out_for_an_aborted_write_writes_nothing(tmp_path: Path) -> N
             await w.settle()
             write = w.command(write10(16, 8), write=8 * BS)
             await w.send(write)
-            r2t = await w.recv_for(write.itt)
-            assert isinstance(r2t, P.R2T)
+            r2t = await w.r2t_for(write.itt)
             abort = w.tmf(F.ABORT_TASK, ref=write.itt, refcmdsn=write.cmdsn)
             await w.send(abort)
             assert (await w.recv_for(abort.itt)).response == R.COMPLETE
@@ -253,8 +251,7 @@ async def test_data_out_outside_its_r2t_ends_the_write_with_a_data_phase_error(
             await w.settle()
             write = w.command(write10(32, 8), write=8 * BS)
             await w.send(write)
-            r2t = await w.recv_for(write.itt)
-            assert isinstance(r2t, P.R2T)
+            r2t = await w.r2t_for(write.itt)
             bad = P.DataOut(
                 final=True, itt=write.itt, ttt=r2t.ttt, expstatsn=w.expstatsn,
                 buffer_offset=r2t.buffer_offset + BS, data=b"q" * BS,

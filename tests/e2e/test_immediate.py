@@ -91,8 +91,8 @@ async def test_each_kind_of_command_with_the_immediate_bit(
         write = w.command(write10(32, 8), immediate=True, write=len(payload))
         window = (w.expcmdsn, w.maxcmdsn)
         await w.send(write)
-        r2t = await w.recv_for(write.itt)
-        assert isinstance(r2t, P.R2T) and (r2t.expcmdsn, r2t.maxcmdsn) == window
+        r2t = await w.r2t_for(write.itt)
+        assert (r2t.expcmdsn, r2t.maxcmdsn) == window
         await w.send(w.data_out(r2t, payload))
         answer = await w.recv_for(write.itt)
         assert isinstance(answer, P.ScsiResponse) and answer.status == GOOD

@@ -43,8 +43,7 @@ async def write_in_pieces(w: Wire, record: bytes, immediate: int, sizes: list[in
     offset = immediate
     parts = pieces(record[immediate:], sizes)
     while parts:
-        r2t = await w.recv_for(cmd.itt)
-        assert isinstance(r2t, P.R2T), r2t
+        r2t = await w.r2t_for(cmd.itt)
         assert r2t.buffer_offset == offset
         end = offset + r2t.desired_data_transfer_length
         datasn = 0
@@ -151,8 +150,7 @@ async def test_an_expected_length_shorter_than_a_record_that_came_by_r2t_writes_
         await w.settle()
         cmd = w.command(c6(0x0A, 0, len(record)), write=80_000, data=record[:10_000])
         await w.send(cmd)
-        r2t = await w.recv_for(cmd.itt)
-        assert isinstance(r2t, P.R2T)
+        r2t = await w.r2t_for(cmd.itt)
         assert r2t.buffer_offset + r2t.desired_data_transfer_length <= 80_000
         await w.send(w.data_out(r2t, record[r2t.buffer_offset : 80_000]))
         answer = await w.recv_for(cmd.itt)
@@ -190,8 +188,7 @@ async def test_a_connection_dropped_in_the_middle_of_a_record_writes_none_of_it(
             assert (await w.execute(w.command(REWIND))).status == GOOD
             cmd = w.command(c6(0x0A, 0, len(record)), write=len(record), data=record[:65536])
             await w.send(cmd)
-            r2t = await w.recv_for(cmd.itt)
-            assert isinstance(r2t, P.R2T)
+            r2t = await w.r2t_for(cmd.itt)
             half = P.DataOut(
                 final=False, lun=r2t.lun, itt=cmd.itt, ttt=r2t.ttt, expstatsn=w.expstatsn,
                 datasn=0, buffer_offset=65536, data=record[65536:131072],
