@@ -60,6 +60,16 @@ luns = [{{ lun = 0, device = "pt" }}]
             yield daemon, port, tgt
 
 
+@asynccontextmanager
+async def two_initiators(port: int) -> AsyncIterator[tuple[Initiator, Initiator]]:
+    """Initiators A and B logged in to the daemon, each with its unit
+    attentions cleared."""
+    async with await connect(port, NAME_A) as a, await connect(port, NAME_B) as b:
+        await settle(a)
+        await settle(b)
+        yield a, b
+
+
 def backend_of(daemon: Daemon) -> IscsiBackend:
     device = daemon.units["pt"].current_device()
     assert isinstance(device, PassthroughDevice)
@@ -126,9 +136,7 @@ async def test_a_task_set_function_of_one_initiator_spares_the_others_at_the_bac
     async with pt_daemon(tmp_path) as (daemon, port, _):
         backend = backend_of(daemon)
         logins = backend.logins
-        async with await connect(port, NAME_A) as a, await connect(port, NAME_B) as b:
-            await settle(a)
-            await settle(b)
+        async with two_initiators(port) as (a, b):
             for round_ in range(5):
                 mine = submit_reads(a, 0)
                 theirs = submit_reads(b, 4096)
@@ -150,9 +158,7 @@ async def test_lun_reset_amid_reads_resets_the_backend_lu_once(tmp_path: Path) -
     async with pt_daemon(tmp_path) as (daemon, port, _):
         backend = backend_of(daemon)
         logins = backend.logins
-        async with await connect(port, NAME_A) as a, await connect(port, NAME_B) as b:
-            await settle(a)
-            await settle(b)
+        async with two_initiators(port) as (a, b):
             before = dict(backend.aborts_sent)
             for _ in range(3):
                 mine = submit_reads(a, 0)
@@ -173,9 +179,7 @@ async def test_lun_reset_amid_reads_resets_the_backend_lu_once(tmp_path: Path) -
 async def test_clear_task_set_amid_reads_leaves_nothing_behind(tmp_path: Path) -> None:
     async with pt_daemon(tmp_path) as (daemon, port, _):
         backend = backend_of(daemon)
-        async with await connect(port, NAME_A) as a, await connect(port, NAME_B) as b:
-            await settle(a)
-            await settle(b)
+        async with two_initiators(port) as (a, b):
             for _ in range(3):
                 mine = submit_reads(a, 0)
                 theirs = submit_reads(b, 4096)
