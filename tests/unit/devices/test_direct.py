@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pyscst.devices.direct import (
+    BounceBuffers,
     DirectIoRefusedError,
     DirectStore,
     _aligned_at,
@@ -49,8 +50,8 @@ def test_aligned_at_takes_aligned_data_as_is_and_bounces_the_rest() -> None:
     take it, else an aligned copy; the address given is the buffer's own."""
     good = aligned_buffer(8192)
     good[:] = os.urandom(8192)
-    view, addr = _aligned_at(good)
-    assert view.obj is good.obj and addr == _address(good)  # no copy
+    view, addr, bounced = _aligned_at(good)
+    assert view.obj is good.obj and addr == _address(good) and not bounced  # no copy
     cases: list[memoryview | bytes] = [
         memoryview(bytearray(8192 + 16))[16:8208],  # misaligned address
         memoryview(bytearray(8192)).toreadonly(),  # read-only
@@ -59,10 +60,10 @@ def test_aligned_at_takes_aligned_data_as_is_and_bounces_the_rest() -> None:
     ]
     for data in cases:
         src = memoryview(data).cast("B")
-        view, addr = _aligned_at(data)
-        assert addr == _address(view) and addr % 4096 == 0
+        view, addr, bounced = _aligned_at(data)
+        assert addr == _address(view) and addr % 4096 == 0 and bounced
         assert bytes(view) == bytes(src)
-    empty, addr = _aligned_at(b"")  # (nothing to write: still a valid answer)
+    empty, addr, _ = _aligned_at(b"")  # (nothing to write: still a valid answer)
     assert len(empty) == 0
 
 
@@ -70,12 +71,32 @@ def test_aligned_at_gathers_the_pieces_of_a_write_into_one_aligned_buffer() -> N
     """A write whose data-out came in pieces: one copy, into the aligned
     buffer, in order; a lone piece is taken as one buffer is."""
     pieces: list[bytes | memoryview] = [os.urandom(1000), memoryview(os.urandom(3096)), b"z" * 4096]
-    view, addr = _aligned_at(pieces)  # type: ignore[arg-type]
-    assert addr == _address(view) and addr % 4096 == 0 and not view.readonly
+    view, addr, bounced = _aligned_at(pieces)  # type: ignore[arg-type]
+    assert addr == _address(view) and addr % 4096 == 0 and not view.readonly and bounced
     assert bytes(view) == b"".join(bytes(p) for p in pieces)
     good = aligned_buffer(4096)
-    view, addr = _aligned_at([good])
-    assert view.obj is good.obj and addr == _address(good)  # no copy
+    view, addr, bounced = _aligned_at([good])
+    assert view.obj is good.obj and addr == _address(good) and not bounced  # no copy
+
+
+def test_bounce_buffers_are_reused_by_size_and_bounded() -> None:
+    """A buffer given back serves the next write of its size (no new, zero-filled
+    one); one not given back is never handed out twice; idle bytes stay under
+    the limit."""
+    pool = BounceBuffers(limit=3 * 8192)
+    first = pool.take(8192)
+    second = pool.take(8192)  # the first is still in flight: a different buffer
+    assert first[1] != second[1] and first[1] % 4096 == 0 and second[1] % 4096 == 0
+    first[0][:] = b"x" * 8192
+    pool.give(first)
+    again = pool.take(8192)
+    assert again[1] == first[1] and again[0].obj is first[0].obj  # reused, not zero-filled
+    assert pool.take(4096)[1] not in (first[1], second[1])  # sizes do not mix
+    for window in (again, second, pool.take(8192), pool.take(8192)):
+        pool.give(window)
+    assert pool.idle_bytes == 3 * 8192  # the fourth was dropped
+    view, _, bounced = _aligned_at([b"a" * 1000, b"b" * 7192], pool.take)
+    assert bounced and bytes(view) == b"a" * 1000 + b"b" * 7192 and pool.idle_bytes == 2 * 8192
 
 
 async def test_a_write_in_pieces_goes_to_the_ring_gathered_not_joined(tmp_path: Path) -> None:
@@ -107,6 +128,40 @@ async def test_a_write_in_pieces_goes_to_the_ring_gathered_not_joined(tmp_path: 
         assert bytes(got) == whole
         short = make_cmd(cdb, PiecedTransport(parts[:2]), 161 * 512, DataDirection.WRITE)
         assert write_now(dev, short, FakeContext()) is NEEDS_AWAIT  # (not all there yet)
+    finally:
+        await store.close()
+
+
+async def test_unaligned_writes_reuse_their_copy_buffer_only_once_completed(
+    tmp_path: Path,
+) -> None:
+    """Two writes queued together get two copy buffers; once the kernel has
+    answered both, both are idle, the next write takes one of them, and every
+    write's own data reaches the file (no stale bytes from a reused buffer)."""
+    from tests.fakes import until
+
+    store = await _open(tmp_path / "d.img")
+    try:
+        if store.engine is None:
+            pytest.skip("no io_uring here: BLOCKIO writes take the task path")
+        n = 8192
+        datas = [os.urandom(n) for _ in range(3)]
+        results: list[object] = []
+        # unaligned sources (a memoryview 16 bytes into a bytearray): each is copied
+        sources = [memoryview(bytearray(16) + bytearray(d))[16:] for d in datas]
+        assert store.start_write(0, sources[0], False, results.append) is not None
+        assert store.start_write(n, sources[1], True, results.append) is not None
+        assert store.bounces.idle_bytes == 0  # both in flight: nothing to reuse yet
+        await until(lambda: len(results) == 2)
+        assert results == [True, True] and store.bounces.idle_bytes == 2 * n
+        assert store.start_write(2 * n, [sources[2][:100], sources[2][100:]], False,
+                                 results.append) is not None  # fmt: skip
+        assert store.bounces.idle_bytes == n  # one of the two idle ones was taken
+        await until(lambda: len(results) == 3)
+        assert results[2] is True and store.bounces.idle_bytes == 2 * n
+        got = aligned_buffer(3 * n)
+        await store.readinto(0, got)
+        assert bytes(got) == b"".join(datas)
     finally:
         await store.close()
 
