@@ -166,6 +166,42 @@ async def test_unaligned_writes_reuse_their_copy_buffer_only_once_completed(
         await store.close()
 
 
+async def test_large_reads_fill_a_buffer_that_was_not_zeroed_and_only_a_full_one_is_handed_out(
+    tmp_path: Path,
+) -> None:
+    """A BLOCKIO read of UNINITIALIZED_FROM bytes or more skips the zero fill:
+    the buffer handed to ``done`` holds exactly the file's bytes; a read the
+    kernel cannot complete (past the end of the file: a short read) hands no
+    buffer out, only ``failed`` learns of it."""
+    from pyscst.devices.direct import UNINITIALIZED_FROM
+    from tests.fakes import until
+
+    store = await _open(tmp_path / "d.img", size=1 * MIB)
+    try:
+        if store.engine is None:
+            pytest.skip("no io_uring here: BLOCKIO reads take the task path")
+        n = 2 * UNINITIALIZED_FROM
+        data = os.urandom(n)
+        src = aligned_buffer(n)
+        src[:] = data
+        await store.write(4096, src)
+        got: list[object] = []
+        failed: list[object] = []
+        for offset in (4096, 4096 + 512):  # (any block-aligned offset)
+            assert store.start_read_new(offset, n, got.append, failed.append) is not None
+        await until(lambda: len(got) == 2)
+        first, second = got
+        assert isinstance(first, memoryview) and bytes(first) == data
+        assert isinstance(second, memoryview) and bytes(second[: n - 512]) == data[512:]
+        assert not failed
+        # the file ends at 1 MiB: a read running past it comes back short
+        assert store.start_read_new(1 * MIB - 4096, n, got.append, failed.append) is not None
+        await until(lambda: failed)
+        assert len(got) == 2 and failed == [None]  # (None: redo it the task way)
+    finally:
+        await store.close()
+
+
 @pytest.mark.parametrize("engine", ["auto", "threads"])
 async def test_loop_device_roundtrip_unaligned_buffers(engine: str) -> None:
     with loop_device(16 * MIB) as dev:
