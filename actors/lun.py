@@ -77,6 +77,14 @@ _REQUEST_SENSE = 0x03
 
 MAILBOX_DEPTH = 64
 
+# The hot path's enum members as module globals: reading ``Status.GOOD`` goes
+# through EnumType.__getattr__'s slot on CPython 3.11 (hundreds of
+# instructions each, several per command); a module global is one dict probe.
+_GOOD = Status.GOOD
+_WRITE = DataDirection.WRITE
+_ORDERED = TaskAttribute.ORDERED
+_ACA = TaskAttribute.ACA
+
 
 class NexusState:
     """What the LU keeps per I_T nexus: its UA queue and execution contexts."""
@@ -169,7 +177,7 @@ class Task:
         self.atomic = False
         #: waits for every older task and holds back younger ones: an ORDERED
         #: task, or a SERIALIZING command (MODE SELECT, START STOP UNIT, ...)
-        self.ordered = cmd.attr == TaskAttribute.ORDERED
+        self.ordered = cmd.attr == _ORDERED
         self.lba = -1
         self.nblocks = 0
         self.spec: OpSpec | None = None
@@ -608,7 +616,7 @@ class LogicalUnit:
                     return True
                 data = result  # type: ignore[assignment]
         if error is None:
-            status, sense = Status.GOOD, None
+            status, sense = _GOOD, None
         else:
             status, sense = error.status, self._encode_sense(error.sense)
         transport = cmd.transport
@@ -789,11 +797,11 @@ class LogicalUnit:
         counts as a command but not as an error, and moved no bytes."""
         cmd = task.cmd
         elapsed = time.perf_counter_ns() - task.started_ns
-        error = status is not None and status != Status.GOOD
+        error = status is not None and status != _GOOD
         read = written = 0
         if data is not None and status is not None:
             read = min(len(data), cmd.expected_length)
-        if status == Status.GOOD and cmd.direction == DataDirection.WRITE:
+        if status == _GOOD and cmd.direction == _WRITE:
             # bytes that reached the device: a refused or failed write wrote
             # nothing we vouch for
             written = cmd.transfer_length
@@ -849,7 +857,7 @@ class LogicalUnit:
                 sense = state.ua.pop()
                 assert sense is not None
                 raise ScsiError(Status.CHECK_CONDITION, sense)
-            if cmd.attr == TaskAttribute.ACA:
+            if cmd.attr == _ACA:
                 # SAM-5: an ACA task with no ACA condition established (never,
                 # here: NormACA=0, NACA=1 is refused) is a protocol error
                 raise ScsiError.check(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_MESSAGE_ERROR)

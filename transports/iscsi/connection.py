@@ -948,9 +948,9 @@ class IscsiConnection:
                 self._reject_pdu(RejectReason.IMMEDIATE_COMMAND_REJECT, pdu)
                 return False
         if pdu.write:
-            direction = DataDirection.WRITE
+            direction = _WRITE
         else:
-            direction = DataDirection.READ if pdu.read else DataDirection.NONE
+            direction = _READ if pdu.read else _NO_DATA
         lun_raw = pdu.lun
         lun = _lun_number(lun_raw)
         assert self.session is not None
@@ -1289,7 +1289,7 @@ class IscsiConnection:
             and status == 0
             and len(data) == edtl
             and 0 < edtl <= self._whole_read
-            and cmd.direction is DataDirection.READ
+            and cmd.direction is _READ
         ):
             # the common read: one Data-In carrying the data and the status
             statsn, exp, mx = self._status_numbers()
@@ -1635,6 +1635,11 @@ _FULL_FEATURE_OPCODES = frozenset(
 
 #: the iSCSI ATTR field (3 bits) as a task attribute; reserved values act as SIMPLE
 _ATTRS = tuple(TaskAttribute) + (TaskAttribute.SIMPLE,) * 3
+# (enum members the command path reads, as module globals: ``DataDirection.READ``
+# is a call through EnumType.__getattr__'s slot on CPython 3.11)
+_READ = DataDirection.READ
+_WRITE = DataDirection.WRITE
+_NO_DATA = DataDirection.NONE
 
 
 @functools.lru_cache(maxsize=256)
