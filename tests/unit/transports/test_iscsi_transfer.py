@@ -11,7 +11,7 @@ import attrs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyscst.scsi.command import DataDirection, Nexus, TaskAttribute
+from pyscst.scsi.command import DataDirection, Nexus, ScsiCommand, TaskAttribute
 from pyscst.scsi.sense import Status
 from pyscst.transports.iscsi import pdu
 from pyscst.transports.iscsi.connection import IscsiCommand, IscsiConnection
@@ -165,6 +165,19 @@ def _command(conn: IscsiConnection, edtl: int, direction: DataDirection) -> Iscs
     )  # fmt: skip
     cmd.transfer_length = edtl
     return cmd
+
+
+def test_iscsi_command_sets_every_field_scsi_command_does() -> None:
+    """IscsiCommand sets ScsiCommand's fields itself (no super().__init__ on
+    the hot path): the two must agree, slot by slot, should either change."""
+    conn, _ = _shell(max_send=8192)
+    args = (bytes(10), 1, ITT, TaskAttribute.ORDERED, 4096, DataDirection.WRITE, NEXUS, conn)
+    base = ScsiCommand(*args)
+    cmd = IscsiCommand(ITT, LUN_RAW, bytes(10), 1, TaskAttribute.ORDERED, 4096,
+                       DataDirection.WRITE, NEXUS, conn)  # fmt: skip
+    for name in ScsiCommand.__slots__:
+        assert getattr(cmd, name) == getattr(base, name), name
+    assert cmd.lun_raw == LUN_RAW
 
 
 @given(st.integers(1, 8192).map(lambda n: n * 4))
