@@ -71,7 +71,15 @@ class IoStats:
         if ns > self.max_ns:
             self.max_ns = ns
         self.total_ns += ns
-        self.histogram[bucket_of(ns)] += 1
+        # bucket_of(ns), inline: this runs once per command
+        if ns < _SUB_COUNT:
+            index = max(ns, 0)
+        else:
+            bits = ns.bit_length()
+            index = (bits - SUB_BITS) << SUB_BITS | (ns >> (bits - 1 - SUB_BITS)) & _SUB_MASK
+            if index >= BUCKETS:
+                index = _LAST
+        self.histogram[index] += 1
 
     def merge(self, other: IoStats) -> None:
         """Add ``other``'s counts to these (a nexus that went away)."""

@@ -259,6 +259,8 @@ class LogicalUnit:
             MAILBOX_DEPTH
         )
         self._nexuses: dict[tuple[str, str], NexusState] = {}
+        #: the context ``submit`` used last (see there)
+        self._last_ctx: CommandContext | None = None
         self._active: dict[int, Task] = {}
         self._ordered: dict[int, Task] = {}
         self._writes_active = 0
@@ -518,12 +520,31 @@ class LogicalUnit:
             self._table_source = device.table
         return self._table
 
-    def submit(self, cmd: ScsiCommand, lun: int, read_only: bool) -> None:
-        """Accept one command into the task set (atomic; never awaits)."""
-        state = self._state_for(cmd.nexus)
+    def _context(self, nexus: Nexus, lun: int, read_only: bool) -> CommandContext:
+        """The execution context of ``nexus`` through one mapping (made on first use)."""
+        state = self._state_for(nexus)
         ctx = state.contexts.get((lun, read_only))
         if ctx is None:
             ctx = state.contexts[(lun, read_only)] = CommandContext(self, state, lun, read_only)
+        self._last_ctx = ctx
+        return ctx
+
+    def submit(self, cmd: ScsiCommand, lun: int, read_only: bool) -> None:
+        """Accept one command into the task set (atomic; never awaits)."""
+        # The context of the last command, if this one comes through the same
+        # mapping of the same nexus (the usual case: one session streaming),
+        # spares the key tuple and two dict probes; a nexus that went (its
+        # state dropped, ``gone``) or any other mapping looks it up again.
+        ctx = self._last_ctx
+        if (
+            ctx is None
+            or ctx._state.nexus is not cmd.nexus
+            or ctx.lun != lun
+            or ctx.read_only is not read_only
+            or ctx._state.gone
+        ):
+            ctx = self._context(cmd.nexus, lun, read_only)
+        state = ctx._state
         if self._nursery is None:
             self._device_source()  # the device's own reason (offline), if it has one
             raise ScsiError.check(SenseKey.NOT_READY, Asc.LUN_NOT_READY_CAUSE_NOT_REPORTABLE)
