@@ -1294,7 +1294,14 @@ class IscsiConnection:
         data: Buffer | None,
     ) -> None:
         """Queue Data-In and status for one command (never awaits)."""
-        self._finish(cmd)
+        # (_finish, inline: once per command)
+        cmd.finished = True
+        itts = self._itt
+        if itts.get(cmd.tag) is cmd:
+            del itts[cmd.tag]
+        window = self._window
+        if window is not None:
+            window.complete(cmd.immediate)
         edtl = cmd.expected_length
         if sense is None and status == 0:
             # (the two common answers below take their StatSN, ExpCmdSN and
@@ -1304,7 +1311,7 @@ class IscsiConnection:
                     # the common read: one Data-In carrying the data and the status
                     statsn = self._statsn
                     self._statsn = (statsn + 1) & 0xFFFFFFFF
-                    exp, mx = self._window.edges()  # type: ignore[union-attr]
+                    exp, mx = window.edges()  # type: ignore[union-attr]
                     header = _PACK_BHS(
                         0x25, 0x81, 0, 0, edtl, cmd.lun_raw, cmd.tag, RESERVED_TAG, statsn, exp,
                         mx, 0, 0, 0,
@@ -1318,7 +1325,7 @@ class IscsiConnection:
                 # the common write (or a no-data command): GOOD, nothing left over
                 statsn = self._statsn
                 self._statsn = (statsn + 1) & 0xFFFFFFFF
-                exp, mx = self._window.edges()  # type: ignore[union-attr]
+                exp, mx = window.edges()  # type: ignore[union-attr]
                 self._queue(
                     [_PACK_BHS(0x21, 0x80, 0, 0, 0, 0, cmd.tag, 0, statsn, exp, mx, 0, 0, 0)]
                 )
