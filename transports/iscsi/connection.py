@@ -757,7 +757,8 @@ class IscsiConnection:
         assert window is not None
         command_pdu = P.ScsiCommand
         admit = self._admit_command
-        start = self._start_command
+        # (a discovery session has none, and never takes the command path)
+        dispatch = self.session.dispatch if self.session is not None else None
         deliver = self._deliver
         next_event = self._reader.next_event
         ready: list[Any] | Rejected | None
@@ -781,10 +782,15 @@ class IscsiConnection:
                         continue
                     if type(event) is command_pdu and not discovery:
                         # the hot path: one SCSI command, usually next in CmdSN order
-                        if not admit(event):
+                        st = admit(event)
+                        if st is None:
                             continue
                         if not event.immediate and window.accept_next(event.cmdsn):
-                            start(event)
+                            # (_start_command, inline: just admitted, so it is
+                            # in _itt and nothing can have aborted it yet)
+                            st.delivered = True
+                            self.stats_commands += 1
+                            dispatch(st)  # type: ignore[misc]
                             continue
                         ready = window.offer(event.cmdsn, event.immediate, event)
                     else:
@@ -932,13 +938,13 @@ class IscsiConnection:
         )
 
     # -- SCSI commands -------------------------------------------------------------
-    def _admit_command(self, pdu: P.ScsiCommand) -> bool:
+    def _admit_command(self, pdu: P.ScsiCommand) -> IscsiCommand | None:
         """Register a command at arrival (before CmdSN ordering) so unsolicited
-        Data-Out finds it; refuse malformed ones with a Reject."""
+        Data-Out finds it; refuse malformed ones with a Reject (None)."""
         itt = pdu.itt
         if itt == RESERVED_TAG or itt in self._itt:
             self._reject_pdu(RejectReason.INVALID_PDU_FIELD, pdu)
-            return False
+            return None
         data = pdu.data
         dlen = len(data)
         edtl = pdu.expected_data_transfer_length
@@ -951,7 +957,7 @@ class IscsiConnection:
             or dlen > edtl
         ):
             self._reject_pdu(RejectReason.PROTOCOL_ERROR, pdu)
-            return False
+            return None
         if pdu.immediate:
             # RFC 7143 3.2.2.1: immediate commands take no CmdSN slot, and
             # may be refused for lack of resources
@@ -959,7 +965,7 @@ class IscsiConnection:
             assert window is not None
             if not window.take_immediate():
                 self._reject_pdu(RejectReason.IMMEDIATE_COMMAND_REJECT, pdu)
-                return False
+                return None
         if pdu.write:
             direction = _WRITE
         else:
@@ -995,7 +1001,7 @@ class IscsiConnection:
             st.received = dlen
             if dlen < st.unsol_end:
                 st.unsol_done = trio.Event()
-        return True
+        return st
 
     def _start_command(self, pdu: P.ScsiCommand) -> None:
         cmd = self._itt.get(pdu.itt)
