@@ -255,7 +255,7 @@ def write_now(
         whole = cmd.data_now(nbytes)
         if whole is None or len(whole) < nbytes:
             return NEEDS_AWAIT
-        data = whole[:nbytes]
+        data = whole if len(whole) == nbytes else whole[:nbytes]
     try:
         if not fua:
             if store.write_now(offset, data):  # type: ignore[arg-type]

@@ -1151,8 +1151,12 @@ class IscsiConnection:
         if st.received < total:
             st.wanted = total
             return None  # R2Ts needed
-        _join_segments(st)
-        return memoryview(st.buf)[:total]
+        if st.segments is not None:
+            _join_segments(st)
+        buf = st.buf
+        # (immediate data that is all the data is a view already: no new one)
+        view = buf if type(buf) is memoryview else memoryview(buf)
+        return view if len(view) == total else view[:total]
 
     def data_segments_now(self, cmd: ScsiCommand, length: int) -> list[Buffer] | None:
         """``data_now`` as the pieces the data-out came in (the immediate
