@@ -106,6 +106,8 @@ class DiskDevice(ControlPageState, ReadinessSense, MediumHooks):
              THIRD_PARTY_COPY_VPD: lambda nexus: third_party_copy_page()},
         )
         self.mode = sbc_mode_pages(write_cache)
+        #: the Caching page as MODE SELECT keeps it (WCE: every write reads it)
+        self._caching = self.mode.live(CACHING)
         #: False after START STOP UNIT with START=0 (non-removable devices)
         self.started = True
         #: ejected and loaded only when removable; locked by PREVENT either way
@@ -139,7 +141,7 @@ class DiskDevice(ControlPageState, ReadinessSense, MediumHooks):
     @property
     def write_cache(self) -> bool:
         """Caching page WCE."""
-        return bool(self.mode.bits(CACHING, 2, 0x04))
+        return self._caching[2] & 0x04 != 0
 
     def write_protected(self, mapping_read_only: bool) -> bool:
         return self.read_only or mapping_read_only or self.software_write_protect
