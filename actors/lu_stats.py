@@ -64,8 +64,11 @@ class IoStats:
 
     def record(self, ns: int, read: int, written: int, error: bool) -> None:
         self.commands += 1
-        self.bytes_read += read
-        self.bytes_written += written
+        # (a command moves data one way or none: skip the zero adds)
+        if read:
+            self.bytes_read += read
+        if written:
+            self.bytes_written += written
         if error:
             self.errors += 1
         if ns > self.max_ns:

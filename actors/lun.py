@@ -599,8 +599,8 @@ class LogicalUnit:
         error = task.error
         data: Buffer | None = None
         if error is None:
-            spec = task.spec
-            assert spec is not None
+            # (no asserts here: _prepare set spec and device when error is None)
+            spec: OpSpec = task.spec  # type: ignore[assignment]
             fast = spec.fast
             if fast is None or (task.ordered and self._active):
                 return False  # (an ordered task with nothing older may run now)
@@ -616,8 +616,7 @@ class LogicalUnit:
                 return False
             # No checkpoint runs in here, so nothing can cancel it: the command is
             # atomic to every TMF (its scope is only made if it needs its task).
-            device = task.device
-            assert device is not None
+            device: DeviceType = task.device  # type: ignore[assignment]
             try:
                 if spec.readiness:
                     device.check_ready(spec.readiness)
@@ -653,9 +652,14 @@ class LogicalUnit:
         if error is None:
             # _account's GOOD case, inline (this is nearly every command)
             state = task.state
+            read = 0
+            if data is not None:
+                read = len(data)
+                if read > cmd.expected_length:
+                    read = cmd.expected_length
             (self._stats if state.gone else state.stats).record(
                 _now_ns() - task.started_ns,
-                0 if data is None else min(len(data), cmd.expected_length),
+                read,
                 cmd.transfer_length if cmd.direction == _WRITE else 0,
                 False,
             )
