@@ -252,7 +252,8 @@ def write_now(
             return NEEDS_AWAIT
         data = pieces
     else:
-        whole = cmd.data_now(nbytes)
+        cmd.transfer_length = nbytes  # (what cmd.data_now does, without its frame)
+        whole = cmd.transport.data_now(cmd, nbytes)
         if whole is None or len(whole) < nbytes:
             return NEEDS_AWAIT
         data = whole if len(whole) == nbytes else whole[:nbytes]
