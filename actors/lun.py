@@ -84,6 +84,7 @@ _GOOD = Status.GOOD
 _WRITE = DataDirection.WRITE
 _ORDERED = TaskAttribute.ORDERED
 _ACA = TaskAttribute.ACA
+_HEAD_OF_QUEUE = TaskAttribute.HEAD_OF_QUEUE
 _now_ns = time.perf_counter_ns
 
 
@@ -602,24 +603,25 @@ class LogicalUnit:
             # (no asserts here: _prepare set spec and device when error is None)
             spec: OpSpec = task.spec  # type: ignore[assignment]
             fast = spec.fast
-            if fast is None or (task.ordered and self._active):
-                return False  # (an ordered task with nothing older may run now)
+            if fast is None:
+                return False
             faults = self._faults
             if faults is not None and faults.command_armed:
                 return False
-            # (blockers are older tasks in the task set: with none there, none)
-            if (
-                (self._ordered or self._writes_active or task.writes)
-                and self._active
-                and self._blockers(task)
+            # (blockers are older tasks in the task set: with none there, none;
+            # an ordered task with nothing older may run now)
+            if self._active and (
+                task.ordered
+                or ((self._ordered or self._writes_active or task.writes) and self._blockers(task))
             ):
                 return False
             # No checkpoint runs in here, so nothing can cancel it: the command is
             # atomic to every TMF (its scope is only made if it needs its task).
             device: DeviceType = task.device  # type: ignore[assignment]
             try:
-                if spec.readiness:
-                    device.check_ready(spec.readiness)
+                readiness = spec.readiness
+                if readiness:
+                    device.check_ready(readiness)
                 result = fast(device, cmd, task.ctx)
             except ScsiError as exc:
                 error = exc
@@ -966,8 +968,7 @@ class LogicalUnit:
     def _blockers(self, task: Task) -> list[Task]:
         """The older tasks ``task`` must wait for: task attributes (SAM-5 8.6)
         and restricted reordering of overlapping writes (QAM=0)."""
-        attr = task.cmd.attr
-        if attr == TaskAttribute.HEAD_OF_QUEUE:
+        if task.cmd.attr == _HEAD_OF_QUEUE:
             return []
         seq = task.seq
         if task.ordered:

@@ -1348,7 +1348,7 @@ class IscsiConnection:
             status=status,
             sense=sense,
             data=data,
-            read=cmd.direction is DataDirection.READ,
+            read=cmd.direction is _READ,
             transfer_length=cmd.transfer_length,
             expected_length=edtl,
             mrdsl=self._max_send,
