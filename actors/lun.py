@@ -77,6 +77,16 @@ _REQUEST_SENSE = 0x03
 
 MAILBOX_DEPTH = 64
 
+# The hot path's enum members as module globals: reading ``Status.GOOD`` goes
+# through EnumType.__getattr__'s slot on CPython 3.11 (hundreds of
+# instructions each, several per command); a module global is one dict probe.
+_GOOD = Status.GOOD
+_WRITE = DataDirection.WRITE
+_ORDERED = TaskAttribute.ORDERED
+_ACA = TaskAttribute.ACA
+_HEAD_OF_QUEUE = TaskAttribute.HEAD_OF_QUEUE
+_now_ns = time.perf_counter_ns
+
 
 class NexusState:
     """What the LU keeps per I_T nexus: its UA queue and execution contexts."""
@@ -169,7 +179,7 @@ class Task:
         self.atomic = False
         #: waits for every older task and holds back younger ones: an ORDERED
         #: task, or a SERIALIZING command (MODE SELECT, START STOP UNIT, ...)
-        self.ordered = cmd.attr == TaskAttribute.ORDERED
+        self.ordered = cmd.attr == _ORDERED
         self.lba = -1
         self.nblocks = 0
         self.spec: OpSpec | None = None
@@ -251,6 +261,8 @@ class LogicalUnit:
             MAILBOX_DEPTH
         )
         self._nexuses: dict[tuple[str, str], NexusState] = {}
+        #: the context ``submit`` used last (see there)
+        self._last_ctx: CommandContext | None = None
         self._active: dict[int, Task] = {}
         self._ordered: dict[int, Task] = {}
         self._writes_active = 0
@@ -510,12 +522,31 @@ class LogicalUnit:
             self._table_source = device.table
         return self._table
 
-    def submit(self, cmd: ScsiCommand, lun: int, read_only: bool) -> None:
-        """Accept one command into the task set (atomic; never awaits)."""
-        state = self._state_for(cmd.nexus)
+    def _context(self, nexus: Nexus, lun: int, read_only: bool) -> CommandContext:
+        """The execution context of ``nexus`` through one mapping (made on first use)."""
+        state = self._state_for(nexus)
         ctx = state.contexts.get((lun, read_only))
         if ctx is None:
             ctx = state.contexts[(lun, read_only)] = CommandContext(self, state, lun, read_only)
+        self._last_ctx = ctx
+        return ctx
+
+    def submit(self, cmd: ScsiCommand, lun: int, read_only: bool) -> None:
+        """Accept one command into the task set (atomic; never awaits)."""
+        # The context of the last command, if this one comes through the same
+        # mapping of the same nexus (the usual case: one session streaming),
+        # spares the key tuple and two dict probes; a nexus that went (its
+        # state dropped, ``gone``) or any other mapping looks it up again.
+        ctx = self._last_ctx
+        if (
+            ctx is None
+            or ctx._state.nexus is not cmd.nexus
+            or ctx.lun != lun
+            or ctx.read_only is not read_only
+            or ctx._state.gone
+        ):
+            ctx = self._context(cmd.nexus, lun, read_only)
+        state = ctx._state
         if self._nursery is None:
             self._device_source()  # the device's own reason (offline), if it has one
             raise ScsiError.check(SenseKey.NOT_READY, Asc.LUN_NOT_READY_CAUSE_NOT_REPORTABLE)
@@ -528,7 +559,7 @@ class LogicalUnit:
         self._seq += 1
         task = Task(cmd, state, ctx, self._seq)
         self.stats_commands += 1
-        task.started_ns = time.perf_counter_ns()
+        task.started_ns = _now_ns()
         self._prepare(task)
         if not self._completed_now(task):
             self._enter(task)
@@ -569,28 +600,28 @@ class LogicalUnit:
         error = task.error
         data: Buffer | None = None
         if error is None:
-            spec = task.spec
-            assert spec is not None
+            # (no asserts here: _prepare set spec and device when error is None)
+            spec: OpSpec = task.spec  # type: ignore[assignment]
             fast = spec.fast
-            if fast is None or (task.ordered and self._active):
-                return False  # (an ordered task with nothing older may run now)
+            if fast is None:
+                return False
             faults = self._faults
             if faults is not None and faults.command_armed:
                 return False
-            # (blockers are older tasks in the task set: with none there, none)
-            if (
-                (self._ordered or self._writes_active or task.writes)
-                and self._active
-                and self._blockers(task)
+            # (blockers are older tasks in the task set: with none there, none;
+            # an ordered task with nothing older may run now)
+            if self._active and (
+                task.ordered
+                or ((self._ordered or self._writes_active or task.writes) and self._blockers(task))
             ):
                 return False
             # No checkpoint runs in here, so nothing can cancel it: the command is
             # atomic to every TMF (its scope is only made if it needs its task).
-            device = task.device
-            assert device is not None
+            device: DeviceType = task.device  # type: ignore[assignment]
             try:
-                if spec.readiness:
-                    device.check_ready(spec.readiness)
+                readiness = spec.readiness
+                if readiness:
+                    device.check_ready(readiness)
                 result = fast(device, cmd, task.ctx)
             except ScsiError as exc:
                 error = exc
@@ -608,7 +639,7 @@ class LogicalUnit:
                     return True
                 data = result  # type: ignore[assignment]
         if error is None:
-            status, sense = Status.GOOD, None
+            status, sense = _GOOD, None
         else:
             status, sense = error.status, self._encode_sense(error.sense)
         transport = cmd.transport
@@ -620,7 +651,22 @@ class LogicalUnit:
             self._nursery.start_soon(self._answer_later, task, status, sense, data)
             return True
         task.finished = True
-        self._account(task, status, data)
+        if error is None:
+            # _account's GOOD case, inline (this is nearly every command)
+            state = task.state
+            read = 0
+            if data is not None:
+                read = len(data)
+                if read > cmd.expected_length:
+                    read = cmd.expected_length
+            (self._stats if state.gone else state.stats).record(
+                _now_ns() - task.started_ns,
+                read,
+                cmd.transfer_length if cmd.direction == _WRITE else 0,
+                False,
+            )
+        else:
+            self._account(task, status, data)
         transport.command_finished(cmd)
         return True
 
@@ -788,12 +834,12 @@ class LogicalUnit:
         aborted without an answer (TMF, nexus or connection loss), which
         counts as a command but not as an error, and moved no bytes."""
         cmd = task.cmd
-        elapsed = time.perf_counter_ns() - task.started_ns
-        error = status is not None and status != Status.GOOD
+        elapsed = _now_ns() - task.started_ns
+        error = status is not None and status != _GOOD
         read = written = 0
         if data is not None and status is not None:
             read = min(len(data), cmd.expected_length)
-        if status == Status.GOOD and cmd.direction == DataDirection.WRITE:
+        if status == _GOOD and cmd.direction == _WRITE:
             # bytes that reached the device: a refused or failed write wrote
             # nothing we vouch for
             written = cmd.transfer_length
@@ -845,11 +891,11 @@ class LogicalUnit:
             fence = self._fence
             if fence is not None and fence.fenced and not self._ua_exempt(cdb):
                 raise _fenced()
-            if state.ua and not self._ua_exempt(cdb):
+            if state.ua.queued and not self._ua_exempt(cdb):
                 sense = state.ua.pop()
                 assert sense is not None
                 raise ScsiError(Status.CHECK_CONDITION, sense)
-            if cmd.attr == TaskAttribute.ACA:
+            if cmd.attr == _ACA:
                 # SAM-5: an ACA task with no ACA condition established (never,
                 # here: NormACA=0, NACA=1 is refused) is a protocol error
                 raise ScsiError.check(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_MESSAGE_ERROR)
@@ -862,7 +908,14 @@ class LogicalUnit:
                 device = self._standby()
                 if device is None:
                     raise
-            spec: OpSpec = self.table(device).lookup(cdb)
+            table = self._table  # (self.table(device), without the call when it holds)
+            if (
+                table is None
+                or self._table_device is not device
+                or self._table_source is not device.table
+            ):
+                table = self.table(device)
+            spec: OpSpec = table.lookup(cdb)
             port = cmd.port_group
             if port is not None and port.restricted:
                 # ALUA: what the state of the port it came in on allows
@@ -915,8 +968,7 @@ class LogicalUnit:
     def _blockers(self, task: Task) -> list[Task]:
         """The older tasks ``task`` must wait for: task attributes (SAM-5 8.6)
         and restricted reordering of overlapping writes (QAM=0)."""
-        attr = task.cmd.attr
-        if attr == TaskAttribute.HEAD_OF_QUEUE:
+        if task.cmd.attr == _HEAD_OF_QUEUE:
             return []
         seq = task.seq
         if task.ordered:

@@ -76,17 +76,19 @@ class Session:
     def dispatch(self, cmd: ScsiCommand) -> None:
         """Route one command (atomic: never awaits)."""
         cmd.port_group = self.port_group
-        if cmd.cdb[0] == _REPORT_LUNS:
+        opcode = cmd.cdb[0]
+        if opcode == _REPORT_LUNS:
             self._spawn(lambda: self._respond(cmd, self._report_luns))
             return
-        mapping = self.luns.get(cmd.lun)
+        lun = cmd.lun
+        mapping = self.luns.get(lun)
         if mapping is None:
             self._spawn(lambda: self._respond(cmd, self._no_such_lun))
             return
-        if cmd.cdb[0] == _EXTENDED_COPY:
+        if opcode == _EXTENDED_COPY:
             cmd.copy_targets = self.copy_target
         try:
-            mapping.lu.submit(cmd, cmd.lun, mapping.read_only)
+            mapping.lu.submit(cmd, lun, mapping.read_only)
         except ScsiError as exc:
             error = exc
             self._spawn(lambda: self._fail(cmd, error))

@@ -45,11 +45,14 @@ def priority(asc: Asc) -> int:
 class UnitAttentionQueue:
     """Pending UNIT ATTENTION conditions of one I_T_L nexus, most important first."""
 
-    __slots__ = ("_pending",)
+    __slots__ = ("_pending", "queued")
 
     def __init__(self) -> None:
         #: (rank, Sense), kept sorted by rank, arrival order within a rank
         self._pending: list[tuple[int, Sense]] = []
+        #: the same list (never rebound), read-only to others: truthy while a
+        #: UA is queued; the command path tests it without a __bool__ call
+        self.queued: list[tuple[int, Sense]] = self._pending
 
     def __bool__(self) -> bool:
         return bool(self._pending)

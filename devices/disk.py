@@ -25,7 +25,7 @@ from pyscst.devices.spc import ControlPageState, MediumHooks, ReadinessSense
 from pyscst.devices.stores import BackingStore
 from pyscst.scsi.cdb import OpTable, Readiness
 from pyscst.scsi.inquiry import StandardInquiry
-from pyscst.scsi.mode import CACHING, ModePages, sbc_mode_pages
+from pyscst.scsi.mode import CACHING, CONTROL, ModePages, sbc_mode_pages
 from pyscst.scsi.sense import Sense
 from pyscst.scsi.vpd import VpdInfo, VpdPages
 from pyscst.scsi.vpd_sbc import SbcVpdInfo, sbc_vpd_pages
@@ -106,6 +106,10 @@ class DiskDevice(ControlPageState, ReadinessSense, MediumHooks):
              THIRD_PARTY_COPY_VPD: lambda nexus: third_party_copy_page()},
         )
         self.mode = sbc_mode_pages(write_cache)
+        #: the Caching and Control pages as MODE SELECT keeps them (WCE and
+        #: SWP: every write reads them)
+        self._caching = self.mode.live(CACHING)
+        self._control = self.mode.live(CONTROL)
         #: False after START STOP UNIT with START=0 (non-removable devices)
         self.started = True
         #: ejected and loaded only when removable; locked by PREVENT either way
@@ -139,10 +143,11 @@ class DiskDevice(ControlPageState, ReadinessSense, MediumHooks):
     @property
     def write_cache(self) -> bool:
         """Caching page WCE."""
-        return bool(self.mode.bits(CACHING, 2, 0x04))
+        return self._caching[2] & 0x04 != 0
 
     def write_protected(self, mapping_read_only: bool) -> bool:
-        return self.read_only or mapping_read_only or self.software_write_protect
+        # (software_write_protect, read from the live page: once per write)
+        return self.read_only or mapping_read_only or self._control[4] & 0x08 != 0
 
     def mode_parameters(self, read_only: bool) -> tuple[int, int, int]:
         """MODE SENSE header and block descriptor: WP (per mapping) and DPOFUA."""

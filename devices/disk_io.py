@@ -17,6 +17,7 @@ partial block is INVALID FIELD IN INFORMATION UNIT.
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,11 @@ from pyscst.scsi.sense import ScsiError
 
 if TYPE_CHECKING:
     from pyscst.devices.disk import DiskDevice
+
+_READ_10 = 0x28
+_WRITE_10 = 0x2A
+#: READ(10)/WRITE(10)'s LBA, group and TRANSFER LENGTH (what rw10 decodes)
+_RW10_FIELDS = struct.Struct(">IBH").unpack_from
 
 #: where each CDB size keeps its TRANSFER LENGTH (for the field pointer)
 _LENGTH_BYTE = {6: 4, 10: 7, 12: 6, 16: 10}
@@ -110,7 +116,16 @@ def read_now(
 ) -> Buffer | NeedsAwait | Pending | None:
     """READ's fast path: the same checks, then a read that must not block,
     or, where the store queues I/O (io_uring), that read queued: Pending."""
-    lba, n = _read_extent(dev, cmd)
+    # (_read_extent's checks, unrolled: this runs once per READ, and READ(10)
+    # is nearly every one of them)
+    cdb = cmd.cdb
+    if cdb[0] == _READ_10:
+        lba, _group, n = _RW10_FIELDS(cdb, 2)
+    else:
+        lba, n = _lba_and_length(cdb)
+    blocks = dev.blocks
+    if n > dev.max_transfer_blocks or lba >= blocks or lba + n > blocks:
+        check_range(dev, cdb, lba, n)  # (raises the right one)
     if n == 0:
         return None
     nbytes = n << dev.block_shift
@@ -209,13 +224,20 @@ def write_now(
     needed, a short transfer, no ring) goes the awaiting way."""
     cdb = cmd.cdb
     store = dev.store
-    fua = (cdb[0] >= 0x20 and bool(cdb[1] & 0x08)) or not dev.write_cache
+    fua = (cdb[0] >= 0x20 and cdb[1] & 0x08 != 0) or not dev.write_cache
     start = getattr(store, "start_write", None) if fua else None
     if fua and start is None:
         return NEEDS_AWAIT
-    _check_writable(dev, ctx)
-    lba, n = _lba_and_length(cdb)
-    check_range(dev, cdb, lba, n)
+    if dev.write_protected(ctx.read_only):
+        raise ScsiError.write_protected()
+    # (_lba_and_length and check_range, unrolled as in read_now)
+    if cdb[0] == _WRITE_10:
+        lba, _group, n = _RW10_FIELDS(cdb, 2)
+    else:
+        lba, n = _lba_and_length(cdb)
+    blocks = dev.blocks
+    if n > dev.max_transfer_blocks or lba >= blocks or lba + n > blocks:
+        check_range(dev, cdb, lba, n)  # (raises the right one)
     if n == 0:
         return None
     nbytes = n << dev.block_shift
@@ -230,10 +252,11 @@ def write_now(
             return NEEDS_AWAIT
         data = pieces
     else:
-        whole = cmd.data_now(nbytes)
+        cmd.transfer_length = nbytes  # (what cmd.data_now does, without its frame)
+        whole = cmd.transport.data_now(cmd, nbytes)
         if whole is None or len(whole) < nbytes:
             return NEEDS_AWAIT
-        data = whole[:nbytes]
+        data = whole if len(whole) == nbytes else whole[:nbytes]
     try:
         if not fua:
             if store.write_now(offset, data):  # type: ignore[arg-type]

@@ -778,6 +778,8 @@ class NullStore:
         self._size = size
         self._read_only = read_only
         self._zeros = bytes(self._ZERO_CHUNK)
+        #: a view, so a read's slice of it is not a copy of its own first
+        self._zero_view = memoryview(self._zeros)
 
     @property
     def size(self) -> int:
@@ -790,9 +792,13 @@ class NullStore:
     def read_now(self, offset: int, buf: memoryview) -> bool:
         n = len(buf)
         chunk = self._ZERO_CHUNK
+        zeros = self._zero_view
+        if n <= chunk:  # (the usual read: one piece)
+            buf[:] = zeros[:n]
+            return True
         for start in range(0, n, chunk):
             end = min(n, start + chunk)
-            buf[start:end] = self._zeros[: end - start]
+            buf[start:end] = zeros[: end - start]
         return True
 
     async def readinto(self, offset: int, buf: memoryview) -> None:

@@ -378,21 +378,28 @@ def rw6(cdb: bytes) -> tuple[int, int]:
     return lba, cdb[4] or 256
 
 
+# (compiled once: struct.unpack_from(format, ...) looks the format up in a
+# cache on every call, and these run for every READ and WRITE)
+_RW10 = struct.Struct(">IBH").unpack_from
+_RW12 = struct.Struct(">II").unpack_from
+_RW16 = struct.Struct(">QI").unpack_from
+
+
 def rw10(cdb: bytes) -> tuple[int, int]:
     """(LBA, blocks) of a 10-byte LBA command (READ/WRITE/VERIFY/PRE-FETCH/SYNC)."""
-    lba, _group, n = struct.unpack_from(">IBH", cdb, 2)
+    lba, _group, n = _RW10(cdb, 2)
     return lba, n
 
 
 def rw12(cdb: bytes) -> tuple[int, int]:
     """(LBA, blocks) of a 12-byte LBA command."""
-    lba, n = struct.unpack_from(">II", cdb, 2)
+    lba, n = _RW12(cdb, 2)
     return lba, n
 
 
 def rw16(cdb: bytes) -> tuple[int, int]:
     """(LBA, blocks) of a 16-byte LBA command."""
-    lba, n = struct.unpack_from(">QI", cdb, 2)
+    lba, n = _RW16(cdb, 2)
     return lba, n
 
 

@@ -70,6 +70,12 @@ class ModePages:
     def current(self, code: int, subpage: int = 0) -> bytes:
         return bytes(self._current[(code, subpage)])
 
+    def live(self, code: int, subpage: int = 0) -> bytearray:
+        """One page's current bytes themselves, not a copy: every change
+        (MODE SELECT, :meth:`store`, :meth:`reset`) updates them in place, so
+        a per-command reader (a disk's WCE) keeps it and asks nothing."""
+        return self._current[(code, subpage)]
+
     def bits(self, code: int, byte: int, mask: int, subpage: int = 0) -> int:
         """``current[byte] & mask`` of one page (for the device's state accessors)."""
         return self._current[(code, subpage)][byte] & mask

@@ -173,7 +173,6 @@ class IscsiCommand(ScsiCommand):
         self,
         itt: int,
         lun_raw: int,
-        *,
         cdb: bytes,
         lun: int,
         attr: TaskAttribute,
@@ -182,7 +181,21 @@ class IscsiCommand(ScsiCommand):
         nexus: Nexus,
         transport: Transport,
     ) -> None:
-        super().__init__(cdb, lun, itt, attr, expected_length, direction, nexus, transport)
+        # ScsiCommand.__init__'s fields, set here: one constructor frame per
+        # command instead of two plus a super() object (the hot path passes
+        # these positionally too: a keyword call builds a dict per command).
+        # tests/unit/transports/test_iscsi_transfer.py checks they match.
+        self.cdb = cdb
+        self.lun = lun
+        self.tag = itt
+        self.attr = attr
+        self.expected_length = expected_length
+        self.direction = direction
+        self.nexus = nexus
+        self.transport = transport
+        self.transfer_length = 0
+        self.copy_targets = None
+        self.port_group = None
         self.lun_raw = lun_raw
         #: the data-out: the immediate data itself when it is all the data,
         #: else a buffer the Data-Outs fill
@@ -744,7 +757,8 @@ class IscsiConnection:
         assert window is not None
         command_pdu = P.ScsiCommand
         admit = self._admit_command
-        start = self._start_command
+        # (a discovery session has none, and never takes the command path)
+        dispatch = self.session.dispatch if self.session is not None else None
         deliver = self._deliver
         next_event = self._reader.next_event
         ready: list[Any] | Rejected | None
@@ -768,10 +782,15 @@ class IscsiConnection:
                         continue
                     if type(event) is command_pdu and not discovery:
                         # the hot path: one SCSI command, usually next in CmdSN order
-                        if not admit(event):
+                        st = admit(event)
+                        if st is None:
                             continue
                         if not event.immediate and window.accept_next(event.cmdsn):
-                            start(event)
+                            # (_start_command, inline: just admitted, so it is
+                            # in _itt and nothing can have aborted it yet)
+                            st.delivered = True
+                            self.stats_commands += 1
+                            dispatch(st)  # type: ignore[misc]
                             continue
                         ready = window.offer(event.cmdsn, event.immediate, event)
                     else:
@@ -919,13 +938,13 @@ class IscsiConnection:
         )
 
     # -- SCSI commands -------------------------------------------------------------
-    def _admit_command(self, pdu: P.ScsiCommand) -> bool:
+    def _admit_command(self, pdu: P.ScsiCommand) -> IscsiCommand | None:
         """Register a command at arrival (before CmdSN ordering) so unsolicited
-        Data-Out finds it; refuse malformed ones with a Reject."""
+        Data-Out finds it; refuse malformed ones with a Reject (None)."""
         itt = pdu.itt
         if itt == RESERVED_TAG or itt in self._itt:
             self._reject_pdu(RejectReason.INVALID_PDU_FIELD, pdu)
-            return False
+            return None
         data = pdu.data
         dlen = len(data)
         edtl = pdu.expected_data_transfer_length
@@ -938,7 +957,7 @@ class IscsiConnection:
             or dlen > edtl
         ):
             self._reject_pdu(RejectReason.PROTOCOL_ERROR, pdu)
-            return False
+            return None
         if pdu.immediate:
             # RFC 7143 3.2.2.1: immediate commands take no CmdSN slot, and
             # may be refused for lack of resources
@@ -946,24 +965,24 @@ class IscsiConnection:
             assert window is not None
             if not window.take_immediate():
                 self._reject_pdu(RejectReason.IMMEDIATE_COMMAND_REJECT, pdu)
-                return False
+                return None
         if pdu.write:
-            direction = DataDirection.WRITE
+            direction = _WRITE
         else:
-            direction = DataDirection.READ if pdu.read else DataDirection.NONE
+            direction = _READ if pdu.read else _NO_DATA
         lun_raw = pdu.lun
         lun = _lun_number(lun_raw)
         assert self.session is not None
         st = self._itt[itt] = IscsiCommand(
             itt,
             lun_raw,
-            cdb=pdu.cdb,
-            lun=-1 if lun is None else lun,
-            attr=_ATTRS[pdu.attr & 7],
-            expected_length=edtl,
-            direction=direction,
-            nexus=self.session.nexus,
-            transport=self,
+            pdu.cdb,
+            -1 if lun is None else lun,
+            _ATTRS[pdu.attr & 7],
+            edtl,
+            direction,
+            self.session.nexus,
+            self,
         )
         st.immediate = pdu.immediate
         if pdu.write:
@@ -982,7 +1001,7 @@ class IscsiConnection:
             st.received = dlen
             if dlen < st.unsol_end:
                 st.unsol_done = trio.Event()
-        return True
+        return st
 
     def _start_command(self, pdu: P.ScsiCommand) -> None:
         cmd = self._itt.get(pdu.itt)
@@ -1132,8 +1151,12 @@ class IscsiConnection:
         if st.received < total:
             st.wanted = total
             return None  # R2Ts needed
-        _join_segments(st)
-        return memoryview(st.buf)[:total]
+        if st.segments is not None:
+            _join_segments(st)
+        buf = st.buf
+        # (immediate data that is all the data is a view already: no new one)
+        view = buf if type(buf) is memoryview else memoryview(buf)
+        return view if len(view) == total else view[:total]
 
     def data_segments_now(self, cmd: ScsiCommand, length: int) -> list[Buffer] | None:
         """``data_now`` as the pieces the data-out came in (the immediate
@@ -1281,40 +1304,42 @@ class IscsiConnection:
         data: Buffer | None,
     ) -> None:
         """Queue Data-In and status for one command (never awaits)."""
-        self._finish(cmd)
+        # (_finish, inline: once per command)
+        cmd.finished = True
+        itts = self._itt
+        if itts.get(cmd.tag) is cmd:
+            del itts[cmd.tag]
+        window = self._window
+        if window is not None:
+            window.complete(cmd.immediate)
         edtl = cmd.expected_length
-        if (
-            data is not None
-            and sense is None
-            and status == 0
-            and len(data) == edtl
-            and 0 < edtl <= self._whole_read
-            and cmd.direction is DataDirection.READ
-        ):
-            # the common read: one Data-In carrying the data and the status
-            statsn, exp, mx = self._status_numbers()
-            header = P.BHS_STRUCT.pack(
-                0x25, 0x81, 0, 0, edtl, cmd.lun_raw, cmd.tag, RESERVED_TAG, statsn, exp, mx,
-                0, 0, 0,
-            )  # fmt: skip
-            if self._header_digest or self._data_digest or edtl & 3:
-                self._queue(self._frame(header, data))
-            else:
-                self._queue([header, data])
-            return
-        if (
-            data is None
-            and sense is None
-            and status == 0
-            and cmd.transfer_length == edtl
-            and not self._header_digest
-        ):
-            # the common write (or a no-data command): GOOD, nothing left over
-            statsn, exp, mx = self._status_numbers()
-            self._queue(
-                [P.BHS_STRUCT.pack(0x21, 0x80, 0, 0, 0, 0, cmd.tag, 0, statsn, exp, mx, 0, 0, 0)]
-            )
-            return
+        if sense is None and status == 0:
+            # (the two common answers below take their StatSN, ExpCmdSN and
+            # MaxCmdSN here, as _status_numbers would: three calls fewer each)
+            if data is not None:
+                if len(data) == edtl and 0 < edtl <= self._whole_read and cmd.direction is _READ:
+                    # the common read: one Data-In carrying the data and the status
+                    statsn = self._statsn
+                    self._statsn = (statsn + 1) & 0xFFFFFFFF
+                    exp, mx = window.edges()  # type: ignore[union-attr]
+                    header = _PACK_BHS(
+                        0x25, 0x81, 0, 0, edtl, cmd.lun_raw, cmd.tag, RESERVED_TAG, statsn, exp,
+                        mx, 0, 0, 0,
+                    )  # fmt: skip
+                    if self._header_digest or self._data_digest or edtl & 3:
+                        self._queue(self._frame(header, data))
+                    else:
+                        self._queue([header, data])
+                    return
+            elif cmd.transfer_length == edtl and not self._header_digest:
+                # the common write (or a no-data command): GOOD, nothing left over
+                statsn = self._statsn
+                self._statsn = (statsn + 1) & 0xFFFFFFFF
+                exp, mx = window.edges()  # type: ignore[union-attr]
+                self._queue(
+                    [_PACK_BHS(0x21, 0x80, 0, 0, 0, 0, cmd.tag, 0, statsn, exp, mx, 0, 0, 0)]
+                )
+                return
         # everything else: split Data-In, residuals, sense (transfer.py decides)
         exp, mx = self._windows()
         frames = response_frames(
@@ -1323,7 +1348,7 @@ class IscsiConnection:
             status=status,
             sense=sense,
             data=data,
-            read=cmd.direction is DataDirection.READ,
+            read=cmd.direction is _READ,
             transfer_length=cmd.transfer_length,
             expected_length=edtl,
             mrdsl=self._max_send,
@@ -1635,6 +1660,12 @@ _FULL_FEATURE_OPCODES = frozenset(
 
 #: the iSCSI ATTR field (3 bits) as a task attribute; reserved values act as SIMPLE
 _ATTRS = tuple(TaskAttribute) + (TaskAttribute.SIMPLE,) * 3
+# (enum members the command path reads, as module globals: ``DataDirection.READ``
+# is a call through EnumType.__getattr__'s slot on CPython 3.11)
+_READ = DataDirection.READ
+_PACK_BHS = P.BHS_STRUCT.pack
+_WRITE = DataDirection.WRITE
+_NO_DATA = DataDirection.NONE
 
 
 @functools.lru_cache(maxsize=256)

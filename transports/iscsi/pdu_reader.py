@@ -85,7 +85,6 @@ class PduReader:
         "_acc",
         "_acc_fill",
         "_bhs",
-        "_buffered",
         "_classes",
         "_data_length",
         "_discard",
@@ -94,6 +93,7 @@ class PduReader:
         "_opcode",
         "_state",
         "_tail_length",
+        "buffered",
         "data_digest",
         "detach_opcode",
         "header_digest",
@@ -112,7 +112,10 @@ class PduReader:
         self.data_digest = data_digest
         self.max_recv_data_segment_length = max_recv_data_segment_length
         self._inputs: deque[memoryview] = deque()
-        self._buffered = 0
+        #: bytes handed over and not yet consumed (excluding a partial part);
+        #: read-only to others (a plain attribute: the connection reads it
+        #: once per answer)
+        self.buffered = 0
         self._acc: bytearray | None = None
         self._acc_fill = 0
         self._state = _BHS
@@ -148,12 +151,7 @@ class PduReader:
         # (a view of bytes is always flat unsigned bytes: no cast needed)
         view = memoryview(data if isinstance(data, bytes) else bytes(data))
         self._inputs.append(view)
-        self._buffered += len(view)
-
-    @property
-    def buffered(self) -> int:
-        """Bytes handed over and not yet consumed (excluding a partial part)."""
-        return self._buffered
+        self.buffered += len(view)
 
     @property
     def in_pdu(self) -> bool:
@@ -196,7 +194,7 @@ class PduReader:
         # (lens < 2**24: TotalAHSLength, its top byte, is 0)
         if (b0 & 0x3F != opcode or opcode not in self._classes or not lens or lens & 3
                 or lens > self.max_recv_data_segment_length
-                or self._buffered >= BHS_LENGTH + lens):  # fmt: skip
+                or self.buffered >= BHS_LENGTH + lens):  # fmt: skip
             return None
         return head[:BHS_LENGTH]
 
@@ -215,7 +213,7 @@ class PduReader:
         inputs.popleft()
         parts += inputs
         inputs.clear()
-        self._buffered = 0
+        self.buffered = 0
         self.parts += 1
         return parts
 
@@ -252,7 +250,7 @@ class PduReader:
                             inputs.popleft()
                         else:
                             inputs[0] = head[end:]
-                        self._buffered -= end
+                        self.buffered -= end
                         self.parts += 1
                         data: Buffer = head[start : start + lens]
                         if cls is ScsiCommand:
@@ -391,7 +389,7 @@ class PduReader:
                     inputs.popleft()
                 else:
                     inputs[0] = head[n:]
-                self._buffered -= n
+                self.buffered -= n
                 self.parts += 1
                 return head[:n]
             acc = self._acc = bytearray(n)
@@ -402,7 +400,7 @@ class PduReader:
             k = min(len(head), n - fill)
             acc[fill : fill + k] = head[:k]
             fill += k
-            self._buffered -= k
+            self.buffered -= k
             if k == len(head):
                 inputs.popleft()
             else:
@@ -421,7 +419,7 @@ class PduReader:
             head = inputs[0]
             k = min(len(head), self._discard)
             self._discard -= k
-            self._buffered -= k
+            self.buffered -= k
             if k == len(head):
                 inputs.popleft()
             else:

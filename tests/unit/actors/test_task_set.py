@@ -528,3 +528,37 @@ async def test_statistics_count_each_command_once_and_outlive_the_nexus() -> Non
         total = lu.stats()
         assert (total.commands, total.errors, total.bytes_written) == (5, 2, BS)
         assert sum(total.histogram) == 5
+
+
+async def test_the_last_context_is_reused_only_for_its_nexus_and_mapping() -> None:
+    """submit reuses the previous command's context (the hot path) only when
+    nexus and mapping match: a read-only mapping, another nexus, or the same
+    nexus after it went away (fresh state: a new power-on UA) each get their own."""
+    async with running_lu() as (lu, _store):
+        await clear_power_on_ua(lu, NEXUS_A)
+        t = Recorder(b"w" * BS)
+        lu.submit(command(t, write10(1), 1), 0, False)
+        lu.submit(command(t, write10(1), 2), 0, True)  # the read-only mapping of it
+        lu.submit(command(t, write10(1), 3), 0, False)
+        await wait_answers(t, 3)
+        assert t.answered == [(1, Status.GOOD), (2, Status.CHECK_CONDITION), (3, Status.GOOD)]
+        sense = t.sense_by_tag[2]
+        assert sense is not None and (sense[2] & 0x0F, sense[12]) == (0x07, 0x27)
+        tb = Recorder()
+        lu.submit(command(tb, TUR, 4, nexus=NEXUS_B), 0, False)  # B: its own UA
+        await wait_answers(tb, 1)
+        assert tb.answered == [(4, Status.CHECK_CONDITION)]
+        lu.submit(command(t, TUR, 6), 0, False)  # (A's context is the last one again)
+        await wait_answers(t, 4)
+        assert t.answered[-1] == (6, Status.GOOD)
+        await lu.mailbox.send(NexusLoss(NEXUS_A))
+        with trio.fail_after(5):
+            while lu.nexus_stats(NEXUS_A) is not None:
+                await trio.sleep(0.001)
+        lu.submit(command(t, TUR, 5), 0, False)  # A again, after it went: new state
+        await wait_answers(t, 5)
+        assert t.answered[-1] == (5, Status.CHECK_CONDITION)
+        sense = t.sense_by_tag[5]
+        assert sense is not None and (sense[12], sense[13]) == (0x29, 0x00)
+        a = lu.nexus_stats(NEXUS_A)
+        assert a is not None and a.commands == 1  # (its old counts went to the LU's)

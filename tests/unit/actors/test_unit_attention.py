@@ -156,3 +156,20 @@ async def test_inquiry_passes_a_unit_attention_and_request_sense_reports_it() ->
         assert not lu.has_unit_attention(NEXUS_A)  # reported, so cleared
         assert await ua(lu, NEXUS_A) is None
         nursery.cancel_scope.cancel()
+
+
+def test_queued_is_truthy_exactly_while_a_unit_attention_waits() -> None:
+    """``queued`` (what the command path tests instead of calling __bool__)
+    follows every change of the queue: add, pop, clear, a reset's replacement."""
+    q = UnitAttentionQueue()
+    assert not q.queued and not q
+    q.add(Asc.MODE_PARAMETERS_CHANGED)
+    q.add(Asc.REPORTED_LUNS_DATA_HAS_CHANGED)
+    assert q.queued and q
+    q.add(Asc.POWER_ON_RESET_OR_BUS_DEVICE_RESET)  # (rank 0: replaces the rest)
+    assert len(q.queued) == len(q) == 1
+    q.pop()
+    assert not q.queued and not q
+    q.add(Asc.MODE_PARAMETERS_CHANGED)
+    q.clear()
+    assert not q.queued and not q

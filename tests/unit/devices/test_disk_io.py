@@ -326,3 +326,52 @@ async def test_a_fileio_write_in_pieces_is_written_without_a_join(
         assert write_now(dev, short, FakeContext()) is NEEDS_AWAIT  # (not all there yet)
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize(
+    "cdb",
+    [
+        read10(BLOCKS, 1), read10(BLOCKS - 1, 2), read10(BLOCKS + 1, 0), read10(0xFFFFFFFF, 1),
+        read10(0, 65), read10(BLOCKS - 1, 1), read10(BLOCKS, 0), read10(3, 0),
+        cdb16(0x88, BLOCKS - 1, 2), cdb12(0xA8, 0, 65), cdb6(0x08, 0x1FFFFF, 1),
+        write10(BLOCKS, 1), write10(BLOCKS - 1, 2), write10(0, 65), write10(BLOCKS - 1, 1),
+        write10(BLOCKS, 0), cdb16(0x8A, BLOCKS, 1), cdb12(0xAA, 0, 65),
+    ],
+)
+async def test_fast_handlers_check_as_the_task_path_does(cdb: bytes) -> None:
+    """read_now/write_now decode READ(10)/WRITE(10) and check the range
+    themselves (the hot path): each CDB gets the task path's answer."""
+    from pyscst.devices.disk_io import read_now, write_now
+    from pyscst.scsi.command import DataDirection
+    from pyscst.scsi.sense import ScsiError
+    from tests.fakes import FakeTransport, make_cmd
+
+    def device() -> DiskDevice:
+        return DiskDevice("d", MemoryStore(BLOCKS * BS), max_transfer_bytes=64 * BS)
+
+    writing = cdb[0] in (0x2A, 0x8A, 0xAA)
+    data = bytes(BS * 2)
+    slow = await run_cdb(device(), cdb, data_out=data if writing else b"")
+    cmd = make_cmd(cdb, FakeTransport(data), direction=DataDirection.WRITE) if writing else \
+        make_cmd(cdb)  # fmt: skip
+    try:
+        got = (write_now if writing else read_now)(device(), cmd, FakeContext())
+    except ScsiError as exc:
+        assert slow.error is not None
+        assert exc.sense == slow.error.sense
+    else:
+        assert slow.error is None, slow.error
+        assert (None if got is None else bytes(got)) == slow.data  # type: ignore[arg-type]
+
+
+async def test_fast_write_refuses_a_read_only_mapping() -> None:
+    from pyscst.devices.disk_io import write_now
+    from pyscst.scsi.command import DataDirection
+    from pyscst.scsi.sense import ScsiError
+    from tests.fakes import FakeTransport, make_cmd
+
+    cmd = make_cmd(write10(0, 1), FakeTransport(bytes(BS)), direction=DataDirection.WRITE)
+    with pytest.raises(ScsiError) as caught:
+        write_now(disk(), cmd, FakeContext(read_only=True))
+    assert caught.value.sense is not None
+    assert (caught.value.sense.key, caught.value.sense.asc) == (SenseKey.DATA_PROTECT, 0x27)

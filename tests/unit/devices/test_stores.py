@@ -249,3 +249,10 @@ async def test_filestore_writes_pieces_with_one_pwritev_and_finishes_a_short_one
         assert bytes(head) == b"x" * 1000 + b"y" * 24
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("n", [512, 4096, (1 << 20), (1 << 20) + 512, (3 << 20) + 4096])
+def test_null_store_read_now_zeroes_whatever_the_buffer_held(n: int) -> None:
+    buf = bytearray(b"\xff") * n
+    assert NullStore(1 << 40).read_now(0, memoryview(buf))
+    assert buf == bytes(n)

@@ -8,10 +8,11 @@ import struct
 from typing import Any
 
 import attrs
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyscst.scsi.command import DataDirection, Nexus, TaskAttribute
+from pyscst.scsi.command import DataDirection, Nexus, ScsiCommand, TaskAttribute
 from pyscst.scsi.sense import Status
 from pyscst.transports.iscsi import pdu
 from pyscst.transports.iscsi.connection import IscsiCommand, IscsiConnection
@@ -147,9 +148,10 @@ def _shell(
     conn = IscsiConnection.__new__(IscsiConnection)
     out: list[list[Any]] = []
     conn._queue = out.append  # type: ignore[method-assign,assignment]
-    conn._finish = lambda st: None  # type: ignore[method-assign]
+    conn._itt = {}
     conn._statsn = STATSN
     window: CmdSNWindow[Any] = CmdSNWindow(EXP, MX - EXP + 1)
+    window.accept_next(EXP)  # (the command each test answers: _respond completes it)
     conn._window = window
     conn._max_send = max_send
     conn._whole_read = min(max_send, max_burst)  # as _full_feature sets it
@@ -165,6 +167,37 @@ def _command(conn: IscsiConnection, edtl: int, direction: DataDirection) -> Iscs
     )  # fmt: skip
     cmd.transfer_length = edtl
     return cmd
+
+
+def test_iscsi_command_sets_every_field_scsi_command_does() -> None:
+    """IscsiCommand sets ScsiCommand's fields itself (no super().__init__ on
+    the hot path): the two must agree, slot by slot, should either change."""
+    conn, _ = _shell(max_send=8192)
+    args = (bytes(10), 1, ITT, TaskAttribute.ORDERED, 4096, DataDirection.WRITE, NEXUS, conn)
+    base = ScsiCommand(*args)
+    cmd = IscsiCommand(ITT, LUN_RAW, bytes(10), 1, TaskAttribute.ORDERED, 4096,
+                       DataDirection.WRITE, NEXUS, conn)  # fmt: skip
+    for name in ScsiCommand.__slots__:
+        assert getattr(cmd, name) == getattr(base, name), name
+    assert cmd.lun_raw == LUN_RAW
+
+
+@pytest.mark.parametrize("read", [True, False])
+def test_an_answer_frees_the_itt_and_the_cmdsn_slot(read: bool) -> None:
+    """_respond finishes the command itself (the hot path's inline _finish):
+    its ITT is free again and its CmdSN slot reopens MaxCmdSN."""
+    conn, out = _shell(max_send=8192)
+    direction = DataDirection.READ if read else DataDirection.WRITE
+    cmd = _command(conn, 4096, direction)
+    conn._itt[ITT] = cmd
+    window = conn._window
+    assert window is not None and window.outstanding == 1
+    conn._respond(cmd, Status.GOOD, None, bytes(4096) if read else None)
+    assert cmd.finished and ITT not in conn._itt
+    assert window.outstanding == 0
+    header = bytes(out[0][0])
+    assert struct.unpack_from(">III", header, 24) == (STATSN, EXP + 1, EXP + 1 + MX - EXP)
+    assert conn._statsn == STATSN + 1
 
 
 @given(st.integers(1, 8192).map(lambda n: n * 4))
