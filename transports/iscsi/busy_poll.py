@@ -30,9 +30,14 @@ from __future__ import annotations
 import select
 import time
 from collections.abc import Sized
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import trio
+
+try:  # (the clock Trio runs on unless told otherwise; another one: no sleep())
+    from trio._core._run import SystemClock
+except ImportError:  # pragma: no cover
+    SystemClock = None  # type: ignore[assignment,misc]
 
 #: waits that park at once after one that polling did not cover
 BACKOFF = 32
@@ -43,6 +48,7 @@ class LoopHandles(NamedTuple):
 
     epoll_fd: int  # its epoll set: readable when another descriptor is ready
     runq: Sized  # its runnable tasks
+    runner: Any  # the loop itself (its deadlines, clock and idle waiters: BusyPoll.sleep)
 
 
 def loop_handles() -> LoopHandles | None:
@@ -57,21 +63,25 @@ def loop_handles() -> LoopHandles | None:
         epoll_fd = int(runner.io_manager._epoll.fileno())
         runq = runner.runq
         len(runq)
+        runner.deadlines.next_deadline  # noqa: B018 (BusyPoll.sleep needs them)
+        runner.clock.deadline_to_sleep_time  # noqa: B018
+        runner.waiting_for_idle  # noqa: B018
     except (AttributeError, TypeError, ValueError, OSError):
         return None
-    return LoopHandles(epoll_fd, runq)
+    return LoopHandles(epoll_fd, runq, runner)
 
 
 class BusyPoll:
     """One connection's poller; owned by its reader task, used inside Trio."""
 
-    __slots__ = ("_budget_ns", "_fd", "_poll", "_runq", "_skip", "hits", "misses")
+    __slots__ = ("_budget_ns", "_fd", "_poll", "_runner", "_runq", "_skip", "hits", "misses")
 
     def __init__(self, fd: int, budget_us: int) -> None:
         self._fd = fd
         self._budget_ns = budget_us * 1000
         self._poll: select.poll | None = None
         self._runq: Sized = ()
+        self._runner: Any = None
         self._skip = 0
         #: waits polling covered, and those it gave up on
         self.hits = 0
@@ -86,16 +96,10 @@ class BusyPoll:
         if self._skip:
             self._skip -= 1
             return False
-        poll = self._poll
+        poll = self._poll or self._open()
         if poll is None:
-            handles = loop_handles()
-            if handles is None:
-                self._budget_ns = 0
-                return False
-            poll = self._poll = select.poll()
-            poll.register(self._fd, select.POLLIN)
-            poll.register(handles.epoll_fd, select.POLLIN)
-            self._runq = handles.runq
+            self._budget_ns = 0
+            return False
         if len(self._runq):
             return False  # a task is ready to run: it goes first
         deadline = time.perf_counter_ns() + self._budget_ns
@@ -111,3 +115,43 @@ class BusyPoll:
         self.misses += 1
         self._skip = BACKOFF
         return False
+
+    def _open(self) -> select.poll | None:
+        handles = loop_handles()
+        if handles is None:
+            return None
+        poll = self._poll = select.poll()
+        poll.register(self._fd, select.POLLIN)
+        poll.register(handles.epoll_fd, select.POLLIN)
+        self._runq = handles.runq
+        self._runner = handles.runner
+        return poll
+
+    def sleep(self, cap: float) -> bool:
+        """Sleep in the kernel (no spinning) until the socket or any descriptor
+        Trio waits on is readable, for at most ``cap`` seconds and never past
+        Trio's next deadline; True when it slept (whatever woke it), False
+        when it must not block now: a runnable task, a
+        ``wait_all_tasks_blocked`` waiter, a clock that is not the system's,
+        or no loop handles.
+
+        Why: a reader whose chunk's disk I/O is in flight has nothing else to
+        do, and neither has Trio, until that I/O completes (its eventfd is in
+        Trio's epoll set) or something else arrives; one ``poll`` here, then
+        the completions reaped by the reader itself, costs less than parking:
+        Trio's loop pass, a wake of the engine's reaper task and its
+        ``epoll_ctl`` re-arm (devices/io_engine.py, ``reap_inline``). It is
+        Trio's own wait, done early: every other connection, the listener,
+        thread and signal wake-ups end it at once (the epoll descriptor), and
+        timers are never late (the deadline bound)."""
+        poll = self._poll or self._open()
+        if poll is None or len(self._runq):
+            return False
+        runner = self._runner
+        if runner.waiting_for_idle or type(runner.clock) is not SystemClock:
+            return False
+        timeout = min(cap, runner.clock.deadline_to_sleep_time(runner.deadlines.next_deadline()))
+        if timeout <= 0:
+            return False
+        poll.poll(timeout * 1000)
+        return True
