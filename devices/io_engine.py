@@ -515,7 +515,20 @@ class UringEngine:
                 return
             self.submits += 1
             self._unsubmitted_from = self._next_key
-        self._complete(ring.reap())
+        done = ring.reap()
+        if done and ring._eventfd >= 0:
+            # Their posting signalled the eventfd, for which Trio would wake
+            # the reaper to find nothing (an epoll_wait result, a task step, an
+            # eventfd read and an epoll_ctl re-arm; at queue depth 1 a cached
+            # read completes inside the submission, every time). Drain it
+            # first, then take what was posted meanwhile too: a completion
+            # posted after the drain signals again.
+            try:
+                os.read(ring._eventfd, 8)
+            except BlockingIOError:
+                pass
+            done += ring.reap()
+        self._complete(done)
 
     async def _reap_loop(self) -> None:
         efd = self._ring._eventfd

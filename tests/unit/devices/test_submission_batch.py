@@ -176,3 +176,27 @@ async def test_a_request_done_at_submission_leaves_nothing_to_wait_for(tmp_path:
         batch.unregister_reader(me)
         await engine.aclose()
         os.close(fd)
+
+
+async def test_completions_found_at_submission_do_not_wake_the_reaper(tmp_path: Path) -> None:
+    # a cached read completes inside io_uring_enter; its posting signalled the
+    # eventfd, which the submission drains (else Trio wakes the reaper, for
+    # nothing, once per such command)
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 4096)
+    fd = os.open(path, os.O_RDONLY)
+    batch = SubmissionBatch()
+    engine = UringEngine.create("f", batch=batch)
+    me = trio.lowlevel.current_task()
+    try:
+        batch.register_reader(me)
+        got: list[int | BaseException] = []
+        engine.start_read(fd, memoryview(bytearray(4096)), 0, got.append)
+        batch.submit_queued()
+        assert got == [4096]  # completed in the submission
+        with pytest.raises(BlockingIOError):
+            os.read(engine._ring._eventfd, 8)  # and nothing left to wake the reaper
+    finally:
+        batch.unregister_reader(me)
+        await engine.aclose()
+        os.close(fd)

@@ -242,3 +242,35 @@ async def test_no_sleep_while_a_task_waits_for_idleness(
         started = time.monotonic()
         assert not poller.sleep(10.0)
         assert time.monotonic() - started < 5
+
+
+async def test_tasks_woken_in_the_same_pass_are_never_made_to_wait(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    # Trio runs a pass from a list it took out of the run queue: a task woken
+    # in the same pass (another connection's reader, the engine's reaper) is
+    # neither in runq nor in the epoll set. The first of two such tasks to run
+    # must not sleep (before: it slept out the whole cap) nor busy-poll.
+    ours, _ = pair
+    poller = BusyPoll(ours.fileno(), LONG_US)
+    parked: list[trio.lowlevel.Task] = []
+    results: list[tuple[bool, bool, float]] = []
+
+    async def woken() -> None:
+        parked.append(trio.lowlevel.current_task())
+        await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.SUCCEEDED)
+        started = time.monotonic()
+        polled = poller.ready()
+        slept = poller.sleep(0.2)
+        results.append((polled, slept, time.monotonic() - started))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(woken)
+        nursery.start_soon(woken)
+        await trio.testing.wait_all_tasks_blocked()
+        for task in parked:
+            trio.lowlevel.reschedule(task)  # both runnable in the next pass
+    first = results[0]
+    assert first[:2] == (False, False) and first[2] < 0.1
+    assert (poller.hits, poller.misses) == (0, 1)  # (only the second one polled)
+    assert results[1][1]  # (and slept: nothing was left in its pass)
