@@ -68,7 +68,9 @@ ZERO_CHUNK = 1 << 20
 #: in COLD_PROBE, while its miss score is COLD_STREAK: a miss adds one, a hit
 #: takes COLD_HIT_CREDIT off (see read_now)
 COLD_STREAK = 8
-COLD_PROBE = 16
+#: (perf trace, cold 4K QD32: an RWF_NOWAIT try that misses spends ~50 us in
+#: the loop, starting its disk read alone; a read in the ring's batch ~3 us)
+COLD_PROBE = 64
 #: Why a hit does not wipe the score: a random cold workload hits now and then
 #: (pages an earlier read brought in with its readahead: ~15 % in the cold
 #: 4K QD32 row), and a reset on each of them kept the store trying inline on
