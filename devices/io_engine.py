@@ -171,7 +171,6 @@ class SubmissionBatch:
         for engine in queued:  # (still more: the flushers take it, never stranded)
             engine._wake_flusher()
 
-
     def reap_inline(self) -> bool:
         """Complete, from the calling reader, what the engines of the last
         submission have in their completion queues; True if there was any.

@@ -86,7 +86,15 @@ class BusyPoll:
     """One connection's poller; owned by its reader task, used inside Trio."""
 
     __slots__ = (
-        "_budget_ns", "_fd", "_loop_frame", "_poll", "_runner", "_runq", "_skip", "hits", "misses",
+        "_budget_ns",
+        "_fd",
+        "_loop_frame",
+        "_poll",
+        "_runner",
+        "_runq",
+        "_skip",
+        "hits",
+        "misses",
     )
 
     def __init__(self, fd: int, budget_us: int) -> None:
