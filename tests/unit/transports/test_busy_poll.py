@@ -181,21 +181,12 @@ async def test_sleep_never_passes_a_trio_deadline(
 ) -> None:
     ours, _ = pair
     poller = BusyPoll(ours.fileno(), 0)
-    fired = []
-
-    async def timer() -> None:
-        await trio.sleep(0.02)
-        fired.append(trio.current_time())
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(timer)
-        await trio.testing.wait_all_tasks_blocked(cushion=0.001)  # the timer is armed
-        # (no waiter for idleness is left: the cushion above ended it)
+    # (the scope's deadline is the loop's next one: the one sleep() must honour)
+    with trio.CancelScope(deadline=trio.current_time() + 0.2):  # noqa: ASYNC100
         started = time.monotonic()
         assert poller.sleep(10.0)
         slept = time.monotonic() - started
-        assert 0.005 < slept < 5  # up to the timer's deadline, not the ten seconds
-    assert len(fired) == 1  # and the timer then ran
+    assert 0.1 < slept < 5  # up to the deadline, not the ten seconds
 
 
 async def test_sleep_is_capped(pair: tuple[socket.socket, socket.socket]) -> None:
