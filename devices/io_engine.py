@@ -52,6 +52,10 @@ CLOSE_TIMEOUT = 10.0
 #: memory or request slots): a task's request is queued again, a callback
 #: request is redone through its task path (the store's ``done(None)``)
 TRANSIENT_ERRORS = frozenset({errno.EAGAIN, errno.ENOMEM})
+#: the longest a queue-depth-1 reader sleeps for its I/O before it parks in
+#: Trio as usual (seconds; anything else ready, or a deadline, ends it sooner):
+#: see SubmissionBatch.reap_inline
+INLINE_WAIT = 0.01
 #: how often a task's request is queued again after such a completion, and
 #: the pause before the first retry (seconds; doubled, tripled after that)
 TRANSIENT_RETRIES = 3
@@ -114,7 +118,7 @@ class SubmissionBatch:
     requests are then submitted by its flusher task, as before.
     """
 
-    __slots__ = ("queued", "readers")
+    __slots__ = ("queued", "readers", "waiting")
 
     def __init__(self) -> None:
         #: engines that want a submission since :meth:`submit_queued` last ran
@@ -123,6 +127,9 @@ class SubmissionBatch:
         #: reader tasks that call :meth:`submit_queued` before each of their
         #: checkpoints (:meth:`register_reader`): what they queue wakes no flusher
         self.readers: set[trio.lowlevel.Task] = set()
+        #: engines the last :meth:`submit_queued` submitted to, requests then in
+        #: flight: whose completions :meth:`reap_inline` looks for
+        self.waiting: list[UringEngine] = []
 
     def register_reader(self, task: trio.lowlevel.Task) -> None:
         """``task`` (a transport's reader) promises to call :meth:`submit_queued`
@@ -149,6 +156,7 @@ class SubmissionBatch:
         rounds, then the flusher).
         """
         queued = self.queued
+        waiting = self.waiting = []
         for _ in range(_SUBMIT_ROUNDS):
             if not queued:
                 return
@@ -158,8 +166,36 @@ class SubmissionBatch:
                 engine._listed = False
                 if engine._flush_wanted and engine.broken is None and engine._ring.fd >= 0:
                     engine._flush()
+                    if engine._ops and engine not in waiting:
+                        waiting.append(engine)
         for engine in queued:  # (still more: the flushers take it, never stranded)
             engine._wake_flusher()
+
+    def reap_inline(self) -> bool:
+        """Complete, from the calling reader, what the engines of the last
+        submission have in their completion queues; True if there was any.
+
+        Why: at queue depth 1 a reader that submitted its chunk's I/O sleeps
+        until something is ready (the transport's ``BusyPoll.sleep``) and
+        then, rather than parking so that Trio wakes each engine's reaper task
+        for the eventfd (a loop pass, a task step, an ``epoll_ctl`` re-arm),
+        takes the completions itself: the answer goes out from here. The
+        eventfd is read first, so the reaper stays parked (nothing is lost: a
+        completion posted after that read signals it again). Requests the
+        completion callbacks queued are submitted before this returns, as
+        the reader promised (:meth:`register_reader`)."""
+        engines = self.waiting
+        if not engines:
+            return False
+        self.waiting = []
+        got = False
+        for engine in engines:
+            if engine.broken is None and engine._ring.fd >= 0 and engine._ring.completed():
+                engine._reap()
+                got = True
+        if self.queued:
+            self.submit_queued()
+        return got
 
 
 #: how many times submit_queued goes round for requests its completions queued
@@ -478,17 +514,35 @@ class UringEngine:
                 return
             self.submits += 1
             self._unsubmitted_from = self._next_key
-        self._complete(ring.reap())
+        done = ring.reap()
+        if done and ring._eventfd >= 0:
+            # Their posting signalled the eventfd, for which Trio would wake
+            # the reaper to find nothing (an epoll_wait result, a task step, an
+            # eventfd read and an epoll_ctl re-arm; at queue depth 1 a cached
+            # read completes inside the submission, every time). Drain it
+            # first, then take what was posted meanwhile too: a completion
+            # posted after the drain signals again.
+            try:
+                os.read(ring._eventfd, 8)
+            except BlockingIOError:
+                pass
+            done += ring.reap()
+        self._complete(done)
 
     async def _reap_loop(self) -> None:
         efd = self._ring._eventfd
         while True:
             await trio.lowlevel.wait_readable(efd)
-            try:
-                os.read(efd, 8)
-            except BlockingIOError:
-                pass
-            self._complete(self._ring.reap())
+            self._reap()
+
+    def _reap(self) -> None:
+        """Complete what the completion queue holds, the eventfd drained first
+        (a completion posted after the drain signals it again)."""
+        try:
+            os.read(self._ring._eventfd, 8)
+        except BlockingIOError:
+            pass
+        self._complete(self._ring.reap())
 
     def _complete(self, completions: list[tuple[int, int]]) -> None:
         ops = self._ops

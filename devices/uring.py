@@ -212,6 +212,11 @@ class Ring:
         return int(got)
 
     # -- completion ---------------------------------------------------------
+    def completed(self) -> bool:
+        """Completions wait in the CQ (two loads from shared memory, no syscall)."""
+        rings, load = self._rings, _U32.unpack_from
+        return bool(load(rings, self._cq_head)[0] != load(rings, self._cq_tail)[0])
+
     def reap(self) -> list[tuple[int, int]]:
         """Every completion now in the CQ, oldest first (and consumes them)."""
         rings = self._rings

@@ -28,11 +28,18 @@ they are found on the Trio we install.
 from __future__ import annotations
 
 import select
+import sys
 import time
 from collections.abc import Sized
-from typing import NamedTuple
+from types import FrameType
+from typing import Any, NamedTuple
 
 import trio
+
+try:  # (the clock Trio runs on unless told otherwise; another one: no sleep())
+    from trio._core._run import SystemClock
+except ImportError:  # pragma: no cover
+    SystemClock = None  # type: ignore[assignment,misc]
 
 #: waits that park at once after one that polling did not cover
 BACKOFF = 32
@@ -43,35 +50,60 @@ class LoopHandles(NamedTuple):
 
     epoll_fd: int  # its epoll set: readable when another descriptor is ready
     runq: Sized  # its runnable tasks
+    runner: Any  # the loop itself (its deadlines, clock and idle waiters: BusyPoll.sleep)
+    loop_frame: Any  # the frame of its run loop: the tasks left in this pass (_batch_left)
 
 
 def loop_handles() -> LoopHandles | None:
-    """The running Trio loop's epoll descriptor and run queue, or None.
+    """The running Trio loop's epoll descriptor, run queue, runner and the
+    frame of its run loop (whose ``batch`` holds the tasks left in the
+    current pass), or None. Call it from a task.
 
     (``trio.lowlevel.current_statistics()`` counts runnable tasks too, but walks
     every registered descriptor to fill in its I/O figures: O(connections) per
     command. The run queue's length is the one figure needed.)
     """
     try:
-        runner = trio._core._run.GLOBAL_RUN_CONTEXT.runner
+        run = trio._core._run
+        runner = run.GLOBAL_RUN_CONTEXT.runner
+        frame: FrameType | None = sys._getframe()
+        while frame is not None and frame.f_code is not run.unrolled_run.__code__:
+            frame = frame.f_back
+        if frame is None or not isinstance(frame.f_locals.get("batch"), list):
+            return None
         epoll_fd = int(runner.io_manager._epoll.fileno())
         runq = runner.runq
         len(runq)
+        runner.deadlines.next_deadline  # noqa: B018 (BusyPoll.sleep needs them)
+        runner.clock.deadline_to_sleep_time  # noqa: B018
+        runner.waiting_for_idle  # noqa: B018
     except (AttributeError, TypeError, ValueError, OSError):
         return None
-    return LoopHandles(epoll_fd, runq)
+    return LoopHandles(epoll_fd, runq, runner, frame)
 
 
 class BusyPoll:
     """One connection's poller; owned by its reader task, used inside Trio."""
 
-    __slots__ = ("_budget_ns", "_fd", "_poll", "_runq", "_skip", "hits", "misses")
+    __slots__ = (
+        "_budget_ns",
+        "_fd",
+        "_loop_frame",
+        "_poll",
+        "_runner",
+        "_runq",
+        "_skip",
+        "hits",
+        "misses",
+    )
 
     def __init__(self, fd: int, budget_us: int) -> None:
         self._fd = fd
         self._budget_ns = budget_us * 1000
         self._poll: select.poll | None = None
         self._runq: Sized = ()
+        self._runner: Any = None
+        self._loop_frame: Any = None
         self._skip = 0
         #: waits polling covered, and those it gave up on
         self.hits = 0
@@ -86,17 +118,11 @@ class BusyPoll:
         if self._skip:
             self._skip -= 1
             return False
-        poll = self._poll
+        poll = self._poll or self._open()
         if poll is None:
-            handles = loop_handles()
-            if handles is None:
-                self._budget_ns = 0
-                return False
-            poll = self._poll = select.poll()
-            poll.register(self._fd, select.POLLIN)
-            poll.register(handles.epoll_fd, select.POLLIN)
-            self._runq = handles.runq
-        if len(self._runq):
+            self._budget_ns = 0
+            return False
+        if len(self._runq) or self._batch_left():
             return False  # a task is ready to run: it goes first
         deadline = time.perf_counter_ns() + self._budget_ns
         while True:
@@ -111,3 +137,53 @@ class BusyPoll:
         self.misses += 1
         self._skip = BACKOFF
         return False
+
+    def _batch_left(self) -> bool:
+        """Tasks still to run in the loop's current pass. Trio moves its run
+        queue into a local list before it runs a pass, so a task woken in
+        the same pass as this reader (another connection's reader whose bytes
+        came in the same ``epoll_wait``, the engine's reaper) is in neither
+        ``runq`` nor the epoll set: without this look it would wait out the
+        whole poll (found so: a 10 ms stall per such command)."""
+        return bool(self._loop_frame.f_locals.get("batch"))
+
+    def _open(self) -> select.poll | None:
+        handles = loop_handles()
+        if handles is None:
+            return None
+        poll = self._poll = select.poll()
+        poll.register(self._fd, select.POLLIN)
+        poll.register(handles.epoll_fd, select.POLLIN)
+        self._runq = handles.runq
+        self._runner = handles.runner
+        self._loop_frame = handles.loop_frame
+        return poll
+
+    def sleep(self, cap: float) -> bool:
+        """Sleep in the kernel (no spinning) until the socket or any descriptor
+        Trio waits on is readable, for at most ``cap`` seconds and never past
+        Trio's next deadline; True when it slept (whatever woke it), False
+        when it must not block now: a runnable task, a
+        ``wait_all_tasks_blocked`` waiter, a clock that is not the system's,
+        or no loop handles.
+
+        Why: a reader whose chunk's disk I/O is in flight has nothing else to
+        do, and neither has Trio, until that I/O completes (its eventfd is in
+        Trio's epoll set) or something else arrives; one ``poll`` here, then
+        the completions reaped by the reader itself, costs less than parking:
+        Trio's loop pass, a wake of the engine's reaper task and its
+        ``epoll_ctl`` re-arm (devices/io_engine.py, ``reap_inline``). It is
+        Trio's own wait, done early: every other connection, the listener,
+        thread and signal wake-ups end it at once (the epoll descriptor), and
+        timers are never late (the deadline bound)."""
+        poll = self._poll or self._open()
+        if poll is None or len(self._runq) or self._batch_left():
+            return False
+        runner = self._runner
+        if runner.waiting_for_idle or type(runner.clock) is not SystemClock:
+            return False
+        timeout = min(cap, runner.clock.deadline_to_sleep_time(runner.deadlines.next_deadline()))
+        if timeout <= 0:
+            return False
+        poll.poll(timeout * 1000)
+        return True

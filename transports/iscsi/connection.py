@@ -35,7 +35,7 @@ from pyscst.actors.faults_lu import portal_of
 from pyscst.actors.messages import TmfFunction, TmfResponse
 from pyscst.actors.session import LunMapping, Session
 from pyscst.actors.target import SessionInfo
-from pyscst.devices.io_engine import SubmissionBatch
+from pyscst.devices.io_engine import INLINE_WAIT, SubmissionBatch
 from pyscst.scsi.cdb import Pending
 from pyscst.scsi.command import (
     Buffer,
@@ -584,6 +584,9 @@ class IscsiConnection:
         fd = self._fd
         if not self._last_full and self.stats_commands - commands_before <= 1:
             self._eager = 0
+            io_batch = self._io_batch
+            if io_batch.waiting and self._busy.sleep(INLINE_WAIT):
+                io_batch.reap_inline()  # (answers go out from here: _queue)
             if not self._busy.ready():
                 await trio.lowlevel.wait_readable(fd)
         self._eager += 1

@@ -336,6 +336,40 @@ async def test_a_cold_streak_skips_the_inline_try_but_probes(
     await store.close()
 
 
+@needs_uring
+async def test_an_occasional_hit_does_not_bring_back_the_inline_try(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A random cold workload hits now and then (readahead of earlier reads):
+    one hit in eight reads must not keep the store trying RWF_NOWAIT on
+    every read (a hit used to wipe the miss score); it settles on the ring,
+    probing one read in COLD_PROBE."""
+    import pyscst.devices.stores as stores
+
+    store = await FileStore.open(tmp_path / "d", size=1 << 20, io_engine="uring")
+    tries = 0
+    real = os.preadv
+
+    def fake(fd: int, bufs: list[memoryview], offset: int, flags: int = 0) -> int:
+        nonlocal tries
+        if fd == store.fileno and flags:
+            tries += 1
+            if tries % 8:  # seven misses, then a hit, over and over
+                raise BlockingIOError(errno.EAGAIN, "would block")
+        return real(fd, bufs, offset, flags)
+
+    monkeypatch.setattr(stores.os, "preadv", fake)
+    buf = memoryview(bytearray(512))
+    for _ in range(200):
+        store.read_now(0, buf)
+    before = tries
+    reads = 32 * stores.COLD_PROBE
+    for _ in range(reads):
+        store.read_now(0, buf)
+    assert tries - before < reads // 4  # (was every read: each hit reset the score)
+    await store.close()
+
+
 # -- callback requests (start_read): a cache-missing READ without a task -----
 
 

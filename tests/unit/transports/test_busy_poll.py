@@ -122,3 +122,146 @@ async def test_no_budget_never_polls(pair: tuple[socket.socket, socket.socket]) 
     poller = BusyPoll(ours.fileno(), 0)
     assert not poller.ready()  # even with bytes waiting: the caller parks as usual
     assert (poller.hits, poller.misses) == (0, 0)
+
+
+# -- sleep: the blocking wait of a depth-1 reader whose disk I/O is in flight --
+
+
+async def test_sleep_ends_when_the_socket_turns_readable(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, peer = pair
+    poller = BusyPoll(ours.fileno(), 0)  # (no busy-poll budget: sleep does not need one)
+    writer = threading.Timer(0.005, peer.send, args=(b"y",))
+    writer.start()
+    started = time.monotonic()
+    try:
+        assert poller.sleep(10.0)
+    finally:
+        writer.join()
+    assert time.monotonic() - started < 5  # woken by the bytes, not the cap
+    assert ours.recv(10) == b"y"
+
+
+async def test_sleep_gives_way_to_another_connection_at_once(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    # the starvation guard: bytes for another connection (a descriptor in
+    # Trio's epoll set) end the sleep, and that connection is then served
+    ours, _ = pair
+    other_a, other_b = socket.socketpair()
+    other_a.setblocking(False)
+    woke = []
+
+    async def other_reader() -> None:
+        await trio.lowlevel.wait_readable(other_a)
+        woke.append(other_a.recv(10))
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(other_reader)
+            await trio.testing.wait_all_tasks_blocked()  # parked in Trio's epoll set
+            poller = BusyPoll(ours.fileno(), 0)
+            writer = threading.Timer(0.005, other_b.send, args=(b"z",))
+            writer.start()
+            started = time.monotonic()
+            try:
+                assert poller.sleep(10.0)
+            finally:
+                writer.join()
+            assert time.monotonic() - started < 5
+        assert woke == [b"z"]
+    finally:
+        other_a.close()
+        other_b.close()
+
+
+async def test_sleep_never_passes_a_trio_deadline(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, _ = pair
+    poller = BusyPoll(ours.fileno(), 0)
+    # (the scope's deadline is the loop's next one: the one sleep() must honour)
+    with trio.CancelScope(deadline=trio.current_time() + 0.2):  # noqa: ASYNC100
+        started = time.monotonic()
+        assert poller.sleep(10.0)
+        slept = time.monotonic() - started
+    assert 0.1 < slept < 5  # up to the deadline, not the ten seconds
+
+
+async def test_sleep_is_capped(pair: tuple[socket.socket, socket.socket]) -> None:
+    ours, _ = pair
+    poller = BusyPoll(ours.fileno(), 0)
+    started = time.monotonic()
+    assert poller.sleep(0.01)
+    assert 0.005 < time.monotonic() - started < 5
+
+
+async def test_no_sleep_while_a_task_is_runnable(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, _ = pair
+    poller = BusyPoll(ours.fileno(), 0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.sleep, 0)  # runnable, not yet run
+        started = time.monotonic()
+        assert not poller.sleep(10.0)
+        assert time.monotonic() - started < 5
+
+
+def test_no_sleep_on_another_clock(pair: tuple[socket.socket, socket.socket]) -> None:
+    # a MockClock's virtual time means nothing to poll(2): never block on it
+    ours, _ = pair
+
+    async def main() -> bool:
+        return BusyPoll(ours.fileno(), 0).sleep(10.0)
+
+    assert trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0)) is False
+
+
+async def test_no_sleep_while_a_task_waits_for_idleness(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, _ = pair
+    poller = BusyPoll(ours.fileno(), 0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.testing.wait_all_tasks_blocked)
+        handles = loop_handles()
+        assert handles is not None
+        while not handles.runner.waiting_for_idle:
+            await trio.lowlevel.checkpoint()  # (until it is registered as waiting for idleness)
+        started = time.monotonic()
+        assert not poller.sleep(10.0)
+        assert time.monotonic() - started < 5
+
+
+async def test_tasks_woken_in_the_same_pass_are_never_made_to_wait(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    # Trio runs a pass from a list it took out of the run queue: a task woken
+    # in the same pass (another connection's reader, the engine's reaper) is
+    # neither in runq nor in the epoll set. The first of two such tasks to run
+    # must not sleep (before: it slept out the whole cap) nor busy-poll.
+    ours, _ = pair
+    poller = BusyPoll(ours.fileno(), LONG_US)
+    parked: list[trio.lowlevel.Task] = []
+    results: list[tuple[bool, bool, float]] = []
+
+    async def woken() -> None:
+        parked.append(trio.lowlevel.current_task())
+        await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.SUCCEEDED)
+        started = time.monotonic()
+        polled = poller.ready()
+        slept = poller.sleep(0.2)
+        results.append((polled, slept, time.monotonic() - started))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(woken)
+        nursery.start_soon(woken)
+        await trio.testing.wait_all_tasks_blocked()
+        for task in parked:
+            trio.lowlevel.reschedule(task)  # both runnable in the next pass
+    first = results[0]
+    assert first[:2] == (False, False) and first[2] < 0.1
+    assert (poller.hits, poller.misses) == (0, 1)  # (only the second one polled)
+    assert results[1][1]  # (and slept: nothing was left in its pass)
