@@ -263,17 +263,20 @@ def write_6_now(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer |
     count, total = _transfer(dev, cdb, fixed)
     if count == 0:
         return None
-    dev.check_writable()
+    # (DATA PROTECT before any data is solicited; once the data is all here,
+    # write_objects makes the same check, once, right before it writes)
     records: Sequence[Record]
     if fixed:
         data = cmd.data_now(total)
         if data is None or len(data) < total:
+            dev.check_writable()
             return NEEDS_AWAIT
         records = _records(dev, data, fixed, count)
     else:
         # one record: written from the pieces its data-out came in (no copy)
         pieces = cmd.data_segments_now(total)
-        if pieces is None or sum(len(p) for p in pieces) < total:
+        if pieces is None or sum(map(len, pieces)) < total:
+            dev.check_writable()
             return NEEDS_AWAIT
         if len(pieces) == 1:
             records = [pieces[0]]

@@ -309,20 +309,25 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense, MediumHook
         part = self.part
         if self.position < part.eod or part.damaged:
             part.truncate(self.position)
-        count = records if isinstance(records, int) else len(records)
+        marks = isinstance(records, int)
+        count: int = records if isinstance(records, int) else len(records)
         fit = 0
         room = self._capacity(part) - part.end
         fault = None
+        failing = self.faults.write_error_at
+        position = self.position
         for i in range(count):
-            if self.position + i in self.faults.write_error_at:
-                fault = self.position + i
+            if failing and position + i in failing:
+                fault = position + i
                 break
-            need = HEADER_SIZE + (0 if isinstance(records, int) else len(records[i]))
+            need = HEADER_SIZE + (0 if marks else len(records[i]))  # type: ignore[index]
             if need > room:
                 break
             room -= need
             fit += 1
-        batch: Sequence[Record] | int = fit if isinstance(records, int) else records[:fit]
+        batch: Sequence[Record] | int = (
+            fit if marks else records if fit == count else records[:fit]  # type: ignore[index]
+        )
         done = fit
         try:
             part.append_many(kind, batch)
@@ -352,7 +357,7 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense, MediumHook
         if isinstance(records, int):
             self.counters.filemarks_written += done
             return
-        n = sum(len(r) for r in records[:done])
+        n = sum(map(len, records[:done]))
         self.counters.records_written += done
         self.counters.bytes_written += n
         cart = self.loaded()
