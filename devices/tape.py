@@ -499,7 +499,7 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense, MediumHook
         except OSError as exc:
             raise self._read_failed(part, exc) from exc
         if data is not None:
-            self._record_read(index, len(data))
+            self._record_read(index, len(data), part)
         return data
 
     def _read_failed(self, part: Partition, exc: OSError) -> ScsiError:
@@ -507,11 +507,11 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense, MediumHook
         self.counters.read_errors += 1
         return stream_error(SenseKey.MEDIUM_ERROR, Asc.UNRECOVERED_READ_ERROR)
 
-    def _record_read(self, index: int, n: int) -> int:
+    def _record_read(self, index: int, n: int, part: Partition | None = None) -> int:
         self.position = index + 1
         self.counters.records_read += 1
         self.account_read(n)
-        return self.part.length(index)
+        return (self.part if part is None else part).length(index)
 
     # --- fault injection ---------------------------------------------------------------
 

@@ -685,6 +685,18 @@ async def test_read_6_fast_path_on_tmpfs_answers_as_the_awaiting_handler() -> No
         assert isinstance(mark, ScsiError) and mark.sense is not None
         assert mark.sense.stream & 0x80  # FILEMARK
         assert d.position == 4
+        eod = fast(d, 10)  # end-of-data: BLANK CHECK 00/05
+        assert isinstance(eod, ScsiError) and eod.sense is not None
+        assert (eod.sense.key, eod.sense.asc, eod.sense.ascq) == (SenseKey.BLANK_CHECK, 0, 5)
+        await rewind(d)
+        d.faults.read_error_at.add(0)  # an armed fault on a plain record
+        failed = fast(d, 1000)
+        assert isinstance(failed, ScsiError) and failed.sense is not None
+        assert (failed.sense.key, failed.sense.asc) == (SenseKey.MEDIUM_ERROR, 0x11)
+        assert d.position == 1 and not d.faults.read_error_at  # one-shot, moved past
+        too_long = fast(d, (1 << 24) - 1)  # over MAX_BLOCK: INVALID FIELD, nothing read
+        assert isinstance(too_long, ScsiError) and too_long.sense is not None
+        assert too_long.sense.key == SenseKey.ILLEGAL_REQUEST and d.position == 1
         assert d.cartridge is not None
         d.cartridge.close_now()
 
