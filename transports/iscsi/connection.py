@@ -569,7 +569,10 @@ class IscsiConnection:
             return await self._refill_partial(commands_before)
         self._end_batch()
         fd = self._fd
-        if not self._last_full and self.stats_commands - commands_before <= 1:
+        # (in the middle of a PDU the rest is usually in already: a read that
+        # came before a large PDU's last TCP segment, which the parsing took
+        # longer than. Read first; wait only if the socket is empty.)
+        if not bounded and not self._last_full and self.stats_commands - commands_before <= 1:
             self._eager = 0
             if not self._busy.ready():
                 await trio.lowlevel.wait_readable(fd)
