@@ -198,3 +198,18 @@ async def test_the_rest_of_a_pdu_not_in_yet_is_waited_for(
         assert waits == [conn._fd]
         pdu = reader.next_event()
         assert isinstance(pdu, P.NopOut) and pdu.itt == 8
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_NOTSENT_LOWAT"), reason="Linux/macOS option")
+async def test_the_connection_lifts_trios_unsent_bytes_cap() -> None:
+    """trio's SocketStream caps unsent bytes at 16 KiB; the connection puts
+    the host's default back (0), so that a whole 256 KiB Data-In is taken by
+    one writev even while a paced congestion control holds its segments."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        a = socket.create_connection(server.getsockname())
+        b, _ = server.accept()
+    with a, b:
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(a))
+        assert a.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT) == 16384
+        IscsiConnection(stream, host=None)  # type: ignore[arg-type]
+        assert a.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT) == 0
