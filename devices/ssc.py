@@ -233,11 +233,20 @@ def read_6_now(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | 
     cdb = cmd.cdb
     if cdb[1] & 0x01 or dev.unsynced:
         return NEEDS_AWAIT
-    count, total = _transfer(dev, cdb, False)
-    cmd.transfer_length = total
+    count = int.from_bytes(cdb[2:5], "big")  # (_transfer's check, inline)
+    if count > MAX_BLOCK:
+        raise ScsiError.invalid_field_in_cdb(2)
+    cmd.transfer_length = count
     if count == 0:
         return None
-    length = _variable_length(dev, count)
+    # the streaming case, a plain record here, looked up directly; anything
+    # else (end-of-data, a filemark, damage, an armed read fault) by
+    # _variable_length, which raises what meets the READ
+    part = dev.part
+    pos = dev.position
+    length = part.lengths[pos] if pos < len(part.lengths) else -1
+    if length < 0 or pos in dev.faults.read_error_at:
+        length = _variable_length(dev, count)
     want = min(count, length)
     data: Buffer | None = dev.read_record_inline(want)
     if data is None:
@@ -263,17 +272,20 @@ def write_6_now(dev: TapeDevice, cmd: ScsiCommand, ctx: ExecContext) -> Buffer |
     count, total = _transfer(dev, cdb, fixed)
     if count == 0:
         return None
-    dev.check_writable()
+    # (DATA PROTECT before any data is solicited; once the data is all here,
+    # write_objects makes the same check, once, right before it writes)
     records: Sequence[Record]
     if fixed:
         data = cmd.data_now(total)
         if data is None or len(data) < total:
+            dev.check_writable()
             return NEEDS_AWAIT
         records = _records(dev, data, fixed, count)
     else:
         # one record: written from the pieces its data-out came in (no copy)
         pieces = cmd.data_segments_now(total)
-        if pieces is None or sum(len(p) for p in pieces) < total:
+        if pieces is None or sum(map(len, pieces)) < total:
+            dev.check_writable()
             return NEEDS_AWAIT
         if len(pieces) == 1:
             records = [pieces[0]]

@@ -309,20 +309,25 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense, MediumHook
         part = self.part
         if self.position < part.eod or part.damaged:
             part.truncate(self.position)
-        count = records if isinstance(records, int) else len(records)
+        marks = isinstance(records, int)
+        count: int = records if isinstance(records, int) else len(records)
         fit = 0
         room = self._capacity(part) - part.end
         fault = None
+        failing = self.faults.write_error_at
+        position = self.position
         for i in range(count):
-            if self.position + i in self.faults.write_error_at:
-                fault = self.position + i
+            if failing and position + i in failing:
+                fault = position + i
                 break
-            need = HEADER_SIZE + (0 if isinstance(records, int) else len(records[i]))
+            need = HEADER_SIZE + (0 if marks else len(records[i]))  # type: ignore[index]
             if need > room:
                 break
             room -= need
             fit += 1
-        batch: Sequence[Record] | int = fit if isinstance(records, int) else records[:fit]
+        batch: Sequence[Record] | int = (
+            fit if marks else records if fit == count else records[:fit]  # type: ignore[index]
+        )
         done = fit
         try:
             part.append_many(kind, batch)
@@ -352,7 +357,7 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense, MediumHook
         if isinstance(records, int):
             self.counters.filemarks_written += done
             return
-        n = sum(len(r) for r in records[:done])
+        n = sum(map(len, records[:done]))
         self.counters.records_written += done
         self.counters.bytes_written += n
         cart = self.loaded()
@@ -494,7 +499,7 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense, MediumHook
         except OSError as exc:
             raise self._read_failed(part, exc) from exc
         if data is not None:
-            self._record_read(index, len(data))
+            self._record_read(index, len(data), part)
         return data
 
     def _read_failed(self, part: Partition, exc: OSError) -> ScsiError:
@@ -502,11 +507,11 @@ class TapeDevice(RemovableIdentity, ControlPageState, ReadinessSense, MediumHook
         self.counters.read_errors += 1
         return stream_error(SenseKey.MEDIUM_ERROR, Asc.UNRECOVERED_READ_ERROR)
 
-    def _record_read(self, index: int, n: int) -> int:
+    def _record_read(self, index: int, n: int, part: Partition | None = None) -> int:
         self.position = index + 1
         self.counters.records_read += 1
         self.account_read(n)
-        return self.part.length(index)
+        return (self.part if part is None else part).length(index)
 
     # --- fault injection ---------------------------------------------------------------
 

@@ -117,7 +117,7 @@ class Pieces:
 
     def __init__(self, parts: Sequence[Buffer]) -> None:
         self.parts = list(parts)
-        self.size = sum(len(p) for p in self.parts)
+        self.size = sum(map(len, self.parts))
 
     def __len__(self) -> int:
         return self.size
@@ -341,27 +341,30 @@ class Partition:
                 self.damaged = 0
         count = records if isinstance(records, int) else len(records)
         # (a record's pieces are iovecs too: such records go one per pwritev)
-        single = not isinstance(records, int) and any(isinstance(r, Pieces) for r in records)
+        single = (count > 1 and not isinstance(records, int)
+                  and any(isinstance(r, Pieces) for r in records))  # fmt: skip
         i = 0
         while i < count:
             batch = 1 if single else min(count - i, _BATCH)
             parts: list[Buffer] = []
             entries: list[tuple[int, int]] = []
             offset = self.end
+            eod = len(self.offsets)
+            record = kind == Kind.RECORD
             for j in range(i, i + batch):
                 data = b"" if isinstance(records, int) else records[j]
-                length = len(data) if kind == Kind.RECORD else 0
-                parts.append(_header(kind, length, self.eod + len(entries)))
+                length = len(data) if record else 0
+                parts.append(_header(kind, length, eod + len(entries)))
                 if length:
                     if isinstance(data, Pieces):
                         parts.extend(data.parts)
                     else:
                         parts.append(data)
-                entries.append((offset, length if kind == Kind.RECORD else -1))
+                entries.append((offset, length if record else -1))
                 offset += HEADER_SIZE + length
             total = offset - self.end
             if self.file_size > self.end:
-                self._overwrite(parts, total, self.eod + batch)
+                self._overwrite(parts, total, eod + batch)
             else:
                 written = os.pwritev(self.fd, parts, self.end)
                 if written != total:
@@ -370,7 +373,7 @@ class Partition:
                 self.file_size = self.end + total
             for off, length in entries:
                 if length < 0:
-                    self.filemarks.append(self.eod)
+                    self.filemarks.append(len(self.offsets))
                 self.offsets.append(off)
                 self.lengths.append(length)
             self.end = offset

@@ -24,6 +24,7 @@ import itertools
 import logging
 import math
 import os
+import socket
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -258,6 +259,14 @@ class IscsiConnection:
         self.stream = stream
         #: the socket's descriptor, for the reader's direct read and writev
         self._fd = stream.socket.fileno()
+        # trio's SocketStream caps unsent bytes at 16 KiB (TCP_NOTSENT_LOWAT):
+        # with a paced congestion control (BBR, the default here) a 256 KiB
+        # Data-In writev was then taken only in part (3 x 65,483 B on
+        # loopback) and the rest cost a retry, often the writer task and an
+        # epoll round. We write whole PDUs and bound what we queue ourselves
+        # (WRITE_BATCH, the socket's send buffer): 0 = the host's default.
+        with contextlib.suppress(OSError, AttributeError):
+            stream.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, 0)
         self.host = host
         self._reader = PduReader(max_recv_data_segment_length=LOGIN_MAX_RECV)
         self._out_send, self._out_recv = trio.open_memory_channel[list[Buffer]](math.inf)
@@ -582,7 +591,10 @@ class IscsiConnection:
             return await self._refill_partial(commands_before)
         self._end_batch()
         fd = self._fd
-        if not self._last_full and self.stats_commands - commands_before <= 1:
+        # (in the middle of a PDU the rest is usually in already: a read that
+        # came before a large PDU's last TCP segment, which the parsing took
+        # longer than. Read first; wait only if the socket is empty.)
+        if not bounded and not self._last_full and self.stats_commands - commands_before <= 1:
             self._eager = 0
             io_batch = self._io_batch
             if io_batch.waiting and self._busy.sleep(INLINE_WAIT):

@@ -685,6 +685,18 @@ async def test_read_6_fast_path_on_tmpfs_answers_as_the_awaiting_handler() -> No
         assert isinstance(mark, ScsiError) and mark.sense is not None
         assert mark.sense.stream & 0x80  # FILEMARK
         assert d.position == 4
+        eod = fast(d, 10)  # end-of-data: BLANK CHECK 00/05
+        assert isinstance(eod, ScsiError) and eod.sense is not None
+        assert (eod.sense.key, eod.sense.asc, eod.sense.ascq) == (SenseKey.BLANK_CHECK, 0, 5)
+        await rewind(d)
+        d.faults.read_error_at.add(0)  # an armed fault on a plain record
+        failed = fast(d, 1000)
+        assert isinstance(failed, ScsiError) and failed.sense is not None
+        assert (failed.sense.key, failed.sense.asc) == (SenseKey.MEDIUM_ERROR, 0x11)
+        assert d.position == 1 and not d.faults.read_error_at  # one-shot, moved past
+        too_long = fast(d, (1 << 24) - 1)  # over MAX_BLOCK: INVALID FIELD, nothing read
+        assert isinstance(too_long, ScsiError) and too_long.sense is not None
+        assert too_long.sense.key == SenseKey.ILLEGAL_REQUEST and d.position == 1
         assert d.cartridge is not None
         d.cartridge.close_now()
 
@@ -928,3 +940,37 @@ async def test_write_6_now_writes_the_data_out_pieces_with_one_pwritev(
     assert (await read(d, 157)).data == b"".join(three)
     assert (await read(d, 3 * (MAX_PIECES + 1))).data == b"".join(many)
     assert d.position == 2
+
+
+async def test_write_6_now_refuses_a_protected_write_before_and_after_its_data(
+    tmp_path: Path,
+) -> None:
+    """DATA PROTECT comes before any data-out is asked for (the data not all
+    there: no NEEDS_AWAIT, so no R2T), and, once the data is there, before
+    anything is written: software write protect (27/00) and a WORM
+    overwrite (30/0C), the file untouched either way."""
+    from pyscst.devices.ssc import write_6_now
+    from pyscst.scsi.sense import ScsiError
+    from tests.fakes import PiecedTransport as Pieced
+    from tests.fakes import make_cmd
+
+    (tmp_path / "swp").mkdir()
+    (tmp_path / "worm").mkdir()
+    swp = drive(tmp_path / "swp")
+    worm = drive(tmp_path / "worm", worm=True)
+    for d in (swp, worm):
+        await write(d, b"keep")
+        await rewind(d)
+    page = swp.mode.current(0x0A)
+    swp.mode.store(0x0A, page[:4] + bytes((page[4] | 0x08,)) + page[5:])
+    assert swp.software_write_protect
+    three = [b"a" * 100, b"b" * 50, b"c" * 7]
+    for d, asc in ((swp, (0x27, 0)), (worm, (0x30, 0x0C))):
+        size = os.path.getsize(d.part.path)
+        for cdb in (c6(0x0A, 0, 200), c6(0x0A, 0, 157)):  # data still to come; all there
+            with pytest.raises(ScsiError) as info:
+                write_6_now(d, make_cmd(cdb, Pieced(three)), FakeContext())
+            sense = info.value.sense
+            assert sense is not None
+            assert (sense.key, sense.asc, sense.ascq) == (SenseKey.DATA_PROTECT, *asc)
+        assert os.path.getsize(d.part.path) == size and d.part.eod == 1 and d.position == 0

@@ -129,3 +129,87 @@ async def test_a_short_writev_is_tried_once_more_before_the_writer_task_takes_it
             rest = [b"".join(bytes(x) for x in h) for h in handed]
             assert rest == [b"header-payload"[5 + kept :]]
             assert b.recv(100) == b"header-payload"[: 5 + kept]
+
+
+def _no_wait(waits: list[int]) -> Callable[[int], Any]:
+    async def wait_readable(fd: int) -> None:
+        waits.append(fd)
+        await trio.lowlevel.checkpoint()
+
+    return wait_readable
+
+
+async def test_the_rest_of_a_pdu_already_in_is_read_without_a_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In the middle of a PDU (a read came before a large PDU's last TCP
+    segment), the reader reads before it waits: the tail is usually in by
+    the time the first part is parsed, and a wait would cost an epoll round
+    and a scheduler pass for bytes already there. Between PDUs, after a short
+    read, it still waits first (a depth-1 initiator has sent nothing since)."""
+    from pyscst.transports.iscsi import pdu_types as P
+    from pyscst.transports.iscsi.pdu_codec import encode_pdu
+
+    waits: list[int] = []
+    monkeypatch.setattr(trio.lowlevel, "wait_readable", _no_wait(waits))
+    raw = encode_pdu(P.NopOut(itt=7, data=bytes(range(250)) * 4))
+    with _connection() as (conn, peer):
+        reader = conn._reader
+        reader.feed(raw[:600])
+        assert reader.next_event() is None and reader.in_pdu
+        peer.sendall(raw[600:])
+        await trio.sleep(0.05)  # (on loopback: in the socket by now)
+        conn._last_full = False
+        assert await conn._refill(conn.stats_commands, bounded=True)
+        assert waits == []
+        pdu = reader.next_event()
+        assert isinstance(pdu, P.NopOut) and pdu.itt == 7 and len(pdu.data) == 1000
+        # between PDUs after a short read: wait first, then read
+        peer.sendall(raw)
+        await trio.sleep(0.05)
+        assert await conn._refill(conn.stats_commands)
+        assert waits == [conn._fd]
+        assert isinstance(reader.next_event(), P.NopOut)
+
+
+async def test_the_rest_of_a_pdu_not_in_yet_is_waited_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The read first finds the socket empty: the reader waits, then reads."""
+    from pyscst.transports.iscsi import pdu_types as P
+    from pyscst.transports.iscsi.pdu_codec import encode_pdu
+
+    waits: list[int] = []
+    raw = encode_pdu(P.NopOut(itt=8, data=bytes(1000)))
+
+    with _connection() as (conn, peer):
+
+        async def wait_readable(fd: int) -> None:
+            waits.append(fd)
+            peer.sendall(raw[600:])  # (the tail comes while the reader waits)
+            await trio.sleep(0.05)
+
+        monkeypatch.setattr(trio.lowlevel, "wait_readable", wait_readable)
+        reader = conn._reader
+        reader.feed(raw[:600])
+        assert reader.next_event() is None
+        conn._last_full = False
+        assert await conn._refill(conn.stats_commands, bounded=True)
+        assert waits == [conn._fd]
+        pdu = reader.next_event()
+        assert isinstance(pdu, P.NopOut) and pdu.itt == 8
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_NOTSENT_LOWAT"), reason="Linux/macOS option")
+async def test_the_connection_lifts_trios_unsent_bytes_cap() -> None:
+    """trio's SocketStream caps unsent bytes at 16 KiB; the connection puts
+    the host's default back (0), so that a whole 256 KiB Data-In is taken by
+    one writev even while a paced congestion control holds its segments."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        a = socket.create_connection(server.getsockname())
+        b, _ = server.accept()
+    with a, b:
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(a))
+        assert a.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT) == 16384
+        IscsiConnection(stream, host=None)  # type: ignore[arg-type]
+        assert a.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT) == 0
