@@ -232,7 +232,7 @@ class IscsiBackend(LinkState):
         self._reset_wanted.set()
 
     def start(
-        self, cdb: bytes, data_out: Buffer, read_length: int, attr: TaskAttribute,
+        self, cdb: bytes, data_out: Buffer | list[Buffer], read_length: int, attr: TaskAttribute,
         direction: DataDirection | None, done: Callable[[BackendReply | Exception], object],
     ) -> Callable[[], None] | None:
         """``execute`` without a task: the command is queued now and ``done``

@@ -183,14 +183,18 @@ class _Task:
     """
 
     __slots__ = ("callback", "data_out", "done", "error", "event", "finished", "itt", "kind",
-                 "lun", "quick", "read_buf", "read_length", "received", "result", "text",
-                 "view")  # fmt: skip
+                 "lun", "out_len", "pieces", "quick", "read_buf", "read_length", "received",
+                 "result", "text", "view")  # fmt: skip
 
     def __init__(self, itt: int, kind: type, lun: int = 0) -> None:
         self.itt = itt
         self.kind = kind
         self.lun = lun
         self.data_out = _NO_DATA
+        #: the data-out when it was handed over in pieces (see Initiator.submit)
+        self.pieces: list[memoryview] | None = None
+        #: the data-out's length (of ``data_out``, or of all the ``pieces``)
+        self.out_len = 0
         self.read_length = 0
         #: the data-in, copied here when it came in pieces (made on first use)
         self.read_buf: bytearray | None = None
@@ -574,7 +578,7 @@ class Initiator:
         self,
         lun: int,
         cdb: bytes,
-        data_out: bytes | bytearray | memoryview = b"",
+        data_out: bytes | bytearray | memoryview | list[Buffer] = b"",
         read_length: int = 0,
         attr: int = TaskAttribute.SIMPLE,
         immediate: bool = False,
@@ -595,13 +599,26 @@ class Initiator:
         With ``done`` and ``zero_copy_reads``, ``quick(status, data)`` is
         called instead (no Result made) in the usual case of a read: one
         Data-In carries all the data and the status, without a residual.
+
+        ``data_out`` may be a list of pieces (the data-out as a front
+        connection received it): their views go out as they are, a Data-Out
+        made of several of them where it spans them, so the pieces are never
+        joined into one buffer (a 128 KiB copy per forwarded write). Only
+        where the PDUs carry digests (or the target's segment length is not
+        a multiple of 4, or the command is bidirectional or has a long CDB)
+        are they joined first, as those paths frame one buffer per PDU.
         """
         if self._nursery is None:
             raise RuntimeError("Initiator.submit before `async with`: nothing would send it")
         task = self._new_task(ScsiCommand, lun=lun)
-        if len(data_out):
-            view = data_out if isinstance(data_out, memoryview) else memoryview(data_out)
+        data: Buffer = (
+            self._pieces(task, data_out, len(cdb) <= 16 and not read_length)
+            if isinstance(data_out, list) else data_out
+        )  # fmt: skip
+        if len(data):
+            view = data if isinstance(data, memoryview) else memoryview(data)
             task.data_out = view if view.format == "B" and view.ndim == 1 else view.cast("B")
+            task.out_len = len(task.data_out)
         task.read_length = read_length
         if done is not None:
             task.callback = self._completed_cb
@@ -623,6 +640,22 @@ class Initiator:
 
         self._queue(task, build, immediate)
         return task.itt
+
+    def _pieces(self, task: _Task, pieces: list[Buffer], plain: bool) -> Buffer:
+        """Keep ``pieces`` on ``task`` as views (returning no single buffer)
+        when the wire can carry them as they are, else join them (returned)."""
+        views = [piece if isinstance(piece, memoryview) and piece.format == "B"
+                 and piece.ndim == 1 else memoryview(piece).cast("B")
+                 for piece in pieces if len(piece)]  # fmt: skip
+        if len(views) <= 1:
+            return views[0] if views else b""
+        p = self.params
+        if (not plain or p.header_digest or p.data_digest
+                or p.target_max_recv_data_segment_length & 3):  # fmt: skip
+            return b"".join(views)
+        task.pieces = views
+        task.out_len = sum(map(len, views))
+        return b""
 
     async def wait(self, itt: int) -> Result:
         """Wait for a submitted command's status."""
@@ -692,7 +725,7 @@ class Initiator:
     ) -> list[Buffer]:
         p = self.params
         data = task.data_out
-        total = len(data)
+        total = task.out_len
         if not total and len(cdb) <= 16 and not p.header_digest:
             # a read (or no data at all): one header, nothing else to decide
             read_length = task.read_length
@@ -722,7 +755,16 @@ class Initiator:
                 lun_field, task.itt, total if total else read_length, cmdsn, self.expstatsn,
                 cdb if len(cdb) == 16 else cdb.ljust(16, b"\x00"),
             )  # fmt: skip
-            wire = self._frame(header, data[:immediate_len])
+            pieces = task.pieces
+            if pieces is None:
+                wire = self._frame(header, data[:immediate_len])
+            else:  # (no digests here: see _pieces)
+                wire = [header]
+                if immediate_len:
+                    _cut(pieces, 0, 0, immediate_len, wire)
+                    pad = padding(immediate_len)
+                    if pad:
+                        wire.append(pad)
             if not p.initial_r2t and unsolicited_limit > immediate_len:
                 wire += self._data_outs(task, RESERVED_TAG, immediate_len, unsolicited_limit)
             return wire
@@ -783,6 +825,10 @@ class Initiator:
         data = task.data_out
         expstatsn = self.expstatsn
         itt = task.itt
+        pieces = task.pieces
+        if pieces is not None:  # (no digests, step a multiple of 4: see _pieces)
+            return self._data_outs_of_pieces(pieces, ttt, start, end, step, lun_field, itt,
+                                             expstatsn)  # fmt: skip
         if not (self.params.header_digest or self.params.data_digest or step & 3):
             # (no digests, no padding but maybe the last's: the header and a view)
             common = _DATA_OUT_HEAD.pack(Opcode.DATA_OUT, 0, step, lun_field, itt, ttt,
@@ -807,6 +853,40 @@ class Initiator:
             out += self._frame(header, data[offset : offset + n])
             datasn += 1
             offset += n
+        return out
+
+    @staticmethod
+    def _data_outs_of_pieces(
+        pieces: list[memoryview], ttt: int, start: int, end: int, step: int, lun_field: int,
+        itt: int, expstatsn: int,
+    ) -> list[Buffer]:
+        """``_data_outs`` of a data-out kept in pieces: each PDU's segment is
+        the views of the pieces it spans (one walk through them)."""
+        i = 0
+        base = 0
+        while base + len(pieces[i]) <= start:
+            base += len(pieces[i])
+            i += 1
+        at = start - base
+        common = _DATA_OUT_HEAD.pack(Opcode.DATA_OUT, 0, step, lun_field, itt, ttt, expstatsn)
+        tail = _DATA_OUT_TAIL.pack
+        out: list[Buffer] = []
+        datasn = 0
+        offset = start
+        last = end - step
+        while offset < last:
+            out.append(common + tail(datasn, offset))
+            i, at = _cut(pieces, i, at, step, out)
+            datasn += 1
+            offset += step
+        if offset < end:
+            n = end - offset
+            out.append(_DATA_OUT_HEAD.pack(Opcode.DATA_OUT, _FINAL, n, lun_field, itt, ttt,
+                                           expstatsn) + tail(datasn, offset))  # fmt: skip
+            _cut(pieces, i, at, n, out)
+            pad = padding(n)
+            if pad:
+                out.append(pad)
         return out
 
     def _lun_field(self, lun: int) -> int:
@@ -1244,7 +1324,7 @@ class Initiator:
             self._unsolicited_send.send_nowait(p)
             return
         end = p.buffer_offset + p.desired_data_transfer_length
-        if end > len(task.data_out) or p.desired_data_transfer_length == 0:
+        if end > task.out_len or p.desired_data_transfer_length == 0:
             task.finish(error=InitiatorError(f"R2T outside the data: {p}"))
             return
         self._emit(self._data_outs(task, p.ttt, p.buffer_offset, end))
@@ -1289,6 +1369,22 @@ class Initiator:
             self._unsolicited_send.send_nowait(p)
         else:
             task.finish(error=CommandRejected(p))
+
+
+def _cut(pieces: list[memoryview], i: int, at: int, n: int, out: list[Buffer]) -> tuple[int, int]:
+    """Append to ``out`` views of the next ``n`` bytes of ``pieces`` from
+    byte ``at`` of piece ``i``; returns where the bytes after them start."""
+    while n:
+        piece = pieces[i]
+        avail = len(piece) - at
+        if avail > n:
+            out.append(piece[at : at + n])
+            return i, at + n
+        out.append(piece[at:] if at else piece)
+        n -= avail
+        i += 1
+        at = 0
+    return i, at
 
 
 def _declarative(key: str) -> bool:
