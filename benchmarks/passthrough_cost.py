@@ -98,8 +98,8 @@ def main() -> None:
                         spy = None
                         if args.spy:
                             spy = subprocess.Popen([
-                                str(Path(sys.executable).parent / "py-spy"), "record", "-r",
-                                "200", "-f", "raw", "-o", f"{args.spy}.{index}", "--pid",
+                                str(Path(sys.executable).parent / "py-spy"), "record",
+                                *os.environ.get("SPY_ARGS", "").split(), "-r", "200", "-f", "raw", "-o", f"{args.spy}.{index}", "--pid",
                                 str(py.pid), "-d", str(int(args.seconds * len(chosen)) + 2),
                             ], stdout=subprocess.DEVNULL)  # fmt: skip
                         if args.perf:

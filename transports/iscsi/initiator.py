@@ -874,9 +874,15 @@ class Initiator:
         datasn = 0
         offset = start
         last = end - step
+        piece = pieces[i]
         while offset < last:
             out.append(common + tail(datasn, offset))
-            i, at = _cut(pieces, i, at, step, out)
+            if at + step < len(piece):  # (the usual: within one piece)
+                out.append(piece[at : at + step])
+                at += step
+            else:
+                i, at = _cut(pieces, i, at, step, out)
+                piece = pieces[i]
             datasn += 1
             offset += step
         if offset < end:
