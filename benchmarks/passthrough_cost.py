@@ -71,6 +71,7 @@ def main() -> None:
     p.add_argument("--perf", default="", help="perf record of the daemon to this file")
     p.add_argument("--strace", default="", help="strace -c of the daemon to this file")
     p.add_argument("--spy", default="", help="py-spy raw profile of the daemon to this file "
+                   "(more py-spy options in $SPY_ARGS, e.g. --gil for on-CPU samples only) "
                    "(its CPU figures then include py-spy's sampling)")
     args = p.parse_args()
     known = dict(scenarios.SCENARIOS_BY_KEY)
@@ -99,7 +100,8 @@ def main() -> None:
                         if args.spy:
                             spy = subprocess.Popen([
                                 str(Path(sys.executable).parent / "py-spy"), "record",
-                                *os.environ.get("SPY_ARGS", "").split(), "-r", "200", "-f", "raw", "-o", f"{args.spy}.{index}", "--pid",
+                                *os.environ.get("SPY_ARGS", "").split(),  # e.g. --gil
+                                "-r", "200", "-f", "raw", "-o", f"{args.spy}.{index}", "--pid",
                                 str(py.pid), "-d", str(int(args.seconds * len(chosen)) + 2),
                             ], stdout=subprocess.DEVNULL)  # fmt: skip
                         if args.perf:
