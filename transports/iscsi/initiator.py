@@ -167,8 +167,8 @@ def _random_isid() -> int:
 #: what a command submitted with a callback hears when it ends: its Result,
 #: or None and the error
 Completion = Callable[["Result | None", "BaseException | None"], object]
-#: how a read submitted with ``quick`` ends in the usual case: its status and
-#: its data-in, as read
+#: how a command submitted with ``quick`` ends in the usual case: its status
+#: and its data-in, as read (empty for a command without data-in)
 QuickRead = Callable[[int, memoryview], object]
 _NO_DATA = memoryview(b"")
 
@@ -597,8 +597,10 @@ class Initiator:
         error)`` is called once, from the reader (it must not raise), and
         the command is no longer tracked after it (not for :meth:`wait`).
         With ``done`` and ``zero_copy_reads``, ``quick(status, data)`` is
-        called instead (no Result made) in the usual case of a read: one
-        Data-In carries all the data and the status, without a residual.
+        called instead (no Result made) in the usual cases: a read whose one
+        Data-In carries all the data and the status, or a SCSI Response with
+        no sense, no residual and response 0 (a write, a command without
+        data, a read whose data came in pieces).
 
         ``data_out`` may be a list of pieces (the data-out as a front
         connection received it): their views go out as they are, a Data-Out
@@ -1273,13 +1275,7 @@ class Initiator:
             view = data if isinstance(data, memoryview) else memoryview(data)
             quick = task.quick
             if quick is not None and not (p.overflow or p.underflow) and not task.finished:
-                task.finished = True  # (no waiter: a command submitted with a callback)
-                task.callback = None
-                del self._tasks[p.itt]
-                try:
-                    quick(p.status, view)
-                except Exception:  # (as in _completed: not the reader, not the session)
-                    log.exception("completion of command %#x failed", p.itt)
+                self._quick_end(task, quick, p.status, view)
                 return
             task.finish(Result(
                 status=p.status, sense=b"", data=b"",
@@ -1299,10 +1295,25 @@ class Initiator:
                 )
             )  # fmt: skip
 
+    def _quick_end(self, task: _Task, quick: QuickRead, status: int, view: memoryview) -> None:
+        """End a command submitted with ``quick`` the usual way (see submit)."""
+        task.finished = True  # (no waiter: a command submitted with a callback)
+        task.callback = None
+        del self._tasks[task.itt]
+        try:
+            quick(status, view)
+        except Exception:  # (as in _completed: not the reader, not the session)
+            log.exception("completion of command %#x failed", task.itt)
+
     def _on_scsi_response(self, p: ScsiResponse) -> None:
         task = self._tasks.get(p.itt)
         if task is None:
             self._unsolicited_send.send_nowait(p)
+            return
+        quick = task.quick
+        if (quick is not None and not (p.response or p.overflow or p.underflow or len(p.data)
+                                       or task.finished) and self.zero_copy_reads):  # fmt: skip
+            self._quick_end(task, quick, p.status, task.data_in())
             return
         task.finish(
             Result(

@@ -41,6 +41,7 @@ INQUIRY = bytes((0x12, 0, 0, 0, 96, 0))
 READ10 = bytes((0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0))
 #: 128 KiB: 256 blocks
 READ10_128K = bytes((0x28, 0, 0, 0, 0, 0, 0, 1, 0, 0))
+TUR = bytes(6)
 PATTERN = bytes(range(256)) * 512
 
 #: what the target does with a command: None answers normally; a list is
@@ -599,3 +600,55 @@ async def test_a_read_started_without_a_task_hears_its_data_and_residual() -> No
         assert bytes(reply.data) == PATTERN[:126976]
         assert len(backend._started) == 0  # (slots and watchdog stamps given back)
         assert backend._slots.value == backend.spec.queue_depth
+
+
+async def test_a_plain_scsi_response_ends_by_quick_and_one_with_more_by_done() -> None:
+    """A SCSI Response with no sense, no residual and response 0 (a write's
+    usual end, a TEST UNIT READY's, a read whose data came before it) ends
+    by ``quick``; with sense, a residual or a response code, by ``done``
+    with all of it in the Result."""
+    async with hostile_backend() as (target, backend, _device):
+        ini = backend._ini
+        assert ini is not None
+        quick: list[tuple[int, bytes]] = []
+        done: list[object] = []
+
+        async def submitted(cdb: bytes, read_length: int = 0) -> None:
+            quick.clear()
+            done.clear()
+            ini.submit(0, cdb, read_length=read_length,
+                       done=lambda result, error: done.append(result if error is None else error),
+                       quick=lambda status, data: quick.append((status, bytes(data))))  # fmt: skip
+            with trio.fail_after(5):
+                while not (quick or done):
+                    await trio.sleep(0.01)
+
+        def response(cmd: ScsiCommandPdu, **kw: object) -> bytes:
+            return pdu.encode_pdu(ScsiResponse(itt=cmd.itt, statsn=1, expcmdsn=cmd.cmdsn + 1,
+                                               maxcmdsn=cmd.cmdsn + 16, **kw))  # type: ignore[arg-type]  # fmt: skip
+
+        target.mischief = None  # a plain GOOD
+        await submitted(TUR)
+        assert quick == [(0, b"")] and done == [] and not ini._tasks
+        target.mischief = lambda cmd: response(cmd, status=0x18)  # RESERVATION CONFLICT
+        await submitted(TUR)
+        assert quick == [(0x18, b"")] and done == []
+        sense = bytes((0x70, 0, 6, 0, 0, 0, 0, 10)) + bytes(10)
+        target.mischief = lambda cmd: response(
+            cmd, status=2, data=len(sense).to_bytes(2, "big") + sense)
+        await submitted(TUR)
+        assert quick == [] and len(done) == 1
+        assert done[0].status == 2 and done[0].sense == sense  # type: ignore[attr-defined]
+        target.mischief = lambda cmd: response(cmd, underflow=True, residual_count=512)
+        await submitted(TUR)
+        assert quick == [] and done[0].residual_count == 512  # type: ignore[attr-defined]
+        target.mischief = lambda cmd: response(cmd, response=1)
+        await submitted(TUR)
+        assert quick == [] and done[0].response == 1  # type: ignore[attr-defined]
+        # a read in two Data-Ins without status, then a plain response: quick, all of it
+        target.mischief = lambda cmd: [
+            pdu.encode_pdu(DataIn(itt=cmd.itt, buffer_offset=a, datasn=n, data=PATTERN[a:b]))
+            for n, (a, b) in enumerate(((0, 65536), (65536, 131072)))
+        ] + [response(cmd)]
+        await submitted(READ10_128K, 131072)
+        assert quick == [(0, PATTERN)] and done == [] and not ini._tasks
