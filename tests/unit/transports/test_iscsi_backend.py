@@ -652,3 +652,37 @@ async def test_a_plain_scsi_response_ends_by_quick_and_one_with_more_by_done() -
         ] + [response(cmd)]
         await submitted(READ10_128K, 131072)
         assert quick == [(0, PATTERN)] and done == [] and not ini._tasks
+
+
+async def test_a_data_in_buffer_is_reused_only_once_nothing_holds_it() -> None:
+    """Large Data-Ins read straight from the socket go into buffers that are
+    reused (no fresh 128 KiB zero-fill per read), but never one whose data
+    someone still holds: a reply kept keeps its bytes."""
+    async with hostile_backend() as (target, backend, _device):
+        other = bytes(reversed(PATTERN))
+
+        async def read(data: bytes) -> BackendReply:
+            outcomes: list[object] = []
+            target.mischief = lambda cmd: data_ins(cmd, (0, 131072), data=data)
+            cancel = backend.start(READ10_128K, b"", 131072, TaskAttribute.SIMPLE,
+                                   DataDirection.READ, outcomes.append)  # fmt: skip
+            assert cancel is not None
+            with trio.fail_after(5):
+                while not outcomes:
+                    await trio.sleep(0.01)
+            reply = outcomes[0]
+            assert isinstance(reply, BackendReply)
+            return reply
+
+        kept = await read(PATTERN)
+        assert bytes(kept.data) == PATTERN
+        ini = backend._ini
+        assert ini is not None
+        for n in range(8):
+            data = other if n % 2 else PATTERN
+            reply = await read(data)
+            assert bytes(reply.data) == data and bytes(kept.data) == PATTERN  # (never reused)
+            assert reply.data.obj is not kept.data.obj  # type: ignore[union-attr]
+            assert any(reply.data.obj is b for b in ini._spares[131072])  # type: ignore[union-attr]
+            del reply
+        assert len(ini._spares[131072]) < 8  # (reused once let go: not one per read)
