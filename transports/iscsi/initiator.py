@@ -85,6 +85,8 @@ DEFAULT_INITIATOR_NAME = "iqn.2026-11.org.pyscst:test"
 #: our MaxRecvDataSegmentLength: what the target may put in one PDU to us
 DEFAULT_MAX_RECV = 262144
 _RECEIVE_SIZE = 1 << 18
+#: what the reader asks for right after a large Data-In: the next PDU's header
+_HEADER_ONLY = 48
 #: data-in buffers of at least this size are reused (see Initiator._fresh)
 _SPARE_MIN = 1 << 16
 #: bytes of reusable data-in buffers kept per size, and sizes kept
@@ -1139,6 +1141,7 @@ class Initiator:
         reader.detach_opcode = Opcode.DATA_IN
         sock = self.stream.socket
         eager = 0
+        size = _RECEIVE_SIZE
         try:
             while True:
                 for event in reader:
@@ -1153,16 +1156,23 @@ class Initiator:
                             break
                         self._direct_ok = True
                         self._dispatch(DataIn.unpack(BHS_STRUCT.unpack_from(bhs), b"", dest))
+                        if len(dest) >= _SPARE_MIN:
+                            # the next read takes a header only: when it is
+                            # another large Data-In's, none of its segment was
+                            # read along (to be copied into place): all of it is
+                            # read straight into its buffer
+                            size = _HEADER_ONLY
                         dest = None  # (its buffer is reusable once its taker lets go)
                         continue
                 # (the descriptor is asked for each time: -1 once closed,
                 # never a number another socket got meanwhile)
                 try:
-                    data = os.read(sock.fileno(), _RECEIVE_SIZE)
+                    data = os.read(sock.fileno(), size)
                 except BlockingIOError:
                     eager = 0
                     await trio.lowlevel.wait_readable(sock)
                     continue
+                size = _RECEIVE_SIZE  # (a header only once, right after a large Data-In)
                 if not data:
                     break
                 reader.feed(data)

@@ -686,3 +686,51 @@ async def test_a_data_in_buffer_is_reused_only_once_nothing_holds_it() -> None:
             assert any(reply.data.obj is b for b in ini._spares[131072])  # type: ignore[union-attr]
             del reply
         assert len(ini._spares[131072]) < 8  # (reused once let go: not one per read)
+
+
+async def test_after_a_large_data_in_the_next_ones_segment_is_read_whole_into_place() -> None:
+    """Right after a large Data-In the reader takes the next PDU's header
+    alone: a second large Data-In's segment is then read, all of it,
+    straight into its buffer (none of it read along with the header, to be
+    copied there); a SCSI Response or a small Data-In after it is read as
+    usual."""
+    async with hostile_backend() as (target, backend, _device):
+        ini = backend._ini
+        assert ini is not None
+        fills: list[tuple[int, int]] = []  # (segment length, bytes already read)
+        fill = ini._fill
+
+        async def recording(dest: memoryview, parts: list[memoryview]) -> bool:
+            fills.append((len(dest), sum(map(len, parts))))
+            return await fill(dest, parts)
+
+        ini._fill = recording  # type: ignore[method-assign]
+        other = bytes(reversed(PATTERN))
+        outcomes: list[object] = []
+        first = True
+
+        def answer(cmd: ScsiCommandPdu) -> list[bytes] | bytes | None:
+            nonlocal first
+            if cmd.expected_data_transfer_length != 131072:
+                return None
+            if first:  # straddling reads: the reader detaches it
+                first = False
+                return data_ins(cmd, (0, 131072))
+            return pdu.encode_pdu(DataIn(final=True, status_present=True, itt=cmd.itt,
+                                         statsn=1, expcmdsn=cmd.cmdsn + 1,
+                                         maxcmdsn=cmd.cmdsn + 16, data=other))  # fmt: skip
+
+        target.mischief = answer
+        for _ in range(2):
+            assert backend.start(READ10_128K, b"", 131072, TaskAttribute.SIMPLE,
+                                 DataDirection.READ, outcomes.append) is not None  # fmt: skip
+        with trio.fail_after(5):
+            while len(outcomes) < 2:
+                await trio.sleep(0.01)
+        replies = [o for o in outcomes if isinstance(o, BackendReply)]
+        assert sorted(bytes(r.data) for r in replies) == sorted([PATTERN, other])
+        assert fills[-1] == (131072, 0)  # the second: nothing read along, nothing copied
+        # then a status-only response and a small read go as usual
+        assert (await backend.execute(TUR, b"", 0, TaskAttribute.SIMPLE)).status == 0
+        small = await backend.execute(READ10, b"", 512, TaskAttribute.SIMPLE)
+        assert small.status == 0 and len(small.data) == 512
