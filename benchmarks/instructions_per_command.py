@@ -15,6 +15,7 @@ is off (``poll_us = 0``) so the count is work, not spinning.
     .venv/bin/python benchmarks/instructions_per_command.py [--commands N]
         [--tree DIR --module admin.cli]   # another tree, e.g. a git worktree
         [--size 256 --mrdsl 262144 --depths 1 --handlers vdisk_nullio]
+        [--handlers passthrough --backend iscsi://127.0.0.1:PORT/IQN/1]
 
 ``--size`` (KiB per command) and ``--mrdsl`` (the MaxRecvDataSegmentLength the
 initiator declares) measure large transfers: 256 KiB with 262144 is what the
@@ -58,16 +59,22 @@ HERE = Path(__file__).resolve().parent.parent
 #: (handler, write, queue depth)
 SCENARIOS = tuple(
     (handler, write, depth)
-    for handler in ("vdisk_fileio", "vdisk_nullio", "vdisk_blockio")
+    for handler in ("vdisk_fileio", "vdisk_nullio", "vdisk_blockio", "passthrough")
     for depth in (1, 32)
     for write in (False, True)
 )
 
 
-def config_text(state: Path, port: int, handler: str, blockio: str | None = None) -> str:
+def config_text(
+    state: Path, port: int, handler: str, blockio: str | None = None, backend: str | None = None
+) -> str:
     device = f'handler = "{handler}"\nsize = "{BLOCKS_ON_DISK * BS}"\n'
     dirs = ""
-    if handler == "vdisk_fileio":
+    if handler == "passthrough":
+        if backend is None:
+            raise SystemExit("passthrough needs --backend iscsi://HOST:PORT/IQN/LUN (e.g. tgt's)")
+        device = f'handler = "passthrough"\nbackend = "{backend}"\n'
+    elif handler == "vdisk_fileio":
         device += 'path = "disk0.img"\n'
     elif handler == "vdisk_blockio":
         if blockio is None:
@@ -131,11 +138,12 @@ def total_of(dump: Path) -> int:
 async def measure(
     tree: Path, module: str, handler: str, scenarios: list[tuple[bool, int]], commands: int,
     keep: Path | None, size: int = SIZE, mrdsl: int = 65536, blockio: str | None = None,
+    backend: str | None = None,
 ) -> dict[tuple[bool, int], float]:
     state = Path(tempfile.mkdtemp(prefix="pyscst-instr-"))
     port = free_port()
     conf = state / "pyscst.toml"
-    conf.write_text(config_text(state, port, handler, blockio))
+    conf.write_text(config_text(state, port, handler, blockio, backend))
     out = state / "callgrind.out"
     env = dict(os.environ)
     if tree != HERE:  # the editable install ignores a plain PYTHONPATH (tree_shim.py)
@@ -156,7 +164,10 @@ async def measure(
             "127.0.0.1", port, target_name=TARGET, max_recv_data_segment_length=mrdsl
         ) as ini:
             await ini.execute(0, bytes(6))  # TEST UNIT READY: the power-on UA
-            await ini.execute(0, bytes(6))
+            for _ in range(240):  # (a passthrough device is not ready until its backend is)
+                if (await ini.execute(0, bytes(6))).status == 0:
+                    break
+                await trio.sleep(0.5)
             await scenario(ini, False, 32, BLOCKS_ON_DISK // 8, SIZE)  # the whole file: warm
             for n, (write, depth) in enumerate(scenarios, 1):
                 await scenario(ini, write, depth, 256, size)  # warm: buffers, caches, engine
@@ -189,7 +200,7 @@ async def main(args: argparse.Namespace) -> None:
         wanted = [(w, d) for h, w, d in SCENARIOS if h == handler and d in args.depths]
         got = await measure(
             tree, args.module, handler, wanted, args.commands, args.annotate, size, args.mrdsl,
-            args.blockio,
+            args.blockio, args.backend,
         )
         for (write, depth), per in got.items():
             kind = "WRITE" if write else "READ "
@@ -212,6 +223,10 @@ if __name__ == "__main__":
     parser.add_argument("--handlers", default="vdisk_fileio,vdisk_nullio")
     parser.add_argument("--blockio", metavar="BLOCKDEV", default=None,
                         help="the block device of --handlers vdisk_blockio (a loop device)")
+    parser.add_argument("--backend", metavar="URL", default=None,
+                        help="what --handlers passthrough forwards to (a tgt disk LUN of at "
+                        f"least {BLOCKS_ON_DISK * BS >> 20} MiB; tgt's own instructions are "
+                        "not counted)")  # fmt: skip
     args = parser.parse_args()
     args.tree = Path(args.tree).resolve()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:

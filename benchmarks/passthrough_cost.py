@@ -35,12 +35,23 @@ from procstat import cpu_seconds
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
+def _stat(pid: int, field: int) -> int:
+    """Field ``field`` (as numbered in proc(5)) of /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        raw = f.read().decode()
+    return int(raw[raw.rindex(")") + 2 :].split()[field - 3])
+
+
 def sys_seconds(pid: int) -> float:
     """System CPU seconds of every thread of ``pid`` so far (the kernel's
     share: system calls, the loopback's TCP)."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        raw = f.read().decode()
-    return int(raw[raw.rindex(")") + 2 :].split()[12]) / _CLK_TCK
+    return _stat(pid, 15) / _CLK_TCK
+
+
+def minor_faults(pid: int) -> int:
+    """Minor page faults of ``pid`` so far (fresh memory touched: a new
+    large buffer faults in page by page)."""
+    return _stat(pid, 10)
 
 CLIENT_CPU = 0
 TARGET_CPU = 1
@@ -53,10 +64,14 @@ def measure(
     """(commands per second, {process: CPU µs per command}) of one run."""
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     sys_before = {name: sys_seconds(pid) for name, pid in pids.items()}
+    flt_before = {name: minor_faults(pid) for name, pid in pids.items()}
     run = scenarios.run_client(scenario, url, seconds=seconds, block_size=512,
                                pin=targets.pin_prefix(CLIENT_CPU), count=count)  # fmt: skip
     used = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
     used |= {f"{name}-sys": sys_seconds(pid) - sys_before[name] for name, pid in pids.items()}
+    # (faults per command, printed as if µs: scaled to come out of the 1e6 below as they are)
+    used |= {f"{name}-faults": (minor_faults(pid) - flt_before[name]) / 1e6
+             for name, pid in pids.items()}  # fmt: skip
     return run.iops, {name: 1e6 * cpu / max(1, run.commands) for name, cpu in used.items()}
 
 
@@ -71,6 +86,7 @@ def main() -> None:
     p.add_argument("--perf", default="", help="perf record of the daemon to this file")
     p.add_argument("--strace", default="", help="strace -c of the daemon to this file")
     p.add_argument("--spy", default="", help="py-spy raw profile of the daemon to this file "
+                   "(more py-spy options in $SPY_ARGS, e.g. --gil for on-CPU samples only) "
                    "(its CPU figures then include py-spy's sampling)")
     args = p.parse_args()
     known = dict(scenarios.SCENARIOS_BY_KEY)
@@ -98,8 +114,9 @@ def main() -> None:
                         spy = None
                         if args.spy:
                             spy = subprocess.Popen([
-                                str(Path(sys.executable).parent / "py-spy"), "record", "-r",
-                                "200", "-f", "raw", "-o", f"{args.spy}.{index}", "--pid",
+                                str(Path(sys.executable).parent / "py-spy"), "record",
+                                *os.environ.get("SPY_ARGS", "").split(),  # e.g. --gil
+                                "-r", "200", "-f", "raw", "-o", f"{args.spy}.{index}", "--pid",
                                 str(py.pid), "-d", str(int(args.seconds * len(chosen)) + 2),
                             ], stdout=subprocess.DEVNULL)  # fmt: skip
                         if args.perf:

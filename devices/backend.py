@@ -219,13 +219,15 @@ class QueuingBackend(Protocol):
     the pass-through device's fast path, with no Trio task per command."""
 
     def start(
-        self, cdb: bytes, data_out: Buffer, read_length: int, attr: TaskAttribute,
+        self, cdb: bytes, data_out: Buffer | list[Buffer], read_length: int, attr: TaskAttribute,
         direction: DataDirection | None, done: Completion,
     ) -> Callable[[], None] | None:
         """Queue the command now; ``done`` is called exactly once, later (never
-        from inside ``start``). Returns the function that aborts it (``done``
-        then hears BackendDown at once), or None when it cannot be queued now
-        (not connected, queue depth reached): use ``execute``."""
+        from inside ``start``). ``data_out`` may be the pieces the data-out
+        arrived in (sent on in order, never joined by the caller). Returns
+        the function that aborts it (``done`` then hears BackendDown at
+        once), or None when it cannot be queued now (not connected, queue
+        depth reached): use ``execute``."""
         ...
 
 

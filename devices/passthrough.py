@@ -611,10 +611,17 @@ def forward_now(dev: Any, cmd: ScsiCommand, ctx: ExecContext) -> Buffer | NeedsA
         return NEEDS_AWAIT
     _check_range(device, cmd, device.table.peek(cmd.cdb))
     direction = cmd.direction
-    data_out: Buffer = b""
+    data_out: Buffer | list[Buffer] = b""
     read_length = 0
     if direction == DataDirection.WRITE:
-        data = cmd.transport.data_now(cmd, cmd.expected_length)
+        # the pieces the data-out came in, not joined: the backend sends
+        # them on as they are (a 128 KiB write is 128 KiB less to copy)
+        transport = cmd.transport
+        segments = getattr(transport, "data_segments_now", None)
+        data: Buffer | list[Buffer] | None = (
+            transport.data_now(cmd, cmd.expected_length) if segments is None
+            else segments(cmd, cmd.expected_length)
+        )  # fmt: skip
         if data is None:
             return NEEDS_AWAIT  # R2Ts to send first (the LU has the data fetched)
         data_out = data

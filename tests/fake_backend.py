@@ -156,7 +156,7 @@ class QueuingFakeBackend(FakeBackend):
             await trio.sleep_forever()
 
     def start(
-        self, cdb: bytes, data_out: Buffer, read_length: int, attr: TaskAttribute,
+        self, cdb: bytes, data_out: Buffer | list[Buffer], read_length: int, attr: TaskAttribute,
         direction: DataDirection | None, done: Callable[[BackendReply | Exception], object],
     ) -> Callable[[], None] | None:
         nursery = self._nursery
@@ -176,7 +176,8 @@ class QueuingFakeBackend(FakeBackend):
             with scope:
                 try:
                     reply: BackendReply | Exception = await self.execute(
-                        cdb, bytes(data_out), read_length, attr, direction)
+                        cdb, b"".join(data_out) if isinstance(data_out, list)
+                        else bytes(data_out), read_length, attr, direction)
                 except Exception as exc:  # BackendDown / BackendFault, as the real one
                     reply = exc
                 end(reply)

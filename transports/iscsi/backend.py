@@ -232,7 +232,7 @@ class IscsiBackend(LinkState):
         self._reset_wanted.set()
 
     def start(
-        self, cdb: bytes, data_out: Buffer, read_length: int, attr: TaskAttribute,
+        self, cdb: bytes, data_out: Buffer | list[Buffer], read_length: int, attr: TaskAttribute,
         direction: DataDirection | None, done: Callable[[BackendReply | Exception], object],
     ) -> Callable[[], None] | None:
         """``execute`` without a task: the command is queued now and ``done``
@@ -255,7 +255,7 @@ class IscsiBackend(LinkState):
                              read=direction == DataDirection.READ or None,
                              write=direction == DataDirection.WRITE or None,
                              done=command.complete,
-                             quick=command.read_done if read_length else None)  # fmt: skip
+                             quick=command.quick_done)  # fmt: skip
         except (ConnectionLost, RuntimeError):
             slots.release()
             return None
@@ -476,8 +476,8 @@ class _Forwarded:
                 outcome = exc
         done(outcome)
 
-    def read_done(self, status: int, data: memoryview) -> None:
-        """The usual end of a read (see Initiator.submit's ``quick``): what
+    def quick_done(self, status: int, data: memoryview) -> None:
+        """The usual end of a command (see Initiator.submit's ``quick``): what
         ``complete`` makes of it, without the Result."""
         done = self._end()
         if done is not None:

@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import struct
+import sys
 from collections import deque
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -84,6 +85,16 @@ DEFAULT_INITIATOR_NAME = "iqn.2026-11.org.pyscst:test"
 #: our MaxRecvDataSegmentLength: what the target may put in one PDU to us
 DEFAULT_MAX_RECV = 262144
 _RECEIVE_SIZE = 1 << 18
+#: what the reader asks for right after a large Data-In: the next PDU's header
+_HEADER_ONLY = 48
+#: data-in buffers of at least this size are reused (see Initiator._fresh)
+_SPARE_MIN = 1 << 16
+#: bytes of reusable data-in buffers kept per size, and sizes kept
+_SPARE_BYTES = 4 << 20
+_SPARE_SIZES = 4
+#: sys.getrefcount of a kept buffer nothing else holds (the ring, the local
+#: name ``buf`` in _fresh, the call's argument)
+_SPARE_FREE = 3
 #: reads in a row that found data before the reader lets other tasks run
 _EAGER_READS = 8
 #: a Data-Out's BHS up to its DataSN (opcode, flags, DataSegmentLength, LUN,
@@ -167,8 +178,8 @@ def _random_isid() -> int:
 #: what a command submitted with a callback hears when it ends: its Result,
 #: or None and the error
 Completion = Callable[["Result | None", "BaseException | None"], object]
-#: how a read submitted with ``quick`` ends in the usual case: its status and
-#: its data-in, as read
+#: how a command submitted with ``quick`` ends in the usual case: its status
+#: and its data-in, as read (empty for a command without data-in)
 QuickRead = Callable[[int, memoryview], object]
 _NO_DATA = memoryview(b"")
 
@@ -183,14 +194,18 @@ class _Task:
     """
 
     __slots__ = ("callback", "data_out", "done", "error", "event", "finished", "itt", "kind",
-                 "lun", "quick", "read_buf", "read_length", "received", "result", "text",
-                 "view")  # fmt: skip
+                 "lun", "out_len", "pieces", "quick", "read_buf", "read_length", "received",
+                 "result", "text", "view")  # fmt: skip
 
     def __init__(self, itt: int, kind: type, lun: int = 0) -> None:
         self.itt = itt
         self.kind = kind
         self.lun = lun
         self.data_out = _NO_DATA
+        #: the data-out when it was handed over in pieces (see Initiator.submit)
+        self.pieces: list[memoryview] | None = None
+        #: the data-out's length (of ``data_out``, or of all the ``pieces``)
+        self.out_len = 0
         self.read_length = 0
         #: the data-in, copied here when it came in pieces (made on first use)
         self.read_buf: bytearray | None = None
@@ -316,6 +331,8 @@ class Initiator:
         self.zero_copy_reads = False
         #: the callback of every command submitted with ``done`` (one bound method)
         self._completed_cb = self._completed
+        #: reusable data-in buffers by size (see _fresh)
+        self._spares: dict[int, deque[bytearray]] = {}
 
     # ------------------------------------------------------------------ login
 
@@ -574,7 +591,7 @@ class Initiator:
         self,
         lun: int,
         cdb: bytes,
-        data_out: bytes | bytearray | memoryview = b"",
+        data_out: bytes | bytearray | memoryview | list[Buffer] = b"",
         read_length: int = 0,
         attr: int = TaskAttribute.SIMPLE,
         immediate: bool = False,
@@ -593,15 +610,30 @@ class Initiator:
         error)`` is called once, from the reader (it must not raise), and
         the command is no longer tracked after it (not for :meth:`wait`).
         With ``done`` and ``zero_copy_reads``, ``quick(status, data)`` is
-        called instead (no Result made) in the usual case of a read: one
-        Data-In carries all the data and the status, without a residual.
+        called instead (no Result made) in the usual cases: a read whose one
+        Data-In carries all the data and the status, or a SCSI Response with
+        no sense, no residual and response 0 (a write, a command without
+        data, a read whose data came in pieces).
+
+        ``data_out`` may be a list of pieces (the data-out as a front
+        connection received it): their views go out as they are, a Data-Out
+        made of several of them where it spans them, so the pieces are never
+        joined into one buffer (a 128 KiB copy per forwarded write). Only
+        where the PDUs carry digests (or the target's segment length is not
+        a multiple of 4, or the command is bidirectional or has a long CDB)
+        are they joined first, as those paths frame one buffer per PDU.
         """
         if self._nursery is None:
             raise RuntimeError("Initiator.submit before `async with`: nothing would send it")
         task = self._new_task(ScsiCommand, lun=lun)
-        if len(data_out):
-            view = data_out if isinstance(data_out, memoryview) else memoryview(data_out)
+        data: Buffer = (
+            self._pieces(task, data_out, len(cdb) <= 16 and not read_length)
+            if isinstance(data_out, list) else data_out
+        )  # fmt: skip
+        if len(data):
+            view = data if isinstance(data, memoryview) else memoryview(data)
             task.data_out = view if view.format == "B" and view.ndim == 1 else view.cast("B")
+            task.out_len = len(task.data_out)
         task.read_length = read_length
         if done is not None:
             task.callback = self._completed_cb
@@ -623,6 +655,22 @@ class Initiator:
 
         self._queue(task, build, immediate)
         return task.itt
+
+    def _pieces(self, task: _Task, pieces: list[Buffer], plain: bool) -> Buffer:
+        """Keep ``pieces`` on ``task`` as views (returning no single buffer)
+        when the wire can carry them as they are, else join them (returned)."""
+        views = [piece if isinstance(piece, memoryview) and piece.format == "B"
+                 and piece.ndim == 1 else memoryview(piece).cast("B")
+                 for piece in pieces if len(piece)]  # fmt: skip
+        if len(views) <= 1:
+            return views[0] if views else b""
+        p = self.params
+        if (not plain or p.header_digest or p.data_digest
+                or p.target_max_recv_data_segment_length & 3):  # fmt: skip
+            return b"".join(views)
+        task.pieces = views
+        task.out_len = sum(map(len, views))
+        return b""
 
     async def wait(self, itt: int) -> Result:
         """Wait for a submitted command's status."""
@@ -692,7 +740,7 @@ class Initiator:
     ) -> list[Buffer]:
         p = self.params
         data = task.data_out
-        total = len(data)
+        total = task.out_len
         if not total and len(cdb) <= 16 and not p.header_digest:
             # a read (or no data at all): one header, nothing else to decide
             read_length = task.read_length
@@ -722,7 +770,16 @@ class Initiator:
                 lun_field, task.itt, total if total else read_length, cmdsn, self.expstatsn,
                 cdb if len(cdb) == 16 else cdb.ljust(16, b"\x00"),
             )  # fmt: skip
-            wire = self._frame(header, data[:immediate_len])
+            pieces = task.pieces
+            if pieces is None:
+                wire = self._frame(header, data[:immediate_len])
+            else:  # (no digests here: see _pieces)
+                wire = [header]
+                if immediate_len:
+                    _cut(pieces, 0, 0, immediate_len, wire)
+                    pad = padding(immediate_len)
+                    if pad:
+                        wire.append(pad)
             if not p.initial_r2t and unsolicited_limit > immediate_len:
                 wire += self._data_outs(task, RESERVED_TAG, immediate_len, unsolicited_limit)
             return wire
@@ -783,6 +840,10 @@ class Initiator:
         data = task.data_out
         expstatsn = self.expstatsn
         itt = task.itt
+        pieces = task.pieces
+        if pieces is not None:  # (no digests, step a multiple of 4: see _pieces)
+            return self._data_outs_of_pieces(pieces, ttt, start, end, step, lun_field, itt,
+                                             expstatsn)  # fmt: skip
         if not (self.params.header_digest or self.params.data_digest or step & 3):
             # (no digests, no padding but maybe the last's: the header and a view)
             common = _DATA_OUT_HEAD.pack(Opcode.DATA_OUT, 0, step, lun_field, itt, ttt,
@@ -807,6 +868,46 @@ class Initiator:
             out += self._frame(header, data[offset : offset + n])
             datasn += 1
             offset += n
+        return out
+
+    @staticmethod
+    def _data_outs_of_pieces(
+        pieces: list[memoryview], ttt: int, start: int, end: int, step: int, lun_field: int,
+        itt: int, expstatsn: int,
+    ) -> list[Buffer]:
+        """``_data_outs`` of a data-out kept in pieces: each PDU's segment is
+        the views of the pieces it spans (one walk through them)."""
+        i = 0
+        base = 0
+        while base + len(pieces[i]) <= start:
+            base += len(pieces[i])
+            i += 1
+        at = start - base
+        common = _DATA_OUT_HEAD.pack(Opcode.DATA_OUT, 0, step, lun_field, itt, ttt, expstatsn)
+        tail = _DATA_OUT_TAIL.pack
+        out: list[Buffer] = []
+        datasn = 0
+        offset = start
+        last = end - step
+        piece = pieces[i]
+        while offset < last:
+            out.append(common + tail(datasn, offset))
+            if at + step < len(piece):  # (the usual: within one piece)
+                out.append(piece[at : at + step])
+                at += step
+            else:
+                i, at = _cut(pieces, i, at, step, out)
+                piece = pieces[i]
+            datasn += 1
+            offset += step
+        if offset < end:
+            n = end - offset
+            out.append(_DATA_OUT_HEAD.pack(Opcode.DATA_OUT, _FINAL, n, lun_field, itt, ttt,
+                                           expstatsn) + tail(datasn, offset))  # fmt: skip
+            _cut(pieces, i, at, n, out)
+            pad = padding(n)
+            if pad:
+                out.append(pad)
         return out
 
     def _lun_field(self, lun: int) -> int:
@@ -1040,6 +1141,7 @@ class Initiator:
         reader.detach_opcode = Opcode.DATA_IN
         sock = self.stream.socket
         eager = 0
+        size = _RECEIVE_SIZE
         try:
             while True:
                 for event in reader:
@@ -1054,15 +1156,23 @@ class Initiator:
                             break
                         self._direct_ok = True
                         self._dispatch(DataIn.unpack(BHS_STRUCT.unpack_from(bhs), b"", dest))
+                        if len(dest) >= _SPARE_MIN:
+                            # the next read takes a header only: when it is
+                            # another large Data-In's, none of its segment was
+                            # read along (to be copied into place): all of it is
+                            # read straight into its buffer
+                            size = _HEADER_ONLY
+                        dest = None  # (its buffer is reusable once its taker lets go)
                         continue
                 # (the descriptor is asked for each time: -1 once closed,
                 # never a number another socket got meanwhile)
                 try:
-                    data = os.read(sock.fileno(), _RECEIVE_SIZE)
+                    data = os.read(sock.fileno(), size)
                 except BlockingIOError:
                     eager = 0
                     await trio.lowlevel.wait_readable(sock)
                     continue
+                size = _RECEIVE_SIZE  # (a header only once, right after a large Data-In)
                 if not data:
                     break
                 reader.feed(data)
@@ -1093,8 +1203,33 @@ class Initiator:
         if end > task.read_length:
             return None
         if offset == 0 and task.read_buf is None and task.view is None:
-            return memoryview(bytearray(end))
+            return memoryview(self._fresh(end) if end >= _SPARE_MIN else bytearray(end))
         return memoryview(task.buffer())[offset:end]
+
+    def _fresh(self, size: int) -> bytearray:
+        """A buffer for a large Data-In read straight from the socket: one
+        read earlier that nothing refers to any more (every view of it gone:
+        the front connection sent the data on), else a new one. A new 128
+        KiB bytearray costs a zero-fill or page faults (about 5 us); the
+        reused one is overwritten whole by the read. Kept: up to
+        _SPARE_BYTES per size, for _SPARE_SIZES sizes; the one least
+        recently looked at is looked at (the likeliest to be free), one look
+        per read."""
+        spares = self._spares
+        ring = spares.get(size)
+        if ring is None:
+            if len(spares) >= _SPARE_SIZES:
+                del spares[next(iter(spares))]
+            ring = spares[size] = deque()
+        else:
+            buf = ring[0]
+            ring.rotate(-1)  # (one still held goes to the back: the next is looked at next)
+            if sys.getrefcount(buf) == _SPARE_FREE:
+                return buf
+        buf = bytearray(size)
+        if len(ring) * size < _SPARE_BYTES:
+            ring.append(buf)
+        return buf
 
     async def _fill(self, dest: memoryview, parts: list[memoryview]) -> bool:
         """Fill ``dest``: first with what was read already, then from the
@@ -1187,13 +1322,7 @@ class Initiator:
             view = data if isinstance(data, memoryview) else memoryview(data)
             quick = task.quick
             if quick is not None and not (p.overflow or p.underflow) and not task.finished:
-                task.finished = True  # (no waiter: a command submitted with a callback)
-                task.callback = None
-                del self._tasks[p.itt]
-                try:
-                    quick(p.status, view)
-                except Exception:  # (as in _completed: not the reader, not the session)
-                    log.exception("completion of command %#x failed", p.itt)
+                self._quick_end(task, quick, p.status, view)
                 return
             task.finish(Result(
                 status=p.status, sense=b"", data=b"",
@@ -1213,10 +1342,25 @@ class Initiator:
                 )
             )  # fmt: skip
 
+    def _quick_end(self, task: _Task, quick: QuickRead, status: int, view: memoryview) -> None:
+        """End a command submitted with ``quick`` the usual way (see submit)."""
+        task.finished = True  # (no waiter: a command submitted with a callback)
+        task.callback = None
+        del self._tasks[task.itt]
+        try:
+            quick(status, view)
+        except Exception:  # (as in _completed: not the reader, not the session)
+            log.exception("completion of command %#x failed", task.itt)
+
     def _on_scsi_response(self, p: ScsiResponse) -> None:
         task = self._tasks.get(p.itt)
         if task is None:
             self._unsolicited_send.send_nowait(p)
+            return
+        quick = task.quick
+        if (quick is not None and not (p.response or p.overflow or p.underflow or len(p.data)
+                                       or task.finished) and self.zero_copy_reads):  # fmt: skip
+            self._quick_end(task, quick, p.status, task.data_in())
             return
         task.finish(
             Result(
@@ -1244,7 +1388,7 @@ class Initiator:
             self._unsolicited_send.send_nowait(p)
             return
         end = p.buffer_offset + p.desired_data_transfer_length
-        if end > len(task.data_out) or p.desired_data_transfer_length == 0:
+        if end > task.out_len or p.desired_data_transfer_length == 0:
             task.finish(error=InitiatorError(f"R2T outside the data: {p}"))
             return
         self._emit(self._data_outs(task, p.ttt, p.buffer_offset, end))
@@ -1289,6 +1433,22 @@ class Initiator:
             self._unsolicited_send.send_nowait(p)
         else:
             task.finish(error=CommandRejected(p))
+
+
+def _cut(pieces: list[memoryview], i: int, at: int, n: int, out: list[Buffer]) -> tuple[int, int]:
+    """Append to ``out`` views of the next ``n`` bytes of ``pieces`` from
+    byte ``at`` of piece ``i``; returns where the bytes after them start."""
+    while n:
+        piece = pieces[i]
+        avail = len(piece) - at
+        if avail > n:
+            out.append(piece[at : at + n])
+            return i, at + n
+        out.append(piece[at:] if at else piece)
+        n -= avail
+        i += 1
+        at = 0
+    return i, at
 
 
 def _declarative(key: str) -> bool:

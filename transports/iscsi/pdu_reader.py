@@ -116,7 +116,8 @@ class PduReader:
         #: read-only to others (a plain attribute: the connection reads it
         #: once per answer)
         self.buffered = 0
-        self._acc: bytearray | None = None
+        #: the pieces of a part that straddles chunks, until it is all there
+        self._acc: list[memoryview] | None = None
         self._acc_fill = 0
         self._state = _BHS
         self._bhs: memoryview = memoryview(b"")
@@ -392,13 +393,13 @@ class PduReader:
                 self.buffered -= n
                 self.parts += 1
                 return head[:n]
-            acc = self._acc = bytearray(n)
+            acc = self._acc = []
             self._acc_fill = 0
         fill = self._acc_fill
         while fill < n and inputs:
             head = inputs[0]
             k = min(len(head), n - fill)
-            acc[fill : fill + k] = head[:k]
+            acc.append(head if k == len(head) else head[:k])
             fill += k
             self.buffered -= k
             if k == len(head):
@@ -410,7 +411,9 @@ class PduReader:
             return None
         self._acc = None
         self.parts += 1
-        return memoryview(acc).toreadonly()
+        # (joined once, into memory not zeroed first: a zero-filled buffer
+        # written piece by piece wrote every byte twice)
+        return memoryview(b"".join(acc))
 
     def _skip(self) -> bool:
         """Drop ``_discard`` bytes as they arrive; True once all are gone."""

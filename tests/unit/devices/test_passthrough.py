@@ -438,3 +438,49 @@ async def test_a_queued_command_whose_caller_is_aborted_is_aborted_at_the_backen
         t = await held_at_backend(lu, backend, read10(0), 7)
         assert await call(lu.mailbox, AbortTask(NEXUS_A, 7)) == TmfResponse.COMPLETE
         assert backend.aborted == 1 and t.responses == [] and lu.task_count() == 0
+
+
+class _PiecedRecorder(Recorder):
+    """A write's data-out in the pieces it came in (as the iSCSI connection
+    keeps one whose data came by R2T); asking for it joined fails."""
+
+    def __init__(self, parts: list[bytes]) -> None:
+        super().__init__(b"".join(parts))
+        self.parts = parts
+
+    def data_now(self, cmd, length):  # type: ignore[no-untyped-def]
+        raise AssertionError("joined: data_now was asked")
+
+    def data_segments_now(self, cmd, length):  # type: ignore[no-untyped-def]
+        return list(self.parts)
+
+
+class _PiecesSeen(QueuingFakeBackend):
+    def __init__(self) -> None:
+        super().__init__()
+        self.data_outs: list[object] = []
+
+    def start(self, cdb, data_out, *args):  # type: ignore[no-untyped-def]
+        self.data_outs.append(data_out)
+        return super().start(cdb, data_out, *args)
+
+
+@pytest.mark.parametrize("backend_kind", ["queued"], indirect=True)  # the queued path's own
+async def test_a_queued_write_goes_to_the_backend_in_the_pieces_it_came_in(
+    backend_kind: str,
+) -> None:
+    """The fast path hands the backend the data-out's pieces, not one
+    buffer joined from them (a copy of every byte written)."""
+    backend = _PiecesSeen()
+    parts = [b"\x01" * 100, b"\x02" * 312, b"\x03" * 100]
+    async with passthrough_lu(backend) as (lu, _, _):
+        await clear(lu, NEXUS_A)
+        t = _PiecedRecorder(parts)
+        cmd = command(t, write10(3), 1)
+        cmd.expected_length = 512
+        lu.submit(cmd, 0, False)
+        await wait_answers(t, 1)
+        assert t.responses[0].status == Status.GOOD
+        assert backend.data_outs[-1] == parts  # (as they came: not joined)
+        status, _, data = await one(lu, read10(3))
+        assert status == Status.GOOD and bytes(data) == b"".join(parts)

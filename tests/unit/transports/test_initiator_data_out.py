@@ -9,13 +9,16 @@ for, in order, numbered, the last one final.
 
 from __future__ import annotations
 
+import itertools
+
+import attrs
 import pytest
 import trio
 
 from pyscst.scsi.lun import encode_lun
 from pyscst.transports.iscsi import pdu
 from pyscst.transports.iscsi.initiator import Initiator, InitiatorError, SessionParams, _Task
-from pyscst.transports.iscsi.pdu import DataOut, LoginResponse, PduReader, ScsiCommand
+from pyscst.transports.iscsi.pdu import R2T, DataOut, LoginResponse, PduReader, ScsiCommand
 from pyscst.transports.iscsi.textkeys import encode_text
 
 DATA = bytes(range(251)) * 600  # (not a power of two: offsets show)
@@ -116,3 +119,83 @@ async def test_a_target_declaring_an_unusable_max_recv_data_segment_length_is_re
             await Initiator.connect("127.0.0.1", port, target_name="iqn.x:y",
                                     security_phase=False)  # fmt: skip
         nursery.cancel_scope.cancel()
+
+
+def _cuts(cuts: tuple[int, ...]) -> list[bytes | bytearray | memoryview]:
+    """DATA cut at ``cuts``, the pieces of several buffer types (as a front
+    connection hands a write's data-out on: immediate data, then each
+    Data-Out's segment)."""
+    bounds = [0, *cuts, len(DATA)]
+    kinds = (bytes, bytearray, memoryview)
+    return [kinds[i % 3](DATA[a:b]) for i, (a, b) in enumerate(itertools.pairwise(bounds))]
+
+
+PIECE_CUTS = [(65536,), (100, 8192, 8193, 65536), (8192 * 3,), (1, 2, 3, 4, 5, 100000),
+              (0, 65536, 65536, 140000)]  # fmt: skip
+
+
+@pytest.mark.parametrize("step", [512, 1000, 8192, 262144])
+@pytest.mark.parametrize("cuts", PIECE_CUTS)
+@pytest.mark.parametrize("digests", [False, True])
+@pytest.mark.parametrize("initial_r2t", [True, False])
+async def test_a_data_out_in_pieces_goes_out_exactly_as_one_buffer_would(
+    step: int, cuts: tuple[int, ...], digests: bool, initial_r2t: bool
+) -> None:
+    """The pass-through backend hands the initiator a write's data-out in
+    the pieces it arrived in: the command's immediate data, the unsolicited
+    Data-Outs and those answering an R2T decode to exactly DATA, wherever
+    the pieces are cut (empty ones too) and however the PDUs cut them."""
+    a, b = trio.socket.socketpair()
+    with a, b:
+        ini = _initiator(trio.SocketStream(a), step, digests)
+        ini.params = attrs.evolve(ini.params, initial_r2t=initial_r2t)
+        pieces = _cuts(cuts)
+        task = _Task(0x1234, ScsiCommand, lun=3)
+        joined = ini._pieces(task, list(pieces), True)
+        if digests or step & 3:
+            assert task.pieces is None and bytes(joined) == DATA  # (framed one buffer per PDU)
+            task.data_out = memoryview(joined)
+            task.out_len = len(DATA)
+        else:
+            assert task.pieces is not None and task.out_len == len(DATA) and not len(joined)
+        lun_field = int.from_bytes(encode_lun(3), "big")
+        cdb = bytes([0x2A]) + bytes(9)
+        first = ini._build_command(task, lun_field, cdb, 0, False, 77)
+        unsolicited = min(step, 65536) if initial_r2t else 65536  # (FirstBurstLength)
+        later = ini._data_outs(task, 0x77, unsolicited, len(DATA))
+        wire = b"".join(bytes(x) for x in first + later)
+        if task.pieces is not None:  # the pieces' bytes themselves, not copies
+            owners = {id(p.obj) for p in task.pieces}
+            assert any(isinstance(x, memoryview) and id(x.obj) in owners for x in later)
+    reader = PduReader(header_digest=digests, data_digest=digests,
+                       max_recv_data_segment_length=1 << 20)  # fmt: skip
+    reader.feed(wire)
+    events = list(reader)
+    command = events[0]
+    assert isinstance(command, ScsiCommand)
+    assert command.expected_data_transfer_length == len(DATA) and command.write
+    got = bytearray(command.data)
+    assert len(got) == min(step, 65536)
+    for e in events[1:]:
+        assert isinstance(e, DataOut) and 0 < len(e.data) <= step
+        if e.ttt != 0x77:  # unsolicited: right after the immediate data, in order
+            assert e.buffer_offset == len(got)
+            got += e.data
+    assert bytes(got) == DATA[:unsolicited]
+    assert reader.buffered == 0
+    # the Data-Outs answering the R2T: exactly DATA[unsolicited:]
+    solicited = b"".join(bytes(e.data) for e in events[1:] if isinstance(e, DataOut)
+                         and e.ttt == 0x77)  # fmt: skip
+    assert solicited == DATA[unsolicited:]
+
+
+async def test_an_r2t_beyond_a_data_out_in_pieces_fails_the_command() -> None:
+    """(hostile target) the R2T is checked against all the pieces' length."""
+    a, b = trio.socket.socketpair()
+    with a, b:
+        ini = _initiator(trio.SocketStream(a), 8192, False)
+        task = _Task(0x1234, ScsiCommand, lun=3)
+        ini._pieces(task, [DATA[:1000], DATA[1000:3000]], True)
+        ini._tasks[0x1234] = task
+        ini._on_r2t(R2T(itt=0x1234, ttt=5, buffer_offset=2048, desired_data_transfer_length=953))
+        assert task.finished and isinstance(task.error, InitiatorError)

@@ -41,6 +41,7 @@ INQUIRY = bytes((0x12, 0, 0, 0, 96, 0))
 READ10 = bytes((0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0))
 #: 128 KiB: 256 blocks
 READ10_128K = bytes((0x28, 0, 0, 0, 0, 0, 0, 1, 0, 0))
+TUR = bytes(6)
 PATTERN = bytes(range(256)) * 512
 
 #: what the target does with a command: None answers normally; a list is
@@ -599,3 +600,137 @@ async def test_a_read_started_without_a_task_hears_its_data_and_residual() -> No
         assert bytes(reply.data) == PATTERN[:126976]
         assert len(backend._started) == 0  # (slots and watchdog stamps given back)
         assert backend._slots.value == backend.spec.queue_depth
+
+
+async def test_a_plain_scsi_response_ends_by_quick_and_one_with_more_by_done() -> None:
+    """A SCSI Response with no sense, no residual and response 0 (a write's
+    usual end, a TEST UNIT READY's, a read whose data came before it) ends
+    by ``quick``; with sense, a residual or a response code, by ``done``
+    with all of it in the Result."""
+    async with hostile_backend() as (target, backend, _device):
+        ini = backend._ini
+        assert ini is not None
+        quick: list[tuple[int, bytes]] = []
+        done: list[object] = []
+
+        async def submitted(cdb: bytes, read_length: int = 0) -> None:
+            quick.clear()
+            done.clear()
+            ini.submit(0, cdb, read_length=read_length,
+                       done=lambda result, error: done.append(result if error is None else error),
+                       quick=lambda status, data: quick.append((status, bytes(data))))  # fmt: skip
+            with trio.fail_after(5):
+                while not (quick or done):
+                    await trio.sleep(0.01)
+
+        def response(cmd: ScsiCommandPdu, **kw: object) -> bytes:
+            return pdu.encode_pdu(ScsiResponse(itt=cmd.itt, statsn=1, expcmdsn=cmd.cmdsn + 1,
+                                               maxcmdsn=cmd.cmdsn + 16, **kw))  # type: ignore[arg-type]  # fmt: skip
+
+        target.mischief = None  # a plain GOOD
+        await submitted(TUR)
+        assert quick == [(0, b"")] and done == [] and not ini._tasks
+        target.mischief = lambda cmd: response(cmd, status=0x18)  # RESERVATION CONFLICT
+        await submitted(TUR)
+        assert quick == [(0x18, b"")] and done == []
+        sense = bytes((0x70, 0, 6, 0, 0, 0, 0, 10)) + bytes(10)
+        target.mischief = lambda cmd: response(
+            cmd, status=2, data=len(sense).to_bytes(2, "big") + sense)
+        await submitted(TUR)
+        assert quick == [] and len(done) == 1
+        assert done[0].status == 2 and done[0].sense == sense  # type: ignore[attr-defined]
+        target.mischief = lambda cmd: response(cmd, underflow=True, residual_count=512)
+        await submitted(TUR)
+        assert quick == [] and done[0].residual_count == 512  # type: ignore[attr-defined]
+        target.mischief = lambda cmd: response(cmd, response=1)
+        await submitted(TUR)
+        assert quick == [] and done[0].response == 1  # type: ignore[attr-defined]
+        # a read in two Data-Ins without status, then a plain response: quick, all of it
+        target.mischief = lambda cmd: [
+            pdu.encode_pdu(DataIn(itt=cmd.itt, buffer_offset=a, datasn=n, data=PATTERN[a:b]))
+            for n, (a, b) in enumerate(((0, 65536), (65536, 131072)))
+        ] + [response(cmd)]
+        await submitted(READ10_128K, 131072)
+        assert quick == [(0, PATTERN)] and done == [] and not ini._tasks
+
+
+async def test_a_data_in_buffer_is_reused_only_once_nothing_holds_it() -> None:
+    """Large Data-Ins read straight from the socket go into buffers that are
+    reused (no fresh 128 KiB zero-fill per read), but never one whose data
+    someone still holds: a reply kept keeps its bytes."""
+    async with hostile_backend() as (target, backend, _device):
+        other = bytes(reversed(PATTERN))
+
+        async def read(data: bytes) -> BackendReply:
+            outcomes: list[object] = []
+            target.mischief = lambda cmd: data_ins(cmd, (0, 131072), data=data)
+            cancel = backend.start(READ10_128K, b"", 131072, TaskAttribute.SIMPLE,
+                                   DataDirection.READ, outcomes.append)  # fmt: skip
+            assert cancel is not None
+            with trio.fail_after(5):
+                while not outcomes:
+                    await trio.sleep(0.01)
+            reply = outcomes[0]
+            assert isinstance(reply, BackendReply)
+            return reply
+
+        kept = await read(PATTERN)
+        assert bytes(kept.data) == PATTERN
+        ini = backend._ini
+        assert ini is not None
+        for n in range(8):
+            data = other if n % 2 else PATTERN
+            reply = await read(data)
+            assert bytes(reply.data) == data and bytes(kept.data) == PATTERN  # (never reused)
+            assert reply.data.obj is not kept.data.obj  # type: ignore[union-attr]
+            assert any(reply.data.obj is b for b in ini._spares[131072])  # type: ignore[union-attr]
+            del reply
+        assert len(ini._spares[131072]) < 8  # (reused once let go: not one per read)
+
+
+async def test_after_a_large_data_in_the_next_ones_segment_is_read_whole_into_place() -> None:
+    """Right after a large Data-In the reader takes the next PDU's header
+    alone: a second large Data-In's segment is then read, all of it,
+    straight into its buffer (none of it read along with the header, to be
+    copied there); a SCSI Response or a small Data-In after it is read as
+    usual."""
+    async with hostile_backend() as (target, backend, _device):
+        ini = backend._ini
+        assert ini is not None
+        fills: list[tuple[int, int]] = []  # (segment length, bytes already read)
+        fill = ini._fill
+
+        async def recording(dest: memoryview, parts: list[memoryview]) -> bool:
+            fills.append((len(dest), sum(map(len, parts))))
+            return await fill(dest, parts)
+
+        ini._fill = recording  # type: ignore[method-assign]
+        other = bytes(reversed(PATTERN))
+        outcomes: list[object] = []
+        first = True
+
+        def answer(cmd: ScsiCommandPdu) -> list[bytes] | bytes | None:
+            nonlocal first
+            if cmd.expected_data_transfer_length != 131072:
+                return None
+            if first:  # straddling reads: the reader detaches it
+                first = False
+                return data_ins(cmd, (0, 131072))
+            return pdu.encode_pdu(DataIn(final=True, status_present=True, itt=cmd.itt,
+                                         statsn=1, expcmdsn=cmd.cmdsn + 1,
+                                         maxcmdsn=cmd.cmdsn + 16, data=other))  # fmt: skip
+
+        target.mischief = answer
+        for _ in range(2):
+            assert backend.start(READ10_128K, b"", 131072, TaskAttribute.SIMPLE,
+                                 DataDirection.READ, outcomes.append) is not None  # fmt: skip
+        with trio.fail_after(5):
+            while len(outcomes) < 2:
+                await trio.sleep(0.01)
+        replies = [o for o in outcomes if isinstance(o, BackendReply)]
+        assert sorted(bytes(r.data) for r in replies) == sorted([PATTERN, other])
+        assert fills[-1] == (131072, 0)  # the second: nothing read along, nothing copied
+        # then a status-only response and a small read go as usual
+        assert (await backend.execute(TUR, b"", 0, TaskAttribute.SIMPLE)).status == 0
+        small = await backend.execute(READ10, b"", 512, TaskAttribute.SIMPLE)
+        assert small.status == 0 and len(small.data) == 512
