@@ -684,7 +684,7 @@ class LogicalUnit:
         the transport stops soliciting and finishes it, and the command
         leaves as an aborted task would."""
         cmd = task.cmd
-        if cmd.direction is not DataDirection.WRITE:
+        if cmd.direction is not _WRITE:
             return False
         later = cmd.transport.data_later(cmd)
         if later is None:
@@ -760,7 +760,7 @@ class LogicalUnit:
                 Sense.of(SenseKey.HARDWARE_ERROR, Asc.INTERNAL_TARGET_FAILURE)
             )
         else:
-            status, sense, data = Status.GOOD, None, result
+            status, sense, data = _GOOD, None, result
         cmd = task.cmd
         if cmd.transport.respond_now(cmd, status, sense, data):
             self._leave(task, status, data)
@@ -794,7 +794,7 @@ class LogicalUnit:
                 gone = False
                 try:
                     data = await self._execute(task)
-                    status, sense = Status.GOOD, None
+                    status, sense = _GOOD, None
                 except ScsiError as exc:
                     status = exc.status
                     sense = self._encode_sense(exc.sense)

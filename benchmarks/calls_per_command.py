@@ -11,9 +11,13 @@ depth-1 reader from busy-polling, so at depth 1 the count is exact; at depth
 32 it depends a little on how commands batch into reads. Also prints all
 calls in the process per command (initiator included) for scale. With ``--time``
 it counts nothing and prints the process CPU time per command instead
-(initiator included: compare trees, not absolute numbers)::
+(initiator included: compare trees, not absolute numbers). With ``--enums`` it
+counts, by the line that reads it, every enum member read off its class
+(``Status.GOOD``): on CPython 3.11 each costs an ``EnumType.__getattr__`` slot
+call, hundreds of instructions, where a module global is one dict probe::
 
-    .venv/bin/python benchmarks/calls_per_command.py [--commands N] [--time] [--mrdsl B]
+    .venv/bin/python benchmarks/calls_per_command.py [--commands N] [--time | --enums]
+        [--mrdsl B] [--blockio DEV]
 
 Run it against another tree (e.g. the commit before a change) with
 ``PYTHONPATH=$(python benchmarks/tree_shim.py TREE)``: a plain PYTHONPATH of the
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import enum
 import shutil
 import socket
 import struct
@@ -89,6 +94,30 @@ class Counter:
                 self.by_name[getattr(arg, "__qualname__", str(arg))] += 1
 
 
+class EnumLookups:
+    """Counts enum class-attribute reads (``Status.GOOD``) made by daemon code
+    while on, by member and reading line, through a wrapper of
+    ``EnumType.__getattribute__`` (a member is in the class dict, so
+    ``__getattr__`` never runs: the cost is the slot that looks for it)."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.by_site: collections.Counter[str] = collections.Counter()
+        lookup = type.__getattribute__
+        caller = sys._getframe
+
+        def counted(cls: type, name: str) -> Any:
+            if self.on and name[:1] != "_":
+                frame = caller(1)
+                where = frame.f_code.co_filename
+                if "initiator" not in where and where != __file__:
+                    site = f"{where.rsplit('/', 1)[-1]}:{frame.f_lineno} {frame.f_code.co_name}"
+                    self.by_site[f"{cls.__name__}.{name} {site}"] += 1
+            return lookup(cls, name)
+
+        enum.EnumType.__getattribute__ = counted  # type: ignore[method-assign,assignment]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -116,7 +145,9 @@ async def scenario(
         done += depth
 
 
-async def main(commands: int, timed: bool, mrdsl: int, blockio: str | None) -> None:
+async def main(
+    commands: int, timed: bool, mrdsl: int, blockio: str | None, enums: EnumLookups | None = None
+) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="pyscst-calls-", dir="/dev/shm"))
     port = free_port()
     # --blockio: LUN 1 is vdisk_blockio on that block device; every read goes
@@ -160,6 +191,18 @@ luns = [{{ lun = 0, device = "disk0" }}{blk_lun}]
                         await scenario(ini, write, depth, 256, size, lun)  # warm: cache, buffers
                         kind = "WRITE" if write else "READ "
                         name = f"{'blockio ' if lun else ''}{kind} {size // 1024:>3}K QD{depth:<2}"
+                        if enums is not None:
+                            enums.by_site.clear()
+                            enums.on = True
+                            try:
+                                await scenario(ini, write, depth, commands, size, lun)
+                            finally:
+                                enums.on = False
+                            total = sum(enums.by_site.values()) / commands
+                            print(f"{name}: {total:5.2f} enum member reads/cmd")
+                            for site, n in enums.by_site.most_common(12):
+                                print(f"    {n / commands:5.2f} {site}")
+                            continue
                         if timed:
                             began = time.process_time()
                             await scenario(ini, write, depth, commands, size, lun)
@@ -195,5 +238,9 @@ if __name__ == "__main__":
         metavar="BLOCKDEV",
         help="run on a vdisk_blockio LUN over this block device (a loop device)",
     )
+    parser.add_argument(
+        "--enums", action="store_true", help="enum member reads per command, by line"
+    )
     args = parser.parse_args()
-    trio.run(main, args.commands, args.time, args.mrdsl, args.blockio)
+    lookups = EnumLookups() if args.enums else None
+    trio.run(main, args.commands, args.time, args.mrdsl, args.blockio, lookups)

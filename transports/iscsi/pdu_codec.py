@@ -36,6 +36,11 @@ from pyscst.transports.iscsi.pdu_types import (
 
 _SENSE_LENGTH = struct.Struct(">H")
 _PADDING = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
+# Opcodes as plain ints: ``Opcode.DATA_IN`` goes through EnumType.__getattr__'s
+# slot on CPython 3.11 (hundreds of instructions, once per PDU encoded).
+_DATA_IN = int(Opcode.DATA_IN)
+_SCSI_RESPONSE = int(Opcode.SCSI_RESPONSE)
+_R2T = int(Opcode.R2T)
 
 
 def padding(length: int) -> bytes:
@@ -121,7 +126,7 @@ def encode_data_in_header(
         | (0x01 if status_present else 0)
     )
     return BHS_STRUCT.pack(
-        Opcode.DATA_IN, b1, 0, status, data_length, lun, itt, ttt, statsn, expcmdsn,
+        _DATA_IN, b1, 0, status, data_length, lun, itt, ttt, statsn, expcmdsn,
         maxcmdsn, datasn, buffer_offset, residual_count,
     )  # fmt: skip
 
@@ -152,7 +157,7 @@ def encode_scsi_response_header(
         | (0x02 if underflow else 0)
     )
     return BHS_STRUCT.pack(
-        Opcode.SCSI_RESPONSE, b1, response, status, data_length, 0, itt, 0, statsn,
+        _SCSI_RESPONSE, b1, response, status, data_length, 0, itt, 0, statsn,
         expcmdsn, maxcmdsn, expdatasn, bidi_residual_count, residual_count,
     )  # fmt: skip
 
@@ -171,7 +176,7 @@ def encode_r2t_header(
 ) -> bytes:
     """The 48-byte BHS of an R2T (it never has a data segment)."""
     return BHS_STRUCT.pack(
-        Opcode.R2T, 0x80, 0, 0, 0, lun, itt, ttt, statsn, expcmdsn, maxcmdsn, r2tsn,
+        _R2T, 0x80, 0, 0, 0, lun, itt, ttt, statsn, expcmdsn, maxcmdsn, r2tsn,
         buffer_offset, desired_data_transfer_length,
     )  # fmt: skip
 

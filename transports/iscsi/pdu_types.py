@@ -730,6 +730,8 @@ CLASS_BY_OPCODE: dict[int, type[Pdu]] = {cls.opcode: cls for cls in PDU_CLASSES}
 BULK_DATA_OPCODES = frozenset({Opcode.SCSI_COMMAND, Opcode.DATA_OUT, Opcode.DATA_IN})
 
 _LENGTHS = struct.Struct(">B3xI")
+# (a plain int: ``Opcode.SCSI_COMMAND`` is an EnumType slot call on 3.11, per PDU)
+_SCSI_COMMAND = int(Opcode.SCSI_COMMAND)
 
 
 def decode_bhs(bhs: Buffer) -> tuple[int, int, int]:
@@ -753,7 +755,7 @@ def decode_pdu(bhs: Buffer, ahs: Buffer = b"", data: Buffer = b"") -> Pdu:
     cls = CLASS_BY_OPCODE.get(opcode)
     if cls is None:
         raise PduFormatError(f"unknown opcode {opcode:#04x}", RejectReason.COMMAND_NOT_SUPPORTED)
-    if opcode == Opcode.SCSI_COMMAND:
+    if opcode == _SCSI_COMMAND:
         fields = COMMAND_STRUCT.unpack_from(bhs)
         return cls.unpack(fields, bytes(ahs), data)
     return cls.unpack(BHS_STRUCT.unpack_from(bhs), b"", data)

@@ -32,6 +32,10 @@ from pyscst.transports.iscsi.pdu_codec import (
 )
 from pyscst.transports.iscsi.pdu_types import Buffer
 
+#: statuses a last Data-In may carry (a module global: ``Status.GOOD`` costs an
+#: EnumType.__getattr__ slot call on CPython 3.11)
+_COLLAPSIBLE = (Status.GOOD, Status.CONDITION_MET)
+
 #: one PDU to send: its 48-byte header and its data segment (None: none)
 Frame = tuple[bytes, Buffer | None]
 
@@ -96,7 +100,7 @@ def response_frames(
     expdatasn = 0
     if data is not None and produced and expected_length:
         view = memoryview(data)[: min(produced, expected_length)]
-        collapse = sense is None and status in (Status.GOOD, Status.CONDITION_MET)
+        collapse = sense is None and status in _COLLAPSIBLE
         segments = data_in_segments(len(view), mrdsl, max_burst)
         last = len(segments) - 1
         for datasn, (off, end, final) in enumerate(segments):
