@@ -3,10 +3,11 @@ work Trio has, stays within its budget and backs off while it does not pay."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import trio
@@ -25,6 +26,28 @@ def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     yield a, b
     a.close()
     b.close()
+
+
+@contextlib.asynccontextmanager
+async def another_connection_parked() -> AsyncIterator[tuple[socket.socket, list[bytes]]]:
+    """Another connection's reader parked in Trio's epoll set: its peer (send
+    it bytes, as the test must, or the reader never ends) and what it read."""
+    other_a, other_b = socket.socketpair()
+    other_a.setblocking(False)
+    woke: list[bytes] = []
+
+    async def other_reader() -> None:
+        await trio.lowlevel.wait_readable(other_a)
+        woke.append(other_a.recv(10))
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(other_reader)
+            await trio.testing.wait_all_tasks_blocked()  # parked in Trio's epoll set
+            yield other_b, woke
+    finally:
+        other_a.close()
+        other_b.close()
 
 
 async def test_the_installed_trio_lets_us_find_its_epoll_set_and_run_queue() -> None:
@@ -81,30 +104,16 @@ async def test_other_ready_io_stops_the_poll_at_once(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
     ours, _ = pair
-    other_a, other_b = socket.socketpair()
-    other_a.setblocking(False)
-    woke = []
-
-    async def other_reader() -> None:
-        await trio.lowlevel.wait_readable(other_a)
-        woke.append(other_a.recv(10))
-
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(other_reader)
-            await trio.testing.wait_all_tasks_blocked()  # parked in Trio's epoll set
-            other_b.send(b"z")
-            poller = BusyPoll(ours.fileno(), 10_000_000)  # ten seconds
-            started = time.monotonic()
-            assert not poller.ready()
-            # gave way at once instead of spending the budget (nothing in the
-            # poll yields, so only the clock can tell)
-            assert time.monotonic() - started < 5
-            assert poller.misses == 1
-        assert woke == [b"z"]  # and the other connection's bytes were served
-    finally:
-        other_a.close()
-        other_b.close()
+    async with another_connection_parked() as (peer, woke):
+        peer.send(b"z")
+        poller = BusyPoll(ours.fileno(), 10_000_000)  # ten seconds
+        started = time.monotonic()
+        assert not poller.ready()
+        # gave way at once instead of spending the budget (nothing in the
+        # poll yields, so only the clock can tell)
+        assert time.monotonic() - started < 5
+        assert poller.misses == 1
+    assert woke == [b"z"]  # and the other connection's bytes were served
 
 
 async def test_a_runnable_task_means_no_poll(pair: tuple[socket.socket, socket.socket]) -> None:
@@ -149,31 +158,17 @@ async def test_sleep_gives_way_to_another_connection_at_once(
     # the starvation guard: bytes for another connection (a descriptor in
     # Trio's epoll set) end the sleep, and that connection is then served
     ours, _ = pair
-    other_a, other_b = socket.socketpair()
-    other_a.setblocking(False)
-    woke = []
-
-    async def other_reader() -> None:
-        await trio.lowlevel.wait_readable(other_a)
-        woke.append(other_a.recv(10))
-
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(other_reader)
-            await trio.testing.wait_all_tasks_blocked()  # parked in Trio's epoll set
-            poller = BusyPoll(ours.fileno(), 0)
-            writer = threading.Timer(0.005, other_b.send, args=(b"z",))
-            writer.start()
-            started = time.monotonic()
-            try:
-                assert poller.sleep(10.0)
-            finally:
-                writer.join()
-            assert time.monotonic() - started < 5
-        assert woke == [b"z"]
-    finally:
-        other_a.close()
-        other_b.close()
+    async with another_connection_parked() as (peer, woke):
+        poller = BusyPoll(ours.fileno(), 0)
+        writer = threading.Timer(0.005, peer.send, args=(b"z",))
+        writer.start()
+        started = time.monotonic()
+        try:
+            assert poller.sleep(10.0)
+        finally:
+            writer.join()
+        assert time.monotonic() - started < 5
+    assert woke == [b"z"]
 
 
 async def test_sleep_never_passes_a_trio_deadline(
