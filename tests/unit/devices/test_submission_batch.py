@@ -3,9 +3,11 @@ that submit themselves (devices/io_engine.py), replacing module state."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -153,9 +155,13 @@ async def test_reap_inline_submits_what_the_completions_queued() -> None:
         await until(lambda: more == [8])
 
 
-async def test_a_request_done_at_submission_leaves_nothing_to_wait_for(tmp_path: Path) -> None:
-    # (a cached file read completes inside io_uring_enter: no reader may then
-    # sleep for it)
+@contextlib.asynccontextmanager
+async def _reader_reading_a_cached_file(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[SubmissionBatch, UringEngine, list[int | BaseException]]]:
+    """This task registered as a batch's reader, a 4 KiB read of a file just
+    written (so in the page cache) queued on the batch's engine: the batch,
+    the engine and the read's results (empty until it completes)."""
     path = tmp_path / "f"
     path.write_bytes(b"x" * 4096)
     fd = os.open(path, os.O_RDONLY)
@@ -166,37 +172,31 @@ async def test_a_request_done_at_submission_leaves_nothing_to_wait_for(tmp_path:
         batch.register_reader(me)
         got: list[int | BaseException] = []
         engine.start_read(fd, memoryview(bytearray(4096)), 0, got.append)
+        yield batch, engine, got
+    finally:
+        batch.unregister_reader(me)
+        await engine.aclose()
+        os.close(fd)
+
+
+async def test_a_request_done_at_submission_leaves_nothing_to_wait_for(tmp_path: Path) -> None:
+    # (a cached file read completes inside io_uring_enter: no reader may then
+    # sleep for it)
+    async with _reader_reading_a_cached_file(tmp_path) as (batch, engine, got):
         batch.submit_queued()
         if got == [4096]:  # (done inline, as a page-cache hit nearly always is)
             assert batch.waiting == []
         else:
             assert batch.waiting == [engine]
         await until(lambda: got == [4096])
-    finally:
-        batch.unregister_reader(me)
-        await engine.aclose()
-        os.close(fd)
 
 
 async def test_completions_found_at_submission_do_not_wake_the_reaper(tmp_path: Path) -> None:
     # a cached read completes inside io_uring_enter; its posting signalled the
     # eventfd, which the submission drains (else Trio wakes the reaper, for
     # nothing, once per such command)
-    path = tmp_path / "f"
-    path.write_bytes(b"x" * 4096)
-    fd = os.open(path, os.O_RDONLY)
-    batch = SubmissionBatch()
-    engine = UringEngine.create("f", batch=batch)
-    me = trio.lowlevel.current_task()
-    try:
-        batch.register_reader(me)
-        got: list[int | BaseException] = []
-        engine.start_read(fd, memoryview(bytearray(4096)), 0, got.append)
+    async with _reader_reading_a_cached_file(tmp_path) as (batch, engine, got):
         batch.submit_queued()
         assert got == [4096]  # completed in the submission
         with pytest.raises(BlockingIOError):
             os.read(engine._ring._eventfd, 8)  # and nothing left to wake the reaper
-    finally:
-        batch.unregister_reader(me)
-        await engine.aclose()
-        os.close(fd)
