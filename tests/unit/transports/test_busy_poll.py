@@ -136,19 +136,26 @@ async def test_no_budget_never_polls(pair: tuple[socket.socket, socket.socket]) 
 # -- sleep: the blocking wait of a depth-1 reader whose disk I/O is in flight --
 
 
-async def test_sleep_ends_when_the_socket_turns_readable(
-    pair: tuple[socket.socket, socket.socket],
-) -> None:
-    ours, peer = pair
-    poller = BusyPoll(ours.fileno(), 0)  # (no busy-poll budget: sleep does not need one)
-    writer = threading.Timer(0.005, peer.send, args=(b"y",))
+def _sleep_while_a_thread_sends(poller: BusyPoll, sock: socket.socket, data: bytes) -> None:
+    """``poller.sleep`` with a ten-second cap while a thread sends ``data`` on
+    ``sock`` 5 ms in: it must say it slept, and be woken by those bytes, not
+    by the cap."""
+    writer = threading.Timer(0.005, sock.send, args=(data,))
     writer.start()
     started = time.monotonic()
     try:
         assert poller.sleep(10.0)
     finally:
         writer.join()
-    assert time.monotonic() - started < 5  # woken by the bytes, not the cap
+    assert time.monotonic() - started < 5
+
+
+async def test_sleep_ends_when_the_socket_turns_readable(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, peer = pair
+    poller = BusyPoll(ours.fileno(), 0)  # (no busy-poll budget: sleep does not need one)
+    _sleep_while_a_thread_sends(poller, peer, b"y")
     assert ours.recv(10) == b"y"
 
 
@@ -159,15 +166,7 @@ async def test_sleep_gives_way_to_another_connection_at_once(
     # Trio's epoll set) end the sleep, and that connection is then served
     ours, _ = pair
     async with another_connection_parked() as (peer, woke):
-        poller = BusyPoll(ours.fileno(), 0)
-        writer = threading.Timer(0.005, peer.send, args=(b"z",))
-        writer.start()
-        started = time.monotonic()
-        try:
-            assert poller.sleep(10.0)
-        finally:
-            writer.join()
-        assert time.monotonic() - started < 5
+        _sleep_while_a_thread_sends(BusyPoll(ours.fileno(), 0), peer, b"z")
     assert woke == [b"z"]
 
 
