@@ -93,6 +93,7 @@ class BusyPoll:
         "_runner",
         "_runq",
         "_skip",
+        "_sleep_skip",
         "hits",
         "misses",
     )
@@ -105,6 +106,8 @@ class BusyPoll:
         self._runner: Any = None
         self._loop_frame: Any = None
         self._skip = 0
+        #: waits that park at once after a sleep_for_socket the socket did not end
+        self._sleep_skip = 0
         #: waits polling covered, and those it gave up on
         self.hits = 0
         self.misses = 0
@@ -176,14 +179,44 @@ class BusyPoll:
         Trio's own wait, done early: every other connection, the listener,
         thread and signal wake-ups end it at once (the epoll descriptor), and
         timers are never late (the deadline bound)."""
+        return self._sleep(cap) is not None
+
+    def sleep_for_socket(self, cap: float) -> bool:
+        """:meth:`sleep` while an idle depth-1 connection waits for its next
+        PDU: True when it was the socket that woke it (the caller reads at
+        once, without parking in Trio), False when the caller should park as
+        usual (it may not block now, or something else woke it, or the cap
+        passed: the next ``BACKOFF`` waits then park at once, so a connection
+        among busier ones, or an idle one, does not pay a poll per wait).
+
+        Why: after a busy-poll that found nothing, parking costs Trio's loop
+        pass, the task's wake and two ``epoll_ctl`` calls before the bytes
+        are read; at queue depth 1 (a tape streaming records, one initiator's
+        synchronous I/O) that is paid twice per command, on the latency the
+        initiator sees."""
+        if self._sleep_skip:
+            self._sleep_skip -= 1
+            return False
+        events = self._sleep(cap)
+        if events is None:
+            return False
+        fd = self._fd
+        for ready_fd, _ in events:
+            if ready_fd == fd:
+                return True
+        self._sleep_skip = BACKOFF
+        return False
+
+    def _sleep(self, cap: float) -> list[tuple[int, int]] | None:
+        """The poll of :meth:`sleep`: what it returned, or None when it must
+        not block now."""
         poll = self._poll or self._open()
         if poll is None or len(self._runq) or self._batch_left():
-            return False
+            return None
         runner = self._runner
         if runner.waiting_for_idle or type(runner.clock) is not SystemClock:
-            return False
+            return None
         timeout = min(cap, runner.clock.deadline_to_sleep_time(runner.deadlines.next_deadline()))
         if timeout <= 0:
-            return False
-        poll.poll(timeout * 1000)
-        return True
+            return None
+        return poll.poll(timeout * 1000)

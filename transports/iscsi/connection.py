@@ -90,6 +90,10 @@ RECV_SIZE = 256 * 1024
 IOV_MAX = 1024
 #: reads in a row that found data before the reader yields to other tasks
 EAGER_READS = 8
+#: seconds a depth-1 reader may sleep in poll(2) for its next PDU once the
+#: busy-poll found nothing (BusyPoll.sleep_for_socket; any other event Trio
+#: waits on, and Trio's next deadline, end it sooner)
+IDLE_WAIT = 0.002
 WRITE_BATCH = 512 * 1024
 LOGIN_MAX_RECV = 8192
 
@@ -599,7 +603,7 @@ class IscsiConnection:
             io_batch = self._io_batch
             if io_batch.waiting and self._busy.sleep(INLINE_WAIT):
                 io_batch.reap_inline()  # (answers go out from here: _queue)
-            if not self._busy.ready():
+            if not self._busy.ready() and not self._busy.sleep_for_socket(IDLE_WAIT):
                 await trio.lowlevel.wait_readable(fd)
         self._eager += 1
         if self._eager >= EAGER_READS:

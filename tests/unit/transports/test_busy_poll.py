@@ -259,3 +259,68 @@ async def test_tasks_woken_in_the_same_pass_are_never_made_to_wait(
     assert first[:2] == (False, False) and first[2] < 0.1
     assert (poller.hits, poller.misses) == (0, 1)  # (only the second one polled)
     assert results[1][1]  # (and slept: nothing was left in its pass)
+
+
+# -- sleep_for_socket: an idle depth-1 reader's wait for its next PDU --
+
+
+async def test_sleep_for_socket_says_yes_only_when_its_own_bytes_woke_it(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, peer = pair
+    poller = BusyPoll(ours.fileno(), 0)
+    writer = threading.Timer(0.005, peer.send, args=(b"y",))
+    writer.start()
+    started = time.monotonic()
+    try:
+        assert poller.sleep_for_socket(10.0)
+    finally:
+        writer.join()
+    assert time.monotonic() - started < 5 and ours.recv(10) == b"y"
+
+
+async def test_sleep_for_socket_woken_by_another_connection_backs_off(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    # another connection's bytes end the sleep: the caller parks in Trio (which
+    # serves that connection), and the next BACKOFF waits park at once
+    ours, peer = pair
+    poller = BusyPoll(ours.fileno(), 0)
+    async with another_connection_parked() as (other, woke):
+        writer = threading.Timer(0.005, other.send, args=(b"z",))
+        writer.start()
+        try:
+            assert not poller.sleep_for_socket(10.0)
+        finally:
+            writer.join()
+    assert woke == [b"z"]
+    peer.send(b"x")  # our own bytes are there now, yet the back-off holds
+    for _ in range(BACKOFF):
+        assert not poller.sleep_for_socket(10.0)
+    assert poller.sleep_for_socket(10.0)  # and ends: sleeping (not at all) again
+
+
+async def test_sleep_for_socket_that_times_out_backs_off(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, _ = pair
+    poller = BusyPoll(ours.fileno(), 0)
+    started = time.monotonic()
+    assert not poller.sleep_for_socket(0.02)  # an idle connection: nothing came
+    assert time.monotonic() - started >= 0.015
+    started = time.monotonic()
+    for _ in range(BACKOFF):
+        assert not poller.sleep_for_socket(10.0)  # at once, no sleep
+    assert time.monotonic() - started < 5
+
+
+async def test_sleep_for_socket_never_blocks_a_runnable_task(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, _ = pair
+    poller = BusyPoll(ours.fileno(), 0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.sleep, 0)  # runnable, not yet run
+        started = time.monotonic()
+        assert not poller.sleep_for_socket(10.0)
+        assert time.monotonic() - started < 5

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -14,6 +15,7 @@ import trio
 
 import pyscst.transports.iscsi.connection as connection_module
 from pyscst.devices.io_engine import SubmissionBatch
+from pyscst.transports.iscsi.busy_poll import BusyPoll
 from pyscst.transports.iscsi.connection import IscsiConnection
 
 
@@ -164,12 +166,39 @@ async def test_the_rest_of_a_pdu_already_in_is_read_without_a_wait(
         assert waits == []
         pdu = reader.next_event()
         assert isinstance(pdu, P.NopOut) and pdu.itt == 7 and len(pdu.data) == 1000
-        # between PDUs after a short read: wait first, then read
+        # between PDUs after a short read: wait first (here in Trio: the
+        # poll sleep, tested below, is the other way to wait), then read
+        monkeypatch.setattr(BusyPoll, "sleep_for_socket", lambda self, cap: False)
         peer.sendall(raw)
         await trio.sleep(0.05)
         assert await conn._refill(conn.stats_commands)
         assert waits == [conn._fd]
         assert isinstance(reader.next_event(), P.NopOut)
+
+
+async def test_a_depth_1_reader_sleeps_in_poll_for_its_next_pdu_not_in_trio(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Between PDUs, with nothing else for the loop to do, the reader sleeps in
+    poll(2) until its next PDU arrives and reads it without parking in Trio."""
+    from pyscst.transports.iscsi import pdu_types as P
+    from pyscst.transports.iscsi.pdu_codec import encode_pdu
+
+    waits: list[int] = []
+    monkeypatch.setattr(trio.lowlevel, "wait_readable", _no_wait(waits))
+    monkeypatch.setattr(connection_module, "IDLE_WAIT", 10.0)  # (the bytes come 5 ms in)
+    raw = encode_pdu(P.NopOut(itt=9, data=bytes(100)))
+    with _connection() as (conn, peer):
+        conn._last_full = False
+        writer = threading.Timer(0.005, peer.sendall, args=(raw,))
+        writer.start()
+        try:
+            assert await conn._refill(conn.stats_commands)
+        finally:
+            writer.join()
+        assert waits == []  # no park in Trio: the poll sleep saw the bytes come
+        pdu = conn._reader.next_event()
+        assert isinstance(pdu, P.NopOut) and pdu.itt == 9
 
 
 async def test_the_rest_of_a_pdu_not_in_yet_is_waited_for(
