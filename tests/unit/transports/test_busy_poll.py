@@ -7,7 +7,7 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 import trio
@@ -136,15 +136,17 @@ async def test_no_budget_never_polls(pair: tuple[socket.socket, socket.socket]) 
 # -- sleep: the blocking wait of a depth-1 reader whose disk I/O is in flight --
 
 
-def _sleep_while_a_thread_sends(poller: BusyPoll, sock: socket.socket, data: bytes) -> None:
-    """``poller.sleep`` with a ten-second cap while a thread sends ``data`` on
-    ``sock`` 5 ms in: it must say it slept, and be woken by those bytes, not
-    by the cap."""
+def _sleep_while_a_thread_sends(
+    sleep: Callable[[float], bool], sock: socket.socket, data: bytes
+) -> None:
+    """``sleep`` (a poller's ``sleep`` or ``sleep_for_socket``) with a ten-second
+    cap while a thread sends ``data`` on ``sock`` 5 ms in: it must say yes, and
+    be woken by those bytes, not by the cap."""
     writer = threading.Timer(0.005, sock.send, args=(data,))
     writer.start()
     started = time.monotonic()
     try:
-        assert poller.sleep(10.0)
+        assert sleep(10.0)
     finally:
         writer.join()
     assert time.monotonic() - started < 5
@@ -155,7 +157,7 @@ async def test_sleep_ends_when_the_socket_turns_readable(
 ) -> None:
     ours, peer = pair
     poller = BusyPoll(ours.fileno(), 0)  # (no busy-poll budget: sleep does not need one)
-    _sleep_while_a_thread_sends(poller, peer, b"y")
+    _sleep_while_a_thread_sends(poller.sleep, peer, b"y")
     assert ours.recv(10) == b"y"
 
 
@@ -166,7 +168,7 @@ async def test_sleep_gives_way_to_another_connection_at_once(
     # Trio's epoll set) end the sleep, and that connection is then served
     ours, _ = pair
     async with another_connection_parked() as (peer, woke):
-        _sleep_while_a_thread_sends(BusyPoll(ours.fileno(), 0), peer, b"z")
+        _sleep_while_a_thread_sends(BusyPoll(ours.fileno(), 0).sleep, peer, b"z")
     assert woke == [b"z"]
 
 
@@ -191,15 +193,16 @@ async def test_sleep_is_capped(pair: tuple[socket.socket, socket.socket]) -> Non
     assert 0.005 < time.monotonic() - started < 5
 
 
+@pytest.mark.parametrize("method", ["sleep", "sleep_for_socket"])
 async def test_no_sleep_while_a_task_is_runnable(
-    pair: tuple[socket.socket, socket.socket],
+    pair: tuple[socket.socket, socket.socket], method: str
 ) -> None:
     ours, _ = pair
-    poller = BusyPoll(ours.fileno(), 0)
+    sleep = getattr(BusyPoll(ours.fileno(), 0), method)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(trio.sleep, 0)  # runnable, not yet run
         started = time.monotonic()
-        assert not poller.sleep(10.0)
+        assert not sleep(10.0)
         assert time.monotonic() - started < 5
 
 
@@ -268,15 +271,8 @@ async def test_sleep_for_socket_says_yes_only_when_its_own_bytes_woke_it(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
     ours, peer = pair
-    poller = BusyPoll(ours.fileno(), 0)
-    writer = threading.Timer(0.005, peer.send, args=(b"y",))
-    writer.start()
-    started = time.monotonic()
-    try:
-        assert poller.sleep_for_socket(10.0)
-    finally:
-        writer.join()
-    assert time.monotonic() - started < 5 and ours.recv(10) == b"y"
+    _sleep_while_a_thread_sends(BusyPoll(ours.fileno(), 0).sleep_for_socket, peer, b"y")
+    assert ours.recv(10) == b"y"
 
 
 async def test_sleep_for_socket_woken_by_another_connection_backs_off(
@@ -312,15 +308,3 @@ async def test_sleep_for_socket_that_times_out_backs_off(
     for _ in range(BACKOFF):
         assert not poller.sleep_for_socket(10.0)  # at once, no sleep
     assert time.monotonic() - started < 5
-
-
-async def test_sleep_for_socket_never_blocks_a_runnable_task(
-    pair: tuple[socket.socket, socket.socket],
-) -> None:
-    ours, _ = pair
-    poller = BusyPoll(ours.fileno(), 0)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(trio.sleep, 0)  # runnable, not yet run
-        started = time.monotonic()
-        assert not poller.sleep_for_socket(10.0)
-        assert time.monotonic() - started < 5
