@@ -89,6 +89,7 @@ class BusyPoll:
         "_budget_ns",
         "_fd",
         "_loop_frame",
+        "_no_loop",
         "_poll",
         "_runner",
         "_runq",
@@ -105,6 +106,9 @@ class BusyPoll:
         self._runq: Sized = ()
         self._runner: Any = None
         self._loop_frame: Any = None
+        #: loop_handles() found nothing once: it is not looked for again (it
+        #: walks the stack; the reader would repeat that on every wait)
+        self._no_loop = False
         self._skip = 0
         #: waits that park at once after a sleep_for_socket the socket did not end
         self._sleep_skip = 0
@@ -151,8 +155,11 @@ class BusyPoll:
         return bool(self._loop_frame.f_locals.get("batch"))
 
     def _open(self) -> select.poll | None:
+        if self._no_loop:
+            return None
         handles = loop_handles()
         if handles is None:
+            self._no_loop = True
             return None
         poll = self._poll = select.poll()
         poll.register(self._fd, select.POLLIN)

@@ -13,6 +13,7 @@ import pytest
 import trio
 import trio.testing
 
+from pyscst.transports.iscsi import busy_poll
 from pyscst.transports.iscsi.busy_poll import BACKOFF, BusyPoll, loop_handles
 
 #: the largest budget the config allows
@@ -308,3 +309,24 @@ async def test_sleep_for_socket_that_times_out_backs_off(
     for _ in range(BACKOFF):
         assert not poller.sleep_for_socket(10.0)  # at once, no sleep
     assert time.monotonic() - started < 5
+
+
+async def test_a_loop_not_found_is_looked_for_once(
+    pair: tuple[socket.socket, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (loop_handles walks the stack: a reader whose Trio it cannot read must not
+    # repeat that on every wait; it simply never polls nor sleeps)
+    looks: list[None] = []
+
+    def no_handles() -> None:
+        looks.append(None)
+
+    monkeypatch.setattr(busy_poll, "loop_handles", no_handles)
+    ours, peer = pair
+    peer.send(b"x")
+    poller = BusyPoll(ours.fileno(), LONG_US)
+    for _ in range(3):
+        assert not poller.ready()
+        assert not poller.sleep(10.0)
+        assert not poller.sleep_for_socket(10.0)
+    assert len(looks) == 1
