@@ -57,3 +57,12 @@ def test_snapshots_add_up(records: list[tuple[int, int, int, bool]], cut: int) -
     assert view["errors"] == sum(1 for r in records if r[3])
     assert view["bytes_read"] == sum(r[1] for r in records)
     assert view["latency_us"]["max"] == round(max((r[0] for r in records), default=0) / 1000, 1)
+
+
+@given(st.integers(-5, 2**60))
+def test_record_counts_a_latency_in_the_bucket_bucket_of_names(ns: int) -> None:
+    # (record carries bucket_of's arithmetic inline, once per command: the two
+    # must never disagree, negatives and the overflow bucket included)
+    stats = IoStats()
+    stats.record(ns, 0, 0, False)
+    assert stats.histogram[bucket_of(ns)] == 1 and stats.commands == 1
