@@ -514,20 +514,13 @@ class UringEngine:
                 return
             self.submits += 1
             self._unsubmitted_from = self._next_key
-        done = ring.reap()
-        if done and ring._eventfd >= 0:
-            # Their posting signalled the eventfd, for which Trio would wake
-            # the reaper to find nothing (an epoll_wait result, a task step, an
-            # eventfd read and an epoll_ctl re-arm; at queue depth 1 a cached
-            # read completes inside the submission, every time). Drain it
-            # first, then take what was posted meanwhile too: a completion
-            # posted after the drain signals again.
-            try:
-                os.read(ring._eventfd, 8)
-            except BlockingIOError:
-                pass
-            done += ring.reap()
-        self._complete(done)
+        if ring.completed():
+            # Completions posted inside the submission (at queue depth 1 a
+            # cached read, every time) signalled the eventfd, for which Trio
+            # would wake the reaper to find nothing (an epoll_wait result, a
+            # task step, an eventfd read and an epoll_ctl re-arm): _reap drains
+            # it before it takes them.
+            self._reap()
 
     async def _reap_loop(self) -> None:
         efd = self._ring._eventfd
@@ -538,10 +531,12 @@ class UringEngine:
     def _reap(self) -> None:
         """Complete what the completion queue holds, the eventfd drained first
         (a completion posted after the drain signals it again)."""
-        try:
-            os.read(self._ring._eventfd, 8)
-        except BlockingIOError:
-            pass
+        efd = self._ring._eventfd
+        if efd >= 0:
+            try:
+                os.read(efd, 8)
+            except BlockingIOError:
+                pass
         self._complete(self._ring.reap())
 
     def _complete(self, completions: list[tuple[int, int]]) -> None:
